@@ -1,0 +1,43 @@
+"""The reference configuration of the course project, and survey constants, in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+BANDS: tuple[str, ...] = ("u", "g", "r", "i", "z")
+REFERENCE_BAND = "r"
+FRAME_SHAPE: tuple[int, int] = (1489, 2048)  # rows, columns of an SDSS frame
+PIXEL_SCALE_ARCSEC = 0.396
+FIELD_OVERLAP_ROWS = 128  # consecutive fields of a camcol overlap by about this many rows
+EXPTIME_S = 53.907456
+SAS_BASE_URL = "https://data.sdss.org/sas/dr17/eboss/"
+SWEEP_VERSION = "dr13_final"
+LABEL_GALAXY = 0
+LABEL_STAR = 1
+OBJC_TYPE_GALAXY = 3
+OBJC_TYPE_STAR = 6
+SEED = 42
+PATCH_SIZE = 25
+
+
+@dataclass(frozen=True)
+class FieldSet:
+    """Which SDSS fields are used and how they are split."""
+
+    rerun: int = 301
+    run: int = 8162
+    camcol: int = 6
+    fields: tuple[int, ...] = (80, 103, 111, 120, 147, 174, 177, 214, 222, 228)
+    train_fields: tuple[int, ...] = (103, 111, 147, 174, 177, 214, 222)
+    val_fields: tuple[int, ...] = (120, 228)
+    test_fields: tuple[int, ...] = (80,)
+
+    @property
+    def label(self) -> str:
+        return f"{self.rerun}/{self.run}/{self.camcol}"
+
+
+REFERENCE = FieldSet()
+
+# The course project's published result on the test field, quoted for comparison only.
+REFERENCE_RESULT = {"accuracy": 0.905, "mcc": 0.746, "majority_class_accuracy": 0.746}

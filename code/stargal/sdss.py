@@ -1,0 +1,206 @@
+"""SDSS DR17 file formats: names, Science Archive Server paths, and reading/writing frames and sweeps."""
+
+from __future__ import annotations
+
+import bz2
+import io
+import os
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+from astropy.utils.exceptions import AstropyWarning
+from astropy.wcs import WCS, FITSFixedWarning
+
+from .config import BANDS, SWEEP_VERSION
+from .errors import StargalError
+
+CATALOG_KINDS = ("gal", "star")
+# Columns every later stage reads from a calibObj sweep, with the real dtypes and shapes.
+CATALOG_COLUMNS: dict[str, tuple[str, str | None]] = {
+    "RUN": ("I", None),
+    "RERUN": ("3A", None),
+    "CAMCOL": ("B", None),
+    "FIELD": ("I", None),
+    "ID": ("I", None),
+    "OBJC_TYPE": ("J", None),
+    "RA": ("D", None),
+    "DEC": ("D", None),
+    "PSF_FWHM": ("5E", None),
+    "PSFFLUX": ("5E", None),
+    "MODELFLUX": ("5E", None),
+}
+_FRAME_RE = re.compile(r"^frame-([ugriz]|irg)-(\d{6})-(\d)-(\d{4})\.(fits\.bz2|jpg)$")
+_CATALOG_RE = re.compile(r"^calibObj-(\d{6})-(\d)-(gal|star)\.fits\.gz$")
+
+
+def frame_filename(band: str, run: int, camcol: int, field: int) -> str:
+    if band not in BANDS:
+        raise StargalError(f"unknown band {band!r}: expected one of {' '.join(BANDS)}")
+    return f"frame-{band}-{run:06d}-{camcol}-{field:04d}.fits.bz2"
+
+
+def irg_filename(run: int, camcol: int, field: int) -> str:
+    return f"frame-irg-{run:06d}-{camcol}-{field:04d}.jpg"
+
+
+def catalog_filename(run: int, camcol: int, kind: str) -> str:
+    if kind not in CATALOG_KINDS:
+        raise StargalError(f"unknown catalog kind {kind!r}: expected gal or star")
+    return f"calibObj-{run:06d}-{camcol}-{kind}.fits.gz"
+
+
+def frames_dir_relpath(rerun: int, run: int, camcol: int) -> str:
+    """Folder of a run/camcol's frames, relative to the SAS base (e.g. .../dr17/eboss/)."""
+    return f"photoObj/frames/{rerun}/{run}/{camcol}"
+
+
+def sweeps_dir_relpath(rerun: int) -> str:
+    return f"sweeps/{SWEEP_VERSION}/{rerun}"
+
+
+def frame_relpath(band: str, rerun: int, run: int, camcol: int, field: int) -> str:
+    return f"{frames_dir_relpath(rerun, run, camcol)}/{frame_filename(band, run, camcol, field)}"
+
+
+def irg_relpath(rerun: int, run: int, camcol: int, field: int) -> str:
+    return f"{frames_dir_relpath(rerun, run, camcol)}/{irg_filename(run, camcol, field)}"
+
+
+def catalog_relpath(rerun: int, run: int, camcol: int, kind: str) -> str:
+    return f"{sweeps_dir_relpath(rerun)}/{catalog_filename(run, camcol, kind)}"
+
+
+def parse_filename(name: str) -> dict | None:
+    """Identify an SDSS frame, irg jpeg or sweep file by its name; None if it is none of them."""
+    if m := _FRAME_RE.match(name):
+        band, run, camcol, field, _ = m.groups()
+        return {"kind": "frame", "band": band, "run": int(run), "camcol": int(camcol), "field": int(field)}
+    if m := _CATALOG_RE.match(name):
+        run, camcol, kind = m.groups()
+        return {"kind": "catalog", "catalog": kind, "run": int(run), "camcol": int(camcol)}
+    return None
+
+
+@dataclass
+class Frame:
+    """One calibrated SDSS frame: image in nanomaggies (float32, rows x columns), header and WCS."""
+
+    image: np.ndarray
+    header: fits.Header
+    wcs: WCS
+    path: Path | None = None
+
+    @property
+    def band(self) -> str:
+        return str(self.header.get("FILTER", "")).strip()
+
+    @property
+    def simulated(self) -> bool:
+        return bool(self.header.get("SIMULAT", False))
+
+
+def quiet_wcs(header: fits.Header) -> WCS:
+    """A celestial WCS from a header, without astropy's warnings about SDSS's deprecated RADECSYS."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FITSFixedWarning)
+        warnings.simplefilter("ignore", AstropyWarning)
+        return WCS(header, naxis=2)
+
+
+def read_frame(path: str | os.PathLike) -> Frame:
+    """Read a ``frame-*.fits.bz2`` (or plain FITS) file; raise StargalError naming the file on any problem."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+        if path.suffix == ".bz2":
+            raw = bz2.decompress(raw)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", AstropyWarning)
+            with fits.open(io.BytesIO(raw), memmap=False) as hdul:
+                header = hdul[0].header.copy()
+                data = hdul[0].data
+    except FileNotFoundError:
+        raise StargalError(f"{path}: file not found") from None
+    except (OSError, EOFError, ValueError) as exc:
+        raise StargalError(f"{path}: not a readable SDSS frame ({exc})") from None
+    if data is None or data.ndim != 2:
+        raise StargalError(f"{path}: primary HDU holds no 2-D image")
+    if "CTYPE1" not in header or "CTYPE2" not in header:
+        raise StargalError(f"{path}: frame has no celestial WCS (CTYPE1/CTYPE2 missing)")
+    try:
+        wcs = quiet_wcs(header)
+    except Exception as exc:  # astropy raises many types for malformed WCS keywords
+        raise StargalError(f"{path}: invalid WCS ({exc})") from None
+    if not wcs.has_celestial:
+        raise StargalError(f"{path}: frame has no celestial WCS")
+    return Frame(np.asarray(data, dtype=np.float32), header, wcs, path)
+
+
+def write_frame(path: str | os.PathLike, image: np.ndarray, header: fits.Header, extra_hdus=()) -> None:
+    """Write a frame as bz2-compressed FITS, atomically."""
+    from .fsio import write_bytes
+
+    hdul = fits.HDUList([fits.PrimaryHDU(np.asarray(image, dtype=np.float32), header=header), *extra_hdus])
+    buf = io.BytesIO()
+    hdul.writeto(buf, output_verify="silentfix")
+    write_bytes(path, bz2.compress(buf.getvalue(), compresslevel=9))
+
+
+def read_catalog(path: str | os.PathLike, columns=tuple(CATALOG_COLUMNS)) -> np.ndarray:
+    """Read the named columns of a calibObj sweep into a native-endian structured array."""
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", AstropyWarning)
+            with fits.open(path, memmap=False) as hdul:
+                if len(hdul) < 2 or not isinstance(hdul[1], fits.BinTableHDU):
+                    raise StargalError(f"{path}: no binary table in HDU 1, not a calibObj catalog")
+                table = hdul[1].data
+                missing = [c for c in columns if c not in table.columns.names]
+                if missing:
+                    raise StargalError(f"{path}: catalog lacks column(s) {', '.join(missing)}")
+                arrays = {c: np.asarray(table[c]) for c in columns}
+    except FileNotFoundError:
+        raise StargalError(f"{path}: file not found") from None
+    except (OSError, EOFError, ValueError) as exc:
+        raise StargalError(f"{path}: not a readable calibObj catalog ({exc})") from None
+    n = len(next(iter(arrays.values()))) if arrays else 0
+    dtype = [(c, a.dtype.newbyteorder("=") if a.dtype.kind != "S" else a.dtype, a.shape[1:]) for c, a in arrays.items()]
+    out = np.empty(n, dtype=dtype)
+    for c, a in arrays.items():
+        out[c] = a
+    return out
+
+
+def write_catalog(path: str | os.PathLike, columns: dict[str, np.ndarray], header: fits.Header | None = None) -> None:
+    """Write a calibObj-like sweep (gzip-compressed FITS binary table), atomically."""
+    import gzip
+
+    from .fsio import write_bytes
+
+    cols = []
+    for name, values in columns.items():
+        fmt = CATALOG_COLUMNS.get(name, (None, None))[0] or _fits_format(values)
+        cols.append(fits.Column(name=name, format=fmt, array=values))
+    primary = fits.PrimaryHDU(header=header)
+    buf = io.BytesIO()
+    fits.HDUList([primary, fits.BinTableHDU.from_columns(cols)]).writeto(buf)
+    write_bytes(path, gzip.compress(buf.getvalue(), compresslevel=6, mtime=0))
+
+
+def _fits_format(values: np.ndarray) -> str:
+    values = np.asarray(values)
+    base = {"f4": "E", "f8": "D", "i2": "I", "i4": "J", "i8": "K", "u1": "B", "b1": "L"}[values.dtype.str[1:]]
+    width = int(np.prod(values.shape[1:])) if values.ndim > 1 else 1
+    return f"{width}{base}" if width > 1 else base
+
+
+def magnitude(flux: np.ndarray) -> np.ndarray:
+    """SDSS asinh-free magnitude from nanomaggies; NaN where the flux is not positive."""
+    flux = np.asarray(flux, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(flux > 0, 22.5 - 2.5 * np.log10(flux), np.nan)
