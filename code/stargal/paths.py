@@ -10,6 +10,7 @@ Layout (``data/`` by default, ``--data-dir`` elsewhere)::
     aligned/RERUN/RUN/CAMCOL/objects-RUN6-C-FIELD4.csv    catalog objects in the field    stage 01
     tensors/RERUN-RUN-CAMCOL/{images,gal_coords,star_coords}.npy, tensors.json            stage 01
     datasets/NAME/{train,val,test}_{x,y}.npy, {split}_objects.csv, dataset.json           stage 02
+    datasets/LATEST, models/LATEST      name of the last prepared dataset / trained model
     augmented/NAME/train_{x,y}.npy      fixed augmented training set (--materialize)      stage 04
     models/NAME/model.keras, model.json, metrics.json, history.csv                        stage 03
     tuning/NAME/                        study database, trials table, best.json           stage 03 --tune
@@ -88,6 +89,11 @@ class DataPaths:
         return self.root / "tensors" / f"{rerun}-{run}-{camcol}"
 
     # stage 02
+    @property
+    def latest_dataset(self) -> Path:
+        """One-line text file naming the dataset stage 02 prepared last (the default of stages 03/04)."""
+        return self.root / "datasets" / "LATEST"
+
     def dataset_dir(self, name: str) -> Path:
         return self.root / "datasets" / name
 
@@ -108,6 +114,11 @@ class DataPaths:
         return self.root / "augmented" / name
 
     # stage 03
+    @property
+    def latest_model(self) -> Path:
+        """One-line text file naming the model stage 03 trained last (the default of predict)."""
+        return self.root / "models" / "LATEST"
+
     def model_dir(self, name: str) -> Path:
         return self.root / "models" / name
 
