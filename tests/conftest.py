@@ -19,7 +19,9 @@ TEST_FIELD_DIR = SAMPLE_DIR / "008162-6-0080"
 STAR_FIELD_DIR = SAMPLE_DIR / "004510-4-0030"
 
 # A tiny sky: four adjacent, overlapping fields of small frames; test field 81 sits between train 80 and val 82.
-TINY = FieldSet(rerun=301, run=8162, camcol=6, fields=(80, 81, 82, 83), train_fields=(80, 83), val_fields=(82,), test_fields=(81,))
+TINY = FieldSet(
+    rerun=301, run=8162, camcol=6, fields=(80, 81, 82, 83), train_fields=(80, 83), val_fields=(82,), test_fields=(81,)
+)
 TINY_SHAPE = (400, 600)
 
 

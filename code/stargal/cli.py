@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from .config import PATCH_SIZE, REFERENCE, SEED, FieldSet
+from .config import REFERENCE, SEED, FieldSet
 from .errors import StargalError
 from .paths import DataPaths, FieldId
 
@@ -64,23 +64,43 @@ class _FieldsAction(argparse.Action):
 
 def make_parser(description: str, *, splits: bool = False, workers: bool = False) -> argparse.ArgumentParser:
     """A parser with the options every numbered script shares."""
-    parser = argparse.ArgumentParser(
-        description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ref = REFERENCE
     group = parser.add_argument_group("data selection (defaults: the reference configuration)")
     group.add_argument("--data-dir", default=None, help="data folder (default: the project's data/)")
     group.add_argument("--rerun", type=_non_negative_int, default=ref.rerun, help="SDSS rerun")
     group.add_argument("--run", type=_non_negative_int, default=ref.run, help="SDSS run")
-    group.add_argument("--camcol", type=int, choices=range(1, 7), default=ref.camcol, metavar="1-6", help="camera column")
     group.add_argument(
-        "--fields", nargs="+", action=_FieldsAction, default=None, metavar="F",
+        "--camcol", type=int, choices=range(1, 7), default=ref.camcol, metavar="1-6", help="camera column"
+    )
+    group.add_argument(
+        "--fields",
+        nargs="+",
+        action=_FieldsAction,
+        default=None,
+        metavar="F",
         help=f"fields to process (default: train+val+test fields, {' '.join(map(str, ref.fields))})",
     )
     if splits:
-        group.add_argument("--train-fields", nargs="+", action=_FieldsAction, default=ref.train_fields, metavar="F", help="training fields")
-        group.add_argument("--val-fields", nargs="+", action=_FieldsAction, default=ref.val_fields, metavar="F", help="validation fields")
-        group.add_argument("--test-fields", nargs="+", action=_FieldsAction, default=ref.test_fields, metavar="F", help="test fields")
+        group.add_argument(
+            "--train-fields",
+            nargs="+",
+            action=_FieldsAction,
+            default=ref.train_fields,
+            metavar="F",
+            help="training fields",
+        )
+        group.add_argument(
+            "--val-fields",
+            nargs="+",
+            action=_FieldsAction,
+            default=ref.val_fields,
+            metavar="F",
+            help="validation fields",
+        )
+        group.add_argument(
+            "--test-fields", nargs="+", action=_FieldsAction, default=ref.test_fields, metavar="F", help="test fields"
+        )
     parser.add_argument("--seed", type=int, default=SEED, help="random seed")
     parser.add_argument("--force", action="store_true", help="redo work whose outputs are already current")
     if workers:

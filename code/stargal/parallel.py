@@ -41,7 +41,8 @@ def map_tasks(
 
 
 def _map_dask(fn: Callable[..., Any], items: list[Any], scheduler: str, description: str) -> list[Any]:
-    from dask.distributed import Client, as_completed as dask_completed
+    from dask.distributed import Client
+    from dask.distributed import as_completed as dask_completed
 
     from .errors import StargalError
 

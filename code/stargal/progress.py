@@ -27,10 +27,8 @@ def track(items: Iterable[T], description: str, total: int | None = None, unit: 
         return
     start = time.monotonic()
     step = max(1, (total or 10) // 10)
-    done = 0
-    for item in items:
+    for done, item in enumerate(items, start=1):
         yield item
-        done += 1
         if done % step == 0 or done == total:
             of = f"/{total}" if total else ""
             log.info("%s: %d%s %s (%.1f s)", description, done, of, unit, time.monotonic() - start)

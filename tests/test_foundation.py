@@ -1,0 +1,182 @@
+"""Foundation modules: paths, SDSS file formats, atomic I/O, tables, CLI helpers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.wcs import WCS
+
+from stargal import cli, fsio, sdss, tables
+from stargal.config import BANDS, REFERENCE
+from stargal.cube import read_cube, write_cube
+from stargal.errors import StargalError
+from stargal.paths import DataPaths, FieldId
+
+
+def test_paths_mirror_the_sas_layout(tmp_path):
+    paths = DataPaths(tmp_path)
+    fid = FieldId(301, 8162, 6, 80)
+    assert paths.frame(fid, "r") == tmp_path / "sas/photoObj/frames/301/8162/6/frame-r-008162-6-0080.fits.bz2"
+    assert paths.irg_jpeg(fid).name == "frame-irg-008162-6-0080.jpg"
+    assert paths.catalog(301, 8162, 6, "gal") == tmp_path / "sas/sweeps/dr13_final/301/calibObj-008162-6-gal.fits.gz"
+    assert paths.cube(fid).name == "cube-008162-6-0080.fits"
+
+
+def test_sdss_names_round_trip():
+    assert sdss.parse_filename(sdss.frame_filename("g", 8162, 6, 80)) == {
+        "kind": "frame",
+        "band": "g",
+        "run": 8162,
+        "camcol": 6,
+        "field": 80,
+    }
+    assert sdss.parse_filename("calibObj-004510-4-star.fits.gz")["catalog"] == "star"
+    assert sdss.parse_filename("index.html") is None
+    with pytest.raises(StargalError, match="unknown band"):
+        sdss.frame_filename("y", 8162, 6, 80)
+
+
+def _header() -> fits.Header:
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    wcs.wcs.crval = [331.7, 26.96]
+    wcs.wcs.crpix = [10, 8]
+    wcs.wcs.cd = [[-3e-5, 1.06e-4], [1.06e-4, 3e-5]]
+    header = wcs.to_header()
+    header["FILTER"] = "r"
+    header["RADECSYS"] = "ICRS"  # deprecated keyword the real frames carry
+    return header
+
+
+def test_frame_write_read_round_trip_without_warnings(tmp_path, recwarn):
+    image = np.random.default_rng(0).normal(size=(15, 20)).astype(np.float32)
+    path = tmp_path / "frame-r-008162-6-0080.fits.bz2"
+    sdss.write_frame(path, image, _header())
+    frame = sdss.read_frame(path)
+    np.testing.assert_array_equal(frame.image, image)
+    assert frame.band == "r" and frame.image.dtype == np.float32
+    assert frame.wcs.has_celestial
+    assert not [w for w in recwarn if "RADECSYS" in str(w.message)]
+
+
+def test_read_frame_errors_name_the_file(tmp_path):
+    corrupt = tmp_path / "frame-r-008162-6-0080.fits.bz2"
+    corrupt.write_bytes(b"BZh91AY&SY not really bz2")
+    with pytest.raises(StargalError, match=str(corrupt.name)):
+        sdss.read_frame(corrupt)
+    with pytest.raises(StargalError, match="not found"):
+        sdss.read_frame(tmp_path / "missing.fits.bz2")
+    no_wcs = tmp_path / "nowcs.fits.bz2"
+    sdss.write_frame(no_wcs, np.zeros((4, 4)), fits.Header())
+    with pytest.raises(StargalError, match="WCS"):
+        sdss.read_frame(no_wcs)
+
+
+def test_catalog_write_read_keeps_real_dtypes(tmp_path):
+    n = 4
+    columns = {
+        "RUN": np.full(n, 8162, np.int16),
+        "RERUN": np.array(["301"] * n),
+        "CAMCOL": np.full(n, 6, np.uint8),
+        "FIELD": np.arange(n, dtype=np.int16),
+        "ID": np.arange(1, n + 1, dtype=np.int16),
+        "OBJC_TYPE": np.full(n, 6, np.int32),
+        "RA": np.linspace(1, 2, n),
+        "DEC": np.linspace(3, 4, n),
+        "PSF_FWHM": np.ones((n, 5), np.float32),
+        "PSFFLUX": np.ones((n, 5), np.float32),
+        "MODELFLUX": np.ones((n, 5), np.float32),
+    }
+    path = tmp_path / "calibObj-008162-6-star.fits.gz"
+    sdss.write_catalog(path, columns)
+    cat = sdss.read_catalog(path)
+    assert cat["PSFFLUX"].shape == (n, 5)
+    np.testing.assert_array_equal(cat["RA"], columns["RA"])
+    with fits.open(path) as hdul:
+        assert hdul[1].columns["RERUN"].format == "3A" and hdul[1].columns["PSFFLUX"].format == "5E"
+    with pytest.raises(StargalError, match="lacks column"):
+        sdss.read_catalog(path, columns=("RA", "NOPE"))
+
+
+def test_real_catalog_reads_with_the_same_code(sample_dir):
+    cat = sdss.read_catalog(sample_dir / "004510-4-0030" / "calibObj-004510-4-star.fits.gz")
+    assert len(cat) == 5232 and set(np.unique(cat["OBJC_TYPE"])) == {6}
+    assert int(np.sum(cat["FIELD"] == 30)) == 161
+
+
+def test_magnitude():
+    np.testing.assert_allclose(sdss.magnitude([1.0, 100.0]), [22.5, 17.5])
+    assert np.isnan(sdss.magnitude([0.0, -1.0])).all()
+
+
+def test_atomic_path_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "sub" / "out.npy"
+    with pytest.raises(RuntimeError), fsio.atomic_path(target) as tmp:
+        tmp.write_bytes(b"partial")
+        raise RuntimeError("boom")
+    assert not target.exists() and list(target.parent.iterdir()) == []
+    fsio.save_npy(target, np.arange(3, dtype=np.float32))
+    assert fsio.load_npy(target).dtype == np.float32
+
+
+def test_is_current(tmp_path):
+    src, out = tmp_path / "in", tmp_path / "out"
+    assert not fsio.is_current([out], [src])
+    src.write_text("a")
+    out.write_text("b")
+    assert fsio.is_current([out], [src])
+    os.utime(src, (out.stat().st_mtime + 10,) * 2)
+    assert not fsio.is_current([out], [src])
+
+
+def test_table_round_trip_keeps_order_and_nan(tmp_path):
+    table = np.zeros(3, tables.OBJECT_DTYPE)
+    table["objid"] = ["301-8162-6-80-1", "301-8162-6-80-2", "301-8162-6-81-1"]
+    table["x"] = [1.25, np.nan, 1 / 3]
+    table["label"] = [0, 1, 1]
+    path = tmp_path / "objects.csv"
+    tables.write_table(path, table)
+    back = tables.read_table(path)
+    np.testing.assert_array_equal(back["objid"], table["objid"])
+    np.testing.assert_array_equal(back["x"], table["x"])  # NaN == NaN for array_equal on floats
+    path.write_text("objid,x\n1,2\n")
+    with pytest.raises(StargalError, match="missing column"):
+        tables.read_table(path)
+
+
+def test_cube_round_trip(tmp_path):
+    header = _header()
+    data = np.random.default_rng(1).normal(size=(5, 15, 20)).astype(np.float32)
+    data[0, :, :2] = np.nan
+    write_cube(tmp_path / "cube.fits", data, sdss.quiet_wcs(header), "".join(BANDS), {"REFBAND": "r", "FIELD": 80})
+    cube = read_cube(tmp_path / "cube.fits")
+    np.testing.assert_array_equal(cube.data, data)
+    assert cube.bands == "ugriz" and cube.band_index("r") == 2 and cube.header["FIELD"] == 80
+
+
+def test_cli_parses_fields_and_defaults():
+    parser = cli.make_parser("test", splits=True, workers=True)
+    args = parser.parse_args([])
+    fs = cli.field_set(args)
+    assert fs == REFERENCE
+    args = parser.parse_args(["--fields", "80,81", "82-84", "--train-fields", "80", "81"])
+    assert cli.field_set(args).fields == (80, 81, 82, 83, 84)
+    assert args.train_fields == (80, 81)
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    script = tmp_path / "s.py"
+    script.write_text(
+        "import sys\nsys.path.insert(0, %r)\n"
+        % str(cli.__file__.rsplit("/stargal/", 1)[0])
+        + "from stargal.cli import run_main\nfrom stargal.errors import StargalError\n"
+        "def main(argv):\n    raise StargalError('data/x.fits: broken')\nrun_main(main)\n"
+    )
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "s.py: error: data/x.fits: broken"
