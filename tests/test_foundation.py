@@ -180,3 +180,11 @@ def test_cli_errors_are_one_line(tmp_path):
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip() == "s.py: error: data/x.fits: broken"
+
+
+def test_atomic_files_get_ordinary_permissions(tmp_path):
+    target = tmp_path / "out.txt"
+    fsio.write_text(target, "x")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask

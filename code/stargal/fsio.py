@@ -12,6 +12,15 @@ from pathlib import Path
 import numpy as np
 
 
+def _default_file_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_FILE_MODE = _default_file_mode()
+
+
 @contextlib.contextmanager
 def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``final``; rename it to ``final`` only if the block succeeds."""
@@ -19,6 +28,7 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent)
     os.close(fd)
+    os.chmod(tmp, _FILE_MODE)  # mkstemp makes 0600; outputs should be as readable as any file the user writes
     tmp_path = Path(tmp)
     try:
         yield tmp_path

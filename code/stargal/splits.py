@@ -1,0 +1,363 @@
+"""Train/validation/test splits by field and by sky region, with a leakage guard in sky coordinates.
+
+Every row is one object in one field's aligned cube (``cube_field``). Consecutive fields overlap by
+about 128 rows, so a source near a field edge appears in two cubes (same ``objid``, same ra/dec). The
+selection (``select``) runs in this order, counting every removed row by reason:
+
+1. ``assign_splits``: a row belongs to the split of its cube's field; a row inside any ``--test-region``
+   goes to test whatever its field (``test_region`` moves, not a removal); a train/val row inside any
+   ``--exclude-region`` is removed (``exclude_region``).
+2. ``leakage_guard``: a train/val row is removed when it is the same source as any test candidate
+   (same objid, or within ``MATCH_RADIUS_ARCSEC`` = 1", ``test_source``), or when its patch centre lies
+   within half a patch (``P / 2 * 0.396"``) of any test candidate (``near_test``). Test candidates are
+   all test rows before the edge policy and de-duplication, so a test source protects its surroundings
+   even if its own patch is later dropped.
+3. ``drop`` edge policy: rows whose patch crosses the frame edge are removed (``edge``).
+4. ``deduplicate``, within each split: of several rows of the same source (same objid, or within 1" in
+   different cubes), the one farthest from its frame edge is kept (``duplicate``).
+5. Between train and validation: a source present in both keeps its training row and loses its
+   validation row (``duplicate_train_val``): training data are the scarcer resource, and the
+   validation set stays a set of distinct sources the model has not seen.
+
+Matching uses a KD-tree on unit vectors (chord distance), exact on the sphere and O(n log n).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from .config import PIXEL_SCALE_ARCSEC, REFERENCE, FieldSet
+from .errors import StargalError
+
+SPLITS = ("train", "val", "test")
+TRAIN, VAL, TEST, REMOVED = 0, 1, 2, -1
+MATCH_RADIUS_ARCSEC = 1.0
+REMOVAL_REASONS = ("exclude_region", "test_source", "near_test", "edge", "duplicate", "duplicate_train_val")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+@dataclass(frozen=True)
+class Region:
+    """A box in equatorial coordinates (degrees): ra_min <= ra < ra_max, dec_min <= dec < dec_max."""
+
+    ra_min: float
+    ra_max: float
+    dec_min: float
+    dec_max: float
+
+    def contains(self, ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
+        ra, dec = np.asarray(ra), np.asarray(dec)
+        return (ra >= self.ra_min) & (ra < self.ra_max) & (dec >= self.dec_min) & (dec < self.dec_max)
+
+    def as_list(self) -> list[float]:
+        return [self.ra_min, self.ra_max, self.dec_min, self.dec_max]
+
+
+def parse_region(values: Sequence[float], option: str = "--test-region") -> Region:
+    """A validated Region from RA_MIN RA_MAX DEC_MIN DEC_MAX (degrees)."""
+    if len(values) != 4:
+        raise StargalError(f"{option}: expected RA_MIN RA_MAX DEC_MIN DEC_MAX, got {len(values)} value(s)")
+    try:
+        ra_min, ra_max, dec_min, dec_max = (float(v) for v in values)
+    except (TypeError, ValueError):
+        raise StargalError(f"{option} {' '.join(map(str, values))}: not numbers") from None
+    text = f"{option} {ra_min:g} {ra_max:g} {dec_min:g} {dec_max:g}"
+    if not all(math.isfinite(v) for v in (ra_min, ra_max, dec_min, dec_max)):
+        raise StargalError(f"{text}: values must be finite")
+    if not (0.0 <= ra_min < ra_max <= 360.0):
+        raise StargalError(f"{text}: need 0 <= RA_MIN < RA_MAX <= 360 (a box across RA 0 is given as two regions)")
+    if not (-90.0 <= dec_min < dec_max <= 90.0):
+        raise StargalError(f"{text}: need -90 <= DEC_MIN < DEC_MAX <= 90")
+    return Region(ra_min, ra_max, dec_min, dec_max)
+
+
+def in_regions(ra: np.ndarray, dec: np.ndarray, regions: Iterable[Region]) -> np.ndarray:
+    inside = np.zeros(np.shape(ra), dtype=bool)
+    for region in regions:
+        inside |= region.contains(ra, dec)
+    return inside
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    """Which fields feed which split, and the sky regions that override them."""
+
+    train_fields: tuple[int, ...]
+    val_fields: tuple[int, ...]
+    test_fields: tuple[int, ...]
+    test_regions: tuple[Region, ...] = ()
+    exclude_regions: tuple[Region, ...] = ()
+
+    @classmethod
+    def from_fieldset(cls, fs: FieldSet, test_regions=(), exclude_regions=()) -> SplitSpec:
+        return cls(
+            tuple(fs.train_fields), tuple(fs.val_fields), tuple(fs.test_fields),
+            tuple(test_regions), tuple(exclude_regions),
+        )  # fmt: skip
+
+    @property
+    def fields(self) -> tuple[int, ...]:
+        """All fields of the splits, in train, val, test order."""
+        return tuple(dict.fromkeys(self.train_fields + self.val_fields + self.test_fields))
+
+    def split_of_field(self) -> dict[int, int]:
+        return {f: code for code, fs in enumerate(self.field_lists()) for f in fs}
+
+    def field_lists(self) -> tuple[tuple[int, ...], ...]:
+        return self.train_fields, self.val_fields, self.test_fields
+
+    def as_dict(self) -> dict:
+        return {
+            "train": sorted(self.train_fields),
+            "val": sorted(self.val_fields),
+            "test": sorted(self.test_fields),
+            "test_regions": [r.as_list() for r in self.test_regions],
+            "exclude_regions": [r.as_list() for r in self.exclude_regions],
+        }
+
+
+def validate_spec(spec: SplitSpec, available: Iterable[int] | None = None) -> None:
+    """Raise StargalError for a field in two splits, a repeated field, empty splits or fields not selected."""
+    options = ("--train-fields", "--val-fields", "--test-fields")
+    seen: dict[int, str] = {}
+    for option, fields in zip(options, spec.field_lists(), strict=True):
+        for f in fields:
+            if f in seen:
+                where = "twice in " + option if seen[f] == option else f"in both {seen[f]} and {option}"
+                raise StargalError(f"{option}: field {f} is listed {where}")
+            seen[f] = option
+    if not spec.train_fields:
+        raise StargalError("--train-fields: no training field")
+    if not spec.val_fields:
+        raise StargalError("--val-fields: no validation field")
+    if not spec.test_fields and not spec.test_regions:
+        raise StargalError("--test-fields: no test field and no --test-region")
+    if available is not None:
+        available = set(available)
+        for f, option in seen.items():
+            if f not in available:
+                raise StargalError(f"{option}: field {f} is not among --fields")
+
+
+def dataset_name(
+    rerun: int, run: int, camcol: int, patch_size: int, edge: str, spec: SplitSpec, reference: FieldSet = REFERENCE
+) -> str:
+    """Deterministic dataset name, e.g. ``301-8162-6_p25_pad``, plus an 8-hex hash of the splits when
+    the fields or regions differ from the reference configuration."""
+    name = f"{rerun}-{run}-{camcol}_p{patch_size}_{edge}"
+    ref = SplitSpec.from_fieldset(reference)
+    same_run = (rerun, run, camcol) == (reference.rerun, reference.run, reference.camcol)
+    if same_run and spec.as_dict() == ref.as_dict():
+        return name
+    digest = hashlib.sha256(json.dumps(spec.as_dict(), sort_keys=True).encode()).hexdigest()[:8]
+    return f"{name}_{digest}"
+
+
+def check_dataset_name(name: str) -> str:
+    if not _NAME_RE.match(name) or name in (".", ".."):
+        raise StargalError(f"--dataset {name!r}: use letters, digits, '.', '_' and '-' (at most 100 characters)")
+    return name
+
+
+def unit_vectors(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
+    """[n, 3] unit vectors of (ra, dec) in degrees."""
+    ra_r, dec_r = np.radians(np.asarray(ra, dtype=np.float64)), np.radians(np.asarray(dec, dtype=np.float64))
+    cos_dec = np.cos(dec_r)
+    return np.column_stack([cos_dec * np.cos(ra_r), cos_dec * np.sin(ra_r), np.sin(dec_r)])
+
+
+def chord(radius_arcsec: float) -> float:
+    """Chord length on the unit sphere of an angular separation."""
+    return 2.0 * math.sin(math.radians(radius_arcsec / 3600.0) / 2.0)
+
+
+def near_any(
+    ra: np.ndarray, dec: np.ndarray, ref_ra: np.ndarray, ref_dec: np.ndarray, radius_arcsec: float
+) -> np.ndarray:
+    """True where (ra, dec) lies within ``radius_arcsec`` (inclusive) of any reference position."""
+    n = np.size(ra)
+    if n == 0 or np.size(ref_ra) == 0:
+        return np.zeros(n, dtype=bool)
+    tree = cKDTree(unit_vectors(ref_ra, ref_dec))
+    # a tiny margin keeps "exactly on the radius" inclusive despite rounding
+    dist, _ = tree.query(unit_vectors(ra, dec), k=1, distance_upper_bound=chord(radius_arcsec) * (1 + 1e-9))
+    return np.isfinite(dist)
+
+
+def half_patch_arcsec(patch_size: int) -> float:
+    return patch_size / 2.0 * PIXEL_SCALE_ARCSEC
+
+
+def split_of_rows(cube_field: np.ndarray, spec: SplitSpec) -> np.ndarray:
+    """Split code of each row from its cube's field (REMOVED for a field in no split)."""
+    split = np.full(np.shape(cube_field), REMOVED, dtype=np.int8)
+    for code, fields in enumerate(spec.field_lists()):
+        split[np.isin(cube_field, fields)] = code
+    return split
+
+
+def assign_splits(
+    objects: np.ndarray, cube_field: np.ndarray, spec: SplitSpec, removed: dict[str, int] | None = None
+) -> np.ndarray:
+    """Split code per row (TRAIN, VAL, TEST or REMOVED) from its cube's field and the sky regions."""
+    split = split_of_rows(cube_field, spec)
+    if spec.test_regions:
+        split[in_regions(objects["ra"], objects["dec"], spec.test_regions)] = TEST
+    if spec.exclude_regions:
+        excluded = ((split == TRAIN) | (split == VAL)) & in_regions(objects["ra"], objects["dec"], spec.exclude_regions)
+        split[excluded] = REMOVED
+        _count(removed, "exclude_region", excluded)
+    return split
+
+
+def leakage_guard(
+    objects: np.ndarray, split: np.ndarray, patch_size: int, removed: dict[str, int] | None = None
+) -> np.ndarray:
+    """A copy of ``split`` in which no train/val row is a test source or has its centre near one.
+
+    Removes train/val rows that share an objid with, or lie within 1" of, any test row
+    (``test_source``), then those within half a patch of any test row (``near_test``).
+    """
+    split = split.copy()
+    test = split == TEST
+    trainval = (split == TRAIN) | (split == VAL)
+    ra, dec = objects["ra"], objects["dec"]
+    same = trainval & np.isin(objects["objid"], objects["objid"][test])
+    idx = np.flatnonzero(trainval & ~same)
+    same[idx] = near_any(ra[idx], dec[idx], ra[test], dec[test], MATCH_RADIUS_ARCSEC)
+    split[same] = REMOVED
+    _count(removed, "test_source", same)
+    idx = np.flatnonzero((split == TRAIN) | (split == VAL))
+    near = np.zeros_like(same)
+    near[idx] = near_any(ra[idx], dec[idx], ra[test], dec[test], half_patch_arcsec(patch_size))
+    split[near] = REMOVED
+    _count(removed, "near_test", near)
+    return split
+
+
+def duplicate_pairs(objects: np.ndarray, rows: np.ndarray, cube_field: np.ndarray) -> np.ndarray:
+    """Pairs [k, 2] of indices into ``rows`` that are the same source: equal objid, or within 1" in
+    different cubes (two distinct catalog entries of one cube are kept however close)."""
+    if rows.size < 2:
+        return np.empty((0, 2), dtype=np.int64)
+    tree = cKDTree(unit_vectors(objects["ra"][rows], objects["dec"][rows]))
+    pairs = tree.query_pairs(chord(MATCH_RADIUS_ARCSEC) * (1 + 1e-9), output_type="ndarray").astype(np.int64)
+    fields = cube_field[rows]
+    pairs = pairs[fields[pairs[:, 0]] != fields[pairs[:, 1]]]
+    ids = objects["objid"][rows]
+    order = np.argsort(ids, kind="stable")
+    same_next = ids[order][1:] == ids[order][:-1]
+    # equal objids form runs in sorted order; link each member to the previous one
+    id_pairs = np.column_stack([order[:-1][same_next], order[1:][same_next]])
+    return np.unique(np.sort(np.vstack([pairs, id_pairs]), axis=1), axis=0)
+
+
+def deduplicate(
+    objects: np.ndarray,
+    split: np.ndarray,
+    cube_field: np.ndarray,
+    preference: np.ndarray,
+    removed: dict[str, int] | None = None,
+) -> np.ndarray:
+    """A copy of ``split`` keeping, within each split, one row per source (highest ``preference``,
+    ties to the earlier row), then dropping validation rows whose source is in training."""
+    split = split.copy()
+    for code in (TRAIN, VAL, TEST):
+        rows = np.flatnonzero(split == code)
+        drop = rows[_greedy_drop(duplicate_pairs(objects, rows, cube_field), preference[rows])]
+        split[drop] = REMOVED
+        _count(removed, "duplicate", drop.size)
+    rows = np.flatnonzero((split == TRAIN) | (split == VAL))
+    pairs = duplicate_pairs(objects, rows, cube_field)
+    a, b = rows[pairs[:, 0]], rows[pairs[:, 1]]
+    cross = split[a] != split[b]
+    val_rows = np.unique(np.where(split[a[cross]] == VAL, a[cross], b[cross]))
+    split[val_rows] = REMOVED
+    _count(removed, "duplicate_train_val", val_rows.size)
+    return split
+
+
+def _greedy_drop(pairs: np.ndarray, preference: np.ndarray) -> np.ndarray:
+    """Indices to drop so no linked pair survives, visiting rows from most to least preferred."""
+    if pairs.size == 0:
+        return np.empty(0, dtype=np.int64)
+    rank = np.empty(preference.size, dtype=np.int64)
+    rank[np.lexsort((np.arange(preference.size), -preference))] = np.arange(preference.size)
+    better = np.where(rank[pairs[:, 0]] < rank[pairs[:, 1]], pairs[:, 0], pairs[:, 1])
+    worse = np.where(better == pairs[:, 0], pairs[:, 1], pairs[:, 0])
+    links: dict[int, list[int]] = {}
+    for b, w in zip(better.tolist(), worse.tolist(), strict=True):
+        links.setdefault(b, []).append(w)
+    dropped: set[int] = set()
+    for b in sorted(links, key=lambda i: rank[i]):
+        if b not in dropped:
+            dropped.update(links[b])
+    return np.array(sorted(dropped), dtype=np.int64)
+
+
+def _count(removed: dict[str, int] | None, reason: str, mask_or_n) -> None:
+    if removed is None:
+        return
+    n = int(mask_or_n) if np.isscalar(mask_or_n) else int(np.count_nonzero(mask_or_n))
+    removed[reason] = removed.get(reason, 0) + n
+
+
+@dataclass
+class Selection:
+    split: np.ndarray  # int8 per row: TRAIN, VAL, TEST or REMOVED
+    removed: dict[str, int] = field(default_factory=dict)
+    moved_to_test: int = 0  # rows of train/val fields moved to test by --test-region
+
+    def rows(self, code: int) -> np.ndarray:
+        return np.flatnonzero(self.split == code)
+
+
+def select(
+    objects: np.ndarray,
+    cube_field: np.ndarray,
+    spec: SplitSpec,
+    *,
+    patch_size: int,
+    edge: str = "pad",
+    inside: np.ndarray | None = None,
+    preference: np.ndarray | None = None,
+    guard: bool = True,
+) -> Selection:
+    """The full selection (module docstring). ``inside``: patch fully inside the frame (for ``drop``);
+    ``preference``: higher is kept among duplicates (e.g. distance to the frame edge).
+    ``guard=False`` skips the leakage guard -- only for demonstrating the leak it prevents."""
+    removed = {reason: 0 for reason in REMOVAL_REASONS}
+    by_field = split_of_rows(cube_field, spec)
+    split = assign_splits(objects, cube_field, spec, removed)
+    moved = int(np.count_nonzero((by_field != TEST) & (by_field != REMOVED) & (split == TEST)))
+    if guard:
+        split = leakage_guard(objects, split, patch_size, removed)
+    if edge == "drop":
+        if inside is None:
+            raise ValueError("edge='drop' needs the inside-frame mask")
+        outside = (split != REMOVED) & ~inside
+        split[outside] = REMOVED
+        _count(removed, "edge", outside)
+    if preference is None:
+        preference = np.zeros(len(objects))
+    split = deduplicate(objects, split, cube_field, np.asarray(preference, dtype=np.float64), removed)
+    return Selection(split, removed, moved)
+
+
+def shared_sources(
+    objects: np.ndarray, split: np.ndarray, a: int, b: int, radius_arcsec: float = MATCH_RADIUS_ARCSEC
+) -> int:
+    """How many rows of split ``a`` are within ``radius_arcsec`` of (or share an objid with) a row of ``b``."""
+    rows_a, rows_b = np.flatnonzero(split == a), np.flatnonzero(split == b)
+    ra, dec, ids = objects["ra"], objects["dec"], objects["objid"]
+    hit = near_any(ra[rows_a], dec[rows_a], ra[rows_b], dec[rows_b], radius_arcsec)
+    hit |= np.isin(ids[rows_a], ids[rows_b])
+    return int(np.count_nonzero(hit))

@@ -1,0 +1,326 @@
+"""Stage 02 runner: patches from the aligned cubes, leakage-free splits, normalisation, split report.
+
+Reads ``paths.cube(fid)`` (memory-mapped: only patch pixels are read) and ``paths.objects(fid)`` for
+every field of the splits, selects rows with ``stargal.splits.select``, cuts patches straight into
+preallocated split arrays, and writes ``paths.dataset_dir(name)`` (``dataset.json`` last, so a dataset
+folder with a ``dataset.json`` is complete), the split report under ``paths.reports("splits", name)``
+and the name in ``paths.latest_dataset``. Every input is validated before anything is written.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__, normalise, patches, splits
+from ..config import BANDS, LABEL_STAR, PATCH_SIZE, FieldSet
+from ..cube import read_cube
+from ..errors import StargalError
+from ..fsio import is_current, read_json, save_npy, write_json, write_text
+from ..paths import DataPaths, FieldId
+from ..progress import track
+from ..tables import OBJECT_DTYPE, read_table, write_table
+
+log = logging.getLogger("stargal")
+
+FORMAT_VERSION = 1
+EXTRA_COLUMNS = [
+    ("cube_field", "i4"),  # field whose aligned cube the patch was cut from
+    ("row", "i4"),  # patch centre pixel in that cube (nearest pixel centre of (y, x))
+    ("col", "i4"),
+    ("edge_policy", "U4"),  # pad | drop, the policy the dataset was built with
+    ("edge_padded", "u1"),  # 1: part of the patch lay outside the frame and is 0 (0/1, not True/False, so
+    # the CSV reads back into numpy and pandas alike)
+    ("nan_pixels", "i4"),  # pixel-band values without band coverage, set to 0
+]
+SPLIT_DTYPE = np.dtype(OBJECT_DTYPE.descr + EXTRA_COLUMNS)
+MAG_BINS = np.arange(12.0, 25.01, 0.5)
+REPORT_FILES = ("splits.json", "splits.md", "splits.png")
+
+
+def prepare(
+    paths: DataPaths,
+    fs: FieldSet,
+    *,
+    patch_size: int = PATCH_SIZE,
+    edge: str = "pad",
+    test_regions: Sequence[splits.Region] = (),
+    exclude_regions: Sequence[splits.Region] = (),
+    name: str | None = None,
+    force: bool = False,
+) -> dict:
+    """Prepare (or find current) the dataset of ``fs`` and return its summary (``dataset.json`` + extras)."""
+    start = time.monotonic()
+    patches.check_edge_policy(edge)
+    patches.check_patch_size(patch_size)
+    spec = splits.SplitSpec.from_fieldset(fs, test_regions, exclude_regions)
+    splits.validate_spec(spec, available=fs.fields)
+    unused = [f for f in fs.fields if f not in spec.fields]
+    if unused:
+        log.warning("fields %s are in no split and are ignored", " ".join(map(str, unused)))
+    name = (
+        splits.check_dataset_name(name)
+        if name
+        else splits.dataset_name(fs.rerun, fs.run, fs.camcol, patch_size, edge, spec)
+    )
+    fids = [FieldId(fs.rerun, fs.run, fs.camcol, f) for f in spec.fields]
+    cubes = {fid.field: _check_cube(paths, fid, patch_size) for fid in fids}  # headers only: shape, SIMULAT
+    inputs = [p for fid in fids for p in (paths.cube(fid), paths.objects(fid))]
+    config = {
+        "format": FORMAT_VERSION,
+        "name": name,
+        "rerun": fs.rerun,
+        "run": fs.run,
+        "camcol": fs.camcol,
+        "splits": spec.as_dict(),
+        "patch_size": patch_size,
+        "edge": edge,
+    }
+    outputs = _outputs(paths, name)
+    if not force and is_current(outputs, inputs) and _stored_config(paths, name) == config:
+        log.info("dataset %s is current (use --force to rebuild)", name)
+        write_text(paths.latest_dataset, name + "\n")
+        summary = read_json(paths.dataset_json(name))
+        summary["skipped"] = True
+        return summary
+
+    table, cube_field = _read_objects(paths, fids)
+    rows, cols = patches.pixel_centres(table["x"], table["y"])
+    split, removed, moved = _select(table, cube_field, rows, cols, cubes, spec, patch_size, edge)
+    arrays = _cut_patches(paths, fids, table, cube_field, rows, cols, split, patch_size, edge)
+
+    train_x, _, train_objects = arrays["train"]
+    usable = (train_objects["edge_padded"] == 0) & (train_objects["nan_pixels"] == 0)
+    center, scale = normalise.robust_stats(train_x, usable if usable.any() else None)
+    counts = {s: _counts(arrays[s][1]) for s in splits.SPLITS}
+    summary = {
+        "name": name,
+        "bands": "".join(BANDS),
+        "channel_order": list(BANDS),
+        "patch_size": patch_size,
+        "patch_centre": "nearest pixel centre of the object's (x, y) in the aligned cube, ties rounded up",
+        "edge": edge,
+        "rerun": fs.rerun,
+        "run": fs.run,
+        "camcol": fs.camcol,
+        "fields": {"train": list(fs.train_fields), "val": list(fs.val_fields), "test": list(fs.test_fields)},
+        "cube_fields": {s: sorted({int(f) for f in arrays[s][2]["cube_field"]}) for s in splits.SPLITS},
+        "test_regions": [r.as_list() for r in spec.test_regions],
+        "exclude_regions": [r.as_list() for r in spec.exclude_regions],
+        "counts": counts,
+        "class_ratio": {s: counts[s]["star_fraction"] for s in splits.SPLITS},
+        "edge_padded": {s: int(arrays[s][2]["edge_padded"].sum()) for s in splits.SPLITS},
+        "normalisation": normalise.normalisation_record(
+            center, scale, int(usable.sum() if usable.any() else usable.size)
+        ),
+        "simulated": any(simulated for _, simulated in cubes.values()),
+        "removed": removed,
+        "moved_to_test_by_region": moved,
+        "candidates": int(len(table)),
+        "leakage_guard": {
+            "match_radius_arcsec": splits.MATCH_RADIUS_ARCSEC,
+            "exclusion_radius_arcsec": splits.half_patch_arcsec(patch_size),
+            "train_val_duplicates": "kept in train, removed from val",
+        },
+        "labels": {"0": "galaxy", "1": "star"},
+        "config": config,
+        "stargal_version": __version__,
+    }
+
+    # dataset.json marks a complete dataset: remove a stale one before replacing the arrays
+    paths.dataset_json(name).unlink(missing_ok=True)
+    for split_name, (x, y, objects) in arrays.items():
+        save_npy(paths.split_x(name, split_name), x)
+        save_npy(paths.split_y(name, split_name), y)
+        write_table(paths.split_objects(name, split_name), objects)
+    report = write_split_report(paths, name, {s: arrays[s][2] for s in splits.SPLITS}, counts, removed)
+    summary["report"] = str(report)
+    write_json(paths.dataset_json(name), summary)  # last: its presence marks a complete dataset
+    write_text(paths.latest_dataset, name + "\n")
+    summary["skipped"] = False
+    summary["seconds"] = round(time.monotonic() - start, 2)
+    return summary
+
+
+def _select(table, cube_field, rows, cols, cubes, spec, patch_size: int, edge: str) -> tuple[np.ndarray, dict, int]:
+    """Split code per row, removals by reason and rows moved to test (``splits.select`` plus the frame checks)."""
+    shapes = np.array([cubes[int(f)][0] for f in cube_field], dtype=np.int64).reshape(-1, 2)
+    frame = (shapes[:, 0], shapes[:, 1])
+    # objects whose centre pixel is outside their cube cannot be cut; they are not candidates at all
+    kept = np.flatnonzero(patches.inside_frame(rows, cols, 1, frame))
+    sel = splits.select(
+        table[kept], cube_field[kept], spec, patch_size=patch_size, edge=edge,
+        inside=patches.inside_frame(rows[kept], cols[kept], patch_size, (frame[0][kept], frame[1][kept])),
+        preference=patches.edge_distance(rows[kept], cols[kept], (frame[0][kept], frame[1][kept])).astype(float),
+    )  # fmt: skip
+    split = np.full(len(table), splits.REMOVED, dtype=np.int8)
+    split[kept] = sel.split
+    removed = {"outside_frame": int(len(table) - kept.size), **sel.removed}
+    empty = [s for code, s in enumerate(splits.SPLITS) if not np.any(split == code)]
+    if empty:
+        dropped = ", ".join(f"{k} {v}" for k, v in removed.items() if v) or "none"
+        raise StargalError(
+            f"the selection leaves no {' and no '.join(empty)} objects "
+            f"({len(table)} candidates, removed: {dropped}); check the fields and regions"
+        )
+    return split, removed, sel.moved_to_test
+
+
+def _cut_patches(paths, fids, table, cube_field, rows, cols, split, patch_size: int, edge: str) -> dict:
+    """{split: (x, y, objects)}: preallocated arrays filled field by field, rows in cube-field then table order."""
+    index = {s: np.flatnonzero(split == code) for code, s in enumerate(splits.SPLITS)}
+    arrays: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    for s, idx in index.items():
+        x = np.empty((idx.size, patch_size, patch_size, len(BANDS)), dtype=np.float32)
+        objects = np.zeros(idx.size, dtype=SPLIT_DTYPE)
+        for column in OBJECT_DTYPE.names:
+            objects[column] = table[column][idx]
+        objects["cube_field"], objects["row"], objects["col"] = cube_field[idx], rows[idx], cols[idx]
+        objects["edge_policy"] = edge
+        arrays[s] = (x, (objects["label"] == LABEL_STAR).astype(np.uint8), objects)
+    # one cube mapped at a time, so resident memory holds at most one cube's touched pages
+    for fid in track(fids, "cutting patches", unit="field"):
+        cube = read_cube(paths.cube(fid))
+        for s, idx in index.items():
+            block = np.flatnonzero(cube_field[idx] == fid.field)  # contiguous within the split
+            if block.size == 0:
+                continue
+            a, b = block[0], block[-1] + 1
+            x, _, objects = arrays[s]
+            cut = patches.extract_patches(cube.data, rows[idx[a:b]], cols[idx[a:b]], patch_size, out=x[a:b])
+            objects["edge_padded"][a:b] = cut.edge_padded
+            objects["nan_pixels"][a:b] = cut.nan_pixels
+        del cube
+    return arrays
+
+
+def _outputs(paths: DataPaths, name: str) -> list[Path]:
+    files = [paths.dataset_json(name)]
+    for s in splits.SPLITS:
+        files += [paths.split_x(name, s), paths.split_y(name, s), paths.split_objects(name, s)]
+    return files + [paths.reports("splits", name) / f for f in REPORT_FILES]
+
+
+def _stored_config(paths: DataPaths, name: str) -> dict | None:
+    try:
+        return read_json(paths.dataset_json(name)).get("config")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _check_cube(paths: DataPaths, fid: FieldId, patch_size: int) -> tuple[tuple[int, int], bool]:
+    """Validate a field's inputs without reading pixels; return the cube's (rows, columns) and SIMULAT."""
+    cube_path, objects_path = paths.cube(fid), paths.objects(fid)
+    if not cube_path.exists():
+        if not objects_path.exists():
+            raise StargalError(
+                f"field {fid}: unknown field, no aligned cube or objects table (run 01_alignment.py for it)"
+            )
+        raise StargalError(f"{cube_path}: aligned cube not found (run 01_alignment.py for field {fid})")
+    if not objects_path.exists():
+        raise StargalError(f"{objects_path}: objects table not found (field {fid} has no catalog objects?)")
+    cube = read_cube(cube_path)
+    if cube.bands != "".join(BANDS):
+        raise StargalError(f"{cube_path}: bands {cube.bands!r}, expected {''.join(BANDS)!r}")
+    try:
+        patches.check_patch_size(patch_size, cube.shape)
+    except StargalError as exc:
+        raise StargalError(f"{exc} of {cube_path.name}") from None
+    return cube.shape, bool(cube.header.get("SIMULAT", False))
+
+
+def _read_objects(paths: DataPaths, fids: list[FieldId]) -> tuple[np.ndarray, np.ndarray]:
+    tables = []
+    for fid in fids:
+        t = read_table(paths.objects(fid))
+        if not (np.isfinite(t["x"]).all() and np.isfinite(t["y"]).all()):
+            raise StargalError(f"{paths.objects(fid)}: non-finite x/y positions")
+        if not (np.isfinite(t["ra"]).all() and np.isfinite(t["dec"]).all()):
+            raise StargalError(f"{paths.objects(fid)}: non-finite ra/dec")
+        bad = ~np.isin(t["label"], (0, 1))
+        if bad.any():
+            raise StargalError(
+                f"{paths.objects(fid)}: label must be 0 (galaxy) or 1 (star), found {t['label'][bad][0]}"
+            )
+        tables.append(t)
+    table = np.concatenate(tables) if tables else np.empty(0, dtype=OBJECT_DTYPE)
+    cube_field = np.repeat(np.array([f.field for f in fids], dtype=np.int32), [len(t) for t in tables])
+    return table, cube_field
+
+
+def _counts(y: np.ndarray) -> dict:
+    stars = int(np.count_nonzero(y == LABEL_STAR))
+    return {
+        "n": int(y.size),
+        "stars": stars,
+        "galaxies": int(y.size - stars),
+        "star_fraction": round(stars / y.size, 4) if y.size else None,
+    }
+
+
+def split_report(objects: dict[str, np.ndarray], counts: dict, removed: dict) -> dict:
+    """Per split counts, class ratio and r-magnitude (PSF) distribution, plus train-vs-other KS tests."""
+    report: dict = {"counts": counts, "removed": removed, "r_psfmag": {}, "ks_vs_train": {}, "bins": MAG_BINS.tolist()}
+    mags = {s: objects[s]["r_psfmag"][np.isfinite(objects[s]["r_psfmag"])].astype(np.float64) for s in objects}
+    for s, m in mags.items():
+        q = np.percentile(m, [5, 25, 50, 75, 95]).round(3).tolist() if m.size else [None] * 5
+        report["r_psfmag"][s] = {
+            "n": int(m.size),
+            "p05": q[0], "p25": q[1], "median": q[2], "p75": q[3], "p95": q[4],
+            "histogram": np.histogram(np.clip(m, MAG_BINS[0], MAG_BINS[-1]), MAG_BINS)[0].tolist(),
+        }  # fmt: skip
+    for s in ("val", "test"):
+        if mags["train"].size and mags[s].size:
+            report["ks_vs_train"][s] = ks_two_sample(mags["train"], mags[s])
+    return report
+
+
+def ks_two_sample(a: np.ndarray, b: np.ndarray) -> dict:
+    """Two-sample Kolmogorov-Smirnov statistic and its asymptotic p-value (scipy.stats costs seconds to import)."""
+    from scipy.special import kolmogorov
+
+    a, b = np.sort(a), np.sort(b)
+    both = np.concatenate([a, b])
+    cdf_a = np.searchsorted(a, both, side="right") / a.size
+    cdf_b = np.searchsorted(b, both, side="right") / b.size
+    d = float(np.max(np.abs(cdf_a - cdf_b)))
+    n_eff = a.size * b.size / (a.size + b.size)
+    return {"statistic": round(d, 4), "pvalue": float(kolmogorov(d * np.sqrt(n_eff)))}
+
+
+def split_report_markdown(name: str, report: dict) -> str:
+    lines = [
+        f"# Splits of dataset {name}",
+        "",
+        "| split | n | stars | galaxies | star fraction | r psfmag p05 | p25 | median | p75 | p95 | KS vs train (p) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for s in splits.SPLITS:
+        c, m = report["counts"][s], report["r_psfmag"][s]
+        ks = report["ks_vs_train"].get(s)
+        ks_text = f"{ks['statistic']:.3f} ({ks['pvalue']:.2g})" if ks else "-"
+        frac = "-" if c["star_fraction"] is None else f"{c['star_fraction']:.3f}"
+        quantiles = " | ".join("-" if m[k] is None else f"{m[k]:.2f}" for k in ("p05", "p25", "median", "p75", "p95"))
+        lines.append(f"| {s} | {c['n']} | {c['stars']} | {c['galaxies']} | {frac} | {quantiles} | {ks_text} |")
+    lines += ["", "Removed rows by reason (see stargal/splits.py):", ""]
+    lines += [f"- {reason}: {n}" for reason, n in report["removed"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_split_report(
+    paths: DataPaths, name: str, objects: dict[str, np.ndarray], counts: dict, removed: dict
+) -> Path:
+    """Write splits.json, splits.md and splits.png under ``paths.reports("splits", name)``; return the folder."""
+    from ..plots.splits import plot_splits
+
+    folder = paths.reports("splits", name)
+    report = split_report(objects, counts, removed)
+    json_file, md_file, png_file = (folder / f for f in REPORT_FILES)
+    write_json(json_file, {"name": name, **report})
+    write_text(md_file, split_report_markdown(name, report))
+    plot_splits(png_file, objects, counts, MAG_BINS, title=name)
+    return folder

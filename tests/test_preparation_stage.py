@@ -1,0 +1,300 @@
+"""Stage 02 end to end on synthetic aligned cubes: outputs, row alignment, leakage, normalisation,
+edge policy, bad inputs, idempotency, the script; and stage 01 -> 02 on the simulated tiny sky."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.wcs import WCS
+from test_splits import COLS, DEC0, ROWS, SCALE_DEG, strip
+
+from stargal import normalise, splits
+from stargal.config import FieldSet
+from stargal.cube import read_cube, write_cube
+from stargal.errors import StargalError
+from stargal.fsio import read_json
+from stargal.paths import DataPaths, FieldId
+from stargal.stages.preparation import SPLIT_DTYPE, prepare
+from stargal.tables import read_table, write_table
+
+PROJECT = Path(__file__).resolve().parents[1]
+FS = FieldSet(
+    rerun=301, run=8162, camcol=6, fields=(80, 81, 82), train_fields=(80,), val_fields=(82,), test_fields=(81,)
+)
+P = 9
+
+
+def fid(field: int) -> FieldId:
+    return FieldId(301, 8162, 6, field)
+
+
+def write_field_cube(
+    paths: DataPaths, field: int, scale: float = 1.0, offset: float = 0.0, seed: int | None = None
+) -> None:
+    rng = np.random.default_rng(field if seed is None else seed)
+    data = rng.normal(0.0, 0.05, (5, ROWS, COLS)).astype(np.float32) * scale + offset
+    data[:, 5, 7] = 5000.0  # a saturated star core: must not move the robust statistics
+    if field == 82:
+        data[0, :, :3] = np.nan  # the u band does not cover the first columns
+    meta = {"RERUN": 301, "RUN": 8162, "CAMCOL": 6, "FIELD": field, "SIMULAT": True, "REFBAND": "r"}
+    write_cube(paths.cube(fid(field)), data, WCS(naxis=2), "ugriz", meta)
+
+
+@pytest.fixture
+def synth(tmp_path) -> DataPaths:
+    """Three adjacent overlapping fields (80 train, 81 test, 82 val) of aligned cubes and objects tables."""
+    paths = DataPaths(tmp_path / "data")
+    table, cube_field = strip(fields=(80, 81, 82), per_field=120)
+    for f in (80, 81, 82):
+        write_field_cube(paths, f)
+        write_table(paths.objects(fid(f)), table[cube_field == f])
+    return paths
+
+
+def load(paths: DataPaths, name: str, split: str):
+    x = np.load(paths.split_x(name, split), allow_pickle=False)
+    y = np.load(paths.split_y(name, split), allow_pickle=False)
+    return x, y, read_table(paths.split_objects(name, split), SPLIT_DTYPE)
+
+
+def written(paths: DataPaths) -> list[Path]:
+    return [p for p in paths.root.rglob("*") if p.is_file() and not p.name.startswith(("cube-", "objects-"))]
+
+
+def test_outputs_are_complete_and_rows_aligned(synth):
+    summary = prepare(synth, FS, patch_size=P)
+    name = summary["name"]
+    assert name.startswith("301-8162-6_p9_pad_")
+    assert synth.latest_dataset.read_text().strip() == name
+    meta = read_json(synth.dataset_json(name))
+    assert meta["bands"] == "ugriz" and meta["patch_size"] == P and meta["edge"] == "pad" and meta["simulated"] is True
+    assert meta["fields"] == {"train": [80], "val": [82], "test": [81]}
+    cubes = {f: read_cube(synth.cube(fid(f)), mmap=False).data for f in (80, 81, 82)}
+    h = P // 2
+    for split in splits.SPLITS:
+        x, y, objects = load(synth, name, split)
+        n = len(objects)
+        assert n > 20 and x.shape == (n, P, P, 5) and x.dtype == np.float32 and y.shape == (n,) and y.dtype == np.uint8
+        np.testing.assert_array_equal(y, objects["label"])
+        assert meta["counts"][split] == {"n": n, "stars": int(y.sum()), "galaxies": int(n - y.sum()),
+                                         "star_fraction": round(y.sum() / n, 4)}  # fmt: skip
+        # row i of the arrays is row i of the CSV: the patch centre is the cube pixel the CSV names
+        for f in np.unique(objects["cube_field"]):
+            rows = np.flatnonzero(objects["cube_field"] == f)
+            centre = cubes[f][:, objects["row"][rows], objects["col"][rows]].T
+            np.testing.assert_array_equal(x[rows, h, h, :], np.nan_to_num(centre, nan=0.0))
+        assert set(objects["edge_policy"]) == {"pad"}
+        assert (np.floor(objects["x"] + 0.5) == objects["col"]).all() and (
+            np.floor(objects["y"] + 0.5) == objects["row"]
+        ).all()
+        assert np.isfinite(x).all()
+    assert (load(synth, name, "train")[2]["cube_field"] == 80).all()
+    assert meta["cube_fields"] == {"train": [80], "val": [82], "test": [81]}
+    _, _, val = load(synth, name, "val")
+    assert (val["nan_pixels"] > 0).any()  # field 82's u band gap is counted
+    # leakage: no source shared between any two splits, no train/val centre within half a patch of test
+    both = {s: load(synth, name, s)[2] for s in splits.SPLITS}
+    table = np.concatenate([both[s] for s in splits.SPLITS])
+    code = np.concatenate([np.full(len(both[s]), i) for i, s in enumerate(splits.SPLITS)])
+    for a, b in ((0, 2), (1, 2), (0, 1)):
+        assert splits.shared_sources(table, code, a, b) == 0
+    for a in (0, 1):
+        assert splits.shared_sources(table, code, a, 2, splits.half_patch_arcsec(P)) == 0
+    assert meta["removed"]["test_source"] > 5
+    report = synth.reports("splits", name)
+    assert {p.name for p in report.iterdir()} >= {"splits.md", "splits.json", "splits.png"}
+    assert "| test |" in (report / "splits.md").read_text()
+
+
+def test_normalisation_uses_training_data_only(synth):
+    first = prepare(synth, FS, patch_size=P)
+    name = first["name"]
+    x, _, objects = load(synth, name, "train")
+    usable = (objects["edge_padded"] == 0) & (objects["nan_pixels"] == 0)
+    center, scale = normalise.robust_stats(x, usable)
+    assert first["normalisation"]["center"] == pytest.approx(center.tolist())
+    assert first["normalisation"]["scale"] == pytest.approx(scale.tolist())
+    assert np.allclose(scale, 0.05, rtol=0.2)  # the noise level, not the saturated 5000
+    # val and test data change a lot: the statistics must not move
+    for f in (81, 82):
+        write_field_cube(synth, f, scale=30.0, offset=7.0)
+    second = prepare(synth, FS, patch_size=P, force=True)
+    assert second["normalisation"]["center"] == first["normalisation"]["center"]
+    assert second["normalisation"]["scale"] == first["normalisation"]["scale"]
+    assert load(synth, name, "test")[0].std() > 1  # the test patches did change
+    # the training data change: the statistics follow
+    write_field_cube(synth, 80, scale=3.0, offset=1.0)
+    third = prepare(synth, FS, patch_size=P)  # inputs newer than outputs: rebuilt without --force
+    assert third["skipped"] is False
+    assert third["normalisation"]["center"][0] == pytest.approx(1.0, abs=0.05)
+    assert third["normalisation"]["scale"][0] == pytest.approx(0.15, rel=0.2)
+
+
+def test_edge_policies(synth):
+    pad = prepare(synth, FS, patch_size=P, edge="pad")
+    drop = prepare(synth, FS, patch_size=P, edge="drop")
+    assert pad["name"] != drop["name"] and "_pad_" in pad["name"] and "_drop_" in drop["name"]
+    h = P // 2
+    x, _, objects = load(synth, pad["name"], "train")
+    padded = objects["edge_padded"] == 1
+    assert padded.any() and pad["edge_padded"]["train"] == padded.sum()
+    top = np.flatnonzero(objects["row"] < h)
+    assert top.size and all((x[i, : h - objects["row"][i]] == 0).all() for i in top)  # rows above the frame
+    assert drop["removed"]["edge"] > 0 and pad["removed"]["edge"] == 0
+    for split in splits.SPLITS:
+        _, _, objects = load(synth, drop["name"], split)
+        assert not objects["edge_padded"].any() and set(objects["edge_policy"]) <= {"drop"}
+        assert (
+            (objects["row"] >= h) & (objects["row"] < ROWS - h) & (objects["col"] >= h) & (objects["col"] < COLS - h)
+        ).all()
+    assert sum(drop["counts"][s]["n"] for s in splits.SPLITS) < sum(pad["counts"][s]["n"] for s in splits.SPLITS)
+
+
+def test_idempotent_and_force(synth):
+    first = prepare(synth, FS, patch_size=P)
+    outputs = sorted(synth.dataset_dir(first["name"]).iterdir())
+    mtimes = [p.stat().st_mtime_ns for p in outputs]
+    again = prepare(synth, FS, patch_size=P)
+    assert again["skipped"] is True and again["name"] == first["name"]
+    assert [p.stat().st_mtime_ns for p in outputs] == mtimes
+    forced = prepare(synth, FS, patch_size=P, force=True)
+    assert forced["skipped"] is False
+    # a newer objects table makes the dataset stale
+    later = max(mtimes) / 1e9 + 10
+    os.utime(synth.objects(fid(81)), (later, later))
+    assert prepare(synth, FS, patch_size=P)["skipped"] is False
+    # a deleted report is redone
+    (synth.reports("splits", first["name"]) / "splits.png").unlink()
+    assert prepare(synth, FS, patch_size=P)["skipped"] is False
+    # a changed configuration written under the same --dataset name is rebuilt, not skipped
+    a = prepare(synth, FS, patch_size=P, name="mine")
+    region = splits.Region(0, 360, -90, DEC0 + 20 * SCALE_DEG)
+    b = prepare(synth, FS, patch_size=P, name="mine", exclude_regions=[region])
+    assert a["skipped"] is False and b["skipped"] is False
+    assert 0 < b["counts"]["train"]["n"] < a["counts"]["train"]["n"] and b["removed"]["exclude_region"] > 0
+    assert read_json(synth.dataset_json("mine"))["exclude_regions"] == [region.as_list()]
+
+
+def test_a_selection_leaving_a_split_empty_is_an_error(synth):
+    everything = splits.Region(0, 360, -90, 90)
+    with pytest.raises(StargalError, match="leaves no train and no val objects"):
+        prepare(synth, FS, patch_size=P, exclude_regions=[everything])
+    assert written(synth) == []
+
+
+@pytest.mark.parametrize(
+    "change, kwargs, message",
+    [
+        ("unknown", {}, "unknown field"),
+        ("twice", {}, "field 80 is listed in both --train-fields and --test-fields"),
+        ("none", {"patch_size": 8}, "positive odd"),
+        ("none", {"patch_size": 121}, "larger than the frame"),
+        ("nocube", {}, "aligned cube not found"),
+        ("noobjects", {}, "objects table not found"),
+        ("none", {"edge": "crop"}, "--edge"),
+        ("none", {"name": "../evil"}, "--dataset"),
+    ],
+)
+def test_bad_inputs_raise_and_write_nothing(synth, change, kwargs, message):
+    fs = FS
+    if change == "unknown":
+        fs = FieldSet(301, 8162, 6, (80, 81, 82, 99), (80, 99), (82,), (81,))
+    elif change == "twice":
+        fs = FieldSet(301, 8162, 6, (80, 81, 82), (80,), (82,), (81, 80))
+    elif change == "nocube":
+        synth.cube(fid(82)).unlink()
+    elif change == "noobjects":
+        synth.objects(fid(81)).unlink()
+    with pytest.raises(StargalError, match=message):
+        prepare(synth, fs, **kwargs)
+    assert written(synth) == []
+
+
+def run_script(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": ""}
+    return subprocess.run(
+        [sys.executable, str(PROJECT / "code" / "02_preparation.py"), *args],
+        capture_output=True, text=True, env=env, timeout=120, cwd="/",
+    )  # fmt: skip
+
+
+def test_script_prints_name_and_rejects_bad_regions(synth):
+    common = ["--data-dir", str(synth.root), "--train-fields", "80", "--val-fields", "82", "--test-fields", "81"]
+    bad = run_script(*common, "--test-region", "150.1", "150.0", "10", "10.1")
+    assert bad.returncode == 2 and "RA_MIN < RA_MAX" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    assert written(synth) == []
+    ok = run_script(
+        *common, "--patch-size", "11", "--edge", "drop", "--exclude-region", "0", "360", "-90", "10.0001", "-q"
+    )
+    assert ok.returncode == 0, ok.stderr
+    name = synth.latest_dataset.read_text().strip()
+    assert "dataset prepared in" in ok.stdout and name in ok.stdout and name.startswith("301-8162-6_p11_drop_")
+    meta = read_json(synth.dataset_json(name))
+    assert meta["exclude_regions"] == [[0.0, 360.0, -90.0, 10.0001]] and meta["removed"]["exclude_region"] > 0
+    again = run_script(
+        *common, "--patch-size", "11", "--edge", "drop", "--exclude-region", "0", "360", "-90", "10.0001", "-q"
+    )
+    assert again.returncode == 0 and "already current" in again.stdout
+
+
+@pytest.mark.slow
+def test_tiny_sky_alignment_then_preparation(request):
+    """Stage 01 then stage 02 on the simulated tiny sky (train 80 83, val 82, test 81)."""
+    script01 = PROJECT / "code" / "01_alignment.py"
+    if not script01.exists() or importlib.util.find_spec("stargal.simulate") is None:
+        pytest.skip("stage 01 (code/01_alignment.py) or stargal.simulate not available yet")
+    tiny_data = request.getfixturevalue("tiny_data")
+    fields = ["--train-fields", "80", "83", "--val-fields", "82", "--test-fields", "81"]
+    one = subprocess.run(
+        [sys.executable, str(script01), "--data-dir", str(tiny_data.root), "--fields", "80", "81", "82", "83", "-q"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert one.returncode == 0, one.stderr
+    two = run_script("--data-dir", str(tiny_data.root), *fields, "-q")
+    assert two.returncode == 0, two.stderr
+    name = tiny_data.latest_dataset.read_text().strip()
+    meta = read_json(tiny_data.dataset_json(name))
+    assert meta["simulated"] is True and meta["removed"]["test_source"] > 0
+    parts = {s: load(tiny_data, name, s) for s in splits.SPLITS}
+    assert all(len(parts[s][2]) > 0 for s in splits.SPLITS)
+    table = np.concatenate([parts[s][2] for s in splits.SPLITS])
+    code = np.concatenate([np.full(len(parts[s][2]), i) for i, s in enumerate(splits.SPLITS)])
+    for a, b in ((0, 2), (1, 2), (0, 1), (0, 0)):
+        if a != b:
+            assert splits.shared_sources(table, code, a, b) == 0
+    assert np.unique(parts["train"][2]["objid"]).size == len(parts["train"][2])  # 80 and 83 do not overlap, still
+    for s in splits.SPLITS:
+        x, y, objects = parts[s]
+        assert x.shape[1:] == (25, 25, 5) and (y == objects["label"]).all()
+
+
+def test_ks_statistic_matches_scipy():
+    from scipy.stats import ks_2samp
+
+    from stargal.stages.preparation import ks_two_sample
+
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(0, 1, 500), rng.normal(0.2, 1, 200)
+    mine = ks_two_sample(a, b)
+    ref = ks_2samp(a, b, method="asymp")
+    assert mine["statistic"] == pytest.approx(ref.statistic, abs=1e-4)
+    assert mine["pvalue"] == pytest.approx(ref.pvalue, rel=0.3) and mine["pvalue"] < 0.05
+
+
+def test_test_region_takes_objects_from_training_fields(synth):
+    region = splits.Region(0, 360, -90, DEC0 + 40 * SCALE_DEG)  # the lower third of field 80
+    summary = prepare(synth, FS, patch_size=P, test_regions=[region])
+    assert summary["moved_to_test_by_region"] > 10
+    assert summary["cube_fields"]["test"] == [80, 81]
+    parts = {s: load(synth, summary["name"], s)[2] for s in splits.SPLITS}
+    assert (parts["test"]["dec"][parts["test"]["cube_field"] == 80] < DEC0 + 40 * SCALE_DEG).all()
+    assert not (parts["train"]["dec"] < DEC0 + 40 * SCALE_DEG).any()
+    table = np.concatenate([parts[s] for s in splits.SPLITS])
+    code = np.concatenate([np.full(len(parts[s]), i) for i, s in enumerate(splits.SPLITS)])
+    assert splits.shared_sources(table, code, 0, 2, splits.half_patch_arcsec(P)) == 0
