@@ -1,0 +1,97 @@
+#!/usr/bin/env python3
+"""Stage 00: fetch SDSS frames, irg jpegs and sweep catalogs into data/sas/ (SAS layout), verified.
+
+Examples::
+
+    00_download.py                                   # the reference fields from the SDSS SAS
+    00_download.py --source https://mirror.example.org/sas/dr17/eboss/ --fields 80
+    00_download.py --source ~/old-project/data       # reference bundle, SAS tree or any folder of SAS files
+    00_download.py --source simulated --sim-shape 400 600 --fields 80-83
+
+Reruns skip complete files (recorded in data/sas/manifest.json); --force refetches. Partial files are
+resumed. Exit status 0 when every file is complete, 1 when some failed (each is named), 2 on bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from stargal import cli  # noqa: E402
+from stargal.config import BANDS  # noqa: E402
+from stargal.download import HttpSettings  # noqa: E402
+from stargal.errors import StargalError  # noqa: E402
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    return value
+
+
+def _retries(text: str) -> int:
+    value = cli.positive_int(text) if text.strip() != "0" else 0
+    return value
+
+
+def build_parser():
+    parser = cli.make_parser(__doc__.split("\n\n")[0], splits=False, workers=True)
+    parser.set_defaults(workers=4)
+    for action in parser._actions:  # the shared options, worded for downloads
+        if "--workers" in action.option_strings:
+            action.help = "parallel downloads (threads)"
+        elif "--scheduler" in action.option_strings:
+            action.help = argparse.SUPPRESS  # downloads are I/O: no Dask cluster needed
+    group = parser.add_argument_group("download")
+    group.add_argument(
+        "--source", default="sdss",
+        help="sdss (the SDSS SAS), an http(s):// mirror base URL, a local folder, or simulated",
+    )  # fmt: skip
+    group.add_argument("--frames-only", action="store_true", help="skip the run/camcol's sweep catalogs")
+    group.add_argument(
+        "--verify", action="store_true", help="re-hash complete files against the manifest; refetch any that differ"
+    )
+    group.add_argument("--bands", default="".join(BANDS), help="frame bands to fetch")
+    group.add_argument("--timeout", type=_positive_float, default=60.0, metavar="S", help="read timeout (seconds)")
+    group.add_argument("--connect-timeout", type=_positive_float, default=10.0, metavar="S", help="connect timeout")
+    group.add_argument("--retries", type=_retries, default=5, help="retries per file after a failure")
+    group.add_argument("--backoff", type=_positive_float, default=1.0, metavar="S", help="first retry delay (doubles)")
+    group.add_argument(
+        "--sim-shape", type=cli.positive_int, nargs=2, default=None, metavar=("ROWS", "COLS"),
+        help="frame shape of --source simulated (real frames: 1489 2048)",
+    )  # fmt: skip
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    cli.setup_logging(args.quiet)
+    from stargal.stages.download import DownloadOptions, run_download
+
+    if getattr(args, "scheduler", None):
+        raise StargalError("--scheduler: not used by 00_download.py (downloads run in local threads)")
+    if args.sim_shape is not None and args.source != "simulated":
+        raise StargalError("--sim-shape: only with --source simulated")
+    http = HttpSettings(
+        connect_timeout=args.connect_timeout, read_timeout=args.timeout, retries=args.retries, backoff=args.backoff
+    )
+    options = DownloadOptions(
+        source=args.source, bands=tuple(args.bands), frames_only=args.frames_only, force=args.force, verify_existing=args.verify,
+        workers=args.workers, http=http, seed=args.seed,
+        **({"sim_shape": tuple(args.sim_shape)} if args.sim_shape else {}),
+    )  # fmt: skip
+    summary = run_download(cli.data_paths(args), cli.field_set(args), options)
+    for line in summary.lines():
+        print(line)
+    return 0 if summary.ok else 1
+
+
+if __name__ == "__main__":
+    cli.run_main(main)

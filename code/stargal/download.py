@@ -1,0 +1,331 @@
+"""The HTTP core of stage 00: one file fetched robustly, and the manifest of fetched files.
+
+``fetch_http`` retries connection errors, timeouts, HTTP 5xx and 429 with exponential backoff and jitter
+(honouring ``Retry-After``), resumes a partial file with an HTTP ``Range`` request when the server supports
+it (and restarts it when not), verifies the whole file (size against ``Content-Length``/``Content-Range``,
+then its content with ``stargal.verify``) and only then renames it to its final name. The partial file has a
+deterministic name (``<final>.part``) so that a later run, even after the process was killed, resumes it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+
+import requests
+import urllib3
+
+from . import __version__
+from .fsio import read_json, write_json
+from .verify import VerificationError, verify_file
+
+log = logging.getLogger("stargal")
+
+PROJECT_URL = "https://github.com/stargal/stargal"  # placeholder until the project has a public home
+USER_AGENT = f"stargal/{__version__} (+{PROJECT_URL})"
+MANIFEST_VERSION = 1
+
+ProgressFn = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    """Timeouts (seconds), retry budget and backoff of HTTP fetches."""
+
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    retries: int = 5  # further attempts after the first one fails
+    backoff: float = 1.0  # first delay; doubles with each failed attempt, with jitter
+    backoff_max: float = 60.0
+    retry_after_max: float = 120.0  # never wait longer than this for a server's Retry-After
+    chunk_size: int = 1 << 16
+    user_agent: str = USER_AGENT
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    path: Path
+    url: str
+    size: int
+    sha256: str
+    attempts: int = 1
+    transferred: int = 0  # bytes received over the network (or copied) by this fetch
+    resumed: bool = False  # continued a partial file with a Range request
+
+
+class FetchError(Exception):
+    """A file could not be fetched; ``str(exc)`` is the reason shown to the user."""
+
+
+class FetchCancelled(Exception):
+    """The run is being stopped; the partial file is kept for the next run to resume."""
+
+
+class _Retry(Exception):
+    def __init__(self, reason: str, retry_after: float | None = None, progressed: bool = False):
+        super().__init__(reason)
+        self.retry_after = retry_after
+        self.progressed = progressed
+
+
+def partial_path(final: Path) -> Path:
+    """The deterministic name a file has while it is being fetched, beside its final name."""
+    return final.with_name(final.name + ".part")
+
+
+def make_session(settings: HttpSettings = HttpSettings()) -> requests.Session:
+    session = requests.Session()
+    # identity: a server must not re-encode .gz/.bz2 files, so the bytes stored are the bytes served
+    session.headers.update({"User-Agent": settings.user_agent, "Accept-Encoding": "identity"})
+    return session
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date); None if absent/invalid."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def backoff_delay(failures: int, settings: HttpSettings, retry_after: float | None = None, rng=random) -> float:
+    """Delay before the next attempt: the server's Retry-After (capped), else exponential with full jitter."""
+    if retry_after is not None:
+        return min(retry_after, settings.retry_after_max)
+    ceiling = min(settings.backoff_max, settings.backoff * 2 ** max(0, failures - 1))
+    return ceiling * (0.5 + 0.5 * rng.random())  # jitter in [ceiling/2, ceiling]: spread out, never zero
+
+
+_CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$")
+
+
+def _parse_content_range(value: str | None) -> tuple[int, int | None] | None:
+    m = _CONTENT_RANGE.match(value or "")
+    if not m:
+        return None
+    return int(m.group(1)), None if m.group(3) == "*" else int(m.group(3))
+
+
+def fetch_http(
+    session: requests.Session,
+    url: str,
+    final: Path,
+    kind: str,
+    settings: HttpSettings = HttpSettings(),
+    *,
+    progress: ProgressFn | None = None,
+    cancel: threading.Event | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> FetchResult:
+    """Fetch ``url`` to ``final`` (verified as ``kind``: frame, irg or catalog); raise FetchError on failure."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    part = partial_path(final)
+    attempts = failures = transferred = 0
+    resumed = False
+    while True:
+        attempts += 1
+        try:
+            got, did_resume, expected = _attempt(session, url, part, kind, settings, progress, cancel)
+            transferred += got
+            resumed |= did_resume
+            try:
+                verified = verify_file(part, kind, expected)
+            except VerificationError as exc:
+                part.unlink(missing_ok=True)  # corrupt content: the next attempt starts afresh
+                raise _Retry(str(exc)) from None
+            os.replace(part, final)
+            return FetchResult(final, url, verified.size, verified.sha256, attempts, transferred, resumed)
+        except _Retry as exc:
+            reason, retry_after = str(exc), exc.retry_after
+            # An attempt that moved the file forward does not use up the retry budget (flaky but working link).
+            failures += 0 if exc.progressed else 1
+        except requests.Timeout as exc:
+            reason, retry_after = describe_error(exc), None
+            failures += 1
+        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+            reason, retry_after = f"connection failed ({describe_error(exc)})", None
+            failures += 1
+        except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema) as exc:
+            raise FetchError(f"invalid URL {url} ({exc})") from None
+        if failures > settings.retries:
+            raise FetchError(f"{reason} (gave up after {attempts} attempt{'s' if attempts > 1 else ''})")
+        delay = backoff_delay(failures, settings, retry_after)
+        log.info("%s: %s; retrying in %.1f s (attempt %d)", final.name, reason, delay, attempts + 1)
+        if cancel is not None and cancel.wait(delay):
+            raise FetchCancelled(final.name)
+        if cancel is None:
+            sleep(delay)
+
+
+def _attempt(session, url, part, kind, settings, progress, cancel) -> tuple[int, bool, int | None]:
+    """One request: append to or (re)write the partial file; return (bytes received, resumed, expected size)."""
+    offset = part.stat().st_size if part.exists() else 0
+    headers = {"Range": f"bytes={offset}-"} if offset else {}
+    got = 0
+    timeout = (settings.connect_timeout, settings.read_timeout)
+    with session.get(url, headers=headers, stream=True, timeout=timeout, allow_redirects=True) as resp:
+        status = resp.status_code
+        if status == 416 and offset:
+            part.unlink(missing_ok=True)  # the partial file is not a prefix the server recognises: restart
+            raise _Retry("partial file rejected by the server (HTTP 416); restarting", progressed=True)
+        if status == 429 or status >= 500:
+            raise _Retry(f"HTTP {status} {resp.reason}", parse_retry_after(resp.headers.get("Retry-After")))
+        if status not in (200, 206):
+            raise FetchError(f"HTTP {status} {resp.reason} for {url}")
+        if "html" in resp.headers.get("Content-Type", "").lower():
+            raise _Retry(f"the server sent an HTML page ({resp.headers['Content-Type']}), not the file")
+        resumed = False
+        if status == 206:
+            crange = _parse_content_range(resp.headers.get("Content-Range"))
+            if crange is None or crange[0] != offset:
+                part.unlink(missing_ok=True)
+                raise _Retry(f"unexpected Content-Range {resp.headers.get('Content-Range')!r}; restarting")
+            expected, mode, resumed = crange[1], "ab", True
+        else:  # 200: the whole file (a server without Range support restarts the partial file)
+            length = resp.headers.get("Content-Length")
+            expected, mode = (int(length) if length and length.isdigit() else None), "wb"
+        try:
+            with open(part, mode) as fh:
+                # read1: whatever has arrived, so that bytes received before a dropped connection are kept;
+                # decode_content=False: the bytes stored are the bytes served (no transfer decoding of .gz)
+                while chunk := resp.raw.read1(settings.chunk_size, decode_content=False):
+                    if cancel is not None and cancel.is_set():
+                        raise FetchCancelled(part.name)
+                    fh.write(chunk)
+                    got += len(chunk)
+                    if progress is not None:
+                        progress(len(chunk))
+                fh.flush()
+                os.fsync(fh.fileno())
+        except (urllib3.exceptions.HTTPError, requests.RequestException, ConnectionError, TimeoutError) as exc:
+            # keep what arrived: the next attempt resumes from there
+            size = part.stat().st_size
+            raise _Retry(
+                f"connection dropped mid-body after {size} bytes ({describe_error(exc)})", progressed=size > offset
+            ) from None
+    size = part.stat().st_size
+    if expected is not None and size < expected:
+        # progress = the partial file grew (a server that ignores Range and always breaks off does not progress)
+        raise _Retry(f"body ended after {size} of {expected} bytes", progressed=size > offset)
+    if expected is not None and size > expected:
+        part.unlink(missing_ok=True)
+        raise _Retry(f"received {size} bytes, more than the announced {expected}")
+    return got, resumed, expected
+
+
+def copy_local(src: Path, final: Path, kind: str, *, progress: ProgressFn | None = None) -> FetchResult:
+    """Copy a file from a local folder through the same partial name, verification and atomic rename."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    part = partial_path(final)
+    expected = src.stat().st_size
+    try:
+        with open(src, "rb") as fin, open(part, "wb") as fout:
+            while chunk := fin.read(1 << 20):
+                fout.write(chunk)
+                if progress is not None:
+                    progress(len(chunk))
+            fout.flush()
+            os.fsync(fout.fileno())
+        verified = verify_file(part, kind, expected)
+    except VerificationError as exc:
+        part.unlink(missing_ok=True)
+        raise FetchError(f"{src}: {exc}") from None
+    except OSError as exc:
+        part.unlink(missing_ok=True)
+        raise FetchError(f"cannot copy {src} ({exc.strerror or exc})") from None
+    os.replace(part, final)
+    return FetchResult(final, src.as_uri(), verified.size, verified.sha256, 1, expected, False)
+
+
+def describe_error(exc: BaseException) -> str:
+    """A short, one-line reason for a requests/urllib3 network error."""
+    text = " ".join(str(exc).split())
+    known = {
+        "Failed to resolve": "host name does not resolve",
+        "Name or service not known": "host name does not resolve",
+        "Connection refused": "connection refused",
+        "Connection reset": "connection reset by the server",
+        "Connection aborted": "connection aborted",
+        "Read timed out": "read timed out",
+        "timed out": "timed out",
+        "IncompleteRead": "connection closed before the end of the body",
+        "CERTIFICATE_VERIFY_FAILED": "TLS certificate verification failed",
+        "Network is unreachable": "network is unreachable",
+    }
+    for marker, reason in known.items():
+        if marker in text:
+            return reason
+    return text[:120]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# manifest
+
+
+class Manifest:
+    """``data/sas/manifest.json``: source URL, size and sha256 of every fetched file, keyed by SAS path.
+
+    Only the main thread changes and saves it (workers return results); every save is atomic.
+    """
+
+    def __init__(self, path: Path, files: dict[str, dict] | None = None):
+        self.path = Path(path)
+        self.files: dict[str, dict] = files or {}
+
+    @classmethod
+    def load(cls, path: Path) -> Manifest:
+        path = Path(path)
+        if not path.exists():
+            return cls(path)
+        try:
+            data = read_json(path)
+            files = data["files"]
+            if not isinstance(files, dict):
+                raise TypeError("files is not an object")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("%s: unreadable manifest (%s); files will be verified again", path, exc)
+            return cls(path)
+        return cls(path, files)
+
+    def is_complete(self, relpath: str, final: Path) -> bool:
+        """True when the file sits under its final name with the size the manifest recorded for it."""
+        entry = self.files.get(relpath)
+        if not entry:
+            return False
+        try:
+            return final.stat().st_size == entry.get("size")
+        except FileNotFoundError:
+            return False
+
+    def record(self, relpath: str, url: str, size: int, sha256: str) -> None:
+        self.files[relpath] = {
+            "url": url,
+            "size": size,
+            "sha256": sha256,
+            "fetched": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+
+    def forget(self, relpath: str) -> None:
+        self.files.pop(relpath, None)
+
+    def save(self) -> None:
+        write_json(self.path, {"version": MANIFEST_VERSION, "files": dict(sorted(self.files.items()))})

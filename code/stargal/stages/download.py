@@ -1,0 +1,339 @@
+"""Stage 00 runner: fetch a field set's frames, irg jpegs and sweep catalogs into ``data/sas/``.
+
+Files keep their SAS names and layout (``DataPaths.frame``, ``.irg_jpeg``, ``.catalog``); the manifest
+(``DataPaths.manifest``) records source URL, size and sha256 of each. Workers (threads: the work is I/O)
+fetch files; only the main thread touches the manifest and the progress display.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+from .. import sdss
+from ..config import BANDS, FRAME_SHAPE, SEED, FieldSet
+from ..download import (
+    FetchCancelled,
+    FetchError,
+    FetchResult,
+    HttpSettings,
+    Manifest,
+    copy_local,
+    describe_error,
+    fetch_http,
+    make_session,
+    partial_path,
+)
+from ..errors import StargalError
+from ..paths import DataPaths, FieldId
+from ..progress import interactive
+from ..sources import FileSpec, HttpSource, LocalSource, SimulatedSource, Source, resolve_source
+from ..verify import VerificationError, sha256_file, verify_file
+
+log = logging.getLogger("stargal")
+
+
+@dataclass(frozen=True)
+class DownloadOptions:
+    source: str = "sdss"
+    bands: tuple[str, ...] = BANDS
+    frames_only: bool = False
+    force: bool = False
+    verify_existing: bool = False  # re-hash complete files against the manifest's sha256 (refetch on mismatch)
+    workers: int = 4
+    http: HttpSettings = HttpSettings()
+    seed: int = SEED  # simulated source only
+    sim_shape: tuple[int, int] = FRAME_SHAPE  # simulated source only
+
+
+@dataclass
+class DownloadSummary:
+    source: str
+    planned: int = 0
+    fetched: int = 0
+    skipped: int = 0
+    resumed: int = 0
+    bytes: int = 0  # bytes transferred (network or local copy) in this run
+    seconds: float = 0.0
+    failures: dict[str, str] = field(default_factory=dict)  # file label -> reason
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def lines(self) -> list[str]:
+        rate = self.bytes / self.seconds / 1e6 if self.seconds > 0 else 0.0
+        out = [
+            f"source {self.source}: {self.planned} files, {self.fetched} fetched ({self.resumed} resumed), "
+            f"{self.skipped} already complete, {len(self.failures)} failed; "
+            f"{self.bytes / 1e6:.1f} MB in {self.seconds:.1f} s ({rate:.1f} MB/s)"
+        ]
+        out += [f"FAILED {label}: {reason}" for label, reason in self.failures.items()]
+        return out
+
+
+def check_bands(bands: str | tuple[str, ...]) -> tuple[str, ...]:
+    """Parse ``--bands`` ("ugriz", "g r", "u,g"); raise StargalError naming an unknown band."""
+    letters = [b for b in (bands if isinstance(bands, tuple) else tuple(bands)) if b not in " ,"]
+    for band in letters:
+        if band not in BANDS:
+            raise StargalError(f"--bands: unknown band {band!r} (expected letters of {''.join(BANDS)})")
+    if not letters:
+        raise StargalError("--bands: no band given")
+    return tuple(b for b in BANDS if b in letters)  # canonical order, no duplicates
+
+
+def plan_files(fs: FieldSet, bands: tuple[str, ...] = BANDS, frames_only: bool = False) -> list[FileSpec]:
+    """Every file of the field set: catalogs first (largest), then per field its frames and irg jpeg."""
+    if not fs.fields:
+        raise StargalError("--fields: no field given")
+    if any(f < 0 for f in fs.fields):
+        raise StargalError(f"--fields: field numbers must be non-negative ({fs.fields})")
+    rr, run, cc = fs.rerun, fs.run, fs.camcol
+    specs = []
+    if not frames_only:
+        specs += [FileSpec(sdss.catalog_relpath(rr, run, cc, k), "catalog", k, rr, run, cc) for k in sdss.CATALOG_KINDS]
+    for f in fs.fields:
+        specs += [FileSpec(sdss.frame_relpath(b, rr, run, cc, f), "frame", b, rr, run, cc, f) for b in bands]
+        specs.append(FileSpec(sdss.irg_relpath(rr, run, cc, f), "irg", "irg", rr, run, cc, f))
+    return specs
+
+
+def final_path(paths: DataPaths, spec: FileSpec) -> Path:
+    if spec.kind == "catalog":
+        return paths.catalog(spec.rerun, spec.run, spec.camcol, spec.band)
+    fid = FieldId(spec.rerun, spec.run, spec.camcol, spec.field)
+    return paths.irg_jpeg(fid) if spec.kind == "irg" else paths.frame(fid, spec.band)
+
+
+def run_download(paths: DataPaths, fs: FieldSet, options: DownloadOptions = DownloadOptions()) -> DownloadSummary:
+    """Fetch every planned file that is not already complete; never raises for a single file's failure."""
+    bands = check_bands(options.bands)
+    source = resolve_source(options.source)
+    specs = plan_files(fs, bands, options.frames_only)
+    start = time.monotonic()
+    manifest = Manifest.load(paths.manifest)
+    summary = DownloadSummary(source.describe(), planned=len(specs))
+    todo = []
+    for spec in specs:
+        final = final_path(paths, spec)
+        if options.force:
+            partial_path(final).unlink(missing_ok=True)
+            manifest.forget(spec.relpath)
+        if manifest.is_complete(spec.relpath, final) and not (
+            options.verify_existing and _hash_differs(manifest, spec, final)
+        ):
+            summary.skipped += 1
+        else:
+            todo.append(spec)
+    if summary.skipped:
+        log.info("%d of %d files already complete (manifest); --force refetches them", summary.skipped, len(specs))
+    if todo:
+        if isinstance(source, SimulatedSource):
+            _simulate(paths, fs, todo, options, manifest, summary)
+        else:
+            if isinstance(source, HttpSource):
+                _check_reachable(source, options.http)
+            _fetch_all(paths, source, todo, options, manifest, summary)
+    summary.seconds = time.monotonic() - start
+    return summary
+
+
+def _hash_differs(manifest: Manifest, spec: FileSpec, final: Path) -> bool:
+    if sha256_file(final) == manifest.files[spec.relpath].get("sha256"):
+        return False
+    log.warning("%s: content differs from the manifest's sha256; fetching it again", spec.name)
+    return True
+
+
+def _check_reachable(source: HttpSource, settings: HttpSettings) -> None:
+    """Fail fast with one line when the source's host cannot be reached at all (any HTTP answer is fine)."""
+    session = make_session(settings)
+    timeout = (settings.connect_timeout, settings.read_timeout)
+    reason = ""
+    try:
+        for attempt in range(min(settings.retries, 2) + 1):
+            try:
+                session.head(source.base_url, timeout=timeout, allow_redirects=True).close()
+                return
+            except requests.RequestException as exc:
+                reason = describe_error(exc)
+                if attempt < min(settings.retries, 2):
+                    time.sleep(settings.backoff)
+    finally:
+        session.close()
+    raise StargalError(f"--source {source.base_url}: cannot reach the server ({reason})")
+
+
+class _Display:
+    """Files and bytes progress: two tqdm bars on a terminal, a log line per finished file otherwise."""
+
+    def __init__(self, total_files: int):
+        self.total = total_files
+        self.done = 0
+        self.bytes = 0
+        self.start = time.monotonic()
+        self._lock = threading.Lock()
+        self._bars = None
+        if interactive():
+            from tqdm import tqdm
+            from tqdm.contrib.logging import logging_redirect_tqdm
+
+            # log lines (retries, failures) go above the bars instead of through them
+            self._redirect = logging_redirect_tqdm()
+            self._redirect.__enter__()
+            files = tqdm(total=total_files, desc="files", unit="file", file=sys.stderr, leave=False, position=0)
+            data = tqdm(
+                desc="bytes", unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr, leave=False, position=1
+            )
+            self._bars = (files, data)
+
+    def add_bytes(self, n: int) -> None:  # called from worker threads
+        with self._lock:
+            self.bytes += n
+            if self._bars:
+                self._bars[1].update(n)
+
+    def file_done(self, spec: FileSpec, result: FetchResult | None, error: str | None) -> None:
+        with self._lock:
+            self.done += 1
+            if self._bars:
+                self._bars[0].update(1)
+        elapsed = time.monotonic() - self.start
+        if error is not None:
+            log.warning("[%d/%d] FAILED %s: %s", self.done, self.total, spec.label, error)
+        elif not self._bars:
+            rate = self.bytes / elapsed / 1e6 if elapsed > 0 else 0.0
+            eta = elapsed / self.done * (self.total - self.done)
+            note = ", resumed" if result.resumed else ""
+            log.info(
+                "[%d/%d] %s (%.2f MB%s); %.1f MB at %.1f MB/s, ETA %.0f s",
+                self.done, self.total, spec.name, result.size / 1e6, note, self.bytes / 1e6, rate, eta,
+            )  # fmt: skip
+
+    def close(self) -> None:
+        if self._bars:
+            for bar in reversed(self._bars):  # bottom bar first, so the cursor ends where the bars began
+                bar.close()
+            self._redirect.__exit__(None, None, None)
+            self._bars = None
+
+
+class _Sessions:
+    """One requests.Session per worker thread (connection reuse), all closed at the end."""
+
+    def __init__(self, settings: HttpSettings):
+        self.settings = settings
+        self._local = threading.local()
+        self._all: list[requests.Session] = []
+        self._lock = threading.Lock()
+
+    def get(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = make_session(self.settings)
+            with self._lock:
+                self._all.append(session)
+        return session
+
+    def close(self) -> None:
+        for session in self._all:
+            session.close()
+
+
+def _fetch_one(
+    spec: FileSpec, final: Path, source: Source, settings: HttpSettings, display, cancel, sessions
+) -> FetchResult:
+    """Worker: fetch one file (HTTP or local copy); FetchError carries the reason."""
+    if isinstance(source, LocalSource):
+        src = source.locate(spec)
+        if src is None:
+            raise FetchError(f"not found in {source.root} (in SAS, bundle or any-tree layout)")
+        return copy_local(src, final, spec.kind, progress=display.add_bytes)
+    return fetch_http(
+        sessions.get(), source.url(spec), final, spec.kind, settings, progress=display.add_bytes, cancel=cancel
+    )
+
+
+def _fetch_all(paths, source, todo, options, manifest, summary) -> None:
+    display = _Display(len(todo))
+    cancel = threading.Event()
+    sessions = _Sessions(options.http)
+    if isinstance(source, LocalSource):
+        source.locate(todo[0])  # build the name index once, before the threads start
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, options.workers), thread_name_prefix="download") as pool:
+            futures: dict[Future, FileSpec] = {}
+            for spec in todo:
+                final = final_path(paths, spec)
+                args = (spec, final, source, options.http, display, cancel, sessions)
+                futures[pool.submit(_fetch_one, *args)] = spec
+            pending = set(futures)
+            try:
+                while pending:
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        _collect(futures[future], future, manifest, summary, display)
+            except BaseException:
+                cancel.set()  # workers stop at the next chunk; partial files stay for the next run
+                for future in pending:
+                    future.cancel()
+                raise
+    finally:
+        display.close()
+        sessions.close()
+
+
+def _collect(spec: FileSpec, future: Future, manifest: Manifest, summary: DownloadSummary, display: _Display) -> None:
+    try:
+        result = future.result()
+    except FetchCancelled:
+        return
+    except FetchError as exc:
+        summary.failures[spec.label] = str(exc)
+        display.file_done(spec, None, str(exc))
+        return
+    except OSError as exc:  # local disk trouble (full, read-only, permissions) for this file
+        summary.failures[spec.label] = f"cannot write ({exc.strerror or exc})"
+        display.file_done(spec, None, summary.failures[spec.label])
+        return
+    manifest.record(spec.relpath, result.url, result.size, result.sha256)
+    manifest.save()  # after every file, so a killed run loses at most the files in flight
+    summary.fetched += 1
+    summary.resumed += int(result.resumed)
+    summary.bytes += result.transferred
+    display.file_done(spec, result, None)
+
+
+def _simulate(paths, fs, todo, options, manifest, summary) -> None:
+    """Write the simulated sky, then verify and record the planned files like downloaded ones."""
+    try:
+        from ..simulate import simulate_sky
+    except ImportError as exc:
+        raise StargalError(f"--source simulated: the simulated sky is not available ({exc})") from None
+    simulate_sky(
+        paths, fs, seed=options.seed, shape=tuple(options.sim_shape), frames_only=options.frames_only,
+        force=options.force, workers=options.workers,
+    )  # fmt: skip
+    url = f"simulated:seed={options.seed},shape={options.sim_shape[0]}x{options.sim_shape[1]}"
+    for spec in todo:
+        final = final_path(paths, spec)
+        try:
+            verified = verify_file(final, spec.kind)
+        except FileNotFoundError:
+            summary.failures[spec.label] = "the simulation did not write it"
+            continue
+        except VerificationError as exc:
+            summary.failures[spec.label] = f"simulated file invalid: {exc}"
+            continue
+        manifest.record(spec.relpath, url, verified.size, verified.sha256)
+        summary.fetched += 1
+        summary.bytes += verified.size
+    manifest.save()

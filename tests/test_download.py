@@ -1,0 +1,553 @@
+"""Stage 00: the downloader against a real HTTP server on 127.0.0.1 with injected faults, and local sources."""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import importlib.util
+import io
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from PIL import Image
+from sas_server import HTML_PAGE, SasServer, make_sas_tree
+
+from stargal import sdss
+from stargal.config import BANDS, FieldSet
+from stargal.download import HttpSettings, Manifest, backoff_delay, parse_retry_after, partial_path
+from stargal.errors import StargalError
+from stargal.paths import DataPaths, FieldId
+from stargal.sources import LocalSource, resolve_source
+from stargal.stages.download import DownloadOptions, final_path, plan_files, run_download
+from stargal.verify import VerificationError, verify_file
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = PROJECT_ROOT / "code" / "00_download.py"
+FS = FieldSet(rerun=301, run=8162, camcol=6, fields=(80, 81), train_fields=(80,), val_fields=(), test_fields=(81,))
+# fast failure handling for fault tests: tiny backoff and timeouts
+FAST = HttpSettings(connect_timeout=2.0, read_timeout=2.0, retries=3, backoff=0.01, backoff_max=0.05)
+U80 = sdss.frame_relpath("u", 301, 8162, 6, 80)
+G81 = sdss.frame_relpath("g", 301, 8162, 6, 81)
+STAR = sdss.catalog_relpath(301, 8162, 6, "star")
+
+
+@pytest.fixture(scope="module")
+def sas_tree(tmp_path_factory) -> Path:
+    return make_sas_tree(tmp_path_factory.mktemp("sas"), 301, 8162, 6, FS.fields)
+
+
+@pytest.fixture
+def server(sas_tree):
+    with SasServer(sas_tree) as srv:
+        yield srv
+
+
+def _options(source: str, **kw) -> DownloadOptions:
+    kw.setdefault("http", FAST)
+    return DownloadOptions(source=source, **kw)
+
+
+def _assert_mirrors(paths: DataPaths, tree: Path, fs: FieldSet = FS, frames_only: bool = False) -> None:
+    """Every planned file equals the served one, is in the manifest with its sha256, and no .part is left."""
+    manifest = Manifest.load(paths.manifest)
+    specs = plan_files(fs, BANDS, frames_only)
+    for spec in specs:
+        got = final_path(paths, spec)
+        assert got.read_bytes() == (tree / spec.relpath).read_bytes(), spec.relpath
+        entry = manifest.files[spec.relpath]
+        assert entry["size"] == got.stat().st_size
+        assert entry["sha256"] == verify_file(got, spec.kind).sha256
+    assert not list(paths.sas.rglob("*.part"))
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("download_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# ---------------------------------------------------------------------------------------------------------
+# normal operation
+
+
+def test_download_equals_served_bytes_and_rerun_transfers_nothing(server, sas_tree, tmp_path):
+    paths = DataPaths(tmp_path / "data")
+    summary = run_download(paths, FS, _options(server.base_url))
+    assert summary.ok and summary.fetched == summary.planned == 2 + 2 * 6
+    _assert_mirrors(paths, sas_tree)
+    assert summary.bytes == sum((sas_tree / s.relpath).stat().st_size for s in plan_files(FS))
+    gets = server.gets()
+    assert len(gets) == summary.planned
+    assert all(g.user_agent.startswith("stargal/") for g in gets)
+    assert paths.frame(FieldId(301, 8162, 6, 80), "r").exists()
+    assert paths.catalog(301, 8162, 6, "gal").exists()
+
+    server.clear()
+    again = run_download(paths, FS, _options(server.base_url))
+    assert again.ok and again.skipped == again.planned and again.fetched == 0
+    assert server.gets() == []  # nothing transferred
+
+    forced = run_download(paths, FS, _options(server.base_url, force=True))
+    assert forced.fetched == forced.planned and len(server.gets()) == forced.planned
+    _assert_mirrors(paths, sas_tree)
+
+
+def test_frames_only_and_band_subset(server, sas_tree, tmp_path):
+    paths = DataPaths(tmp_path / "data")
+    summary = run_download(paths, FS, _options(server.base_url, frames_only=True, bands=("g", "r")))
+    assert summary.ok and summary.fetched == 2 * 3
+    assert not paths.catalog(301, 8162, 6, "gal").exists()
+    assert not paths.frame(FieldId(301, 8162, 6, 80), "u").exists()
+    assert paths.frame(FieldId(301, 8162, 6, 81), "g").read_bytes() == (sas_tree / G81).read_bytes()
+
+
+def test_file_changed_on_disk_is_refetched(server, sas_tree, tmp_path):
+    paths = DataPaths(tmp_path / "data")
+    fs = FieldSet(301, 8162, 6, (80,), (80,), (), ())
+    run_download(paths, fs, _options(server.base_url, frames_only=True))
+    target = paths.sas_file(U80)
+    target.write_bytes(target.read_bytes()[:-10])  # damaged after download: size no longer matches
+    server.clear()
+    summary = run_download(paths, fs, _options(server.base_url, frames_only=True))
+    assert summary.fetched == 1 and [g.relpath for g in server.gets()] == [U80]
+    assert target.read_bytes() == (sas_tree / U80).read_bytes()
+
+    data = bytearray(target.read_bytes())
+    data[-5] ^= 0xFF  # same size, different content: only --verify notices
+    target.write_bytes(bytes(data))
+    server.clear()
+    assert run_download(paths, fs, _options(server.base_url, frames_only=True)).fetched == 0
+    summary = run_download(paths, fs, _options(server.base_url, frames_only=True, verify_existing=True))
+    assert summary.fetched == 1 and summary.skipped == 5 and [g.relpath for g in server.gets()] == [U80]
+    assert target.read_bytes() == (sas_tree / U80).read_bytes()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# injected faults
+
+
+def _one(server, tmp_path, relpath=U80, **kw):
+    """Download field 80's frames; return (summary, paths)."""
+    fs = FieldSet(301, 8162, 6, (80,), (80,), (), ())
+    paths = DataPaths(tmp_path / "data")
+    return run_download(paths, fs, _options(server.base_url, frames_only=True, **kw)), paths
+
+
+def test_500_twice_then_success(server, sas_tree, tmp_path):
+    server.add_fault(U80, {"status": 500}, {"status": 500})
+    summary, paths = _one(server, tmp_path)
+    assert summary.ok
+    assert [g.status for g in server.gets(U80)] == [500, 500, 200]
+    assert paths.sas_file(U80).read_bytes() == (sas_tree / U80).read_bytes()
+
+
+def test_connection_dropped_mid_body_is_resumed(server, sas_tree, tmp_path):
+    server.add_fault(U80, {"drop_after": 1000})
+    summary, paths = _one(server, tmp_path)
+    assert summary.ok and summary.resumed == 1
+    gets = server.gets(U80)
+    assert len(gets) == 2 and gets[0].range is None
+    resumed_from = int(gets[1].range.removeprefix("bytes=").rstrip("-"))
+    assert 0 < resumed_from <= 1000 and gets[1].status == 206
+    assert paths.sas_file(U80).read_bytes() == (sas_tree / U80).read_bytes()
+
+
+def test_body_shorter_than_content_length(server, sas_tree, tmp_path):
+    server.add_fault(U80, {"short": 500}, {"short": 300})
+    summary, paths = _one(server, tmp_path)
+    assert summary.ok
+    assert len(server.gets(U80)) == 3
+    assert paths.sas_file(U80).read_bytes() == (sas_tree / U80).read_bytes()
+
+
+def test_server_without_range_support_restarts(sas_tree, tmp_path):
+    with SasServer(sas_tree, ranges=False) as server:
+        server.add_fault(U80, {"drop_after": 1000})
+        summary, paths = _one(server, tmp_path)
+        assert summary.ok and summary.resumed == 0
+        assert [g.status for g in server.gets(U80)] == [200, 200]
+    assert paths.sas_file(U80).read_bytes() == (sas_tree / U80).read_bytes()
+
+
+def test_server_that_always_breaks_off_without_range_support_gives_up(sas_tree, tmp_path):
+    with SasServer(sas_tree, ranges=False) as server:
+        server.add_fault(U80, {"drop_after": 1000, "sticky": True})
+        summary, paths = _one(server, tmp_path)
+        (reason,) = summary.failures.values()
+        assert "connection dropped mid-body" in reason
+        # the first attempt moved the file forward (free); each restart to the same 1000 bytes uses up a retry
+        assert len(server.gets(U80)) == FAST.retries + 2
+    assert not paths.sas_file(U80).exists()
+
+
+def test_stale_partial_that_does_not_match_is_restarted(server, sas_tree, tmp_path):
+    paths = DataPaths(tmp_path / "data")
+    part = partial_path(paths.sas_file(U80))
+    part.parent.mkdir(parents=True)
+    part.write_bytes(b"BZh9" + b"\0" * 200)  # a partial file that is no prefix of the real one
+    summary, _ = _one(server, tmp_path)
+    assert summary.ok
+    assert [g.status for g in server.gets(U80)] == [206, 200]  # resume attempt fails verification, then restart
+    assert paths.sas_file(U80).read_bytes() == (sas_tree / U80).read_bytes()
+
+
+@pytest.mark.parametrize("flavour", [True, "octet"], ids=["text-html", "html-labelled-binary"])
+def test_html_page_with_status_200_is_rejected(server, tmp_path, flavour):
+    server.add_fault(U80, {"html": flavour, "sticky": True})
+    summary, paths = _one(server, tmp_path)
+    assert not summary.ok
+    ((label, reason),) = summary.failures.items()
+    assert "frame-u-008162-6-0080.fits.bz2" in label and "HTML" in reason
+    assert not paths.sas_file(U80).exists() and not partial_path(paths.sas_file(U80)).exists()
+    assert len(server.gets(U80)) == FAST.retries + 1
+    assert summary.fetched == 5  # the other bands
+
+
+def test_html_page_once_then_the_file(server, sas_tree, tmp_path):
+    server.add_fault(U80, {"html": "octet"})
+    summary, paths = _one(server, tmp_path)
+    assert summary.ok and len(server.gets(U80)) == 2
+    assert paths.sas_file(U80).read_bytes() == (sas_tree / U80).read_bytes()
+
+
+def test_404_for_one_band_names_it_and_fetches_the_rest(server, sas_tree, tmp_path):
+    server.add_fault(G81, {"status": 404, "sticky": True})
+    paths = DataPaths(tmp_path / "data")
+    argv = ["--data-dir", str(paths.root), "--source", server.base_url, "--fields", "80", "81", "--retries", "3",
+            "--backoff", "0.01"]  # fmt: skip
+    status = _load_script().main(argv)
+    assert status == 1
+    assert len(server.gets(G81)) == 1  # a 404 is not retried
+    manifest = Manifest.load(paths.manifest)
+    assert G81 not in manifest.files and len(manifest.files) == 13
+    summary = run_download(paths, FS, _options(server.base_url))
+    ((label, reason),) = summary.failures.items()
+    assert label == "frame-g-008162-6-0081.fits.bz2 (band g)" and "HTTP 404" in reason
+    for spec in plan_files(FS):
+        assert final_path(paths, spec).exists() == (spec.relpath != G81)
+
+
+def test_script_prints_the_failed_file(server, tmp_path, capsys):
+    server.add_fault(G81, {"status": 404, "sticky": True})
+    paths = DataPaths(tmp_path / "data")
+    argv = ["--data-dir", str(paths.root), "--source", server.base_url, "--fields", "81", "--frames-only", "-q"]
+    assert _load_script().main(argv) == 1
+    out = capsys.readouterr().out
+    assert "FAILED frame-g-008162-6-0081.fits.bz2 (band g): HTTP 404" in out
+    assert "5 fetched" in out
+
+
+def test_server_slower_than_read_timeout(server, sas_tree, tmp_path):
+    settings = HttpSettings(connect_timeout=1.0, read_timeout=0.3, retries=2, backoff=0.01, backoff_max=0.05)
+    server.add_fault(U80, {"delay": 1.0})
+    summary, paths = _one(server, tmp_path, http=settings)
+    assert summary.ok and len(server.gets(U80)) == 2
+    assert paths.sas_file(U80).read_bytes() == (sas_tree / U80).read_bytes()
+
+    server.clear()
+    server.add_fault(U80, {"delay": 0.8, "sticky": True})
+    summary, paths = _one(server, tmp_path / "again", http=settings)
+    ((label, reason),) = summary.failures.items()
+    assert "band u" in label and "timed out" in reason and "3 attempts" in reason
+    assert not paths.sas_file(U80).exists()
+
+
+def test_429_honours_retry_after(server, sas_tree, tmp_path):
+    server.add_fault(U80, {"status": 429, "retry_after": "1"})
+    summary, paths = _one(server, tmp_path, workers=1)
+    assert summary.ok
+    first, second = server.gets(U80)
+    assert first.status == 429 and second.status == 200
+    assert second.time - first.time >= 0.9  # waited for Retry-After, not for the 0.01 s backoff
+    assert paths.sas_file(U80).read_bytes() == (sas_tree / U80).read_bytes()
+
+
+def test_retries_exhausted_on_persistent_503(server, tmp_path):
+    server.add_fault(U80, {"status": 503, "sticky": True})
+    summary, _ = _one(server, tmp_path)
+    (reason,) = summary.failures.values()
+    assert "HTTP 503" in reason and "4 attempts" in reason
+    assert summary.fetched == 5
+
+
+def test_download_killed_with_sigkill_then_rerun(sas_tree, tmp_path):
+    tree = make_sas_tree(tmp_path / "big", 301, 8162, 6, (80,), shape=(160, 240), seed=3)
+    paths = DataPaths(tmp_path / "data")
+    argv = [sys.executable, str(SCRIPT), "--data-dir", str(paths.root), "--fields", "80", "--workers", "1",
+            "--retries", "1", "--backoff", "0.01"]  # fmt: skip
+    with SasServer(tree, rate=200_000) as server:  # ~0.75 s per frame: slow enough to be killed mid-file
+        proc = subprocess.Popen([*argv, "--source", server.base_url], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 60
+        killed_part = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            complete = [p for p in paths.sas.rglob("*") if p.is_file() and p.suffix in (".bz2", ".gz", ".jpg")]
+            parts = [p for p in paths.sas.rglob("*.part") if p.stat().st_size > 0]
+            if len(complete) >= 2 and parts:
+                os.kill(proc.pid, signal.SIGKILL)
+                killed_part = parts[0]
+                break
+            time.sleep(0.02)
+        proc.wait(timeout=30)
+        assert killed_part is not None, proc.stderr.read().decode()
+        assert proc.returncode == -signal.SIGKILL
+        before = {p.name for p in complete}
+        partial_size = killed_part.stat().st_size if killed_part.exists() else 0
+        for p in complete:  # nothing under a final name is partial or corrupt
+            verify_file(p, "catalog" if p.name.endswith(".gz") else "frame" if p.name.endswith(".bz2") else "irg")
+
+        server.rate = None
+        server.clear()
+        done = subprocess.run([*argv, "--source", server.base_url], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert not {g.relpath.rsplit("/", 1)[-1] for g in server.gets()} & before  # no complete file refetched
+        killed_rel = killed_part.relative_to(paths.sas).as_posix().removesuffix(".part")
+        gets = server.gets(killed_rel)
+        if partial_size:  # the usual case: the partial file is resumed where it stopped
+            assert [(g.range, g.status) for g in gets] == [(f"bytes={partial_size}-", 206)]
+        else:  # it was completed in the instant before the kill
+            assert len(gets) <= 1
+    _assert_mirrors(paths, tree, FieldSet(301, 8162, 6, (80,), (80,), (), ()))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# local sources
+
+
+def test_local_sas_layout(sas_tree, tmp_path):
+    paths = DataPaths(tmp_path / "data")
+    summary = run_download(paths, FS, _options(str(sas_tree)))
+    assert summary.ok and summary.fetched == summary.planned
+    _assert_mirrors(paths, sas_tree)
+    assert Manifest.load(paths.manifest).files[U80]["url"] == (sas_tree / U80).as_uri()
+    # another stargal data folder works too (its sas/ holds the SAS layout)
+    other = DataPaths(tmp_path / "other")
+    assert run_download(other, FS, _options(str(paths.root))).fetched == summary.planned
+    _assert_mirrors(other, sas_tree)
+
+
+def test_local_reference_bundle_layout(sas_tree, tmp_path):
+    bundle = tmp_path / "old-project" / "data"
+    camcol = bundle / "rerun_301" / "run_8162" / "camcol_6"
+    camcol.mkdir(parents=True)
+    for spec in plan_files(FS):
+        name = (
+            f"{spec.band}.fits.gz"
+            if spec.kind == "catalog"
+            else (f"field_{spec.field}_{spec.band}." + ("jpg" if spec.kind == "irg" else "fits.bz2"))
+        )
+        shutil.copyfile(sas_tree / spec.relpath, camcol / name)
+    for root in (bundle, bundle.parent):  # the bundle's data/ folder or the project folder holding it
+        paths = DataPaths(tmp_path / f"data-{root.name}")
+        summary = run_download(paths, FS, _options(str(root)))
+        assert summary.ok and summary.fetched == summary.planned
+        _assert_mirrors(paths, sas_tree)
+
+
+def test_local_any_tree_of_sas_names(sas_tree, tmp_path):
+    tree = tmp_path / "loose"
+    for i, spec in enumerate(plan_files(FS)):
+        folder = tree / f"sub{i % 3}" / ("deeper" if i % 2 else "")
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(sas_tree / spec.relpath, folder / spec.name)
+    paths = DataPaths(tmp_path / "data")
+    summary = run_download(paths, FS, _options(str(tree)))
+    assert summary.ok and summary.fetched == summary.planned
+    _assert_mirrors(paths, sas_tree)
+
+
+def test_local_missing_and_corrupt_files_are_named(sas_tree, tmp_path):
+    tree = tmp_path / "partial"
+    shutil.copytree(sas_tree, tree)
+    (tree / U80).unlink()
+    star = tree / STAR
+    star.write_bytes(star.read_bytes()[:-40])  # truncated gzip
+    paths = DataPaths(tmp_path / "data")
+    summary = run_download(paths, FS, _options(str(tree)))
+    assert set(summary.failures) == {
+        "frame-u-008162-6-0080.fits.bz2 (band u)",
+        "calibObj-008162-6-star.fits.gz (catalog star)",
+    }
+    assert "not found" in summary.failures["frame-u-008162-6-0080.fits.bz2 (band u)"]
+    assert "gzip" in summary.failures["calibObj-008162-6-star.fits.gz (catalog star)"]
+    assert not paths.sas_file(STAR).exists() and not partial_path(paths.sas_file(STAR)).exists()
+    assert summary.fetched == summary.planned - 2
+
+
+@pytest.mark.real
+def test_local_real_sdss_sample(sample_dir, tmp_path):
+    """The real DR17 files of shared/sdss-sample (any-tree layout): verified, and hashes match SHA256SUMS."""
+    sums = {}
+    for line in (sample_dir / "SHA256SUMS").read_text().splitlines():
+        digest, name = line.split()
+        sums[Path(name).name] = digest
+    paths = DataPaths(tmp_path / "data")
+    fs = FieldSet(301, 4510, 4, (30,), (30,), (), ())
+    summary = run_download(paths, fs, _options(str(sample_dir), bands=("r",)))
+    # the sample has the star sweep of 4510/4 but not the gal one
+    assert list(summary.failures) == ["calibObj-004510-4-gal.fits.gz (catalog gal)"]
+    assert summary.fetched == 3
+    manifest = Manifest.load(paths.manifest)
+    for relpath, entry in manifest.files.items():
+        assert entry["sha256"] == sums[relpath.rsplit("/", 1)[-1]]
+    assert sdss.read_catalog(paths.catalog(301, 4510, 4, "star")).shape == (5232,)
+
+
+@pytest.mark.real
+def test_real_files_over_http_with_a_dropped_connection(sample_dir, tmp_path):
+    """The real DR17 test field served over HTTP in SAS layout (symlinks), one transfer broken off and resumed."""
+    fs = FieldSet(301, 8162, 6, (80,), (), (), (80,))
+    tree = tmp_path / "tree"
+    for spec in plan_files(fs, ("r",), frames_only=True):  # one real frame: bz2 verification costs ~1 s each
+        (tree / spec.relpath).parent.mkdir(parents=True, exist_ok=True)
+        (tree / spec.relpath).symlink_to(sample_dir / "008162-6-0080" / spec.name)
+    r80 = sdss.frame_relpath("r", 301, 8162, 6, 80)
+    paths = DataPaths(tmp_path / "data")
+    with SasServer(tree) as server:
+        server.add_fault(r80, {"drop_after": 1_000_000})
+        summary = run_download(paths, fs, _options(server.base_url, frames_only=True, bands=("r",)))
+        assert summary.ok and summary.resumed == 1 and summary.fetched == 2
+        assert server.gets(r80)[1].range.startswith("bytes=")
+    for spec in plan_files(fs, ("r",), frames_only=True):
+        assert final_path(paths, spec).read_bytes() == (tree / spec.relpath).read_bytes()
+    assert sdss.read_frame(paths.frame(FieldId(301, 8162, 6, 80), "r")).image.shape == (1489, 2048)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# simulated source
+
+
+def test_simulated_source(tmp_path):
+    pytest.importorskip("stargal.simulate")
+    paths = DataPaths(tmp_path / "data")
+    fs = FieldSet(301, 8162, 6, (80,), (80,), (), ())
+    argv = ["--data-dir", str(paths.root), "--source", "simulated", "--fields", "80", "--sim-shape", "64", "96", "-q"]
+    assert _load_script().main(argv) == 0
+    manifest = Manifest.load(paths.manifest)
+    assert len(manifest.files) == len(plan_files(fs)) == 8
+    assert all(e["url"].startswith("simulated:") for e in manifest.files.values())
+    frame = sdss.read_frame(paths.frame(FieldId(301, 8162, 6, 80), "r"))
+    assert frame.image.shape == (64, 96) and frame.simulated
+    assert _load_script().main(argv) == 0  # rerun: all complete
+
+
+# ---------------------------------------------------------------------------------------------------------
+# bad arguments: one line, no traceback
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--bands", "ugx"], "unknown band 'x'"),
+        (["--source", "ftp://example.org/sas/"], "unsupported URL scheme"),
+        (["--source", "http://"], "malformed URL"),
+        (["--source", "http://host:99999/"], "malformed URL"),
+        (["--source", "/no/such/folder/anywhere"], "no such folder"),
+        (["--source", "PORT"], "cannot reach the server"),
+        (["--sim-shape", "10", "10"], "only with --source simulated"),
+    ],
+)
+def test_bad_arguments_are_one_line_errors(tmp_path, argv, message):
+    argv = [a.replace("PORT", f"http://127.0.0.1:{_free_port()}/sas/") for a in argv]
+    base = ["--data-dir", str(tmp_path / "d"), "--fields", "80", "--retries", "1", "--backoff", "0.01", "-q"]
+    with pytest.raises(StargalError, match=message) as info:
+        _load_script().main([*base, *argv])
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "d" / "sas").exists()
+
+
+def test_script_error_is_one_line_without_traceback(tmp_path):
+    cmd = [sys.executable, str(SCRIPT), "--data-dir", str(tmp_path / "d"), "--source", str(tmp_path / "missing")]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert (
+        done.stderr.strip() == f"00_download.py: error: --source {tmp_path / 'missing'}: no such folder "
+        "(expected sdss, simulated, an http(s):// URL or a local folder)"
+    )
+
+
+def test_negative_field_is_rejected_without_traceback(tmp_path):
+    done = subprocess.run([sys.executable, str(SCRIPT), "--fields", "-3"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    with pytest.raises(StargalError, match="non-negative"):
+        plan_files(FieldSet(301, 8162, 6, (-1,), (), (), ()))
+
+
+def test_resolve_source():
+    assert resolve_source("sdss").base_url == "https://data.sdss.org/sas/dr17/eboss/"
+    assert (
+        resolve_source("http://127.0.0.1:8000/m").url(plan_files(FS)[0]).startswith("http://127.0.0.1:8000/m/sweeps/")
+    )
+    assert isinstance(resolve_source("."), LocalSource)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# verification and backoff units
+
+
+def _frame_bytes(shape=(8, 12), hdu_image=True) -> bytes:
+    buf = io.BytesIO()
+    if hdu_image:
+        fits.PrimaryHDU(np.zeros(shape, np.float32)).writeto(buf)
+    else:
+        fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.zeros(shape, np.float32))]).writeto(buf)
+    return buf.getvalue()
+
+
+def test_verify_rejects_damaged_files(sas_tree, tmp_path):
+    def check(name, data, kind, match):
+        path = tmp_path / name
+        path.write_bytes(data)
+        with pytest.raises(VerificationError, match=match):
+            verify_file(path, kind)
+
+    frame = (sas_tree / U80).read_bytes()
+    check("trunc.fits.bz2", frame[: len(frame) // 2], "frame", "truncated bz2")
+    check("flip.fits.bz2", frame[:100] + bytes([frame[100] ^ 0xFF]) + frame[101:], "frame", "corrupt bz2|truncated")
+    raw = _frame_bytes()
+    check("cut.fits.bz2", bz2.compress(raw[:-2880]), "frame", "cut short")
+    check("html.fits.bz2", HTML_PAGE, "frame", "HTML page")
+    check("gz.fits.bz2", gzip.compress(raw), "frame", "not a bz2")
+    star = (sas_tree / STAR).read_bytes()
+    check("trunc.fits.gz", star[:-8], "catalog", "truncated gzip|corrupt gzip")
+    check("image.fits.gz", gzip.compress(_frame_bytes(hdu_image=False)), "catalog", "not a binary table")
+    check("nohdu1.fits.gz", gzip.compress(raw), "catalog", "HDU 1")
+    jpg = (sas_tree / sdss.irg_relpath(301, 8162, 6, 80)).read_bytes()
+    check("trunc.jpg", jpg[: len(jpg) // 2], "irg", "JPEG does not decode")
+    png = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(png, format="PNG")
+    check("png.jpg", png.getvalue(), "irg", "not a JPEG")
+    check("empty.jpg", b"", "irg", "empty")
+    path = tmp_path / "ok.fits.bz2"
+    path.write_bytes(frame)
+    with pytest.raises(VerificationError, match="expected 3"):
+        verify_file(path, "frame", expected_size=3)
+    assert verify_file(path, "frame").size == len(frame)
+
+
+def test_backoff_and_retry_after():
+    settings = HttpSettings(backoff=1.0, backoff_max=10.0, retry_after_max=30.0)
+    for failures, ceiling in [(1, 1.0), (2, 2.0), (3, 4.0), (6, 10.0)]:
+        delays = [backoff_delay(failures, settings) for _ in range(50)]
+        assert all(ceiling / 2 <= d <= ceiling for d in delays)
+        assert len(set(delays)) > 1  # jitter
+    assert backoff_delay(1, settings, retry_after=7.0) == 7.0
+    assert backoff_delay(1, settings, retry_after=500.0) == 30.0
+    assert parse_retry_after("3") == 3.0
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == pytest.approx(10.0)
+    assert parse_retry_after("soon") is None and parse_retry_after(None) is None
