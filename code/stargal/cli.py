@@ -62,9 +62,22 @@ class _FieldsAction(argparse.Action):
         setattr(namespace, self.dest, tuple(fields))
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Show a default only where it says something: not None/False, not already in the help text."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if "default" in text or default in (None, False, argparse.SUPPRESS) or action.nargs == 0:
+            return text
+        if isinstance(default, tuple | list):
+            default = " ".join(map(str, default)) if default else "none"
+        return f"{text} (default: {default})"
+
+
 def make_parser(description: str, *, splits: bool = False, workers: bool = False) -> argparse.ArgumentParser:
     """A parser with the options every numbered script shares."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(description=description, formatter_class=_HelpFormatter)
     ref = REFERENCE
     group = parser.add_argument_group("data selection (defaults: the reference configuration)")
     group.add_argument("--data-dir", default=None, help="data folder (default: the project's data/)")
@@ -105,6 +118,11 @@ def make_parser(description: str, *, splits: bool = False, workers: bool = False
     parser.add_argument("--force", action="store_true", help="redo work whose outputs are already current")
     if workers:
         parser.add_argument("--workers", type=positive_int, default=default_workers(), help="parallel worker processes")
+        parser.add_argument(
+            "--scheduler", default=None, metavar="ADDRESS",
+            help="run the per-field work on this existing Dask cluster (e.g. tcp://head:8786) instead of local "
+            "processes; the data folder must be on a filesystem every worker shares",
+        )  # fmt: skip
     parser.add_argument("-q", "--quiet", action="store_true", help="print only warnings, errors and the summary")
     return parser
 
