@@ -1,0 +1,286 @@
+"""The simulated SDSS sky: formats, layout, geometry, determinism and basic physics."""
+
+from __future__ import annotations
+
+import bz2
+import io
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from conftest import TINY, TINY_SHAPE
+
+from stargal import sdss, simulate, sky_models
+from stargal.config import BANDS, FieldSet
+from stargal.errors import StargalError
+from stargal.paths import DataPaths, FieldId
+from stargal.tables import read_table
+
+
+def fid(field: int) -> FieldId:
+    return FieldId(TINY.rerun, TINY.run, TINY.camcol, field)
+
+
+def open_raw(path):
+    """Open a frame with plain astropy, as a user would (bz2 decompressed in memory)."""
+    return fits.open(io.BytesIO(bz2.decompress(path.read_bytes())))
+
+
+def test_files_and_layout(tiny_sky):
+    for f in TINY.fields:
+        for b in BANDS:
+            assert tiny_sky.frame(fid(f), b).name == f"frame-{b}-008162-6-{f:04d}.fits.bz2"
+            assert tiny_sky.frame(fid(f), b).exists()
+        assert tiny_sky.irg_jpeg(fid(f)).exists()
+    for kind in ("gal", "star"):
+        assert tiny_sky.catalog(301, 8162, 6, kind).exists()
+    assert tiny_sky.sim_truth(301, 8162, 6).exists()
+
+
+def test_frame_opens_with_astropy_and_has_real_keys(tiny_sky):
+    with open_raw(tiny_sky.frame(fid(81), "g")) as hdul:
+        h = hdul[0].header
+        assert hdul[0].data.dtype == np.dtype(">f4")
+        assert hdul[0].data.shape == TINY_SHAPE
+        assert len(hdul) >= 3  # calibration vector and sky grid follow, as in real frames
+        assert hdul[1].data.shape == (TINY_SHAPE[1],)
+    for key in ("RUN", "CAMCOL", "FRAME", "FILTER", "BUNIT", "NMGY", "EXPTIME", "RERUN", "CCDLOC", "RADECSYS", "TAI"):
+        assert key in h, key
+    assert h["SIMULAT"] is True
+    assert h["RUN"] == 8162 and h["CAMCOL"] == 6 and h["FILTER"].strip() == "g"
+    assert h["FRAME"] == 81 + 8 and h["CCDLOC"] == 56  # g is the fifth filter row
+    assert h["BUNIT"].strip() == "nanomaggy"
+    assert h["CTYPE1"] == "RA---TAN" and "CD1_1" in h and "CD2_2" in h
+    assert "Floats truncated at 10 binary digits with FLOATCOMPRESS" in str(h["COMMENT"])
+
+
+def test_frame_staggering_matches_real_camera(tiny_sky):
+    expected = {"r": 0, "i": 2, "u": 4, "z": 6, "g": 8}
+    for b, d in expected.items():
+        frame = sdss.read_frame(tiny_sky.frame(fid(80), b))
+        assert frame.header["FRAME"] == 80 + d
+        assert frame.band == b and frame.simulated
+
+
+def test_wcs_pixel_scale_and_scan_direction(tiny_sky):
+    frame = sdss.read_frame(tiny_sky.frame(fid(80), "r"))
+    cd = frame.wcs.wcs.cd
+    scale = np.sqrt(abs(np.linalg.det(cd))) * 3600
+    assert scale == pytest.approx(0.396, rel=1e-3)
+    # rows run along the scan: the next field's r frame starts ~overlap rows before this one ends
+    nxt = sdss.read_frame(tiny_sky.frame(fid(81), "r"))
+    ra, dec = nxt.wcs.wcs_pix2world([[300.0, 0.0]], 0)[0]
+    x, y = frame.wcs.wcs_world2pix([[ra, dec]], 0)[0]
+    assert x == pytest.approx(300.0, abs=0.01)
+    assert y == pytest.approx(TINY_SHAPE[0] - simulate.overlap_rows(TINY_SHAPE), abs=0.01)
+
+
+def test_image_values_mimic_float_truncation_and_counts(tiny_sky):
+    frame = sdss.read_frame(tiny_sky.frame(fid(82), "r"))
+    bits = frame.image.view(np.uint32) & np.uint32((1 << 14) - 1)
+    assert not bits.any()  # at most 10 significant binary digits
+    assert np.isfinite(frame.image).all()
+    med = np.median(frame.image)
+    assert abs(med) < 0.02
+
+
+def test_band_offsets_present_and_small_drift(tiny_sky):
+    frames = {b: sdss.read_frame(tiny_sky.frame(fid(81), b)) for b in BANDS}
+    from stargal.sky_calibration import band_offsets
+
+    for b, (dx, dy) in simulate.BAND_OFFSETS.items():
+        off = band_offsets(frames["r"].wcs, frames[b].wcs, TINY_SHAPE, step=50)
+        assert off["dx"] == pytest.approx(dx, abs=0.7)
+        assert off["dy"] == pytest.approx(dy, abs=0.7)
+        assert off["drift"] < 0.5
+
+
+def test_catalog_dtypes_like_real(tiny_sky):
+    for kind, objc in (("gal", 3), ("star", 6)):
+        cat = sdss.read_catalog(tiny_sky.catalog(301, 8162, 6, kind), columns=(*sdss.CATALOG_COLUMNS, "ROWC", "COLC"))
+        assert len(cat) > 20
+        assert set(np.unique(cat["OBJC_TYPE"])) == {objc}
+        assert cat["PSFFLUX"].shape[1:] == (5,) and cat["PSFFLUX"].dtype == np.float32
+        assert cat["RA"].dtype == np.float64 and cat["ID"].dtype == np.int16 and cat["RUN"].dtype == np.int16
+        assert cat["CAMCOL"].dtype == np.uint8 and str(cat["RERUN"][0]).strip("b'") == "301"
+    with fits.open(tiny_sky.catalog(301, 8162, 6, "star")) as hdul:
+        assert hdul[0].header["SIMULAT"] is True
+        assert hdul[1].columns["PSF_FWHM"].format == "5E"
+
+
+def test_each_object_listed_once_under_its_field(tiny_sky):
+    gal = sdss.read_catalog(tiny_sky.catalog(301, 8162, 6, "gal"))
+    star = sdss.read_catalog(tiny_sky.catalog(301, 8162, 6, "star"))
+    both = np.concatenate([gal, star])
+    keys = both["FIELD"].astype(np.int64) * 100000 + both["ID"]
+    assert len(np.unique(keys)) == len(both)
+    # positions are distinct objects too (no duplicated sky positions across fields)
+    assert len(np.unique(np.round(both["RA"], 7) + 1000 * np.round(both["DEC"], 7))) == len(both)
+    # catalogued neighbours of the simulated fields are listed as well (real sweeps cover the whole run)
+    assert set(np.unique(both["FIELD"])) >= set(TINY.fields)
+
+
+def test_catalog_positions_fall_in_owning_frame_and_overlap_objects_in_two_frames(tiny_sky):
+    cat = np.concatenate([sdss.read_catalog(tiny_sky.catalog(301, 8162, 6, k)) for k in ("gal", "star")])
+    frames = {f: sdss.read_frame(tiny_sky.frame(fid(f), "r")) for f in TINY.fields}
+    in_two = 0
+    for f in (81, 82):
+        own = cat[cat["FIELD"] == f]
+        x, y = frames[f].wcs.wcs_world2pix(own["RA"], own["DEC"], 0)
+        assert ((x > -0.5) & (x < TINY_SHAPE[1] - 0.5) & (y > -0.5) & (y < TINY_SHAPE[0] - 0.5)).all()
+        xn, yn = frames[f + 1].wcs.wcs_world2pix(own["RA"], own["DEC"], 0)
+        in_two += int(((yn > 0) & (yn < TINY_SHAPE[0] - 1) & (xn > 0) & (xn < TINY_SHAPE[1] - 1)).sum())
+    assert in_two > 0
+
+
+def test_overlap_pixels_show_the_same_sources(tiny_sky):
+    """The rows shared by consecutive fields image the same sky (with independent noise)."""
+    from scipy.ndimage import gaussian_filter
+
+    a = gaussian_filter(sdss.read_frame(tiny_sky.frame(fid(81), "r")).image, 2.0)
+    b = gaussian_filter(sdss.read_frame(tiny_sky.frame(fid(82), "r")).image, 2.0)
+    ov = simulate.overlap_rows(TINY_SHAPE)
+    same = np.corrcoef(a[-ov:].ravel(), b[:ov].ravel())[0, 1]
+    other = np.corrcoef(a[:ov].ravel(), b[:ov].ravel())[0, 1]
+    assert same > 0.3
+    assert abs(other) < 0.1
+
+
+def test_truth_table_and_star_fraction(tiny_sky):
+    truth = read_table(tiny_sky.sim_truth(301, 8162, 6), dtype=simulate.TRUTH_DTYPE)
+    assert set(np.unique(truth["cls"])) == {"star", "galaxy"}
+    listed = truth[truth["id"] > 0]
+    cat = np.concatenate([sdss.read_catalog(tiny_sky.catalog(301, 8162, 6, k)) for k in ("gal", "star")])
+    assert len(listed) == len(cat)
+    # uncatalogued objects (past the detection limit) are rendered too
+    assert (truth["id"] < 0).sum() > 0.3 * len(listed)
+    assert np.nanmin(truth["r"][truth["id"] < 0]) < 24
+    frac = (cat["OBJC_TYPE"] == 6).mean()
+    assert 0.2 < frac < 0.45
+    # true stars mostly carry the star type; bright galaxies the galaxy type
+    assert (listed["objc_type"][listed["label"] == 1] == 6).mean() > 0.9
+    bright_gal = (listed["label"] == 0) & (listed["r"] < 20.5)
+    assert (listed["objc_type"][bright_gal] == 3).mean() > 0.9
+
+
+def test_catalog_fluxes_match_truth(tiny_sky):
+    truth = read_table(tiny_sky.sim_truth(301, 8162, 6), dtype=simulate.TRUTH_DTYPE)
+    star = sdss.read_catalog(tiny_sky.catalog(301, 8162, 6, "star"))
+    key = {(int(t["field"]), int(t["id"])): t for t in truth[truth["id"] > 0]}
+    rmag = sdss.magnitude(star["PSFFLUX"][:, 2])
+    true_r = np.array([key[(int(f), int(i))]["r"] for f, i in zip(star["FIELD"], star["ID"], strict=True)])
+    bright = true_r < 20
+    assert bright.sum() > 5
+    assert np.median(np.abs(rmag[bright] - true_r[bright])) < 0.05
+
+
+def test_rendered_star_flux_and_position(tiny_sky):
+    """A bright isolated catalog star: pixel sum near its flux, centroid at its WCS position (sub-pixel)."""
+    truth = read_table(tiny_sky.sim_truth(301, 8162, 6), dtype=simulate.TRUTH_DTYPE)
+    checked = 0
+    for field in (81, 82):
+        frame = sdss.read_frame(tiny_sky.frame(fid(field), "i"))
+        checked += _check_isolated_stars(frame, truth)
+    assert checked >= 2
+
+
+def _check_isolated_stars(frame, truth) -> int:
+    stars = truth[(truth["label"] == 1) & (truth["i"] > 16.5) & (truth["i"] < 19.5)]
+    x, y = frame.wcs.wcs_world2pix(stars["ra"], stars["dec"], 0)
+    allx, ally = frame.wcs.wcs_world2pix(truth["ra"], truth["dec"], 0)
+    checked = 0
+    for xi, yi, mag in zip(x, y, stars["i"], strict=True):
+        if not (15 < xi < TINY_SHAPE[1] - 16 and 15 < yi < TINY_SHAPE[0] - 16):
+            continue
+        d = np.hypot(allx - xi, ally - yi)
+        if ((d > 0.01) & (d < 15) & (truth["i"] < mag + 3)).any():  # a neighbour would bias the sums
+            continue
+        ix, iy = int(round(xi)), int(round(yi))
+        stamp = frame.image[iy - 12 : iy + 13, ix - 12 : ix + 13].astype(np.float64)
+        flux = 10 ** (-0.4 * (mag - 22.5))
+        assert stamp.sum() == pytest.approx(flux, rel=0.12)
+        # centroid weighted by a window centred on the WCS position: unbiased by noise and pixel grid
+        yy, xx = np.mgrid[iy - 12 : iy + 13, ix - 12 : ix + 13]
+        w = stamp * np.exp(-0.5 * ((xx - xi) ** 2 + (yy - yi) ** 2) / 2.5**2)
+        assert xi + (w * (xx - xi)).sum() / w.sum() == pytest.approx(xi, abs=0.1)
+        assert yi + (w * (yy - yi)).sum() / w.sum() == pytest.approx(yi, abs=0.1)
+        checked += 1
+    return checked
+
+
+def test_deterministic_and_subset_independent(tiny_sky, tmp_path):
+    """Simulating one field alone gives the same pixels as the same field in the tiny sky."""
+    paths = DataPaths(tmp_path / "one")
+    fs = FieldSet(rerun=301, run=8162, camcol=6, fields=(82,), train_fields=(82,), val_fields=(), test_fields=())
+    summary = simulate.simulate_sky(paths, fs, seed=7, shape=TINY_SHAPE, frames_only=True)
+    assert summary["simulated_fields"] == [82]
+    assert not paths.catalog(301, 8162, 6, "gal").exists()
+    for b in ("u", "r"):
+        a = sdss.read_frame(paths.frame(fid(82), b)).image
+        ref = sdss.read_frame(tiny_sky.frame(fid(82), b)).image
+        np.testing.assert_array_equal(a, ref)
+    # another seed gives another sky
+    other = simulate.render_field(simulate.FieldTask(str(tmp_path), 301, 8162, 6, 82, 8, TINY_SHAPE))
+    assert not np.array_equal(other["images"]["r"], sdss.read_frame(paths.frame(fid(82), "r")).image)
+
+
+def test_idempotent_skip_and_force(tiny_data):
+    path = tiny_data.frame(fid(80), "r")
+    before = path.stat().st_mtime_ns
+    summary = simulate.simulate_sky(tiny_data, TINY, seed=7, shape=TINY_SHAPE)
+    assert summary["simulated_fields"] == [] and summary["skipped_fields"] == list(TINY.fields)
+    assert path.stat().st_mtime_ns == before
+    fs = FieldSet(rerun=301, run=8162, camcol=6, fields=(80,), train_fields=(80,), val_fields=(), test_fields=())
+    summary = simulate.simulate_sky(tiny_data, fs, seed=7, shape=TINY_SHAPE, force=True)
+    assert summary["simulated_fields"] == [80]
+    # the catalog still covers every simulated field present, not only the forced one
+    cat = sdss.read_catalog(tiny_data.catalog(301, 8162, 6, "gal"))
+    assert set(TINY.fields) <= set(np.unique(cat["FIELD"]))
+
+
+def test_bad_arguments(tmp_path):
+    with pytest.raises(StargalError):
+        simulate.simulate_sky(DataPaths(tmp_path), TINY, shape=(10, 10))
+
+
+def test_saturation_bleeds_along_columns():
+    img = np.zeros((60, 20), np.float32)
+    img[30, 10] = 1000.0
+    img[29:32, 9:12] += 200.0
+    total = img.sum()
+    sky_models.saturate(img, 100.0)
+    assert img.max() <= 100.0
+    assert img.sum() == pytest.approx(total, rel=1e-5)  # charge is conserved
+    assert (img[:, 10] >= 100.0).sum() > 3  # a trail along the column
+    assert (img[30, :] > 0).sum() <= 3  # but not along the row
+
+
+def test_mog_profiles_normalised():
+    for n in (1.0, 4.0):
+        amp, var = sky_models.sersic_mog(n)
+        assert amp.sum() == pytest.approx(1.0)
+        # half the light within the half-light radius (circular Gaussians: 1 - exp(-r^2 / 2v))
+        assert (amp * (1 - np.exp(-0.5 / var))).sum() == pytest.approx(0.5, abs=0.05)
+    amp, var = sky_models.moffat_mog(3.0)
+    r = np.linspace(0, 1, 2001)
+    prof = (amp / (2 * np.pi * var) * np.exp(-0.5 * r[:, None] ** 2 / var)).sum(1)
+    fwhm = 2 * r[np.argmin(np.abs(prof - prof[0] / 2))]
+    assert fwhm == pytest.approx(1.0, abs=0.02)
+
+
+def test_parallel_workers_give_identical_frames(tmp_path, tiny_sky):
+    paths = DataPaths(tmp_path / "par")
+    fs = FieldSet(rerun=301, run=8162, camcol=6, fields=(80, 83), train_fields=(80, 83), val_fields=(), test_fields=())
+    simulate.simulate_sky(paths, fs, seed=7, shape=TINY_SHAPE, workers=2, frames_only=True)
+    for f in (80, 83):
+        np.testing.assert_array_equal(
+            sdss.read_frame(paths.frame(fid(f), "z")).image, sdss.read_frame(tiny_sky.frame(fid(f), "z")).image
+        )
+
+
+def test_field_zero_and_small_frames(tmp_path):
+    """Field 0 has a neighbour -1 (its cell must still be seedable); small frames scale the overlap down."""
+    out = simulate.render_field(simulate.FieldTask(str(tmp_path), 301, 8162, 6, 0, 3, (100, 120)))
+    assert out["images"]["r"].shape == (100, 120)
+    assert simulate.overlap_rows((100, 120)) == round(128 * 100 / 1489)
+    assert simulate.overlap_rows((1489, 2048)) == 128
