@@ -129,5 +129,9 @@ class DataPaths:
     def predictions_dir(self) -> Path:
         return self.root / "predictions"
 
+    def prediction_csv(self, name: str) -> Path:
+        """Default output of predict.py for one field and model (``name`` from stages.predict)."""
+        return self.predictions_dir / f"{name}.csv"
+
     def reports(self, *parts: str) -> Path:
         return self.root.joinpath("reports", *parts)

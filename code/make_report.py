@@ -1,0 +1,34 @@
+#!/usr/bin/env python3
+"""Build report.pdf (at most 8 pages) from a pipeline run's outputs in the data folder.
+
+Sections: overview (simulated or real sky, fields, method, stage timings), alignment, splits, augmentation,
+tuning, metrics with baselines, explanations and difficulty, with the figures the stages wrote under
+data/reports/. Sections whose stage has not run say so. Written to data/reports/report.pdf (or --output).
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from stargal import cli  # noqa: E402
+from stargal.report import build_report  # noqa: E402
+
+
+def main(argv=None) -> int:
+    parser = cli.make_parser(__doc__.splitlines()[0])
+    parser.add_argument(
+        "--output", default=None, metavar="PDF", help="where to write (default: data/reports/report.pdf)"
+    )
+    args = parser.parse_args(argv)
+    cli.setup_logging(args.quiet)
+    result = build_report(cli.data_paths(args), Path(args.output).expanduser().resolve() if args.output else None)
+    missing = [title for title, ran in result["sections"].items() if not ran]
+    print(f"report: {result['path']} ({result['pages']} pages)")
+    if missing:
+        print(f"not run: {', '.join(missing)}")
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run_main(main)

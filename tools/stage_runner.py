@@ -1,0 +1,397 @@
+"""Run the numbered stages in order, measure each, stop at the first failure: the engine of run_scripts.sh.
+
+Usage (normally through ./run_scripts.sh or ./run_scripts_no_download.sh):
+
+    python tools/stage_runner.py [runner options] [stage options] [-- options for every stage]
+
+Runner options are listed by --help. Every other option (``--fields 80 103``, ``--epochs 3``, ...) is
+handed to each stage whose ``--help`` lists it; an option that no stage accepts is an error, so typos do not
+pass silently. Stages are idempotent, so rerunning after a success redoes nothing that is current.
+
+Each stage runs as a child process. Its wall time, the peak resident memory of its largest process
+(``wait4`` rusage, which covers the stage and its worker processes) and the peak resident memory of its
+whole process tree (sampled with psutil every 0.2 s, so a short spike can be missed) are printed as a table
+at the end and written to ``paths.reports("pipeline", "stages.json")`` for the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CODE = ROOT / "code"
+sys.path.insert(0, str(CODE))
+
+from stargal import fsio  # noqa: E402
+from stargal.paths import DataPaths  # noqa: E402
+
+# Where the stage scripts live; tests point this at stand-in scripts.
+STAGE_DIR = Path(os.environ.get("STARGAL_STAGE_DIR") or CODE)
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    script: str  # relative to code/
+
+
+# The reference project's order: augmentation (04) comes before training (03).
+STAGES: tuple[Stage, ...] = (
+    Stage("download", "00_download.py"),
+    Stage("alignment", "01_alignment.py"),
+    Stage("preparation", "02_preparation.py"),
+    Stage("augmentation", "04_augmentation.py"),
+    Stage("model", "03_model.py"),
+)
+EXTRA_STAGES: dict[str, Stage] = {
+    "tune": Stage("tune", "tune.py"),
+    "explain": Stage("explain", "explain.py"),
+    "report": Stage("report", "make_report.py"),
+}
+STAGE_NAMES = [s.name for s in STAGES] + list(EXTRA_STAGES)
+
+# Flags the pipeline always gives a stage (when it accepts them): what the report shows.
+STAGE_FLAGS: dict[str, tuple[str, ...]] = {
+    "augmentation": ("--experiment",),  # the augmentation experiment, not only the examples
+    "explain": ("--difficulty",),  # the difficulty analysis besides the attribution maps
+}
+
+# --small: a tiny sky of four small fields (the tests' TINY configuration) and short training.
+SMALL_OPTIONS: list[tuple[str, list[str]]] = [
+    ("--sim-shape", ["400", "600"]),
+    ("--fields", ["80", "81", "82", "83"]),
+    ("--train-fields", ["80", "83"]),
+    ("--val-fields", ["82"]),
+    ("--test-fields", ["81"]),
+    ("--epochs", ["2"]),
+]
+# The options every numbered script shares (stargal.cli.make_parser): never an error, even when the selected
+# stages happen not to take one of them (e.g. --workers with --stages model).
+SHARED = {"--rerun", "--run", "--camcol", "--fields", "--train-fields", "--val-fields", "--test-fields", "--seed",
+          "--force", "--workers", "--scheduler", "-q", "--quiet"}  # fmt: skip
+# Options that leave the demo at the reference size: only then is report.pdf copied to the top level.
+SIZE_NEUTRAL = {"--workers", "--scheduler", "--seed", "--force", "-q", "--quiet", "--data-dir"}
+OPTION_RE = re.compile(r"(?<![\w-])(--[a-z][a-z0-9-]*|-[a-zA-Z])\b")
+
+
+@dataclass
+class Result:
+    stage: str
+    script: str
+    status: str  # ok, failed, missing, skipped, interrupted
+    seconds: float = 0.0
+    peak_rss_mb: float | None = None  # largest single process (wait4 rusage)
+    peak_tree_mb: float | None = None  # sum over the process tree (sampled)
+    exit_code: int | None = None
+    command: list[str] = field(default_factory=list)
+
+
+def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(
+        prog=os.environ.get("STARGAL_PROG", "run_scripts.sh"),
+        description="Run the stargal stages in order (download, 01 alignment, 02 preparation, 04 augmentation, "
+        "03 model), stop at the first failing stage, print wall time and peak memory per stage. Options not "
+        "listed here go to every stage that accepts them (see each stage's --help).",
+        epilog="Examples: ./run_scripts.sh --demo | ./run_scripts.sh --demo --small --workers 2 | "
+        "./run_scripts_no_download.sh --fields 80 103 --epochs 5",
+    )
+    parser.add_argument("--demo", action="store_true", help="offline: download stage writes the simulated sky")
+    parser.add_argument(
+        "--small",
+        action="store_true",
+        help="tiny run for checks: " + " ".join(f"{o} {' '.join(v)}" for o, v in SMALL_OPTIONS),
+    )
+    parser.add_argument("--no-download", action="store_true", help="skip the download stage (data already in data/)")
+    parser.add_argument(
+        "--stages",
+        nargs="+",
+        choices=STAGE_NAMES,
+        metavar="STAGE",
+        help=f"run only these stages, in pipeline order (choices: {' '.join(STAGE_NAMES)})",
+    )
+    parser.add_argument("--tune", action="store_true", help="also run hyperparameter tuning (tune.py) before training")
+    parser.add_argument("--no-explain", action="store_true", help="skip explain.py after training")
+    parser.add_argument("--no-report", action="store_true", help="do not build the PDF report at the end")
+    parser.add_argument(
+        "--no-publish",
+        action="store_true",
+        help="never copy the report to the top-level report.pdf (done by default only for the demo "
+        "on the reference-size sky)",
+    )
+    parser.add_argument("--data-dir", default=None, help="data folder (default: the project's data/)")
+    parser.add_argument("--python", default=sys.executable, help="Python that runs the stages")
+    args, rest = parser.parse_known_args(argv)
+    return args, rest
+
+
+def group_options(tokens: list[str]) -> list[tuple[str, list[str]]]:
+    """["--fields", "80", "81", "--force"] -> [("--fields", ["80", "81"]), ("--force", [])]."""
+    groups: list[tuple[str, list[str]]] = []
+    for token in tokens:
+        if token == "--":
+            continue
+        if token.startswith("-") and not _is_number(token):
+            name, eq, value = token.partition("=")
+            groups.append((name, [value] if eq else []))
+        elif groups:
+            groups[-1][1].append(token)
+        else:
+            raise SystemExit(f"run_scripts: error: unexpected argument {token!r} (options start with --)")
+    return groups
+
+
+def _is_number(token: str) -> bool:
+    try:
+        float(token)
+    except ValueError:
+        return False
+    return True
+
+
+def accepted_options(python: str, script: Path, env: dict[str, str]) -> set[str]:
+    """The option strings a stage's --help lists."""
+    proc = subprocess.run([python, str(script), "--help"], capture_output=True, text=True, env=env, timeout=300)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{script.name} --help failed: {proc.stderr.strip().splitlines()[-1:]}")
+    return set(OPTION_RE.findall(proc.stdout))
+
+
+def stage_command(
+    python: str, stage: Stage, accepted: set[str], options: list[tuple[str, list[str]]], args: argparse.Namespace
+) -> list[str]:
+    cmd = [python, str(STAGE_DIR / stage.script)]
+    if stage.name == "download" and args.demo:
+        if "--source" not in accepted:
+            raise RuntimeError(f"{stage.script} has no --source option, so --demo cannot run it offline")
+        if not any(name == "--source" for name, _ in options):
+            cmd += ["--source", "simulated"]
+    cmd += [flag for flag in STAGE_FLAGS.get(stage.name, ()) if flag in accepted]
+    if args.data_dir:
+        cmd += ["--data-dir", args.data_dir]
+    for name, values in options:
+        if name in accepted:
+            cmd += [name, *values]
+    return cmd
+
+
+def run_stage(cmd: list[str], env: dict[str, str]) -> tuple[int, float, float | None, float | None]:
+    """Run one stage; return (exit code, seconds, peak RSS of its largest process MB, peak tree RSS MB)."""
+    import psutil
+
+    start = time.monotonic()
+    proc = subprocess.Popen(cmd, env=env)
+    ps = psutil.Process(proc.pid)
+    tree_peak = 0
+    try:
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            tree_peak = max(tree_peak, _tree_rss(ps))
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        # The child got the same SIGINT from the terminal; give it time to clean up, then reap it.
+        try:
+            proc.send_signal(signal.SIGINT)
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            proc.returncode = -signal.SIGINT
+        raise
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    seconds = time.monotonic() - start
+    peak = usage.ru_maxrss / 1024  # Linux: kilobytes
+    return proc.returncode, seconds, peak, (tree_peak / 2**20 if tree_peak else None)
+
+
+def _tree_rss(ps) -> int:
+    import psutil
+
+    total = 0
+    try:
+        procs = [ps, *ps.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    for p in procs:
+        with contextlib.suppress(psutil.Error):  # a process may end while we look
+            total += p.memory_info().rss
+    return total
+
+
+def selected_stages(args: argparse.Namespace) -> list[Stage]:
+    stages = [s for s in STAGES if not (s.name == "download" and args.no_download)]
+    if args.tune:
+        stages.insert(next(i for i, s in enumerate(stages) if s.name == "model"), EXTRA_STAGES["tune"])
+    if not args.no_explain:
+        stages.append(EXTRA_STAGES["explain"])
+    if not args.no_report:
+        stages.append(EXTRA_STAGES["report"])
+    if args.stages:
+        order = [s.name for s in STAGES] + ["tune", "explain", "report"]
+        wanted = set(args.stages)
+        every = list(STAGES) + [EXTRA_STAGES[n] for n in ("tune", "explain", "report")]
+        stages = sorted((s for s in every if s.name in wanted), key=lambda s: order.index(s.name))
+    return stages
+
+
+def format_table(results: list[Result]) -> str:
+    def mb(value: float | None) -> str:
+        return "-" if value is None else f"{value:,.0f}"
+
+    rows = [("stage", "script", "status", "wall time", "peak RSS MB", "tree peak MB")]
+    for r in results:
+        wall = f"{r.seconds:,.1f} s" if r.status in ("ok", "failed", "interrupted") else "-"
+        rows.append((r.stage, r.script, r.status, wall, mb(r.peak_rss_mb), mb(r.peak_tree_mb)))
+    ran = [r for r in results if r.status in ("ok", "failed", "interrupted")]
+    if ran:
+        peaks = [r.peak_tree_mb or r.peak_rss_mb or 0 for r in ran]
+        rows.append(
+            (
+                "total",
+                "",
+                "",
+                f"{sum(r.seconds for r in ran):,.1f} s",
+                mb(max(r.peak_rss_mb or 0 for r in ran)),
+                mb(max(peaks)),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    right = {3, 4, 5}
+    lines = []
+    for k, row in enumerate(rows):
+        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))]
+        lines.append("  ".join(cells).rstrip())
+        if k == 0 or (row[0] != "total" and k == len(rows) - 2 and rows[-1][0] == "total"):
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, rest = parse_args(sys.argv[1:] if argv is None else argv)
+    options = group_options(rest)
+    given = {name for name, _ in options}
+    if args.small:
+        options = [o for o in SMALL_OPTIONS if o[0] not in given] + options
+    paths = DataPaths.at(args.data_dir)
+    env = dict(os.environ)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env.setdefault("MPLBACKEND", "Agg")
+
+    stages = selected_stages(args)
+    results: list[Result] = []
+    accepted_by: dict[str, set[str]] = {}
+    for stage in stages:
+        script = STAGE_DIR / stage.script
+        if script.exists():
+            try:
+                accepted_by[stage.name] = accepted_options(args.python, script, env)
+            except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                print(f"run_scripts: stage {stage.name} ({stage.script}) is broken: {exc}", file=sys.stderr)
+                results.append(Result(stage.name, stage.script, "failed"))
+                return _finish(results, paths, args, options, 1)
+    everyone = set().union(*accepted_by.values()) if accepted_by else set()
+    presets = {name for name, _ in SMALL_OPTIONS} - given if args.small else set()  # go where accepted, if anywhere
+    unknown = sorted(name for name in {n for n, _ in options} - presets - SHARED if name not in everyone)
+    if unknown:
+        known = ", ".join(s.script for s in stages if s.name in accepted_by) or "none exists"
+        message = f"no stage accepts {' '.join(unknown)} (checked {known})"
+        if len(accepted_by) == len(stages):
+            print(f"run_scripts: error: {message}", file=sys.stderr)
+            return 2
+        print(f"run_scripts: warning: {message}; it may belong to a missing stage", file=sys.stderr)
+
+    status = 0
+    for stage in stages:
+        if stage.name not in accepted_by:
+            print(f"==> stage {stage.name}: code/{stage.script} does not exist yet: skipped", file=sys.stderr)
+            results.append(Result(stage.name, stage.script, "missing"))
+            continue
+        try:
+            cmd = stage_command(args.python, stage, accepted_by[stage.name], options, args)
+        except RuntimeError as exc:
+            print(f"run_scripts: stage {stage.name}: {exc}", file=sys.stderr)
+            results.append(Result(stage.name, stage.script, "failed"))
+            status = 1
+            break
+        shown = " ".join(["python", f"code/{stage.script}", *cmd[2:]])
+        print(f"==> stage {stage.name}: {shown}", file=sys.stderr, flush=True)
+        result = Result(stage.name, stage.script, "ok", command=cmd[1:])
+        try:
+            code, result.seconds, result.peak_rss_mb, result.peak_tree_mb = run_stage(cmd, env)
+        except KeyboardInterrupt:
+            result.status = "interrupted"
+            results.append(result)
+            print(f"run_scripts: interrupted during stage {stage.name}", file=sys.stderr)
+            status = 130
+            break
+        result.exit_code = code
+        results.append(result)
+        if code != 0:
+            result.status = "failed"
+            print(
+                f"run_scripts: stage {stage.name} ({stage.script}) failed with exit status {code}; "
+                "later stages not run",
+                file=sys.stderr,
+            )
+            status = 1
+            break
+    ran = {r.stage for r in results}
+    results += [Result(s.name, s.script, "skipped") for s in stages if s.name not in ran]
+    return _finish(results, paths, args, options, status)
+
+
+def _finish(results: list[Result], paths: DataPaths, args, options, status: int) -> int:
+    print("\n" + format_table(results), flush=True)
+    missing = [r.script for r in results if r.status == "missing"]
+    if missing:
+        print(f"\nnot yet written, skipped: {' '.join(missing)}", flush=True)
+    record = {
+        "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "demo": args.demo,
+        "small": args.small,
+        "options": [[name, *values] for name, values in options],
+        "status": status,
+        "stages": [asdict(r) for r in results],
+    }
+    try:
+        fsio.write_json(paths.reports("pipeline", "stages.json"), record)
+    except OSError as exc:
+        print(f"run_scripts: could not record the stage table: {exc}", file=sys.stderr)
+    if status == 0 and any(r.stage == "report" and r.status == "ok" for r in results):
+        _publish_report(paths, args, options)
+    return status
+
+
+def _publish_report(paths: DataPaths, args, options) -> None:
+    """Copy the report to the top-level report.pdf, but only for the demo on the reference-size sky."""
+    source = paths.reports("report.pdf")
+    reference_size = (
+        args.demo and not args.small and not args.no_publish and all(name in SIZE_NEUTRAL for name, _ in options)
+    )
+    if not source.exists():
+        return
+    if not reference_size:
+        print(f"report: {source}")
+        return
+    target = ROOT / "report.pdf"
+    try:
+        with fsio.atomic_path(target) as tmp:
+            shutil.copyfile(source, tmp)
+        print(f"report: {source}, copied to {target}")
+    except OSError as exc:  # e.g. inside the container, where the code folder is read-only
+        print(f"report: {source} (not copied to {target}: {exc.strerror})")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
