@@ -1,0 +1,156 @@
+"""Runner of explain.py: explanation maps for correctly and wrongly classified test objects of a model."""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+
+import numpy as np
+
+from .. import explain
+from ..config import SEED
+from ..errors import StargalError
+from ..fsio import load_npy, write_text
+from ..model import predict as predict_batches
+from ..paths import DataPaths
+from ..tables import read_table
+from .predict import load_bundle, resolve_model_dir
+
+log = logging.getLogger("stargal")
+
+GROUP_TITLES = {
+    "star_correct": "stars classified as stars",
+    "star_as_galaxy": "stars misclassified as galaxies",
+    "galaxy_correct": "galaxies classified as galaxies",
+    "galaxy_as_star": "galaxies misclassified as stars",
+}
+
+
+def run_explain(
+    paths: DataPaths,
+    *,
+    model: str | None = None,
+    dataset: str | None = None,
+    split: str = "test",
+    per_group: int = 4,
+    steps: int = 32,
+    seed: int = SEED,
+) -> dict:
+    """Write one PNG grid per group (star/galaxy x correct/wrong) and examples.csv under reports/explain/MODEL."""
+    from ..plots.explain import plot_explanations
+
+    bundle = load_bundle(resolve_model_dir(paths, model))
+    dataset = dataset or bundle.meta.get("dataset")
+    if not dataset:
+        raise StargalError(f"{bundle.directory / 'model.json'}: names no dataset; pass --dataset")
+    try:
+        x = load_npy(paths.split_x(dataset, split), mmap=True)
+        y = load_npy(paths.split_y(dataset, split))
+    except FileNotFoundError as exc:
+        raise StargalError(f"{exc.filename}: {split} split of dataset {dataset!r} not found") from None
+    if x.shape[1] != bundle.patch_size:
+        raise StargalError(
+            f"dataset {dataset}: patches of {x.shape[1]} px but model {bundle.name} takes {bundle.patch_size}"
+        )
+    objects = _objects(paths, dataset, split, len(y))
+    p = predict_batches(bundle.model, np.asarray(x, np.float32))
+    groups = explain.select_examples(y, p, bundle.threshold, per_group, seed)
+    out_dir = paths.reports("explain", bundle.name)
+    written, rows = [], []
+    for group, idx in groups.items():
+        if idx.size == 0:
+            log.info("%s: no examples in the %s split", group, split)
+            continue
+        xs = np.asarray(x[idx], np.float32)
+        ig = explain.integrated_gradients(bundle.model, xs, steps=steps)
+        cam = explain.grad_cam(bundle.model, xs)
+        captions = [_caption(objects, i) for i in idx]
+        title = f"{bundle.name}: {GROUP_TITLES[group]} ({split} split of {dataset}, threshold {bundle.threshold:.2f})"
+        written.append(
+            plot_explanations(xs, ig, cam, p[idx], y[idx], out_dir / f"{group}.png", title=title, captions=captions)
+        )
+        centre = explain.central_fraction(ig, 3.0)
+        for k, i in enumerate(idx):
+            rows.append([group, int(i), _objid(objects, i), int(y[i]), f"{p[i]:.4f}", f"{centre[k]:.3f}", captions[k]])
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["group", "index", "objid", "label", "p_star", "ig_central_fraction_r3", "r_psfmag"])
+    w.writerows(rows)
+    write_text(out_dir / "examples.csv", buf.getvalue())
+    return {
+        "model": bundle.name,
+        "dataset": dataset,
+        "figures": written,
+        "counts": {g: int(i.size) for g, i in groups.items()},
+        "folder": out_dir,
+    }
+
+
+def _objects(paths: DataPaths, dataset: str, split: str, n: int) -> np.ndarray | None:
+    try:
+        table = read_table(paths.split_objects(dataset, split))
+    except StargalError:
+        return None  # captions are optional
+    return table if len(table) == n else None
+
+
+def _objid(objects, i) -> str:
+    return str(objects["objid"][i]) if objects is not None else ""
+
+
+def _caption(objects, i) -> str:
+    if objects is None:
+        return ""
+    mag = float(objects["r_psfmag"][i])
+    return f"r={mag:.1f}" if np.isfinite(mag) else ""
+
+
+def run_difficulty(paths: DataPaths, *, model: str | None = None, dataset: str | None = None, seed: int = SEED) -> dict:
+    """difficulty.md (a README/report section) and examples.png under reports/difficulty/MODEL."""
+    from .. import difficulty
+    from ..fsio import read_json
+    from ..metrics import by_magnitude
+    from ..plots.explain import plot_examples
+
+    bundle = load_bundle(resolve_model_dir(paths, model))
+    dataset = dataset or bundle.meta.get("dataset")
+    if not dataset:
+        raise StargalError(f"{bundle.directory / 'model.json'}: names no dataset; pass --dataset")
+    try:
+        x = load_npy(paths.split_x(dataset, "test"), mmap=True)
+        y = load_npy(paths.split_y(dataset, "test"))
+    except FileNotFoundError as exc:
+        raise StargalError(f"{exc.filename}: test split of dataset {dataset!r} not found") from None
+    objects = _objects(paths, dataset, "test", len(y))
+    if objects is None:
+        raise StargalError(
+            f"{paths.split_objects(dataset, 'test')}: test objects table missing or not matching the patches"
+        )
+    p = predict_batches(bundle.model, np.asarray(x, np.float32))
+    mag = objects["r_psfmag"].astype(np.float64)
+    try:
+        rows = difficulty.find_by_magnitude(read_json(bundle.directory / "metrics.json"))
+        source = "metrics.json"
+    except (FileNotFoundError, ValueError):
+        rows = []
+    if not rows:  # no stored per-magnitude metrics: measure them here, the same way stage 03 does
+        rows, source = by_magnitude(y, p, mag, bundle.threshold), "measured"
+    neighbour = difficulty.neighbour_distance_arcsec(objects["ra"], objects["dec"])
+    groups = difficulty.select_examples(y, p, mag, neighbour, bundle.threshold, seed=seed)
+    out = paths.reports("difficulty", bundle.name)
+    figure = plot_examples(
+        x, groups, p, y, mag, out / "examples.png", title=f"{bundle.name}: test patches of {dataset}"
+    )
+    text = difficulty.difficulty_markdown(
+        rows,
+        y=y,
+        p=p,
+        mag=mag,
+        neighbour=neighbour,
+        threshold=bundle.threshold,
+        figure="examples.png",
+        model=bundle.name,
+    )
+    write_text(out / "difficulty.md", text)
+    return {"markdown": text, "folder": out, "figure": figure, "by_magnitude_source": source}

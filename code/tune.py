@@ -1,0 +1,73 @@
+#!/usr/bin/env python3
+"""Tune the CNN's hyper-parameters (companion of 03_model.py): a parallel, resumable Optuna study.
+
+Searches learning rate, dropout rates, L2 weight, filter counts, dense units and batch size on the
+training and validation splits of a prepared dataset (never the test split); objective: minimum
+validation loss. Rerunning continues the study up to --trials finished trials. Writes
+data/tuning/NAME/{study.db,trials.csv,trials.md,best.json} and data/reports/tuning/NAME/{tuning.png,trials.md};
+train the best configuration with ``03_model.py --config data/tuning/NAME/best.json``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from stargal import cli  # noqa: E402
+from stargal.cli import positive_int  # noqa: E402
+
+
+def build_parser():
+    parser = cli.make_parser(__doc__.split("\n\n")[0], workers=True)
+    group = parser.add_argument_group("tuning")
+    group.add_argument("--dataset", default=None, help="prepared dataset name (default: the latest)")
+    group.add_argument(
+        "--architecture", default="stargal", choices=("stargal", "reference_regularised", "reference_base")
+    )
+    group.add_argument("--trials", type=positive_int, default=20, help="finished trials the study should hold")
+    group.add_argument("--epochs", type=positive_int, default=15, help="maximum epochs per trial")
+    group.add_argument("--patience", type=positive_int, default=3, help="early-stopping patience per trial")
+    group.add_argument(
+        "--max-train", type=int, default=0, help="use a stratified subset of this many training patches (0: all)"
+    )
+    group.add_argument(
+        "--augment",
+        default=None,
+        help="augmentation policy during trials (default: what 03_model.py uses for the architecture)",
+    )
+    group.add_argument("--name", default=None, help="study name (default: DATASET_ARCHITECTURE)")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    cli.setup_logging(args.quiet)
+    from stargal.stages.tuning import run_tuning
+
+    result = run_tuning(
+        cli.data_paths(args),
+        dataset=args.dataset,
+        architecture=args.architecture,
+        trials=args.trials,
+        workers=args.workers,
+        epochs=args.epochs,
+        patience=args.patience,
+        max_train=args.max_train,
+        augment=args.augment,
+        seed=args.seed,
+        name=args.name,
+        force=args.force,
+    )
+    best, counts = result["best"], result["counts"]
+    print(
+        f"study {result['name']}: {counts['COMPLETE']} complete, {counts['PRUNED']} pruned, {counts['FAIL']} failed "
+        f"({result['seconds']:.0f} s); best trial {best['trial']} val_loss {best['value']:.4f} "
+        f"(val MCC {best.get('val_mcc')}) -> {result['folder'] / 'best.json'}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run_main(main)

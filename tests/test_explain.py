@@ -1,0 +1,166 @@
+"""Integrated Gradients and Grad-CAM: shapes, completeness, and maps that follow the object."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import toy_models as toy
+
+from stargal import explain
+from stargal.model import ARCHITECTURES, build_model, load_model
+
+P = 15
+
+
+@pytest.fixture(scope="module")
+def model_dir():
+    return toy.trained_toy_model_dir(None, P, "drop")
+
+
+@pytest.fixture(scope="module")
+def model(model_dir):
+    return load_model(model_dir)
+
+
+def stars_at(dx: float, dy: float, n: int = 6, flux: float = 60.0) -> np.ndarray:
+    """n noisy star patches with the star offset by (dx, dy) pixels from the patch centre."""
+    rng = np.random.default_rng(11)
+    c = P // 2
+    out = np.empty((n, P, P, 5), np.float32)
+    for i in range(n):
+        img = toy.source_image((P, P), c + dx, c + dy, flux, "star", rng)
+        img += rng.normal(size=img.shape).astype(np.float32) * toy.NOISE[:, None, None]
+        out[i] = np.moveaxis(img, 0, -1)
+    return out
+
+
+def test_integrated_gradients_shape_and_completeness(model):
+    x, _ = toy.toy_patches(6, P, seed=4)
+    ig = explain.integrated_gradients(model, x, steps=64)
+    assert ig.shape == x.shape and ig.dtype == np.float32
+    p = model(x).numpy().ravel()
+    p0 = model(np.zeros_like(x)).numpy().ravel()
+    # the attributions add up to the change of p_star from the empty-sky baseline
+    np.testing.assert_allclose(ig.sum(axis=(1, 2, 3)), p - p0, atol=0.05)
+
+
+def test_integrated_gradients_follow_the_source(model):
+    centred = explain.integrated_gradients(model, stars_at(0, 0))
+    shifted = explain.integrated_gradients(model, stars_at(4, -3))
+    assert np.all(explain.central_fraction(centred, 3.0) > 0.6)
+    assert np.all(explain.central_fraction(shifted, 3.0) < 0.3)
+    c = P // 2
+    np.testing.assert_allclose(explain.attribution_centroid(centred), [[c, c]] * 6, atol=1.0)
+    np.testing.assert_allclose(explain.attribution_centroid(shifted), [[c + 4, c - 3]] * 6, atol=1.5)
+    # zero input gives zero attribution (the baseline itself)
+    assert np.all(explain.integrated_gradients(model, np.zeros((1, P, P, 5), np.float32)) == 0)
+
+
+def test_grad_cam_shape_range_and_response(model):
+    x_c, x_s = stars_at(0, 0), stars_at(4, -3)
+    cam_c, cam_s = explain.grad_cam(model, x_c), explain.grad_cam(model, x_s)
+    assert cam_c.shape == (6, P, P) and cam_c.dtype == np.float32
+    assert cam_c.min() >= 0 and np.allclose(cam_c.max(axis=(1, 2)), 1.0)
+    shift = explain.attribution_centroid(cam_s) - explain.attribution_centroid(cam_c)
+    assert np.all(shift[:, 0] > 1.0) and np.all(shift[:, 1] < -0.7), shift
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_last_conv_layer_of_project_models(architecture):
+    x, _ = toy.toy_patches(4, 25, seed=2)
+    model = build_model(architecture, (25, 25, 5), toy.normalisation(x))
+    layer = explain.last_conv_layer(model)
+    assert len(layer.output.shape) == 4
+    assert explain.grad_cam(model, x).shape == (4, 25, 25)
+    assert explain.integrated_gradients(model, x, steps=4).shape == x.shape
+
+
+def test_select_examples():
+    y = np.array([1, 1, 1, 0, 0, 0, 0, 1])
+    p = np.array([0.9, 0.2, 0.8, 0.1, 0.7, 0.3, 0.2, 0.95])
+    groups = explain.select_examples(y, p, 0.5, per_group=2, seed=0)
+    assert len(groups["star_correct"]) == 2 and set(groups["star_correct"]) <= {0, 2, 7}
+    assert groups["star_as_galaxy"].tolist() == [1]
+    assert groups["galaxy_as_star"].tolist() == [4]
+    assert set(groups["galaxy_correct"]) <= {3, 5, 6}
+    again = explain.select_examples(y, p, 0.5, per_group=2, seed=0)
+    assert all(np.array_equal(groups[k], again[k]) for k in groups)
+
+
+def test_explain_runner_writes_grids(tmp_path, model_dir):
+    from stargal.fsio import save_npy
+    from stargal.paths import DataPaths
+    from stargal.stages.explain import run_explain
+
+    paths = DataPaths(tmp_path / "data")
+    x, y = toy.toy_patches(40, P, seed=8)
+    y[:4] = 1 - y[:4]  # mislabel four clear objects so that every group has members
+    save_npy(paths.split_x("toy", "test"), x)
+    save_npy(paths.split_y("toy", "test"), y)
+    result = run_explain(paths, model=str(model_dir), dataset="toy", per_group=2, steps=8)
+    assert result["counts"] == {"star_correct": 2, "star_as_galaxy": 2, "galaxy_correct": 2, "galaxy_as_star": 2}
+    folder = paths.reports("explain", "toy_p15_drop")
+    for group in result["counts"]:
+        assert (folder / f"{group}.png").stat().st_size > 10000
+    lines = (folder / "examples.csv").read_text().splitlines()
+    assert len(lines) == 9 and lines[0].startswith("group,index,objid,label,p_star")
+
+
+def test_difficulty_markdown_from_numbers():
+    from stargal import difficulty
+    from stargal.metrics import by_magnitude
+
+    rng = np.random.default_rng(0)
+    n = 600
+    mag = rng.uniform(15, 23, n)
+    y = (rng.random(n) < 0.3).astype(int)
+    # predictions that degrade towards the faint end
+    noise = np.clip((mag - 17) / 6, 0, 1)
+    p = np.clip(np.where(y == 1, 0.95, 0.05) + rng.normal(0, 0.45 * noise), 0, 1)
+    rows = by_magnitude(y, p, mag, 0.5)
+    metrics = {"val": {"by_magnitude": []}, "test": {"overall": {}, "by_magnitude": rows}}
+    assert difficulty.find_by_magnitude(metrics) == rows
+    neighbour = np.where(np.arange(n) % 10 == 0, 2.0, 10.0)
+    text = difficulty.difficulty_markdown(
+        rows, y=y, p=p, mag=mag, neighbour=neighbour, figure="examples.png", model="m"
+    )
+    assert text.count("\n| ") == len(rows) + 2
+    faint, bright = rows[-1], rows[1]
+    assert faint["accuracy"] < bright["accuracy"]
+    assert f"{100 * faint['accuracy']:.1f} %" in text and "![Example patches" in text
+    assert 'neighbour within 3" (60)' in text
+    groups = difficulty.select_examples(y, p, mag, neighbour, 0.5, per_row=3)
+    assert all(len(v) <= 3 for v in groups.values()) and "most confident errors" in groups
+    err = groups["most confident errors"]
+    assert np.all((p[err] >= 0.5) != (y[err] == 1))
+
+
+def test_neighbour_distance():
+    from stargal.difficulty import neighbour_distance_arcsec
+
+    d = neighbour_distance_arcsec([10.0, 10.0 + 2 / 3600, 10.1], [0.0, 0.0, 0.0])
+    np.testing.assert_allclose(d[:2], 2.0, rtol=1e-6)
+    assert d[2] > 300
+
+
+def test_difficulty_runner(tmp_path, model_dir):
+    from stargal.fsio import save_npy
+    from stargal.paths import DataPaths
+    from stargal.stages.explain import run_difficulty
+    from stargal.tables import OBJECT_DTYPE, write_table
+
+    paths = DataPaths(tmp_path / "data")
+    x, y = toy.toy_patches(60, P, seed=9)
+    save_npy(paths.split_x("toy", "test"), x)
+    save_npy(paths.split_y("toy", "test"), y)
+    objects = np.zeros(len(y), dtype=OBJECT_DTYPE)
+    objects["ra"] = 10 + np.arange(len(y)) * 2e-3
+    objects["ra"][1] = objects["ra"][0] + 1 / 3600  # one close pair: a blend
+    objects["label"] = y
+    objects["r_psfmag"] = np.linspace(15, 23, len(y))
+    write_table(paths.split_objects("toy", "test"), objects)
+    result = run_difficulty(paths, model=str(model_dir), dataset="toy")
+    assert result["by_magnitude_source"] == "measured"  # the toy model has no metrics.json
+    text = (result["folder"] / "difficulty.md").read_text()
+    assert text == result["markdown"] and "| r PSF mag |" in text and 'neighbour within 3" (2)' in text
+    assert (result["folder"] / "examples.png").stat().st_size > 10000

@@ -1,0 +1,238 @@
+"""predict.py: sky -> pixel -> patch -> p_star with a status per row, CSV input/output, and the CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import toy_models as toy
+
+from stargal.cube import write_cube
+from stargal.errors import StargalError
+from stargal.paths import DataPaths
+from stargal.predict import locate, read_coordinates, sky_to_pixel
+from stargal.stages.predict import load_bundle, run_predict
+
+PROJECT = Path(__file__).resolve().parents[1]
+P = 15
+
+
+@pytest.fixture(scope="module")
+def model_dir() -> Path:
+    return toy.trained_toy_model_dir(None, P, "drop")
+
+
+@pytest.fixture(scope="module")
+def field(tmp_path_factory):
+    """A cube with isolated stars and galaxies at known positions, and a u-band hole (NaN) in one corner."""
+    data, wcs, xs, ys, kinds = toy.toy_cube()
+    data[0, :20, -30:] = np.nan
+    path = tmp_path_factory.mktemp("cube") / "cube-toy.fits"
+    write_cube(path, data, wcs, "ugriz", {"REFBAND": "r", "SIMULAT": True})
+    return path, wcs, xs, ys, kinds, data.shape[1:]
+
+
+def read_out(path: Path) -> list[dict]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_known_positions_and_classes(tmp_path, model_dir, field):
+    cube, wcs, xs, ys, kinds, _ = field
+    ra, dec = wcs.wcs_pix2world(xs, ys, 0)
+    out, pred = run_predict(DataPaths(tmp_path), ra=ra, dec=dec, model=str(model_dir), cube_path=str(cube))
+    assert out.parent == tmp_path / "predictions"
+    np.testing.assert_allclose(pred.x, xs, atol=1e-6)
+    np.testing.assert_allclose(pred.y, ys, atol=1e-6)
+    assert list(pred.status) == ["ok"] * len(xs)
+    assert list(pred.label) == list(kinds)  # isolated bright sources are clear cases
+    rows = read_out(out)
+    assert list(rows[0]) == ["ra", "dec", "x", "y", "p_star", "label", "status"]
+    assert [r["label"] for r in rows] == list(kinds)
+    np.testing.assert_allclose([float(r["x"]) for r in rows], xs, atol=1e-3)
+    np.testing.assert_allclose([float(r["p_star"]) for r in rows], pred.p_star, atol=1e-6)
+
+
+def test_status_per_row_in_input_order(tmp_path, model_dir, field):
+    cube, wcs, xs, ys, kinds, (rows, cols) = field
+    px = np.array([xs[0], -3.0, 3.0, cols - 3.0, 5000.0, cols - 10.0, xs[1]])
+    py = np.array([ys[0], 50.0, 60.0, 70.0, 10.0, 8.0, ys[1]])
+    ra, dec = wcs.wcs_pix2world(px, py, 0)
+    ra = np.append(ra, (wcs.wcs.crval[0] + 180.0) % 360)  # the antipode: the TAN projection must not fold it in
+    dec = np.append(dec, -wcs.wcs.crval[1])
+    _, pred = run_predict(DataPaths(tmp_path), ra=ra, dec=dec, model=str(model_dir), cube_path=str(cube))
+    expected = ["ok", "outside", "edge", "edge", "outside", "no_data", "ok", "outside"]
+    assert list(pred.status) == expected
+    bad = pred.status != "ok"
+    assert np.all(np.isnan(pred.p_star[bad])) and set(pred.label[bad]) == {""}
+    assert list(pred.label[~bad]) == [kinds[0], kinds[1]]
+    rows = read_out(tmp_path / "predictions" / next(p.name for p in (tmp_path / "predictions").iterdir()))
+    assert [r["status"] for r in rows] == expected
+    assert rows[1]["p_star"] == "" and rows[1]["label"] == "" and rows[7]["x"] == ""
+
+
+def test_pad_policy_classifies_edges_but_not_uncovered_pixels(tmp_path, model_dir, field):
+    cube, wcs, xs, ys, kinds, (rows, cols) = field
+    padded = tmp_path / "padded"
+    shutil.copytree(model_dir, padded)
+    meta = json.loads((padded / "model.json").read_text())
+    (padded / "model.json").write_text(json.dumps({**meta, "edge": "pad", "name": "padded"}))
+    px = np.array([3.0, cols - 10.0, -1.0, 40.0])
+    py = np.array([60.0, 8.0, 50.0, rows - 0.4])
+    ra, dec = wcs.wcs_pix2world(px, py, 0)
+    _, pred = run_predict(DataPaths(tmp_path), ra=ra, dec=dec, model=str(padded), cube_path=str(cube))
+    # (cols-10, 8) lies in the u-band hole: no data, whatever the policy
+    assert list(pred.status) == ["ok", "no_data", "outside", "outside"]
+    assert np.isfinite(pred.p_star[0]) and np.isnan(pred.p_star[1])
+
+
+def test_locate_boundaries():
+    x = np.array([-0.5, -0.51, 9.49, 9.5, np.nan, 7.0, 6.4])
+    y = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 7.0, 7.0])
+    assert list(locate(x, y, (20, 10), 5, "pad")) == ["ok", "outside", "ok", "outside", "outside", "ok", "ok"]
+    # with drop, a 5-pixel patch needs centre pixels 2..7 of 10 columns: 7.0 -> 7 fits, 6.4 -> 6 fits
+    assert list(locate(x, y, (20, 10), 5, "drop")) == ["edge", "outside", "edge", "outside", "outside", "ok", "ok"]
+    with pytest.raises(StargalError, match="edge"):
+        locate(x, y, (20, 10), 5, "wrap")
+
+
+def test_sky_to_pixel_round_trip():
+    wcs = toy.toy_wcs((1489, 2048), ra0=359.99, dec0=-1.0)  # across RA = 0
+    rng = np.random.default_rng(0)
+    x, y = rng.uniform(0, 2047, 100), rng.uniform(0, 1488, 100)
+    ra, dec = wcs.wcs_pix2world(x, y, 0)
+    assert ra.min() < 1 and ra.max() > 359
+    gx, gy = sky_to_pixel(wcs, ra, dec)
+    np.testing.assert_allclose(gx, x, atol=1e-6)
+    np.testing.assert_allclose(gy, y, atol=1e-6)
+
+
+def test_thousands_of_coordinates_in_seconds(tmp_path, model_dir, field):
+    cube, wcs, *_, (rows, cols) = field
+    rng = np.random.default_rng(1)
+    n = 5000
+    ra, dec = wcs.wcs_pix2world(rng.uniform(-20, cols + 20, n), rng.uniform(-20, rows + 20, n), 0)
+    bundle = load_bundle(model_dir)
+    start = time.monotonic()
+    _, pred = run_predict(DataPaths(tmp_path), ra=ra, dec=dec, cube_path=str(cube), bundle=bundle)
+    elapsed = time.monotonic() - start
+    assert len(pred) == n and pred.counts()["ok"] > 2500
+    assert elapsed < 10, f"{n} coordinates took {elapsed:.1f} s"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("x,y\n1,2\n", "line 1: missing column"),
+        ("ra,dec\n10,5\n10,abc\n", "line 3: ra/dec not numeric"),
+        ("ra,dec\n10,5\n10,95\n", "line 3: dec '95' is outside"),
+        ("ra,dec,name\n10,5,a\n11\n", "line 3: too few values"),
+        ("ra,dec\n", "no coordinates"),
+        ("", "empty file"),
+        ("ra,dec\nnan,1\n", "line 2: ra 'nan'"),
+    ],
+)
+def test_malformed_csv(tmp_path, text, message):
+    path = tmp_path / "coords.csv"
+    path.write_text(text)
+    with pytest.raises(StargalError, match=message) as info:
+        read_coordinates(path)
+    assert str(path) in str(info.value)
+
+
+def test_csv_reader_accepts_extra_columns_and_any_case(tmp_path):
+    path = tmp_path / "c.csv"
+    path.write_text("name,RA,Dec\na,10.5,-3\n\nb,11,4.25\n")
+    ra, dec = read_coordinates(path)
+    assert ra.tolist() == [10.5, 11.0] and dec.tolist() == [-3.0, 4.25]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(PROJECT / "code" / "predict.py"), *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_cli(tmp_path, model_dir, field):
+    cube, wcs, xs, ys, kinds, _ = field
+    ra, dec = wcs.wcs_pix2world(xs[:4], ys[:4], 0)
+    coords = tmp_path / "coords.csv"
+    coords.write_text(
+        "ra,dec\n" + "".join(f"{float(r)!r},{float(d)!r}\n" for r, d in zip(ra, dec, strict=True)) + "0,0\n"
+    )
+    out = tmp_path / "out.csv"
+    done = run_cli(
+        "--data-dir",
+        str(tmp_path),
+        "--model",
+        str(model_dir),
+        "--cube",
+        str(cube),
+        "--csv",
+        str(coords),
+        "--out",
+        str(out),
+    )
+    assert done.returncode == 0, done.stderr
+    assert "5 coordinates: 4 classified" in done.stdout
+    rows = read_out(out)
+    assert [r["label"] for r in rows] == [*kinds[:4], ""]
+    assert rows[-1]["status"] == "outside"
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("ra,dec\n1,2\n3,-91\n")
+    done = run_cli("--data-dir", str(tmp_path), "--model", str(model_dir), "--cube", str(cube), "--csv", str(bad))
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0 and f"{bad}: line 3: dec" in done.stderr
+
+    done = run_cli(
+        "--data-dir", str(tmp_path), "--model", str(model_dir), "--cube", str(cube), "--ra", "1", "2", "--dec", "3"
+    )
+    assert done.returncode == 2 and "--ra has 2 values but --dec has 1" in done.stderr
+
+    done = run_cli("--data-dir", str(tmp_path), "--model", str(model_dir), "--field", "5", "--ra", "1", "--dec", "3")
+    assert done.returncode == 2 and "aligned cube not found" in done.stderr
+
+    done = run_cli("--data-dir", str(tmp_path), "--cube", str(cube), "--ra", "1", "--dec", "3")
+    assert done.returncode == 2 and "no trained model yet" in done.stderr
+
+
+def test_simulated_sky_positions(tiny_data, model_dir):
+    """Stage 01 on a simulated field, then predict at the catalog objects' RA/Dec: pixel positions match
+    stage 01's and the simulation's true positions."""
+    from stargal.config import FieldSet
+    from stargal.paths import FieldId
+    from stargal.stages.alignment import run_alignment
+    from stargal.tables import read_table
+
+    fs = FieldSet(301, 8162, 6, (81,), (), (), (81,))
+    run_alignment(tiny_data, fs, reports=False)
+    fid = FieldId(301, 8162, 6, 81)
+    objects = read_table(tiny_data.objects(fid))
+    assert len(objects) > 20
+    _, pred = run_predict(tiny_data, ra=objects["ra"], dec=objects["dec"], model=str(model_dir), fid=fid)
+    np.testing.assert_allclose(pred.x, objects["x"], atol=1e-3)
+    np.testing.assert_allclose(pred.y, objects["y"], atol=1e-3)
+    truth = np.genfromtxt(tiny_data.sim_truth(301, 8162, 6), delimiter=",", names=True, dtype=None, encoding="utf-8")
+    truth = truth[truth["field"] == 81]
+    # every catalog object of field 81 is a simulated object at (nearly) the same pixel
+    d = np.hypot(pred.x[:, None] - truth["x"][None], pred.y[:, None] - truth["y"][None]).min(axis=1)
+    own = objects["field"] == 81
+    assert np.median(d[own]) < 0.3 and np.all(d[own] < 1.5)
+    rows, cols = read_cube_shape(tiny_data.cube(fid))
+    near_edge = (pred.x < 7 - 0.5) | (pred.y < 7 - 0.5) | (pred.x > cols - 8 + 0.5) | (pred.y > rows - 8 + 0.5)
+    assert set(pred.status[near_edge]) <= {"edge", "outside"} and set(pred.status[~near_edge]) <= {"ok", "no_data"}
+    assert np.count_nonzero(pred.status == "ok") > 0.8 * np.count_nonzero(~near_edge)
+
+
+def read_cube_shape(path) -> tuple[int, int]:
+    from stargal.cube import read_cube
+
+    return read_cube(path).shape

@@ -1,0 +1,122 @@
+"""tune.py: a parallel Optuna study on a tiny dataset that resumes instead of starting over."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import optuna
+import pytest
+import toy_models as toy
+
+from stargal.errors import StargalError
+from stargal.fsio import save_npy, write_json
+from stargal.paths import DataPaths
+from stargal.stages.tuning import run_tuning
+from stargal.tune import make_storage
+
+P = 15
+FAST = {"architecture": "reference_base", "epochs": 2, "patience": 1}
+
+
+@pytest.fixture
+def paths(tmp_path) -> DataPaths:
+    """A data folder holding one tiny prepared dataset "toy" (train/val only: tuning never reads test)."""
+    paths = DataPaths(tmp_path / "data")
+    for split, n, seed in (("train", 160, 1), ("val", 60, 2)):
+        x, y = toy.toy_patches(n, P, seed=seed)
+        save_npy(paths.split_x("toy", split), x)
+        save_npy(paths.split_y("toy", split), y)
+    norm = toy.normalisation(np.load(paths.split_x("toy", "train")))
+    write_json(paths.dataset_json("toy"), {"name": "toy", "patch_size": P, "bands": "ugriz", "normalisation": norm})
+    paths.latest_dataset.write_text("toy\n")
+    return paths
+
+
+def trials_csv(paths: DataPaths, name: str) -> list[dict]:
+    with open(paths.tuning_dir(name) / "trials.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_parallel_study_resumes(paths):
+    first = run_tuning(paths, trials=2, workers=2, **FAST)
+    name = first["name"]
+    assert name == "toy_reference_base"
+    folder = paths.tuning_dir(name)
+    rows = trials_csv(paths, name)
+    assert len(rows) == 2 and {r["state"] for r in rows} <= {"COMPLETE", "PRUNED"}
+    study = optuna.load_study(study_name=name, storage=make_storage(folder / "study.db"))
+    # the two trials ran in two different worker processes
+    assert len({t.user_attrs["pid"] for t in study.trials}) == 2
+    earlier = {t.number: (t.params, t.value) for t in study.trials}
+
+    best = json.loads((folder / "best.json").read_text())
+    assert best["architecture"] == "reference_base"
+    assert set(best["hyperparameters"]) == {"learning_rate", "filters", "dense_units", "batch_size"}
+    assert best["value"] == min(t.value for t in study.trials if t.value is not None)
+    assert (folder / "trials.md").read_text().count("\n| ") == 4  # header, separator, 2 trials
+    assert paths.reports("tuning", name, "tuning.png").stat().st_size > 5000
+    assert paths.reports("tuning", name, "trials.md").read_text() == (folder / "trials.md").read_text()
+
+    # rerun with more trials: the same study continues, the earlier trials are kept as they were
+    second = run_tuning(paths, trials=3, workers=2, **FAST)
+    study = optuna.load_study(study_name=name, storage=make_storage(folder / "study.db"))
+    assert len(study.trials) == 3 and second["counts"]["COMPLETE"] + second["counts"]["PRUNED"] == 3
+    assert {t.number: (t.params, t.value) for t in study.trials[:2]} == earlier
+    assert len(trials_csv(paths, name)) == 3
+
+    # the same target again: nothing to run, nothing added
+    run_tuning(paths, trials=3, workers=2, **FAST)
+    assert len(optuna.load_study(study_name=name, storage=make_storage(folder / "study.db")).trials) == 3
+
+
+def test_interrupted_trial_is_retried(paths):
+    run_tuning(paths, trials=1, workers=1, **FAST)
+    name = "toy_reference_base"
+    storage = make_storage(paths.tuning_dir(name) / "study.db")
+    study = optuna.load_study(study_name=name, storage=storage)
+    # an interrupted run leaves a RUNNING trial behind
+    ghost = study.ask({"learning_rate": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)})
+    ghost_lr = ghost.params["learning_rate"]
+    run_tuning(paths, trials=2, workers=1, **FAST)
+    study = optuna.load_study(study_name=name, storage=storage)
+    states = [t.state.name for t in study.trials]
+    assert states[1] == "FAIL" and states.count("FAIL") == 1
+    retried = study.trials[2]
+    assert retried.state.name in ("COMPLETE", "PRUNED") and retried.params["learning_rate"] == ghost_lr
+
+
+def test_changed_settings_are_refused(paths):
+    run_tuning(paths, trials=1, workers=1, **FAST)
+    with pytest.raises(StargalError, match="different settings \\(epochs\\)"):
+        run_tuning(paths, trials=2, workers=1, **{**FAST, "epochs": 3})
+    with pytest.raises(StargalError, match="no prepared dataset"):
+        run_tuning(DataPaths(paths.root.parent / "empty"), trials=1, **FAST)
+
+
+def test_pruned_trial_stops_early(paths):
+    from stargal.tune import load_data, train_trial
+
+    spec = {
+        "data_dir": str(paths.root),
+        "dataset": "toy",
+        "seed": 1,
+        "architecture": "reference_base",
+        "epochs": 5,
+        "patience": 5,
+    }
+    # a pruner that prunes any trial whose validation loss is above 0: the first report stops training
+    study = optuna.create_study(pruner=optuna.pruners.ThresholdPruner(upper=0.0))
+    trial = study.ask()
+    with pytest.raises(optuna.TrialPruned):
+        train_trial(trial, load_data(spec), spec)
+    assert trial.user_attrs["epochs"] == 1
+
+
+def test_stratified_subset():
+    from stargal.tune import stratified_subset
+
+    y = np.array([0] * 700 + [1] * 300)
+    keep = stratified_subset(y, 100, seed=0)
+    assert len(keep) == 100 and y[keep].sum() == 30 and np.all(np.diff(keep) > 0)
