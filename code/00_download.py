@@ -7,6 +7,7 @@ Examples::
     00_download.py --source https://mirror.example.org/sas/dr17/eboss/ --fields 80
     00_download.py --source ~/old-project/data       # reference bundle, SAS tree or any folder of SAS files
     00_download.py --source simulated --sim-shape 400 600 --fields 80-83
+    00_download.py --fields 1-1000 --scheduler tcp://head:8786   # field by field on a Dask cluster
 
 Reruns skip complete files (recorded in data/sas/manifest.json); --force refetches. Partial files are
 resumed. Exit status 0 when every file is complete, 1 when some failed (each is named), 2 on bad arguments.
@@ -48,7 +49,11 @@ def build_parser():
         if "--workers" in action.option_strings:
             action.help = "parallel downloads (threads)"
         elif "--scheduler" in action.option_strings:
-            action.help = argparse.SUPPRESS  # downloads are I/O: no Dask cluster needed
+            action.help = (
+                "fetch (or simulate) the files field by field on this existing Dask cluster (e.g. tcp://head:8786, "
+                "or a scheduler file) instead of local threads; the data folder, and a local --source, must be on "
+                "a filesystem every worker shares"
+            )
     group = parser.add_argument_group("download")
     group.add_argument(
         "--source", default="sdss",
@@ -75,8 +80,6 @@ def main(argv=None) -> int:
     cli.setup_logging(args.quiet)
     from stargal.stages.download import DownloadOptions, run_download
 
-    if getattr(args, "scheduler", None):
-        raise StargalError("--scheduler: not used by 00_download.py (downloads run in local threads)")
     if args.sim_shape is not None and args.source != "simulated":
         raise StargalError("--sim-shape: only with --source simulated")
     http = HttpSettings(
@@ -84,7 +87,7 @@ def main(argv=None) -> int:
     )
     options = DownloadOptions(
         source=args.source, bands=tuple(args.bands), frames_only=args.frames_only, force=args.force, verify_existing=args.verify,
-        workers=args.workers, http=http, seed=args.seed,
+        workers=args.workers, http=http, seed=args.seed, scheduler=args.scheduler,
         **({"sim_shape": tuple(args.sim_shape)} if args.sim_shape else {}),
     )  # fmt: skip
     summary = run_download(cli.data_paths(args), cli.field_set(args), options)

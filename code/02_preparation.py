@@ -49,6 +49,8 @@ def main(argv=None) -> int:
         exclude_regions=[splits.parse_region(r, "--exclude-region") for r in args.exclude_region],
         name=args.dataset,
         force=args.force,
+        workers=args.workers,
+        scheduler=args.scheduler,
     )
     counts = summary["counts"]
     state = "already current" if summary.get("skipped") else f"prepared in {summary.get('seconds', 0):.1f} s"

@@ -1,9 +1,11 @@
-"""Scale-out: the per-field stages give identical results on a Dask cluster and on a local process pool."""
+"""Scale-out: the per-field stages (00 download/simulation, 01 alignment, 02 patch extraction) give identical
+results on a Dask cluster (a LocalCluster of two worker processes) and on local threads/processes."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -16,7 +18,10 @@ from conftest import TINY
 from stargal import cli
 from stargal.config import BANDS
 from stargal.cube import read_cube
+from stargal.download import Manifest
 from stargal.parallel import map_tasks
+from stargal.paths import DataPaths, FieldId
+from stargal.splits import SPLITS
 
 pytestmark = pytest.mark.slow
 CODE = Path(__file__).resolve().parents[1] / "code"
@@ -24,40 +29,49 @@ FIELDS = [str(f) for f in TINY.fields]
 
 
 @pytest.fixture(scope="module")
-def local_cluster():
+def cluster():
     from dask.distributed import LocalCluster
 
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
-        yield cluster.scheduler_address
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def local_cluster(cluster) -> str:
+    return cluster.scheduler_address
+
+
+def _computed_on(cluster, function: str) -> float:
+    """Seconds the cluster's workers spent computing tasks of ``function`` (0 when it never ran one there)."""
+    prefix = cluster.scheduler.task_prefixes.get(function)
+    return prefix.all_durations.get("compute", 0.0) if prefix is not None else 0.0
+
+
+def _script(name: str, data_root: Path, *args: str, status: int = 0) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, str(CODE / name), "--data-dir", str(data_root), "-q", *args]
+    proc = subprocess.run(cmd, cwd=data_root.parent, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == status, proc.stderr[-2000:]
+    return proc
 
 
 def _align(data_root: Path, *extra: str) -> None:
-    cmd = [
-        sys.executable,
-        str(CODE / "01_alignment.py"),
-        "--data-dir",
-        str(data_root),
-        "--fields",
-        *FIELDS,
-        "-q",
-        *extra,
-    ]
-    proc = subprocess.run(cmd, cwd=data_root, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    _script("01_alignment.py", data_root, "--fields", *FIELDS, *extra)
 
 
-def test_alignment_on_a_dask_cluster_equals_the_local_pool(tiny_sky, tmp_path, local_cluster):
-    import shutil
-
+@pytest.fixture(scope="module")
+def aligned(tiny_sky, tmp_path_factory, local_cluster) -> dict[str, DataPaths]:
+    """The tiny sky aligned twice: on the local process pool and on the Dask cluster."""
     roots = {}
     for how in ("pool", "dask"):
-        roots[how] = tmp_path / how
+        roots[how] = tmp_path_factory.mktemp("aligned") / how
         shutil.copytree(tiny_sky.root, roots[how])
     _align(roots["pool"], "--workers", "2")
     _align(roots["dask"], "--scheduler", local_cluster)
-    from stargal.paths import DataPaths
+    return {how: DataPaths(root) for how, root in roots.items()}
 
-    pool, dask = DataPaths(roots["pool"]), DataPaths(roots["dask"])
+
+def test_alignment_on_a_dask_cluster_equals_the_local_pool(aligned):
+    pool, dask = aligned["pool"], aligned["dask"]
     for fid in cli.field_ids(TINY):
         a, b = read_cube(pool.cube(fid), mmap=False), read_cube(dask.cube(fid), mmap=False)
         assert a.data.shape[0] == len(BANDS)
@@ -66,6 +80,142 @@ def test_alignment_on_a_dask_cluster_equals_the_local_pool(tiny_sky, tmp_path, l
             k: b.header[k] for k in b.header if k.startswith(("DX_", "DY_", "SIMULAT", "FIELD", "BANDS"))
         }
         assert pool.objects(fid).read_bytes() == dask.objects(fid).read_bytes(), fid
+
+
+# ---------------------------------------------------------------------------------------------------------
+# stage 00
+
+
+def _sas_files(paths: DataPaths) -> dict[str, bytes]:
+    """Every file under data/sas/ but the manifest (whose timestamps differ), by relative path."""
+    return {
+        p.relative_to(paths.sas).as_posix(): p.read_bytes()
+        for p in sorted(paths.sas.rglob("*"))
+        if p.is_file() and p != paths.manifest
+    }
+
+
+def _manifest_entries(paths: DataPaths) -> dict[str, dict]:
+    """The manifest without the fetch times."""
+    files = Manifest.load(paths.manifest).files
+    return {rel: {k: v for k, v in entry.items() if k != "fetched"} for rel, entry in files.items()}
+
+
+def test_simulated_download_on_a_dask_cluster_equals_the_local_run(tmp_path, cluster, local_cluster):
+    args = ["--source", "simulated", "--sim-shape", "128", "192", "--fields", "80", "81"]
+    local, dask = DataPaths(tmp_path / "local"), DataPaths(tmp_path / "dask")
+    _script("00_download.py", local.root, *args, "--workers", "1")
+    before = _computed_on(cluster, "simulate_field")
+    out = _script("00_download.py", dask.root, *args, "--scheduler", local_cluster).stdout
+    assert _computed_on(cluster, "simulate_field") > before  # the fields were rendered on the cluster
+    assert "14 files, 14 fetched" in out and "0 failed" in out
+    files = _sas_files(dask)
+    for f in (80, 81):
+        assert all(dask.frame(FieldId(301, 8162, 6, f), b).relative_to(dask.sas).as_posix() in files for b in BANDS)
+    assert files == _sas_files(local)  # byte-identical frames, jpegs, catalogs and truth table
+    assert _manifest_entries(dask) == _manifest_entries(local) and len(_manifest_entries(dask)) == 14
+    assert dask.sim_truth(301, 8162, 6).read_bytes() == local.sim_truth(301, 8162, 6).read_bytes()
+    # a rerun on the cluster finds everything complete
+    assert "14 already complete" in _script("00_download.py", dask.root, *args, "--scheduler", local_cluster).stdout
+
+
+def test_download_from_a_folder_on_a_dask_cluster_equals_the_threaded_run(tiny_sky, tmp_path, cluster, local_cluster):
+    source = tmp_path / "mirror"
+    shutil.copytree(tiny_sky.sas, source)
+    missing = FieldId(301, 8162, 6, 81)
+    (source / tiny_sky.frame(missing, "g").relative_to(tiny_sky.sas)).unlink()  # one file the mirror lacks
+    args = ["--source", str(source), "--fields", *FIELDS]
+    local, dask = DataPaths(tmp_path / "local"), DataPaths(tmp_path / "dask")
+    threaded = _script("00_download.py", local.root, *args, "--workers", "2", status=1).stdout
+    clustered = _script("00_download.py", dask.root, *args, "--scheduler", local_cluster, status=1).stdout
+    assert _computed_on(cluster, "fetch_task") > 0  # the files were fetched on the cluster
+    for out in (threaded, clustered):
+        assert "26 files, 25 fetched" in out and "1 failed" in out
+        assert "FAILED frame-g-008162-6-0081.fits.bz2 (band g): not found in" in out
+    files = _sas_files(dask)
+    assert len(files) == 25 and not any(name.endswith(".part") for name in files)
+    assert files == _sas_files(local)
+    for rel, content in files.items():
+        assert content == (source / rel).read_bytes(), rel
+    entries = _manifest_entries(dask)
+    assert entries == _manifest_entries(local) and len(entries) == 25
+    assert all(e["url"].startswith(source.as_uri()) for e in entries.values())
+    # the mirror gets the file: a rerun on the cluster fetches only it
+    shutil.copy(tiny_sky.frame(missing, "g"), source / tiny_sky.frame(missing, "g").relative_to(tiny_sky.sas))
+    again = _script("00_download.py", dask.root, *args, "--scheduler", local_cluster).stdout
+    assert "1 fetched" in again and "25 already complete" in again
+    assert len(_manifest_entries(dask)) == 26
+
+
+def test_http_download_on_a_dask_cluster_retries_and_records_every_file(tmp_path, cluster, local_cluster):
+    from sas_server import SasServer, make_sas_tree
+
+    from stargal import sdss
+    from stargal.config import FieldSet
+    from stargal.download import HttpSettings
+    from stargal.stages.download import DownloadOptions, final_path, plan_files, run_download
+
+    fs = FieldSet(301, 8162, 6, (80, 81), (80,), (), (81,))
+    tree = make_sas_tree(tmp_path / "mirror", 301, 8162, 6, fs.fields)
+    flaky = sdss.frame_relpath("u", 301, 8162, 6, 81)
+    paths = DataPaths(tmp_path / "data")
+    http = HttpSettings(connect_timeout=2.0, read_timeout=2.0, retries=3, backoff=0.01, backoff_max=0.05)
+    with SasServer(tree) as server:
+        server.add_fault(flaky, {"status": 500})
+        options = DownloadOptions(source=server.base_url, http=http, scheduler=local_cluster)
+        before = _computed_on(cluster, "fetch_task")
+        summary = run_download(paths, fs, options)
+        assert _computed_on(cluster, "fetch_task") > before
+        assert [g.status for g in server.gets(flaky)] == [500, 200]  # retried on the worker
+    assert summary.ok and summary.fetched == summary.planned == 14
+    assert summary.bytes == sum((tree / spec.relpath).stat().st_size for spec in plan_files(fs))
+    entries = _manifest_entries(paths)
+    for spec in plan_files(fs):
+        assert final_path(paths, spec).read_bytes() == (tree / spec.relpath).read_bytes(), spec.relpath
+        assert entries[spec.relpath]["url"] == server.base_url + spec.relpath
+    assert not list(paths.sas.rglob("*.part"))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# stage 02
+
+
+def _dataset(paths: DataPaths) -> tuple[dict, dict[str, bytes]]:
+    """The prepared dataset's dataset.json (without timing and location) and its files' bytes."""
+    name = paths.latest_dataset.read_text().strip()
+    meta = json.loads(paths.dataset_json(name).read_text())
+    assert Path(meta.pop("report")) == paths.reports("splits", name)
+    files = {}
+    for s in SPLITS:
+        for p in (paths.split_x(name, s), paths.split_y(name, s), paths.split_objects(name, s)):
+            files[p.name] = p.read_bytes()
+    for p in ("splits.json", "splits.md"):
+        files[p] = (paths.reports("splits", name) / p).read_bytes()
+    return {k: v for k, v in meta.items() if k not in ("seconds", "skipped")}, files
+
+
+def test_preparation_on_a_dask_cluster_equals_the_sequential_run(aligned, tmp_path, cluster, local_cluster):
+    splits = ["--train-fields", "80", "83", "--val-fields", "82", "--test-fields", "81"]
+    roots = {}
+    for how in ("sequential", "pool", "dask"):
+        roots[how] = DataPaths(tmp_path / how)
+        shutil.copytree(aligned["pool"].root, roots[how].root, ignore=shutil.ignore_patterns("datasets", "reports"))
+    _script("02_preparation.py", roots["sequential"].root, *splits, "--workers", "1")
+    _script("02_preparation.py", roots["pool"].root, *splits, "--workers", "2")
+    out = _script("02_preparation.py", roots["dask"].root, *splits, "--scheduler", local_cluster).stdout
+    assert "prepared in" in out and _computed_on(cluster, "cut_field") > 0  # the patches were cut on the cluster
+    meta, files = _dataset(roots["sequential"])
+    assert sum(meta["counts"][s]["n"] for s in SPLITS) > 0 and meta["simulated"] is True
+    for how in ("pool", "dask"):
+        other_meta, other_files = _dataset(roots[how])
+        assert other_meta == meta, how
+        assert other_files.keys() == files.keys()
+        for name, content in files.items():
+            assert other_files[name] == content, (how, name)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# a cluster started without stargal on its path
 
 
 def _external_cluster(workdir: Path):

@@ -20,22 +20,27 @@ def map_tasks(
     workers: int = 1,
     scheduler: str | None = None,
     description: str = "tasks",
+    on_result: Callable[[int, Any], Any] | None = None,
 ) -> list[Any]:
     """``[fn(item) for item in items]``, possibly in parallel; exceptions propagate; order is kept.
 
-    ``fn`` must be a module-level function (it is pickled to the workers).
+    ``fn`` must be a module-level function (it is pickled to the workers). ``on_result(index, result)``, if
+    given, runs in this process as each result arrives (in completion order) and its return value is kept
+    instead of the result: return None to let a large result go as soon as it has been used.
     """
     items = list(items)
+    keep = on_result if on_result is not None else _keep
     if scheduler:
-        return _map_dask(fn, items, scheduler, description)
+        return _map_dask(fn, items, scheduler, description, keep)
     if workers <= 1 or len(items) <= 1:
-        return [fn(item) for item in track(items, description, unit="task")]
+        return [keep(i, fn(item)) for i, item in enumerate(track(items, description, unit="task"))]
     results: list[Any] = [None] * len(items)
     with ProcessPoolExecutor(max_workers=min(workers, len(items))) as pool:
         futures = {pool.submit(fn, item): i for i, item in enumerate(items)}
         try:
             for future in track(as_completed(futures), description, total=len(items), unit="task"):
-                results[futures[future]] = future.result()
+                i = futures.pop(future)  # the pool's future holds the result: let both go once used
+                results[i] = keep(i, future.result())
         except BaseException:
             for future in futures:
                 future.cancel()
@@ -43,7 +48,13 @@ def map_tasks(
     return results
 
 
-def _map_dask(fn: Callable[..., Any], items: list[Any], scheduler: str, description: str) -> list[Any]:
+def _keep(index: int, result: Any) -> Any:
+    return result
+
+
+def _map_dask(
+    fn: Callable[..., Any], items: list[Any], scheduler: str, description: str, keep: Callable[[int, Any], Any] = _keep
+) -> list[Any]:
     from dask.distributed import Client
     from dask.distributed import as_completed as dask_completed
 
@@ -62,7 +73,9 @@ def _map_dask(fn: Callable[..., Any], items: list[Any], scheduler: str, descript
         index = {f.key: i for i, f in enumerate(futures)}
         results: list[Any] = [None] * len(items)
         for future in track(dask_completed(futures), description, total=len(items), unit="task"):
-            results[index[future.key]] = future.result()
+            i = index[future.key]
+            results[i] = keep(i, future.result())
+            future.release()  # the cluster may forget the result once it is here
     return results
 
 

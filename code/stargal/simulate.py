@@ -661,8 +661,13 @@ def simulate_sky(
     frames_only: bool = False,
     force: bool = False,
     workers: int = 1,
+    scheduler: str | None = None,
 ) -> dict:
-    """Write the simulated equivalent of an SDSS download of ``fieldset`` into ``paths``; returns a summary."""
+    """Write the simulated equivalent of an SDSS download of ``fieldset`` into ``paths``; returns a summary.
+
+    Fields are rendered in parallel on ``workers`` local processes or, given ``scheduler``, on that Dask
+    cluster (whose workers must share ``paths``' folder); the catalogs are written here. Files are identical.
+    """
     start = time.perf_counter()
     shape = (int(shape[0]), int(shape[1]))
     if shape[0] < 64 or shape[1] < 64:
@@ -676,7 +681,7 @@ def simulate_sky(
         outputs = [paths.frame(fid, b) for b in BANDS] + [paths.irg_jpeg(fid)]
         if force or not all(p.exists() for p in outputs):
             todo.append(FieldTask(str(paths.root), fieldset.rerun, fieldset.run, fieldset.camcol, f, seed, shape))
-    results = map_tasks(simulate_field, todo, workers=workers, description="simulating fields")
+    results = map_tasks(simulate_field, todo, workers=workers, scheduler=scheduler, description="simulating fields")
     summary: dict = {
         "fields": fields,
         "simulated_fields": [r["field"] for r in results],

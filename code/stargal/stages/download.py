@@ -3,6 +3,12 @@
 Files keep their SAS names and layout (``DataPaths.frame``, ``.irg_jpeg``, ``.catalog``); the manifest
 (``DataPaths.manifest``) records source URL, size and sha256 of each. Workers (threads: the work is I/O)
 fetch files; only the main thread touches the manifest and the progress display.
+
+With ``scheduler`` (``--scheduler ADDRESS``) the files are fetched on an existing Dask cluster instead, one
+task per field (its frames and irg jpeg) and one per catalog, straight into the data folder, which every
+worker must share (a local ``--source`` folder too). Tasks return what they fetched; only this process
+merges that into the manifest, saved atomically as each task's files arrive. The simulated sky renders
+its fields on the cluster likewise.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from ..download import (
     partial_path,
 )
 from ..errors import StargalError
+from ..parallel import map_tasks
 from ..paths import DataPaths, FieldId
 from ..progress import interactive
 from ..sources import FileSpec, HttpSource, LocalSource, SimulatedSource, Source, resolve_source
@@ -51,6 +58,7 @@ class DownloadOptions:
     http: HttpSettings = HttpSettings()
     seed: int = SEED  # simulated source only
     sim_shape: tuple[int, int] = FRAME_SHAPE  # simulated source only
+    scheduler: str | None = None  # a Dask scheduler address (or scheduler file): fetch on that cluster
 
 
 @dataclass
@@ -141,7 +149,10 @@ def run_download(paths: DataPaths, fs: FieldSet, options: DownloadOptions = Down
         else:
             if isinstance(source, HttpSource):
                 _check_reachable(source, options.http)
-            _fetch_all(paths, source, todo, options, manifest, summary)
+            if options.scheduler:
+                _fetch_on_cluster(paths, source, todo, options, manifest, summary)
+            else:
+                _fetch_all(paths, source, todo, options, manifest, summary)
     summary.seconds = time.monotonic() - start
     return summary
 
@@ -252,14 +263,25 @@ def _fetch_one(
     spec: FileSpec, final: Path, source: Source, settings: HttpSettings, display, cancel, sessions
 ) -> FetchResult:
     """Worker: fetch one file (HTTP or local copy); FetchError carries the reason."""
+    return _fetch_file(spec, final, source, settings, sessions.get, progress=display.add_bytes, cancel=cancel)
+
+
+def _fetch_file(
+    spec: FileSpec, final: Path, source: Source, settings: HttpSettings, session, *, progress=None, cancel=None
+) -> FetchResult:
+    """Fetch one file (HTTP or local copy); ``session()`` gives the requests session; FetchError carries why."""
     if isinstance(source, LocalSource):
         src = source.locate(spec)
         if src is None:
             raise FetchError(f"not found in {source.root} (in SAS, bundle or any-tree layout)")
-        return copy_local(src, final, spec.kind, progress=display.add_bytes)
-    return fetch_http(
-        sessions.get(), source.url(spec), final, spec.kind, settings, progress=display.add_bytes, cancel=cancel
-    )
+        return copy_local(src, final, spec.kind, progress=progress)
+    return fetch_http(session(), source.url(spec), final, spec.kind, settings, progress=progress, cancel=cancel)
+
+
+def _failure_reason(exc: FetchError | OSError) -> str:
+    if isinstance(exc, FetchError):
+        return str(exc)
+    return f"cannot write ({exc.strerror or exc})"  # local disk trouble (full, read-only, permissions)
 
 
 def _fetch_all(paths, source, todo, options, manifest, summary) -> None:
@@ -296,12 +318,8 @@ def _collect(spec: FileSpec, future: Future, manifest: Manifest, summary: Downlo
         result = future.result()
     except FetchCancelled:
         return
-    except FetchError as exc:
-        summary.failures[spec.label] = str(exc)
-        display.file_done(spec, None, str(exc))
-        return
-    except OSError as exc:  # local disk trouble (full, read-only, permissions) for this file
-        summary.failures[spec.label] = f"cannot write ({exc.strerror or exc})"
+    except (FetchError, OSError) as exc:
+        summary.failures[spec.label] = _failure_reason(exc)
         display.file_done(spec, None, summary.failures[spec.label])
         return
     manifest.record(spec.relpath, result.url, result.size, result.sha256)
@@ -312,6 +330,79 @@ def _collect(spec: FileSpec, future: Future, manifest: Manifest, summary: Downlo
     display.file_done(spec, result, None)
 
 
+# ---------------------------------------------------------------------------------------------------------
+# on a Dask cluster
+
+
+@dataclass(frozen=True)
+class FetchTask:
+    """One cluster task: the files of one field (or one catalog) and where they go in the shared data folder."""
+
+    files: tuple[tuple[FileSpec, str], ...]  # (spec, final path)
+    source: HttpSource | LocalSource
+    http: HttpSettings
+
+
+@dataclass(frozen=True)
+class FetchOutcome:
+    spec: FileSpec
+    result: FetchResult | None  # None when the file failed
+    error: str | None = None
+
+
+def fetch_task(task: FetchTask) -> list[FetchOutcome]:
+    """Runs on a worker: fetch the task's files one after the other; a file's failure is returned, not raised."""
+    session = None
+
+    def get_session():
+        nonlocal session
+        if session is None:
+            session = make_session(task.http)
+        return session
+
+    outcomes = []
+    try:
+        for spec, final in task.files:
+            try:
+                result = _fetch_file(spec, Path(final), task.source, task.http, get_session)
+            except (FetchError, OSError) as exc:
+                outcomes.append(FetchOutcome(spec, None, _failure_reason(exc)))
+            else:
+                outcomes.append(FetchOutcome(spec, result))
+    finally:
+        if session is not None:
+            session.close()
+    return outcomes
+
+
+def fetch_tasks(paths: DataPaths, source: Source, todo: list[FileSpec], http: HttpSettings) -> list[FetchTask]:
+    """One task per catalog and one per field (its frames and irg jpeg), in plan order."""
+    groups: dict[tuple, list[FileSpec]] = {}
+    for spec in todo:
+        key = ("catalog", spec.band) if spec.field is None else ("field", spec.field)
+        groups.setdefault(key, []).append(spec)
+    return [FetchTask(tuple((s, str(final_path(paths, s))) for s in specs), source, http) for specs in groups.values()]
+
+
+def _fetch_on_cluster(paths, source, todo, options, manifest, summary) -> None:
+    """Fetch on the Dask cluster at ``options.scheduler``; record each task's files here as they arrive."""
+    tasks = fetch_tasks(paths, source, todo, options.http)
+
+    def merge(index: int, outcomes: list[FetchOutcome]) -> None:
+        for out in outcomes:
+            if out.result is None:
+                summary.failures[out.spec.label] = out.error
+                log.warning("FAILED %s: %s", out.spec.label, out.error)
+                continue
+            manifest.record(out.spec.relpath, out.result.url, out.result.size, out.result.sha256)
+            summary.fetched += 1
+            summary.resumed += int(out.result.resumed)
+            summary.bytes += out.result.transferred
+        manifest.save()  # after every task, so a stopped run loses at most the tasks in flight
+
+    map_tasks(fetch_task, tasks, scheduler=options.scheduler, description="downloading fields", on_result=merge)
+
+
 def _simulate(paths, fs, todo, options, manifest, summary) -> None:
     """Write the simulated sky, then verify and record the planned files like downloaded ones."""
     try:
@@ -320,7 +411,7 @@ def _simulate(paths, fs, todo, options, manifest, summary) -> None:
         raise StargalError(f"--source simulated: the simulated sky is not available ({exc})") from None
     simulate_sky(
         paths, fs, seed=options.seed, shape=tuple(options.sim_shape), frames_only=options.frames_only,
-        force=options.force, workers=options.workers,
+        force=options.force, workers=options.workers, scheduler=options.scheduler,
     )  # fmt: skip
     url = f"simulated:seed={options.seed},shape={options.sim_shape[0]}x{options.sim_shape[1]}"
     for spec in todo:

@@ -5,6 +5,12 @@ every field of the splits, selects rows with ``stargal.splits.select``, cuts pat
 preallocated split arrays, and writes ``paths.dataset_dir(name)`` (``dataset.json`` last, so a dataset
 folder with a ``dataset.json`` is complete), the split report under ``paths.reports("splits", name)``
 and the name in ``paths.latest_dataset``. Every input is validated before anything is written.
+
+With ``workers`` > 1 or a Dask ``scheduler``, each field's patches are cut in a task of its own (``cut_field``:
+cube in, that field's patches out, nothing written) on local processes or the cluster, whose workers must
+share the data folder; this process copies each field's patches into the preallocated split arrays as they
+arrive and lets them go, so memory stays one split-array set plus the fields in flight. Selection, the
+leakage guard and normalisation run here, on the object tables only. The outputs are byte-identical.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +28,7 @@ from ..config import BANDS, LABEL_STAR, PATCH_SIZE, FieldSet
 from ..cube import read_cube
 from ..errors import StargalError
 from ..fsio import is_current, read_json, save_npy, write_json, write_text
+from ..parallel import map_tasks
 from ..paths import DataPaths, FieldId
 from ..progress import track
 from ..tables import OBJECT_DTYPE, read_table, write_table
@@ -52,8 +60,13 @@ def prepare(
     exclude_regions: Sequence[splits.Region] = (),
     name: str | None = None,
     force: bool = False,
+    workers: int = 1,
+    scheduler: str | None = None,
 ) -> dict:
-    """Prepare (or find current) the dataset of ``fs`` and return its summary (``dataset.json`` + extras)."""
+    """Prepare (or find current) the dataset of ``fs`` and return its summary (``dataset.json`` + extras).
+
+    ``workers`` > 1 cuts the fields' patches on that many local processes, ``scheduler`` on that Dask cluster.
+    """
     start = time.monotonic()
     patches.check_edge_policy(edge)
     patches.check_patch_size(patch_size)
@@ -91,7 +104,7 @@ def prepare(
     table, cube_field = _read_objects(paths, fids)
     rows, cols = patches.pixel_centres(table["x"], table["y"])
     split, removed, moved = _select(table, cube_field, rows, cols, cubes, spec, patch_size, edge)
-    arrays = _cut_patches(paths, fids, table, cube_field, rows, cols, split, patch_size, edge)
+    arrays = _cut_patches(paths, fids, table, cube_field, rows, cols, split, patch_size, edge, workers, scheduler)
 
     train_x, _, train_objects = arrays["train"]
     usable = (train_objects["edge_padded"] == 0) & (train_objects["nan_pixels"] == 0)
@@ -170,7 +183,9 @@ def _select(table, cube_field, rows, cols, cubes, spec, patch_size: int, edge: s
     return split, removed, sel.moved_to_test
 
 
-def _cut_patches(paths, fids, table, cube_field, rows, cols, split, patch_size: int, edge: str) -> dict:
+def _cut_patches(
+    paths, fids, table, cube_field, rows, cols, split, patch_size: int, edge: str, workers: int = 1, scheduler=None
+) -> dict:
     """{split: (x, y, objects)}: preallocated arrays filled field by field, rows in cube-field then table order."""
     index = {s: np.flatnonzero(split == code) for code, s in enumerate(splits.SPLITS)}
     arrays: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
@@ -182,6 +197,9 @@ def _cut_patches(paths, fids, table, cube_field, rows, cols, split, patch_size: 
         objects["cube_field"], objects["row"], objects["col"] = cube_field[idx], rows[idx], cols[idx]
         objects["edge_policy"] = edge
         arrays[s] = (x, (objects["label"] == LABEL_STAR).astype(np.uint8), objects)
+    if workers > 1 or scheduler:
+        _cut_in_tasks(paths, fids, index, rows, cols, cube_field, arrays, patch_size, workers, scheduler)
+        return arrays
     # one cube mapped at a time, so resident memory holds at most one cube's touched pages
     for fid in track(fids, "cutting patches", unit="field"):
         cube = read_cube(paths.cube(fid))
@@ -196,6 +214,53 @@ def _cut_patches(paths, fids, table, cube_field, rows, cols, split, patch_size: 
             objects["nan_pixels"][a:b] = cut.nan_pixels
         del cube
     return arrays
+
+
+@dataclass(frozen=True)
+class PatchTask:
+    """The patches of one field: its cube (on a filesystem every worker shares) and their centre pixels."""
+
+    cube: str
+    rows: np.ndarray
+    cols: np.ndarray
+    patch_size: int
+
+
+def cut_field(task: PatchTask) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A worker's task: (patches, edge_padded, nan_pixels) of one field, cut from its memory-mapped cube."""
+    cube = read_cube(task.cube)
+    cut = patches.extract_patches(cube.data, task.rows, task.cols, task.patch_size)
+    return cut.data, cut.edge_padded, cut.nan_pixels
+
+
+def _cut_in_tasks(paths, fids, index, rows, cols, cube_field, arrays, patch_size, workers, scheduler) -> None:
+    """Cut each field's patches in a task of its own; copy them into the split arrays as they arrive."""
+    tasks, placements = [], []
+    for fid in fids:
+        blocks = []  # (split, a, b): this field's rows of each split, contiguous within the split
+        for s, idx in index.items():
+            block = np.flatnonzero(cube_field[idx] == fid.field)
+            if block.size:
+                blocks.append((s, int(block[0]), int(block[-1]) + 1))
+        if not blocks:
+            continue
+        take = np.concatenate([index[s][a:b] for s, a, b in blocks])
+        tasks.append(PatchTask(str(paths.cube(fid)), rows[take], cols[take], patch_size))
+        placements.append(blocks)
+
+    def place(i: int, result: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+        data, edge_padded, nan_pixels = result
+        offset = 0
+        for s, a, b in placements[i]:
+            x, _, objects = arrays[s]
+            n = b - a
+            x[a:b] = data[offset : offset + n]
+            objects["edge_padded"][a:b] = edge_padded[offset : offset + n]
+            objects["nan_pixels"][a:b] = nan_pixels[offset : offset + n]
+            offset += n
+        # returning None lets this field's patches go before the next field's arrive
+
+    map_tasks(cut_field, tasks, workers=workers, scheduler=scheduler, description="cutting patches", on_result=place)
 
 
 def _outputs(paths: DataPaths, name: str) -> list[Path]:
