@@ -1,0 +1,363 @@
+"""Runner of stage 01: align each field's bands into a cube, list its catalog objects in pixel coordinates,
+write the exercise tensors, and summarise everything in data/reports/alignment/.
+
+Per field (in parallel with ``workers``/``scheduler``): read the five frames, resample onto the reference
+band's grid (``stargal.align``), write ``paths.cube(fid)``; then select the calibObj objects inside the
+frame (``stargal.catalog``) and write ``paths.objects(fid)``. Each output is skipped while it is current
+with respect to its inputs (``--force`` redoes it). Outputs are written last and atomically, so a bad input
+raises StargalError with nothing half-written.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+
+from .. import align, catalog, sdss
+from ..config import BANDS, LABEL_GALAXY, LABEL_STAR, REFERENCE_BAND, FieldSet
+from ..cube import read_cube, write_cube
+from ..errors import StargalError
+from ..fsio import atomic_path, is_current, read_json, save_npy, write_json, write_text
+from ..parallel import map_tasks
+from ..paths import DataPaths, FieldId
+from ..tables import OBJECT_DTYPE, read_table, write_table
+
+log = logging.getLogger("stargal")
+CATALOG_KINDS = ("gal", "star")
+
+
+@dataclass(frozen=True)
+class FieldTask:
+    """Everything a worker needs for one field (picklable)."""
+
+    root: str
+    fid: FieldId
+    ref_band: str = REFERENCE_BAND
+    force: bool = False
+    # pre-filtered catalog rows per kind ("gal"/"star"), empty when the run/camcol has no catalogs
+    catalogs: dict[str, np.ndarray] = field(default_factory=dict)
+    catalog_files: tuple[str, ...] = ()
+
+
+def frame_paths(paths: DataPaths, fid: FieldId) -> list[Path]:
+    return [paths.frame(fid, b) for b in BANDS]
+
+
+def check_frames(paths: DataPaths, fids: list[FieldId]) -> None:
+    """Fail fast, before any work, if a band's frame is missing."""
+    for fid in fids:
+        for band, p in zip(BANDS, frame_paths(paths, fid), strict=True):
+            if not p.is_file():
+                raise StargalError(f"{p}: file not found (band {band} of field {fid}; run 00_download.py)")
+
+
+def read_field_frames(paths: DataPaths, fid: FieldId, ref_band: str) -> list[sdss.Frame]:
+    """The five frames of a field, checked to share the reference band's shape."""
+    frames = [sdss.read_frame(p) for p in frame_paths(paths, fid)]
+    ref_shape = frames[BANDS.index(ref_band)].image.shape
+    for f in frames:
+        if f.image.shape != ref_shape:
+            raise StargalError(f"{f.path}: frame shape {f.image.shape} differs from the {ref_band} band's {ref_shape}")
+    return frames
+
+
+def cube_meta(fid: FieldId, ref_band: str, ref: sdss.Frame, result: align.Alignment) -> dict:
+    """Header keywords of the cube: identity, and each band's measured offset relative to the reference."""
+    meta: dict = {
+        "REFBAND": (ref_band, "bands resampled onto this band's grid"),
+        "RERUN": fid.rerun,
+        "RUN": fid.run,
+        "CAMCOL": fid.camcol,
+        "FIELD": fid.field,
+        "SIMULAT": (ref.simulated, "simulated sky (stargal.simulate)"),
+        "ALIGNMTH": ("bilinear", "area weights exact for a translation"),
+    }
+    for band, pmap, exact in zip(BANDS, result.maps, result.exact_fallback, strict=True):
+        if pmap is None:
+            dx = dy = drift = residual = 0.0
+            degree = 0
+        else:
+            dx, dy = pmap.centre_offset
+            drift, residual, degree = pmap.drift, pmap.residual, pmap.cx.shape[0] - 1
+        meta[f"DX_{band}"] = (round(dx, 5), f"{band} minus {ref_band} x at centre, px")
+        meta[f"DY_{band}"] = (round(dy, 5), f"{band} minus {ref_band} y at centre, px")
+        meta[f"DRIFT_{band}"] = (round(drift, 5), f"max {band} offset change over frame, px")
+        meta[f"MAPDEG_{band}"] = (degree, f"degree of {band} pixel map polynomial")
+        meta[f"MAPRES_{band}"] = (float(f"{residual:.3g}"), f"max {band} map residual vs WCS, px")
+        meta[f"EXACT_{band}"] = (bool(exact), "pixels mapped through WCS")
+    return meta
+
+
+def align_field(paths: DataPaths, fid: FieldId, ref_band: str = REFERENCE_BAND) -> None:
+    """Read, align and write one field's cube."""
+    frames = read_field_frames(paths, fid, ref_band)
+    ref = frames[BANDS.index(ref_band)]
+    result = align.align_bands([f.image for f in frames], [f.wcs for f in frames], BANDS.index(ref_band))
+    del frames  # the raw images are no longer needed: lower the peak before writing
+    write_cube(paths.cube(fid), result.cube, ref.wcs, "".join(BANDS), cube_meta(fid, ref_band, ref, result))
+
+
+def cube_wcs_shape(path: Path):
+    """The WCS and (rows, columns) of a written cube, from its header only."""
+    header = fits.getheader(path)
+    return sdss.quiet_wcs(header), (int(header["NAXIS2"]), int(header["NAXIS1"]))
+
+
+def process_field(task: FieldTask) -> dict:
+    """Stage 01 for one field (module-level for map_tasks): cube, then objects; returns what was done."""
+    paths = DataPaths(Path(task.root))
+    fid = task.fid
+    cube_path, objects_path = paths.cube(fid), paths.objects(fid)
+    done = {"field": fid.field, "aligned": False, "objects": False, "align_seconds": None, "cpu_seconds": None}
+    if task.force or not is_current([cube_path], frame_paths(paths, fid)):
+        t0, c0 = time.perf_counter(), time.process_time()
+        align_field(paths, fid, task.ref_band)
+        done.update(aligned=True, align_seconds=time.perf_counter() - t0, cpu_seconds=time.process_time() - c0)
+    if not task.catalog_files:
+        return done
+    if task.force or done["aligned"] or not is_current([objects_path], [cube_path, *task.catalog_files]):
+        wcs, shape = cube_wcs_shape(cube_path)
+        table, mismatched = catalog.field_objects(task.catalogs, wcs, shape, fid.rerun)
+        if mismatched:
+            log.warning("field %s: dropped %d objects whose OBJC_TYPE contradicts their catalog", fid, mismatched)
+        if len(table) == 0:
+            raise StargalError(
+                f"{', '.join(task.catalog_files)}: no catalog object falls inside the frame of field {fid}"
+            )
+        write_table(objects_path, table)
+        done.update(objects=True, mismatched=mismatched)
+    return done
+
+
+def load_catalogs(paths: DataPaths, fs: FieldSet) -> tuple[dict[str, np.ndarray], tuple[str, ...]]:
+    """The run/camcol's calibObj catalogs that exist (kind -> rows), and their files."""
+    found = {k: paths.catalog(fs.rerun, fs.run, fs.camcol, k) for k in CATALOG_KINDS}
+    present = {k: p for k, p in found.items() if p.is_file()}
+    if not present:
+        log.info("no calibObj catalogs for %s: writing cubes only, object coordinates skipped", fs.label)
+        return {}, ()
+    for k, p in found.items():
+        if k not in present:
+            log.warning("%s: not found; objects of field(s) will list %s only", p, " and ".join(present))
+    return {k: sdss.read_catalog(p) for k, p in present.items()}, tuple(str(p) for p in present.values())
+
+
+def write_tensors(paths: DataPaths, fs: FieldSet, fids: list[FieldId], force: bool = False) -> dict | None:
+    """The exercise's tensors of the fields that have object tables; None when there are none.
+
+    images.npy [N, H, W, C] float32 (channels = BANDS, NaN where a band has no cover), written field by
+    field into a memory map so all fields are never in RAM at once; gal_coords.npy / star_coords.npy
+    [N, K, 2] float32 (x, y) NaN-padded; tensors.json with the field order and per-field counts.
+    """
+    fids = [f for f in fids if paths.objects(f).is_file()]
+    if not fids:
+        return None
+    out_dir = paths.tensors_dir(fs.rerun, fs.run, fs.camcol)
+    files = {n: out_dir / f"{n}.npy" for n in ("images", "gal_coords", "star_coords")}
+    meta_path = out_dir / "tensors.json"
+    inputs = [p for f in fids for p in (paths.cube(f), paths.objects(f))]
+    if not force and is_current([*files.values(), meta_path], inputs):
+        meta = read_json(meta_path)
+        if meta.get("fields") == [f.field for f in fids]:
+            return meta
+    tables = [read_table(paths.objects(f)) for f in fids]
+    first = read_cube(paths.cube(fids[0]))
+    shape = (len(fids), *first.shape, first.data.shape[0])
+    with atomic_path(files["images"]) as tmp:
+        images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
+        for i, f in enumerate(fids):
+            cube = read_cube(paths.cube(f))
+            if cube.data.shape != first.data.shape:
+                raise StargalError(f"{paths.cube(f)}: cube shape {cube.data.shape} differs from {first.data.shape}")
+            images[i] = np.moveaxis(cube.data, 0, -1)
+        images.flush()
+        del images
+    gal = catalog.padded_coords(tables, LABEL_GALAXY)
+    star = catalog.padded_coords(tables, LABEL_STAR)
+    save_npy(files["gal_coords"], gal)
+    save_npy(files["star_coords"], star)
+    meta = {
+        "fields": [f.field for f in fids],
+        "rerun": fs.rerun,
+        "run": fs.run,
+        "camcol": fs.camcol,
+        "images_shape": list(shape),
+        "channels": "".join(BANDS),
+        "coords": "x (column), y (row), 0-based pixels of the aligned cube; NaN padding",
+        "gal_coords_shape": list(gal.shape),
+        "star_coords_shape": list(star.shape),
+        "counts": {
+            str(f.field): {
+                "gal": int(np.sum(t["label"] == LABEL_GALAXY)),
+                "star": int(np.sum(t["label"] == LABEL_STAR)),
+            }
+            for f, t in zip(fids, tables, strict=True)
+        },
+    }
+    write_json(meta_path, meta)
+    return meta
+
+
+def field_statistics(paths: DataPaths, fid: FieldId) -> dict:
+    """Counts, star fraction and band offsets of one processed field, read back from its outputs."""
+    header = fits.getheader(paths.cube(fid))
+    bands = str(header["BANDS"])
+    offsets = {
+        b: {k.lower(): float(header.get(f"{k}_{b}", 0.0)) for k in ("DX", "DY", "DRIFT")}
+        | {"degree": int(header.get(f"MAPDEG_{b}", 0)), "residual": float(header.get(f"MAPRES_{b}", 0.0))}
+        for b in bands
+    }
+    stats: dict = {
+        "field": fid.field,
+        "simulated": bool(header.get("SIMULAT", False)),
+        "ref_band": str(header.get("REFBAND", "")),
+        "offsets": offsets,
+    }
+    if paths.objects(fid).is_file():
+        t = read_table(paths.objects(fid))
+        n_star = int(np.sum(t["label"] == LABEL_STAR))
+        stats.update(
+            objects=int(len(t)),
+            galaxies=int(len(t) - n_star),
+            stars=n_star,
+            star_fraction=round(n_star / len(t), 4) if len(t) else None,
+            listed_under_neighbours=int(np.sum(t["field"] != fid.field)),
+        )
+    else:
+        stats.update(objects=None, coordinates="skipped (no catalogs)")
+    return stats
+
+
+def write_reports(paths: DataPaths, fs: FieldSet, fids: list[FieldId], ref_band: str, timings: list[dict]) -> dict:
+    """JSON and Markdown summary plus the plots in ``paths.reports("alignment")``."""
+    from ..plots import alignment as plots
+
+    out = paths.reports("alignment")
+    per_field = [field_statistics(paths, f) for f in fids]
+    tables = [read_table(paths.objects(f)) for f in fids if paths.objects(f).is_file()]
+    allobj = np.concatenate(tables) if tables else np.empty(0, dtype=OBJECT_DTYPE)
+    n_star = int(np.sum(allobj["label"] == LABEL_STAR))
+    aligned = [t for t in timings if t.get("aligned")]
+    summary = {
+        "rerun": fs.rerun,
+        "run": fs.run,
+        "camcol": fs.camcol,
+        "ref_band": ref_band,
+        "fields": per_field,
+        "totals": {
+            "objects": int(len(allobj)),
+            "galaxies": int(len(allobj) - n_star),
+            "stars": n_star,
+            "star_fraction": round(n_star / len(allobj), 4) if len(allobj) else None,
+        },
+        "timing": {
+            "fields_aligned_this_run": len(aligned),
+            "mean_seconds_per_field": round(float(np.mean([t["align_seconds"] for t in aligned])), 3)
+            if aligned
+            else None,
+            "mean_cpu_seconds_per_field": round(float(np.mean([t["cpu_seconds"] for t in aligned])), 3)
+            if aligned
+            else None,
+        },
+        "plots": {},
+    }
+    summary["plots"]["offsets"] = plots.plot_offsets(per_field, out / "band_offsets.png")
+    if len(allobj):
+        summary["plots"]["counts"] = plots.plot_counts(per_field, out / "object_counts.png")
+        summary["plots"]["magnitudes"] = plots.plot_magnitudes(allobj, out / "magnitudes.png")
+    frames = {b: sdss.read_frame(paths.frame(fids[0], b)) for b in ("g", "r", "i")}
+    cube = read_cube(paths.cube(fids[0]))
+    summary["plots"]["before_after"] = plots.plot_before_after(
+        {b: f.image for b, f in frames.items()}, cube, out / "before_after.png", title=f"field {fids[0]}"
+    )
+    summary["plots"] = {k: os.path.relpath(v, out) for k, v in summary["plots"].items()}
+    write_json(out / "summary.json", summary)
+    write_text(out / "summary.md", summary_markdown(summary))
+    return summary
+
+
+def summary_markdown(summary: dict) -> str:
+    lines = [
+        f"# Stage 01: alignment of {summary['rerun']}/{summary['run']}/{summary['camcol']}",
+        "",
+        f"Bands resampled onto the {summary['ref_band']}-band pixel grid. Offsets: band pixel minus reference pixel at the"
+        " frame centre; drift: largest change of the offset across the frame.",
+        "",
+        "| field | objects | galaxies | stars | star fraction | from neighbours | "
+        + " | ".join(f"{b} dx, dy (drift)" for b in BANDS)
+        + " |",
+        "|---" * (6 + len(BANDS)) + "|",
+    ]
+    for f in summary["fields"]:
+        offs = " | ".join(f"{o['dx']:+.2f}, {o['dy']:+.2f} ({o['drift']:.2f})" for o in f["offsets"].values())
+        if f.get("objects") is None:
+            counts = "skipped | | | |"
+        else:
+            counts = f"{f['objects']} | {f['galaxies']} | {f['stars']} | {f['star_fraction']:.3f} | {f['listed_under_neighbours']}"
+        lines.append(f"| {f['field']} | {counts} | {offs} |")
+    t = summary["totals"]
+    lines += ["", f"Total: {t['objects']} objects, {t['galaxies']} galaxies, {t['stars']} stars"]
+    if t["star_fraction"] is not None:
+        lines[-1] += f" (star fraction {t['star_fraction']:.3f})"
+    timing = summary["timing"]
+    if timing["fields_aligned_this_run"]:
+        lines += [
+            "",
+            f"Aligned {timing['fields_aligned_this_run']} field(s) this run, {timing['mean_seconds_per_field']} s wall, {timing['mean_cpu_seconds_per_field']} s CPU per field.",
+        ]
+    lines += ["", "## Plots", ""] + [f"![{k}]({v})" for k, v in summary["plots"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def run_alignment(
+    paths: DataPaths,
+    fs: FieldSet,
+    *,
+    ref_band: str = REFERENCE_BAND,
+    workers: int = 1,
+    scheduler: str | None = None,
+    force: bool = False,
+    reports: bool = True,
+) -> dict:
+    """Stage 01 over the fields of ``fs``; returns a summary dict (what was done, counts, where things went)."""
+    if ref_band not in BANDS:
+        raise StargalError(f"--ref-band {ref_band!r}: expected one of {' '.join(BANDS)}")
+    fids = [FieldId(fs.rerun, fs.run, fs.camcol, f) for f in fs.fields]
+    if not fids:
+        raise StargalError("--fields: no fields to align")
+    check_frames(paths, fids)
+    catalogs, catalog_files = load_catalogs(paths, fs)
+    tasks = [
+        FieldTask(
+            str(paths.root),
+            fid,
+            ref_band,
+            force,
+            {k: catalog.prefilter(c, fid.field) for k, c in catalogs.items()},
+            catalog_files,
+        )
+        for fid in fids
+    ]
+    done = map_tasks(process_field, tasks, workers=workers, scheduler=scheduler, description="aligning fields")
+    changed = any(d["aligned"] or d["objects"] for d in done)
+    tensors = write_tensors(paths, fs, fids, force=force or changed) if catalog_files else None
+    result = {
+        "fields": [f.field for f in fids],
+        "aligned": [d["field"] for d in done if d["aligned"]],
+        "objects_written": [d["field"] for d in done if d["objects"]],
+        "coordinates": "written" if catalog_files else "skipped (no calibObj catalogs)",
+        "tensors": str(paths.tensors_dir(fs.rerun, fs.run, fs.camcol)) if tensors else None,
+        "timings": done,
+    }
+    summary_path = paths.reports("alignment", "summary.json")
+    if reports and (changed or force or not summary_path.is_file()):
+        summary = write_reports(paths, fs, fids, ref_band, done)
+        result["totals"] = summary["totals"]
+        result["reports"] = str(paths.reports("alignment"))
+    return result

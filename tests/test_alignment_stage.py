@@ -1,0 +1,256 @@
+"""Stage 01 runner and script: simulated sky end to end, idempotence, bad inputs, real catalog stars."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from conftest import TINY, TINY_SHAPE
+
+from stargal import sdss
+from stargal.config import BANDS, LABEL_STAR, FieldSet
+from stargal.cube import read_cube
+from stargal.errors import StargalError
+from stargal.fsio import load_npy, read_json
+from stargal.paths import DataPaths, FieldId
+from stargal.stages.alignment import run_alignment
+from stargal.tables import OBJECT_DTYPE, read_table
+
+SCRIPT = Path(__file__).resolve().parents[1] / "code" / "01_alignment.py"
+ONE = dataclasses.replace(TINY, fields=(81,))
+
+
+def fid(field: int, fs: FieldSet = TINY) -> FieldId:
+    return FieldId(fs.rerun, fs.run, fs.camcol, field)
+
+
+def test_simulated_sky_end_to_end(tiny_data: DataPaths):
+    result = run_alignment(tiny_data, TINY, workers=1)
+    assert result["aligned"] == list(TINY.fields) and result["objects_written"] == list(TINY.fields)
+    truth = read_table(tiny_data.sim_truth(TINY.rerun, TINY.run, TINY.camcol), dtype=_truth_dtype())
+    tables = []
+    for f in TINY.fields:
+        cube = read_cube(tiny_data.cube(fid(f)))
+        assert cube.data.shape == (5, *TINY_SHAPE) and cube.bands == "ugriz"
+        assert cube.header["REFBAND"] == "r" and cube.header["FIELD"] == f and cube.header["SIMULAT"]
+        assert all(f"DX_{b}" in cube.header and f"DRIFT_{b}" in cube.header for b in BANDS)
+        table = read_table(tiny_data.objects(fid(f)))
+        tables.append(table)
+        assert len(table) > 20 and set(np.unique(table["label"])) == {0, 1}
+        assert np.any(table["field"] != f)  # objects listed under neighbouring fields are included
+        # coordinates of the objects the field owns match the simulator's true positions
+        own = np.sort(table[table["field"] == f], order="id")
+        t = truth[(truth["field"] == f) & (truth["id"] >= 0)]
+        t = t[np.isin(t["id"], own["id"])]
+        order = np.argsort(t["id"])
+        assert len(t) == len(own)
+        np.testing.assert_allclose(own["x"], t["x"][order], atol=0.05)
+        np.testing.assert_allclose(own["y"], t["y"][order], atol=0.05)
+        assert (own["label"] == t["label"][order]).mean() > 0.8  # catalog class (noisy OBJC_TYPE) vs truth
+    # the offsets the simulator injected are recovered (its frames' WCSs carry them)
+    r = sdss.read_frame(tiny_data.frame(fid(81), "r"))
+    g = sdss.read_frame(tiny_data.frame(fid(81), "g"))
+    cube = read_cube(tiny_data.cube(fid(81)))
+    cy, cx = (TINY_SHAPE[0] - 1) / 2, (TINY_SHAPE[1] - 1) / 2
+    ra, dec = r.wcs.all_pix2world(cx, cy, 0)
+    gx, gy = g.wcs.all_world2pix(ra, dec, 0)
+    assert cube.header["DX_g"] == pytest.approx(gx - cx, abs=1e-3) and cube.header["DY_g"] == pytest.approx(
+        gy - cy, abs=1e-3
+    )
+    # exercise tensors
+    tdir = tiny_data.tensors_dir(TINY.rerun, TINY.run, TINY.camcol)
+    images = load_npy(tdir / "images.npy", mmap=True)
+    assert isinstance(images, np.memmap) and images.shape == (4, *TINY_SHAPE, 5) and images.dtype == np.float32
+    np.testing.assert_array_equal(images[1, :, :, 3], read_cube(tiny_data.cube(fid(81))).data[3])
+    meta = read_json(tdir / "tensors.json")
+    assert meta["fields"] == list(TINY.fields)
+    star = load_npy(tdir / "star_coords.npy")
+    gal = load_npy(tdir / "gal_coords.npy")
+    for i, t in enumerate(tables):
+        n_star = int(np.sum(t["label"] == LABEL_STAR))
+        assert meta["counts"][str(TINY.fields[i])] == {"gal": len(t) - n_star, "star": n_star}
+        assert np.isfinite(star[i, :n_star]).all() and np.isnan(star[i, n_star:]).all()
+        assert np.isfinite(gal[i, : len(t) - n_star]).all() and np.isnan(gal[i, len(t) - n_star :]).all()
+    # report
+    report = tiny_data.reports("alignment")
+    summary = read_json(report / "summary.json")
+    assert summary["totals"]["objects"] == sum(len(t) for t in tables)
+    assert [f["field"] for f in summary["fields"]] == list(TINY.fields)
+    for name in ("band_offsets.png", "object_counts.png", "magnitudes.png", "before_after.png", "summary.md"):
+        assert (report / name).stat().st_size > 500, name
+
+
+def _truth_dtype():
+    from stargal.simulate import TRUTH_DTYPE
+
+    return TRUTH_DTYPE
+
+
+def test_idempotent_force_and_parallel(tiny_data: DataPaths):
+    two = dataclasses.replace(TINY, fields=(81, 82))
+    first = run_alignment(tiny_data, two, workers=2)
+    assert first["aligned"] == [81, 82]
+    cube81 = read_cube(tiny_data.cube(fid(81)), mmap=False).data
+    stamp = {p: p.stat().st_mtime_ns for f in (81, 82) for p in (tiny_data.cube(fid(f)), tiny_data.objects(fid(f)))}
+    again = run_alignment(tiny_data, two, workers=1)
+    assert again["aligned"] == [] and again["objects_written"] == []
+    assert all(p.stat().st_mtime_ns == t for p, t in stamp.items())
+    # a newer frame makes only its field stale
+    frame = tiny_data.frame(fid(82), "u")
+    later = time.time() + 10
+    os.utime(frame, (later, later))
+    assert run_alignment(tiny_data, two, workers=1)["aligned"] == [82]
+    forced = run_alignment(tiny_data, two, workers=1, force=True, reports=False)
+    assert forced["aligned"] == [81, 82]
+    # serial and parallel runs give identical cubes
+    np.testing.assert_array_equal(read_cube(tiny_data.cube(fid(81)), mmap=False).data, cube81)
+
+
+def test_frames_only_field_writes_cube_and_skips_coordinates(tiny_data: DataPaths):
+    for kind in ("gal", "star"):
+        tiny_data.catalog(TINY.rerun, TINY.run, TINY.camcol, kind).unlink()
+    result = run_alignment(tiny_data, ONE, workers=1)
+    assert result["aligned"] == [81] and result["coordinates"].startswith("skipped")
+    assert tiny_data.cube(fid(81)).is_file() and not tiny_data.objects(fid(81)).exists()
+    assert not tiny_data.tensors_dir(TINY.rerun, TINY.run, TINY.camcol).exists()
+    assert read_json(tiny_data.reports("alignment", "summary.json"))["fields"][0]["objects"] is None
+
+
+def _nothing_written(paths: DataPaths, field: int = 81) -> bool:
+    return not paths.cube(fid(field)).exists() and not paths.objects(fid(field)).exists()
+
+
+def _rewrite_frame(path: Path, image=None, drop_wcs: bool = False) -> None:
+    frame = sdss.read_frame(path)
+    header = frame.header
+    if drop_wcs:
+        for key in list(header):
+            if key.startswith(("CTYPE", "CRVAL", "CRPIX", "CD1_", "CD2_", "CUNIT", "RADE", "EQUINOX")):
+                del header[key]
+    sdss.write_frame(path, frame.image if image is None else image, header)
+
+
+def test_missing_band(tiny_data: DataPaths):
+    missing = tiny_data.frame(fid(81), "u")
+    missing.unlink()
+    with pytest.raises(StargalError, match=f"{missing.name}: file not found"):
+        run_alignment(tiny_data, ONE, workers=1)
+    assert _nothing_written(tiny_data)
+
+
+def test_corrupt_bz2(tiny_data: DataPaths):
+    bad = tiny_data.frame(fid(81), "g")
+    bad.write_bytes(bad.read_bytes()[:5000])
+    with pytest.raises(StargalError, match=f"{bad.name}: not a readable SDSS frame"):
+        run_alignment(tiny_data, ONE, workers=1)
+    assert _nothing_written(tiny_data)
+
+
+def test_frame_without_wcs(tiny_data: DataPaths):
+    bad = tiny_data.frame(fid(81), "i")
+    _rewrite_frame(bad, drop_wcs=True)
+    with pytest.raises(StargalError, match=f"{bad.name}: frame has no celestial WCS"):
+        run_alignment(tiny_data, ONE, workers=1)
+    assert _nothing_written(tiny_data)
+
+
+def test_mismatched_frame_shapes(tiny_data: DataPaths):
+    bad = tiny_data.frame(fid(81), "z")
+    _rewrite_frame(bad, image=sdss.read_frame(bad).image[:-10])
+    with pytest.raises(StargalError, match=f"{bad.name}: frame shape"):
+        run_alignment(tiny_data, ONE, workers=1)
+    assert _nothing_written(tiny_data)
+
+
+def test_catalog_without_radec(tiny_data: DataPaths):
+    path = tiny_data.catalog(TINY.rerun, TINY.run, TINY.camcol, "star")
+    with fits.open(path) as hdul:
+        data = hdul[1].data
+        columns = {c: np.asarray(data[c]) for c in data.columns.names if c not in ("RA", "DEC")}
+    sdss.write_catalog(path, columns)
+    with pytest.raises(StargalError, match=f"{path.name}: catalog lacks column.*RA, DEC"):
+        run_alignment(tiny_data, ONE, workers=1)
+    assert _nothing_written(tiny_data)
+
+
+def test_field_with_no_objects(tiny_data: DataPaths):
+    for kind in ("gal", "star"):
+        path = tiny_data.catalog(TINY.rerun, TINY.run, TINY.camcol, kind)
+        cat = sdss.read_catalog(path)
+        cat = cat[cat["FIELD"] == 83]  # objects far from field 81's frame only
+        sdss.write_catalog(path, {c: cat[c] for c in cat.dtype.names})
+    with pytest.raises(StargalError, match="no catalog object falls inside the frame of field 301/8162/6/81"):
+        run_alignment(tiny_data, ONE, workers=1)
+    assert not tiny_data.objects(fid(81)).exists()
+    assert not tiny_data.tensors_dir(TINY.rerun, TINY.run, TINY.camcol).exists()
+
+
+def test_script_one_line_error_and_success(tiny_data: DataPaths):
+    args = [sys.executable, str(SCRIPT), "--data-dir", str(tiny_data.root), "--fields", "81", "--workers", "1", "-q"]
+    missing = tiny_data.frame(fid(81), "r")
+    saved = missing.read_bytes()
+    missing.unlink()
+    run = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2
+    assert run.stderr.strip().count("\n") == 0 and "error:" in run.stderr and missing.name in run.stderr
+    missing.write_bytes(saved)
+    run = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "aligned 1" in run.stdout and "objects:" in run.stdout
+    assert read_table(tiny_data.objects(fid(81))).dtype == OBJECT_DTYPE
+
+
+# ---------------------------------------------------------------------------------------------------------
+# real SDSS data: the 161 catalog stars of field 4510-4-30
+
+
+@pytest.fixture(scope="module")
+def real_star_field(sample_dir, tmp_path_factory):
+    """Stage 01 on the real field 4510/4/30 with its real star sweep (links to the sample, no copies)."""
+    paths = DataPaths(tmp_path_factory.mktemp("real4510"))
+    fs = FieldSet(rerun=301, run=4510, camcol=4, fields=(30,), train_fields=(), val_fields=(), test_fields=())
+    field_id = FieldId(301, 4510, 4, 30)
+    src = sample_dir / "004510-4-0030"
+    links = [paths.frame(field_id, b) for b in BANDS] + [paths.catalog(301, 4510, 4, "star")]
+    for link in links:
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(src / link.name)
+    run_alignment(paths, fs, workers=1, reports=False)
+    return read_cube(paths.cube(field_id), mmap=False), read_table(paths.objects(field_id))
+
+
+@pytest.mark.real
+def test_real_catalog_stars_land_on_stellar_peaks(real_star_field):
+    from test_align import _moments
+
+    cube, table = real_star_field
+    assert np.count_nonzero(table["field"] == 30) == 161 and (table["label"] == LABEL_STAR).all()
+    rows, cols = cube.shape
+    r = cube.data[BANDS.index("r")]
+    # detectable, unsaturated stars (r < 15 saturates: flat cores) away from the edges
+    ok = (table["r_psfmag"] >= 15) & (table["r_psfmag"] < 22)
+    ok &= (table["x"] > 25) & (table["x"] < cols - 26) & (table["y"] > 25) & (table["y"] < rows - 26)
+    stars = table[ok]
+    assert len(stars) > 80
+    xi, yi = np.rint(stars["x"]).astype(int), np.rint(stars["y"]).astype(int)
+    peak_dist = []
+    for x, y, sx, sy in zip(xi, yi, stars["x"], stars["y"], strict=True):
+        box = r[y - 3 : y + 4, x - 3 : x + 4]
+        py, px = np.unravel_index(np.argmax(box), box.shape)
+        peak_dist.append(np.hypot(x - 3 + px - sx, y - 3 + py - sy))
+    assert np.mean(np.array(peak_dist) <= 1.0) > 0.9  # the brightest nearby pixel is the star's own
+    bright = stars[stars["r_psfmag"] < 20]
+    for b in ("g", "r", "i", "z"):
+        img = cube.data[BANDS.index(b)]
+        d = np.array(
+            [np.subtract(_moments(img, int(round(s["y"])), int(round(s["x"])))[:2], (s["x"], s["y"])) for s in bright]
+        )
+        dist = np.hypot(*d.T)
+        assert np.median(dist) < (0.1 if b == "r" else 0.2), (b, np.median(dist))
