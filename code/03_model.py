@@ -1,0 +1,101 @@
+#!/usr/bin/env python3
+"""Stage 03: train a CNN star/galaxy classifier on a prepared dataset and evaluate it on every split.
+
+Architectures: the course project's base and regularised CNNs, and stargal's own (default). The model
+applies the dataset's normalisation itself, so it takes raw nanomaggie patches; the decision threshold
+is chosen on validation data only. Writes data/models/NAME/ and plots under data/reports/training/NAME/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from stargal import cli  # noqa: E402
+from stargal.augment import POLICIES  # noqa: E402
+from stargal.model import ARCHITECTURES  # noqa: E402
+
+
+def build_parser():
+    parser = cli.make_parser(__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default=None, help="dataset name (default: the one stage 02 prepared last)")
+    parser.add_argument("--architecture", choices=ARCHITECTURES, default=None, help="network (default: stargal)")
+    parser.add_argument(
+        "--config",
+        default=None,
+        metavar="JSON",
+        help='hyper-parameters from a JSON file, e.g. a tuning best.json {"architecture", "hyperparameters"}',
+    )
+    parser.add_argument(
+        "--epochs",
+        type=cli.positive_int,
+        default=None,
+        help="maximum epochs (default: 30 for stargal, 60 for the reference models)",
+    )
+    parser.add_argument(
+        "--patience",
+        type=cli.positive_int,
+        default=None,
+        help="early-stopping patience on val loss (default: 10 for stargal, 8 for the reference models)",
+    )
+    parser.add_argument("--batch-size", type=cli.positive_int, default=None, help="batch size (default 256)")
+    parser.add_argument("--learning-rate", type=float, default=None, help="initial learning rate")
+    parser.add_argument(
+        "--augment",
+        choices=tuple(POLICIES),
+        default=None,
+        help="streamed augmentation (default: d4 for stargal, none for the reference models)",
+    )
+    parser.add_argument(
+        "--schedule",
+        choices=("none", "cosine", "plateau"),
+        default=None,
+        help="learning-rate schedule (default: cosine for stargal, none for the reference models)",
+    )
+    parser.add_argument("--class-weight", choices=("none", "balanced"), default=None, help="class weighting")
+    parser.add_argument(
+        "--seeds",
+        type=cli.positive_int,
+        default=None,
+        metavar="N",
+        help="train N models with seeds SEED, SEED+1, ... and report mean and spread",
+    )
+    parser.add_argument(
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="test-time augmentation: average over the 8 symmetries (default: on for stargal, off for the reference)",
+    )
+    parser.add_argument("--name", default=None, help="model name (default ARCHITECTURE-DATASET-sSEED)")
+    parser.add_argument(
+        "--compare-augmentation",
+        action="store_true",
+        help="train without and with augmentation and write a comparison (exercise Task 1.4)",
+    )
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    cli.setup_logging(args.quiet)
+    from stargal.stages import training
+
+    options = training.options_from_args(args)
+    paths = cli.data_paths(args)
+    seeds = [args.seed + i for i in range(args.seeds)] if args.seeds else None
+    if args.compare_augmentation:
+        result = training.compare_augmentation(paths, args.dataset, options, seeds)
+        print(training.markdown_table(result["rows"], training.COMPARISON_COLUMNS), end="")
+        print(f"report: {result['report']}")
+        return 0
+    result = training.run_training(paths, args.dataset, options, seeds)
+    print(training.run_summary(result))
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run_main(main)

@@ -1,0 +1,260 @@
+"""The CNNs: the course project's base and regularised networks, and stargal's own.
+
+Every model starts with ``AsinhNormalisation`` (the stage-02 normalisation, stored in the model), so a
+saved model takes raw float32 nanomaggie patches [n, P, P, 5] and returns p(star) through a sigmoid.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .errors import StargalError
+
+ARCHITECTURES = ("reference_base", "reference_regularised", "stargal")
+
+# Hyper-parameter defaults per architecture; ``hp`` passed to build_model overrides these.
+DEFAULT_HP: dict[str, dict] = {
+    "reference_base": {"learning_rate": 1e-3, "filters": 32, "dense_units": 128},
+    "reference_regularised": {
+        "learning_rate": 1e-3,
+        "filters": 32,
+        "dense_units": 128,
+        "spatial_dropout": 0.1,
+        "dropout": 0.1,
+        "dense_dropout": 0.5,
+        "l2": 0.01,
+    },
+    "stargal": {
+        "learning_rate": 2e-3,
+        "weight_decay": 1e-4,
+        "filters": 16,
+        "dense_units": 64,
+        "dense_dropout": 0.3,
+        "spatial_dropout": 0.0,
+        "l2": 0.0,
+        "label_smoothing": 0.0,
+    },
+}
+
+
+def configure_threads(threads: int | None = None) -> None:
+    """Pin TensorFlow's thread pools (before any op runs): intra-op = cores, inter-op = 1 or 2."""
+    import tensorflow as tf
+
+    threads = threads or int(os.environ.get("STARGAL_TF_THREADS", 0)) or os.cpu_count() or 1
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(min(2, threads))
+    except RuntimeError:
+        pass  # already initialised in this process: keep the existing pools
+
+
+def _keras():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+
+    return keras
+
+
+def _normalisation_layer_class():
+    keras = _keras()
+    import tensorflow as tf
+
+    @keras.saving.register_keras_serializable(package="stargal", name="AsinhNormalisation")
+    class AsinhNormalisation(keras.layers.Layer):
+        """x -> arcsinh((x - center[c]) / scale[c]) per channel; NaN/inf pixels become 0."""
+
+        def __init__(self, center, scale, **kwargs):
+            super().__init__(**kwargs)
+            self.center = [float(v) for v in center]
+            self.scale = [float(v) for v in scale]
+
+        def call(self, inputs):
+            x = tf.cast(inputs, "float32")
+            z = tf.asinh((x - tf.constant(self.center, "float32")) / tf.constant(self.scale, "float32"))
+            return tf.where(tf.math.is_finite(z), z, tf.zeros_like(z))
+
+        def compute_output_shape(self, input_shape):
+            return input_shape
+
+        def get_config(self):
+            return {**super().get_config(), "center": self.center, "scale": self.scale}
+
+    return AsinhNormalisation
+
+
+_NORM_CLASS = None
+
+
+def normalisation_layer(normalisation: dict, name: str = "normalisation"):
+    """The Keras layer applying a dataset.json normalisation ({"method": "asinh", "center", "scale"})."""
+    global _NORM_CLASS
+    if _NORM_CLASS is None:
+        _NORM_CLASS = _normalisation_layer_class()
+    method = normalisation.get("method", "asinh")
+    if method != "asinh":
+        raise StargalError(f"normalisation method {method!r}: only 'asinh' is supported")
+    center = np.asarray(normalisation["center"], np.float64)
+    scale = np.asarray(normalisation["scale"], np.float64)
+    if center.shape != scale.shape or not np.all(np.isfinite(scale)) or np.any(scale <= 0):
+        raise StargalError("normalisation: center and scale must be equal-length lists with positive scales")
+    return _NORM_CLASS(center.tolist(), scale.tolist(), name=name)
+
+
+def merged_hp(architecture: str, hp: dict | None = None) -> dict:
+    if architecture not in ARCHITECTURES:
+        raise StargalError(f"architecture {architecture!r}: unknown (choose from {', '.join(ARCHITECTURES)})")
+    out = dict(DEFAULT_HP[architecture])
+    out.update({k: v for k, v in (hp or {}).items() if v is not None})
+    return out
+
+
+def build_model(architecture: str, input_shape: tuple, normalisation: dict, hp: dict | None = None):
+    """A compiled Keras model of ``architecture`` for raw patches of ``input_shape`` (P, P, C)."""
+    keras = _keras()
+    hp = merged_hp(architecture, hp)
+    inputs = keras.Input(shape=tuple(input_shape), name="patch")
+    x = normalisation_layer(normalisation)(inputs)
+    builder = {"reference_base": _reference_base, "reference_regularised": _reference_regularised, "stargal": _stargal}
+    outputs = builder[architecture](x, hp)
+    model = keras.Model(inputs, outputs, name=architecture)
+    compile_model(model, architecture, hp)
+    return model
+
+
+def compile_model(model, architecture: str, hp: dict) -> None:
+    keras = _keras()
+    if architecture == "stargal":
+        optimizer = keras.optimizers.AdamW(learning_rate=hp["learning_rate"], weight_decay=hp["weight_decay"])
+    else:
+        optimizer = keras.optimizers.Adam(learning_rate=hp["learning_rate"])
+    loss = keras.losses.BinaryCrossentropy(label_smoothing=float(hp.get("label_smoothing", 0.0)))
+    model.compile(optimizer=optimizer, loss=loss, metrics=[keras.metrics.BinaryAccuracy(name="accuracy")])
+
+
+def _reference_base(x, hp):
+    """The course project's base CNN: two conv/pool stages, a dense layer, no regularisation."""
+    layers = _keras().layers
+    x = layers.Conv2D(hp["filters"], 3, activation="relu")(x)
+    x = layers.MaxPooling2D()(x)
+    x = layers.Conv2D(2 * hp["filters"], 3, activation="relu")(x)
+    x = layers.MaxPooling2D()(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(hp["dense_units"], activation="relu")(x)
+    return layers.Dense(1, activation="sigmoid", name="p_star")(x)
+
+
+def _reference_regularised(x, hp):
+    """The course project's regularised CNN (spatial dropout, dropout, L2 on the second conv)."""
+    keras = _keras()
+    layers = keras.layers
+    x = layers.Conv2D(hp["filters"], 3, activation="relu")(x)
+    x = layers.MaxPooling2D()(x)
+    x = layers.SpatialDropout2D(hp["spatial_dropout"])(x)
+    x = layers.Dropout(hp["dropout"])(x)
+    x = layers.Conv2D(2 * hp["filters"], 3, activation="relu", kernel_regularizer=keras.regularizers.L2(hp["l2"]))(x)
+    x = layers.MaxPooling2D()(x)
+    x = layers.SpatialDropout2D(hp["spatial_dropout"])(x)
+    x = layers.Dropout(hp["dropout"])(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(hp["dense_units"], activation="relu")(x)
+    x = layers.Dropout(hp["dense_dropout"])(x)
+    return layers.Dense(1, activation="sigmoid", name="p_star")(x)
+
+
+def _conv_bn(x, filters, hp, name):
+    keras = _keras()
+    layers = keras.layers
+    reg = keras.regularizers.L2(hp["l2"]) if hp.get("l2") else None
+    x = layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_regularizer=reg, name=f"{name}_conv")(x)
+    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    return layers.Activation("relu", name=f"{name}_relu")(x)
+
+
+def _stargal(x, hp):
+    """stargal's CNN: conv-BN stem, a residual block, pooled stage, and a head that sees both the
+    central pixels (where the object is) and global pooling (its extent), for few FLOPs per patch."""
+    layers = _keras().layers
+    f = int(hp["filters"])
+    x = _conv_bn(x, f, hp, "stem")  # P x P
+    shortcut = x
+    x = _conv_bn(x, f, hp, "res1a")
+    x = layers.Conv2D(f, 3, padding="same", use_bias=False, name="res1b_conv")(x)
+    x = layers.BatchNormalization(name="res1b_bn")(x)
+    x = layers.Activation("relu")(layers.Add()([x, shortcut]))
+    x = layers.MaxPooling2D(name="pool1")(x)  # P/2
+    if hp.get("spatial_dropout"):
+        x = layers.SpatialDropout2D(hp["spatial_dropout"])(x)
+    x = _conv_bn(x, 2 * f, hp, "stage2a")
+    x = _conv_bn(x, 2 * f, hp, "stage2b")
+    size = x.shape[1]
+    lo = max(0, size // 2 - 1)
+    center = layers.Cropping2D(((lo, size - lo - 3), (lo, size - lo - 3)), name="center")(x)
+    features = layers.Concatenate(name="features")(
+        [
+            layers.GlobalAveragePooling2D(name="gap")(x),
+            layers.GlobalMaxPooling2D(name="gmp")(x),
+            layers.Flatten(name="center_flat")(center),
+        ]
+    )
+    x = layers.Dense(hp["dense_units"], activation="relu", name="dense")(features)
+    if hp.get("dense_dropout"):
+        x = layers.Dropout(hp["dense_dropout"])(x)
+    return layers.Dense(1, activation="sigmoid", name="p_star")(x)
+
+
+def load_model(path: str | os.PathLike):
+    """Load a saved stargal model (model.keras file or the model folder holding it)."""
+    keras = _keras()
+    global _NORM_CLASS
+    if _NORM_CLASS is None:
+        _NORM_CLASS = _normalisation_layer_class()  # registers the custom layer
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.keras"
+    if not path.exists():
+        raise StargalError(f"{path}: model file not found")
+    try:
+        return keras.models.load_model(path, compile=True)
+    except (ValueError, OSError) as exc:
+        raise StargalError(f"{path}: cannot load model ({exc})") from None
+
+
+def flops_per_sample(model) -> int:
+    """Approximate multiply-adds x2 of the conv and dense layers for one patch (for reports)."""
+    total = 0
+    for layer in model.layers:
+        cls = type(layer).__name__
+        if cls == "Conv2D":
+            k = int(np.prod(layer.kernel.shape))
+            out = layer.output.shape
+            total += 2 * k * int(out[1]) * int(out[2])
+        elif cls == "Dense":
+            total += 2 * int(np.prod(layer.kernel.shape))
+    return total
+
+
+def predict(model, x: np.ndarray, *, batch_size: int = 512, tta: bool = False) -> np.ndarray:
+    """p(star) float32 [n] for raw patches; with ``tta`` the mean over the eight square symmetries."""
+    x = np.asarray(x, np.float32)
+    if len(x) == 0:
+        return np.zeros(0, np.float32)
+    if not tta:
+        return _predict(model, x, batch_size)
+    from .augment import D4_SIZE, apply_d4
+
+    total = np.zeros(len(x), np.float64)
+    for k in range(D4_SIZE):
+        xk = np.asarray(apply_d4(x, np.full(len(x), k, np.int32)))
+        total += _predict(model, xk, batch_size)
+    return (total / D4_SIZE).astype(np.float32)
+
+
+def _predict(model, x: np.ndarray, batch_size: int) -> np.ndarray:
+    out = []
+    for start in range(0, len(x), batch_size):
+        out.append(np.asarray(model(x[start : start + batch_size], training=False)).reshape(-1))
+    return np.concatenate(out).astype(np.float32)

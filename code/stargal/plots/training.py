@@ -1,0 +1,126 @@
+"""Plots of stage 03: learning curves, confusion matrix, ROC curves, metrics versus r magnitude, and the
+with/without augmentation comparison. PNG, written atomically."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from ..fsio import atomic_path  # noqa: E402
+
+
+def _save(fig, path: Path) -> Path:
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def history_plot(path: Path, history: dict) -> Path:
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    epochs = np.arange(1, len(history.get("loss", [])) + 1)
+    for ax, key in zip(axes, ("loss", "accuracy"), strict=True):
+        if key in history:
+            ax.plot(epochs, history[key], label="train")
+        if f"val_{key}" in history:
+            ax.plot(epochs, history[f"val_{key}"], label="validation")
+        best = history.get("best_epoch")
+        if best:
+            ax.axvline(best, color="grey", ls=":", label=f"best epoch {best}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(key)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle("Learning curves (weights of the best validation loss restored)")
+    return _save(fig, path)
+
+
+def confusion_plot(path: Path, metrics: dict, split: str = "test") -> Path:
+    cm = np.asarray(metrics[split]["confusion_matrix"])
+    fig, ax = plt.subplots(figsize=(4.2, 3.8))
+    ax.imshow(cm, cmap="Blues")
+    for (i, j), v in np.ndenumerate(cm):
+        frac = v / max(1, cm[i].sum())
+        ax.text(j, i, f"{v}\n{frac:.1%}", ha="center", va="center", color="white" if frac > 0.5 else "black")
+    ax.set_xticks([0, 1], ["galaxy", "star"])
+    ax.set_yticks([0, 1], ["galaxy", "star"])
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"{split}: threshold {metrics['threshold']:.3f}")
+    return _save(fig, path)
+
+
+def roc_plot(path: Path, data: dict, preds: dict) -> Path:
+    from ..metrics import roc_auc, roc_curve
+
+    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    for split, p in preds.items():
+        y = data[split]["y"]
+        if y.size and 0 < y.sum() < y.size:
+            fpr, tpr, _ = roc_curve(y, p)
+            ax.plot(fpr, tpr, label=f"{split} (AUC {roc_auc(y, p):.3f})")
+    ax.plot([0, 1], [0, 1], color="grey", ls=":", label="random")
+    ax.set_xlabel("false star rate (galaxies called stars)")
+    ax.set_ylabel("true star rate (star completeness)")
+    ax.legend(loc="lower right")
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def magnitude_plot(path: Path, metrics: dict, split: str = "test") -> Path:
+    rows = [r for r in metrics["by_magnitude"].get(split, []) if r["bin"] != "unknown"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    if rows:
+        labels = [r["bin"] for r in rows]
+        x = np.arange(len(rows))
+        for key in ("accuracy", "mcc", "balanced_accuracy"):
+            axes[0].plot(x, [np.nan if r.get(key) is None else r[key] for r in rows], "o-", label=key)
+        for key in ("star_purity", "star_completeness", "galaxy_purity", "galaxy_completeness"):
+            axes[1].plot(x, [np.nan if r.get(key) is None else r[key] for r in rows], "o-", label=key.replace("_", " "))
+        for ax in axes:
+            ax.set_xticks(x, labels)
+            ax.set_xlabel("r PSF magnitude")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+        ax2 = axes[0].twinx()
+        ax2.bar(x, [r["n"] for r in rows], alpha=0.15, color="k")
+        ax2.set_ylabel("objects per bin")
+    fig.subplots_adjust(wspace=0.35)
+    fig.suptitle(f"{split} metrics versus r magnitude")
+    return _save(fig, path)
+
+
+def training_report(out_dir: Path, history: dict, metrics: dict, data: dict, preds: dict) -> list[Path]:
+    out_dir = Path(out_dir)
+    paths = [history_plot(out_dir / "learning_curves.png", history), roc_plot(out_dir / "roc.png", data, preds)]
+    for split in ("test", "val"):
+        if split in metrics:
+            paths.append(confusion_plot(out_dir / f"confusion_{split}.png", metrics, split))
+            paths.append(magnitude_plot(out_dir / f"by_magnitude_{split}.png", metrics, split))
+    return paths
+
+
+def comparison_plot(path: Path, rows: list[dict]) -> Path:
+    """Bars of accuracy and MCC (train/val/test) per augmentation setting."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    names = [r["augment"] for r in rows]
+    x = np.arange(len(rows))
+    for ax, metric, splits in ((axes[0], "accuracy", ("train", "val", "test")), (axes[1], "mcc", ("val", "test"))):
+        width = 0.8 / len(splits)
+        for i, split in enumerate(splits):
+            vals = [r.get(f"{split}_{metric}", np.nan) for r in rows]
+            ax.bar(x + (i - (len(splits) - 1) / 2) * width, vals, width, label=split)
+        ax.set_xticks(x, names)
+        ax.set_ylabel(metric)
+        lo = min(v for r in rows for k, v in r.items() if k.endswith(metric) and isinstance(v, float))
+        ax.set_ylim(max(0.0, lo - 0.05), 1.0)
+        ax.legend()
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle("Training without and with augmentation")
+    return _save(fig, path)

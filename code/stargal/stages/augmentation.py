@@ -1,0 +1,245 @@
+"""Stage 04 runner: example images and a summary of the augmentations, the optional materialised
+(reference-style) augmented training set, and the exercise's systematic augmentation experiment."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from .. import augment as aug
+from .. import fsio
+from ..errors import StargalError
+from ..paths import DataPaths
+from ..tables import write_table
+from .training import dataset_inputs, load_dataset, markdown_table, resolve_dataset
+
+log = logging.getLogger("stargal")
+
+# The proxy model of the experiment: the reference base CNN at half width, a fixed number of epochs.
+PROXY_ARCHITECTURE = "reference_base"
+PROXY_HP = {"filters": 16, "dense_units": 64, "learning_rate": 1e-3}
+PROXY_EPOCHS = 10
+
+
+def summary_text(scale) -> str:
+    """Markdown description of every augmentation policy and of the brightness unit."""
+    lines = [
+        "# Augmentation configuration",
+        "",
+        "Augmentations are drawn per sample, per batch, in a streaming `tf.data` pipeline "
+        "(`stargal.augment.make_dataset`); the training set is never copied.",
+        "",
+        "- Symmetries: the 8 elements of the dihedral group D4 (rotations by 0/90/180/270 degrees, with and "
+        "without a mirror), applied as exact pixel permutations; one element is drawn uniformly, so no "
+        "duplicate is ever produced.",
+        f"- Brightness: a per-channel normal offset in normalised units (sigma {aug.BRIGHTNESS_SIGMA}); an offset "
+        "d adds d * scale[c] nanomaggies to channel c, i.e. shifts the model's arcsinh argument by d. "
+        "scale (about one sky-noise sigma, from dataset.json) = "
+        + ", ".join(f"{b}: {s:.4g}" for b, s in zip("ugriz", scale, strict=False))
+        + " nanomaggies.",
+        f"- Blur: Gaussian, sigma {aug.BLUR_SIGMA} px, truncated at 3 sigma, symmetric edge padding.",
+        "",
+        "| policy | symmetries | brightness sigma (p) | blur sigma (p) |",
+        "|---|---|---|---|",
+    ]
+    for name, cfg in aug.POLICIES.items():
+        sym = ", ".join(aug.D4_NAMES[k] for k in cfg.symmetries) if cfg.symmetries else "-"
+        bright = f"{cfg.brightness_sigma} ({cfg.brightness_p})" if cfg.brightness_sigma else "-"
+        blur = f"{cfg.blur_sigma} ({cfg.blur_p})" if cfg.blur_p else "-"
+        lines.append(f"| {name} | {sym} | {bright} | {blur} |")
+    lines += [
+        "",
+        f"`--materialize` writes every sample x {aug.D4_SIZE} symmetries x {len(aug.MATERIALIZED_VARIANTS)} variants "
+        f"({', '.join(aug.MATERIALIZED_VARIANTS)}) = {aug.D4_SIZE * len(aug.MATERIALIZED_VARIANTS)} distinct copies, float32.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def example_patches(y: np.ndarray, x: np.ndarray, mag: np.ndarray, per_class: int = 2) -> np.ndarray:
+    """Indices of bright-ish examples of each class (the brightest quartile, deterministic)."""
+    picks = []
+    for label in (1, 0):
+        idx = np.flatnonzero(y == label)
+        if idx.size == 0:
+            continue
+        m = np.where(np.isfinite(mag[idx]), mag[idx], 99.0)
+        order = idx[np.argsort(m, kind="stable")]
+        quartile = order[len(order) // 50 : max(len(order) // 50 + per_class, len(order) // 4)]
+        picks.extend(quartile[:per_class].tolist() or order[:per_class].tolist())
+    return np.asarray(picks, np.int64)
+
+
+def write_examples(paths: DataPaths, dataset: str | None, *, seed: int = 42) -> dict:
+    """Example images of every augmentation and the configuration summary under reports/augmentation."""
+    from ..plots import augmentation as aplots
+
+    dataset = resolve_dataset(paths, dataset)
+    data = load_dataset(paths, dataset, splits=("train",))
+    norm = data["meta"]["normalisation"]
+    tr = data["train"]
+    idx = example_patches(tr["y"], tr["x"], tr["mag"])
+    out = paths.reports("augmentation")
+    files = aplots.example_grids(out, tr["x"][idx], tr["y"][idx], norm, seed=seed)
+    fsio.write_text(out / "augmentation.md", summary_text(norm["scale"]))
+    fsio.write_json(
+        out / "augmentation.json",
+        {
+            "dataset": dataset,
+            "brightness_unit": "normalised (offset d adds d * scale[c] nanomaggies)",
+            "scale": norm["scale"],
+            "policies": {k: v.to_dict() for k, v in aug.POLICIES.items()},
+            "materialized_variants": list(aug.MATERIALIZED_VARIANTS),
+        },
+    )
+    return {"dataset": dataset, "report": out, "files": [*files, out / "augmentation.md"]}
+
+
+def materialize(
+    paths: DataPaths, dataset: str | None, *, seed: int = 42, force: bool = False, chunk: int = 1024
+) -> dict:
+    """Write the fixed augmented training set (float32, streamed into a memmap, renamed when complete)."""
+    dataset = resolve_dataset(paths, dataset)
+    out_dir = paths.augmented_dir(dataset)
+    x_path, y_path, meta_path = out_dir / "train_x.npy", out_dir / "train_y.npy", out_dir / "augmented.json"
+    inputs = dataset_inputs(paths, dataset, splits=("train",))
+    if not force and fsio.is_current([x_path, y_path, meta_path], inputs):
+        meta = fsio.read_json(meta_path)
+        if meta.get("seed") == seed:
+            log.info("%s: augmented set is current, skipping (use --force to rewrite)", out_dir)
+            return {**meta, "skipped": True, "dir": out_dir}
+    meta_in = fsio.read_json(paths.dataset_json(dataset))
+    x = fsio.load_npy(paths.split_x(dataset, "train"), mmap=True)
+    y = fsio.load_npy(paths.split_y(dataset, "train"))
+    if x.ndim != 4 or len(y) != len(x):
+        raise StargalError(f"{paths.split_x(dataset, 'train')}: unexpected shape {x.shape} for {len(y)} labels")
+    total = aug.materialized_size(len(x))
+    t0 = time.monotonic()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with fsio.atomic_path(x_path) as tmp_x, fsio.atomic_path(y_path) as tmp_y:
+        xs = np.lib.format.open_memmap(tmp_x, mode="w+", dtype=np.float32, shape=(total, *x.shape[1:]))
+        ys = np.lib.format.open_memmap(tmp_y, mode="w+", dtype=np.uint8, shape=(total,))
+        pos = 0
+        from ..progress import track
+
+        n_chunks = aug.D4_SIZE * len(aug.MATERIALIZED_VARIANTS) * -(-len(x) // chunk)
+        chunks = aug.materialize_chunks(x, y, meta_in["normalisation"]["scale"], seed=seed, chunk=chunk)
+        for xb, yb in track(chunks, "materialising augmented set", total=n_chunks, unit="chunk"):
+            xs[pos : pos + len(xb)] = xb
+            ys[pos : pos + len(yb)] = yb
+            pos += len(xb)
+        xs.flush()
+        ys.flush()
+        del xs, ys
+    meta = {
+        "dataset": dataset,
+        "n_source": int(len(x)),
+        "n": int(total),
+        "copies": aug.D4_SIZE * len(aug.MATERIALIZED_VARIANTS),
+        "order": "copy-major: copy (k, v) = D4 element k, variant v; samples in source order within a copy",
+        "symmetries": list(aug.D4_NAMES),
+        "variants": list(aug.MATERIALIZED_VARIANTS),
+        "brightness_sigma": aug.BRIGHTNESS_SIGMA,
+        "blur_sigma": aug.BLUR_SIGMA,
+        "seed": seed,
+        "seconds": round(time.monotonic() - t0, 2),
+        "bytes": int(total * np.prod(x.shape[1:]) * 4),
+    }
+    fsio.write_json(meta_path, meta)
+    return {**meta, "skipped": False, "dir": out_dir}
+
+
+EXPERIMENT_COLUMNS = (
+    "policy",
+    "train_loss",
+    "train_accuracy",
+    "train_loss_clean",
+    "train_accuracy_clean",
+    "val_loss",
+    "val_accuracy",
+    "val_mcc",
+    "best_epoch",
+    "seconds",
+)
+
+
+def experiment(
+    paths: DataPaths,
+    dataset: str | None,
+    *,
+    seed: int = 42,
+    epochs: int = PROXY_EPOCHS,
+    batch_size: int = 256,
+    policies=aug.EXPERIMENT_POLICIES,
+    max_train: int | None = None,
+) -> dict:
+    """Train the proxy model once per augmentation policy with the same budget; table, Markdown, plot.
+
+    train_loss/accuracy: Keras's running values on the (augmented) stream in the last epoch;
+    *_clean: the restored model on the un-augmented training set; val_*: the restored (best) model.
+    """
+    from ..metrics import classification_metrics, log_loss
+    from ..model import build_model, configure_threads, predict
+    from ..train import fit, set_seed
+
+    dataset = resolve_dataset(paths, dataset)
+    data = load_dataset(paths, dataset, splits=("train", "val"))
+    norm = data["meta"]["normalisation"]
+    tr, va = data["train"], data["val"]
+    if max_train and len(tr["x"]) > max_train:
+        keep = np.sort(np.random.default_rng(seed).choice(len(tr["x"]), max_train, replace=False))
+        tr = {k: v[keep] for k, v in tr.items()}
+    configure_threads()
+    rows = []
+    for name in policies:
+        set_seed(seed)
+        model = build_model(PROXY_ARCHITECTURE, tr["x"].shape[1:], norm, PROXY_HP)
+        log.info("augmentation experiment: %s", name)
+        hist = fit(
+            model,
+            tr["x"],
+            tr["y"],
+            va["x"],
+            va["y"],
+            batch_size=batch_size,
+            epochs=epochs,
+            patience=epochs,
+            seed=seed,
+            augment=aug.policy(name),
+            normalisation=norm,
+        )
+        p_tr = predict(model, tr["x"])
+        p_va = predict(model, va["x"])
+        m_va = classification_metrics(va["y"], p_va)
+        rows.append(
+            {
+                "policy": name,
+                "train_loss": hist["loss"][-1],
+                "train_accuracy": hist["accuracy"][-1],
+                "train_loss_clean": log_loss(tr["y"], p_tr),
+                "train_accuracy_clean": classification_metrics(tr["y"], p_tr)["accuracy"],
+                "val_loss": m_va["log_loss"],
+                "val_accuracy": m_va["accuracy"],
+                "val_mcc": m_va["mcc"],
+                "best_epoch": hist["best_epoch"],
+                "seconds": round(hist["seconds"], 1),
+            }
+        )
+    out = paths.reports("augmentation")
+    table = np.zeros(len(rows), dtype=[("policy", "U16")] + [(c, "f8") for c in EXPERIMENT_COLUMNS[1:]])
+    for i, r in enumerate(rows):
+        for c in EXPERIMENT_COLUMNS:
+            table[c][i] = r[c]
+    write_table(out / "experiment.csv", table)
+    header = (
+        f"# Augmentation experiment\n\nDataset `{dataset}`; proxy model {PROXY_ARCHITECTURE} {PROXY_HP}, "
+        f"{epochs} epochs, batch {batch_size}, seed {seed}, {len(tr['x'])} training patches; "
+        "validation scores of the best-validation-loss weights (threshold 0.5).\n\n"
+    )
+    fsio.write_text(out / "experiment.md", header + markdown_table(rows, list(EXPERIMENT_COLUMNS)))
+    from ..plots import augmentation as aplots
+
+    aplots.experiment_plot(out / "experiment.png", rows)
+    return {"dataset": dataset, "rows": rows, "report": out}

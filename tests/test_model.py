@@ -1,0 +1,89 @@
+"""Model building, the in-model normalisation, save/reload and test-time augmentation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from stargal import model as mdl
+from stargal.errors import StargalError
+
+NORM = {"method": "asinh", "center": [0.0, 0.01, 0.02, 0.0, -0.01], "scale": [0.05, 0.02, 0.02, 0.03, 0.09]}
+
+
+@pytest.fixture(scope="module")
+def raw():
+    return np.random.default_rng(0).normal(0, 0.05, (16, 15, 15, 5)).astype(np.float32)
+
+
+@pytest.mark.parametrize("arch", mdl.ARCHITECTURES)
+def test_build_model_shapes(arch, raw):
+    model = mdl.build_model(arch, raw.shape[1:], NORM, {"filters": 8, "dense_units": 16})
+    p = mdl.predict(model, raw)
+    assert p.shape == (len(raw),) and p.dtype == np.float32
+    assert np.all((p >= 0) & (p <= 1))
+    assert model.layers[1].name == "normalisation"
+    assert mdl.flops_per_sample(model) > 0
+
+
+def test_reference_regularised_layout():
+    model = mdl.build_model("reference_regularised", (25, 25, 5), NORM)
+    kinds = [type(layer).__name__ for layer in model.layers[2:]]
+    assert kinds == [
+        "Conv2D",
+        "MaxPooling2D",
+        "SpatialDropout2D",
+        "Dropout",
+        "Conv2D",
+        "MaxPooling2D",
+        "SpatialDropout2D",
+        "Dropout",
+        "Flatten",
+        "Dense",
+        "Dropout",
+        "Dense",
+    ]
+    conv2 = model.layers[6]
+    assert conv2.filters == 64 and conv2.kernel_regularizer.l2 == pytest.approx(0.01)
+    assert model.layers[-2].rate == 0.5 and model.layers[-3].units == 128
+    assert type(model.optimizer).__name__ == "Adam"
+
+
+def test_normalisation_layer_is_asinh(raw):
+    layer = mdl.normalisation_layer(NORM)
+    out = np.asarray(layer(raw))
+    expected = np.arcsinh((raw - np.array(NORM["center"])) / np.array(NORM["scale"]))
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+    bad = raw.copy()
+    bad[0, 0, 0, 0] = np.nan
+    assert np.isfinite(np.asarray(layer(bad))).all()
+
+
+def test_save_reload_identical_predictions(tmp_path, raw):
+    model = mdl.build_model("stargal", raw.shape[1:], NORM, {"filters": 8, "dense_units": 16})
+    model.fit(raw, (np.arange(len(raw)) % 2).astype(np.float32), epochs=1, verbose=0)  # move BN statistics
+    path = tmp_path / "m" / "model.keras"
+    path.parent.mkdir()
+    model.save(path)
+    again = mdl.load_model(path.parent)
+    np.testing.assert_array_equal(mdl.predict(again, raw), mdl.predict(model, raw))
+    cfg = again.get_layer("normalisation").get_config()
+    assert cfg["center"] == NORM["center"] and cfg["scale"] == NORM["scale"]
+
+
+def test_tta_is_invariant_under_symmetries(raw):
+    from stargal.augment import apply_d4
+
+    model = mdl.build_model("reference_base", raw.shape[1:], NORM, {"filters": 4, "dense_units": 8})
+    p = mdl.predict(model, raw, tta=True)
+    rotated = np.asarray(apply_d4(raw, np.full(len(raw), 5)))
+    np.testing.assert_allclose(mdl.predict(model, rotated, tta=True), p, rtol=1e-5, atol=1e-6)
+
+
+def test_errors(tmp_path):
+    with pytest.raises(StargalError):
+        mdl.build_model("vgg", (25, 25, 5), NORM)
+    with pytest.raises(StargalError):
+        mdl.build_model("stargal", (25, 25, 5), {"method": "asinh", "center": [0] * 5, "scale": [0] * 5})
+    with pytest.raises(StargalError):
+        mdl.load_model(tmp_path / "missing")

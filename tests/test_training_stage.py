@@ -1,0 +1,250 @@
+"""Stage 03/04 runners end to end on a small synthetic dataset folder in the stage-02 contract format."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stargal import fsio
+from stargal.config import BANDS
+from stargal.paths import DataPaths
+from stargal.tables import OBJECT_DTYPE, write_table
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+NOISE = np.array([0.05, 0.018, 0.022, 0.03, 0.09])  # nanomaggies per pixel, roughly SDSS ugriz
+STAR_SED = np.array([0.35, 0.8, 1.0, 1.1, 1.15])
+GALAXY_SED = np.array([0.2, 0.6, 1.0, 1.35, 1.6])
+# an exponential profile as a mixture of Gaussians (amplitudes, sigmas in units of the half-light radius)
+EXP_AMP = np.array([0.25, 0.45, 0.30])
+EXP_SIG = np.array([0.25, 0.6, 1.15])
+
+
+def toy_patches(n: int, size: int = 25, seed: int = 0, star_fraction: float = 0.3, faint: float = 23.0):
+    """Raw nanomaggie patches [n, P, P, 5]: PSF stars and PSF-convolved exponential galaxies of
+    log-normal sizes over r = 16..``faint`` mag, with neighbours and noise; labels uint8; r magnitudes."""
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < star_fraction).astype(np.uint8)
+    mag = 16 + (faint - 16) * np.sqrt(rng.random(n))
+    flux = 10 ** (-0.4 * (mag - 22.5))
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64) - size // 2
+    psf = 1.5 * rng.uniform(0.9, 1.1, n)
+    out = np.zeros((n, size, size, 5), np.float32)
+
+    def render(cx, cy, f, re, q, theta, is_star, sed):
+        dx, dy = xx[None] - cx[:, None, None], yy[None] - cy[:, None, None]
+        c, s = np.cos(theta)[:, None, None], np.sin(theta)[:, None, None]
+        u, v = c * dx + s * dy, -s * dx + c * dy
+        img = np.zeros((len(cx), size, size))
+        for a, sg in zip(EXP_AMP, EXP_SIG, strict=True):
+            sx2 = np.where(is_star, 0.0, (sg * re) ** 2) + psf**2
+            sy2 = np.where(is_star, 0.0, (sg * re * q) ** 2) + psf**2
+            g = np.exp(-0.5 * (u**2 / sx2[:, None, None] + v**2 / sy2[:, None, None]))
+            img += a * g / (2 * np.pi * np.sqrt(sx2 * sy2))[:, None, None]
+        return (f[:, None, None] * img)[..., None] * sed[:, None, None, :]
+
+    re = np.exp(rng.normal(np.log(1.6), 0.6, n))
+    sed = np.where(y[:, None] == 1, STAR_SED, GALAXY_SED) * rng.uniform(0.8, 1.2, (n, 5))
+    offs = rng.uniform(-0.5, 0.5, (2, n))
+    out += render(offs[0], offs[1], flux, re, rng.uniform(0.3, 1, n), rng.uniform(0, np.pi, n), y == 1, sed)
+    has = rng.random(n) < 0.3  # a neighbour somewhere in the patch
+    nb_star = rng.random(n) < 0.4
+    nb_pos = rng.uniform(-size / 2, size / 2, (2, n))
+    nb_flux = 10 ** (-0.4 * (16 + 7 * np.sqrt(rng.random(n)) - 22.5)) * has
+    nb_sed = np.where(nb_star[:, None], STAR_SED, GALAXY_SED)
+    out += render(
+        nb_pos[0],
+        nb_pos[1],
+        nb_flux,
+        np.exp(rng.normal(np.log(1.6), 0.6, n)),
+        rng.uniform(0.3, 1, n),
+        rng.uniform(0, np.pi, n),
+        nb_star,
+        nb_sed,
+    )
+    out += (rng.normal(size=out.shape) * NOISE).astype(np.float32)
+    return out.astype(np.float32), y, mag.astype(np.float32)
+
+
+def write_toy_dataset(
+    paths: DataPaths, name: str = "toy", sizes=(600, 200, 200), patch: int = 25, seed: int = 0, faint: float = 23.0
+) -> str:
+    """A dataset folder exactly as stage 02 writes it (contract in the brief), and paths.latest_dataset."""
+    counts = {}
+    norm = None
+    for i, (split, n) in enumerate(zip(("train", "val", "test"), sizes, strict=True)):
+        x, y, mag = toy_patches(n, patch, seed=seed * 10 + i, faint=faint)
+        if split == "train":
+            flat = x.reshape(-1, 5).astype(np.float64)
+            center = np.median(flat, axis=0)
+            scale = 1.4826 * np.median(np.abs(flat - center), axis=0)
+            norm = {"method": "asinh", "center": center.tolist(), "scale": scale.tolist()}
+        fsio.save_npy(paths.split_x(name, split), x)
+        fsio.save_npy(paths.split_y(name, split), y)
+        table = np.zeros(n, OBJECT_DTYPE)
+        table["objid"] = [f"toy-{split}-{j}" for j in range(n)]
+        table["label"] = y
+        table["r_psfmag"] = mag
+        table["r_modelmag"] = mag
+        table["x"] = table["y"] = np.nan
+        write_table(paths.split_objects(name, split), table)
+        counts[split] = {"n": n, "stars": int(y.sum()), "galaxies": int(n - y.sum())}
+    meta = {
+        "name": name,
+        "bands": "".join(BANDS),
+        "patch_size": patch,
+        "edge": "pad",
+        "rerun": 301,
+        "run": 8162,
+        "camcol": 6,
+        "fields": {"train": [1], "val": [2], "test": [3]},
+        "counts": counts,
+        "normalisation": norm,
+        "simulated": True,
+    }
+    fsio.write_json(paths.dataset_json(name), meta)
+    fsio.write_text(paths.latest_dataset, name + "\n")
+    return name
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory) -> DataPaths:
+    paths = DataPaths(tmp_path_factory.mktemp("toy") / "data")
+    write_toy_dataset(paths, "toy", sizes=(800, 300, 300), patch=15, seed=1, faint=21.0)
+    return paths
+
+
+TINY_HP = {"filters": 8, "dense_units": 16}
+
+
+def test_training_learns_saves_and_reloads(toy):
+    from stargal.metrics import choose_threshold
+    from stargal.model import load_model, predict
+    from stargal.stages import training
+
+    opts = training.TrainOptions(
+        architecture="stargal", hyperparameters=TINY_HP, epochs=8, patience=3, batch_size=64, seed=3, verbose=0
+    )
+    result = training.run_training(toy, None, opts)  # dataset from paths.latest_dataset
+    run = result["runs"][0]
+    name = run["name"]
+    assert name == "stargal-toy-s3" and toy.latest_model.read_text().strip() == name
+    out = toy.model_dir(name)
+    metrics = fsio.read_json(out / "metrics.json")
+    assert metrics["test"]["mcc"] > 0.6  # separable toy set: clearly above chance
+    assert metrics["test"]["accuracy"] > metrics["baselines"]["test"]["majority"]["accuracy"]
+    for split in ("train", "val", "test"):
+        assert {
+            "accuracy",
+            "mcc",
+            "balanced_accuracy",
+            "roc_auc",
+            "log_loss",
+            "confusion_matrix",
+            "star_purity",
+            "star_completeness",
+            "galaxy_purity",
+            "galaxy_completeness",
+        } <= set(metrics[split])
+        assert sum(r["n"] for r in metrics["by_magnitude"][split]) == metrics[split]["n"]
+    history = (out / "history.csv").read_text().splitlines()
+    assert history[0].startswith("epoch,") and len(history) - 1 == run["model_json"]["epochs_run"]
+    for png in ("learning_curves.png", "roc.png", "confusion_test.png", "by_magnitude_test.png"):
+        assert (toy.reports("training", name) / png).stat().st_size > 1000
+
+    # the saved model takes raw patches and gives identical predictions after reloading
+    model_json = fsio.read_json(out / "model.json")
+    model = load_model(out / "model.keras")
+    x_val = fsio.load_npy(toy.split_x("toy", "val"))
+    y_val = fsio.load_npy(toy.split_y("toy", "val"))
+    assert model_json["tta"] is True  # stargal's default: the mean over the eight symmetries
+    p_val = predict(model, x_val, tta=True)
+    # the threshold is the MCC-optimal one on validation predictions (test data plays no part)
+    assert model_json["threshold"] == pytest.approx(choose_threshold(y_val, p_val), abs=1e-6)
+    data = training.load_dataset(toy, "toy")
+    again_metrics = training.evaluate(model, data, model_json["threshold"], tta=True)[0]
+    assert again_metrics["test"]["mcc"] == pytest.approx(metrics["test"]["mcc"])  # the reloaded model scores the same
+    assert metrics["no_tta"]["test"]["mcc"] > 0.6
+
+    # idempotent: a second run with the same configuration is skipped
+    again = training.run_training(toy, "toy", opts)
+    assert again["runs"][0]["skipped"]
+    assert "test" in training.run_summary(again)
+
+
+def test_compare_augmentation_and_config(toy, tmp_path):
+    from stargal.stages import training
+
+    cfg = tmp_path / "best.json"
+    cfg.write_text(json.dumps({"architecture": "reference_base", "hyperparameters": {**TINY_HP, "batch_size": 128}}))
+    loaded = training.load_config(cfg)
+    assert loaded["architecture"] == "reference_base" and loaded["batch_size"] == 128
+    assert "batch_size" not in loaded["hyperparameters"]
+    opts = training.TrainOptions(
+        architecture="reference_base",
+        hyperparameters=loaded["hyperparameters"],
+        epochs=2,
+        patience=2,
+        batch_size=128,
+        seed=1,
+        verbose=0,
+        plots=False,
+    )
+    result = training.compare_augmentation(toy, "toy", opts)
+    assert [r["augment"] for r in result["rows"]] == ["none", "d4"]
+    for f in ("comparison.csv", "comparison.md", "comparison.png"):
+        assert (result["report"] / f).exists()
+
+
+def _script(name: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "code" / name), *args], capture_output=True, text=True, timeout=300, cwd="/"
+    )
+
+
+def test_augmentation_script(toy):
+    root = str(toy.root)
+    res = _script(
+        "04_augmentation.py",
+        "--data-dir",
+        root,
+        "--materialize",
+        "--experiment",
+        "--epochs",
+        "1",
+        "--max-train",
+        "200",
+        "--policies",
+        "none",
+        "combination",
+        "-q",
+    )
+    assert res.returncode == 0, res.stderr
+    rep = toy.reports("augmentation")
+    for f in (
+        "examples_symmetries.png",
+        "examples_photometric.png",
+        "augmentation.md",
+        "experiment.csv",
+        "experiment.md",
+        "experiment.png",
+    ):
+        assert (rep / f).exists(), f
+    rows = (rep / "experiment.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["none", "combination"]
+    x = np.load(toy.augmented_dir("toy") / "train_x.npy", mmap_mode="r")
+    y = np.load(toy.augmented_dir("toy") / "train_y.npy")
+    src_y = fsio.load_npy(toy.split_y("toy", "train"))
+    assert x.dtype == np.float32 and x.shape == (32 * len(src_y), 15, 15, 5)
+    np.testing.assert_array_equal(y, np.tile(src_y, 32))
+
+
+def test_model_script_errors_are_one_line(toy, tmp_path):
+    res = _script("03_model.py", "--data-dir", str(toy.root), "--dataset", "nope")
+    assert res.returncode == 2 and "nope" in res.stderr and "Traceback" not in res.stderr
+    res = _script("03_model.py", "--data-dir", str(tmp_path / "empty"))
+    assert res.returncode == 2 and "no dataset prepared" in res.stderr
