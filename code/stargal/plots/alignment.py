@@ -11,16 +11,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ..config import BANDS, LABEL_GALAXY, LABEL_STAR  # noqa: E402
-from ..fsio import atomic_path  # noqa: E402
+from . import save_figure  # noqa: E402
 
 BAND_COLOURS = {"u": "tab:purple", "g": "tab:green", "r": "tab:red", "i": "tab:brown", "z": "black"}
 
 
 def _save(fig, path: Path) -> Path:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110, tight=True)
 
 
 def plot_counts(per_field: list[dict], path: Path) -> Path:

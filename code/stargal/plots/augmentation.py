@@ -11,15 +11,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .. import augment as aug  # noqa: E402
-from ..fsio import atomic_path  # noqa: E402
+from . import save_figure  # noqa: E402
 
 
 def _save(fig, path: Path) -> Path:
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100, tight=True)
 
 
 def _display(x: np.ndarray, norm: dict, band: int = 2) -> np.ndarray:

@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from ..config import BANDS
-from ..fsio import atomic_path
+from . import save_figure
 
 
 def rgb(patch: np.ndarray, bands: str = "".join(BANDS)) -> np.ndarray:
@@ -61,9 +61,7 @@ def plot_explanations(
         ax.set_yticks([])
     fig.suptitle((title + "\n" if title else "") + "IG: red pushes towards star, blue towards galaxy", fontsize=9)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=90)
-    plt.close(fig)
+    save_figure(fig, path, dpi=90)
     return path
 
 
@@ -100,7 +98,5 @@ def plot_examples(
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=90)
-    plt.close(fig)
+    save_figure(fig, path, dpi=90)
     return path

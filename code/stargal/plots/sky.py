@@ -7,7 +7,7 @@ import os
 import matplotlib.pyplot as plt
 import numpy as np
 
-from ..fsio import atomic_path
+from . import save_figure
 
 
 def _asinh(img: np.ndarray, sigma: float) -> np.ndarray:
@@ -57,6 +57,4 @@ def plot_real_vs_simulated(
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=90)
-    plt.close(fig)
+    save_figure(fig, path, dpi=90)

@@ -7,7 +7,7 @@ import os
 import matplotlib.pyplot as plt
 import numpy as np
 
-from ..fsio import atomic_path
+from . import save_figure
 
 COLOURS = {"train": "tab:blue", "val": "tab:orange", "test": "tab:green"}
 
@@ -45,6 +45,4 @@ def plot_splits(
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)

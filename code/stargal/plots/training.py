@@ -11,15 +11,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ..fsio import atomic_path  # noqa: E402
+from . import save_figure  # noqa: E402
 
 
 def _save(fig, path: Path) -> Path:
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110, tight=True)
 
 
 def history_plot(path: Path, history: dict) -> Path:

@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import NullFormatter
 
-from ..fsio import atomic_path
+from . import save_figure
 
 _META = ("trial", "state", "val_loss", "val_mcc", "val_accuracy", "epochs", "seconds")
 
@@ -64,7 +64,5 @@ def plot_study(
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
     return path
