@@ -284,3 +284,18 @@ def test_field_zero_and_small_frames(tmp_path):
     assert out["images"]["r"].shape == (100, 120)
     assert simulate.overlap_rows((100, 120)) == round(128 * 100 / 1489)
     assert simulate.overlap_rows((1489, 2048)) == 128
+
+
+def test_frame_header_builds_and_writes_without_astropy_warnings(tmp_path):
+    """Long-valued cards carry comments already cut to 80 columns (as in real headers): no VerifyWarning."""
+    import warnings
+
+    from stargal import sdss
+
+    cond = simulate.field_conditions(1, 8162, 6, 80)
+    wcs = simulate.band_wcs(80, "r", TINY_SHAPE, cond)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        header = simulate._frame_header(fid(80), "r", wcs, cond, TINY_SHAPE)
+        sdss.write_frame(tmp_path / "f.fits.bz2", np.zeros(TINY_SHAPE, np.float32), header)
+    assert str(header.cards["PCALIB"]).endswith("/ Value o") and len(str(header.cards["PSKY"])) == 80

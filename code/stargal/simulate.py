@@ -391,8 +391,8 @@ def _frame_header(fid: FieldId, band: str, wcs: WCS, cond: FieldConditions, shap
         ("VERSIDL", "7.0", "Version of IDL"),
         ("VERSUTIL", "v5_5_5", "Version of idlutils"),
         ("VERSPOP", "v1_11_1", "Version of photoop product"),
-        ("PCALIB", "/clusterfs/riemann/raid006/dr8/groups/boss/calib/dr8_final", "Value of PHOTO_CALIB"),
-        ("PSKY", "/clusterfs/riemann/raid006/dr8/groups/boss/photo/sky", "Value of PHOTO_SKY"),
+        ("PCALIB", "/clusterfs/riemann/raid006/dr8/groups/boss/calib/dr8_final", "Value o"),
+        ("PSKY", "/clusterfs/riemann/raid006/dr8/groups/boss/photo/sky", "Value of PHOT"),
         ("RERUN", str(fid.rerun), "rerun"),
         ("SIMULAT", True, SIMULAT_COMMENT),
     ]
