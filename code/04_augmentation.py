@@ -19,7 +19,7 @@ from stargal import cli  # noqa: E402
 
 def build_parser():
     from stargal.augment import EXPERIMENT_POLICIES
-    from stargal.stages.augmentation import PROXY_EPOCHS
+    from stargal.stages.augmentation import PROXY_EPOCHS, PROXY_MAX_TRAIN
 
     parser = cli.make_parser(__doc__.splitlines()[0])
     parser.add_argument("--dataset", default=None, help="dataset name (default: the one stage 02 prepared last)")
@@ -38,8 +38,8 @@ def build_parser():
     parser.add_argument(
         "--max-train",
         type=cli.positive_int,
-        default=None,
-        help="experiment: use at most this many training patches (random subset)",
+        default=PROXY_MAX_TRAIN,
+        help="experiment: use at most this many training patches (random subset; the proxy budget)",
     )
     return parser
 
@@ -68,6 +68,7 @@ def main(argv=None) -> int:
             batch_size=args.batch_size,
             max_train=args.max_train,
             policies=args.policies,
+            force=args.force,
         )
         from stargal.stages.training import markdown_table
 

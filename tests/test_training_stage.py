@@ -241,6 +241,23 @@ def test_augmentation_script(toy):
     src_y = fsio.load_npy(toy.split_y("toy", "train"))
     assert x.dtype == np.float32 and x.shape == (32 * len(src_y), 15, 15, 5)
     np.testing.assert_array_equal(y, np.tile(src_y, 32))
+    # rerun with the same settings: the experiment is current and nothing is retrained
+    before = (rep / "experiment.csv").stat().st_mtime_ns
+    args = [
+        "--data-dir",
+        root,
+        "--experiment",
+        "--epochs",
+        "1",
+        "--max-train",
+        "200",
+        "--policies",
+        "none",
+        "combination",
+    ]
+    again = _script("04_augmentation.py", *args)
+    assert again.returncode == 0, again.stderr
+    assert "current" in again.stderr and (rep / "experiment.csv").stat().st_mtime_ns == before
 
 
 def test_model_script_errors_are_one_line(toy, tmp_path):

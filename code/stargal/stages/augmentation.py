@@ -21,6 +21,7 @@ log = logging.getLogger("stargal")
 PROXY_ARCHITECTURE = "reference_base"
 PROXY_HP = {"filters": 16, "dense_units": 64, "learning_rate": 1e-3}
 PROXY_EPOCHS = 10
+PROXY_MAX_TRAIN = 8000  # training patches per policy: the fixed proxy budget (time and memory)
 
 
 def summary_text(scale) -> str:
@@ -173,18 +174,32 @@ def experiment(
     epochs: int = PROXY_EPOCHS,
     batch_size: int = 256,
     policies=aug.EXPERIMENT_POLICIES,
-    max_train: int | None = None,
+    max_train: int | None = PROXY_MAX_TRAIN,
+    force: bool = False,
 ) -> dict:
     """Train the proxy model once per augmentation policy with the same budget; table, Markdown, plot.
+
+    Skipped when its outputs are newer than the dataset and were made with the same settings.
 
     train_loss/accuracy: Keras's running values on the (augmented) stream in the last epoch;
     *_clean: the restored model on the un-augmented training set; val_*: the restored (best) model.
     """
+    import keras
+
     from ..metrics import classification_metrics, log_loss
     from ..model import build_model, configure_threads, predict
     from ..train import fit, set_seed
 
     dataset = resolve_dataset(paths, dataset)
+    out = paths.reports("augmentation")
+    outputs = [out / n for n in ("experiment.csv", "experiment.md", "experiment.png", "experiment.json")]
+    settings = {"dataset": dataset, "seed": seed, "epochs": epochs, "batch_size": batch_size,
+                "policies": list(policies), "max_train": max_train}  # fmt: skip
+    if not force and fsio.is_current(outputs, [paths.dataset_json(dataset)]):
+        previous = fsio.read_json(outputs[-1])
+        if previous.get("settings") == settings:
+            log.info("augmentation experiment is current (use --force to rerun)")
+            return {"dataset": dataset, "rows": previous["rows"], "report": out, "skipped": True}
     data = load_dataset(paths, dataset, splits=("train", "val"))
     norm = data["meta"]["normalisation"]
     tr, va = data["train"], data["val"]
@@ -227,7 +242,8 @@ def experiment(
                 "seconds": round(hist["seconds"], 1),
             }
         )
-    out = paths.reports("augmentation")
+        del model
+        keras.backend.clear_session()  # six models in one process: free each before the next
     table = np.zeros(len(rows), dtype=[("policy", "U16")] + [(c, "f8") for c in EXPERIMENT_COLUMNS[1:]])
     for i, r in enumerate(rows):
         for c in EXPERIMENT_COLUMNS:
@@ -242,4 +258,5 @@ def experiment(
     from ..plots import augmentation as aplots
 
     aplots.experiment_plot(out / "experiment.png", rows)
-    return {"dataset": dataset, "rows": rows, "report": out}
+    fsio.write_json(out / "experiment.json", {"settings": settings, "rows": rows})  # last: marks completion
+    return {"dataset": dataset, "rows": rows, "report": out, "skipped": False}
