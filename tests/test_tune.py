@@ -91,7 +91,7 @@ def test_changed_settings_are_refused(paths):
     run_tuning(paths, trials=1, workers=1, **FAST)
     with pytest.raises(StargalError, match="different settings \\(epochs\\)"):
         run_tuning(paths, trials=2, workers=1, **{**FAST, "epochs": 3})
-    with pytest.raises(StargalError, match="no prepared dataset"):
+    with pytest.raises(StargalError, match="no dataset prepared"):
         run_tuning(DataPaths(paths.root.parent / "empty"), trials=1, **FAST)
 
 

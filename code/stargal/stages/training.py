@@ -66,10 +66,12 @@ def resolve_dataset(paths: DataPaths, name: str | None) -> str:
     """The dataset to use: ``name`` or the one stage 02 prepared last."""
     if not name:
         if not paths.latest_dataset.exists():
-            raise StargalError(f"{paths.latest_dataset}: no dataset prepared yet (run 02_prepare.py or pass --dataset)")
+            raise StargalError(
+                f"{paths.latest_dataset}: no dataset prepared yet (run 02_preparation.py or pass --dataset)"
+            )
         name = paths.latest_dataset.read_text(encoding="utf-8").strip()
     if not paths.dataset_json(name).exists():
-        raise StargalError(f"{paths.dataset_json(name)}: dataset {name!r} not found (run stage 02 first)")
+        raise StargalError(f"{paths.dataset_json(name)}: dataset {name!r} not found (run 02_preparation.py)")
     return name
 
 

@@ -15,23 +15,9 @@ from ..config import SEED
 from ..errors import StargalError
 from ..fsio import write_json, write_text
 from ..paths import DataPaths
+from .training import resolve_dataset
 
 log = logging.getLogger("stargal")
-
-
-def latest_dataset(paths: DataPaths, dataset: str | None) -> str:
-    if dataset:
-        name = dataset
-    else:
-        try:
-            name = paths.latest_dataset.read_text(encoding="utf-8").strip()
-        except FileNotFoundError:
-            raise StargalError(
-                f"{paths.latest_dataset}: no prepared dataset (run 02_preparation.py or pass --dataset)"
-            ) from None
-    if not paths.dataset_json(name).exists():
-        raise StargalError(f"{paths.dataset_json(name)}: dataset {name!r} not found (run 02_preparation.py)")
-    return name
 
 
 def run_tuning(
@@ -54,7 +40,7 @@ def run_tuning(
         raise StargalError(f"--architecture {architecture!r}: choose from {', '.join(tune.SEARCH_SPACES)}")
     if trials < 1 or workers < 1 or epochs < 1:
         raise StargalError("--trials, --workers and --epochs must be positive")
-    dataset = latest_dataset(paths, dataset)
+    dataset = resolve_dataset(paths, dataset)
     # Train trials the way 03_model.py trains this architecture (augmentation policy, learning-rate schedule).
     defaults = _training_defaults(architecture)
     extra = {"augment": augment} if augment else {}  # best.json carries an explicit choice to 03_model.py
