@@ -52,21 +52,19 @@ def run_tuning(
     db = folder / "study.db"
     if force:
         db.unlink(missing_ok=True)  # our own study file: start over
+    settings = {
+        "dataset": dataset,
+        "architecture": architecture,
+        "epochs": epochs,
+        "patience": patience,
+        "max_train": max_train,
+        "augment": augment,
+        "schedule": schedule,
+        "seed": seed,
+    }
+    # through JSON so it compares equal to the copy stored in the study
     config = json.loads(
-        json.dumps(
-            {
-                "dataset": dataset,
-                "architecture": architecture,
-                "epochs": epochs,
-                "patience": patience,
-                "max_train": max_train,
-                "augment": augment,
-                "schedule": schedule,
-                "seed": seed,
-                "objective": tune.OBJECTIVE,
-                "search_space": tune.SEARCH_SPACES[architecture],
-            }
-        )
+        json.dumps({**settings, "objective": tune.OBJECTIVE, "search_space": tune.SEARCH_SPACES[architecture]})
     )
     study, recovered = tune.create_or_load(db, name, seed, config)
     if recovered:
@@ -79,15 +77,8 @@ def run_tuning(
             "study %s: %d finished trial(s), running %d more on %d worker(s)", name, finished, todo, min(workers, todo)
         )
         base = {
+            **settings,
             "data_dir": str(paths.root),
-            "dataset": dataset,
-            "architecture": architecture,
-            "epochs": epochs,
-            "patience": patience,
-            "max_train": max_train,
-            "augment": augment,
-            "schedule": schedule,
-            "seed": seed,
             "db": str(db),
             "study": name,
             "target": trials,
