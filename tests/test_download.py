@@ -22,7 +22,7 @@ from PIL import Image
 from sas_server import HTML_PAGE, SasServer, make_sas_tree
 
 from stargal import sdss
-from stargal.config import BANDS, FieldSet
+from stargal.config import BANDS, SIMULATION_VERSION, FieldSet
 from stargal.download import HttpSettings, Manifest, backoff_delay, parse_retry_after, partial_path
 from stargal.errors import StargalError
 from stargal.paths import DataPaths, FieldId
@@ -437,7 +437,21 @@ def test_simulated_source(tmp_path):
     assert all(e["url"].startswith("simulated:") for e in manifest.files.values())
     frame = sdss.read_frame(paths.frame(FieldId(301, 8162, 6, 80), "r"))
     assert frame.image.shape == (64, 96) and frame.simulated
+    before = paths.frame(FieldId(301, 8162, 6, 80), "r").read_bytes()
     assert _load_script().main(argv) == 0  # rerun: all complete
+    assert paths.frame(FieldId(301, 8162, 6, 80), "r").read_bytes() == before
+
+    # files from another simulation (older simulator version, other seed) are rendered again, not kept
+    for entry in manifest.files.values():
+        entry["url"] = entry["url"].replace(f"simulated:v{SIMULATION_VERSION}:", "simulated:v1:")
+    manifest.save()
+    assert _load_script().main(argv) == 0
+    manifest = Manifest.load(paths.manifest)
+    assert all(e["url"].startswith(f"simulated:v{SIMULATION_VERSION}:seed=42,") for e in manifest.files.values())
+    assert paths.frame(FieldId(301, 8162, 6, 80), "r").read_bytes() == before  # deterministic: same pixels
+    assert _load_script().main([*argv, "--seed", "5"]) == 0
+    assert paths.frame(FieldId(301, 8162, 6, 80), "r").read_bytes() != before
+    assert all(":seed=5," in e["url"] for e in Manifest.load(paths.manifest).files.values())
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -299,3 +299,71 @@ def test_frame_header_builds_and_writes_without_astropy_warnings(tmp_path):
         header = simulate._frame_header(fid(80), "r", wcs, cond, TINY_SHAPE)
         sdss.write_frame(tmp_path / "f.fits.bz2", np.zeros(TINY_SHAPE, np.float32), header)
     assert str(header.cards["PCALIB"]).endswith("/ Value o") and len(str(header.cards["PSKY"])) == 80
+
+
+def _one_object(star: bool, re: float = 1.0, bulge_frac: float = 0.0) -> np.ndarray:
+    pop = simulate.cell_truth(7, 8162, 6, 81, TINY_SHAPE).pop[:1].copy()
+    pop["star"], pop["re"], pop["q"], pop["pa"] = star, re, 0.7, 30.0
+    pop["bulge_frac"], pop["bulge_re"], pop["bulge_q"] = bulge_frac, 0.5 * re, 0.8
+    return pop
+
+
+def test_measure_fluxes_noiseless_profiles():
+    """Without noise the PSF fit of a star and the model fit of anything return the flux; an extended
+    galaxy's PSF flux falls short by more than photo's 0.145 mag star/galaxy margin."""
+    sky_to_pix = np.eye(2) / 0.396
+    noise = np.zeros((60, 60), np.float32)
+    x, y, flux = np.array([30.3]), np.array([29.8]), np.array([50.0])
+    for pop, extended in ((_one_object(True), False), (_one_object(False, re=1.5, bulge_frac=0.3), True)):
+        family = sky_models.measurement_family(pop, "r", 3.0, sky_to_pix)
+        psf, model = sky_models.measure_fluxes(noise, x, y, flux, family)
+        assert model[0] == pytest.approx(50.0, rel=1e-4)
+        diff = -2.5 * np.log10(psf[0] / model[0])
+        assert (diff > 0.145) == extended
+        if not extended:
+            assert psf[0] == pytest.approx(50.0, rel=1e-4)
+    # centre pixel outside the frame: not measured
+    psf, model = sky_models.measure_fluxes(noise, np.array([-3.0]), y, flux, family)
+    assert np.isnan(psf[0]) and np.isnan(model[0])
+
+
+def test_measured_psf_flux_is_the_psf_weighted_sum_of_the_frame_noise():
+    """The catalog's PSF flux error is the linear PSF fit of the given noise pixels, computed independently."""
+    rng = np.random.default_rng(3)
+    noise = rng.normal(0, 0.05, (50, 50)).astype(np.float32)
+    pop = _one_object(True)
+    family = sky_models.measurement_family(pop, "g", 2.8, np.eye(2) / 0.396)
+    x, y = np.array([24.6]), np.array([25.2])
+    psf, model = sky_models.measure_fluxes(noise, x, y, np.array([2.0]), family)
+    amp, cov = family[0]
+    yy, xx = np.mgrid[:50, :50]
+    d = np.stack([xx - x[0], yy - y[0]], -1)[..., None, :]  # [50, 50, 1, 2]
+    inv = np.linalg.inv(cov[0])
+    q = np.einsum("...ki,kij,...kj->...k", d, inv, d)
+    p = (amp[0] / (2 * np.pi * np.sqrt(np.linalg.det(cov[0]))) * np.exp(-0.5 * q)).sum(-1)
+    p[np.hypot(xx - 25, yy - 25) > 12] = 0  # beyond any stamp the weights are negligible anyway
+    expected = 2.0 + (p * noise).sum() / (p * p).sum()
+    assert psf[0] == pytest.approx(expected, abs=2e-3)
+    assert np.isfinite(model[0])
+
+
+def test_catalog_fluxes_are_those_measured_on_the_frames(tiny_sky):
+    """Each catalogued object's PSFFLUX comes from the frame pixels (its own frame's measurement table),
+    so the star/galaxy label is a function of the very pixels a patch shows, as in SDSS."""
+    truth = read_table(tiny_sky.sim_truth(301, 8162, 6), dtype=simulate.TRUTH_DTYPE)
+    cat = np.concatenate([sdss.read_catalog(tiny_sky.catalog(301, 8162, 6, k)) for k in ("gal", "star")])
+    checked = 0
+    for field in TINY.fields:
+        rows = np.load(tiny_sky.sim_measurements(fid(field)))
+        own = rows[rows["cell"] == field]
+        cell_truth = truth[truth["field"] == field]  # in the cell's object order
+        ids = cell_truth["id"][own["index"]]
+        listed = (ids > 0) & np.isfinite(own["psfflux"]).all(1)  # centred inside every band's frame
+        by_id = {int(i): k for k, i in enumerate(cat["ID"]) if cat["FIELD"][k] == field}
+        at = np.array([by_id[int(i)] for i in ids[listed]])
+        np.testing.assert_allclose(cat["PSFFLUX"][at], own["psfflux"][listed], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(cat["MODELFLUX"][at], own["modelflux"][listed], rtol=1e-5, atol=1e-6)
+        types = simulate.star_galaxy_type(own["psfflux"][listed], own["modelflux"][listed])
+        np.testing.assert_array_equal(cat["OBJC_TYPE"][at], types)
+        checked += int(listed.sum())
+    assert checked > 100

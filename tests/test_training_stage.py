@@ -166,7 +166,10 @@ def test_training_learns_saves_and_reloads(toy):
     # the threshold is the MCC-optimal one on validation predictions (test data plays no part)
     assert model_json["threshold"] == pytest.approx(choose_threshold(y_val, p_val), abs=1e-6)
     data = training.load_dataset(toy, "toy")
-    again_metrics = training.evaluate(model, data, model_json["threshold"], tta=True)[0]
+    again_preds = training.predict_splits(model, data, tta=True)
+    np.testing.assert_allclose(again_preds["val"], p_val, atol=1e-6)  # val and test with TTA, once each
+    again_metrics = training.evaluate(data, again_preds, model_json["threshold"], tta=True)
+    assert again_metrics["tta_splits"] == ["val", "test"]
     assert again_metrics["test"]["mcc"] == pytest.approx(metrics["test"]["mcc"])  # the reloaded model scores the same
     assert metrics["no_tta"]["test"]["mcc"] > 0.6
 

@@ -6,6 +6,7 @@ Layout (``data/`` by default, ``--data-dir`` elsewhere)::
     sas/sweeps/dr13_final/RERUN/calibObj-RUN6-C-{gal,star}.fits.gz                       stage 00
     sas/manifest.json                   source URL, size and sha256 of each fetched file  stage 00
     simulation/RERUN-RUN-CAMCOL/truth.csv  true positions of simulated objects            stage 00
+    simulation/RERUN-RUN-CAMCOL/measured-FIELD4.npy  catalog fluxes measured on a frame   stage 00
     aligned/RERUN/RUN/CAMCOL/cube-RUN6-C-FIELD4.fits      [5, 1489, 2048] aligned bands   stage 01
     aligned/RERUN/RUN/CAMCOL/objects-RUN6-C-FIELD4.csv    catalog objects in the field    stage 01
     tensors/RERUN-RUN-CAMCOL/{images,gal_coords,star_coords}.npy, tensors.json            stage 01
@@ -74,6 +75,9 @@ class DataPaths:
 
     def sim_truth(self, rerun: int, run: int, camcol: int) -> Path:
         return self.root / "simulation" / f"{rerun}-{run}-{camcol}" / "truth.csv"
+
+    def sim_measurements(self, fid: FieldId) -> Path:
+        return self.root / "simulation" / f"{fid.rerun}-{fid.run}-{fid.camcol}" / f"measured-{fid.field:04d}.npy"
 
     # stage 01
     def _aligned_dir(self, fid: FieldId) -> Path:

@@ -6,7 +6,10 @@ field owns the central band of rows of its frame ("cell"); the objects of a cell
 seeded by (seed, run, camcol, field), placed on the sky, and rendered into every band of every frame they fall
 in through that band's own WCS (bands are offset by several pixels, as in real frames). The truth of every
 object goes to ``paths.sim_truth``; catalogued objects (detected at S/N > 5) go to the calibObj sweeps under the
-field that owns them. Physics lives in ``stargal.sky_models``.
+field that owns them. As photo does, the catalog's PSF and model fluxes, and so the star/galaxy type, are
+measured on the very pixels written to the frames (each object on its own frame, after perfect deblending;
+``paths.sim_measurements`` keeps them per frame); objects no rendered frame covers get independent noise
+draws of the same size. Physics lives in ``stargal.sky_models``.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
@@ -27,7 +31,7 @@ from astropy.wcs import WCS
 from . import sdss, sky_models
 from .config import BANDS, FIELD_OVERLAP_ROWS, FRAME_SHAPE, PIXEL_SCALE_ARCSEC, SEED, FieldSet
 from .errors import StargalError
-from .fsio import write_bytes
+from .fsio import load_npy, save_npy, write_bytes
 from .parallel import map_tasks
 from .paths import DataPaths, FieldId
 from .tables import write_table
@@ -65,7 +69,7 @@ TRUTH_DTYPE = np.dtype(
         ("y", "f8"),  # 0-based row
         ("cls", "U6"),  # true class: star or galaxy
         ("label", "i1"),  # true class as label: 0 galaxy, 1 star
-        ("objc_type", "i4"),  # catalog OBJC_TYPE (photo's psf-model rule on noisy fluxes); 0 if not catalogued
+        ("objc_type", "i4"),  # catalog OBJC_TYPE (photo's psf-model rule on measured fluxes); 0 if not catalogued
         ("u", "f4"),  # true magnitudes
         ("g", "f4"),
         ("r", "f4"),
@@ -232,6 +236,24 @@ def _counts(spec: dict) -> dict:
     return {"total_bright": spec["per_field"], "edges": spec["edges"], "slopes": spec["slopes"]}
 
 
+@dataclass(frozen=True)
+class CellTruth:
+    """A field's own objects: sky positions, true PSF and model fluxes [n, 5], their errors, catalog PSF_FWHM,
+    and independent noise draws for objects that no rendered frame measures."""
+
+    field: int
+    pop: np.ndarray
+    ra: np.ndarray
+    dec: np.ndarray
+    psf_true: np.ndarray
+    model_true: np.ndarray
+    psf_err: np.ndarray
+    model_err: np.ndarray
+    psf_fwhm: np.ndarray
+    psf_unmeasured: np.ndarray
+    model_unmeasured: np.ndarray
+
+
 @dataclass
 class Cell:
     """A field's own objects with sky positions and their catalog measurements."""
@@ -251,7 +273,7 @@ class Cell:
 
 
 @functools.lru_cache(maxsize=8)
-def make_cell(seed: int, run: int, camcol: int, field: int, shape: tuple[int, int]) -> Cell:
+def cell_truth(seed: int, run: int, camcol: int, field: int, shape: tuple[int, int]) -> CellTruth:
     pop = _cell_population(seed, run, camcol, field, shape)
     cond = field_conditions(seed, run, camcol, field)
     crval, cd = r_band_geometry(field, shape)
@@ -275,22 +297,47 @@ def make_cell(seed: int, run: int, camcol: int, field: int, shape: tuple[int, in
     # psf and model fluxes are measured on the same pixels: strongly correlated errors
     common = rng.standard_normal((n, 5))
     own_p, own_m = rng.standard_normal((n, 5)), rng.standard_normal((n, 5))
-    psfflux = psf_true + psf_err * (0.9 * common + 0.436 * own_p)
-    modelflux = model_true + model_err * (0.9 * common + 0.436 * own_m)
+    psf_unmeasured = psf_true + psf_err * (0.9 * common + 0.436 * own_p)
+    model_unmeasured = model_true + model_err * (0.9 * common + 0.436 * own_m)
+    return CellTruth(
+        field, pop, ra, dec, psf_true, model_true, psf_err, model_err, fwhm, psf_unmeasured, model_unmeasured
+    )
+
+
+def make_cell(
+    seed: int,
+    run: int,
+    camcol: int,
+    field: int,
+    shape: tuple[int, int],
+    measured: tuple[np.ndarray, np.ndarray] | None = None,
+) -> Cell:
+    """A cell's catalog: ``measured`` (PSF, model) fluxes [n, 5] from the rendered frames (NaN: not measured)
+    take precedence; objects or bands no frame measured use independent noise draws."""
+    t = cell_truth(seed, run, camcol, field, shape)
+    psfflux, modelflux = t.psf_unmeasured, t.model_unmeasured
+    if measured is not None:
+        psf_m, model_m = measured
+        psfflux = np.where(np.isfinite(psf_m), psf_m, psfflux)
+        modelflux = np.where(np.isfinite(model_m), model_m, modelflux)
     # detection: S/N > 5 in g, r or i; only objects centred on the camcol's columns are catalogued
-    snr = (psfflux / psf_err)[:, 1:4].max(1)
-    inside = (pop["x"] >= -0.5) & (pop["x"] < shape[1] - 0.5)
+    snr = (psfflux / t.psf_err)[:, 1:4].max(1)
+    inside = (t.pop["x"] >= -0.5) & (t.pop["x"] < shape[1] - 0.5)
     catalogued = (snr > DETECTION_SNR) & inside
-    ids = np.full(n, -1, np.int64)
+    ids = np.full(len(t.pop), -1, np.int64)
     ids[catalogued] = np.arange(1, catalogued.sum() + 1)
-    # photo's star/galaxy rule on the summed g+r+i fluxes: galaxy when psfmag - modelmag > 0.145
+    objc = np.where(catalogued, star_galaxy_type(psfflux, modelflux), 0)
+    ivar_psf, ivar_model = 1 / t.psf_err**2, 1 / t.model_err**2
+    return Cell(field, t.pop, t.ra, t.dec, catalogued, ids, objc, psfflux, ivar_psf, modelflux, ivar_model, t.psf_fwhm)
+
+
+def star_galaxy_type(psfflux: np.ndarray, modelflux: np.ndarray) -> np.ndarray:
+    """photo's OBJC_TYPE rule on the summed g+r+i fluxes [n, 5]: 3 (galaxy) when psfmag - modelmag > 0.145, else 6."""
     with np.errstate(divide="ignore", invalid="ignore"):
         diff = -2.5 * np.log10(
             np.clip(psfflux[:, 1:4].sum(1), 1e-6, None) / np.clip(modelflux[:, 1:4].sum(1), 1e-6, None)
         )
-    objc = np.where(diff > 0.145, 3, 6)
-    objc = np.where(catalogued, objc, 0)
-    return Cell(field, pop, ra, dec, catalogued, ids, objc, psfflux, 1 / psf_err**2, modelflux, 1 / model_err**2, fwhm)
+    return np.where(diff > 0.145, 3, 6)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -421,17 +468,23 @@ class FieldTask:
     shape: tuple[int, int]
 
 
+MEASURED_DTYPE = np.dtype([("cell", "i4"), ("index", "i4"), ("psfflux", "f8", (5,)), ("modelflux", "f8", (5,))])
+
+
 def render_field(task: FieldTask) -> dict:
-    """Noisy float32 images (band -> array) and headers of one field, plus render statistics."""
+    """Noisy float32 images (band -> array) and headers of one field, the catalog fluxes of the objects
+    measured on those very pixels (MEASURED_DTYPE rows), plus render statistics."""
     shape = task.shape
     cond = field_conditions(task.seed, task.run, task.camcol, task.field)
     fid = FieldId(task.rerun, task.run, task.camcol, task.field)
     cells = [
-        make_cell(task.seed, task.run, task.camcol, f, shape) for f in (task.field - 1, task.field, task.field + 1)
+        cell_truth(task.seed, task.run, task.camcol, f, shape) for f in (task.field - 1, task.field, task.field + 1)
     ]
     pop = np.concatenate([c.pop for c in cells])
     ra = np.concatenate([c.ra for c in cells])
     dec = np.concatenate([c.dec for c in cells])
+    owner = np.concatenate([np.full(len(c.pop), k) for k, c in enumerate(cells)])
+    psf_meas, model_meas = np.full((len(pop), 5), np.nan), np.full((len(pop), 5), np.nan)
     images, headers, extras = {}, {}, {}
     for bi, b in enumerate(BANDS):
         rng = _rng(task.seed, task.run, task.camcol, task.field, 10 + bi)
@@ -449,13 +502,52 @@ def render_field(task: FieldTask) -> dict:
             sky_models.render(image, x[near][group], y[near][group], amp, cov, radius)
         sky_models.saturate(image, cond.saturation[b])
         var = sigma**2 + np.clip(image, 0, None) * (cond.nmgy[b] / sky_models.GAIN[b])
-        image += rng.standard_normal(shape, dtype=np.float32) * np.sqrt(var, dtype=np.float32)
+        noise = rng.standard_normal(shape, dtype=np.float32) * np.sqrt(var, dtype=np.float32)
+        image += noise
+        # the catalog's fluxes come from these pixels, as photo measures the frames it writes
+        for k, c in enumerate(cells):
+            mine = owner == k
+            family = sky_models.measurement_family(c.pop, b, fwhm_px, sky_to_pix)
+            psf_meas[mine, bi], model_meas[mine, bi] = sky_models.measure_fluxes(
+                noise, x[mine], y[mine], c.model_true[:, bi], family
+            )
         calib, sky_dn = _calibration(rng, cond, b, shape)
         image = sky_models.quantize_counts(image, sky_dn, calib)
         images[b] = sky_models.truncate_floats(image)
         extras[b] = _calibration_hdus(calib, sky_dn, shape)
         headers[b] = _frame_header(fid, b, wcs, cond, shape)
-    return {"images": images, "headers": headers, "extras": extras, "cond": cond, "n_objects": len(pop)}
+    keep = np.isfinite(psf_meas).any(1)
+    measured = np.zeros(int(keep.sum()), MEASURED_DTYPE)
+    measured["cell"] = np.array([c.field for c in cells])[owner[keep]]
+    measured["index"] = np.concatenate([np.arange(len(c.pop)) for c in cells])[keep]
+    measured["psfflux"], measured["modelflux"] = psf_meas[keep], model_meas[keep]
+    return {
+        "images": images,
+        "headers": headers,
+        "extras": extras,
+        "cond": cond,
+        "measured": measured,
+        "n_objects": len(pop),
+    }
+
+
+def cell_measurements(
+    measured_by_frame: dict[int, np.ndarray], field: int, n: int
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """(PSF, model) fluxes [n, 5] of cell ``field``'s objects from the rendered frames' measurements: its own
+    frame first, then its neighbours (objects in the overlap rows); NaN where no frame measured them."""
+    psf, model = np.full((n, 5), np.nan), np.full((n, 5), np.nan)
+    found = False
+    for frame in (field, field - 1, field + 1):
+        rows = measured_by_frame.get(frame)
+        if rows is None:
+            continue
+        rows = rows[rows["cell"] == field]
+        fill = ~np.isfinite(psf[rows["index"]])
+        psf[rows["index"]] = np.where(fill, rows["psfflux"], psf[rows["index"]])
+        model[rows["index"]] = np.where(fill, rows["modelflux"], model[rows["index"]])
+        found = True
+    return (psf, model) if found else None
 
 
 def _calibration(rng: np.random.Generator, cond: FieldConditions, band: str, shape: tuple[int, int]):
@@ -497,6 +589,7 @@ def simulate_field(task: FieldTask) -> dict:
     paths = DataPaths.at(task.root)
     fid = FieldId(task.rerun, task.run, task.camcol, task.field)
     out = render_field(task)
+    save_npy(paths.sim_measurements(fid), out["measured"])
 
     def write(b: str) -> None:
         sdss.write_frame(paths.frame(fid, b), out["images"][b], out["headers"][b], extra_hdus=out["extras"][b])
@@ -629,10 +722,25 @@ def _existing_simulated_fields(paths: DataPaths, fs: FieldSet) -> set[int]:
     return found
 
 
+def _load_measurements(path: Path) -> np.ndarray:
+    rows = load_npy(path)
+    if rows.dtype != MEASURED_DTYPE:
+        raise StargalError(f"{path}: not a simulation measurement table (rerun stage 00 with --force)")
+    return rows
+
+
 def write_catalogs(paths: DataPaths, fs: FieldSet, fields: list[int], *, seed: int, shape: tuple[int, int]) -> dict:
     """calibObj gal/star sweeps and the truth table for the cells of ``fields`` and their neighbours."""
     cell_fields = sorted({f + d for f in fields for d in (-1, 0, 1)})
-    cells = [make_cell(seed, fs.run, fs.camcol, f, shape) for f in cell_fields]
+    measured_by_frame = {}
+    for f in fields:
+        path = paths.sim_measurements(FieldId(fs.rerun, fs.run, fs.camcol, f))
+        if path.exists():
+            measured_by_frame[f] = _load_measurements(path)
+    cells = []
+    for f in cell_fields:
+        n = len(cell_truth(seed, fs.run, fs.camcol, f, shape).pop)
+        cells.append(make_cell(seed, fs.run, fs.camcol, f, shape, cell_measurements(measured_by_frame, f, n)))
     header = fits.Header()
     header["SIMULAT"] = (True, SIMULAT_COMMENT)
     counts = {}
@@ -678,7 +786,7 @@ def simulate_sky(
     todo = []
     for f in fields:
         fid = FieldId(fieldset.rerun, fieldset.run, fieldset.camcol, f)
-        outputs = [paths.frame(fid, b) for b in BANDS] + [paths.irg_jpeg(fid)]
+        outputs = [paths.frame(fid, b) for b in BANDS] + [paths.irg_jpeg(fid), paths.sim_measurements(fid)]
         if force or not all(p.exists() for p in outputs):
             todo.append(FieldTask(str(paths.root), fieldset.rerun, fieldset.run, fieldset.camcol, f, seed, shape))
     results = map_tasks(simulate_field, todo, workers=workers, scheduler=scheduler, description="simulating fields")
@@ -687,7 +795,7 @@ def simulate_sky(
         "simulated_fields": [r["field"] for r in results],
         "skipped_fields": [f for f in fields if f not in {r["field"] for r in results}],
         "field_seconds": {r["field"]: round(r["seconds"], 2) for r in results},
-        "files_written": 6 * len(results),
+        "files_written": 7 * len(results),
     }
     if not frames_only:
         cat_paths = [paths.catalog(fieldset.rerun, fieldset.run, fieldset.camcol, k) for k in sdss.CATALOG_KINDS]

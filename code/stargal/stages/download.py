@@ -18,13 +18,13 @@ import sys
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import requests
 
 from .. import sdss
-from ..config import BANDS, FRAME_SHAPE, SEED, FieldSet
+from ..config import BANDS, FRAME_SHAPE, SEED, SIMULATION_VERSION, FieldSet
 from ..download import (
     FetchCancelled,
     FetchError,
@@ -129,14 +129,17 @@ def run_download(paths: DataPaths, fs: FieldSet, options: DownloadOptions = Down
     start = time.monotonic()
     manifest = Manifest.load(paths.manifest)
     summary = DownloadSummary(source.describe(), planned=len(specs))
+    sim_url = simulated_url(options) if isinstance(source, SimulatedSource) else None
     todo = []
     for spec in specs:
         final = final_path(paths, spec)
         if options.force:
             partial_path(final).unlink(missing_ok=True)
             manifest.forget(spec.relpath)
-        if manifest.is_complete(spec.relpath, final) and not (
-            options.verify_existing and _hash_differs(manifest, spec, final)
+        if (
+            manifest.is_complete(spec.relpath, final)
+            and _same_origin(manifest.files[spec.relpath].get("url", ""), sim_url)
+            and not (options.verify_existing and _hash_differs(manifest, spec, final))
         ):
             summary.skipped += 1
         else:
@@ -155,6 +158,19 @@ def run_download(paths: DataPaths, fs: FieldSet, options: DownloadOptions = Down
                 _fetch_all(paths, source, todo, options, manifest, summary)
     summary.seconds = time.monotonic() - start
     return summary
+
+
+def simulated_url(options: DownloadOptions) -> str:
+    """The manifest's source of a simulated file: simulator version, seed and frame shape."""
+    rows, cols = options.sim_shape
+    return f"simulated:v{SIMULATION_VERSION}:seed={options.seed},shape={rows}x{cols}"
+
+
+def _same_origin(recorded_url: str, sim_url: str | None) -> bool:
+    """A complete file counts only if it came from this source: the same simulation, or real data for real."""
+    if sim_url is not None:
+        return recorded_url == sim_url
+    return not recorded_url.startswith("simulated:")
 
 
 def _hash_differs(manifest: Manifest, spec: FileSpec, final: Path) -> bool:
@@ -409,11 +425,14 @@ def _simulate(paths, fs, todo, options, manifest, summary) -> None:
         from ..simulate import simulate_sky
     except ImportError as exc:
         raise StargalError(f"--source simulated: the simulated sky is not available ({exc})") from None
+    # fields whose files are missing or from another simulation are rendered again, even where frames exist
+    stale = sorted({spec.field for spec in todo if spec.kind != "catalog"})
     simulate_sky(
-        paths, fs, seed=options.seed, shape=tuple(options.sim_shape), frames_only=options.frames_only,
-        force=options.force, workers=options.workers, scheduler=options.scheduler,
+        paths, replace(fs, fields=tuple(stale)) if stale else fs, seed=options.seed,
+        shape=tuple(options.sim_shape), frames_only=options.frames_only, force=options.force or bool(stale),
+        workers=options.workers, scheduler=options.scheduler,
     )  # fmt: skip
-    url = f"simulated:seed={options.seed},shape={options.sim_shape[0]}x{options.sim_shape[1]}"
+    url = simulated_url(options)
     for spec in todo:
         final = final_path(paths, spec)
         try:

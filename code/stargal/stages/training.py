@@ -145,20 +145,22 @@ def model_name(options: TrainOptions, dataset: str) -> str:
 # ---------------------------------------------------------------- evaluation
 
 
-def evaluate(model, data: dict, threshold: float, *, tta: bool = False) -> tuple[dict, dict]:
-    """(metrics, predictions) on every split: overall, per r magnitude bin, and the trivial baselines."""
-    from ..metrics import baselines, by_magnitude, classification_metrics
+def predict_splits(model, data: dict, *, tta: bool = False) -> dict:
+    """p(star) per split, each predicted once; ``tta`` averages val and test over the eight symmetries
+    (train, which only shows the fit, is scored in a single pass: TTA there would cost 8x for nothing)."""
     from ..model import predict
 
+    return {s: predict(model, data[s]["x"], tta=tta and s != "train") for s in SPLITS if s in data}
+
+
+def evaluate(data: dict, preds: dict, threshold: float, *, tta: bool = False) -> dict:
+    """Metrics of ``preds`` on every split: overall, per r magnitude bin, and the trivial baselines."""
+    from ..metrics import baselines, by_magnitude, classification_metrics
+
     metrics: dict = {}
-    preds: dict = {}
     by_mag: dict = {}
-    for split in SPLITS:
-        if split not in data:
-            continue
+    for split, p in preds.items():
         d = data[split]
-        p = predict(model, d["x"], tta=tta)
-        preds[split] = p
         metrics[split] = classification_metrics(d["y"], p, threshold)
         by_mag[split] = by_magnitude(d["y"], p, d["mag"], threshold)
     metrics["baselines"] = {
@@ -167,7 +169,8 @@ def evaluate(model, data: dict, threshold: float, *, tta: bool = False) -> tuple
     metrics["by_magnitude"] = by_mag
     metrics["threshold"] = threshold
     metrics["tta"] = tta
-    return metrics, preds
+    metrics["tta_splits"] = [s for s in preds if tta and s != "train"]
+    return metrics
 
 
 # ---------------------------------------------------------------- one training run
@@ -201,6 +204,7 @@ def train_one(paths: DataPaths, dataset: str, options: TrainOptions, data: dict 
     """
     from .. import model as mdl
     from ..augment import policy
+    from ..metrics import choose_threshold
     from ..train import class_weights, fit, select_threshold, set_seed
 
     options = options.resolved()
@@ -256,8 +260,9 @@ def train_one(paths: DataPaths, dataset: str, options: TrainOptions, data: dict 
         class_weight=cw,
     )
     t0 = time.monotonic()
-    threshold = select_threshold(model, data["val"]["x"], data["val"]["y"], tta=options.tta)
-    metrics, preds = evaluate(model, data, threshold, tta=options.tta)
+    preds = predict_splits(model, data, tta=options.tta)
+    threshold = choose_threshold(data["val"]["y"], preds["val"])  # validation only, never test
+    metrics = evaluate(data, preds, threshold, tta=options.tta)
     if options.tta and "test" in data:  # the plain single-pass scores too, for comparison
         from ..metrics import classification_metrics
         from ..model import predict
