@@ -33,7 +33,7 @@ FIELD_DIR = "004510-4-0030"
 STAR_CATALOG = "calibObj-004510-4-star.fits.gz"
 TARGET_STAR_FRACTION = 0.90
 MATCH_ARCSEC = 1.0
-MAG_BINS = (14.0, 16.0, 18.0, 19.0, 20.0, 21.0, 22.0, 25.0)
+MAG_BINS = (-np.inf, 14.0, 16.0, 18.0, 19.0, 20.0, 21.0, 22.0, 25.0, np.inf)
 
 
 def prepare_field(sample: Path, paths: DataPaths, quiet: bool = True) -> Path:
@@ -114,7 +114,12 @@ def summarise(star_pred, star_mag: np.ndarray, other_pred, threshold: float) -> 
     for lo, hi in zip(MAG_BINS[:-1], MAG_BINS[1:], strict=True):
         sel = ok & (star_mag >= lo) & (star_mag < hi)
         n = int(sel.sum())
-        per_mag.append({"r_psfmag": [lo, hi], "n": n, "star_fraction": float(is_star[sel].mean()) if n else None})
+        edges = [float(e) if np.isfinite(e) else None for e in (lo, hi)]  # JSON has no infinity
+        per_mag.append({"r_psfmag": edges, "n": n, "star_fraction": float(is_star[sel].mean()) if n else None})
+    sel = ok & ~np.isfinite(star_mag)  # no positive r flux: listed for their u or z light
+    per_mag.append(
+        {"r_psfmag": None, "n": int(sel.sum()), "star_fraction": float(is_star[sel].mean()) if sel.any() else None}
+    )
     o_ok = other_pred.status == "ok"
     p = other_pred.p_star[o_ok].astype(np.float64)
     hist, edges = np.histogram(p, bins=10, range=(0, 1))
@@ -142,6 +147,15 @@ def summarise(star_pred, star_mag: np.ndarray, other_pred, threshold: float) -> 
     }
 
 
+def _bin_label(edges) -> str:
+    if edges is None:
+        return "no r flux"
+    lo, hi = edges
+    if lo is None:
+        return f"< {hi:.0f}"
+    return f">= {lo:.0f}" if hi is None else f"{lo:.0f}-{hi:.0f}"
+
+
 def markdown(s: dict, model: str) -> str:
     c, o = s["catalog_stars"], s["other_sources"]
     frac = c["star_fraction"]
@@ -163,7 +177,7 @@ def markdown(s: dict, model: str) -> str:
     ]
     for b in c["by_r_psfmag"]:
         f = "" if b["star_fraction"] is None else f"{b['star_fraction']:.1%}"
-        lines.append(f"| {b['r_psfmag'][0]:.0f}-{b['r_psfmag'][1]:.0f} | {b['n']} | {f} |")
+        lines.append(f"| {_bin_label(b['r_psfmag'])} | {b['n']} | {f} |")
     lines += [
         "",
         "p_star of the other sources (deciles bins 0-1): " + " ".join(map(str, o["p_star_histogram"]["counts"])),

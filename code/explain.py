@@ -45,13 +45,17 @@ def main(argv=None) -> int:
         per_group=args.per_group,
         steps=args.steps,
         seed=args.seed,
+        force=args.force,
     )
     counts = ", ".join(f"{k} {v}" for k, v in result["counts"].items())
-    print(f"model {result['model']}: explained {counts} -> {result['folder']}")
+    done = "current, skipped" if result["skipped"] else "explained"
+    print(f"model {result['model']}: {done} {counts} -> {result['folder']}")
     if args.difficulty:
         from stargal.stages.explain import run_difficulty
 
-        diff = run_difficulty(cli.data_paths(args), model=args.model, dataset=args.dataset, seed=args.seed)
+        diff = run_difficulty(
+            cli.data_paths(args), model=args.model, dataset=args.dataset, seed=args.seed, force=args.force
+        )
         print(
             f"difficulty analysis ({diff['by_magnitude_source']} per-magnitude metrics) -> {diff['folder'] / 'difficulty.md'}"
         )

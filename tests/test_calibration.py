@@ -126,6 +126,22 @@ def test_catalog_rowc_colc_convention_like_real(real, sample_dir, tiny_sky):
             assert np.median(cat["ROWC"][:, bi] - y) == pytest.approx(0.5, abs=0.1)
 
 
+def test_sweep_magnitude_limits_like_real(sample_dir, tiny_sky):
+    """The simulated sweeps apply the real sweeps' PSF-magnitude limits, measured on the real star sweep."""
+    from stargal.simulate import SWEEP_PSF_MAG_LIMITS, in_sweep
+
+    real_cat = sdss.read_catalog(sample_dir / REAL_FIELDS[1][0] / "calibObj-004510-4-star.fits.gz")
+    assert in_sweep(real_cat["PSFFLUX"].astype(np.float64)).mean() > 0.985
+    # and the limits are not looser than needed: every band's limit is reached by real rows near it
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mags = 22.5 - 2.5 * np.log10(real_cat["PSFFLUX"].astype(np.float64))
+    for bi, limit in enumerate(SWEEP_PSF_MAG_LIMITS):
+        assert np.nanmax(mags[:, bi][mags[:, bi] < limit]) > limit - 0.05
+    for kind in ("gal", "star"):
+        sim_cat = sdss.read_catalog(tiny_sky.catalog(301, 8162, 6, kind))
+        assert in_sweep(sim_cat["PSFFLUX"].astype(np.float64)).all()
+
+
 def test_calibration_report_and_plot(sample_dir, tiny_data):
     result = run_calibration(sample_dir, tiny_data, dataclasses.replace(TINY, fields=(81,)), crop=200)
     report = tiny_data.reports("simulation")

@@ -104,6 +104,15 @@ def test_explain_runner_writes_grids(tmp_path, model_dir):
         assert (folder / f"{group}.png").stat().st_size > 10000
     lines = (folder / "examples.csv").read_text().splitlines()
     assert len(lines) == 9 and lines[0].startswith("group,index,objid,label,p_star")
+    assert result["skipped"] is False
+
+    # idempotent: the same request again is skipped, other settings or --force redo it
+    stamp = (folder / "examples.csv").stat().st_mtime_ns
+    again = run_explain(paths, model=str(model_dir), dataset="toy", per_group=2, steps=8)
+    assert again["skipped"] and again["counts"] == result["counts"]
+    assert (folder / "examples.csv").stat().st_mtime_ns == stamp
+    assert not run_explain(paths, model=str(model_dir), dataset="toy", per_group=1, steps=8)["skipped"]
+    assert not run_explain(paths, model=str(model_dir), dataset="toy", per_group=1, steps=8, force=True)["skipped"]
 
 
 def test_difficulty_markdown_from_numbers():
@@ -164,3 +173,6 @@ def test_difficulty_runner(tmp_path, model_dir):
     text = (result["folder"] / "difficulty.md").read_text()
     assert text == result["markdown"] and "| r PSF mag |" in text and 'neighbour within 3" (2)' in text
     assert (result["folder"] / "examples.png").stat().st_size > 10000
+    again = run_difficulty(paths, model=str(model_dir), dataset="toy")
+    assert again["skipped"] and again["markdown"] == text and again["by_magnitude_source"] == "measured"
+    assert not run_difficulty(paths, model=str(model_dir), dataset="toy", force=True)["skipped"]

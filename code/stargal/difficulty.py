@@ -154,8 +154,9 @@ def difficulty_markdown(
         " moves with each field's seeing.",
         "- **Blends.** When two sources fall within a few arcseconds, the patch holds two profiles; their sum"
         " is extended even if both are stars, and a star on a galaxy's outskirts inherits the galaxy's light.",
-        "- **Saturation.** Stars brighter than r of about 14 saturate the CCD: flat-topped cores and bleed"
-        " trails along columns make them look extended, and there are few such stars in any field to learn from.",
+        "- **Saturation.** Stars brighter than r of about 14 saturate the CCD; the frames interpolate over the"
+        " saturated core and its bleed trail along rows, leaving flat or hollow cores and streaks that look"
+        " extended, and there are few such stars in any field to learn from.",
         "",
     ]
     if figure:

@@ -482,6 +482,29 @@ def saturate(image: np.ndarray, level: float) -> int:
     return len(hot)
 
 
+def saturation_mask(image: np.ndarray, level: float) -> np.ndarray:
+    """Pixels photo interpolates over after ``saturate``: those at the level, grown by one pixel to the left and
+    right (charge-transfer trails) and above and below (bled charge under the threshold), as correctFrames does."""
+    hit = image >= np.float32(level) * np.float32(1 - 1e-6)
+    mask = hit.copy()
+    mask[:, 1:] |= hit[:, :-1]
+    mask[:, :-1] |= hit[:, 1:]
+    mask[1:, :] |= hit[:-1, :]
+    mask[:-1, :] |= hit[1:, :]
+    return mask
+
+
+def interpolate_rows(image: np.ndarray, mask: np.ndarray) -> None:
+    """Replace masked pixels in place by linear interpolation along their row from the nearest unmasked
+    pixels, as the frames pipeline interpolates over bleed trails and saturated cores."""
+    cols = np.arange(image.shape[1])
+    for row in np.flatnonzero(mask.any(axis=1)):
+        bad = mask[row]
+        if bad.all():
+            continue
+        image[row, bad] = np.interp(cols[bad], cols[~bad], image[row, ~bad])
+
+
 def truncate_floats(image: np.ndarray, bits: int = 10) -> np.ndarray:
     """Round float32 values to ``bits`` significant binary digits, as SDSS's FLOATCOMPRESS does."""
     drop = 24 - bits  # float32 has 24 significant bits

@@ -5,13 +5,14 @@ from __future__ import annotations
 import csv
 import io
 import logging
+from pathlib import Path
 
 import numpy as np
 
 from .. import explain
 from ..config import SEED
 from ..errors import StargalError
-from ..fsio import load_npy, write_text
+from ..fsio import is_current, load_npy, read_json, write_json, write_text
 from ..model import predict as predict_batches
 from ..paths import DataPaths
 from ..tables import read_table
@@ -27,6 +28,27 @@ GROUP_TITLES = {
 }
 
 
+def _model_and_dataset(paths: DataPaths, model: str | None, dataset: str | None) -> tuple[Path, str, str]:
+    """(model folder, model name, dataset) from model.json, without loading the network."""
+    model_dir = resolve_model_dir(paths, model)
+    try:
+        meta = read_json(model_dir / "model.json")
+    except (FileNotFoundError, ValueError) as exc:
+        raise StargalError(f"{model_dir / 'model.json'}: model description unreadable ({exc})") from None
+    dataset = dataset or meta.get("dataset")
+    if not dataset:
+        raise StargalError(f"{model_dir / 'model.json'}: names no dataset; pass --dataset")
+    return model_dir, str(meta.get("name") or model_dir.name), str(dataset)
+
+
+def _previous_run(record: Path, outputs: list[Path], inputs: list[Path], settings: dict, force: bool) -> dict | None:
+    """The recorded result of an earlier run with the same settings whose outputs are newer than the inputs."""
+    if force or not is_current([record, *outputs], inputs):
+        return None
+    previous = read_json(record)
+    return previous if previous.get("settings") == settings else None
+
+
 def run_explain(
     paths: DataPaths,
     *,
@@ -36,14 +58,24 @@ def run_explain(
     per_group: int = 4,
     steps: int = 32,
     seed: int = SEED,
+    force: bool = False,
 ) -> dict:
-    """Write one PNG grid per group (star/galaxy x correct/wrong) and examples.csv under reports/explain/MODEL."""
+    """Write one PNG grid per group (star/galaxy x correct/wrong) and examples.csv under reports/explain/MODEL.
+
+    Skipped (``"skipped": True``) when an earlier run with the same settings is newer than the model and data.
+    """
     from ..plots.explain import plot_explanations
 
-    bundle = load_bundle(resolve_model_dir(paths, model))
-    dataset = dataset or bundle.meta.get("dataset")
-    if not dataset:
-        raise StargalError(f"{bundle.directory / 'model.json'}: names no dataset; pass --dataset")
+    model_dir, name, dataset = _model_and_dataset(paths, model, dataset)
+    out_dir = paths.reports("explain", name)
+    settings = {"model": name, "dataset": dataset, "split": split, "per_group": per_group, "steps": steps,
+                "seed": seed}  # fmt: skip
+    inputs = [model_dir / "model.keras", model_dir / "model.json", paths.split_x(dataset, split)]
+    previous = _previous_run(out_dir / "explain.json", [out_dir / "examples.csv"], inputs, settings, force)
+    if previous is not None:
+        log.info("explanations of %s are current (use --force to redo)", name)
+        return {**previous["result"], "folder": out_dir, "skipped": True}
+    bundle = load_bundle(model_dir)
     try:
         x = load_npy(paths.split_x(dataset, split), mmap=True)
         y = load_npy(paths.split_y(dataset, split))
@@ -78,13 +110,14 @@ def run_explain(
     w.writerow(["group", "index", "objid", "label", "p_star", "ig_central_fraction_r3", "r_psfmag"])
     w.writerows(rows)
     write_text(out_dir / "examples.csv", buf.getvalue())
-    return {
+    result = {
         "model": bundle.name,
         "dataset": dataset,
-        "figures": written,
+        "figures": [str(f) for f in written],
         "counts": {g: int(i.size) for g, i in groups.items()},
-        "folder": out_dir,
     }
+    write_json(out_dir / "explain.json", {"settings": settings, "result": result})
+    return {**result, "folder": out_dir, "skipped": False}
 
 
 def _objects(paths: DataPaths, dataset: str, split: str, n: int) -> np.ndarray | None:
@@ -106,17 +139,31 @@ def _caption(objects, i) -> str:
     return f"r={mag:.1f}" if np.isfinite(mag) else ""
 
 
-def run_difficulty(paths: DataPaths, *, model: str | None = None, dataset: str | None = None, seed: int = SEED) -> dict:
-    """difficulty.md (a README/report section) and examples.png under reports/difficulty/MODEL."""
+def run_difficulty(
+    paths: DataPaths,
+    *,
+    model: str | None = None,
+    dataset: str | None = None,
+    seed: int = SEED,
+    force: bool = False,
+) -> dict:
+    """difficulty.md (a README/report section) and examples.png under reports/difficulty/MODEL; skipped like
+    run_explain when current."""
     from .. import difficulty
-    from ..fsio import read_json
     from ..metrics import by_magnitude
     from ..plots.explain import plot_examples
 
-    bundle = load_bundle(resolve_model_dir(paths, model))
-    dataset = dataset or bundle.meta.get("dataset")
-    if not dataset:
-        raise StargalError(f"{bundle.directory / 'model.json'}: names no dataset; pass --dataset")
+    model_dir, name, dataset = _model_and_dataset(paths, model, dataset)
+    out = paths.reports("difficulty", name)
+    settings = {"model": name, "dataset": dataset, "seed": seed}
+    inputs = [model_dir / "model.keras", model_dir / "metrics.json", paths.split_x(dataset, "test")]
+    outputs = [out / "difficulty.md", out / "examples.png"]
+    previous = _previous_run(out / "difficulty.json", outputs, inputs, settings, force)
+    if previous is not None:
+        log.info("difficulty analysis of %s is current (use --force to redo)", name)
+        text = (out / "difficulty.md").read_text(encoding="utf-8")
+        return {"markdown": text, "folder": out, "figure": outputs[1], **previous["result"], "skipped": True}
+    bundle = load_bundle(model_dir)
     try:
         x = load_npy(paths.split_x(dataset, "test"), mmap=True)
         y = load_npy(paths.split_y(dataset, "test"))
@@ -138,7 +185,6 @@ def run_difficulty(paths: DataPaths, *, model: str | None = None, dataset: str |
         rows, source = by_magnitude(y, p, mag, bundle.threshold), "measured"
     neighbour = difficulty.neighbour_distance_arcsec(objects["ra"], objects["dec"])
     groups = difficulty.select_examples(y, p, mag, neighbour, bundle.threshold, seed=seed)
-    out = paths.reports("difficulty", bundle.name)
     figure = plot_examples(
         x, groups, p, y, mag, out / "examples.png", title=f"{bundle.name}: test patches of {dataset}"
     )
@@ -153,4 +199,5 @@ def run_difficulty(paths: DataPaths, *, model: str | None = None, dataset: str |
         model=bundle.name,
     )
     write_text(out / "difficulty.md", text)
-    return {"markdown": text, "folder": out, "figure": figure, "by_magnitude_source": source}
+    write_json(out / "difficulty.json", {"settings": settings, "result": {"by_magnitude_source": source}})
+    return {"markdown": text, "folder": out, "figure": figure, "by_magnitude_source": source, "skipped": False}
