@@ -5,8 +5,9 @@ r-band WCS is the template), consecutive fields overlapping by ~128 rows (scaled
 field owns the central band of rows of its frame ("cell"); the objects of a cell are drawn from a generator
 seeded by (seed, run, camcol, field), placed on the sky, and rendered into every band of every frame they fall
 in through that band's own WCS (bands are offset by several pixels, as in real frames). The truth of every
-object goes to ``paths.sim_truth``; catalogued objects (detected at S/N > 5) go to the calibObj sweeps under the
-field that owns them. As photo does, the catalog's PSF and model fluxes, and so the star/galaxy type, are
+object goes to ``paths.sim_truth``; catalogued objects (detected at S/N > 5 and within the real sweeps' magnitude
+limits) go to the calibObj sweeps under the field that owns them. Saturated cores and bleed trails are
+interpolated over along rows, as in real frames. As photo does, the catalog's PSF and model fluxes, and so the star/galaxy type, are
 measured on the very pixels written to the frames (each object on its own frame, after perfect deblending;
 ``paths.sim_measurements`` keeps them per frame); objects no rendered frame covers get independent noise
 draws of the same size. Physics lives in ``stargal.sky_models``.

@@ -380,6 +380,11 @@ def render(
             _add_stamp(image, stamps[k], iy[j] - rad, ix[j] - rad)
 
 
+# photo's model fit has free sizes; a few circular exponentials stand in for its size freedom
+FAMILY_RE_ARCSEC = (0.3, 0.7, 1.5)
+MEASURE_THRESHOLD = 2e-4  # unit-flux profile level (per pixel) at which measurement stamps end
+
+
 def measurement_family(
     pop: np.ndarray, band: str, fwhm_px: float, sky_to_pix: np.ndarray
 ) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -396,11 +401,6 @@ def measurement_family(
     family = [unit(star=True), unit()]
     family += [unit(star=False, bulge_frac=0.0, re=re, q=1.0, pa=0.0) for re in FAMILY_RE_ARCSEC]
     return family
-
-
-# photo's model fit has free sizes; a few circular exponentials stand in for its size freedom
-FAMILY_RE_ARCSEC = (0.3, 0.7, 1.5)
-MEASURE_THRESHOLD = 2e-4  # unit-flux profile level (per pixel) at which measurement stamps end
 
 
 def measure_fluxes(
