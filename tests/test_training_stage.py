@@ -211,11 +211,9 @@ def _script(name: str, *args: str) -> subprocess.CompletedProcess:
 
 def test_augmentation_script(toy):
     root = str(toy.root)
-    res = _script(
-        "04_augmentation.py",
+    args = [
         "--data-dir",
         root,
-        "--materialize",
         "--experiment",
         "--epochs",
         "1",
@@ -224,8 +222,8 @@ def test_augmentation_script(toy):
         "--policies",
         "none",
         "combination",
-        "-q",
-    )
+    ]
+    res = _script("04_augmentation.py", *args, "--materialize", "-q")
     assert res.returncode == 0, res.stderr
     rep = toy.reports("augmentation")
     for f in (
@@ -246,18 +244,6 @@ def test_augmentation_script(toy):
     np.testing.assert_array_equal(y, np.tile(src_y, 32))
     # rerun with the same settings: the experiment is current and nothing is retrained
     before = (rep / "experiment.csv").stat().st_mtime_ns
-    args = [
-        "--data-dir",
-        root,
-        "--experiment",
-        "--epochs",
-        "1",
-        "--max-train",
-        "200",
-        "--policies",
-        "none",
-        "combination",
-    ]
     again = _script("04_augmentation.py", *args)
     assert again.returncode == 0, again.stderr
     assert "current" in again.stderr and (rep / "experiment.csv").stat().st_mtime_ns == before

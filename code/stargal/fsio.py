@@ -81,3 +81,18 @@ def is_current(outputs: Iterable[str | os.PathLike], inputs: Iterable[str | os.P
         return False
     newest_input = max((Path(p).stat().st_mtime for p in inputs if Path(p).exists()), default=0.0)
     return min(p.stat().st_mtime for p in outputs) >= newest_input
+
+
+def previous_record(
+    record: str | os.PathLike,
+    outputs: Iterable[str | os.PathLike],
+    inputs: Iterable[str | os.PathLike],
+    settings: dict,
+    force: bool = False,
+) -> dict | None:
+    """The JSON ``record`` of an earlier run made with the same ``settings`` (its "settings" entry) whose
+    record and ``outputs`` are all newer than the ``inputs``; None when the work must be done (again)."""
+    if force or not is_current([record, *outputs], inputs):
+        return None
+    previous = read_json(record)
+    return previous if previous.get("settings") == settings else None

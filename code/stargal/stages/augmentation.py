@@ -195,11 +195,10 @@ def experiment(
     outputs = [out / n for n in ("experiment.csv", "experiment.md", "experiment.png", "experiment.json")]
     settings = {"dataset": dataset, "seed": seed, "epochs": epochs, "batch_size": batch_size,
                 "policies": list(policies), "max_train": max_train}  # fmt: skip
-    if not force and fsio.is_current(outputs, [paths.dataset_json(dataset)]):
-        previous = fsio.read_json(outputs[-1])
-        if previous.get("settings") == settings:
-            log.info("augmentation experiment is current (use --force to rerun)")
-            return {"dataset": dataset, "rows": previous["rows"], "report": out, "skipped": True}
+    previous = fsio.previous_record(outputs[-1], outputs[:-1], [paths.dataset_json(dataset)], settings, force)
+    if previous is not None:
+        log.info("augmentation experiment is current (use --force to rerun)")
+        return {"dataset": dataset, "rows": previous["rows"], "report": out, "skipped": True}
     data = load_dataset(paths, dataset, splits=("train", "val"))
     norm = data["meta"]["normalisation"]
     tr, va = data["train"], data["val"]

@@ -12,7 +12,7 @@ import numpy as np
 from .. import explain
 from ..config import SEED
 from ..errors import StargalError
-from ..fsio import is_current, load_npy, read_json, write_json, write_text
+from ..fsio import load_npy, previous_record, read_json, write_json, write_text
 from ..model import predict as predict_batches
 from ..paths import DataPaths
 from ..tables import read_table
@@ -41,14 +41,6 @@ def _model_and_dataset(paths: DataPaths, model: str | None, dataset: str | None)
     return model_dir, str(meta.get("name") or model_dir.name), str(dataset)
 
 
-def _previous_run(record: Path, outputs: list[Path], inputs: list[Path], settings: dict, force: bool) -> dict | None:
-    """The recorded result of an earlier run with the same settings whose outputs are newer than the inputs."""
-    if force or not is_current([record, *outputs], inputs):
-        return None
-    previous = read_json(record)
-    return previous if previous.get("settings") == settings else None
-
-
 def run_explain(
     paths: DataPaths,
     *,
@@ -71,7 +63,7 @@ def run_explain(
     settings = {"model": name, "dataset": dataset, "split": split, "per_group": per_group, "steps": steps,
                 "seed": seed}  # fmt: skip
     inputs = [model_dir / "model.keras", model_dir / "model.json", paths.split_x(dataset, split)]
-    previous = _previous_run(out_dir / "explain.json", [out_dir / "examples.csv"], inputs, settings, force)
+    previous = previous_record(out_dir / "explain.json", [out_dir / "examples.csv"], inputs, settings, force)
     if previous is not None:
         log.info("explanations of %s are current (use --force to redo)", name)
         return {**previous["result"], "folder": out_dir, "skipped": True}
@@ -158,7 +150,7 @@ def run_difficulty(
     settings = {"model": name, "dataset": dataset, "seed": seed}
     inputs = [model_dir / "model.keras", model_dir / "metrics.json", paths.split_x(dataset, "test")]
     outputs = [out / "difficulty.md", out / "examples.png"]
-    previous = _previous_run(out / "difficulty.json", outputs, inputs, settings, force)
+    previous = previous_record(out / "difficulty.json", outputs, inputs, settings, force)
     if previous is not None:
         log.info("difficulty analysis of %s is current (use --force to redo)", name)
         text = (out / "difficulty.md").read_text(encoding="utf-8")
