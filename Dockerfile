@@ -33,6 +33,8 @@ RUN bash -c 'source /app/tools/ensure_env.sh' && /opt/venv/bin/python -c "import
 RUN useradd --create-home --uid 1000 --user-group --shell /bin/bash stargal \
     && mkdir -p /app/data && chown stargal:stargal /app/data
 COPY . /app
+# The project itself, in editable mode, as on a developer's machine (the same bootstrap, now with pyproject.toml).
+RUN bash -c 'source /app/tools/ensure_env.sh' && /opt/venv/bin/python -c "import stargal.pipeline"
 
 # data/ is never part of the image (.dockerignore): mount the host's data folder here.
 VOLUME ["/app/data"]

@@ -10,4 +10,4 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$root/tools/ensure_env.sh"
-STARGAL_PROG="$(basename "$0")" exec "$STARGAL_PY" "$root/tools/stage_runner.py" "$@"
+STARGAL_PROG="$(basename "$0")" exec "$STARGAL_PY" -m stargal.pipeline "$@"

@@ -21,17 +21,14 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "code"))
+import numpy as np
 
-import numpy as np  # noqa: E402
+from stargal import align, sdss
+from stargal.config import BANDS
+from stargal.paths import PROJECT_ROOT, DataPaths, FieldId
+from stargal.stages.alignment import align_field
 
-from stargal import align, sdss  # noqa: E402
-from stargal.config import BANDS  # noqa: E402
-from stargal.paths import DataPaths, FieldId  # noqa: E402
-from stargal.stages.alignment import align_field  # noqa: E402
-
-DEFAULT_DIR = ROOT.parent / "shared" / "sdss-sample" / "008162-6-0080"
+DEFAULT_DIR = PROJECT_ROOT.parent / "shared" / "sdss-sample" / "008162-6-0080"
 
 
 def link_field(field_dir: Path, root: Path) -> FieldId:

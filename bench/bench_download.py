@@ -12,22 +12,30 @@ files each approach leaves missing or corrupt.
 from __future__ import annotations
 
 import argparse
-import sys
+import importlib.util
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "code"), str(ROOT / "tests")]
+import requests
 
-import requests  # noqa: E402
-from sas_server import SasServer, make_sas_tree  # noqa: E402
+from stargal.config import FieldSet
+from stargal.download import HttpSettings
+from stargal.paths import PROJECT_ROOT, DataPaths
+from stargal.stages.download import DownloadOptions, final_path, plan_files, run_download
+from stargal.verify import VerificationError, verify_file
 
-from stargal.config import FieldSet  # noqa: E402
-from stargal.download import HttpSettings  # noqa: E402
-from stargal.paths import DataPaths  # noqa: E402
-from stargal.stages.download import DownloadOptions, final_path, plan_files, run_download  # noqa: E402
-from stargal.verify import VerificationError, verify_file  # noqa: E402
+
+def _load_sas_server():
+    """The tests' fault-injecting SAS server (tests/sas_server.py), loaded from its file: tests/ is no package."""
+    spec = importlib.util.spec_from_file_location("sas_server", PROJECT_ROOT / "tests" / "sas_server.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+sas_server = _load_sas_server()
+SasServer, make_sas_tree = sas_server.SasServer, sas_server.make_sas_tree
 
 
 def reference_download(base_url: str, specs, out: Path) -> int:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark the whole demo pipeline: every stage on the reference-size simulated sky (ten full-size fields).
 
-Runs ``run_scripts.sh --demo`` (through tools/stage_runner.py, the same engine) into a fresh data folder and
+Runs ``run_scripts.sh --demo`` (through stargal.pipeline, the same engine) into a fresh data folder and
 reports per stage the wall time, the peak resident memory of the largest process and of the whole process
 tree, next to the reference project's reported costs (~30 min alignment, ~10 GB peak memory), with the
 machine and the date. Takes a while on 2 cores: the lead runs it, not the tests.
@@ -22,11 +22,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "code"))
-
-from stargal.cli import default_workers  # noqa: E402
-from stargal.paths import DataPaths  # noqa: E402
+from stargal.cli import default_workers
+from stargal.paths import DataPaths
 
 REFERENCE_COSTS = {"alignment_minutes": 30, "peak_memory_gb": 10}  # the course project's, as reported
 
@@ -62,14 +59,14 @@ def main() -> int:
     args = parser.parse_args()
 
     data = Path(args.data_dir).resolve() if args.data_dir else Path(tempfile.mkdtemp(prefix="stargal-bench-"))
-    cmd = [sys.executable, str(ROOT / "tools" / "stage_runner.py"), "--demo", "--no-publish",
+    cmd = [sys.executable, "-m", "stargal.pipeline", "--demo", "--no-publish",
            "--data-dir", str(data), "--workers", str(args.workers), "-q"]  # fmt: skip
     if args.small:
         cmd.append("--small")
     print("running:", " ".join(cmd), flush=True)
     try:
         status = subprocess.run(cmd).returncode
-        record = json.loads(DataPaths(data).reports("pipeline", "stages.json").read_text())
+        record = json.loads(DataPaths(data).pipeline_record.read_text())
     finally:
         if not args.data_dir and not args.keep:
             shutil.rmtree(data, ignore_errors=True)

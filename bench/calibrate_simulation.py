@@ -8,23 +8,22 @@ simulated frames the same way (background sigma, star FWHM, band offsets), write
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
-PROJECT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(PROJECT / "code"))
-
-from stargal import cli  # noqa: E402
-from stargal.errors import StargalError  # noqa: E402
-from stargal.fsio import read_json, write_json  # noqa: E402
-from stargal.simulate import simulate_sky  # noqa: E402
-from stargal.sky_calibration import run_calibration  # noqa: E402
+from stargal import cli
+from stargal.errors import StargalError
+from stargal.fsio import read_json, write_json
+from stargal.paths import PROJECT_ROOT
+from stargal.stages.calibration import run_calibration
+from stargal.stages.simulate import simulate_sky
 
 
 def main(argv=None) -> int:
     parser = cli.make_parser(__doc__.splitlines()[0], workers=True)
-    parser.add_argument("--sample", default=str(PROJECT.parent / "shared" / "sdss-sample"), help="real sample folder")
+    parser.add_argument(
+        "--sample", default=str(PROJECT_ROOT.parent / "shared" / "sdss-sample"), help="real sample folder"
+    )
     args = parser.parse_args(argv)
     cli.setup_logging(args.quiet)
     if not (Path(args.sample) / "008162-6-0080").is_dir():

@@ -19,14 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-PROJECT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(PROJECT / "code"))
-
-from stargal import cli  # noqa: E402
-from stargal.cube import read_cube  # noqa: E402
-from stargal.errors import StargalError  # noqa: E402
-from stargal.fsio import write_json, write_text  # noqa: E402
-from stargal.paths import DataPaths, FieldId  # noqa: E402
+from stargal import cli
+from stargal.cube import read_cube
+from stargal.errors import StargalError
+from stargal.fsio import write_json, write_text
+from stargal.geometry import near_any
+from stargal.normalise import MAD_TO_SIGMA
+from stargal.paths import PROJECT_ROOT, DataPaths, FieldId
 
 FIELD = FieldId(301, 4510, 4, 30)
 FIELD_DIR = "004510-4-0030"
@@ -45,7 +44,7 @@ def prepare_field(sample: Path, paths: DataPaths, quiet: bool = True) -> Path:
         ("01_alignment.py", ["--workers", "1", "--no-reports"]),
     ):
         done = subprocess.run(
-            [sys.executable, str(PROJECT / "code" / script), *common, *extra], capture_output=True, text=True
+            [sys.executable, str(PROJECT_ROOT / "code" / script), *common, *extra], capture_output=True, text=True
         )
         if done.returncode != 0:
             raise StargalError(f"{script} failed on the sample field: {done.stderr.strip()[-500:]}")
@@ -69,7 +68,7 @@ def detect_sources(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(x, y) 0-based of local maxima above ``nsigma`` noise in the Gaussian-smoothed image (NaN ignored).
 
-    The noise is the robust sigma (1.4826 MAD) of the smoothed image itself, so the threshold is in
+    The noise is the robust sigma (MAD_TO_SIGMA x MAD) of the smoothed image itself, so the threshold is in
     units of the smoothed background's noise.
     """
     from scipy import ndimage
@@ -79,20 +78,10 @@ def detect_sources(
     valid = np.isfinite(image)
     vals = sm[valid]
     med = np.median(vals)
-    sigma = 1.4826 * np.median(np.abs(vals - med))
+    sigma = MAD_TO_SIGMA * np.median(np.abs(vals - med))
     peaks = (sm == ndimage.maximum_filter(sm, size=2 * min_separation + 1)) & (sm > med + nsigma * sigma) & valid
     rows, cols = np.nonzero(peaks)
     return cols.astype(np.float64), rows.astype(np.float64)
-
-
-def separation_arcsec(ra1, dec1, ra2, dec2) -> np.ndarray:
-    """Pairwise angular separations [len1, len2] in arcseconds (small arrays; haversine)."""
-    r1, d1, r2, d2 = (np.radians(np.asarray(v, np.float64)) for v in (ra1, dec1, ra2, dec2))
-    a = (
-        np.sin((d1[:, None] - d2[None]) / 2) ** 2
-        + np.cos(d1[:, None]) * np.cos(d2[None]) * np.sin((r1[:, None] - r2[None]) / 2) ** 2
-    )
-    return np.degrees(2 * np.arcsin(np.sqrt(np.clip(a, 0, 1)))) * 3600
 
 
 def other_sources(cube_path: Path, stars: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -100,9 +89,8 @@ def other_sources(cube_path: Path, stars: np.ndarray) -> tuple[np.ndarray, np.nd
     cube = read_cube(cube_path)
     x, y = detect_sources(np.asarray(cube.data[cube.band_index("r")], np.float32))
     ra, dec = cube.wcs.celestial.wcs_pix2world(x, y, 0)
-    if len(stars) and len(ra):
-        near = (separation_arcsec(ra, dec, stars["ra"], stars["dec"]) < MATCH_ARCSEC).any(axis=1)
-        ra, dec = ra[~near], dec[~near]
+    near = near_any(ra, dec, stars["ra"], stars["dec"], MATCH_ARCSEC)
+    ra, dec = ra[~near], dec[~near]
     return np.asarray(ra), np.asarray(dec)
 
 
@@ -245,10 +233,10 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="model folder, .keras file, or name in --work's models/")
     parser.add_argument(
-        "--sample", default=str(PROJECT.parent / "shared" / "sdss-sample"), help="real SDSS sample folder"
+        "--sample", default=str(PROJECT_ROOT.parent / "shared" / "sdss-sample"), help="real SDSS sample folder"
     )
     parser.add_argument(
-        "--work", default=str(PROJECT / "data"), help="data folder for the real field's files and reports"
+        "--work", default=str(PROJECT_ROOT / "data"), help="data folder for the real field's files and reports"
     )
     parser.add_argument("--out", default=None, help="report folder (default: WORK/reports/real_check/MODEL)")
     args = parser.parse_args(argv)

@@ -16,15 +16,11 @@ resumed. Exit status 0 when every file is complete, 1 when some failed (each is 
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from stargal import cli  # noqa: E402
-from stargal.config import BANDS  # noqa: E402
-from stargal.download import HttpSettings  # noqa: E402
-from stargal.errors import StargalError  # noqa: E402
+from stargal import cli
+from stargal.config import BANDS
+from stargal.download import HttpSettings
+from stargal.errors import StargalError
 
 
 def _positive_float(text: str) -> float:
@@ -43,17 +39,15 @@ def _retries(text: str) -> int:
 
 
 def build_parser():
-    parser = cli.make_parser(__doc__.split("\n\n")[0], splits=False, workers=True)
-    parser.set_defaults(workers=4)
-    for action in parser._actions:  # the shared options, worded for downloads
-        if "--workers" in action.option_strings:
-            action.help = "parallel downloads (threads)"
-        elif "--scheduler" in action.option_strings:
-            action.help = (
-                "fetch (or simulate) the files field by field on this existing Dask cluster (e.g. tcp://head:8786, "
-                "or a scheduler file) instead of local threads; the data folder, and a local --source, must be on "
-                "a filesystem every worker shares"
-            )
+    parser = cli.make_parser(
+        __doc__.split("\n\n")[0],
+        workers=True,
+        workers_default=4,  # downloads wait on the network, not on the cores
+        workers_help="parallel downloads (threads)",
+        scheduler_help="fetch (or simulate) the files field by field on this existing Dask cluster (e.g. "
+        "tcp://head:8786, or a scheduler file) instead of local threads; the data folder, and a local --source, "
+        "must be on a filesystem every worker shares",
+    )
     group = parser.add_argument_group("download")
     group.add_argument(
         "--source", default="sdss",

@@ -15,14 +15,9 @@ skipped (--force redoes them). Exit status 0 on success, 2 on bad input (one-lin
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from stargal import cli  # noqa: E402
-from stargal.config import BANDS, REFERENCE_BAND  # noqa: E402
-from stargal.stages.alignment import run_alignment  # noqa: E402
+from stargal import cli
+from stargal.config import BANDS, REFERENCE_BAND
+from stargal.stages.alignment import run_alignment
 
 
 def build_parser():

@@ -7,15 +7,10 @@ overlapping neighbouring field, and every patch centred within half a patch of a
 Writes data/datasets/NAME/ (printed at the end) and a split report under data/reports/splits/NAME/.
 """
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from stargal import cli, splits  # noqa: E402
-from stargal.config import PATCH_SIZE  # noqa: E402
-from stargal.patches import EDGE_POLICIES  # noqa: E402
-from stargal.stages.preparation import prepare  # noqa: E402
+from stargal import cli, splits
+from stargal.config import PATCH_SIZE, SPLITS
+from stargal.patches import EDGE_POLICIES
+from stargal.stages.preparation import prepare
 
 
 def main(argv=None) -> int:
@@ -54,7 +49,7 @@ def main(argv=None) -> int:
     )
     counts = summary["counts"]
     state = "already current" if summary.get("skipped") else f"prepared in {summary.get('seconds', 0):.1f} s"
-    for s in splits.SPLITS:
+    for s in SPLITS:
         c = counts[s]
         frac = "-" if c["star_fraction"] is None else f"{100 * c['star_fraction']:.1f}% stars"
         print(f"{s:5s}: {c['n']:6d} patches ({frac})")

@@ -9,14 +9,10 @@ is chosen on validation data only. Writes data/models/NAME/ and plots under data
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from stargal import cli  # noqa: E402
-from stargal.augment import POLICIES  # noqa: E402
-from stargal.model import ARCHITECTURES  # noqa: E402
+from stargal import cli
+from stargal.augment import POLICIES
+from stargal.model import ARCHITECTURES
 
 
 def build_parser():
@@ -83,17 +79,20 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     cli.setup_logging(args.quiet)
     from stargal.stages import training
+    from stargal.stages.training_summary import run_summary
+    from stargal.tables import records_markdown
+    from stargal.train_options import options_from_args
 
-    options = training.options_from_args(args)
+    options = options_from_args(args)
     paths = cli.data_paths(args)
     seeds = [args.seed + i for i in range(args.seeds)] if args.seeds else None
     if args.compare_augmentation:
         result = training.compare_augmentation(paths, args.dataset, options, seeds)
-        print(training.markdown_table(result["rows"], training.COMPARISON_COLUMNS), end="")
+        print(records_markdown(result["rows"], training.COMPARISON_COLUMNS), end="")
         print(f"report: {result['report']}")
         return 0
     result = training.run_training(paths, args.dataset, options, seeds)
-    print(training.run_summary(result))
+    print(run_summary(result))
     return 0
 
 

@@ -9,12 +9,7 @@ combination) with a fixed proxy-model budget: CSV, Markdown and a bar plot.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from stargal import cli  # noqa: E402
+from stargal import cli
 
 
 def build_parser():
@@ -70,14 +65,10 @@ def main(argv=None) -> int:
             policies=args.policies,
             force=args.force,
         )
-        from stargal.stages.training import markdown_table
+        from stargal.tables import records_markdown
 
-        print(
-            markdown_table(
-                exp["rows"], ["policy", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_mcc"]
-            ),
-            end="",
-        )
+        columns = ["policy", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_mcc"]
+        print(records_markdown(exp["rows"], columns), end="")
         print(f"report: {exp['report']}")
     return 0
 

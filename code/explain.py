@@ -7,13 +7,8 @@ data/reports/explain/MODEL/, one grid per group: stars and galaxies, correctly a
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from stargal import cli  # noqa: E402
-from stargal.cli import positive_int  # noqa: E402
+from stargal import cli
+from stargal.cli import positive_int
 
 
 def build_parser():

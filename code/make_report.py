@@ -6,13 +6,10 @@ tuning, metrics with baselines, explanations and difficulty, with the figures th
 data/reports/. Sections whose stage has not run say so. Written to data/reports/report.pdf (or --output).
 """
 
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from stargal import cli  # noqa: E402
-from stargal.report import build_report  # noqa: E402
+from stargal import cli
+from stargal.stages.report import build_report
 
 
 def main(argv=None) -> int:

@@ -13,16 +13,11 @@ no_data (a band does not cover the position); p_star and label are empty unless 
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import numpy as np  # noqa: E402
-
-from stargal import cli  # noqa: E402
-from stargal.errors import StargalError  # noqa: E402
-from stargal.paths import FieldId  # noqa: E402
+from stargal import cli
+from stargal.errors import StargalError
+from stargal.paths import FieldId
 
 
 def build_parser():

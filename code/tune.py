@@ -10,13 +10,8 @@ train the best configuration with ``03_model.py --config data/tuning/NAME/best.j
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from stargal import cli  # noqa: E402
-from stargal.cli import positive_int  # noqa: E402
+from stargal import cli
+from stargal.cli import positive_int
 
 
 def build_parser():

@@ -36,7 +36,7 @@ def sample_dir() -> Path:
 @pytest.fixture(scope="session")
 def tiny_sky(tmp_path_factory) -> DataPaths:
     """A simulated tiny sky written once per session (read-only for tests: copy before writing)."""
-    from stargal.simulate import simulate_sky
+    from stargal.stages.simulate import simulate_sky
 
     paths = DataPaths(tmp_path_factory.mktemp("tiny_sky"))
     simulate_sky(paths, TINY, seed=7, shape=TINY_SHAPE)

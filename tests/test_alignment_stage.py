@@ -88,7 +88,7 @@ def test_simulated_sky_end_to_end(tiny_data: DataPaths):
 
 
 def _truth_dtype():
-    from stargal.simulate import TRUTH_DTYPE
+    from stargal.sim_formats import TRUTH_DTYPE
 
     return TRUTH_DTYPE
 

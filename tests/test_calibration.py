@@ -17,8 +17,8 @@ from stargal.sky_calibration import (
     measure_real_sample,
     point_source_fwhm,
     robust_sigma,
-    run_calibration,
 )
+from stargal.stages.calibration import run_calibration
 
 # keys astropy manages itself when writing float images (it drops BZERO/BSCALE of unscaled data)
 ASTROPY_MANAGED = {"BZERO", "BSCALE"}

@@ -42,24 +42,6 @@ def make_catalog(wcs: WCS, x, y, fields, objc_type) -> np.ndarray:
     return cat
 
 
-def test_sky_to_pixel_round_trip():
-    w = make_wcs()
-    x = np.array([0.0, 10.25, 149.4, -3.0])
-    y = np.array([0.0, 50.75, 99.4, 7.0])
-    ra, dec = w.all_pix2world(x, y, 0)
-    px, py = catalog.sky_to_pixel(w, ra, dec)
-    np.testing.assert_allclose(px, x, atol=1e-8)
-    np.testing.assert_allclose(py, y, atol=1e-8)
-    ex, ey = catalog.sky_to_pixel(w, np.empty(0), np.empty(0))
-    assert ex.size == 0 and ey.size == 0
-
-
-def test_inside_uses_pixel_edges():
-    x = np.array([-0.5, -0.51, 149.49, 149.5, 10.0])
-    y = np.array([0.0, 0.0, 99.0, 0.0, 99.5])
-    assert catalog.inside(x, y, SHAPE).tolist() == [True, False, True, False, False]
-
-
 def test_objects_in_frame_selects_by_footprint_not_field_number():
     w = make_wcs()
     # listed under field 30 but outside; listed under neighbours 29/31 but inside

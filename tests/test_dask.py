@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 import time
 from pathlib import Path
 
@@ -16,12 +17,11 @@ import pytest
 from conftest import TINY
 
 from stargal import cli
-from stargal.config import BANDS
+from stargal.config import BANDS, SPLITS
 from stargal.cube import read_cube
 from stargal.download import Manifest
 from stargal.parallel import map_tasks
 from stargal.paths import DataPaths, FieldId
-from stargal.splits import SPLITS
 
 pytestmark = pytest.mark.slow
 CODE = Path(__file__).resolve().parents[1] / "code"
@@ -219,12 +219,17 @@ def test_preparation_on_a_dask_cluster_equals_the_sequential_run(aligned, tmp_pa
 
 
 def _external_cluster(workdir: Path):
-    """`dask scheduler` + `dask worker` started like on a real cluster: from a folder without stargal."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    """`dask scheduler` + `dask worker` started like on a real cluster: with the dependencies but without stargal.
+
+    The project's environment has stargal installed (editable, through a .pth file in site-packages), so the
+    cluster runs with ``-S`` (no site processing, hence no .pth files) and finds the dependencies through
+    PYTHONPATH instead.
+    """
+    env = dict(os.environ, PYTHONPATH=sysconfig.get_paths()["purelib"])
     sched_file = workdir / "scheduler.json"
     common = {"cwd": workdir, "env": env, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
     scheduler = subprocess.Popen(
-        [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0",
+        [sys.executable, "-S", "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0",
          "--dashboard-address", ":0", "--scheduler-file", str(sched_file)], **common,
     )  # fmt: skip
     worker = None
@@ -234,7 +239,7 @@ def _external_cluster(workdir: Path):
             assert time.monotonic() < deadline and scheduler.poll() is None, "the Dask scheduler did not start"
             time.sleep(0.2)
         worker = subprocess.Popen(
-            [sys.executable, "-m", "distributed.cli.dask_worker", "--scheduler-file", str(sched_file),
+            [sys.executable, "-S", "-m", "distributed.cli.dask_worker", "--scheduler-file", str(sched_file),
              "--nworkers", "2", "--nthreads", "1", "--no-dashboard"], **common,
         )  # fmt: skip
         from dask.distributed import Client

@@ -133,7 +133,7 @@ def test_difficulty_markdown_from_numbers():
     text = difficulty.difficulty_markdown(
         rows, y=y, p=p, mag=mag, neighbour=neighbour, figure="examples.png", model="m"
     )
-    assert text.count("\n| ") == len(rows) + 2
+    assert sum(line.startswith("|") for line in text.splitlines()) == len(rows) + 2  # header, separator, bins
     faint, bright = rows[-1], rows[1]
     assert faint["accuracy"] < bright["accuracy"]
     assert f"{100 * faint['accuracy']:.1f} %" in text and "![Example patches" in text
@@ -145,9 +145,9 @@ def test_difficulty_markdown_from_numbers():
 
 
 def test_neighbour_distance():
-    from stargal.difficulty import neighbour_distance_arcsec
+    from stargal.geometry import nearest_neighbour_arcsec
 
-    d = neighbour_distance_arcsec([10.0, 10.0 + 2 / 3600, 10.1], [0.0, 0.0, 0.0])
+    d = nearest_neighbour_arcsec([10.0, 10.0 + 2 / 3600, 10.1], [0.0, 0.0, 0.0])
     np.testing.assert_allclose(d[:2], 2.0, rtol=1e-6)
     assert d[2] > 300
 

@@ -16,8 +16,9 @@ import toy_models as toy
 
 from stargal.cube import write_cube
 from stargal.errors import StargalError
+from stargal.geometry import sky_to_pixel
 from stargal.paths import DataPaths
-from stargal.predict import locate, read_coordinates, sky_to_pixel
+from stargal.predict import locate, read_coordinates
 from stargal.stages.predict import load_bundle, run_predict
 
 PROJECT = Path(__file__).resolve().parents[1]

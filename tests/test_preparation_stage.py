@@ -3,7 +3,6 @@ edge policy, bad inputs, idempotency, the script; and stage 01 -> 02 on the simu
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -15,7 +14,7 @@ from astropy.wcs import WCS
 from test_splits import COLS, DEC0, ROWS, SCALE_DEG, strip
 
 from stargal import normalise, splits
-from stargal.config import FieldSet
+from stargal.config import SPLITS, FieldSet
 from stargal.cube import read_cube, write_cube
 from stargal.errors import StargalError
 from stargal.fsio import read_json
@@ -77,7 +76,7 @@ def test_outputs_are_complete_and_rows_aligned(synth):
     assert meta["fields"] == {"train": [80], "val": [82], "test": [81]}
     cubes = {f: read_cube(synth.cube(fid(f)), mmap=False).data for f in (80, 81, 82)}
     h = P // 2
-    for split in splits.SPLITS:
+    for split in SPLITS:
         x, y, objects = load(synth, name, split)
         n = len(objects)
         assert n > 20 and x.shape == (n, P, P, 5) and x.dtype == np.float32 and y.shape == (n,) and y.dtype == np.uint8
@@ -99,9 +98,9 @@ def test_outputs_are_complete_and_rows_aligned(synth):
     _, _, val = load(synth, name, "val")
     assert (val["nan_pixels"] > 0).any()  # field 82's u band gap is counted
     # leakage: no source shared between any two splits, no train/val centre within half a patch of test
-    both = {s: load(synth, name, s)[2] for s in splits.SPLITS}
-    table = np.concatenate([both[s] for s in splits.SPLITS])
-    code = np.concatenate([np.full(len(both[s]), i) for i, s in enumerate(splits.SPLITS)])
+    both = {s: load(synth, name, s)[2] for s in SPLITS}
+    table = np.concatenate([both[s] for s in SPLITS])
+    code = np.concatenate([np.full(len(both[s]), i) for i, s in enumerate(SPLITS)])
     for a, b in ((0, 2), (1, 2), (0, 1)):
         assert splits.shared_sources(table, code, a, b) == 0
     for a in (0, 1):
@@ -147,13 +146,13 @@ def test_edge_policies(synth):
     top = np.flatnonzero(objects["row"] < h)
     assert top.size and all((x[i, : h - objects["row"][i]] == 0).all() for i in top)  # rows above the frame
     assert drop["removed"]["edge"] > 0 and pad["removed"]["edge"] == 0
-    for split in splits.SPLITS:
+    for split in SPLITS:
         _, _, objects = load(synth, drop["name"], split)
         assert not objects["edge_padded"].any() and set(objects["edge_policy"]) <= {"drop"}
         assert (
             (objects["row"] >= h) & (objects["row"] < ROWS - h) & (objects["col"] >= h) & (objects["col"] < COLS - h)
         ).all()
-    assert sum(drop["counts"][s]["n"] for s in splits.SPLITS) < sum(pad["counts"][s]["n"] for s in splits.SPLITS)
+    assert sum(drop["counts"][s]["n"] for s in SPLITS) < sum(pad["counts"][s]["n"] for s in SPLITS)
 
 
 def test_idempotent_and_force(synth):
@@ -244,12 +243,9 @@ def test_script_prints_name_and_rejects_bad_regions(synth):
 
 
 @pytest.mark.slow
-def test_tiny_sky_alignment_then_preparation(request):
+def test_tiny_sky_alignment_then_preparation(tiny_data):
     """Stage 01 then stage 02 on the simulated tiny sky (train 80 83, val 82, test 81)."""
     script01 = PROJECT / "code" / "01_alignment.py"
-    if not script01.exists() or importlib.util.find_spec("stargal.simulate") is None:
-        pytest.skip("stage 01 (code/01_alignment.py) or stargal.simulate not available yet")
-    tiny_data = request.getfixturevalue("tiny_data")
     fields = ["--train-fields", "80", "83", "--val-fields", "82", "--test-fields", "81"]
     one = subprocess.run(
         [sys.executable, str(script01), "--data-dir", str(tiny_data.root), "--fields", "80", "81", "82", "83", "-q"],
@@ -261,15 +257,15 @@ def test_tiny_sky_alignment_then_preparation(request):
     name = tiny_data.latest_dataset.read_text().strip()
     meta = read_json(tiny_data.dataset_json(name))
     assert meta["simulated"] is True and meta["removed"]["test_source"] > 0
-    parts = {s: load(tiny_data, name, s) for s in splits.SPLITS}
-    assert all(len(parts[s][2]) > 0 for s in splits.SPLITS)
-    table = np.concatenate([parts[s][2] for s in splits.SPLITS])
-    code = np.concatenate([np.full(len(parts[s][2]), i) for i, s in enumerate(splits.SPLITS)])
+    parts = {s: load(tiny_data, name, s) for s in SPLITS}
+    assert all(len(parts[s][2]) > 0 for s in SPLITS)
+    table = np.concatenate([parts[s][2] for s in SPLITS])
+    code = np.concatenate([np.full(len(parts[s][2]), i) for i, s in enumerate(SPLITS)])
     for a, b in ((0, 2), (1, 2), (0, 1), (0, 0)):
         if a != b:
             assert splits.shared_sources(table, code, a, b) == 0
     assert np.unique(parts["train"][2]["objid"]).size == len(parts["train"][2])  # 80 and 83 do not overlap, still
-    for s in splits.SPLITS:
+    for s in SPLITS:
         x, y, objects = parts[s]
         assert x.shape[1:] == (25, 25, 5) and (y == objects["label"]).all()
 
@@ -292,9 +288,9 @@ def test_test_region_takes_objects_from_training_fields(synth):
     summary = prepare(synth, FS, patch_size=P, test_regions=[region])
     assert summary["moved_to_test_by_region"] > 10
     assert summary["cube_fields"]["test"] == [80, 81]
-    parts = {s: load(synth, summary["name"], s)[2] for s in splits.SPLITS}
+    parts = {s: load(synth, summary["name"], s)[2] for s in SPLITS}
     assert (parts["test"]["dec"][parts["test"]["cube_field"] == 80] < DEC0 + 40 * SCALE_DEG).all()
     assert not (parts["train"]["dec"] < DEC0 + 40 * SCALE_DEG).any()
-    table = np.concatenate([parts[s] for s in splits.SPLITS])
-    code = np.concatenate([np.full(len(parts[s]), i) for i, s in enumerate(splits.SPLITS)])
+    table = np.concatenate([parts[s] for s in SPLITS])
+    code = np.concatenate([np.full(len(parts[s]), i) for i, s in enumerate(SPLITS)])
     assert splits.shared_sources(table, code, 0, 2, splits.half_patch_arcsec(P)) == 0

@@ -12,7 +12,7 @@ import pytest
 
 from stargal import fsio
 from stargal.paths import DataPaths
-from stargal.report import MAX_PAGES, build_report, collect_sections, json_lines, markdown_lines
+from stargal.stages.report import MAX_PAGES, build_report, collect_sections, json_lines, markdown_lines
 
 CODE = Path(__file__).resolve().parents[1] / "code"
 

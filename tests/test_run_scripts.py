@@ -1,4 +1,4 @@
-"""run_scripts.sh and its engine tools/stage_runner.py: order, pass-through, failures, measurements, end to end."""
+"""run_scripts.sh and its engine stargal.pipeline: order, pass-through, failures, measurements, end to end."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-RUNNER = ROOT / "tools" / "stage_runner.py"
 SCRIPTS = {
     "download": "00_download.py",
     "alignment": "01_alignment.py",
@@ -57,7 +56,8 @@ def _stand_ins(folder: Path, skip: tuple[str, ...] = (), **bodies: str) -> Path:
 
 def _run(stage_dir: Path, *args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, STARGAL_STAGE_DIR=str(stage_dir))
-    return subprocess.run([sys.executable, str(RUNNER), *args], capture_output=True, text=True, env=env, timeout=300)
+    cmd = [sys.executable, "-m", "stargal.pipeline", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
 
 
 def _calls(data: Path) -> list[list[str]]:

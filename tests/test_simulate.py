@@ -10,10 +10,11 @@ import pytest
 from astropy.io import fits
 from conftest import TINY, TINY_SHAPE
 
-from stargal import sdss, simulate, sky_models
+from stargal import sdss, sim_formats, simulate, sky_models
 from stargal.config import BANDS, FieldSet
 from stargal.errors import StargalError
 from stargal.paths import DataPaths, FieldId
+from stargal.stages.simulate import simulate_sky
 from stargal.tables import read_table
 
 
@@ -147,7 +148,7 @@ def test_overlap_pixels_show_the_same_sources(tiny_sky):
 
 
 def test_truth_table_and_star_fraction(tiny_sky):
-    truth = read_table(tiny_sky.sim_truth(301, 8162, 6), dtype=simulate.TRUTH_DTYPE)
+    truth = read_table(tiny_sky.sim_truth(301, 8162, 6), dtype=sim_formats.TRUTH_DTYPE)
     assert set(np.unique(truth["cls"])) == {"star", "galaxy"}
     listed = truth[truth["id"] > 0]
     cat = np.concatenate([sdss.read_catalog(tiny_sky.catalog(301, 8162, 6, k)) for k in ("gal", "star")])
@@ -164,7 +165,7 @@ def test_truth_table_and_star_fraction(tiny_sky):
 
 
 def test_catalog_fluxes_match_truth(tiny_sky):
-    truth = read_table(tiny_sky.sim_truth(301, 8162, 6), dtype=simulate.TRUTH_DTYPE)
+    truth = read_table(tiny_sky.sim_truth(301, 8162, 6), dtype=sim_formats.TRUTH_DTYPE)
     star = sdss.read_catalog(tiny_sky.catalog(301, 8162, 6, "star"))
     key = {(int(t["field"]), int(t["id"])): t for t in truth[truth["id"] > 0]}
     rmag = sdss.magnitude(star["PSFFLUX"][:, 2])
@@ -176,7 +177,7 @@ def test_catalog_fluxes_match_truth(tiny_sky):
 
 def test_rendered_star_flux_and_position(tiny_sky):
     """A bright isolated catalog star: pixel sum near its flux, centroid at its WCS position (sub-pixel)."""
-    truth = read_table(tiny_sky.sim_truth(301, 8162, 6), dtype=simulate.TRUTH_DTYPE)
+    truth = read_table(tiny_sky.sim_truth(301, 8162, 6), dtype=sim_formats.TRUTH_DTYPE)
     checked = 0
     for field in (81, 82):
         frame = sdss.read_frame(tiny_sky.frame(fid(field), "i"))
@@ -212,7 +213,7 @@ def test_deterministic_and_subset_independent(tiny_sky, tmp_path):
     """Simulating one field alone gives the same pixels as the same field in the tiny sky."""
     paths = DataPaths(tmp_path / "one")
     fs = FieldSet(rerun=301, run=8162, camcol=6, fields=(82,), train_fields=(82,), val_fields=(), test_fields=())
-    summary = simulate.simulate_sky(paths, fs, seed=7, shape=TINY_SHAPE, frames_only=True)
+    summary = simulate_sky(paths, fs, seed=7, shape=TINY_SHAPE, frames_only=True)
     assert summary["simulated_fields"] == [82]
     assert not paths.catalog(301, 8162, 6, "gal").exists()
     for b in ("u", "r"):
@@ -227,11 +228,11 @@ def test_deterministic_and_subset_independent(tiny_sky, tmp_path):
 def test_idempotent_skip_and_force(tiny_data):
     path = tiny_data.frame(fid(80), "r")
     before = path.stat().st_mtime_ns
-    summary = simulate.simulate_sky(tiny_data, TINY, seed=7, shape=TINY_SHAPE)
+    summary = simulate_sky(tiny_data, TINY, seed=7, shape=TINY_SHAPE)
     assert summary["simulated_fields"] == [] and summary["skipped_fields"] == list(TINY.fields)
     assert path.stat().st_mtime_ns == before
     fs = FieldSet(rerun=301, run=8162, camcol=6, fields=(80,), train_fields=(80,), val_fields=(), test_fields=())
-    summary = simulate.simulate_sky(tiny_data, fs, seed=7, shape=TINY_SHAPE, force=True)
+    summary = simulate_sky(tiny_data, fs, seed=7, shape=TINY_SHAPE, force=True)
     assert summary["simulated_fields"] == [80]
     # the catalog still covers every simulated field present, not only the forced one
     cat = sdss.read_catalog(tiny_data.catalog(301, 8162, 6, "gal"))
@@ -240,7 +241,7 @@ def test_idempotent_skip_and_force(tiny_data):
 
 def test_bad_arguments(tmp_path):
     with pytest.raises(StargalError):
-        simulate.simulate_sky(DataPaths(tmp_path), TINY, shape=(10, 10))
+        simulate_sky(DataPaths(tmp_path), TINY, shape=(10, 10))
 
 
 def test_saturation_bleeds_along_columns():
@@ -271,7 +272,7 @@ def test_mog_profiles_normalised():
 def test_parallel_workers_give_identical_frames(tmp_path, tiny_sky):
     paths = DataPaths(tmp_path / "par")
     fs = FieldSet(rerun=301, run=8162, camcol=6, fields=(80, 83), train_fields=(80, 83), val_fields=(), test_fields=())
-    simulate.simulate_sky(paths, fs, seed=7, shape=TINY_SHAPE, workers=2, frames_only=True)
+    simulate_sky(paths, fs, seed=7, shape=TINY_SHAPE, workers=2, frames_only=True)
     for f in (80, 83):
         np.testing.assert_array_equal(
             sdss.read_frame(paths.frame(fid(f), "z")).image, sdss.read_frame(tiny_sky.frame(fid(f), "z")).image
@@ -296,7 +297,8 @@ def test_frame_header_builds_and_writes_without_astropy_warnings(tmp_path):
     wcs = simulate.band_wcs(80, "r", TINY_SHAPE, cond)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        header = simulate._frame_header(fid(80), "r", wcs, cond, TINY_SHAPE)
+        tai = simulate.frame_tai(80, "r", TINY_SHAPE)
+        header = sim_formats.frame_header(fid(80), "r", wcs, cond.nmgy["r"], tai)
         sdss.write_frame(tmp_path / "f.fits.bz2", np.zeros(TINY_SHAPE, np.float32), header)
     assert str(header.cards["PCALIB"]).endswith("/ Value o") and len(str(header.cards["PSKY"])) == 80
 
@@ -350,7 +352,7 @@ def test_measured_psf_flux_is_the_psf_weighted_sum_of_the_frame_noise():
 def test_catalog_fluxes_are_those_measured_on_the_frames(tiny_sky):
     """Each catalogued object's PSFFLUX comes from the frame pixels (its own frame's measurement table),
     so the star/galaxy label is a function of the very pixels a patch shows, as in SDSS."""
-    truth = read_table(tiny_sky.sim_truth(301, 8162, 6), dtype=simulate.TRUTH_DTYPE)
+    truth = read_table(tiny_sky.sim_truth(301, 8162, 6), dtype=sim_formats.TRUTH_DTYPE)
     cat = np.concatenate([sdss.read_catalog(tiny_sky.catalog(301, 8162, 6, k)) for k in ("gal", "star")])
     checked = 0
     for field in TINY.fields:

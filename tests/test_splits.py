@@ -8,6 +8,7 @@ import pytest
 from stargal import splits
 from stargal.config import PIXEL_SCALE_ARCSEC, REFERENCE, FieldSet
 from stargal.errors import StargalError
+from stargal.geometry import near_any
 from stargal.splits import TEST, TRAIN, VAL, Region, SplitSpec
 from stargal.tables import OBJECT_DTYPE
 
@@ -149,11 +150,11 @@ def test_drop_policy_removes_only_rows_outside():
 
 
 def test_near_any_across_ra_zero_and_inclusive_radius():
-    assert splits.near_any(np.array([359.9999]), np.array([0.0]), np.array([0.0001]), np.array([0.0]), 1.0)[0]
-    assert not splits.near_any(np.array([359.99]), np.array([0.0]), np.array([0.01]), np.array([0.0]), 1.0)[0]
+    assert near_any(np.array([359.9999]), np.array([0.0]), np.array([0.0001]), np.array([0.0]), 1.0)[0]
+    assert not near_any(np.array([359.99]), np.array([0.0]), np.array([0.01]), np.array([0.0]), 1.0)[0]
     dec = np.array([1.0 / 3600])
-    assert splits.near_any(np.array([10.0]), dec, np.array([10.0]), np.array([0.0]), 1.0)[0]  # exactly 1"
-    assert splits.near_any(np.array([]), np.array([]), np.array([1.0]), np.array([1.0]), 1.0).size == 0
+    assert near_any(np.array([10.0]), dec, np.array([10.0]), np.array([0.0]), 1.0)[0]  # exactly 1"
+    assert near_any(np.array([]), np.array([]), np.array([1.0]), np.array([1.0]), 1.0).size == 0
 
 
 @pytest.mark.parametrize(

@@ -12,8 +12,13 @@ import pytest
 
 from stargal import fsio
 from stargal.config import BANDS
+from stargal.dataset import load_dataset
+from stargal.evaluate import evaluate, predict_splits
+from stargal.normalise import MAD_TO_SIGMA
 from stargal.paths import DataPaths
+from stargal.stages.training_summary import run_summary
 from stargal.tables import OBJECT_DTYPE, write_table
+from stargal.train_options import TrainOptions, load_config
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 NOISE = np.array([0.05, 0.018, 0.022, 0.03, 0.09])  # nanomaggies per pixel, roughly SDSS ugriz
@@ -81,7 +86,7 @@ def write_toy_dataset(
         if split == "train":
             flat = x.reshape(-1, 5).astype(np.float64)
             center = np.median(flat, axis=0)
-            scale = 1.4826 * np.median(np.abs(flat - center), axis=0)
+            scale = MAD_TO_SIGMA * np.median(np.abs(flat - center), axis=0)
             norm = {"method": "asinh", "center": center.tolist(), "scale": scale.tolist()}
         fsio.save_npy(paths.split_x(name, split), x)
         fsio.save_npy(paths.split_y(name, split), y)
@@ -126,7 +131,7 @@ def test_training_learns_saves_and_reloads(toy):
     from stargal.model import load_model, predict
     from stargal.stages import training
 
-    opts = training.TrainOptions(
+    opts = TrainOptions(
         architecture="stargal", hyperparameters=TINY_HP, epochs=8, patience=3, batch_size=64, seed=3, verbose=0
     )
     result = training.run_training(toy, None, opts)  # dataset from paths.latest_dataset
@@ -165,10 +170,10 @@ def test_training_learns_saves_and_reloads(toy):
     p_val = predict(model, x_val, tta=True)
     # the threshold is the MCC-optimal one on validation predictions (test data plays no part)
     assert model_json["threshold"] == pytest.approx(choose_threshold(y_val, p_val), abs=1e-6)
-    data = training.load_dataset(toy, "toy")
-    again_preds = training.predict_splits(model, data, tta=True)
+    data = load_dataset(toy, "toy")
+    again_preds = predict_splits(model, data, tta=True)
     np.testing.assert_allclose(again_preds["val"], p_val, atol=1e-6)  # val and test with TTA, once each
-    again_metrics = training.evaluate(data, again_preds, model_json["threshold"], tta=True)
+    again_metrics = evaluate(data, again_preds, model_json["threshold"], tta=True)
     assert again_metrics["tta_splits"] == ["val", "test"]
     assert again_metrics["test"]["mcc"] == pytest.approx(metrics["test"]["mcc"])  # the reloaded model scores the same
     assert metrics["no_tta"]["test"]["mcc"] > 0.6
@@ -176,7 +181,7 @@ def test_training_learns_saves_and_reloads(toy):
     # idempotent: a second run with the same configuration is skipped
     again = training.run_training(toy, "toy", opts)
     assert again["runs"][0]["skipped"]
-    assert "test" in training.run_summary(again)
+    assert "test" in run_summary(again)
 
 
 def test_compare_augmentation_and_config(toy, tmp_path):
@@ -184,10 +189,10 @@ def test_compare_augmentation_and_config(toy, tmp_path):
 
     cfg = tmp_path / "best.json"
     cfg.write_text(json.dumps({"architecture": "reference_base", "hyperparameters": {**TINY_HP, "batch_size": 128}}))
-    loaded = training.load_config(cfg)
+    loaded = load_config(cfg)
     assert loaded["architecture"] == "reference_base" and loaded["batch_size"] == 128
     assert "batch_size" not in loaded["hyperparameters"]
-    opts = training.TrainOptions(
+    opts = TrainOptions(
         architecture="reference_base",
         hyperparameters=loaded["hyperparameters"],
         epochs=2,

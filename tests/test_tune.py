@@ -13,8 +13,7 @@ import toy_models as toy
 from stargal.errors import StargalError
 from stargal.fsio import save_npy, write_json
 from stargal.paths import DataPaths
-from stargal.stages.tuning import run_tuning
-from stargal.tune import make_storage
+from stargal.stages.tuning import make_storage, run_tuning
 
 P = 15
 FAST = {"architecture": "reference_base", "epochs": 2, "patience": 1}
@@ -35,7 +34,7 @@ def paths(tmp_path) -> DataPaths:
 
 
 def trials_csv(paths: DataPaths, name: str) -> list[dict]:
-    with open(paths.tuning_dir(name) / "trials.csv", newline="") as fh:
+    with open(paths.trials_csv(name), newline="") as fh:
         return list(csv.DictReader(fh))
 
 
@@ -43,38 +42,38 @@ def test_parallel_study_resumes(paths):
     first = run_tuning(paths, trials=2, workers=2, **FAST)
     name = first["name"]
     assert name == "toy_reference_base"
-    folder = paths.tuning_dir(name)
     rows = trials_csv(paths, name)
     assert len(rows) == 2 and {r["state"] for r in rows} <= {"COMPLETE", "PRUNED"}
-    study = optuna.load_study(study_name=name, storage=make_storage(folder / "study.db"))
+    study = optuna.load_study(study_name=name, storage=make_storage(paths.study_db(name)))
     # the two trials ran in two different worker processes
     assert len({t.user_attrs["pid"] for t in study.trials}) == 2
     earlier = {t.number: (t.params, t.value) for t in study.trials}
 
-    best = json.loads((folder / "best.json").read_text())
+    best = json.loads(paths.best_config(name).read_text())
     assert best["architecture"] == "reference_base"
     assert set(best["hyperparameters"]) == {"learning_rate", "filters", "dense_units", "batch_size"}
     assert best["value"] == min(t.value for t in study.trials if t.value is not None)
-    assert (folder / "trials.md").read_text().count("\n| ") == 4  # header, separator, 2 trials
+    table = [line for line in paths.trials_md(name).read_text().splitlines() if line.startswith("|")]
+    assert len(table) == 4  # header, separator, 2 trials
     assert paths.reports("tuning", name, "tuning.png").stat().st_size > 5000
-    assert paths.reports("tuning", name, "trials.md").read_text() == (folder / "trials.md").read_text()
+    assert paths.reports("tuning", name, "trials.md").read_text() == paths.trials_md(name).read_text()
 
     # rerun with more trials: the same study continues, the earlier trials are kept as they were
     second = run_tuning(paths, trials=3, workers=2, **FAST)
-    study = optuna.load_study(study_name=name, storage=make_storage(folder / "study.db"))
+    study = optuna.load_study(study_name=name, storage=make_storage(paths.study_db(name)))
     assert len(study.trials) == 3 and second["counts"]["COMPLETE"] + second["counts"]["PRUNED"] == 3
     assert {t.number: (t.params, t.value) for t in study.trials[:2]} == earlier
     assert len(trials_csv(paths, name)) == 3
 
     # the same target again: nothing to run, nothing added
     run_tuning(paths, trials=3, workers=2, **FAST)
-    assert len(optuna.load_study(study_name=name, storage=make_storage(folder / "study.db")).trials) == 3
+    assert len(optuna.load_study(study_name=name, storage=make_storage(paths.study_db(name))).trials) == 3
 
 
 def test_interrupted_trial_is_retried(paths):
     run_tuning(paths, trials=1, workers=1, **FAST)
     name = "toy_reference_base"
-    storage = make_storage(paths.tuning_dir(name) / "study.db")
+    storage = make_storage(paths.study_db(name))
     study = optuna.load_study(study_name=name, storage=storage)
     # an interrupted run leaves a RUNNING trial behind
     ghost = study.ask({"learning_rate": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)})
@@ -96,7 +95,8 @@ def test_changed_settings_are_refused(paths):
 
 
 def test_pruned_trial_stops_early(paths):
-    from stargal.tune import load_data, train_trial
+    from stargal.stages.tuning import load_data
+    from stargal.tune import train_trial
 
     spec = {
         "data_dir": str(paths.root),

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from stargal.normalise import MAD_TO_SIGMA
+
 BANDS = "ugriz"
 NOISE = np.array([0.045, 0.017, 0.027, 0.04, 0.17], dtype=np.float32)
 SED = np.array([0.4, 0.8, 1.0, 1.2, 1.3], dtype=np.float32)  # relative flux per band
@@ -60,7 +62,7 @@ def toy_patches(n: int, patch_size: int = 15, seed: int = 0) -> tuple[np.ndarray
 def normalisation(x: np.ndarray) -> dict:
     flat = x.reshape(-1, x.shape[-1])
     center = np.median(flat, axis=0)
-    scale = 1.4826 * np.median(np.abs(flat - center), axis=0)
+    scale = MAD_TO_SIGMA * np.median(np.abs(flat - center), axis=0)
     return {"method": "asinh", "center": center.tolist(), "scale": scale.tolist()}
 
 

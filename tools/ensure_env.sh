@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create or reuse the project's virtual environment (.venv) and install what is missing.
+# Create or reuse the project's virtual environment (.venv), install what is missing, and install the project
+# itself in editable mode (so `import stargal` works from the scripts, bench/ and tests/ without path tricks).
 # Usage: source tools/ensure_env.sh [dev]    -> sets STARGAL_PY to the environment's python
 set -euo pipefail
 _root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -15,6 +16,13 @@ _want="$(cat "$_root/code/requirements.txt" "$_req" | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$_stamp" 2>/dev/null)" != "$_want" ]; then
   "$_venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$_req" >&2
   echo "$_want" > "$_stamp"
+fi
+# The project, editable, once its pyproject.toml is there (the Docker image's first layer has only the
+# requirements); reinstalled when the installed copy points at another checkout.
+if [ -f "$_root/pyproject.toml" ] \
+  && ! "$_venv/bin/python" -c "import pathlib, sys, stargal; sys.exit(pathlib.Path(stargal.__file__).resolve() != pathlib.Path(sys.argv[1]).resolve())" \
+    "$_root/code/stargal/__init__.py" 2>/dev/null; then
+  "$_venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps -e "$_root" >&2
 fi
 STARGAL_PY="$_venv/bin/python"
 export STARGAL_PY

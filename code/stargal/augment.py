@@ -9,7 +9,7 @@ augmentation, use exactly the same transformation and no element is ever produce
 Brightness offsets are given in *normalised units*: an offset ``d`` for channel ``c`` adds
 ``d * scale[c]`` nanomaggies to every pixel of that channel, which shifts the argument of the model's
 ``arcsinh((x - center) / scale)`` normalisation by exactly ``d``. ``scale`` is the robust pixel spread
-(1.4826 * MAD) of the training split, i.e. about one sky-noise sigma, so the default ``d ~ N(0, 0.2)``
+(``normalise.MAD_TO_SIGMA`` x MAD) of the training split, i.e. about one sky-noise sigma, so the default ``d ~ N(0, 0.2)``
 is a sky-level error of a fifth of the noise, in line with SDSS sky-subtraction residuals.
 
 Blur is a Gaussian of sigma 1 px (the reference's), truncated at 3 sigma, with symmetric edge padding.
@@ -19,9 +19,8 @@ All random draws are stateless functions of an explicit seed, so a pipeline is r
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -46,13 +45,13 @@ class AugmentConfig:
     brightness_p: float = 1.0
     blur_sigma: float = 1.0
     blur_p: float = 0.0
-    extra: dict = field(default_factory=dict)
 
     @property
     def active(self) -> bool:
         return len(self.symmetries) > 1 or self.brightness_sigma > 0 or self.blur_p > 0
 
     def to_dict(self) -> dict:
+        """The configuration as JSON-ready values, symmetries by name."""
         d = asdict(self)
         d["symmetries"] = [D4_NAMES[k] for k in self.symmetries]
         return d
@@ -251,6 +250,7 @@ MATERIALIZED_VARIANTS = ("plain", "brightness", "blur", "brightness+blur")
 
 
 def materialized_size(n: int) -> int:
+    """Samples in the materialised set of ``n`` training patches (every copy of every patch)."""
     return n * D4_SIZE * len(MATERIALIZED_VARIANTS)
 
 
@@ -286,7 +286,3 @@ def materialize_chunks(
                     params["blur"] = tf.ones([b], tf.bool)
                 out = apply_parameters(xb, params, config, scale)
                 yield np.asarray(out, np.float32), np.asarray(y[start : start + chunk], np.uint8)
-
-
-def config_summary(config: AugmentConfig) -> str:
-    return json.dumps(config.to_dict(), indent=2)

@@ -2,7 +2,8 @@
 
 Pure functions (arrays and WCS in, arrays out). Fields of a camcol overlap by about 128 rows, so an
 object the sweep lists under a neighbouring field may lie inside this field's frame: selection uses the
-frame footprint on the sky (every object's RA/DEC converted to pixels in one vectorised call), with a
+frame footprint on the sky (every object's RA/DEC converted to pixels in one vectorised call,
+``stargal.geometry``), with a
 cheap pre-filter on the FIELD number.
 """
 
@@ -12,7 +13,8 @@ import numpy as np
 from astropy.wcs import WCS
 
 from .config import BANDS, LABEL_GALAXY, LABEL_STAR, OBJC_TYPE_GALAXY, OBJC_TYPE_STAR
-from .sdss import magnitude
+from .geometry import inside_frame, sky_to_pixel
+from .sdss import CATALOG_KINDS, magnitude
 from .tables import OBJECT_DTYPE
 
 # Objects listed up to this many fields away can still fall inside a frame (the overlap is ~128 rows,
@@ -29,20 +31,6 @@ def prefilter(catalog: np.ndarray, field: int, window: int = FIELD_WINDOW) -> np
     return catalog[np.abs(fields - field) <= window]
 
 
-def sky_to_pixel(wcs: WCS, ra: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """0-based pixel (x = column, y = row) of sky positions (degrees), in one vectorised call."""
-    if len(ra) == 0:
-        return np.empty(0), np.empty(0)
-    x, y = wcs.all_world2pix(np.asarray(ra, dtype=np.float64), np.asarray(dec, dtype=np.float64), 0)
-    return np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-
-
-def inside(x: np.ndarray, y: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """True where a position lies on the frame: within the outer edges of its pixels."""
-    rows, cols = shape
-    return (x >= -0.5) & (x < cols - 0.5) & (y >= -0.5) & (y < rows - 0.5)
-
-
 def objects_in_frame(
     catalog: np.ndarray, kind: str, wcs: WCS, shape: tuple[int, int], rerun: int
 ) -> tuple[np.ndarray, int]:
@@ -55,7 +43,7 @@ def objects_in_frame(
     if kind not in LABEL_OF_KIND:
         raise ValueError(f"unknown catalog kind {kind!r}")
     x, y = sky_to_pixel(wcs, catalog["RA"], catalog["DEC"])
-    keep = inside(x, y, shape) & np.isfinite(x) & np.isfinite(y)
+    keep = inside_frame(x, y, shape)
     consistent = catalog["OBJC_TYPE"] == OBJC_TYPE_OF_KIND[kind]
     mismatched = int(np.count_nonzero(keep & ~consistent))
     keep &= consistent
@@ -84,7 +72,7 @@ def field_objects(
 ) -> tuple[np.ndarray, int]:
     """Objects of every given catalog kind inside the frame, galaxies first, each sorted by (field, id)."""
     tables, mismatched = [], 0
-    for kind in ("gal", "star"):
+    for kind in CATALOG_KINDS:
         if kind in catalogs:
             table, bad = objects_in_frame(catalogs[kind], kind, wcs, shape, rerun)
             tables.append(np.sort(table, order=["field", "id"]))

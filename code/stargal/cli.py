@@ -43,6 +43,7 @@ def _non_negative_int(text: str) -> int:
 
 
 def positive_int(text: str) -> int:
+    """argparse type: an integer > 0."""
     value = _non_negative_int(text)
     if value == 0:
         raise argparse.ArgumentTypeError("must be positive: 0")
@@ -75,8 +76,24 @@ class _HelpFormatter(argparse.HelpFormatter):
         return f"{text} (default: {default})"
 
 
-def make_parser(description: str, *, splits: bool = False, workers: bool = False) -> argparse.ArgumentParser:
-    """A parser with the options every numbered script shares."""
+WORKERS_HELP = "parallel worker processes"
+SCHEDULER_HELP = (
+    "run the per-field work on this existing Dask cluster (e.g. tcp://head:8786) instead of local "
+    "processes; the data folder must be on a filesystem every worker shares"
+)
+
+
+def make_parser(
+    description: str,
+    *,
+    splits: bool = False,
+    workers: bool = False,
+    workers_default: int | None = None,
+    workers_help: str = WORKERS_HELP,
+    scheduler_help: str = SCHEDULER_HELP,
+) -> argparse.ArgumentParser:
+    """A parser with the options every numbered script shares (``--workers``/``--scheduler`` with ``workers``;
+    the split field lists with ``splits``). ``stargal.pipeline`` derives its pass-through list from it."""
     parser = argparse.ArgumentParser(description=description, formatter_class=_HelpFormatter)
     ref = REFERENCE
     group = parser.add_argument_group("data selection (defaults: the reference configuration)")
@@ -117,17 +134,16 @@ def make_parser(description: str, *, splits: bool = False, workers: bool = False
     parser.add_argument("--seed", type=int, default=SEED, help="random seed")
     parser.add_argument("--force", action="store_true", help="redo work whose outputs are already current")
     if workers:
-        parser.add_argument("--workers", type=positive_int, default=default_workers(), help="parallel worker processes")
         parser.add_argument(
-            "--scheduler", default=None, metavar="ADDRESS",
-            help="run the per-field work on this existing Dask cluster (e.g. tcp://head:8786) instead of local "
-            "processes; the data folder must be on a filesystem every worker shares",
-        )  # fmt: skip
+            "--workers", type=positive_int, default=workers_default or default_workers(), help=workers_help
+        )
+        parser.add_argument("--scheduler", default=None, metavar="ADDRESS", help=scheduler_help)
     parser.add_argument("-q", "--quiet", action="store_true", help="print only warnings, errors and the summary")
     return parser
 
 
 def default_workers() -> int:
+    """One worker per core, at most four."""
     return max(1, min(4, os.cpu_count() or 1))
 
 
@@ -147,14 +163,17 @@ def field_set(args: argparse.Namespace) -> FieldSet:
 
 
 def field_ids(fs: FieldSet) -> list[FieldId]:
+    """The FieldIds of every field of ``fs``."""
     return [FieldId(fs.rerun, fs.run, fs.camcol, f) for f in fs.fields]
 
 
 def data_paths(args: argparse.Namespace) -> DataPaths:
+    """The data folder of ``--data-dir`` (the project's data/ by default)."""
     return DataPaths.at(args.data_dir)
 
 
 def setup_logging(quiet: bool = False) -> None:
+    """Log stargal's progress to stderr (warnings only with ``-q``); silence chatty libraries."""
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s", stream=sys.stderr)
     for noisy in ("matplotlib", "PIL", "urllib3", "tensorflow", "absl", "distributed", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -12,6 +12,7 @@ FIELD_OVERLAP_ROWS = 128  # consecutive fields of a camcol overlap by about this
 EXPTIME_S = 53.907456
 SAS_BASE_URL = "https://data.sdss.org/sas/dr17/eboss/"
 SWEEP_VERSION = "dr13_final"
+SPLITS: tuple[str, ...] = ("train", "val", "test")  # dataset splits, in this order everywhere
 LABEL_GALAXY = 0
 LABEL_STAR = 1
 OBJC_TYPE_GALAXY = 3

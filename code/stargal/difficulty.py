@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .tables import markdown_table
+
 BLEND_ARCSEC = 3.0  # a neighbour closer than this shares the object's PSF wings (seeing ~1-1.6")
 BRIGHT_MAG = 16.0  # brighter than this, SDSS star cores approach saturation (~14 mag) and bleed
 FAINT_MAG = 21.0
@@ -35,19 +37,8 @@ def find_by_magnitude(metrics: dict, prefer: str = "test") -> list[dict]:
     return sorted(found, key=lambda t: t[0])[0][1]
 
 
-def neighbour_distance_arcsec(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
-    """Distance from each object to its nearest other object (arcsec), via a k-d tree on unit vectors."""
-    from scipy.spatial import cKDTree
-
-    ra, dec = np.radians(np.asarray(ra, np.float64)), np.radians(np.asarray(dec, np.float64))
-    if ra.size < 2:
-        return np.full(ra.size, np.inf)
-    v = np.stack([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)], axis=1)
-    d, _ = cKDTree(v).query(v, k=2)
-    return np.degrees(2 * np.arcsin(np.clip(d[:, 1] / 2, 0, 1))) * 3600
-
-
 def group_accuracy(y: np.ndarray, p: np.ndarray, mask: np.ndarray, threshold: float) -> tuple[int, float | None]:
+    """(size, accuracy) of the objects selected by ``mask``; accuracy None for an empty group."""
     n = int(mask.sum())
     return n, (float(np.mean((p[mask] >= threshold) == (y[mask] == 1))) if n else None)
 
@@ -99,17 +90,15 @@ def difficulty_markdown(
     lines = ["## Where stars and galaxies are hard to separate", ""]
     if model:
         lines += [f"Measured on the test split with model `{model}` (decision threshold {threshold:.2f}).", ""]
-    lines += [
-        "| r PSF mag | objects | stars | galaxies | accuracy | MCC | star completeness | star purity | galaxy completeness |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for r in by_mag:
-        lines.append(
-            f"| {r['bin']} | {r.get('n', '')} | {r.get('stars', '')} | {r.get('galaxies', '')} | {_pct(r.get('accuracy'))} | "
-            f"{_num(r.get('mcc'))} | {_pct(r.get('star_completeness'))} | {_pct(r.get('star_purity'))} | "
-            f"{_pct(r.get('galaxy_completeness'))} |"
-        )
-    lines.append("")
+    header = ["r PSF mag", "objects", "stars", "galaxies", "accuracy", "MCC", "star completeness", "star purity"]
+    header.append("galaxy completeness")
+    rows = [
+        [r["bin"], r.get("n", ""), r.get("stars", ""), r.get("galaxies", ""), _pct(r.get("accuracy")),
+         _num(r.get("mcc")), _pct(r.get("star_completeness")), _pct(r.get("star_purity")),
+         _pct(r.get("galaxy_completeness"))]
+        for r in by_mag
+    ]  # fmt: skip
+    lines += [markdown_table(header, rows, fmt=str).rstrip("\n"), ""]
     findings = []
     rated = [r for r in by_mag if r.get("n", 0) >= 20 and r.get("accuracy") is not None and r["bin"] != "unknown"]
     if rated:

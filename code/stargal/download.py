@@ -83,6 +83,7 @@ def partial_path(final: Path) -> Path:
 
 
 def make_session(settings: HttpSettings = HttpSettings()) -> requests.Session:
+    """A requests session that identifies stargal and asks for the bytes as stored (no re-encoding)."""
     session = requests.Session()
     # identity: a server must not re-encode .gz/.bz2 files, so the bytes stored are the bytes served
     session.headers.update({"User-Agent": settings.user_agent, "Accept-Encoding": "identity"})

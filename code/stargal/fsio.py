@@ -5,20 +5,24 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 
 
-def _default_file_mode() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-_FILE_MODE = _default_file_mode()
+def _create_temporary(final: Path) -> Path:
+    """Create an empty, uniquely named file beside ``final``, with the permissions any file the user writes
+    gets (0666 less the umask, which the kernel applies to ``os.open``'s mode; mkstemp would make it 0600)."""
+    for _ in range(100):
+        tmp = final.with_name(f".{final.name}.{secrets.token_hex(6)}.part")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(f"{final}: no free temporary name beside it")
 
 
 @contextlib.contextmanager
@@ -26,10 +30,7 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``final``; rename it to ``final`` only if the block succeeds."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent)
-    os.close(fd)
-    os.chmod(tmp, _FILE_MODE)  # mkstemp makes 0600; outputs should be as readable as any file the user writes
-    tmp_path = Path(tmp)
+    tmp_path = _create_temporary(final)
     try:
         yield tmp_path
         os.replace(tmp_path, final)
@@ -38,19 +39,23 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
+    """Write UTF-8 ``text`` to ``path`` atomically."""
     write_bytes(path, text.encode("utf-8"))
 
 
 def write_json(path: str | os.PathLike, obj) -> None:
+    """Write ``obj`` as indented JSON (numpy values and paths converted) atomically."""
     write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
 
 
 def read_json(path: str | os.PathLike):
+    """The JSON value in ``path``."""
     with open(path, encoding="utf-8") as fh:
         return json.load(fh)
 
@@ -66,11 +71,13 @@ def _json_default(value):
 
 
 def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
+    """Save ``array`` as .npy (no pickle) atomically."""
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.save(fh, array, allow_pickle=False)
 
 
 def load_npy(path: str | os.PathLike, mmap: bool = False) -> np.ndarray:
+    """Load a .npy file (never a pickle), memory-mapped read-only with ``mmap``."""
     return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
 
 

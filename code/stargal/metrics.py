@@ -1,4 +1,8 @@
-"""Classification metrics of star (1) / galaxy (0) predictions: pure numpy, arrays in, dicts out.
+"""Classification metrics of star (1) / galaxy (0) predictions: arrays in, dicts out.
+
+The standard metrics come from scikit-learn; this module adds what it lacks: one dict of every metric with
+the project's names, metrics per magnitude bin, the MCC-maximising decision threshold (vectorised over all
+candidate thresholds) and the trivial baselines.
 
 Convention: the positive class is "star". Purity of a class is the fraction of objects predicted as
 that class that truly are (precision); completeness is the fraction of true members recovered (recall).
@@ -7,76 +11,33 @@ Undefined ratios (empty denominators) are reported as None, MCC as 0 (scikit-lea
 
 from __future__ import annotations
 
+import math
+import warnings
+
 import numpy as np
-from scipy.stats import rankdata
+from sklearn import metrics as skm
 
 # r-band PSF magnitude bins of the per-magnitude evaluation (open-ended at both ends).
 MAGNITUDE_EDGES = (16.0, 18.0, 19.0, 20.0, 21.0, 22.0)
+LABELS = [0, 1]  # galaxy, star: fixed, so a split holding one class still gives 2x2 counts
 
 
-def _ratio(num: float, den: float) -> float | None:
-    return float(num / den) if den > 0 else None
-
-
-def confusion(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
-    """2x2 int64 matrix [[TN, FP], [FN, TP]]: rows true galaxy/star, columns predicted galaxy/star."""
-    y_true = np.asarray(y_true).astype(bool)
-    y_pred = np.asarray(y_pred).astype(bool)
-    tp = np.count_nonzero(y_true & y_pred)
-    tn = np.count_nonzero(~y_true & ~y_pred)
-    fp = np.count_nonzero(~y_true & y_pred)
-    fn = np.count_nonzero(y_true & ~y_pred)
-    return np.array([[tn, fp], [fn, tp]], dtype=np.int64)
+def _none_if_nan(value: float) -> float | None:
+    value = float(value)
+    return None if math.isnan(value) else value
 
 
 def mcc_from_counts(tn, fp, fn, tp):
-    """Matthews correlation coefficient (vectorised over arrays of counts); 0 where undefined."""
+    """Matthews correlation coefficient of many confusion matrices at once (arrays of counts); 0 where undefined.
+
+    scikit-learn's ``matthews_corrcoef`` scores one prediction at a time; ``choose_threshold`` needs every
+    candidate threshold's score in one pass.
+    """
     tn, fp, fn, tp = (np.asarray(v, dtype=np.float64) for v in (tn, fp, fn, tp))
     den = np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
     with np.errstate(invalid="ignore", divide="ignore"):
         mcc = np.where(den > 0, (tp * tn - fp * fn) / np.where(den > 0, den, 1.0), 0.0)
     return mcc
-
-
-def mcc(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    (tn, fp), (fn, tp) = confusion(y_true, y_pred)
-    return float(mcc_from_counts(tn, fp, fn, tp))
-
-
-def roc_auc(y_true: np.ndarray, p: np.ndarray) -> float | None:
-    """Area under the ROC curve via the Mann-Whitney U statistic (ties count half); None for one class."""
-    y_true = np.asarray(y_true).astype(bool)
-    n_pos = np.count_nonzero(y_true)
-    n_neg = y_true.size - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return None
-    ranks = rankdata(np.asarray(p, dtype=np.float64))
-    return float((ranks[y_true].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
-def roc_curve(y_true: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """False-positive rate, true-positive rate and thresholds (descending), starting at (0, 0)."""
-    y_true = np.asarray(y_true).astype(bool)
-    p = np.asarray(p, dtype=np.float64)
-    order = np.argsort(-p, kind="mergesort")
-    ps, ys = p[order], y_true[order]
-    last = np.r_[np.flatnonzero(np.diff(ps)), ps.size - 1]  # last index of each distinct score
-    tps = np.cumsum(ys)[last]
-    fps = (last + 1) - tps
-    n_pos, n_neg = max(int(ys.sum()), 1), max(int((~ys).sum()), 1)
-    fpr = np.r_[0.0, fps / n_neg]
-    tpr = np.r_[0.0, tps / n_pos]
-    thresholds = np.r_[np.inf, ps[last]]
-    return fpr, tpr, thresholds
-
-
-def log_loss(y_true: np.ndarray, p: np.ndarray) -> float:
-    """Mean binary cross-entropy (natural log), probabilities clipped to [eps, 1 - eps] as scikit-learn."""
-    y = np.asarray(y_true, dtype=np.float64)
-    p = np.asarray(p, dtype=np.float64)
-    eps = np.finfo(np.float64).eps
-    p = np.clip(p, eps, 1 - eps)
-    return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
 
 
 def classification_metrics(y_true: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> dict:
@@ -86,24 +47,31 @@ def classification_metrics(y_true: np.ndarray, p: np.ndarray, threshold: float =
     n = int(y_true.size)
     if n == 0:
         return {"n": 0, "stars": 0, "galaxies": 0}
-    cm = confusion(y_true, p >= threshold)
+    y_pred = (p >= threshold).astype(np.int64)
+    cm = skm.confusion_matrix(y_true, y_pred, labels=LABELS)
     (tn, fp), (fn, tp) = cm
-    star_completeness = _ratio(tp, tp + fn)
-    galaxy_completeness = _ratio(tn, tn + fp)
-    recalls = [r for r in (star_completeness, galaxy_completeness) if r is not None]
+    both_classes = 0 < tp + fn < n
+    with warnings.catch_warnings():
+        # one class absent (a faint magnitude bin, say): sklearn warns, the undefined ratios become None
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        precision = skm.precision_score(y_true, y_pred, labels=LABELS, average=None, zero_division=np.nan)
+        recall = skm.recall_score(y_true, y_pred, labels=LABELS, average=None, zero_division=np.nan)
+        balanced = skm.balanced_accuracy_score(y_true, y_pred)
+        mcc = skm.matthews_corrcoef(y_true, y_pred)
     return {
         "n": n,
         "stars": int(tp + fn),
         "galaxies": int(tn + fp),
-        "accuracy": float((tp + tn) / n),
-        "mcc": float(mcc_from_counts(tn, fp, fn, tp)),
-        "balanced_accuracy": float(np.mean(recalls)),
-        "roc_auc": roc_auc(y_true, p),
-        "log_loss": log_loss(y_true, p),
-        "star_purity": _ratio(tp, tp + fp),
-        "star_completeness": star_completeness,
-        "galaxy_purity": _ratio(tn, tn + fn),
-        "galaxy_completeness": galaxy_completeness,
+        "accuracy": float(skm.accuracy_score(y_true, y_pred)),
+        "mcc": float(mcc),
+        "balanced_accuracy": float(balanced),
+        "roc_auc": float(skm.roc_auc_score(y_true, p)) if both_classes else None,
+        "log_loss": float(skm.log_loss(y_true, y_proba=p, labels=LABELS)),
+        "star_purity": _none_if_nan(precision[1]),
+        "star_completeness": _none_if_nan(recall[1]),
+        "galaxy_purity": _none_if_nan(precision[0]),
+        "galaxy_completeness": _none_if_nan(recall[0]),
         "confusion_matrix": cm.tolist(),
         "threshold": float(threshold),
     }

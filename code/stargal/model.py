@@ -105,6 +105,7 @@ def normalisation_layer(normalisation: dict, name: str = "normalisation"):
 
 
 def merged_hp(architecture: str, hp: dict | None = None) -> dict:
+    """The architecture's default hyper-parameters updated with ``hp``."""
     if architecture not in ARCHITECTURES:
         raise StargalError(f"architecture {architecture!r}: unknown (choose from {', '.join(ARCHITECTURES)})")
     out = dict(DEFAULT_HP[architecture])
@@ -126,6 +127,7 @@ def build_model(architecture: str, input_shape: tuple, normalisation: dict, hp: 
 
 
 def compile_model(model, architecture: str, hp: dict) -> None:
+    """Compile ``model`` with the architecture's optimiser, loss and metrics."""
     keras = _keras()
     if architecture == "stargal":
         optimizer = keras.optimizers.AdamW(learning_rate=hp["learning_rate"], weight_decay=hp["weight_decay"])

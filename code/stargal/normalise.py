@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-MAD_TO_SIGMA = 1.4826
+MAD_TO_SIGMA = 1.4826  # MAD x this = standard deviation of Gaussian noise (the one home of this factor)
 MAX_SAMPLES = 2_000_000  # pixels per band used for the statistics; a regular subsample beyond this
 
 

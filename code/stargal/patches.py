@@ -44,6 +44,7 @@ def check_patch_size(size: int, frame_shape: tuple[int, int] | None = None) -> i
 
 
 def check_edge_policy(edge: str) -> str:
+    """``edge`` if it is one of EDGE_POLICIES, else StargalError."""
     if edge not in EDGE_POLICIES:
         raise StargalError(f"--edge {edge!r}: must be one of {', '.join(EDGE_POLICIES)}")
     return edge

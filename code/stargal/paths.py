@@ -1,4 +1,8 @@
-"""Every path under the data folder. No other module builds paths inside ``data/``.
+"""Every path under the data folder: the one module that names the files the stages exchange.
+
+Other modules take their paths from here. The one freedom they keep: a stage chooses the names of the
+figures, tables and summaries inside its own report folder (``DataPaths.reports(STAGE, ...)``), which no
+other stage reads except the PDF report, which lists whatever it finds there.
 
 Layout (``data/`` by default, ``--data-dir`` elsewhere)::
 
@@ -12,11 +16,12 @@ Layout (``data/`` by default, ``--data-dir`` elsewhere)::
     tensors/RERUN-RUN-CAMCOL/{images,gal_coords,star_coords}.npy, tensors.json            stage 01
     datasets/NAME/{train,val,test}_{x,y}.npy, {split}_objects.csv, dataset.json           stage 02
     datasets/LATEST, models/LATEST      name of the last prepared dataset / trained model
-    augmented/NAME/train_{x,y}.npy      fixed augmented training set (--materialize)      stage 04
+    augmented/NAME/train_{x,y}.npy, augmented.json  fixed augmented training set (--materialize) stage 04
     models/NAME/model.keras, model.json, metrics.json, history.csv                        stage 03
-    tuning/NAME/                        study database, trials table, best.json           stage 03 --tune
+    tuning/NAME/study.db, trials.lock, trials.csv, trials.md, best.json                   tune.py
     predictions/                        predict.py outputs
-    reports/STAGE/...                   plots, tables and summaries; report.pdf
+    reports/STAGE/...                   each stage's plots, tables and summaries
+    reports/pipeline/stages.json, reports/report.pdf    run_scripts.sh's timings; make_report.py
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ DEFAULT_DATA_DIR = PROJECT_ROOT / "data"
 
 
 class FieldId(NamedTuple):
+    """One SDSS field: rerun, run, camera column, field number."""
+
     rerun: int
     run: int
     camcol: int
@@ -40,6 +47,30 @@ class FieldId(NamedTuple):
 
     def __str__(self) -> str:
         return f"{self.rerun}/{self.run}/{self.camcol}/{self.field}"
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """The files of one trained model's folder: ``models/NAME`` or any folder a ``--model`` option names."""
+
+    folder: Path
+
+    @property
+    def keras(self) -> Path:
+        return self.folder / "model.keras"
+
+    @property
+    def json(self) -> Path:
+        """model.json: architecture, normalisation, threshold, ...; written last, it marks a complete model."""
+        return self.folder / "model.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.folder / "metrics.json"
+
+    @property
+    def history(self) -> Path:
+        return self.folder / "history.csv"
 
 
 @dataclass(frozen=True)
@@ -59,6 +90,10 @@ class DataPaths:
 
     def sas_file(self, relpath: str) -> Path:
         return self.sas / relpath
+
+    def frames_dir(self, rerun: int, run: int, camcol: int) -> Path:
+        """The folder of a run/camcol's frames and irg jpegs."""
+        return self.sas / sdss.frames_dir_relpath(rerun, run, camcol)
 
     def frame(self, fid: FieldId, band: str) -> Path:
         return self.sas / sdss.frame_relpath(band, fid.rerun, fid.run, fid.camcol, fid.field)
@@ -92,6 +127,13 @@ class DataPaths:
     def tensors_dir(self, rerun: int, run: int, camcol: int) -> Path:
         return self.root / "tensors" / f"{rerun}-{run}-{camcol}"
 
+    def tensor(self, rerun: int, run: int, camcol: int, name: str) -> Path:
+        """One exercise tensor: ``name`` is images, gal_coords or star_coords."""
+        return self.tensors_dir(rerun, run, camcol) / f"{name}.npy"
+
+    def tensors_json(self, rerun: int, run: int, camcol: int) -> Path:
+        return self.tensors_dir(rerun, run, camcol) / "tensors.json"
+
     # stage 02
     @property
     def latest_dataset(self) -> Path:
@@ -117,6 +159,15 @@ class DataPaths:
     def augmented_dir(self, name: str) -> Path:
         return self.root / "augmented" / name
 
+    def augmented_x(self, name: str) -> Path:
+        return self.augmented_dir(name) / "train_x.npy"
+
+    def augmented_y(self, name: str) -> Path:
+        return self.augmented_dir(name) / "train_y.npy"
+
+    def augmented_json(self, name: str) -> Path:
+        return self.augmented_dir(name) / "augmented.json"
+
     # stage 03
     @property
     def latest_model(self) -> Path:
@@ -126,8 +177,35 @@ class DataPaths:
     def model_dir(self, name: str) -> Path:
         return self.root / "models" / name
 
+    def model(self, name: str) -> ModelFiles:
+        return ModelFiles(self.model_dir(name))
+
+    # tune.py
+    @property
+    def tuning_root(self) -> Path:
+        """The folder holding one folder per tuning study."""
+        return self.root / "tuning"
+
     def tuning_dir(self, name: str) -> Path:
-        return self.root / "tuning" / name
+        return self.tuning_root / name
+
+    def study_db(self, name: str) -> Path:
+        """The study's Optuna SQLite storage."""
+        return self.tuning_dir(name) / "study.db"
+
+    def study_lock(self, name: str) -> Path:
+        """Lock file the tuning workers share around "count trials, then ask for one"."""
+        return self.tuning_dir(name) / "trials.lock"
+
+    def trials_csv(self, name: str) -> Path:
+        return self.tuning_dir(name) / "trials.csv"
+
+    def trials_md(self, name: str) -> Path:
+        return self.tuning_dir(name) / "trials.md"
+
+    def best_config(self, name: str) -> Path:
+        """best.json: the best trial's configuration, usable as ``03_model.py --config``."""
+        return self.tuning_dir(name) / "best.json"
 
     @property
     def predictions_dir(self) -> Path:
@@ -137,5 +215,16 @@ class DataPaths:
         """Default output of predict.py for one field and model (``name`` from stages.predict)."""
         return self.predictions_dir / f"{name}.csv"
 
+    # reports of every stage
     def reports(self, *parts: str) -> Path:
+        """``reports/PARTS...``: each stage's figures, tables and summaries (one folder per stage)."""
         return self.root.joinpath("reports", *parts)
+
+    @property
+    def pipeline_record(self) -> Path:
+        """Wall time and peak memory of each stage of the last ``run_scripts.sh`` run (for the report)."""
+        return self.reports("pipeline", "stages.json")
+
+    @property
+    def report_pdf(self) -> Path:
+        return self.reports("report.pdf")

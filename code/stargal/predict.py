@@ -22,7 +22,9 @@ import numpy as np
 
 from . import patches
 from .errors import StargalError
+from .geometry import inside_frame, sky_to_pixel
 from .model import predict
+from .tables import csv_text
 
 STATUS_OK = "ok"
 STATUS_OUTSIDE = "outside"
@@ -51,36 +53,13 @@ class Predictions:
         return {s: int(np.count_nonzero(self.status == s)) for s in STATUSES}
 
 
-def sky_to_pixel(wcs, ra: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """0-based pixel coordinates (x column, y row) of sky positions in degrees; NaN where the WCS fails."""
-    ra = np.asarray(ra, dtype=np.float64)
-    dec = np.asarray(dec, dtype=np.float64)
-    if ra.size == 0:
-        return np.empty(0), np.empty(0)
-    # A TAN projection maps the far hemisphere onto the plane too: reject points > 90 deg from the tangent point.
-    ra0, dec0 = (float(v) for v in wcs.wcs.crval[:2])
-    cos_sep = np.sin(np.radians(dec)) * np.sin(np.radians(dec0)) + np.cos(np.radians(dec)) * np.cos(
-        np.radians(dec0)
-    ) * np.cos(np.radians(ra - ra0))
-    with np.errstate(invalid="ignore"):
-        x, y = wcs.celestial.wcs_world2pix(ra, dec, 0)
-    far = ~(cos_sep > 0.1)  # farther than ~84 degrees: certainly not in a 0.2-degree frame
-    x = np.where(far, np.nan, x)
-    y = np.where(far, np.nan, y)
-    return np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-
-
 def locate(x: np.ndarray, y: np.ndarray, shape: tuple[int, int], patch_size: int, edge: str) -> np.ndarray:
     """Status of each position (before looking at pixel values): ok, outside or edge."""
     patches.check_edge_policy(edge)
-    rows, cols = shape
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     status = np.full(x.shape, STATUS_OK, dtype="U8")
-    finite = np.isfinite(x) & np.isfinite(y)
-    # pixel i covers [i - 0.5, i + 0.5) (stargal.patches' centring convention)
-    with np.errstate(invalid="ignore"):
-        inside = finite & (x >= -0.5) & (x < cols - 0.5) & (y >= -0.5) & (y < rows - 0.5)
+    inside = inside_frame(x, y, shape)
     status[~inside] = STATUS_OUTSIDE
     if edge == "drop":
         r, c = patches.pixel_centres(np.where(inside, x, 0), np.where(inside, y, 0))
@@ -214,10 +193,5 @@ def format_rows(pred: Predictions) -> list[list[str]]:
 
 
 def predictions_csv(pred: Predictions) -> str:
-    import io
-
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(OUTPUT_COLUMNS)
-    writer.writerows(format_rows(pred))
-    return buf.getvalue()
+    """The CSV predict.py writes: a header row of OUTPUT_COLUMNS, then one row per input coordinate."""
+    return csv_text(OUTPUT_COLUMNS, format_rows(pred))

@@ -13,6 +13,7 @@ log = logging.getLogger("stargal")
 
 
 def interactive() -> bool:
+    """True when stderr is a terminal (progress bars), False in logs and pipes."""
     return sys.stderr.isatty()
 
 

@@ -38,16 +38,19 @@ _CATALOG_RE = re.compile(r"^calibObj-(\d{6})-(\d)-(gal|star)\.fits\.gz$")
 
 
 def frame_filename(band: str, run: int, camcol: int, field: int) -> str:
+    """``frame-BAND-RUN6-CAMCOL-FIELD4.fits.bz2``."""
     if band not in BANDS:
         raise StargalError(f"unknown band {band!r}: expected one of {' '.join(BANDS)}")
     return f"frame-{band}-{run:06d}-{camcol}-{field:04d}.fits.bz2"
 
 
 def irg_filename(run: int, camcol: int, field: int) -> str:
+    """``frame-irg-RUN6-CAMCOL-FIELD4.jpg``."""
     return f"frame-irg-{run:06d}-{camcol}-{field:04d}.jpg"
 
 
 def catalog_filename(run: int, camcol: int, kind: str) -> str:
+    """``calibObj-RUN6-CAMCOL-KIND.fits.gz`` (KIND gal or star)."""
     if kind not in CATALOG_KINDS:
         raise StargalError(f"unknown catalog kind {kind!r}: expected gal or star")
     return f"calibObj-{run:06d}-{camcol}-{kind}.fits.gz"
@@ -59,18 +62,22 @@ def frames_dir_relpath(rerun: int, run: int, camcol: int) -> str:
 
 
 def sweeps_dir_relpath(rerun: int) -> str:
+    """Folder of a rerun's sweeps, relative to the SAS base."""
     return f"sweeps/{SWEEP_VERSION}/{rerun}"
 
 
 def frame_relpath(band: str, rerun: int, run: int, camcol: int, field: int) -> str:
+    """A frame's path relative to the SAS base."""
     return f"{frames_dir_relpath(rerun, run, camcol)}/{frame_filename(band, run, camcol, field)}"
 
 
 def irg_relpath(rerun: int, run: int, camcol: int, field: int) -> str:
+    """An irg jpeg's path relative to the SAS base."""
     return f"{frames_dir_relpath(rerun, run, camcol)}/{irg_filename(run, camcol, field)}"
 
 
 def catalog_relpath(rerun: int, run: int, camcol: int, kind: str) -> str:
+    """A sweep's path relative to the SAS base."""
     return f"{sweeps_dir_relpath(rerun)}/{catalog_filename(run, camcol, kind)}"
 
 

@@ -1,43 +1,38 @@
-"""A simulated SDSS sky written in the exact SDSS file formats and layout (frames, irg jpegs, calibObj sweeps).
+"""The simulated SDSS sky, rendered: geometry, observing conditions, objects and their catalog measurements,
+and one field's noisy frames. Arrays in, arrays out; no files (``stargal.stages.simulate`` writes them in the
+SDSS formats of ``stargal.sim_formats``).
 
-Geometry: fields step along the scan great circle of the real reference field (run 8162 camcol 6 field 80, whose
-r-band WCS is the template), consecutive fields overlapping by ~128 rows (scaled with the frame height). Each
-field owns the central band of rows of its frame ("cell"); the objects of a cell are drawn from a generator
-seeded by (seed, run, camcol, field), placed on the sky, and rendered into every band of every frame they fall
-in through that band's own WCS (bands are offset by several pixels, as in real frames). The truth of every
-object goes to ``paths.sim_truth``; catalogued objects (detected at S/N > 5 and within the real sweeps' magnitude
-limits) go to the calibObj sweeps under the field that owns them. Saturated cores and bleed trails are
-interpolated over along rows, as in real frames. As photo does, the catalog's PSF and model fluxes, and so the star/galaxy type, are
-measured on the very pixels written to the frames (each object on its own frame, after perfect deblending;
-``paths.sim_measurements`` keeps them per frame); objects no rendered frame covers get independent noise
-draws of the same size. Physics lives in ``stargal.sky_models``.
+Geometry: fields step along the scan great circle of the real reference field (run 8162 camcol 6 field 80,
+whose r-band WCS is the template), consecutive fields overlapping by ~128 rows (scaled with the frame height).
+Each field owns the central band of rows of its frame ("cell"); the objects of a cell are drawn from a
+generator seeded by (seed, run, camcol, field), placed on the sky, and rendered into every band of every frame
+they fall in through that band's own WCS (bands are offset by several pixels, as in real frames). Catalogued
+objects are those detected at S/N > 5 and within the real sweeps' magnitude limits. Saturated cores and bleed
+trails are interpolated over along rows, as in real frames. As photo does, the catalog's PSF and model fluxes,
+and so the star/galaxy type, are measured on the very pixels of the frames (each object on its own frame,
+after perfect deblending); objects no rendered frame covers get independent noise draws of the same size.
+Physics (profiles, populations, detector effects) lives in ``stargal.sky_models``.
 """
 
 from __future__ import annotations
 
 import functools
-import io
-import logging
-import time
-import warnings
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-from astropy.io import fits
-from astropy.io.fits.verify import VerifyWarning
 from astropy.wcs import WCS
 
-from . import sdss, sky_models
-from .config import BANDS, FIELD_OVERLAP_ROWS, FRAME_SHAPE, PIXEL_SCALE_ARCSEC, SEED, FieldSet
-from .errors import StargalError
-from .fsio import load_npy, save_npy, write_bytes
-from .parallel import map_tasks
-from .paths import DataPaths, FieldId
-from .tables import write_table
-
-log = logging.getLogger("stargal")
+from . import sky_models
+from .config import (
+    BANDS,
+    FIELD_OVERLAP_ROWS,
+    FRAME_SHAPE,
+    OBJC_TYPE_GALAXY,
+    OBJC_TYPE_STAR,
+    PIXEL_SCALE_ARCSEC,
+)
+from .geometry import east_north, unit_vectors
+from .sim_formats import MEASURED_DTYPE, SOFTBIAS
 
 # measured: r-band WCS of the real frame 301/8162/6/80, the template of the simulated geometry
 TEMPLATE_FIELD = 80
@@ -47,45 +42,15 @@ TEMPLATE_TAI_R = 4765227539.34  # r-band TAI of the template frame's first row (
 ROW_SECONDS = 0.026322  # drift-scan row clock (C_OBS, microseconds per row in the header)
 # measured on 8162-6-80: offset (dx, dy) in pixels of each band relative to r (same sky -> band pixel - r pixel)
 BAND_OFFSETS = {"u": (2.8, 6.0), "g": (2.1, 12.6), "r": (0.0, 0.0), "i": (2.6, 2.6), "z": (2.3, 7.6)}
-# the camera's filter rows: header FRAME = field + FRAME_STAGGER, CCDLOC = 10 * CAMROW + camcol
-FRAME_STAGGER = {"r": 0, "i": 2, "u": 4, "z": 6, "g": 8}
-CAMROW = {"r": 1, "i": 2, "u": 3, "z": 4, "g": 5}
 # seconds after the r band that each band's filter row sees the same sky (template TAI differences)
 BAND_TAI_OFFSET = {"r": 0.0, "i": 71.64, "u": 143.29, "z": 214.94, "g": 286.59}
-# measured: calibration of the template frames (nanomaggies per count) and its inverse variance
+# measured: calibration of the template frames (nanomaggies per count)
 NMGY = {"u": 0.0148024, "g": 0.00376789, "r": 0.0052619, "i": 0.00655866, "z": 0.0328756}
-NMGYIVAR = {"u": 0.332729, "g": 0.0737074, "r": 0.187593, "i": 0.338535, "z": 8.45661}
 SATURATION_DN = (50000.0, 55000.0)
 DETECTION_SNR = 5.0
 # the sweeps list only objects brighter than these PSF magnitudes (u g r i z) in at least one band; measured:
 # 99.1 % of the real calibObj-004510-4-star rows pass, the rest within 0.06 mag (tests/test_calibration.py)
 SWEEP_PSF_MAG_LIMITS = (22.5, 22.5, 22.5, 22.0, 21.5)
-SOFTBIAS = 1000
-SIMULAT_COMMENT = "simulated by stargal, not SDSS data"
-
-TRUTH_DTYPE = np.dtype(
-    [
-        ("field", "i4"),  # field that owns the object (the catalog lists it there if catalogued)
-        ("id", "i4"),  # catalog ID within that field; -1 when not catalogued (below the detection limit)
-        ("ra", "f8"),
-        ("dec", "f8"),
-        ("x", "f8"),  # 0-based column in the owning field's r frame
-        ("y", "f8"),  # 0-based row
-        ("cls", "U6"),  # true class: star or galaxy
-        ("label", "i1"),  # true class as label: 0 galaxy, 1 star
-        ("objc_type", "i4"),  # catalog OBJC_TYPE (photo's psf-model rule on measured fluxes); 0 if not catalogued
-        ("u", "f4"),  # true magnitudes
-        ("g", "f4"),
-        ("r", "f4"),
-        ("i", "f4"),
-        ("z", "f4"),
-        ("re_arcsec", "f4"),
-        ("q", "f4"),
-        ("pa_deg", "f4"),
-        ("bulge_frac", "f4"),
-        ("redshift", "f4"),
-    ]
-)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -102,24 +67,13 @@ def _rng(seed: int, run: int, camcol: int, field: int, stream: int) -> np.random
 
 
 def overlap_rows(shape: tuple[int, int]) -> int:
+    """Rows two consecutive fields share: ~128 for a full frame, scaled with the frame height."""
     return max(4, round(FIELD_OVERLAP_ROWS * shape[0] / FRAME_SHAPE[0]))
 
 
 def field_step_rows(shape: tuple[int, int]) -> int:
+    """Rows from one field's first row to the next field's."""
     return shape[0] - overlap_rows(shape)
-
-
-def _unit(ra: float, dec: float) -> np.ndarray:
-    ra, dec = np.radians(ra), np.radians(dec)
-    return np.array([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)])
-
-
-def _east_north(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    ra = np.arctan2(p[1], p[0])
-    dec = np.arcsin(np.clip(p[2], -1, 1))
-    east = np.array([-np.sin(ra), np.cos(ra), 0.0])
-    north = np.array([-np.sin(dec) * np.cos(ra), -np.sin(dec) * np.sin(ra), np.cos(dec)])
-    return east, north
 
 
 def _crpix(shape: tuple[int, int]) -> tuple[float, float]:
@@ -129,15 +83,15 @@ def _crpix(shape: tuple[int, int]) -> tuple[float, float]:
 
 def r_band_geometry(field: int, shape: tuple[int, int]) -> tuple[tuple[float, float], np.ndarray]:
     """(CRVAL, CD) of a field's r frame: the template moved along the scan great circle by whole field steps."""
-    p0 = _unit(*TEMPLATE_CRVAL)
-    e0, n0 = _east_north(p0)
+    p0 = unit_vectors(*TEMPLATE_CRVAL)
+    e0, n0 = east_north(p0)
     t0 = TEMPLATE_CD[0, 1] * e0 + TEMPLATE_CD[1, 1] * n0  # rows run along the scan
     t0 /= np.linalg.norm(t0)
     row_deg = float(np.hypot(TEMPLATE_CD[0, 1], TEMPLATE_CD[1, 1]))  # the template's own row length
     s = np.radians((field - TEMPLATE_FIELD) * field_step_rows(shape) * row_deg)
     p = np.cos(s) * p0 + np.sin(s) * t0
     t = -np.sin(s) * p0 + np.cos(s) * t0
-    e, n = _east_north(p)
+    e, n = east_north(p)
     delta = np.arctan2(t @ n, t @ e) - np.arctan2(t0 @ n0, t0 @ e0)
     rot = np.array([[np.cos(delta), -np.sin(delta)], [np.sin(delta), np.cos(delta)]])
     ra = np.degrees(np.arctan2(p[1], p[0])) % 360
@@ -146,6 +100,7 @@ def r_band_geometry(field: int, shape: tuple[int, int]) -> tuple[tuple[float, fl
 
 
 def make_wcs(crval, cd, crpix) -> WCS:
+    """A TAN WCS with the given reference point, CD matrix and (1-based) reference pixel."""
     w = WCS(naxis=2)
     w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
     w.wcs.cunit = ["deg", "deg"]
@@ -170,6 +125,7 @@ class FieldConditions:
 
 
 def field_conditions(seed: int, run: int, camcol: int, field: int) -> FieldConditions:
+    """The seeing, noise, calibration, saturation and band offsets of one field (its own seed)."""
     rng = _rng(seed, run, camcol, field, 1)
     # catalog-convention r seeing 0.95-1.55" (skewed towards good seeing), rendered FWHM ~10 % narrower
     seeing_r = (0.95 + 0.6 * rng.beta(1.5, 3.0)) / sky_models.CATALOG_FWHM_FACTOR
@@ -204,6 +160,12 @@ def band_wcs(field: int, band: str, shape: tuple[int, int], cond: FieldCondition
     dx, dy = cond.offsets[band]
     ra, dec = w_r.wcs_pix2world([[crpix[0] - dx, crpix[1] - dy]], 1)[0]
     return make_wcs((float(ra), float(dec)), cd @ np.linalg.inv(m), crpix)
+
+
+def frame_tai(field: int, band: str, shape: tuple[int, int]) -> float:
+    """TAI (seconds since 1858-11-17) at which a band's frame of ``field`` reads its first row: the drift scan
+    reaches each field a whole number of field steps after the template, each filter row a fixed time apart."""
+    return TEMPLATE_TAI_R + (field - TEMPLATE_FIELD) * field_step_rows(shape) * ROW_SECONDS + BAND_TAI_OFFSET[band]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -278,6 +240,8 @@ class Cell:
 
 @functools.lru_cache(maxsize=8)
 def cell_truth(seed: int, run: int, camcol: int, field: int, shape: tuple[int, int]) -> CellTruth:
+    """The true objects a field owns, their sky positions and true fluxes (cached: every frame that
+    shows them asks)."""
     pop = _cell_population(seed, run, camcol, field, shape)
     cond = field_conditions(seed, run, camcol, field)
     crval, cd = r_band_geometry(field, shape)
@@ -343,133 +307,24 @@ def in_sweep(psfflux: np.ndarray) -> np.ndarray:
 
 
 def star_galaxy_type(psfflux: np.ndarray, modelflux: np.ndarray) -> np.ndarray:
-    """photo's OBJC_TYPE rule on the summed g+r+i fluxes [n, 5]: 3 (galaxy) when psfmag - modelmag > 0.145, else 6."""
+    """photo's OBJC_TYPE rule on the summed g+r+i fluxes [n, 5]: galaxy (3) when psfmag - modelmag > 0.145, else
+    star (6)."""
     with np.errstate(divide="ignore", invalid="ignore"):
         diff = -2.5 * np.log10(
             np.clip(psfflux[:, 1:4].sum(1), 1e-6, None) / np.clip(modelflux[:, 1:4].sum(1), 1e-6, None)
         )
-    return np.where(diff > 0.145, 3, 6)
+    return np.where(diff > 0.145, OBJC_TYPE_GALAXY, OBJC_TYPE_STAR)
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Frames
 
 
-def _frame_header(fid: FieldId, band: str, wcs: WCS, cond: FieldConditions, shape: tuple[int, int]) -> fits.Header:
-    """A header with the keys, order and style of a real frame's HDU0."""
-    tai = TEMPLATE_TAI_R + (fid.field - TEMPLATE_FIELD) * field_step_rows(shape) * ROW_SECONDS + BAND_TAI_OFFSET[band]
-    day_s = tai % 86400
-    hh, mm, ss = int(day_s // 3600), int(day_s % 3600 // 60), day_s % 60
-    ra0, dec0 = wcs.wcs_pix2world([[0.5, 0.5]], 1)[0]
-    cards = [
-        ("EXTEND", True, "Extensions may be present"),
-        ("BZERO", 0.0, "Set by MRD_SCALE"),
-        ("BSCALE", 1.0, "Set by MRD_SCALE"),
-        ("TAI", round(tai, 2), "1st row Number of seconds since Nov 17 1858"),
-        ("RA", round(float(ra0), 5), "1st row RA of telescope boresight (deg)"),
-        ("DEC", round(float(dec0), 6), "1st row Dec of telescope boresight (degrees)"),
-        ("SPA", 73.962, "1st row Cam col position angle wrt N (deg)"),
-        ("IPA", 16.053, "1st row Inst rotator position angle (deg)"),
-        ("IPARATE", -0.0015, "1st row Inst rotator anglr velocity (deg/sec)"),
-        ("AZ", 294.96709, "1st row Azimuth (encoder) of tele (0=N?) (deg)"),
-        ("ALT", 75.604253, "1st row Altitude (encoder) of tele (degrees)"),
-        ("FOCUS", 85.7, "1st row - Focus piston (microns?)"),
-        ("DATE-OBS", "2009-11-18", "1st row - TAI date"),
-        ("TAIHMS", f"{hh:02d}:{mm:02d}:{ss:05.2f}", "1st row TAI time HH:MM:SS.SS"),
-        ("COMMENT", "TAI,RA,DEC,SPA,IPA,IPARATE,AZ,ALT,FOCUS at reading of col 0, row 0", None),
-        ("ORIGIN", "SDSS", None),
-        ("TELESCOP", "2.5m", None),
-        ("TIMESYS", "TAI", None),
-        ("RUN", fid.run, "Run number"),
-        ("FRAME", fid.field + FRAME_STAGGER[band], "Frame sequence number within the run"),
-        ("CCDLOC", 10 * CAMROW[band] + fid.camcol, "Survey location of CCD (e.g., rowCol)"),
-        ("STRIPE", 70, "Stripe index number (23 <--> eta=0)"),
-        ("STRIP", "N", "Strip in the stripe being tracked."),
-        ("FLAVOR", "science", "Flavor of this run"),
-        ("OBSERVER", "simulate", "Observer"),
-        ("SYS_SCN", "mean", "System of the scan great circle (e.g., mean)"),
-        ("EQNX_SCN", 2000.0, "Equinox of the scan great circle. (years)"),
-        ("NODE", 95.0, "RA of the great circle's ascending node (deg)"),
-        ("INCL", -30.0, "Great circle's inclination wrt cel. eq. (deg)"),
-        ("XBORE", -22.74, "Boresight x offset from the array center (mm)"),
-        ("YBORE", 0.0, "Boresight x offset from the array center (mm)"),
-        ("OBJECT", "70 N", "e.g., 'stripe 50.6 degrees, north strip'"),
-        ("EXPTIME", "53.907456", "Exposure time (seconds)"),
-        ("SYSTEM", "FK5", "System of the TCC coordinates (e.g., mean)"),
-        ("CCDMODE", "DRIFT", "'STARING' or 'DRIFT'"),
-        ("C_OBS", 26322, "CCD row clock rate (usec/row)"),
-        ("COLBIN", 1, "Binning factor perpendicular to the columns"),
-        ("ROWBIN", 1, "Binning factor perpendicular to the rows"),
-        ("DAVERS", "v15_13_1", "Version of DA software"),
-        ("SCDMETHD", "sqrtDynamic", "scdMethod"),
-        ("SCDWIDTH", 1280, "scdDisplayWidth"),
-        ("SCDDECMF", 1, "scdDecimateFactor"),
-        ("SCDOFSET", 410, "scdDisplayOffset"),
-        ("SCDDYNTH", -19, "scdDynamicThresh"),
-        ("SCDSTTHL", 30, "scdStaticThreshL"),
-        ("SCDSTTHR", 30, "scdStaticThreshR"),
-        ("SCDREDSZ", 480, "scdReduceSize"),
-        ("SCDSKYL", 1333, "scdSkyLeft"),
-        ("SCDSKYR", 1328, "scdSkyRight"),
-        ("COMMENT", "CCD-specific parameters", None),
-        ("CAMROW", CAMROW[band], "Row in the imaging camera"),
-        ("BADLINES", 0, "Number of bad lines in frame"),
-        ("EQUINOX", 2000.0, ""),
-        ("SOFTBIAS", SOFTBIAS, 'software "bias" added to all DN'),
-        ("BUNIT", "nanomaggy", "1 nanomaggy = 3.631e-6 Jy"),
-        ("FILTER", band, "filter used"),
-        ("CAMCOL", fid.camcol, "column in the imaging camera"),
-        ("VERSION", "v5_6_3", None),
-        ("DERV_VER", "NOCVS:v8_23", None),
-        ("ASTR_VER", "NOCVS:v5_24", None),
-        ("ASTRO_ID", "2009-11-21T14:58:39 12217", None),
-        ("BIAS_ID", "PS", None),
-        ("FRAME_ID", "2010-08-11T10:31:59 16347", None),
-        ("KO_VER", "devel", None),
-        ("PS_ID", f"2009-11-21T11:35:46 28205 camCol {fid.camcol}", None),
-        ("ATVSN", "NOCVS:v5_24", "ASTROTOOLS version tag"),
-        ("RADECSYS", "ICRS", "International Celestial Ref. System"),
-        ("CTYPE1", "RA---TAN", "Coordinate type"),
-        ("CTYPE2", "DEC--TAN", "Coordinate type"),
-        ("CUNIT1", "deg", "Units"),
-        ("CUNIT2", "deg", "Units"),
-        ("CRPIX1", float(wcs.wcs.crpix[0]), "X of reference pixel"),
-        ("CRPIX2", float(wcs.wcs.crpix[1]), "Y of reference pixel"),
-        ("CRVAL1", float(wcs.wcs.crval[0]), "RA of reference pixel (deg)"),
-        ("CRVAL2", float(wcs.wcs.crval[1]), "Dec of reference pixel (deg)"),
-        ("CD1_1", float(wcs.wcs.cd[0, 0]), "RA deg per column pixel"),
-        ("CD1_2", float(wcs.wcs.cd[0, 1]), "RA deg per row pixel"),
-        ("CD2_1", float(wcs.wcs.cd[1, 0]), "Dec deg per column pixel"),
-        ("CD2_2", float(wcs.wcs.cd[1, 1]), "Dec deg per row pixel"),
-        ("HISTORY", "GSSSPUTAST: simulated astrometry", None),
-        ("COMMENT", "Calibration parameters", None),
-        ("COMMENT", "Floats truncated at 10 binary digits with FLOATCOMPRESS", None),
-        ("NMGY", round(cond.nmgy[band], 8), "Calibration factor [nMgy per count]"),
-        ("NMGYIVAR", NMGYIVAR[band], "Calibration factor inverse variance"),
-        ("VERSIDL", "7.0", "Version of IDL"),
-        ("VERSUTIL", "v5_5_5", "Version of idlutils"),
-        ("VERSPOP", "v1_11_1", "Version of photoop product"),
-        ("PCALIB", "/clusterfs/riemann/raid006/dr8/groups/boss/calib/dr8_final", "Value o"),
-        ("PSKY", "/clusterfs/riemann/raid006/dr8/groups/boss/photo/sky", "Value of PHOT"),
-        ("RERUN", str(fid.rerun), "rerun"),
-        ("SIMULAT", True, SIMULAT_COMMENT),
-    ]
-    h = fits.Header()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", VerifyWarning)  # long comments are cut to the card, as in real headers
-        for key, value, comment in cards:
-            if key == "COMMENT":
-                h.add_comment(value)
-            elif key == "HISTORY":
-                h.add_history(value)
-            else:
-                h[key] = (value, comment) if comment is not None else value
-        h = fits.Header.fromstring(h.tostring())
-    return h
-
-
 @dataclass(frozen=True)
 class FieldTask:
+    """One field to render (picklable for worker processes): its identity, seed, frame shape, and the data
+    folder the runner writes it to."""
+
     root: str
     rerun: int
     run: int
@@ -479,15 +334,13 @@ class FieldTask:
     shape: tuple[int, int]
 
 
-MEASURED_DTYPE = np.dtype([("cell", "i4"), ("index", "i4"), ("psfflux", "f8", (5,)), ("modelflux", "f8", (5,))])
-
-
 def render_field(task: FieldTask) -> dict:
-    """Noisy float32 images (band -> array) and headers of one field, the catalog fluxes of the objects
-    measured on those very pixels (MEASURED_DTYPE rows), plus render statistics."""
+    """One field, rendered: noisy float32 images (band -> array, nanomaggies, truncated as FLOATCOMPRESS does),
+    each band's WCS and calibration (per-column nanomaggies per DN, sky in DN), the field's conditions, the
+    catalog fluxes of the objects measured on those very pixels (``sim_formats.MEASURED_DTYPE`` rows), and the
+    number of objects rendered. No files: ``stargal.stages.simulate`` writes them."""
     shape = task.shape
     cond = field_conditions(task.seed, task.run, task.camcol, task.field)
-    fid = FieldId(task.rerun, task.run, task.camcol, task.field)
     cells = [
         cell_truth(task.seed, task.run, task.camcol, f, shape) for f in (task.field - 1, task.field, task.field + 1)
     ]
@@ -496,7 +349,7 @@ def render_field(task: FieldTask) -> dict:
     dec = np.concatenate([c.dec for c in cells])
     owner = np.concatenate([np.full(len(c.pop), k) for k, c in enumerate(cells)])
     psf_meas, model_meas = np.full((len(pop), 5), np.nan), np.full((len(pop), 5), np.nan)
-    images, headers, extras = {}, {}, {}
+    images, wcs_of, calibration = {}, {}, {}
     for bi, b in enumerate(BANDS):
         rng = _rng(task.seed, task.run, task.camcol, task.field, 10 + bi)
         wcs = band_wcs(task.field, b, shape, cond)
@@ -527,8 +380,8 @@ def render_field(task: FieldTask) -> dict:
         calib, sky_dn = _calibration(rng, cond, b, shape)
         image = sky_models.quantize_counts(image, sky_dn, calib)
         images[b] = sky_models.truncate_floats(image)
-        extras[b] = _calibration_hdus(calib, sky_dn, shape)
-        headers[b] = _frame_header(fid, b, wcs, cond, shape)
+        calibration[b] = (calib, sky_dn)
+        wcs_of[b] = wcs
     keep = np.isfinite(psf_meas).any(1)
     measured = np.zeros(int(keep.sum()), MEASURED_DTYPE)
     measured["cell"] = np.array([c.field for c in cells])[owner[keep]]
@@ -536,8 +389,8 @@ def render_field(task: FieldTask) -> dict:
     measured["psfflux"], measured["modelflux"] = psf_meas[keep], model_meas[keep]
     return {
         "images": images,
-        "headers": headers,
-        "extras": extras,
+        "wcs": wcs_of,
+        "calibration": calibration,
         "cond": cond,
         "measured": measured,
         "n_objects": len(pop),
@@ -575,20 +428,6 @@ def _calibration(rng: np.random.Generator, cond: FieldConditions, band: str, sha
     return calib.astype(np.float64), sky_dn
 
 
-def _calibration_hdus(calib: np.ndarray, sky_dn: np.ndarray, shape: tuple[int, int]) -> list:
-    """HDU1 (calibration vector) and HDU2 (sky grid, decimated 8x, with interpolation coordinates) as in frames."""
-    hdu1 = fits.ImageHDU(calib.astype(np.float32))
-    grid = sky_dn[::8, ::8].astype(np.float32)
-    xinterp = ((np.arange(shape[1]) - 3.5) / 8).astype(np.float32)
-    yinterp = ((np.arange(shape[0]) - 3.5) / 8).astype(np.float32)
-    cols = [
-        fits.Column(name="ALLSKY", format=f"{grid.size}E", dim=f"({grid.shape[1]},{grid.shape[0]})", array=grid[None]),
-        fits.Column(name="XINTERP", format=f"{shape[1]}E", array=xinterp[None]),
-        fits.Column(name="YINTERP", format=f"{shape[0]}E", array=yinterp[None]),
-    ]
-    return [hdu1, fits.BinTableHDU.from_columns(cols)]
-
-
 def _shape_groups(pop: np.ndarray) -> list[np.ndarray]:
     """Indices of stars, pure disks, pure bulges and bulge+disk galaxies (each renders with its own MoG)."""
     bt = pop["bulge_frac"]
@@ -596,48 +435,15 @@ def _shape_groups(pop: np.ndarray) -> list[np.ndarray]:
     return [np.flatnonzero(g) for g in groups if g.any()]
 
 
-def simulate_field(task: FieldTask) -> dict:
-    """Render one field and write its five frames and irg jpeg; returns counts and timing."""
-    start = time.perf_counter()
-    paths = DataPaths.at(task.root)
-    fid = FieldId(task.rerun, task.run, task.camcol, task.field)
-    out = render_field(task)
-    save_npy(paths.sim_measurements(fid), out["measured"])
-
-    def write(b: str) -> None:
-        sdss.write_frame(paths.frame(fid, b), out["images"][b], out["headers"][b], extra_hdus=out["extras"][b])
-
-    # bz2 compression dominates and releases the GIL: compress the bands on two threads
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        list(pool.map(write, BANDS))
-    write_bytes(paths.irg_jpeg(fid), irg_jpeg_bytes(out["images"], out["cond"]))
-    return {"field": task.field, "objects_rendered": out["n_objects"], "seconds": time.perf_counter() - start}
-
-
-def irg_jpeg_bytes(images: dict, cond: FieldConditions) -> bytes:
-    """An SDSS-style colour jpeg: i, r, g as red, green, blue with an asinh (Lupton) stretch, north-up flipped."""
-    from PIL import Image
-
-    def on_r_grid(b: str) -> np.ndarray:
-        dx, dy = (round(v) for v in cond.offsets[b])
-        return np.roll(images[b], (-dy, -dx), axis=(0, 1))
-
-    rgb = np.stack([on_r_grid("i") * 1.0, on_r_grid("r") * 1.25, on_r_grid("g") * 2.0], -1).astype(np.float32)
-    total = np.clip(rgb.mean(-1, keepdims=True), 1e-6, None)
-    q, alpha = 8.0, 3.0
-    scaled = rgb * (np.arcsinh(alpha * q * total) / (q * total))
-    byte = np.clip(scaled * 255 / 1.2, 0, 255).astype(np.uint8)[::-1]
-    buf = io.BytesIO()
-    Image.fromarray(byte, "RGB").save(buf, format="JPEG", quality=90)
-    return buf.getvalue()
-
-
 # ----------------------------------------------------------------------------------------------------------
 # Catalogs and truth
 
 
-def _catalog_columns(cells: list[Cell], kind: str, rerun: int, run: int, camcol: int, shape, seed: int) -> dict:
-    want = 3 if kind == "gal" else 6
+def catalog_rows(cells: list[Cell], kind: str, run: int, camcol: int, shape: tuple[int, int], seed: int) -> dict:
+    """The catalogued objects of ``kind`` (gal or star, by OBJC_TYPE) in ``cells``, as the calibObj values
+    (ROWC/COLC in each band's frame, calibration, sky per square arcsec); ``sim_formats.calibobj_columns`` types
+    them."""
+    want = OBJC_TYPE_GALAXY if kind == "gal" else OBJC_TYPE_STAR
     rows = {
         k: []
         for k in (
@@ -679,146 +485,4 @@ def _catalog_columns(cells: list[Cell], kind: str, rerun: int, run: int, camcol:
         rows["NMGYPERCOUNT"].append(np.tile([cond.nmgy[b] for b in BANDS], (sel.sum(), 1)))
         sky = [cond.sigma[b] ** 2 * sky_models.GAIN[b] / cond.nmgy[b] / PIXEL_SCALE_ARCSEC**2 for b in BANDS]
         rows["SKYFLUX"].append(np.tile(sky, (sel.sum(), 1)))  # nanomaggies per square arcsec
-    cat = {k: np.concatenate(v) for k, v in rows.items()}
-    n = len(cat["ID"])
-    return {
-        "RUN": np.full(n, run, np.int16),
-        "RERUN": np.full(n, str(rerun), dtype="S3"),
-        "CAMCOL": np.full(n, camcol, np.uint8),
-        "FIELD": cat["FIELD"].astype(np.int16),
-        "ID": cat["ID"].astype(np.int16),
-        "OBJC_TYPE": cat["OBJC_TYPE"].astype(np.int32),
-        "OBJC_FLAGS": np.zeros(n, np.int32),
-        "ROWC": cat["ROWC"].astype(np.float32),
-        "COLC": cat["COLC"].astype(np.float32),
-        "RA": cat["RA"].astype(np.float64),
-        "DEC": cat["DEC"].astype(np.float64),
-        "PSF_FWHM": cat["PSF_FWHM"].astype(np.float32),
-        "EXTINCTION": np.zeros((n, 5), np.float32),
-        "SKYFLUX": cat["SKYFLUX"].astype(np.float32),
-        "PSFFLUX": cat["PSFFLUX"].astype(np.float32),
-        "PSFFLUX_IVAR": cat["PSFFLUX_IVAR"].astype(np.float32),
-        "MODELFLUX": cat["MODELFLUX"].astype(np.float32),
-        "MODELFLUX_IVAR": cat["MODELFLUX_IVAR"].astype(np.float32),
-        "CALIB_STATUS": np.ones((n, 5), np.int32),
-        "NMGYPERCOUNT": cat["NMGYPERCOUNT"].astype(np.float32),
-        "RESOLVE_STATUS": np.full(n, 257, np.int32),
-    }
-
-
-def truth_table(cells: list[Cell]) -> np.ndarray:
-    parts = []
-    for c in cells:
-        t = np.zeros(len(c.pop), TRUTH_DTYPE)
-        t["field"] = c.field
-        t["id"] = c.ids
-        t["ra"], t["dec"] = c.ra, c.dec
-        t["x"], t["y"] = c.pop["x"], c.pop["y"]
-        t["cls"] = np.where(c.pop["star"], "star", "galaxy")
-        t["label"] = c.pop["star"].astype(np.int8)
-        t["objc_type"] = c.objc_type
-        for bi, b in enumerate(BANDS):
-            t[b] = c.pop["mag"][:, bi]
-        t["re_arcsec"], t["q"], t["pa_deg"] = c.pop["re"], c.pop["q"], c.pop["pa"]
-        t["bulge_frac"], t["redshift"] = c.pop["bulge_frac"], c.pop["redshift"]
-        parts.append(t)
-    return np.concatenate(parts) if parts else np.zeros(0, TRUTH_DTYPE)
-
-
-def _existing_simulated_fields(paths: DataPaths, fs: FieldSet) -> set[int]:
-    folder = paths.frame(FieldId(fs.rerun, fs.run, fs.camcol, 0), "r").parent
-    found = set()
-    for p in folder.glob("frame-r-*.fits.bz2") if folder.is_dir() else []:
-        info = sdss.parse_filename(p.name)
-        if info and info["run"] == fs.run and info["camcol"] == fs.camcol:
-            found.add(info["field"])
-    return found
-
-
-def _load_measurements(path: Path) -> np.ndarray:
-    rows = load_npy(path)
-    if rows.dtype != MEASURED_DTYPE:
-        raise StargalError(f"{path}: not a simulation measurement table (rerun stage 00 with --force)")
-    return rows
-
-
-def write_catalogs(paths: DataPaths, fs: FieldSet, fields: list[int], *, seed: int, shape: tuple[int, int]) -> dict:
-    """calibObj gal/star sweeps and the truth table for the cells of ``fields`` and their neighbours."""
-    cell_fields = sorted({f + d for f in fields for d in (-1, 0, 1)})
-    measured_by_frame = {}
-    for f in fields:
-        path = paths.sim_measurements(FieldId(fs.rerun, fs.run, fs.camcol, f))
-        if path.exists():
-            measured_by_frame[f] = _load_measurements(path)
-    cells = []
-    for f in cell_fields:
-        n = len(cell_truth(seed, fs.run, fs.camcol, f, shape).pop)
-        cells.append(make_cell(seed, fs.run, fs.camcol, f, shape, cell_measurements(measured_by_frame, f, n)))
-    header = fits.Header()
-    header["SIMULAT"] = (True, SIMULAT_COMMENT)
-    counts = {}
-    for kind in sdss.CATALOG_KINDS:
-        cols = _catalog_columns(cells, kind, fs.rerun, fs.run, fs.camcol, shape, seed)
-        sdss.write_catalog(paths.catalog(fs.rerun, fs.run, fs.camcol, kind), cols, header=header)
-        counts[kind] = len(cols["ID"])
-    write_table(paths.sim_truth(fs.rerun, fs.run, fs.camcol), truth_table(cells))
-    per_field = {}
-    for c in cells:
-        per_field[c.field] = {
-            "stars": int((c.objc_type == 6).sum()),
-            "galaxies": int((c.objc_type == 3).sum()),
-            "true_stars": int((c.catalogued & c.pop["star"]).sum()),
-            "uncatalogued": int((~c.catalogued).sum()),
-        }
-    return {"catalog_rows": counts, "cells": per_field}
-
-
-def simulate_sky(
-    paths: DataPaths,
-    fieldset: FieldSet,
-    *,
-    seed: int = SEED,
-    shape: tuple[int, int] = FRAME_SHAPE,
-    frames_only: bool = False,
-    force: bool = False,
-    workers: int = 1,
-    scheduler: str | None = None,
-) -> dict:
-    """Write the simulated equivalent of an SDSS download of ``fieldset`` into ``paths``; returns a summary.
-
-    Fields are rendered in parallel on ``workers`` local processes or, given ``scheduler``, on that Dask
-    cluster (whose workers must share ``paths``' folder); the catalogs are written here. Files are identical.
-    """
-    start = time.perf_counter()
-    shape = (int(shape[0]), int(shape[1]))
-    if shape[0] < 64 or shape[1] < 64:
-        raise StargalError(f"shape {shape}: simulated frames need at least 64 x 64 pixels")
-    if not fieldset.fields:
-        raise StargalError("fields: no fields to simulate")
-    fields = sorted(set(fieldset.fields))
-    todo = []
-    for f in fields:
-        fid = FieldId(fieldset.rerun, fieldset.run, fieldset.camcol, f)
-        outputs = [paths.frame(fid, b) for b in BANDS] + [paths.irg_jpeg(fid), paths.sim_measurements(fid)]
-        if force or not all(p.exists() for p in outputs):
-            todo.append(FieldTask(str(paths.root), fieldset.rerun, fieldset.run, fieldset.camcol, f, seed, shape))
-    results = map_tasks(simulate_field, todo, workers=workers, scheduler=scheduler, description="simulating fields")
-    summary: dict = {
-        "fields": fields,
-        "simulated_fields": [r["field"] for r in results],
-        "skipped_fields": [f for f in fields if f not in {r["field"] for r in results}],
-        "field_seconds": {r["field"]: round(r["seconds"], 2) for r in results},
-        "files_written": 7 * len(results),
-    }
-    if not frames_only:
-        cat_paths = [paths.catalog(fieldset.rerun, fieldset.run, fieldset.camcol, k) for k in sdss.CATALOG_KINDS]
-        truth = paths.sim_truth(fieldset.rerun, fieldset.run, fieldset.camcol)
-        if force or results or not all(p.exists() for p in [*cat_paths, truth]):
-            all_fields = sorted(set(fields) | _existing_simulated_fields(paths, fieldset))
-            cat = write_catalogs(paths, fieldset, all_fields, seed=seed, shape=shape)
-            summary["catalog_rows"] = cat["catalog_rows"]
-            summary["counts"] = {f: cat["cells"][f] for f in fields}
-            summary["files_written"] += 3
-    summary["seconds"] = round(time.perf_counter() - start, 2)
-    log.info("simulated %d field(s) of %s in %.1f s", len(results), fieldset.label, summary["seconds"])
-    return summary
+    return {k: np.concatenate(v) for k, v in rows.items()}

@@ -1,30 +1,34 @@
 """Measurements that compare simulated frames with real ones, applied identically to both.
 
-Pure functions on images, WCSs and catalogs: robust background sigma, band offsets measured through the WCS,
-and star FWHM from Gaussian fits to point sources.
+Functions on images, WCSs and catalogs that write no files: robust background sigma, band offsets measured
+through the WCS, star FWHM from Gaussian fits to point sources, and the real-versus-simulated comparison.
+``stargal.stages.calibration`` writes the results and the figure.
 """
 
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import numpy as np
 from astropy.wcs import WCS
 from scipy.ndimage import maximum_filter
 from scipy.optimize import least_squares
 
-from .config import PIXEL_SCALE_ARCSEC
+from . import sdss
+from .config import BANDS, PIXEL_SCALE_ARCSEC
+from .normalise import MAD_TO_SIGMA
 
 
 def robust_sigma(image: np.ndarray, clip: float = 3.0, iterations: int = 5) -> float:
-    """1.4826 * MAD of the sigma-clipped pixels (sources and bleed trails clipped away)."""
+    """MAD_TO_SIGMA * MAD of the sigma-clipped pixels (sources and bleed trails clipped away)."""
     x = np.asarray(image, dtype=np.float64)[::3, ::3].ravel()
     x = x[np.isfinite(x)]
     for _ in range(iterations):
         med = np.median(x)
-        sig = 1.4826 * np.median(np.abs(x - med))
+        sig = MAD_TO_SIGMA * np.median(np.abs(x - med))
         x = x[np.abs(x - med) < clip * sig]
-    return float(1.4826 * np.median(np.abs(x - np.median(x))))
+    return float(MAD_TO_SIGMA * np.median(np.abs(x - np.median(x))))
 
 
 def band_offsets(ref_wcs: WCS, band_wcs: WCS, shape: tuple[int, int], step: int = 64) -> dict:
@@ -70,6 +74,7 @@ def fit_fwhm(image: np.ndarray, x: float, y: float, half: int = 7) -> float:
 
 
 def star_fwhm_from_positions(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """FWHM (arcsec, NaN where a fit fails) of the sources at (x, y)."""
     return np.array([fit_fwhm(image, xi, yi) for xi, yi in zip(x, y, strict=True)])
 
 
@@ -90,7 +95,7 @@ def point_source_fwhm(image: np.ndarray, sigma: float, max_sources: int = 60) ->
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Runner: measure real sample frames and simulated frames the same way; write JSON and the comparison figure
+# Real sample frames and simulated frames, measured the same way (``stargal.stages.calibration`` writes them)
 
 REAL_FIELDS = (("008162-6-0080", 8162, 6, 80), ("004510-4-0030", 4510, 4, 30))
 
@@ -114,11 +119,6 @@ def measure_frames(frames: dict) -> dict:
 @functools.lru_cache(maxsize=2)
 def measure_real_sample(sample_dir: str) -> tuple[dict, dict]:
     """Statistics of the real sample fields (cached: reading and fitting them takes seconds), and field 80's frames."""
-    from pathlib import Path
-
-    from . import sdss
-    from .config import BANDS
-
     real, first = {}, None
     for folder, run, camcol, field in REAL_FIELDS:
         frames = {
@@ -129,27 +129,9 @@ def measure_real_sample(sample_dir: str) -> tuple[dict, dict]:
     return real, first
 
 
-def run_calibration(sample_dir, paths, fieldset, *, crop: int = 256, plot: bool = True) -> dict:
-    """Compare the simulated frames of ``fieldset`` in ``paths`` with the real sample frames.
-
-    Writes ``paths.reports("simulation")/calibration.json`` and ``real_vs_simulated.png``; returns the numbers.
-    """
-    from pathlib import Path
-
-    from . import sdss
-    from .config import BANDS
-    from .fsio import write_json
-    from .paths import FieldId
-
-    real, real_frames80 = measure_real_sample(str(Path(sample_dir).resolve()))
-    sim = {}
-    sim_frames = None
-    for f in fieldset.fields:
-        fid = FieldId(fieldset.rerun, fieldset.run, fieldset.camcol, f)
-        frames = {b: sdss.read_frame(paths.frame(fid, b)) for b in BANDS}
-        sim[str(f)] = measure_frames(frames)
-        if sim_frames is None:
-            sim_frames = frames
+def compare(real: dict, sim: dict) -> dict:
+    """Per band: the ranges of background sigma, star FWHM and band offset over the real and the simulated
+    fields (``measure_frames`` results keyed by field), and the median sigma ratio."""
     summary = {}
     for b in BANDS:
         rs = [real[k][b]["sigma"] for k in real]
@@ -167,32 +149,4 @@ def run_calibration(sample_dir, paths, fieldset, *, crop: int = 256, plot: bool 
             "offset_real": [min(ro), max(ro)],
             "offset_simulated": [min(so), max(so)],
         }
-    result = {"real": real, "simulated": sim, "summary": summary}
-    out_dir = paths.reports("simulation")
-    write_json(out_dir / "calibration.json", result)
-    if plot:
-        from .plots.sky import plot_real_vs_simulated
-
-        def crops(frames):
-            img_r = frames["r"].image
-            size = min(crop, img_r.shape[0], img_r.shape[1])
-            r0, c0 = (img_r.shape[0] - size) // 2, (img_r.shape[1] - size) // 2
-            return {b: frames[b].image[r0 : r0 + size, c0 : c0 + size] for b in ("g", "r", "i")}
-
-        sigmas = {
-            "real": {b: real[REAL_FIELDS[0][0]][b]["sigma"] for b in BANDS},
-            "simulated": {b: sim[str(fieldset.fields[0])][b]["sigma"] for b in BANDS},
-        }
-        notes = {
-            b: f'FWHM real {summary[b]["fwhm_real"][0]:.2f}-{summary[b]["fwhm_real"][1]:.2f}" sim {summary[b]["fwhm_simulated"][0]:.2f}-{summary[b]["fwhm_simulated"][1]:.2f}"'
-            for b in BANDS
-        }
-        plot_real_vs_simulated(
-            out_dir / "real_vs_simulated.png",
-            crops(real_frames80),
-            crops(sim_frames),
-            sigmas,
-            title=f"real 301/8162/6/80 vs simulated {fieldset.label}/{fieldset.fields[0]}",
-            notes=notes,
-        )
-    return result
+    return summary

@@ -187,6 +187,7 @@ def _mags_from_colours(r: np.ndarray, ug, gr, ri, iz) -> np.ndarray:
 
 
 def draw_stars(rng: np.random.Generator, n: int) -> np.ndarray:
+    """``n`` stars: magnitudes from the number counts, colours from the stellar locus, a few quasars."""
     out = np.zeros(n, POPULATION_DTYPE)
     r = _sample_counts(rng, n, STAR_COUNTS["edges"], STAR_COUNTS["slopes"])
     # g-r: blue halo turn-off stars, a spread of disk stars, red M dwarfs more common at faint magnitudes
@@ -215,6 +216,7 @@ def draw_stars(rng: np.random.Generator, n: int) -> np.ndarray:
 
 
 def draw_galaxies(rng: np.random.Generator, n: int) -> np.ndarray:
+    """``n`` galaxies: magnitudes, redshifts, colours of early/late types, sizes, shapes, bulge fractions."""
     out = np.zeros(n, POPULATION_DTYPE)
     r = _sample_counts(rng, n, GALAXY_COUNTS["edges"], GALAXY_COUNTS["slopes"])
     z = np.clip(0.1 * 10 ** (0.148 * (r - 17.5) + rng.normal(0, 0.15, n)), 0.01, 1.3)

@@ -24,8 +24,6 @@ from . import sdss
 from .config import SAS_BASE_URL
 from .errors import StargalError
 
-NAMED_SOURCES = ("sdss", "simulated")
-
 
 @dataclass(frozen=True)
 class FileSpec:

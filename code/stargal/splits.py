@@ -19,7 +19,7 @@ selection (``select``) runs in this order, counting every removed row by reason:
    validation row (``duplicate_train_val``): training data are the scarcer resource, and the
    validation set stays a set of distinct sources the model has not seen.
 
-Matching uses a KD-tree on unit vectors (chord distance), exact on the sphere and O(n log n).
+Matching uses ``stargal.geometry`` (a KD-tree on unit vectors: exact on the sphere and O(n log n)).
 """
 
 from __future__ import annotations
@@ -32,12 +32,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.spatial import cKDTree
 
 from .config import PIXEL_SCALE_ARCSEC, REFERENCE, FieldSet
 from .errors import StargalError
+from .geometry import close_pairs, near_any
 
-SPLITS = ("train", "val", "test")
+# split codes of rows, in the order of config.SPLITS
 TRAIN, VAL, TEST, REMOVED = 0, 1, 2, -1
 MATCH_RADIUS_ARCSEC = 1.0
 REMOVAL_REASONS = ("exclude_region", "test_source", "near_test", "edge", "duplicate", "duplicate_train_val")
@@ -80,6 +80,7 @@ def parse_region(values: Sequence[float], option: str = "--test-region") -> Regi
 
 
 def in_regions(ra: np.ndarray, dec: np.ndarray, regions: Iterable[Region]) -> np.ndarray:
+    """True where (ra, dec) lies in any of ``regions``."""
     inside = np.zeros(np.shape(ra), dtype=bool)
     for region in regions:
         inside |= region.contains(ra, dec)
@@ -107,9 +108,6 @@ class SplitSpec:
     def fields(self) -> tuple[int, ...]:
         """All fields of the splits, in train, val, test order."""
         return tuple(dict.fromkeys(self.train_fields + self.val_fields + self.test_fields))
-
-    def split_of_field(self) -> dict[int, int]:
-        return {f: code for code, fs in enumerate(self.field_lists()) for f in fs}
 
     def field_lists(self) -> tuple[tuple[int, ...], ...]:
         return self.train_fields, self.val_fields, self.test_fields
@@ -162,37 +160,14 @@ def dataset_name(
 
 
 def check_dataset_name(name: str) -> str:
+    """``name`` if it is a safe dataset folder name, else StargalError."""
     if not _NAME_RE.match(name) or name in (".", ".."):
         raise StargalError(f"--dataset {name!r}: use letters, digits, '.', '_' and '-' (at most 100 characters)")
     return name
 
 
-def unit_vectors(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
-    """[n, 3] unit vectors of (ra, dec) in degrees."""
-    ra_r, dec_r = np.radians(np.asarray(ra, dtype=np.float64)), np.radians(np.asarray(dec, dtype=np.float64))
-    cos_dec = np.cos(dec_r)
-    return np.column_stack([cos_dec * np.cos(ra_r), cos_dec * np.sin(ra_r), np.sin(dec_r)])
-
-
-def chord(radius_arcsec: float) -> float:
-    """Chord length on the unit sphere of an angular separation."""
-    return 2.0 * math.sin(math.radians(radius_arcsec / 3600.0) / 2.0)
-
-
-def near_any(
-    ra: np.ndarray, dec: np.ndarray, ref_ra: np.ndarray, ref_dec: np.ndarray, radius_arcsec: float
-) -> np.ndarray:
-    """True where (ra, dec) lies within ``radius_arcsec`` (inclusive) of any reference position."""
-    n = np.size(ra)
-    if n == 0 or np.size(ref_ra) == 0:
-        return np.zeros(n, dtype=bool)
-    tree = cKDTree(unit_vectors(ref_ra, ref_dec))
-    # a tiny margin keeps "exactly on the radius" inclusive despite rounding
-    dist, _ = tree.query(unit_vectors(ra, dec), k=1, distance_upper_bound=chord(radius_arcsec) * (1 + 1e-9))
-    return np.isfinite(dist)
-
-
 def half_patch_arcsec(patch_size: int) -> float:
+    """Half a patch side on the sky (arcsec): the leakage guard's exclusion radius."""
     return patch_size / 2.0 * PIXEL_SCALE_ARCSEC
 
 
@@ -248,8 +223,7 @@ def duplicate_pairs(objects: np.ndarray, rows: np.ndarray, cube_field: np.ndarra
     different cubes (two distinct catalog entries of one cube are kept however close)."""
     if rows.size < 2:
         return np.empty((0, 2), dtype=np.int64)
-    tree = cKDTree(unit_vectors(objects["ra"][rows], objects["dec"][rows]))
-    pairs = tree.query_pairs(chord(MATCH_RADIUS_ARCSEC) * (1 + 1e-9), output_type="ndarray").astype(np.int64)
+    pairs = close_pairs(objects["ra"][rows], objects["dec"][rows], MATCH_RADIUS_ARCSEC)
     fields = cube_field[rows]
     pairs = pairs[fields[pairs[:, 0]] != fields[pairs[:, 1]]]
     ids = objects["objid"][rows]

@@ -1,13 +1,17 @@
-"""Per-object tables as CSV files, read back into numpy structured arrays (no pickle, no pandas).
+"""Every table the pipeline writes: CSV and Markdown text, and per-object CSV files read back into numpy
+structured arrays (no pickle, no pandas).
 
 ``OBJECT_DTYPE`` is the table stage 01 writes for each field and stage 02 carries into its splits.
+``csv_text`` and ``markdown_table`` are the one CSV and the one Markdown writer of the package.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import math
 import os
+from collections.abc import Callable, Collection, Iterable, Sequence
 
 import numpy as np
 
@@ -32,15 +36,50 @@ OBJECT_DTYPE = np.dtype(
 )
 
 
-def write_table(path: str | os.PathLike, table: np.ndarray) -> None:
-    """Write a structured array as CSV (header row = field names), atomically."""
+def csv_text(header: Sequence[str], rows: Iterable[Sequence]) -> str:
+    """CSV text ("\n" line ends) of a header row and data rows (values written as ``str`` does)."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def format_cell(value, digits: int = 4) -> str:
+    """A Markdown cell: "-" for None, fixed ``digits`` decimals for floats ("nan" for NaN), else ``str``."""
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.{digits}f}"
+    return str(value)
+
+
+def markdown_table(
+    header: Sequence[str],
+    rows: Iterable[Sequence],
+    *,
+    fmt: Callable[[object], str] = format_cell,
+    right: Collection[str] = (),
+) -> str:
+    """A Markdown table: ``rows`` of values, each formatted by ``fmt``; columns named in ``right`` right-aligned."""
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---:" if name in right else "---" for name in header) + "|",
+    ]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def records_markdown(records: Iterable[dict], columns: Sequence[str], **kwargs) -> str:
+    """``markdown_table`` of dicts, one row per dict (missing keys as None)."""
+    return markdown_table(columns, ([r.get(c) for c in columns] for r in records), **kwargs)
+
+
+def write_table(path: str | os.PathLike, table: np.ndarray) -> None:
+    """Write a structured array as CSV (header row = field names), atomically."""
     names = table.dtype.names
-    writer.writerow(names)
     columns = [_format_column(table[name]) for name in names]
-    writer.writerows(zip(*columns, strict=True))
-    write_text(path, buf.getvalue())
+    write_text(path, csv_text(names, zip(*columns, strict=True)))
 
 
 def _format_column(values: np.ndarray) -> list[str]:

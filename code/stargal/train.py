@@ -11,6 +11,7 @@ import time
 import numpy as np
 
 from . import augment as aug
+from .config import SEED
 from .metrics import choose_threshold
 
 log = logging.getLogger("stargal")
@@ -69,7 +70,7 @@ def fit(
     batch_size: int = 256,
     epochs: int = 60,
     patience: int = 8,
-    seed: int = 42,
+    seed: int = SEED,
     augment: str | aug.AugmentConfig | None = None,
     verbose: int | str = "auto",
     normalisation: dict | None = None,

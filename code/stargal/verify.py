@@ -21,7 +21,6 @@ PREFIX_BYTES = 64 * BLOCK  # decompressed bytes kept for header parsing (calibOb
 # What every kind of file starts with: bz2 "BZh", gzip 1f 8b, JPEG SOI + marker.
 _MAGIC = {"frame": b"BZh", "catalog": b"\x1f\x8b", "irg": b"\xff\xd8\xff"}
 _KIND_NAMES = {"frame": "bz2-compressed FITS frame", "catalog": "gzip-compressed FITS catalog", "irg": "JPEG image"}
-KINDS = tuple(_MAGIC)
 
 
 class VerificationError(Exception):
@@ -34,17 +33,6 @@ class Verified:
     sha256: str
 
 
-def kind_of(name: str) -> str:
-    """The verification kind of an SDSS file name: frame, irg or catalog."""
-    if name.endswith(".fits.bz2"):
-        return "frame"
-    if name.endswith(".jpg"):
-        return "irg"
-    if name.endswith(".fits.gz"):
-        return "catalog"
-    raise ValueError(f"not an SDSS frame, irg jpeg or sweep file name: {name}")
-
-
 def looks_like_html(head: bytes) -> bool:
     """True when bytes start like an HTML/XML page (what servers send as error or maintenance pages)."""
     text = head.lstrip()[:64].lower()
@@ -52,6 +40,7 @@ def looks_like_html(head: bytes) -> bool:
 
 
 def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, read in chunks."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         while chunk := fh.read(CHUNK):

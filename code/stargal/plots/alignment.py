@@ -4,14 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from ..config import BANDS, LABEL_GALAXY, LABEL_STAR  # noqa: E402
-from . import save_figure  # noqa: E402
+from ..config import BANDS, LABEL_GALAXY, LABEL_STAR
+from . import save_figure, subplots
 
 BAND_COLOURS = {"u": "tab:purple", "g": "tab:green", "r": "tab:red", "i": "tab:brown", "z": "black"}
 
@@ -26,7 +22,7 @@ def plot_counts(per_field: list[dict], path: Path) -> Path:
     labels = [str(f["field"]) for f in rows]
     gal = np.array([f["galaxies"] for f in rows])
     star = np.array([f["stars"] for f in rows])
-    fig, ax = plt.subplots(figsize=(max(5, 0.6 * len(rows) + 3), 3.8))
+    fig, ax = subplots(figsize=(max(5, 0.6 * len(rows) + 3), 3.8))
     ax.bar(labels, gal, label="galaxies", color="tab:orange")
     ax.bar(labels, star, bottom=gal, label="stars", color="tab:blue")
     ax.set_xlabel("field")
@@ -43,7 +39,7 @@ def plot_counts(per_field: list[dict], path: Path) -> Path:
 
 def plot_magnitudes(objects: np.ndarray, path: Path) -> Path:
     """Histograms of r PSF and model magnitudes per class."""
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True)
+    fig, axes = subplots(1, 2, figsize=(9, 3.6), sharey=True)
     for ax, column, title in zip(
         axes, ("r_psfmag", "r_modelmag"), ("r PSF magnitude", "r model magnitude"), strict=True
     ):
@@ -65,7 +61,7 @@ def plot_magnitudes(objects: np.ndarray, path: Path) -> Path:
 
 def plot_offsets(per_field: list[dict], path: Path) -> Path:
     """Measured band offsets (dx, dy at the frame centre, drift as error bar) per field."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharex=True)
+    fig, axes = subplots(1, 2, figsize=(10, 3.6), sharex=True)
     fields = [str(f["field"]) for f in per_field]
     xpos = np.arange(len(fields))
     for k, band in enumerate(BANDS):
@@ -111,7 +107,7 @@ def plot_before_after(raw: dict[str, np.ndarray], cube, path: Path, *, half: int
     before = _rgb(raw["i"][ys, xs], raw["r"][ys, xs], raw["g"][ys, xs])
     planes = {b: np.asarray(cube.data[cube.band_index(b), ys, xs], dtype=np.float32) for b in ("g", "r", "i")}
     after = _rgb(planes["i"], planes["r"], planes["g"])
-    fig, axes = plt.subplots(1, 2, figsize=(8, 4.3))
+    fig, axes = subplots(1, 2, figsize=(8, 4.3))
     for ax, img, name in zip(axes, (before, after), ("raw frames (not aligned)", "aligned cube"), strict=True):
         ax.imshow(img, origin="lower", interpolation="nearest")
         ax.set_title(name, fontsize=10)

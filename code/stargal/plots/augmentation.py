@@ -4,14 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from .. import augment as aug  # noqa: E402
-from . import save_figure  # noqa: E402
+from .. import augment as aug
+from ..config import SEED
+from . import save_figure, subplots
 
 
 def _save(fig, path: Path) -> Path:
@@ -23,7 +20,7 @@ def _display(x: np.ndarray, norm: dict, band: int = 2) -> np.ndarray:
     return np.arcsinh((x[..., band] - norm["center"][band]) / norm["scale"][band])
 
 
-def example_grids(out_dir: Path, x: np.ndarray, y: np.ndarray, norm: dict, *, seed: int = 42) -> list[Path]:
+def example_grids(out_dir: Path, x: np.ndarray, y: np.ndarray, norm: dict, *, seed: int = SEED) -> list[Path]:
     """One figure of the eight symmetries and one of brightness/blur, rows = example patches (r band)."""
     out_dir = Path(out_dir)
     n = len(x)
@@ -31,7 +28,7 @@ def example_grids(out_dir: Path, x: np.ndarray, y: np.ndarray, norm: dict, *, se
     if n == 0:
         return files
     # symmetries: every D4 element of every example, from the same function the pipeline uses
-    fig, axes = plt.subplots(n, aug.D4_SIZE, figsize=(1.6 * aug.D4_SIZE, 1.7 * n), squeeze=False)
+    fig, axes = subplots(n, aug.D4_SIZE, figsize=(1.6 * aug.D4_SIZE, 1.7 * n), squeeze=False)
     for k in range(aug.D4_SIZE):
         xk = np.asarray(aug.apply_d4(x, np.full(n, k, np.int32)))
         for i in range(n):
@@ -66,7 +63,7 @@ def example_grids(out_dir: Path, x: np.ndarray, y: np.ndarray, norm: dict, *, se
         (f"blur {aug.BLUR_SIGMA:g} px", np.asarray(aug.apply_blur(x, aug.BLUR_SIGMA))),
         ("random combination", np.asarray(aug.augment_batch(x, aug.POLICIES["combination"], norm["scale"], [seed, 1]))),
     ]
-    fig, axes = plt.subplots(n, len(columns), figsize=(1.8 * len(columns), 1.7 * n), squeeze=False)
+    fig, axes = subplots(n, len(columns), figsize=(1.8 * len(columns), 1.7 * n), squeeze=False)
     base = [_display(x[i], norm) for i in range(n)]
     for j, (title, xs) in enumerate(columns):
         for i in range(n):
@@ -88,7 +85,7 @@ def experiment_plot(path: Path, rows: list[dict]) -> Path:
     """Bars of train/val loss and accuracy per augmentation policy."""
     names = [r["policy"] for r in rows]
     x = np.arange(len(rows))
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    fig, axes = subplots(1, 2, figsize=(11, 3.8))
     for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
         series = (
             ("train (augmented)", f"train_{metric}"),

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 
 from ..config import BANDS
-from . import save_figure
+from ..normalise import MAD_TO_SIGMA
+from . import save_figure, subplots
 
 
 def rgb(patch: np.ndarray, bands: str = "".join(BANDS)) -> np.ndarray:
     """An asinh-stretched i/r/g colour image [P, P, 3] in [0, 1] of a raw patch [P, P, bands]."""
     planes = [patch[..., bands.index(b)] for b in "irg"]
     img = np.stack(planes, axis=-1).astype(np.float64)
-    noise = np.maximum(1.4826 * np.median(np.abs(img - np.median(img, axis=(0, 1))), axis=(0, 1)), 1e-3)
+    noise = np.maximum(MAD_TO_SIGMA * np.median(np.abs(img - np.median(img, axis=(0, 1))), axis=(0, 1)), 1e-3)
     img = np.arcsinh(np.clip(img, 0, None) / (3 * noise)) / np.arcsinh(
         np.clip(img, 0, None).max() / (3 * noise.min()) + 1e-9
     )
@@ -37,7 +37,7 @@ def plot_explanations(
     """One row per example: colour image (with p_star), IG per band, IG summed over bands, Grad-CAM on the r band."""
     n = len(x)
     ncols = 3 + len(bands)
-    fig, axes = plt.subplots(max(n, 1), ncols, figsize=(1.55 * ncols, 1.65 * max(n, 1) + 0.5), squeeze=False)
+    fig, axes = subplots(max(n, 1), ncols, figsize=(1.55 * ncols, 1.65 * max(n, 1) + 0.5), squeeze=False)
     heads = ["image (irg)", *(f"IG {b}" for b in bands), "IG sum", "Grad-CAM"]
     for j, head in enumerate(heads):
         axes[0, j].set_title(head, fontsize=8)
@@ -79,7 +79,7 @@ def plot_examples(
     """Rows of example patches (irg colour), one row per group, each panel labelled with truth, p_star and r mag."""
     ncols = max((len(v) for v in groups.values()), default=1)
     nrows = max(1, len(groups))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(1.6 * ncols + 1.2, 1.8 * nrows + 0.4), squeeze=False)
+    fig, axes = subplots(nrows, ncols, figsize=(1.6 * ncols + 1.2, 1.8 * nrows + 0.4), squeeze=False)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import os
 
-import matplotlib.pyplot as plt
 import numpy as np
 
-from . import save_figure
+from . import save_figure, subplots
 
 
 def _asinh(img: np.ndarray, sigma: float) -> np.ndarray:
@@ -27,7 +26,7 @@ def plot_real_vs_simulated(
     ``real``/``simulated``: band -> 2-D crop (nanomaggies); ``sigmas``: {"real"|"simulated": {band: sigma}}.
     """
     bands = [b for b in real if b in simulated]
-    fig, axes = plt.subplots(len(bands), 3, figsize=(12, 3.2 * len(bands)), squeeze=False)
+    fig, axes = subplots(len(bands), 3, figsize=(12, 3.2 * len(bands)), squeeze=False)
     for row, b in enumerate(bands):
         s_real = sigmas["real"][b]
         lo, hi = -2.0, float(np.arcsinh(60.0 / 3))

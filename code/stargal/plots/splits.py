@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import os
 
-import matplotlib.pyplot as plt
 import numpy as np
 
-from . import save_figure
+from . import save_figure, subplots
 
 COLOURS = {"train": "tab:blue", "val": "tab:orange", "test": "tab:green"}
 
@@ -17,7 +16,7 @@ def plot_splits(
 ) -> None:
     """Three panels: star/galaxy counts per split, and the normalised r-magnitude histograms of galaxies
     and of stars per split (clipped into the bin range so nothing is silently lost)."""
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
+    fig, axes = subplots(1, 3, figsize=(14, 4.2))
     names = list(objects)
     x = np.arange(len(names))
     galaxies = [counts[s]["galaxies"] for s in names]

@@ -5,13 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from . import save_figure  # noqa: E402
+from . import save_figure, subplots
 
 
 def _save(fig, path: Path) -> Path:
@@ -19,7 +15,8 @@ def _save(fig, path: Path) -> Path:
 
 
 def history_plot(path: Path, history: dict) -> Path:
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    """Learning curves: loss and accuracy per epoch, train and validation, best epoch marked."""
+    fig, axes = subplots(1, 2, figsize=(10, 3.8))
     epochs = np.arange(1, len(history.get("loss", [])) + 1)
     for ax, key in zip(axes, ("loss", "accuracy"), strict=True):
         if key in history:
@@ -38,8 +35,9 @@ def history_plot(path: Path, history: dict) -> Path:
 
 
 def confusion_plot(path: Path, metrics: dict, split: str = "test") -> Path:
+    """The confusion matrix of one split at the model's threshold."""
     cm = np.asarray(metrics[split]["confusion_matrix"])
-    fig, ax = plt.subplots(figsize=(4.2, 3.8))
+    fig, ax = subplots(figsize=(4.2, 3.8))
     ax.imshow(cm, cmap="Blues")
     for (i, j), v in np.ndenumerate(cm):
         frac = v / max(1, cm[i].sum())
@@ -53,14 +51,15 @@ def confusion_plot(path: Path, metrics: dict, split: str = "test") -> Path:
 
 
 def roc_plot(path: Path, data: dict, preds: dict) -> Path:
-    from ..metrics import roc_auc, roc_curve
+    """ROC curves of every split with both classes, with their AUC."""
+    from sklearn.metrics import roc_auc_score, roc_curve
 
-    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    fig, ax = subplots(figsize=(4.6, 4.2))
     for split, p in preds.items():
         y = data[split]["y"]
         if y.size and 0 < y.sum() < y.size:
             fpr, tpr, _ = roc_curve(y, p)
-            ax.plot(fpr, tpr, label=f"{split} (AUC {roc_auc(y, p):.3f})")
+            ax.plot(fpr, tpr, label=f"{split} (AUC {roc_auc_score(y, p):.3f})")
     ax.plot([0, 1], [0, 1], color="grey", ls=":", label="random")
     ax.set_xlabel("false star rate (galaxies called stars)")
     ax.set_ylabel("true star rate (star completeness)")
@@ -70,8 +69,9 @@ def roc_plot(path: Path, data: dict, preds: dict) -> Path:
 
 
 def magnitude_plot(path: Path, metrics: dict, split: str = "test") -> Path:
+    """Accuracy, MCC and completeness per r-magnitude bin."""
     rows = [r for r in metrics["by_magnitude"].get(split, []) if r["bin"] != "unknown"]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    fig, axes = subplots(1, 2, figsize=(11, 3.8))
     if rows:
         labels = [r["bin"] for r in rows]
         x = np.arange(len(rows))
@@ -93,6 +93,7 @@ def magnitude_plot(path: Path, metrics: dict, split: str = "test") -> Path:
 
 
 def training_report(out_dir: Path, history: dict, metrics: dict, data: dict, preds: dict) -> list[Path]:
+    """Every stage-03 figure of one model under ``out_dir``."""
     out_dir = Path(out_dir)
     paths = [history_plot(out_dir / "learning_curves.png", history), roc_plot(out_dir / "roc.png", data, preds)]
     for split in ("test", "val"):
@@ -104,7 +105,7 @@ def training_report(out_dir: Path, history: dict, metrics: dict, data: dict, pre
 
 def comparison_plot(path: Path, rows: list[dict]) -> Path:
     """Bars of accuracy and MCC (train/val/test) per augmentation setting."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, axes = subplots(1, 2, figsize=(10, 3.8))
     names = [r["augment"] for r in rows]
     x = np.arange(len(rows))
     for ax, metric, splits in ((axes[0], "accuracy", ("train", "val", "test")), (axes[1], "mcc", ("val", "test"))):

@@ -5,11 +5,10 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import NullFormatter
 
-from . import save_figure
+from . import save_figure, subplots
 
 _META = ("trial", "state", "val_loss", "val_mcc", "val_accuracy", "epochs", "seconds")
 
@@ -24,7 +23,7 @@ def plot_study(
     n = 1 + len(params)
     ncols = min(4, n)
     nrows = math.ceil(n / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 3.0 * nrows), squeeze=False)
+    fig, axes = subplots(nrows, ncols, figsize=(3.6 * ncols, 3.0 * nrows), squeeze=False)
     ax = axes.flat[0]
     done = [r for r in rows if r["state"] == "COMPLETE" and r[objective] is not None]
     pruned = [r for r in rows if r["state"] == "PRUNED"]

@@ -26,7 +26,7 @@ from ..errors import StargalError
 from ..fsio import atomic_path, is_current, read_json, save_npy, write_json, write_text
 from ..parallel import map_tasks
 from ..paths import DataPaths, FieldId
-from ..tables import OBJECT_DTYPE, read_table, write_table
+from ..tables import OBJECT_DTYPE, markdown_table, read_table, write_table
 
 log = logging.getLogger("stargal")
 CATALOG_KINDS = ("gal", "star")
@@ -46,6 +46,7 @@ class FieldTask:
 
 
 def frame_paths(paths: DataPaths, fid: FieldId) -> list[Path]:
+    """The five band frames of a field, in BANDS order."""
     return [paths.frame(fid, b) for b in BANDS]
 
 
@@ -158,9 +159,8 @@ def write_tensors(paths: DataPaths, fs: FieldSet, fids: list[FieldId], force: bo
     fids = [f for f in fids if paths.objects(f).is_file()]
     if not fids:
         return None
-    out_dir = paths.tensors_dir(fs.rerun, fs.run, fs.camcol)
-    files = {n: out_dir / f"{n}.npy" for n in ("images", "gal_coords", "star_coords")}
-    meta_path = out_dir / "tensors.json"
+    files = {n: paths.tensor(fs.rerun, fs.run, fs.camcol, n) for n in ("images", "gal_coords", "star_coords")}
+    meta_path = paths.tensors_json(fs.rerun, fs.run, fs.camcol)
     inputs = [p for f in fids for p in (paths.cube(f), paths.objects(f))]
     if not force and is_current([*files.values(), meta_path], inputs):
         meta = read_json(meta_path)
@@ -283,24 +283,31 @@ def write_reports(paths: DataPaths, fs: FieldSet, fids: list[FieldId], ref_band:
 
 
 def summary_markdown(summary: dict) -> str:
+    """summary.md of stage 01: per-field counts and band offsets, totals, timing and the plots."""
+    header = ["field", "objects", "galaxies", "stars", "star fraction", "from neighbours"]
+    header += [f"{b} dx, dy (drift)" for b in BANDS]
+    rows = []
+    for f in summary["fields"]:
+        offs = [f"{o['dx']:+.2f}, {o['dy']:+.2f} ({o['drift']:.2f})" for o in f["offsets"].values()]
+        if f.get("objects") is None:
+            counts = ["skipped", "", "", "", ""]
+        else:
+            counts = [
+                f["objects"],
+                f["galaxies"],
+                f["stars"],
+                f"{f['star_fraction']:.3f}",
+                f["listed_under_neighbours"],
+            ]
+        rows.append([f["field"], *counts, *offs])
     lines = [
         f"# Stage 01: alignment of {summary['rerun']}/{summary['run']}/{summary['camcol']}",
         "",
         f"Bands resampled onto the {summary['ref_band']}-band pixel grid. Offsets: band pixel minus reference pixel at the"
         " frame centre; drift: largest change of the offset across the frame.",
         "",
-        "| field | objects | galaxies | stars | star fraction | from neighbours | "
-        + " | ".join(f"{b} dx, dy (drift)" for b in BANDS)
-        + " |",
-        "|---" * (6 + len(BANDS)) + "|",
+        markdown_table(header, rows, fmt=str).rstrip("\n"),
     ]
-    for f in summary["fields"]:
-        offs = " | ".join(f"{o['dx']:+.2f}, {o['dy']:+.2f} ({o['drift']:.2f})" for o in f["offsets"].values())
-        if f.get("objects") is None:
-            counts = "skipped | | | |"
-        else:
-            counts = f"{f['objects']} | {f['galaxies']} | {f['stars']} | {f['star_fraction']:.3f} | {f['listed_under_neighbours']}"
-        lines.append(f"| {f['field']} | {counts} | {offs} |")
     t = summary["totals"]
     lines += ["", f"Total: {t['objects']} objects, {t['galaxies']} galaxies, {t['stars']} stars"]
     if t["star_fraction"] is not None:

@@ -10,10 +10,11 @@ import numpy as np
 
 from .. import augment as aug
 from .. import fsio
+from ..config import SEED
+from ..dataset import dataset_inputs, load_dataset, resolve_dataset
 from ..errors import StargalError
 from ..paths import DataPaths
-from ..tables import write_table
-from .training import dataset_inputs, load_dataset, markdown_table, resolve_dataset
+from ..tables import markdown_table, records_markdown, write_table
 
 log = logging.getLogger("stargal")
 
@@ -42,14 +43,15 @@ def summary_text(scale) -> str:
         + " nanomaggies.",
         f"- Blur: Gaussian, sigma {aug.BLUR_SIGMA} px, truncated at 3 sigma, symmetric edge padding.",
         "",
-        "| policy | symmetries | brightness sigma (p) | blur sigma (p) |",
-        "|---|---|---|---|",
     ]
+    rows = []
     for name, cfg in aug.POLICIES.items():
         sym = ", ".join(aug.D4_NAMES[k] for k in cfg.symmetries) if cfg.symmetries else "-"
         bright = f"{cfg.brightness_sigma} ({cfg.brightness_p})" if cfg.brightness_sigma else "-"
         blur = f"{cfg.blur_sigma} ({cfg.blur_p})" if cfg.blur_p else "-"
-        lines.append(f"| {name} | {sym} | {bright} | {blur} |")
+        rows.append((name, sym, bright, blur))
+    header = ("policy", "symmetries", "brightness sigma (p)", "blur sigma (p)")
+    lines.append(markdown_table(header, rows, fmt=str).rstrip("\n"))
     lines += [
         "",
         f"`--materialize` writes every sample x {aug.D4_SIZE} symmetries x {len(aug.MATERIALIZED_VARIANTS)} variants "
@@ -73,7 +75,7 @@ def example_patches(y: np.ndarray, x: np.ndarray, mag: np.ndarray, per_class: in
     return np.asarray(picks, np.int64)
 
 
-def write_examples(paths: DataPaths, dataset: str | None, *, seed: int = 42) -> dict:
+def write_examples(paths: DataPaths, dataset: str | None, *, seed: int = SEED) -> dict:
     """Example images of every augmentation and the configuration summary under reports/augmentation."""
     from ..plots import augmentation as aplots
 
@@ -99,12 +101,12 @@ def write_examples(paths: DataPaths, dataset: str | None, *, seed: int = 42) -> 
 
 
 def materialize(
-    paths: DataPaths, dataset: str | None, *, seed: int = 42, force: bool = False, chunk: int = 1024
+    paths: DataPaths, dataset: str | None, *, seed: int = SEED, force: bool = False, chunk: int = 1024
 ) -> dict:
     """Write the fixed augmented training set (float32, streamed into a memmap, renamed when complete)."""
     dataset = resolve_dataset(paths, dataset)
     out_dir = paths.augmented_dir(dataset)
-    x_path, y_path, meta_path = out_dir / "train_x.npy", out_dir / "train_y.npy", out_dir / "augmented.json"
+    x_path, y_path, meta_path = paths.augmented_x(dataset), paths.augmented_y(dataset), paths.augmented_json(dataset)
     inputs = dataset_inputs(paths, dataset, splits=("train",))
     if not force and fsio.is_current([x_path, y_path, meta_path], inputs):
         meta = fsio.read_json(meta_path)
@@ -170,7 +172,7 @@ def experiment(
     paths: DataPaths,
     dataset: str | None,
     *,
-    seed: int = 42,
+    seed: int = SEED,
     epochs: int = PROXY_EPOCHS,
     batch_size: int = 256,
     policies=aug.EXPERIMENT_POLICIES,
@@ -186,7 +188,7 @@ def experiment(
     """
     import keras
 
-    from ..metrics import classification_metrics, log_loss
+    from ..metrics import classification_metrics
     from ..model import build_model, configure_threads, predict
     from ..train import fit, set_seed
 
@@ -226,14 +228,15 @@ def experiment(
         )
         p_tr = predict(model, tr["x"])
         p_va = predict(model, va["x"])
+        m_tr = classification_metrics(tr["y"], p_tr)
         m_va = classification_metrics(va["y"], p_va)
         rows.append(
             {
                 "policy": name,
                 "train_loss": hist["loss"][-1],
                 "train_accuracy": hist["accuracy"][-1],
-                "train_loss_clean": log_loss(tr["y"], p_tr),
-                "train_accuracy_clean": classification_metrics(tr["y"], p_tr)["accuracy"],
+                "train_loss_clean": m_tr["log_loss"],
+                "train_accuracy_clean": m_tr["accuracy"],
                 "val_loss": m_va["log_loss"],
                 "val_accuracy": m_va["accuracy"],
                 "val_mcc": m_va["mcc"],
@@ -253,7 +256,7 @@ def experiment(
         f"{epochs} epochs, batch {batch_size}, seed {seed}, {len(tr['x'])} training patches; "
         "validation scores of the best-validation-loss weights (threshold 0.5).\n\n"
     )
-    fsio.write_text(out / "experiment.md", header + markdown_table(rows, list(EXPERIMENT_COLUMNS)))
+    fsio.write_text(out / "experiment.md", header + records_markdown(rows, EXPERIMENT_COLUMNS))
     from ..plots import augmentation as aplots
 
     aplots.experiment_plot(out / "experiment.png", rows)

@@ -115,6 +115,7 @@ def plan_files(fs: FieldSet, bands: tuple[str, ...] = BANDS, frames_only: bool =
 
 
 def final_path(paths: DataPaths, spec: FileSpec) -> Path:
+    """Where a planned file goes in the data folder."""
     if spec.kind == "catalog":
         return paths.catalog(spec.rerun, spec.run, spec.camcol, spec.band)
     fid = FieldId(spec.rerun, spec.run, spec.camcol, spec.field)
@@ -421,10 +422,8 @@ def _fetch_on_cluster(paths, source, todo, options, manifest, summary) -> None:
 
 def _simulate(paths, fs, todo, options, manifest, summary) -> None:
     """Write the simulated sky, then verify and record the planned files like downloaded ones."""
-    try:
-        from ..simulate import simulate_sky
-    except ImportError as exc:
-        raise StargalError(f"--source simulated: the simulated sky is not available ({exc})") from None
+    from .simulate import simulate_sky  # here, not at the top: real downloads need none of the simulator
+
     # fields whose files are missing or from another simulation are rendered again, even where frames exist
     stale = sorted({spec.field for spec in todo if spec.kind != "catalog"})
     simulate_sky(

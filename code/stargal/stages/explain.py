@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 from pathlib import Path
 
@@ -13,9 +11,10 @@ from .. import explain
 from ..config import SEED
 from ..errors import StargalError
 from ..fsio import load_npy, previous_record, read_json, write_json, write_text
+from ..geometry import nearest_neighbour_arcsec
 from ..model import predict as predict_batches
-from ..paths import DataPaths
-from ..tables import read_table
+from ..paths import DataPaths, ModelFiles
+from ..tables import csv_text, read_table
 from .predict import load_bundle, resolve_model_dir
 
 log = logging.getLogger("stargal")
@@ -31,13 +30,14 @@ GROUP_TITLES = {
 def _model_and_dataset(paths: DataPaths, model: str | None, dataset: str | None) -> tuple[Path, str, str]:
     """(model folder, model name, dataset) from model.json, without loading the network."""
     model_dir = resolve_model_dir(paths, model)
+    files = ModelFiles(model_dir)
     try:
-        meta = read_json(model_dir / "model.json")
+        meta = read_json(files.json)
     except (FileNotFoundError, ValueError) as exc:
-        raise StargalError(f"{model_dir / 'model.json'}: model description unreadable ({exc})") from None
+        raise StargalError(f"{files.json}: model description unreadable ({exc})") from None
     dataset = dataset or meta.get("dataset")
     if not dataset:
-        raise StargalError(f"{model_dir / 'model.json'}: names no dataset; pass --dataset")
+        raise StargalError(f"{files.json}: names no dataset; pass --dataset")
     return model_dir, str(meta.get("name") or model_dir.name), str(dataset)
 
 
@@ -62,7 +62,7 @@ def run_explain(
     out_dir = paths.reports("explain", name)
     settings = {"model": name, "dataset": dataset, "split": split, "per_group": per_group, "steps": steps,
                 "seed": seed}  # fmt: skip
-    inputs = [model_dir / "model.keras", model_dir / "model.json", paths.split_x(dataset, split)]
+    inputs = [ModelFiles(model_dir).keras, ModelFiles(model_dir).json, paths.split_x(dataset, split)]
     previous = previous_record(out_dir / "explain.json", [out_dir / "examples.csv"], inputs, settings, force)
     if previous is not None:
         log.info("explanations of %s are current (use --force to redo)", name)
@@ -97,11 +97,8 @@ def run_explain(
         centre = explain.central_fraction(ig, 3.0)
         for k, i in enumerate(idx):
             rows.append([group, int(i), _objid(objects, i), int(y[i]), f"{p[i]:.4f}", f"{centre[k]:.3f}", captions[k]])
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["group", "index", "objid", "label", "p_star", "ig_central_fraction_r3", "r_psfmag"])
-    w.writerows(rows)
-    write_text(out_dir / "examples.csv", buf.getvalue())
+    header = ["group", "index", "objid", "label", "p_star", "ig_central_fraction_r3", "r_psfmag"]
+    write_text(out_dir / "examples.csv", csv_text(header, rows))
     result = {
         "model": bundle.name,
         "dataset": dataset,
@@ -148,7 +145,7 @@ def run_difficulty(
     model_dir, name, dataset = _model_and_dataset(paths, model, dataset)
     out = paths.reports("difficulty", name)
     settings = {"model": name, "dataset": dataset, "seed": seed}
-    inputs = [model_dir / "model.keras", model_dir / "metrics.json", paths.split_x(dataset, "test")]
+    inputs = [ModelFiles(model_dir).keras, ModelFiles(model_dir).metrics, paths.split_x(dataset, "test")]
     outputs = [out / "difficulty.md", out / "examples.png"]
     previous = previous_record(out / "difficulty.json", outputs, inputs, settings, force)
     if previous is not None:
@@ -169,13 +166,13 @@ def run_difficulty(
     p = predict_batches(bundle.model, np.asarray(x, np.float32))
     mag = objects["r_psfmag"].astype(np.float64)
     try:
-        rows = difficulty.find_by_magnitude(read_json(bundle.directory / "metrics.json"))
+        rows = difficulty.find_by_magnitude(read_json(ModelFiles(bundle.directory).metrics))
         source = "metrics.json"
     except (FileNotFoundError, ValueError):
         rows = []
     if not rows:  # no stored per-magnitude metrics: measure them here, the same way stage 03 does
         rows, source = by_magnitude(y, p, mag, bundle.threshold), "measured"
-    neighbour = difficulty.neighbour_distance_arcsec(objects["ra"], objects["dec"])
+    neighbour = nearest_neighbour_arcsec(objects["ra"], objects["dec"])
     groups = difficulty.select_examples(y, p, mag, neighbour, bundle.threshold, seed=seed)
     figure = plot_examples(
         x, groups, p, y, mag, out / "examples.png", title=f"{bundle.name}: test patches of {dataset}"

@@ -14,7 +14,7 @@ from ..cube import Cube, read_cube
 from ..errors import StargalError
 from ..fsio import read_json, write_text
 from ..model import load_model
-from ..paths import DataPaths, FieldId
+from ..paths import DataPaths, FieldId, ModelFiles
 from ..predict import Predictions, classify, predictions_csv
 
 log = logging.getLogger("stargal")
@@ -61,16 +61,17 @@ def resolve_model_dir(paths: DataPaths, spec: str | None) -> Path:
     candidate = Path(spec).expanduser()
     if candidate.suffix == ".keras" and candidate.is_file():
         return candidate.resolve().parent
-    if (candidate / "model.keras").is_file():
+    if ModelFiles(candidate).keras.is_file():
         return candidate.resolve()
-    if (paths.model_dir(spec) / "model.keras").is_file():
+    if paths.model(spec).keras.is_file():
         return paths.model_dir(spec)
     raise StargalError(f"--model {spec}: no model.keras there nor in {paths.model_dir(spec)}")
 
 
 def load_bundle(model_dir: Path) -> ModelBundle:
     """Load model.keras and model.json of a model folder."""
-    meta_path = model_dir / "model.json"
+    files = ModelFiles(model_dir)
+    meta_path = files.json
     try:
         meta = read_json(meta_path)
     except FileNotFoundError:
@@ -79,7 +80,7 @@ def load_bundle(model_dir: Path) -> ModelBundle:
         raise StargalError(f"{meta_path}: not valid JSON ({exc})") from None
     if "patch_size" not in meta:
         raise StargalError(f"{meta_path}: no patch_size")
-    model = load_model(model_dir / "model.keras")
+    model = load_model(files.keras)
     bundle = ModelBundle(model, meta, model_dir)
     shape = tuple(model.inputs[0].shape[1:]) if getattr(model, "inputs", None) else None
     if shape and shape[0] is not None and shape[0] != bundle.patch_size:

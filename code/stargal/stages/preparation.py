@@ -24,14 +24,14 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__, normalise, patches, splits
-from ..config import BANDS, LABEL_STAR, PATCH_SIZE, FieldSet
+from ..config import BANDS, LABEL_STAR, PATCH_SIZE, SPLITS, FieldSet
 from ..cube import read_cube
 from ..errors import StargalError
 from ..fsio import is_current, read_json, save_npy, write_json, write_text
 from ..parallel import map_tasks
 from ..paths import DataPaths, FieldId
 from ..progress import track
-from ..tables import OBJECT_DTYPE, read_table, write_table
+from ..tables import OBJECT_DTYPE, markdown_table, read_table, write_table
 
 log = logging.getLogger("stargal")
 
@@ -109,7 +109,7 @@ def prepare(
     train_x, _, train_objects = arrays["train"]
     usable = (train_objects["edge_padded"] == 0) & (train_objects["nan_pixels"] == 0)
     center, scale = normalise.robust_stats(train_x, usable if usable.any() else None)
-    counts = {s: _counts(arrays[s][1]) for s in splits.SPLITS}
+    counts = {s: _counts(arrays[s][1]) for s in SPLITS}
     summary = {
         "name": name,
         "bands": "".join(BANDS),
@@ -121,12 +121,12 @@ def prepare(
         "run": fs.run,
         "camcol": fs.camcol,
         "fields": {"train": list(fs.train_fields), "val": list(fs.val_fields), "test": list(fs.test_fields)},
-        "cube_fields": {s: sorted({int(f) for f in arrays[s][2]["cube_field"]}) for s in splits.SPLITS},
+        "cube_fields": {s: sorted({int(f) for f in arrays[s][2]["cube_field"]}) for s in SPLITS},
         "test_regions": [r.as_list() for r in spec.test_regions],
         "exclude_regions": [r.as_list() for r in spec.exclude_regions],
         "counts": counts,
-        "class_ratio": {s: counts[s]["star_fraction"] for s in splits.SPLITS},
-        "edge_padded": {s: int(arrays[s][2]["edge_padded"].sum()) for s in splits.SPLITS},
+        "class_ratio": {s: counts[s]["star_fraction"] for s in SPLITS},
+        "edge_padded": {s: int(arrays[s][2]["edge_padded"].sum()) for s in SPLITS},
         "normalisation": normalise.normalisation_record(
             center, scale, int(usable.sum() if usable.any() else usable.size)
         ),
@@ -150,7 +150,7 @@ def prepare(
         save_npy(paths.split_x(name, split_name), x)
         save_npy(paths.split_y(name, split_name), y)
         write_table(paths.split_objects(name, split_name), objects)
-    report = write_split_report(paths, name, {s: arrays[s][2] for s in splits.SPLITS}, counts, removed)
+    report = write_split_report(paths, name, {s: arrays[s][2] for s in SPLITS}, counts, removed)
     summary["report"] = str(report)
     write_json(paths.dataset_json(name), summary)  # last: its presence marks a complete dataset
     write_text(paths.latest_dataset, name + "\n")
@@ -173,7 +173,7 @@ def _select(table, cube_field, rows, cols, cubes, spec, patch_size: int, edge: s
     split = np.full(len(table), splits.REMOVED, dtype=np.int8)
     split[kept] = sel.split
     removed = {"outside_frame": int(len(table) - kept.size), **sel.removed}
-    empty = [s for code, s in enumerate(splits.SPLITS) if not np.any(split == code)]
+    empty = [s for code, s in enumerate(SPLITS) if not np.any(split == code)]
     if empty:
         dropped = ", ".join(f"{k} {v}" for k, v in removed.items() if v) or "none"
         raise StargalError(
@@ -187,7 +187,7 @@ def _cut_patches(
     paths, fids, table, cube_field, rows, cols, split, patch_size: int, edge: str, workers: int = 1, scheduler=None
 ) -> dict:
     """{split: (x, y, objects)}: preallocated arrays filled field by field, rows in cube-field then table order."""
-    index = {s: np.flatnonzero(split == code) for code, s in enumerate(splits.SPLITS)}
+    index = {s: np.flatnonzero(split == code) for code, s in enumerate(SPLITS)}
     arrays: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     for s, idx in index.items():
         x = np.empty((idx.size, patch_size, patch_size, len(BANDS)), dtype=np.float32)
@@ -265,7 +265,7 @@ def _cut_in_tasks(paths, fids, index, rows, cols, cube_field, arrays, patch_size
 
 def _outputs(paths: DataPaths, name: str) -> list[Path]:
     files = [paths.dataset_json(name)]
-    for s in splits.SPLITS:
+    for s in SPLITS:
         files += [paths.split_x(name, s), paths.split_y(name, s), paths.split_objects(name, s)]
     return files + [paths.reports("splits", name) / f for f in REPORT_FILES]
 
@@ -358,19 +358,20 @@ def ks_two_sample(a: np.ndarray, b: np.ndarray) -> dict:
 
 
 def split_report_markdown(name: str, report: dict) -> str:
-    lines = [
-        f"# Splits of dataset {name}",
-        "",
-        "| split | n | stars | galaxies | star fraction | r psfmag p05 | p25 | median | p75 | p95 | KS vs train (p) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
-    ]
-    for s in splits.SPLITS:
+    """splits.md: counts, class ratio and r-magnitude quantiles per split, KS tests, removals by reason."""
+    quantile_keys = ("p05", "p25", "median", "p75", "p95")
+    header = ["split", "n", "stars", "galaxies", "star fraction", "r psfmag p05", "p25", "median", "p75", "p95"]
+    header.append("KS vs train (p)")
+    rows = []
+    for s in SPLITS:
         c, m = report["counts"][s], report["r_psfmag"][s]
         ks = report["ks_vs_train"].get(s)
         ks_text = f"{ks['statistic']:.3f} ({ks['pvalue']:.2g})" if ks else "-"
         frac = "-" if c["star_fraction"] is None else f"{c['star_fraction']:.3f}"
-        quantiles = " | ".join("-" if m[k] is None else f"{m[k]:.2f}" for k in ("p05", "p25", "median", "p75", "p95"))
-        lines.append(f"| {s} | {c['n']} | {c['stars']} | {c['galaxies']} | {frac} | {quantiles} | {ks_text} |")
+        quantiles = ["-" if m[k] is None else f"{m[k]:.2f}" for k in quantile_keys]
+        rows.append([s, c["n"], c["stars"], c["galaxies"], frac, *quantiles, ks_text])
+    numeric = set(header[1:-1])
+    lines = [f"# Splits of dataset {name}", "", markdown_table(header, rows, fmt=str, right=numeric).rstrip("\n")]
     lines += ["", "Removed rows by reason (see stargal/splits.py):", ""]
     lines += [f"- {reason}: {n}" for reason, n in report["removed"].items()]
     return "\n".join(lines) + "\n"

@@ -1,5 +1,5 @@
 """Stage 03 runner: train a CNN on a stage-02 dataset, choose its threshold on validation data, evaluate
-it on every split (and per r magnitude), and write model.keras, model.json, metrics.json, history.csv
+it on every split (``stargal.evaluate``), and write model.keras, model.json, metrics.json, history.csv
 and plots. Also repeated seeds and the with/without augmentation comparison (exercise Task 1.4)."""
 
 from __future__ import annotations
@@ -8,177 +8,24 @@ import datetime as _dt
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from .. import __version__, fsio
-from ..errors import StargalError
+from ..dataset import dataset_inputs, load_dataset, resolve_dataset
+from ..evaluate import SUMMARY_KEYS, evaluate, predict_splits, summarise_runs
 from ..paths import DataPaths
-from ..tables import OBJECT_DTYPE, read_table, write_table
+from ..tables import records_markdown, write_table
+from ..train_options import TrainOptions, model_name
 
 log = logging.getLogger("stargal")
-SPLITS = ("train", "val", "test")
-# keys of a --config JSON (or its "hyperparameters") that steer training rather than the network
-TRAINING_KEYS = ("batch_size", "epochs", "patience", "augment", "schedule", "class_weight")
-# what each architecture trains with unless told otherwise: the reference models as the course project
-# did (no augmentation, constant learning rate, early stopping); ours with streamed symmetries and a
-# cosine schedule that anneals within ``epochs`` (early stopping then only guards against a bad end)
-ARCH_DEFAULTS = {
-    "reference_base": {"augment": "none", "schedule": None, "epochs": 60, "patience": 8, "tta": False},
-    "reference_regularised": {"augment": "none", "schedule": None, "epochs": 60, "patience": 8, "tta": False},
-    "stargal": {"augment": "d4", "schedule": "cosine", "epochs": 30, "patience": 10, "tta": True},
-}
-
-
-@dataclass
-class TrainOptions:
-    architecture: str = "stargal"
-    hyperparameters: dict = field(default_factory=dict)
-    epochs: int | None = None  # None: the architecture's default
-    patience: int | None = None
-    batch_size: int = 256
-    augment: str | None = None  # None: the architecture's default
-    schedule: str | None = "default"
-    class_weight: str | None = None  # None or "balanced"
-    seed: int = 42
-    tta: bool | None = None  # None: the architecture's default (on for stargal)
-    name: str | None = None
-    force: bool = False
-    plots: bool = True
-    verbose: int | str = "auto"
-
-    def resolved(self) -> TrainOptions:
-        defaults = ARCH_DEFAULTS.get(self.architecture, ARCH_DEFAULTS["reference_base"])
-        augment = self.augment if self.augment is not None else defaults["augment"]
-        schedule = defaults["schedule"] if self.schedule == "default" else self.schedule
-        epochs = self.epochs if self.epochs is not None else defaults["epochs"]
-        patience = self.patience if self.patience is not None else defaults["patience"]
-        tta = self.tta if self.tta is not None else defaults["tta"]
-        return replace(self, augment=augment, schedule=schedule, epochs=epochs, patience=patience, tta=tta)
-
-
-# ---------------------------------------------------------------- inputs
-
-
-def resolve_dataset(paths: DataPaths, name: str | None) -> str:
-    """The dataset to use: ``name`` or the one stage 02 prepared last."""
-    if not name:
-        if not paths.latest_dataset.exists():
-            raise StargalError(
-                f"{paths.latest_dataset}: no dataset prepared yet (run 02_preparation.py or pass --dataset)"
-            )
-        name = paths.latest_dataset.read_text(encoding="utf-8").strip()
-    if not paths.dataset_json(name).exists():
-        raise StargalError(f"{paths.dataset_json(name)}: dataset {name!r} not found (run 02_preparation.py)")
-    return name
-
-
-def dataset_inputs(paths: DataPaths, name: str, splits=SPLITS) -> list[Path]:
-    files = [paths.dataset_json(name)]
-    for split in splits:
-        files += [paths.split_x(name, split), paths.split_y(name, split), paths.split_objects(name, split)]
-    return files
-
-
-def load_dataset(paths: DataPaths, name: str, splits=SPLITS) -> dict:
-    """{"meta": dataset.json, split: {"x", "y", "mag"}} with shapes and labels checked."""
-    meta = fsio.read_json(paths.dataset_json(name))
-    norm = meta.get("normalisation") or {}
-    if "center" not in norm or "scale" not in norm:
-        raise StargalError(f"{paths.dataset_json(name)}: no normalisation center/scale")
-    data: dict = {"meta": meta}
-    shape = None
-    for split in splits:
-        for p in (paths.split_x(name, split), paths.split_y(name, split)):
-            if not p.exists():
-                raise StargalError(f"{p}: missing (dataset {name!r} is incomplete; rerun stage 02)")
-        x = fsio.load_npy(paths.split_x(name, split))
-        y = fsio.load_npy(paths.split_y(name, split))
-        if x.ndim != 4 or x.shape[1] != x.shape[2] or x.shape[3] != len(norm["center"]):
-            raise StargalError(
-                f"{paths.split_x(name, split)}: expected [n, P, P, {len(norm['center'])}], got {x.shape}"
-            )
-        if shape is not None and x.shape[1:] != shape:
-            raise StargalError(f"{paths.split_x(name, split)}: patch shape {x.shape[1:]} differs from {shape}")
-        shape = x.shape[1:]
-        if y.shape != (len(x),) or (y.size and not np.isin(y, (0, 1)).all()):
-            raise StargalError(f"{paths.split_y(name, split)}: expected {len(x)} labels of 0/1")
-        mag = np.full(len(x), np.nan, np.float32)
-        if paths.split_objects(name, split).exists():
-            table = read_table(paths.split_objects(name, split), OBJECT_DTYPE)
-            if len(table) != len(x):
-                raise StargalError(f"{paths.split_objects(name, split)}: {len(table)} rows for {len(x)} patches")
-            mag = table["r_psfmag"].astype(np.float32)
-        data[split] = {"x": x.astype(np.float32, copy=False), "y": y.astype(np.uint8, copy=False), "mag": mag}
-    for split in ("train", "val"):
-        if split in data and len(data[split]["x"]) == 0:
-            raise StargalError(f"dataset {name!r}: the {split} split is empty")
-    return data
-
-
-def load_config(path: str | Path) -> dict:
-    """A hyper-parameter JSON: {"architecture": ..., "hyperparameters": {...}, training keys...}."""
-    try:
-        cfg = fsio.read_json(path)
-    except FileNotFoundError:
-        raise StargalError(f"{path}: config file not found") from None
-    except json.JSONDecodeError as exc:
-        raise StargalError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(cfg, dict):
-        raise StargalError(f"{path}: expected a JSON object")
-    hp = dict(cfg.get("hyperparameters") or cfg.get("hp") or {})
-    out = {k: cfg[k] for k in ("architecture", *TRAINING_KEYS) if k in cfg}
-    for key in TRAINING_KEYS:  # tuning results may keep batch size etc. among the hyper-parameters
-        if key in hp:
-            out.setdefault(key, hp.pop(key))
-    out["hyperparameters"] = hp
-    return out
-
-
-def model_name(options: TrainOptions, dataset: str) -> str:
-    base = options.name or f"{options.architecture}-{dataset}"
-    return f"{base}-s{options.seed}" if not options.name else base
-
-
-# ---------------------------------------------------------------- evaluation
-
-
-def predict_splits(model, data: dict, *, tta: bool = False) -> dict:
-    """p(star) per split, each predicted once; ``tta`` averages val and test over the eight symmetries
-    (train, which only shows the fit, is scored in a single pass: TTA there would cost 8x for nothing)."""
-    from ..model import predict
-
-    return {s: predict(model, data[s]["x"], tta=tta and s != "train") for s in SPLITS if s in data}
-
-
-def evaluate(data: dict, preds: dict, threshold: float, *, tta: bool = False) -> dict:
-    """Metrics of ``preds`` on every split: overall, per r magnitude bin, and the trivial baselines."""
-    from ..metrics import baselines, by_magnitude, classification_metrics
-
-    metrics: dict = {}
-    by_mag: dict = {}
-    for split, p in preds.items():
-        d = data[split]
-        metrics[split] = classification_metrics(d["y"], p, threshold)
-        by_mag[split] = by_magnitude(d["y"], p, d["mag"], threshold)
-    metrics["baselines"] = {
-        s: baselines(data["train"]["y"], data[s]["y"]) for s in SPLITS if s in data and s != "train"
-    }
-    metrics["by_magnitude"] = by_mag
-    metrics["threshold"] = threshold
-    metrics["tta"] = tta
-    metrics["tta_splits"] = [s for s in preds if tta and s != "train"]
-    return metrics
-
-
-# ---------------------------------------------------------------- one training run
 
 
 def _outputs(paths: DataPaths, name: str) -> list[Path]:
-    d = paths.model_dir(name)
-    return [d / "model.keras", d / "model.json", d / "metrics.json", d / "history.csv"]
+    files = paths.model(name)
+    return [files.keras, files.json, files.metrics, files.history]
 
 
 def _run_config(options: TrainOptions, dataset: str, hp: dict) -> dict:
@@ -212,16 +59,17 @@ def train_one(paths: DataPaths, dataset: str, options: TrainOptions, data: dict 
     policy(options.augment)  # validate early
     name = model_name(options, dataset)
     out_dir = paths.model_dir(name)
+    files = paths.model(name)
     config = _run_config(options, dataset, hp)
     outputs = _outputs(paths, name)
     if not options.force and fsio.is_current(outputs, dataset_inputs(paths, dataset)):
-        previous = fsio.read_json(out_dir / "model.json")
+        previous = fsio.read_json(files.json)
         if previous.get("config") == json.loads(json.dumps(config)):
             log.info("%s: model is current, skipping (use --force to retrain)", name)
             return {
                 "name": name,
                 "model_dir": out_dir,
-                "metrics": fsio.read_json(out_dir / "metrics.json"),
+                "metrics": fsio.read_json(files.metrics),
                 "model_json": previous,
                 "skipped": True,
             }
@@ -305,16 +153,16 @@ def train_one(paths: DataPaths, dataset: str, options: TrainOptions, data: dict 
         "config": config,
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    with fsio.atomic_path(out_dir / "model.keras") as tmp:
+    with fsio.atomic_path(files.keras) as tmp:
         keras_tmp = tmp.with_suffix(".keras")  # Keras insists on the extension
         try:
             model.save(keras_tmp)
             keras_tmp.replace(tmp)
         finally:
             keras_tmp.unlink(missing_ok=True)
-    _write_history(out_dir / "history.csv", history)
-    fsio.write_json(out_dir / "metrics.json", metrics)
-    fsio.write_json(out_dir / "model.json", model_json)  # last: its presence marks a complete model
+    _write_history(files.history, history)
+    fsio.write_json(files.metrics, metrics)
+    fsio.write_json(files.json, model_json)  # last: its presence marks a complete model
     if options.plots:
         from ..plots import training as tplots
 
@@ -333,20 +181,6 @@ def _write_history(path: Path, history: dict) -> None:
 
 
 # ---------------------------------------------------------------- several seeds, comparisons
-
-
-SUMMARY_KEYS = ("accuracy", "mcc", "balanced_accuracy", "roc_auc", "log_loss", "star_purity", "star_completeness")
-
-
-def summarise_runs(runs: list[dict], split: str = "test") -> dict:
-    """Mean and standard deviation over runs of the main metrics of ``split``."""
-    out: dict = {"n_runs": len(runs), "models": [r["name"] for r in runs]}
-    for key in SUMMARY_KEYS:
-        vals = [r["metrics"].get(split, {}).get(key) for r in runs]
-        vals = [v for v in vals if v is not None]
-        if vals:
-            out[key] = {"mean": float(np.mean(vals)), "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0}
-    return out
 
 
 def run_training(paths: DataPaths, dataset: str | None, options: TrainOptions, seeds: list[int] | None = None) -> dict:
@@ -429,117 +263,9 @@ def compare_augmentation(
         for c in cols:
             table[c][i] = r.get(c, np.nan)
     write_table(report / "comparison.csv", table)
-    fsio.write_text(report / "comparison.md", markdown_table(rows, cols))
+    fsio.write_text(report / "comparison.md", records_markdown(rows, cols))
     fsio.write_json(report / "comparison.json", rows)
     from ..plots import training as tplots
 
     tplots.comparison_plot(report / "comparison.png", rows)
     return {"dataset": dataset, "rows": rows, "report": report}
-
-
-# ---------------------------------------------------------------- text output
-
-
-def _fmt(v) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return "nan" if np.isnan(v) else f"{v:.4f}"
-    return str(v)
-
-
-def markdown_table(rows: list[dict], cols: list[str]) -> str:
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    for r in rows:
-        lines.append("| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def metrics_table(metrics: dict) -> str:
-    """A compact plain-text table: splits x main metrics, plus the test baselines."""
-    cols = (
-        "accuracy",
-        "mcc",
-        "balanced_accuracy",
-        "roc_auc",
-        "log_loss",
-        "star_purity",
-        "star_completeness",
-        "galaxy_purity",
-        "galaxy_completeness",
-    )
-    short = ("acc", "mcc", "bal_acc", "auc", "logloss", "star_pur", "star_comp", "gal_pur", "gal_comp")
-    lines = [f"{'split':<16}{'n':>7} " + " ".join(f"{s:>9}" for s in short)]
-    for split in SPLITS:
-        if split in metrics:
-            m = metrics[split]
-            lines.append(f"{split:<16}{m['n']:>7} " + " ".join(f"{_fmt(m.get(c)):>9}" for c in cols))
-    for kind, b in metrics.get("baselines", {}).get("test", {}).items():
-        n = metrics.get("test", {}).get("n", 0)
-        lines.append(f"{'test ' + kind:<16}{n:>7} " + " ".join(f"{_fmt(b.get(c)):>9}" for c in cols))
-    lines.append(
-        f"threshold (chosen on val): {metrics['threshold']:.4f}"
-        + ("  [test-time augmentation]" if metrics.get("tta") else "")
-    )
-    return "\n".join(lines)
-
-
-def options_dict(options: TrainOptions) -> dict:
-    return asdict(options)
-
-
-def options_from_args(args) -> TrainOptions:
-    """TrainOptions from 03_model.py's arguments: defaults < --config JSON < explicit flags."""
-    cfg = load_config(args.config) if getattr(args, "config", None) else {"hyperparameters": {}}
-    hp = dict(cfg.get("hyperparameters", {}))
-    if args.learning_rate is not None:
-        if not args.learning_rate > 0:
-            raise StargalError(f"--learning-rate: must be positive, got {args.learning_rate}")
-        hp["learning_rate"] = args.learning_rate
-    defaults = TrainOptions()
-
-    def pick(flag, key, default):
-        value = getattr(args, flag, None)
-        return value if value is not None else cfg.get(key, default)
-
-    schedule = pick("schedule", "schedule", "default")
-    class_weight = pick("class_weight", "class_weight", None)
-    return TrainOptions(
-        architecture=pick("architecture", "architecture", defaults.architecture),
-        hyperparameters=hp,
-        epochs=pick("epochs", "epochs", None),
-        patience=pick("patience", "patience", None),
-        batch_size=int(pick("batch_size", "batch_size", defaults.batch_size)),
-        augment=pick("augment", "augment", None),
-        schedule=None if schedule == "none" else schedule,
-        class_weight=None if class_weight == "none" else class_weight,
-        seed=args.seed,
-        tta=args.tta,
-        name=args.name,
-        force=bool(args.force),
-        plots=not args.no_plots,
-    )
-
-
-def run_summary(result: dict) -> str:
-    """The compact end-of-run text: per model the metrics table, then the mean over seeds."""
-    parts = []
-    for run in result["runs"]:
-        mj = run["model_json"]
-        state = (
-            "current, not retrained" if run["skipped"] else f"{mj['epochs_run']} epochs in {mj['train_seconds']:.0f} s"
-        )
-        parts.append(f"model {run['name']} ({mj['architecture']}, best epoch {mj['best_epoch']}, {state})")
-        parts.append(metrics_table(run["metrics"]))
-    summ = result.get("test_summary")
-    if summ:
-        parts.append(
-            f"test over {summ['n_runs']} seeds: "
-            + ", ".join(
-                f"{k} {summ[k]['mean']:.4f} +- {summ[k]['std']:.4f}"
-                for k in ("accuracy", "mcc", "roc_auc")
-                if k in summ
-            )
-        )
-    parts.append(f"latest model: {result['latest']} ({len(result['runs'])} run(s) on dataset {result['dataset']})")
-    return "\n".join(parts)

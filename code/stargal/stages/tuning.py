@@ -1,23 +1,174 @@
-"""Runner of tune.py: a resumable, parallel Optuna study over a prepared dataset's train/val splits."""
+"""Runner of tune.py: a resumable, parallel Optuna study over a prepared dataset's train/val splits.
+
+Parallelism: ``workers`` processes each run trials against the shared SQLite storage (TensorFlow limited to
+one thread per worker). A file lock around "count trials, then ask for a new one" makes the total
+number of finished trials exactly ``target``. Rerunning with a larger target continues the study;
+trials left RUNNING by an interrupted run are marked FAIL and their parameters re-enqueued.
+Each trial is ``stargal.tune.train_trial``; this module owns the storage, the workers and the files.
+"""
 
 from __future__ import annotations
 
-import csv
-import io
+import contextlib
+import fcntl
 import json
 import logging
 import multiprocessing
+import os
 import time
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
 
 from .. import tune
 from ..config import SEED
+from ..dataset import resolve_dataset
 from ..errors import StargalError
-from ..fsio import write_json, write_text
+from ..fsio import load_npy, read_json, write_json, write_text
 from ..paths import DataPaths
-from .training import resolve_dataset
+from ..tables import csv_text, records_markdown
+from ..train_options import ARCH_DEFAULTS
 
 log = logging.getLogger("stargal")
+
+
+def storage_url(db: Path) -> str:
+    """SQLAlchemy URL of a study's SQLite file."""
+    return f"sqlite:///{db}"
+
+
+def make_storage(db: Path):
+    """The study storage in ``db`` (shared by the worker processes)."""
+    import optuna
+
+    # A generous SQLite busy timeout: the workers write trial states concurrently.
+    return optuna.storages.RDBStorage(storage_url(db), engine_kwargs={"connect_args": {"timeout": 60}})
+
+
+def create_or_load(db: Path, name: str, seed: int, config: dict):
+    """Open the study in ``db`` (creating it with ``config`` as user attributes) and recover interrupted trials.
+
+    Returns (study, recovered) where recovered counts trials an interrupted run left RUNNING.
+    """
+    import optuna
+    from optuna.trial import TrialState
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = make_storage(db)
+    study = optuna.create_study(
+        study_name=name, storage=storage, direction="minimize", load_if_exists=True, sampler=tune.sampler(seed)
+    )
+    stored = study.user_attrs.get("config")
+    if stored is None:
+        study.set_user_attr("config", config)
+    elif stored != config:
+        changed = sorted(k for k in set(stored) | set(config) if stored.get(k) != config.get(k))
+        raise StargalError(
+            f"{db}: study {name!r} was run with different settings ({', '.join(changed)}); "
+            "use --force to start it over or --name for a new study"
+        )
+    recovered = 0
+    study_id = storage.get_study_id_from_name(name)
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        # the storage's public API names a trial by (study id, trial number)
+        storage.set_trial_state_values(
+            storage.get_trial_id_from_study_id_trial_number(study_id, t.number), TrialState.FAIL
+        )
+        study.enqueue_trial(t.params)  # not skip_if_exists: the failed ghost itself matches
+        recovered += 1
+    return study, recovered
+
+
+def count_trials(study) -> tuple[int, int]:
+    """(finished = complete + pruned, running) trials of the study."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING))
+    running = sum(t.state == TrialState.RUNNING for t in trials)
+    return len(trials) - running, running
+
+
+@contextlib.contextmanager
+def file_lock(path: Path):
+    """An exclusive lock on ``path`` (created if missing) for the duration of the block."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def worker_main(spec: dict) -> int:
+    """One worker process: run trials until the study holds ``spec["target"]`` finished trials.
+
+    Module-level so that it can be the target of a spawned process. Returns the number of trials run.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    for var in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS", "STARGAL_TF_THREADS"):
+        os.environ[var] = str(spec.get("threads", 1))
+    import optuna
+
+    from ..model import configure_threads
+
+    if not logging.getLogger().handlers:  # a spawned worker: log like the parent does
+        logging.basicConfig(level=spec.get("log_level", logging.INFO), format="%(message)s")
+    configure_threads(int(spec.get("threads", 1)))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    data = load_data(spec)
+    study = optuna.load_study(
+        study_name=spec["study"],
+        storage=make_storage(Path(spec["db"])),
+        sampler=tune.sampler(spec["seed"] + 7919 * (spec["worker"] + 1) + spec["offset"]),
+        pruner=tune.pruner(),
+    )
+    done = 0
+    while True:
+        with file_lock(Path(spec["lock"])):
+            finished, running = count_trials(study)
+            if finished + running >= spec["target"]:
+                break
+            trial = study.ask()
+        try:
+            value = tune.train_trial(trial, data, spec)
+        except optuna.TrialPruned:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            log.info("worker %d: trial %d pruned", spec["worker"], trial.number)
+        except KeyboardInterrupt:
+            # interrupted, not broken: the next run tries the same configuration again
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            study.enqueue_trial(trial.params)
+            raise
+        except BaseException:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            raise
+        else:
+            study.tell(trial, value)
+            log.info("worker %d: trial %d %s=%.4f", spec["worker"], trial.number, tune.OBJECTIVE, value)
+        done += 1
+    return done
+
+
+def load_data(spec: dict) -> dict:
+    """Training and validation splits (never test) of the dataset, optionally a stratified subset of training."""
+    paths = DataPaths(Path(spec["data_dir"]))
+    name = spec["dataset"]
+    meta = read_json(paths.dataset_json(name))
+    train_x, train_y = load_npy(paths.split_x(name, "train")), load_npy(paths.split_y(name, "train"))
+    val_x, val_y = load_npy(paths.split_x(name, "val")), load_npy(paths.split_y(name, "val"))
+    limit = int(spec.get("max_train") or 0)
+    if 0 < limit < len(train_y):
+        keep = tune.stratified_subset(train_y, limit, spec["seed"])
+        train_x, train_y = train_x[keep], train_y[keep]
+    return {
+        "train_x": np.asarray(train_x, np.float32),
+        "train_y": np.asarray(train_y),
+        "val_x": np.asarray(val_x, np.float32),
+        "val_y": np.asarray(val_y),
+        "normalisation": meta["normalisation"],
+    }
 
 
 def run_tuning(
@@ -49,7 +200,7 @@ def run_tuning(
     name = name or f"{dataset}_{architecture}"
     folder = paths.tuning_dir(name)
     folder.mkdir(parents=True, exist_ok=True)
-    db = folder / "study.db"
+    db = paths.study_db(name)
     if force:
         db.unlink(missing_ok=True)  # our own study file: start over
     settings = {
@@ -66,10 +217,10 @@ def run_tuning(
     config = json.loads(
         json.dumps({**settings, "objective": tune.OBJECTIVE, "search_space": tune.SEARCH_SPACES[architecture]})
     )
-    study, recovered = tune.create_or_load(db, name, seed, config)
+    study, recovered = create_or_load(db, name, seed, config)
     if recovered:
         log.info("%d trial(s) interrupted earlier: marked failed and queued again", recovered)
-    finished, _ = tune.count_trials(study)
+    finished, _ = count_trials(study)
     todo = max(0, trials - finished)
     start = time.monotonic()
     if todo:
@@ -82,31 +233,27 @@ def run_tuning(
             "db": str(db),
             "study": name,
             "target": trials,
-            "lock": str(folder / "trials.lock"),
+            "lock": str(paths.study_lock(name)),
             "offset": len(study.trials),
             "threads": 1,
             "log_level": logging.getLogger("stargal").getEffectiveLevel(),
         }
         specs = [{**base, "worker": w} for w in range(min(workers, todo))]
         if len(specs) == 1:
-            tune.worker_main(specs[0])
+            worker_main(specs[0])
         else:
             # spawn, not fork: TensorFlow's thread pools do not survive a fork
             ctx = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(max_workers=len(specs), mp_context=ctx) as pool:
-                for future in [pool.submit(tune.worker_main, s) for s in specs]:
+                for future in [pool.submit(worker_main, s) for s in specs]:
                     future.result()
     else:
         log.info("study %s already holds %d finished trial(s): nothing to run", name, finished)
-    study = tune.create_or_load(db, name, seed, config)[0]
+    study = create_or_load(db, name, seed, config)[0]
     return write_results(paths, name, study, architecture, dataset, time.monotonic() - start, extra)
 
 
 def _training_defaults(architecture: str) -> dict:
-    try:
-        from .training import ARCH_DEFAULTS
-    except ImportError:
-        return {}
     return dict(ARCH_DEFAULTS.get(architecture, {}))
 
 
@@ -119,17 +266,17 @@ def write_results(
     folder = paths.tuning_dir(name)
     rows = tune.trials_table(study)
     importance = tune.importances(study)
-    write_text(folder / "trials.csv", _csv(rows))
+    write_text(paths.trials_csv(name), _csv(rows))
     complete = [r for r in rows if r["state"] == "COMPLETE"]
     if not complete:
-        raise StargalError(f"study {name}: no trial completed (all pruned or failed); see {folder / 'trials.csv'}")
+        raise StargalError(f"study {name}: no trial completed (all pruned or failed); see {paths.trials_csv(name)}")
     best = tune.best_config(study, architecture)
     best.update(extra or {})
     best["dataset"] = dataset
     best["n_trials"] = len(rows)
-    write_json(folder / "best.json", best)
+    write_json(paths.best_config(name), best)
     table = _markdown(name, rows, best, importance)
-    write_text(folder / "trials.md", table)
+    write_text(paths.trials_md(name), table)
     write_text(paths.reports("tuning", name, "trials.md"), table)  # beside the plot, for the report
     plot = paths.reports("tuning", name, "tuning.png")
     log_params = {k: (v[1], v[2]) for k, v in tune.SEARCH_SPACES[architecture].items() if v[0] == "log"}
@@ -147,6 +294,7 @@ def write_results(
 
 
 def _fmt(v) -> str:
+    """A trials-table cell: 4 significant digits, empty when there is no value."""
     if v is None:
         return ""
     if isinstance(v, float):
@@ -155,16 +303,15 @@ def _fmt(v) -> str:
 
 
 def _csv(rows: list[dict]) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
+    """The trials as CSV: floats at full precision, empty cells for missing values."""
     cols = list(rows[0]) if rows else ["trial"]
-    writer.writerow(cols)
-    for r in rows:
-        writer.writerow(["" if r[c] is None else (repr(r[c]) if isinstance(r[c], float) else r[c]) for c in cols])
-    return buf.getvalue()
+    return csv_text(
+        cols, [["" if r[c] is None else (repr(r[c]) if isinstance(r[c], float) else r[c]) for c in cols] for r in rows]
+    )
 
 
 def _markdown(name: str, rows: list[dict], best: dict, importance: dict) -> str:
+    """The study in Markdown: objective, the trials table, importances and the best configuration."""
     cols = list(rows[0])
     lines = [
         f"# Hyper-parameter study {name}",
@@ -172,10 +319,8 @@ def _markdown(name: str, rows: list[dict], best: dict, importance: dict) -> str:
         f"Objective: minimum validation loss ({tune.OBJECTIVE}, lower is better) on the validation split; "
         f"best trial {best['trial']}: {best['value']:.4f} (val MCC {_fmt(best.get('val_mcc'))}).",
         "",
-        "| " + " | ".join(cols) + " |",
-        "| " + " | ".join("---" for _ in cols) + " |",
+        records_markdown(rows, cols, fmt=_fmt).rstrip("\n"),
     ]
-    lines += ["| " + " | ".join(_fmt(r[c]) for c in cols) + " |" for r in rows]
     if importance:
         lines += ["", "Parameter importance (fANOVA): " + ", ".join(f"{k} {v:.2f}" for k, v in importance.items())]
     lines += ["", "Best configuration (`best.json`, usable with `03_model.py --config`):", "", "```json"]

@@ -16,9 +16,9 @@ import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import REFERENCE_RESULT
-from .fsio import atomic_path, read_json
-from .paths import DataPaths
+from ..config import REFERENCE_RESULT
+from ..fsio import atomic_path, read_json
+from ..paths import DataPaths
 
 log = logging.getLogger("stargal")
 
@@ -146,6 +146,7 @@ def _area_section(title: str, paths: DataPaths, area: str, name: str | None, wha
 
 
 def overview_section(paths: DataPaths, dataset: dict | None, dataset_name: str | None, stages: dict | None) -> Section:
+    """Page 1: data origin, dataset, method and the stage timings of the last run."""
     s = Section("stargal report")
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     simulated = None if dataset is None else bool(dataset.get("simulated"))
@@ -199,6 +200,7 @@ def overview_section(paths: DataPaths, dataset: dict | None, dataset_name: str |
 
 
 def splits_section(paths: DataPaths, dataset: dict | None, name: str | None) -> Section:
+    """The split counts of dataset.json, then stage 02's split report."""
     section = _area_section("Splits", paths, "splits", name, "split")
     if dataset and dataset.get("counts"):
         counts = [
@@ -261,12 +263,13 @@ def _order_figures(figures: list[Path]) -> list[Path]:
 
 
 def metrics_section(paths: DataPaths, model_name: str | None) -> Section:
+    """The latest model's settings and metrics table, with the reference project's result."""
     title = "Metrics and baselines"
     if not model_name:
         return Section(title, ["not run: no trained model (models/LATEST missing)"], ran=False)
-    model_dir = paths.model_dir(model_name)
-    metrics = _read_json(model_dir / "metrics.json")
-    info = _read_json(model_dir / "model.json")
+    files = paths.model(model_name)
+    metrics = _read_json(files.metrics)
+    info = _read_json(files.json)
     lines = [f"Model {model_name}"]
     if info:
         lines += [
@@ -290,21 +293,24 @@ def metrics_section(paths: DataPaths, model_name: str | None) -> Section:
 
 def tuning_section(paths: DataPaths, dataset_name: str | None) -> Section:
     """The study tuned on the current dataset (else the most recent one): its trials table and plot."""
-    studies = [d for d in paths.tuning_dir("x").parent.glob("*") if (d / "best.json").is_file()]
+    root = paths.tuning_root
+    names = sorted(d.name for d in root.iterdir()) if root.is_dir() else []
+    studies = [n for n in names if paths.best_config(n).is_file()]
     if not studies:
-        return Section("Tuning", [f"not run: no tuning study under {paths.tuning_dir('')}"], ran=False)
-    for_dataset = [d for d in studies if (_read_json(d / "best.json") or {}).get("dataset") == dataset_name]
-    study = max(for_dataset or studies, key=lambda d: (d / "best.json").stat().st_mtime)
-    text = _read_text(study / "trials.md")
-    lines = markdown_lines(text) if text else json_lines(_read_json(study / "best.json") or {})
-    return Section("Tuning", [f"Study {study.name}:", *lines], _pngs(paths.reports("tuning", study.name)))
+        return Section("Tuning", [f"not run: no tuning study under {root}"], ran=False)
+    for_dataset = [n for n in studies if (_read_json(paths.best_config(n)) or {}).get("dataset") == dataset_name]
+    study = max(for_dataset or studies, key=lambda n: paths.best_config(n).stat().st_mtime)
+    text = _read_text(paths.trials_md(study))
+    lines = markdown_lines(text) if text else json_lines(_read_json(paths.best_config(study)) or {})
+    return Section("Tuning", [f"Study {study}:", *lines], _pngs(paths.reports("tuning", study)))
 
 
 def collect_sections(paths: DataPaths) -> list[Section]:
+    """Every page of the report, from what the stages wrote."""
     dataset_name = _latest(paths.latest_dataset)
     model_name = _latest(paths.latest_model)
     dataset = _read_json(paths.dataset_json(dataset_name)) if dataset_name else None
-    stages = _read_json(paths.reports("pipeline", "stages.json"))
+    stages = _read_json(paths.pipeline_record)
     explain = _area_section("Explanations and difficulty", paths, "explain", model_name, "explanation")
     difficulty = _area_section("Difficulty", paths, "difficulty", model_name, "difficulty")
     if difficulty.ran:  # the discussion first; attribution maps (Integrated Gradients, Grad-CAM) after it
@@ -375,12 +381,13 @@ def _draw_page(pdf, section: Section, page: int) -> None:
 
 def build_report(paths: DataPaths, output: Path | None = None) -> dict:
     """Write the PDF report; return {"path", "pages", "sections": {title: ran}}."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     from matplotlib.backends.backend_pdf import PdfPages
 
-    output = Path(output) if output else paths.reports("report.pdf")
+    from ..plots import use_agg
+
+    use_agg()
+
+    output = Path(output) if output else paths.report_pdf
     sections = collect_sections(paths)
     with atomic_path(output) as tmp, PdfPages(tmp) as pdf:
         for page, section in enumerate(sections, start=1):

@@ -2,16 +2,17 @@
 
 Usage (normally through ./run_scripts.sh or ./run_scripts_no_download.sh):
 
-    python tools/stage_runner.py [runner options] [stage options] [-- options for every stage]
+    python -m stargal.pipeline [runner options] [stage options] [-- options for every stage]
 
 Runner options are listed by --help. Every other option (``--fields 80 103``, ``--epochs 3``, ...) is
 handed to each stage whose ``--help`` lists it; an option that no stage accepts is an error, so typos do not
-pass silently. Stages are idempotent, so rerunning after a success redoes nothing that is current.
+pass silently. The options every stage shares (those of ``stargal.cli.make_parser``) are never an error.
+Stages are idempotent, so rerunning after a success redoes nothing that is current.
 
 Each stage runs as a child process. Its wall time, the peak resident memory of its largest process
 (``wait4`` rusage, which covers the stage and its worker processes) and the peak resident memory of its
 whole process tree (sampled with psutil every 0.2 s, so a short spike can be missed) are printed as a table
-at the end and written to ``paths.reports("pipeline", "stages.json")`` for the report.
+at the end and written to ``paths.pipeline_record`` for the report.
 """
 
 from __future__ import annotations
@@ -29,15 +30,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-CODE = ROOT / "code"
-sys.path.insert(0, str(CODE))
-
-from stargal import fsio  # noqa: E402
-from stargal.paths import DataPaths  # noqa: E402
+from . import cli, fsio
+from .paths import PROJECT_ROOT, DataPaths
 
 # Where the stage scripts live; tests point this at stand-in scripts.
-STAGE_DIR = Path(os.environ.get("STARGAL_STAGE_DIR") or CODE)
+STAGE_DIR = Path(os.environ.get("STARGAL_STAGE_DIR") or PROJECT_ROOT / "code")
 
 
 @dataclass(frozen=True)
@@ -76,13 +73,18 @@ SMALL_OPTIONS: list[tuple[str, list[str]]] = [
     ("--test-fields", ["81"]),
     ("--epochs", ["2"]),
 ]
-# The options every numbered script shares (stargal.cli.make_parser): never an error, even when the selected
-# stages happen not to take one of them (e.g. --workers with --stages model).
-SHARED = {"--rerun", "--run", "--camcol", "--fields", "--train-fields", "--val-fields", "--test-fields", "--seed",
-          "--force", "--workers", "--scheduler", "-q", "--quiet"}  # fmt: skip
 # Options that leave the demo at the reference size: only then is report.pdf copied to the top level.
 SIZE_NEUTRAL = {"--workers", "--scheduler", "--seed", "--force", "-q", "--quiet", "--data-dir"}
 OPTION_RE = re.compile(r"(?<![\w-])(--[a-z][a-z0-9-]*|-[a-zA-Z])\b")
+
+
+def shared_options() -> set[str]:
+    """The options every numbered script shares (``stargal.cli.make_parser`` with all its groups), read from its
+    help like a stage's: never an error, even when the selected stages happen not to take one of them
+    (e.g. --workers with --stages model). --data-dir and --help are the runner's own."""
+    parser = cli.make_parser("", splits=True, workers=True)
+    parser.prog = "stage"  # not sys.argv[0], which the pattern could mistake for an option
+    return set(OPTION_RE.findall(parser.format_help())) - {"-h", "--help", "--data-dir"}
 
 
 @dataclass
@@ -98,6 +100,7 @@ class Result:
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    """The runner's own options, and the other tokens (options for the stages)."""
     parser = argparse.ArgumentParser(
         prog=os.environ.get("STARGAL_PROG", "run_scripts.sh"),
         description="Run the stargal stages in order (download, 01 alignment, 02 preparation, 04 augmentation, "
@@ -170,6 +173,7 @@ def accepted_options(python: str, script: Path, env: dict[str, str]) -> set[str]
 def stage_command(
     python: str, stage: Stage, accepted: set[str], options: list[tuple[str, list[str]]], args: argparse.Namespace
 ) -> list[str]:
+    """The command line of one stage: its script, the demo's source, its fixed flags and the options it accepts."""
     cmd = [python, str(STAGE_DIR / stage.script)]
     if stage.name == "download" and args.demo:
         if "--source" not in accepted:
@@ -229,6 +233,7 @@ def _tree_rss(ps) -> int:
 
 
 def selected_stages(args: argparse.Namespace) -> list[Stage]:
+    """The stages to run, in pipeline order, from --no-download, --tune, --no-explain, --no-report, --stages."""
     stages = [s for s in STAGES if not (s.name == "download" and args.no_download)]
     if args.tune:
         stages.insert(next(i for i, s in enumerate(stages) if s.name == "model"), EXTRA_STAGES["tune"])
@@ -245,6 +250,8 @@ def selected_stages(args: argparse.Namespace) -> list[Stage]:
 
 
 def format_table(results: list[Result]) -> str:
+    """The end-of-run table: status, wall time and peak memory per stage, and the totals."""
+
     def mb(value: float | None) -> str:
         return "-" if value is None else f"{value:,.0f}"
 
@@ -277,6 +284,7 @@ def format_table(results: list[Result]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the selected stages; return the exit status (0, 1 for a failed stage, 2 for bad options, 130)."""
     args, rest = parse_args(sys.argv[1:] if argv is None else argv)
     options = group_options(rest)
     given = {name for name, _ in options}
@@ -302,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
                 return _finish(results, paths, args, options, 1)
     everyone = set().union(*accepted_by.values()) if accepted_by else set()
     presets = {name for name, _ in SMALL_OPTIONS} - given if args.small else set()  # go where accepted, if anywhere
-    unknown = sorted(name for name in {n for n, _ in options} - presets - SHARED if name not in everyone)
+    unknown = sorted(name for name in {n for n, _ in options} - presets - shared_options() if name not in everyone)
     if unknown:
         known = ", ".join(s.script for s in stages if s.name in accepted_by) or "none exists"
         message = f"no stage accepts {' '.join(unknown)} (checked {known})"
@@ -365,7 +373,7 @@ def _finish(results: list[Result], paths: DataPaths, args, options, status: int)
         "stages": [asdict(r) for r in results],
     }
     try:
-        fsio.write_json(paths.reports("pipeline", "stages.json"), record)
+        fsio.write_json(paths.pipeline_record, record)
     except OSError as exc:
         print(f"run_scripts: could not record the stage table: {exc}", file=sys.stderr)
     if status == 0 and any(r.stage == "report" and r.status == "ok" for r in results):
@@ -375,7 +383,7 @@ def _finish(results: list[Result], paths: DataPaths, args, options, status: int)
 
 def _publish_report(paths: DataPaths, args, options) -> None:
     """Copy the report to the top-level report.pdf, but only for the demo on the reference-size sky."""
-    source = paths.reports("report.pdf")
+    source = paths.report_pdf
     reference_size = (
         args.demo and not args.small and not args.no_publish and all(name in SIZE_NEUTRAL for name, _ in options)
     )
@@ -384,7 +392,7 @@ def _publish_report(paths: DataPaths, args, options) -> None:
     if not reference_size:
         print(f"report: {source}")
         return
-    target = ROOT / "report.pdf"
+    target = PROJECT_ROOT / "report.pdf"
     try:
         with fsio.atomic_path(target) as tmp:
             shutil.copyfile(source, tmp)

@@ -1,0 +1,72 @@
+"""A prepared dataset on disk (stage 02's output): which one to use, its files, and its splits loaded and
+checked. Shared by the runners that read datasets: training (03), augmentation (04) and tuning."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from . import fsio
+from .config import SPLITS
+from .errors import StargalError
+from .paths import DataPaths
+from .tables import OBJECT_DTYPE, read_table
+
+
+def resolve_dataset(paths: DataPaths, name: str | None) -> str:
+    """The dataset to use: ``name`` or the one stage 02 prepared last."""
+    if not name:
+        if not paths.latest_dataset.exists():
+            raise StargalError(
+                f"{paths.latest_dataset}: no dataset prepared yet (run 02_preparation.py or pass --dataset)"
+            )
+        name = paths.latest_dataset.read_text(encoding="utf-8").strip()
+    if not paths.dataset_json(name).exists():
+        raise StargalError(f"{paths.dataset_json(name)}: dataset {name!r} not found (run 02_preparation.py)")
+    return name
+
+
+def dataset_inputs(paths: DataPaths, name: str, splits: Sequence[str] = SPLITS) -> list[Path]:
+    """The files of ``splits`` of a dataset (and its dataset.json): the inputs whose age decides reruns."""
+    files = [paths.dataset_json(name)]
+    for split in splits:
+        files += [paths.split_x(name, split), paths.split_y(name, split), paths.split_objects(name, split)]
+    return files
+
+
+def load_dataset(paths: DataPaths, name: str, splits: Sequence[str] = SPLITS) -> dict:
+    """{"meta": dataset.json, split: {"x", "y", "mag"}} with shapes and labels checked."""
+    meta = fsio.read_json(paths.dataset_json(name))
+    norm = meta.get("normalisation") or {}
+    if "center" not in norm or "scale" not in norm:
+        raise StargalError(f"{paths.dataset_json(name)}: no normalisation center/scale")
+    data: dict = {"meta": meta}
+    shape = None
+    for split in splits:
+        for p in (paths.split_x(name, split), paths.split_y(name, split)):
+            if not p.exists():
+                raise StargalError(f"{p}: missing (dataset {name!r} is incomplete; rerun stage 02)")
+        x = fsio.load_npy(paths.split_x(name, split))
+        y = fsio.load_npy(paths.split_y(name, split))
+        if x.ndim != 4 or x.shape[1] != x.shape[2] or x.shape[3] != len(norm["center"]):
+            raise StargalError(
+                f"{paths.split_x(name, split)}: expected [n, P, P, {len(norm['center'])}], got {x.shape}"
+            )
+        if shape is not None and x.shape[1:] != shape:
+            raise StargalError(f"{paths.split_x(name, split)}: patch shape {x.shape[1:]} differs from {shape}")
+        shape = x.shape[1:]
+        if y.shape != (len(x),) or (y.size and not np.isin(y, (0, 1)).all()):
+            raise StargalError(f"{paths.split_y(name, split)}: expected {len(x)} labels of 0/1")
+        mag = np.full(len(x), np.nan, np.float32)
+        if paths.split_objects(name, split).exists():
+            table = read_table(paths.split_objects(name, split), OBJECT_DTYPE)
+            if len(table) != len(x):
+                raise StargalError(f"{paths.split_objects(name, split)}: {len(table)} rows for {len(x)} patches")
+            mag = table["r_psfmag"].astype(np.float32)
+        data[split] = {"x": x.astype(np.float32, copy=False), "y": y.astype(np.uint8, copy=False), "mag": mag}
+    for split in ("train", "val"):
+        if split in data and len(data[split]["x"]) == 0:
+            raise StargalError(f"dataset {name!r}: the {split} split is empty")
+    return data
