@@ -25,6 +25,17 @@ TINY = FieldSet(
 TINY_SHAPE = (400, 600)
 
 
+def pytest_collection_modifyitems(config, items):
+    """Every test that needs the real SDSS sample carries the ``real`` marker, so ``-m "not real"`` runs without it."""
+    unmarked = [
+        item.nodeid
+        for item in items
+        if "sample_dir" in getattr(item, "fixturenames", ()) and item.get_closest_marker("real") is None
+    ]
+    if unmarked:
+        raise pytest.UsageError(f"these tests use the real SDSS sample but lack @pytest.mark.real: {unmarked}")
+
+
 @pytest.fixture(scope="session")
 def sample_dir() -> Path:
     """The real SDSS DR17 sample folder; tests using it skip cleanly when it is absent."""

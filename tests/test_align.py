@@ -271,3 +271,24 @@ def test_real_star_centroids_agree_across_bands(real_field):
         pos = np.array([_moments(cube[b], y, x)[:2] for y, x in stars])
         median = np.median(pos - ref, axis=0)
         assert np.all(np.abs(median) < 0.1), (BANDS[b], median)
+
+
+def test_exact_wcs_fallback_when_the_polynomial_cannot_follow(star_field):
+    """A band whose pixel map the polynomial fits worse than ``max_residual`` is mapped through the WCSs at
+    every pixel instead; the result lands the stars where the polynomial path does, and the flag says so."""
+    shape, xs, ys, fluxes = star_field
+    ref_wcs = make_wcs(shape)
+    wcss = [make_wcs(shape, shift=(2.1, 3.4), rotation=2e-4 if b == "u" else 0.0) for b in BANDS]
+    wcss[BANDS.index("r")] = ref_wcs
+    images = [render(shape, *align.exact_map(ref_wcs, w, xs, ys), fluxes) for w in wcss]
+    ref = BANDS.index("r")
+    fitted = align.align_bands(images, wcss, ref)
+    exact = align.align_bands(images, wcss, ref, max_residual=-1.0)  # no fit is good enough: always fall back
+    assert fitted.exact_fallback == [False] * len(BANDS)
+    assert exact.exact_fallback == [b != "r" for b in BANDS]
+    both = np.isfinite(fitted.cube) & np.isfinite(exact.cube)
+    assert both.mean() > 0.9
+    np.testing.assert_allclose(exact.cube[both], fitted.cube[both], atol=1e-3 * float(np.nanmax(fitted.cube)))
+    for x, y in zip(xs, ys, strict=True):
+        cx, cy = centroid(exact.cube[0], x, y)
+        assert abs(cx - x) < 0.02 and abs(cy - y) < 0.02

@@ -31,6 +31,7 @@ def fid(field: int, fs: FieldSet = TINY) -> FieldId:
     return FieldId(fs.rerun, fs.run, fs.camcol, field)
 
 
+@pytest.mark.slow
 def test_simulated_sky_end_to_end(tiny_data: DataPaths):
     result = run_alignment(tiny_data, TINY, workers=1)
     assert result["aligned"] == list(TINY.fields) and result["objects_written"] == list(TINY.fields)
@@ -93,6 +94,7 @@ def _truth_dtype():
     return TRUTH_DTYPE
 
 
+@pytest.mark.slow
 def test_idempotent_force_and_parallel(tiny_data: DataPaths):
     two = dataclasses.replace(TINY, fields=(81, 82))
     first = run_alignment(tiny_data, two, workers=2)
@@ -192,6 +194,7 @@ def test_field_with_no_objects(tiny_data: DataPaths):
     assert not tiny_data.tensors_dir(TINY.rerun, TINY.run, TINY.camcol).exists()
 
 
+@pytest.mark.slow
 def test_script_one_line_error_and_success(tiny_data: DataPaths):
     args = [sys.executable, str(SCRIPT), "--data-dir", str(tiny_data.root), "--fields", "81", "--workers", "1", "-q"]
     missing = tiny_data.frame(fid(81), "r")
@@ -254,3 +257,24 @@ def test_real_catalog_stars_land_on_stellar_peaks(real_star_field):
         )
         dist = np.hypot(*d.T)
         assert np.median(dist) < (0.1 if b == "r" else 0.2), (b, np.median(dist))
+
+
+def test_reference_band_other_than_r(tiny_data: DataPaths):
+    """--ref-band g: the cube lies on the g frame's grid (g copied unchanged, r resampled onto it) and the
+    objects' pixel coordinates are g-frame pixels."""
+    result = run_alignment(tiny_data, ONE, ref_band="g", workers=1, reports=False)
+    assert result["aligned"] == [81]
+    cube = read_cube(tiny_data.cube(fid(81)))
+    g = sdss.read_frame(tiny_data.frame(fid(81), "g"))
+    r = sdss.read_frame(tiny_data.frame(fid(81), "r"))
+    assert cube.header["REFBAND"] == "g"
+    assert cube.header["DX_g"] == 0 and cube.header["DY_g"] == 0 and cube.header["DY_r"] != 0
+    np.testing.assert_array_equal(cube.data[BANDS.index("g")], g.image)
+    assert not np.array_equal(cube.data[BANDS.index("r")], r.image)
+    np.testing.assert_allclose(cube.wcs.wcs.crval, g.wcs.wcs.crval)
+    table = read_table(tiny_data.objects(fid(81)))
+    gx, gy = g.wcs.all_world2pix(table["ra"], table["dec"], 0)
+    np.testing.assert_allclose(table["x"], gx, atol=1e-6)
+    np.testing.assert_allclose(table["y"], gy, atol=1e-6)
+    rx, _ = r.wcs.all_world2pix(table["ra"], table["dec"], 0)
+    assert np.abs(table["x"] - rx).mean() > 1  # not the r grid: the bands are offset by pixels

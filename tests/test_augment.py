@@ -33,6 +33,7 @@ def test_d4_numpy_elements_are_distinct_and_closed():
     np.testing.assert_array_equal(images[1], np.rot90(x))
 
 
+@pytest.mark.slow
 def test_tf_d4_matches_numpy_reference(batch):
     x, _ = batch
     k = np.array([0, 1, 2, 3, 4, 7], np.int32)
@@ -44,6 +45,7 @@ def test_tf_d4_matches_numpy_reference(batch):
     np.testing.assert_array_equal(np.sort(out.ravel()), np.sort(x.ravel()))
 
 
+@pytest.mark.slow
 def test_policies_draw_only_their_group_elements(batch):
     x, _ = batch
     for name, allowed in (("rotation", aug.ROTATIONS), ("reflection", aug.REFLECTIONS)):

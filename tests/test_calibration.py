@@ -20,6 +20,9 @@ from stargal.sky_calibration import (
 )
 from stargal.stages.calibration import run_calibration
 
+# every test here compares with the real SDSS sample
+pytestmark = pytest.mark.real
+
 # keys astropy manages itself when writing float images (it drops BZERO/BSCALE of unscaled data)
 ASTROPY_MANAGED = {"BZERO", "BSCALE"}
 

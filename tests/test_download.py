@@ -280,6 +280,7 @@ def test_retries_exhausted_on_persistent_503(server, tmp_path):
     assert summary.fetched == 5
 
 
+@pytest.mark.slow
 def test_download_killed_with_sigkill_then_rerun(sas_tree, tmp_path):
     tree = make_sas_tree(tmp_path / "big", 301, 8162, 6, (80,), shape=(160, 240), seed=3)
     paths = DataPaths(tmp_path / "data")
@@ -565,3 +566,62 @@ def test_backoff_and_retry_after():
     assert parse_retry_after("3") == 3.0
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == pytest.approx(10.0)
     assert parse_retry_after("soon") is None and parse_retry_after(None) is None
+
+
+def test_cancel_stops_a_retrying_fetch_at_once_and_keeps_nothing_under_the_final_name(server, tmp_path):
+    """A stopping run (Ctrl-C in the main thread sets the event) ends a worker waiting to retry at once."""
+    import threading
+
+    from stargal.download import FetchCancelled, fetch_http, make_session
+
+    server.add_fault(U80, {"status": 503, "sticky": True})
+    final = tmp_path / "data" / U80
+    cancel = threading.Event()
+    slow = HttpSettings(connect_timeout=2.0, read_timeout=2.0, retries=5, backoff=30.0, backoff_max=30.0)
+    threading.Timer(0.3, cancel.set).start()
+    start = time.monotonic()
+    with pytest.raises(FetchCancelled), make_session(slow) as session:
+        fetch_http(session, server.base_url + U80, final, "frame", slow, cancel=cancel)
+    assert time.monotonic() - start < 5  # not the 30 s backoff
+    assert len(server.gets(U80)) == 1 and not final.exists()
+
+
+def test_interrupt_cancels_the_other_downloads_and_records_the_finished_ones(server, sas_tree, tmp_path, monkeypatch):
+    """KeyboardInterrupt while files are in flight: the run stops, workers are told to stop, the manifest keeps
+    every file that finished, and a rerun completes the rest."""
+    from stargal.stages import download as stage
+
+    seen = []
+    original = stage._collect
+
+    def interrupt_after_two(spec, future, manifest, summary, display):
+        original(spec, future, manifest, summary, display)
+        seen.append(spec)
+        if len(seen) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(stage, "_collect", interrupt_after_two)
+    server.add_fault(G81, {"delay": 1.0})
+    paths = DataPaths(tmp_path / "data")
+    with pytest.raises(KeyboardInterrupt):
+        run_download(paths, FS, _options(server.base_url, workers=2))
+    manifest = Manifest.load(paths.manifest)
+    assert 2 <= len(manifest.files) < len(plan_files(FS))
+    monkeypatch.undo()
+    summary = run_download(paths, FS, _options(server.base_url, workers=2))
+    assert summary.ok and summary.skipped >= 2
+    _assert_mirrors(paths, sas_tree)
+
+
+@pytest.mark.parametrize("content", ["{not json", '{"files": [1, 2]}', '{"version": 1}', ""])
+def test_corrupt_manifest_is_rebuilt_by_verifying_the_files(server, sas_tree, tmp_path, content):
+    """An unreadable manifest costs a refetch of the files, never an error, and is written whole again."""
+    paths = DataPaths(tmp_path / "data")
+    assert run_download(paths, FS, _options(server.base_url)).ok
+    paths.manifest.write_text(content)
+    assert Manifest.load(paths.manifest).files == {}
+    summary = run_download(paths, FS, _options(server.base_url))
+    assert summary.ok and summary.fetched == len(plan_files(FS)) and summary.skipped == 0
+    rebuilt = Manifest.load(paths.manifest)
+    assert set(rebuilt.files) == {spec.relpath for spec in plan_files(FS)}
+    _assert_mirrors(paths, sas_tree)

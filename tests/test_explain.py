@@ -87,6 +87,7 @@ def test_select_examples():
     assert all(np.array_equal(groups[k], again[k]) for k in groups)
 
 
+@pytest.mark.slow
 def test_explain_runner_writes_grids(tmp_path, model_dir):
     from stargal.fsio import save_npy
     from stargal.paths import DataPaths

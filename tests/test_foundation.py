@@ -103,6 +103,7 @@ def test_catalog_write_read_keeps_real_dtypes(tmp_path):
         sdss.read_catalog(path, columns=("RA", "NOPE"))
 
 
+@pytest.mark.real
 def test_real_catalog_reads_with_the_same_code(sample_dir):
     cat = sdss.read_catalog(sample_dir / "004510-4-0030" / "calibObj-004510-4-star.fits.gz")
     assert len(cat) == 5232 and set(np.unique(cat["OBJC_TYPE"])) == {6}

@@ -59,6 +59,7 @@ def test_normalisation_layer_is_asinh(raw):
     assert np.isfinite(np.asarray(layer(bad))).all()
 
 
+@pytest.mark.slow
 def test_save_reload_identical_predictions(tmp_path, raw):
     model = mdl.build_model("stargal", raw.shape[1:], NORM, {"filters": 8, "dense_units": 16})
     model.fit(raw, (np.arange(len(raw)) % 2).astype(np.float32), epochs=1, verbose=0)  # move BN statistics

@@ -161,6 +161,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_cli(tmp_path, model_dir, field):
     cube, wcs, xs, ys, kinds, _ = field
     ra, dec = wcs.wcs_pix2world(xs[:4], ys[:4], 0)

@@ -155,6 +155,7 @@ def test_edge_policies(synth):
     assert sum(drop["counts"][s]["n"] for s in SPLITS) < sum(pad["counts"][s]["n"] for s in SPLITS)
 
 
+@pytest.mark.slow
 def test_idempotent_and_force(synth):
     first = prepare(synth, FS, patch_size=P)
     outputs = sorted(synth.dataset_dir(first["name"]).iterdir())
@@ -223,6 +224,7 @@ def run_script(*args: str) -> subprocess.CompletedProcess:
     )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_script_prints_name_and_rejects_bad_regions(synth):
     common = ["--data-dir", str(synth.root), "--train-fields", "80", "--val-fields", "82", "--test-fields", "81"]
     bad = run_script(*common, "--test-region", "150.1", "150.0", "10", "10.1")

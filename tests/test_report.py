@@ -110,6 +110,7 @@ def test_report_of_a_run_has_its_numbers_figures_and_origin(tmp_path):
     assert _images(tmp_path / "out.pdf") == 5
 
 
+@pytest.mark.slow
 def test_make_report_script_runs_from_any_directory(tmp_path):
     paths = DataPaths(tmp_path / "data")
     _fake_run(paths)

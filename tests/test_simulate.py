@@ -209,6 +209,7 @@ def _check_isolated_stars(frame, truth) -> int:
     return checked
 
 
+@pytest.mark.slow
 def test_deterministic_and_subset_independent(tiny_sky, tmp_path):
     """Simulating one field alone gives the same pixels as the same field in the tiny sky."""
     paths = DataPaths(tmp_path / "one")

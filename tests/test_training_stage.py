@@ -18,7 +18,7 @@ from stargal.normalise import MAD_TO_SIGMA
 from stargal.paths import DataPaths
 from stargal.stages.training_summary import run_summary
 from stargal.tables import OBJECT_DTYPE, write_table
-from stargal.train_options import TrainOptions, load_config
+from stargal.train_options import TrainOptions, load_config, options_from_args
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 NOISE = np.array([0.05, 0.018, 0.022, 0.03, 0.09])  # nanomaggies per pixel, roughly SDSS ugriz
@@ -126,6 +126,7 @@ def toy(tmp_path_factory) -> DataPaths:
 TINY_HP = {"filters": 8, "dense_units": 16}
 
 
+@pytest.mark.slow
 def test_training_learns_saves_and_reloads(toy):
     from stargal.metrics import choose_threshold
     from stargal.model import load_model, predict
@@ -184,6 +185,7 @@ def test_training_learns_saves_and_reloads(toy):
     assert "test" in run_summary(again)
 
 
+@pytest.mark.slow
 def test_compare_augmentation_and_config(toy, tmp_path):
     from stargal.stages import training
 
@@ -214,6 +216,7 @@ def _script(name: str, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_augmentation_script(toy):
     root = str(toy.root)
     args = [
@@ -254,8 +257,87 @@ def test_augmentation_script(toy):
     assert "current" in again.stderr and (rep / "experiment.csv").stat().st_mtime_ns == before
 
 
+@pytest.mark.slow
 def test_model_script_errors_are_one_line(toy, tmp_path):
     res = _script("03_model.py", "--data-dir", str(toy.root), "--dataset", "nope")
     assert res.returncode == 2 and "nope" in res.stderr and "Traceback" not in res.stderr
     res = _script("03_model.py", "--data-dir", str(tmp_path / "empty"))
     assert res.returncode == 2 and "no dataset prepared" in res.stderr
+
+
+def _fit_toy(schedule=None, class_weight=None, learning_rate=1e-3, epochs=3, patience=3):
+    """A tiny reference_base model fitted for a few epochs on toy patches; returns its history and the learning
+    rate at the start of each epoch."""
+    import keras
+
+    from stargal.model import build_model
+    from stargal.train import fit, set_seed
+
+    x, y, _ = toy_patches(160, 15, seed=3, star_fraction=0.2)
+    norm = {"center": np.median(x.reshape(-1, 5), 0).tolist(), "scale": [0.05] * 5}
+    set_seed(0)
+    model = build_model("reference_base", x.shape[1:], norm, {**TINY_HP, "learning_rate": learning_rate})
+    rates = []
+
+    class Rates(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            rates.append(float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
+
+    history = fit(
+        model, x[:120], y[:120], x[120:], y[120:], batch_size=32, epochs=epochs, patience=patience, seed=0,
+        schedule=schedule, class_weight=class_weight, verbose=0, normalisation=norm, callbacks=[Rates()],
+    )  # fmt: skip
+    return history, rates
+
+
+@pytest.mark.slow
+def test_plateau_schedule_halves_the_rate_when_val_loss_stalls():
+    # a learning rate so small that the validation loss cannot improve by min_delta: a plateau from epoch 2 on
+    _, rates = _fit_toy(schedule="plateau", learning_rate=1e-9, epochs=4, patience=3)
+    assert rates[0] == pytest.approx(1e-9)
+    assert rates[-1] == pytest.approx(rates[0] / 4, rel=1e-3)  # halved after each stalled epoch (patience 3 // 3)
+    _, constant = _fit_toy(schedule=None, learning_rate=1e-9, epochs=3)
+    assert constant == pytest.approx([1e-9] * 3)
+
+
+@pytest.mark.slow
+def test_balanced_class_weight_balances_the_classes_and_changes_the_fit():
+    from stargal.train import class_weights
+
+    w = class_weights(np.array([0, 0, 0, 1]))
+    assert w == {0: pytest.approx(4 / 6), 1: pytest.approx(2.0)}  # each class's total weight is n / 2
+    assert class_weights(np.zeros(3)) == {0: 0.5, 1: 1.0}  # an absent class keeps weight 1
+    _, y, _ = toy_patches(160, 15, seed=3, star_fraction=0.2)
+    plain, _ = _fit_toy(epochs=1)
+    balanced, _ = _fit_toy(class_weight=class_weights(y[:120]), epochs=1)
+    assert balanced["loss"][0] != pytest.approx(plain["loss"][0], rel=1e-3)
+
+
+@pytest.mark.slow
+def test_class_weight_option_reaches_the_run(toy, tmp_path):
+    from stargal.stages import training
+
+    args = build_args(["--class-weight", "balanced", "--epochs", "1", "--architecture", "reference_base"])
+    opts = options_from_args(args)
+    assert opts.class_weight == "balanced"
+    assert options_from_args(build_args(["--class-weight", "none"])).class_weight is None
+    paths = DataPaths(tmp_path / "data")
+    write_toy_dataset(paths, "toy", sizes=(120, 60, 60), patch=15, seed=2)
+    opts = TrainOptions(
+        architecture="reference_base", hyperparameters=TINY_HP, epochs=1, patience=1, batch_size=64,
+        class_weight="balanced", plots=False, verbose=0,
+    )  # fmt: skip
+    result = training.run_training(paths, "toy", opts)
+    run = result["runs"][0]
+    assert run["model_json"]["config"]["class_weight"] == "balanced"
+    assert fsio.read_json(paths.model(run["name"]).json)["config"]["class_weight"] == "balanced"
+
+
+def build_args(argv: list[str]):
+    """03_model.py's parsed arguments (its own parser, loaded from the script file)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("model_script", PROJECT_ROOT / "code" / "03_model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.build_parser().parse_args(argv)

@@ -38,6 +38,7 @@ def trials_csv(paths: DataPaths, name: str) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
+@pytest.mark.slow
 def test_parallel_study_resumes(paths):
     first = run_tuning(paths, trials=2, workers=2, **FAST)
     name = first["name"]
@@ -70,6 +71,7 @@ def test_parallel_study_resumes(paths):
     assert len(optuna.load_study(study_name=name, storage=make_storage(paths.study_db(name))).trials) == 3
 
 
+@pytest.mark.slow
 def test_interrupted_trial_is_retried(paths):
     run_tuning(paths, trials=1, workers=1, **FAST)
     name = "toy_reference_base"
@@ -86,6 +88,7 @@ def test_interrupted_trial_is_retried(paths):
     assert retried.state.name in ("COMPLETE", "PRUNED") and retried.params["learning_rate"] == ghost_lr
 
 
+@pytest.mark.slow
 def test_changed_settings_are_refused(paths):
     run_tuning(paths, trials=1, workers=1, **FAST)
     with pytest.raises(StargalError, match="different settings \\(epochs\\)"):
