@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,6 +31,7 @@ def _load_sas_server():
     """The tests' fault-injecting SAS server (tests/sas_server.py), loaded from its file: tests/ is no package."""
     spec = importlib.util.spec_from_file_location("sas_server", PROJECT_ROOT / "tests" / "sas_server.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # the importlib recipe: dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -24,6 +25,7 @@ def _load_real_check():
     """bench/real_check.py, loaded from its file (bench/ holds scripts, not a package)."""
     spec = importlib.util.spec_from_file_location("real_check", PROJECT_ROOT / "bench" / "real_check.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # the importlib recipe: dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
