@@ -23,7 +23,11 @@ from stargal.paths import FieldId
 def build_parser():
     parser = cli.make_parser(__doc__.split("\n\n")[0])
     group = parser.add_argument_group("prediction")
-    group.add_argument("--model", default=None, help="model name, folder or .keras file (default: latest trained)")
+    group.add_argument(
+        "--model",
+        default=None,
+        help="model name, folder, .keras file or 'pretrained' (default: the latest trained, else pretrained)",
+    )
     group.add_argument(
         "--cube", default=None, help="aligned cube FITS of the field (instead of --run/--camcol/--field)"
     )

@@ -7,7 +7,7 @@ import pytest
 import toy_models as toy
 
 from stargal import explain
-from stargal.model import ARCHITECTURES, build_model, load_model
+from stargal.model import ARCHITECTURES, build_model, load_model, takes_psf
 
 P = 15
 
@@ -69,10 +69,11 @@ def test_grad_cam_shape_range_and_response(model):
 def test_last_conv_layer_of_project_models(architecture):
     x, _ = toy.toy_patches(4, 25, seed=2)
     model = build_model(architecture, (25, 25, 5), toy.normalisation(x))
+    psf = np.full((len(x), 5), 2.0, np.float32) if takes_psf(model) else None
     layer = explain.last_conv_layer(model)
     assert len(layer.output.shape) == 4
-    assert explain.grad_cam(model, x).shape == (4, 25, 25)
-    assert explain.integrated_gradients(model, x, steps=4).shape == x.shape
+    assert explain.grad_cam(model, x, psf=psf).shape == (4, 25, 25)
+    assert explain.integrated_gradients(model, x, psf=psf, steps=4).shape == x.shape
 
 
 def test_select_examples():

@@ -19,10 +19,13 @@ def raw():
 @pytest.mark.parametrize("arch", mdl.ARCHITECTURES)
 def test_build_model_shapes(arch, raw):
     model = mdl.build_model(arch, raw.shape[1:], NORM, {"filters": 8, "dense_units": 16})
-    p = mdl.predict(model, raw)
+    psf = np.full((len(raw), 5), 2.0, np.float32) if arch in mdl.PSF_ARCHITECTURES else None
+    assert mdl.takes_psf(model) == (psf is not None)
+    assert mdl.patch_shape(model) == raw.shape[1:]
+    p = mdl.predict(model, raw, psf)
     assert p.shape == (len(raw),) and p.dtype == np.float32
     assert np.all((p >= 0) & (p <= 1))
-    assert model.layers[1].name == "normalisation"
+    assert model.get_layer("normalisation").input is model.get_layer("patch").output
     assert mdl.flops_per_sample(model) > 0
 
 
@@ -62,12 +65,14 @@ def test_normalisation_layer_is_asinh(raw):
 @pytest.mark.slow
 def test_save_reload_identical_predictions(tmp_path, raw):
     model = mdl.build_model("stargal", raw.shape[1:], NORM, {"filters": 8, "dense_units": 16})
-    model.fit(raw, (np.arange(len(raw)) % 2).astype(np.float32), epochs=1, verbose=0)  # move BN statistics
+    psf = np.random.default_rng(1).uniform(1.5, 2.5, (len(raw), 5)).astype(np.float32)
+    labels = (np.arange(len(raw)) % 2).astype(np.float32)
+    model.fit({"patch": raw, "psf": psf}, labels, epochs=1, verbose=0)  # move BN statistics
     path = tmp_path / "m" / "model.keras"
     path.parent.mkdir()
     model.save(path)
     again = mdl.load_model(path.parent)
-    np.testing.assert_array_equal(mdl.predict(again, raw), mdl.predict(model, raw))
+    np.testing.assert_array_equal(mdl.predict(again, raw, psf), mdl.predict(model, raw, psf))
     cfg = again.get_layer("normalisation").get_config()
     assert cfg["center"] == NORM["center"] and cfg["scale"] == NORM["scale"]
 

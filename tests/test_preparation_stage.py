@@ -17,8 +17,9 @@ from stargal import normalise, splits
 from stargal.config import SPLITS, FieldSet
 from stargal.cube import read_cube, write_cube
 from stargal.errors import StargalError
-from stargal.fsio import read_json
+from stargal.fsio import read_json, write_json
 from stargal.paths import DataPaths, FieldId
+from stargal.psf import PSFMap
 from stargal.stages.preparation import SPLIT_DTYPE, prepare
 from stargal.tables import read_table, write_table
 
@@ -43,6 +44,9 @@ def write_field_cube(
         data[0, :, :3] = np.nan  # the u band does not cover the first columns
     meta = {"RERUN": 301, "RUN": 8162, "CAMCOL": 6, "FIELD": field, "SIMULAT": True, "REFBAND": "r"}
     write_cube(paths.cube(fid(field)), data, WCS(naxis=2), "ugriz", meta)
+    # a PSF that widens to the right: each patch's PSF must follow its own column
+    coefficients = np.tile([2.0, 0.2, 0.0, 0.0], (5, 1))
+    write_json(paths.psf_map(fid(field)), PSFMap("ugriz", (ROWS, COLS), coefficients, 10).to_dict())
 
 
 @pytest.fixture
@@ -63,7 +67,7 @@ def load(paths: DataPaths, name: str, split: str):
 
 
 def written(paths: DataPaths) -> list[Path]:
-    return [p for p in paths.root.rglob("*") if p.is_file() and not p.name.startswith(("cube-", "objects-"))]
+    return [p for p in paths.root.rglob("*") if p.is_file() and not p.name.startswith(("cube-", "objects-", "psf-"))]
 
 
 def test_outputs_are_complete_and_rows_aligned(synth):
@@ -93,6 +97,11 @@ def test_outputs_are_complete_and_rows_aligned(synth):
             np.floor(objects["y"] + 0.5) == objects["row"]
         ).all()
         assert np.isfinite(x).all()
+        # each patch carries the PSF of its cube's map at its own pixel (2.0 px at the centre column)
+        psf = np.load(synth.split_psf(name, split))
+        assert psf.shape == (n, 5) and psf.dtype == np.float32
+        expected = 2.0 + 0.2 * (objects["col"] - (COLS - 1) / 2) / (COLS / 2)
+        np.testing.assert_allclose(psf, np.repeat(expected[:, None], 5, 1), rtol=1e-5)
     assert (load(synth, name, "train")[2]["cube_field"] == 80).all()
     assert meta["cube_fields"] == {"train": [80], "val": [82], "test": [81]}
     _, _, val = load(synth, name, "val")

@@ -27,6 +27,7 @@ def paths(tmp_path) -> DataPaths:
         x, y = toy.toy_patches(n, P, seed=seed)
         save_npy(paths.split_x("toy", split), x)
         save_npy(paths.split_y("toy", split), y)
+        save_npy(paths.split_psf("toy", split), np.full((len(y), 5), 2.0, np.float32))
     norm = toy.normalisation(np.load(paths.split_x("toy", "train")))
     write_json(paths.dataset_json("toy"), {"name": "toy", "patch_size": P, "bands": "ugriz", "normalisation": norm})
     paths.latest_dataset.write_text("toy\n")

@@ -32,12 +32,13 @@ def dataset_inputs(paths: DataPaths, name: str, splits: Sequence[str] = SPLITS) 
     """The files of ``splits`` of a dataset (and its dataset.json): the inputs whose age decides reruns."""
     files = [paths.dataset_json(name)]
     for split in splits:
-        files += [paths.split_x(name, split), paths.split_y(name, split), paths.split_objects(name, split)]
+        files += [paths.split_x(name, split), paths.split_y(name, split), paths.split_psf(name, split)]
+        files.append(paths.split_objects(name, split))
     return files
 
 
 def load_dataset(paths: DataPaths, name: str, splits: Sequence[str] = SPLITS) -> dict:
-    """{"meta": dataset.json, split: {"x", "y", "mag"}} with shapes and labels checked."""
+    """{"meta": dataset.json, split: {"x", "y", "psf", "mag"}} with shapes and labels checked."""
     meta = fsio.read_json(paths.dataset_json(name))
     norm = meta.get("normalisation") or {}
     if "center" not in norm or "scale" not in norm:
@@ -45,11 +46,12 @@ def load_dataset(paths: DataPaths, name: str, splits: Sequence[str] = SPLITS) ->
     data: dict = {"meta": meta}
     shape = None
     for split in splits:
-        for p in (paths.split_x(name, split), paths.split_y(name, split)):
+        for p in (paths.split_x(name, split), paths.split_y(name, split), paths.split_psf(name, split)):
             if not p.exists():
-                raise StargalError(f"{p}: missing (dataset {name!r} is incomplete; rerun stage 02)")
+                raise StargalError(f"{p}: missing (dataset {name!r} is incomplete or older; rerun stage 02)")
         x = fsio.load_npy(paths.split_x(name, split))
         y = fsio.load_npy(paths.split_y(name, split))
+        psf = fsio.load_npy(paths.split_psf(name, split))
         if x.ndim != 4 or x.shape[1] != x.shape[2] or x.shape[3] != len(norm["center"]):
             raise StargalError(
                 f"{paths.split_x(name, split)}: expected [n, P, P, {len(norm['center'])}], got {x.shape}"
@@ -59,13 +61,20 @@ def load_dataset(paths: DataPaths, name: str, splits: Sequence[str] = SPLITS) ->
         shape = x.shape[1:]
         if y.shape != (len(x),) or (y.size and not np.isin(y, (0, 1)).all()):
             raise StargalError(f"{paths.split_y(name, split)}: expected {len(x)} labels of 0/1")
+        if psf.shape != (len(x), x.shape[3]) or not np.all(np.isfinite(psf)):
+            raise StargalError(f"{paths.split_psf(name, split)}: expected finite [{len(x)}, {x.shape[3]}] PSF sizes")
         mag = np.full(len(x), np.nan, np.float32)
         if paths.split_objects(name, split).exists():
             table = read_table(paths.split_objects(name, split), OBJECT_DTYPE)
             if len(table) != len(x):
                 raise StargalError(f"{paths.split_objects(name, split)}: {len(table)} rows for {len(x)} patches")
             mag = table["r_psfmag"].astype(np.float32)
-        data[split] = {"x": x.astype(np.float32, copy=False), "y": y.astype(np.uint8, copy=False), "mag": mag}
+        data[split] = {
+            "x": x.astype(np.float32, copy=False),
+            "y": y.astype(np.uint8, copy=False),
+            "psf": psf.astype(np.float32, copy=False),
+            "mag": mag,
+        }
     for split in ("train", "val"):
         if split in data and len(data[split]["x"]) == 0:
             raise StargalError(f"dataset {name!r}: the {split} split is empty")

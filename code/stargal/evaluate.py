@@ -17,7 +17,7 @@ def predict_splits(model, data: dict, *, tta: bool = False) -> dict:
     (train, which only shows the fit, is scored in a single pass: TTA there would cost 8x for nothing)."""
     from .model import predict
 
-    return {s: predict(model, data[s]["x"], tta=tta and s != "train") for s in SPLITS if s in data}
+    return {s: predict(model, data[s]["x"], data[s].get("psf"), tta=tta and s != "train") for s in SPLITS if s in data}
 
 
 def evaluate(data: dict, preds: dict, threshold: float, *, tta: bool = False) -> dict:

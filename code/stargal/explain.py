@@ -25,12 +25,21 @@ def _tf():
 
 
 def integrated_gradients(
-    model, x: np.ndarray, baseline: np.ndarray | None = None, *, steps: int = 32, batch_size: int = 256
+    model,
+    x: np.ndarray,
+    baseline: np.ndarray | None = None,
+    *,
+    psf: np.ndarray | None = None,
+    steps: int = 32,
+    batch_size: int = 256,
 ) -> np.ndarray:
     """Integrated Gradients of p_star w.r.t. raw patches: float32 [n, P, P, bands], same shape as ``x``.
 
-    Trapezoidal rule over ``steps`` intervals of the straight path from ``baseline`` (default zeros) to x.
+    Trapezoidal rule over ``steps`` intervals of the straight path from ``baseline`` (default zeros) to x;
+    the PSF (for models that take it) stays the patch's own along the path.
     """
+    from .model import model_inputs
+
     tf = _tf()
     x = np.asarray(x, dtype=np.float32)
     base = np.zeros_like(x) if baseline is None else np.broadcast_to(np.asarray(baseline, np.float32), x.shape)
@@ -44,9 +53,10 @@ def integrated_gradients(
         diff = xs - bs
         path = bs[:, None] + alphas[None, :, None, None, None] * diff[:, None]  # [m, S+1, P, P, C]
         flat = tf.convert_to_tensor(path.reshape((-1, *x.shape[1:])))
+        psf_path = None if psf is None else np.repeat(psf[start : start + per_chunk], steps + 1, axis=0)
         with tf.GradientTape() as tape:
             tape.watch(flat)
-            p = tf.reshape(model(flat, training=False), [-1])
+            p = tf.reshape(model(model_inputs(model, flat, psf_path), training=False), [-1])
         grads = tape.gradient(p, flat).numpy().reshape(path.shape)
         out[start : start + per_chunk] = diff * np.tensordot(weights, grads, axes=(0, 1))
     return out
@@ -80,9 +90,11 @@ def _consumes(layer, previous) -> bool:
     return len(inputs) == 1 and inputs[0] is previous.output
 
 
-def grad_cam(model, x: np.ndarray, *, layer=None, batch_size: int = 256) -> np.ndarray:
+def grad_cam(model, x: np.ndarray, *, psf: np.ndarray | None = None, layer=None, batch_size: int = 256) -> np.ndarray:
     """Grad-CAM maps float32 [n, P, P] in [0, 1] of the predicted class (star if p_star >= 0.5)."""
     import keras
+
+    from .model import model_inputs
 
     tf = _tf()
     x = np.asarray(x, dtype=np.float32)
@@ -91,8 +103,9 @@ def grad_cam(model, x: np.ndarray, *, layer=None, batch_size: int = 256) -> np.n
     maps = []
     for start in range(0, len(x), batch_size):
         xs = tf.convert_to_tensor(x[start : start + batch_size])
+        ps = None if psf is None else psf[start : start + batch_size]
         with tf.GradientTape() as tape:
-            features, p = probe(xs, training=False)
+            features, p = probe(model_inputs(model, xs, ps), training=False)
             p = tf.reshape(p, [-1])
             score = tf.where(p >= 0.5, p, 1.0 - p)
         grads = tape.gradient(score, features)

@@ -2,6 +2,7 @@
 
 Every model starts with ``AsinhNormalisation`` (the stage-02 normalisation, stored in the model), so a
 saved model takes raw float32 nanomaggie patches [n, P, P, 5] and returns p(star) through a sigmoid.
+stargal's own network also takes the PSF at each patch (``{"patch": x, "psf": r50}``, see build_model).
 """
 
 from __future__ import annotations
@@ -14,6 +15,10 @@ import numpy as np
 from .errors import StargalError
 
 ARCHITECTURES = ("reference_base", "reference_regularised", "stargal")
+PSF_ARCHITECTURES = ("stargal",)  # the networks told the PSF at each patch
+# the PSF input (stellar r50, pixels) enters the network as (r50 - centre) / scale: about -1..+2 over SDSS seeing
+PSF_CENTRE_PX = 2.0
+PSF_SCALE_PX = 0.4
 
 # Hyper-parameter defaults per architecture; ``hp`` passed to build_model overrides these.
 DEFAULT_HP: dict[str, dict] = {
@@ -114,16 +119,53 @@ def merged_hp(architecture: str, hp: dict | None = None) -> dict:
 
 
 def build_model(architecture: str, input_shape: tuple, normalisation: dict, hp: dict | None = None):
-    """A compiled Keras model of ``architecture`` for raw patches of ``input_shape`` (P, P, C)."""
+    """A compiled Keras model of ``architecture`` for raw patches of ``input_shape`` (P, P, C).
+
+    stargal's network also takes the PSF at the patch (``psf``: the stars' half-light radius per band,
+    pixels, stargal.psf), broadcast to planes beside the image so that every convolution can compare the
+    source with the PSF; the course project's networks take the patch alone, as they did.
+    """
     keras = _keras()
+    layers = keras.layers
     hp = merged_hp(architecture, hp)
-    inputs = keras.Input(shape=tuple(input_shape), name="patch")
-    x = normalisation_layer(normalisation)(inputs)
+    patch = keras.Input(shape=tuple(input_shape), name="patch")
+    x = normalisation_layer(normalisation)(patch)
+    inputs = patch
+    if architecture in PSF_ARCHITECTURES:
+        psf = keras.Input(shape=(input_shape[-1],), name="psf")
+        planes = layers.Rescaling(1.0 / PSF_SCALE_PX, offset=-PSF_CENTRE_PX / PSF_SCALE_PX, name="psf_scaled")(psf)
+        planes = layers.Reshape((1, 1, input_shape[-1]))(planes)
+        planes = layers.UpSampling2D(size=(input_shape[0], input_shape[1]), name="psf_planes")(planes)
+        x = layers.Concatenate(name="patch_and_psf")([x, planes])
+        inputs = {"patch": patch, "psf": psf}
     builder = {"reference_base": _reference_base, "reference_regularised": _reference_regularised, "stargal": _stargal}
     outputs = builder[architecture](x, hp)
     model = keras.Model(inputs, outputs, name=architecture)
     compile_model(model, architecture, hp)
     return model
+
+
+def takes_psf(model) -> bool:
+    """Whether a built or loaded model takes the PSF beside the patch."""
+    return len(model.inputs) > 1
+
+
+def patch_shape(model) -> tuple | None:
+    """(P, P, C) of the patches a built or loaded model takes."""
+    for tensor in getattr(model, "inputs", None) or []:
+        if len(tensor.shape) == 4:
+            return tuple(tensor.shape[1:])
+    return None
+
+
+def model_inputs(model, x: np.ndarray, psf: np.ndarray | None):
+    """What to feed ``model`` for patches ``x`` (and their PSF ``psf`` [n, bands] when it takes one)."""
+    if not takes_psf(model):
+        return x
+    if psf is None or len(psf) != len(x):
+        raise StargalError("this model needs the PSF at every patch (stargal.psf); none or the wrong number given")
+    ops = _keras().ops  # one kind of value in the dict: Keras refuses to mix arrays and tensors
+    return {"patch": ops.convert_to_tensor(x, "float32"), "psf": ops.convert_to_tensor(psf, "float32")}
 
 
 def compile_model(model, architecture: str, hp: dict) -> None:
@@ -239,24 +281,30 @@ def flops_per_sample(model) -> int:
     return total
 
 
-def predict(model, x: np.ndarray, *, batch_size: int = 512, tta: bool = False) -> np.ndarray:
-    """p(star) float32 [n] for raw patches; with ``tta`` the mean over the eight square symmetries."""
+def predict(
+    model, x: np.ndarray, psf: np.ndarray | None = None, *, batch_size: int = 512, tta: bool = False
+) -> np.ndarray:
+    """p(star) float32 [n] for raw patches (and their PSF, for models that take it); with ``tta`` the mean
+    over the eight square symmetries (the PSF is symmetric: it stays as it is)."""
     x = np.asarray(x, np.float32)
+    model_inputs(model, x, psf)  # fail early, before any work, when the PSF is missing
     if len(x) == 0:
         return np.zeros(0, np.float32)
     if not tta:
-        return _predict(model, x, batch_size)
+        return _predict(model, x, psf, batch_size)
     from .augment import D4_SIZE, apply_d4
 
     total = np.zeros(len(x), np.float64)
     for k in range(D4_SIZE):
         xk = np.asarray(apply_d4(x, np.full(len(x), k, np.int32)))
-        total += _predict(model, xk, batch_size)
+        total += _predict(model, xk, psf, batch_size)
     return (total / D4_SIZE).astype(np.float32)
 
 
-def _predict(model, x: np.ndarray, batch_size: int) -> np.ndarray:
+def _predict(model, x: np.ndarray, psf: np.ndarray | None, batch_size: int) -> np.ndarray:
     out = []
     for start in range(0, len(x), batch_size):
-        out.append(np.asarray(model(x[start : start + batch_size], training=False)).reshape(-1))
+        stop = start + batch_size
+        batch = model_inputs(model, x[start:stop], None if psf is None else psf[start:stop])
+        out.append(np.asarray(model(batch, training=False)).reshape(-1))
     return np.concatenate(out).astype(np.float32)

@@ -35,6 +35,11 @@ from . import sdss
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA_DIR = PROJECT_ROOT / "data"
+# the model shipped with the code (trained on the simulated sky only; models/README.md is its card)
+PRETRAINED = "pretrained"
+PRETRAINED_MODEL_DIR = PROJECT_ROOT / "models" / "stargal-pretrained"
+# real SDSS files beside the project (a folder of frames and sweeps; not part of the project)
+DEFAULT_SAMPLE_DIR = Path(os.environ.get("STARGAL_SAMPLE_DIR", PROJECT_ROOT.parent / "shared" / "sdss-sample"))
 
 
 class FieldId(NamedTuple):
@@ -71,6 +76,11 @@ class ModelFiles:
     @property
     def history(self) -> Path:
         return self.folder / "history.csv"
+
+
+def psf_map_beside(cube: Path) -> Path:
+    """Where the PSF map of the cube file ``cube`` lives: ``psf-NAME.json`` beside ``cube-NAME.fits``."""
+    return cube.with_name("psf-" + cube.name.removeprefix("cube-").removesuffix(".fits") + ".json")
 
 
 @dataclass(frozen=True)
@@ -121,6 +131,10 @@ class DataPaths:
     def cube(self, fid: FieldId) -> Path:
         return self._aligned_dir(fid) / f"cube-{fid.run:06d}-{fid.camcol}-{fid.field:04d}.fits"
 
+    def psf_map(self, fid: FieldId) -> Path:
+        """The PSF map of a cube (stellar half-light radius per band across the frame, stargal.psf)."""
+        return psf_map_beside(self.cube(fid))
+
     def objects(self, fid: FieldId) -> Path:
         return self._aligned_dir(fid) / f"objects-{fid.run:06d}-{fid.camcol}-{fid.field:04d}.csv"
 
@@ -148,6 +162,10 @@ class DataPaths:
 
     def split_y(self, name: str, split: str) -> Path:
         return self.dataset_dir(name) / f"{split}_y.npy"
+
+    def split_psf(self, name: str, split: str) -> Path:
+        """float32 [n, bands]: the PSF (stellar r50, pixels) at each patch's object, from its cube's PSF map."""
+        return self.dataset_dir(name) / f"{split}_psf.npy"
 
     def split_objects(self, name: str, split: str) -> Path:
         return self.dataset_dir(name) / f"{split}_objects.csv"

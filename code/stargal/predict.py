@@ -85,10 +85,12 @@ def classify(
     threshold: float = 0.5,
     batch_size: int = 1024,
     tta: bool = False,
+    psf_map=None,
 ) -> Predictions:
     """Classify sky positions in an aligned cube [bands, rows, cols] with a model taking raw patches.
 
     ``tta``: average p_star over the patch's eight square symmetries (as stage 03 does when its model.json says so).
+    ``psf_map`` (a ``stargal.psf.PSFMap`` of the cube): the PSF at each position, for models that take it.
     """
     ra = np.asarray(ra, dtype=np.float64)
     dec = np.asarray(dec, dtype=np.float64)
@@ -104,7 +106,8 @@ def classify(
         # Cut exactly as stage 02 did for training: outside-frame and off-centre NaN pixels become 0.
         rows, cols = patches.pixel_centres(x[ok], y[ok])
         batch = patches.extract_patches(data, rows, cols, patch_size).data
-        p_star[ok] = predict(model, batch, batch_size=batch_size, tta=tta)
+        psf = None if psf_map is None else psf_map.at(cols, rows)  # at the pixel centre, as stage 02 does
+        p_star[ok] = predict(model, batch, psf, batch_size=batch_size, tta=tta)
     label = np.full(len(ra), "", dtype="U6")
     label[ok] = np.where(p_star[ok] >= threshold, "star", "galaxy")
     return Predictions(ra, dec, x, y, p_star, label, status)

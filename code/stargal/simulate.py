@@ -40,8 +40,16 @@ TEMPLATE_CRVAL = (331.709414401, 26.9626508189)
 TEMPLATE_CD = np.array([[-3.01982932672e-05, 0.000105743143543], [0.000105764935177, 3.01923666993e-05]])
 TEMPLATE_TAI_R = 4765227539.34  # r-band TAI of the template frame's first row (s)
 ROW_SECONDS = 0.026322  # drift-scan row clock (C_OBS, microseconds per row in the header)
-# measured on 8162-6-80: offset (dx, dy) in pixels of each band relative to r (same sky -> band pixel - r pixel)
-BAND_OFFSETS = {"u": (2.8, 6.0), "g": (2.1, 12.6), "r": (0.0, 0.0), "i": (2.6, 2.6), "z": (2.3, 7.6)}
+# measured on the six real fields: the offset (dx, dy) in pixels of each band relative to r (same sky -> band
+# pixel - r pixel) differs from field to field; a field draws each band's offset uniformly within these ranges
+# (slightly widened), so the sub-pixel shifts that alignment interpolates over vary as on the real sky
+BAND_OFFSETS = {
+    "u": ((0.0, 6.0), (4.5, 9.5)),
+    "g": ((-1.5, 6.0), (9.0, 13.0)),
+    "r": ((0.0, 0.0), (0.0, 0.0)),
+    "i": ((-2.5, 3.5), (2.3, 3.8)),
+    "z": ((-3.0, 4.5), (6.3, 8.1)),
+}
 # seconds after the r band that each band's filter row sees the same sky (template TAI differences)
 BAND_TAI_OFFSET = {"r": 0.0, "i": 71.64, "u": 143.29, "z": 214.94, "g": 286.59}
 # measured: calibration of the template frames (nanomaggies per count)
@@ -51,6 +59,9 @@ DETECTION_SNR = 5.0
 # the sweeps list only objects brighter than these PSF magnitudes (u g r i z) in at least one band; measured:
 # 99.1 % of the real calibObj-004510-4-star rows pass, the rest within 0.06 mag (tests/test_calibration.py)
 SWEEP_PSF_MAG_LIMITS = (22.5, 22.5, 22.5, 22.0, 21.5)
+# E(B-V) x sin|b|: the cosecant law of the dust layer (about 0.02 at the poles, ~0.1 at b = 23 deg)
+REDDENING_PER_CSC_B = 0.025
+LOW_LATITUDE_FRACTION = 0.07  # fields within 10 deg of the Galactic plane
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -114,39 +125,68 @@ def make_wcs(crval, cd, crpix) -> WCS:
 
 @dataclass(frozen=True)
 class FieldConditions:
-    """Observing conditions and calibration of one simulated field (drawn from the field's own seed)."""
+    """Observing conditions, sky and calibration of one simulated field (drawn from the field's own seed)."""
 
-    seeing: dict  # rendered Moffat FWHM per band, arcsec
+    seeing: dict  # band -> PSF core FWHM at the frame centre, arcsec
+    wing: dict  # band -> share of the PSF's light in its power-law wings
+    psf_variation: dict  # band -> (a, c, d): FWHM x (1 + a x' + c (x'^2 - 1/3) + d y'), x', y' in [-1, 1]
     sigma: dict  # background sigma per band, nanomaggies
     nmgy: dict
     saturation: dict  # saturation level per band, nanomaggies above sky
     offsets: dict  # band -> (dx, dy) relative to r, pixels
     distortion: dict  # band -> 2x2 matrix (I + E) mapping r pixel offsets to band pixel offsets
+    latitude: float  # |Galactic latitude| the field stands for, degrees: sets star density and dust
+    ebv: float  # E(B-V) reddening every object behind it
+    sky_residual: dict  # band -> amplitude (in units of sigma) of the smooth sky-subtraction residual
 
 
 def field_conditions(seed: int, run: int, camcol: int, field: int) -> FieldConditions:
     """The seeing, noise, calibration, saturation and band offsets of one field (its own seed)."""
     rng = _rng(seed, run, camcol, field, 1)
-    # catalog-convention r seeing 0.95-1.55" (skewed towards good seeing), rendered FWHM ~10 % narrower
-    seeing_r = (0.95 + 0.6 * rng.beta(1.5, 3.0)) / sky_models.CATALOG_FWHM_FACTOR
-    seeing, sigma, nmgy, sat, offsets, dist = {}, {}, {}, {}, {}, {}
+    # measured on the six real fields: r-band core FWHM 1.0-1.45"; drawn 0.85-1.75", most fields near 1.15"
+    seeing_r = 0.85 + 0.9 * rng.beta(2.0, 3.5)
+    # most SDSS fields lie far from the Galactic plane; a few cross it (crowded, reddened)
+    low = rng.random() < LOW_LATITUDE_FRACTION
+    sin_b = (
+        rng.uniform(np.sin(np.radians(1.0)), np.sin(np.radians(10.0)))
+        if low
+        else rng.uniform(np.sin(np.radians(10.0)), 1.0)
+    )
+    latitude = float(np.degrees(np.arcsin(sin_b)))
+    ebv = float(min(REDDENING_PER_CSC_B / sin_b * rng.uniform(0.6, 1.4), 3.0))
+    seeing, wing, variation, sigma, nmgy, sat, offsets, dist, residual = ({} for _ in range(9))
     for b in BANDS:
-        seeing[b] = float(seeing_r * sky_models.SEEING_BAND_FACTOR[b] * (1 + rng.normal(0, 0.02) * (b != "r")))
+        factor = 1.0 if b == "r" else sky_models.PSF_BAND_FACTOR[b] * (1 + rng.normal(0, sky_models.PSF_BAND_SCATTER))
+        seeing[b] = float(seeing_r * np.clip(factor, 0.85, 1.5))
+        wing[b] = float(rng.uniform(*sky_models.PSF_WING_FRACTION))
+        # measured: stars' sizes change by up to +-7 % from the frame's centre to its edges
+        variation[b] = tuple(float(v) for v in (rng.normal(0, 0.035), rng.normal(0, 0.03), rng.normal(0, 0.02)))
         lo, hi = sky_models.BACKGROUND_SIGMA[b]
         sigma[b] = float(rng.uniform(lo, hi))
         nmgy[b] = float(NMGY[b] * (1 + rng.normal(0, 0.01)))
         sky_dn = sigma[b] ** 2 * sky_models.GAIN[b] / nmgy[b] ** 2  # Poisson sky: var_DN = sky_DN / gain
         sat[b] = float((rng.uniform(*SATURATION_DN) - sky_dn - SOFTBIAS) * nmgy[b])
+        # measured: the 64-pixel background mesh of real frames varies by 0.03-0.7 sigma
+        residual[b] = float(rng.uniform(0.03, 0.35))
         if b == "r":
             offsets[b] = (0.0, 0.0)
             dist[b] = np.eye(2)
         else:
-            dx, dy = BAND_OFFSETS[b]
-            offsets[b] = (float(dx + rng.normal(0, 0.15)), float(dy + rng.normal(0, 0.15)))
+            (x_lo, x_hi), (y_lo, y_hi) = BAND_OFFSETS[b]
+            offsets[b] = (float(rng.uniform(x_lo, x_hi)), float(rng.uniform(y_lo, y_hi)))
             # a tiny rotation and scale difference: offsets drift by a few tenths of a pixel across the frame
             a, s = rng.uniform(-4.5e-4, 4.5e-4), rng.uniform(-2.5e-4, 2.5e-4)
             dist[b] = np.array([[1 + s, -a], [a, 1 + s]])
-    return FieldConditions(seeing, sigma, nmgy, sat, offsets, dist)
+    return FieldConditions(seeing, wing, variation, sigma, nmgy, sat, offsets, dist, latitude, ebv, residual)
+
+
+def psf_at(cond: FieldConditions, band: str, x: np.ndarray, y: np.ndarray, shape: tuple[int, int]) -> sky_models.PSF:
+    """The band's PSF at 0-based frame positions (x, y): its core FWHM varies smoothly across the frame."""
+    a, c, d = cond.psf_variation[band]
+    xn = np.clip((np.asarray(x, np.float64) - (shape[1] - 1) / 2) / (shape[1] / 2), -1.2, 1.2)
+    yn = np.clip((np.asarray(y, np.float64) - (shape[0] - 1) / 2) / (shape[0] / 2), -1.2, 1.2)
+    scale = np.clip(1 + a * xn + c * (xn**2 - 1 / 3) + d * yn, 0.8, 1.25)
+    return sky_models.PSF(cond.seeing[band] / PIXEL_SCALE_ARCSEC * scale, cond.wing[band])
 
 
 def band_wcs(field: int, band: str, shape: tuple[int, int], cond: FieldConditions) -> WCS:
@@ -179,9 +219,14 @@ def _cell_population(seed: int, run: int, camcol: int, field: int, shape: tuple[
     step = field_step_rows(shape)
     margin = 20
     area_frac = step * (cols + 2 * margin) / ((FRAME_SHAPE[0] - FIELD_OVERLAP_ROWS) * FRAME_SHAPE[1])
-    n_star = rng.poisson(area_frac * sky_models.expected_count(limit=22.5, **_counts(sky_models.STAR_COUNTS)))
+    cond = field_conditions(seed, run, camcol, field)
+    crowding = min(1 / np.sin(np.radians(cond.latitude)), sky_models.MAX_STAR_DENSITY)  # stars follow csc|b|
+    n_star = rng.poisson(
+        crowding * area_frac * sky_models.expected_count(limit=22.5, **_counts(sky_models.STAR_COUNTS))
+    )
     n_gal = rng.poisson(area_frac * sky_models.expected_count(limit=22.5, **_counts(sky_models.GALAXY_COUNTS)))
     pop = np.concatenate([sky_models.draw_stars(rng, n_star), sky_models.draw_galaxies(rng, n_gal)])
+    pop["mag"] += cond.ebv * np.array([sky_models.EXTINCTION_R[b] for b in BANDS])
     pop = pop[rng.permutation(len(pop))]
     n = len(pop)
     y0 = overlap_rows(shape) / 2 - 0.5
@@ -253,14 +298,15 @@ def cell_truth(seed: int, run: int, camcol: int, field: int, shape: tuple[int, i
     psf_true, model_true, psf_err, model_err, fwhm = (np.zeros((n, 5)) for _ in range(5))
     for bi, b in enumerate(BANDS):
         flux = 10 ** (-0.4 * (pop["mag"][:, bi] - 22.5))
-        ratio, area_psf, area_model = sky_models.psf_flux_ratio(pop, b, cond.seeing[b] / PIXEL_SCALE_ARCSEC, sky_to_pix)
+        psf = psf_at(cond, b, pop["x"], pop["y"], shape)
+        ratio, area_psf, area_model = sky_models.psf_flux_ratio(pop, b, psf, sky_to_pix)
         psf_true[:, bi] = flux * ratio
         model_true[:, bi] = flux
         poisson = np.clip(flux, 0, None) * cond.nmgy[b] / sky_models.GAIN[b]
         psf_err[:, bi] = np.sqrt(cond.sigma[b] ** 2 * area_psf + poisson)
         model_err[:, bi] = np.sqrt(cond.sigma[b] ** 2 * area_model + poisson)
-        # photo's PSF_FWHM: ~10 % wider than the rendered Moffat, with the catalog's own band ratios
-        cat_fwhm = cond.seeing["r"] * sky_models.CATALOG_FWHM_FACTOR * sky_models.CATALOG_BAND_FACTOR[b]
+        # photo's PSF_FWHM, arcsec: a little wider than the core, as its model includes the wings
+        cat_fwhm = psf.fwhm_px * PIXEL_SCALE_ARCSEC * sky_models.CATALOG_FWHM_FACTOR
         fwhm[:, bi] = cat_fwhm * (1 + rng.normal(0, 0.01, n))
     # psf and model fluxes are measured on the same pixels: strongly correlated errors
     common = rng.standard_normal((n, 5))
@@ -358,10 +404,10 @@ def render_field(task: FieldTask) -> dict:
         image = np.zeros(shape, np.float32)
         sky_to_pix = np.linalg.inv(wcs.wcs.cd * 3600.0)  # (east, north) arcsec -> pixel offsets
         sigma = cond.sigma[b]
-        fwhm_px = cond.seeing[b] / PIXEL_SCALE_ARCSEC
         for group in _shape_groups(pop[near]):
             sub = pop[near][group]
-            amp, cov, _ = sky_models.object_gaussians(sub, b, fwhm_px, sky_to_pix)
+            psf = psf_at(cond, b, x[near][group], y[near][group], shape)
+            amp, cov, _ = sky_models.object_gaussians(sub, b, psf, sky_to_pix)
             radius = sky_models.stamp_radius(amp, cov, 0.15 * sigma)
             sky_models.render(image, x[near][group], y[near][group], amp, cov, radius)
         sky_models.saturate(image, cond.saturation[b])
@@ -369,11 +415,14 @@ def render_field(task: FieldTask) -> dict:
         var = sigma**2 + np.clip(image, 0, None) * (cond.nmgy[b] / sky_models.GAIN[b])
         noise = rng.standard_normal(shape, dtype=np.float32) * np.sqrt(var, dtype=np.float32)
         image += noise
+        image += sky_models.sky_residual(_rng(task.seed, task.run, task.camcol, task.field, 20 + bi), shape) * (
+            cond.sky_residual[b] * sigma
+        )
         sky_models.interpolate_rows(image, saturated)  # saturated cores and bleed trails, as in real frames
         # the catalog's fluxes come from these pixels, as photo measures the frames it writes
         for k, c in enumerate(cells):
             mine = owner == k
-            family = sky_models.measurement_family(c.pop, b, fwhm_px, sky_to_pix)
+            family = sky_models.measurement_family(c.pop, b, psf_at(cond, b, x[mine], y[mine], shape), sky_to_pix)
             psf_meas[mine, bi], model_meas[mine, bi] = sky_models.measure_fluxes(
                 noise, x[mine], y[mine], c.model_true[:, bi], family
             )

@@ -10,6 +10,7 @@ run 8162 camcol 6 field 80 frames); see bench/calibrate_simulation.py.
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import nnls
@@ -27,14 +28,19 @@ BACKGROUND_SIGMA = {
 }
 # camcol-typical CCD gains (electrons per DN) of the SDSS camera, for the objects' Poisson noise
 GAIN = {"u": 1.6, "g": 3.9, "r": 4.8, "i": 4.9, "z": 4.6}
-# measured: FWHM of point sources in the images of each band relative to r (mean of 8162-6-80 and 4510-4-30)
-SEEING_BAND_FACTOR = {"u": 1.02, "g": 0.985, "r": 1.0, "i": 0.945, "z": 0.905}
-# measured: median catalog PSF_FWHM of each band relative to r (1.155, 1.133, 1.020, 0.953, 0.978 arcsec)
-CATALOG_BAND_FACTOR = {"u": 1.13, "g": 1.11, "r": 1.0, "i": 0.935, "z": 0.96}
-# measured: Moffat beta of stacked bright stars per band (i's fit was unstable, r's value used)
-MOFFAT_BETA = {"u": 3.5, "g": 3.7, "r": 3.0, "i": 3.0, "z": 3.2}
-# measured: catalog PSF_FWHM is ~10 % wider than the FWHM of a Moffat fitted to the stars' pixels
-CATALOG_FWHM_FACTOR = 1.10
+# measured on stacks of bright isolated stars in the six real fields of ../shared/sdss-sample: the PSF is a
+# near-Gaussian core (Moffat beta 6) plus power-law wings (a Moffat of beta 2.5, 2.5 times as wide) holding
+# 4-20 % of the light; each band's core FWHM relative to r (median over the fields) and its field-to-field scatter
+PSF_CORE_BETA = 6.0
+PSF_WING_BETA = 2.5
+PSF_WING_SCALE = 2.5
+PSF_WING_FRACTION = (0.04, 0.20)
+PSF_BAND_FACTOR = {"u": 1.15, "g": 1.10, "r": 1.0, "i": 1.05, "z": 1.02}
+PSF_BAND_SCATTER = 0.07
+# measured: catalog PSF_FWHM relative to the core FWHM of the images (4510-4-30 star sweep against its frames)
+CATALOG_FWHM_FACTOR = 1.05
+# Schlafly & Finkbeiner (2011) A_b / E(B-V) for the SDSS filters (R_V = 3.1)
+EXTINCTION_R = {"u": 4.239, "g": 3.303, "r": 2.285, "i": 1.698, "z": 1.263}
 PIXEL_VARIANCE = 1.0 / 12.0  # a unit pixel box has variance 1/12: pixel integration of a Gaussian
 
 
@@ -136,9 +142,13 @@ def expected_count(total_bright: float, edges: list[float], slopes: list[float],
     return total_bright * d.sum() / d[m <= limit].sum()
 
 
-# number counts per full field (2048 x 1361 owned pixels) brighter than r = 22.5, and count slopes
-STAR_COUNTS = {"per_field": 480.0, "edges": [12.0, 21.5, 24.5], "slopes": [0.15, 0.05]}
-GALAXY_COUNTS = {"per_field": 1400.0, "edges": [14.0, 19.0, 24.3], "slopes": [0.45, 0.33]}
+# number counts per full field (2048 x 1361 owned pixels) brighter than r = 22.5, and count slopes. Measured on the
+# real sample: 150-170 stars per field at the Galactic pole (the 4510-4 star sweep: 169), rising as csc|b|
+# (capped at 30 times: the Galactic-plane field 5405-6-99 holds ~40 times as many sources); galaxies 7 per field and
+# magnitude at r = 18 and 38 at r = 19.75 (extended sources of the four high-latitude fields)
+STAR_COUNTS = {"per_field": 150.0, "edges": [12.0, 21.5, 24.5], "slopes": [0.15, 0.05]}
+MAX_STAR_DENSITY = 30.0
+GALAXY_COUNTS = {"per_field": 375.0, "edges": [14.0, 20.0, 24.3], "slopes": [0.42, 0.30]}
 
 # stellar locus (Covey et al. 2007 style) parameterised by g-r
 _LOCUS_GR = np.array([-0.3, -0.2, 0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.4, 1.5, 1.6])
@@ -155,10 +165,18 @@ _EARLY = {
     "iz": [0.30, 0.33, 0.36, 0.38, 0.40, 0.45, 0.60, 0.70, 0.8],
 }
 _LATE = {
-    "ug": [1.1, 1.2, 1.3, 1.4, 1.45, 1.5, 1.5, 1.5, 1.4],
+    "ug": [1.0, 1.05, 1.15, 1.25, 1.35, 1.4, 1.45, 1.45, 1.4],
     "gr": [0.45, 0.55, 0.75, 0.95, 1.1, 1.15, 1.1, 1.0, 0.9],
     "ri": [0.28, 0.32, 0.36, 0.40, 0.48, 0.55, 0.7, 0.75, 0.8],
     "iz": [0.18, 0.20, 0.25, 0.28, 0.30, 0.32, 0.42, 0.5, 0.6],
+}
+# blue star-forming galaxies: measured on the real sample, a tenth of the extended sources at r = 17-20.5 have
+# g-r < 0.5 and many u-g < 1, colours the early and late tracks alone never reach
+_BLUE = {
+    "ug": [0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.0, 1.0, 0.9],
+    "gr": [0.3, 0.35, 0.45, 0.6, 0.75, 0.85, 0.85, 0.75, 0.6],
+    "ri": [0.15, 0.2, 0.25, 0.3, 0.38, 0.45, 0.55, 0.6, 0.6],
+    "iz": [0.05, 0.08, 0.12, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4],
 }
 
 POPULATION_DTYPE = np.dtype(
@@ -221,13 +239,15 @@ def draw_galaxies(rng: np.random.Generator, n: int) -> np.ndarray:
     r = _sample_counts(rng, n, GALAXY_COUNTS["edges"], GALAXY_COUNTS["slopes"])
     z = np.clip(0.1 * 10 ** (0.148 * (r - 17.5) + rng.normal(0, 0.15, n)), 0.01, 1.3)
     early = rng.random(n) < np.clip(0.45 - 0.04 * (r - 17), 0.2, 0.45)
+    blue = ~early & (rng.random(n) < np.clip(0.2 + 0.04 * (r - 17), 0.2, 0.4))
     cols = {}
-    for key, sig in (("ug", 0.2), ("gr", 0.07), ("ri", 0.05), ("iz", 0.06)):
+    for key, sig in (("ug", 0.25), ("gr", 0.1), ("ri", 0.07), ("iz", 0.08)):
         e = np.interp(z, _TRACK_Z, _EARLY[key])
         lt = np.interp(z, _TRACK_Z, _LATE[key])
+        bl = np.interp(z, _TRACK_Z, _BLUE[key])
         # late types span a range of star formation: mix towards the early track
-        mix = np.where(early, 1.0, rng.uniform(0.0, 0.6, n))
-        cols[key] = mix * e + (1 - mix) * lt + rng.normal(0, sig, n)
+        mix = np.where(early, 1.0, rng.uniform(0.0, 0.5, n))
+        cols[key] = np.where(blue, bl, mix * e + (1 - mix) * lt) + rng.normal(0, sig, n)
     out["mag"] = _mags_from_colours(r, cols["ug"], cols["gr"], cols["ri"], cols["iz"])
     # size-magnitude relation: median half-light radius 2.2" at r = 18, shrinking 0.13 dex per magnitude
     re = 2.2 * 10 ** (-0.13 * (r - 18) + rng.normal(0, 0.2, n)) * np.where(early, 0.8, 1.0)
@@ -247,8 +267,26 @@ def draw_galaxies(rng: np.random.Generator, n: int) -> np.ndarray:
 # Rendering
 
 
+@dataclass(frozen=True)
+class PSF:
+    """One band's PSF at each object: core FWHM in pixels (scalar or one per object) and the wings' light share."""
+
+    fwhm_px: np.ndarray | float
+    wing: float
+
+
+def psf_components(psf: PSF, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Amplitudes [K] (summing to 1) and isotropic variances [n, K] (pixel^2) of the PSF's Gaussian mixture."""
+    core_amp, core_var = moffat_mog(PSF_CORE_BETA)
+    wing_amp, wing_var = moffat_mog(PSF_WING_BETA)
+    amp = np.concatenate([(1 - psf.wing) * core_amp, psf.wing * wing_amp])
+    unit_var = np.concatenate([core_var, wing_var * PSF_WING_SCALE**2])
+    fwhm = np.broadcast_to(np.asarray(psf.fwhm_px, np.float64), (n,))
+    return amp, fwhm[:, None] ** 2 * unit_var[None, :]
+
+
 def object_gaussians(
-    pop: np.ndarray, band: str, fwhm_px: float, sky_to_pix: np.ndarray, pixel_integrate: bool = True
+    pop: np.ndarray, band: str, psf: PSF, sky_to_pix: np.ndarray, pixel_integrate: bool = True
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Amplitudes [n, K] (flux nanomaggies), pixel covariances [n, K, 2, 2] of each object's PSF-convolved MoG.
 
@@ -256,10 +294,9 @@ def object_gaussians(
     """
     bi = BAND_INDEX[band]
     flux = 10 ** (-0.4 * (pop["mag"][:, bi] - 22.5))
-    psf_amp, psf_var = moffat_mog(MOFFAT_BETA[band])
-    psf_var = psf_var * fwhm_px**2
-    eye = np.eye(2)
     n = len(pop)
+    psf_amp, psf_var = psf_components(psf, n)
+    eye = np.eye(2)
     comps_amp = []
     comps_cov = []
     # stars and galaxies share one component list: [point] + disk (exp) + bulge (deV); zero amplitudes pad
@@ -277,15 +314,13 @@ def object_gaussians(
         shape_sets.append((disk, exp_amp, exp_var, m_disk))
     if bulge.any():
         shape_sets.append((bulge, dev_amp, dev_var, m_bulge))
+    extra = PIXEL_VARIANCE if pixel_integrate else 0.0
     for weight, s_amp, s_var, m in shape_sets:
         for a, v in zip(s_amp, s_var, strict=True):
             gal_cov = np.zeros((n, 2, 2)) if m is None else v * m
-            for pa_, pv in zip(psf_amp, psf_var, strict=True):
+            for k, pa_ in enumerate(psf_amp):
                 comps_amp.append(weight * a * pa_)
-                cov = gal_cov + pv * eye
-                if pixel_integrate:
-                    cov = cov + PIXEL_VARIANCE * eye
-                comps_cov.append(cov)
+                comps_cov.append(gal_cov + (psf_var[:, k] + extra)[:, None, None] * eye)
     amp = np.stack(comps_amp, 1) * flux[:, None]
     cov = np.stack(comps_cov, 1)
     # drop components no object uses (e.g. the galaxy ones when only stars are drawn)
@@ -293,25 +328,40 @@ def object_gaussians(
     return amp[:, used], cov[:, used], flux
 
 
-def psf_flux_ratio(pop: np.ndarray, band: str, fwhm_px: float, sky_to_pix: np.ndarray):
+def psf_flux_ratio(pop: np.ndarray, band: str, psf: PSF, sky_to_pix: np.ndarray):
     """PSF-fit flux / total flux of each object, and the noise-equivalent areas (pixels) of PSF and model fits.
 
     A PSF fit measures sum(I P) / sum(P P); for Gaussian mixtures both are sums of Gaussian overlap integrals.
     """
-    amp, cov, flux = object_gaussians(pop, band, fwhm_px, sky_to_pix, pixel_integrate=False)
+    amp, cov, flux = object_gaussians(pop, band, psf, sky_to_pix, pixel_integrate=False)
     amp = amp / flux[:, None]
-    psf_amp, psf_var = moffat_mog(MOFFAT_BETA[band])
-    psf_var = psf_var * fwhm_px**2
+    psf_amp, psf_var = psf_components(psf, len(pop))
     eye = np.eye(2)
-    pp = (psf_amp[:, None] * psf_amp[None, :] / (2 * np.pi * (psf_var[:, None] + psf_var[None, :]))).sum()
+    pp = psf_amp[None, :, None] * psf_amp[None, None, :] / (2 * np.pi * (psf_var[:, :, None] + psf_var[:, None, :]))
+    pp = pp.sum((1, 2))
     ip = np.zeros(len(pop))
-    for a, v in zip(psf_amp, psf_var, strict=True):
-        ip += (amp * a / (2 * np.pi * np.sqrt(det2(cov + v * eye)))).sum(1)
+    for k, a in enumerate(psf_amp):
+        ip += (amp * a / (2 * np.pi * np.sqrt(det2(cov + psf_var[:, k, None, None, None] * eye)))).sum(1)
     # model fits weight by the object's own (wider) profile: scale the PSF's noise-equivalent area by the
     # ratio of second moments (exact for Gaussians)
     second = (amp * 0.5 * (cov[..., 0, 0] + cov[..., 1, 1])).sum(1)
-    psf_second = (psf_amp * psf_var).sum()
-    return ip / pp, np.full(len(pop), 1 / pp), (1 / pp) * np.maximum(second / psf_second, 1.0)
+    psf_second = (psf_amp[None, :] * psf_var).sum(1)
+    return ip / pp, 1 / pp, (1 / pp) * np.maximum(second / psf_second, 1.0)
+
+
+def sky_residual(rng: np.random.Generator, shape: tuple[int, int], modes: int = 8) -> np.ndarray:
+    """A smooth float32 field of unit standard deviation with structure on 150-600 pixel scales: what sky
+    subtraction leaves behind in real frames."""
+    rows, cols = shape
+    yy = np.arange(rows, dtype=np.float32)[:, None]
+    xx = np.arange(cols, dtype=np.float32)[None, :]
+    field = np.zeros(shape, np.float32)
+    for _ in range(modes):
+        wavelength = rng.uniform(150.0, 600.0)
+        angle, phase = rng.uniform(0, np.pi), rng.uniform(0, 2 * np.pi)
+        k = np.float32(2 * np.pi / wavelength)
+        field += np.cos(k * (np.float32(np.cos(angle)) * xx + np.float32(np.sin(angle)) * yy) + np.float32(phase))
+    return field / np.float32(np.sqrt(modes / 2))
 
 
 def quantize_counts(image: np.ndarray, sky_dn: np.ndarray, calib: np.ndarray) -> np.ndarray:
@@ -388,7 +438,7 @@ MEASURE_THRESHOLD = 2e-4  # unit-flux profile level (per pixel) at which measure
 
 
 def measurement_family(
-    pop: np.ndarray, band: str, fwhm_px: float, sky_to_pix: np.ndarray
+    pop: np.ndarray, band: str, psf: PSF, sky_to_pix: np.ndarray
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Unit-flux profiles photo fits to each object: [PSF, the object's own profile, exponentials of FAMILY_RE]."""
 
@@ -397,7 +447,7 @@ def measurement_family(
         p["mag"] = 22.5  # 1 nanomaggy in every band
         for key, value in changes.items():
             p[key] = value
-        amp, cov, _ = object_gaussians(p, band, fwhm_px, sky_to_pix)
+        amp, cov, _ = object_gaussians(p, band, psf, sky_to_pix)
         return amp, cov
 
     family = [unit(star=True), unit()]

@@ -77,6 +77,8 @@ def fit(
     schedule: str | None = None,
     class_weight: dict | None = None,
     callbacks: list | None = None,
+    train_psf: np.ndarray | None = None,
+    val_psf: np.ndarray | None = None,
 ) -> dict:
     """Train ``model`` in place and return its history ({"loss": [...], "val_loss": [...], ...,
     "best_epoch", "epochs_run", "seconds", "seconds_per_epoch"}); the best-val-loss weights are restored.
@@ -85,10 +87,11 @@ def fit(
     ``normalisation`` (dataset.json's) gives the brightness scale; taken from the model when omitted.
     ``schedule``: None (constant), "cosine" (warm-up then cosine decay to ``epochs``) or "plateau"
     (halve on a val-loss plateau). ``verbose``: Keras progress bar on a terminal ("auto"), else one line
-    per epoch through the log.
+    per epoch through the log. ``train_psf``/``val_psf``: the PSF at every patch, for models that take it.
     """
     import keras
 
+    from .model import takes_psf
     from .progress import interactive
 
     config = augment if isinstance(augment, aug.AugmentConfig) else aug.policy(augment)
@@ -99,8 +102,21 @@ def fit(
         norm_layers = [layer for layer in model.layers if type(layer).__name__ == "AsinhNormalisation"]
         if norm_layers:
             scale = norm_layers[0].scale
-    train_ds = aug.make_dataset(train_x, train_y, batch_size=batch_size, config=config, scale=scale, seed=seed)
-    val_ds = aug.make_dataset(val_x, val_y, batch_size=max(batch_size, 512), shuffle=False)
+    with_psf = takes_psf(model)
+    if with_psf and (train_psf is None or val_psf is None):
+        raise ValueError("this model takes the PSF at every patch: give train_psf and val_psf")
+    train_ds = aug.make_dataset(
+        train_x,
+        train_y,
+        psf=train_psf if with_psf else None,
+        batch_size=batch_size,
+        config=config,
+        scale=scale,
+        seed=seed,
+    )
+    val_ds = aug.make_dataset(
+        val_x, val_y, psf=val_psf if with_psf else None, batch_size=max(batch_size, 512), shuffle=False
+    )
 
     cbs = [
         keras.callbacks.EarlyStopping(
@@ -148,8 +164,10 @@ def class_weights(y: np.ndarray) -> dict[int, float]:
     return {c: float(len(y) / (2 * counts[c])) if counts[c] else 1.0 for c in (0, 1)}
 
 
-def select_threshold(model, val_x: np.ndarray, val_y: np.ndarray, *, tta: bool = False) -> float:
+def select_threshold(
+    model, val_x: np.ndarray, val_y: np.ndarray, val_psf: np.ndarray | None = None, *, tta: bool = False
+) -> float:
     """The MCC-maximising threshold on validation data (never on test data)."""
     from .model import predict
 
-    return choose_threshold(val_y, predict(model, val_x, tta=tta))
+    return choose_threshold(val_y, predict(model, val_x, val_psf, tta=tta))

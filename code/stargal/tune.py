@@ -119,6 +119,8 @@ def train_trial(trial, data: dict, spec: dict) -> float:
         verbose=0,
         normalisation=data["normalisation"],
         callbacks=[prune],
+        train_psf=data["train_psf"],
+        val_psf=data["val_psf"],
     )
     val_loss = [v for v in history.get("val_loss", []) if math.isfinite(v)]
     trial.set_user_attr("epochs", len(history.get("val_loss", [])))
@@ -127,7 +129,7 @@ def train_trial(trial, data: dict, spec: dict) -> float:
         raise optuna.TrialPruned()
     if not val_loss:
         raise optuna.TrialPruned()  # diverged: NaN losses from the first epoch
-    p = predict(model, data["val_x"])
+    p = predict(model, data["val_x"], data["val_psf"])
     y = np.asarray(data["val_y"]).astype(int)
     trial.set_user_attr("val_mcc", round(float(matthews_corrcoef(y, (p >= 0.5).astype(int))), 4))
     trial.set_user_attr("val_accuracy", round(float(np.mean((p >= 0.5) == (y == 1))), 4))

@@ -61,7 +61,10 @@ def example_grids(out_dir: Path, x: np.ndarray, y: np.ndarray, norm: dict, *, se
             np.asarray(aug.apply_brightness(x, rng.normal(0, sigma, (n, x.shape[3])), norm["scale"])),
         ),
         (f"blur {aug.BLUR_SIGMA:g} px", np.asarray(aug.apply_blur(x, aug.BLUR_SIGMA))),
-        ("random combination", np.asarray(aug.augment_batch(x, aug.POLICIES["combination"], norm["scale"], [seed, 1]))),
+        (
+            "random combination",
+            np.asarray(aug.augment_batch(x, aug.POLICIES["combination"], norm["scale"], [seed, 1])[0]),
+        ),
     ]
     fig, axes = subplots(n, len(columns), figsize=(1.8 * len(columns), 1.7 * n), squeeze=False)
     base = [_display(x[i], norm) for i in range(n)]

@@ -2,7 +2,8 @@
 write the exercise tensors, and summarise everything in data/reports/alignment/.
 
 Per field (in parallel with ``workers``/``scheduler``): read the five frames, resample onto the reference
-band's grid (``stargal.align``), write ``paths.cube(fid)``; then select the calibObj objects inside the
+band's grid (``stargal.align``), write ``paths.cube(fid)``; measure its PSF on its own stars
+(``stargal.psf``) into ``paths.psf_map(fid)``; then select the calibObj objects inside the
 frame (``stargal.catalog``) and write ``paths.objects(fid)``. Each output is skipped while it is current
 with respect to its inputs (``--force`` redoes it). Outputs are written last and atomically, so a bad input
 raises StargalError with nothing half-written.
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from .. import align, catalog, sdss
+from .. import align, catalog, psf, sdss
 from ..config import BANDS, LABEL_GALAXY, LABEL_STAR, REFERENCE_BAND, FieldSet
 from ..cube import read_cube, write_cube
 from ..errors import StargalError
@@ -104,6 +105,16 @@ def align_field(paths: DataPaths, fid: FieldId, ref_band: str = REFERENCE_BAND) 
     write_cube(paths.cube(fid), result.cube, ref.wcs, "".join(BANDS), cube_meta(fid, ref_band, ref, result))
 
 
+def measure_field_psf(paths: DataPaths, fid: FieldId) -> None:
+    """Measure the PSF map of a field's cube on its stars and write it beside the cube."""
+    cube = read_cube(paths.cube(fid))
+    try:
+        pmap = psf.measure_psf_map(np.asarray(cube.data, np.float32), cube.bands)
+    except StargalError as exc:
+        raise StargalError(f"{paths.cube(fid)}: {exc}") from None
+    write_json(paths.psf_map(fid), pmap.to_dict())
+
+
 def cube_wcs_shape(path: Path):
     """The WCS and (rows, columns) of a written cube, from its header only."""
     header = fits.getheader(path)
@@ -120,6 +131,10 @@ def process_field(task: FieldTask) -> dict:
         t0, c0 = time.perf_counter(), time.process_time()
         align_field(paths, fid, task.ref_band)
         done.update(aligned=True, align_seconds=time.perf_counter() - t0, cpu_seconds=time.process_time() - c0)
+    if task.force or done["aligned"] or not is_current([paths.psf_map(fid)], [cube_path]):
+        t0 = time.perf_counter()
+        measure_field_psf(paths, fid)
+        done.update(psf=True, psf_seconds=time.perf_counter() - t0)
     if not task.catalog_files:
         return done
     if task.force or done["aligned"] or not is_current([objects_path], [cube_path, *task.catalog_files]):

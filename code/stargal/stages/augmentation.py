@@ -225,9 +225,11 @@ def experiment(
             seed=seed,
             augment=aug.policy(name),
             normalisation=norm,
+            train_psf=tr["psf"],
+            val_psf=va["psf"],
         )
-        p_tr = predict(model, tr["x"])
-        p_va = predict(model, va["x"])
+        p_tr = predict(model, tr["x"], tr["psf"])
+        p_va = predict(model, va["x"], va["psf"])
         m_tr = classification_metrics(tr["y"], p_tr)
         m_va = classification_metrics(va["y"], p_va)
         rows.append(

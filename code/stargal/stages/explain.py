@@ -13,6 +13,7 @@ from ..errors import StargalError
 from ..fsio import load_npy, previous_record, read_json, write_json, write_text
 from ..geometry import nearest_neighbour_arcsec
 from ..model import predict as predict_batches
+from ..model import takes_psf
 from ..paths import DataPaths, ModelFiles
 from ..tables import csv_text, read_table
 from .predict import load_bundle, resolve_model_dir
@@ -71,6 +72,7 @@ def run_explain(
     try:
         x = load_npy(paths.split_x(dataset, split), mmap=True)
         y = load_npy(paths.split_y(dataset, split))
+        psf = load_npy(paths.split_psf(dataset, split)) if takes_psf(bundle.model) else None
     except FileNotFoundError as exc:
         raise StargalError(f"{exc.filename}: {split} split of dataset {dataset!r} not found") from None
     if x.shape[1] != bundle.patch_size:
@@ -78,7 +80,7 @@ def run_explain(
             f"dataset {dataset}: patches of {x.shape[1]} px but model {bundle.name} takes {bundle.patch_size}"
         )
     objects = _objects(paths, dataset, split, len(y))
-    p = predict_batches(bundle.model, np.asarray(x, np.float32))
+    p = predict_batches(bundle.model, np.asarray(x, np.float32), psf)
     groups = explain.select_examples(y, p, bundle.threshold, per_group, seed)
     out_dir = paths.reports("explain", bundle.name)
     written, rows = [], []
@@ -87,8 +89,9 @@ def run_explain(
             log.info("%s: no examples in the %s split", group, split)
             continue
         xs = np.asarray(x[idx], np.float32)
-        ig = explain.integrated_gradients(bundle.model, xs, steps=steps)
-        cam = explain.grad_cam(bundle.model, xs)
+        psf_idx = None if psf is None else psf[idx]
+        ig = explain.integrated_gradients(bundle.model, xs, psf=psf_idx, steps=steps)
+        cam = explain.grad_cam(bundle.model, xs, psf=psf_idx)
         captions = [_caption(objects, i) for i in idx]
         title = f"{bundle.name}: {GROUP_TITLES[group]} ({split} split of {dataset}, threshold {bundle.threshold:.2f})"
         written.append(
@@ -156,6 +159,7 @@ def run_difficulty(
     try:
         x = load_npy(paths.split_x(dataset, "test"), mmap=True)
         y = load_npy(paths.split_y(dataset, "test"))
+        psf = load_npy(paths.split_psf(dataset, "test")) if takes_psf(bundle.model) else None
     except FileNotFoundError as exc:
         raise StargalError(f"{exc.filename}: test split of dataset {dataset!r} not found") from None
     objects = _objects(paths, dataset, "test", len(y))
@@ -163,7 +167,7 @@ def run_difficulty(
         raise StargalError(
             f"{paths.split_objects(dataset, 'test')}: test objects table missing or not matching the patches"
         )
-    p = predict_batches(bundle.model, np.asarray(x, np.float32))
+    p = predict_batches(bundle.model, np.asarray(x, np.float32), psf)
     mag = objects["r_psfmag"].astype(np.float64)
     try:
         rows = difficulty.find_by_magnitude(read_json(ModelFiles(bundle.directory).metrics))

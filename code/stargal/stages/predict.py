@@ -12,10 +12,11 @@ import numpy as np
 from ..config import BANDS
 from ..cube import Cube, read_cube
 from ..errors import StargalError
-from ..fsio import read_json, write_text
-from ..model import load_model
-from ..paths import DataPaths, FieldId, ModelFiles
+from ..fsio import is_current, read_json, write_text
+from ..model import load_model, patch_shape, takes_psf
+from ..paths import PRETRAINED, PRETRAINED_MODEL_DIR, DataPaths, FieldId, ModelFiles, psf_map_beside
 from ..predict import Predictions, classify, predictions_csv
+from ..psf import PSFMap, measure_psf_map
 
 log = logging.getLogger("stargal")
 
@@ -48,14 +49,18 @@ class ModelBundle:
 
 
 def resolve_model_dir(paths: DataPaths, spec: str | None) -> Path:
-    """The model folder named by ``spec``: None (the latest trained model), a model name, a folder or a .keras file."""
+    """The model folder named by ``spec``: ``pretrained`` (the model shipped in models/), a model name, a folder
+    or a .keras file; None means the latest model trained in the data folder, or the pretrained one if none."""
+    if spec == PRETRAINED:
+        if not ModelFiles(PRETRAINED_MODEL_DIR).keras.is_file():
+            raise StargalError(f"{PRETRAINED_MODEL_DIR}: the pretrained model is missing from this copy of stargal")
+        return PRETRAINED_MODEL_DIR
     if spec is None:
         try:
             spec = paths.latest_model.read_text(encoding="utf-8").strip()
         except FileNotFoundError:
-            raise StargalError(
-                f"{paths.latest_model}: no trained model yet (run 03_model.py or pass --model)"
-            ) from None
+            log.info("no model trained in %s: using the pretrained model %s", paths.root, PRETRAINED_MODEL_DIR.name)
+            return resolve_model_dir(paths, PRETRAINED)
         if not spec:
             raise StargalError(f"{paths.latest_model}: empty; pass --model")
     candidate = Path(spec).expanduser()
@@ -82,7 +87,7 @@ def load_bundle(model_dir: Path) -> ModelBundle:
         raise StargalError(f"{meta_path}: no patch_size")
     model = load_model(files.keras)
     bundle = ModelBundle(model, meta, model_dir)
-    shape = tuple(model.inputs[0].shape[1:]) if getattr(model, "inputs", None) else None
+    shape = patch_shape(model)
     if shape and shape[0] is not None and shape[0] != bundle.patch_size:
         raise StargalError(f"{meta_path}: patch_size {bundle.patch_size} but the model takes {shape[0]} pixels")
     return bundle
@@ -110,6 +115,23 @@ def cube_array(cube: Cube, bands: str) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(cube.data[order], dtype=np.float32))
 
 
+def load_psf_map(cube_path: Path, data: np.ndarray, bands: str) -> PSFMap:
+    """The PSF map stage 01 wrote beside the cube, or, when there is none current, one measured now."""
+    sidecar = psf_map_beside(cube_path)
+    if is_current([sidecar], [cube_path]):
+        try:
+            pmap = PSFMap.from_dict(read_json(sidecar), str(sidecar))
+            if pmap.bands == bands:
+                return pmap
+        except ValueError:
+            pass  # unreadable: measured again below
+    log.info("%s: measuring the PSF on the field's stars", cube_path.name)
+    try:
+        return measure_psf_map(data, bands)
+    except StargalError as exc:
+        raise StargalError(f"{cube_path}: {exc}") from None
+
+
 def run_predict(
     paths: DataPaths,
     *,
@@ -129,6 +151,7 @@ def run_predict(
     if bundle is None:
         bundle = load_bundle(model_dir)
     data = cube_array(cube, bundle.bands)
+    psf_map = load_psf_map(path, data, bundle.bands) if takes_psf(bundle.model) else None
     pred = classify(
         bundle.model,
         data,
@@ -139,6 +162,7 @@ def run_predict(
         edge=bundle.edge,
         threshold=bundle.threshold,
         tta=bool(bundle.meta.get("tta", False)),
+        psf_map=psf_map,
     )
     out_path = Path(out).expanduser().resolve() if out else paths.prediction_csv(f"{field_label}_{bundle.name}")
     write_text(out_path, predictions_csv(pred))

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__, normalise, patches, splits
+from .. import __version__, normalise, patches, psf, splits
 from ..config import BANDS, LABEL_STAR, PATCH_SIZE, SPLITS, FieldSet
 from ..cube import read_cube
 from ..errors import StargalError
@@ -35,7 +35,7 @@ from ..tables import OBJECT_DTYPE, markdown_table, read_table, write_table
 
 log = logging.getLogger("stargal")
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: {split}_psf.npy, the PSF at every patch
 EXTRA_COLUMNS = [
     ("cube_field", "i4"),  # field whose aligned cube the patch was cut from
     ("row", "i4"),  # patch centre pixel in that cube (nearest pixel centre of (y, x))
@@ -82,7 +82,7 @@ def prepare(
     )
     fids = [FieldId(fs.rerun, fs.run, fs.camcol, f) for f in spec.fields]
     cubes = {fid.field: _check_cube(paths, fid, patch_size) for fid in fids}  # headers only: shape, SIMULAT
-    inputs = [p for fid in fids for p in (paths.cube(fid), paths.objects(fid))]
+    inputs = [p for fid in fids for p in (paths.cube(fid), paths.objects(fid), paths.psf_map(fid))]
     config = {
         "format": FORMAT_VERSION,
         "name": name,
@@ -106,6 +106,7 @@ def prepare(
     split, removed, moved = _select(table, cube_field, rows, cols, cubes, spec, patch_size, edge)
     arrays = _cut_patches(paths, fids, table, cube_field, rows, cols, split, patch_size, edge, workers, scheduler)
 
+    psf_at = _psf_features(paths, fids, {s: arrays[s][2] for s in SPLITS})
     train_x, _, train_objects = arrays["train"]
     usable = (train_objects["edge_padded"] == 0) & (train_objects["nan_pixels"] == 0)
     center, scale = normalise.robust_stats(train_x, usable if usable.any() else None)
@@ -127,6 +128,10 @@ def prepare(
         "counts": counts,
         "class_ratio": {s: counts[s]["star_fraction"] for s in SPLITS},
         "edge_padded": {s: int(arrays[s][2]["edge_padded"].sum()) for s in SPLITS},
+        "psf": {
+            "quantity": "stellar half-light radius r50 per band at the object, pixels (stargal.psf)",
+            "train_median": [float(v) for v in np.median(psf_at["train"], axis=0)] if len(psf_at["train"]) else [],
+        },
         "normalisation": normalise.normalisation_record(
             center, scale, int(usable.sum() if usable.any() else usable.size)
         ),
@@ -149,6 +154,7 @@ def prepare(
     for split_name, (x, y, objects) in arrays.items():
         save_npy(paths.split_x(name, split_name), x)
         save_npy(paths.split_y(name, split_name), y)
+        save_npy(paths.split_psf(name, split_name), psf_at[split_name])
         write_table(paths.split_objects(name, split_name), objects)
     report = write_split_report(paths, name, {s: arrays[s][2] for s in SPLITS}, counts, removed)
     summary["report"] = str(report)
@@ -266,8 +272,34 @@ def _cut_in_tasks(paths, fids, index, rows, cols, cube_field, arrays, patch_size
 def _outputs(paths: DataPaths, name: str) -> list[Path]:
     files = [paths.dataset_json(name)]
     for s in SPLITS:
-        files += [paths.split_x(name, s), paths.split_y(name, s), paths.split_objects(name, s)]
+        files += [
+            paths.split_x(name, s),
+            paths.split_y(name, s),
+            paths.split_psf(name, s),
+            paths.split_objects(name, s),
+        ]
     return files + [paths.reports("splits", name) / f for f in REPORT_FILES]
+
+
+def _psf_features(paths: DataPaths, fids: list[FieldId], objects: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """{split: float32 [n, bands]}: each object's PSF from the PSF map of the cube its patch was cut from."""
+    maps = {}
+    for fid in fids:
+        path = paths.psf_map(fid)
+        try:
+            maps[fid.field] = psf.PSFMap.from_dict(read_json(path), str(path))
+        except FileNotFoundError:
+            raise StargalError(f"{path}: PSF map not found (run 01_alignment.py for field {fid})") from None
+        except ValueError as exc:
+            raise StargalError(f"{path}: not valid JSON ({exc}); rerun 01_alignment.py --force") from None
+    out = {}
+    for split, table in objects.items():
+        features = np.zeros((len(table), len(BANDS)), np.float32)
+        for field in np.unique(table["cube_field"]):
+            sel = table["cube_field"] == field
+            features[sel] = maps[int(field)].at(table["col"][sel], table["row"][sel])
+        out[split] = features
+    return out
 
 
 def _stored_config(paths: DataPaths, name: str) -> dict | None:

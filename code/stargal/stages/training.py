@@ -106,6 +106,8 @@ def train_one(paths: DataPaths, dataset: str, options: TrainOptions, data: dict 
         normalisation=norm,
         schedule=options.schedule,
         class_weight=cw,
+        train_psf=data["train"]["psf"],
+        val_psf=data["val"]["psf"],
     )
     t0 = time.monotonic()
     preds = predict_splits(model, data, tta=options.tta)
@@ -115,15 +117,17 @@ def train_one(paths: DataPaths, dataset: str, options: TrainOptions, data: dict 
         from ..metrics import classification_metrics
         from ..model import predict
 
-        th_plain = select_threshold(model, data["val"]["x"], data["val"]["y"], tta=False)
+        val, test = data["val"], data["test"]
+        th_plain = select_threshold(model, val["x"], val["y"], val["psf"], tta=False)
         metrics["no_tta"] = {
             "threshold": th_plain,
-            "test": classification_metrics(data["test"]["y"], predict(model, data["test"]["x"]), th_plain),
+            "test": classification_metrics(test["y"], predict(model, test["x"], test["psf"]), th_plain),
         }
     metrics["evaluation_seconds"] = time.monotonic() - t0
     model_json = {
         "name": name,
         "architecture": options.architecture,
+        "inputs": ["patch", "psf"] if mdl.takes_psf(model) else ["patch"],
         "hyperparameters": hp,
         "dataset": dataset,
         "patch_size": int(shape[0]),
@@ -269,3 +273,17 @@ def compare_augmentation(
 
     tplots.comparison_plot(report / "comparison.png", rows)
     return {"dataset": dataset, "rows": rows, "report": report}
+
+
+def evaluate_saved_model(model_dir: Path, paths: DataPaths, dataset: str | None = None, split: str = "test") -> dict:
+    """Metrics of a saved model (its own threshold and TTA setting) on a split of a dataset of ``paths``:
+    how a model trained on one sky does on another (e.g. the pretrained model on the reference test field)."""
+    from ..metrics import classification_metrics
+    from ..model import predict
+    from .predict import load_bundle
+
+    bundle = load_bundle(Path(model_dir))
+    name = resolve_dataset(paths, dataset)
+    data = load_dataset(paths, name, splits=(split,))[split]
+    p = predict(bundle.model, data["x"], data["psf"], tta=bool(bundle.meta.get("tta", False)))
+    return {"dataset": name, "split": split, **classification_metrics(data["y"], p, bundle.threshold)}

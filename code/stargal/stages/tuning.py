@@ -19,13 +19,11 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import numpy as np
-
 from .. import tune
 from ..config import SEED
-from ..dataset import resolve_dataset
+from ..dataset import load_dataset, resolve_dataset
 from ..errors import StargalError
-from ..fsio import load_npy, read_json, write_json, write_text
+from ..fsio import write_json, write_text
 from ..paths import DataPaths
 from ..tables import csv_text, records_markdown
 from ..train_options import ARCH_DEFAULTS
@@ -153,21 +151,20 @@ def worker_main(spec: dict) -> int:
 
 def load_data(spec: dict) -> dict:
     """Training and validation splits (never test) of the dataset, optionally a stratified subset of training."""
-    paths = DataPaths(Path(spec["data_dir"]))
-    name = spec["dataset"]
-    meta = read_json(paths.dataset_json(name))
-    train_x, train_y = load_npy(paths.split_x(name, "train")), load_npy(paths.split_y(name, "train"))
-    val_x, val_y = load_npy(paths.split_x(name, "val")), load_npy(paths.split_y(name, "val"))
+    data = load_dataset(DataPaths(Path(spec["data_dir"])), spec["dataset"], splits=("train", "val"))
+    train, val = data["train"], data["val"]
     limit = int(spec.get("max_train") or 0)
-    if 0 < limit < len(train_y):
-        keep = tune.stratified_subset(train_y, limit, spec["seed"])
-        train_x, train_y = train_x[keep], train_y[keep]
+    if 0 < limit < len(train["y"]):
+        keep = tune.stratified_subset(train["y"], limit, spec["seed"])
+        train = {k: v[keep] for k, v in train.items()}
     return {
-        "train_x": np.asarray(train_x, np.float32),
-        "train_y": np.asarray(train_y),
-        "val_x": np.asarray(val_x, np.float32),
-        "val_y": np.asarray(val_y),
-        "normalisation": meta["normalisation"],
+        "train_x": train["x"],
+        "train_y": train["y"],
+        "train_psf": train["psf"],
+        "val_x": val["x"],
+        "val_y": val["y"],
+        "val_psf": val["psf"],
+        "normalisation": data["meta"]["normalisation"],
     }
 
 

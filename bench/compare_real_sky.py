@@ -1,0 +1,76 @@
+#!/usr/bin/env python3
+"""Compare groups of models (e.g. seeds of one configuration) on the real-sky evaluation and, where they have
+one, their simulated test metrics: mean and spread per group, one table.
+
+    bench/compare_real_sky.py --group "new sky" M1 M2 M3 --group "old sky" M4 M5 M6 [--data-dir DIR] [--out DIR]
+
+Each model (a model folder) is evaluated by ``real_sky.py`` into OUT/<model name>/ (skipped when current);
+writes OUT/comparison.md and comparison.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from stargal import cli
+from stargal.fsio import read_json, write_json, write_text
+from stargal.paths import DEFAULT_SAMPLE_DIR, ModelFiles
+from stargal.tables import markdown_table
+
+COLUMNS = (
+    ("sim test MCC", lambda r, m: m.get("test", {}).get("mcc")),
+    ("sim test accuracy", lambda r, m: m.get("test", {}).get("accuracy")),
+    ("4510 recall", lambda r, m: _catalog(r, lambda c: c["recall"]["overall"]["fraction"])),
+    ("4510 recall r>22", lambda r, m: _catalog(r, lambda c: c["recall"]["by_r"][2]["fraction"])),
+    ("4510 non-catalog r<21 called star", lambda r, m: _catalog(r, lambda c: c["bright_non_catalog"]["fraction"])),
+    ("4510 two-sided MCC", lambda r, m: _catalog(r, lambda c: c["two_sided"]["mcc"])),
+    ("min locus (called star)", lambda r, m: min(f["locus"]["called_star"]["fraction"] or 0 for f in r["fields"])),
+)
+
+
+def _catalog(record: dict, pick):
+    for f in record["fields"]:
+        if "catalog" in f:
+            return pick(f["catalog"])
+    return None
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--group", nargs="+", action="append", required=True, metavar=("NAME", "MODEL"))
+    parser.add_argument("--data-dir", default=None, help="data folder for the real fields")
+    parser.add_argument("--sample", default=str(DEFAULT_SAMPLE_DIR))
+    parser.add_argument("--out", default=None, help="results folder (default: DATA/reports/real_sky_comparison)")
+    parser.add_argument("-q", "--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    cli.setup_logging(args.quiet)
+    from stargal.stages.realsky import run_real_sky
+
+    paths = cli.data_paths(args)
+    out = Path(args.out) if args.out else paths.reports("real_sky_comparison")
+    rows, record = [], {}
+    for name, *models in args.group:
+        values = {c: [] for c, _ in COLUMNS}
+        for model in models:
+            result = run_real_sky(paths, Path(args.sample), model=model, out=out / Path(model).name)
+            metrics = read_json(ModelFiles(Path(model)).metrics) if ModelFiles(Path(model)).metrics.exists() else {}
+            for column, pick in COLUMNS:
+                values[column].append(pick(result, metrics))
+        record[name] = {"models": models, **values}
+        row = [name, len(models)]
+        for column, _ in COLUMNS:
+            v = np.array([np.nan if x is None else x for x in values[column]], float)
+            row.append("-" if np.isnan(v).all() else f"{np.nanmean(v):.3f} +- {np.nanstd(v):.3f}")
+        rows.append(row)
+    table = markdown_table(["group", "models", *(c for c, _ in COLUMNS)], rows)
+    write_text(out / "comparison.md", table + "\n")
+    write_json(out / "comparison.json", record)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run_main(main)

@@ -1,0 +1,49 @@
+#!/usr/bin/env python3
+"""Evaluate a model on real SDSS fields: catalog-star recall where a star sweep exists, the stellar locus everywhere.
+
+For each field of --sample (every field whose five frames are there): stage 00 takes the frames from that folder,
+stage 01 aligns them and measures the PSF, sep finds the sources and the model classifies them as predict.py
+does. Writes real_sky.json, real_sky.md, figures and one CSV of classified sources per field under
+data/reports/real_sky/.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from stargal import cli
+from stargal.paths import DEFAULT_SAMPLE_DIR
+from stargal.tables import markdown_table
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir", default=None, help="data folder (default: the project's data/)")
+    parser.add_argument(
+        "--sample", default=str(DEFAULT_SAMPLE_DIR), help="folder of real SDSS frames and sweeps (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--model", default=None, help="model name, folder, .keras file or 'pretrained' (default: latest trained)"
+    )
+    parser.add_argument("--out", default=None, help="folder for the results (default: data/reports/real_sky)")
+    parser.add_argument("--force", action="store_true", help="redo the evaluation even if it is current")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only warnings, errors and the summary")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    cli.setup_logging(args.quiet)
+    from stargal.stages.realsky import run_real_sky
+
+    result = run_real_sky(cli.data_paths(args), args.sample, model=args.model, out=args.out, force=args.force)
+    for table in result["tables"]:
+        print(table["title"])
+        print(markdown_table(table["columns"], table["rows"]))
+    done = "current, not redone" if result["skipped"] else f"evaluated in {result['seconds']:.0f} s"
+    print(f"model {result['model']}: {len(result['fields'])} real fields {done} -> {result['folder']}")
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run_main(main)

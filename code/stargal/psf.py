@@ -1,0 +1,125 @@
+"""The PSF of a field, measured on its own stars: each band's stellar half-light radius across the frame.
+
+Whether a faint source is a star or a small galaxy depends on how its size compares with the PSF, and the
+PSF changes from field to field (seeing 1.0-1.6"), from band to band and across one frame (up to +-7 %
+from the centre to the edges in the real sample). A patch alone cannot tell a star in bad seeing from a
+small galaxy in good seeing, so the network is also given the PSF at the source: the half-light radius
+``r50`` (pixels) of the stars of each band, fitted as a low-order polynomial of the frame position to the
+stellar sequence that ``stargal.detection`` finds. The same measurement runs on simulated and real cubes.
+
+Pure functions; ``PSFMap.to_dict``/``from_dict`` give the JSON stage 01 writes beside each cube.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import StargalError
+
+PSF_MAP_VERSION = 1
+# polynomial terms of the frame position x', y' in [-1, 1]: 1, x', y', x'^2 (SDSS's PSF varies most along the
+# columns, across the camera's field of view); fewer terms when few stars constrain the fit
+TERMS = ("1", "x", "y", "x2")
+MIN_STARS_FOR_TERMS = {1: 1, 3: 12, 4: 30}
+MAX_VARIATION = 0.25  # the map never leaves +-25 % of its centre value (extrapolation guard)
+CLIP_SIGMA = 3.0
+
+
+@dataclass(frozen=True)
+class PSFMap:
+    """Per band: r50 (pixels) = coefficients . (1, x', y', x'^2) at normalised frame position (x', y')."""
+
+    bands: str
+    shape: tuple[int, int]  # rows, columns of the cube
+    coefficients: np.ndarray  # [bands, len(TERMS)]
+    stars: int  # stars the fit used
+
+    def at(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """float32 [n, bands] r50 at 0-based cube positions (clamped near the frame)."""
+        design = _design(*_normalised(np.asarray(x, np.float64), np.asarray(y, np.float64), self.shape))
+        values = design @ self.coefficients.T
+        centre = self.coefficients[:, 0]
+        return np.clip(values, centre * (1 - MAX_VARIATION), centre * (1 + MAX_VARIATION)).astype(np.float32)
+
+    def to_dict(self) -> dict:
+        return {
+            "version": PSF_MAP_VERSION,
+            "quantity": "stellar half-light radius r50, pixels",
+            "bands": self.bands,
+            "shape": list(self.shape),
+            "terms": list(TERMS),
+            "coefficients": self.coefficients.tolist(),
+            "stars": self.stars,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "PSF map") -> PSFMap:
+        try:
+            if d["version"] != PSF_MAP_VERSION or list(d["terms"]) != list(TERMS):
+                raise StargalError(f"{source}: PSF map version {d.get('version')}; rerun 01_alignment.py --force")
+            coefficients = np.asarray(d["coefficients"], np.float64)
+            out = cls(str(d["bands"]), (int(d["shape"][0]), int(d["shape"][1])), coefficients, int(d["stars"]))
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise StargalError(f"{source}: not a PSF map ({exc})") from None
+        if coefficients.shape != (len(out.bands), len(TERMS)) or not np.all(coefficients[:, 0] > 0):
+            raise StargalError(f"{source}: PSF map coefficients malformed")
+        return out
+
+
+def _normalised(x: np.ndarray, y: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    rows, cols = shape
+    xn = np.clip((x - (cols - 1) / 2) / (cols / 2), -1.2, 1.2)
+    yn = np.clip((y - (rows - 1) / 2) / (rows / 2), -1.2, 1.2)
+    return xn, yn
+
+
+def _design(xn: np.ndarray, yn: np.ndarray) -> np.ndarray:
+    return np.stack([np.ones_like(xn), xn, yn, xn**2], -1)
+
+
+def fit_psf_map(
+    r50: np.ndarray, x: np.ndarray, y: np.ndarray, stars: np.ndarray, shape: tuple[int, int], bands: str
+) -> PSFMap:
+    """Fit every band's r50 [n, bands] of the ``stars`` (bool [n]) as a polynomial of position.
+
+    Iteratively clipped least squares (3 sigma, robust scale); as many terms as the stars support. Raises
+    StargalError when a band has no usable star, since a classifier must not run on a guessed PSF.
+    """
+    xn, yn = _normalised(np.asarray(x, np.float64), np.asarray(y, np.float64), shape)
+    design = _design(xn, yn)
+    coefficients = np.zeros((len(bands), len(TERMS)))
+    used = 0
+    for b, band in enumerate(bands):
+        keep = stars & np.isfinite(r50[:, b]) & (r50[:, b] > 0)
+        if not keep.any():
+            raise StargalError(f"band {band}: no star to measure the PSF on (an empty or blank frame?)")
+        # noisy sizes (faint stars in u and z, blends) first clipped about the median
+        centre = np.median(r50[keep, b])
+        spread = max(1.4826 * np.median(np.abs(r50[keep, b] - centre)), 0.05 * centre)
+        keep &= np.abs(r50[:, b] - centre) <= CLIP_SIGMA * spread
+        terms = max(t for t, need in MIN_STARS_FOR_TERMS.items() if keep.sum() >= need)
+        coef = np.zeros(len(TERMS))
+        coef[0] = np.median(r50[keep, b])
+        for _ in range(4 if terms > 1 else 0):
+            coef[:terms], *_ = np.linalg.lstsq(design[keep, :terms], r50[keep, b], rcond=None)
+            residual = r50[:, b] - design[:, :terms] @ coef[:terms]
+            scale = 1.4826 * np.median(np.abs(residual[keep])) + 1e-6
+            clipped = keep & (np.abs(residual) <= CLIP_SIGMA * scale)
+            if clipped.sum() == keep.sum() or clipped.sum() < MIN_STARS_FOR_TERMS[terms]:
+                break
+            keep = clipped
+        coefficients[b] = coef
+        used = max(used, int(keep.sum()))
+    return PSFMap(bands, (int(shape[0]), int(shape[1])), coefficients, used)
+
+
+def measure_psf_map(cube: np.ndarray, bands: str) -> PSFMap:
+    """The PSF map of an aligned cube [bands, rows, cols], from the stars ``stargal.detection`` finds."""
+    from .detection import measure_sources
+
+    sources = measure_sources(cube, bands)
+    if not sources.star.any():
+        raise StargalError("no star found to measure the PSF on (an empty, blank or tiny frame?)")
+    return fit_psf_map(sources.r50, sources.x, sources.y, sources.star, cube.shape[1:], bands)

@@ -1,0 +1,157 @@
+"""How a classifier does on real SDSS frames, with the few labels the real sky gives us (pure: arrays in, dicts out).
+
+Two kinds of evidence, each also split by frame quadrant so that a failure tied to a place shows:
+
+- **Two-sided, on a field with a complete star catalog** (4510-4-30's real star sweep): the fraction of the
+  catalog's stars called star (recall, per r magnitude bin), and the fraction called star among detected
+  sources brighter than r = 21 lying more than 2" from every catalog star (the sweep is complete there, so
+  these are almost all galaxies); with both, an MCC of "catalog star" against "bright non-catalog source".
+- **The stellar locus, on any field** (no labels): stars lie on a tight curve in the g-r / r-i plane, galaxies
+  do not (``stargal.locus``). For sources called star with 16 < r < 20 (brighter ones saturate, their colours
+  cannot be measured), the fraction within 0.15 mag of the locus; the same for sources called galaxy; and for
+  context the fraction of the field's *point-like* sources (picked by size alone, no classifier) on the locus,
+  the field's own ceiling; plus the predicted star fraction per magnitude bin.
+
+Every fraction comes with its count and a 95 % Wilson interval: quadrants of a high-latitude field hold a few
+dozen bright stars, so a single source moves a fraction by several points.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import matthews_corrcoef
+
+from . import locus
+
+RECALL_BINS = ((None, 21.0), (21.0, 22.0), (22.0, None))  # the three bins the recall targets are set on
+FINE_BINS = ((None, 16.0), (16.0, 18.0), (18.0, 20.0), (20.0, 21.0), (21.0, 22.0), (22.0, 23.0), (23.0, None))
+LOCUS_RANGE = (16.0, 20.0)  # r: bright enough for clean colours, faint enough not to saturate
+LOCUS_BINS = ((16.0, 18.0), (18.0, 19.0), (19.0, 20.0))
+STAR_FRACTION_BINS = ((16.0, 18.0), (18.0, 19.0), (19.0, 20.0), (20.0, 21.0), (21.0, 22.0))
+BRIGHT_LIMIT = 21.0  # r: "bright" non-catalog sources
+MATCH_RADIUS_ARCSEC = 2.0
+QUADRANT_NAMES = ("x<half, y<half", "x>=half, y<half", "x<half, y>=half", "x>=half, y>=half")
+
+
+def quadrant(x: np.ndarray, y: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """0..3 per position: left/right half of the columns (+1 right), lower/upper half of the rows (+2 upper)."""
+    rows, cols = shape
+    return (np.asarray(x) >= cols / 2).astype(np.int8) + 2 * (np.asarray(y) >= rows / 2).astype(np.int8)
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float | None, float | None]:
+    """95 % Wilson score interval of a fraction k / n (None, None when n is 0)."""
+    if n == 0:
+        return None, None
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
+def fraction(flags: np.ndarray, select: np.ndarray | None = None) -> dict:
+    """{"n", "k", "fraction", "low", "high"} of the True ``flags`` among the ``select``ed entries."""
+    flags = np.asarray(flags, bool)
+    if select is not None:
+        flags = flags[np.asarray(select, bool)]
+    n, k = int(flags.size), int(flags.sum())
+    low, high = wilson(k, n)
+    return {"n": n, "k": k, "fraction": k / n if n else None, "low": low, "high": high}
+
+
+def in_bin(mag: np.ndarray, lo: float | None, hi: float | None) -> np.ndarray:
+    mag = np.asarray(mag, np.float64)
+    ok = np.isfinite(mag)
+    if lo is not None:
+        ok &= mag >= lo
+    if hi is not None:
+        ok &= mag < hi
+    return ok
+
+
+def bin_label(lo: float | None, hi: float | None) -> str:
+    if lo is None:
+        return f"< {hi:g}"
+    return f">= {lo:g}" if hi is None else f"{lo:g}-{hi:g}"
+
+
+def by_bins(flags: np.ndarray, mag: np.ndarray, bins, select: np.ndarray | None = None) -> list[dict]:
+    """``fraction`` of ``flags`` in each magnitude bin (within ``select``)."""
+    select = np.ones(len(flags), bool) if select is None else np.asarray(select, bool)
+    return [{"bin": bin_label(lo, hi), **fraction(flags, select & in_bin(mag, lo, hi))} for lo, hi in bins]
+
+
+def by_quadrant(flags: np.ndarray, quad: np.ndarray, select: np.ndarray | None = None) -> list[dict]:
+    select = np.ones(len(flags), bool) if select is None else np.asarray(select, bool)
+    return [{"quadrant": QUADRANT_NAMES[q], **fraction(flags, select & (quad == q))} for q in range(4)]
+
+
+def catalog_check(called_star: np.ndarray, r_mag: np.ndarray, quad: np.ndarray) -> dict:
+    """Recall on a catalog's stars: overall, per RECALL_BINS and FINE_BINS of r PSF magnitude (the stars with
+    no positive r flux, listed for their u or z light, in a bin of their own), and per quadrant."""
+    no_r = ~np.isfinite(np.asarray(r_mag, np.float64))
+    return {
+        "overall": fraction(called_star),
+        "by_r": by_bins(called_star, r_mag, RECALL_BINS),
+        "by_r_fine": by_bins(called_star, r_mag, FINE_BINS) + [{"bin": "no r flux", **fraction(called_star, no_r)}],
+        "by_quadrant": by_quadrant(called_star, quad),
+        "faint_by_quadrant": by_quadrant(called_star, quad, in_bin(r_mag, 22.0, None)),
+    }
+
+
+def two_sided(catalog_called_star: np.ndarray, others_called_star: np.ndarray) -> dict:
+    """MCC, accuracy and both rates of "catalog star" (positives) against "bright non-catalog source"."""
+    truth = np.r_[np.ones(len(catalog_called_star), int), np.zeros(len(others_called_star), int)]
+    called = np.r_[np.asarray(catalog_called_star, int), np.asarray(others_called_star, int)]
+    both = len(catalog_called_star) > 0 and len(others_called_star) > 0
+    return {
+        "mcc": float(matthews_corrcoef(truth, called)) if both else None,
+        "accuracy": float((truth == called).mean()) if len(truth) else None,
+        "star_recall": fraction(catalog_called_star),
+        "non_catalog_called_star": fraction(others_called_star),
+    }
+
+
+def locus_check(
+    gr: np.ndarray, ri: np.ndarray, r: np.ndarray, called_star: np.ndarray, pointlike: np.ndarray, quad: np.ndarray
+) -> dict:
+    """The stellar-locus test of one field (see the module docstring).
+
+    The locus is reddened by the field's E(B-V), fitted to its bright point-like sources (size alone, no
+    classifier), so dust in the field (the Galactic plane) moves the curve and not the verdict.
+    """
+    bright = in_bin(r, *LOCUS_RANGE) & np.isfinite(gr) & np.isfinite(ri)
+    ebv = locus.fit_reddening(gr[bright & pointlike], ri[bright & pointlike])
+    on = locus.locus_distance(gr, ri, ebv) < locus.LOCUS_TOLERANCE
+    star, galaxy = bright & called_star, bright & ~called_star
+    return {
+        "ebv": ebv,
+        "tolerance": locus.LOCUS_TOLERANCE,
+        "r_range": list(LOCUS_RANGE),
+        "called_star": fraction(on, star),
+        "called_galaxy": fraction(on, galaxy),
+        "pointlike": fraction(on, bright & pointlike),
+        "called_star_by_r": by_bins(on, r, LOCUS_BINS, star),
+        "called_galaxy_by_r": by_bins(on, r, LOCUS_BINS, galaxy),
+        "called_star_by_quadrant": by_quadrant(on, quad, star),
+        "on_locus": on,
+    }
+
+
+def star_fractions(called_star: np.ndarray, r: np.ndarray, quad: np.ndarray) -> dict:
+    """The predicted star fraction per STAR_FRACTION_BINS of r, overall and per quadrant."""
+    return {
+        "by_r": by_bins(called_star, r, STAR_FRACTION_BINS),
+        "by_quadrant": [
+            {"quadrant": QUADRANT_NAMES[q], "by_r": by_bins(called_star, r, STAR_FRACTION_BINS, quad == q)}
+            for q in range(4)
+        ],
+    }
+
+
+def largest_quadrant_gap(overall: dict, per_quadrant: list[dict]) -> float | None:
+    """The largest |quadrant fraction - field fraction|, in fraction units (None without data)."""
+    if overall["fraction"] is None:
+        return None
+    gaps = [abs(q["fraction"] - overall["fraction"]) for q in per_quadrant if q["fraction"] is not None]
+    return max(gaps) if gaps else None

@@ -1,0 +1,150 @@
+"""The real-sky evaluation: stellar locus, PSF maps, source measurement, the evaluation's cores and runner."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import toy_models as toy
+from scipy.spatial import cKDTree
+
+from stargal import detection, locus, realsky, simulate
+from stargal.config import FieldSet
+from stargal.cube import read_cube
+from stargal.errors import StargalError
+from stargal.fsio import read_json
+from stargal.geometry import unit_vectors
+from stargal.paths import DataPaths, FieldId
+from stargal.psf import PSFMap, fit_psf_map
+from stargal.sim_formats import TRUTH_DTYPE
+from stargal.tables import read_table
+
+
+def test_locus_curve_points_are_on_it_and_offsets_are_not():
+    gr, ri = locus.locus_curve(50)
+    assert np.all(locus.locus_distance(gr, ri) < 3e-3)  # the curve is sampled at 2000 points
+    # 0.3 mag off the curve, perpendicular-ish (straight up in r-i on the blue part)
+    blue = gr < 1.0
+    assert np.all(locus.locus_distance(gr[blue], ri[blue] + 0.3) > locus.LOCUS_TOLERANCE)
+    assert np.isnan(locus.locus_distance(np.array([np.nan]), np.array([0.2]))[0])
+
+
+def test_reddening_is_recovered_from_reddened_stars():
+    rng = np.random.default_rng(0)
+    gr, ri = locus.locus_curve(400)
+    pick = rng.choice(len(gr), 300)
+    ebv = 0.8
+    g_r = gr[pick] + locus.REDDENING[0] * ebv + rng.normal(0, 0.03, 300)
+    r_i = ri[pick] + locus.REDDENING[1] * ebv + rng.normal(0, 0.03, 300)
+    assert locus.fit_reddening(g_r, r_i) == pytest.approx(ebv, abs=0.1)
+    assert locus.fit_reddening(np.array([]), np.array([])) == 0.0
+
+
+def test_fractions_intervals_and_quadrants():
+    f = realsky.fraction(np.array([1, 1, 0, 1], bool))
+    assert (f["n"], f["k"], f["fraction"]) == (4, 3, 0.75) and f["low"] < 0.75 < f["high"]
+    assert realsky.fraction(np.zeros(0, bool))["fraction"] is None
+    q = realsky.quadrant(np.array([10, 1500, 10, 1500]), np.array([10, 10, 1000, 1000]), (1489, 2048))
+    assert q.tolist() == [0, 1, 2, 3]
+    rows = realsky.by_bins(np.array([1, 0, 1, 1], bool), np.array([15.0, 21.5, 22.5, np.nan]), realsky.RECALL_BINS)
+    assert [r["n"] for r in rows] == [1, 1, 1]  # the NaN magnitude is in no bin
+    two = realsky.two_sided(np.array([1, 1, 1, 0], bool), np.array([0, 0, 1], bool))
+    assert two["star_recall"]["fraction"] == 0.75 and two["non_catalog_called_star"]["k"] == 1
+    assert -1 <= two["mcc"] <= 1
+
+
+def test_psf_map_follows_a_gradient_and_refuses_a_starless_frame():
+    rng = np.random.default_rng(1)
+    n, shape = 200, (1000, 2000)
+    x, y = rng.uniform(0, shape[1], n), rng.uniform(0, shape[0], n)
+    xn = (x - (shape[1] - 1) / 2) / (shape[1] / 2)
+    r50 = np.stack([2.0 + 0.2 * xn + rng.normal(0, 0.02, n)] * 5, 1)
+    r50[:5] = 9.0  # galaxies that slipped in: clipped
+    pmap = fit_psf_map(r50, x, y, np.ones(n, bool), shape, "ugriz")
+    at = pmap.at(np.array([0.0, (shape[1] - 1) / 2, shape[1] - 1.0]), np.full(3, shape[0] / 2))
+    np.testing.assert_allclose(at[:, 2], [1.8, 2.0, 2.2], atol=0.02)
+    again = PSFMap.from_dict(pmap.to_dict())
+    np.testing.assert_array_equal(again.coefficients, pmap.coefficients)
+    far = pmap.at(np.array([1e6]), np.array([0.0]))  # clamped, never extrapolated wildly
+    assert np.all(far <= 2.0 * 1.25 + 1e-6)
+    with pytest.raises(StargalError, match="no star"):
+        fit_psf_map(r50, x, y, np.zeros(n, bool), shape, "ugriz")
+    with pytest.raises(StargalError, match="PSF map"):
+        PSFMap.from_dict({"version": 1, "terms": ["1"]}, "x.json")
+
+
+ONE_FIELD = FieldSet(301, 8162, 6, (80,), (80,), (), ())
+ONE_FIELD_SEED = 7  # field 80 of seed 7: |b| = 33 deg, 1.1" seeing, an ordinary high-latitude field
+
+
+@pytest.fixture(scope="module")
+def one_field(tmp_path_factory):
+    """One full-size simulated field, aligned (with its PSF map), its sources matched to the truth."""
+    from stargal.stages.alignment import FieldTask, process_field
+    from stargal.stages.simulate import simulate_sky
+
+    paths = DataPaths(tmp_path_factory.mktemp("one_field") / "data")
+    simulate_sky(paths, ONE_FIELD, seed=ONE_FIELD_SEED, workers=2)
+    fid = FieldId(301, 8162, 6, 80)
+    process_field(FieldTask(str(paths.root), fid))
+    truth = read_table(paths.sim_truth(301, 8162, 6), dtype=TRUTH_DTYPE)
+    cube = read_cube(paths.cube(fid))
+    s = detection.measure_sources(np.asarray(cube.data, np.float32), cube.bands)
+    ra, dec = cube.wcs.celestial.wcs_pix2world(s.x, s.y, 0)
+    d, idx = cKDTree(unit_vectors(truth["ra"], truth["dec"])).query(unit_vectors(ra, dec))
+    matched = d < 1.0 / 206265  # within 1" (chord on the unit sphere)
+    m = s.magnitude[matched]
+    return {
+        "paths": paths,
+        "fid": fid,
+        "sources": s,
+        "gr": m[:, 1] - m[:, 2],
+        "ri": m[:, 2] - m[:, 3],
+        "r": m[:, 2],
+        "pointlike": s.star[matched],
+        "star": truth["label"][idx[matched]] == 1,
+    }
+
+
+@pytest.mark.slow
+def test_locus_check_passes_on_simulated_stars_and_fails_on_galaxies(one_field):
+    s = one_field
+    quad = np.zeros(len(s["r"]), np.int8)
+    # a perfect classifier (the simulator's truth) as the "model"
+    check = realsky.locus_check(s["gr"], s["ri"], s["r"], s["star"], s["pointlike"], quad)
+    assert check["called_star"]["n"] >= 30 and check["called_galaxy"]["n"] >= 15
+    # measured colours (not the true ones) of a 1.1"-seeing field: most true stars lie on the locus, and
+    # clearly more of them than of the galaxies, several of which have star-like colours at these magnitudes
+    assert check["called_star"]["fraction"] >= 0.8
+    assert check["called_galaxy"]["fraction"] <= check["called_star"]["fraction"] - 0.15
+    # a classifier calling everything star fails the test
+    everything = realsky.locus_check(s["gr"], s["ri"], s["r"], np.ones(len(s["r"]), bool), s["pointlike"], quad)
+    assert everything["called_star"]["fraction"] < check["called_star"]["fraction"] - 0.03
+
+
+@pytest.mark.slow
+def test_psf_map_of_a_simulated_cube_follows_its_stars(one_field):
+    paths, fid, s = one_field["paths"], one_field["fid"], one_field["sources"]
+    pmap = PSFMap.from_dict(read_json(paths.psf_map(fid)))
+    assert pmap.bands == "ugriz" and pmap.stars >= 30
+    at = pmap.at(s.x[s.star], s.y[s.star])
+    np.testing.assert_allclose(np.median(at, 0), np.nanmedian(s.r50[s.star], 0), rtol=0.05)
+    # and the map follows the simulator's own PSF: a wider core gives wider stars
+    cond = simulate.field_conditions(ONE_FIELD_SEED, 8162, 6, 80)
+    ratio = np.array([cond.seeing[b] for b in "ugriz"]) / cond.seeing["r"]
+    np.testing.assert_allclose(pmap.coefficients[:, 0] / pmap.coefficients[2, 0], ratio, rtol=0.12)
+
+
+def test_detection_finds_sources_sizes_and_stars():
+    data, _, xs, ys, kinds = toy.toy_cube(shape=(200, 300), n=30, seed=5)
+    s = detection.measure_sources(data, "ugriz")
+    d = np.hypot(xs[:, None] - s.x[None], ys[:, None] - s.y[None])
+    assert np.all(d.min(axis=1) < 1.0)  # every source found at its position
+    nearest = d.argmin(axis=1)
+    star = kinds == "star"
+    # the toy stars are Gaussians of sigma 1.1 px: half-light radius 1.1774 x 1.1
+    assert s.stellar_r50[2] == pytest.approx(1.1774 * 1.1, rel=0.08)
+    assert np.all(s.r50[nearest[~star], 2] > 1.3 * s.stellar_r50[2])
+    assert s.star[nearest[star]].mean() > 0.8 and not s.star[nearest[~star]].any()
+    # PSF-weighted fluxes of the stars, corrected with the stars themselves, give their colours
+    flux = s.flux[nearest[star]]
+    np.testing.assert_allclose(np.median(flux / flux[:, [2]], 0), toy.SED / toy.SED[2], rtol=0.05)
