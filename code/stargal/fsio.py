@@ -141,18 +141,18 @@ def json_text(obj) -> str:
     return json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n"
 
 
-def read_json(path: str | os.PathLike):
-    """The JSON value in ``path``; CorruptFileError (a StargalError and ValueError) naming the file when the
-    content is not valid JSON. FileNotFoundError when it does not exist."""
+def read_json(path: str | os.PathLike, advice: str = "the file is damaged"):
+    """The JSON value in ``path``; CorruptFileError (a StargalError and ValueError) naming the file, followed by
+    ``advice``, when the content is not valid JSON. FileNotFoundError when it does not exist."""
     try:
         with open(path, encoding="utf-8") as fh:
             return json.load(fh)
     except json.JSONDecodeError as exc:
         raise CorruptFileError(
-            f"{path}: not valid JSON ({exc.msg}, line {exc.lineno} column {exc.colno}); the file is damaged"
+            f"{path}: not valid JSON ({exc.msg}, line {exc.lineno} column {exc.colno}); {advice}"
         ) from None
     except UnicodeDecodeError as exc:
-        raise CorruptFileError(f"{path}: not valid JSON (not UTF-8 text: {exc.reason}); the file is damaged") from None
+        raise CorruptFileError(f"{path}: not valid JSON (not UTF-8 text: {exc.reason}); {advice}") from None
 
 
 def _json_default(value):
@@ -221,8 +221,10 @@ def check_entry(path: str | os.PathLike, entry: dict, deep: bool = False) -> str
         return f"unreadable ({exc.strerror})"
     if not os.path.isfile(path):
         return "not a file"
-    if st.st_size != entry.get("size"):
-        return f"{st.st_size} bytes, recorded {entry.get('size')} (cut short or replaced)"
+    recorded = entry.get("size")
+    if st.st_size != recorded:
+        how = "cut short" if isinstance(recorded, int) and st.st_size < recorded else "changed"
+        return f"{st.st_size} bytes, recorded {recorded} ({how})"
     if not deep and entry.get("stamp") == _stamp(st):
         return None
     try:

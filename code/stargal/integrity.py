@@ -100,6 +100,20 @@ def require_model(model_dir: str | os.PathLike) -> dict:
 # the whole data folder (run_scripts.sh --verify)
 
 
+# which run writes each folder (or file) under reports/
+REPORT_WRITERS = {
+    "alignment": "01_alignment.py",
+    "splits": "02_preparation.py",
+    "augmentation": "04_augmentation.py (--experiment)",
+    "training": "03_model.py",
+    "tuning": "tune.py",
+    "explain": "explain.py",
+    "difficulty": "explain.py --difficulty",
+    "pipeline": "run_scripts.sh",
+    "report.json": "make_report.py",
+}
+
+
 @dataclass(frozen=True)
 class Finding:
     path: Path
@@ -168,11 +182,17 @@ def verify_data_folder(paths: DataPaths, deep: bool = True) -> tuple[list[Findin
     reports = paths.reports()
     for js in sorted(reports.rglob("*.json")) if reports.is_dir() else []:
         checked += 1
+        area = js.relative_to(reports).parts[0]
+        redo = REPORT_WRITERS.get(area, f"the stage that writes reports/{area}")
         try:
-            fsio.read_json(js)
+            content = fsio.read_json(js)
         except ValueError:
-            area = js.relative_to(reports).parts[0]
-            findings.append(Finding(js, "not valid JSON (damaged)", f"the stage that writes reports/{area} (--force)"))
+            findings.append(Finding(js, "not valid JSON (damaged)", redo))
+            continue
+        if isinstance(content, dict) and fsio.INTEGRITY_KEY in content:  # a report set's record
+            check = fsio.check_seal(js, deep=deep)
+            checked += len(check.files())
+            findings += [Finding(p, why, redo) for p, why in check.problems]
     for folder, _, names in os.walk(paths.root):
         for name in names:
             if fsio.TEMPORARY_RE.match(name):

@@ -118,7 +118,7 @@ def load_config(path: str | Path) -> dict:
     """A hyper-parameter JSON: {"architecture": ..., "hyperparameters": {...}, training keys...}, every key
     checked against the known ones and every value against its allowed range (one-line errors naming both)."""
     try:
-        cfg = fsio.read_json(path)
+        cfg = fsio.read_json(path, advice="correct the file")
     except FileNotFoundError:
         raise StargalError(f"{path}: config file not found") from None
     except IsADirectoryError:

@@ -26,7 +26,7 @@ from .. import __version__, align, catalog, fsio, integrity, sdss
 from ..config import BANDS, LABEL_GALAXY, LABEL_STAR, REFERENCE_BAND, FieldSet
 from ..cube import read_cube, write_cube
 from ..errors import StargalError
-from ..fsio import OutputSet, save_npy, write_json, write_text
+from ..fsio import OutputSet, save_npy, write_text
 from ..geometry import footprint_overlap
 from ..parallel import map_tasks
 from ..paths import DataPaths, FieldId
@@ -35,7 +35,7 @@ from ..tables import OBJECT_DTYPE, markdown_table, read_table, write_table
 log = logging.getLogger("stargal")
 CATALOG_KINDS = ("gal", "star")
 MIN_BAND_OVERLAP = 0.5  # a band's frame must cover at least this much of the reference frame (same field: ~1)
-LOW_COVERAGE = 0.9  # warn when an aligned band has data for less of the frame than this
+LOW_COVERAGE = 0.75  # warn when an aligned band has data for less of the frame than this (real frames: > 0.98)
 
 
 @dataclass(frozen=True)
@@ -162,18 +162,22 @@ def process_field(task: FieldTask) -> dict:
     done = {"field": fid.field, "aligned": False, "objects": False, "align_seconds": None, "cpu_seconds": None}
     frames_in = fingerprints(frame_paths(paths, fid))
     catalogs_in = fingerprints(task.catalog_files)
-    previous, listed = None, []
+    previous, listed, intact = None, [], False
     if not task.force:
         check = integrity.field_check(paths, fid)
-        if check.ok:
-            previous, listed = check.record, check.files()
-        elif cube_path.exists() or record_path.exists():
+        previous, listed, intact = check.record, check.files(), check.ok
+        if not intact and (cube_path.exists() or record_path.exists()):
             done["repaired"] = check.describe()
             log.warning("field %s: %s; redoing it", fid, check.describe())
+        if any(os.path.normpath(p) == os.path.normpath(cube_path) for p, _ in check.problems):
+            previous = None  # the cube itself is broken: align again
     inputs = (previous or {}).get("inputs", {})
     cube_current = bool(previous) and inputs.get("frames") == frames_in and previous.get("ref_band") == task.ref_band
     objects_current = (
-        cube_current and inputs.get("catalogs") == catalogs_in and (objects_path in listed) == bool(task.catalog_files)
+        intact
+        and cube_current
+        and inputs.get("catalogs") == catalogs_in
+        and (objects_path in listed) == bool(task.catalog_files)
     )
     if cube_current and objects_current:
         return done
@@ -360,10 +364,10 @@ def write_reports(paths: DataPaths, fs: FieldSet, fids: list[FieldId], ref_band:
     summary["plots"]["before_after"] = plots.plot_before_after(
         {b: f.image for b, f in frames.items()}, cube, out / "before_after.png", title=f"field {fids[0]}"
     )
+    figures = list(summary["plots"].values())
     summary["plots"] = {k: os.path.relpath(v, out) for k, v in summary["plots"].items()}
-    write_json(out / "summary.json", summary)
     write_text(out / "summary.md", summary_markdown(summary))
-    return summary
+    return fsio.seal(out / "summary.json", [out / "summary.md", *figures], summary)  # last: with the checksums
 
 
 def summary_markdown(summary: dict) -> str:
@@ -447,7 +451,7 @@ def run_alignment(
         "timings": done,
     }
     summary_path = paths.reports("alignment", "summary.json")
-    if reports and (changed or force or not summary_path.is_file()):
+    if reports and (changed or force or not fsio.check_seal(summary_path).ok):
         summary = write_reports(paths, fs, fids, ref_band, done)
         result["totals"] = summary["totals"]
         result["reports"] = str(paths.reports("alignment"))

@@ -31,7 +31,7 @@ from .. import __version__, fsio, integrity, normalise, patches, splits
 from ..config import BANDS, LABEL_STAR, PATCH_SIZE, SPLITS, FieldSet
 from ..cube import read_cube
 from ..errors import StargalError
-from ..fsio import OutputSet, save_npy, write_json, write_text, write_text_if_changed
+from ..fsio import OutputSet, save_npy, write_text, write_text_if_changed
 from ..parallel import map_tasks
 from ..paths import DataPaths, FieldId
 from ..progress import track
@@ -279,7 +279,9 @@ def _current(paths: DataPaths, name: str, config: dict, inputs: dict) -> dict | 
             log.warning("dataset %s: %s; rebuilding it", name, check.describe())
         return None
     record = check.record
-    reports = all((paths.reports("splits", name) / f).is_file() for f in REPORT_FILES)
+    reports = fsio.check_seal(
+        paths.reports("splits", name) / REPORT_FILES[0], [paths.reports("splits", name) / f for f in REPORT_FILES[1:]]
+    ).ok
     if record.get("config") != config or record.get("inputs") != inputs or not reports:
         return None
     return record
@@ -401,7 +403,7 @@ def write_split_report(
     folder = paths.reports("splits", name)
     report = split_report(objects, counts, removed)
     json_file, md_file, png_file = (folder / f for f in REPORT_FILES)
-    write_json(json_file, {"name": name, **report})
     write_text(md_file, split_report_markdown(name, report))
     plot_splits(png_file, objects, counts, MAG_BINS, title=name)
+    fsio.seal(json_file, [md_file, png_file], {"name": name, **report})  # last: with the checksums
     return folder

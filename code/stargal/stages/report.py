@@ -131,6 +131,8 @@ def _summary_lines(folder: Path) -> list[str]:
     lines: list[str] = []
     for js in sorted(folder.rglob("*.json")):
         obj = _read_json(js)
+        if isinstance(obj, dict):
+            obj = {k: v for k, v in obj.items() if k != fsio.INTEGRITY_KEY}  # checksums: not for the reader
         if obj is not None:
             lines += [f"{js.relative_to(folder)}:"] + ["  " + s for s in json_lines(obj, limit=40)]
     return lines
