@@ -185,15 +185,16 @@ def _dataset(paths: DataPaths) -> tuple[dict, dict[str, bytes]]:
     name = paths.latest_dataset.read_text().strip()
     meta = json.loads(paths.dataset_json(name).read_text())
     assert Path(meta.pop("report")) == paths.reports("splits", name)
-    for entry in meta["integrity"]["files"].values():
-        entry.pop("stamp")  # times and inode of this copy
     files = {}
     for s in SPLITS:
         for p in (paths.split_x(name, s), paths.split_y(name, s), paths.split_objects(name, s)):
             files[p.name] = p.read_bytes()
-    for p in ("splits.json", "splits.md"):
-        files[p] = (paths.reports("splits", name) / p).read_bytes()
-    return {k: v for k, v in meta.items() if k not in ("seconds", "skipped")}, files
+    files["splits.md"] = (paths.reports("splits", name) / "splits.md").read_bytes()
+    report = json.loads((paths.reports("splits", name) / "splits.json").read_text())
+    for record in (meta, report):
+        for entry in record["integrity"]["files"].values():
+            entry.pop("stamp")  # times and inode of this copy
+    return {k: v for k, v in meta.items() if k not in ("seconds", "skipped")} | {"split_report": report}, files
 
 
 def test_preparation_on_a_dask_cluster_equals_the_sequential_run(aligned, tmp_path, cluster, local_cluster):
