@@ -137,7 +137,7 @@ def main(argv=None) -> int:
     write_json(model_dir / "card.json", card)
     if args.install:
         PRETRAINED_MODEL_DIR.mkdir(parents=True, exist_ok=True)
-        for name in ("model.keras", "model.json", "metrics.json", "card.json"):
+        for name in ("model.keras", "model.json", "metrics.json", "history.csv", "card.json"):
             shutil.copy2(model_dir / name, PRETRAINED_MODEL_DIR / name)
         write_text(PRETRAINED_MODEL_DIR.parent / "README.md", model_card(card, read_json(ModelFiles(model_dir).json)))
         print(f"installed {model_dir} -> {PRETRAINED_MODEL_DIR}")

@@ -84,7 +84,8 @@ def main(argv=None) -> int:
         workers=args.workers, http=http, seed=args.seed, scheduler=args.scheduler,
         **({"sim_shape": tuple(args.sim_shape)} if args.sim_shape else {}),
     )  # fmt: skip
-    summary = run_download(cli.data_paths(args), cli.field_set(args), options)
+    fs = cli.field_set(args)
+    summary = run_download(cli.open_data_folder(args), fs, options)
     for line in summary.lines():
         print(line)
     return 0 if summary.ok else 1

@@ -31,8 +31,8 @@ def build_parser():
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     cli.setup_logging(args.quiet)
-    paths = cli.data_paths(args)
     fs = cli.field_set(args)
+    paths = cli.open_data_folder(args)
     result = run_alignment(
         paths, fs, ref_band=args.ref_band, workers=args.workers, scheduler=args.scheduler,
         force=args.force, reports=not args.no_reports,

@@ -35,13 +35,15 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     cli.setup_logging(args.quiet)
     fs = cli.field_set(args)
+    test_regions = [splits.parse_region(r, "--test-region") for r in args.test_region]
+    exclude_regions = [splits.parse_region(r, "--exclude-region") for r in args.exclude_region]
     summary = prepare(
-        cli.data_paths(args),
+        cli.open_data_folder(args),
         fs,
         patch_size=args.patch_size,
         edge=args.edge,
-        test_regions=[splits.parse_region(r, "--test-region") for r in args.test_region],
-        exclude_regions=[splits.parse_region(r, "--exclude-region") for r in args.exclude_region],
+        test_regions=test_regions,
+        exclude_regions=exclude_regions,
         name=args.dataset,
         force=args.force,
         workers=args.workers,

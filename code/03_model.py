@@ -84,7 +84,7 @@ def main(argv=None) -> int:
     from stargal.train_options import options_from_args
 
     options = options_from_args(args)
-    paths = cli.data_paths(args)
+    paths = cli.open_data_folder(args)
     seeds = [args.seed + i for i in range(args.seeds)] if args.seeds else None
     if args.compare_augmentation:
         result = training.compare_augmentation(paths, args.dataset, options, seeds)

@@ -44,8 +44,8 @@ def main(argv=None) -> int:
     cli.setup_logging(args.quiet)
     from stargal.stages import augmentation as stage
 
-    paths = cli.data_paths(args)
-    result = stage.write_examples(paths, args.dataset, seed=args.seed)
+    paths = cli.open_data_folder(args)
+    result = stage.write_examples(paths, args.dataset, seed=args.seed, force=args.force)
     print(f"dataset {result['dataset']}: augmentation examples and summary in {result['report']}")
     if args.materialize:
         mat = stage.materialize(paths, result["dataset"], seed=args.seed, force=args.force)

@@ -32,8 +32,9 @@ def main(argv=None) -> int:
     cli.setup_logging(args.quiet)
     from stargal.stages.explain import run_explain
 
+    paths = cli.open_data_folder(args)
     result = run_explain(
-        cli.data_paths(args),
+        paths,
         model=args.model,
         dataset=args.dataset,
         split=args.split,
@@ -48,9 +49,7 @@ def main(argv=None) -> int:
     if args.difficulty:
         from stargal.stages.explain import run_difficulty
 
-        diff = run_difficulty(
-            cli.data_paths(args), model=args.model, dataset=args.dataset, seed=args.seed, force=args.force
-        )
+        diff = run_difficulty(paths, model=args.model, dataset=args.dataset, seed=args.seed, force=args.force)
         print(
             f"difficulty analysis ({diff['by_magnitude_source']} per-magnitude metrics) -> {diff['folder'] / 'difficulty.md'}"
         )

@@ -19,9 +19,11 @@ def main(argv=None) -> int:
     )
     args = parser.parse_args(argv)
     cli.setup_logging(args.quiet)
-    result = build_report(cli.data_paths(args), Path(args.output).expanduser().resolve() if args.output else None)
+    output = Path(args.output).expanduser().resolve() if args.output else None
+    result = build_report(cli.open_data_folder(args), output)
     missing = [title for title, ran in result["sections"].items() if not ran]
-    print(f"report: {result['path']} ({result['pages']} pages)")
+    state = ", current, kept" if result.get("skipped") else ""
+    print(f"report: {result['path']} ({result['pages']} pages{state})")
     if missing:
         print(f"not run: {', '.join(missing)}")
     return 0

@@ -71,9 +71,8 @@ def main(argv=None) -> int:
     fid = FieldId(args.rerun, args.run, args.camcol, field) if field is not None else None
     if args.cube is None and fid is None:
         raise StargalError("give a field: --cube PATH or --field N (with --rerun/--run/--camcol)")
-    out, pred = run_predict(
-        cli.data_paths(args), ra=ra, dec=dec, model=args.model, cube_path=args.cube, fid=fid, out=args.out
-    )
+    paths = cli.open_data_folder(args, shared=True)
+    out, pred = run_predict(paths, ra=ra, dec=dec, model=args.model, cube_path=args.cube, fid=fid, out=args.out)
     counts = pred.counts()
     stars = int(np.count_nonzero(pred.label == "star"))
     print(

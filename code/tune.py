@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     from stargal.stages.tuning import run_tuning
 
     result = run_tuning(
-        cli.data_paths(args),
+        cli.open_data_folder(args),
         dataset=args.dataset,
         architecture=args.architecture,
         trials=args.trials,

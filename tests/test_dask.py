@@ -96,9 +96,9 @@ def _sas_files(paths: DataPaths) -> dict[str, bytes]:
 
 
 def _manifest_entries(paths: DataPaths) -> dict[str, dict]:
-    """The manifest without the fetch times."""
+    """The manifest without the fetch times and file stamps (times and inodes of this copy)."""
     files = Manifest.load(paths.manifest).files
-    return {rel: {k: v for k, v in entry.items() if k != "fetched"} for rel, entry in files.items()}
+    return {rel: {k: v for k, v in entry.items() if k not in ("fetched", "stamp")} for rel, entry in files.items()}
 
 
 def test_simulated_download_on_a_dask_cluster_equals_the_local_run(tmp_path, cluster, local_cluster):
@@ -189,9 +189,12 @@ def _dataset(paths: DataPaths) -> tuple[dict, dict[str, bytes]]:
     for s in SPLITS:
         for p in (paths.split_x(name, s), paths.split_y(name, s), paths.split_objects(name, s)):
             files[p.name] = p.read_bytes()
-    for p in ("splits.json", "splits.md"):
-        files[p] = (paths.reports("splits", name) / p).read_bytes()
-    return {k: v for k, v in meta.items() if k not in ("seconds", "skipped")}, files
+    files["splits.md"] = (paths.reports("splits", name) / "splits.md").read_bytes()
+    report = json.loads((paths.reports("splits", name) / "splits.json").read_text())
+    for record in (meta, report):
+        for entry in record["integrity"]["files"].values():
+            entry.pop("stamp")  # times and inode of this copy
+    return {k: v for k, v in meta.items() if k not in ("seconds", "skipped")} | {"split_report": report}, files
 
 
 def test_preparation_on_a_dask_cluster_equals_the_sequential_run(aligned, tmp_path, cluster, local_cluster):

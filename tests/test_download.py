@@ -21,7 +21,7 @@ from astropy.io import fits
 from PIL import Image
 from sas_server import HTML_PAGE, SasServer, make_sas_tree
 
-from stargal import sdss
+from stargal import fsio, sdss
 from stargal.config import BANDS, SIMULATION_VERSION, FieldSet
 from stargal.download import HttpSettings, Manifest, backoff_delay, parse_retry_after, partial_path
 from stargal.errors import StargalError
@@ -123,8 +123,15 @@ def test_file_changed_on_disk_is_refetched(server, sas_tree, tmp_path):
     assert target.read_bytes() == (sas_tree / U80).read_bytes()
 
     data = bytearray(target.read_bytes())
-    data[-5] ^= 0xFF  # same size, different content: only --verify notices
+    data[-5] ^= 0xFF  # same size, different content: the file's stamp changed, so a rerun checks its sha256
     target.write_bytes(bytes(data))
+    server.clear()
+    assert run_download(paths, fs, _options(server.base_url, frames_only=True)).fetched == 1
+    # damage that leaves the stamp as recorded (bit rot beneath the file system): only --verify notices
+    target.write_bytes(bytes(data))
+    manifest = fsio.read_json(paths.manifest)
+    manifest["files"][U80]["stamp"] = fsio.file_stamp(target)
+    fsio.write_json(paths.manifest, manifest)
     server.clear()
     assert run_download(paths, fs, _options(server.base_url, frames_only=True)).fetched == 0
     summary = run_download(paths, fs, _options(server.base_url, frames_only=True, verify_existing=True))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import toy_models as toy
 
-from stargal import explain
+from stargal import explain, fsio
 from stargal.model import ARCHITECTURES, build_model, load_model, takes_psf
 
 P = 15
@@ -99,6 +99,7 @@ def test_explain_runner_writes_grids(tmp_path, model_dir):
     y[:4] = 1 - y[:4]  # mislabel four clear objects so that every group has members
     save_npy(paths.split_x("toy", "test"), x)
     save_npy(paths.split_y("toy", "test"), y)
+    fsio.seal(paths.dataset_json("toy"), [paths.split_x("toy", "test"), paths.split_y("toy", "test")], {"name": "toy"})
     result = run_explain(paths, model=str(model_dir), dataset="toy", per_group=2, steps=8)
     assert result["counts"] == {"star_correct": 2, "star_as_galaxy": 2, "galaxy_correct": 2, "galaxy_as_star": 2}
     folder = paths.reports("explain", "toy_p15_drop")
@@ -170,6 +171,8 @@ def test_difficulty_runner(tmp_path, model_dir):
     objects["label"] = y
     objects["r_psfmag"] = np.linspace(15, 23, len(y))
     write_table(paths.split_objects("toy", "test"), objects)
+    split_files = [paths.split_x("toy", "test"), paths.split_y("toy", "test"), paths.split_objects("toy", "test")]
+    fsio.seal(paths.dataset_json("toy"), split_files, {"name": "toy"})  # a dataset is used only when sealed
     result = run_difficulty(paths, model=str(model_dir), dataset="toy")
     assert result["by_magnitude_source"] == "measured"  # the toy model has no metrics.json
     text = (result["folder"] / "difficulty.md").read_text()

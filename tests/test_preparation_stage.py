@@ -13,7 +13,7 @@ import pytest
 from astropy.wcs import WCS
 from test_splits import COLS, DEC0, ROWS, SCALE_DEG, strip
 
-from stargal import normalise, splits
+from stargal import fsio, normalise, splits
 from stargal.config import SPLITS, FieldSet
 from stargal.cube import read_cube, write_cube
 from stargal.errors import StargalError
@@ -57,7 +57,15 @@ def synth(tmp_path) -> DataPaths:
     for f in (80, 81, 82):
         write_field_cube(paths, f)
         write_table(paths.objects(fid(f)), table[cube_field == f])
+        seal_field(paths, f)
     return paths
+
+
+def seal_field(paths: DataPaths, field: int) -> None:
+    """The field record stage 01 writes last: stage 02 reads only sealed cubes and objects tables."""
+    files = [paths.cube(fid(field)), paths.objects(fid(field)), paths.psf_map(fid(field))]
+    rows = len(read_table(files[1]))
+    fsio.seal(paths.field_record(fid(field)), files, {"field": str(fid(field)), "ref_band": "r", "objects": rows})
 
 
 def load(paths: DataPaths, name: str, split: str):
@@ -67,7 +75,8 @@ def load(paths: DataPaths, name: str, split: str):
 
 
 def written(paths: DataPaths) -> list[Path]:
-    return [p for p in paths.root.rglob("*") if p.is_file() and not p.name.startswith(("cube-", "objects-", "psf-"))]
+    stage01 = ("cube-", "objects-", "field-", "psf-")
+    return [p for p in paths.root.rglob("*") if p.is_file() and not p.name.startswith(stage01)]
 
 
 def test_outputs_are_complete_and_rows_aligned(synth):
@@ -132,13 +141,15 @@ def test_normalisation_uses_training_data_only(synth):
     # val and test data change a lot: the statistics must not move
     for f in (81, 82):
         write_field_cube(synth, f, scale=30.0, offset=7.0)
+        seal_field(synth, f)
     second = prepare(synth, FS, patch_size=P, force=True)
     assert second["normalisation"]["center"] == first["normalisation"]["center"]
     assert second["normalisation"]["scale"] == first["normalisation"]["scale"]
     assert load(synth, name, "test")[0].std() > 1  # the test patches did change
     # the training data change: the statistics follow
     write_field_cube(synth, 80, scale=3.0, offset=1.0)
-    third = prepare(synth, FS, patch_size=P)  # inputs newer than outputs: rebuilt without --force
+    seal_field(synth, 80)
+    third = prepare(synth, FS, patch_size=P)  # new field records (other inputs): rebuilt without --force
     assert third["skipped"] is False
     assert third["normalisation"]["center"][0] == pytest.approx(1.0, abs=0.05)
     assert third["normalisation"]["scale"][0] == pytest.approx(0.15, rel=0.2)
@@ -174,9 +185,13 @@ def test_idempotent_and_force(synth):
     assert [p.stat().st_mtime_ns for p in outputs] == mtimes
     forced = prepare(synth, FS, patch_size=P, force=True)
     assert forced["skipped"] is False
-    # a newer objects table makes the dataset stale
+    # a touched objects table is still the same input; a changed (and resealed) one makes the dataset stale
     later = max(mtimes) / 1e9 + 10
     os.utime(synth.objects(fid(81)), (later, later))
+    assert prepare(synth, FS, patch_size=P)["skipped"] is True
+    table = read_table(synth.objects(fid(81)))
+    write_table(synth.objects(fid(81)), table[:-1])
+    seal_field(synth, 81)
     assert prepare(synth, FS, patch_size=P)["skipped"] is False
     # a deleted report is redone
     (synth.reports("splits", first["name"]) / "splits.png").unlink()

@@ -23,7 +23,7 @@ def test_pretrained_model_is_shipped_small_and_described():
     size = sum(p.stat().st_size for p in PRETRAINED_MODEL_DIR.iterdir())
     assert size < 5e6
     meta = read_json(FILES.json)
-    assert meta["architecture"] == "stargal" and meta["inputs"] == ["patch", "psf"] and meta["simulated"] is True
+    assert meta["architecture"] == "stargal" and meta["model_inputs"] == ["patch", "psf"] and meta["simulated"] is True
     card = read_json(PRETRAINED_MODEL_DIR / "card.json")
     assert card["simulation_version"] == SIMULATION_VERSION  # trained on the sky this code simulates
     assert (PRETRAINED_MODEL_DIR.parent / "README.md").is_file()

@@ -111,7 +111,12 @@ def write_toy_dataset(
         "normalisation": norm,
         "simulated": True,
     }
-    fsio.write_json(paths.dataset_json(name), meta)
+    files = [
+        f(name, split)
+        for split in ("train", "val", "test")
+        for f in (paths.split_x, paths.split_y, paths.split_objects)
+    ]
+    fsio.seal(paths.dataset_json(name), files, meta)  # dataset.json seals the folder, as stage 02's does
     fsio.write_text(paths.latest_dataset, name + "\n")
     return name
 

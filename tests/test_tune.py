@@ -10,8 +10,9 @@ import optuna
 import pytest
 import toy_models as toy
 
+from stargal import fsio
 from stargal.errors import StargalError
-from stargal.fsio import save_npy, write_json
+from stargal.fsio import save_npy
 from stargal.paths import DataPaths
 from stargal.stages.tuning import make_storage, run_tuning
 
@@ -29,7 +30,9 @@ def paths(tmp_path) -> DataPaths:
         save_npy(paths.split_y("toy", split), y)
         save_npy(paths.split_psf("toy", split), np.full((len(y), 5), 2.0, np.float32))
     norm = toy.normalisation(np.load(paths.split_x("toy", "train")))
-    write_json(paths.dataset_json("toy"), {"name": "toy", "patch_size": P, "bands": "ugriz", "normalisation": norm})
+    files = [f("toy", s) for s in ("train", "val") for f in (paths.split_x, paths.split_y, paths.split_psf)]
+    meta = {"name": "toy", "patch_size": P, "bands": "ugriz", "normalisation": norm}
+    fsio.seal(paths.dataset_json("toy"), files, meta)  # dataset.json seals the folder, as stage 02's does
     paths.latest_dataset.write_text("toy\n")
     return paths
 

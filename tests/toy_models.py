@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import atexit
 import functools
-import json
 import shutil
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from stargal import fsio
 from stargal.normalise import MAD_TO_SIGMA
 
 BANDS = "ugriz"
@@ -116,7 +116,7 @@ def trained_toy_model_dir(root: str | None = None, patch_size: int = 15, edge: s
         "threshold": 0.5,
         "seed": 0,
     }
-    (out / "model.json").write_text(json.dumps(meta), encoding="utf-8")
+    fsio.seal(out / "model.json", [out / "model.keras"], meta)  # model.json seals the folder, as stage 03's does
     return out
 
 

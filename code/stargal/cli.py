@@ -1,16 +1,23 @@
-"""Shared command-line pieces of the numbered scripts: common options and one-line error handling."""
+"""Shared command-line pieces of the numbered scripts: common options, the data folder (checked and locked)
+and one-line error handling (``run_main``)."""
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import errno
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 
+from . import fsio
 from .config import REFERENCE, SEED, FieldSet
 from .errors import StargalError
 from .paths import DataPaths, FieldId
+
+log = logging.getLogger("stargal")
 
 
 def _field_list(text: str) -> tuple[int, ...]:
@@ -139,6 +146,7 @@ def make_parser(
         )
         parser.add_argument("--scheduler", default=None, metavar="ADDRESS", help=scheduler_help)
     parser.add_argument("-q", "--quiet", action="store_true", help="print only warnings, errors and the summary")
+    parser.add_argument("--debug", action="store_true", help="on an error, also show the Python traceback")
     return parser
 
 
@@ -169,7 +177,33 @@ def field_ids(fs: FieldSet) -> list[FieldId]:
 
 def data_paths(args: argparse.Namespace) -> DataPaths:
     """The data folder of ``--data-dir`` (the project's data/ by default)."""
-    return DataPaths.at(args.data_dir)
+    paths = DataPaths.at(args.data_dir)
+    if paths.root.exists() and not paths.root.is_dir():
+        raise StargalError(f"--data-dir {paths.root}: is a file, not a folder")
+    return paths
+
+
+def open_data_folder(args: argparse.Namespace, *, shared: bool = False) -> DataPaths:
+    """The data folder of ``--data-dir``, locked for this run: exclusively for a stage that writes it (another
+    run on the same folder waits until this one ends), ``shared`` for one that only reads it and writes
+    elsewhere (predict). A stage also removes the temporary files an interrupted run left behind."""
+    paths = data_paths(args)
+    if not paths.root.exists():
+        if shared:
+            return paths
+        paths.root.mkdir(parents=True)
+    prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "stargal"
+    started = dt.datetime.now().astimezone().isoformat(timespec="seconds")
+    holder = f"pid {os.getpid()}: {prog}, started {started}"
+
+    def waiting(text: str) -> None:
+        log.warning("%s: in use by another run (%s); waiting for it to finish", paths.root, text or "unknown")
+
+    if fsio.lock_folder(paths.lock_file, shared=shared, on_wait=waiting, holder=holder) and not shared:
+        removed = fsio.remove_stale_temporaries(paths.root)
+        if removed:
+            log.info("removed %d temporary file(s) an interrupted run left, e.g. %s", len(removed), removed[0])
+    return paths
 
 
 def setup_logging(quiet: bool = False) -> None:
@@ -179,15 +213,66 @@ def setup_logging(quiet: bool = False) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+# what to do about the system errors a user can meet
+_OS_ERROR_ADVICE = {
+    errno.ENOSPC: "the disk is full: free some space (or use another --data-dir) and rerun; the previous outputs are kept",
+    errno.EDQUOT: "the disk quota is exhausted: free some space and rerun; the previous outputs are kept",
+    errno.EFBIG: "the file is larger than this file system or the process's file-size limit allows",
+    errno.EROFS: "the folder is read-only: use a writable --data-dir (a run whose outputs are current writes nothing)",
+    errno.EACCES: "no permission: check the owner and permissions, or use another --data-dir or --out",
+    errno.EPERM: "not permitted: check the owner and permissions, or use another --data-dir or --out",
+    errno.EISDIR: "that is a folder: give a file name",
+    errno.ENOTDIR: "part of that path is a file, not a folder",
+    errno.ENOENT: "it does not exist: check the path",
+    errno.EIO: "input/output error: the disk or the file is damaged",
+    errno.ENAMETOOLONG: "the name is too long for this file system",
+}
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line for a system error: the file, what went wrong, what to do."""
+    where = exc.filename if exc.filename is not None else "(no file named)"
+    if exc.filename2 is not None:
+        where = f"{exc.filename} -> {exc.filename2}"
+    what = exc.strerror or str(exc)
+    advice = _OS_ERROR_ADVICE.get(exc.errno)
+    return f"{where}: {what}" + (f" ({advice})" if advice else "")
+
+
+def _debug_requested(argv: Sequence[str] | None) -> bool:
+    args = sys.argv[1:] if argv is None else argv
+    return "--debug" in args or os.environ.get("STARGAL_DEBUG", "") not in ("", "0")
+
+
 def run_main(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> None:
-    """Run a script's main; StargalError becomes a one-line message and exit status 2."""
+    """Run a script's main; every failure becomes one line naming the file or argument and what to do (exit
+    status 2 for StargalError, bad input or data; 1 for system errors and anything unexpected); ``--debug``
+    (or STARGAL_DEBUG=1) prints the traceback first."""
     prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "stargal"
+    debug = _debug_requested(argv)
+    hint = "" if debug else " (rerun with --debug for the traceback)"
     try:
-        status = main(argv)
-    except StargalError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        try:
+            status = main(argv)
+        finally:
+            fsio.release_folder_locks()  # the data folder is free for the next run as soon as this one ends
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         sys.exit(130)
+    except StargalError as exc:
+        _fail(prog, debug, " ".join(str(exc).split()), 2)
+    except OSError as exc:
+        _fail(prog, debug, describe_os_error(exc), 1)
+    except MemoryError:
+        _fail(prog, debug, f"out of memory: use fewer --workers or a machine with more memory{hint}", 1)
+    except Exception as exc:  # anything else is a bug: still one line, the traceback with --debug
+        text = " ".join(str(exc).split())[:300]
+        _fail(prog, debug, f"unexpected {type(exc).__name__}: {text}{hint}; please report it", 1)
     sys.exit(int(status or 0))
+
+
+def _fail(prog: str, debug: bool, message: str, status: int) -> None:
+    if debug:
+        traceback.print_exc()
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    sys.exit(status)

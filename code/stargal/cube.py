@@ -67,8 +67,10 @@ def read_cube(path: str | os.PathLike, mmap: bool = True) -> Cube:
                 data = data if mmap else np.array(data, dtype=np.float32)
     except FileNotFoundError:
         raise StargalError(f"{path}: aligned cube not found (run 01_alignment.py first)") from None
-    except OSError as exc:
-        raise StargalError(f"{path}: not a readable aligned cube ({exc})") from None
+    except (OSError, TypeError, ValueError) as exc:  # astropy: TypeError "buffer is too small" when cut short
+        raise StargalError(
+            f"{path}: not a readable aligned cube ({exc}); the file is cut short or damaged: 01_alignment.py redoes it"
+        ) from None
     bands = str(header.get("BANDS", "")).strip()
     if len(bands) != data.shape[0]:
         raise StargalError(f"{path}: BANDS keyword {bands!r} does not match {data.shape[0]} planes")

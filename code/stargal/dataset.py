@@ -1,14 +1,14 @@
-"""A prepared dataset on disk (stage 02's output): which one to use, its files, and its splits loaded and
-checked. Shared by the runners that read datasets: training (03), augmentation (04) and tuning."""
+"""A prepared dataset on disk (stage 02's output): which one to use, its identity, and its splits loaded and
+checked. Shared by the runners that read datasets: training (03), augmentation (04), tuning and explain.
+A dataset is used only when its dataset.json seals every file intact (``stargal.integrity.require_dataset``)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
-from . import fsio
+from . import fsio, integrity
 from .config import SPLITS
 from .errors import StargalError
 from .paths import DataPaths
@@ -23,23 +23,22 @@ def resolve_dataset(paths: DataPaths, name: str | None) -> str:
                 f"{paths.latest_dataset}: no dataset prepared yet (run 02_preparation.py or pass --dataset)"
             )
         name = paths.latest_dataset.read_text(encoding="utf-8").strip()
+        if not name:
+            raise StargalError(f"{paths.latest_dataset}: empty (run 02_preparation.py or pass --dataset)")
     if not paths.dataset_json(name).exists():
         raise StargalError(f"{paths.dataset_json(name)}: dataset {name!r} not found (run 02_preparation.py)")
     return name
 
 
-def dataset_inputs(paths: DataPaths, name: str, splits: Sequence[str] = SPLITS) -> list[Path]:
-    """The files of ``splits`` of a dataset (and its dataset.json): the inputs whose age decides reruns."""
-    files = [paths.dataset_json(name)]
-    for split in splits:
-        files += [paths.split_x(name, split), paths.split_y(name, split), paths.split_psf(name, split)]
-        files.append(paths.split_objects(name, split))
-    return files
+def dataset_identity(paths: DataPaths, name: str) -> str:
+    """The dataset's content identity (a digest of its files' checksums), after checking that they are intact:
+    what a stage records as its input, so that a rebuilt dataset makes its outputs out of date."""
+    return fsio.seal_digest(integrity.require_dataset(paths, name))
 
 
 def load_dataset(paths: DataPaths, name: str, splits: Sequence[str] = SPLITS) -> dict:
-    """{"meta": dataset.json, split: {"x", "y", "psf", "mag"}} with shapes and labels checked."""
-    meta = fsio.read_json(paths.dataset_json(name))
+    """{"meta": dataset.json, split: {"x", "y", "psf", "mag"}} with the seal, shapes and labels checked."""
+    meta = integrity.require_dataset(paths, name, splits)
     norm = meta.get("normalisation") or {}
     if "center" not in norm or "scale" not in norm:
         raise StargalError(f"{paths.dataset_json(name)}: no normalisation center/scale")

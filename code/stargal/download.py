@@ -9,6 +9,7 @@ deterministic name (``<final>.part``) so that a later run, even after the proces
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -25,7 +26,7 @@ import requests
 import urllib3
 
 from . import __version__
-from .fsio import read_json, write_json
+from .fsio import check_entry, file_stamp, read_json, write_json
 from .verify import VerificationError, verify_file
 
 log = logging.getLogger("stargal")
@@ -307,23 +308,33 @@ class Manifest:
             return cls(path)
         return cls(path, files)
 
-    def is_complete(self, relpath: str, final: Path) -> bool:
-        """True when the file sits under its final name with the size the manifest recorded for it."""
+    def problem(self, relpath: str, final: Path) -> str | None:
+        """None when the file sits under its final name intact (the size and sha256 the manifest recorded, the
+        checksum computed only when the file's stamp changed since); else what is wrong."""
         entry = self.files.get(relpath)
         if not entry:
-            return False
-        try:
-            return final.stat().st_size == entry.get("size")
-        except FileNotFoundError:
-            return False
+            return "not recorded"
+        if "sha256" not in entry:
+            return "recorded without checksum"
+        problem = check_entry(final, entry)
+        if problem is None:
+            entry["stamp"] = file_stamp(final)  # saved with the manifest's next save: later checks are quick
+        return problem
 
-    def record(self, relpath: str, url: str, size: int, sha256: str) -> None:
+    def is_complete(self, relpath: str, final: Path) -> bool:
+        """True when the file sits under its final name intact (see ``problem``)."""
+        return self.problem(relpath, final) is None
+
+    def record(self, relpath: str, url: str, size: int, sha256: str, path: Path | None = None) -> None:
         self.files[relpath] = {
             "url": url,
             "size": size,
             "sha256": sha256,
             "fetched": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
+        if path is not None:
+            with contextlib.suppress(OSError):
+                self.files[relpath]["stamp"] = file_stamp(path)
 
     def forget(self, relpath: str) -> None:
         self.files.pop(relpath, None)

@@ -1,15 +1,47 @@
-"""Atomic file writing and freshness checks: nothing partial ever sits under a final name."""
+"""Atomic file writing, sealed output sets and the data-folder lock: nothing partial ever sits under a final
+name, and nothing broken is ever taken for current.
+
+- ``atomic_path`` / ``write_*`` / ``save_npy``: one file, written under a temporary name beside its final
+  name (``.NAME.HEX.part``) and renamed when complete.
+- ``OutputSet``: several files that become visible together. Each is written under a temporary name; at
+  ``commit`` they are renamed into place and then a JSON *record* is written last, listing every file with
+  its size and sha256 (key ``"integrity"``). Readers accept an output only when ``check_seal`` finds every
+  listed file present and intact, so a set half replaced by a killed run is seen as broken, named, and redone;
+  a rebuild that fails before its commit leaves the previous set untouched.
+- ``previous_record``: the record of an earlier run with the same settings, when its outputs are intact.
+- ``lock_folder``: one run at a time per data folder (``fcntl.flock``), and ``remove_stale_temporaries``.
+
+A file's check is quick when its stamp (size, mtime, ctime, inode, recorded when sealed) is unchanged: any
+write through the filesystem, even one that restores the modification time, changes the ctime. Otherwise,
+and always with ``deep=True``, its sha256 is computed and compared.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
+import hashlib
 import json
+import logging
 import os
+import re
 import secrets
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from .errors import CorruptFileError
+
+log = logging.getLogger("stargal")
+
+INTEGRITY_KEY = "integrity"
+INTEGRITY_VERSION = 1
+# the temporary names of atomic writes: ".NAME.<12 hex>.part" (and Keras's ".NAME.<12 hex>.keras")
+TEMPORARY_RE = re.compile(r"^\..+\.[0-9a-f]{12}\.(part|keras)$")
+_CHUNK = 1 << 20
 
 
 def _create_temporary(final: Path) -> Path:
@@ -21,21 +53,59 @@ def _create_temporary(final: Path) -> Path:
             os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
         except FileExistsError:
             continue
+        except OSError as exc:  # read-only folder, no permission, no space: name the file the user knows
+            raise named_os_error(exc, final) from None
         return tmp
     raise FileExistsError(f"{final}: no free temporary name beside it")
+
+
+def _check_not_folder(final: Path) -> None:
+    if final.is_dir():
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(final))
 
 
 @contextlib.contextmanager
 def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``final``; rename it to ``final`` only if the block succeeds."""
     final = Path(final)
+    _check_not_folder(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp_path = _create_temporary(final)
     try:
         yield tmp_path
         os.replace(tmp_path, final)
+    except OSError as exc:
+        if exc.filename is None or exc.filename == str(tmp_path):
+            raise named_os_error(exc, final, tmp_path) from exc
+        raise
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def named_os_error(exc: OSError, path: str | os.PathLike, written: str | os.PathLike | None = None) -> OSError:
+    """``exc`` naming ``path`` (a write to a temporary file names no file, or the temporary one). numpy's
+    writes fail without an errno ("N requested and M written"): a full disk or the file-size limit is then
+    told from the file system (``written``: the file being written, ``path`` by default)."""
+    code, text = exc.errno, exc.strerror or str(exc)
+    if code is None:
+        code = _short_write_cause(Path(written or path))
+        text = os.strerror(code) if code else text
+    return OSError(code, text, str(path))
+
+
+def _short_write_cause(path: Path) -> int | None:
+    import resource
+
+    try:
+        fs = os.statvfs(path.parent)
+        if fs.f_bavail * fs.f_frsize < max(16 * fs.f_frsize, 1 << 20):
+            return errno.ENOSPC
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        if limit != resource.RLIM_INFINITY and path.exists() and path.stat().st_size >= limit:
+            return errno.EFBIG
+    except OSError:
+        pass
+    return None
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -49,15 +119,40 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 
 
+def write_text_if_changed(path: str | os.PathLike, text: str) -> bool:
+    """Write ``text`` atomically unless ``path`` already holds exactly it (so that a current run writes nothing,
+    and works on a read-only data folder); True when written."""
+    try:
+        if Path(path).read_bytes() == text.encode("utf-8"):
+            return False
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        pass
+    write_text(path, text)
+    return True
+
+
 def write_json(path: str | os.PathLike, obj) -> None:
     """Write ``obj`` as indented JSON (numpy values and paths converted) atomically."""
-    write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+    write_text(path, json_text(obj))
 
 
-def read_json(path: str | os.PathLike):
-    """The JSON value in ``path``."""
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
+def json_text(obj) -> str:
+    """``obj`` as the indented JSON text ``write_json`` writes."""
+    return json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n"
+
+
+def read_json(path: str | os.PathLike, advice: str = "the file is damaged"):
+    """The JSON value in ``path``; CorruptFileError (a StargalError and ValueError) naming the file, followed by
+    ``advice``, when the content is not valid JSON. FileNotFoundError when it does not exist."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except json.JSONDecodeError as exc:
+        raise CorruptFileError(
+            f"{path}: not valid JSON ({exc.msg}, line {exc.lineno} column {exc.colno}); {advice}"
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise CorruptFileError(f"{path}: not valid JSON (not UTF-8 text: {exc.reason}); {advice}") from None
 
 
 def _json_default(value):
@@ -77,12 +172,19 @@ def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
 
 
 def load_npy(path: str | os.PathLike, mmap: bool = False) -> np.ndarray:
-    """Load a .npy file (never a pickle), memory-mapped read-only with ``mmap``."""
-    return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    """Load a .npy file (never a pickle), memory-mapped read-only with ``mmap``; CorruptFileError naming the
+    file when it is cut short or not a .npy array."""
+    try:
+        array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, EOFError) as exc:  # numpy: bad magic or header, or fewer bytes than the header says
+        raise CorruptFileError(f"{path}: not a complete .npy array ({exc}); the file is damaged") from None
+    if not isinstance(array, np.ndarray):
+        raise CorruptFileError(f"{path}: not a single .npy array")
+    return array
 
 
 def is_current(outputs: Iterable[str | os.PathLike], inputs: Iterable[str | os.PathLike] = ()) -> bool:
-    """True when every output exists and none is older than any existing input."""
+    """True when every output exists and none is older than any existing input (for outputs no record seals)."""
     outputs = [Path(p) for p in outputs]
     if not outputs or not all(p.exists() for p in outputs):
         return False
@@ -90,16 +192,307 @@ def is_current(outputs: Iterable[str | os.PathLike], inputs: Iterable[str | os.P
     return min(p.stat().st_mtime for p in outputs) >= newest_input
 
 
+# ---------------------------------------------------------------------------------------------------------
+# integrity records: sizes, checksums and stamps of a set of files
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def _stamp(st: os.stat_result) -> list[int]:
+    return [st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+
+def file_stamp(path: str | os.PathLike) -> list[int]:
+    """A file's stamp: modification and change times and inode; any write changes it (see the module doc)."""
+    return _stamp(os.stat(path))
+
+
+def check_entry(path: str | os.PathLike, entry: dict, deep: bool = False) -> str | None:
+    """None when ``path`` matches its record ``entry`` ({"size", "sha256", "stamp"}), else what is wrong."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return "missing"
+    except OSError as exc:
+        return f"unreadable ({exc.strerror})"
+    if not os.path.isfile(path):
+        return "not a file"
+    recorded = entry.get("size")
+    if st.st_size != recorded:
+        how = "cut short" if isinstance(recorded, int) and st.st_size < recorded else "changed"
+        return f"{st.st_size} bytes, recorded {recorded} ({how})"
+    if not deep and entry.get("stamp") == _stamp(st):
+        return None
+    try:
+        digest = sha256_file(path)
+    except OSError as exc:
+        return f"unreadable ({exc.strerror})"
+    if digest != entry.get("sha256"):
+        return "content differs from its record (sha256): damaged or replaced"
+    return None
+
+
+@dataclass
+class SealCheck:
+    """What ``check_seal`` found: the record (None when unreadable) and every problem as (file, reason)."""
+
+    record_path: Path
+    record: dict | None
+    problems: list[tuple[Path, str]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.record is not None and not self.problems
+
+    def files(self) -> list[Path]:
+        """The files the record lists."""
+        if not self.record:
+            return []
+        base = self.record_path.parent
+        return [base / name for name in self.record.get(INTEGRITY_KEY, {}).get("files", {})]
+
+    def describe(self, limit: int = 3) -> str:
+        """The problems in one line: "FILE: reason; FILE: reason; ... (N more)"."""
+        parts = [f"{p}: {why}" for p, why in self.problems[:limit]]
+        if len(self.problems) > limit:
+            parts.append(f"{len(self.problems) - limit} more")
+        return "; ".join(parts)
+
+
+def check_seal(
+    record_path: str | os.PathLike, expected: Iterable[str | os.PathLike] = (), deep: bool = False
+) -> SealCheck:
+    """Check a sealed output set: its record is valid JSON with an integrity entry, lists every ``expected``
+    file, and every file it lists is present with its recorded size and content."""
+    record_path = Path(record_path)
+    try:
+        record = read_json(record_path)
+    except FileNotFoundError:
+        return SealCheck(record_path, None, [(record_path, "missing")])
+    except CorruptFileError:
+        return SealCheck(record_path, None, [(record_path, "not valid JSON (damaged)")])
+    except OSError as exc:
+        return SealCheck(record_path, None, [(record_path, f"unreadable ({exc.strerror})")])
+    files = record.get(INTEGRITY_KEY, {}).get("files") if isinstance(record, dict) else None
+    if not isinstance(files, dict):
+        why = "no integrity record (written by an older stargal or by hand)"
+        return SealCheck(record_path, None, [(record_path, why)])
+    check = SealCheck(record_path, record)
+    base = record_path.parent
+    listed = {os.path.normpath(base / name) for name in files}
+    for p in expected:
+        if os.path.normpath(Path(p)) not in listed:
+            check.problems.append((Path(p), "not part of the sealed output (written by another run)"))
+    for name, entry in files.items():
+        problem = check_entry(base / name, entry if isinstance(entry, dict) else {}, deep)
+        if problem:
+            check.problems.append((Path(os.path.normpath(base / name)), problem))
+    return check
+
+
+def seal_digest(record: dict) -> str:
+    """One sha256 naming a sealed set's content (its files' names and checksums): what a later stage records
+    as the identity of its inputs."""
+    files = record.get(INTEGRITY_KEY, {}).get("files", {})
+    text = "\n".join(f"{name} {entry.get('sha256')}" for name, entry in sorted(files.items()))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _relname(final: Path, base: Path) -> str:
+    return Path(os.path.relpath(final, base)).as_posix()
+
+
+class OutputSet:
+    """Files that become visible together, sealed by a JSON record written last.
+
+    ::
+
+        with OutputSet(paths.dataset_json(name)) as out:
+            save_npy(out.path(paths.split_x(name, "train")), x)   # a temporary name beside the final one
+            ...
+            out.commit(summary)   # renames every file into place, then writes the record with the checksums
+
+    Until ``commit`` the previous output (files and record) is untouched; an exception discards the new files.
+    ``keep`` carries an unchanged file of the previous set over; ``remove`` deletes a file the set no longer has.
+    Adding a file to a set is one more ``out.path(...)``.
+    """
+
+    def __init__(self, record: str | os.PathLike):
+        self.record = Path(record)
+        self._temps: dict[Path, Path] = {}
+        self._kept: dict[Path, dict] = {}
+        self._removed: list[Path] = []
+        self.committed = False
+
+    def path(self, final: str | os.PathLike) -> Path:
+        """A new temporary file beside ``final`` that ``commit`` renames to ``final``."""
+        final = Path(final)
+        _check_not_folder(final)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _create_temporary(final)
+        self._temps[final] = tmp
+        return tmp
+
+    def keep(self, final: str | os.PathLike, entry: dict) -> None:
+        """Seal the existing, unchanged ``final`` again with its previous record ``entry``."""
+        self._kept[Path(final)] = {"size": entry["size"], "sha256": entry["sha256"]}
+
+    def remove(self, final: str | os.PathLike) -> None:
+        """Delete ``final`` at commit (it no longer belongs to the set)."""
+        self._removed.append(Path(final))
+
+    def commit(self, content: dict) -> dict:
+        """Rename every file into place and write the record (``content`` + integrity) last; return the record."""
+        base = self.record.parent
+        files = {_relname(final, base): dict(entry) for final, entry in self._kept.items()}
+        for final, tmp in self._temps.items():
+            files[_relname(final, base)] = {"size": tmp.stat().st_size, "sha256": sha256_file(tmp)}
+        record = {**content, INTEGRITY_KEY: {"version": INTEGRITY_VERSION, "files": files}}
+        with atomic_path(self.record) as record_tmp:
+            record_tmp.write_text(json_text(record), encoding="utf-8")
+            # From here on nothing needs disk space: renames only. A run killed in between leaves files that
+            # do not match the previous record, which readers then see as broken (and reruns redo).
+            for final, tmp in self._temps.items():
+                os.replace(tmp, final)
+            for final in self._removed:
+                final.unlink(missing_ok=True)
+        self.committed = True
+        try:  # the stamps make later checks quick; without them (disk full just now) checks hash the files
+            for name, entry in files.items():
+                entry["stamp"] = _stamp(os.stat(base / name))
+            write_text(self.record, json_text(record))
+        except OSError as exc:
+            log.debug("%s: stamps not recorded (%s)", self.record, exc)
+        return record
+
+    def discard(self) -> None:
+        for tmp in self._temps.values():
+            tmp.unlink(missing_ok=True)
+        self._temps.clear()
+
+    def __enter__(self) -> OutputSet:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self.committed:
+            return
+        finals = {str(tmp): final for final, tmp in self._temps.items()}
+        last = next(reversed(self._temps), None)
+        self.discard()
+        if isinstance(exc, OSError) and (exc.filename is None or exc.filename in finals):
+            raise named_os_error(exc, finals.get(exc.filename, last or self.record)) from exc
+        if isinstance(exc, OSError) and exc.errno is None:
+            raise named_os_error(exc, exc.filename or self.record) from exc
+
+
+def seal(record: str | os.PathLike, files: Iterable[str | os.PathLike], content: dict) -> dict:
+    """Write ``record`` (``content`` + integrity of ``files``, already in place) last, atomically; return it.
+    For output sets whose files are written one by one under their final names (reports)."""
+    record = Path(record)
+    base = record.parent
+    entries = {}
+    for final in files:
+        st = os.stat(final)
+        entries[_relname(Path(final), base)] = {"size": st.st_size, "sha256": sha256_file(final), "stamp": _stamp(st)}
+    out = {**content, INTEGRITY_KEY: {"version": INTEGRITY_VERSION, "files": entries}}
+    write_json(record, out)
+    return out
+
+
 def previous_record(
     record: str | os.PathLike,
     outputs: Iterable[str | os.PathLike],
-    inputs: Iterable[str | os.PathLike],
     settings: dict,
     force: bool = False,
 ) -> dict | None:
-    """The JSON ``record`` of an earlier run made with the same ``settings`` (its "settings" entry) whose
-    record and ``outputs`` are all newer than the ``inputs``; None when the work must be done (again)."""
-    if force or not is_current([record, *outputs], inputs):
+    """The JSON ``record`` of an earlier run made with the same ``settings`` (its "settings" entry, which names
+    the inputs' identities) whose sealed ``outputs`` are all intact; None when the work must be done (again)."""
+    if force:
         return None
-    previous = read_json(record)
-    return previous if previous.get("settings") == settings else None
+    check = check_seal(record, outputs)
+    if not check.ok:
+        if check.record is not None or Path(record).exists():
+            log.info("%s: earlier outputs incomplete or damaged (%s); redoing them", record, check.describe(1))
+        return None
+    previous = check.record
+    return previous if previous.get("settings") == json.loads(json.dumps(settings, default=_json_default)) else None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# one run at a time per data folder
+
+_HELD_LOCKS: dict[str, tuple[int, bool]] = {}  # lock file -> (descriptor, shared) held by this process
+
+
+def lock_folder(lock_file: str | os.PathLike, *, shared: bool = False, on_wait=None, holder: str = "") -> bool:
+    """Hold ``lock_file``'s flock (exclusive, or ``shared``) until ``release_folder_locks`` or the process exits;
+    wait while another process holds it, calling ``on_wait(text the holder wrote)`` once. A lock this process
+    already holds is taken again at once. Returns False when the lock cannot be taken because the folder is
+    read-only and has no lock file (then nothing can write there anyway)."""
+    key = os.path.realpath(lock_file)
+    if key in _HELD_LOCKS:
+        fd, held_shared = _HELD_LOCKS[key]
+        if held_shared and not shared:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            _HELD_LOCKS[key] = (fd, False)
+        return True
+    writable = True
+    try:
+        fd = os.open(key, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:
+        if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise
+        writable = False
+        try:
+            fd = os.open(key, os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+    operation = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+    try:
+        fcntl.flock(fd, operation | fcntl.LOCK_NB)
+    except BlockingIOError:
+        if on_wait is not None:
+            try:
+                text = os.pread(fd, 512, 0).decode("utf-8", "replace").strip()
+            except OSError:
+                text = ""
+            on_wait(text)
+        fcntl.flock(fd, operation)
+    if writable and not shared and holder:
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, holder.encode("utf-8"), 0)
+    _HELD_LOCKS[key] = (fd, shared)
+    return True
+
+
+def release_folder_locks() -> None:
+    """Let go of every lock ``lock_folder`` took."""
+    while _HELD_LOCKS:
+        _, (fd, _) = _HELD_LOCKS.popitem()
+        os.close(fd)
+
+
+def remove_stale_temporaries(root: str | os.PathLike, skip: Iterable[str] = ()) -> list[Path]:
+    """Delete the temporary files (``TEMPORARY_RE``) that runs killed mid-write left under ``root``; call only
+    while holding the folder's exclusive lock. Folders named in ``skip`` are not entered. Returns what went."""
+    removed = []
+    skip = set(skip)
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = [d for d in dirs if d not in skip]
+        for name in names:
+            if TEMPORARY_RE.match(name):
+                path = Path(folder, name)
+                try:
+                    path.unlink()
+                except FileNotFoundError:
+                    continue
+                except OSError as exc:  # read-only folder: leave it for a run that can
+                    log.debug("%s: not removed (%s)", path, exc)
+                    continue
+                removed.append(path)
+    return removed

@@ -107,3 +107,16 @@ def inside_frame(x: np.ndarray, y: np.ndarray, shape: tuple[int, int]) -> np.nda
     y = np.asarray(y, dtype=np.float64)
     with np.errstate(invalid="ignore"):
         return np.isfinite(x) & np.isfinite(y) & (x >= -0.5) & (x < cols - 0.5) & (y >= -0.5) & (y < rows - 0.5)
+
+
+def footprint_overlap(ref_wcs: WCS, ref_shape: tuple[int, int], wcs: WCS, shape: tuple[int, int], n: int = 16) -> float:
+    """Fraction of a reference frame that another frame covers, sampled at the centres of an ``n`` x ``n`` grid of
+    cells mapped to the sky and into the other frame. The bands of one SDSS field cover all of each other but a
+    few edge pixels; a frame of another field (they overlap by ~128 of 1489 rows) or run covers little or none."""
+    rows, cols = ref_shape
+    centres = (np.arange(n) + 0.5) / n
+    y, x = np.meshgrid(centres * rows - 0.5, centres * cols - 0.5, indexing="ij")
+    with np.errstate(invalid="ignore"):
+        ra, dec = ref_wcs.all_pix2world(x.ravel(), y.ravel(), 0)
+    bx, by = sky_to_pixel(wcs, ra, dec)
+    return float(np.mean(inside_frame(bx, by, shape)))

@@ -261,10 +261,17 @@ def load_model(path: str | os.PathLike):
         path = path / "model.keras"
     if not path.exists():
         raise StargalError(f"{path}: model file not found")
+    import zipfile
+
     try:
         return keras.models.load_model(path, compile=True)
-    except (ValueError, OSError) as exc:
-        raise StargalError(f"{path}: cannot load model ({exc})") from None
+    except (ValueError, OSError, EOFError, KeyError, TypeError, AttributeError, zipfile.BadZipFile) as exc:
+        # a damaged .keras zip surfaces as any of these, depending on where the damage is
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise StargalError(
+            f"{path}: not a loadable Keras model ({type(exc).__name__}: {reason}); the file is damaged or not "
+            "a model: 03_model.py trains it again"
+        ) from None
 
 
 def flops_per_sample(model) -> int:

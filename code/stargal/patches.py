@@ -8,7 +8,8 @@ columns; its last axis follows the cube's band order.
 Edge policy: a patch that crosses the frame edge is either kept with the outside pixels set to 0
 (``pad``; the images are sky-subtracted, so 0 is the background level) and flagged ``edge_padded``,
 or its object is dropped (``drop``, see ``inside_frame``). Pixels where a band does not cover the frame
-(NaN in the cube) are also set to 0 and counted per patch (``nan_pixels``, counting pixel-band values).
+(NaN in the cube), and any +-inf a cube may hold, are also set to 0 and counted per patch (``nan_pixels``,
+counting pixel-band values), so no non-finite value ever reaches a training array unflagged.
 
 Only the patch pixels are read, so a memory-mapped cube costs no more than the patches themselves.
 """
@@ -29,7 +30,7 @@ _CHUNK = 2048  # objects per gather, to bound the index arrays' memory
 class Patches:
     data: np.ndarray  # float32 [n, P, P, bands]
     edge_padded: np.ndarray  # bool [n]: some pixels lie outside the frame and were set to 0
-    nan_pixels: np.ndarray  # int32 [n]: pixel-band values that were NaN in the cube and set to 0
+    nan_pixels: np.ndarray  # int32 [n]: pixel-band values that were NaN or +-inf in the cube and set to 0
 
 
 def check_patch_size(size: int, frame_shape: tuple[int, int] | None = None) -> int:
@@ -77,7 +78,7 @@ def extract_patches(
 ) -> Patches:
     """Patches ``[n, size, size, bands]`` float32 of ``cube`` (``[bands, H, W]``) centred on (rows, cols).
 
-    Pixels outside the frame and NaN pixels become 0 (see the module docstring). ``out``, if given, is a
+    Pixels outside the frame and non-finite pixels become 0 (see the module docstring). ``out``, if given, is a
     preallocated float32 array of the right shape (e.g. a slice of a split's array) to fill in place.
     """
     if cube.ndim != 3:
@@ -113,7 +114,7 @@ def extract_patches(
         for b in range(n_bands):
             values = np.take(cube[b].reshape(-1), flat).astype(np.float32, copy=False)  # only these pixels
             values[outside] = 0.0
-            bad = np.isnan(values)
+            bad = ~np.isfinite(values)  # NaN (no data) and +-inf alike: counted, set to 0
             nans += bad.sum(axis=(1, 2), dtype=np.int32)
             values[bad] = 0.0
             block[..., b] = values

@@ -13,6 +13,7 @@ Layout (``data/`` by default, ``--data-dir`` elsewhere)::
     simulation/RERUN-RUN-CAMCOL/measured-FIELD4.npy  catalog fluxes measured on a frame   stage 00
     aligned/RERUN/RUN/CAMCOL/cube-RUN6-C-FIELD4.fits      [5, 1489, 2048] aligned bands   stage 01
     aligned/RERUN/RUN/CAMCOL/objects-RUN6-C-FIELD4.csv    catalog objects in the field    stage 01
+    aligned/RERUN/RUN/CAMCOL/field-RUN6-C-FIELD4.json     the field's record: inputs, checksums   stage 01
     tensors/RERUN-RUN-CAMCOL/{images,gal_coords,star_coords}.npy, tensors.json            stage 01
     datasets/NAME/{train,val,test}_{x,y}.npy, {split}_objects.csv, dataset.json           stage 02
     datasets/LATEST, models/LATEST      name of the last prepared dataset / trained model
@@ -22,6 +23,13 @@ Layout (``data/`` by default, ``--data-dir`` elsewhere)::
     predictions/                        predict.py outputs
     reports/STAGE/...                   each stage's plots, tables and summaries
     reports/pipeline/stages.json, reports/report.pdf    run_scripts.sh's timings; make_report.py
+    reports/report.json                 what the report was built from (a rerun skips a current report)
+    .lock                               held by the run that writes the folder (one at a time)
+
+Multi-file outputs are sealed (``stargal.fsio.OutputSet``): their record, written last, lists every file with
+its size and sha256: ``field-*.json`` (cube, objects table), ``tensors.json``, ``dataset.json``,
+``augmented.json``, ``model.json`` (model.keras, metrics.json, history.csv); ``sas/manifest.json`` lists the
+downloaded files. ``stargal.integrity`` checks them all (``run_scripts.sh --verify``).
 """
 
 from __future__ import annotations
@@ -138,6 +146,24 @@ class DataPaths:
     def objects(self, fid: FieldId) -> Path:
         return self._aligned_dir(fid) / f"objects-{fid.run:06d}-{fid.camcol}-{fid.field:04d}.csv"
 
+    def field_record(self, fid: FieldId) -> Path:
+        """The record sealing a field's cube and objects table (written last, with their sizes and sha256)."""
+        return self._aligned_dir(fid) / f"field-{fid.run:06d}-{fid.camcol}-{fid.field:04d}.json"
+
+    @staticmethod
+    def record_beside_cube(cube: str | os.PathLike) -> Path:
+        """The field record that belongs to a cube file named ``cube-RUN6-C-FIELD4.fits`` (same folder)."""
+        cube = Path(cube)
+        return cube.with_name("field-" + cube.name.removeprefix("cube-").removesuffix(".fits") + ".json")
+
+    @property
+    def aligned_root(self) -> Path:
+        return self.root / "aligned"
+
+    @property
+    def tensors_root(self) -> Path:
+        return self.root / "tensors"
+
     def tensors_dir(self, rerun: int, run: int, camcol: int) -> Path:
         return self.root / "tensors" / f"{rerun}-{run}-{camcol}"
 
@@ -153,6 +179,10 @@ class DataPaths:
     def latest_dataset(self) -> Path:
         """One-line text file naming the dataset stage 02 prepared last (the default of stages 03/04)."""
         return self.root / "datasets" / "LATEST"
+
+    @property
+    def datasets_root(self) -> Path:
+        return self.root / "datasets"
 
     def dataset_dir(self, name: str) -> Path:
         return self.root / "datasets" / name
@@ -174,6 +204,10 @@ class DataPaths:
         return self.dataset_dir(name) / "dataset.json"
 
     # stage 04
+    @property
+    def augmented_root(self) -> Path:
+        return self.root / "augmented"
+
     def augmented_dir(self, name: str) -> Path:
         return self.root / "augmented" / name
 
@@ -191,6 +225,10 @@ class DataPaths:
     def latest_model(self) -> Path:
         """One-line text file naming the model stage 03 trained last (the default of predict)."""
         return self.root / "models" / "LATEST"
+
+    @property
+    def models_root(self) -> Path:
+        return self.root / "models"
 
     def model_dir(self, name: str) -> Path:
         return self.root / "models" / name
@@ -246,3 +284,13 @@ class DataPaths:
     @property
     def report_pdf(self) -> Path:
         return self.reports("report.pdf")
+
+    @property
+    def report_record(self) -> Path:
+        """What the default report.pdf was built from: a rerun with the same inputs skips it."""
+        return self.reports("report.json")
+
+    @property
+    def lock_file(self) -> Path:
+        """The lock a run holds on the data folder (exclusive for the stages, shared for predict)."""
+        return self.root / ".lock"

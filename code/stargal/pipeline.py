@@ -133,6 +133,12 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         "on the reference-size sky)",
     )
     parser.add_argument("--data-dir", default=None, help="data folder (default: the project's data/)")
+    parser.add_argument(
+        "--verify",
+        action="store_true",
+        help="run no stage: check every file of the data folder against its record (sizes and sha256), list each "
+        "broken one with what redoes it; exit status 1 if any is broken",
+    )
     parser.add_argument("--python", default=sys.executable, help="Python that runs the stages")
     args, rest = parser.parse_known_args(argv)
     return args, rest
@@ -286,6 +292,8 @@ def format_table(results: list[Result]) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run the selected stages; return the exit status (0, 1 for a failed stage, 2 for bad options, 130)."""
     args, rest = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.verify:
+        return verify(DataPaths.at(args.data_dir), rest)
     options = group_options(rest)
     given = {name for name, _ in options}
     if args.small:
@@ -357,6 +365,34 @@ def main(argv: list[str] | None = None) -> int:
     ran = {r.stage for r in results}
     results += [Result(s.name, s.script, "skipped") for s in stages if s.name not in ran]
     return _finish(results, paths, args, options, status)
+
+
+def verify(paths: DataPaths, rest: list[str]) -> int:
+    """``--verify``: every broken file of the data folder and what redoes it (0: all intact, 1: some broken)."""
+    from .integrity import findings_lines, verify_data_folder
+
+    if rest:
+        print(f"run_scripts: error: --verify takes no stage options ({' '.join(rest)})", file=sys.stderr)
+        return 2
+    if not paths.root.is_dir():
+        print(f"run_scripts: error: --data-dir {paths.root}: no such folder", file=sys.stderr)
+        return 2
+
+    def waiting(holder: str) -> None:
+        print(f"run_scripts: {paths.root} is in use ({holder or 'another run'}); waiting for it", file=sys.stderr)
+
+    fsio.lock_folder(paths.lock_file, shared=True, on_wait=waiting)  # no stage writes while we look
+    start = time.monotonic()
+    findings, checked = verify_data_folder(paths, deep=True)
+    seconds = time.monotonic() - start
+    if not findings:
+        print(f"{paths.root}: {checked} files and records checked (sizes and sha256), all intact ({seconds:.1f} s)")
+        return 0
+    print(f"{paths.root}: {len(findings)} problem(s) among {checked} files and records checked ({seconds:.1f} s):")
+    for line in findings_lines(findings):
+        print("  " + line)
+    print("A rerun of the stage named (no --force needed) redoes what is broken; ./run_scripts.sh reruns them all.")
+    return 1
 
 
 def _finish(results: list[Result], paths: DataPaths, args, options, status: int) -> int:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import bz2
+import gzip
 import io
 import os
 import re
 import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +35,11 @@ CATALOG_COLUMNS: dict[str, tuple[str, str | None]] = {
     "PSFFLUX": ("5E", None),
     "MODELFLUX": ("5E", None),
 }
+# Which Python types each catalog column must hold: "int", "float" or "str", with its element count.
+_COLUMN_KIND = {"I": "int", "B": "int", "J": "int", "K": "int", "D": "float", "E": "float", "A": "str"}
+# The camera's filter rows are staggered along the scan: a field's band-b frame has header FRAME = field + this
+# (measured on six real fields of five runs and camcols; the simulator writes the same).
+FRAME_STAGGER = {"r": 0, "i": 2, "u": 4, "z": 6, "g": 8}
 _FRAME_RE = re.compile(r"^frame-([ugriz]|irg)-(\d{6})-(\d)-(\d{4})\.(fits\.bz2|jpg)$")
 _CATALOG_RE = re.compile(r"^calibObj-(\d{6})-(\d)-(gal|star)\.fits\.gz$")
 
@@ -94,12 +101,15 @@ def parse_filename(name: str) -> dict | None:
 
 @dataclass
 class Frame:
-    """One calibrated SDSS frame: image in nanomaggies (float32, rows x columns), header and WCS."""
+    """One calibrated SDSS frame: image in nanomaggies (float32, rows x columns), header and WCS.
+
+    ``nonfinite`` counts the pixels that were NaN or +-inf in the file; they are NaN in ``image`` (no data)."""
 
     image: np.ndarray
     header: fits.Header
     wcs: WCS
     path: Path | None = None
+    nonfinite: int = 0
 
     @property
     def band(self) -> str:
@@ -133,8 +143,10 @@ def read_frame(path: str | os.PathLike) -> Frame:
     except FileNotFoundError:
         raise StargalError(f"{path}: file not found") from None
     except (OSError, EOFError, ValueError) as exc:
-        raise StargalError(f"{path}: not a readable SDSS frame ({exc})") from None
-    if data is None or data.ndim != 2:
+        raise StargalError(
+            f"{path}: not a readable SDSS frame ({exc}); the file is damaged: 00_download.py fetches it again"
+        ) from None
+    if data is None or data.ndim != 2 or 0 in data.shape:
         raise StargalError(f"{path}: primary HDU holds no 2-D image")
     if "CTYPE1" not in header or "CTYPE2" not in header:
         raise StargalError(f"{path}: frame has no celestial WCS (CTYPE1/CTYPE2 missing)")
@@ -144,7 +156,37 @@ def read_frame(path: str | os.PathLike) -> Frame:
         raise StargalError(f"{path}: invalid WCS ({exc})") from None
     if not wcs.has_celestial:
         raise StargalError(f"{path}: frame has no celestial WCS")
-    return Frame(np.asarray(data, dtype=np.float32), header, wcs, path)
+    image = np.asarray(data, dtype=np.float32)
+    bad = ~np.isfinite(image)
+    nonfinite = int(np.count_nonzero(bad))
+    if nonfinite:
+        image = np.array(image)  # writable: the FITS data may be a read-only view
+        image[bad] = np.nan  # +-inf would spread through the resampling; NaN is "no data" everywhere downstream
+    return Frame(image, header, wcs, path, nonfinite)
+
+
+def frame_identity_problems(frame: Frame, band: str, run: int, camcol: int, field: int) -> list[str]:
+    """What in a frame's header contradicts the band, run, camcol and field its file name claims (empty: none).
+
+    FILTER must be present; RUN, CAMCOL and FRAME are compared when present. FRAME is the field number plus
+    the band's stagger (``FRAME_STAGGER``), not the field number itself (except for r)."""
+    header = frame.header
+    problems = []
+    found = str(header.get("FILTER", "")).strip()
+    if not found:
+        problems.append("no FILTER keyword")
+    elif found != band:
+        problems.append(f"FILTER is {found!r}, not {band!r}")
+    for key, want in (("RUN", run), ("CAMCOL", camcol), ("FRAME", field + FRAME_STAGGER.get(band, 0))):
+        if key in header:
+            try:
+                value = int(header[key])
+            except (TypeError, ValueError):
+                problems.append(f"{key} is {header[key]!r}, not a number")
+                continue
+            if value != want:
+                problems.append(f"{key} is {value}, expected {want}")
+    return problems
 
 
 def write_frame(path: str | os.PathLike, image: np.ndarray, header: fits.Header, extra_hdus=()) -> None:
@@ -158,12 +200,20 @@ def write_frame(path: str | os.PathLike, image: np.ndarray, header: fits.Header,
 
 
 def read_catalog(path: str | os.PathLike, columns=tuple(CATALOG_COLUMNS)) -> np.ndarray:
-    """Read the named columns of a calibObj sweep into a native-endian structured array."""
+    """Read the named columns of a calibObj sweep into a native-endian structured array.
+
+    A gzip file is decompressed to its end first, so its CRC and length are checked (FITS readers stop at the
+    last row and never reach them: a damaged stream would lose rows silently). Column types and element counts
+    are checked against ``CATALOG_COLUMNS``, and RUN/CAMCOL against the file name."""
     path = Path(path)
+    redo = "the file is damaged: 00_download.py --verify fetches it again"
     try:
+        raw = path.read_bytes()
+        if path.suffix == ".gz" or raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)  # every member to its end, CRC32 and size checked
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", AstropyWarning)
-            with fits.open(path, memmap=False) as hdul:
+            with fits.open(io.BytesIO(raw), memmap=False) as hdul:
                 if len(hdul) < 2 or not isinstance(hdul[1], fits.BinTableHDU):
                     raise StargalError(f"{path}: no binary table in HDU 1, not a calibObj catalog")
                 table = hdul[1].data
@@ -173,14 +223,39 @@ def read_catalog(path: str | os.PathLike, columns=tuple(CATALOG_COLUMNS)) -> np.
                 arrays = {c: np.asarray(table[c]) for c in columns}
     except FileNotFoundError:
         raise StargalError(f"{path}: file not found") from None
-    except (OSError, EOFError, ValueError) as exc:
-        raise StargalError(f"{path}: not a readable calibObj catalog ({exc})") from None
+    except (OSError, EOFError, ValueError, zlib.error) as exc:
+        raise StargalError(f"{path}: not a readable calibObj catalog ({exc}); {redo}") from None
+    _check_catalog_columns(path, arrays)
     n = len(next(iter(arrays.values()))) if arrays else 0
     dtype = [(c, a.dtype.newbyteorder("=") if a.dtype.kind != "S" else a.dtype, a.shape[1:]) for c, a in arrays.items()]
     out = np.empty(n, dtype=dtype)
     for c, a in arrays.items():
         out[c] = a
     return out
+
+
+def _check_catalog_columns(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Each known column holds the type and element count ``CATALOG_COLUMNS`` gives; RUN/CAMCOL match the name."""
+    for name, values in arrays.items():
+        if name not in CATALOG_COLUMNS:
+            continue
+        fmt = CATALOG_COLUMNS[name][0]
+        count = int(fmt[:-1] or 1)
+        want = _COLUMN_KIND[fmt[-1]]
+        kind = {"i": "int", "u": "int", "f": "float", "S": "str", "U": "str"}.get(values.dtype.kind, values.dtype.kind)
+        got_count = int(np.prod(values.shape[1:])) if values.ndim > 1 else 1
+        if kind != want or (want != "str" and got_count != count):
+            shape = f"[{got_count}]" if got_count > 1 else ""
+            raise StargalError(
+                f"{path}: column {name} holds {values.dtype.name}{shape}, expected {count if count > 1 else 'one'} "
+                f"{want} value{'s' if count > 1 else ''} per row; not a calibObj sweep catalog"
+            )
+    info = parse_filename(path.name)
+    if info and info["kind"] == "catalog":
+        for key, want in (("RUN", info["run"]), ("CAMCOL", info["camcol"])):
+            if key in arrays and arrays[key].size and not np.all(arrays[key] == want):
+                other = int(arrays[key][arrays[key] != want][0])
+                raise StargalError(f"{path}: rows of {key} {other}, but the file name says {key} {want}; wrong file")
 
 
 def write_catalog(path: str | os.PathLike, columns: dict[str, np.ndarray], header: fits.Header | None = None) -> None:

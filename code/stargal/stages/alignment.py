@@ -1,12 +1,15 @@
 """Runner of stage 01: align each field's bands into a cube, list its catalog objects in pixel coordinates,
 write the exercise tensors, and summarise everything in data/reports/alignment/.
 
-Per field (in parallel with ``workers``/``scheduler``): read the five frames, resample onto the reference
-band's grid (``stargal.align``), write ``paths.cube(fid)``; measure its PSF on its own stars
-(``stargal.psf``) into ``paths.psf_map(fid)``; then select the calibObj objects inside the
-frame (``stargal.catalog``) and write ``paths.objects(fid)``. Each output is skipped while it is current
-with respect to its inputs (``--force`` redoes it). Outputs are written last and atomically, so a bad input
-raises StargalError with nothing half-written.
+Per field (in parallel with ``workers``/``scheduler``): read the five frames, check that each is what its
+file name says (header FILTER, RUN, CAMCOL, FRAME, shape, WCS footprint), mask non-finite pixels, resample onto
+the reference band's grid (``stargal.align``), write ``paths.cube(fid)``; then select the calibObj objects
+inside the frame (``stargal.catalog``) and write ``paths.objects(fid)``; measure the cube's PSF on its own stars
+(``stargal.psf``) into ``paths.psf_map(fid)``. Cube, PSF map and objects table form one
+sealed output set (``fsio.OutputSet``) whose record ``paths.field_record(fid)`` lists their checksums and the
+inputs they were made from (size and modification time of each frame and catalog); a field is current when
+the record's files are intact and its inputs unchanged, and is otherwise redone (naming what was broken).
+A failed rebuild leaves the previous cube and table in place; a bad input raises StargalError.
 """
 
 from __future__ import annotations
@@ -20,17 +23,20 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from .. import align, catalog, psf, sdss
+from .. import __version__, align, catalog, fsio, integrity, psf, sdss
 from ..config import BANDS, LABEL_GALAXY, LABEL_STAR, REFERENCE_BAND, FieldSet
 from ..cube import read_cube, write_cube
 from ..errors import StargalError
-from ..fsio import atomic_path, is_current, read_json, save_npy, write_json, write_text
+from ..fsio import OutputSet, save_npy, write_json, write_text
+from ..geometry import footprint_overlap
 from ..parallel import map_tasks
 from ..paths import DataPaths, FieldId
 from ..tables import OBJECT_DTYPE, markdown_table, read_table, write_table
 
 log = logging.getLogger("stargal")
 CATALOG_KINDS = ("gal", "star")
+MIN_BAND_OVERLAP = 0.5  # a band's frame must cover at least this much of the reference frame (same field: ~1)
+LOW_COVERAGE = 0.75  # warn when an aligned band has data for less of the frame than this (real frames: > 0.98)
 
 
 @dataclass(frozen=True)
@@ -60,12 +66,29 @@ def check_frames(paths: DataPaths, fids: list[FieldId]) -> None:
 
 
 def read_field_frames(paths: DataPaths, fid: FieldId, ref_band: str) -> list[sdss.Frame]:
-    """The five frames of a field, checked to share the reference band's shape."""
+    """The five frames of a field, each checked to be what its file name says: header FILTER, RUN, CAMCOL and
+    FRAME, the reference band's image shape, and a WCS footprint on the reference frame's part of the sky."""
     frames = [sdss.read_frame(p) for p in frame_paths(paths, fid)]
-    ref_shape = frames[BANDS.index(ref_band)].image.shape
-    for f in frames:
+    fetch = integrity.download_command(sdss.frame_relpath("r", *fid)).replace(".py", ".py --force", 1)
+    redo = f"the file is not band {{band}} of field {fid}: {fetch} fetches it again"
+    for band, f in zip(BANDS, frames, strict=True):
+        problems = sdss.frame_identity_problems(f, band, fid.run, fid.camcol, fid.field)
+        if problems:
+            raise StargalError(f"{f.path}: header {', '.join(problems)}; {redo.format(band=band)}")
+    ref = frames[BANDS.index(ref_band)]
+    ref_shape = ref.image.shape
+    for band, f in zip(BANDS, frames, strict=True):
         if f.image.shape != ref_shape:
             raise StargalError(f"{f.path}: frame shape {f.image.shape} differs from the {ref_band} band's {ref_shape}")
+        if f is not ref:
+            overlap = footprint_overlap(ref.wcs, ref_shape, f.wcs, f.image.shape)
+            if overlap < MIN_BAND_OVERLAP:
+                raise StargalError(
+                    f"{f.path}: its WCS covers {100 * overlap:.0f} % of the {ref_band}-band frame's sky; "
+                    + redo.format(band=band)
+                )
+        if f.nonfinite:
+            log.warning("%s: %d non-finite pixel(s) (NaN or inf) masked as no data", f.path, f.nonfinite)
     return frames
 
 
@@ -96,23 +119,33 @@ def cube_meta(fid: FieldId, ref_band: str, ref: sdss.Frame, result: align.Alignm
     return meta
 
 
-def align_field(paths: DataPaths, fid: FieldId, ref_band: str = REFERENCE_BAND) -> None:
-    """Read, align and write one field's cube."""
+def align_field(paths: DataPaths, fid: FieldId, ref_band: str = REFERENCE_BAND, out: Path | None = None) -> dict:
+    """Read, align and write one field's cube (to ``out``, by default its place in the data folder); return the
+    non-finite input pixels and the aligned coverage of each band."""
     frames = read_field_frames(paths, fid, ref_band)
     ref = frames[BANDS.index(ref_band)]
+    nonfinite = {b: f.nonfinite for b, f in zip(BANDS, frames, strict=True)}
     result = align.align_bands([f.image for f in frames], [f.wcs for f in frames], BANDS.index(ref_band))
     del frames  # the raw images are no longer needed: lower the peak before writing
-    write_cube(paths.cube(fid), result.cube, ref.wcs, "".join(BANDS), cube_meta(fid, ref_band, ref, result))
+    coverage = {b: round(float(np.isfinite(result.cube[k]).mean()), 4) for k, b in enumerate(BANDS)}
+    low = {b: c for b, c in coverage.items() if c < LOW_COVERAGE}
+    if low:
+        shown = ", ".join(f"{b} {100 * c:.0f} %" for b, c in low.items())
+        log.warning("field %s: band(s) with data for only part of the frame after alignment: %s", fid, shown)
+    meta = cube_meta(fid, ref_band, ref, result)
+    for b in BANDS:
+        meta[f"NONFIN_{b}"] = (nonfinite[b], f"non-finite {b} input pixels masked")
+    write_cube(out or paths.cube(fid), result.cube, ref.wcs, "".join(BANDS), meta)
+    return {"nonfinite": nonfinite, "coverage": coverage}
 
 
-def measure_field_psf(paths: DataPaths, fid: FieldId) -> None:
-    """Measure the PSF map of a field's cube on its stars and write it beside the cube."""
-    cube = read_cube(paths.cube(fid))
+def measure_field_psf(cube_file: Path) -> dict:
+    """The PSF map (as JSON-ready dict) of a cube, measured on its own stars."""
+    cube = read_cube(cube_file)
     try:
-        pmap = psf.measure_psf_map(np.asarray(cube.data, np.float32), cube.bands)
+        return psf.measure_psf_map(np.asarray(cube.data, np.float32), cube.bands).to_dict()
     except StargalError as exc:
-        raise StargalError(f"{paths.cube(fid)}: {exc}") from None
-    write_json(paths.psf_map(fid), pmap.to_dict())
+        raise StargalError(f"{cube_file}: {exc}") from None
 
 
 def cube_wcs_shape(path: Path):
@@ -121,33 +154,84 @@ def cube_wcs_shape(path: Path):
     return sdss.quiet_wcs(header), (int(header["NAXIS2"]), int(header["NAXIS1"]))
 
 
+def fingerprints(files) -> dict[str, str]:
+    """{file name: "size:mtime_ns"} of a field's inputs: the record says what its outputs were made from."""
+    out = {}
+    for p in files:
+        st = os.stat(p)
+        out[Path(p).name] = f"{st.st_size}:{st.st_mtime_ns}"
+    return out
+
+
 def process_field(task: FieldTask) -> dict:
-    """Stage 01 for one field (module-level for map_tasks): cube, then objects; returns what was done."""
+    """Stage 01 for one field (module-level for map_tasks): the sealed set of cube and objects table; returns
+    what was done. A current, intact set is kept; the cube alone is kept when only the catalogs changed."""
     paths = DataPaths(Path(task.root))
     fid = task.fid
-    cube_path, objects_path = paths.cube(fid), paths.objects(fid)
+    cube_path, objects_path, record_path = paths.cube(fid), paths.objects(fid), paths.field_record(fid)
+    psf_path = paths.psf_map(fid)
     done = {"field": fid.field, "aligned": False, "objects": False, "align_seconds": None, "cpu_seconds": None}
-    if task.force or not is_current([cube_path], frame_paths(paths, fid)):
-        t0, c0 = time.perf_counter(), time.process_time()
-        align_field(paths, fid, task.ref_band)
-        done.update(aligned=True, align_seconds=time.perf_counter() - t0, cpu_seconds=time.process_time() - c0)
-    if task.force or done["aligned"] or not is_current([paths.psf_map(fid)], [cube_path]):
-        t0 = time.perf_counter()
-        measure_field_psf(paths, fid)
-        done.update(psf=True, psf_seconds=time.perf_counter() - t0)
-    if not task.catalog_files:
+    frames_in = fingerprints(frame_paths(paths, fid))
+    catalogs_in = fingerprints(task.catalog_files)
+    previous, listed, intact, broken = None, [], False, set()
+    if not task.force:
+        check = integrity.field_check(paths, fid)
+        previous, listed, intact = check.record, check.files(), check.ok
+        if not intact and (cube_path.exists() or record_path.exists()):
+            done["repaired"] = check.describe()
+            log.warning("field %s: %s; redoing it", fid, check.describe())
+        broken = {os.path.normpath(p) for p, _ in check.problems}
+        if os.path.normpath(cube_path) in broken:
+            previous = None  # the cube itself is broken: align again
+    inputs = (previous or {}).get("inputs", {})
+    cube_current = bool(previous) and inputs.get("frames") == frames_in and previous.get("ref_band") == task.ref_band
+    objects_current = (
+        intact
+        and cube_current
+        and inputs.get("catalogs") == catalogs_in
+        and (objects_path in listed) == bool(task.catalog_files)
+    )
+    psf_current = cube_current and psf_path in listed and os.path.normpath(psf_path) not in broken
+    if cube_current and objects_current and psf_current:
         return done
-    if task.force or done["aligned"] or not is_current([objects_path], [cube_path, *task.catalog_files]):
-        wcs, shape = cube_wcs_shape(cube_path)
-        table, mismatched = catalog.field_objects(task.catalogs, wcs, shape, fid.rerun)
-        if mismatched:
-            log.warning("field %s: dropped %d objects whose OBJC_TYPE contradicts their catalog", fid, mismatched)
-        if len(table) == 0:
-            raise StargalError(
-                f"{', '.join(task.catalog_files)}: no catalog object falls inside the frame of field {fid}"
-            )
-        write_table(objects_path, table)
-        done.update(objects=True, mismatched=mismatched)
+    with OutputSet(record_path) as out:
+        if cube_current:
+            out.keep(cube_path, previous["integrity"]["files"][cube_path.name])
+            cube_file, quality = cube_path, {k: previous.get(k) for k in ("nonfinite", "coverage")}
+        else:
+            t0, c0 = time.perf_counter(), time.process_time()
+            cube_file = out.path(cube_path)
+            quality = align_field(paths, fid, task.ref_band, out=cube_file)
+            done.update(aligned=True, align_seconds=time.perf_counter() - t0, cpu_seconds=time.process_time() - c0)
+        if psf_current:
+            out.keep(psf_path, previous["integrity"]["files"][psf_path.name])
+        else:
+            t0 = time.perf_counter()
+            write_json(out.path(psf_path), measure_field_psf(cube_file))
+            done.update(psf=True, psf_seconds=time.perf_counter() - t0)
+        record = {
+            "field": str(fid),
+            "ref_band": task.ref_band,
+            "inputs": {"frames": frames_in, "catalogs": catalogs_in},
+            **quality,
+            "objects": None,
+            "stargal_version": __version__,
+        }
+        if task.catalog_files:
+            wcs, shape = cube_wcs_shape(cube_file)
+            table, mismatched = catalog.field_objects(task.catalogs, wcs, shape, fid.rerun)
+            if mismatched:
+                log.warning("field %s: dropped %d objects whose OBJC_TYPE contradicts their catalog", fid, mismatched)
+            if len(table) == 0:
+                raise StargalError(
+                    f"{', '.join(task.catalog_files)}: no catalog object falls inside the frame of field {fid}"
+                )
+            write_table(out.path(objects_path), table)
+            record["objects"] = int(len(table))
+            done.update(objects=True, mismatched=mismatched)
+        elif objects_path.exists():
+            out.remove(objects_path)  # made from catalogs that are gone
+        out.commit(record)
     return done
 
 
@@ -176,16 +260,19 @@ def write_tensors(paths: DataPaths, fs: FieldSet, fids: list[FieldId], force: bo
         return None
     files = {n: paths.tensor(fs.rerun, fs.run, fs.camcol, n) for n in ("images", "gal_coords", "star_coords")}
     meta_path = paths.tensors_json(fs.rerun, fs.run, fs.camcol)
-    inputs = [p for f in fids for p in (paths.cube(f), paths.objects(f))]
-    if not force and is_current([*files.values(), meta_path], inputs):
-        meta = read_json(meta_path)
-        if meta.get("fields") == [f.field for f in fids]:
-            return meta
+    # what the tensors are made from: each field's sealed cube and objects table
+    inputs = {str(f.field): fsio.seal_digest(integrity.require_field(paths, f, objects=True)) for f in fids}
+    if not force:
+        check = fsio.check_seal(meta_path, files.values())
+        if check.ok and check.record.get("fields") == [f.field for f in fids] and check.record.get("inputs") == inputs:
+            return check.record
+        if meta_path.exists() and not check.ok:
+            log.warning("%s: %s; writing the tensors again", meta_path, check.describe())
     tables = [read_table(paths.objects(f)) for f in fids]
     first = read_cube(paths.cube(fids[0]))
     shape = (len(fids), *first.shape, first.data.shape[0])
-    with atomic_path(files["images"]) as tmp:
-        images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
+    with OutputSet(meta_path) as out:
+        images = np.lib.format.open_memmap(out.path(files["images"]), mode="w+", dtype=np.float32, shape=shape)
         for i, f in enumerate(fids):
             cube = read_cube(paths.cube(f))
             if cube.data.shape != first.data.shape:
@@ -193,10 +280,16 @@ def write_tensors(paths: DataPaths, fs: FieldSet, fids: list[FieldId], force: bo
             images[i] = np.moveaxis(cube.data, 0, -1)
         images.flush()
         del images
-    gal = catalog.padded_coords(tables, LABEL_GALAXY)
-    star = catalog.padded_coords(tables, LABEL_STAR)
-    save_npy(files["gal_coords"], gal)
-    save_npy(files["star_coords"], star)
+        gal = catalog.padded_coords(tables, LABEL_GALAXY)
+        star = catalog.padded_coords(tables, LABEL_STAR)
+        save_npy(out.path(files["gal_coords"]), gal)
+        save_npy(out.path(files["star_coords"]), star)
+        meta = _tensors_meta(fs, fids, tables, shape, gal, star)
+        meta["inputs"] = inputs
+        return out.commit(meta)
+
+
+def _tensors_meta(fs: FieldSet, fids: list[FieldId], tables, shape, gal, star) -> dict:
     meta = {
         "fields": [f.field for f in fids],
         "rerun": fs.rerun,
@@ -215,7 +308,6 @@ def write_tensors(paths: DataPaths, fs: FieldSet, fids: list[FieldId], force: bo
             for f, t in zip(fids, tables, strict=True)
         },
     }
-    write_json(meta_path, meta)
     return meta
 
 
@@ -291,10 +383,10 @@ def write_reports(paths: DataPaths, fs: FieldSet, fids: list[FieldId], ref_band:
     summary["plots"]["before_after"] = plots.plot_before_after(
         {b: f.image for b, f in frames.items()}, cube, out / "before_after.png", title=f"field {fids[0]}"
     )
+    figures = list(summary["plots"].values())
     summary["plots"] = {k: os.path.relpath(v, out) for k, v in summary["plots"].items()}
-    write_json(out / "summary.json", summary)
     write_text(out / "summary.md", summary_markdown(summary))
-    return summary
+    return fsio.seal(out / "summary.json", [out / "summary.md", *figures], summary)  # last: with the checksums
 
 
 def summary_markdown(summary: dict) -> str:
@@ -378,7 +470,7 @@ def run_alignment(
         "timings": done,
     }
     summary_path = paths.reports("alignment", "summary.json")
-    if reports and (changed or force or not summary_path.is_file()):
+    if reports and (changed or force or not fsio.check_seal(summary_path).ok):
         summary = write_reports(paths, fs, fids, ref_band, done)
         result["totals"] = summary["totals"]
         result["reports"] = str(paths.reports("alignment"))

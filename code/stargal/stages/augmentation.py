@@ -1,5 +1,9 @@
 """Stage 04 runner: example images and a summary of the augmentations, the optional materialised
-(reference-style) augmented training set, and the exercise's systematic augmentation experiment."""
+(reference-style) augmented training set, and the exercise's systematic augmentation experiment.
+
+Each output set is sealed by its record (augmentation.json, augmented.json, experiment.json) with the
+checksums of its files and the identity of the dataset it was made from; a rerun with intact outputs, the
+same dataset and settings writes nothing (so it works on a read-only data folder)."""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ import numpy as np
 from .. import augment as aug
 from .. import fsio
 from ..config import SEED
-from ..dataset import dataset_inputs, load_dataset, resolve_dataset
+from ..dataset import dataset_identity, load_dataset, resolve_dataset
 from ..errors import StargalError
 from ..paths import DataPaths
 from ..tables import markdown_table, records_markdown, write_table
@@ -75,29 +79,35 @@ def example_patches(y: np.ndarray, x: np.ndarray, mag: np.ndarray, per_class: in
     return np.asarray(picks, np.int64)
 
 
-def write_examples(paths: DataPaths, dataset: str | None, *, seed: int = SEED) -> dict:
+def write_examples(paths: DataPaths, dataset: str | None, *, seed: int = SEED, force: bool = False) -> dict:
     """Example images of every augmentation and the configuration summary under reports/augmentation."""
     from ..plots import augmentation as aplots
 
     dataset = resolve_dataset(paths, dataset)
+    out = paths.reports("augmentation")
+    settings = {"dataset": dataset, "dataset_id": dataset_identity(paths, dataset), "seed": seed}
+    record = out / "augmentation.json"
+    previous = fsio.previous_record(record, [out / "augmentation.md"], settings, force)
+    if previous is not None:
+        files = [out / name for name in previous[fsio.INTEGRITY_KEY]["files"]]
+        return {"dataset": dataset, "report": out, "files": files, "skipped": True}
     data = load_dataset(paths, dataset, splits=("train",))
     norm = data["meta"]["normalisation"]
     tr = data["train"]
     idx = example_patches(tr["y"], tr["x"], tr["mag"])
-    out = paths.reports("augmentation")
     files = aplots.example_grids(out, tr["x"][idx], tr["y"][idx], norm, seed=seed)
     fsio.write_text(out / "augmentation.md", summary_text(norm["scale"]))
-    fsio.write_json(
-        out / "augmentation.json",
-        {
-            "dataset": dataset,
-            "brightness_unit": "normalised (offset d adds d * scale[c] nanomaggies)",
-            "scale": norm["scale"],
-            "policies": {k: v.to_dict() for k, v in aug.POLICIES.items()},
-            "materialized_variants": list(aug.MATERIALIZED_VARIANTS),
-        },
-    )
-    return {"dataset": dataset, "report": out, "files": [*files, out / "augmentation.md"]}
+    files = [*files, out / "augmentation.md"]
+    content = {
+        "dataset": dataset,
+        "brightness_unit": "normalised (offset d adds d * scale[c] nanomaggies)",
+        "scale": norm["scale"],
+        "policies": {k: v.to_dict() for k, v in aug.POLICIES.items()},
+        "materialized_variants": list(aug.MATERIALIZED_VARIANTS),
+        "settings": settings,
+    }
+    fsio.seal(record, files, content)  # last: lists the figures and the summary with their checksums
+    return {"dataset": dataset, "report": out, "files": files, "skipped": False}
 
 
 def materialize(
@@ -107,12 +117,15 @@ def materialize(
     dataset = resolve_dataset(paths, dataset)
     out_dir = paths.augmented_dir(dataset)
     x_path, y_path, meta_path = paths.augmented_x(dataset), paths.augmented_y(dataset), paths.augmented_json(dataset)
-    inputs = dataset_inputs(paths, dataset, splits=("train",))
-    if not force and fsio.is_current([x_path, y_path, meta_path], inputs):
-        meta = fsio.read_json(meta_path)
-        if meta.get("seed") == seed:
+    dataset_id = dataset_identity(paths, dataset)
+    if not force:
+        check = fsio.check_seal(meta_path, [x_path, y_path])
+        meta = check.record or {}
+        if check.ok and meta.get("seed") == seed and meta.get("inputs", {}).get("dataset") == dataset_id:
             log.info("%s: augmented set is current, skipping (use --force to rewrite)", out_dir)
             return {**meta, "skipped": True, "dir": out_dir}
+        if meta_path.exists() and not check.ok:
+            log.warning("%s: %s; writing it again", out_dir, check.describe())
     meta_in = fsio.read_json(paths.dataset_json(dataset))
     x = fsio.load_npy(paths.split_x(dataset, "train"), mmap=True)
     y = fsio.load_npy(paths.split_y(dataset, "train"))
@@ -121,9 +134,9 @@ def materialize(
     total = aug.materialized_size(len(x))
     t0 = time.monotonic()
     out_dir.mkdir(parents=True, exist_ok=True)
-    with fsio.atomic_path(x_path) as tmp_x, fsio.atomic_path(y_path) as tmp_y:
-        xs = np.lib.format.open_memmap(tmp_x, mode="w+", dtype=np.float32, shape=(total, *x.shape[1:]))
-        ys = np.lib.format.open_memmap(tmp_y, mode="w+", dtype=np.uint8, shape=(total,))
+    with fsio.OutputSet(meta_path) as out:
+        xs = np.lib.format.open_memmap(out.path(x_path), mode="w+", dtype=np.float32, shape=(total, *x.shape[1:]))
+        ys = np.lib.format.open_memmap(out.path(y_path), mode="w+", dtype=np.uint8, shape=(total,))
         pos = 0
         from ..progress import track
 
@@ -136,7 +149,12 @@ def materialize(
         xs.flush()
         ys.flush()
         del xs, ys
-    meta = {
+        meta = out.commit(_materialized_meta(dataset, x, total, seed, t0, dataset_id))
+    return {**meta, "skipped": False, "dir": out_dir}
+
+
+def _materialized_meta(dataset: str, x: np.ndarray, total: int, seed: int, t0: float, dataset_id: str) -> dict:
+    return {
         "dataset": dataset,
         "n_source": int(len(x)),
         "n": int(total),
@@ -149,9 +167,8 @@ def materialize(
         "seed": seed,
         "seconds": round(time.monotonic() - t0, 2),
         "bytes": int(total * np.prod(x.shape[1:]) * 4),
+        "inputs": {"dataset": dataset_id},
     }
-    fsio.write_json(meta_path, meta)
-    return {**meta, "skipped": False, "dir": out_dir}
 
 
 EXPERIMENT_COLUMNS = (
@@ -195,9 +212,9 @@ def experiment(
     dataset = resolve_dataset(paths, dataset)
     out = paths.reports("augmentation")
     outputs = [out / n for n in ("experiment.csv", "experiment.md", "experiment.png", "experiment.json")]
-    settings = {"dataset": dataset, "seed": seed, "epochs": epochs, "batch_size": batch_size,
-                "policies": list(policies), "max_train": max_train}  # fmt: skip
-    previous = fsio.previous_record(outputs[-1], outputs[:-1], [paths.dataset_json(dataset)], settings, force)
+    settings = {"dataset": dataset, "dataset_id": dataset_identity(paths, dataset), "seed": seed, "epochs": epochs,
+                "batch_size": batch_size, "policies": list(policies), "max_train": max_train}  # fmt: skip
+    previous = fsio.previous_record(outputs[-1], outputs[:-1], settings, force)
     if previous is not None:
         log.info("augmentation experiment is current (use --force to rerun)")
         return {"dataset": dataset, "rows": previous["rows"], "report": out, "skipped": True}
@@ -262,5 +279,5 @@ def experiment(
     from ..plots import augmentation as aplots
 
     aplots.experiment_plot(out / "experiment.png", rows)
-    fsio.write_json(out / "experiment.json", {"settings": settings, "rows": rows})  # last: marks completion
+    fsio.seal(outputs[-1], outputs[:-1], {"settings": settings, "rows": rows})  # last: with the files' checksums
     return {"dataset": dataset, "rows": rows, "report": out, "skipped": False}

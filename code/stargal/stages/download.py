@@ -14,6 +14,7 @@ its fields on the cluster likewise.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import threading
 import time
@@ -45,6 +46,7 @@ from ..sources import FileSpec, HttpSource, LocalSource, SimulatedSource, Source
 from ..verify import VerificationError, sha256_file, verify_file
 
 log = logging.getLogger("stargal")
+SHOWN_FAILURES = 10  # failures named one by one (in the log and the summary); the rest are counted
 
 
 @dataclass(frozen=True)
@@ -83,8 +85,39 @@ class DownloadSummary:
             f"{self.skipped} already complete, {len(self.failures)} failed; "
             f"{self.bytes / 1e6:.1f} MB in {self.seconds:.1f} s ({rate:.1f} MB/s)"
         ]
-        out += [f"FAILED {label}: {reason}" for label, reason in self.failures.items()]
+        out += [f"FAILED {label}: {reason}" for label, reason in list(self.failures.items())[:SHOWN_FAILURES]]
+        rest = list(self.failures.values())[SHOWN_FAILURES:]
+        if rest:
+            kinds: dict[str, int] = {}
+            for reason in rest:
+                key = re.sub(r"\S*[/\\]\S*", "...", reason)  # the same reason for another file or URL
+                kinds[key] = kinds.get(key, 0) + 1
+            common = sorted(kinds.items(), key=lambda kv: -kv[1])[:3]
+            out.append(
+                f"... and {len(rest)} more failed files ("
+                + "; ".join(f"{n} {reason}" for reason, n in common)
+                + ("; ..." if len(kinds) > 3 else "")
+                + ")"
+            )
         return out
+
+
+class _FailureLog:
+    """Logs the first SHOWN_FAILURES failures as they happen, then says once that the rest are only counted."""
+
+    def __init__(self, rest: str = "further failures are not shown one by one; the summary at the end counts them"):
+        self.count = 0
+        self.rest = rest
+
+    def log(self, message: str, *args) -> None:
+        self(message, *args)
+
+    def __call__(self, message: str, *args) -> None:
+        self.count += 1
+        if self.count <= SHOWN_FAILURES:
+            log.warning(message, *args)
+        elif self.count == SHOWN_FAILURES + 1:
+            log.warning(self.rest)
 
 
 def check_bands(bands: str | tuple[str, ...]) -> tuple[str, ...]:
@@ -131,14 +164,18 @@ def run_download(paths: DataPaths, fs: FieldSet, options: DownloadOptions = Down
     manifest = Manifest.load(paths.manifest)
     summary = DownloadSummary(source.describe(), planned=len(specs))
     sim_url = simulated_url(options) if isinstance(source, SimulatedSource) else None
+    damaged = _FailureLog("further damaged files are fetched again without being named")
     todo = []
     for spec in specs:
         final = final_path(paths, spec)
         if options.force:
             partial_path(final).unlink(missing_ok=True)
             manifest.forget(spec.relpath)
+        problem = manifest.problem(spec.relpath, final)
+        if problem not in (None, "not recorded", "missing"):
+            damaged.log("%s: %s; fetching it again", final, problem)
         if (
-            manifest.is_complete(spec.relpath, final)
+            problem is None
             and _same_origin(manifest.files[spec.relpath].get("url", ""), sim_url)
             and not (options.verify_existing and _hash_differs(manifest, spec, final))
         ):
@@ -210,6 +247,7 @@ class _Display:
         self.start = time.monotonic()
         self._lock = threading.Lock()
         self._bars = None
+        self._failed = _FailureLog()
         if interactive():
             from tqdm import tqdm
             from tqdm.contrib.logging import logging_redirect_tqdm
@@ -236,7 +274,7 @@ class _Display:
                 self._bars[0].update(1)
         elapsed = time.monotonic() - self.start
         if error is not None:
-            log.warning("[%d/%d] FAILED %s: %s", self.done, self.total, spec.label, error)
+            self._failed("[%d/%d] FAILED %s: %s", self.done, self.total, spec.label, error)
         elif not self._bars:
             rate = self.bytes / elapsed / 1e6 if elapsed > 0 else 0.0
             eta = elapsed / self.done * (self.total - self.done)
@@ -290,7 +328,7 @@ def _fetch_file(
     if isinstance(source, LocalSource):
         src = source.locate(spec)
         if src is None:
-            raise FetchError(f"not found in {source.root} (in SAS, bundle or any-tree layout)")
+            raise FetchError(_not_found(source))
         return copy_local(src, final, spec.kind, progress=progress)
     return fetch_http(session(), source.url(spec), final, spec.kind, settings, progress=progress, cancel=cancel)
 
@@ -305,21 +343,27 @@ def _fetch_all(paths, source, todo, options, manifest, summary) -> None:
     display = _Display(len(todo))
     cancel = threading.Event()
     sessions = _Sessions(options.http)
-    if isinstance(source, LocalSource):
-        source.locate(todo[0])  # build the name index once, before the threads start
+    window = max(1, options.workers) * 16  # files in flight: memory and each wait() stay small for any --fields
+    queue = iter(todo)
     try:
         with ThreadPoolExecutor(max_workers=max(1, options.workers), thread_name_prefix="download") as pool:
-            futures: dict[Future, FileSpec] = {}
-            for spec in todo:
-                final = final_path(paths, spec)
-                args = (spec, final, source, options.http, display, cancel, sessions)
-                futures[pool.submit(_fetch_one, *args)] = spec
-            pending = set(futures)
+            pending: dict[Future, FileSpec] = {}
             try:
-                while pending:
-                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                while True:
+                    for spec in queue:
+                        if isinstance(source, LocalSource) and source.locate(spec) is None:
+                            _missing(spec, source, summary, display)  # known at once: no thread needed
+                            continue
+                        final = final_path(paths, spec)
+                        args = (spec, final, source, options.http, display, cancel, sessions)
+                        pending[pool.submit(_fetch_one, *args)] = spec
+                        if len(pending) >= window:
+                            break
+                    if not pending:
+                        break
+                    done, _ = wait(pending, return_when=FIRST_COMPLETED)
                     for future in done:
-                        _collect(futures[future], future, manifest, summary, display)
+                        _collect(pending.pop(future), future, manifest, summary, display)
             except BaseException:
                 cancel.set()  # workers stop at the next chunk; partial files stay for the next run
                 for future in pending:
@@ -328,6 +372,15 @@ def _fetch_all(paths, source, todo, options, manifest, summary) -> None:
     finally:
         display.close()
         sessions.close()
+
+
+def _not_found(source: LocalSource) -> str:
+    return f"not found in {source.root} (in SAS, bundle or any-tree layout)"
+
+
+def _missing(spec: FileSpec, source: LocalSource, summary: DownloadSummary, display: _Display) -> None:
+    summary.failures[spec.label] = _not_found(source)
+    display.file_done(spec, None, summary.failures[spec.label])
 
 
 def _collect(spec: FileSpec, future: Future, manifest: Manifest, summary: DownloadSummary, display: _Display) -> None:
@@ -339,7 +392,7 @@ def _collect(spec: FileSpec, future: Future, manifest: Manifest, summary: Downlo
         summary.failures[spec.label] = _failure_reason(exc)
         display.file_done(spec, None, summary.failures[spec.label])
         return
-    manifest.record(spec.relpath, result.url, result.size, result.sha256)
+    manifest.record(spec.relpath, result.url, result.size, result.sha256, result.path)
     manifest.save()  # after every file, so a killed run loses at most the files in flight
     summary.fetched += 1
     summary.resumed += int(result.resumed)
@@ -404,14 +457,15 @@ def fetch_tasks(paths: DataPaths, source: Source, todo: list[FileSpec], http: Ht
 def _fetch_on_cluster(paths, source, todo, options, manifest, summary) -> None:
     """Fetch on the Dask cluster at ``options.scheduler``; record each task's files here as they arrive."""
     tasks = fetch_tasks(paths, source, todo, options.http)
+    failed = _FailureLog()
 
     def merge(index: int, outcomes: list[FetchOutcome]) -> None:
         for out in outcomes:
             if out.result is None:
                 summary.failures[out.spec.label] = out.error
-                log.warning("FAILED %s: %s", out.spec.label, out.error)
+                failed("FAILED %s: %s", out.spec.label, out.error)
                 continue
-            manifest.record(out.spec.relpath, out.result.url, out.result.size, out.result.sha256)
+            manifest.record(out.spec.relpath, out.result.url, out.result.size, out.result.sha256, out.result.path)
             summary.fetched += 1
             summary.resumed += int(out.result.resumed)
             summary.bytes += out.result.transferred
@@ -442,7 +496,7 @@ def _simulate(paths, fs, todo, options, manifest, summary) -> None:
         except VerificationError as exc:
             summary.failures[spec.label] = f"simulated file invalid: {exc}"
             continue
-        manifest.record(spec.relpath, url, verified.size, verified.sha256)
+        manifest.record(spec.relpath, url, verified.size, verified.sha256, final)
         summary.fetched += 1
         summary.bytes += verified.size
     manifest.save()

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import explain
+from .. import explain, fsio, integrity
 from ..config import SEED
+from ..dataset import dataset_identity
 from ..errors import StargalError
-from ..fsio import load_npy, previous_record, read_json, write_json, write_text
+from ..fsio import load_npy, previous_record, read_json, write_text
 from ..geometry import nearest_neighbour_arcsec
 from ..model import predict as predict_batches
 from ..model import takes_psf
@@ -28,18 +29,18 @@ GROUP_TITLES = {
 }
 
 
-def _model_and_dataset(paths: DataPaths, model: str | None, dataset: str | None) -> tuple[Path, str, str]:
-    """(model folder, model name, dataset) from model.json, without loading the network."""
+def _model_and_dataset(paths: DataPaths, model: str | None, dataset: str | None) -> tuple[Path, str, str, dict]:
+    """(model folder, model name, dataset, identities of both) from the sealed model.json, without loading the
+    network."""
     model_dir = resolve_model_dir(paths, model)
-    files = ModelFiles(model_dir)
-    try:
-        meta = read_json(files.json)
-    except (FileNotFoundError, ValueError) as exc:
-        raise StargalError(f"{files.json}: model description unreadable ({exc})") from None
+    meta = integrity.require_model(model_dir)
     dataset = dataset or meta.get("dataset")
     if not dataset:
-        raise StargalError(f"{files.json}: names no dataset; pass --dataset")
-    return model_dir, str(meta.get("name") or model_dir.name), str(dataset)
+        raise StargalError(f"{ModelFiles(model_dir).json}: names no dataset; pass --dataset")
+    if not paths.dataset_json(dataset).exists():
+        raise StargalError(f"{paths.dataset_json(dataset)}: dataset {dataset!r} not found (run 02_preparation.py)")
+    ids = {"model_id": fsio.seal_digest(meta), "dataset_id": dataset_identity(paths, dataset)}
+    return model_dir, str(meta.get("name") or model_dir.name), str(dataset), ids
 
 
 def run_explain(
@@ -59,12 +60,11 @@ def run_explain(
     """
     from ..plots.explain import plot_explanations
 
-    model_dir, name, dataset = _model_and_dataset(paths, model, dataset)
+    model_dir, name, dataset, ids = _model_and_dataset(paths, model, dataset)
     out_dir = paths.reports("explain", name)
     settings = {"model": name, "dataset": dataset, "split": split, "per_group": per_group, "steps": steps,
-                "seed": seed}  # fmt: skip
-    inputs = [ModelFiles(model_dir).keras, ModelFiles(model_dir).json, paths.split_x(dataset, split)]
-    previous = previous_record(out_dir / "explain.json", [out_dir / "examples.csv"], inputs, settings, force)
+                "seed": seed, **ids}  # fmt: skip
+    previous = previous_record(out_dir / "explain.json", [out_dir / "examples.csv"], settings, force)
     if previous is not None:
         log.info("explanations of %s are current (use --force to redo)", name)
         return {**previous["result"], "folder": out_dir, "skipped": True}
@@ -108,7 +108,7 @@ def run_explain(
         "figures": [str(f) for f in written],
         "counts": {g: int(i.size) for g, i in groups.items()},
     }
-    write_json(out_dir / "explain.json", {"settings": settings, "result": result})
+    fsio.seal(out_dir / "explain.json", [out_dir / "examples.csv", *written], {"settings": settings, "result": result})
     return {**result, "folder": out_dir, "skipped": False}
 
 
@@ -145,12 +145,11 @@ def run_difficulty(
     from ..metrics import by_magnitude
     from ..plots.explain import plot_examples
 
-    model_dir, name, dataset = _model_and_dataset(paths, model, dataset)
+    model_dir, name, dataset, ids = _model_and_dataset(paths, model, dataset)
     out = paths.reports("difficulty", name)
-    settings = {"model": name, "dataset": dataset, "seed": seed}
-    inputs = [ModelFiles(model_dir).keras, ModelFiles(model_dir).metrics, paths.split_x(dataset, "test")]
+    settings = {"model": name, "dataset": dataset, "seed": seed, **ids}
     outputs = [out / "difficulty.md", out / "examples.png"]
-    previous = previous_record(out / "difficulty.json", outputs, inputs, settings, force)
+    previous = previous_record(out / "difficulty.json", outputs, settings, force)
     if previous is not None:
         log.info("difficulty analysis of %s is current (use --force to redo)", name)
         text = (out / "difficulty.md").read_text(encoding="utf-8")
@@ -170,9 +169,9 @@ def run_difficulty(
     p = predict_batches(bundle.model, np.asarray(x, np.float32), psf)
     mag = objects["r_psfmag"].astype(np.float64)
     try:
-        rows = difficulty.find_by_magnitude(read_json(ModelFiles(bundle.directory).metrics))
+        rows = difficulty.find_by_magnitude(read_json(ModelFiles(bundle.directory).metrics))  # sealed with the model
         source = "metrics.json"
-    except (FileNotFoundError, ValueError):
+    except FileNotFoundError:  # a model folder without metrics (not made by 03_model.py)
         rows = []
     if not rows:  # no stored per-magnitude metrics: measure them here, the same way stage 03 does
         rows, source = by_magnitude(y, p, mag, bundle.threshold), "measured"
@@ -192,5 +191,5 @@ def run_difficulty(
         model=bundle.name,
     )
     write_text(out / "difficulty.md", text)
-    write_json(out / "difficulty.json", {"settings": settings, "result": {"by_magnitude_source": source}})
+    fsio.seal(out / "difficulty.json", outputs, {"settings": settings, "result": {"by_magnitude_source": source}})
     return {"markdown": text, "folder": out, "figure": figure, "by_magnitude_source": source, "skipped": False}

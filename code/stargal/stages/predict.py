@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import integrity
 from ..config import BANDS
 from ..cube import Cube, read_cube
 from ..errors import StargalError
@@ -74,15 +75,12 @@ def resolve_model_dir(paths: DataPaths, spec: str | None) -> Path:
 
 
 def load_bundle(model_dir: Path) -> ModelBundle:
-    """Load model.keras and model.json of a model folder."""
+    """Load model.keras and model.json of a model folder, after checking model.json's seal of the folder."""
     files = ModelFiles(model_dir)
     meta_path = files.json
-    try:
-        meta = read_json(meta_path)
-    except FileNotFoundError:
-        raise StargalError(f"{meta_path}: model description not found") from None
-    except ValueError as exc:
-        raise StargalError(f"{meta_path}: not valid JSON ({exc})") from None
+    if not meta_path.exists():
+        raise StargalError(f"{meta_path}: model description not found")
+    meta = integrity.require_model(model_dir)
     if "patch_size" not in meta:
         raise StargalError(f"{meta_path}: no patch_size")
     model = load_model(files.keras)
@@ -97,12 +95,12 @@ def cube_for(paths: DataPaths, cube_path: str | None, fid: FieldId | None) -> tu
     """The cube file and a short label of the field (for the default output name)."""
     if cube_path:
         p = Path(cube_path).expanduser().resolve()
+        integrity.require_cube_file(p)
         return p, p.name.removesuffix(".fits").removeprefix("cube-")
     if fid is None:
         raise StargalError("give a field: --cube PATH or --run/--camcol/--field")
     p = paths.cube(fid)
-    if not p.exists():
-        raise StargalError(f"{p}: aligned cube not found (run 01_alignment.py for field {fid} first)")
+    integrity.require_field(paths, fid)  # the field's cube exists and is intact
     return p, f"{fid.run:06d}-{fid.camcol}-{fid.field:04d}"
 
 

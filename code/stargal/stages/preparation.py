@@ -2,9 +2,13 @@
 
 Reads ``paths.cube(fid)`` (memory-mapped: only patch pixels are read) and ``paths.objects(fid)`` for
 every field of the splits, selects rows with ``stargal.splits.select``, cuts patches straight into
-preallocated split arrays, and writes ``paths.dataset_dir(name)`` (``dataset.json`` last, so a dataset
-folder with a ``dataset.json`` is complete), the split report under ``paths.reports("splits", name)``
-and the name in ``paths.latest_dataset``. Every input is validated before anything is written.
+preallocated split arrays, and writes ``paths.dataset_dir(name)`` as one sealed output set: the arrays and
+tables under temporary names, renamed into place together, then ``dataset.json`` last with their sizes and
+sha256 and the identities of the field records they were cut from. A dataset is current when that record's
+files are intact and its inputs and options unchanged; a broken one is named and rebuilt, and a failed rebuild
+(even with --force) leaves the previous dataset usable. Also the split report under
+``paths.reports("splits", name)`` and the name in ``paths.latest_dataset`` (rewritten only when it changes).
+Every input is validated (field records, cube headers) before anything is written.
 
 With ``workers`` > 1 or a Dask ``scheduler``, each field's patches are cut in a task of its own (``cut_field``:
 cube in, that field's patches out, nothing written) on local processes or the cluster, whose workers must
@@ -23,11 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__, normalise, patches, psf, splits
+from .. import __version__, fsio, integrity, normalise, patches, psf, splits
 from ..config import BANDS, LABEL_STAR, PATCH_SIZE, SPLITS, FieldSet
 from ..cube import read_cube
 from ..errors import StargalError
-from ..fsio import is_current, read_json, save_npy, write_json, write_text
+from ..fsio import OutputSet, save_npy, write_text, write_text_if_changed
 from ..parallel import map_tasks
 from ..paths import DataPaths, FieldId
 from ..progress import track
@@ -43,7 +47,7 @@ EXTRA_COLUMNS = [
     ("edge_policy", "U4"),  # pad | drop, the policy the dataset was built with
     ("edge_padded", "u1"),  # 1: part of the patch lay outside the frame and is 0 (0/1, not True/False, so
     # the CSV reads back into numpy and pandas alike)
-    ("nan_pixels", "i4"),  # pixel-band values without band coverage, set to 0
+    ("nan_pixels", "i4"),  # pixel-band values without data (no band coverage, or NaN/inf in a frame), set to 0
 ]
 SPLIT_DTYPE = np.dtype(OBJECT_DTYPE.descr + EXTRA_COLUMNS)
 MAG_BINS = np.arange(12.0, 25.01, 0.5)
@@ -81,8 +85,9 @@ def prepare(
         else splits.dataset_name(fs.rerun, fs.run, fs.camcol, patch_size, edge, spec)
     )
     fids = [FieldId(fs.rerun, fs.run, fs.camcol, f) for f in spec.fields]
+    records = {fid.field: _check_field(paths, fid) for fid in fids}  # cube and objects table intact
     cubes = {fid.field: _check_cube(paths, fid, patch_size) for fid in fids}  # headers only: shape, SIMULAT
-    inputs = [p for fid in fids for p in (paths.cube(fid), paths.objects(fid), paths.psf_map(fid))]
+    inputs = {str(f): fsio.seal_digest(r) for f, r in records.items()}
     config = {
         "format": FORMAT_VERSION,
         "name": name,
@@ -93,13 +98,12 @@ def prepare(
         "patch_size": patch_size,
         "edge": edge,
     }
-    outputs = _outputs(paths, name)
-    if not force and is_current(outputs, inputs) and _stored_config(paths, name) == config:
+    previous = None if force else _current(paths, name, config, inputs)
+    if previous is not None:
         log.info("dataset %s is current (use --force to rebuild)", name)
-        write_text(paths.latest_dataset, name + "\n")
-        summary = read_json(paths.dataset_json(name))
-        summary["skipped"] = True
-        return summary
+        write_text_if_changed(paths.latest_dataset, name + "\n")
+        previous["skipped"] = True
+        return previous
 
     table, cube_field = _read_objects(paths, fids)
     rows, cols = patches.pixel_centres(table["x"], table["y"])
@@ -146,20 +150,21 @@ def prepare(
         },
         "labels": {"0": "galaxy", "1": "star"},
         "config": config,
+        "inputs": inputs,
         "stargal_version": __version__,
     }
 
-    # dataset.json marks a complete dataset: remove a stale one before replacing the arrays
-    paths.dataset_json(name).unlink(missing_ok=True)
-    for split_name, (x, y, objects) in arrays.items():
-        save_npy(paths.split_x(name, split_name), x)
-        save_npy(paths.split_y(name, split_name), y)
-        save_npy(paths.split_psf(name, split_name), psf_at[split_name])
-        write_table(paths.split_objects(name, split_name), objects)
-    report = write_split_report(paths, name, {s: arrays[s][2] for s in SPLITS}, counts, removed)
-    summary["report"] = str(report)
-    write_json(paths.dataset_json(name), summary)  # last: its presence marks a complete dataset
-    write_text(paths.latest_dataset, name + "\n")
+    # the new dataset is written beside the current one, which stays usable until the commit renames it away
+    with OutputSet(paths.dataset_json(name)) as out:
+        for split_name, (x, y, objects) in arrays.items():
+            save_npy(out.path(paths.split_x(name, split_name)), x)
+            save_npy(out.path(paths.split_y(name, split_name)), y)
+            save_npy(out.path(paths.split_psf(name, split_name)), psf_at[split_name])
+            write_table(out.path(paths.split_objects(name, split_name)), objects)
+        report = write_split_report(paths, name, {s: arrays[s][2] for s in SPLITS}, counts, removed)
+        summary["report"] = str(report)
+        summary = out.commit(summary)  # dataset.json last: it lists every file with its checksum
+    write_text_if_changed(paths.latest_dataset, name + "\n")
     summary["skipped"] = False
     summary["seconds"] = round(time.monotonic() - start, 2)
     return summary
@@ -269,29 +274,18 @@ def _cut_in_tasks(paths, fids, index, rows, cols, cube_field, arrays, patch_size
     map_tasks(cut_field, tasks, workers=workers, scheduler=scheduler, description="cutting patches", on_result=place)
 
 
-def _outputs(paths: DataPaths, name: str) -> list[Path]:
-    files = [paths.dataset_json(name)]
-    for s in SPLITS:
-        files += [
-            paths.split_x(name, s),
-            paths.split_y(name, s),
-            paths.split_psf(name, s),
-            paths.split_objects(name, s),
-        ]
-    return files + [paths.reports("splits", name) / f for f in REPORT_FILES]
-
-
 def _psf_features(paths: DataPaths, fids: list[FieldId], objects: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """{split: float32 [n, bands]}: each object's PSF from the PSF map of the cube its patch was cut from."""
+    """{split: float32 [n, bands]}: each object's PSF from the PSF map of the cube its patch was cut from (the
+    maps are part of each field's sealed stage-01 output, checked intact with it)."""
     maps = {}
     for fid in fids:
         path = paths.psf_map(fid)
         try:
-            maps[fid.field] = psf.PSFMap.from_dict(read_json(path), str(path))
+            maps[fid.field] = psf.PSFMap.from_dict(fsio.read_json(path), str(path))
         except FileNotFoundError:
-            raise StargalError(f"{path}: PSF map not found (run 01_alignment.py for field {fid})") from None
+            raise StargalError(f"{path}: PSF map not found (run {integrity.alignment_command(fid)})") from None
         except ValueError as exc:
-            raise StargalError(f"{path}: not valid JSON ({exc}); rerun 01_alignment.py --force") from None
+            raise StargalError(f"{path}: not valid JSON ({exc}); run {integrity.alignment_command(fid)}") from None
     out = {}
     for split, table in objects.items():
         features = np.zeros((len(table), len(BANDS)), np.float32)
@@ -302,24 +296,50 @@ def _psf_features(paths: DataPaths, fids: list[FieldId], objects: dict[str, np.n
     return out
 
 
-def _stored_config(paths: DataPaths, name: str) -> dict | None:
-    try:
-        return read_json(paths.dataset_json(name)).get("config")
-    except (OSError, ValueError, AttributeError):
+def _current(paths: DataPaths, name: str, config: dict, inputs: dict) -> dict | None:
+    """dataset.json of an intact dataset made with ``config`` from ``inputs``, with its split report; else None."""
+    split_files = [
+        p
+        for s in SPLITS
+        for p in (
+            paths.split_x(name, s),
+            paths.split_y(name, s),
+            paths.split_psf(name, s),
+            paths.split_objects(name, s),
+        )
+    ]
+    check = fsio.check_seal(paths.dataset_json(name), split_files)
+    if not check.ok:
+        if paths.dataset_dir(name).exists():
+            log.warning("dataset %s: %s; rebuilding it", name, check.describe())
         return None
+    record = check.record
+    reports = fsio.check_seal(
+        paths.reports("splits", name) / REPORT_FILES[0], [paths.reports("splits", name) / f for f in REPORT_FILES[1:]]
+    ).ok
+    if record.get("config") != config or record.get("inputs") != inputs or not reports:
+        return None
+    return record
+
+
+def _check_field(paths: DataPaths, fid: FieldId) -> dict:
+    """The field's stage-01 record, its cube and objects table checked intact."""
+    cube_path, objects_path = paths.cube(fid), paths.objects(fid)
+    if not cube_path.exists() and not objects_path.exists() and not paths.field_record(fid).exists():
+        raise StargalError(f"field {fid}: unknown field, no aligned cube or objects table (run 01_alignment.py for it)")
+    if not cube_path.exists():
+        raise StargalError(f"{cube_path}: aligned cube not found (run {integrity.alignment_command(fid)})")
+    if not objects_path.exists():
+        raise StargalError(
+            f"{objects_path}: objects table not found (field {fid} has no catalog objects? "
+            f"{integrity.alignment_command(fid)} lists them once the calibObj catalogs are downloaded)"
+        )
+    return integrity.require_field(paths, fid, objects=True)
 
 
 def _check_cube(paths: DataPaths, fid: FieldId, patch_size: int) -> tuple[tuple[int, int], bool]:
-    """Validate a field's inputs without reading pixels; return the cube's (rows, columns) and SIMULAT."""
-    cube_path, objects_path = paths.cube(fid), paths.objects(fid)
-    if not cube_path.exists():
-        if not objects_path.exists():
-            raise StargalError(
-                f"field {fid}: unknown field, no aligned cube or objects table (run 01_alignment.py for it)"
-            )
-        raise StargalError(f"{cube_path}: aligned cube not found (run 01_alignment.py for field {fid})")
-    if not objects_path.exists():
-        raise StargalError(f"{objects_path}: objects table not found (field {fid} has no catalog objects?)")
+    """Validate a field's cube without reading pixels; return the cube's (rows, columns) and SIMULAT."""
+    cube_path = paths.cube(fid)
     cube = read_cube(cube_path)
     if cube.bands != "".join(BANDS):
         raise StargalError(f"{cube_path}: bands {cube.bands!r}, expected {''.join(BANDS)!r}")
@@ -418,7 +438,7 @@ def write_split_report(
     folder = paths.reports("splits", name)
     report = split_report(objects, counts, removed)
     json_file, md_file, png_file = (folder / f for f in REPORT_FILES)
-    write_json(json_file, {"name": name, **report})
     write_text(md_file, split_report_markdown(name, report))
     plot_splits(png_file, objects, counts, MAG_BINS, title=name)
+    fsio.seal(json_file, [md_file, png_file], {"name": name, **report})  # last: with the checksums
     return folder

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import detection, geometry, realsky, sdss
+from .. import detection, fsio, geometry, integrity, realsky, sdss
 from ..config import BANDS, FieldSet
 from ..cube import read_cube
 from ..errors import StargalError
-from ..fsio import previous_record, read_json, write_json, write_text
-from ..paths import DataPaths, FieldId, ModelFiles
+from ..fsio import read_json, write_text
+from ..paths import DataPaths, FieldId
 from ..plots.realsky import plot_locus, plot_recall, plot_star_fractions
 from ..predict import classify
 from ..psf import PSFMap
@@ -80,6 +80,7 @@ def evaluate_field(paths: DataPaths, field: SampleField, bundle: ModelBundle) ->
     """Detect, measure and classify one field's sources; the locus and star-fraction checks, and the
     two-sided check where the field has its star catalog. Returns the results and the per-source table."""
     fid = field.fid
+    integrity.require_field(paths, fid)  # cube and PSF map intact
     cube = read_cube(paths.cube(fid))
     data = np.ascontiguousarray(np.asarray(cube.data, np.float32))
     pmap = PSFMap.from_dict(read_json(paths.psf_map(fid)), str(paths.psf_map(fid)))
@@ -181,16 +182,15 @@ def run_real_sky(
     fields = discover(Path(sample))
     model_dir = resolve_model_dir(paths, model)
     out = Path(out) if out else paths.reports("real_sky")
-    files = ModelFiles(model_dir)
     settings = {
         "format": FORMAT_VERSION,
         "model": str(model_dir),
+        "model_id": fsio.seal_digest(integrity.require_model(model_dir)),
         "fields": [str(f.fid) for f in fields],
-        "catalogs": [f.star_catalog.name for f in fields if f.star_catalog],
+        "sample": _fingerprints(fields),
     }
     outputs = [out / "real_sky.md", *(out / f for f in FIGURES)]
-    inputs = [files.keras, files.json, *(f.folder / "." for f in fields)]
-    previous = previous_record(out / "real_sky.json", outputs, inputs, settings, force)
+    previous = fsio.previous_record(out / "real_sky.json", outputs, settings, force)
     if previous is not None:
         log.info("real-sky evaluation of %s is current (use --force to redo)", model_dir.name)
         return {**previous, "folder": out, "skipped": True}
@@ -216,8 +216,19 @@ def run_real_sky(
     plot_recall(out / FIGURES[1], results)
     plot_star_fractions(out / FIGURES[2], results)
     write_text(out / "real_sky.md", markdown(record))
-    write_json(out / "real_sky.json", record)  # last: its presence marks a complete evaluation
+    record = fsio.seal(out / "real_sky.json", outputs, record)  # last: it lists every output with its checksum
     return {**record, "folder": out, "skipped": False}
+
+
+def _fingerprints(fields: list[SampleField]) -> dict[str, str]:
+    """{file: "size:mtime"} of every sample file the evaluation reads: a changed file makes it out of date."""
+    out = {}
+    for f in fields:
+        names = [sdss.frame_filename(b, f.fid.run, f.fid.camcol, f.fid.field) for b in BANDS]
+        for p in [f.folder / n for n in names] + ([f.star_catalog] if f.star_catalog else []):
+            st = p.stat()
+            out[p.name] = f"{st.st_size}:{st.st_mtime_ns}"
+    return out
 
 
 FIGURES = ("locus.png", "catalog_recall.png", "star_fraction.png")

@@ -3,7 +3,9 @@
 One page per section (at most 8 pages): overview (data, method, stage timings), alignment, splits,
 augmentation, tuning, metrics with baselines, explanations and difficulty. Each section shows the stage's
 own summary (its Markdown summary, else its JSON summary) and the PNG figures it wrote under
-``paths.reports(<stage>)``. A section whose stage has not run says "not run" instead of failing.
+``paths.reports(<stage>)``. A section whose stage has not run says "not run" instead of failing; a file that
+exists but is damaged (invalid JSON) stops the report with one line naming it. The default report is skipped
+when everything it is built from is unchanged since it was written (``paths.report_record``).
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import __version__, fsio
 from ..config import REFERENCE_RESULT
+from ..errors import CorruptFileError
 from ..fsio import atomic_path, read_json
 from ..paths import DataPaths
 
@@ -48,10 +52,15 @@ def _read_text(path: Path) -> str | None:
 
 
 def _read_json(path: Path):
+    """The JSON in ``path``, None when it does not exist; a damaged file is an error, not a stage "not run"."""
     try:
         return read_json(path)
-    except (OSError, ValueError):
+    except (FileNotFoundError, NotADirectoryError):
         return None
+    except CorruptFileError as exc:
+        raise CorruptFileError(
+            f"{exc}: rerun the stage that wrote it (./run_scripts.sh --verify names it), then make_report.py"
+        ) from None
 
 
 def _latest(pointer: Path) -> str | None:
@@ -122,6 +131,8 @@ def _summary_lines(folder: Path) -> list[str]:
     lines: list[str] = []
     for js in sorted(folder.rglob("*.json")):
         obj = _read_json(js)
+        if isinstance(obj, dict):
+            obj = {k: v for k, v in obj.items() if k != fsio.INTEGRITY_KEY}  # checksums: not for the reader
         if obj is not None:
             lines += [f"{js.relative_to(folder)}:"] + ["  " + s for s in json_lines(obj, limit=40)]
     return lines
@@ -387,7 +398,13 @@ def build_report(paths: DataPaths, output: Path | None = None) -> dict:
 
     use_agg()
 
+    default = output is None
     output = Path(output) if output else paths.report_pdf
+    settings = {"inputs": report_inputs(paths), "stargal_version": __version__}
+    previous = fsio.previous_record(paths.report_record, [output], settings) if default else None
+    if previous is not None:
+        log.info("report is current: nothing it is built from changed since %s was written", output)
+        return {**previous["result"], "path": output, "skipped": True}
     sections = collect_sections(paths)
     with atomic_path(output) as tmp, PdfPages(tmp) as pdf:
         for page, section in enumerate(sections, start=1):
@@ -395,4 +412,32 @@ def build_report(paths: DataPaths, output: Path | None = None) -> dict:
         info = pdf.infodict()
         info["Title"] = "stargal report"
         info["Subject"] = json.dumps({s.title: s.ran for s in sections})
-    return {"path": output, "pages": len(sections), "sections": {s.title: s.ran for s in sections}}
+    result = {"pages": len(sections), "sections": {s.title: s.ran for s in sections}}
+    if default:
+        fsio.seal(paths.report_record, [output], {"settings": settings, "result": result})
+    return {**result, "path": output, "skipped": False}
+
+
+def report_inputs(paths: DataPaths) -> list[list]:
+    """(path, size, modification time) of every file the report can be built from: what decides a rerun."""
+    skip = {paths.report_pdf, paths.report_record}
+    found: list[Path] = [paths.latest_dataset, paths.latest_model]
+    for name, root in (
+        (_latest(paths.latest_dataset), paths.datasets_root),
+        (_latest(paths.latest_model), paths.models_root),
+    ):
+        if name:
+            found += [root / name / f for f in ("dataset.json", "model.json", "metrics.json")]
+    for folder in (paths.reports(), paths.tuning_root):
+        if folder.is_dir():
+            found += [p for p in folder.rglob("*") if p.suffix in (".json", ".md", ".png", ".csv")]
+    out = []
+    for p in sorted(set(found) - skip):
+        if fsio.TEMPORARY_RE.match(p.name):
+            continue
+        try:
+            st = p.stat()
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        out.append([str(p.relative_to(paths.root)), st.st_size, st.st_mtime_ns])
+    return out

@@ -1,6 +1,12 @@
 """Stage 03 runner: train a CNN on a stage-02 dataset, choose its threshold on validation data, evaluate
 it on every split (``stargal.evaluate``), and write model.keras, model.json, metrics.json, history.csv
-and plots. Also repeated seeds and the with/without augmentation comparison (exercise Task 1.4)."""
+and plots. Also repeated seeds and the with/without augmentation comparison (exercise Task 1.4).
+
+A model folder is one sealed output set: model.keras, metrics.json and history.csv are written under
+temporary names and renamed together, then model.json last with their checksums and the identity of the
+dataset they were trained on. A model is current only when those files are intact, the dataset is the same and
+the options are the same; a folder broken by an interrupted run is named and retrained, and a failed training
+leaves the previous model usable."""
 
 from __future__ import annotations
 
@@ -14,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__, fsio
-from ..dataset import dataset_inputs, load_dataset, resolve_dataset
+from ..dataset import dataset_identity, load_dataset, resolve_dataset
 from ..evaluate import SUMMARY_KEYS, evaluate, predict_splits, summarise_runs
 from ..paths import DataPaths
 from ..tables import records_markdown, write_table
@@ -24,8 +30,24 @@ log = logging.getLogger("stargal")
 
 
 def _outputs(paths: DataPaths, name: str) -> list[Path]:
+    """The files model.json seals."""
     files = paths.model(name)
-    return [files.keras, files.json, files.metrics, files.history]
+    return [files.keras, files.metrics, files.history]
+
+
+def current_model(paths: DataPaths, name: str, config: dict, dataset_id: str, warn: bool = True) -> dict | None:
+    """model.json of an intact model trained with ``config`` on the dataset ``dataset_id``; else None."""
+    files = paths.model(name)
+    check = fsio.check_seal(files.json, _outputs(paths, name))
+    if not check.ok:
+        if warn and files.folder.exists():
+            log.warning("%s: %s; training it again", name, check.describe())
+        return None
+    record = check.record
+    same = (
+        record.get("config") == json.loads(json.dumps(config)) and record.get("inputs", {}).get("dataset") == dataset_id
+    )
+    return record if same else None
 
 
 def _run_config(options: TrainOptions, dataset: str, hp: dict) -> dict:
@@ -61,18 +83,17 @@ def train_one(paths: DataPaths, dataset: str, options: TrainOptions, data: dict 
     out_dir = paths.model_dir(name)
     files = paths.model(name)
     config = _run_config(options, dataset, hp)
-    outputs = _outputs(paths, name)
-    if not options.force and fsio.is_current(outputs, dataset_inputs(paths, dataset)):
-        previous = fsio.read_json(files.json)
-        if previous.get("config") == json.loads(json.dumps(config)):
-            log.info("%s: model is current, skipping (use --force to retrain)", name)
-            return {
-                "name": name,
-                "model_dir": out_dir,
-                "metrics": fsio.read_json(files.metrics),
-                "model_json": previous,
-                "skipped": True,
-            }
+    dataset_id = dataset_identity(paths, dataset)
+    previous = None if options.force else current_model(paths, name, config, dataset_id)
+    if previous is not None:
+        log.info("%s: model is current, skipping (use --force to retrain)", name)
+        return {
+            "name": name,
+            "model_dir": out_dir,
+            "metrics": fsio.read_json(files.metrics),
+            "model_json": previous,
+            "skipped": True,
+        }
 
     data = data or load_dataset(paths, dataset)
     meta = data["meta"]
@@ -127,7 +148,7 @@ def train_one(paths: DataPaths, dataset: str, options: TrainOptions, data: dict 
     model_json = {
         "name": name,
         "architecture": options.architecture,
-        "inputs": ["patch", "psf"] if mdl.takes_psf(model) else ["patch"],
+        "model_inputs": ["patch", "psf"] if mdl.takes_psf(model) else ["patch"],
         "hyperparameters": hp,
         "dataset": dataset,
         "patch_size": int(shape[0]),
@@ -155,18 +176,20 @@ def train_one(paths: DataPaths, dataset: str, options: TrainOptions, data: dict 
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "stargal_version": __version__,
         "config": config,
+        "inputs": {"dataset": dataset_id},
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    with fsio.atomic_path(files.keras) as tmp:
+    with fsio.OutputSet(files.json) as out:
+        tmp = out.path(files.keras)
         keras_tmp = tmp.with_suffix(".keras")  # Keras insists on the extension
         try:
             model.save(keras_tmp)
             keras_tmp.replace(tmp)
         finally:
             keras_tmp.unlink(missing_ok=True)
-    _write_history(files.history, history)
-    fsio.write_json(files.metrics, metrics)
-    fsio.write_json(files.json, model_json)  # last: its presence marks a complete model
+        _write_history(out.path(files.history), history)
+        fsio.write_json(out.path(files.metrics), metrics)
+        model_json = out.commit(model_json)  # model.json last: it lists every file with its checksum
     if options.plots:
         from ..plots import training as tplots
 
@@ -201,20 +224,24 @@ def run_training(paths: DataPaths, dataset: str | None, options: TrainOptions, s
             data = load_dataset(paths, dataset)
         runs.append(train_one(paths, dataset, opts, data))
     best = max(runs, key=lambda r: r["metrics"]["val"]["mcc"])
-    fsio.write_text(paths.latest_model, best["name"] + "\n")
+    fsio.write_text_if_changed(paths.latest_model, best["name"] + "\n")
     summary = {"dataset": dataset, "runs": runs, "latest": best["name"]}
     if len(runs) > 1:
         summary["test_summary"] = summarise_runs(runs)
         report = paths.reports("training", f"seeds-{options.resolved().architecture}-{dataset}")
-        fsio.write_json(report / "summary.json", summary["test_summary"])
+        fsio.write_text_if_changed(report / "summary.json", fsio.json_text(summary["test_summary"]))
     return summary
 
 
 def _is_skippable(paths: DataPaths, dataset: str, options: TrainOptions) -> bool:
     if options.force:
         return False
-    name = model_name(options.resolved(), dataset)
-    return fsio.is_current(_outputs(paths, name), dataset_inputs(paths, dataset))
+    from ..model import merged_hp
+
+    opts = options.resolved()
+    config = _run_config(opts, dataset, merged_hp(opts.architecture, opts.hyperparameters))
+    name = model_name(opts, dataset)
+    return current_model(paths, name, config, dataset_identity(paths, dataset), warn=False) is not None
 
 
 COMPARISON_COLUMNS = (

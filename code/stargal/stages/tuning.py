@@ -24,6 +24,7 @@ from ..config import SEED
 from ..dataset import load_dataset, resolve_dataset
 from ..errors import StargalError
 from ..fsio import write_json, write_text
+from ..integrity import require_dataset
 from ..paths import DataPaths
 from ..tables import csv_text, records_markdown
 from ..train_options import ARCH_DEFAULTS
@@ -189,6 +190,7 @@ def run_tuning(
     if trials < 1 or workers < 1 or epochs < 1:
         raise StargalError("--trials, --workers and --epochs must be positive")
     dataset = resolve_dataset(paths, dataset)
+    require_dataset(paths, dataset, ("train", "val"))  # intact before any worker reads it
     # Train trials the way 03_model.py trains this architecture (augmentation policy, learning-rate schedule).
     defaults = _training_defaults(architecture)
     extra = {"augment": augment} if augment else {}  # best.json carries an explicit choice to 03_model.py

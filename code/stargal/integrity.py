@@ -1,0 +1,214 @@
+"""Which outputs of a data folder are intact: the check every reader makes before it uses a sealed output
+(``require_*``), and the whole-folder check of ``run_scripts.sh --verify`` (``verify_data_folder``).
+
+A sealed output is a set of files with a record written last that lists each file's size and sha256
+(``stargal.fsio.OutputSet``). A reader accepts the set only when every listed file is present and matches;
+otherwise it stops with one line naming the broken file and the run that redoes it. The stage that writes a
+set sees the same breakage when it checks whether its outputs are current, and redoes them without --force.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import fsio, sdss
+from .config import REFERENCE
+from .errors import StargalError
+from .paths import DataPaths, FieldId, ModelFiles
+
+log = logging.getLogger("stargal")
+
+
+def _run_options(rerun: int, run: int, camcol: int) -> str:
+    parts = [] if rerun == REFERENCE.rerun else [f"--rerun {rerun}"]
+    return " ".join([*parts, f"--run {run}", f"--camcol {camcol}"])
+
+
+def alignment_command(fid: FieldId) -> str:
+    """The command that redoes a field's stage-01 outputs."""
+    return f"01_alignment.py {_run_options(fid.rerun, fid.run, fid.camcol)} --fields {fid.field}"
+
+
+def download_command(relpath: str) -> str:
+    """The command that fetches a SAS file again."""
+    info = sdss.parse_filename(Path(relpath).name)
+    if info is None:
+        return "00_download.py"
+    parts = relpath.split("/")
+    rerun = int(parts[-2] if info["kind"] == "catalog" else parts[-4])
+    fields = f" --fields {info['field']}" if info["kind"] == "frame" else ""
+    return f"00_download.py {_run_options(rerun, info['run'], info['camcol'])}{fields}"
+
+
+def _broken(check: fsio.SealCheck, what: str, redo: str) -> StargalError:
+    return StargalError(f"{what} is incomplete or damaged: {check.describe()}; {redo} redoes it (no --force needed)")
+
+
+def field_check(paths: DataPaths, fid: FieldId, objects: bool = False, deep: bool = False) -> fsio.SealCheck:
+    """The seal of a field's stage-01 outputs (cube and PSF map, and the objects table with ``objects``)."""
+    expected = [paths.cube(fid), paths.psf_map(fid)] + ([paths.objects(fid)] if objects else [])
+    return fsio.check_seal(paths.field_record(fid), expected, deep)
+
+
+def require_field(paths: DataPaths, fid: FieldId, objects: bool = False) -> dict:
+    """A field's stage-01 record, after checking that its cube and PSF map (and objects table) are intact."""
+    check = field_check(paths, fid, objects)
+    if not check.ok:
+        if not paths.cube(fid).exists():
+            raise StargalError(f"{paths.cube(fid)}: aligned cube not found (run {alignment_command(fid)})")
+        raise _broken(check, f"field {fid}'s aligned output", alignment_command(fid))
+    return check.record
+
+
+def require_cube_file(cube: str | os.PathLike) -> None:
+    """A cube named on the command line: checked against its field record when one lies beside it (a cube
+    copied out of a data folder on its own is checked for its structure only, when read)."""
+    record = DataPaths.record_beside_cube(cube)
+    if not record.exists():
+        return
+    check = fsio.check_seal(record, [cube])
+    if not check.ok:
+        raise _broken(check, f"aligned cube {cube}", "01_alignment.py for its field")
+
+
+def require_dataset(paths: DataPaths, name: str, splits: Iterable[str] | None = None) -> dict:
+    """A dataset's dataset.json, after checking that every file it seals is intact and that it seals the arrays
+    of ``splits``."""
+    expected = []
+    for split in splits or ():
+        expected += [paths.split_x(name, split), paths.split_y(name, split), paths.split_psf(name, split)]
+    check = fsio.check_seal(paths.dataset_json(name), expected)
+    if not check.ok:
+        raise _broken(check, f"dataset {name!r}", "02_preparation.py with the options that made it")
+    return check.record
+
+
+def require_model(model_dir: str | os.PathLike) -> dict:
+    """A model folder's model.json, after checking that model.keras, metrics.json and history.csv are intact."""
+    files = ModelFiles(Path(model_dir))
+    check = fsio.check_seal(files.json, [files.keras])
+    if not check.ok:
+        raise _broken(check, f"model folder {files.folder}", "03_model.py with the options that made it")
+    return check.record
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the whole data folder (run_scripts.sh --verify)
+
+
+# which run writes each folder (or file) under reports/
+REPORT_WRITERS = {
+    "alignment": "01_alignment.py",
+    "splits": "02_preparation.py",
+    "augmentation": "04_augmentation.py (--experiment)",
+    "training": "03_model.py",
+    "tuning": "tune.py",
+    "explain": "explain.py",
+    "difficulty": "explain.py --difficulty",
+    "pipeline": "run_scripts.sh",
+    "report.json": "make_report.py",
+}
+
+
+@dataclass(frozen=True)
+class Finding:
+    path: Path
+    problem: str
+    redo: str  # what redoes it
+
+
+def _sealed_sets(paths: DataPaths) -> Iterable[tuple[Path, str, list[Path]]]:
+    """(record, what redoes it, files that must be in it) of every sealed output set in the folder."""
+    for record in sorted(paths.aligned_root.glob("*/*/*/field-*.json")) if paths.aligned_root.is_dir() else []:
+        rerun, run, camcol = (int(p) for p in record.parent.relative_to(paths.aligned_root).parts)
+        field = int(record.stem.rsplit("-", 1)[1])
+        yield record, alignment_command(FieldId(rerun, run, camcol, field)), []
+    for tensors in sorted(paths.tensors_root.glob("*/tensors.json")) if paths.tensors_root.is_dir() else []:
+        rerun, run, camcol = tensors.parent.name.split("-")
+        yield tensors, f"01_alignment.py {_run_options(int(rerun), int(run), int(camcol))}", []
+    for folder in _subfolders(paths.datasets_root):
+        yield paths.dataset_json(folder.name), f"02_preparation.py (dataset {folder.name})", []
+    for folder in _subfolders(paths.augmented_root):
+        yield paths.augmented_json(folder.name), f"04_augmentation.py --materialize --dataset {folder.name}", []
+    for folder in _subfolders(paths.models_root):
+        files = paths.model(folder.name)
+        yield files.json, f"03_model.py (model {folder.name})", [files.keras]
+
+
+def _subfolders(root: Path) -> list[Path]:
+    return sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+
+
+def verify_data_folder(paths: DataPaths, deep: bool = True) -> tuple[list[Finding], int]:
+    """Every broken or unsealed file of the data folder and what redoes it, and how many files were checked.
+
+    Checks the download manifest's files (size and sha256), every sealed output set, the cubes that no record
+    seals, the LATEST pointers, the JSON under reports/, and temporary files interrupted runs left."""
+    findings: list[Finding] = []
+    checked = 0
+    manifest = paths.manifest
+    if manifest.exists():
+        try:
+            entries = fsio.read_json(manifest).get("files", {})
+        except (ValueError, AttributeError):
+            findings.append(Finding(manifest, "not valid JSON (damaged)", "00_download.py (verifies every file again)"))
+            entries = {}
+        for relpath, entry in sorted(entries.items()):
+            checked += 1
+            problem = fsio.check_entry(paths.sas_file(relpath), entry if isinstance(entry, dict) else {}, deep)
+            if problem:
+                findings.append(Finding(paths.sas_file(relpath), problem, download_command(relpath)))
+    sealed_cubes = set()
+    for record, redo, expected in _sealed_sets(paths):
+        check = fsio.check_seal(record, expected, deep)
+        checked += 1 + len(check.files())
+        sealed_cubes.update(str(p) for p in check.files())
+        findings += [Finding(p, why, redo) for p, why in check.problems]
+    for cube in sorted(paths.aligned_root.glob("*/*/*/cube-*.fits")) if paths.aligned_root.is_dir() else []:
+        if str(cube) not in sealed_cubes and not DataPaths.record_beside_cube(cube).exists():
+            findings.append(Finding(cube, "no record seals it (an interrupted or older run)", "01_alignment.py"))
+    for pointer, root, redo in (
+        (paths.latest_dataset, paths.datasets_root, "02_preparation.py"),
+        (paths.latest_model, paths.models_root, "03_model.py"),
+    ):
+        if pointer.exists():
+            name = pointer.read_text(encoding="utf-8", errors="replace").strip()
+            if not name or not (root / name).is_dir():
+                findings.append(Finding(pointer, f"names {name!r}, which does not exist", redo))
+    reports = paths.reports()
+    for js in sorted(reports.rglob("*.json")) if reports.is_dir() else []:
+        checked += 1
+        area = js.relative_to(reports).parts[0]
+        redo = REPORT_WRITERS.get(area, f"the stage that writes reports/{area}")
+        try:
+            content = fsio.read_json(js)
+        except ValueError:
+            findings.append(Finding(js, "not valid JSON (damaged)", redo))
+            continue
+        if isinstance(content, dict) and fsio.INTEGRITY_KEY in content:  # a report set's record
+            check = fsio.check_seal(js, deep=deep)
+            checked += len(check.files())
+            findings += [Finding(p, why, redo) for p, why in check.problems]
+    for folder, _, names in os.walk(paths.root):
+        for name in names:
+            if fsio.TEMPORARY_RE.match(name):
+                findings.append(
+                    Finding(Path(folder, name), "left by an interrupted run", "removed by the next stage run")
+                )
+    return findings, checked
+
+
+def _redo_text(redo: str) -> str:
+    return redo if redo.startswith("removed") else f"redone by {redo}"
+
+
+def findings_lines(findings: list[Finding], limit: int = 20) -> list[str]:
+    """The findings as lines (the first ``limit``, then a count)."""
+    lines = [f"{f.path}: {f.problem} -> {_redo_text(f.redo)}" for f in findings[:limit]]
+    if len(findings) > limit:
+        lines.append(f"... and {len(findings) - limit} more")
+    return lines

@@ -1,0 +1,634 @@
+"""Fault injection: real files truncated, bit-flipped, mislabelled, unwritable and on a full disk.
+
+Each class of fault the README's reliability promise lists is injected into real outputs of the stages (the
+simulated tiny sky run through stages 00-02, a tiny model for stage 03) or into the real SDSS sample, and each
+test asserts the exit status, a single-line message naming the file, that nothing wrong is served, and that a
+rerun without --force recovers. A full disk is a small tmpfs (as root) or a file-size limit; a read-only
+data folder is a read-only bind mount (skipped where mounting is not allowed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import errno
+import gzip
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import STAR_FIELD_DIR, TEST_FIELD_DIR, TINY
+
+from stargal import cli, fsio, integrity, sdss
+from stargal.config import BANDS, SPLITS
+from stargal.errors import CorruptFileError, StargalError
+from stargal.paths import DataPaths, FieldId
+
+ROOT = Path(__file__).resolve().parents[1]
+CODE = ROOT / "code"
+F80, F81 = (FieldId(301, 8162, 6, f) for f in (80, 81))
+TINY_FIELDS = ["--fields", "80", "81", "82", "83"]
+SPLIT_ARGS = ["--train-fields", "80", "83", "--val-fields", "82", "--test-fields", "81"]
+MODEL_CONFIG = {"architecture": "reference_base", "hyperparameters": {"filters": 8, "dense_units": 16}}
+MODEL_ARGS = ["--epochs", "1", "--batch-size", "128", "--no-plots"]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# helpers
+
+
+def run(
+    script: str, paths: DataPaths | Path | None, *args: str, preexec=None, timeout=600
+) -> subprocess.CompletedProcess:
+    """Run a script (or ``-m stargal.pipeline``) on a data folder, quietly; returns the finished process."""
+    cmd = [sys.executable, *(["-m", "stargal.pipeline"] if script == "pipeline" else [str(CODE / script)])]
+    if paths is not None:
+        cmd += ["--data-dir", str(paths.root if isinstance(paths, DataPaths) else paths)]
+    cmd += [*args] if script == "pipeline" else [*args, "-q"]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, preexec_fn=preexec)
+
+
+def error_line(proc: subprocess.CompletedProcess, *needles: str, status: int | None = None) -> str:
+    """The one error line of a failed run (no traceback), checked to contain every needle."""
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    if status is not None:
+        assert proc.returncode == status, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if ": error: " in line]
+    assert len(errors) == 1, proc.stderr
+    for needle in needles:
+        assert str(needle) in errors[0], errors[0]
+    return errors[0]
+
+
+def ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return proc
+
+
+def flip(path: Path, at: float = 0.5, keep_time: bool = False) -> None:
+    """Invert one byte in place (at a fraction of the file); with ``keep_time`` the modification time is put
+    back, so that only the content (and the inode change time) tells."""
+    st = path.stat()
+    with open(path, "r+b") as fh:
+        fh.seek(int(st.st_size * at))
+        byte = fh.read(1)
+        fh.seek(-1, os.SEEK_CUR)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+    if keep_time:
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def truncate(path: Path, keep: float = 0.5, keep_time: bool = True) -> None:
+    st = path.stat()
+    os.truncate(path, int(st.st_size * keep))
+    if keep_time:
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def copy_data(template: DataPaths, tmp_path: Path, name: str = "data") -> DataPaths:
+    paths = DataPaths(tmp_path / name)
+    shutil.copytree(template.root, paths.root)
+    return paths
+
+
+def temporaries(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if fsio.TEMPORARY_RE.match(p.name)]
+
+
+def dataset_name(paths: DataPaths) -> str:
+    return paths.latest_dataset.read_text().strip()
+
+
+@contextlib.contextmanager
+def mounted(target: Path, *options: str):
+    """``mount`` at ``target`` for the block (skips the test where this process may not mount)."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting needs root")
+    for args in options:
+        proc = subprocess.run(["mount", *args.split("\0"), str(target)], capture_output=True, text=True)
+        if proc.returncode != 0:
+            subprocess.run(["umount", str(target)], capture_output=True)
+            pytest.skip(f"cannot mount here: {proc.stderr.strip()}")
+    try:
+        yield target
+    finally:
+        subprocess.run(["umount", str(target)], capture_output=True, check=False)
+
+
+@contextlib.contextmanager
+def read_only(folder: Path):
+    """``folder`` seen through a read-only bind mount (root ignores permission bits, so chmod would not do)."""
+    view = folder.with_name(folder.name + "-ro")
+    view.mkdir()
+    with mounted(view, f"--bind\0{folder}", "-o\0remount,bind,ro"):
+        probe = view / ".probe"
+        with pytest.raises(OSError):
+            probe.write_text("x")
+        yield view
+
+
+# ---------------------------------------------------------------------------------------------------------
+# data: the tiny sky through stages 00-02 (and a tiny model)
+
+
+@pytest.fixture(scope="module")
+def prepared(tiny_sky, tmp_path_factory) -> DataPaths:
+    """Stage 00 from the tiny sky as a local mirror, then stages 01 and 02: a template data folder (copy it)."""
+    from stargal.stages.alignment import run_alignment
+    from stargal.stages.download import DownloadOptions, run_download
+    from stargal.stages.preparation import prepare
+
+    paths = DataPaths(tmp_path_factory.mktemp("prepared") / "data")
+    assert run_download(paths, TINY, DownloadOptions(source=str(tiny_sky.root), workers=2)).ok
+    run_alignment(paths, TINY, workers=1)
+    prepare(paths, TINY)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def trained(prepared, tmp_path_factory) -> DataPaths:
+    """The template plus a one-epoch model (03_model.py --config MODEL_CONFIG MODEL_ARGS would make it)."""
+    from stargal.stages.training import run_training
+    from stargal.train_options import TrainOptions
+
+    paths = copy_data(prepared, tmp_path_factory.mktemp("trained"))
+    options = TrainOptions(**MODEL_CONFIG, epochs=1, batch_size=128, plots=False)
+    run_training(paths, None, options)
+    return paths
+
+
+def model_config(tmp_path: Path) -> Path:
+    cfg = tmp_path / "model-config.json"
+    cfg.write_text(json.dumps(MODEL_CONFIG))
+    return cfg
+
+
+# ---------------------------------------------------------------------------------------------------------
+# sealed output sets (fsio): all or nothing, intact or named
+
+
+def test_an_output_set_is_visible_whole_or_not_at_all(tmp_path, monkeypatch):
+    record, a, b = tmp_path / "set.json", tmp_path / "a.bin", tmp_path / "b.bin"
+    with fsio.OutputSet(record) as out:
+        out.path(a).write_bytes(b"first a" * 100)
+        out.path(b).write_bytes(b"first b" * 100)
+        out.commit({"run": 1})
+    assert fsio.check_seal(record, [a, b]).ok
+    # a rebuild that fails while writing leaves the previous set, record and all, untouched
+    with pytest.raises(OSError), fsio.OutputSet(record) as out:
+        out.path(a).write_bytes(b"second a")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    assert a.read_bytes() == b"first a" * 100 and fsio.read_json(record)["run"] == 1 and not temporaries(tmp_path)
+    # a run killed between the renames of its commit: a new a beside the old b; the record names what is wrong
+    real_replace = os.replace
+    calls = []
+
+    def replace_then_die(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the kill, after the first file was renamed into place
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace_then_die)
+    with pytest.raises(KeyboardInterrupt), fsio.OutputSet(record) as out:
+        out.path(a).write_bytes(b"second a")
+        out.path(b).write_bytes(b"second b")
+        out.commit({"run": 2})
+    monkeypatch.setattr(os, "replace", real_replace)
+    check = fsio.check_seal(record, [a, b])
+    assert not check.ok and [p.name for p, _ in check.problems] == ["a.bin"] and "a.bin" in check.describe()
+
+
+def test_a_seal_tells_truncated_and_flipped_files_even_with_their_old_times(tmp_path):
+    files = [tmp_path / f"f{i}.bin" for i in range(3)]
+    for i, f in enumerate(files):
+        f.write_bytes(bytes(range(256)) * (i + 4))
+    fsio.seal(tmp_path / "rec.json", files, {"what": "test"})
+    assert fsio.check_seal(tmp_path / "rec.json").ok
+    truncate(files[0])
+    flip(files[1], keep_time=True)  # same size, same mtime: only the ctime and the checksum tell
+    files[2].unlink()
+    problems = dict(fsio.check_seal(tmp_path / "rec.json").problems)
+    assert "cut short" in problems[files[0]] and "sha256" in problems[files[1]] and problems[files[2]] == "missing"
+    (tmp_path / "rec.json").write_text("{ not json")
+    assert "not valid JSON" in fsio.check_seal(tmp_path / "rec.json").describe()
+    # a deep check hashes every file, stamps or not
+    fsio.seal(tmp_path / "rec2.json", [files[1]], {})
+    assert fsio.check_seal(tmp_path / "rec2.json", deep=True).ok
+
+
+def test_temporary_files_of_killed_runs_are_removed_but_resumable_downloads_kept(tmp_path):
+    stale = [tmp_path / "reports" / "x" / ".splits.png.0123456789ab.part", tmp_path / ".model.keras.a1b2c3d4e5f6.keras"]
+    keep = [tmp_path / "sas" / "frame-r-008162-6-0080.fits.bz2.part", tmp_path / "reports" / "notes.part"]
+    for p in stale + keep:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"x")
+    assert sorted(fsio.remove_stale_temporaries(tmp_path)) == sorted(stale)
+    assert all(p.exists() for p in keep) and not any(p.exists() for p in stale)
+
+
+def test_runs_on_one_data_folder_take_turns(tmp_path):
+    lock = tmp_path / ".lock"
+    code = (
+        "import sys; from stargal import fsio; fsio.lock_folder(sys.argv[1], holder='pid 1: first run'); "
+        "print('locked', flush=True); sys.stdin.readline()"
+    )
+    first = subprocess.Popen(
+        [sys.executable, "-c", code, str(lock)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    waited, order = [], []
+    try:
+        assert first.stdout.readline().strip() == "locked"
+
+        def finish_first():
+            time.sleep(0.3)
+            order.append("first done")
+            first.stdin.write("\n")
+            first.stdin.flush()
+
+        threading.Thread(target=finish_first).start()
+        assert fsio.lock_folder(lock, on_wait=waited.append)  # waits for the first run
+        order.append("second")
+        assert order == ["first done", "second"] and waited == ["pid 1: first run"]
+        assert fsio.lock_folder(lock)  # taken again at once by the process that holds it
+    finally:
+        fsio.release_folder_locks()
+        first.kill()
+        first.wait()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# inputs are what they claim to be
+
+
+def test_a_bit_flip_inside_a_gzip_catalog_is_caught_not_lost_rows(tiny_sky, tmp_path):
+    source = tiny_sky.catalog(301, 8162, 6, "star")
+    damaged = tmp_path / source.name
+    raw = bytearray(source.read_bytes())
+    raw[len(raw) * 3 // 4] ^= 0x01  # one bit, deep inside the deflate stream
+    damaged.write_bytes(bytes(raw))
+    with pytest.raises(StargalError, match=damaged.name) as err:
+        sdss.read_catalog(damaged)
+    assert "00_download.py" in str(err.value)
+    assert len(sdss.read_catalog(source)) > 0
+
+
+@pytest.mark.real
+def test_real_star_catalog_bit_flip_is_caught(sample_dir, tmp_path):
+    source = STAR_FIELD_DIR / "calibObj-004510-4-star.fits.gz"
+    assert len(sdss.read_catalog(source)) == 5232
+    damaged = tmp_path / source.name
+    raw = bytearray(source.read_bytes())
+    for k in range(8):  # a few bytes inside the compressed stream, as in the report: rows vanished silently
+        raw[len(raw) // 2 + 1000 * k] ^= 0x5A
+    damaged.write_bytes(bytes(raw))
+    with pytest.raises(StargalError, match="calibObj-004510-4-star.fits.gz"):
+        sdss.read_catalog(damaged)
+
+
+def test_catalog_columns_and_run_are_checked(tmp_path):
+    n = 3
+    good = {"RUN": np.full(n, 8162, np.int16), "RERUN": np.array(["301"] * n), "CAMCOL": np.full(n, 6, np.uint8),
+            "FIELD": np.full(n, 80, np.int16), "ID": np.arange(n, dtype=np.int16),
+            "OBJC_TYPE": np.full(n, 6, np.int32), "RA": np.zeros(n), "DEC": np.zeros(n),
+            "PSF_FWHM": np.ones((n, 5), np.float32), "PSFFLUX": np.ones((n, 5), np.float32),
+            "MODELFLUX": np.ones((n, 5), np.float32)}  # fmt: skip
+    path = tmp_path / "calibObj-008162-6-star.fits.gz"
+    sdss.write_catalog(path, good)
+    assert len(sdss.read_catalog(path)) == n
+    from astropy.io import fits
+
+    cols = [fits.Column(name=k, format=sdss.CATALOG_COLUMNS[k][0], array=v) for k, v in good.items() if k != "PSFFLUX"]
+    cols.append(fits.Column(name="PSFFLUX", format="3I", array=np.ones((n, 3), np.int16)))
+    bad = tmp_path / "calibObj-008162-6-gal.fits.gz"
+    raw = fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns(cols)])
+    raw.writeto(tmp_path / "plain.fits")
+    bad.write_bytes(gzip.compress((tmp_path / "plain.fits").read_bytes()))
+    with pytest.raises(StargalError, match="column PSFFLUX holds int16\\[3\\], expected 5 float values"):
+        sdss.read_catalog(bad)
+    other_run = tmp_path / "calibObj-004510-6-star.fits.gz"
+    shutil.copyfile(path, other_run)
+    with pytest.raises(StargalError, match="RUN 8162, but the file name says RUN 4510"):
+        sdss.read_catalog(other_run)
+
+
+def test_a_frame_under_another_band_or_field_name_is_refused(tiny_data):
+    from stargal.stages.alignment import read_field_frames
+
+    i_band = tiny_data.frame(F80, "i")
+    shutil.copyfile(tiny_data.frame(F80, "r"), i_band)  # the r frame under the i-band name
+    with pytest.raises(StargalError, match="FILTER is 'r', not 'i'") as err:
+        read_field_frames(tiny_data, F80, "r")
+    assert i_band.name in str(err.value) and "00_download.py" in str(err.value)
+    shutil.copyfile(tiny_data.frame(F81, "g"), tiny_data.frame(F80, "i"))  # another field's frame
+    shutil.copyfile(tiny_data.frame(F81, "g"), tiny_data.frame(F80, "g"))
+    with pytest.raises(StargalError, match="frame-g-008162-6-0080.fits.bz2: header FRAME is 89, expected 88"):
+        read_field_frames(tiny_data, F80, "r")
+
+
+@pytest.mark.real
+def test_real_r_frame_under_the_i_band_name_is_refused(sample_dir, tmp_path):
+    from stargal.stages.alignment import read_field_frames
+
+    paths = DataPaths(tmp_path / "data")
+    fid = FieldId(301, 8162, 6, 80)
+    for band in BANDS:  # links, not copies: the sample stays outside the project
+        paths.frame(fid, band).parent.mkdir(parents=True, exist_ok=True)
+        source = "r" if band == "i" else band
+        paths.frame(fid, band).symlink_to(TEST_FIELD_DIR / f"frame-{source}-008162-6-0080.fits.bz2")
+    with pytest.raises(StargalError, match="frame-i-008162-6-0080.fits.bz2: header FILTER is 'r', not 'i'"):
+        read_field_frames(paths, fid, "r")
+
+
+def test_non_finite_pixels_are_masked_and_counted(tiny_data):
+    from astropy.io import fits
+
+    from stargal.patches import extract_patches
+    from stargal.stages.alignment import run_alignment
+
+    frame = sdss.read_frame(tiny_data.frame(F81, "g"))
+    image = frame.image.copy()
+    image[100:104, 200:203] = np.inf
+    image[300, 50] = -np.inf
+    with fits.open(tiny_data.frame(F81, "g")) as hdul:
+        extra = [h.copy() for h in hdul[1:]]
+    sdss.write_frame(tiny_data.frame(F81, "g"), image, frame.header, extra_hdus=extra)
+    run_alignment(tiny_data, dataclasses.replace(TINY, fields=(81,)), workers=1, reports=False)
+    record = integrity.require_field(tiny_data, F81, objects=True)
+    assert record["nonfinite"]["g"] == 13 and record["nonfinite"]["r"] == 0
+    cube = fits.getdata(tiny_data.cube(F81))
+    assert not np.isinf(cube).any() and np.isnan(cube[1, 20:-20, 20:-20]).sum() >= 13  # no data where inf was
+    # a cube holding +-inf (written by anything else) still yields finite patches, the values counted
+    data = np.nan_to_num(cube, nan=0.0)
+    data[2, 10, 10] = np.inf
+    data[3, 200, 301] = -np.inf
+    cut = extract_patches(data, np.array([10, 200, 100]), np.array([10, 300, 100]), 5)
+    assert np.isfinite(cut.data).all() and cut.nan_pixels.tolist() == [1, 1, 0]
+
+
+def test_config_keys_and_values_are_checked(tmp_path):
+    from stargal.train_options import load_config, options_from_args
+
+    cfg = tmp_path / "cfg.json"
+    cases = {
+        '{"architecture": "stargal", "epoch": 5}': "unknown key 'epoch'; did you mean 'epochs'? (valid: ",
+        '{"hyperparameters": {"batch_size": 0}}': "batch_size must be a whole number >= 1, got 0",
+        '{"augment": "rotate"}': "augment 'rotate' is not one of",
+        '{"hyperparameters": [1, 2]}': "hyperparameters must be a JSON object",
+        '{"epochs": 3,}': "not valid JSON",
+        "[1]": "expected a JSON object",
+    }
+    for text, message in cases.items():
+        cfg.write_text(text)
+        with pytest.raises(StargalError, match=str(cfg)) as err:
+            load_config(cfg)
+        assert message in str(err.value), text
+    cfg.write_text('{"architecture": "stargal", "hyperparameters": {"learnig_rate": 0.01}}')
+
+    class Args:
+        config, learning_rate, seed, tta, name, force, no_plots = str(cfg), None, 1, None, None, False, True
+        architecture = epochs = patience = batch_size = augment = schedule = class_weight = None
+
+    with pytest.raises(StargalError, match="unknown hyper-parameter of stargal 'learnig_rate'; did you mean"):
+        options_from_args(Args)
+    cfg.write_text('{"architecture": "stargal", "hyperparameters": {"dense_dropout": 1.5}}')
+    with pytest.raises(StargalError, match=r"dense_dropout must be a number in \[0, 1\), got 1.5"):
+        options_from_args(Args)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# one line for every failure, a traceback with --debug
+
+
+@pytest.mark.parametrize(
+    "raised, expected, status",
+    [
+        (OSError(errno.ENOSPC, "No space left on device", "/d/x.npy"), "/d/x.npy: No space left on device (the disk is full", 1),
+        (OSError(errno.EROFS, "Read-only file system", "/d/LATEST"), "/d/LATEST: Read-only file system (the folder is read-only", 1),
+        (IsADirectoryError(errno.EISDIR, "Is a directory", "/tmp/out"), "/tmp/out: Is a directory (that is a folder", 1),
+        (CorruptFileError("/d/metrics.json: not valid JSON (x); the file is damaged"), "/d/metrics.json: not valid JSON", 2),
+        (RuntimeError("boom\nsecond line"), "unexpected RuntimeError: boom second line (rerun with --debug", 1),
+    ],
+)  # fmt: skip
+def test_run_main_turns_every_failure_into_one_line(raised, expected, status, capsys):
+    def main(argv):
+        raise raised
+
+    with pytest.raises(SystemExit) as exit_:
+        cli.run_main(main, [])
+    err = capsys.readouterr().err
+    assert exit_.value.code == status and err.count("\n") == 1 and expected in err and "Traceback" not in err
+    with pytest.raises(SystemExit):
+        cli.run_main(main, ["--debug"])
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_writes_that_fail_name_the_final_file(tmp_path):
+    target = tmp_path / "out.csv"
+    with pytest.raises(OSError) as err, fsio.atomic_path(target):
+        raise OSError(errno.ENOSPC, "No space left on device")  # a write error names no file
+    assert err.value.filename == str(target) and not temporaries(tmp_path)
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(IsADirectoryError) as err:
+        fsio.write_text(tmp_path / "folder", "x")
+    assert err.value.filename == str(tmp_path / "folder")
+
+
+@pytest.mark.slow
+def test_bad_data_folders_end_in_one_line(tmp_path, prepared):
+    a_file = tmp_path / "not-a-folder"
+    a_file.write_text("x")
+    error_line(run("01_alignment.py", a_file), f"--data-dir {a_file}: is a file, not a folder", status=2)
+    debug = run("02_preparation.py", a_file, "--debug")
+    assert debug.returncode == 2 and "Traceback" in debug.stderr and "is a file, not a folder" in debug.stderr
+    # a truncated cube: stage 02 names it and what redoes it; --verify lists it; stage 01 redoes only it
+    paths = copy_data(prepared, tmp_path)
+    truncate(paths.cube(F81), 0.6)
+    line = error_line(run("02_preparation.py", paths, *SPLIT_ARGS), paths.cube(F81).name, status=2)
+    assert "cut short" in line and "01_alignment.py --run 8162 --camcol 6 --fields 81" in line
+    verify = run("pipeline", paths, "--verify")
+    assert (
+        verify.returncode == 1
+        and f"{paths.cube(F81)}: " in verify.stdout
+        and "redone by 01_alignment.py" in verify.stdout
+    )
+    redo = ok(run("01_alignment.py", paths, *TINY_FIELDS, "--no-reports"))
+    assert "aligned 1, up to date 3" in redo.stdout and "field 301/8162/6/81" in redo.stderr
+    # the repaired cube has the content it had: the tensors and the dataset made from it are still current
+    assert "already current" in ok(run("02_preparation.py", paths, *SPLIT_ARGS)).stdout
+    assert ok(run("pipeline", paths, "--verify")).stdout.count("all intact") == 1
+
+
+# ---------------------------------------------------------------------------------------------------------
+# "current" means verified intact; the last good output survives; reruns repair without --force
+
+
+@pytest.mark.slow
+def test_broken_dataset_files_are_named_and_rebuilt_without_force(tmp_path, prepared):
+    paths = copy_data(prepared, tmp_path)
+    name = dataset_name(paths)
+    before = np.load(paths.split_x(name, "val"))
+    flip(paths.split_x(name, "val"), at=0.9, keep_time=True)  # same size, same time: "timestamps look right"
+    truncate(paths.split_objects(name, "test"), 0.5)
+    cfg = model_config(tmp_path)
+    line = error_line(run("03_model.py", paths, "--config", str(cfg), *MODEL_ARGS), "dataset", status=2)
+    assert "val_x.npy" in line and "02_preparation.py" in line
+    redo = ok(run("02_preparation.py", paths, *SPLIT_ARGS))
+    assert "prepared in" in redo.stdout and "val_x.npy" in redo.stderr and "rebuilding it" in redo.stderr
+    assert fsio.check_seal(paths.dataset_json(name), deep=True).ok
+    np.testing.assert_array_equal(np.load(paths.split_x(name, "val")), before)
+
+
+def _dataset_files(paths: DataPaths, name: str) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(paths.dataset_dir(name).iterdir())}
+
+
+@pytest.mark.slow
+def test_a_failed_forced_rebuild_on_a_full_disk_keeps_the_last_good_dataset(tmp_path, prepared):
+    paths = copy_data(prepared, tmp_path)
+    name = dataset_name(paths)
+    good = _dataset_files(paths, name)
+    latest = paths.latest_dataset.read_bytes()
+    size = sum(len(v) for v in good.values())
+    try:  # a real full disk: a tmpfs holding the datasets and half as much again
+        with mounted(paths.datasets_root, f"-t\0tmpfs\0-o\0size={size * 3 // 2 // 4096 * 4096}\0tmpfs"):
+            paths.dataset_dir(name).mkdir()
+            for file, data in good.items():
+                (paths.dataset_dir(name) / file).write_bytes(data)
+            paths.latest_dataset.write_bytes(latest)
+            forced = run("02_preparation.py", paths, *SPLIT_ARGS, "--force")
+            error_line(forced, "No space left on device", "the disk is full", status=1)
+            _assert_intact(paths, name, good)
+            assert "already current" in ok(run("02_preparation.py", paths, *SPLIT_ARGS)).stdout
+    except pytest.skip.Exception:  # not root: the process's file-size limit makes the same failure
+        limit = max(len(v) for v in good.values()) // 2
+
+        def small_files():
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+        forced = run("02_preparation.py", paths, *SPLIT_ARGS, "--force", preexec=small_files)
+        error_line(forced, "File too large", status=1)
+        _assert_intact(paths, name, good)
+
+
+def _assert_intact(paths: DataPaths, name: str, good: dict[str, bytes]) -> None:
+    assert _dataset_files(paths, name) == good and not temporaries(paths.dataset_dir(name))
+    assert integrity.require_dataset(paths, name, SPLITS)["name"] == name
+
+
+@pytest.mark.slow
+def test_a_model_folder_from_two_runs_is_never_served(tmp_path, trained):
+    """The issue's case (a): model.keras of one run beside model.json of another. Before, the rerun said
+    "current" and predict served the wrong network."""
+    import toy_models
+
+    paths = copy_data(trained, tmp_path)
+    model = paths.latest_model.read_text().strip()
+    files = paths.model(model)
+    shutil.copyfile(toy_models.trained_toy_model_dir(None, 15, "drop") / "model.keras", files.keras)
+    line = error_line(run("predict.py", paths, "--field", "81", "--ra", "1", "--dec", "1"), files.keras, status=2)
+    assert "03_model.py" in line and "incomplete or damaged" in line
+    error_line(run("explain.py", paths), str(files.keras), status=2)
+    (files.metrics).write_text('{"test": ')  # and a damaged metrics.json: the report says so, not "not run"
+    error_line(run("make_report.py", paths), files.metrics, "not valid JSON", status=2)
+    verify = run("pipeline", paths, "--verify")
+    assert verify.returncode == 1 and "model.keras" in verify.stdout and "metrics.json" in verify.stdout
+    cfg = model_config(tmp_path)
+    retrain = ok(run("03_model.py", paths, "--config", str(cfg), *MODEL_ARGS))
+    assert "training it again" in retrain.stderr and fsio.check_seal(files.json, deep=True).ok
+    # predict serves the retrained model; a folder named as --out is one line
+    out_dir = tmp_path / "predictions"
+    out_dir.mkdir()
+    args = ["--field", "81", "--ra", "1", "--dec", "1"]
+    error_line(run("predict.py", paths, *args, "--out", str(out_dir)), str(out_dir), "Is a directory", status=1)
+
+
+@pytest.mark.slow
+def test_a_read_only_data_folder_works_when_current_and_fails_in_one_line_otherwise(tmp_path, trained, tiny_sky):
+    from stargal.stages.augmentation import write_examples
+    from stargal.stages.explain import run_explain
+    from stargal.stages.report import build_report
+
+    paths = copy_data(trained, tmp_path)
+    write_examples(paths, None)
+    run_explain(paths, per_group=2, steps=4)
+    build_report(paths)
+    cfg = model_config(tmp_path)
+    with read_only(paths.root) as view:
+        for script, args in (
+            ("00_download.py", ["--source", str(tiny_sky.root), *TINY_FIELDS]),
+            ("01_alignment.py", TINY_FIELDS),
+            ("02_preparation.py", SPLIT_ARGS),
+            ("04_augmentation.py", []),
+            ("03_model.py", ["--config", str(cfg), *MODEL_ARGS]),
+            ("explain.py", ["--per-group", "2", "--steps", "4"]),
+            ("make_report.py", []),
+        ):
+            ok(run(script, view, *args))
+        forced = run("02_preparation.py", view, *SPLIT_ARGS, "--force")
+        error_line(forced, "Read-only file system", "the folder is read-only", status=1)
+        assert ok(run("pipeline", view, "--verify")).stdout.count("all intact") == 1
+
+
+# ---------------------------------------------------------------------------------------------------------
+# noise and debris
+
+
+@pytest.mark.slow
+def test_a_long_failure_list_is_summarised(tmp_path, tiny_sky):
+    proc = run(
+        "00_download.py", tmp_path / "data", "--source", str(tiny_sky.root), "--fields", "1-400", "--workers", "8"
+    )
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    lines = (proc.stdout + proc.stderr).splitlines()
+    assert len(lines) < 40, lines[:50]
+    failed = 400 * 6 - 4 * 6  # every file of every field but the four the mirror has
+    assert (
+        f"{failed} failed" in proc.stdout
+        and f"... and {failed - 10} more failed files ({failed - 10} not found in" in proc.stdout
+    )
+
+
+@pytest.mark.slow
+def test_concurrent_downloads_into_one_folder_lose_nothing_and_debris_is_cleaned(tmp_path, tiny_sky):
+    data = DataPaths(tmp_path / "data")
+    stale = data.reports("splits", ".splits.png.0123456789ab.part")
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"half a figure")
+    cmds = [
+        [sys.executable, str(CODE / "00_download.py"), "--data-dir", str(data.root), "--source", str(tiny_sky.root),
+         "--fields", *fields, "--frames-only", "--workers", "2"]
+        for fields in (["80", "81"], ["82", "83"])
+    ]  # fmt: skip
+    procs = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in cmds]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    manifest = fsio.read_json(data.manifest)["files"]
+    assert len(manifest) == 4 * 6 and all(data.sas_file(rel).is_file() for rel in manifest)
+    assert not stale.exists()
+
+
+@pytest.mark.slow
+def test_a_damaged_download_is_fetched_again_and_mislabelled_frames_stop_alignment(tmp_path, prepared):
+    paths = copy_data(prepared, tmp_path)
+    source = copy_data(prepared, tmp_path, "mirror")  # the pristine files, as a local mirror
+    catalog = paths.catalog(301, 8162, 6, "star")
+    flip(catalog, at=0.6, keep_time=True)
+    shutil.copyfile(paths.frame(F80, "r"), paths.frame(F80, "i"))  # a mislabelled frame
+    line = error_line(run("01_alignment.py", paths, *TINY_FIELDS), catalog.name, status=2)
+    assert "00_download.py" in line
+    verify = run("pipeline", paths, "--verify")
+    assert verify.returncode == 1 and catalog.name in verify.stdout and "frame-i-008162-6-0080" in verify.stdout
+    fetched = ok(run("00_download.py", paths, "--source", str(source.root), *TINY_FIELDS))
+    assert "2 fetched" in fetched.stdout and catalog.name in fetched.stderr
+    ok(run("01_alignment.py", paths, *TINY_FIELDS))
+    assert ok(run("pipeline", paths, "--verify")).stdout.count("all intact") == 1
