@@ -6,6 +6,10 @@ tuning, metrics with baselines, explanations and difficulty, with the figures th
 data/reports/. Sections whose stage has not run say so. Written to data/reports/report.pdf (or --output).
 """
 
+import stargal.bootstrap  # noqa: F401  (first: without our dependencies, re-run with .venv or say what to do)
+
+# isort: split
+
 from pathlib import Path
 
 from stargal import cli
@@ -18,7 +22,7 @@ def main(argv=None) -> int:
         "--output", default=None, metavar="PDF", help="where to write (default: data/reports/report.pdf)"
     )
     args = parser.parse_args(argv)
-    cli.setup_logging(args.quiet)
+    cli.setup_logging(args.quiet, args.verbose)
     result = build_report(cli.data_paths(args), Path(args.output).expanduser().resolve() if args.output else None)
     missing = [title for title, ran in result["sections"].items() if not ran]
     print(f"report: {result['path']} ({result['pages']} pages)")

@@ -13,6 +13,10 @@ no_data (a band does not cover the position); p_star and label are empty unless 
 
 from __future__ import annotations
 
+import stargal.bootstrap  # noqa: F401  (first: without our dependencies, re-run with .venv or say what to do)
+
+# isort: split
+
 import numpy as np
 
 from stargal import cli
@@ -57,7 +61,7 @@ def coordinates(args) -> tuple[np.ndarray, np.ndarray]:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    cli.setup_logging(args.quiet)
+    cli.setup_logging(args.quiet, args.verbose)
     from stargal.stages.predict import run_predict
 
     ra, dec = coordinates(args)

@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
+from .model import import_tensorflow
+
 D4_SIZE = 8
 ROTATIONS = (0, 1, 2, 3)  # identity and rotations by 90, 180, 270 degrees
 REFLECTIONS = (0, 4, 6)  # identity, mirror left-right, mirror up-down (= mirror then rotate 180)
@@ -129,7 +131,7 @@ def gaussian_kernel(sigma: float) -> np.ndarray:
 
 def apply_d4(x, k):
     """Apply element ``k[i]`` (int, [b]) of D4 to sample ``i`` of ``x`` [b, P, P, C] (tensor or array)."""
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     x = tf.convert_to_tensor(x, tf.float32)
     size = x.shape[1]
@@ -144,7 +146,7 @@ def apply_d4(x, k):
 
 def apply_brightness(x, offsets, scale):
     """Add ``offsets[i, c] * scale[c]`` (normalised units -> nanomaggies) to channel c of sample i."""
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     x = tf.convert_to_tensor(x, tf.float32)
     shift = tf.cast(offsets, tf.float32) * tf.constant(np.asarray(scale, np.float32))
@@ -153,7 +155,7 @@ def apply_brightness(x, offsets, scale):
 
 def apply_blur(x, sigma: float, mask=None):
     """Gaussian blur of every channel (sigma px); with ``mask`` [b] bool only the selected samples."""
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     x = tf.convert_to_tensor(x, tf.float32)
     kernel = gaussian_kernel(sigma)
@@ -171,7 +173,7 @@ def apply_blur(x, sigma: float, mask=None):
 
 def draw_parameters(batch: int, channels: int, config: AugmentConfig, seed) -> dict:
     """Random augmentation parameters of one batch, a stateless function of ``seed`` (int64 [2])."""
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 5)
     params: dict = {}
@@ -189,7 +191,7 @@ def draw_parameters(batch: int, channels: int, config: AugmentConfig, seed) -> d
 
 def augment_batch(x, config: AugmentConfig, scale, seed):
     """One randomly augmented batch: symmetry, then brightness offset, then blur, each drawn per sample."""
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     x = tf.convert_to_tensor(x, tf.float32)
     params = draw_parameters(tf.shape(x)[0], x.shape[3], config, seed)
@@ -222,7 +224,7 @@ def make_dataset(
     Only sample indices are shuffled; each batch is gathered from one in-memory copy of ``x`` and
     augmented as it streams, so the training set is never duplicated (let alone 48 times).
     """
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     n = len(x)
     xs = tf.constant(np.asarray(x, np.float32))
@@ -269,7 +271,7 @@ def materialize_chunks(
     Copy ``(k, v)`` holds D4 element ``k`` and variant ``v`` of ``MATERIALIZED_VARIANTS`` of every sample.
     Brightness offsets are drawn once per (sample, copy) from a numpy generator seeded with ``seed``.
     """
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     rng = np.random.default_rng(seed)
     config = AugmentConfig("materialized", blur_sigma=blur_sigma)

@@ -6,7 +6,9 @@ saved model takes raw float32 nanomaggie patches [n, P, P, 5] and returns p(star
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +44,7 @@ DEFAULT_HP: dict[str, dict] = {
 
 def configure_threads(threads: int | None = None) -> None:
     """Pin TensorFlow's thread pools (before any op runs): intra-op = cores, inter-op = 1 or 2."""
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     threads = threads or int(os.environ.get("STARGAL_TF_THREADS", 0)) or os.cpu_count() or 1
     try:
@@ -52,16 +54,55 @@ def configure_threads(threads: int | None = None) -> None:
         pass  # already initialised in this process: keep the existing pools
 
 
-def _keras():
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+def import_tensorflow():
+    """TensorFlow, imported once per process: the one place the package imports it (and, through
+    ``import_keras``, Keras).
+
+    TensorFlow's C++ start-up lines (absl's "All log messages before absl::InitializeLog()", oneDNN's and
+    the CPU-feature notices) are written straight to file descriptor 2 during the import, and no environment
+    variable silences all of them; so, unless ``--verbose`` (``STARGAL_VERBOSE=1``), descriptor 2 points at
+    /dev/null for the import only, and TensorFlow's Python logger shows errors only. An import error still
+    reaches the user: it is raised after descriptor 2 is restored.
+    """
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    verbose = os.environ.get("STARGAL_VERBOSE") == "1"
+    if verbose:
+        import tensorflow as tf
+
+        return tf
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, 2)
+            import tensorflow as tf
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(devnull)
+    finally:
+        os.close(saved)
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)  # e.g. tf.function retracing notices
+    return tf
+
+
+def import_keras():
+    """Keras, after TensorFlow (``import_tensorflow``)."""
+    import_tensorflow()
     import keras
 
     return keras
 
 
+_keras = import_keras
+
+
 def _normalisation_layer_class():
     keras = _keras()
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     @keras.saving.register_keras_serializable(package="stargal", name="AsinhNormalisation")
     class AsinhNormalisation(keras.layers.Layer):

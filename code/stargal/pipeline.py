@@ -74,7 +74,7 @@ SMALL_OPTIONS: list[tuple[str, list[str]]] = [
     ("--epochs", ["2"]),
 ]
 # Options that leave the demo at the reference size: only then is report.pdf copied to the top level.
-SIZE_NEUTRAL = {"--workers", "--scheduler", "--seed", "--force", "-q", "--quiet", "--data-dir"}
+SIZE_NEUTRAL = {"--workers", "--scheduler", "--seed", "--force", "-q", "--quiet", "--verbose", "--data-dir"}
 OPTION_RE = re.compile(r"(?<![\w-])(--[a-z][a-z0-9-]*|-[a-zA-Z])\b")
 
 
