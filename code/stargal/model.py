@@ -296,8 +296,21 @@ def predict(model, x: np.ndarray, *, batch_size: int = 512, tta: bool = False) -
     return (total / D4_SIZE).astype(np.float32)
 
 
+def _inference_function(model):
+    """``model(x, training=False)`` as one traced graph for any batch size, cached on the model: a graph call
+    per batch instead of an eager call per layer (about a third faster on a CPU)."""
+    fn = getattr(model, "_stargal_inference", None)
+    if fn is None:
+        tf = import_tensorflow()
+        spec = tf.TensorSpec([None, *model.inputs[0].shape[1:]], tf.float32)
+        fn = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+        model._stargal_inference = fn
+    return fn
+
+
 def _predict(model, x: np.ndarray, batch_size: int) -> np.ndarray:
-    out = []
+    fn = _inference_function(model) if getattr(model, "inputs", None) else (lambda b: model(b, training=False))
+    out = np.empty(len(x), np.float32)
     for start in range(0, len(x), batch_size):
-        out.append(np.asarray(model(x[start : start + batch_size], training=False)).reshape(-1))
-    return np.concatenate(out).astype(np.float32)
+        out[start : start + batch_size] = np.asarray(fn(x[start : start + batch_size])).reshape(-1)
+    return out
