@@ -194,11 +194,11 @@ def validate_coordinates(ra: np.ndarray, dec: np.ndarray, source: str = "coordin
     bad_ra = np.flatnonzero(~(np.isfinite(ra) & (ra >= -360) & (ra <= 360)))
     if bad_ra.size:
         i = int(bad_ra[0])
-        raise StargalError(f"{where(i)}: ra {ra[i]!r} is not an angle in degrees")
+        raise StargalError(f"{where(i)}: ra {float(ra[i])!r} is not an angle in degrees")
     bad_dec = np.flatnonzero(~(np.isfinite(dec) & (np.abs(dec) <= 90)))
     if bad_dec.size:
         i = int(bad_dec[0])
-        raise StargalError(f"{where(i)}: dec {dec[i]!r} is outside [-90, 90]")
+        raise StargalError(f"{where(i)}: dec {float(dec[i])!r} is outside [-90, 90]")
 
 
 def read_coordinates(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
