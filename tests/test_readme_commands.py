@@ -59,7 +59,10 @@ SUBSTITUTES: dict[str, tuple[str | None, str]] = {
         "needs a Dask cluster",
     ),
     "code/02_preparation.py --fields 11-510 --train-fields 11-400 --val-fields 401-450 --test-fields 451-510 "
-    "--scheduler /shared/sched.json --data-dir /shared/stargal": ("code/02_preparation.py --help", "needs a Dask cluster"),
+    "--scheduler /shared/sched.json --data-dir /shared/stargal": (
+        "code/02_preparation.py --help",
+        "needs a Dask cluster",
+    ),
 }
 TF_NOISE = ("absl::InitializeLog", "oneDNN custom operations", "cpu_feature_guard", "rebuild TensorFlow")
 
