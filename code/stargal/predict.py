@@ -74,7 +74,7 @@ def uncovered(data: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 TTA_MODES = ("auto", "all", "off")
 TTA_MARGIN = 0.15  # "auto": the eight-symmetry mean where the single pass lies this close to the threshold
-CHUNK = 8192  # patches cut and classified at a time (100 MB of 25 x 25 x 5 float32): memory stays flat
+CHUNK = 4096  # patches cut and classified at a time (50 MB of 25 x 25 x 5 float32): memory stays flat
 
 
 def classify(
@@ -87,7 +87,7 @@ def classify(
     patch_size: int,
     edge: str,
     threshold: float = 0.5,
-    batch_size: int = 1024,
+    batch_size: int = 256,  # with 590 MB for TensorFlow itself, small batches keep the peak low
     tta: str = "off",
     tta_margin: float = TTA_MARGIN,
     chunk: int = CHUNK,

@@ -167,7 +167,7 @@ class Run:
             return "stages run one by one (no run_scripts.sh record)"
         flags = " ".join(f for f, on in (("--demo", rec.get("demo")), ("--small", rec.get("small"))) if on)
         options = " ".join(" ".join(o) for o in rec.get("options", []))
-        finished = str(rec.get("finished", ""))[:16].replace("T", " ")
+        finished = str(rec.get("finished") or "")[:16].replace("T", " ")
         text = f"`run_scripts.sh {flags}`".replace(" `", "`") if flags else "`run_scripts.sh`"
         return f"{text} with stage options `{options}`" + (f", finished {finished} UTC" if finished else "")
 
@@ -666,22 +666,18 @@ def explanations_section(run: Run) -> Section:
             "object's profile puts its attribution on the central pixels, not on neighbours or the background."
         )
     ]
-    correct = [p for p in (_png(folder, "star_correct.png"), _png(folder, "galaxy_correct.png")) if p]
-    if correct:
-        blocks.append(
-            FigureBlock(correct, "Correct classifications: stars (left) and galaxies (right), one patch per row.")
-        )
-    for key, text in EXPLAIN_GROUPS[2:]:
+    for key, text in EXPLAIN_GROUPS:
         png = _png(folder, f"{key}.png")
-        if png:
-            blocks.append(
-                FigureBlock(
-                    [png],
-                    f"Errors: {text}. Compare with the correct cases: attribution spread over a neighbour or the "
-                    "background marks a blend or noise-dominated patch.",
-                    width=0.8,
-                )
+        if not png:
+            continue
+        if key.endswith("correct"):
+            caption = f"Correct: {text}, one patch per row, with p(star) and r magnitude."
+        else:
+            caption = (
+                f"Errors: {text}. Compare with the correct cases: attribution spread over a neighbour or the "
+                "background marks a blend or a noise-dominated patch."
             )
+        blocks.append(FigureBlock([png], caption, width=0.75))
     return Section(title, blocks)
 
 
