@@ -196,7 +196,7 @@ class Run:
             if meta and metrics and "test" in metrics and meta.get("dataset") == self.dataset_name:
                 found.append((folder.name, meta, metrics))
         order = {"stargal": 0, "reference_regularised": 1, "reference_base": 2}
-        found.sort(key=lambda m: (m[0] != self.model_name, order.get(m[1].get("architecture"), 3), m[0]))
+        found.sort(key=lambda m: (order.get(m[1].get("architecture"), 3), m[0] != self.model_name, m[0]))
         return found
 
 
@@ -236,7 +236,7 @@ def _baseline_rows(metrics: dict) -> list[list]:
 def headline(run: Run) -> list:
     """The first page's lead paragraph and Table 1 (test set: our model, reference models, baselines)."""
     models = run.models_of_dataset()
-    if not models or not run.metrics:
+    if not models:
         return [Para("No evaluated model yet: the headline table appears once stage 03 has run.", "lead")]
     several = len({m[1].get("architecture") for m in models}) < len(models)
     rows = [
@@ -244,17 +244,19 @@ def headline(run: Run) -> list:
         + [metrics["test"].get(k) for k in HEADLINE_METRICS]
         for name, meta, metrics in models
     ]
-    bold = [0]
-    rows += _baseline_rows(run.metrics)
-    test = run.metrics["test"]
+    bold = [0]  # ours: the latest stargal model (models are listed ours first)
+    metrics = models[0][2]
+    rows += _baseline_rows(metrics)
+    test = metrics["test"]
     ours = test
     fields = " ".join(map(str, (run.dataset or {}).get("fields", {}).get("test", []))) or "?"
     stars = test.get("stars", 0) / test["n"] if test.get("n") else 0
     text = (
         f"On the test field ({fields}; {test.get('n')} catalogued objects, {100 * stars:.0f} % stars), "
-        f"our network reaches accuracy **{ours['accuracy']:.3f}** and MCC **{ours['mcc']:.3f}** "
+        f"{'our network' if models[0][1].get('architecture') == 'stargal' else 'the ' + _model_label(*models[0][:2], None, False)} "
+        f"reaches accuracy **{ours['accuracy']:.3f}** and MCC **{ours['mcc']:.3f}** "
     )
-    majority = ((run.metrics.get("baselines") or {}).get("test") or {}).get("majority")
+    majority = ((metrics.get("baselines") or {}).get("test") or {}).get("majority")
     if majority:
         text += f"against {majority['accuracy']:.3f} for always answering \u201c{majority.get('class')}\u201d"
     refs = [m for m in models if m[1].get("architecture", "").startswith("reference")]
