@@ -291,9 +291,12 @@ def predict(model, x: np.ndarray, *, batch_size: int = 512, tta: bool = False) -
     from .augment import D4_SIZE, apply_d4
 
     total = np.zeros(len(x), np.float64)
-    for k in range(D4_SIZE):
-        xk = np.asarray(apply_d4(x, np.full(len(x), k, np.int32)))
-        total += _predict(model, xk, batch_size)
+    block = max(batch_size, 2048)  # transformed copies of one block at a time: memory does not grow with len(x)
+    for start in range(0, len(x), block):
+        xb = x[start : start + block]
+        for k in range(D4_SIZE):
+            xk = np.asarray(apply_d4(xb, np.full(len(xb), k, np.int32)))
+            total[start : start + block] += _predict(model, xk, batch_size)
     return (total / D4_SIZE).astype(np.float32)
 
 
