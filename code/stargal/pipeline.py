@@ -91,7 +91,7 @@ def shared_options() -> set[str]:
 class Result:
     stage: str
     script: str
-    status: str  # ok, failed, missing, skipped, interrupted
+    status: str  # ok, failed, missing, skipped, interrupted; running, pending (in the record the report reads)
     seconds: float = 0.0
     peak_rss_mb: float | None = None  # largest single process (wait4 rusage)
     peak_tree_mb: float | None = None  # sum over the process tree (sampled)
