@@ -38,7 +38,7 @@ SUBSTITUTES: dict[str, tuple[str | None, str]] = {
         "an example URL",
     ),
     "code/00_download.py --source ~/old_project/data": (
-        f"code/00_download.py --source data --data-dir copy {SMALL}",
+        "code/00_download.py --source data --data-dir copy --fields 80 81 82 83",
         "a local copy: the tiny sky's own data folder stands in for an old project's",
     ),
     "code/00_download.py --source simulated": (
