@@ -180,8 +180,13 @@ class DataPaths:
         """One-line text file naming the model stage 03 trained last (the default of predict)."""
         return self.root / "models" / "LATEST"
 
+    @property
+    def models_root(self) -> Path:
+        """The folder holding one folder per trained model."""
+        return self.root / "models"
+
     def model_dir(self, name: str) -> Path:
-        return self.root / "models" / name
+        return self.models_root / name
 
     def model(self, name: str) -> ModelFiles:
         return ModelFiles(self.model_dir(name))

@@ -188,7 +188,7 @@ class Run:
     def models_of_dataset(self) -> list[tuple[str, dict, dict]]:
         """(name, model.json, metrics.json) of every evaluated model trained on the current dataset; the latest
         model first, then ours, then the reference models."""
-        root = self.paths.model_dir("x").parent
+        root = self.paths.models_root
         found = []
         for folder in sorted(root.iterdir()) if root.is_dir() else []:
             meta = _json_or_none(folder / "model.json") if folder.is_dir() else None
@@ -307,8 +307,8 @@ def data_section(run: Run) -> Section:
         source = "rendered by the simulator" if run.simulated else "fetched from the SDSS Science Archive Server"
         blocks.append(
             Para(
-                f"Stage 00 {source} {len(files)} files ({size:.1f} MB): {frames} frames (u g r i z, in nanomaggies), "
-                f"{catalogs} calibObj sweep catalogs and irg previews, each verified and recorded in "
+                f"Stage 00 wrote {len(files)} files ({size:.1f} MB), {source}: {frames} frames (u g r i z, in "
+                f"nanomaggies), {catalogs} calibObj sweep catalogs and irg previews, each verified and recorded in "
                 "`sas/manifest.json`. The sky: " + run.sky() + "."
             )
         )
