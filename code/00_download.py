@@ -15,6 +15,10 @@ resumed. Exit status 0 when every file is complete, 1 when some failed (each is 
 
 from __future__ import annotations
 
+import stargal.bootstrap  # noqa: F401  (first: without our dependencies, re-run with .venv or say what to do)
+
+# isort: split
+
 import argparse
 
 from stargal import cli
@@ -71,7 +75,7 @@ def build_parser():
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    cli.setup_logging(args.quiet)
+    cli.setup_logging(args.quiet, args.verbose)
     from stargal.stages.download import DownloadOptions, run_download
 
     if args.sim_shape is not None and args.source != "simulated":

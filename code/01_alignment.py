@@ -15,6 +15,10 @@ skipped (--force redoes them). Exit status 0 on success, 2 on bad input (one-lin
 
 from __future__ import annotations
 
+import stargal.bootstrap  # noqa: F401  (first: without our dependencies, re-run with .venv or say what to do)
+
+# isort: split
+
 from stargal import cli
 from stargal.config import BANDS, REFERENCE_BAND
 from stargal.stages.alignment import run_alignment
@@ -30,7 +34,7 @@ def build_parser():
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    cli.setup_logging(args.quiet)
+    cli.setup_logging(args.quiet, args.verbose)
     fs = cli.field_set(args)
     paths = cli.open_data_folder(args)
     result = run_alignment(

@@ -7,6 +7,10 @@ overlapping neighbouring field, and every patch centred within half a patch of a
 Writes data/datasets/NAME/ (printed at the end) and a split report under data/reports/splits/NAME/.
 """
 
+import stargal.bootstrap  # noqa: F401  (first: without our dependencies, re-run with .venv or say what to do)
+
+# isort: split
+
 from stargal import cli, splits
 from stargal.config import PATCH_SIZE, SPLITS
 from stargal.patches import EDGE_POLICIES
@@ -33,7 +37,7 @@ def main(argv=None) -> int:
         "--dataset", default=None, metavar="NAME", help="dataset name; derived from the options when omitted"
     )
     args = parser.parse_args(argv)
-    cli.setup_logging(args.quiet)
+    cli.setup_logging(args.quiet, args.verbose)
     fs = cli.field_set(args)
     test_regions = [splits.parse_region(r, "--test-region") for r in args.test_region]
     exclude_regions = [splits.parse_region(r, "--exclude-region") for r in args.exclude_region]

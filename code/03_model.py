@@ -8,6 +8,10 @@ is chosen on validation data only. Writes data/models/NAME/ and plots under data
 
 from __future__ import annotations
 
+import stargal.bootstrap  # noqa: F401  (first: without our dependencies, re-run with .venv or say what to do)
+
+# isort: split
+
 import argparse
 
 from stargal import cli
@@ -77,7 +81,7 @@ def build_parser():
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    cli.setup_logging(args.quiet)
+    cli.setup_logging(args.quiet, args.verbose)
     from stargal.stages import training
     from stargal.stages.training_summary import run_summary
     from stargal.tables import records_markdown

@@ -9,6 +9,10 @@ combination) with a fixed proxy-model budget: CSV, Markdown and a bar plot.
 
 from __future__ import annotations
 
+import stargal.bootstrap  # noqa: F401  (first: without our dependencies, re-run with .venv or say what to do)
+
+# isort: split
+
 from stargal import cli
 
 
@@ -41,7 +45,7 @@ def build_parser():
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    cli.setup_logging(args.quiet)
+    cli.setup_logging(args.quiet, args.verbose)
     from stargal.stages import augmentation as stage
 
     paths = cli.open_data_folder(args)

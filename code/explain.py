@@ -7,6 +7,10 @@ data/reports/explain/MODEL/, one grid per group: stars and galaxies, correctly a
 
 from __future__ import annotations
 
+import stargal.bootstrap  # noqa: F401  (first: without our dependencies, re-run with .venv or say what to do)
+
+# isort: split
+
 from stargal import cli
 from stargal.cli import positive_int
 
@@ -29,7 +33,7 @@ def build_parser():
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    cli.setup_logging(args.quiet)
+    cli.setup_logging(args.quiet, args.verbose)
     from stargal.stages.explain import run_explain
 
     paths = cli.open_data_folder(args)

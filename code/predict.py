@@ -1,19 +1,29 @@
 #!/usr/bin/env python3
-"""Classify any sky coordinates of an SDSS field as star or galaxy with a trained model.
+"""Classify any sky coordinates of an SDSS field, or every catalogued object of it, as star or galaxy.
 
 Examples::
 
     predict.py --run 8162 --camcol 6 --field 80 --ra 246.12 --dec 39.87
+    predict.py --field 80 --ra 16:24:28.8 --dec +39:52:12 --out p.ecsv        # sexagesimal: RA in hours
+    predict.py --field 80 --ra 16h24m28.8s --dec=-0d52m12s --out p.fits
     predict.py --cube data/aligned/301/4510/4/cube-004510-4-0030.fits --csv positions.csv --out p.csv
+    predict.py --field 80 --all --out field80.fits                           # every catalogued object
 
-Writes a CSV with ra, dec, x, y, p_star, label, status, one row per input coordinate in input order.
-status is ok, outside (not in the field), edge (too near the border for the model's edge policy) or
-no_data (a band does not cover the position); p_star and label are empty unless status is ok.
+Writes one row per input coordinate (with --all: per catalogued object, with objid, r_psfmag and the
+catalog's type), in input order: ra, dec, x, y, p_star, label, status. status is ok, outside (not in the
+field), edge (too near the border for the model's edge policy) or no_data (a band does not cover the
+position); p_star and label are empty unless status is ok. --out's extension chooses the format: .csv,
+.ecsv (units; model, version, threshold, field and sky as metadata) or .fits (binary table, the same
+metadata as header keywords).
 """
 
 from __future__ import annotations
 
-import numpy as np
+import stargal.bootstrap  # noqa: F401  (first: without our dependencies, re-run with .venv or say what to do)
+
+# isort: split
+
+import re
 
 from stargal import cli
 from stargal.errors import StargalError
@@ -22,6 +32,8 @@ from stargal.paths import FieldId
 
 def build_parser():
     parser = cli.make_parser(__doc__.split("\n\n")[0])
+    # Values such as "-12:34:56" are declinations, not options (argparse only knows "-12.5" by itself).
+    parser._negative_number_matcher = re.compile(r"^-\d")
     group = parser.add_argument_group("prediction")
     group.add_argument(
         "--model",
@@ -33,35 +45,53 @@ def build_parser():
     )
     group.add_argument("--field", type=int, default=None, help="field number (with --rerun/--run/--camcol)")
     group.add_argument(
-        "--ra", type=float, nargs="+", action="extend", default=[], metavar="DEG", help="right ascension(s)"
+        "--ra", nargs="+", action="extend", default=[], metavar="RA",
+        help="right ascension(s): degrees, or sexagesimal hours (12:34:56.7, 12h34m56.7s)",
+    )  # fmt: skip
+    group.add_argument(
+        "--dec", nargs="+", action="extend", default=[], metavar="DEC",
+        help="declination(s): degrees, or sexagesimal (+12:34:56, 12d34m56s)",
+    )  # fmt: skip
+    group.add_argument("--csv", default=None, help="CSV file with ra,dec columns (degrees or sexagesimal)")
+    group.add_argument(
+        "--all", action="store_true", help="every catalogued object of the field (stage 01's objects table)"
     )
     group.add_argument(
-        "--dec", type=float, nargs="+", action="extend", default=[], metavar="DEG", help="declination(s)"
+        "--tta", choices=("auto", "all", "off"), default="auto",
+        help="test-time augmentation of a model trained with it: the 8-symmetry mean near the threshold (auto), "
+        "for every patch (all, 8 times slower) or none",
+    )  # fmt: skip
+    group.add_argument(
+        "--out", default=None, metavar="FILE", help="output .csv, .ecsv or .fits (default: CSV under data/predictions/)"
     )
-    group.add_argument("--csv", default=None, help="CSV file with ra,dec columns (degrees)")
-    group.add_argument("--out", default=None, help="output CSV (default: under data/predictions/)")
     return parser
 
 
-def coordinates(args) -> tuple[np.ndarray, np.ndarray]:
-    from stargal.predict import read_coordinates, validate_coordinates
+def coordinates(args) -> tuple:
+    from stargal.predict import angles_or_error, read_coordinates, validate_coordinates
 
-    if args.csv and (args.ra or args.dec):
-        raise StargalError("give coordinates either with --csv or with --ra/--dec, not both")
+    given = [name for name, on in (("--csv", args.csv), ("--ra/--dec", args.ra or args.dec), ("--all", args.all)) if on]
+    if len(given) > 1:
+        raise StargalError(f"give coordinates one way: {' or '.join(given)}, not both")
+    if args.all:
+        return None, None
     if args.csv:
         return read_coordinates(args.csv)
     if not args.ra:
-        raise StargalError("no coordinates: give --ra/--dec values or --csv FILE")
+        raise StargalError("no coordinates: give --ra/--dec values, --csv FILE or --all")
     if len(args.ra) != len(args.dec):
         raise StargalError(f"--ra has {len(args.ra)} values but --dec has {len(args.dec)}")
-    ra, dec = np.array(args.ra), np.array(args.dec)
-    validate_coordinates(ra, dec, "--ra/--dec")
+    where = lambda i: f"--ra/--dec: coordinate {i + 1}"  # noqa: E731
+    ra, dec = angles_or_error(args.ra, "ra", where), angles_or_error(args.dec, "dec", where)
+    validate_coordinates(ra, dec, where=where)
     return ra, dec
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    cli.setup_logging(args.quiet)
+    cli.setup_logging(args.quiet, args.verbose)
+    import numpy as np
+
     from stargal.stages.predict import run_predict
 
     ra, dec = coordinates(args)
@@ -71,13 +101,16 @@ def main(argv=None) -> int:
     fid = FieldId(args.rerun, args.run, args.camcol, field) if field is not None else None
     if args.cube is None and fid is None:
         raise StargalError("give a field: --cube PATH or --field N (with --rerun/--run/--camcol)")
-    paths = cli.open_data_folder(args, shared=True)
-    out, pred = run_predict(paths, ra=ra, dec=dec, model=args.model, cube_path=args.cube, fid=fid, out=args.out)
+    out, pred = run_predict(
+        cli.open_data_folder(args, shared=True), ra=ra, dec=dec, model=args.model, cube_path=args.cube, fid=fid,
+        out=args.out, all_objects=args.all, tta=args.tta,
+    )  # fmt: skip
     counts = pred.counts()
     stars = int(np.count_nonzero(pred.label == "star"))
     print(
-        f"{len(pred)} coordinates: {counts['ok']} classified ({stars} star, {counts['ok'] - stars} galaxy), "
-        f"{counts['outside']} outside, {counts['edge']} edge, {counts['no_data']} no data -> {out}"
+        f"{len(pred)} {'objects' if args.all else 'coordinates'}: {counts['ok']} classified ({stars} star, "
+        f"{counts['ok'] - stars} galaxy), {counts['outside']} outside, {counts['edge']} edge, "
+        f"{counts['no_data']} no data -> {out}"
     )
     return 0
 

@@ -9,6 +9,10 @@ data/reports/real_sky/.
 
 from __future__ import annotations
 
+import stargal.bootstrap  # noqa: F401  (first: without our dependencies, re-run with .venv or say what to do)
+
+# isort: split
+
 import argparse
 
 from stargal import cli
@@ -28,15 +32,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", default=None, help="folder for the results (default: data/reports/real_sky)")
     parser.add_argument("--force", action="store_true", help="redo the evaluation even if it is current")
     parser.add_argument("-q", "--quiet", action="store_true", help="print only warnings, errors and the summary")
+    parser.add_argument("--debug", action="store_true", help="on an error, also show the Python traceback")
+    parser.add_argument(
+        "--verbose", action="store_true", help="also show TensorFlow's start-up messages and library warnings"
+    )
     return parser
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    cli.setup_logging(args.quiet)
+    cli.setup_logging(args.quiet, args.verbose)
     from stargal.stages.realsky import run_real_sky
 
-    result = run_real_sky(cli.data_paths(args), args.sample, model=args.model, out=args.out, force=args.force)
+    paths = cli.open_data_folder(args)
+    result = run_real_sky(paths, args.sample, model=args.model, out=args.out, force=args.force)
     for table in result["tables"]:
         print(table["title"])
         print(markdown_table(table["columns"], table["rows"]))

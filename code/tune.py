@@ -10,6 +10,10 @@ train the best configuration with ``03_model.py --config data/tuning/NAME/best.j
 
 from __future__ import annotations
 
+import stargal.bootstrap  # noqa: F401  (first: without our dependencies, re-run with .venv or say what to do)
+
+# isort: split
+
 from stargal import cli
 from stargal.cli import positive_int
 
@@ -38,7 +42,7 @@ def build_parser():
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    cli.setup_logging(args.quiet)
+    cli.setup_logging(args.quiet, args.verbose)
     from stargal.stages.tuning import run_tuning
 
     result = run_tuning(

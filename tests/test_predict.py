@@ -132,12 +132,13 @@ def test_thousands_of_coordinates_in_seconds(tmp_path, model_dir, field):
     ("text", "message"),
     [
         ("x,y\n1,2\n", "line 1: missing column"),
-        ("ra,dec\n10,5\n10,abc\n", "line 3: ra/dec not numeric"),
-        ("ra,dec\n10,5\n10,95\n", "line 3: dec '95' is outside"),
+        ("ra,dec\n10,5\n10,abc\n", "line 3: dec 'abc' is not an angle"),
+        ("ra,dec\n10,5\n12:xx,5\n", "line 3: ra '12:xx' is not an angle"),
+        ("ra,dec\n10,5\n10,95\n", "line 3: dec 95.0 is outside"),
         ("ra,dec,name\n10,5,a\n11\n", "line 3: too few values"),
         ("ra,dec\n", "no coordinates"),
         ("", "empty file"),
-        ("ra,dec\nnan,1\n", "line 2: ra 'nan'"),
+        ("ra,dec\nnan,1\n", "line 2: ra nan is not an angle"),
     ],
 )
 def test_malformed_csv(tmp_path, text, message):
@@ -238,3 +239,123 @@ def read_cube_shape(path) -> tuple[int, int]:
     from stargal.cube import read_cube
 
     return read_cube(path).shape
+
+
+# ---- formats, sexagesimal input, --all, batching ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "degrees"),
+    [
+        ("12:34:56.7", "ra", 188.73625),
+        ("12h34m56.7s", "ra", 188.73625),
+        ("12 34 56.7", "ra", 188.73625),
+        ("188d44m10.5s", "ra", 188.73625),
+        ("188.73625", "ra", 188.73625),
+        ("+12:34:56", "dec", 12.582222222),
+        ("12d34m56s", "dec", 12.582222222),
+        ("-00:30:00", "dec", -0.5),
+        ("-0d30m00s", "dec", -0.5),
+    ],
+)
+def test_sexagesimal_and_degree_angles(text, kind, degrees):
+    from stargal.predict import parse_angles
+
+    values, bad = parse_angles([text], kind)
+    assert bad is None
+    np.testing.assert_allclose(values, [degrees], atol=1e-8)
+
+
+def test_csv_with_sexagesimal_coordinates(tmp_path):
+    path = tmp_path / "c.csv"
+    path.write_text("name,ra,dec\na,12:34:56.7,+12:34:56\nb,12h34m56.7s,-12d34m56s\nc,10.5,-3\n")
+    ra, dec = read_coordinates(path)
+    np.testing.assert_allclose(ra, [188.73625, 188.73625, 10.5])
+    np.testing.assert_allclose(dec, [12.582222222, -12.582222222, -3.0])
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".ecsv", ".fits"])
+def test_each_output_format_round_trips_through_astropy(tmp_path, model_dir, field, suffix):
+    from astropy.table import Table
+
+    cube, wcs, xs, ys, kinds, _ = field
+    ra, dec = wcs.wcs_pix2world(np.append(xs[:3], -50.0), np.append(ys[:3], 10.0), 0)
+    out = tmp_path / f"p{suffix}"
+    _, pred = run_predict(DataPaths(tmp_path), ra=ra, dec=dec, model=str(model_dir), cube_path=str(cube), out=str(out))
+    table = Table.read(out)
+    assert table.colnames == ["ra", "dec", "x", "y", "p_star", "label", "status"]
+    np.testing.assert_allclose(table["ra"], ra, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(table["p_star"][:3], float), pred.p_star[:3], atol=1e-6)
+    assert list(table["label"][:3]) == list(kinds[:3]) and list(table["status"]) == ["ok"] * 3 + ["outside"]
+    missing = table["p_star"][3]
+    assert np.ma.is_masked(missing) or not np.isfinite(missing)
+    if suffix == ".csv":
+        assert (tmp_path / "p.csv").read_text().splitlines()[4].endswith(",-50.000,10.000,,,outside")
+        return
+    assert str(table["ra"].unit) == "deg" and str(table["x"].unit) == "pix"
+    meta = table.meta
+    assert meta["MODEL"] == load_bundle(model_dir).name and meta["THRESH"] == pytest.approx(0.5, abs=0.5)
+    assert {"MODELVER", "TTA", "SKY", "STARGAL"} <= set(meta)
+    assert meta["SKY"] == "simulated"  # the toy cube carries SIMULAT = T
+    if suffix == ".fits":
+        from astropy.io import fits
+
+        with fits.open(out) as hdul:
+            assert hdul[1].header["TUNIT1"] == "deg" and hdul[1].header["MODEL"] == meta["MODEL"]
+
+
+def test_an_unknown_extension_is_a_one_line_error(tmp_path, field):
+    cube = field[0]
+    done = run_cli("--data-dir", str(tmp_path), "--cube", str(cube), "--ra", "1", "--dec", "2", "--out", "p.txt")
+    assert done.returncode == 2
+    assert done.stderr.strip() == "predict.py: error: --out p.txt: unknown extension '.txt'; use .csv, .ecsv or .fits"
+
+
+def test_duplicate_positions_and_chunks_give_the_same_answers(model_dir, field):
+    from stargal.cube import read_cube
+    from stargal.predict import classify
+
+    cube_path, wcs, xs, ys, *_ = field
+    bundle = load_bundle(model_dir)
+    cube = read_cube(cube_path)
+    rng = np.random.default_rng(3)
+    px = np.concatenate([xs, xs + 0.2, rng.uniform(10, 100, 40)])  # each source twice, on the same pixel
+    py = np.concatenate([ys, ys - 0.2, rng.uniform(10, 80, 40)])
+    ra, dec = wcs.wcs_pix2world(px, py, 0)
+    kwargs = {"patch_size": bundle.patch_size, "edge": bundle.edge, "threshold": 0.5}
+    whole = classify(bundle.model, np.asarray(cube.data), cube.wcs, ra, dec, **kwargs)
+    chunked = classify(bundle.model, np.asarray(cube.data), cube.wcs, ra, dec, chunk=7, **kwargs)
+    np.testing.assert_array_equal(whole.p_star, chunked.p_star)
+    n = len(xs)
+    np.testing.assert_array_equal(whole.p_star[:n], whole.p_star[n : 2 * n])
+    # "auto" test-time augmentation: the 8-symmetry mean exactly where one pass is near the threshold
+    one = classify(bundle.model, np.asarray(cube.data), cube.wcs, ra, dec, tta="off", **kwargs)
+    every = classify(bundle.model, np.asarray(cube.data), cube.wcs, ra, dec, tta="all", **kwargs)
+    auto = classify(bundle.model, np.asarray(cube.data), cube.wcs, ra, dec, tta="auto", tta_margin=0.3, **kwargs)
+    ok = one.status == "ok"
+    near = ok & (np.abs(one.p_star - 0.5) < 0.3)
+    np.testing.assert_allclose(auto.p_star[near], every.p_star[near], atol=1e-6)
+    np.testing.assert_array_equal(auto.p_star[ok & ~near], one.p_star[ok & ~near])
+
+
+def test_all_classifies_every_catalogued_object_in_table_order(tiny_data, model_dir):
+    from astropy.table import Table
+
+    from stargal.config import FieldSet
+    from stargal.paths import FieldId
+    from stargal.stages.alignment import run_alignment
+    from stargal.tables import read_table
+
+    run_alignment(tiny_data, FieldSet(301, 8162, 6, (82,), (), (), (82,)), reports=False)
+    fid = FieldId(301, 8162, 6, 82)
+    objects = read_table(tiny_data.objects(fid))
+    out = tiny_data.root / "all.ecsv"
+    _, pred = run_predict(tiny_data, model=str(model_dir), fid=fid, all_objects=True, out=str(out))
+    table = Table.read(out)
+    assert list(table["objid"]) == list(objects["objid"]) and len(pred) == len(objects)
+    assert list(table["catalog_type"]) == ["star" if v == 1 else "galaxy" for v in objects["label"]]
+    assert table.colnames == ["objid", "ra", "dec", "x", "y", "r_psfmag", "catalog_type", "p_star", "label", "status"]
+    np.testing.assert_allclose(np.ma.filled(table["x"], np.nan), objects["x"], atol=1e-3)
+    assert table.meta["FIELD"] == "301/8162/6/82" and table.meta["SKY"] == "simulated"
+    assert ("SIMVER" in table.meta) == tiny_data.manifest.is_file()  # the version comes from the download manifest
+    assert set(table["label"][table["status"] == "ok"]) <= {"star", "galaxy"}

@@ -1,4 +1,5 @@
-"""The PDF report: built from whatever a run wrote, sections not run are stated, at most 8 pages."""
+"""The PDF report: a typeset short paper built from whatever a run wrote; the headline table on page 1, sections
+in the pipeline's order, a one-line "not run" for a missing stage, at most 10 pages."""
 
 from __future__ import annotations
 
@@ -9,69 +10,100 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pdf_text import page_texts
 
 from stargal import fsio
 from stargal.paths import DataPaths
-from stargal.stages.report import MAX_PAGES, build_report, collect_sections, json_lines, markdown_lines
+from stargal.stages.report import MAX_PAGES, build_report, collect, markdown_blocks
+from stargal.typeset import Bullets, FigureBlock, Para, TableBlock, cell_text, is_numeric_column
 
 CODE = Path(__file__).resolve().parents[1] / "code"
-
-
-def _pages(pdf: Path) -> int:
-    return len(re.findall(rb"/Type\s*/Page(?![s\w])", pdf.read_bytes()))
+DATASET, MODEL = "301-8162-6_p25_pad_abc123", "stargal-301-8162-6_p25_pad_abc123-s42"
+SECTIONS = ["Data", "Alignment", "Preparation and splits", "Augmentation experiment", "Model and training",
+            "Hyper-parameter tuning", "Evaluation", "Difficulty analysis", "Explanations", "Real-sky evaluation",
+            "Run time and memory"]  # fmt: skip
 
 
 def _images(pdf: Path) -> int:
     return len(re.findall(rb"/Subtype\s*/Image", pdf.read_bytes()))
 
 
-def _png(path: Path, seed: int) -> None:
+def _png(path: Path, seed: int, size=(3, 2)) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(3, 2))
+    fig, ax = plt.subplots(figsize=size)
     ax.plot(np.random.default_rng(seed).normal(size=20))
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
+    fig.savefig(path, format="png", dpi=60)
     plt.close(fig)
 
 
-def _fake_run(paths: DataPaths) -> None:
+def _metrics(acc: float, mcc: float) -> dict:
+    return {"n": 60, "stars": 20, "galaxies": 40, "accuracy": acc, "mcc": mcc, "roc_auc": 0.95, "log_loss": 0.3,
+            "star_purity": 0.9, "star_completeness": 0.8, "galaxy_purity": 0.92, "galaxy_completeness": 0.95}  # fmt: skip
+
+
+def _model(paths: DataPaths, name: str, architecture: str, acc: float, mcc: float, augment: str, tta: bool) -> None:
+    bins = [{"bin": "-20", "n": 30, "stars": 12, "accuracy": 0.97, "mcc": 0.9}, {"bin": "20-", "n": 30, "stars": 8}]
+    fsio.write_json(paths.model(name).metrics, {
+        "train": _metrics(0.95, 0.9), "val": _metrics(0.9, 0.8), "test": _metrics(acc, mcc), "threshold": 0.47,
+        "tta": tta, "by_magnitude": {"test": bins},
+        "baselines": {"test": {"majority": {"accuracy": 0.667, "mcc": 0.0, "roc_auc": 0.5, "class": "galaxy"},
+                               "random": {"accuracy": 0.556, "mcc": 0.0, "roc_auc": 0.5, "star_fraction": 0.33}}},
+    })  # fmt: skip
+    fsio.write_json(paths.model(name).json, {
+        "name": name, "architecture": architecture, "dataset": DATASET, "params": 42257, "flops_per_patch": 1.07e7,
+        "augment": augment, "tta": tta, "threshold": 0.47, "seed": 42, "epochs": 30, "epochs_run": 30, "best_epoch": 27,
+        "batch_size": 256, "train_seconds": 270.0, "seconds_per_epoch": 9.0, "hyperparameters": {"learning_rate": 0.002},
+        "simulated": True,
+    })  # fmt: skip
+
+
+def _fake_run(paths: DataPaths, *, reference: bool = False) -> None:
     """A small stand-in for a pipeline run's outputs, in the layout the stages use."""
-    name, model = "301-8162-6_p25_pad_abc123", "stargal_abc123"
-    fsio.write_text(paths.latest_dataset, name + "\n")
-    fsio.write_text(paths.latest_model, model + "\n")
-    fsio.write_json(paths.dataset_json(name), {
-        "name": name, "bands": "ugriz", "patch_size": 25, "edge": "pad", "rerun": 301, "run": 8162, "camcol": 6,
+    fsio.write_text(paths.latest_dataset, DATASET + "\n")
+    fsio.write_text(paths.latest_model, MODEL + "\n")
+    fsio.write_json(paths.dataset_json(DATASET), {
+        "name": DATASET, "bands": "ugriz", "patch_size": 25, "edge": "pad", "rerun": 301, "run": 8162, "camcol": 6,
         "fields": {"train": [80, 83], "val": [82], "test": [81]},
-        "counts": {"train": {"n": 120, "stars": 40, "galaxies": 80}, "val": {"n": 50, "stars": 15, "galaxies": 35},
-                   "test": {"n": 60, "stars": 20, "galaxies": 40}},
+        "counts": {"train": {"n": 120, "stars": 40, "galaxies": 80, "star_fraction": 0.333},
+                   "val": {"n": 50, "stars": 15, "galaxies": 35, "star_fraction": 0.3},
+                   "test": {"n": 60, "stars": 20, "galaxies": 40, "star_fraction": 0.333}},
         "normalisation": {"method": "asinh", "center": [0.0] * 5, "scale": [1.0] * 5}, "simulated": True,
     })  # fmt: skip
+    fsio.write_json(paths.manifest, {"version": 1, "files": {
+        "photoObj/frames/301/8162/6/frame-r-008162-6-0080.fits.bz2": {"url": "simulated:v4:seed=42", "size": 2_000_000},
+        "sweeps/dr13_final/301/calibObj-008162-6-star.fits.gz": {"url": "simulated:v4:seed=42", "size": 100_000}}})  # fmt: skip
+    offsets = {b: {"dx": 1.5, "dy": -2.25} for b in "ugriz"}
+    fsio.write_json(paths.reports("alignment", "summary.json"), {"ref_band": "r", "fields": [
+        {"field": f, "objects": 100, "stars": 30, "galaxies": 70, "listed_under_neighbours": 5, "offsets": offsets,
+         "simulated": True} for f in (80, 81, 82, 83)]})  # fmt: skip
+    _png(paths.reports("alignment", "band_offsets.png"), 1)
+    _png(paths.reports("splits", DATASET, "splits.png"), 2)
+    _model(paths, MODEL, "stargal", 0.91, 0.77, "d4", True)
+    if reference:
+        _model(paths, "reference_regularised-" + DATASET + "-s42", "reference_regularised", 0.88, 0.71, "none", False)
+    _png(paths.reports("training", MODEL, "learning_curves.png"), 3)
+    _png(paths.reports("training", MODEL, "roc.png"), 4)
+    _png(paths.reports("training", MODEL, "confusion_test.png"), 5)
     fsio.write_text(
-        paths.reports("alignment", "summary.md"),
-        "# Alignment\n\n| field | dx |\n|---|---|\n| 80 | 1.5 |\n![x](a.png)\n",
+        paths.reports("difficulty", MODEL, "difficulty.md"),
+        "## Where\n\nMeasured on **test**.\n\n| r | n |\n|---|---|\n| 20 | 3 |\n\n- faint: hard\n- blends\n"
+        "\n![Example patches](examples.png)\n",
     )
-    _png(paths.reports("alignment", "offsets.png"), 1)
-    _png(paths.reports("splits", name, "splits.png"), 2)
-    fsio.write_json(
-        paths.model_dir(model) / "metrics.json",
-        {
-            "test": {"n": 60, "accuracy": 0.91, "mcc": 0.77},
-            "baselines": {"test": {"majority": {"accuracy": 0.66, "mcc": 0.0}}},
-            "threshold": 0.5,
-        },
-    )
-    fsio.write_json(paths.model_dir(model) / "model.json", {"architecture": "stargal", "threshold": 0.5, "seed": 42})
-    _png(paths.reports("training", model, "history.png"), 3)
-    _png(paths.reports("training", model, "roc.png"), 4)
-    _png(paths.reports("training", model, "confusion.png"), 5)
+    _png(paths.reports("difficulty", MODEL, "examples.png"), 6)
     fsio.write_json(paths.reports("pipeline", "stages.json"), {
         "demo": True, "small": True, "options": [["--workers", "2"]], "status": 0,
-        "stages": [{"stage": "download", "status": "ok", "seconds": 1.5, "peak_rss_mb": 120.0, "peak_tree_mb": 150.0}],
+        "stages": [{"stage": "download", "script": "00_download.py", "status": "ok", "seconds": 1.5,
+                    "peak_rss_mb": 120.0, "peak_tree_mb": 150.0}],
     })  # fmt: skip
+
+
+def _sections(paths: DataPaths) -> dict:
+    return {s.title: s for s in collect(paths).sections}
 
 
 def test_empty_data_folder_gives_a_report_saying_what_did_not_run(tmp_path):
@@ -79,35 +111,109 @@ def test_empty_data_folder_gives_a_report_saying_what_did_not_run(tmp_path):
     result = build_report(paths)
     assert result["path"] == paths.reports("report.pdf")
     assert result["path"].read_bytes().startswith(b"%PDF")
-    assert _pages(result["path"]) == result["pages"] <= MAX_PAGES
-    sections = collect_sections(paths)
-    assert [s.ran for s in sections[1:]] == [False] * (len(sections) - 1)
-    assert all(s.lines[0].startswith("not run") for s in sections[1:])
-    assert "unknown" in sections[0].lines[0]
+    pages = page_texts(result["path"])
+    assert len(pages) == result["pages"] <= 2
+    assert list(result["sections"]) == SECTIONS and not any(result["sections"].values())
+    text = "\n".join(pages)
+    assert "No evaluated model yet" in pages[0]
+    for number, title in enumerate(SECTIONS, start=1):  # one line each, in the pipeline's order
+        assert re.search(rf"{number}\. {re.escape(title)}:\s*\n?\s*not run \(", text), title
 
 
-def test_report_of_a_run_has_its_numbers_figures_and_origin(tmp_path):
+def test_the_first_page_holds_the_headline_table(tmp_path):
+    paths = DataPaths(tmp_path / "data")
+    _fake_run(paths, reference=True)
+    result = build_report(paths, tmp_path / "out.pdf")
+    pages = page_texts(tmp_path / "out.pdf")
+    assert len(pages) == result["pages"] <= MAX_PAGES
+    first = pages[0]
+    assert "Table 1." in first and "Test-set results" in first
+    rows = ["stargal CNN (ours)", "reference regularised CNN", "majority class baseline", "random baseline"]
+    assert [first.index(r) for r in rows] == sorted(first.index(r) for r in rows)
+    for value in ("0.910", "0.770", "0.880", "0.710", "0.667", "0.556", "D4 symmetries + test-time", "always galaxy"):
+        assert value in first, value
+    for head in ("accuracy", "MCC", "ROC AUC", "star purity", "star completeness"):
+        assert head in first
+    assert "simulated" in first and "simulator version 4" in first and "0.905" in first
+    assert "--demo --small" in first
+    # page numbers, numbered figures with captions, ruled tables with aligned numbers
+    assert f"page 1 of {len(pages)}" in first
+    text = "\n".join(pages)
+    assert "Figure 1." in text and "Look for" in text
+    assert _images(tmp_path / "out.pdf") >= 6  # offsets, splits, curves, confusion, ROC, difficulty examples
+
+
+def test_sections_that_ran_and_those_that_did_not(tmp_path):
     paths = DataPaths(tmp_path / "data")
     _fake_run(paths)
-    sections = {s.title: s for s in collect_sections(paths)}
-    overview = "\n".join(sections["stargal report"].lines)
-    assert "simulated demo run" in overview and "NOT results on real SDSS" in overview
-    assert "train fields [80, 83], validation [82], test [81]" in overview
-    assert re.search(r"download\s+ok\s+1\.5 s\s+120 MB /\s+150 MB", overview)
-    assert "field | dx" in sections["Alignment"].lines
-    assert [p.name for p in sections["Alignment"].figures] == ["offsets.png"]
-    splits = "\n".join(sections["Splits"].lines)
-    assert "train n=120, stars=40, galaxies=80" in splits
-    metrics = sections["Metrics and baselines"].lines
-    assert re.search(r"accuracy\s+MCC", "\n".join(metrics))
-    assert any(re.fullmatch(r"test\s+60\s+0\.910\s+0\.770", line) for line in metrics)
-    assert any(re.fullmatch(r"test majority\s+-\s+0\.660\s+0\.000", line) for line in metrics)
-    assert "  threshold: 0.5" in metrics and "0.746" in "\n".join(metrics)
-    assert not sections["Tuning"].ran and not sections["Augmentation experiment"].ran
-    result = build_report(paths, tmp_path / "out.pdf")
-    assert _pages(tmp_path / "out.pdf") == result["pages"] <= MAX_PAGES
-    # every figure shown (up to four per page): alignment 1, splits 1, training 3
-    assert _images(tmp_path / "out.pdf") == 5
+    sections = _sections(paths)
+    assert list(sections) == SECTIONS
+    ran = {t for t, s in sections.items() if s.ran}
+    assert ran == {"Data", "Alignment", "Preparation and splits", "Model and training", "Evaluation",
+                   "Difficulty analysis", "Run time and memory"}  # fmt: skip
+    assert sections["Augmentation experiment"].status.startswith("not run (")
+    assert "04_augmentation.py --experiment" in sections["Augmentation experiment"].status
+    headline = collect(paths).front
+    assert "no reference model was trained" in headline[0].text
+    difficulty = sections["Difficulty analysis"].blocks
+    assert not any(isinstance(b, TableBlock) for b in difficulty)  # the per-magnitude table is in Evaluation
+    assert any(isinstance(b, Bullets) and b.items == ["faint: hard", "blends"] for b in difficulty)
+    figure = next(b for b in difficulty if isinstance(b, FigureBlock))
+    assert figure.images == [paths.reports("difficulty", MODEL, "examples.png")]
+    alignment = next(b for b in sections["Alignment"].blocks if isinstance(b, TableBlock))
+    assert alignment.rows[0][:5] == [80, 100, 30, 70, 5] and alignment.rows[0][5] == "+1.50, -2.25"
+
+
+def test_real_sky_section_renders_the_contract_and_names_an_unreadable_file(tmp_path):
+    paths = DataPaths(tmp_path / "data")
+    _fake_run(paths)
+    folder = paths.reports("real_sky")
+    _png(folder / "recognised.png", 7)
+    fsio.write_json(folder / "real_sky.json", {
+        "model": MODEL, "summary": "The model recognises most real stars.",
+        "tables": [{"title": "Real catalog stars recognised", "columns": ["field", "stars", "recognised"],
+                    "rows": [["4510-4-30", 161, 0.894]]}],
+        "figures": [{"file": "recognised.png", "caption": "Recognised fraction against r magnitude."}],
+    })  # fmt: skip
+    result = build_report(paths, tmp_path / "real.pdf")
+    assert result["sections"]["Real-sky evaluation"]
+    text = "\n".join(page_texts(tmp_path / "real.pdf"))
+    assert "The model recognises most real stars." in text and "Real catalog stars recognised" in text
+    assert "4510-4-30" in text and "0.894" in text and "Recognised fraction against r magnitude." in text
+
+    (folder / "real_sky.json").write_text('{"model": "x", "tables": [')
+    section = _sections(paths)["Real-sky evaluation"]
+    assert not section.ran and "unreadable" in section.status and str(folder / "real_sky.json") in section.status
+    text = "\n".join(page_texts(build_report(paths, tmp_path / "bad.pdf")["path"]))
+    assert "real_sky.json: unreadable" in text.replace("\n", "")
+
+
+def test_markdown_blocks():
+    blocks = markdown_blocks("# T\n\nSome **bold**\ntext.\n\n| a | b |\n|---|---:|\n| **1** | 2 |\n- x\n  more\n- y\n"
+                             "![Caption](p.png)\n")  # fmt: skip
+    assert blocks[0] == Para("Some **bold** text.")
+    assert blocks[1].columns == ["a", "b"] and blocks[1].rows == [["1", "2"]]
+    assert blocks[2] == Bullets(["x more", "y"])
+    assert blocks[3].images == [Path("p.png")] and blocks[3].caption == "Caption"
+
+
+def test_cells_and_numeric_columns():
+    assert [cell_text(v) for v in (None, float("nan"), 0.12345, 12345, 7, "x")] == ["\u2013", "\u2013", "0.123",
+                                                                                      "12,345", "7", "x"]  # fmt: skip
+    assert is_numeric_column(["0.5", "100.0 %", "\u2013", "0.064 (0.86)", "12,345"])
+    assert not is_numeric_column(["+2.97, +6.02", "1"]) and not is_numeric_column(["-16", "22-"])
+
+
+def test_a_wide_table_fits_the_page_without_wrapping_rows(tmp_path):
+    from stargal.typeset import Document, Section, render
+
+    columns = [f"column number {i}" for i in range(12)]
+    rows = [[1234.5678 * (i + 1) for i in range(12)] for _ in range(3)]
+    doc = Document("t", "s", [], [TableBlock(columns, rows, "wide")], [Section("S", [Para("x")])])
+    pages = render(doc, tmp_path / "w.pdf")
+    assert pages == 1
+    text = page_texts(tmp_path / "w.pdf")[0]
+    assert text.count("1234.568") == 3  # each row on one line: every cell drawn whole
 
 
 @pytest.mark.slow
@@ -119,36 +225,6 @@ def test_make_report_script_runs_from_any_directory(tmp_path):
         cwd=tmp_path, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    assert f"report: {paths.reports('report.pdf')}" in proc.stdout
-    assert "not run: Augmentation experiment, Tuning" in proc.stdout
+    assert re.search(rf"report: {re.escape(str(paths.reports('report.pdf')))} \(\d+ pages\)", proc.stdout)
+    assert "not run: Augmentation experiment, Hyper-parameter tuning, Explanations, Real-sky evaluation" in proc.stdout
     assert paths.reports("report.pdf").stat().st_size > 10_000
-
-
-@pytest.mark.parametrize(
-    ("obj", "expected"),
-    [
-        ({"a": {"b": 0.123456}}, ["a.b: 0.1235"]),
-        ({"x": list(range(20))}, ["x: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, ... (20 items)]"]),
-    ],
-)
-def test_json_lines(obj, expected):
-    assert json_lines(obj) == expected
-
-
-def test_markdown_lines_drop_images_and_rules():
-    assert markdown_lines("# T\n\n![p](p.png)\n| a | b |\n|---|---|\n| **1** | 2 |\n") == ["T", "", "a | b", "1 | 2"]
-
-
-def test_tuning_section_shows_the_study_of_the_current_dataset(tmp_path):
-    paths = DataPaths(tmp_path / "data")
-    _fake_run(paths)
-    for study, dataset in (("other", "another_dataset"), ("mine", "301-8162-6_p25_pad_abc123")):
-        fsio.write_json(paths.tuning_dir(study) / "best.json", {"dataset": dataset, "learning_rate": 0.001})
-        fsio.write_text(
-            paths.tuning_dir(study) / "trials.md", f"# Study {study}\n\n| trial | val_loss |\n|---|---|\n| 0 | 0.31 |\n"
-        )
-        _png(paths.reports("tuning", study, "tuning.png"), 6)
-    tuning = {s.title: s for s in collect_sections(paths)}["Tuning"]
-    assert tuning.ran and tuning.lines[0] == "Study mine:"
-    assert "trial | val_loss" in tuning.lines and "0 | 0.31" in tuning.lines
-    assert tuning.figures == [paths.reports("tuning", "mine", "tuning.png")]

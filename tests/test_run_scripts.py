@@ -10,6 +10,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from pdf_text import page_texts
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = {
@@ -189,6 +190,14 @@ def test_demo_pipeline_end_to_end_and_a_rerun_redoes_nothing(tmp_path):
     assert sum(explained["counts"].values()) > 0
     assert (data / "reports" / "report.pdf").read_bytes().startswith(b"%PDF")
     assert len(list((data / "reports").rglob("*.png"))) >= 10
+    # the report of this tiny run: the headline table on page 1, this run's stage times, at most 10 pages
+    pages = page_texts(data / "reports" / "report.pdf")
+    assert 4 <= len(pages) <= 10
+    assert "Table 1." in pages[0] and "stargal CNN (ours)" in pages[0] and "majority class baseline" in pages[0]
+    assert f"{metrics['test']['accuracy']:.3f}" in pages[0] and "--demo --small" in pages[0]
+    text = "\n".join(pages)
+    assert "Hyper-parameter tuning:" in text and "Real-sky evaluation:" in text  # one line each: not run
+    assert "11. Run time and memory" in text and "04_augmentation.py" in text and "running" in text
     # The rerun: every stage finds its outputs current (verified against their records) and writes nothing;
     # only the stage table changes, and with it the report that shows it (and the lock, which names its holder).
     outputs = [p for p in data.rglob("*") if p.is_file() and p.name != ".lock"]

@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
+from .model import import_tensorflow
+
 D4_SIZE = 8
 ROTATIONS = (0, 1, 2, 3)  # identity and rotations by 90, 180, 270 degrees
 REFLECTIONS = (0, 4, 6)  # identity, mirror left-right, mirror up-down (= mirror then rotate 180)
@@ -137,7 +139,7 @@ def gaussian_kernel(sigma: float) -> np.ndarray:
 
 def apply_d4(x, k):
     """Apply element ``k[i]`` (int, [b]) of D4 to sample ``i`` of ``x`` [b, P, P, C] (tensor or array)."""
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     x = tf.convert_to_tensor(x, tf.float32)
     size = x.shape[1]
@@ -152,7 +154,7 @@ def apply_d4(x, k):
 
 def apply_brightness(x, offsets, scale):
     """Add ``offsets[i, c] * scale[c]`` (normalised units -> nanomaggies) to channel c of sample i."""
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     x = tf.convert_to_tensor(x, tf.float32)
     shift = tf.cast(offsets, tf.float32) * tf.constant(np.asarray(scale, np.float32))
@@ -161,7 +163,7 @@ def apply_brightness(x, offsets, scale):
 
 def apply_blur(x, sigma: float, mask=None):
     """Gaussian blur of every channel (sigma px); with ``mask`` [b] bool only the selected samples."""
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     x = tf.convert_to_tensor(x, tf.float32)
     kernel = gaussian_kernel(sigma)
@@ -179,7 +181,7 @@ def apply_blur(x, sigma: float, mask=None):
 
 def draw_parameters(batch: int, channels: int, config: AugmentConfig, seed) -> dict:
     """Random augmentation parameters of one batch, a stateless function of ``seed`` (int64 [2])."""
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 5)
     params: dict = {}
@@ -203,7 +205,7 @@ def augment_batch(x, config: AugmentConfig, scale, seed, psf=None):
 
     Returns (patches, psf): a blurred patch's PSF grows to match (``blurred_r50``); ``psf`` may be None.
     """
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     x = tf.convert_to_tensor(x, tf.float32)
     params = draw_parameters(tf.shape(x)[0], x.shape[3], config, seed)
@@ -216,8 +218,7 @@ def augment_batch(x, config: AugmentConfig, scale, seed, psf=None):
 def blurred_r50(r50, sigma: float):
     """Half-light radius of a PSF of half-light radius ``r50`` after a Gaussian blur of ``sigma`` px (exact
     for a Gaussian PSF, whose r50 is 1.1774 sigma; close for SDSS's)."""
-    import tensorflow as tf
-
+    tf = import_tensorflow()
     return tf.sqrt(tf.square(r50) + (1.1774 * sigma) ** 2)
 
 
@@ -251,7 +252,7 @@ def make_dataset(
     augmented as it streams, so the training set is never duplicated (let alone 48 times). With ``psf``
     ([n, bands], for models that take the PSF) the inputs are ``{"patch": x, "psf": psf}``.
     """
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     n = len(x)
     xs = tf.constant(np.asarray(x, np.float32))
@@ -303,7 +304,7 @@ def materialize_chunks(
     Copy ``(k, v)`` holds D4 element ``k`` and variant ``v`` of ``MATERIALIZED_VARIANTS`` of every sample.
     Brightness offsets are drawn once per (sample, copy) from a numpy generator seeded with ``seed``.
     """
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     rng = np.random.default_rng(seed)
     config = AugmentConfig("materialized", blur_sigma=blur_sigma)

@@ -147,6 +147,9 @@ def make_parser(
         parser.add_argument("--scheduler", default=None, metavar="ADDRESS", help=scheduler_help)
     parser.add_argument("-q", "--quiet", action="store_true", help="print only warnings, errors and the summary")
     parser.add_argument("--debug", action="store_true", help="on an error, also show the Python traceback")
+    parser.add_argument(
+        "--verbose", action="store_true", help="also show TensorFlow's start-up messages and library warnings"
+    )
     return parser
 
 
@@ -206,11 +209,18 @@ def open_data_folder(args: argparse.Namespace, *, shared: bool = False) -> DataP
     return paths
 
 
-def setup_logging(quiet: bool = False) -> None:
-    """Log stargal's progress to stderr (warnings only with ``-q``); silence chatty libraries."""
+def setup_logging(quiet: bool = False, verbose: bool = False) -> None:
+    """Log stargal's progress to stderr (warnings only with ``-q``); silence chatty libraries, and TensorFlow's
+    start-up lines (``stargal.model.import_tensorflow``), unless ``verbose``. Child processes inherit the choice."""
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s", stream=sys.stderr)
-    for noisy in ("matplotlib", "PIL", "urllib3", "tensorflow", "absl", "distributed", "asyncio"):
+    if verbose:
+        os.environ["STARGAL_VERBOSE"] = "1"
+        return
+    os.environ.pop("STARGAL_VERBOSE", None)
+    for noisy in ("matplotlib", "PIL", "urllib3", "distributed", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    for noisy in ("tensorflow", "absl"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
 
 
 # what to do about the system errors a user can meet

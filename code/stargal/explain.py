@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from .model import import_keras, import_tensorflow
+
 _SHAPE_PRESERVING = ("BatchNormalization", "Activation", "ReLU", "LeakyReLU")
 
 
 def _tf():
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     return tf
 
@@ -92,7 +94,7 @@ def _consumes(layer, previous) -> bool:
 
 def grad_cam(model, x: np.ndarray, *, psf: np.ndarray | None = None, layer=None, batch_size: int = 256) -> np.ndarray:
     """Grad-CAM maps float32 [n, P, P] in [0, 1] of the predicted class (star if p_star >= 0.5)."""
-    import keras
+    keras = import_keras()
 
     from .model import model_inputs
 

@@ -7,7 +7,10 @@ stargal's own network also takes the PSF at each patch (``{"patch": x, "psf": r5
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +50,7 @@ DEFAULT_HP: dict[str, dict] = {
 
 def configure_threads(threads: int | None = None) -> None:
     """Pin TensorFlow's thread pools (before any op runs): intra-op = cores, inter-op = 1 or 2."""
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     threads = threads or int(os.environ.get("STARGAL_TF_THREADS", 0)) or os.cpu_count() or 1
     try:
@@ -57,16 +60,55 @@ def configure_threads(threads: int | None = None) -> None:
         pass  # already initialised in this process: keep the existing pools
 
 
-def _keras():
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+def import_tensorflow():
+    """TensorFlow, imported once per process: the one place the package imports it (and, through
+    ``import_keras``, Keras).
+
+    TensorFlow's C++ start-up lines (absl's "All log messages before absl::InitializeLog()", oneDNN's and
+    the CPU-feature notices) are written straight to file descriptor 2 during the import, and no environment
+    variable silences all of them; so, unless ``--verbose`` (``STARGAL_VERBOSE=1``), descriptor 2 points at
+    /dev/null for the import only, and TensorFlow's Python logger shows errors only. An import error still
+    reaches the user: it is raised after descriptor 2 is restored.
+    """
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    verbose = os.environ.get("STARGAL_VERBOSE") == "1"
+    if verbose:
+        import tensorflow as tf
+
+        return tf
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, 2)
+            import tensorflow as tf
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(devnull)
+    finally:
+        os.close(saved)
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)  # e.g. tf.function retracing notices
+    return tf
+
+
+def import_keras():
+    """Keras, after TensorFlow (``import_tensorflow``)."""
+    import_tensorflow()
     import keras
 
     return keras
 
 
+_keras = import_keras
+
+
 def _normalisation_layer_class():
     keras = _keras()
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     @keras.saving.register_keras_serializable(package="stargal", name="AsinhNormalisation")
     class AsinhNormalisation(keras.layers.Layer):
@@ -158,12 +200,17 @@ def patch_shape(model) -> tuple | None:
     return None
 
 
+def check_psf(model, n: int, psf: np.ndarray | None) -> None:
+    """Raise StargalError unless ``psf`` gives the PSF of all ``n`` patches to a model that takes it."""
+    if takes_psf(model) and (psf is None or len(psf) != n):
+        raise StargalError("this model needs the PSF at every patch (stargal.psf); none or the wrong number given")
+
+
 def model_inputs(model, x: np.ndarray, psf: np.ndarray | None):
     """What to feed ``model`` for patches ``x`` (and their PSF ``psf`` [n, bands] when it takes one)."""
     if not takes_psf(model):
         return x
-    if psf is None or len(psf) != len(x):
-        raise StargalError("this model needs the PSF at every patch (stargal.psf); none or the wrong number given")
+    check_psf(model, len(x), psf)
     ops = _keras().ops  # one kind of value in the dict: Keras refuses to mix arrays and tensors
     return {"patch": ops.convert_to_tensor(x, "float32"), "psf": ops.convert_to_tensor(psf, "float32")}
 
@@ -294,7 +341,7 @@ def predict(
     """p(star) float32 [n] for raw patches (and their PSF, for models that take it); with ``tta`` the mean
     over the eight square symmetries (the PSF is symmetric: it stays as it is)."""
     x = np.asarray(x, np.float32)
-    model_inputs(model, x, psf)  # fail early, before any work, when the PSF is missing
+    check_psf(model, len(x), psf)  # fail early, before any work
     if len(x) == 0:
         return np.zeros(0, np.float32)
     if not tta:
@@ -302,16 +349,42 @@ def predict(
     from .augment import D4_SIZE, apply_d4
 
     total = np.zeros(len(x), np.float64)
-    for k in range(D4_SIZE):
-        xk = np.asarray(apply_d4(x, np.full(len(x), k, np.int32)))
-        total += _predict(model, xk, psf, batch_size)
+    block = max(batch_size, 2048)  # transformed copies of one block at a time: memory does not grow with len(x)
+    for start in range(0, len(x), block):
+        xb = x[start : start + block]
+        pb = None if psf is None else psf[start : start + block]
+        for k in range(D4_SIZE):
+            xk = np.asarray(apply_d4(xb, np.full(len(xb), k, np.int32)))
+            total[start : start + block] += _predict(model, xk, pb, batch_size)
     return (total / D4_SIZE).astype(np.float32)
 
 
+_INFERENCE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> its traced call
+
+
+def _inference_function(model):
+    """The model's forward pass as one traced graph for any batch size, cached on the model: a graph call per
+    batch instead of an eager call per layer (about a third faster on a CPU). Takes (patches[, psf])."""
+    fn = _INFERENCE.get(model)
+    if fn is None:
+        tf = import_tensorflow()
+        shape = patch_shape(model)
+        patch = tf.TensorSpec([None, *shape], tf.float32)
+        if takes_psf(model):
+            psf = tf.TensorSpec([None, shape[-1]], tf.float32)
+            fn = tf.function(lambda x, p: model({"patch": x, "psf": p}, training=False), input_signature=[patch, psf])
+        else:
+            fn = tf.function(lambda x: model(x, training=False), input_signature=[patch])
+        _INFERENCE[model] = fn
+    return fn
+
+
 def _predict(model, x: np.ndarray, psf: np.ndarray | None, batch_size: int) -> np.ndarray:
-    out = []
+    fn = _inference_function(model)
+    with_psf = takes_psf(model)
+    out = np.empty(len(x), np.float32)
     for start in range(0, len(x), batch_size):
         stop = start + batch_size
-        batch = model_inputs(model, x[start:stop], None if psf is None else psf[start:stop])
-        out.append(np.asarray(model(batch, training=False)).reshape(-1))
-    return np.concatenate(out).astype(np.float32)
+        args = (x[start:stop], np.asarray(psf[start:stop], np.float32)) if with_psf else (x[start:stop],)
+        out[start:stop] = np.asarray(fn(*args)).reshape(-1)
+    return out

@@ -62,6 +62,12 @@ class FieldId(NamedTuple):
         return f"{self.rerun}/{self.run}/{self.camcol}/{self.field}"
 
 
+def objects_for_cube(cube: str | os.PathLike) -> Path:
+    """The objects table stage 01 writes beside an aligned cube (``cube-X.fits`` -> ``objects-X.csv``)."""
+    cube = Path(cube)
+    return cube.with_name("objects-" + cube.name.removeprefix("cube-").removesuffix(".fits") + ".csv")
+
+
 @dataclass(frozen=True)
 class ModelFiles:
     """The files of one trained model's folder: ``models/NAME`` or any folder a ``--model`` option names."""
@@ -228,10 +234,11 @@ class DataPaths:
 
     @property
     def models_root(self) -> Path:
+        """The folder holding one folder per trained model."""
         return self.root / "models"
 
     def model_dir(self, name: str) -> Path:
-        return self.root / "models" / name
+        return self.models_root / name
 
     def model(self, name: str) -> ModelFiles:
         return ModelFiles(self.model_dir(name))

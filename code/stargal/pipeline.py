@@ -74,7 +74,7 @@ SMALL_OPTIONS: list[tuple[str, list[str]]] = [
     ("--epochs", ["2"]),
 ]
 # Options that leave the demo at the reference size: only then is report.pdf copied to the top level.
-SIZE_NEUTRAL = {"--workers", "--scheduler", "--seed", "--force", "-q", "--quiet", "--data-dir"}
+SIZE_NEUTRAL = {"--workers", "--scheduler", "--seed", "--force", "-q", "--quiet", "--verbose", "--data-dir"}
 OPTION_RE = re.compile(r"(?<![\w-])(--[a-z][a-z0-9-]*|-[a-zA-Z])\b")
 
 
@@ -91,7 +91,7 @@ def shared_options() -> set[str]:
 class Result:
     stage: str
     script: str
-    status: str  # ok, failed, missing, skipped, interrupted
+    status: str  # ok, failed, missing, skipped, interrupted; running, pending (in the record the report reads)
     seconds: float = 0.0
     peak_rss_mb: float | None = None  # largest single process (wait4 rusage)
     peak_tree_mb: float | None = None  # sum over the process tree (sampled)
@@ -340,6 +340,12 @@ def main(argv: list[str] | None = None) -> int:
             results.append(Result(stage.name, stage.script, "failed"))
             status = 1
             break
+        if stage.name == "report":  # the report shows this run's stages so far (the record is rewritten at the end)
+            done = {r.stage for r in results}
+            pending = [
+                Result(s.name, s.script, "running" if s is stage else "pending") for s in stages if s.name not in done
+            ]
+            _write_record(paths, args, options, results + pending, None)
         shown = " ".join(["python", f"code/{stage.script}", *cmd[2:]])
         print(f"==> stage {stage.name}: {shown}", file=sys.stderr, flush=True)
         result = Result(stage.name, stage.script, "ok", command=cmd[1:])
@@ -400,8 +406,16 @@ def _finish(results: list[Result], paths: DataPaths, args, options, status: int)
     missing = [r.script for r in results if r.status == "missing"]
     if missing:
         print(f"\nnot yet written, skipped: {' '.join(missing)}", flush=True)
+    _write_record(paths, args, options, results, status)
+    if status == 0 and any(r.stage == "report" and r.status == "ok" for r in results):
+        _publish_report(paths, args, options)
+    return status
+
+
+def _write_record(paths: DataPaths, args, options, results: list[Result], status: int | None) -> None:
+    """``paths.pipeline_record``: the run's options and each stage's result (status None: still running)."""
     record = {
-        "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds") if status is not None else None,
         "demo": args.demo,
         "small": args.small,
         "options": [[name, *values] for name, values in options],
@@ -412,9 +426,6 @@ def _finish(results: list[Result], paths: DataPaths, args, options, status: int)
         fsio.write_json(paths.pipeline_record, record)
     except OSError as exc:
         print(f"run_scripts: could not record the stage table: {exc}", file=sys.stderr)
-    if status == 0 and any(r.stage == "report" and r.status == "ok" for r in results):
-        _publish_report(paths, args, options)
-    return status
 
 
 def _publish_report(paths: DataPaths, args, options) -> None:

@@ -13,8 +13,8 @@ coordinate that cannot be classified honestly gets an explicit status and no pro
 from __future__ import annotations
 
 import csv
-import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +24,6 @@ from . import patches
 from .errors import StargalError
 from .geometry import inside_frame, sky_to_pixel
 from .model import predict
-from .tables import csv_text
 
 STATUS_OK = "ok"
 STATUS_OUTSIDE = "outside"
@@ -73,6 +72,11 @@ def uncovered(data: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return ~np.all(np.isfinite(data[:, r, c]), axis=0)
 
 
+TTA_MODES = ("auto", "all", "off")
+TTA_MARGIN = 0.15  # "auto": the eight-symmetry mean where the single pass lies this close to the threshold
+CHUNK = 4096  # patches cut and classified at a time (50 MB of 25 x 25 x 5 float32): memory stays flat
+
+
 def classify(
     model,
     data: np.ndarray,
@@ -83,15 +87,23 @@ def classify(
     patch_size: int,
     edge: str,
     threshold: float = 0.5,
-    batch_size: int = 1024,
-    tta: bool = False,
+    batch_size: int = 256,  # with 590 MB for TensorFlow itself, small batches keep the peak low
+    tta: str = "off",
+    tta_margin: float = TTA_MARGIN,
+    chunk: int = CHUNK,
     psf_map=None,
 ) -> Predictions:
     """Classify sky positions in an aligned cube [bands, rows, cols] with a model taking raw patches.
 
-    ``tta``: average p_star over the patch's eight square symmetries (as stage 03 does when its model.json says so).
+    Positions on the same pixel share one patch, which is cut and classified once; patches are cut and
+    classified ``chunk`` at a time, so memory does not grow with the number of positions. ``tta``: "off" one
+    pass per patch; "all" the mean over the patch's eight square symmetries (as stage 03 evaluates a model whose
+    model.json says ``tta``); "auto" one pass, then the eight-symmetry mean for the patches whose single-pass
+    p_star lies within ``tta_margin`` of the threshold, the only ones whose label it can change.
     ``psf_map`` (a ``stargal.psf.PSFMap`` of the cube): the PSF at each position, for models that take it.
     """
+    if tta not in TTA_MODES:
+        raise StargalError(f"--tta {tta!r}: must be one of {', '.join(TTA_MODES)}")
     ra = np.asarray(ra, dtype=np.float64)
     dec = np.asarray(dec, dtype=np.float64)
     x, y = sky_to_pixel(wcs, ra, dec)
@@ -105,9 +117,23 @@ def classify(
     if ok.size:
         # Cut exactly as stage 02 did for training: outside-frame and off-centre NaN pixels become 0.
         rows, cols = patches.pixel_centres(x[ok], y[ok])
-        batch = patches.extract_patches(data, rows, cols, patch_size).data
-        psf = None if psf_map is None else psf_map.at(cols, rows)  # at the pixel centre, as stage 02 does
-        p_star[ok] = predict(model, batch, psf, batch_size=batch_size, tta=tta)
+        pixel, inverse = np.unique(rows * data.shape[2] + cols, return_inverse=True)  # row-major: cache friendly
+        u_rows, u_cols = np.divmod(pixel, data.shape[2])
+        p_unique = np.empty(len(pixel), dtype=np.float32)
+        for start in range(0, len(pixel), chunk):
+            stop = min(start + chunk, len(pixel))
+            batch = patches.extract_patches(data, u_rows[start:stop], u_cols[start:stop], patch_size).data
+            # the PSF at the pixel centre, as stage 02 gives it in training
+            psf = None if psf_map is None else psf_map.at(u_cols[start:stop], u_rows[start:stop])
+            p = predict(model, batch, psf, batch_size=batch_size, tta=tta == "all")
+            if tta == "auto":
+                near = np.flatnonzero(np.abs(p - threshold) < tta_margin)
+                if near.size:
+                    p[near] = predict(
+                        model, batch[near], None if psf is None else psf[near], batch_size=batch_size, tta=True
+                    )
+            p_unique[start:stop] = p
+        p_star[ok] = p_unique[inverse.ravel()]
     label = np.full(len(ra), "", dtype="U6")
     label[ok] = np.where(p_star[ok] >= threshold, "star", "galaxy")
     return Predictions(ra, dec, x, y, p_star, label, status)
@@ -115,23 +141,75 @@ def classify(
 
 # ---- input and output tables -------------------------------------------------------------------------
 
+_SEXAGESIMAL_RA_DEGREES = re.compile(r"[d\u00b0]", re.IGNORECASE)  # "12d34m56s": RA given in degrees
 
-def validate_coordinates(ra: np.ndarray, dec: np.ndarray, source: str = "coordinates") -> None:
-    """Raise StargalError naming the first bad value (1-based position) when RA/Dec are not valid degrees."""
+
+def _angle(text: str, kind: str) -> float:
+    """One RA or Dec in degrees: a number of degrees, or sexagesimal ("12:34:56.7", "12h34m56.7s",
+    "+12:34:56", "-5d02m03s", "12 34 56.7"); sexagesimal RA is in hours unless it says "d". ValueError if none."""
+    text = text.strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    if not text or not any(c.isdigit() for c in text):
+        raise ValueError(text)
+    from astropy import units as u
+    from astropy.coordinates import Angle
+
+    unit = u.deg if kind == "dec" or _SEXAGESIMAL_RA_DEGREES.search(text) else u.hourangle
+    try:
+        return float(Angle(text, unit=unit).deg)
+    except (ValueError, TypeError, u.UnitsError) as exc:
+        raise ValueError(text) from exc
+
+
+def parse_angles(values, kind: str) -> tuple[np.ndarray, int | None]:
+    """Degrees of ``values`` (strings or numbers) and the index of the first that is not an angle (None if all are).
+
+    Plain numbers are converted in one vectorised step; only the others go through astropy's sexagesimal parser.
+    """
+    values = list(values)
+    try:
+        return np.asarray(values, dtype=np.float64), None
+    except (ValueError, TypeError):
+        pass
+    out = np.empty(len(values))
+    for i, value in enumerate(values):
+        try:
+            out[i] = float(value) if not isinstance(value, str) else _angle(value, kind)
+        except (ValueError, TypeError):
+            return out, i
+    return out, None
+
+
+def angles_or_error(values, kind: str, where) -> np.ndarray:
+    """``parse_angles``, raising StargalError ``where(i)``: "... ra '12:xx' is not an angle" for the first bad one."""
+    degrees, bad = parse_angles(values, kind)
+    if bad is not None:
+        raise StargalError(f"{where(bad)}: {kind} {values[bad]!r} is not an angle (degrees or sexagesimal)")
+    return degrees
+
+
+def validate_coordinates(ra: np.ndarray, dec: np.ndarray, source: str = "coordinates", where=None) -> None:
+    """Raise StargalError naming the first bad value (``where(i)``, default "coordinate i+1") when RA/Dec are
+    not valid degrees."""
+    where = where or (lambda i: f"{source}: coordinate {i + 1}")
     ra = np.asarray(ra, dtype=np.float64)
     dec = np.asarray(dec, dtype=np.float64)
     bad_ra = np.flatnonzero(~(np.isfinite(ra) & (ra >= -360) & (ra <= 360)))
     if bad_ra.size:
         i = int(bad_ra[0])
-        raise StargalError(f"{source}: coordinate {i + 1}: ra {ra[i]!r} is not an angle in degrees")
+        raise StargalError(f"{where(i)}: ra {float(ra[i])!r} is not an angle in degrees")
     bad_dec = np.flatnonzero(~(np.isfinite(dec) & (np.abs(dec) <= 90)))
     if bad_dec.size:
         i = int(bad_dec[0])
-        raise StargalError(f"{source}: coordinate {i + 1}: dec {dec[i]!r} is outside [-90, 90]")
+        raise StargalError(f"{where(i)}: dec {float(dec[i])!r} is outside [-90, 90]")
 
 
 def read_coordinates(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """RA/Dec (degrees) from a CSV with ``ra`` and ``dec`` columns (any case, other columns ignored).
+    """RA/Dec (degrees) from a CSV with ``ra`` and ``dec`` columns (any case, other columns ignored), each in
+    degrees or sexagesimal (RA "12:34:56.7" or "12h34m56.7s", Dec "+12:34:56" or "+12d34m56s").
 
     Any malformed row raises one StargalError naming the file and the line.
     """
@@ -150,51 +228,115 @@ def read_coordinates(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     if missing:
         raise StargalError(f"{path}: line 1: missing column(s) {', '.join(missing)} (header: {','.join(rows[0])})")
     ira, idec = header.index("ra"), header.index("dec")
-    ra = np.empty(len(rows) - 1)
-    dec = np.empty(len(rows) - 1)
-    n = 0
+    lines, ra_text, dec_text = [], [], []
     for line, row in enumerate(rows[1:], start=2):
         if not row or all(not c.strip() for c in row):
             continue  # blank lines carry no coordinate
-        try:
-            r, d = float(row[ira]), float(row[idec])
-        except IndexError:
-            raise StargalError(f"{path}: line {line}: too few values ({len(row)} for {len(header)} columns)") from None
-        except ValueError:
-            raise StargalError(f"{path}: line {line}: ra/dec not numeric ({row[ira]!r}, {row[idec]!r})") from None
-        if not (math.isfinite(r) and -360 <= r <= 360):
-            raise StargalError(f"{path}: line {line}: ra {row[ira]!r} is not an angle in degrees")
-        if not (math.isfinite(d) and -90 <= d <= 90):
-            raise StargalError(f"{path}: line {line}: dec {row[idec]!r} is outside [-90, 90]")
-        ra[n], dec[n] = r, d
-        n += 1
-    if n == 0:
+        if len(row) <= max(ira, idec):
+            raise StargalError(f"{path}: line {line}: too few values ({len(row)} for {len(header)} columns)")
+        lines.append(line)
+        ra_text.append(row[ira])
+        dec_text.append(row[idec])
+    if not lines:
         raise StargalError(f"{path}: no coordinates (only a header row)")
-    return ra[:n], dec[:n]
+    where = lambda i: f"{path}: line {lines[i]}"  # noqa: E731
+    ra = angles_or_error(ra_text, "ra", where)
+    dec = angles_or_error(dec_text, "dec", where)
+    validate_coordinates(ra, dec, where=where)
+    return ra, dec
 
 
-def format_rows(pred: Predictions) -> list[list[str]]:
-    """CSV rows (without header) of OUTPUT_COLUMNS; empty strings for undefined values."""
+# Output formats by extension; metadata keys are FITS keywords (8 characters), identical in ECSV.
+OUTPUT_FORMATS = {".csv": "ascii.csv", ".ecsv": "ascii.ecsv", ".fits": "fits"}
+UNITS = {"ra": "deg", "dec": "deg", "x": "pix", "y": "pix", "r_psfmag": "mag"}
+DESCRIPTIONS = {
+    "objid": "catalog object (rerun-run-camcol-field-id)",
+    "ra": "right ascension (ICRS)",
+    "dec": "declination (ICRS)",
+    "x": "0-based column in the aligned cube",
+    "y": "0-based row in the aligned cube",
+    "r_psfmag": "catalog r-band PSF magnitude",
+    "catalog_type": "the catalog's class (SDSS OBJC_TYPE)",
+    "p_star": "model probability that the source is a star",
+    "label": "star or galaxy (p_star >= threshold); empty unless status is ok",
+    "status": "ok, outside, edge or no_data",
+}
+# Text formats: plain CSV rounds for reading by eye; ECSV keeps every float round-trippable.
+CSV_FORMATS = {"x": "%.3f", "y": "%.3f", "p_star": "%.6f", "r_psfmag": "%.3f"}
+ECSV_FORMATS = {"p_star": "%.9g", "r_psfmag": "%.9g"}  # float32; float64 columns are written with repr
 
-    def num(v: float, digits: int) -> str:
-        return f"{v:.{digits}f}" if math.isfinite(v) else ""
 
+def output_format(path: str | os.PathLike) -> str:
+    """The astropy format of an output file, from its extension; StargalError for any other extension."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in OUTPUT_FORMATS:
+        raise StargalError(f"--out {path}: unknown extension {suffix or '(none)'!r}; use .csv, .ecsv or .fits")
+    return OUTPUT_FORMATS[suffix]
+
+
+def predictions_table(pred: Predictions, meta: dict, before: dict | None = None, after: dict | None = None):
+    """An astropy Table of the predictions, one row per input in input order, with units and ``meta``.
+
+    Columns: ``before`` (e.g. objid), ra, dec, x, y, ``after`` (e.g. r_psfmag, catalog_type), p_star, label, status.
+    x, y and p_star are masked where undefined (written as empty cells in CSV and ECSV, NaN in FITS).
+    """
+    from astropy.table import MaskedColumn, Table
+
+    columns = {**(before or {}), "ra": pred.ra, "dec": pred.dec, "x": pred.x, "y": pred.y, **(after or {})}
+    columns |= {"p_star": pred.p_star, "label": pred.label, "status": pred.status}
+    table = Table(meta=dict(meta))
+    for name, values in columns.items():
+        values = np.asarray(values)
+        mask = ~np.isfinite(values) if values.dtype.kind == "f" and name not in ("ra", "dec") else None
+        table[name] = MaskedColumn(values, mask=mask, unit=UNITS.get(name), description=DESCRIPTIONS.get(name))
+    return table
+
+
+def _text_columns(table, formats: dict[str, str], quote_empty: bool) -> list[list[str]]:
+    """Every column of ``table`` as strings, vectorised per column (astropy's writers format cell by cell, which
+    takes tens of seconds for 100,000 masked rows): masked cells and empty strings become "" (quoted in ECSV)."""
+    empty = '""' if quote_empty else ""
     out = []
-    for i in range(len(pred)):
-        out.append(
-            [
-                repr(float(pred.ra[i])),
-                repr(float(pred.dec[i])),
-                num(float(pred.x[i]), 3),
-                num(float(pred.y[i]), 3),
-                num(float(pred.p_star[i]), 6),
-                str(pred.label[i]),
-                str(pred.status[i]),
-            ]
-        )
+    for name in table.colnames:
+        column = table[name]
+        values = np.ma.getdata(column)
+        mask = np.ma.getmaskarray(column)
+        if values.dtype.kind == "f":
+            fmt = formats.get(name)
+            text = [fmt % v for v in values.tolist()] if fmt else [repr(v) for v in values.tolist()]
+        else:
+            text = [str(v) for v in values.tolist()]
+            mask = mask | (np.asarray(values, dtype=str) == "")
+        for i in np.flatnonzero(mask):
+            text[i] = empty
+        out.append(text)
     return out
 
 
-def predictions_csv(pred: Predictions) -> str:
-    """The CSV predict.py writes: a header row of OUTPUT_COLUMNS, then one row per input coordinate."""
-    return csv_text(OUTPUT_COLUMNS, format_rows(pred))
+def write_predictions(path: str | os.PathLike, table) -> None:
+    """Write ``table`` atomically in the format its extension names (``output_format``): FITS through astropy;
+    CSV and ECSV with astropy's header (ECSV: units, types, metadata) and rows formatted column by column."""
+    import io
+
+    from .fsio import atomic_path, write_text
+
+    fmt = output_format(path)
+    if fmt == "fits":
+        with atomic_path(path) as tmp:
+            table.write(tmp, format="fits", overwrite=True)
+        return
+    if fmt == "ascii.ecsv":
+        head = io.StringIO()
+        table[:0].write(head, format="ascii.ecsv")
+        header, delimiter, columns = head.getvalue(), " ", _text_columns(table, ECSV_FORMATS, quote_empty=True)
+    else:
+        header, delimiter, columns = ",".join(table.colnames) + "\n", ",", _text_columns(table, CSV_FORMATS, False)
+    rows = "\n".join(map(delimiter.join, zip(*columns, strict=True)))
+    write_text(path, header + rows + ("\n" if rows else ""))
+
+
+def read_predictions(path: str | os.PathLike):
+    """A predictions file read back as an astropy Table (any of the output formats)."""
+    from astropy.table import Table
+
+    return Table.read(path, format=output_format(path))

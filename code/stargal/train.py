@@ -13,6 +13,7 @@ import numpy as np
 from . import augment as aug
 from .config import SEED
 from .metrics import choose_threshold
+from .model import import_keras, import_tensorflow
 
 log = logging.getLogger("stargal")
 
@@ -20,8 +21,8 @@ log = logging.getLogger("stargal")
 def set_seed(seed: int, deterministic: bool = True) -> None:
     """Seed Python, numpy and TensorFlow; deterministic TF ops (cheap on CPU for these small models)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import keras
-    import tensorflow as tf
+    keras = import_keras()
+    tf = import_tensorflow()
 
     keras.utils.set_random_seed(int(seed))
     if deterministic:
@@ -29,7 +30,7 @@ def set_seed(seed: int, deterministic: bool = True) -> None:
 
 
 def _epoch_logger():
-    import keras
+    keras = import_keras()
 
     class EpochLog(keras.callbacks.Callback):
         """One log line per epoch: the quiet progress display when not on a terminal."""
@@ -89,7 +90,7 @@ def fit(
     (halve on a val-loss plateau). ``verbose``: Keras progress bar on a terminal ("auto"), else one line
     per epoch through the log. ``train_psf``/``val_psf``: the PSF at every patch, for models that take it.
     """
-    import keras
+    keras = import_keras()
 
     from .model import takes_psf
     from .progress import interactive

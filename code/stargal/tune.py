@@ -20,6 +20,8 @@ import time
 
 import numpy as np
 
+from .model import import_keras
+
 log = logging.getLogger("stargal")
 
 OBJECTIVE = "val_loss"
@@ -70,7 +72,7 @@ def pruner():
 
 
 def _pruning_callback(trial):
-    import keras
+    keras = import_keras()
 
     class Prune(keras.callbacks.Callback):
         """Report the epoch's validation loss; stop training when the pruner says so."""

@@ -17,6 +17,7 @@ from .. import fsio
 from ..config import SEED
 from ..dataset import dataset_identity, load_dataset, resolve_dataset
 from ..errors import StargalError
+from ..model import import_keras
 from ..paths import DataPaths
 from ..tables import markdown_table, records_markdown, write_table
 
@@ -203,7 +204,7 @@ def experiment(
     train_loss/accuracy: Keras's running values on the (augmented) stream in the last epoch;
     *_clean: the restored model on the un-augmented training set; val_*: the restored (best) model.
     """
-    import keras
+    keras = import_keras()
 
     from ..metrics import classification_metrics
     from ..model import build_model, configure_threads, predict

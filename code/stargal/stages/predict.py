@@ -1,25 +1,43 @@
-"""Runner of predict.py: load a trained model and an aligned field, classify sky coordinates, write a CSV."""
+"""Runner of predict.py: load a trained model and an aligned field, classify sky coordinates or every catalogued
+object of the field, write a CSV, ECSV or FITS table."""
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .. import integrity
+from .. import __version__, integrity
 from ..config import BANDS
 from ..cube import Cube, read_cube
 from ..errors import StargalError
-from ..fsio import is_current, read_json, write_text
+from ..fsio import is_current, read_json
 from ..model import load_model, patch_shape, takes_psf
-from ..paths import PRETRAINED, PRETRAINED_MODEL_DIR, DataPaths, FieldId, ModelFiles, psf_map_beside
-from ..predict import Predictions, classify, predictions_csv
+from ..paths import PRETRAINED, PRETRAINED_MODEL_DIR, DataPaths, FieldId, ModelFiles, objects_for_cube, psf_map_beside
+from ..predict import (
+    TTA_MARGIN,
+    TTA_MODES,
+    Predictions,
+    classify,
+    output_format,
+    predictions_table,
+    write_predictions,
+)
 from ..psf import PSFMap, measure_psf_map
+from ..sdss import frame_relpath
+from ..tables import read_table
 
 log = logging.getLogger("stargal")
+
+TTA_DESCRIPTIONS = {
+    "off": "none: one pass per patch",
+    "all": "mean over the 8 square symmetries of every patch",
+    "auto": f"mean over the 8 square symmetries where one pass gives |p_star - THRESH| < {TTA_MARGIN}",
+}
 
 
 @dataclass
@@ -130,26 +148,72 @@ def load_psf_map(cube_path: Path, data: np.ndarray, bands: str) -> PSFMap:
         raise StargalError(f"{cube_path}: {exc}") from None
 
 
+def catalog_objects(cube_path: Path) -> np.ndarray:
+    """The catalog objects stage 01 listed for the field of ``cube_path`` (the objects table beside it)."""
+    path = objects_for_cube(cube_path)
+    if not path.is_file():
+        raise StargalError(f"{path}: no objects table for --all (run 01_alignment.py for this field)")
+    return read_table(path)
+
+
+def sky_metadata(paths: DataPaths, cube: Cube) -> dict:
+    """FIELD, SKY (simulated or real) and, for the simulated sky, SIMVER (from the download manifest)."""
+    h = cube.header
+    meta: dict = {}
+    if all(k in h for k in ("RERUN", "RUN", "CAMCOL", "FIELD")):
+        meta["FIELD"] = f"{h['RERUN']}/{h['RUN']}/{h['CAMCOL']}/{h['FIELD']}"
+    simulated = bool(h.get("SIMULAT", False))
+    meta["SKY"] = "simulated" if simulated else "real SDSS"
+    if simulated and "FIELD" in meta:
+        try:
+            manifest = read_json(paths.manifest).get("files", {})
+        except (OSError, ValueError):
+            manifest = {}
+        entry = manifest.get(frame_relpath("r", h["RERUN"], h["RUN"], h["CAMCOL"], h["FIELD"]), {})
+        version = re.match(r"simulated:v(\d+)", str(entry.get("url", "")))
+        if version:
+            meta["SIMVER"] = int(version.group(1))
+    return meta
+
+
 def run_predict(
     paths: DataPaths,
     *,
-    ra: np.ndarray,
-    dec: np.ndarray,
+    ra: np.ndarray | None = None,
+    dec: np.ndarray | None = None,
     model: str | None = None,
     cube_path: str | None = None,
     fid: FieldId | None = None,
     out: str | None = None,
     bundle: ModelBundle | None = None,
+    all_objects: bool = False,
+    tta: str = "auto",
 ) -> tuple[Path, Predictions]:
-    """Classify (ra, dec) in one field and write the CSV; returns its path and the predictions."""
+    """Classify (ra, dec), or with ``all_objects`` every catalogued object of the field, and write the table
+    (.csv, .ecsv or .fits by ``out``'s extension; CSV under data/predictions/ by default).
+
+    Returns the output path and the predictions."""
     start = time.monotonic()
-    path, field_label = cube_for(paths, cube_path, fid)  # input errors first, before loading TensorFlow
+    if tta not in TTA_MODES:
+        raise StargalError(f"--tta {tta!r}: must be one of {', '.join(TTA_MODES)}")
+    if out is not None:
+        output_format(out)  # input errors first, before loading TensorFlow
+    path, field_label = cube_for(paths, cube_path, fid)
+    before, after = {}, {}
+    if all_objects:
+        objects = catalog_objects(path)
+        ra, dec = objects["ra"], objects["dec"]
+        before = {"objid": objects["objid"]}
+        after = {"r_psfmag": objects["r_psfmag"], "catalog_type": np.where(objects["label"] == 1, "star", "galaxy")}
+    if ra is None or dec is None:
+        raise StargalError("no coordinates: give --ra/--dec, --csv or --all")
     model_dir = None if bundle is not None else resolve_model_dir(paths, model)
     cube = read_cube(path)
     if bundle is None:
         bundle = load_bundle(model_dir)
     data = cube_array(cube, bundle.bands)
     psf_map = load_psf_map(path, data, bundle.bands) if takes_psf(bundle.model) else None
+    mode = tta if bundle.meta.get("tta", False) else "off"  # a model evaluated without TTA is used without it
     pred = classify(
         bundle.model,
         data,
@@ -159,10 +223,20 @@ def run_predict(
         patch_size=bundle.patch_size,
         edge=bundle.edge,
         threshold=bundle.threshold,
-        tta=bool(bundle.meta.get("tta", False)),
+        tta=mode,
         psf_map=psf_map,
     )
-    out_path = Path(out).expanduser().resolve() if out else paths.prediction_csv(f"{field_label}_{bundle.name}")
-    write_text(out_path, predictions_csv(pred))
+    meta = {
+        "MODEL": bundle.name,
+        "MODELVER": str(bundle.meta.get("version") or bundle.meta.get("stargal_version") or "unknown"),
+        "THRESH": bundle.threshold,
+        "TTA": TTA_DESCRIPTIONS[mode],
+        **sky_metadata(paths, cube),
+        "STARGAL": __version__,
+    }
+    table = predictions_table(pred, meta, before, after)
+    suffix = "_all" if all_objects else ""
+    out_path = Path(out).expanduser().resolve() if out else paths.prediction_csv(f"{field_label}_{bundle.name}{suffix}")
+    write_predictions(out_path, table)
     log.info("classified %d coordinates in %.1f s: %s", len(pred), time.monotonic() - start, pred.counts())
     return out_path, pred

@@ -131,7 +131,7 @@ def _classify(bundle: ModelBundle, data, wcs, ra, dec, pmap):
         patch_size=bundle.patch_size,
         edge=bundle.edge,
         threshold=bundle.threshold,
-        tta=bool(bundle.meta.get("tta", False)),
+        tta="auto" if bundle.meta.get("tta", False) else "off",  # as predict.py classifies by default
         psf_map=pmap,
     )
 

@@ -1,21 +1,18 @@
 """The PDF report of a pipeline run, built only from what the stages wrote under the data folder.
 
-One page per section (at most 8 pages): overview (data, method, stage timings), alignment, splits,
-augmentation, tuning, metrics with baselines, explanations and difficulty. Each section shows the stage's
-own summary (its Markdown summary, else its JSON summary) and the PNG figures it wrote under
-``paths.reports(<stage>)``. A section whose stage has not run says "not run" instead of failing; a file that
-exists but is damaged (invalid JSON) stops the report with one line naming it. The default report is skipped
-when everything it is built from is unchanged since it was written (``paths.report_record``).
+It reads like a short paper (``stargal.typeset`` sets it): a first page with the run's headline (what was
+run, on which sky, and the test-set table of our model against the reference models and the majority and
+random baselines), then one section per step of the pipeline in its order: data, alignment, preparation
+and splits, augmentation experiment, model and training, tuning, evaluation, difficulty analysis,
+explanations, real-sky evaluation, run time and memory. A step whose outputs are missing gets a one-line
+"not run" instead of its section; an output that exists but cannot be read is named as unreadable.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import re
-import textwrap
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import __version__, fsio
@@ -23,381 +20,771 @@ from ..config import REFERENCE_RESULT
 from ..errors import CorruptFileError
 from ..fsio import atomic_path, read_json
 from ..paths import DataPaths
+from ..typeset import Bullets, Document, FigureBlock, Para, Section, TableBlock, render
 
 log = logging.getLogger("stargal")
 
-PAGE_SIZE = (8.27, 11.69)  # A4 portrait, inches
-MAX_PAGES = 8
-TEXT_LINES = 40  # lines of summary text per page above the figures
-WRAP = 100
-FIGURES_PER_PAGE = 4
+MAX_PAGES = 10
+ARCHITECTURE_NAMES = {
+    "stargal": "stargal CNN (ours)",
+    "reference_regularised": "reference regularised CNN",
+    "reference_base": "reference base CNN",
+}
+AUGMENT_NAMES = {"none": "none", "d4": "D4 symmetries", None: "none"}
+HEADLINE_METRICS = ("accuracy", "mcc", "roc_auc", "star_purity", "star_completeness")
+HEADLINE_HEADS = ("accuracy", "MCC", "ROC AUC", "star purity", "star completeness")
 
 
-@dataclass
-class Section:
-    title: str
-    lines: list[str] = field(default_factory=list)
-    figures: list[Path] = field(default_factory=list)
-    ran: bool = True
+class Unreadable(Exception):
+    """An output file that exists but cannot be read."""
 
 
 # ---------------------------------------------------------------- reading what the stages wrote
 
 
-def _read_text(path: Path) -> str | None:
+def _json(path: Path):
+    """The JSON in ``path``, None when absent; Unreadable when present but not JSON."""
+    try:
+        return read_json(path)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise Unreadable(f"{path}: unreadable ({exc.__class__.__name__})") from None
+
+
+def _json_or_none(path: Path):
+    """The JSON of a file the report is built from, None when absent; a damaged one stops the report with one
+    line naming it (its section must not pretend the stage did not run)."""
+    try:
+        return _json(path)
+    except Unreadable as exc:
+        raise CorruptFileError(
+            f"{exc}: rerun the stage that wrote it (./run_scripts.sh --verify names it), then make_report.py"
+        ) from None
+
+
+def _text(path: Path) -> str | None:
     try:
         return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         return None
 
 
-def _read_json(path: Path):
-    """The JSON in ``path``, None when it does not exist; a damaged file is an error, not a stage "not run"."""
-    try:
-        return read_json(path)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    except CorruptFileError as exc:
-        raise CorruptFileError(
-            f"{exc}: rerun the stage that wrote it (./run_scripts.sh --verify names it), then make_report.py"
-        ) from None
-
-
 def _latest(pointer: Path) -> str | None:
-    text = _read_text(pointer)
-    return text.strip() or None if text else None
+    text = _text(pointer)
+    return (text.strip() or None) if text else None
 
 
-def markdown_lines(text: str) -> list[str]:
-    """Markdown as plain lines: images and link targets dropped, table rules and emphasis simplified."""
-    lines = []
+def _png(folder: Path, name: str) -> Path | None:
+    p = folder / name
+    return p if p.is_file() else None
+
+
+def markdown_blocks(text: str, caption: str = "") -> list:
+    """A stage's Markdown summary as report blocks: paragraphs, bullet lists, tables, images (titles dropped)."""
+    blocks: list = []
+    para: list[str] = []
+    bullets: list[str] = []
+    table: list[list[str]] = []
+
+    def flush() -> None:
+        nonlocal para, bullets, table
+        if para:
+            blocks.append(Para(" ".join(para)))
+        if bullets:
+            blocks.append(Bullets(bullets))
+        if len(table) >= 1:
+            blocks.append(TableBlock(table[0], table[1:], caption))
+        para, bullets, table = [], [], []
+
     for raw in text.splitlines():
-        line = re.sub(r"!\[[^\]]*\]\([^)]*\)", "", raw)  # images are shown as figures
-        line = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", line)
-        line = re.sub(r"[*_`]{1,2}([^*_`]+)[*_`]{1,2}", r"\1", line)
-        if re.fullmatch(r"\s*\|?\s*:?-{3,}.*", line):
-            continue
-        if line.strip().startswith("|"):  # a table row: cells separated by " | "
-            line = " | ".join(cell.strip() for cell in line.strip().strip("|").split("|"))
-        line = line.rstrip()
-        line = re.sub(r"^#+\s*", "", line)
-        if line or (lines and lines[-1]):
-            lines.append(line)
-    return lines
-
-
-def json_lines(obj, prefix: str = "", limit: int = 60) -> list[str]:
-    """A nested JSON value as 'key: value' lines (lists of numbers inline, long lists shortened)."""
-    out: list[str] = []
-
-    def fmt(value) -> str:
-        if isinstance(value, float):
-            return f"{value:.4g}"
-        if isinstance(value, list):
-            if len(value) > 12:
-                return "[" + ", ".join(fmt(v) for v in value[:10]) + f", ... ({len(value)} items)]"
-            return "[" + ", ".join(fmt(v) for v in value) + "]"
-        return str(value)
-
-    def walk(value, key: str) -> None:
-        if len(out) >= limit:
-            return
-        if isinstance(value, dict):
-            for k, v in value.items():
-                walk(v, f"{key}.{k}" if key else str(k))
-        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-            out.append(f"{key}: {len(value)} entries")
+        line = raw.strip()
+        image = re.fullmatch(r"!\[([^\]]*)\]\(([^)]*)\)", line)
+        if not line or line.startswith("#"):
+            flush()
+        elif image:
+            flush()
+            blocks.append(FigureBlock([Path(image.group(2))], image.group(1)))
+        elif line.startswith("|"):
+            if para or bullets:
+                flush()
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if not all(re.fullmatch(r":?-{3,}:?", c) for c in cells):
+                table.append([re.sub(r"\*\*(.+?)\*\*", r"\1", c) for c in cells])
+        elif line.startswith(("- ", "* ")):
+            if para or table:
+                flush()
+            bullets.append(line[2:])
+        elif bullets and raw.startswith("  "):
+            bullets[-1] += " " + line
         else:
-            out.append(f"{key}: {fmt(value)}")
-
-    walk(obj, prefix)
-    if len(out) >= limit:
-        out.append("...")
-    return out
-
-
-def _pngs(folder: Path) -> list[Path]:
-    return sorted(folder.rglob("*.png")) if folder.is_dir() else []
+            if bullets or table:
+                flush()
+            para.append(line)
+    flush()
+    return blocks
 
 
-def _summary_lines(folder: Path) -> list[str]:
-    """The stage's Markdown summary if it wrote one, else its JSON summaries."""
-    if not folder.is_dir():
-        return []
-    for md in sorted(folder.rglob("*.md")):
-        text = _read_text(md)
-        if text:
-            return markdown_lines(text)
-    lines: list[str] = []
-    for js in sorted(folder.rglob("*.json")):
-        obj = _read_json(js)
-        if isinstance(obj, dict):
-            obj = {k: v for k, v in obj.items() if k != fsio.INTEGRITY_KEY}  # checksums: not for the reader
-        if obj is not None:
-            lines += [f"{js.relative_to(folder)}:"] + ["  " + s for s in json_lines(obj, limit=40)]
-    return lines
+# ---------------------------------------------------------------- the run's identity
 
 
-def _stage_folder(paths: DataPaths, area: str, name: str | None) -> Path:
-    """reports/<area>/<name> when the stage keeps one folder per dataset/model, else reports/<area>."""
-    if name and paths.reports(area, name).is_dir():
-        return paths.reports(area, name)
-    return paths.reports(area)
+class Run:
+    """What the report is about: the latest dataset and model, the run record, the sky."""
+
+    def __init__(self, paths: DataPaths):
+        self.paths = paths
+        self.dataset_name = _latest(paths.latest_dataset)
+        self.model_name = _latest(paths.latest_model)
+        self.dataset = _json_or_none(paths.dataset_json(self.dataset_name)) if self.dataset_name else None
+        self.record = _json_or_none(paths.pipeline_record)
+        self.model = _json_or_none(paths.model(self.model_name).json) if self.model_name else None
+        self.metrics = _json_or_none(paths.model(self.model_name).metrics) if self.model_name else None
+        self.manifest = _json_or_none(paths.manifest)
+        self.alignment = _json_or_none(paths.reports("alignment", "summary.json"))
+
+    @property
+    def simulated(self) -> bool | None:
+        for source in (self.dataset, self.model):
+            if source and source.get("simulated") is not None:
+                return bool(source["simulated"])
+        fields = (self.alignment or {}).get("fields") or []
+        return bool(fields[0].get("simulated")) if fields else None
+
+    def simulator_version(self) -> int | None:
+        for entry in ((self.manifest or {}).get("files") or {}).values():
+            m = re.match(r"simulated:v(\d+)", str(entry.get("url", "")))
+            if m:
+                return int(m.group(1))
+        return None
+
+    def sky(self) -> str:
+        if self.simulated:
+            version = self.simulator_version()
+            v = f", simulator version {version}" if version else ""
+            return f"the built-in simulated SDSS sky{v} (frames flagged SIMULAT = T): metrics are not SDSS results"
+        if self.simulated is False:
+            return "real SDSS DR17 imaging"
+        return "unknown (no prepared dataset)"
+
+    def command(self) -> str:
+        rec = self.record or {}
+        if not rec:
+            return "stages run one by one (no run_scripts.sh record)"
+        flags = " ".join(f for f, on in (("--demo", rec.get("demo")), ("--small", rec.get("small"))) if on)
+        options = " ".join(" ".join(o) for o in rec.get("options", []))
+        finished = str(rec.get("finished") or "")[:16].replace("T", " ")
+        text = f"`run_scripts.sh {flags}`".replace(" `", "`") if flags else "`run_scripts.sh`"
+        return f"{text} with stage options `{options}`" + (f", finished {finished} UTC" if finished else "")
+
+    def fields(self) -> str:
+        d = self.dataset
+        if not d:
+            return "\u2013"
+        f = d.get("fields", {})
+
+        def names(key: str) -> str:
+            return " ".join(map(str, f.get(key, []))) or "\u2013"
+
+        return (
+            f"rerun {d.get('rerun')}, run {d.get('run')}, camcol {d.get('camcol')}: training {names('train')}, "
+            f"validation {names('val')}, test {names('test')}"
+        )
+
+    def models_of_dataset(self) -> list[tuple[str, dict, dict]]:
+        """(name, model.json, metrics.json) of every evaluated model trained on the current dataset; the latest
+        model first, then ours, then the reference models."""
+        root = self.paths.models_root
+        found = []
+        for folder in sorted(root.iterdir()) if root.is_dir() else []:
+            meta = _json_or_none(folder / "model.json") if folder.is_dir() else None
+            metrics = _json_or_none(folder / "metrics.json") if meta else None
+            if meta and metrics and "test" in metrics and meta.get("dataset") == self.dataset_name:
+                found.append((folder.name, meta, metrics))
+        order = {"stargal": 0, "reference_regularised": 1, "reference_base": 2}
+        found.sort(key=lambda m: (order.get(m[1].get("architecture"), 3), m[0] != self.model_name, m[0]))
+        return found
 
 
-def _area_section(title: str, paths: DataPaths, area: str, name: str | None, what: str) -> Section:
-    folder = _stage_folder(paths, area, name)
-    lines, figures = _summary_lines(folder), _pngs(folder)
-    if not lines and not figures:
-        return Section(title, [f"not run: no {what} outputs under {folder}"], ran=False)
-    return Section(title, lines, figures)
+# ---------------------------------------------------------------- the headline
+
+
+def _model_label(name: str, meta: dict, latest: str | None, several: bool) -> str:
+    label = ARCHITECTURE_NAMES.get(meta.get("architecture"), str(meta.get("architecture")))
+    if several:
+        label += f", seed {meta.get('seed')}"
+    return label + (" [latest]" if several and name == latest else "")
+
+
+def _augmentation(meta: dict) -> str:
+    aug = AUGMENT_NAMES.get(meta.get("augment"), str(meta.get("augment")))
+    return aug + (" + test-time" if meta.get("tta") else "")
+
+
+def _baseline_rows(metrics: dict) -> list[list]:
+    test = metrics.get("test", {})
+    n, stars = test.get("n"), test.get("stars")
+    star_frac = stars / n if n and stars is not None else None
+    rows = []
+    base = (metrics.get("baselines") or {}).get("test") or {}
+    if "majority" in base:
+        m = base["majority"]
+        star = m.get("class") == "star"
+        rows.append(["majority class baseline", f"always {m.get('class', '?')}", m.get("accuracy"), m.get("mcc"),
+                     m.get("roc_auc"), star_frac if star else None, 1.0 if star else 0.0])  # fmt: skip
+    if "random" in base:
+        m = base["random"]
+        rows.append(["random baseline", "p(star) = training star fraction", m.get("accuracy"), m.get("mcc"),
+                     m.get("roc_auc"), star_frac, m.get("star_fraction")])  # fmt: skip
+    return rows
+
+
+def headline(run: Run) -> list:
+    """The first page's lead paragraph and Table 1 (test set: our model, reference models, baselines)."""
+    models = run.models_of_dataset()
+    if not models:
+        return [Para("No evaluated model yet: the headline table appears once stage 03 has run.", "lead")]
+    several = len({m[1].get("architecture") for m in models}) < len(models)
+    rows = [
+        [_model_label(name, meta, run.model_name, several), _augmentation(meta)]
+        + [metrics["test"].get(k) for k in HEADLINE_METRICS]
+        for name, meta, metrics in models
+    ]
+    bold = [0]  # ours: the latest stargal model (models are listed ours first)
+    metrics = models[0][2]
+    rows += _baseline_rows(metrics)
+    test = metrics["test"]
+    ours = test
+    fields = " ".join(map(str, (run.dataset or {}).get("fields", {}).get("test", []))) or "?"
+    stars = test.get("stars", 0) / test["n"] if test.get("n") else 0
+    text = (
+        f"On the test field ({fields}; {test.get('n')} catalogued objects, {100 * stars:.0f} % stars), "
+        f"{'our network' if models[0][1].get('architecture') == 'stargal' else 'the ' + _model_label(*models[0][:2], None, False)} "
+        f"reaches accuracy **{ours['accuracy']:.3f}** and MCC **{ours['mcc']:.3f}** "
+    )
+    majority = ((metrics.get("baselines") or {}).get("test") or {}).get("majority")
+    if majority:
+        text += f"against {majority['accuracy']:.3f} for always answering \u201c{majority.get('class')}\u201d"
+    refs = [m for m in models if m[1].get("architecture", "").startswith("reference")]
+    if refs:
+        r = refs[0][2]["test"]
+        text += (
+            f", and the course project's {refs[0][1]['architecture'].split('_')[1]} network trained by this code on "
+            f"the same patches reaches {r['accuracy']:.3f} and MCC {r['mcc']:.3f}"
+        )
+    else:
+        text += " (no reference model was trained in this run: `03_model.py --architecture reference_regularised`)"
+    text += "."
+    if run.simulated:
+        text += " These numbers are measured on the simulated sky, not on SDSS data."
+    ref = REFERENCE_RESULT
+    note = (
+        f"Test split only; threshold chosen on validation data. The course project reported accuracy "
+        f"{ref['accuracy']:.3f} and MCC {ref['mcc']:.3f} on the real SDSS test field 301/8162/6/80"
+        + (" (real data: not comparable with simulated-sky numbers)." if run.simulated else ".")
+    )
+    table = TableBlock(
+        ["model", "augmentation", *HEADLINE_HEADS],
+        rows,
+        "Test-set results of every model trained on this run's dataset, and the baselines.",
+        bold_rows=bold,
+        note=note,
+    )
+    return [Para(text, "lead"), table]
 
 
 # ---------------------------------------------------------------- sections
 
 
-def overview_section(paths: DataPaths, dataset: dict | None, dataset_name: str | None, stages: dict | None) -> Section:
-    """Page 1: data origin, dataset, method and the stage timings of the last run."""
-    s = Section("stargal report")
-    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    simulated = None if dataset is None else bool(dataset.get("simulated"))
-    demo = bool(stages and stages.get("demo"))
-    if simulated:
-        origin = "the simulated demo run" if demo else "a run on the simulated sky"
-        s.lines += [
-            f"Generated from {origin} (built-in simulated SDSS sky, frames flagged SIMULAT = T).",
-            "Metrics on the simulated sky are NOT results on real SDSS data.",
-        ]
-    elif simulated is False:
-        s.lines.append("Generated from a run on real SDSS DR17 imaging.")
-    else:
-        s.lines.append("Data origin unknown: no prepared dataset (stage 02 not run).")
-    s.lines += [f"Data folder: {paths.root}", f"Built: {now}", ""]
-    if dataset:
-        f = dataset.get("fields", {})
-        s.lines += [
-            f"Dataset {dataset_name}: rerun {dataset.get('rerun')}, run {dataset.get('run')}, camcol {dataset.get('camcol')}, "
-            f"patch {dataset.get('patch_size')} px, bands {dataset.get('bands')}, edge policy {dataset.get('edge')}",
-            f"  train fields {f.get('train')}, validation {f.get('val')}, test {f.get('test')}",
-        ]
-    s.lines += [
-        "",
-        "Method",
-        "  00 download: SDSS frames (u g r i z, nanomaggies), irg previews and calibObj catalogs in the SAS layout,",
-        "     verified against a manifest; or the simulated sky written in the same formats.",
-        "  01 alignment: each band resampled onto the r-band pixel grid via the frames' WCS -> one [5, rows, cols]",
-        "     cube per field; catalog objects (also those listed under neighbouring fields) converted to pixels.",
-        "  02 preparation: object-centred patches, field-wise train/val/test splits with a leakage guard,",
-        "     asinh normalisation fitted on the training split only.",
-        "  04 augmentation: the augmentation experiment (flips/rotations and others, with and without).",
-        "  03 model: CNN on raw patches (normalisation inside the model), early stopping on validation,",
-        "     evaluation on the test field against baselines; tuning, explanations and difficulty analysis.",
-    ]
-    if stages and stages.get("stages"):
-        s.lines += [
-            "",
-            "Pipeline stages of the last run (wall time, peak memory of the largest process / process tree):",
-        ]
-        for r in stages["stages"]:
-            wall = f"{r['seconds']:8.1f} s" if r.get("status") in ("ok", "failed") else "        -"
-            rss = "-" if r.get("peak_rss_mb") is None else f"{r['peak_rss_mb']:.0f} MB"
-            tree = "-" if r.get("peak_tree_mb") is None else f"{r['peak_tree_mb']:.0f} MB"
-            s.lines.append(f"  {r['stage']:13s} {r['status']:8s} {wall}  {rss:>9s} / {tree:>9s}")
-        opts = " ".join(" ".join(o) for o in stages.get("options", []))
-        s.lines.append(
-            f"  options: {'--demo ' if demo else ''}{'--small ' if stages.get('small') else ''}{opts}".rstrip()
-        )
-    return s
+def _not_run(title: str, why: str) -> Section:
+    return Section(title, ran=False, status=f"not run ({why})")
 
 
-def splits_section(paths: DataPaths, dataset: dict | None, name: str | None) -> Section:
-    """The split counts of dataset.json, then stage 02's split report."""
-    section = _area_section("Splits", paths, "splits", name, "split")
-    if dataset and dataset.get("counts"):
-        counts = [
-            f"  {split:5s} n={c.get('n')}, stars={c.get('stars')}, galaxies={c.get('galaxies')}"
-            for split, c in dataset["counts"].items()
-        ]
-        norm = dataset.get("normalisation", {})
-        extra = ["Dataset counts (dataset.json):", *counts]
-        if norm:
-            extra.append(f"  normalisation {norm.get('method')}: center {json_lines(norm.get('center'))[0][2:]}")
-        if not section.ran:
-            section = Section("Splits", [], [])
-        section.lines = extra + [""] + section.lines
-    return section
-
-
-METRIC_COLUMNS = ("n", "accuracy", "mcc", "balanced_accuracy", "roc_auc", "star_purity", "star_completeness",
-                  "galaxy_purity", "galaxy_completeness")  # fmt: skip
-METRIC_HEADS = {"balanced_accuracy": "bal.acc", "roc_auc": "AUC", "star_purity": "star pur", "mcc": "MCC",
-                "star_completeness": "star cmp", "galaxy_purity": "gal pur", "galaxy_completeness": "gal cmp"}  # fmt: skip
-# Figures a page shows first (the rest are listed by name).
-PREFERRED_FIGURES = ("learning_curves", "roc", "confusion_test", "examples", "difficulty", "tuning", "splits",
-                     "band_offsets", "before_after")  # fmt: skip
-
-
-def metrics_table(metrics: dict) -> list[str]:
-    """Every block of metrics (a dict with an accuracy) as one row of a fixed-width table."""
-    rows: list[tuple[str, dict]] = []
-
-    def walk(value, key: str) -> None:
-        if isinstance(value, dict):
-            if "accuracy" in value and not isinstance(value["accuracy"], dict):
-                rows.append((key, value))
-                return
-            for k, v in value.items():
-                if k != "by_magnitude":  # per-magnitude rows are in the figures
-                    walk(v, f"{key} {k}".strip())
-
-    walk(metrics, "")
-    if not rows:
-        return []
-    rows = [(k.removeprefix("baselines "), r) for k, r in rows]
-    cols = [c for c in METRIC_COLUMNS if any(c in r for _, r in rows)]
-    width = max(len(k) for k, _ in rows)
-
-    def cell(v) -> str:
-        return f"{v:.3f}" if isinstance(v, float) else ("-" if v is None else str(v))
-
-    head = f"{'':{width}s} " + " ".join(f"{METRIC_HEADS.get(c, c)[:8]:>8s}" for c in cols)
-    return [head] + [f"{k:{width}s} " + " ".join(f"{cell(r.get(c)):>8s}" for c in cols) for k, r in rows]
-
-
-def _order_figures(figures: list[Path]) -> list[Path]:
-    def rank(p: Path) -> tuple[int, str]:
-        stem = p.stem
-        hits = [i for i, name in enumerate(PREFERRED_FIGURES) if stem == name or stem.startswith(name)]
-        return (hits[0] if hits else len(PREFERRED_FIGURES), str(p))
-
-    return sorted(figures, key=rank)
-
-
-def metrics_section(paths: DataPaths, model_name: str | None) -> Section:
-    """The latest model's settings and metrics table, with the reference project's result."""
-    title = "Metrics and baselines"
-    if not model_name:
-        return Section(title, ["not run: no trained model (models/LATEST missing)"], ran=False)
-    files = paths.model(model_name)
-    metrics = _read_json(files.metrics)
-    info = _read_json(files.json)
-    lines = [f"Model {model_name}"]
-    if info:
-        lines += [
-            "  " + s
-            for s in json_lines(
-                {k: info[k] for k in ("architecture", "hyperparameters", "threshold", "seed") if k in info}, limit=20
+def data_section(run: Run) -> Section:
+    title = "Data"
+    files = (run.manifest or {}).get("files") or {}
+    if not files and not run.alignment:
+        return _not_run(title, "no download manifest: 00_download.py")
+    blocks: list = []
+    if files:
+        size = sum(int(e.get("size", 0)) for e in files.values()) / 1e6
+        frames = sum(1 for k in files if "/frame-" in k and k.endswith(".fits.bz2"))
+        catalogs = sum(1 for k in files if "calibObj" in k)
+        source = "rendered by the simulator" if run.simulated else "fetched from the SDSS Science Archive Server"
+        blocks.append(
+            Para(
+                f"Stage 00 wrote {len(files)} files ({size:.1f} MB), {source}: {frames} frames (u g r i z, in "
+                f"nanomaggies), {catalogs} calibObj sweep catalogs and irg previews, each verified and recorded in "
+                "`sas/manifest.json`. The sky: " + run.sky() + "."
             )
-        ]
-    if metrics:
-        table = metrics_table(metrics)
-        rest = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
-        lines += ["", "Metrics (metrics.json; baselines: random guess and majority class):", *table, ""]
-        lines += ["  " + s for s in json_lines(rest, limit=10)] if table else json_lines(metrics, limit=45)
-    else:
-        lines.append("not run: no metrics.json (the model was not evaluated)")
-    ref = ", ".join(f"{k} {v}" for k, v in REFERENCE_RESULT.items())
-    lines += ["", f"Reference project (real SDSS test field 301/8162/6/80): {ref}."]
-    figures = _pngs(_stage_folder(paths, "training", model_name))
-    return Section(title, lines, figures, ran=metrics is not None)
+        )
+    if run.alignment:
+        f = run.alignment.get("fields", [])
+        n = sum(x.get("objects", 0) for x in f)
+        s = sum(x.get("stars", 0) for x in f)
+        blocks.append(
+            Para(
+                f"The catalogs list {n:,} objects in the {len(f)} fields ({s:,} stars, {n - s:,} galaxies; star "
+                f"fraction {s / n if n else 0:.3f}). Labels are SDSS's photometric type (OBJC_TYPE): a star when "
+                "the PSF and model magnitudes agree within 0.145 mag."
+            )
+        )
+    if run.dataset:
+        blocks.append(Para(f"Fields: {run.fields()}."))
+    return Section(title, blocks)
 
 
-def tuning_section(paths: DataPaths, dataset_name: str | None) -> Section:
-    """The study tuned on the current dataset (else the most recent one): its trials table and plot."""
-    root = paths.tuning_root
-    names = sorted(d.name for d in root.iterdir()) if root.is_dir() else []
-    studies = [n for n in names if paths.best_config(n).is_file()]
-    if not studies:
-        return Section("Tuning", [f"not run: no tuning study under {root}"], ran=False)
-    for_dataset = [n for n in studies if (_read_json(paths.best_config(n)) or {}).get("dataset") == dataset_name]
-    study = max(for_dataset or studies, key=lambda n: paths.best_config(n).stat().st_mtime)
-    text = _read_text(paths.trials_md(study))
-    lines = markdown_lines(text) if text else json_lines(_read_json(paths.best_config(study)) or {})
-    return Section("Tuning", [f"Study {study}:", *lines], _pngs(paths.reports("tuning", study)))
-
-
-def collect_sections(paths: DataPaths) -> list[Section]:
-    """Every page of the report, from what the stages wrote."""
-    dataset_name = _latest(paths.latest_dataset)
-    model_name = _latest(paths.latest_model)
-    dataset = _read_json(paths.dataset_json(dataset_name)) if dataset_name else None
-    stages = _read_json(paths.pipeline_record)
-    explain = _area_section("Explanations and difficulty", paths, "explain", model_name, "explanation")
-    difficulty = _area_section("Difficulty", paths, "difficulty", model_name, "difficulty")
-    if difficulty.ran:  # the discussion first; attribution maps (Integrated Gradients, Grad-CAM) after it
-        explain.lines = difficulty.lines + ([] if not explain.ran else ["", "Explanations:", *explain.lines])
-        explain.figures = difficulty.figures + ([] if not explain.ran else explain.figures)
-        explain.ran = True
-    sections = [
-        overview_section(paths, dataset, dataset_name, stages),
-        _area_section("Alignment", paths, "alignment", None, "alignment"),
-        splits_section(paths, dataset, dataset_name),
-        _area_section("Augmentation experiment", paths, "augmentation", dataset_name, "augmentation"),
-        tuning_section(paths, dataset_name),
-        metrics_section(paths, model_name),
-        explain,
+def alignment_section(run: Run) -> Section:
+    title = "Alignment"
+    s = run.alignment
+    folder = run.paths.reports("alignment")
+    if not s:
+        return _not_run(title, "no alignment summary: 01_alignment.py")
+    bands = [b for b in "ugiz" if any(b in f.get("offsets", {}) for f in s.get("fields", []))]
+    rows = []
+    for f in s.get("fields", []):
+        off = f.get("offsets", {})
+        rows.append(
+            [f.get("field"), f.get("objects"), f.get("stars"), f.get("galaxies"), f.get("listed_under_neighbours")]
+            + [f"{off[b]['dx']:+.2f}, {off[b]['dy']:+.2f}" if b in off else None for b in bands]
+        )
+    blocks: list = [
+        Para(
+            f"Each band is resampled onto the {s.get('ref_band', 'r')}-band pixel grid through the frames' WCS, "
+            "giving one cube [5, rows, columns] per field; catalog positions are converted to pixels of that grid, "
+            "including objects listed under a neighbouring field that fall inside it."
+        ),
+        TableBlock(
+            ["field", "objects", "stars", "galaxies", "from neighbours", *[f"{b} offset dx, dy (px)" for b in bands]],
+            rows,
+            f"Objects and band offsets per field (band pixel minus {s.get('ref_band', 'r')}-band pixel at the frame "
+            "centre).",
+        ),
     ]
-    assert len(sections) <= MAX_PAGES
-    return sections
+    pair = [p for p in (_png(folder, "band_offsets.png"), _png(folder, "before_after.png")) if p]
+    if pair:
+        blocks.append(
+            FigureBlock(
+                pair,
+                "Left: offset of each band from the r-band grid, per field. Right: a bright source before and after "
+                "alignment. Look for offsets that repeat from field to field (the camera's fixed layout) and for "
+                "colour fringes that vanish after alignment.",
+            )
+        )
+    pair = [p for p in (_png(folder, "object_counts.png"), _png(folder, "magnitudes.png")) if p]
+    if pair:
+        blocks.append(
+            FigureBlock(
+                pair,
+                "Left: stars and galaxies per field. Right: r-band magnitudes of both classes. Galaxies dominate "
+                "the faint end, where the two classes are hardest to tell apart.",
+            )
+        )
+    return Section(title, blocks)
 
 
-# ---------------------------------------------------------------- drawing
+def splits_section(run: Run) -> Section:
+    title = "Preparation and splits"
+    d = run.dataset
+    if not d:
+        return _not_run(title, "no prepared dataset: 02_preparation.py")
+    folder = run.paths.reports("splits", run.dataset_name or "")
+    report = _json_or_none(folder / "splits.json") or {}
+    mags = report.get("r_psfmag", {})
+    ks = report.get("ks_vs_train", {})
+    rows = []
+    for split, c in (d.get("counts") or {}).items():
+        m = mags.get(split, {})
+        k = ks.get(split)
+        rows.append(
+            [split, c.get("n"), c.get("stars"), c.get("galaxies"), c.get("star_fraction"), m.get("median"),
+             m.get("p95"), f"{k['statistic']:.3f} ({k['pvalue']:.2f})" if k else None]
+        )  # fmt: skip
+    norm = d.get("normalisation", {})
+    blocks: list = [
+        Para(
+            f"Stage 02 cuts a {d.get('patch_size')} x {d.get('patch_size')} pixel patch of the {d.get('bands')} bands "
+            f"around every object (edge policy `{d.get('edge')}`), assigns whole fields to the splits (training "
+            f"{' '.join(map(str, d.get('fields', {}).get('train', [])))}, validation "
+            f"{' '.join(map(str, d.get('fields', {}).get('val', [])))}, test "
+            f"{' '.join(map(str, d.get('fields', {}).get('test', [])))}) and removes objects that would leak across "
+            f"them. Normalisation ({norm.get('method', '?')}) is fitted on training patches only."
+        ),
+        TableBlock(
+            ["split", "patches", "stars", "galaxies", "star fraction", "median r", "r 95th pct", "KS vs train (p)"],
+            rows,
+            f"The splits of dataset `{run.dataset_name}`: sizes, class balance and r-band PSF magnitudes.",
+            digits={"star fraction": 3, "median r": 2, "r 95th pct": 2},
+        ),
+    ]
+    removed = {k: v for k, v in (report.get("removed") or {}).items() if v}
+    if removed:
+        blocks.append(Para("Removed: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in removed.items()) + "."))
+    png = _png(folder, "splits.png")
+    if png:
+        blocks.append(
+            FigureBlock(
+                [png],
+                "r-band magnitude distributions of the splits. They should overlap: a test field brighter or "
+                "fainter than the training fields would make its accuracy unrepresentative.",
+            )
+        )
+    return Section(title, blocks)
 
 
-def _wrapped(lines: list[str], limit: int) -> list[str]:
-    out: list[str] = []
-    for line in lines:
-        indent = len(line) - len(line.lstrip())
-        out += textwrap.wrap(line, WRAP, subsequent_indent=" " * (indent + 2)) or [""]
-    while out and not out[-1]:
-        out.pop()
-    if len(out) > limit:
-        out = out[: limit - 1] + [f"... ({len(out) - limit + 1} more lines in the stage's own summary)"]
-    return out
+def augmentation_section(run: Run) -> Section:
+    title = "Augmentation experiment"
+    folder = run.paths.reports("augmentation")
+    try:
+        exp = _json(folder / "experiment.json")
+    except Unreadable as exc:
+        return Section(title, ran=False, status=str(exc))
+    if not exp:
+        return _not_run(title, "no experiment.json: 04_augmentation.py --experiment")
+    s = exp.get("settings", {})
+    cols = ("policy", "train_accuracy", "train_accuracy_clean", "val_loss", "val_accuracy", "val_mcc", "best_epoch")
+    heads = ["policy", "train acc. (augmented)", "train acc. (clean)", "val loss", "val accuracy", "val MCC",
+             "best epoch"]  # fmt: skip
+    rows = [[r.get(c) for c in cols] for r in exp.get("rows", [])]
+    best = min(range(len(rows)), key=lambda i: rows[i][3] if rows[i][3] is not None else 1e9) if rows else None
+    blocks: list = [
+        Para(
+            f"The same proxy network is trained once per augmentation policy with the same budget ({s.get('epochs')} "
+            f"epochs, at most {s.get('max_train')} training patches, seed {s.get('seed')}) and scored on the "
+            "validation split; augmentations are drawn per batch in a streaming pipeline, so the training set is "
+            "never copied."
+        ),
+        TableBlock(
+            heads,
+            rows,
+            "Augmentation policies compared on validation data (lowest validation loss in bold).",
+            bold_rows=[best] if best is not None else [],
+        ),
+    ]
+    png = _png(folder, "experiment.png")
+    if png:
+        blocks.append(
+            FigureBlock(
+                [png],
+                "Validation scores per policy. Look for the policies that beat `none`: transformations that keep "
+                "the class (rotations, reflections) should help, those that change the profile (blur) may not.",
+            )
+        )
+    pair = [p for p in (_png(folder, "examples_symmetries.png"), _png(folder, "examples_photometric.png")) if p]
+    if pair:
+        blocks.append(
+            FigureBlock(
+                pair,
+                "One training patch under each augmentation: left the eight square symmetries, right brightness "
+                "offsets and blur. A transformed star must still look like a star.",
+            )
+        )
+    return Section(title, blocks)
 
 
-def _draw_page(pdf, section: Section, page: int) -> None:
-    import matplotlib.pyplot as plt
+def model_section(run: Run) -> Section:
+    title = "Model and training"
+    m = run.model
+    if not m:
+        return _not_run(title, "no trained model: 03_model.py")
+    hp = m.get("hyperparameters", {})
+    rows = [
+        ["architecture", ARCHITECTURE_NAMES.get(m.get("architecture"), m.get("architecture"))],
+        ["parameters", f"{m.get('params', 0):,}"],
+        ["cost per patch", f"{(m.get('flops_per_patch') or 0) / 1e6:.1f} MFLOP"],
+        ["augmentation", _augmentation(m)],
+        ["learning rate, schedule", f"{hp.get('learning_rate')}, {m.get('schedule') or 'constant'}"],
+        ["batch size", str(m.get("batch_size"))],
+        ["epochs run (best)", f"{m.get('epochs_run')} of at most {m.get('epochs')} ({m.get('best_epoch')})"],
+        ["training time", f"{m.get('train_seconds', 0):.0f} s ({m.get('seconds_per_epoch', 0):.1f} s per epoch)"],
+        ["decision threshold", f"{m.get('threshold', 0.5):.3f} ({m.get('threshold_source', 'chosen on validation')})"],
+        ["seed", str(m.get("seed"))],
+    ]
+    blocks: list = [
+        Para(
+            "The network takes raw nanomaggie patches and normalises them itself, so a saved model needs no "
+            "separate preprocessing; training stops early on validation loss and keeps the best weights."
+        ),
+        TableBlock(["setting", "value"], rows, f"The latest model, `{run.model_name}`."),
+    ]
+    png = _png(run.paths.reports("training", run.model_name or ""), "learning_curves.png")
+    if png:
+        blocks.append(
+            FigureBlock(
+                [png],
+                "Loss and accuracy per epoch on training and validation data. Look at the gap between the curves "
+                "(over-fitting) and at the epoch the kept weights come from.",
+                width=0.8,
+            )
+        )
+    return Section(title, blocks)
 
-    fig = plt.figure(figsize=PAGE_SIZE)
-    fig.text(0.06, 0.965, section.title, fontsize=16, weight="bold", va="top")
-    fig.text(0.94, 0.965, f"page {page}", fontsize=8, ha="right", va="top", color="0.4")
-    ordered = _order_figures(section.figures) if section.title != "Explanations and difficulty" else section.figures
-    figures = ordered[:FIGURES_PER_PAGE]
-    text_limit = TEXT_LINES if figures else TEXT_LINES * 2
-    lines = _wrapped(section.lines, text_limit)
-    if len(ordered) > FIGURES_PER_PAGE:
-        rest = ", ".join(p.name for p in ordered[FIGURES_PER_PAGE:])
-        lines += _wrapped([f"Further figures in the data folder: {rest}"], 3)
-    fig.text(0.06, 0.93, "\n".join(lines), fontsize=7.5, family="monospace", va="top", linespacing=1.25)
-    if figures:
-        top = 0.93 - 0.0132 * (len(lines) + 1)
-        columns = 1 if len(figures) <= 2 else 2
-        rows = -(-len(figures) // columns)
-        height, width = (top - 0.03) / rows, 0.9 / columns
-        for k, png in enumerate(figures):
-            try:
-                image = plt.imread(png)
-            except (OSError, ValueError, SyntaxError) as exc:
-                log.warning("report: cannot read %s (%s)", png, exc)
+
+def tuning_section(run: Run) -> Section:
+    title = "Hyper-parameter tuning"
+    root = run.paths.tuning_root
+    studies = (
+        [d.name for d in sorted(root.iterdir()) if run.paths.best_config(d.name).is_file()] if root.is_dir() else []
+    )
+    if not studies:
+        return _not_run(title, "no study: tune.py")
+    mine = [n for n in studies if (_json_or_none(run.paths.best_config(n)) or {}).get("dataset") == run.dataset_name]
+    study = max(mine or studies, key=lambda n: run.paths.best_config(n).stat().st_mtime)
+    text = _text(run.paths.trials_md(study)) or ""
+    blocks: list = [Para(f"Study `{study}` (Optuna, resumable): its trials, best first.")]
+    for block in markdown_blocks(text, f"Trials of study {study}."):
+        if isinstance(block, TableBlock):
+            block.rows = block.rows[:12]
+        if not isinstance(block, FigureBlock):
+            blocks.append(block)
+    png = _png(run.paths.reports("tuning", study), "tuning.png")
+    if png:
+        blocks.append(FigureBlock([png], "Validation loss of every trial. Look at how fast the best value levels off."))
+    return Section(title, blocks)
+
+
+METRIC_COLUMNS = ("n", "accuracy", "mcc", "balanced_accuracy", "roc_auc", "log_loss", "star_purity",
+                  "star_completeness", "galaxy_purity", "galaxy_completeness")  # fmt: skip
+METRIC_HEADS = ("n", "accuracy", "MCC", "balanced accuracy", "ROC AUC", "log loss", "star purity", "star compl.",
+                "galaxy purity", "galaxy compl.")  # fmt: skip
+
+
+def evaluation_section(run: Run) -> Section:
+    title = "Evaluation"
+    m = run.metrics
+    if not m:
+        return _not_run(title, "no metrics.json: 03_model.py")
+    rows = [[split, *[m[split].get(c) for c in METRIC_COLUMNS]] for split in ("train", "val", "test") if split in m]
+    if (m.get("no_tta") or {}).get("test"):
+        rows.append(["test, one pass (no TTA)", *[m["no_tta"]["test"].get(c) for c in METRIC_COLUMNS]])
+    for name, b in ((m.get("baselines") or {}).get("test") or {}).items():
+        rows.append([f"test, {name} baseline", *[b.get(c) for c in METRIC_COLUMNS]])
+    tta = " with test-time augmentation (mean over the 8 symmetries)" if m.get("tta") else ""
+    blocks: list = [
+        Para(
+            f"Every split is scored{tta} at the threshold {m.get('threshold', 0.5):.3f}, chosen on validation data "
+            "only (maximum MCC). Purity is the fraction of objects called stars (galaxies) that are; completeness "
+            "the fraction of true stars (galaxies) called so."
+        ),
+        TableBlock(["split", *METRIC_HEADS], rows, "Metrics of the latest model on every split.", digits=3),
+    ]
+    folder = run.paths.reports("training", run.model_name or "")
+    pair = [p for p in (_png(folder, "confusion_test.png"), _png(folder, "roc.png")) if p]
+    if pair:
+        blocks.append(
+            FigureBlock(
+                pair,
+                "Left: confusion matrix of the test split (rows true class, columns predicted); the off-diagonal "
+                "cells are the errors. Right: ROC curves; the area under a curve does not depend on the threshold.",
+                width=0.8,
+            )
+        )
+    bins = (m.get("by_magnitude") or {}).get("test") or []
+    if bins:
+        blocks.append(
+            TableBlock(
+                [
+                    "r PSF mag",
+                    "objects",
+                    "stars",
+                    "accuracy",
+                    "MCC",
+                    "star completeness",
+                    "star purity",
+                    "galaxy completeness",
+                ],  # fmt: skip
+                [
+                    [
+                        b.get("bin"),
+                        b.get("n"),
+                        b.get("stars"),
+                        b.get("accuracy"),
+                        b.get("mcc"),
+                        b.get("star_completeness"),
+                        b.get("star_purity"),
+                        b.get("galaxy_completeness"),
+                    ]
+                    for b in bins
+                ],  # fmt: skip
+                "Test-split metrics per r-band magnitude bin.",
+            )
+        )
+    png = _png(folder, "by_magnitude_test.png")
+    if png:
+        blocks.append(
+            FigureBlock(
+                [png],
+                "Accuracy and star completeness and purity per r-magnitude bin of the test split. Look at the faint "
+                "end: past r = 21 the noise is comparable to the source and the scores fall.",
+                width=0.85,
+            )
+        )
+    return Section(title, blocks)
+
+
+def difficulty_section(run: Run) -> Section:
+    title = "Difficulty analysis"
+    folder = run.paths.reports("difficulty", run.model_name or "")
+    text = _text(folder / "difficulty.md") if run.model_name else None
+    if not text:
+        return _not_run(title, "no difficulty.md: explain.py --difficulty")
+    blocks: list = []
+    for block in markdown_blocks(text):
+        if isinstance(block, TableBlock):
+            continue  # the per-magnitude table is in the evaluation section
+        if isinstance(block, FigureBlock):
+            block.images = [folder / p for p in block.images]
+            if not block.images[0].is_file():
                 continue
-            row, col = divmod(k, columns)
-            ax = fig.add_axes((0.05 + col * width, top - (row + 1) * height + 0.01, width - 0.01, height - 0.03))
-            ax.imshow(image)
-            ax.set_axis_off()
-            ax.set_title(png.name, fontsize=7, color="0.3")
-    pdf.savefig(fig)
-    plt.close(fig)
+            block.caption = (
+                (block.caption.rstrip(".") + ". " if block.caption else "")
+                + "Rows: bright stars, faint stars, faint galaxies, blends and the most confident errors, with p(star) "
+                "and r magnitude above each patch (irg colours)."
+            )
+            block.width = 0.72
+        blocks.append(block)
+    blocks.insert(0, Para("Per-magnitude metrics of the test split are in the evaluation section."))
+    return Section(title, blocks)
+
+
+EXPLAIN_GROUPS = (
+    ("star_correct", "stars classified as stars"),
+    ("galaxy_correct", "galaxies classified as galaxies"),
+    ("star_as_galaxy", "stars classified as galaxies"),
+    ("galaxy_as_star", "galaxies classified as stars"),
+)
+
+
+def explanations_section(run: Run) -> Section:
+    title = "Explanations"
+    folder = run.paths.reports("explain", run.model_name or "")
+    try:
+        record = _json(folder / "explain.json") if run.model_name else None
+    except Unreadable as exc:
+        return Section(title, ran=False, status=str(exc))
+    if not record:
+        return _not_run(title, "no explain.json: explain.py")
+    counts = (record.get("result") or {}).get("counts", {})
+    settings = record.get("settings", {})
+    blocks: list = [
+        Para(
+            "Integrated Gradients (per band, and summed) and Grad-CAM maps of test patches in four groups "
+            f"({', '.join(f'{counts.get(k, 0)} {text}' for k, text in EXPLAIN_GROUPS)}; {settings.get('steps')} "
+            "integration steps). Red pixels push towards star, blue towards galaxy: a network that looks at the "
+            "object's profile puts its attribution on the central pixels, not on neighbours or the background."
+        )
+    ]
+    for key, text in EXPLAIN_GROUPS:
+        png = _png(folder, f"{key}.png")
+        if not png:
+            continue
+        if key.endswith("correct"):
+            caption = f"Correct: {text}, one patch per row, with p(star) and r magnitude."
+        else:
+            caption = (
+                f"Errors: {text}. Compare with the correct cases: attribution spread over a neighbour or the "
+                "background marks a blend or a noise-dominated patch."
+            )
+        blocks.append(FigureBlock([png], caption, width=0.75))
+    return Section(title, blocks)
+
+
+def real_sky_section(run: Run) -> Section:
+    """The real-sky evaluation issue 12's tools write: reports/real_sky/real_sky.json (model, summary, tables,
+    figures relative to that folder)."""
+    title = "Real-sky evaluation"
+    folder = run.paths.reports("real_sky")
+    path = folder / "real_sky.json"
+    try:
+        rec = _json(path)
+        if rec is None:
+            return _not_run(title, "no real_sky.json")
+        if not isinstance(rec, dict):
+            raise Unreadable(f"{path}: unreadable (not a JSON object)")
+        blocks: list = [Para(str(rec.get("summary", "")))] if rec.get("summary") else []
+        if rec.get("model"):
+            blocks.insert(0, Para(f"Model `{rec['model']}`."))
+        for t in rec.get("tables") or []:
+            blocks.append(TableBlock([str(c) for c in t["columns"]], [list(r) for r in t["rows"]], str(t["title"])))
+        for f in rec.get("figures") or []:
+            png = folder / str(f["file"])
+            if png.is_file():
+                blocks.append(FigureBlock([png], str(f.get("caption", "")), width=0.8))
+            else:
+                blocks.append(Para(f"(figure {f['file']} missing)", "note"))
+    except Unreadable as exc:
+        return Section(title, ran=False, status=str(exc))
+    except (KeyError, TypeError, AttributeError) as exc:
+        return Section(title, ran=False, status=f"{path}: unreadable (missing or malformed {exc})")
+    return Section(title, blocks)
+
+
+def runtime_section(run: Run) -> Section:
+    title = "Run time and memory"
+    rec = run.record
+    if not rec or not rec.get("stages"):
+        return _not_run(title, "no run_scripts.sh record: reports/pipeline/stages.json")
+    rows = []
+    for r in rec["stages"]:
+        ran = r.get("status") in ("ok", "failed")
+        rows.append([r.get("stage"), r.get("script"), r.get("status"), r.get("seconds") if ran else None,
+                     r.get("peak_rss_mb"), r.get("peak_tree_mb")])  # fmt: skip
+    total = sum(r.get("seconds") or 0 for r in rec["stages"] if r.get("status") in ("ok", "failed"))
+    peaks = [r.get("peak_rss_mb") for r in rec["stages"] if r.get("peak_rss_mb") is not None]
+    trees = [r.get("peak_tree_mb") for r in rec["stages"] if r.get("peak_tree_mb") is not None]
+    rows.append(["total", "", "", total, max(peaks) if peaks else None, max(trees) if trees else None])
+    return Section(
+        title,
+        [
+            Para(
+                "Wall time and peak resident memory of each stage of the run: the largest single process (from the "
+                "kernel's accounting) and the whole process tree (sampled every 0.2 s)."
+            ),
+            TableBlock(
+                ["stage", "script", "status", "wall time (s)", "peak RSS (MB)", "tree peak (MB)"],
+                rows,
+                "Time and memory per stage (the total row: sum of times, largest peaks).",
+                digits={"wall time (s)": 1, "peak RSS (MB)": 0, "tree peak (MB)": 0},
+                bold_rows=[len(rows) - 1],
+            ),
+        ],
+    )
+
+
+# ---------------------------------------------------------------- the document
+
+
+def collect(paths: DataPaths) -> Document:
+    """The report's content, from what the stages wrote."""
+    run = Run(paths)
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    facts = [
+        ("Run", run.command()),
+        ("Sky", run.sky()),
+        ("Fields", run.fields()),
+        ("Dataset", f"`{run.dataset_name}`" if run.dataset_name else "\u2013"),
+        ("Model", f"`{run.model_name}`" if run.model_name else "\u2013"),
+        ("Built", f"{now} from {paths.root}"),
+    ]
+    sections = [
+        data_section(run),
+        alignment_section(run),
+        splits_section(run),
+        augmentation_section(run),
+        model_section(run),
+        tuning_section(run),
+        evaluation_section(run),
+        difficulty_section(run),
+        explanations_section(run),
+        real_sky_section(run),
+        runtime_section(run),
+    ]
+    subtitle = "Star/galaxy classification of SDSS imaging with a small CNN: run report"
+    return Document("stargal run report", subtitle, facts, headline(run), sections)
 
 
 def build_report(paths: DataPaths, output: Path | None = None) -> dict:
-    """Write the PDF report; return {"path", "pages", "sections": {title: ran}}."""
-    from matplotlib.backends.backend_pdf import PdfPages
-
-    from ..plots import use_agg
-
-    use_agg()
-
+    """Write the PDF report; return {"path", "pages", "sections": {title: ran}, "skipped"}. The default report
+    is kept when nothing it is built from changed since it was written (so a current run needs no write)."""
     default = output is None
     output = Path(output) if output else paths.report_pdf
     settings = {"inputs": report_inputs(paths), "stargal_version": __version__}
@@ -405,14 +792,12 @@ def build_report(paths: DataPaths, output: Path | None = None) -> dict:
     if previous is not None:
         log.info("report is current: nothing it is built from changed since %s was written", output)
         return {**previous["result"], "path": output, "skipped": True}
-    sections = collect_sections(paths)
-    with atomic_path(output) as tmp, PdfPages(tmp) as pdf:
-        for page, section in enumerate(sections, start=1):
-            _draw_page(pdf, section, page)
-        info = pdf.infodict()
-        info["Title"] = "stargal report"
-        info["Subject"] = json.dumps({s.title: s.ran for s in sections})
-    result = {"pages": len(sections), "sections": {s.title: s.ran for s in sections}}
+    doc = collect(paths)
+    with atomic_path(output) as tmp:
+        pages = render(doc, tmp)
+    if pages > MAX_PAGES:
+        log.warning("report: %d pages, more than the %d aimed at", pages, MAX_PAGES)
+    result = {"pages": pages, "sections": {s.title: s.ran for s in doc.sections}}
     if default:
         fsio.seal(paths.report_record, [output], {"settings": settings, "result": result})
     return {**result, "path": output, "skipped": False}

@@ -1,0 +1,58 @@
+"""The first import of every script in code/: make sure the script runs with a Python that has our dependencies.
+
+Standard library only, and nothing else of the package is imported here, so it works under any ``python3``.
+When a third-party dependency is missing (the script was started as ``code/00_download.py`` or
+``python3 code/00_download.py`` with the system Python), the script is started again, with the same
+arguments, by the project's environment (``$STARGAL_VENV`` or ``.venv`` beside ``code/``) when it exists;
+otherwise, or if that environment lacks them too, one line says what to do and the exit status is 2.
+"""
+
+import importlib.util
+import os
+import sys
+
+# Top-level modules every script needs (import names, not package names).
+REQUIRED = ("numpy", "scipy", "astropy", "matplotlib", "requests", "psutil", "tqdm", "PIL")
+_RERUN_FLAG = "STARGAL_BOOTSTRAPPED"
+
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def missing_modules(names=REQUIRED) -> list:
+    """The modules of ``names`` this Python cannot import (found without importing them)."""
+    return [name for name in names if importlib.util.find_spec(name) is None]
+
+
+def environment_python() -> str:
+    """The project environment's Python: ``$STARGAL_VENV/bin/python`` or ``<project>/.venv/bin/python``."""
+    venv = os.environ.get("STARGAL_VENV") or os.path.join(PROJECT_ROOT, ".venv")
+    return os.path.join(venv, "bin", "python")
+
+
+def ensure_dependencies() -> None:
+    """Return if the dependencies import; else re-run this script with the project's Python, or exit 2."""
+    missing = missing_modules()
+    if not missing:
+        return
+    python = environment_python()
+    script = sys.argv[0] if sys.argv else ""
+    if (
+        os.environ.get(_RERUN_FLAG) != "1"
+        and script.endswith(".py")
+        and os.path.isfile(script)
+        and os.access(python, os.X_OK)
+    ):
+        os.environ[_RERUN_FLAG] = "1"  # never loops: the re-run Python stops below if it lacks them too
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execv(python, [python, *sys.argv])
+    prog = os.path.basename(script) or "stargal"
+    print(
+        f"{prog}: missing dependencies ({', '.join(missing)}) in {sys.executable}; run ./run_scripts.sh --help "
+        "once to set up .venv, or start the script with .venv/bin/python",
+        file=sys.stderr,
+    )
+    sys.exit(2)
+
+
+ensure_dependencies()

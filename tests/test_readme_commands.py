@@ -1,0 +1,120 @@
+"""Every command line of the README's bash blocks, run as written from a fresh clone after the quick start.
+
+The clone reuses this test's virtual environment (``STARGAL_VENV``, and ``PYTHONPATH`` at the clone's code so
+that tools/ensure_env.sh finds the project installed and leaves the shared environment alone). Commands that
+cannot run here, or would take too long, are replaced by the closest command that can (``SUBSTITUTES``, each
+with its reason); every other line runs exactly as written. Each must exit 0 with no traceback and no
+TensorFlow start-up lines.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = "--sim-shape 400 600 --fields 80 81 82 83"
+
+# README line -> (the command run instead, or None to skip it, and why)
+SUBSTITUTES: dict[str, tuple[str | None, str]] = {
+    "./run_scripts.sh --demo": (
+        "./run_scripts.sh --demo --small",
+        "the reference-size demo takes ~10 min; the tiny sky runs every stage the same way",
+    ),
+    "./run_tests.sh": ("./run_tests.sh -q tests/test_geometry.py", "the whole suite would run itself"),
+    "./run_scripts_no_download.sh --fields 80 103 120 --train-fields 103 --val-fields 120 --test-fields 80": (
+        "./run_scripts_no_download.sh --fields 80 82 83 --train-fields 83 --val-fields 82 --test-fields 80 --epochs 2",
+        "the tiny sky has fields 80-83, not 103 and 120; two epochs",
+    ),
+    "code/00_download.py": ("code/00_download.py --help", "needs the SDSS archive (no network here)"),
+    "code/00_download.py --source https://mirror.example.org/sas/dr17/eboss/": (
+        "code/00_download.py --help",
+        "an example URL",
+    ),
+    "code/00_download.py --source ~/old_project/data": (
+        "code/00_download.py --source data --data-dir copy --fields 80 81 82 83",
+        "a local copy: the tiny sky's own data folder stands in for an old project's",
+    ),
+    "code/00_download.py --source simulated": (
+        f"code/00_download.py --source simulated {SMALL}",
+        "the ten full-size fields take ~2 min; the tiny sky's files are already current",
+    ),
+    "./build_run_docker.sh": (None, "needs a container engine; tools/test_docker.sh proves the image"),
+    "./build_run_docker.sh --demo --small --workers 2": (None, "needs a container engine"),
+    "./build_run_docker.sh --data-dir /big/disk/stargal --no-build --demo": (None, "needs a container engine"),
+    'docker build -t stargal . && docker run --rm -v "$PWD/data:/app/data" --user "$(id -u):$(id -g)" stargal '
+    "--demo --small": (None, "needs a container engine"),
+    "code/00_download.py --fields 11-510 --scheduler /shared/sched.json --data-dir /shared/stargal": (
+        "code/00_download.py --help",
+        "needs a Dask cluster",
+    ),
+    "code/01_alignment.py --fields 11-510 --scheduler /shared/sched.json --data-dir /shared/stargal": (
+        "code/01_alignment.py --help",
+        "needs a Dask cluster",
+    ),
+    "code/02_preparation.py --fields 11-510 --train-fields 11-400 --val-fields 401-450 --test-fields 451-510 "
+    "--scheduler /shared/sched.json --data-dir /shared/stargal": (
+        "code/02_preparation.py --help",
+        "needs a Dask cluster",
+    ),
+}
+TF_NOISE = ("absl::InitializeLog", "oneDNN custom operations", "cpu_feature_guard", "rebuild TensorFlow")
+
+
+def readme_commands(text: str) -> list[str]:
+    """The command lines of the README's ```bash blocks: comments dropped, backslash continuations joined."""
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+        pending = ""
+        for raw in block.splitlines():
+            line = raw.strip()
+            if not line or line.startswith("#"):
+                continue
+            line = re.sub(r"\s+#\s.*$", "", line)  # a trailing comment
+            if line.endswith("\\"):
+                pending += line[:-1].strip() + " "
+                continue
+            commands.append(" ".join((pending + line).split()))
+            pending = ""
+    return commands
+
+
+def test_readme_commands_are_found_and_every_substitute_is_current():
+    commands = readme_commands((ROOT / "README.md").read_text(encoding="utf-8"))
+    assert "./run_scripts.sh --demo --small" in commands
+    assert any(c.startswith("code/predict.py") for c in commands)
+    stale = [line for line in SUBSTITUTES if line not in commands]
+    assert not stale, f"substitutes for lines no longer in the README: {stale}"
+
+
+@pytest.mark.slow
+def test_every_readme_command_runs_as_written_from_a_fresh_clone(tmp_path):
+    clone = tmp_path / "stargal"
+    subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True, timeout=120)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STARGAL_", "PYTEST"))}
+    env |= {"STARGAL_VENV": sys.prefix, "PYTHONPATH": str(clone / "code")}
+    commands = readme_commands((clone / "README.md").read_text(encoding="utf-8"))
+    ran = []
+    for line in commands:
+        command, why = SUBSTITUTES.get(line, (line, ""))
+        if command is None:
+            continue
+        proc = subprocess.run(
+            ["bash", "-c", command], cwd=clone, env=env, capture_output=True, text=True, timeout=900
+        )  # fmt: skip
+        output = proc.stdout + proc.stderr
+        context = f"{command}{f'  (for: {line}; {why})' if why else ''}\n{output[-3000:]}"
+        assert proc.returncode == 0, context
+        assert "Traceback" not in output, context
+        assert not [n for n in TF_NOISE if n in output], context
+        ran.append(command)
+    assert len(ran) >= 15
+    assert (clone / "data" / "reports" / "report.pdf").is_file()
+    predictions = [shlex.split(c)[shlex.split(c).index("--out") + 1] for c in ran if "--out" in c]
+    assert predictions and all((clone / p).is_file() for p in predictions)
