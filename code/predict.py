@@ -8,9 +8,10 @@ Examples::
     predict.py --field 80 --ra 16h24m28.8s --dec=-0d52m12s --out p.fits
     predict.py --cube data/aligned/301/4510/4/cube-004510-4-0030.fits --csv positions.csv --out p.csv
     predict.py --field 80 --all --out field80.fits                           # every catalogued object
+    predict.py --run 4510 --camcol 4 --field 30 --detect --model pretrained  # every source found in the field
 
 Writes one row per input coordinate (with --all: per catalogued object, with objid, r_psfmag and the
-catalog's type), in input order: ra, dec, x, y, p_star, label, status. status is ok, outside (not in the
+catalog's type; with --detect: per source sep finds in the field, with its r magnitude and size), in input order: ra, dec, x, y, p_star, label, status. status is ok, outside (not in the
 field), edge (too near the border for the model's edge policy) or no_data (a band does not cover the
 position); p_star and label are empty unless status is ok. --out's extension chooses the format: .csv,
 .ecsv (units; model, version, threshold, field and sky as metadata) or .fits (binary table, the same
@@ -57,6 +58,9 @@ def build_parser():
         "--all", action="store_true", help="every catalogued object of the field (stage 01's objects table)"
     )
     group.add_argument(
+        "--detect", action="store_true", help="every source found in the field (no catalog needed; sep detection)"
+    )
+    group.add_argument(
         "--tta", choices=("auto", "all", "off"), default="auto",
         help="test-time augmentation of a model trained with it: the 8-symmetry mean near the threshold (auto), "
         "for every patch (all, 8 times slower) or none",
@@ -70,15 +74,16 @@ def build_parser():
 def coordinates(args) -> tuple:
     from stargal.predict import angles_or_error, read_coordinates, validate_coordinates
 
-    given = [name for name, on in (("--csv", args.csv), ("--ra/--dec", args.ra or args.dec), ("--all", args.all)) if on]
+    ways = (("--csv", args.csv), ("--ra/--dec", args.ra or args.dec), ("--all", args.all), ("--detect", args.detect))
+    given = [name for name, on in ways if on]
     if len(given) > 1:
         raise StargalError(f"give coordinates one way: {' or '.join(given)}, not both")
-    if args.all:
+    if args.all or args.detect:
         return None, None
     if args.csv:
         return read_coordinates(args.csv)
     if not args.ra:
-        raise StargalError("no coordinates: give --ra/--dec values, --csv FILE or --all")
+        raise StargalError("no coordinates: give --ra/--dec values, --csv FILE, --all or --detect")
     if len(args.ra) != len(args.dec):
         raise StargalError(f"--ra has {len(args.ra)} values but --dec has {len(args.dec)}")
     where = lambda i: f"--ra/--dec: coordinate {i + 1}"  # noqa: E731
@@ -103,7 +108,7 @@ def main(argv=None) -> int:
         raise StargalError("give a field: --cube PATH or --field N (with --rerun/--run/--camcol)")
     out, pred = run_predict(
         cli.open_data_folder(args, shared=True), ra=ra, dec=dec, model=args.model, cube_path=args.cube, fid=fid,
-        out=args.out, all_objects=args.all, tta=args.tta,
+        out=args.out, all_objects=args.all, detect=args.detect, tta=args.tta,
     )  # fmt: skip
     counts = pred.counts()
     stars = int(np.count_nonzero(pred.label == "star"))

@@ -156,6 +156,19 @@ def catalog_objects(cube_path: Path) -> np.ndarray:
     return read_table(path)
 
 
+def detected_sources(cube: Cube, data: np.ndarray, bands: str) -> tuple[np.ndarray, np.ndarray, dict, dict]:
+    """(ra, dec, columns before, columns after) of every source sep finds in the cube, with its r magnitude
+    (PSF-weighted, aperture-corrected on the field's stars) and r-band half-light radius."""
+    from ..detection import measure_sources
+
+    sources = measure_sources(data, bands)
+    ra, dec = cube.wcs.celestial.wcs_pix2world(sources.x, sources.y, 0)
+    r = bands.index("r")
+    before = {"source": np.arange(1, len(sources) + 1)}
+    after = {"r_mag": np.round(sources.magnitude[:, r], 3), "r50_px": np.round(sources.r50[:, r].astype(np.float64), 3)}
+    return np.asarray(ra), np.asarray(dec), before, after
+
+
 def sky_metadata(paths: DataPaths, cube: Cube) -> dict:
     """FIELD, SKY (simulated or real) and, for the simulated sky, SIMVER (from the download manifest)."""
     h = cube.header
@@ -187,10 +200,12 @@ def run_predict(
     out: str | None = None,
     bundle: ModelBundle | None = None,
     all_objects: bool = False,
+    detect: bool = False,
     tta: str = "auto",
 ) -> tuple[Path, Predictions]:
-    """Classify (ra, dec), or with ``all_objects`` every catalogued object of the field, and write the table
-    (.csv, .ecsv or .fits by ``out``'s extension; CSV under data/predictions/ by default).
+    """Classify (ra, dec), or with ``all_objects`` every catalogued object of the field, or with ``detect``
+    every source found in it (``stargal.detection``: fields without a catalog), and write the table (.csv,
+    .ecsv or .fits by ``out``'s extension; CSV under data/predictions/ by default).
 
     Returns the output path and the predictions."""
     start = time.monotonic()
@@ -205,13 +220,15 @@ def run_predict(
         ra, dec = objects["ra"], objects["dec"]
         before = {"objid": objects["objid"]}
         after = {"r_psfmag": objects["r_psfmag"], "catalog_type": np.where(objects["label"] == 1, "star", "galaxy")}
-    if ra is None or dec is None:
-        raise StargalError("no coordinates: give --ra/--dec, --csv or --all")
+    if ra is None and not detect:
+        raise StargalError("no coordinates: give --ra/--dec, --csv, --all or --detect")
     model_dir = None if bundle is not None else resolve_model_dir(paths, model)
     cube = read_cube(path)
     if bundle is None:
         bundle = load_bundle(model_dir)
     data = cube_array(cube, bundle.bands)
+    if detect:
+        ra, dec, before, after = detected_sources(cube, data, bundle.bands)
     psf_map = load_psf_map(path, data, bundle.bands) if takes_psf(bundle.model) else None
     mode = tta if bundle.meta.get("tta", False) else "off"  # a model evaluated without TTA is used without it
     pred = classify(
@@ -235,7 +252,7 @@ def run_predict(
         "STARGAL": __version__,
     }
     table = predictions_table(pred, meta, before, after)
-    suffix = "_all" if all_objects else ""
+    suffix = "_all" if all_objects else "_detected" if detect else ""
     out_path = Path(out).expanduser().resolve() if out else paths.prediction_csv(f"{field_label}_{bundle.name}{suffix}")
     write_predictions(out_path, table)
     log.info("classified %d coordinates in %.1f s: %s", len(pred), time.monotonic() - start, pred.counts())
