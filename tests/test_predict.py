@@ -365,7 +365,9 @@ def test_detect_classifies_every_source_found_in_the_field(tmp_path, model_dir, 
     """--detect on a cube without any catalog: one row per source sep finds, at the known positions."""
     path, _, xs, ys, kinds, _ = field
     out = tmp_path / "detected.csv"
-    _, pred = run_predict(DataPaths(tmp_path / "data"), model=str(model_dir), cube_path=str(path), detect=True, out=str(out))
+    _, pred = run_predict(
+        DataPaths(tmp_path / "data"), model=str(model_dir), cube_path=str(path), detect=True, out=str(out)
+    )
     rows = read_out(out)
     assert list(rows[0]) == ["source", "ra", "dec", "x", "y", "r_mag", "r50_px", "p_star", "label", "status"]
     found = np.array([[float(r["x"]), float(r["y"])] for r in rows])

@@ -66,7 +66,8 @@ def _bars(ax, entries: list[dict], label: str, key: str = "bin") -> None:
     low = np.array([np.nan if e["low"] is None else e["low"] for e in entries])
     high = np.array([np.nan if e["high"] is None else e["high"] for e in entries])
     ax.bar(x, frac, color="tab:blue", alpha=0.7, label=label)
-    ax.errorbar(x, frac, yerr=[frac - low, high - frac], fmt="none", ecolor="k", lw=0.8)
+    yerr = np.clip([frac - low, high - frac], 0, None)  # the interval holds the fraction; rounding aside
+    ax.errorbar(x, frac, yerr=yerr, fmt="none", ecolor="k", lw=0.8)
     for xi, e in zip(x, entries, strict=True):
         ax.text(xi, 0.02, f"n={e['n']}", ha="center", fontsize=6)
     ax.set_xticks(x, [e[key] for e in entries])
