@@ -17,10 +17,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from stargal import cli
+from stargal import cli, fsio
 from stargal.config import SIMULATION_VERSION
 from stargal.errors import StargalError
-from stargal.fsio import read_json, write_json, write_text
+from stargal.fsio import INTEGRITY_KEY, read_json, write_json, write_text
 from stargal.paths import DEFAULT_SAMPLE_DIR, PRETRAINED_MODEL_DIR, PROJECT_ROOT, DataPaths, ModelFiles
 from stargal.tables import markdown_table
 
@@ -60,8 +60,8 @@ def model_card(card: dict, meta: dict) -> str:
         "## Training data",
         "",
         f"Simulated fields {sky['fields']} of run 8162 camcol 6 (seed {sky['seed']}): training {sky['train']},",
-        f"validation {sky['val']}, test {sky['test']}; {counts['train']['n']} / {counts['val']['n']} / "
-        f'{counts["test"]["n"]} catalogued objects. Each field draws its own seeing (PSF core FWHM 0.85-1.75"),',
+        f"validation {sky['val']}, test {sky['test']}; {counts['train']['n']:,} / {counts['val']['n']:,} / "
+        f'{counts["test"]["n"]:,} catalogued objects. Each field draws its own seeing (PSF core FWHM 0.85-1.75"),',
         "PSF wings and variation across the frame, Galactic latitude (star density, up to Galactic-plane crowding,",
         "and dust), sky residuals and band offsets, from ranges measured on the real sample (README: Real or",
         f"simulated sky). Augmentation {meta['augment']}, {meta['epochs_run']} epochs (best {meta['best_epoch']}),",
@@ -83,13 +83,16 @@ def model_card(card: dict, meta: dict) -> str:
         "  objects (r > 22) carry noisy labels on the real sky too, and the model is least certain there.",
         "- The PSF input comes from the field's own stars: a frame with no measurable star (blank, tiny or",
         "  saturated throughout) cannot be classified, and predict.py says so rather than guess.",
+        "- Faint real stars (r > 22) are recognised less often than faint simulated ones (the real-sky table",
+        "  above): at that depth the real frames' stars still differ from the simulated ones in ways the",
+        "  fidelity figures do not yet pin down.",
         "- Saturated stars (r < ~15) have interpolated cores in SDSS frames and are harder to call.",
         "- Simulated galaxies are smooth bulge + disk profiles; real irregular or strongly lensed galaxies are not",
         "  represented.",
         "- Crowded Galactic-plane fields are in the training sky but rare; blends there are the main error.",
         "",
-        "Rebuild: `bench/train_pretrained.py --data-dir DIR --install` (simulates the sky, runs stages 00-03,",
-        "evaluates, writes this card).",
+        "Rebuild: `.venv/bin/python bench/train_pretrained.py --data-dir DIR --install` (simulates the sky, runs",
+        "stages 00-03, evaluates, writes this card).",
         "",
     ]
     return "\n".join(lines)
@@ -119,6 +122,8 @@ def main(argv=None) -> int:
     stage("03_model.py", "--data-dir", args.data_dir, "--seed", str(args.seed), "--name", NAME, "--no-plots")
     paths = DataPaths.at(args.data_dir)
     model_dir = paths.model_dir(NAME)
+    if args.install:
+        model_dir = install(model_dir)
     card = {
         "simulation_version": SIMULATION_VERSION,
         "training_sky": {"fields": fields, "train": train, "val": val, "test": test, "seed": args.seed},
@@ -132,17 +137,26 @@ def main(argv=None) -> int:
     if Path(args.sample).is_dir():
         from stargal.stages.realsky import run_real_sky
 
-        result = run_real_sky(paths, Path(args.sample), model=str(model_dir), out=paths.reports("real_sky", NAME))
+        out = paths.reports("real_sky", model_dir.name)
+        result = run_real_sky(paths, Path(args.sample), model=str(model_dir), out=out)
         card["real_sky"] = {"tables": result["tables"], "summary": result["summary"]}
     write_json(model_dir / "card.json", card)
     if args.install:
-        PRETRAINED_MODEL_DIR.mkdir(parents=True, exist_ok=True)
-        for name in ("model.keras", "model.json", "metrics.json", "history.csv", "card.json"):
-            shutil.copy2(model_dir / name, PRETRAINED_MODEL_DIR / name)
         write_text(PRETRAINED_MODEL_DIR.parent / "README.md", model_card(card, read_json(ModelFiles(model_dir).json)))
-        print(f"installed {model_dir} -> {PRETRAINED_MODEL_DIR}")
     print(f"model {model_dir}; card {model_dir / 'card.json'}")
     return 0
+
+
+def install(build_dir: Path) -> Path:
+    """Copy the built model into models/stargal-pretrained under that name, its record sealed afresh."""
+    files = ModelFiles(PRETRAINED_MODEL_DIR)
+    PRETRAINED_MODEL_DIR.mkdir(parents=True, exist_ok=True)
+    for name in ("model.keras", "metrics.json", "history.csv"):
+        shutil.copy2(build_dir / name, PRETRAINED_MODEL_DIR / name)
+    meta = {k: v for k, v in read_json(ModelFiles(build_dir).json).items() if k != INTEGRITY_KEY}
+    fsio.seal(files.json, [files.keras, files.metrics, files.history], {**meta, "name": PRETRAINED_MODEL_DIR.name})
+    print(f"installed {build_dir} -> {PRETRAINED_MODEL_DIR}")
+    return PRETRAINED_MODEL_DIR
 
 
 if __name__ == "__main__":

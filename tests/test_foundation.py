@@ -187,3 +187,9 @@ def test_atomic_files_get_ordinary_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert target.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_markdown_table_refuses_a_row_that_does_not_match_its_header():
+    assert tables.markdown_table(["a", "b"], [[1, 2]]).splitlines()[-1] == "| 1 | 2 |"
+    with pytest.raises(ValueError, match="3 cells for 2 columns"):
+        tables.markdown_table(["a", "b"], [[1, 2, 3]])

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from conftest import TINY
 
-from stargal.config import SIMULATION_VERSION
+from stargal.config import BANDS, SIMULATION_VERSION
 from stargal.cube import read_cube
 from stargal.fsio import read_json
 from stargal.paths import PRETRAINED, PRETRAINED_MODEL_DIR, DataPaths, FieldId, ModelFiles
@@ -63,3 +65,75 @@ def test_pretrained_model_classifies_a_simulated_field(tiny_data):
         total += int(ok.sum())
     assert total >= 30
     assert right / total >= 0.9
+
+
+def _sample_of(tmp_path, frames: dict, star_catalog=None):
+    """A folder laid out like ../shared/sdss-sample: one field's files (and its camcol's star sweep)."""
+    sample = tmp_path / "sample"
+    sample.mkdir()
+    for path in frames.values():
+        (sample / Path(path).name).symlink_to(path)
+    if star_catalog is not None:
+        (sample / Path(star_catalog).name).symlink_to(star_catalog)
+    return sample
+
+
+def _tables_are_whole(result: dict) -> None:
+    for table in result["tables"]:
+        assert all(len(row) == len(table["columns"]) for row in table["rows"]), table["title"]
+
+
+@pytest.mark.slow
+def test_real_sky_evaluation_runs_on_a_simulated_field(tiny_sky, tmp_path):
+    from stargal.stages.realsky import FIGURES, run_real_sky
+
+    fid = FieldId(TINY.rerun, TINY.run, TINY.camcol, 81)
+    sample = _sample_of(
+        tmp_path,
+        {**{b: tiny_sky.frame(fid, b) for b in BANDS}, "irg": tiny_sky.irg_jpeg(fid)},
+        tiny_sky.catalog(fid.rerun, fid.run, fid.camcol, "star"),
+    )
+    paths = DataPaths(tmp_path / "data")
+    out = tmp_path / "real_sky"
+    result = run_real_sky(paths, sample, model=PRETRAINED, out=out)
+    assert not result["skipped"] and [f["label"] for f in result["fields"]] == ["8162-6-81"]
+    _tables_are_whole(result)
+    for name in ("real_sky.json", "real_sky.md", *FIGURES, "sources-8162-6-81.csv"):
+        assert (out / name).is_file(), name
+    field = result["fields"][0]
+    catalog = field["catalog"]
+    # simulated catalog stars are recognised, and bright sources away from them (galaxies) are not called stars
+    assert catalog["recall"]["overall"]["n"] >= 15 and catalog["recall"]["overall"]["fraction"] >= 0.8
+    assert catalog["bright_non_catalog"]["n"] >= 5 and catalog["bright_non_catalog"]["fraction"] <= 0.2
+    assert catalog["two_sided"]["mcc"] >= 0.6
+    # few bright sources in a 400 x 600 frame: the locus test's power is checked on a full-size field
+    # (test_realsky.py); here it must run and find the called stars mostly on the locus
+    assert field["locus"]["called_star"]["n"] >= 3 and field["locus"]["called_star"]["fraction"] >= 0.5
+    again = run_real_sky(paths, sample, model=PRETRAINED, out=out)
+    assert again["skipped"]
+
+
+@pytest.mark.real
+@pytest.mark.slow
+def test_real_sky_evaluation_on_real_frames(sample_dir, tmp_path):
+    from stargal.stages.realsky import run_real_sky
+
+    # the field with a real star catalog and one high-latitude field without one: both checks on real frames
+    sample = tmp_path / "sample"
+    sample.mkdir()
+    for folder in ("004510-4-0030", "007264-3-0111"):
+        (sample / folder).symlink_to(sample_dir / folder)
+    if not (sample / "007264-3-0111").is_dir():
+        pytest.skip("the sample lacks field 7264-3-111")
+    result = run_real_sky(DataPaths(tmp_path / "data"), sample, model=PRETRAINED, out=tmp_path / "real_sky")
+    _tables_are_whole(result)
+    by_label = {f["label"]: f for f in result["fields"]}
+    assert set(by_label) == {"4510-4-30", "7264-3-111"}
+    catalog = by_label["4510-4-30"]["catalog"]
+    assert catalog["recall"]["overall"]["n"] >= 150  # the real sweep's stars inside the frame
+    # the shipped model's measured quality on this field (models/README.md), with room for run-to-run noise
+    assert catalog["recall"]["by_r"][0]["fraction"] >= 0.95  # r < 21
+    assert catalog["bright_non_catalog"]["fraction"] <= 0.1
+    assert catalog["two_sided"]["mcc"] >= 0.65
+    for f in by_label.values():
+        assert f["locus"]["called_star"]["fraction"] >= 0.7

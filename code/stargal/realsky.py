@@ -134,6 +134,8 @@ def locus_check(
         "called_star_by_r": by_bins(on, r, LOCUS_BINS, star),
         "called_galaxy_by_r": by_bins(on, r, LOCUS_BINS, galaxy),
         "called_star_by_quadrant": by_quadrant(on, quad, star),
+        # the same for point-like sources: whether a quadrant's gap is the classifier's or the field's own
+        "pointlike_by_quadrant": by_quadrant(on, quad, bright & pointlike),
         "on_locus": on,
     }
 

@@ -66,7 +66,11 @@ def markdown_table(
         "| " + " | ".join(header) + " |",
         "|" + "|".join("---:" if name in right else "---" for name in header) + "|",
     ]
-    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+    for row in rows:
+        row = list(row)
+        if len(row) != len(header):
+            raise ValueError(f"table row has {len(row)} cells for {len(header)} columns: {row}")
+        lines.append("| " + " | ".join(fmt(v) for v in row) + " |")
     return "\n".join(lines) + "\n"
 
 

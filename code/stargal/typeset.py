@@ -160,8 +160,10 @@ def _table_flowable(block: TableBlock, number: int, width: float, styles: _Style
     def digits_of(name: str) -> int:
         return block.digits.get(name, 3) if isinstance(block.digits, dict) else block.digits
 
-    texts = [[cell_text(v, digits_of(c)) for v, c in zip(row, block.columns, strict=False)] for row in block.rows]
     ncol = len(block.columns)
+    if any(len(row) > ncol for row in block.rows):
+        raise ValueError(f"table '{block.caption}': a row has more cells than its {ncol} columns")
+    texts = [[cell_text(v, digits_of(c)) for v, c in zip(row, block.columns, strict=False)] for row in block.rows]
     texts = [row + [""] * (ncol - len(row)) for row in texts]
     numeric = [is_numeric_column([r[j] for r in texts]) for j in range(ncol)]
     bold = set(block.bold_rows)

@@ -11,6 +11,7 @@ report shows), ``real_sky.md``, one CSV of classified sources per field, and the
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +34,7 @@ from .predict import ModelBundle, load_bundle, resolve_model_dir
 
 log = logging.getLogger("stargal")
 RERUN = 301
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: point-like locus fractions per quadrant
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,9 @@ def discover(sample: Path) -> list[SampleField]:
     if not sample.is_dir():
         raise StargalError(f"{sample}: not a folder of SDSS frames (--sample)")
     found: dict[FieldId, Path] = {}
-    for path in sorted(sample.rglob("frame-r-*.fits.bz2")):
+    # os.walk, not rglob: a field folder linked into the sample (a symlink) counts too
+    r_frames = [Path(d) / n for d, _, names in os.walk(sample, followlinks=True) for n in names]
+    for path in sorted(p for p in r_frames if p.name.startswith("frame-r-") and p.name.endswith(".fits.bz2")):
         info = sdss.parse_filename(path.name)
         if not info:
             continue
@@ -258,9 +261,11 @@ def report_content(record: dict) -> dict:
     for f in record["fields"]:
         lc = f["locus"]
         gap = realsky.largest_quadrant_gap(lc["called_star"], lc["called_star_by_quadrant"])
+        ceiling_gap = realsky.largest_quadrant_gap(lc["pointlike"], lc.get("pointlike_by_quadrant", []))
         locus_rows.append(
             [f["label"], f["sources"], f"{lc['ebv']:.2f}", _pct(lc["pointlike"]), _pct(lc.get("catalog_stars")),
-             _pct(lc["called_star"]), _pct(lc["called_galaxy"]), "-" if gap is None else f"{100 * gap:.1f}"]
+             _pct(lc["called_star"]), _pct(lc["called_galaxy"]), "-" if gap is None else f"{100 * gap:.1f}",
+             "-" if ceiling_gap is None else f"{100 * ceiling_gap:.1f}"]
         )  # fmt: skip
         if "catalog" in f:
             c = f["catalog"]
@@ -277,9 +282,11 @@ def report_content(record: dict) -> dict:
                 "sources",
                 "E(B-V)",
                 "point-like (ceiling)",
+                "catalog stars",
                 "called star",
                 "called galaxy",
                 "worst quadrant gap (points)",
+                "point-like worst quadrant gap",
             ],  # fmt: skip
             "rows": locus_rows,
         }
