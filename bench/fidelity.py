@@ -24,7 +24,13 @@ def main(argv=None) -> int:
     parser.add_argument("--rerun", type=int, default=301)
     parser.add_argument("--run", type=int, default=8162)
     parser.add_argument("--camcol", type=int, default=6)
-    parser.add_argument("--fields", type=int, nargs="+", required=True, help="simulated fields to measure")
+    parser.add_argument(
+        "--fields",
+        nargs="+",
+        action=cli.FieldsAction,
+        required=True,
+        help="simulated fields to measure (80 103, 300-311)",
+    )
     parser.add_argument("-q", "--quiet", action="store_true")
     args = parser.parse_args(argv)
     cli.setup_logging(args.quiet)

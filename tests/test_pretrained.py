@@ -11,6 +11,7 @@ from conftest import TINY
 from stargal.config import BANDS, SIMULATION_VERSION
 from stargal.cube import read_cube
 from stargal.fsio import read_json
+from stargal.integrity import require_model
 from stargal.paths import PRETRAINED, PRETRAINED_MODEL_DIR, DataPaths, FieldId, ModelFiles
 from stargal.predict import classify
 from stargal.psf import PSFMap
@@ -24,7 +25,8 @@ def test_pretrained_model_is_shipped_small_and_described():
     assert FILES.keras.is_file() and FILES.json.is_file()
     size = sum(p.stat().st_size for p in PRETRAINED_MODEL_DIR.iterdir())
     assert size < 5e6
-    meta = read_json(FILES.json)
+    meta = require_model(PRETRAINED_MODEL_DIR)  # sealed: model.keras, metrics and history match its record
+    assert meta["name"] == PRETRAINED_MODEL_DIR.name == "stargal-pretrained"
     assert meta["architecture"] == "stargal" and meta["model_inputs"] == ["patch", "psf"] and meta["simulated"] is True
     card = read_json(PRETRAINED_MODEL_DIR / "card.json")
     assert card["simulation_version"] == SIMULATION_VERSION  # trained on the sky this code simulates

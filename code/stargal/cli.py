@@ -57,7 +57,7 @@ def positive_int(text: str) -> int:
     return value
 
 
-class _FieldsAction(argparse.Action):
+class FieldsAction(argparse.Action):
     """Accept fields as several arguments (--fields 80 103) or one list ("80,103")."""
 
     def __call__(self, parser, namespace, values, option_string=None):
@@ -113,7 +113,7 @@ def make_parser(
     group.add_argument(
         "--fields",
         nargs="+",
-        action=_FieldsAction,
+        action=FieldsAction,
         default=None,
         metavar="F",
         help=f"fields to process (default: train+val+test fields, {' '.join(map(str, ref.fields))})",
@@ -122,7 +122,7 @@ def make_parser(
         group.add_argument(
             "--train-fields",
             nargs="+",
-            action=_FieldsAction,
+            action=FieldsAction,
             default=ref.train_fields,
             metavar="F",
             help="training fields",
@@ -130,13 +130,13 @@ def make_parser(
         group.add_argument(
             "--val-fields",
             nargs="+",
-            action=_FieldsAction,
+            action=FieldsAction,
             default=ref.val_fields,
             metavar="F",
             help="validation fields",
         )
         group.add_argument(
-            "--test-fields", nargs="+", action=_FieldsAction, default=ref.test_fields, metavar="F", help="test fields"
+            "--test-fields", nargs="+", action=FieldsAction, default=ref.test_fields, metavar="F", help="test fields"
         )
     parser.add_argument("--seed", type=int, default=SEED, help="random seed")
     parser.add_argument("--force", action="store_true", help="redo work whose outputs are already current")
