@@ -203,8 +203,13 @@ def test_cli(tmp_path, model_dir, field):
     done = run_cli("--data-dir", str(tmp_path), "--model", str(model_dir), "--field", "5", "--ra", "1", "--dec", "3")
     assert done.returncode == 2 and "aligned cube not found" in done.stderr
 
-    done = run_cli("--data-dir", str(tmp_path), "--cube", str(cube), "--ra", "1", "--dec", "3")
-    assert done.returncode == 2 and "no trained model yet" in done.stderr
+    done = run_cli("--data-dir", str(tmp_path), "--cube", str(cube), "--model", "nosuch", "--ra", "1", "--dec", "3")
+    assert done.returncode == 2 and "--model nosuch: no model.keras there" in done.stderr
+
+    # no model trained in the data folder: the shipped pretrained model classifies, and says so
+    done = run_cli("--data-dir", str(tmp_path / "empty"), "--cube", str(cube), "--ra", "1", "--dec", "3")
+    assert done.returncode == 0, done.stderr
+    assert "using the pretrained model stargal-pretrained" in done.stdout + done.stderr
 
 
 def test_simulated_sky_positions(tiny_data, model_dir):

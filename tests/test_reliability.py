@@ -549,7 +549,7 @@ def test_a_model_folder_from_two_runs_is_never_served(tmp_path, trained):
     out_dir = tmp_path / "predictions"
     out_dir.mkdir()
     args = ["--field", "81", "--ra", "1", "--dec", "1"]
-    error_line(run("predict.py", paths, *args, "--out", str(out_dir)), str(out_dir), "Is a directory", status=1)
+    error_line(run("predict.py", paths, *args, "--out", str(out_dir)), str(out_dir), "a folder", status=2)
 
 
 @pytest.mark.slow

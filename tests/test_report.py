@@ -228,3 +228,15 @@ def test_make_report_script_runs_from_any_directory(tmp_path):
     assert re.search(rf"report: {re.escape(str(paths.reports('report.pdf')))} \(\d+ pages\)", proc.stdout)
     assert "not run: Augmentation experiment, Hyper-parameter tuning, Explanations, Real-sky evaluation" in proc.stdout
     assert paths.reports("report.pdf").stat().st_size > 10_000
+
+
+def test_data_section_counts_a_field_aligned_without_a_catalog():
+    from types import SimpleNamespace
+
+    from stargal.stages.report import data_section
+
+    fields = [{"field": 80, "objects": 120, "stars": 50}, {"field": 30, "objects": None, "coordinates": "skipped"}]
+    section = data_section(SimpleNamespace(manifest=None, alignment={"fields": fields}, dataset=None))
+    assert section.ran is not False
+    text = " ".join(str(getattr(b, "text", "")) for b in section.blocks)
+    assert "120 objects in the 2 fields (50 stars, 70 galaxies" in text

@@ -83,6 +83,8 @@ def write_toy_dataset(
     norm = None
     for i, (split, n) in enumerate(zip(("train", "val", "test"), sizes, strict=True)):
         x, y, mag = toy_patches(n, patch, seed=seed * 10 + i, faint=faint)
+        # the stage-02 PSF input: every band's stellar half-light radius (px), here the toy's PSF (sigma ~1.5 px)
+        fsio.save_npy(paths.split_psf(name, split), np.full((n, 5), 1.5 * 1.1774, np.float32))
         if split == "train":
             flat = x.reshape(-1, 5).astype(np.float64)
             center = np.median(flat, axis=0)
@@ -114,7 +116,7 @@ def write_toy_dataset(
     files = [
         f(name, split)
         for split in ("train", "val", "test")
-        for f in (paths.split_x, paths.split_y, paths.split_objects)
+        for f in (paths.split_x, paths.split_y, paths.split_psf, paths.split_objects)
     ]
     fsio.seal(paths.dataset_json(name), files, meta)  # dataset.json seals the folder, as stage 02's does
     fsio.write_text(paths.latest_dataset, name + "\n")
@@ -172,8 +174,10 @@ def test_training_learns_saves_and_reloads(toy):
     model = load_model(out / "model.keras")
     x_val = fsio.load_npy(toy.split_x("toy", "val"))
     y_val = fsio.load_npy(toy.split_y("toy", "val"))
+    psf_val = fsio.load_npy(toy.split_psf("toy", "val"))
     assert model_json["tta"] is True  # stargal's default: the mean over the eight symmetries
-    p_val = predict(model, x_val, tta=True)
+    assert model_json["model_inputs"] == ["patch", "psf"]  # stargal's network is told the PSF
+    p_val = predict(model, x_val, psf_val, tta=True)
     # the threshold is the MCC-optimal one on validation predictions (test data plays no part)
     assert model_json["threshold"] == pytest.approx(choose_threshold(y_val, p_val), abs=1e-6)
     data = load_dataset(toy, "toy")

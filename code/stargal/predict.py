@@ -268,6 +268,8 @@ ECSV_FORMATS = {"p_star": "%.9g", "r_psfmag": "%.9g"}  # float32; float64 column
 
 def output_format(path: str | os.PathLike) -> str:
     """The astropy format of an output file, from its extension; StargalError for any other extension."""
+    if Path(path).is_dir():
+        raise StargalError(f"--out {path}: a folder; name a file ending in .csv, .ecsv or .fits")
     suffix = Path(path).suffix.lower()
     if suffix not in OUTPUT_FORMATS:
         raise StargalError(f"--out {path}: unknown extension {suffix or '(none)'!r}; use .csv, .ecsv or .fits")

@@ -429,6 +429,17 @@ def summary_markdown(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _summary_covers(summary_path: Path, fids: list[FieldId]) -> bool:
+    """Whether the alignment summary is intact and describes exactly these fields (another run's stage 01 on
+    other fields, e.g. one real field aligned for predict.py, replaces it; this run's fields bring it back)."""
+    check = fsio.check_seal(summary_path)
+    if not check.ok:
+        return False
+    r = check.record
+    described = (r.get("rerun"), r.get("run"), r.get("camcol"), [f.get("field") for f in r.get("fields", [])])
+    return described == (fids[0].rerun, fids[0].run, fids[0].camcol, [f.field for f in fids])
+
+
 def run_alignment(
     paths: DataPaths,
     fs: FieldSet,
@@ -470,7 +481,7 @@ def run_alignment(
         "timings": done,
     }
     summary_path = paths.reports("alignment", "summary.json")
-    if reports and (changed or force or not fsio.check_seal(summary_path).ok):
+    if reports and (changed or force or not _summary_covers(summary_path, fids)):
         summary = write_reports(paths, fs, fids, ref_band, done)
         result["totals"] = summary["totals"]
         result["reports"] = str(paths.reports("alignment"))

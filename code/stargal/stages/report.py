@@ -48,6 +48,8 @@ def _json(path: Path):
         return read_json(path)
     except FileNotFoundError:
         return None
+    except CorruptFileError:
+        raise Unreadable(f"{path}: unreadable (not valid JSON)") from None
     except (OSError, ValueError, UnicodeDecodeError) as exc:
         raise Unreadable(f"{path}: unreadable ({exc.__class__.__name__})") from None
 
@@ -319,8 +321,8 @@ def data_section(run: Run) -> Section:
         )
     if run.alignment:
         f = run.alignment.get("fields", [])
-        n = sum(x.get("objects", 0) for x in f)
-        s = sum(x.get("stars", 0) for x in f)
+        n = sum(x.get("objects") or 0 for x in f)  # None: a field aligned without a catalog
+        s = sum(x.get("stars") or 0 for x in f)
         blocks.append(
             Para(
                 f"The catalogs list {n:,} objects in the {len(f)} fields ({s:,} stars, {n - s:,} galaxies; star "
