@@ -25,7 +25,6 @@ from stargal.paths import DEFAULT_SAMPLE_DIR, PRETRAINED_MODEL_DIR, PROJECT_ROOT
 from stargal.tables import markdown_table
 
 CODE = PROJECT_ROOT / "code"
-NAME = "stargal-pretrained-build"
 
 
 def stage(script: str, *args: str) -> None:
@@ -104,6 +103,7 @@ def main(argv=None) -> int:
     parser.add_argument("--first-field", type=int, default=300)
     parser.add_argument("--train", type=int, default=70, help="training fields (then 5 validation, 5 test)")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--epochs", type=int, default=45, help="training epochs (cosine schedule over all of them)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--reference-data-dir", default=None, help="a data folder with the reference sky's dataset")
     parser.add_argument("--sample", default=str(DEFAULT_SAMPLE_DIR), help="real SDSS sample (skipped if absent)")
@@ -119,9 +119,11 @@ def main(argv=None) -> int:
     stage("00_download.py", "--source", "simulated", *common, "--workers", str(args.workers))
     stage("01_alignment.py", *common, "--workers", str(args.workers), "--no-reports")
     stage("02_preparation.py", *common, "--train-fields", train, "--val-fields", val, "--test-fields", test)
-    stage("03_model.py", "--data-dir", args.data_dir, "--seed", str(args.seed), "--name", NAME, "--no-plots")
+    name = f"stargal-pretrained-e{args.epochs}"
+    stage("03_model.py", "--data-dir", args.data_dir, "--seed", str(args.seed), "--epochs", str(args.epochs),
+          "--name", name, "--no-plots")  # fmt: skip
     paths = DataPaths.at(args.data_dir)
-    model_dir = paths.model_dir(NAME)
+    model_dir = paths.model_dir(name)
     if args.install:
         model_dir = install(model_dir)
     card = {
