@@ -86,7 +86,7 @@ def _tables_are_whole(result: dict) -> None:
 
 
 @pytest.mark.slow
-def test_real_sky_evaluation_runs_on_a_simulated_field(tiny_sky, tmp_path):
+def test_real_sky_evaluation_runs_on_a_simulated_field(tiny_sky, tiny_data, tmp_path):
     from stargal.stages.realsky import FIGURES, run_real_sky
 
     fid = FieldId(TINY.rerun, TINY.run, TINY.camcol, 81)
@@ -95,9 +95,15 @@ def test_real_sky_evaluation_runs_on_a_simulated_field(tiny_sky, tmp_path):
         {**{b: tiny_sky.frame(fid, b) for b in BANDS}, "irg": tiny_sky.irg_jpeg(fid)},
         tiny_sky.catalog(fid.rerun, fid.run, fid.camcol, "star"),
     )
-    paths = DataPaths(tmp_path / "data")
+    # evaluated from a data folder that holds a simulated sky with a field of the same name: the sample's
+    # field is prepared in data/real, and the data folder's own files stay as they were
+    paths = tiny_data
+    before = [(st.st_ino, st.st_mtime_ns) for st in (paths.frame(fid, b).stat() for b in BANDS)]
     out = tmp_path / "real_sky"
     result = run_real_sky(paths, sample, model=PRETRAINED, out=out)
+    assert [(st.st_ino, st.st_mtime_ns) for st in (paths.frame(fid, b).stat() for b in BANDS)] == before
+    assert not paths.manifest.exists() and not paths.cube(fid).exists()
+    assert paths.real_fields.cube(fid).is_file() and paths.real_fields.root == paths.root / "real"
     assert not result["skipped"] and [f["label"] for f in result["fields"]] == ["8162-6-81"]
     _tables_are_whole(result)
     for name in ("real_sky.json", "real_sky.md", *FIGURES, "sources-8162-6-81.csv"):

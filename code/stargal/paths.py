@@ -226,6 +226,13 @@ class DataPaths:
     def augmented_json(self, name: str) -> Path:
         return self.augmented_dir(name) / "augmented.json"
 
+    # real_sky.py
+    @property
+    def real_fields(self) -> DataPaths:
+        """The data folder, inside this one, where real_sky.py prepares the real fields it evaluates: a real field
+        must never replace a simulated one of the same name (the reference sky's test field is 8162-6-80's)."""
+        return DataPaths(self.root / "real")
+
     # stage 03
     @property
     def latest_model(self) -> Path:

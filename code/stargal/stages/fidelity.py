@@ -29,12 +29,13 @@ def measure(path: Path) -> dict:
 
 
 def run_fidelity(paths: DataPaths, sample: Path, sim_paths: DataPaths, sim_fields: list[FieldId]) -> dict:
-    """Measure every real field of ``sample`` (prepared in ``paths``) and ``sim_fields`` of ``sim_paths``."""
+    """Measure every real field of ``sample`` (prepared in ``paths.real_fields``, as real_sky.py does) and
+    ``sim_fields`` of ``sim_paths``."""
     real = {}
     for field in discover(Path(sample)):
-        prepare_field(paths, field)
+        prepare_field(paths.real_fields, field)
         log.info("fidelity: real field %s", field.fid)
-        real[f"{field.fid.run}-{field.fid.camcol}-{field.fid.field}"] = measure(paths.cube(field.fid))
+        real[f"{field.fid.run}-{field.fid.camcol}-{field.fid.field}"] = measure(paths.real_fields.cube(field.fid))
     simulated = {}
     for fid in sim_fields:
         if not sim_paths.cube(fid).exists():

@@ -199,10 +199,11 @@ def run_real_sky(
         return {**previous, "folder": out, "skipped": True}
     bundle = load_bundle(model_dir)
     results, tables = [], []
+    real = paths.real_fields
     for field in fields:
         log.info("real field %s: frames, alignment, PSF, sources, classification", field.fid)
-        prepare_field(paths, field)
-        evaluated = evaluate_field(paths, field, bundle)
+        prepare_field(real, field)
+        evaluated = evaluate_field(real, field, bundle)
         results.append(evaluated["result"])
         tables.append(evaluated["table"])
         write_text(out / f"sources-{evaluated['result']['label']}.csv", _sources_csv(evaluated["table"]))
