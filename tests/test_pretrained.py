@@ -104,6 +104,14 @@ def test_real_sky_evaluation_runs_on_a_simulated_field(tiny_sky, tiny_data, tmp_
     assert [(st.st_ino, st.st_mtime_ns) for st in (paths.frame(fid, b).stat() for b in BANDS)] == before
     assert not paths.manifest.exists() and not paths.cube(fid).exists()
     assert paths.real_fields.cube(fid).is_file() and paths.real_fields.root == paths.root / "real"
+    # --verify covers data/real and names what prepares it again
+    from stargal.integrity import verify_data_folder
+
+    assert verify_data_folder(paths)[0] == []
+    cube = paths.real_fields.cube(fid)
+    cube.write_bytes(cube.read_bytes()[:-2880])
+    findings = verify_data_folder(paths)[0]
+    assert [(f.path, f.redo) for f in findings] == [(cube, "real_sky.py (prepares the real fields again)")]
     assert not result["skipped"] and [f["label"] for f in result["fields"]] == ["8162-6-81"]
     _tables_are_whole(result)
     for name in ("real_sky.json", "real_sky.md", *FIGURES, "sources-8162-6-81.csv"):

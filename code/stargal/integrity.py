@@ -199,6 +199,14 @@ def verify_data_folder(paths: DataPaths, deep: bool = True) -> tuple[list[Findin
                 findings.append(
                     Finding(Path(folder, name), "left by an interrupted run", "removed by the next stage run")
                 )
+    real = paths.real_fields
+    if real.root.is_dir():  # the real fields real_sky.py prepares: a data folder of their own
+        inside, n = verify_data_folder(real, deep)
+        checked += n
+        redo = "real_sky.py (prepares the real fields again)"
+        findings += [
+            f if f.redo.startswith("removed") else Finding(f.path, f.problem, redo) for f in inside if f not in findings
+        ]
     return findings, checked
 
 
