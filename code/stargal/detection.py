@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .config import BANDS, PIXEL_SCALE_ARCSEC, REFERENCE_BAND
+from .normalise import MAD_TO_SIGMA
 
 DETECT_SIGMA = 3.0
 DETECT_MIN_AREA = 5
@@ -152,7 +153,7 @@ def aperture_correction(fit: np.ndarray, total: np.ndarray) -> float:
     ratio = ratio[np.isfinite(ratio) & (ratio > 0.5) & (ratio < 1.5)]
     if len(ratio) >= MIN_CORRECTION_STARS:
         centre = np.median(ratio)
-        spread = max(1.4826 * np.median(np.abs(ratio - centre)), 0.01)
+        spread = max(MAD_TO_SIGMA * np.median(np.abs(ratio - centre)), 0.01)
         ratio = ratio[np.abs(ratio - centre) <= 3 * spread]
     return float(np.median(ratio)) if len(ratio) >= MIN_CORRECTION_STARS else APERTURE_CORRECTION_DEFAULT
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import StargalError
+from .normalise import MAD_TO_SIGMA
 
 PSF_MAP_VERSION = 1
 # polynomial terms of the frame position x', y' in [-1, 1]: 1, x', y', x'^2 (SDSS's PSF varies most along the
@@ -97,7 +98,7 @@ def fit_psf_map(
             raise StargalError(f"band {band}: no star to measure the PSF on (an empty or blank frame?)")
         # noisy sizes (faint stars in u and z, blends) first clipped about the median
         centre = np.median(r50[keep, b])
-        spread = max(1.4826 * np.median(np.abs(r50[keep, b] - centre)), 0.05 * centre)
+        spread = max(MAD_TO_SIGMA * np.median(np.abs(r50[keep, b] - centre)), 0.05 * centre)
         keep &= np.abs(r50[:, b] - centre) <= CLIP_SIGMA * spread
         terms = max(t for t, need in MIN_STARS_FOR_TERMS.items() if keep.sum() >= need)
         coef = np.zeros(len(TERMS))
@@ -105,7 +106,7 @@ def fit_psf_map(
         for _ in range(4 if terms > 1 else 0):
             coef[:terms], *_ = np.linalg.lstsq(design[keep, :terms], r50[keep, b], rcond=None)
             residual = r50[:, b] - design[:, :terms] @ coef[:terms]
-            scale = 1.4826 * np.median(np.abs(residual[keep])) + 1e-6
+            scale = MAD_TO_SIGMA * np.median(np.abs(residual[keep])) + 1e-6
             clipped = keep & (np.abs(residual) <= CLIP_SIGMA * scale)
             if clipped.sum() == keep.sum() or clipped.sum() < MIN_STARS_FOR_TERMS[terms]:
                 break

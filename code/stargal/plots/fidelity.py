@@ -71,21 +71,29 @@ def plot_psf_profile(path: Path, measured: dict, bands: str = "ugriz") -> Path:
     return save_figure(fig, path)
 
 
-def plot_psf_variation(path: Path, measured: dict, bands: str = "ugriz") -> Path:
-    """How much the stars' size changes from the frame's centre to its edge along the columns, per band."""
+def _per_band_strips(
+    path: Path, measured: dict, key: str, ylabel: str, bands: str, scale: float = 1.0, zero_line: bool = False
+) -> Path:
+    """One point per field and band of the per-band measurement ``key``, real beside simulated."""
     fig, ax = subplots(figsize=(6.5, 3.4))
     for k, (name, fields, colour) in enumerate(_both(measured)):
-        slopes = np.array([m["psf_slope_x"] for m in fields.values()], float) * 100
+        values = np.array([m[key] for m in fields.values()], float) * scale
         x = np.arange(len(bands)) + (k - 0.5) * 0.3
-        for row in slopes:
+        for row in values:
             ax.plot(x, row, "o", ms=3, color=colour, alpha=0.6)
         ax.plot([], [], "o", color=colour, label=name)
-    ax.axhline(0, color="k", lw=0.5)
+    if zero_line:
+        ax.axhline(0, color="k", lw=0.5)
     ax.set_xticks(range(len(bands)), list(bands))
-    ax.set_ylabel("r50 change centre -> edge (%)")
+    ax.set_ylabel(ylabel)
     ax.legend(fontsize=8)
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def plot_psf_variation(path: Path, measured: dict, bands: str = "ugriz") -> Path:
+    """How much the stars' size changes from the frame's centre to its edge along the columns, per band."""
+    return _per_band_strips(path, measured, "psf_slope_x", "r50 change centre -> edge (%)", bands, 100, True)
 
 
 def plot_counts(path: Path, measured: dict) -> Path:
@@ -108,18 +116,7 @@ def plot_counts(path: Path, measured: dict) -> Path:
 
 def plot_sky_residual(path: Path, measured: dict, bands: str = "ugriz") -> Path:
     """Spread of the background mesh left after sky subtraction, in units of the noise, per band."""
-    fig, ax = subplots(figsize=(6.5, 3.4))
-    for k, (name, fields, colour) in enumerate(_both(measured)):
-        values = np.array([m["sky_residual"] for m in fields.values()], float)
-        x = np.arange(len(bands)) + (k - 0.5) * 0.3
-        for row in values:
-            ax.plot(x, row, "o", ms=3, color=colour, alpha=0.6)
-        ax.plot([], [], "o", color=colour, label=name)
-    ax.set_xticks(range(len(bands)), list(bands))
-    ax.set_ylabel("background mesh std / noise")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return save_figure(fig, path)
+    return _per_band_strips(path, measured, "sky_residual", "background mesh std / noise", bands)
 
 
 def plot_galaxy_colours(path: Path, measured: dict) -> Path:
