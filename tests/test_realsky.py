@@ -148,3 +148,29 @@ def test_detection_finds_sources_sizes_and_stars():
     # PSF-weighted fluxes of the stars, corrected with the stars themselves, give their colours
     flux = s.flux[nearest[star]]
     np.testing.assert_allclose(np.median(flux / flux[:, [2]], 0), toy.SED / toy.SED[2], rtol=0.05)
+
+
+@pytest.mark.real
+def test_photometry_reproduces_the_sdss_psf_magnitudes_of_real_stars(sample_dir, tmp_path):
+    from astropy.coordinates import SkyCoord
+
+    from stargal import sdss
+    from stargal.config import BANDS
+    from stargal.stages.realsky import discover, prepare_field
+
+    field = next(f for f in discover(sample_dir / "004510-4-0030") if f.star_catalog is not None)
+    paths = DataPaths(tmp_path / "data")
+    prepare_field(paths, field)
+    cube = read_cube(paths.cube(field.fid))
+    s = detection.measure_sources(np.asarray(cube.data, np.float32), cube.bands)
+    catalog = sdss.read_catalog(field.star_catalog)
+    ra, dec = cube.wcs.celestial.wcs_pix2world(s.x, s.y, 0)
+    index, distance, _ = SkyCoord(ra, dec, unit="deg").match_to_catalog_sky(
+        SkyCoord(catalog["RA"], catalog["DEC"], unit="deg")
+    )
+    matched = (distance.arcsec < 1.0) & s.star  # the field's bright unsaturated catalog stars
+    assert matched.sum() >= 15
+    for b, band in enumerate(cube.bands):
+        theirs = sdss.magnitude(catalog["PSFFLUX"][index[matched], BANDS.index(band)])
+        offset = np.nanmedian(s.magnitude[matched, b] - theirs)
+        assert abs(offset) < 0.05, f"{band}: our magnitudes differ from SDSS's PSF magnitudes by {offset:+.3f}"
