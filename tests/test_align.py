@@ -292,3 +292,42 @@ def test_exact_wcs_fallback_when_the_polynomial_cannot_follow(star_field):
     for x, y in zip(xs, ys, strict=True):
         cx, cy = centroid(exact.cube[0], x, y)
         assert abs(cx - x) < 0.02 and abs(cy - y) < 0.02
+
+
+def test_registration_measures_and_removes_a_bands_wcs_error():
+    """A band whose stars sit 0.6 px right and 0.4 px up of where its WCS puts them (real SDSS frames are off
+    by up to ~1 px): the aligned cube shows the offset, and aligning again with it puts the band on its stars."""
+    from stargal import detection
+
+    rng = np.random.default_rng(5)
+    shape = (300, 400)
+    gy, gx = np.mgrid[20:290:30, 20:390:30]
+    xs = gx.ravel() + rng.uniform(-3, 3, gx.size)
+    ys = gy.ravel() + rng.uniform(-3, 3, gy.size)
+    fluxes = rng.uniform(40, 300, gx.size)
+    ref_wcs = make_wcs(shape)
+    wcss = [make_wcs(shape, shift=(1.3 * k, 2.0)) if b != "r" else ref_wcs for k, b in enumerate(BANDS)]
+    error = {"i": (0.6, -0.4)}
+    images = []
+    for b, w in zip(BANDS, wcss, strict=True):
+        bx, by = align.exact_map(ref_wcs, w, xs, ys)
+        ex, ey = error.get(b, (0.0, 0.0))
+        images.append(render(shape, bx + ex, by + ey, fluxes) + rng.normal(0, 0.02, shape).astype(np.float32))
+    first = align.align_bands(images, wcss, BANDS.index("r"))
+    offsets = detection.band_offsets(first.cube, BANDS)
+    assert all(n >= detection.MIN_OFFSET_STARS for _, _, n in offsets)
+    for b, (dx, dy, _) in zip(BANDS, offsets, strict=True):
+        assert (dx, dy) == pytest.approx(error.get(b, (0.0, 0.0)), abs=0.05), b
+    shifts = align.registration_shifts(offsets)
+    assert shifts[BANDS.index("i")] == pytest.approx(error["i"], abs=0.05)
+    assert all(s == (0.0, 0.0) for b, s in zip(BANDS, shifts, strict=True) if b != "i")
+    second = align.align_bands(images, wcss, BANDS.index("r"), shifts=shifts)
+    for dx, dy, _ in detection.band_offsets(second.cube, BANDS):
+        assert abs(dx) < 0.03 and abs(dy) < 0.03
+
+
+def test_registration_leaves_small_unmeasured_and_implausible_offsets_alone():
+    shifts = align.registration_shifts(
+        [(0.05, 0.05, 40), (float("nan"), float("nan"), 3), (4.0, 0.0, 40), (0.1, 0.2, 40)]
+    )
+    assert shifts == [(0.0, 0.0), (0.0, 0.0), (0.0, 0.0), (0.1, 0.2)]

@@ -35,6 +35,8 @@ STAR_SIZE_TOLERANCE = 0.1  # a star's half-light radius lies within 10 % of the 
 ISOLATION_PX = 8.0
 GAUSS_R50_TO_SIGMA = 1.0 / 1.1774  # half-light radius of a circular Gaussian is 1.1774 sigma
 MIN_CORRECTION_STARS = 5
+MIN_OFFSET_STARS = 10  # stars needed to measure a band's offset from the reference band
+CENTROID_WINDOW_PX = 1.5  # sigma of sep.winpos's Gaussian window: about a star's core
 APERTURE_CORRECTION_DEFAULT = 1.0  # measured: the five uncrowded real fields' stars give 0.98-1.01
 
 
@@ -147,6 +149,35 @@ def measure_sources(cube: np.ndarray, bands: str = "".join(BANDS)) -> Sources:
         aperture, _, _ = sep.sum_circle(img, x[star], y[star], CORRECTION_RADIUS)
         flux[:, b] = fit / aperture_correction(fit[star], aperture)
     return Sources(x, y, flag, r50.astype(np.float32), flux, stellar, star)
+
+
+def band_offsets(cube: np.ndarray, bands: str = "".join(BANDS)) -> list[tuple[float, float, int]]:
+    """Per band of an aligned cube: the median (dx, dy) of its bright isolated stars' centroids from their
+    reference-band centroids (pixels; Gaussian-windowed centroids, ``sep.winpos``), and the stars used
+    ((nan, nan, n) with fewer than MIN_OFFSET_STARS)."""
+    import sep
+
+    sources = measure_sources(cube, bands)
+    stars = np.flatnonzero(sources.star)
+    window = np.full(len(stars), CENTROID_WINDOW_PX)
+    images = [background_subtracted(plane)[0] for plane in cube]
+    ref = bands.index(REFERENCE_BAND)
+    x_ref, y_ref, flag_ref = (sep.winpos(images[ref], sources.x[stars], sources.y[stars], window) if len(stars)
+                              else (np.zeros(0), np.zeros(0), np.zeros(0, int)))  # fmt: skip
+    out = []
+    for image in images:
+        if len(stars) < MIN_OFFSET_STARS:
+            out.append((float("nan"), float("nan"), int(len(stars))))
+            continue
+        x, y, flag = sep.winpos(image, sources.x[stars], sources.y[stars], window)
+        good = (flag == 0) & (flag_ref == 0) & np.isfinite(x) & np.isfinite(y)
+        good &= np.hypot(x - x_ref, y - y_ref) < 2 * CENTROID_WINDOW_PX  # a centroid that ran off: not this star
+        n = int(good.sum())
+        if n < MIN_OFFSET_STARS:
+            out.append((float("nan"), float("nan"), n))
+        else:
+            out.append((float(np.median(x[good] - x_ref[good])), float(np.median(y[good] - y_ref[good])), n))
+    return out
 
 
 def aperture_correction(fit: np.ndarray, aperture: np.ndarray) -> float:

@@ -3,12 +3,13 @@ write the exercise tensors, and summarise everything in data/reports/alignment/.
 
 Per field (in parallel with ``workers``/``scheduler``): read the five frames, check that each is what its
 file name says (header FILTER, RUN, CAMCOL, FRAME, shape, WCS footprint), mask non-finite pixels, resample onto
-the reference band's grid (``stargal.align``), write ``paths.cube(fid)``; then select the calibObj objects
+the reference band's grid (``stargal.align``), register any band whose WCS leaves its stars off the reference
+band's (``align.registration_shifts``), write ``paths.cube(fid)``; then select the calibObj objects
 inside the frame (``stargal.catalog``) and write ``paths.objects(fid)``; measure the cube's PSF on its own stars
 (``stargal.psf``) into ``paths.psf_map(fid)``. Cube, PSF map and objects table form one
 sealed output set (``fsio.OutputSet``) whose record ``paths.field_record(fid)`` lists their checksums and the
 inputs they were made from (size and modification time of each frame and catalog); a field is current when
-the record's files are intact and its inputs unchanged, and is otherwise redone (naming what was broken).
+the record's files are intact and its inputs and alignment method unchanged, and is otherwise redone (naming what was broken).
 A failed rebuild leaves the previous cube and table in place; a bad input raises StargalError.
 """
 
@@ -23,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from .. import __version__, align, catalog, fsio, integrity, psf, sdss
+from .. import __version__, align, catalog, detection, fsio, integrity, psf, sdss
 from ..config import BANDS, LABEL_GALAXY, LABEL_STAR, REFERENCE_BAND, FieldSet
 from ..cube import read_cube, write_cube
 from ..errors import StargalError
@@ -34,6 +35,8 @@ from ..paths import DataPaths, FieldId
 from ..tables import OBJECT_DTYPE, markdown_table, read_table, write_table
 
 log = logging.getLogger("stargal")
+# 2: bands registered on the field's stars after the WCS mapping; a cube made by an older method is made again
+ALIGN_METHOD = 2
 CATALOG_KINDS = ("gal", "star")
 MIN_BAND_OVERLAP = 0.5  # a band's frame must cover at least this much of the reference frame (same field: ~1)
 LOW_COVERAGE = 0.75  # warn when an aligned band has data for less of the frame than this (real frames: > 0.98)
@@ -125,14 +128,24 @@ def align_field(paths: DataPaths, fid: FieldId, ref_band: str = REFERENCE_BAND, 
     frames = read_field_frames(paths, fid, ref_band)
     ref = frames[BANDS.index(ref_band)]
     nonfinite = {b: f.nonfinite for b, f in zip(BANDS, frames, strict=True)}
-    result = align.align_bands([f.image for f in frames], [f.wcs for f in frames], BANDS.index(ref_band))
-    del frames  # the raw images are no longer needed: lower the peak before writing
+    images, wcss, ref_index = [f.image for f in frames], [f.wcs for f in frames], BANDS.index(ref_band)
+    result = align.align_bands(images, wcss, ref_index)
+    # where the WCSs leave a band off its stars, align it again shifted onto them (one resampling, not two)
+    shifts = align.registration_shifts(detection.band_offsets(result.cube, "".join(BANDS)))
+    if any(dx or dy for dx, dy in shifts):
+        moved = ", ".join(f"{b} ({dx:+.2f}, {dy:+.2f})" for b, (dx, dy) in zip(BANDS, shifts, strict=True) if dx or dy)
+        log.info("field %s: bands registered on the field's stars, shifted by %s px", fid, moved)
+        result = align.align_bands(images, wcss, ref_index, shifts=shifts)
+    del frames, images  # the raw images are no longer needed: lower the peak before writing
     coverage = {b: round(float(np.isfinite(result.cube[k]).mean()), 4) for k, b in enumerate(BANDS)}
     low = {b: c for b, c in coverage.items() if c < LOW_COVERAGE}
     if low:
         shown = ", ".join(f"{b} {100 * c:.0f} %" for b, c in low.items())
         log.warning("field %s: band(s) with data for only part of the frame after alignment: %s", fid, shown)
     meta = cube_meta(fid, ref_band, ref, result)
+    for b, (dx, dy) in zip(BANDS, shifts, strict=True):
+        meta[f"REGDX_{b}"] = (round(dx, 3), f"{b} registration shift on stars, x px")
+        meta[f"REGDY_{b}"] = (round(dy, 3), f"{b} registration shift on stars, y px")
     for b in BANDS:
         meta[f"NONFIN_{b}"] = (nonfinite[b], f"non-finite {b} input pixels masked")
     write_cube(out or paths.cube(fid), result.cube, ref.wcs, "".join(BANDS), meta)
@@ -184,7 +197,12 @@ def process_field(task: FieldTask) -> dict:
         if os.path.normpath(cube_path) in broken:
             previous = None  # the cube itself is broken: align again
     inputs = (previous or {}).get("inputs", {})
-    cube_current = bool(previous) and inputs.get("frames") == frames_in and previous.get("ref_band") == task.ref_band
+    cube_current = (
+        bool(previous)
+        and inputs.get("frames") == frames_in
+        and previous.get("ref_band") == task.ref_band
+        and previous.get("align_method") == ALIGN_METHOD
+    )
     objects_current = (
         intact
         and cube_current
@@ -212,6 +230,7 @@ def process_field(task: FieldTask) -> dict:
         record = {
             "field": str(fid),
             "ref_band": task.ref_band,
+            "align_method": ALIGN_METHOD,
             "inputs": {"frames": frames_in, "catalogs": catalogs_in},
             **quality,
             "objects": None,
