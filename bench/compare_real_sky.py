@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Compare groups of models (e.g. seeds of one configuration) on the real-sky evaluation and, where they have
-one, their simulated test metrics: mean and spread per group, one table.
+one, their simulated test metrics: mean and sample standard deviation per group, one table.
 
     bench/compare_real_sky.py --group "new sky" M1 M2 M3 --group "old sky" M4 M5 M6 [--data-dir DIR] [--out DIR]
 
@@ -11,6 +11,7 @@ writes OUT/comparison.md and comparison.json.
 from __future__ import annotations
 
 import argparse
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ COLUMNS = (
     ("4510 recall r>22", lambda r, m: _catalog(r, lambda c: c["recall"]["by_r"][2]["fraction"])),
     ("4510 non-catalog r<21 called star", lambda r, m: _catalog(r, lambda c: c["bright_non_catalog"]["fraction"])),
     ("4510 two-sided MCC", lambda r, m: _catalog(r, lambda c: c["two_sided"]["mcc"])),
+    ("4510 non-catalog r 21-22 called star", lambda r, m: _faint_non_catalog(r)),
     ("min locus (called star)", lambda r, m: min(f["locus"]["called_star"]["fraction"] or 0 for f in r["fields"])),
 )
 
@@ -35,6 +37,23 @@ def _catalog(record: dict, pick):
     for f in record["fields"]:
         if "catalog" in f:
             return pick(f["catalog"])
+    return None
+
+
+def _faint_non_catalog(record: dict, lo: float = 21.0, hi: float = 22.0):
+    """The fraction called star among the catalog field's classified sources with lo <= r < hi lying more than
+    2" from every catalog star (its per-source CSV): the sweep is complete there too, so these are galaxies."""
+    for f in record["fields"]:
+        if "catalog" not in f:
+            continue
+        with open(Path(record["folder"]) / f"sources-{f['label']}.csv", newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        picked = [
+            row["label"] == "star"
+            for row in rows
+            if row["status"] == "ok" and row["catalog_star_within_2arcsec"] == "False" and lo <= float(row["r"]) < hi
+        ]
+        return float(np.mean(picked)) if picked else None
     return None
 
 
@@ -63,7 +82,8 @@ def main(argv=None) -> int:
         row = [name, len(models)]
         for column, _ in COLUMNS:
             v = np.array([np.nan if x is None else x for x in values[column]], float)
-            row.append("-" if np.isnan(v).all() else f"{np.nanmean(v):.3f} +- {np.nanstd(v):.3f}")
+            v = v[np.isfinite(v)]
+            row.append("-" if not v.size else f"{v.mean():.3f} +- {v.std(ddof=1) if v.size > 1 else 0.0:.3f}")
         rows.append(row)
     table = markdown_table(["group", "models", *(c for c, _ in COLUMNS)], rows)
     write_text(out / "comparison.md", table + "\n")
