@@ -216,7 +216,7 @@ def align_bands(
     """Resample every image onto the grid of ``images[ref]``; all images must share one shape.
 
     ``shifts``: per image, (dx, dy) pixels added to where the WCSs map each reference pixel, to correct a
-    band whose WCS misplaces it (``register``); the shift of the reference image is ignored.
+    band whose WCS misplaces it (``registration_shifts``); the reference image's shift is ignored.
     """
     shape = np.shape(images[ref])
     for i, im in enumerate(images):

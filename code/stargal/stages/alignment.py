@@ -9,7 +9,8 @@ inside the frame (``stargal.catalog``) and write ``paths.objects(fid)``; measure
 (``stargal.psf``) into ``paths.psf_map(fid)``. Cube, PSF map and objects table form one
 sealed output set (``fsio.OutputSet``) whose record ``paths.field_record(fid)`` lists their checksums and the
 inputs they were made from (size and modification time of each frame and catalog); a field is current when
-the record's files are intact and its inputs and alignment method unchanged, and is otherwise redone (naming what was broken).
+the record's files are intact and its inputs and alignment method unchanged, and is otherwise redone (naming
+what was broken).
 A failed rebuild leaves the previous cube and table in place; a bad input raises StargalError.
 """
 
