@@ -34,7 +34,8 @@ from .predict import ModelBundle, load_bundle, resolve_model_dir
 
 log = logging.getLogger("stargal")
 RERUN = 301
-FORMAT_VERSION = 3  # 2: point-like locus fractions per quadrant; 3: bands registered on the stars, fluxes scaled to 3.2"
+# 2: point-like locus fractions per quadrant; 3: bands registered on the stars, fluxes scaled to 3.2"
+FORMAT_VERSION = 3
 
 
 @dataclass(frozen=True)
