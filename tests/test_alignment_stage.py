@@ -18,9 +18,9 @@ from stargal import sdss
 from stargal.config import BANDS, LABEL_STAR, FieldSet
 from stargal.cube import read_cube
 from stargal.errors import StargalError
-from stargal.fsio import load_npy, read_json
+from stargal.fsio import load_npy, read_json, write_json
 from stargal.paths import DataPaths, FieldId
-from stargal.stages.alignment import run_alignment
+from stargal.stages.alignment import ALIGN_METHOD, run_alignment
 from stargal.tables import OBJECT_DTYPE, read_table
 
 SCRIPT = Path(__file__).resolve().parents[1] / "code" / "01_alignment.py"
@@ -113,6 +113,13 @@ def test_idempotent_force_and_parallel(tiny_data: DataPaths):
     assert forced["aligned"] == [81, 82]
     # serial and parallel runs give identical cubes
     np.testing.assert_array_equal(read_cube(tiny_data.cube(fid(81)), mmap=False).data, cube81)
+    # a cube an older alignment method made (a record without align_method) is made again
+    record_path = tiny_data.field_record(fid(81))
+    record = read_json(record_path)
+    del record["align_method"]
+    write_json(record_path, record)
+    assert run_alignment(tiny_data, two, workers=1, reports=False)["aligned"] == [81]
+    assert read_json(record_path)["align_method"] == ALIGN_METHOD
 
 
 def test_frames_only_field_writes_cube_and_skips_coordinates(tiny_data: DataPaths):
