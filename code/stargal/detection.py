@@ -151,9 +151,11 @@ def measure_sources(cube: np.ndarray, bands: str = "".join(BANDS)) -> Sources:
     return Sources(x, y, flag, r50.astype(np.float32), flux, stellar, star)
 
 
-def band_offsets(cube: np.ndarray, bands: str = "".join(BANDS)) -> list[tuple[float, float, int]]:
+def band_offsets(
+    cube: np.ndarray, bands: str = "".join(BANDS), ref_band: str = REFERENCE_BAND
+) -> list[tuple[float, float, int]]:
     """Per band of an aligned cube: the median (dx, dy) of its bright isolated stars' centroids from their
-    reference-band centroids (pixels; Gaussian-windowed centroids, ``sep.winpos``), and the stars used
+    centroids in ``ref_band`` (pixels; Gaussian-windowed centroids, ``sep.winpos``), and the stars used
     ((nan, nan, n) with fewer than MIN_OFFSET_STARS)."""
     import sep
 
@@ -161,7 +163,7 @@ def band_offsets(cube: np.ndarray, bands: str = "".join(BANDS)) -> list[tuple[fl
     stars = np.flatnonzero(sources.star)
     window = np.full(len(stars), CENTROID_WINDOW_PX)
     images = [background_subtracted(plane)[0] for plane in cube]
-    ref = bands.index(REFERENCE_BAND)
+    ref = bands.index(ref_band)
     x_ref, y_ref, flag_ref = (sep.winpos(images[ref], sources.x[stars], sources.y[stars], window) if len(stars)
                               else (np.zeros(0), np.zeros(0), np.zeros(0, int)))  # fmt: skip
     out = []

@@ -132,7 +132,12 @@ def align_field(paths: DataPaths, fid: FieldId, ref_band: str = REFERENCE_BAND, 
     images, wcss, ref_index = [f.image for f in frames], [f.wcs for f in frames], BANDS.index(ref_band)
     result = align.align_bands(images, wcss, ref_index)
     # where the WCSs leave a band off its stars, align it again shifted onto them (one resampling, not two)
-    shifts = align.registration_shifts(detection.band_offsets(result.cube, "".join(BANDS)))
+    offsets = detection.band_offsets(result.cube, "".join(BANDS), ref_band)
+    shifts = align.registration_shifts(offsets)
+    for b, (dx, dy, _) in zip(BANDS, offsets, strict=True):
+        if np.hypot(dx, dy) > align.MAX_REGISTRATION_PX:
+            log.warning("field %s: %s band's stars sit %.1f px from %s's after alignment, too far for a WCS error: "
+                        "left where the WCS puts it; check the frame", fid, b, np.hypot(dx, dy), ref_band)  # fmt: skip
     if any(dx or dy for dx, dy in shifts):
         moved = ", ".join(f"{b} ({dx:+.2f}, {dy:+.2f})" for b, (dx, dy) in zip(BANDS, shifts, strict=True) if dx or dy)
         log.info("field %s: bands registered on the field's stars, shifted by %s px", fid, moved)
