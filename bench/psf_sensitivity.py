@@ -18,10 +18,6 @@ from stargal.paths import DEFAULT_SAMPLE_DIR
 from stargal.tables import markdown_table
 
 
-def _pct(entry: dict) -> str:
-    return "-" if entry["fraction"] is None else f"{100 * entry['fraction']:.1f} % ({entry['k']}/{entry['n']})"
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="pretrained", help="model name, folder or 'pretrained'")
@@ -32,7 +28,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     cli.setup_logging(args.quiet)
     from stargal.stages.predict import load_bundle, resolve_model_dir
-    from stargal.stages.realsky import discover, evaluate_field, prepare_field
+    from stargal.stages.realsky import discover, evaluate_field, percent_cell, prepare_field
 
     paths = cli.data_paths(args)
     fields = [f for f in discover(Path(args.sample)) if f.star_catalog is not None]
@@ -49,9 +45,9 @@ def main(argv=None) -> int:
                 [
                     f"{field.fid.run}-{field.fid.camcol}-{field.fid.field}",
                     f"{scale:.2f}",
-                    _pct(recall["overall"]),
-                    *(_pct(b) for b in recall["by_r"]),
-                    _pct(catalog["bright_non_catalog"]),
+                    percent_cell(recall["overall"]),
+                    *(percent_cell(b) for b in recall["by_r"]),
+                    percent_cell(catalog["bright_non_catalog"]),
                     f"{catalog['two_sided']['mcc']:.3f}",
                 ]  # fmt: skip
             )

@@ -48,16 +48,19 @@ def centroid(image, x, y, half=8):
     return (box * xx).sum() / box.sum(), (box * yy).sum() / box.sum()
 
 
+def jittered_stars(rng, rows: slice, cols: slice, jitter: float, flux: tuple[float, float]):
+    """(x, y, flux) of stars on a 30 px grid, each moved by up to ``jitter`` px: isolated, one per centroid box."""
+    gy, gx = np.mgrid[rows, cols]
+    xs = gx.ravel() + rng.uniform(-jitter, jitter, gx.size)
+    ys = gy.ravel() + rng.uniform(-jitter, jitter, gy.size)
+    return xs, ys, rng.uniform(*flux, gx.size)
+
+
 @pytest.fixture(scope="module")
 def star_field():
     """Isolated stars (a jittered 30 px grid, so centroid boxes hold one star each)."""
-    rng = np.random.default_rng(3)
-    shape = (120, 160)
-    gy, gx = np.mgrid[25:100:30, 20:150:30]
-    xs = gx.ravel() + rng.uniform(-4, 4, gx.size)
-    ys = gy.ravel() + rng.uniform(-4, 4, gy.size)
-    fluxes = rng.uniform(50, 500, gx.size)
-    return shape, xs, ys, fluxes
+    xs, ys, fluxes = jittered_stars(np.random.default_rng(3), slice(25, 100, 30), slice(20, 150, 30), 4, (50, 500))
+    return (120, 160), xs, ys, fluxes
 
 
 def test_affine_map_recovers_injected_offsets(star_field):
@@ -301,10 +304,7 @@ def test_registration_measures_and_removes_a_bands_wcs_error():
 
     rng = np.random.default_rng(5)
     shape = (300, 400)
-    gy, gx = np.mgrid[20:290:30, 20:390:30]
-    xs = gx.ravel() + rng.uniform(-3, 3, gx.size)
-    ys = gy.ravel() + rng.uniform(-3, 3, gy.size)
-    fluxes = rng.uniform(40, 300, gx.size)
+    xs, ys, fluxes = jittered_stars(rng, slice(20, 290, 30), slice(20, 390, 30), 3, (40, 300))
     ref_wcs = make_wcs(shape)
     wcss = [make_wcs(shape, shift=(1.3 * k, 2.0)) if b != "r" else ref_wcs for k, b in enumerate(BANDS)]
     error = {"i": (0.6, -0.4)}

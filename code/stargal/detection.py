@@ -152,14 +152,14 @@ def measure_sources(cube: np.ndarray, bands: str = "".join(BANDS)) -> Sources:
 
 
 def band_offsets(
-    cube: np.ndarray, bands: str = "".join(BANDS), ref_band: str = REFERENCE_BAND
+    cube: np.ndarray, bands: str = "".join(BANDS), ref_band: str = REFERENCE_BAND, sources: Sources | None = None
 ) -> list[tuple[float, float, int]]:
     """Per band of an aligned cube: the median (dx, dy) of its bright isolated stars' centroids from their
     centroids in ``ref_band`` (pixels; Gaussian-windowed centroids, ``sep.winpos``), and the stars used
-    ((nan, nan, n) with fewer than MIN_OFFSET_STARS)."""
+    ((nan, nan, n) with fewer than MIN_OFFSET_STARS). ``sources``: the cube's, when already measured."""
     import sep
 
-    sources = measure_sources(cube, bands)
+    sources = measure_sources(cube, bands) if sources is None else sources
     stars = np.flatnonzero(sources.star)
     window = np.full(len(stars), CENTROID_WINDOW_PX)
     images = [background_subtracted(plane)[0] for plane in cube]

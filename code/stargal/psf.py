@@ -13,11 +13,15 @@ Pure functions; ``PSFMap.to_dict``/``from_dict`` give the JSON stage 01 writes b
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .errors import StargalError
 from .normalise import MAD_TO_SIGMA
+
+if TYPE_CHECKING:
+    from .detection import Sources
 
 PSF_MAP_VERSION = 1
 # polynomial terms of the frame position x', y' in [-1, 1]: 1, x', y', x'^2 (SDSS's PSF varies most along the
@@ -120,7 +124,11 @@ def measure_psf_map(cube: np.ndarray, bands: str) -> PSFMap:
     """The PSF map of an aligned cube [bands, rows, cols], from the stars ``stargal.detection`` finds."""
     from .detection import measure_sources
 
-    sources = measure_sources(cube, bands)
+    return psf_map_of(measure_sources(cube, bands), cube.shape[1:], bands)
+
+
+def psf_map_of(sources: Sources, shape: tuple[int, int], bands: str) -> PSFMap:
+    """The PSF map of a cube of ``shape`` (rows, columns) from its sources (``detection.measure_sources``)."""
     if not sources.star.any():
         raise StargalError("no star found to measure the PSF on (an empty, blank or tiny frame?)")
-    return fit_psf_map(sources.r50, sources.x, sources.y, sources.star, cube.shape[1:], bands)
+    return fit_psf_map(sources.r50, sources.x, sources.y, sources.star, shape, bands)

@@ -123,16 +123,20 @@ def cube_meta(fid: FieldId, ref_band: str, ref: sdss.Frame, result: align.Alignm
     return meta
 
 
-def align_field(paths: DataPaths, fid: FieldId, ref_band: str = REFERENCE_BAND, out: Path | None = None) -> dict:
+def align_field(
+    paths: DataPaths, fid: FieldId, ref_band: str = REFERENCE_BAND, out: Path | None = None
+) -> tuple[dict, detection.Sources]:
     """Read, align and write one field's cube (to ``out``, by default its place in the data folder); return the
-    non-finite input pixels and the aligned coverage of each band."""
+    non-finite input pixels and the aligned coverage of each band, and the sources of the cube as written (the
+    registration measures them; the PSF map is fitted to them)."""
     frames = read_field_frames(paths, fid, ref_band)
     ref = frames[BANDS.index(ref_band)]
     nonfinite = {b: f.nonfinite for b, f in zip(BANDS, frames, strict=True)}
     images, wcss, ref_index = [f.image for f in frames], [f.wcs for f in frames], BANDS.index(ref_band)
     result = align.align_bands(images, wcss, ref_index)
     # where the WCSs leave a band off its stars, align it again shifted onto them (one resampling, not two)
-    offsets = detection.band_offsets(result.cube, "".join(BANDS), ref_band)
+    sources = detection.measure_sources(result.cube, "".join(BANDS))
+    offsets = detection.band_offsets(result.cube, "".join(BANDS), ref_band, sources=sources)
     shifts = align.registration_shifts(offsets)
     for b, (dx, dy, _) in zip(BANDS, offsets, strict=True):
         if np.hypot(dx, dy) > align.MAX_REGISTRATION_PX:
@@ -142,6 +146,7 @@ def align_field(paths: DataPaths, fid: FieldId, ref_band: str = REFERENCE_BAND, 
         moved = ", ".join(f"{b} ({dx:+.2f}, {dy:+.2f})" for b, (dx, dy) in zip(BANDS, shifts, strict=True) if dx or dy)
         log.info("field %s: bands registered on the field's stars, shifted by %s px", fid, moved)
         result = align.align_bands(images, wcss, ref_index, shifts=shifts)
+        sources = detection.measure_sources(result.cube, "".join(BANDS))
     del frames, images  # the raw images are no longer needed: lower the peak before writing
     coverage = {b: round(float(np.isfinite(result.cube[k]).mean()), 4) for k, b in enumerate(BANDS)}
     low = {b: c for b, c in coverage.items() if c < LOW_COVERAGE}
@@ -155,13 +160,16 @@ def align_field(paths: DataPaths, fid: FieldId, ref_band: str = REFERENCE_BAND, 
     for b in BANDS:
         meta[f"NONFIN_{b}"] = (nonfinite[b], f"non-finite {b} input pixels masked")
     write_cube(out or paths.cube(fid), result.cube, ref.wcs, "".join(BANDS), meta)
-    return {"nonfinite": nonfinite, "coverage": coverage}
+    return {"nonfinite": nonfinite, "coverage": coverage}, sources
 
 
-def measure_field_psf(cube_file: Path) -> dict:
-    """The PSF map (as JSON-ready dict) of a cube, measured on its own stars."""
-    cube = read_cube(cube_file)
+def measure_field_psf(cube_file: Path, sources: detection.Sources | None = None) -> dict:
+    """The PSF map (as JSON-ready dict) of a cube, fitted to its own stars (``sources``: the cube's, when
+    already measured)."""
     try:
+        if sources is not None:
+            return psf.psf_map_of(sources, cube_wcs_shape(cube_file)[1], "".join(BANDS)).to_dict()
+        cube = read_cube(cube_file)
         return psf.measure_psf_map(np.asarray(cube.data, np.float32), cube.bands).to_dict()
     except StargalError as exc:
         raise StargalError(f"{cube_file}: {exc}") from None
@@ -219,19 +227,20 @@ def process_field(task: FieldTask) -> dict:
     if cube_current and objects_current and psf_current:
         return done
     with OutputSet(record_path) as out:
+        sources = None  # the cube's, when aligned here
         if cube_current:
             out.keep(cube_path, previous["integrity"]["files"][cube_path.name])
             cube_file, quality = cube_path, {k: previous.get(k) for k in ("nonfinite", "coverage")}
         else:
             t0, c0 = time.perf_counter(), time.process_time()
             cube_file = out.path(cube_path)
-            quality = align_field(paths, fid, task.ref_band, out=cube_file)
+            quality, sources = align_field(paths, fid, task.ref_band, out=cube_file)
             done.update(aligned=True, align_seconds=time.perf_counter() - t0, cpu_seconds=time.process_time() - c0)
         if psf_current:
             out.keep(psf_path, previous["integrity"]["files"][psf_path.name])
         else:
             t0 = time.perf_counter()
-            write_json(out.path(psf_path), measure_field_psf(cube_file))
+            write_json(out.path(psf_path), measure_field_psf(cube_file, sources))
             done.update(psf=True, psf_seconds=time.perf_counter() - t0)
         record = {
             "field": str(fid),

@@ -254,7 +254,8 @@ def _sources_csv(table: dict) -> str:
     return csv_text(columns, rows)
 
 
-def _pct(entry: dict | None) -> str:
+def percent_cell(entry: dict | None) -> str:
+    """A ``realsky.fraction`` as a table cell: "93.2 % (150/161)", or "-" without data."""
     if not entry or entry.get("fraction") is None:
         return "-"
     return f"{100 * entry['fraction']:.1f} % ({entry['k']}/{entry['n']})"
@@ -268,16 +269,16 @@ def report_content(record: dict) -> dict:
         gap = realsky.largest_quadrant_gap(lc["called_star"], lc["called_star_by_quadrant"])
         ceiling_gap = realsky.largest_quadrant_gap(lc["pointlike"], lc.get("pointlike_by_quadrant", []))
         locus_rows.append(
-            [f["label"], f["sources"], f"{lc['ebv']:.2f}", _pct(lc["pointlike"]), _pct(lc.get("catalog_stars")),
-             _pct(lc["called_star"]), _pct(lc["called_galaxy"]), "-" if gap is None else f"{100 * gap:.1f}",
+            [f["label"], f["sources"], f"{lc['ebv']:.2f}", percent_cell(lc["pointlike"]), percent_cell(lc.get("catalog_stars")),
+             percent_cell(lc["called_star"]), percent_cell(lc["called_galaxy"]), "-" if gap is None else f"{100 * gap:.1f}",
              "-" if ceiling_gap is None else f"{100 * ceiling_gap:.1f}"]
         )  # fmt: skip
         if "catalog" in f:
             c = f["catalog"]
             by_r = {e["bin"]: e for e in c["recall"]["by_r"]}
             catalog_rows.append(
-                [f["label"], _pct(c["recall"]["overall"]), _pct(by_r["< 21"]), _pct(by_r["21-22"]),
-                 _pct(by_r[">= 22"]), _pct(c["bright_non_catalog"]), f"{c['two_sided']['mcc']:.3f}"]
+                [f["label"], percent_cell(c["recall"]["overall"]), percent_cell(by_r["< 21"]), percent_cell(by_r["21-22"]),
+                 percent_cell(by_r[">= 22"]), percent_cell(c["bright_non_catalog"]), f"{c['two_sided']['mcc']:.3f}"]
             )  # fmt: skip
     tables = [
         {
@@ -337,6 +338,6 @@ def markdown(record: dict) -> str:
         lines += [f"## {t['title']}", "", markdown_table(t["columns"], t["rows"]), ""]
     for f in record["fields"]:
         lines += [f"## {f['label']}: star fraction called per r bin", ""]
-        rows = [[e["bin"], _pct(e)] for e in f["star_fraction"]["by_r"]]
+        rows = [[e["bin"], percent_cell(e)] for e in f["star_fraction"]["by_r"]]
         lines += [markdown_table(["r", "called star"], rows), ""]
     return "\n".join(lines)
