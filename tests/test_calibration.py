@@ -103,7 +103,7 @@ def real_offsets(sample_dir) -> dict:
 
 
 def test_band_offsets_like_real(real_offsets, tiny_sky):
-    # simulator version 5 draws each field's offsets within the range of the real fields (widened a little)
+    # the simulator (since version 5) draws each field's offsets within the range of the real fields (widened a little)
     assert len(real_offsets["u"]) >= 2
     for f in TINY.fields:
         frames = sim_frames(tiny_sky, f)

@@ -7,7 +7,7 @@ import pytest
 import toy_models as toy
 from scipy.spatial import cKDTree
 
-from stargal import detection, locus, realsky, simulate
+from stargal import detection, fidelity, locus, realsky, simulate, sky_models
 from stargal.config import FieldSet
 from stargal.cube import read_cube
 from stargal.errors import StargalError
@@ -73,7 +73,7 @@ def test_psf_map_follows_a_gradient_and_refuses_a_starless_frame():
 
 
 ONE_FIELD = FieldSet(301, 8162, 6, (80,), (80,), (), ())
-ONE_FIELD_SEED = 7  # field 80 of seed 7: |b| = 33 deg, 1.1" seeing, an ordinary high-latitude field
+ONE_FIELD_SEED = 8  # field 80 of seed 8: |b| = 58 deg, 0.94" seeing, an ordinary high-latitude field
 
 
 @pytest.fixture(scope="module")
@@ -112,10 +112,11 @@ def test_locus_check_passes_on_simulated_stars_and_fails_on_galaxies(one_field):
     # a perfect classifier (the simulator's truth) as the "model"
     check = realsky.locus_check(s["gr"], s["ri"], s["r"], s["star"], s["pointlike"], quad)
     assert check["called_star"]["n"] >= 30 and check["called_galaxy"]["n"] >= 15
-    # measured colours (not the true ones) of a 1.1"-seeing field: most true stars lie on the locus, and
-    # clearly more of them than of the galaxies, several of which have star-like colours at these magnitudes
+    # measured colours (not the true ones): most true stars lie on the locus, and clearly more of them than of
+    # the galaxies, several of which have star-like colours at these magnitudes (of the 17-23 galaxies a field
+    # holds at 16 < r < 20, 33-72 % over sky seeds 7-11, 12-56 points fewer than of its stars, 81-97 %)
     assert check["called_star"]["fraction"] >= 0.8
-    assert check["called_galaxy"]["fraction"] <= check["called_star"]["fraction"] - 0.15
+    assert check["called_galaxy"]["fraction"] <= check["called_star"]["fraction"] - 0.1
     # a classifier calling everything star fails the test
     everything = realsky.locus_check(s["gr"], s["ri"], s["r"], np.ones(len(s["r"]), bool), s["pointlike"], quad)
     assert everything["called_star"]["fraction"] < check["called_star"]["fraction"] - 0.03
@@ -127,7 +128,9 @@ def test_psf_map_of_a_simulated_cube_follows_its_stars(one_field):
     pmap = PSFMap.from_dict(read_json(paths.psf_map(fid)))
     assert pmap.bands == "ugriz" and pmap.stars >= 30
     at = pmap.at(s.x[s.star], s.y[s.star])
-    np.testing.assert_allclose(np.median(at, 0), np.nanmedian(s.r50[s.star], 0), rtol=0.05)
+    # u: ~30 stars whose u sizes scatter by ~10 % (few are bright in u), so their median is uncertain by 2-3 %
+    rtol = np.array([0.07, 0.05, 0.05, 0.05, 0.05])
+    assert np.all(np.abs(np.median(at, 0) / np.nanmedian(s.r50[s.star], 0) - 1) <= rtol)
     # and the map follows the simulator's own PSF: a wider core gives wider stars
     cond = simulate.field_conditions(ONE_FIELD_SEED, 8162, 6, 80)
     ratio = np.array([cond.seeing[b] for b in "ugriz"]) / cond.seeing["r"]
@@ -150,18 +153,71 @@ def test_detection_finds_sources_sizes_and_stars():
     np.testing.assert_allclose(np.median(flux / flux[:, [2]], 0), toy.SED / toy.SED[2], rtol=0.05)
 
 
+BETAS = (3.0, 4.0, 6.0, 10.0)
+
+
+def _shape_fits(data: np.ndarray, bands: str) -> dict:
+    """Per band g, r, i: the PSF model fits (rms, wing share, FWHM) of the cube's stacked stars, per core beta."""
+    ee = np.asarray(fidelity.measure_cube(data, bands)["encircled_energy"])
+    return {band: {beta: fidelity.fit_psf_shape(ee[bands.index(band)], beta) for beta in BETAS} for band in "gri"}
+
+
+def _best_beta(fits: list[dict]) -> float:
+    """The core beta with the least summed rms over every field and band of ``fits``."""
+    return min(BETAS, key=lambda beta: sum(f[band][beta][0] for f in fits for band in f))
+
+
+@pytest.mark.slow
+def test_simulated_stars_recover_the_psf_shape_they_were_drawn_with(one_field):
+    """The shape fit reads a simulated field's core beta and wing shares back from its stacked stars."""
+    paths, fid = one_field["paths"], one_field["fid"]
+    cube = read_cube(paths.cube(fid))
+    fits = _shape_fits(np.asarray(cube.data, np.float32), cube.bands)
+    assert _best_beta([fits]) == sky_models.PSF_CORE_BETA
+    drawn = simulate.field_conditions(ONE_FIELD_SEED, 8162, 6, 80).wing
+    for band, by_beta in fits.items():
+        assert by_beta[sky_models.PSF_CORE_BETA][1] == pytest.approx(drawn[band], abs=0.05), band
+
+
+@pytest.fixture(scope="module")
+def real_4510(sample_dir, tmp_path_factory):
+    """4510-4-30 of the sample, aligned, with its star sweep."""
+    from stargal.stages.realsky import discover, prepare_field
+
+    field = next(f for f in discover(sample_dir / "004510-4-0030") if f.star_catalog is not None)
+    paths = DataPaths(tmp_path_factory.mktemp("real_4510") / "data")
+    prepare_field(paths, field)
+    return field, read_cube(paths.cube(field.fid))
+
+
 @pytest.mark.real
-def test_photometry_reproduces_the_sdss_psf_magnitudes_of_real_stars(sample_dir, tmp_path):
+def test_real_psf_cores_have_the_simulators_shape(real_4510, sample_dir, tmp_path):
+    """Stacks of real stars (4510-4-30 and 8162-6-80, g r i) are fitted best by the simulator's core beta (4,
+    not the near-Gaussian 6 of simulator version 5), with wing shares inside the range it draws."""
+    from stargal.stages.realsky import discover, prepare_field
+
+    cubes = [real_4510[1]]
+    if (sample_dir / "008162-6-0080").is_dir():
+        paths = DataPaths(tmp_path / "data")
+        field = discover(sample_dir / "008162-6-0080")[0]
+        prepare_field(paths, field)
+        cubes.append(read_cube(paths.cube(field.fid)))
+    fits = [_shape_fits(np.asarray(c.data, np.float32), c.bands) for c in cubes]
+    assert _best_beta(fits) == sky_models.PSF_CORE_BETA
+    lo, hi = sky_models.PSF_WING_FRACTION
+    for f in fits:
+        for band, by_beta in f.items():
+            assert lo - 0.03 <= by_beta[sky_models.PSF_CORE_BETA][1] <= hi + 0.03, band
+
+
+@pytest.mark.real
+def test_photometry_reproduces_the_sdss_psf_magnitudes_of_real_stars(real_4510):
     from astropy.coordinates import SkyCoord
 
     from stargal import sdss
     from stargal.config import BANDS
-    from stargal.stages.realsky import discover, prepare_field
 
-    field = next(f for f in discover(sample_dir / "004510-4-0030") if f.star_catalog is not None)
-    paths = DataPaths(tmp_path / "data")
-    prepare_field(paths, field)
-    cube = read_cube(paths.cube(field.fid))
+    field, cube = real_4510
     s = detection.measure_sources(np.asarray(cube.data, np.float32), cube.bands)
     catalog = sdss.read_catalog(field.star_catalog)
     ra, dec = cube.wcs.celestial.wcs_pix2world(s.x, s.y, 0)

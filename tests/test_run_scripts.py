@@ -172,7 +172,7 @@ def test_demo_pipeline_end_to_end_and_a_rerun_redoes_nothing(tmp_path):
         (data / "datasets" / (data / "datasets" / "LATEST").read_text().strip() / "dataset.json").read_text()
     )
     counts = dataset["counts"]
-    # the tiny sky (four 400 x 600 frames of simulator v5, realistic galaxy counts): ~190 patches in all
+    # the tiny sky (four 400 x 600 frames of the simulated sky, realistic galaxy counts): ~190 patches in all
     assert dataset["simulated"] is True and counts["train"]["n"] > 80
     assert all(counts[s]["n"] > 25 and 0 < counts[s]["stars"] < counts[s]["n"] for s in ("val", "test"))
     model = (data / "models" / "LATEST").read_text().strip()

@@ -19,7 +19,7 @@ OBJC_TYPE_GALAXY = 3
 OBJC_TYPE_STAR = 6
 SEED = 42
 # bump when the simulated sky's pixels or catalogs change: stage 00 then renders existing simulated data again
-SIMULATION_VERSION = 5
+SIMULATION_VERSION = 6
 PATCH_SIZE = 25
 
 

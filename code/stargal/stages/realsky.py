@@ -80,17 +80,20 @@ def prepare_field(paths: DataPaths, field: SampleField) -> None:
     process_field(FieldTask(str(paths.root), fid))
 
 
-def evaluate_field(paths: DataPaths, field: SampleField, bundle: ModelBundle, psf_scale: float = 1.0) -> dict:
+def evaluate_field(
+    paths: DataPaths, field: SampleField, bundle: ModelBundle, psf_scale: float | np.ndarray = 1.0
+) -> dict:
     """Detect, measure and classify one field's sources; the locus and star-fraction checks, and the
     two-sided check where the field has its star catalog. Returns the results and the per-source table.
-    ``psf_scale`` multiplies the field's measured PSF before the model sees it (bench/psf_sensitivity.py)."""
+    ``psf_scale`` (one value, or one per band) multiplies the field's measured PSF before the model sees it
+    (bench/psf_sensitivity.py)."""
     fid = field.fid
     integrity.require_field(paths, fid)  # cube and PSF map intact
     cube = read_cube(paths.cube(fid))
     data = np.ascontiguousarray(np.asarray(cube.data, np.float32))
     pmap = PSFMap.from_dict(read_json(paths.psf_map(fid)), str(paths.psf_map(fid)))
-    if psf_scale != 1.0:
-        pmap = replace(pmap, coefficients=pmap.coefficients * psf_scale)
+    if np.any(np.asarray(psf_scale) != 1.0):
+        pmap = replace(pmap, coefficients=pmap.coefficients * np.reshape(psf_scale, (-1, 1)))
     sources = detection.measure_sources(data, cube.bands)
     ra, dec = cube.wcs.celestial.wcs_pix2world(sources.x, sources.y, 0)
     pred = _classify(bundle, data, cube.wcs, ra, dec, pmap)
