@@ -128,8 +128,8 @@ def test_psf_map_of_a_simulated_cube_follows_its_stars(one_field):
     pmap = PSFMap.from_dict(read_json(paths.psf_map(fid)))
     assert pmap.bands == "ugriz" and pmap.stars >= 30
     at = pmap.at(s.x[s.star], s.y[s.star])
-    # u: ~30 stars whose u sizes scatter by ~10 % (few are bright in u), so their median is uncertain by 2-3 %
-    rtol = np.array([0.07, 0.05, 0.05, 0.05, 0.05])
+    # u: most stars are faint in u, their u sizes scatter by 40 %, so the median of ~30 is uncertain by ~8 %
+    rtol = np.array([0.15, 0.05, 0.05, 0.05, 0.05])
     assert np.all(np.abs(np.median(at, 0) / np.nanmedian(s.r50[s.star], 0) - 1) <= rtol)
     # and the map follows the simulator's own PSF: a wider core gives wider stars
     cond = simulate.field_conditions(ONE_FIELD_SEED, 8162, 6, 80)
@@ -196,12 +196,12 @@ def test_real_psf_cores_have_the_simulators_shape(real_4510, sample_dir, tmp_pat
     not the near-Gaussian 6 of simulator version 5), with wing shares inside the range it draws."""
     from stargal.stages.realsky import discover, prepare_field
 
-    cubes = [real_4510[1]]
-    if (sample_dir / "008162-6-0080").is_dir():
-        paths = DataPaths(tmp_path / "data")
-        field = discover(sample_dir / "008162-6-0080")[0]
-        prepare_field(paths, field)
-        cubes.append(read_cube(paths.cube(field.fid)))
+    if not (sample_dir / "008162-6-0080").is_dir():
+        pytest.skip("the sample lacks field 8162-6-80")
+    paths = DataPaths(tmp_path / "data")
+    field = discover(sample_dir / "008162-6-0080")[0]
+    prepare_field(paths, field)
+    cubes = [real_4510[1], read_cube(paths.cube(field.fid))]
     fits = [_shape_fits(np.asarray(c.data, np.float32), c.bands) for c in cubes]
     assert _best_beta(fits) == sky_models.PSF_CORE_BETA
     lo, hi = sky_models.PSF_WING_FRACTION
