@@ -18,12 +18,11 @@ import numpy as np
 
 from stargal import cli, simulate, sky_models
 from stargal.config import BANDS
-from stargal.fidelity import EE_NORM_RADIUS, EE_RADII, fit_psf_shape
+from stargal.fidelity import CORE_BETAS, EE_NORM_RADIUS, EE_RADII, fit_psf_shape
 from stargal.fsio import read_json
 from stargal.paths import PROJECT_ROOT
 from stargal.tables import markdown_table
 
-BETAS = (3.0, 4.0, 6.0, 10.0)
 FIT_BANDS = "gri"  # u and z stacks are too noisy to tell the shapes apart
 
 
@@ -45,16 +44,16 @@ def main(argv=None) -> int:
             for band in FIT_BANDS:
                 b = BANDS.index(band)
                 ee = np.asarray(field["encircled_energy"][b], np.float64)
-                fits = {beta: fit_psf_shape(ee, beta) for beta in BETAS}
+                fits = {beta: fit_psf_shape(ee, beta) for beta in CORE_BETAS}
                 best = min(fits, key=lambda beta: fits[beta][0])
                 wins[sky].append(best)
                 share = fits[sky_models.PSF_CORE_BETA][1]
                 rows.append(
                     [sky, name, band, f"{field['stellar_r50'][b]:.2f}",
-                     *(f"{1000 * fits[beta][0]:.1f}" for beta in BETAS), f"{best:g}", f"{100 * share:.0f} %",
+                     *(f"{1000 * fits[beta][0]:.1f}" for beta in CORE_BETAS), f"{best:g}", f"{100 * share:.0f} %",
                      "-" if drawn is None else f"{100 * drawn[band]:.0f} %"]
                 )  # fmt: skip
-    columns = ["sky", "field", "band", "stellar r50 (px)", *(f"rms x1000, core beta {beta:g}" for beta in BETAS),
+    columns = ["sky", "field", "band", "stellar r50 (px)", *(f"rms x1000, core beta {beta:g}" for beta in CORE_BETAS),
                "best beta", f"wing share (beta {sky_models.PSF_CORE_BETA:g})", "drawn share"]  # fmt: skip
     print(
         "The simulator's PSF model fitted to each field's stacked stars (encircled energy at "
@@ -63,7 +62,7 @@ def main(argv=None) -> int:
     print(markdown_table(columns, rows))
     for sky, best in wins.items():
         if best:
-            counts = ", ".join(f"beta {beta:g}: {best.count(beta)}" for beta in BETAS)
+            counts = ", ".join(f"beta {beta:g}: {best.count(beta)}" for beta in CORE_BETAS)
             print(f"\n{sky}: best-fitting core beta over {len(best)} field-bands: {counts}")
     return 0
 

@@ -153,18 +153,18 @@ def test_detection_finds_sources_sizes_and_stars():
     np.testing.assert_allclose(np.median(flux / flux[:, [2]], 0), toy.SED / toy.SED[2], rtol=0.05)
 
 
-BETAS = (3.0, 4.0, 6.0, 10.0)
-
-
 def _shape_fits(data: np.ndarray, bands: str) -> dict:
     """Per band g, r, i: the PSF model fits (rms, wing share, FWHM) of the cube's stacked stars, per core beta."""
     ee = np.asarray(fidelity.measure_cube(data, bands)["encircled_energy"])
-    return {band: {beta: fidelity.fit_psf_shape(ee[bands.index(band)], beta) for beta in BETAS} for band in "gri"}
+    return {
+        band: {beta: fidelity.fit_psf_shape(ee[bands.index(band)], beta) for beta in fidelity.CORE_BETAS}
+        for band in "gri"
+    }
 
 
 def _best_beta(fits: list[dict]) -> float:
     """The core beta with the least summed rms over every field and band of ``fits``."""
-    return min(BETAS, key=lambda beta: sum(f[band][beta][0] for f in fits for band in f))
+    return min(fidelity.CORE_BETAS, key=lambda beta: sum(f[band][beta][0] for f in fits for band in f))
 
 
 @pytest.mark.slow

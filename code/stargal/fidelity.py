@@ -17,6 +17,7 @@ from .detection import background_subtracted, measure_sources
 
 EE_RADII = (1.5, 2.0, 3.0, 4.0, 6.0, 8.0)  # pixels; encircled energy relative to EE_NORM_RADIUS
 EE_NORM_RADIUS = 12.0
+CORE_BETAS = (3.0, 4.0, 6.0, 10.0)  # core shapes fit_psf_shape is compared over (bench/psf_shape.py)
 STACK_HALF = 15
 COUNT_BINS = np.arange(14.0, 23.01, 0.5)
 EXTENDED = 1.4  # a source is extended when its r-band r50 exceeds 1.4 times the stars'
@@ -57,10 +58,8 @@ def encircled_energy(profile: np.ndarray, radii=EE_RADII) -> np.ndarray:
 def model_encircled_energy(fwhm: float, wing: float, beta: float, radii=EE_RADII) -> np.ndarray:
     """Encircled energy of the simulator's PSF model (core Moffat ``beta``, FWHM ``fwhm`` px, ``wing`` share of
     the light in its wings), pixel-integrated, at ``radii`` relative to EE_NORM_RADIUS (as ``encircled_energy``)."""
-    core_amp, core_var = sky_models.moffat_mog(beta)
-    wing_amp, wing_var = sky_models.moffat_mog(sky_models.PSF_WING_BETA)
-    amp = np.concatenate([(1 - wing) * core_amp, wing * wing_amp])
-    var = np.concatenate([core_var, wing_var * sky_models.PSF_WING_SCALE**2]) * fwhm**2 + sky_models.PIXEL_VARIANCE
+    amp, var = sky_models.psf_components(sky_models.PSF(fwhm, wing), 1, core_beta=beta)
+    var = var[0] + sky_models.PIXEL_VARIANCE
     r = np.asarray([*radii, EE_NORM_RADIUS], np.float64)
     ee = (amp[None, :] * (1 - np.exp(-(r[:, None] ** 2) / (2 * var[None, :])))).sum(1)
     return ee[:-1] / ee[-1]
@@ -68,7 +67,7 @@ def model_encircled_energy(fwhm: float, wing: float, beta: float, radii=EE_RADII
 
 def fit_psf_shape(ee: np.ndarray, beta: float, wings=np.linspace(0.0, 0.45, 46)) -> tuple[float, float, float]:
     """(rms residual, wing share, FWHM px) of the PSF model of core ``beta`` closest to a measured encircled-energy
-    curve ``ee`` (at EE_RADII); on simulated stacks it recovers the drawn wing share to 1-2 points."""
+    curve ``ee`` (at EE_RADII); on simulated stacks it recovers the drawn wing share to 0-4 points."""
     from scipy.optimize import minimize_scalar
 
     ee = np.asarray(ee, np.float64)

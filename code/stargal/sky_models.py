@@ -279,9 +279,10 @@ class PSF:
     wing: float
 
 
-def psf_components(psf: PSF, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Amplitudes [K] (summing to 1) and isotropic variances [n, K] (pixel^2) of the PSF's Gaussian mixture."""
-    core_amp, core_var = moffat_mog(PSF_CORE_BETA)
+def psf_components(psf: PSF, n: int, core_beta: float = PSF_CORE_BETA) -> tuple[np.ndarray, np.ndarray]:
+    """Amplitudes [K] (summing to 1) and isotropic variances [n, K] (pixel^2) of the PSF's Gaussian mixture
+    (``core_beta``: another core shape, for fitting the model to measured profiles)."""
+    core_amp, core_var = moffat_mog(core_beta)
     wing_amp, wing_var = moffat_mog(PSF_WING_BETA)
     amp = np.concatenate([(1 - psf.wing) * core_amp, psf.wing * wing_amp])
     unit_var = np.concatenate([core_var, wing_var * PSF_WING_SCALE**2])
