@@ -30,7 +30,18 @@ COLUMNS = (
     ("4510 two-sided MCC", lambda r, m: _catalog(r, lambda c: c["two_sided"]["mcc"])),
     ("4510 non-catalog r 21-22 called star", lambda r, m: _faint_non_catalog(r)),
     ("min locus (called star)", lambda r, m: min(f["locus"]["called_star"]["fraction"] or 0 for f in r["fields"])),
+    ("r<16 called star, all fields", lambda r, m: _pooled(r, "saturating")),
+    ("r<16 called galaxy (count)", lambda r, m: _pooled(r, "saturating", missed=True)),
 )
+
+
+def _pooled(record: dict, check: str, missed: bool = False):
+    """One per-field fraction check pooled over the fields (its k / n summed), or the count it misses."""
+    k = sum(f[check]["k"] for f in record["fields"] if check in f)
+    n = sum(f[check]["n"] for f in record["fields"] if check in f)
+    if missed:
+        return n - k
+    return k / n if n else None
 
 
 def _catalog(record: dict, pick):

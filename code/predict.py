@@ -12,8 +12,9 @@ Examples::
 
 Writes one row per input coordinate (with --all: per catalogued object, with objid, r_psfmag and the
 catalog's type; with --detect: per source sep finds in the field, with its r magnitude and size), in input order: ra, dec, x, y, p_star, label, status. status is ok, outside (not in the
-field), edge (too near the border for the model's edge policy) or no_data (a band does not cover the
-position); p_star and label are empty unless status is ok. --out's extension chooses the format: .csv,
+field), edge (too near the border for the model's edge policy), no_data (a band does not cover the
+position) or, with --detect, artefact (seen in the r band alone: a cosmic ray or hot pixel); p_star and label
+are empty unless status is ok. --out's extension chooses the format: .csv,
 .ecsv (units; model, version, threshold, field and sky as metadata) or .fits (binary table, the same
 metadata as header keywords).
 """
@@ -97,6 +98,7 @@ def main(argv=None) -> int:
     cli.setup_logging(args.quiet, args.verbose)
     import numpy as np
 
+    from stargal.predict import STATUS_ARTEFACT
     from stargal.stages.predict import run_predict
 
     ra, dec = coordinates(args)
@@ -115,7 +117,7 @@ def main(argv=None) -> int:
     print(
         f"{len(pred)} {'objects' if args.all else 'coordinates'}: {counts['ok']} classified ({stars} star, "
         f"{counts['ok'] - stars} galaxy), {counts['outside']} outside, {counts['edge']} edge, "
-        f"{counts['no_data']} no data -> {out}"
+        f"{counts['no_data']} no data{f', {counts[STATUS_ARTEFACT]} artefact' if args.detect else ''} -> {out}"
     )
     return 0
 

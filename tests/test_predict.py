@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import toy_models as toy
 
-from stargal.cube import write_cube
+from stargal.cube import read_cube, write_cube
 from stargal.errors import StargalError
 from stargal.geometry import sky_to_pixel
 from stargal.paths import DataPaths
@@ -382,3 +382,28 @@ def test_detect_classifies_every_source_found_in_the_field(tmp_path, model_dir, 
     ok = pred.status[nearest] == "ok"
     assert ok.sum() >= len(xs) - 3
     assert (pred.label[nearest][ok] == kinds[ok]).mean() >= 0.8  # the toy model tells them apart
+    assert not (pred.status == "artefact").any()  # every toy source is seen in every band
+
+
+def test_detect_reports_a_single_band_spike_as_an_artefact(tmp_path, model_dir, field):
+    """A hot pixel in r alone (as on the real 1035-6-17: 266 nanomaggies in one pixel) is found by sep but is
+    no star: status artefact, no p_star or label, in the table as in the returned predictions."""
+    path, wcs, xs, ys, kinds, shape = field
+    data = read_cube(path).data.astype(np.float32)
+    gy, gx = np.mgrid[20 : shape[0] - 20 : 4, 20 : shape[1] - 20 : 4]
+    free = np.hypot(gx.ravel()[:, None] - xs, gy.ravel()[:, None] - ys).min(axis=1) > 20
+    sy, sx = int(gy.ravel()[free][0]), int(gx.ravel()[free][0])
+    data[2, sy, sx] += 266.0
+    data[2, sy + 1, sx] += 34.0
+    spiked = tmp_path / "cube-spike.fits"
+    write_cube(spiked, data, wcs, "ugriz", {"REFBAND": "r", "SIMULAT": True})
+    out = tmp_path / "detected.csv"
+    _, pred = run_predict(
+        DataPaths(tmp_path / "data"), model=str(model_dir), cube_path=str(spiked), detect=True, out=str(out)
+    )
+    at_spike = np.hypot(pred.x - sx, pred.y - sy) < 2
+    assert at_spike.sum() == 1 and pred.status[at_spike][0] == "artefact"
+    assert np.isnan(pred.p_star[at_spike][0]) and pred.label[at_spike][0] == ""
+    row = [r for r in read_out(out) if r["status"] == "artefact"]
+    assert len(row) == 1 and row[0]["p_star"] == "" and row[0]["label"] == ""
+    assert pred.counts()["artefact"] == 1

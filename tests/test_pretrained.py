@@ -153,3 +153,6 @@ def test_real_sky_evaluation_on_real_frames(sample_dir, tmp_path):
     assert catalog["two_sided"]["mcc"] >= 0.65
     for f in by_label.values():
         assert f["locus"]["called_star"]["fraction"] >= 0.7
+    # 7264-3-111's sources brighter than r = 16 are stars, most of them saturated: all 11 are called star
+    bright = by_label["7264-3-111"]["saturating"]
+    assert bright["n"] >= 8 and bright["fraction"] >= 0.9

@@ -50,6 +50,8 @@ def test_fractions_intervals_and_quadrants():
     two = realsky.two_sided(np.array([1, 1, 1, 0], bool), np.array([0, 0, 1], bool))
     assert two["star_recall"]["fraction"] == 0.75 and two["non_catalog_called_star"]["k"] == 1
     assert -1 <= two["mcc"] <= 1
+    bright = realsky.saturating_check(np.array([1, 0, 1, 1], bool), np.array([13.0, 15.9, 16.0, np.nan]))
+    assert (bright["n"], bright["k"]) == (2, 1)  # r = 16 and a NaN magnitude are not "brighter than 16"
 
 
 def test_psf_map_follows_a_gradient_and_refuses_a_starless_frame():
@@ -135,6 +137,21 @@ def test_psf_map_of_a_simulated_cube_follows_its_stars(one_field):
     cond = simulate.field_conditions(ONE_FIELD_SEED, 8162, 6, 80)
     ratio = np.array([cond.seeing[b] for b in "ugriz"]) / cond.seeing["r"]
     np.testing.assert_allclose(pmap.coefficients[:, 0] / pmap.coefficients[2, 0], ratio, rtol=0.12)
+
+
+def test_single_band_sources_are_artefacts():
+    """Seen in r alone: a cosmic ray or hot pixel; the reddest star (g-r 1.6, r-i 2.5) or a faint noisy source
+    is not; a band without data decides nothing."""
+    flux = np.array(
+        [
+            [0.0, 0.1, 100.0, -0.2, 0.0],  # a spike in r
+            [1.0, 22.9, 100.0, 1000.0, 2000.0],  # an M dwarf: g-r 1.6, r-i 2.5
+            [0.0, 0.4, 1.0, 0.3, 0.0],  # faint: g and i within the noise but above 5 % of r
+            [0.0, np.nan, 100.0, 0.0, 0.0],  # g not covered
+            [0.0, 0.0, -1.0, 0.0, 0.0],  # no r flux
+        ]
+    )
+    assert detection.single_band(flux, "ugriz").tolist() == [True, False, False, False, False]
 
 
 def test_detection_finds_sources_sizes_and_stars():

@@ -393,3 +393,20 @@ def test_saturated_pixels_are_interpolated_along_rows_like_real_frames():
     expected = np.interp(bad, [left, right], [before[row, left], before[row, right]])
     np.testing.assert_allclose(noisy[row, bad], expected, rtol=1e-6)
     assert noisy.max() < 20  # no saturated level survives: the core is interpolated, as photo does
+
+
+@pytest.mark.real
+def test_real_saturated_cores_keep_pixels_at_the_simulated_level(sample_dir):
+    """The simulator saturates at the real level: 1035-6-17's brightest star keeps a flat core (the frames
+    interpolate over some saturated rows, not all) at the level the simulator clips at (its DN range less the
+    sky and soft bias, in nanomaggies; flat-fielding spreads real values by a few per cent)."""
+    path = sample_dir / "001035-6-0017" / "frame-r-001035-6-0017.fits.bz2"
+    if not path.exists():
+        pytest.skip(f"{path.name} not in the sample")
+    with fits.open(path) as hdul:
+        image, nmgy = hdul[0].data, hdul[0].header["NMGY"]
+    row, col = np.unravel_index(np.argmax(image), image.shape)
+    core = image[row - 10 : row + 11, col - 10 : col + 11]
+    lo = (simulate.SATURATION_DN[0] - sim_formats.SOFTBIAS - 300.0) * nmgy * 0.95  # sky ~100-300 DN
+    hi = (simulate.SATURATION_DN[1] - sim_formats.SOFTBIAS) * nmgy * 1.1
+    assert ((core > lo) & (core < hi)).sum() >= 6

@@ -6,6 +6,9 @@
 - Sizes: half-light radius (``sep.flux_radius``) of every source in every band, within SIZE_RADIUS pixels.
 - Stars: the stellar sequence, the tight ridge of the smallest sources in the size-magnitude diagram of
   bright unsaturated sources (``stellar_size``); every band's stars give its PSF width.
+- Artefacts: a source seen in r alone (g and i fluxes both under ARTEFACT_FLUX_RATIO of r's) is a cosmic ray,
+  a hot pixel or a satellite: the five bands are exposed minutes apart, and no star or galaxy is that bright in
+  r and that faint on both sides of it (``single_band``).
 - Fluxes: PSF-weighted, a linear fit of a circular Gaussian as wide as the field's stars in that band,
   scaled by the field's own stars to their flux within CORRECTION_RADIUS (3.2"). On the real 4510-4-30 that
   reproduces the SDSS catalog's PSF magnitudes of its stars to 0.03 mag in every band; correcting to the
@@ -37,6 +40,10 @@ GAUSS_R50_TO_SIGMA = 1.0 / 1.1774  # half-light radius of a circular Gaussian is
 MIN_CORRECTION_STARS = 5
 MIN_OFFSET_STARS = 10  # stars needed to measure a band's offset from the reference band
 CENTROID_WINDOW_PX = 1.5  # sigma of sep.winpos's Gaussian window: about a star's core
+# g and i both under 5 % of the r flux (g-r and r-i both beyond 3.25 mag); the reddest stars reach g-r ~ 1.6,
+# r-i ~ 2.5, galaxies less; on the six real fields it picks 4 of 14,729 sources: two single-pixel spikes in r
+# (1035-6-17, r 15.3 and 15.6) and two at the frame's top edge
+ARTEFACT_FLUX_RATIO = 0.05
 APERTURE_CORRECTION_DEFAULT = 1.0  # measured: the five uncrowded real fields' stars give 0.98-1.01
 
 
@@ -149,6 +156,14 @@ def measure_sources(cube: np.ndarray, bands: str = "".join(BANDS)) -> Sources:
         aperture, _, _ = sep.sum_circle(img, x[star], y[star], CORRECTION_RADIUS)
         flux[:, b] = fit / aperture_correction(fit[star], aperture)
     return Sources(x, y, flag, r50.astype(np.float32), flux, stellar, star)
+
+
+def single_band(flux: np.ndarray, bands: str = "".join(BANDS)) -> np.ndarray:
+    """bool [n]: sources with a positive r flux and g and i fluxes both under ARTEFACT_FLUX_RATIO of it
+    (``Sources.flux``); a band without data (NaN) never makes a source an artefact."""
+    g, r, i = (flux[:, bands.index(b)] for b in "gri")
+    with np.errstate(invalid="ignore"):
+        return (r > 0) & (g < ARTEFACT_FLUX_RATIO * r) & (i < ARTEFACT_FLUX_RATIO * r)
 
 
 def band_offsets(

@@ -29,7 +29,8 @@ STATUS_OK = "ok"
 STATUS_OUTSIDE = "outside"
 STATUS_EDGE = "edge"
 STATUS_NO_DATA = "no_data"
-STATUSES = (STATUS_OK, STATUS_OUTSIDE, STATUS_EDGE, STATUS_NO_DATA)
+STATUS_ARTEFACT = "artefact"  # --detect: a source seen in one band only (stargal.detection.single_band)
+STATUSES = (STATUS_OK, STATUS_OUTSIDE, STATUS_EDGE, STATUS_NO_DATA, STATUS_ARTEFACT)
 OUTPUT_COLUMNS = ("ra", "dec", "x", "y", "p_star", "label", "status")
 
 
@@ -64,6 +65,14 @@ def locate(x: np.ndarray, y: np.ndarray, shape: tuple[int, int], patch_size: int
         r, c = patches.pixel_centres(np.where(inside, x, 0), np.where(inside, y, 0))
         status[inside & ~patches.inside_frame(r, c, patch_size, shape)] = STATUS_EDGE
     return status
+
+
+def mark_artefacts(pred: Predictions, artefact: np.ndarray) -> None:
+    """Set the status of ``artefact`` entries that were classified to artefact, without p_star or label."""
+    hit = np.asarray(artefact, bool) & (pred.status == STATUS_OK)
+    pred.status[hit] = STATUS_ARTEFACT
+    pred.p_star[hit] = np.nan
+    pred.label[hit] = ""
 
 
 def uncovered(data: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -259,7 +268,7 @@ DESCRIPTIONS = {
     "catalog_type": "the catalog's class (SDSS OBJC_TYPE)",
     "p_star": "model probability that the source is a star",
     "label": "star or galaxy (p_star >= threshold); empty unless status is ok",
-    "status": "ok, outside, edge or no_data",
+    "status": "ok, outside, edge, no_data or artefact (--detect: seen in r alone)",
 }
 # Text formats: plain CSV rounds for reading by eye; ECSV keeps every float round-trippable.
 CSV_FORMATS = {"x": "%.3f", "y": "%.3f", "p_star": "%.6f", "r_psfmag": "%.3f"}

@@ -11,6 +11,8 @@ Two kinds of evidence, each also split by frame quadrant so that a failure tied 
   cannot be measured), the fraction within 0.15 mag of the locus; the same for sources called galaxy; and for
   context the fraction of the field's *point-like* sources (picked by size alone, no classifier) on the locus,
   the field's own ceiling; plus the predicted star fraction per magnitude bin.
+- **Bright sources, on any field**: sources brighter than r = 16 are almost all stars with cores at or past
+  saturation (galaxies that bright are under one per frame); the fraction called star.
 
 Every fraction comes with its count and a 95 % Wilson interval: quadrants of a high-latitude field hold a few
 dozen bright stars, so a single source moves a fraction by several points.
@@ -29,6 +31,9 @@ LOCUS_RANGE = (16.0, 20.0)  # r: bright enough for clean colours, faint enough n
 LOCUS_BINS = ((16.0, 18.0), (18.0, 19.0), (19.0, 20.0))
 STAR_FRACTION_BINS = ((16.0, 18.0), (18.0, 19.0), (19.0, 20.0), (20.0, 21.0), (21.0, 22.0))
 BRIGHT_LIMIT = 21.0  # r: "bright" non-catalog sources
+# r: brighter than this, star cores approach or pass saturation, while galaxies are ~10 per square degree (under
+# one per frame): a label-free check that saturated stars are called star
+SATURATING_LIMIT = 16.0
 MATCH_RADIUS_ARCSEC = 2.0
 QUADRANT_NAMES = ("x<half, y<half", "x>=half, y<half", "x<half, y>=half", "x>=half, y>=half")
 
@@ -149,6 +154,11 @@ def star_fractions(called_star: np.ndarray, r: np.ndarray, quad: np.ndarray) -> 
             for q in range(4)
         ],
     }
+
+
+def saturating_check(called_star: np.ndarray, r: np.ndarray) -> dict:
+    """The fraction called star among sources brighter than SATURATING_LIMIT (almost all stars at any latitude)."""
+    return fraction(called_star, in_bin(r, None, SATURATING_LIMIT))
 
 
 def largest_quadrant_gap(overall: dict, per_quadrant: list[dict]) -> float | None:

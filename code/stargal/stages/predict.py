@@ -23,6 +23,7 @@ from ..predict import (
     TTA_MODES,
     Predictions,
     classify,
+    mark_artefacts,
     output_format,
     predictions_table,
     write_predictions,
@@ -156,17 +157,18 @@ def catalog_objects(cube_path: Path) -> np.ndarray:
     return read_table(path)
 
 
-def detected_sources(cube: Cube, data: np.ndarray, bands: str) -> tuple[np.ndarray, np.ndarray, dict, dict]:
-    """(ra, dec, columns before, columns after) of every source sep finds in the cube, with its r magnitude
-    (PSF-weighted, aperture-corrected on the field's stars) and r-band half-light radius."""
-    from ..detection import measure_sources
+def detected_sources(cube: Cube, data: np.ndarray, bands: str) -> tuple[np.ndarray, np.ndarray, dict, dict, np.ndarray]:
+    """(ra, dec, columns before, columns after, artefact) of every source sep finds in the cube, with its r
+    magnitude (PSF-weighted, aperture-corrected on the field's stars) and r-band half-light radius; artefact
+    marks those seen in r alone (``detection.single_band``)."""
+    from ..detection import measure_sources, single_band
 
     sources = measure_sources(data, bands)
     ra, dec = cube.wcs.celestial.wcs_pix2world(sources.x, sources.y, 0)
     r = bands.index("r")
     before = {"source": np.arange(1, len(sources) + 1)}
     after = {"r_mag": np.round(sources.magnitude[:, r], 3), "r50_px": np.round(sources.r50[:, r].astype(np.float64), 3)}
-    return np.asarray(ra), np.asarray(dec), before, after
+    return np.asarray(ra), np.asarray(dec), before, after, single_band(sources.flux, bands)
 
 
 def sky_metadata(paths: DataPaths, cube: Cube) -> dict:
@@ -227,8 +229,9 @@ def run_predict(
     if bundle is None:
         bundle = load_bundle(model_dir)
     data = cube_array(cube, bundle.bands)
+    artefact = None
     if detect:
-        ra, dec, before, after = detected_sources(cube, data, bundle.bands)
+        ra, dec, before, after, artefact = detected_sources(cube, data, bundle.bands)
     psf_map = load_psf_map(path, data, bundle.bands) if takes_psf(bundle.model) else None
     mode = tta if bundle.meta.get("tta", False) else "off"  # a model evaluated without TTA is used without it
     pred = classify(
@@ -243,6 +246,8 @@ def run_predict(
         tta=mode,
         psf_map=psf_map,
     )
+    if artefact is not None:
+        mark_artefacts(pred, artefact)
     meta = {
         "MODEL": bundle.name,
         "MODELVER": str(bundle.meta.get("version") or bundle.meta.get("stargal_version") or "unknown"),

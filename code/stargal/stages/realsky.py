@@ -25,7 +25,7 @@ from ..errors import StargalError
 from ..fsio import read_json, write_text
 from ..paths import DataPaths, FieldId
 from ..plots.realsky import plot_locus, plot_recall, plot_star_fractions
-from ..predict import classify
+from ..predict import classify, mark_artefacts
 from ..psf import PSFMap
 from ..tables import csv_text, markdown_table
 from .alignment import FieldTask, process_field
@@ -34,8 +34,9 @@ from .predict import ModelBundle, load_bundle, resolve_model_dir
 
 log = logging.getLogger("stargal")
 RERUN = 301
-# 2: point-like locus fractions per quadrant; 3: bands registered on the stars, fluxes scaled to 3.2"
-FORMAT_VERSION = 3
+# 2: point-like locus fractions per quadrant; 3: bands registered on the stars, fluxes scaled to 3.2";
+# 4: bright sources (r < 16) called star, single-band artefacts left out
+FORMAT_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,7 @@ def evaluate_field(
     sources = detection.measure_sources(data, cube.bands)
     ra, dec = cube.wcs.celestial.wcs_pix2world(sources.x, sources.y, 0)
     pred = _classify(bundle, data, cube.wcs, ra, dec, pmap)
+    mark_artefacts(pred, detection.single_band(sources.flux, cube.bands))  # cosmic rays are not sources
     ok = pred.status == "ok"
     called_star = ok & (pred.label == "star")
     mag = sources.magnitude
@@ -114,6 +116,7 @@ def evaluate_field(
         "psf_r50": [float(v) for v in pmap.coefficients[:, 0]],
         "locus": locus,
         "star_fraction": realsky.star_fractions(called_star[ok], r[ok], quad[ok]),
+        "saturating": realsky.saturating_check(called_star[ok], r[ok]),
     }
     table = {
         "x": sources.x, "y": sources.y, "ra": ra, "dec": dec, "r": r, "g_r": gr, "r_i": ri,
@@ -122,7 +125,7 @@ def evaluate_field(
     }  # fmt: skip
     if field.star_catalog is not None:
         result["catalog"], near_star = _catalog_checks(
-            field, bundle, data, cube, pmap, (ra, dec, r, quad), called_star & ok
+            field, bundle, data, cube, pmap, (ra, dec, r, quad, ok), called_star & ok
         )
         table["catalog_star_within_2arcsec"] = near_star
         # what a perfect classifier would score: the catalog's own stars on the locus (measured as above)
@@ -148,9 +151,9 @@ def _classify(bundle: ModelBundle, data, wcs, ra, dec, pmap):
 
 def _catalog_checks(field, bundle, data, cube, pmap, detected, called_star) -> tuple[dict, np.ndarray]:
     """Recall on the field's catalog stars and the bright non-catalog sources' star fraction (``detected``:
-    the sources' ra, dec, r and quadrant; ``called_star``: classified and called star)."""
+    the sources' ra, dec, r, quadrant and whether classified; ``called_star``: classified and called star)."""
     fid = field.fid
-    ra, dec, r, quad = detected
+    ra, dec, r, quad, ok = detected
     catalog = sdss.read_catalog(field.star_catalog)
     rows, cols = cube.shape
     cx, cy = geometry.sky_to_pixel(cube.wcs, catalog["RA"], catalog["DEC"])
@@ -167,7 +170,7 @@ def _catalog_checks(field, bundle, data, cube, pmap, detected, called_star) -> t
     near_star = geometry.near_any(
         ra, dec, catalog["RA"][in_frame], catalog["DEC"][in_frame], realsky.MATCH_RADIUS_ARCSEC
     )
-    others = ~near_star & realsky.in_bin(r, None, realsky.BRIGHT_LIMIT)
+    others = ok & ~near_star & realsky.in_bin(r, None, realsky.BRIGHT_LIMIT)
     return {
         "catalog": str(field.star_catalog.name),
         "stars_listed": len(stars),
@@ -274,7 +277,7 @@ def report_content(record: dict) -> dict:
         locus_rows.append(
             [f["label"], f["sources"], f"{lc['ebv']:.2f}", percent_cell(lc["pointlike"]), percent_cell(lc.get("catalog_stars")),
              percent_cell(lc["called_star"]), percent_cell(lc["called_galaxy"]), "-" if gap is None else f"{100 * gap:.1f}",
-             "-" if ceiling_gap is None else f"{100 * ceiling_gap:.1f}"]
+             "-" if ceiling_gap is None else f"{100 * ceiling_gap:.1f}", percent_cell(f.get("saturating"))]
         )  # fmt: skip
         if "catalog" in f:
             c = f["catalog"]
@@ -285,7 +288,7 @@ def report_content(record: dict) -> dict:
             )  # fmt: skip
     tables = [
         {
-            "title": "Stellar locus: sources with 16 < r < 20 within 0.15 mag of the (reddened) locus",
+            "title": "Stellar locus: sources with 16 < r < 20 within 0.15 mag of the (reddened) locus; bright sources",
             "columns": [
                 "field",
                 "sources",
@@ -296,6 +299,7 @@ def report_content(record: dict) -> dict:
                 "called galaxy",
                 "worst quadrant gap (points)",
                 "point-like worst quadrant gap",
+                f"r < {realsky.SATURATING_LIMIT:.0f} called star",
             ],  # fmt: skip
             "rows": locus_rows,
         }
@@ -321,7 +325,9 @@ def report_content(record: dict) -> dict:
         "fields. A source lies on the stellar locus when its g-r, r-i colours are within 0.15 mag of Juric et al. "
         "(2008)'s locus, reddened by the field's E(B-V) fitted to its point-like sources. Two baselines show how "
         "far a field's own stars reach that test with these colours: its bright isolated 'point-like' sources "
-        "(picked by size alone) and, where the field has a star catalog, the catalog's stars (a perfect classifier)."
+        "(picked by size alone) and, where the field has a star catalog, the catalog's stars (a perfect classifier). "
+        f"Sources brighter than r = {realsky.SATURATING_LIMIT:.0f} are almost all stars, their cores at or past "
+        "saturation: the last column is the fraction of them called star."
     )
     figures = [
         {"file": FIGURES[0], "caption": "g-r against r-i of the sources with 16 < r < 20 of each real field, "
