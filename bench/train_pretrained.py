@@ -92,7 +92,7 @@ def model_card(card: dict, meta: dict) -> str:
         "  above); giving the simulated PSF the real profile's shape (simulator version 6) did not change that",
         "  (README: Results), so its cause is still open.",
         "- Saturated stars (r < ~15): SDSS frames interpolate over some of their rows and leave others at the",
-        "  saturation level, which the simulator does not copy (trying it made things worse: README, Results).",
+        "  saturation level, which the simulator does not copy (trying it did not help: README, Results).",
         "  Sources brighter than r = 16 called star (the locus table's last column) show how often it misses them.",
         "- Simulated galaxies are smooth bulge + disk profiles; real irregular or strongly lensed galaxies are not",
         "  represented.",
