@@ -4,15 +4,17 @@
 Draws N positions uniformly over a field's aligned cube (a few per cent just outside it), writes them as a
 CSV and runs ``code/predict.py --csv ... --out ...`` as a user would (a fresh process: Python and TensorFlow
 start-up, model loading, reading the cube and the CSV, classification, writing the table), once per
-``--tta`` mode asked for. Reports wall time and the peak resident memory of the process, with the machine.
+``--engine`` and ``--tta`` mode asked for. Reports wall time and the peak resident memory of the process, with the machine.
 Needs a data folder with an aligned field and a trained model (after ``./run_scripts.sh --demo``).
 
     .venv/bin/python bench/bench_predict.py [--data-dir DIR] [--field 80] [--n 100000] [--tta auto off]
+        [--engine auto keras] [--min-snr 3 0]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import subprocess
@@ -67,7 +69,11 @@ def main() -> int:
     parser.add_argument("--field", type=int, default=REFERENCE.test_fields[0], help="field (with the reference run)")
     parser.add_argument("--n", type=int, default=100_000, help="positions")
     parser.add_argument("--tta", nargs="+", default=["auto", "off"], choices=("auto", "all", "off"), help="modes")
+    parser.add_argument("--engine", nargs="+", default=["auto"], choices=("auto", "onnx", "keras"), help="engines")
     parser.add_argument("--model", default=None, help="model (default: the data folder's latest)")
+    parser.add_argument(
+        "--min-snr", nargs="+", default=[None], help="predict.py --min-snr values (default: its own; 0 classifies all)"
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--output", default=None, help="also write the results as JSON here")
     args = parser.parse_args()
@@ -84,16 +90,25 @@ def main() -> int:
         coords.write_text(
             "ra,dec\n" + "".join(f"{r!r},{d!r}\n" for r, d in zip(ra.tolist(), dec.tolist(), strict=True))
         )
-        for mode in args.tta:
-            out = Path(tmp) / f"predictions-{mode}.csv"
+        for engine, mode, snr in itertools.product(args.engine, args.tta, args.min_snr):
+            out = Path(tmp) / f"predictions-{engine}-{mode}-{snr}.csv"
             cmd = [sys.executable, str(PROJECT_ROOT / "code" / "predict.py"), "--data-dir", str(paths.root),
-                   "--field", str(args.field), "--csv", str(coords), "--out", str(out), "--tta", mode, "-q"]  # fmt: skip
+                   "--field", str(args.field), "--csv", str(coords), "--out", str(out), "--tta", mode,
+                   "--engine", engine, "-q"]  # fmt: skip
             if args.model:
                 cmd += ["--model", args.model]
-            result = {"tta": mode, **run_once(cmd, Path(tmp) / f"{mode}.log")}
+            if snr is not None:
+                cmd += ["--min-snr", snr]
+            result = {
+                "engine": engine,
+                "tta": mode,
+                "min_snr": snr,
+                **run_once(cmd, Path(tmp) / f"{engine}-{mode}.log"),
+            }
             results.append(result)
             print(
-                f"--tta {mode:4s}: {result['seconds']:7.2f} s wall, {result['cpu_seconds']:6.1f} s CPU, "
+                f"--engine {engine:5s} --tta {mode:4s}{f' --min-snr {snr}' if snr is not None else ''}: "
+                f"{result['seconds']:7.2f} s wall, {result['cpu_seconds']:6.1f} s CPU, "
                 f"peak RSS {result['peak_rss_gb']:.2f} GB | {result['summary']}",
                 flush=True,
             )

@@ -13,6 +13,7 @@ import stargal.bootstrap  # noqa: F401  (first: without our dependencies, re-run
 # isort: split
 
 import argparse
+from pathlib import Path
 
 from stargal import cli
 from stargal.augment import POLICIES
@@ -76,6 +77,12 @@ def build_parser():
         help="train without and with augmentation and write a comparison (exercise Task 1.4)",
     )
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    parser.add_argument(
+        "--export-onnx",
+        default=None,
+        metavar="MODEL_DIR",
+        help="only add model.onnx (predict.py's fast engine) to a model folder trained by an earlier stargal",
+    )
     return parser
 
 
@@ -87,6 +94,12 @@ def main(argv=None) -> int:
     from stargal.tables import records_markdown
     from stargal.train_options import options_from_args
 
+    if args.export_onnx:
+        record = training.add_onnx(Path(args.export_onnx).expanduser())
+        print(
+            f"{args.export_onnx}: model.onnx added (largest p_star difference from Keras {record['max_abs_diff']:.1e})"
+        )
+        return 0
     options = options_from_args(args)
     paths = cli.open_data_folder(args)
     seeds = [args.seed + i for i in range(args.seeds)] if args.seeds else None

@@ -13,7 +13,7 @@ Examples::
 Writes one row per input coordinate (with --all: per catalogued object, with objid, r_psfmag and the
 catalog's type; with --detect: per source sep finds in the field, with its r magnitude and size), in input order: ra, dec, x, y, p_star, label, status. status is ok, outside (not in the
 field), edge (too near the border for the model's edge policy), no_data (a band does not cover the
-position) or, with --detect, artefact (seen in the r band alone: a cosmic ray or hot pixel); p_star and label
+position), no_source (--ra/--dec, --csv: no band shows a source there, such as blank sky) or, with --detect, artefact (seen in the r band alone: a cosmic ray or hot pixel); p_star and label
 are empty unless status is ok. --out's extension chooses the format: .csv,
 .ecsv (units; model, version, threshold, field and sky as metadata) or .fits (binary table, the same
 metadata as header keywords).
@@ -30,6 +30,8 @@ import re
 from stargal import cli
 from stargal.errors import StargalError
 from stargal.paths import FieldId
+from stargal.presence import MIN_SNR
+from stargal.stages.predict import ENGINE_HELP, ENGINES
 
 
 def build_parser():
@@ -65,6 +67,12 @@ def build_parser():
         "--tta", choices=("auto", "all", "off"), default="auto",
         help="test-time augmentation of a model trained with it: the 8-symmetry mean near the threshold (auto), "
         "for every patch (all, 8 times slower) or none",
+    )  # fmt: skip
+    group.add_argument("--engine", choices=ENGINES, default="auto", help=ENGINE_HELP)
+    group.add_argument(
+        "--min-snr", type=float, default=MIN_SNR, metavar="S",
+        help="classify a --ra/--dec or --csv position only where some band shows a source with PSF-matched S/N >= S; "
+        "elsewhere status no_source (default: %(default)s; 0 classifies every position)",
     )  # fmt: skip
     group.add_argument(
         "--out", default=None, metavar="FILE", help="output .csv, .ecsv or .fits (default: CSV under data/predictions/)"
@@ -110,14 +118,16 @@ def main(argv=None) -> int:
         raise StargalError("give a field: --cube PATH or --field N (with --rerun/--run/--camcol)")
     out, pred = run_predict(
         cli.open_data_folder(args, shared=True), ra=ra, dec=dec, model=args.model, cube_path=args.cube, fid=fid,
-        out=args.out, all_objects=args.all, detect=args.detect, tta=args.tta,
+        out=args.out, all_objects=args.all, detect=args.detect, tta=args.tta, engine=args.engine,
+        min_snr=args.min_snr,
     )  # fmt: skip
     counts = pred.counts()
     stars = int(np.count_nonzero(pred.label == "star"))
     print(
         f"{len(pred)} {'objects' if args.all else 'coordinates'}: {counts['ok']} classified ({stars} star, "
         f"{counts['ok'] - stars} galaxy), {counts['outside']} outside, {counts['edge']} edge, "
-        f"{counts['no_data']} no data{f', {counts[STATUS_ARTEFACT]} artefact' if args.detect else ''} -> {out}"
+        f"{counts['no_data']} no data, {counts['no_source']} no source"
+        f"{f', {counts[STATUS_ARTEFACT]} artefact' if args.detect else ''} -> {out}"
     )
     return 0
 

@@ -88,10 +88,31 @@ def test_pad_policy_classifies_edges_but_not_uncovered_pixels(tmp_path, model_di
     px = np.array([3.0, cols - 10.0, -1.0, 40.0])
     py = np.array([60.0, 8.0, 50.0, rows - 0.4])
     ra, dec = wcs.wcs_pix2world(px, py, 0)
-    _, pred = run_predict(DataPaths(tmp_path), ra=ra, dec=dec, model=str(padded), cube_path=str(cube))
+    # blank-sky positions: classified here only because --min-snr 0 asks for every position
+    _, pred = run_predict(DataPaths(tmp_path), ra=ra, dec=dec, model=str(padded), cube_path=str(cube), min_snr=0)
     # (cols-10, 8) lies in the u-band hole: no data, whatever the policy
     assert list(pred.status) == ["ok", "no_data", "outside", "outside"]
     assert np.isfinite(pred.p_star[0]) and np.isnan(pred.p_star[1])
+
+
+def test_blank_sky_is_no_source_not_a_star_or_a_galaxy(tmp_path, model_dir, field):
+    cube, wcs, xs, ys, kinds, (rows, cols) = field
+    rng = np.random.default_rng(5)
+    bx, by = rng.uniform(15, cols - 15, 400), rng.uniform(15, rows - 15, 400)
+    far = np.hypot(bx[:, None] - xs[None], by[:, None] - ys[None]).min(axis=1) > 15  # well away from every source
+    px, py = np.concatenate([xs, bx[far]]), np.concatenate([ys, by[far]])
+    ra, dec = wcs.wcs_pix2world(px, py, 0)
+    out, pred = run_predict(DataPaths(tmp_path), ra=ra, dec=dec, model=str(model_dir), cube_path=str(cube))
+    n = len(xs)
+    assert list(pred.status[:n]) == ["ok"] * n and list(pred.label[:n]) == list(kinds)
+    blank = pred.status[n:]
+    assert far.sum() > 100 and np.mean(blank == "no_source") > 0.95  # pure noise passes S/N 3 in under 1 %
+    assert np.all(np.isnan(pred.p_star[n:][blank == "no_source"])) and set(pred.label[n:][blank == "no_source"]) == {""}
+    assert [r["status"] for r in read_out(out)][n:] == list(blank)
+    _, every = run_predict(DataPaths(tmp_path), ra=ra, dec=dec, model=str(model_dir), cube_path=str(cube), min_snr=0)
+    assert set(every.status) == {"ok"}
+    with pytest.raises(StargalError, match=r"--min-snr -1.0: must be a number >= 0"):
+        run_predict(DataPaths(tmp_path), ra=ra, dec=dec, model=str(model_dir), cube_path=str(cube), min_snr=-1.0)
 
 
 def test_locate_boundaries():
@@ -122,7 +143,8 @@ def test_thousands_of_coordinates_in_seconds(tmp_path, model_dir, field):
     ra, dec = wcs.wcs_pix2world(rng.uniform(-20, cols + 20, n), rng.uniform(-20, rows + 20, n), 0)
     bundle = load_bundle(model_dir)
     start = time.monotonic()
-    _, pred = run_predict(DataPaths(tmp_path), ra=ra, dec=dec, cube_path=str(cube), bundle=bundle)
+    # min_snr=0: every position is classified, blank sky included (the network's cost is what is timed)
+    _, pred = run_predict(DataPaths(tmp_path), ra=ra, dec=dec, cube_path=str(cube), bundle=bundle, min_snr=0)
     elapsed = time.monotonic() - start
     assert len(pred) == n and pred.counts()["ok"] > 2500
     assert elapsed < 10, f"{n} coordinates took {elapsed:.1f} s"
@@ -236,7 +258,11 @@ def test_simulated_sky_positions(tiny_data, model_dir):
     assert np.median(d[own]) < 0.3 and np.all(d[own] < 1.5)
     rows, cols = read_cube_shape(tiny_data.cube(fid))
     near_edge = (pred.x < 7 - 0.5) | (pred.y < 7 - 0.5) | (pred.x > cols - 8 + 0.5) | (pred.y > rows - 8 + 0.5)
-    assert set(pred.status[near_edge]) <= {"edge", "outside"} and set(pred.status[~near_edge]) <= {"ok", "no_data"}
+    assert set(pred.status[near_edge]) <= {"edge", "outside"}
+    # as a user's coordinates, a catalog object too faint to show in this frame is no_source; no brighter one is
+    faint = objects["r_psfmag"] > 22.5
+    assert set(pred.status[~near_edge & ~faint]) <= {"ok", "no_data"}
+    assert np.count_nonzero(pred.status == "no_source") <= 0.05 * len(objects)
     assert np.count_nonzero(pred.status == "ok") > 0.8 * np.count_nonzero(~near_edge)
 
 

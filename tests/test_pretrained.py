@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +21,7 @@ from stargal.stages.predict import load_bundle, resolve_model_dir
 from stargal.tables import read_table
 
 FILES = ModelFiles(PRETRAINED_MODEL_DIR)
+PROJECT = Path(__file__).resolve().parents[1]
 
 
 def test_pretrained_model_is_shipped_small_and_described():
@@ -45,28 +48,60 @@ def test_pretrained_model_classifies_a_simulated_field(tiny_data):
 
     run_alignment(tiny_data, TINY, workers=1, reports=False)
     bundle = load_bundle(PRETRAINED_MODEL_DIR)
+    fast = load_bundle(PRETRAINED_MODEL_DIR, "auto")  # what predict.py runs: ONNX Runtime
+    assert (bundle.engine, fast.engine) == ("keras", "onnx")
     right, total = 0, 0
     for field in TINY.fields:
         fid = FieldId(TINY.rerun, TINY.run, TINY.camcol, field)
         cube = read_cube(tiny_data.cube(fid))
         objects = read_table(tiny_data.objects(fid))
         bright = objects["r_psfmag"] < 21
-        pred = classify(
-            bundle.model,
-            np.asarray(cube.data, np.float32),
-            cube.wcs,
-            objects["ra"][bright],
-            objects["dec"][bright],
-            patch_size=bundle.patch_size,
-            edge=bundle.edge,
-            threshold=bundle.threshold,
-            psf_map=PSFMap.from_dict(read_json(tiny_data.psf_map(fid))),
-        )
-        ok = pred.status == "ok"
-        right += int(((pred.label[ok] == "star") == (objects["label"][bright][ok] == 1)).sum())
+        preds = [
+            classify(
+                b.model,
+                np.asarray(cube.data, np.float32),
+                cube.wcs,
+                objects["ra"],
+                objects["dec"],
+                patch_size=b.patch_size,
+                edge=b.edge,
+                threshold=b.threshold,
+                tta="auto",
+                psf_map=PSFMap.from_dict(read_json(tiny_data.psf_map(fid))),
+            )
+            for b in (bundle, fast)
+        ]
+        pred = preds[0]
+        np.testing.assert_array_equal(preds[1].status, pred.status)
+        np.testing.assert_allclose(preds[1].p_star, pred.p_star, atol=2e-5)  # every object, edges included
+        assert np.mean(preds[1].label == pred.label) >= 0.998
+        ok = (pred.status == "ok") & bright
+        right += int(((pred.label[ok] == "star") == (objects["label"][ok] == 1)).sum())
         total += int(ok.sum())
     assert total >= 30
     assert right / total >= 0.9
+
+    # predict.py on the ONNX engine never starts TensorFlow (its start-up is seconds and half a gigabyte)
+    out = tiny_data.root / "p.csv"
+    script = (
+        "import runpy, sys\n"
+        f"sys.argv = ['predict.py', '--data-dir', {str(tiny_data.root)!r}, '--field', '81', '--all', "
+        f"'--model', 'pretrained', '--engine', 'onnx', '-q', '--out', {str(out)!r}]\n"
+        "try:\n"
+        f"    runpy.run_path({str(PROJECT / 'code' / 'predict.py')!r}, run_name='__main__')\n"
+        "except SystemExit as exc:\n"
+        "    assert not exc.code, exc.code\n"
+        "print('tensorflow' in sys.modules, 'keras' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "False False"
+    assert len(out.read_text().splitlines()) > 30
+
+
+def read_table_csv(path: Path) -> dict:
+    rows = np.genfromtxt(path, delimiter=",", names=True, dtype=None, encoding="utf-8")
+    return {name: rows[name] for name in rows.dtype.names}
 
 
 def _sample_of(tmp_path, frames: dict, star_catalog=None):
@@ -156,3 +191,30 @@ def test_real_sky_evaluation_on_real_frames(sample_dir, tmp_path):
     # 7264-3-111's sources brighter than r = 16 are stars, most of them saturated: all 11 are called star
     bright = by_label["7264-3-111"]["saturating"]
     assert bright["n"] >= 8 and bright["fraction"] >= 0.9
+
+    # predict.py with the real catalog stars' coordinates, as a user would give them (--csv): each star shows
+    # in some band (none is no_source), and blank places between the sources mostly do not
+    from stargal import sdss
+    from stargal.stages.predict import run_predict
+
+    paths = DataPaths(tmp_path / "data")
+    fid = FieldId(301, 4510, 4, 30)
+    stars = sdss.read_catalog(next((sample / "004510-4-0030").glob("calibObj-*-star.fits.gz")))
+    stars = stars[stars["FIELD"] == 30]
+    cube = read_cube(paths.real_fields.cube(fid))
+    rng = np.random.default_rng(4)
+    bx, by = rng.uniform(30, cube.shape[1] - 30, 300), rng.uniform(30, cube.shape[0] - 30, 300)
+    found = read_table_csv(tmp_path / "real_sky" / "sources-4510-4-30.csv")
+    blank = np.hypot(bx[:, None] - found["x"][None], by[:, None] - found["y"][None]).min(axis=1) > 20
+    ra, dec = cube.wcs.wcs_pix2world(bx[blank], by[blank], 0)
+    _, pred = run_predict(
+        paths.real_fields,
+        ra=np.concatenate([stars["RA"], ra]),
+        dec=np.concatenate([stars["DEC"], dec]),
+        model=PRETRAINED,
+        cube_path=str(paths.real_fields.cube(fid)),
+        out=str(tmp_path / "stars.csv"),
+    )
+    n = len(stars)
+    assert np.count_nonzero(pred.status[:n] == "ok") >= 150 and "no_source" not in set(pred.status[:n])
+    assert blank.sum() > 100 and np.mean(pred.status[n:] == "no_source") > 0.8

@@ -188,6 +188,15 @@ def test_training_learns_saves_and_reloads(toy):
     assert again_metrics["test"]["mcc"] == pytest.approx(metrics["test"]["mcc"])  # the reloaded model scores the same
     assert metrics["no_tta"]["test"]["mcc"] > 0.6
 
+    # model.onnx, sealed with the rest, runs the same network in ONNX Runtime (what predict.py uses)
+    from stargal import normalise, onnx_engine
+
+    assert "model.onnx" in model_json["integrity"]["files"]
+    assert model_json["onnx"]["max_abs_diff"] <= onnx_engine.TOLERANCE
+    network = onnx_engine.OnnxNetwork(out / "model.onnx", model_json["onnx"]["normalisation"])
+    x_onnx = normalise.apply(x_val, network.center, network.scale).transpose(0, 3, 1, 2)
+    np.testing.assert_allclose(network.predict(np.ascontiguousarray(x_onnx), psf_val, tta=True), p_val, atol=2e-5)
+
     # idempotent: a second run with the same configuration is skipped
     again = training.run_training(toy, "toy", opts)
     assert again["runs"][0]["skipped"]

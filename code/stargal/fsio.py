@@ -341,6 +341,12 @@ class OutputSet:
         """Seal the existing, unchanged ``final`` again with its previous record ``entry``."""
         self._kept[Path(final)] = {"size": entry["size"], "sha256": entry["sha256"]}
 
+    def forget(self, final: str | os.PathLike) -> None:
+        """Drop ``final`` from the set again (its temporary file, if any, is deleted)."""
+        tmp = self._temps.pop(Path(final), None)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+
     def remove(self, final: str | os.PathLike) -> None:
         """Delete ``final`` at commit (it no longer belongs to the set)."""
         self._removed.append(Path(final))

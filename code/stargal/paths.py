@@ -84,6 +84,11 @@ class ModelFiles:
         return self.folder / "model.json"
 
     @property
+    def onnx(self) -> Path:
+        """The network after its normalisation, for ONNX Runtime (stargal.onnx_engine); sealed by model.json."""
+        return self.folder / "model.onnx"
+
+    @property
     def metrics(self) -> Path:
         return self.folder / "metrics.json"
 

@@ -7,7 +7,9 @@ coordinate that cannot be classified honestly gets an explicit status and no pro
 - ``outside``  the position falls outside the field (or the WCS cannot place it);
 - ``edge``     inside the field but too near its border for the model's edge policy ``drop``
                (with ``pad`` such patches are padded exactly as in training and classified);
-- ``no_data``  a band does not cover the position (NaN pixel at the patch centre in some band).
+- ``no_data``  a band does not cover the position (NaN pixel at the patch centre in some band);
+- ``no_source`` no band shows a source there (PSF-matched S/N below ``min_snr``: ``stargal.presence``), so the
+               network, trained on catalogued objects, has nothing to classify.
 """
 
 from __future__ import annotations
@@ -20,17 +22,20 @@ from pathlib import Path
 
 import numpy as np
 
-from . import patches
+from . import patches, presence
 from .errors import StargalError
 from .geometry import inside_frame, sky_to_pixel
 from .model import predict
+from .onnx_engine import OnnxNetwork
 
 STATUS_OK = "ok"
 STATUS_OUTSIDE = "outside"
 STATUS_EDGE = "edge"
 STATUS_NO_DATA = "no_data"
+STATUS_NO_SOURCE = "no_source"
 STATUS_ARTEFACT = "artefact"  # --detect: a source seen in one band only (stargal.detection.single_band)
-STATUSES = (STATUS_OK, STATUS_OUTSIDE, STATUS_EDGE, STATUS_NO_DATA, STATUS_ARTEFACT)
+STATUSES = (STATUS_OK, STATUS_OUTSIDE, STATUS_EDGE, STATUS_NO_DATA, STATUS_NO_SOURCE, STATUS_ARTEFACT)
+STATUS_DTYPE = f"U{max(map(len, STATUSES))}"
 OUTPUT_COLUMNS = ("ra", "dec", "x", "y", "p_star", "label", "status")
 
 
@@ -58,7 +63,7 @@ def locate(x: np.ndarray, y: np.ndarray, shape: tuple[int, int], patch_size: int
     patches.check_edge_policy(edge)
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
-    status = np.full(x.shape, STATUS_OK, dtype="U8")
+    status = np.full(x.shape, STATUS_OK, dtype=STATUS_DTYPE)
     inside = inside_frame(x, y, shape)
     status[~inside] = STATUS_OUTSIDE
     if edge == "drop":
@@ -101,8 +106,10 @@ def classify(
     tta_margin: float = TTA_MARGIN,
     chunk: int = CHUNK,
     psf_map=None,
+    min_snr: float = 0.0,
 ) -> Predictions:
-    """Classify sky positions in an aligned cube [bands, rows, cols] with a model taking raw patches.
+    """Classify sky positions in an aligned cube [bands, rows, cols] with a Keras model taking raw patches or an
+    ``onnx_engine.OnnxNetwork`` (the same network, patches cut from the cube normalised once).
 
     Positions on the same pixel share one patch, which is cut and classified once; patches are cut and
     classified ``chunk`` at a time, so memory does not grow with the number of positions. ``tta``: "off" one
@@ -110,6 +117,8 @@ def classify(
     model.json says ``tta``); "auto" one pass, then the eight-symmetry mean for the patches whose single-pass
     p_star lies within ``tta_margin`` of the threshold, the only ones whose label it can change.
     ``psf_map`` (a ``stargal.psf.PSFMap`` of the cube): the PSF at each position, for models that take it.
+    ``min_snr``: positions where no band's PSF-matched S/N reaches it are ``no_source`` (0, for positions known to
+    hold a source such as catalogued or detected ones: classify them all).
     """
     if tta not in TTA_MODES:
         raise StargalError(f"--tta {tta!r}: must be one of {', '.join(TTA_MODES)}")
@@ -123,29 +132,54 @@ def classify(
         empty = uncovered(data, x[ok], y[ok])
         status[ok[empty]] = STATUS_NO_DATA
         ok = ok[~empty]
+    if ok.size and min_snr > 0:
+        faint = _no_source(data, x[ok], y[ok], psf_map, min_snr)
+        status[ok[faint]] = STATUS_NO_SOURCE
+        ok = ok[~faint]
     if ok.size:
-        # Cut exactly as stage 02 did for training: outside-frame and off-centre NaN pixels become 0.
         rows, cols = patches.pixel_centres(x[ok], y[ok])
         pixel, inverse = np.unique(rows * data.shape[2] + cols, return_inverse=True)  # row-major: cache friendly
         u_rows, u_cols = np.divmod(pixel, data.shape[2])
         p_unique = np.empty(len(pixel), dtype=np.float32)
+        cut, run = _network(model, data, patch_size, batch_size)
         for start in range(0, len(pixel), chunk):
             stop = min(start + chunk, len(pixel))
-            batch = patches.extract_patches(data, u_rows[start:stop], u_cols[start:stop], patch_size).data
+            batch = cut(u_rows[start:stop], u_cols[start:stop])
             # the PSF at the pixel centre, as stage 02 gives it in training
             psf = None if psf_map is None else psf_map.at(u_cols[start:stop], u_rows[start:stop])
-            p = predict(model, batch, psf, batch_size=batch_size, tta=tta == "all")
+            p = run(batch, psf, tta == "all")
             if tta == "auto":
                 near = np.flatnonzero(np.abs(p - threshold) < tta_margin)
                 if near.size:
-                    p[near] = predict(
-                        model, batch[near], None if psf is None else psf[near], batch_size=batch_size, tta=True
-                    )
+                    p[near] = run(batch[near], None if psf is None else psf[near], True)
             p_unique[start:stop] = p
         p_star[ok] = p_unique[inverse.ravel()]
     label = np.full(len(ra), "", dtype="U6")
     label[ok] = np.where(p_star[ok] >= threshold, "star", "galaxy")
     return Predictions(ra, dec, x, y, p_star, label, status)
+
+
+def _no_source(data: np.ndarray, x: np.ndarray, y: np.ndarray, psf_map, min_snr: float) -> np.ndarray:
+    """True where no band of the cube shows a source at (x, y) with PSF-matched S/N >= ``min_snr``."""
+    if psf_map is not None:
+        r50_at = psf_map.at
+    else:
+        r50_at = lambda c, r: np.full((len(c), data.shape[0]), presence.DEFAULT_R50_PX)  # noqa: E731
+    rows, cols = patches.pixel_centres(x, y)
+    noise = presence.filter_noise(data, r50_at)
+    return presence.peak_snr(data, rows, cols, r50_at(cols, rows), noise) < min_snr
+
+
+def _network(model, data: np.ndarray, patch_size: int, batch_size: int):
+    """(cut(rows, cols) -> patches, run(patches, psf, tta) -> p_star) for a Keras model or an ONNX network."""
+    if isinstance(model, OnnxNetwork):
+        prepared = model.prepare(data)  # normalised once for every patch
+        return (lambda r, c: model.cut(prepared, r, c)), (lambda b, psf, tta: model.predict(b, psf, tta=tta))
+
+    def cut(rows, cols):  # exactly as stage 02 cut for training: outside-frame and NaN pixels become 0
+        return patches.extract_patches(data, rows, cols, patch_size).data
+
+    return cut, (lambda b, psf, tta: predict(model, b, psf, batch_size=batch_size, tta=tta))
 
 
 # ---- input and output tables -------------------------------------------------------------------------
@@ -268,7 +302,7 @@ DESCRIPTIONS = {
     "catalog_type": "the catalog's class (SDSS OBJC_TYPE)",
     "p_star": "model probability that the source is a star",
     "label": "star or galaxy (p_star >= threshold); empty unless status is ok",
-    "status": "ok, outside, edge, no_data or artefact (--detect: seen in r alone)",
+    "status": "ok, outside, edge, no_data, no_source (no band shows a source) or artefact (--detect: seen in r alone)",
 }
 # Text formats: plain CSV rounds for reading by eye; ECSV keeps every float round-trippable.
 CSV_FORMATS = {"x": "%.3f", "y": "%.3f", "p_star": "%.6f", "r_psfmag": "%.3f"}

@@ -207,7 +207,7 @@ def run_real_sky(
     if previous is not None:
         log.info("real-sky evaluation of %s is current (use --force to redo)", model_dir.name)
         return {**previous, "folder": out, "skipped": True}
-    bundle = load_bundle(model_dir)
+    bundle = load_bundle(model_dir, "auto")  # as predict.py runs it
     results, tables = [], []
     real = paths.real_fields
     for field in fields:

@@ -4,7 +4,8 @@ and plots. Also repeated seeds and the with/without augmentation comparison (exe
 
 A model folder is one sealed output set: model.keras, metrics.json and history.csv are written under
 temporary names and renamed together, then model.json last with their checksums and the identity of the
-dataset they were trained on. A model is current only when those files are intact, the dataset is the same and
+dataset they were trained on; model.onnx, the network for predict.py's ONNX Runtime engine, joins them when its
+export matches the Keras model. A model is current only when those files are intact, the dataset is the same and
 the options are the same; a folder broken by an interrupted run is named and retrained, and a failed training
 leaves the previous model usable."""
 
@@ -19,10 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__, fsio
+from .. import __version__, fsio, integrity
 from ..dataset import dataset_identity, load_dataset, resolve_dataset
+from ..errors import StargalError
 from ..evaluate import SUMMARY_KEYS, evaluate, predict_splits, summarise_runs
-from ..paths import DataPaths
+from ..paths import DataPaths, ModelFiles
 from ..tables import records_markdown, write_table
 from ..train_options import TrainOptions, model_name
 
@@ -189,12 +191,51 @@ def train_one(paths: DataPaths, dataset: str, options: TrainOptions, data: dict 
             keras_tmp.unlink(missing_ok=True)
         _write_history(out.path(files.history), history)
         fsio.write_json(out.path(files.metrics), metrics)
+        onnx = _export_onnx(model, out, files)
+        if onnx:
+            model_json["onnx"] = onnx
         model_json = out.commit(model_json)  # model.json last: it lists every file with its checksum
     if options.plots:
         from ..plots import training as tplots
 
         tplots.training_report(paths.reports("training", name), history, metrics, data, preds)
     return {"name": name, "model_dir": out_dir, "metrics": metrics, "model_json": model_json, "skipped": False}
+
+
+def _export_onnx(model, out: fsio.OutputSet, files: ModelFiles) -> dict | None:
+    """Add model.onnx (the network for predict.py's ONNX Runtime engine) to the model's output set, checked
+    against the Keras model; without it (an export that fails or differs) predict.py runs the Keras model."""
+    from .. import onnx_engine
+
+    tmp = out.path(files.onnx)
+    record = onnx_engine.export_checked(model, tmp)
+    if record is None:
+        out.forget(files.onnx)
+        out.remove(files.onnx)  # an older run's model.onnx does not belong to this model
+    return record
+
+
+def add_onnx(model_dir: Path) -> dict:
+    """Export model.onnx into a model folder trained without it and seal it into model.json (the other files
+    unchanged); return the export record. For model folders made by an earlier stargal."""
+    from .. import onnx_engine
+    from ..model import load_model
+
+    files = ModelFiles(model_dir)
+    if not files.json.is_file():
+        raise StargalError(f"--export-onnx {model_dir}: no model.json there (not a model folder)")
+    meta = integrity.require_model(model_dir)
+    model = load_model(files.keras)
+    with fsio.OutputSet(files.json) as out:
+        for name, entry in meta[fsio.INTEGRITY_KEY]["files"].items():
+            if name != files.onnx.name:
+                out.keep(model_dir / name, entry)
+        record = onnx_engine.export_checked(model, out.path(files.onnx))
+        if record is None:
+            raise StargalError(f"{files.keras}: the ONNX export failed or differs from the Keras model (see above)")
+        content = {k: v for k, v in meta.items() if k != fsio.INTEGRITY_KEY}
+        out.commit({**content, "onnx": record})
+    return record
 
 
 def _write_history(path: Path, history: dict) -> None:
