@@ -13,7 +13,7 @@ Examples::
 Writes one row per input coordinate (with --all: per catalogued object, with objid, r_psfmag and the
 catalog's type; with --detect: per source sep finds in the field, with its r magnitude and size), in input order: ra, dec, x, y, p_star, label, status. status is ok, outside (not in the
 field), edge (too near the border for the model's edge policy), no_data (a band does not cover the
-position), no_source (--ra/--dec, --csv: no band shows a source there, such as blank sky) or, with --detect, artefact (seen in the r band alone: a cosmic ray or hot pixel); p_star and label
+position), no_source (--ra/--dec, --csv: the frame shows no source there, such as blank sky) or, with --detect, artefact (seen in the r band alone: a cosmic ray or hot pixel); p_star and label
 are empty unless status is ok. --out's extension chooses the format: .csv,
 .ecsv (units; model, version, threshold, field and sky as metadata) or .fits (binary table, the same
 metadata as header keywords).
@@ -71,8 +71,8 @@ def build_parser():
     group.add_argument("--engine", choices=ENGINES, default="auto", help=ENGINE_HELP)
     group.add_argument(
         "--min-snr", type=float, default=MIN_SNR, metavar="S",
-        help="classify a --ra/--dec or --csv position only where some band shows a source with PSF-matched S/N >= S; "
-        "elsewhere status no_source (default: %(default)s; 0 classifies every position)",
+        help="classify a --ra/--dec or --csv position only where the frame shows a source, with PSF-matched S/N "
+        "combined over the bands >= S; elsewhere status no_source (default: %(default)s; 0 classifies every position)",
     )  # fmt: skip
     group.add_argument(
         "--out", default=None, metavar="FILE", help="output .csv, .ecsv or .fits (default: CSV under data/predictions/)"

@@ -23,9 +23,9 @@ def test_on_pure_noise_three_sigma_passes_as_often_as_chance():
     noise = presence.filter_noise(data, _r50, n=20_000)
     rng = np.random.default_rng(9)
     rows, cols = rng.integers(0, 300, 5000), rng.integers(0, 400, 5000)
-    snr = presence.peak_snr(data, rows, cols, _r50(cols, rows), noise)
-    # the largest of five independent unit normals exceeds 3 in 0.67 % of cases
-    assert 0.001 < np.mean(snr >= presence.MIN_SNR) < 0.02
+    snr = presence.detection_snr(data, rows, cols, _r50(cols, rows), noise)
+    # five independent unit normals: the root sum of their positive parts' squares exceeds 3.5 in 0.5 % of cases
+    assert 0.001 < np.mean(snr >= presence.MIN_SNR) < 0.015
     # the per-pixel scatter would have underestimated the filter's noise (the pixels are correlated)
     assert np.all(noise.sigma > 1.3 * data.reshape(5, -1).std(axis=1))
 
@@ -45,7 +45,7 @@ def test_a_faint_source_passes_and_crowding_does_not_inflate_the_noise():
     single[2] += (1.5 * quiet.sigma[2] * 4 * np.exp(-((yy - 150) ** 2 + (xx - 200) ** 2) / (2 * 1.7**2))).astype(
         np.float32
     )
-    snr = presence.peak_snr(single, np.array([150, 150]), np.array([200, 260]), _r50([0, 0], [0, 0]), quiet)
+    snr = presence.detection_snr(single, np.array([150, 150]), np.array([200, 260]), _r50([0, 0], [0, 0]), quiet)
     assert snr[0] >= 4 and snr[1] < presence.MIN_SNR
 
 
@@ -53,4 +53,4 @@ def test_a_cube_without_data_checks_nothing():
     data = np.full((5, 50, 60), np.nan, np.float32)
     noise = presence.filter_noise(data, _r50)
     assert np.all(np.isinf(noise.sigma))
-    assert presence.peak_snr(data, np.array([10]), np.array([10]), _r50([0], [0]), noise)[0] == 0.0
+    assert presence.detection_snr(data, np.array([10]), np.array([10]), _r50([0], [0]), noise)[0] == 0.0

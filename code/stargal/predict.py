@@ -8,8 +8,8 @@ coordinate that cannot be classified honestly gets an explicit status and no pro
 - ``edge``     inside the field but too near its border for the model's edge policy ``drop``
                (with ``pad`` such patches are padded exactly as in training and classified);
 - ``no_data``  a band does not cover the position (NaN pixel at the patch centre in some band);
-- ``no_source`` no band shows a source there (PSF-matched S/N below ``min_snr``: ``stargal.presence``), so the
-               network, trained on catalogued objects, has nothing to classify.
+- ``no_source`` the frame shows no source there (PSF-matched S/N over the bands below ``min_snr``:
+               ``stargal.presence``), so the network, trained on catalogued objects, has nothing to classify.
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ def classify(
     model.json says ``tta``); "auto" one pass, then the eight-symmetry mean for the patches whose single-pass
     p_star lies within ``tta_margin`` of the threshold, the only ones whose label it can change.
     ``psf_map`` (a ``stargal.psf.PSFMap`` of the cube): the PSF at each position, for models that take it.
-    ``min_snr``: positions where no band's PSF-matched S/N reaches it are ``no_source`` (0, for positions known to
+    ``min_snr``: positions where the bands' combined PSF-matched S/N does not reach it are ``no_source`` (0, for positions known to
     hold a source such as catalogued or detected ones: classify them all).
     """
     if tta not in TTA_MODES:
@@ -160,14 +160,14 @@ def classify(
 
 
 def _no_source(data: np.ndarray, x: np.ndarray, y: np.ndarray, psf_map, min_snr: float) -> np.ndarray:
-    """True where no band of the cube shows a source at (x, y) with PSF-matched S/N >= ``min_snr``."""
+    """True where the cube shows no source at (x, y): PSF-matched S/N over the bands below ``min_snr``."""
     if psf_map is not None:
         r50_at = psf_map.at
     else:
         r50_at = lambda c, r: np.full((len(c), data.shape[0]), presence.DEFAULT_R50_PX)  # noqa: E731
     rows, cols = patches.pixel_centres(x, y)
     noise = presence.filter_noise(data, r50_at)
-    return presence.peak_snr(data, rows, cols, r50_at(cols, rows), noise) < min_snr
+    return presence.detection_snr(data, rows, cols, r50_at(cols, rows), noise) < min_snr
 
 
 def _network(model, data: np.ndarray, patch_size: int, batch_size: int):
@@ -302,7 +302,7 @@ DESCRIPTIONS = {
     "catalog_type": "the catalog's class (SDSS OBJC_TYPE)",
     "p_star": "model probability that the source is a star",
     "label": "star or galaxy (p_star >= threshold); empty unless status is ok",
-    "status": "ok, outside, edge, no_data, no_source (no band shows a source) or artefact (--detect: seen in r alone)",
+    "status": "ok, outside, edge, no_data, no_source (the frame shows no source there) or artefact (--detect: seen in r alone)",
 }
 # Text formats: plain CSV rounds for reading by eye; ECSV keeps every float round-trippable.
 CSV_FORMATS = {"x": "%.3f", "y": "%.3f", "p_star": "%.6f", "r_psfmag": "%.3f"}
