@@ -46,7 +46,7 @@ def _files_paragraph(meta: dict) -> list[str]:
         return []
     return [
         "`model.keras` is the Keras model (training, evaluation, explanations); `model.onnx` is the same network",
-        "after its input normalisation, which `predict.py` runs in ONNX Runtime on a cube normalised once (about",
+        "after its input normalisation, which `predict.py` runs in ONNX Runtime on a cube normalised once (three to",
         "four times faster, without TensorFlow). At export its p(star) differed from the Keras model's by at most",
         f"{meta['onnx']['max_abs_diff']:.1e} on {meta['onnx']['check_patches']} check patches; `model.json` seals both.",
         "",

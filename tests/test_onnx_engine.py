@@ -107,6 +107,7 @@ def test_a_damaged_model_onnx_is_named_not_served(tmp_path):
     with pytest.raises(StargalError, match=r"model.onnx: not a loadable ONNX model") as err:
         load_bundle(folder, "onnx")
     assert "\n" not in str(err.value)
+    assert load_bundle(folder, "auto").engine == "keras"  # the sealed Keras model still serves, with a warning
 
 
 @pytest.mark.slow

@@ -117,8 +117,8 @@ def classify(
     model.json says ``tta``); "auto" one pass, then the eight-symmetry mean for the patches whose single-pass
     p_star lies within ``tta_margin`` of the threshold, the only ones whose label it can change.
     ``psf_map`` (a ``stargal.psf.PSFMap`` of the cube): the PSF at each position, for models that take it.
-    ``min_snr``: positions where the bands' combined PSF-matched S/N does not reach it are ``no_source`` (0, for positions known to
-    hold a source such as catalogued or detected ones: classify them all).
+    ``min_snr``: positions where the bands' combined PSF-matched S/N does not reach it are ``no_source`` (0, for
+    positions known to hold a source such as catalogued or detected ones: classify them all).
     """
     if tta not in TTA_MODES:
         raise StargalError(f"--tta {tta!r}: must be one of {', '.join(TTA_MODES)}")

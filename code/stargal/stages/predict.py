@@ -44,7 +44,7 @@ TTA_DESCRIPTIONS = {
 
 ENGINES = ("auto", "onnx", "keras")
 ENGINE_HELP = (
-    "how the network runs: onnx (ONNX Runtime on the model's sealed model.onnx, about 4x faster, no TensorFlow), "
+    "how the network runs: onnx (ONNX Runtime on the model's sealed model.onnx, 3-4x faster, no TensorFlow), "
     "keras (TensorFlow), or auto (onnx where the model folder has it, else keras)"
 )
 
@@ -153,7 +153,13 @@ def _onnx_network(files: ModelFiles, meta: dict, required: bool):
             raise StargalError("--engine onnx: ONNX Runtime is not installed (pip install -r code/requirements.txt)")
         log.info("ONNX Runtime is not installed: running %s with Keras", files.folder.name)
         return None
-    return onnx_engine.OnnxNetwork(files.onnx, record["normalisation"])
+    try:
+        return onnx_engine.OnnxNetwork(files.onnx, record["normalisation"])
+    except StargalError as exc:  # sealed, so what training wrote, yet this ONNX Runtime cannot run it
+        if required:
+            raise
+        log.warning("%s; running the model with Keras", exc)
+        return None
 
 
 def cube_for(paths: DataPaths, cube_path: str | None, fid: FieldId | None) -> tuple[Path, str]:
