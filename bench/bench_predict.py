@@ -2,13 +2,14 @@
 """Benchmark predict.py: 100,000 sky positions in one field, wall time and peak memory of the whole command.
 
 Draws N positions uniformly over a field's aligned cube (a few per cent just outside it), writes them as a
-CSV and runs ``code/predict.py --csv ... --out ...`` as a user would (a fresh process: Python and TensorFlow
-start-up, model loading, reading the cube and the CSV, classification, writing the table), once per
-``--engine`` and ``--tta`` mode asked for. Reports wall time and the peak resident memory of the process, with the machine.
+CSV and runs ``code/predict.py --csv ... --out ...`` as a user would (a fresh process: Python start-up, and
+TensorFlow's where the Keras engine runs, model loading, reading the cube and the CSV, classification, writing
+the table), once per combination of the ``--engine``, ``--tta`` and ``--min-snr`` values asked for. Reports
+wall time and the peak resident memory of the process, with the machine.
 Needs a data folder with an aligned field and a trained model (after ``./run_scripts.sh --demo``).
 
     .venv/bin/python bench/bench_predict.py [--data-dir DIR] [--field 80] [--n 100000] [--tta auto off]
-        [--engine auto keras] [--min-snr 3 0]
+        [--engine auto keras] [--min-snr 3.5 0]
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Is there a source at a position? The signal-to-noise of a PSF-matched filter there, per band (pure numpy).
+"""Is there a source at a position? A PSF-matched filter's signal-to-noise there, over the bands (pure numpy).
 
 The network was trained on catalogued objects only; at a position with no source (blank sky, a mistyped
 coordinate, an object too faint for this frame) its p_star means nothing, yet it is a number between 0 and 1
@@ -11,10 +11,10 @@ and the per-pixel scatter underestimates the noise of a weighted sum (by 1.4-1.8
 real SDSS frames; 1.1 in r, the band the others are resampled onto). Instead the filter is applied at
 ``CALIBRATION_POSITIONS`` random places of the same cube, and the sigma-clipped median and scatter of its
 response there (astropy: the sources among those places clipped away, which matters in crowded fields) are
-its zero point and noise. Pure noise passes in 0.5 % of places; no catalogued star of 4510-4-30 falls below
-it (161, the faintest at S/N 4.2), nor 12,884 of the 12,943 sources sep finds in the crowded 5405-6-99 (and all of
-them in the other five real fields); 50 of the 8,001 catalogued objects of the ten simulated reference fields
-do, all fainter than r = 22.2.
+its zero point and noise. Pure noise passes in 0.5 % of places. Every catalogued star of 4510-4-30 passes
+(161, the faintest at S/N 4.2), as do all the sources sep finds in five of the six real fields and 12,884 of the
+12,943 in the crowded 5405-6-99; 50 of the 8,001 catalogued objects of the ten simulated reference fields do
+not, all fainter than r = 22.2.
 """
 
 from __future__ import annotations
