@@ -15,6 +15,7 @@ import json
 import logging
 import multiprocessing
 import os
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -30,6 +31,8 @@ from ..tables import csv_text, records_markdown
 from ..train_options import ARCH_DEFAULTS
 
 log = logging.getLogger("stargal")
+
+STARTUP_WAIT_S = 300  # a worker not started by then (or dead) no longer holds the others back
 
 
 def storage_url(db: Path) -> str:
@@ -123,6 +126,7 @@ def worker_main(spec: dict) -> int:
         sampler=tune.sampler(spec["seed"] + 7919 * (spec["worker"] + 1) + spec["offset"]),
         pruner=tune.pruner(),
     )
+    _wait_for_the_others(spec.get("start_line"))
     done = 0
     while True:
         with file_lock(Path(spec["lock"])):
@@ -148,6 +152,15 @@ def worker_main(spec: dict) -> int:
             log.info("worker %d: trial %d %s=%.4f", spec["worker"], trial.number, tune.OBJECTIVE, value)
         done += 1
     return done
+
+
+def _wait_for_the_others(start_line) -> None:
+    """Wait until every worker has loaded TensorFlow and the data, so that the first trials go to all of them: a
+    worker that started first would otherwise take every short trial itself while the others still start."""
+    if start_line is None:  # one worker, in this process
+        return
+    with contextlib.suppress(threading.BrokenBarrierError, OSError, EOFError):  # a worker gone: go on without it
+        start_line.wait(timeout=STARTUP_WAIT_S)
 
 
 def load_data(spec: dict) -> dict:
@@ -243,8 +256,9 @@ def run_tuning(
         else:
             # spawn, not fork: TensorFlow's thread pools do not survive a fork
             ctx = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=len(specs), mp_context=ctx) as pool:
-                for future in [pool.submit(worker_main, s) for s in specs]:
+            with ctx.Manager() as manager, ProcessPoolExecutor(max_workers=len(specs), mp_context=ctx) as pool:
+                start_line = manager.Barrier(len(specs))
+                for future in [pool.submit(worker_main, {**s, "start_line": start_line}) for s in specs]:
                     future.result()
     else:
         log.info("study %s already holds %d finished trial(s): nothing to run", name, finished)
