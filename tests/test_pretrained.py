@@ -192,8 +192,8 @@ def test_real_sky_evaluation_on_real_frames(sample_dir, tmp_path):
     bright = by_label["7264-3-111"]["saturating"]
     assert bright["n"] >= 8 and bright["fraction"] >= 0.9
 
-    # predict.py with the real catalog stars' coordinates, as a user would give them (--csv): each star shows
-    # in some band (none is no_source), and blank places between the sources mostly do not
+    # predict.py with the real catalog stars' coordinates, as a user would give them (--csv): the frame shows
+    # every star (none is no_source), and blank places between the sources are mostly no_source
     from stargal import sdss
     from stargal.stages.predict import run_predict
 
