@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """Build the pretrained model shipped in models/stargal-pretrained: simulate a large, varied sky, run stages
-00-02 and train stargal's network on it, evaluate it on the simulated reference test field and (where the
-real sample is present) on the real sky, then copy the model and its card data into models/.
+00-02 and train stargal's network on it once per seed, combine the networks into one ensemble model (their mean
+p(star), ``03_model.py --ensemble``), evaluate it and each network alone on the simulated reference test field and
+(where the real sample is present) on the real sky, then copy the model and its card data into models/.
 
     bench/train_pretrained.py --data-dir /big/stargal-training [--first-field 300 --train 70] \
-        [--reference-data-dir DIR] [--install] [--no-train]
+        [--seeds 42 43 44] [--reference-data-dir DIR] [--install] [--no-train]
 
-The defaults rebuild the shipped model (fields 300-379: 70 training, 5 validation, 5 test; 30 epochs). Every
+The defaults rebuild the shipped model (fields 300-379: 70 training, 5 validation, 5 test; 30 epochs; seeds 42,
+43 and 44; ``--seeds 42`` builds a single network). Every
 step skips work that is current, so an interrupted build resumes; ``--no-train`` only evaluates (and installs)
 the model these options built before, e.g. after the evaluation code changed. The training sky's fields lie far
 from the reference fields (80-228), so the reference test field is never seen in training.
@@ -21,7 +23,7 @@ import sys
 from pathlib import Path
 
 from stargal import cli, fsio, integrity
-from stargal.config import SIMULATION_VERSION
+from stargal.config import SEED, SIMULATION_VERSION
 from stargal.errors import StargalError
 from stargal.fsio import INTEGRITY_KEY, read_json, write_json, write_text
 from stargal.paths import DEFAULT_SAMPLE_DIR, PRETRAINED_MODEL_DIR, PROJECT_ROOT, DataPaths, ModelFiles
@@ -53,6 +55,35 @@ def _files_paragraph(meta: dict) -> list[str]:
     ]
 
 
+def _training_sentence(meta: dict) -> list[str]:
+    if "ensemble" not in meta:
+        return [
+            f"Augmentation {meta['augment']}, {meta['epochs_run']} epochs (best {meta['best_epoch']}), seed "
+            f"{meta['seed']}; {meta['params']:,} parameters."
+        ]
+    members = meta["ensemble"]
+    seeds = ", ".join(str(m["seed"]) for m in members)
+    best = ", ".join(str(m["best_epoch"]) for m in members)
+    return [
+        f"An ensemble of {len(members)} networks trained alike from seeds {seeds} (augmentation {meta['augment']},",
+        f"{meta['epochs']} epochs, best {best}), made by `03_model.py --ensemble`: its p(star) is their mean, so a",
+        f"source that one network gets wrong by chance is outvoted; {meta['params']:,} parameters in all.",
+    ]
+
+
+def _members_real_sky(card: dict) -> list[str]:
+    """The real catalog check of each ensemble member alone, below the ensemble's."""
+    for table in [t for m in card.get("members", []) for t in m.get("real_sky_catalog", [])][:1]:
+        rows = [
+            [f"seed {member['seed']} alone, {row[0]}", *row[1:]]
+            for member in card["members"]
+            for t in member.get("real_sky_catalog", [])
+            for row in t["rows"]
+        ]
+        return ["**The same, each network alone**", "", markdown_table(table["columns"], rows), ""]
+    return []
+
+
 def model_card(card: dict, meta: dict) -> str:
     """models/README.md: what the pretrained model is, how it was made, how it scores, where it fails."""
     sky = card["training_sky"]
@@ -60,6 +91,10 @@ def model_card(card: dict, meta: dict) -> str:
     rows = [_metrics_row(f"training sky, test fields {sky['test']}", card["test_metrics"])]
     if "reference_test_metrics" in card:
         rows.append(_metrics_row("reference sky, test field 80", card["reference_test_metrics"]))
+    for member in card.get("members", []):
+        rows.append(_metrics_row(f"seed {member['seed']} alone, training sky", member["test_metrics"]))
+        if "reference_test_metrics" in member:
+            rows.append(_metrics_row(f"seed {member['seed']} alone, reference sky", member["reference_test_metrics"]))
     lines = [
         "# The pretrained model: `stargal-pretrained`",
         "",
@@ -79,9 +114,8 @@ def model_card(card: dict, meta: dict) -> str:
         f'{counts["test"]["n"]:,} catalogued objects. Each field draws its own seeing (PSF core FWHM 0.81-1.66",',
         "a Moffat core of beta 4 as measured on real stars), PSF wings and variation across the frame, Galactic",
         "latitude (star density, up to Galactic-plane crowding, and dust), sky residuals and band offsets, from",
-        "ranges measured on the real sample (README: Real or",
-        f"simulated sky). Augmentation {meta['augment']}, {meta['epochs_run']} epochs (best {meta['best_epoch']}),",
-        f"seed {meta['seed']}; {meta['params']} parameters.",
+        "ranges measured on the real sample (README: Real or simulated sky).",
+        *_training_sentence(meta),
         "",
         "## Simulated test data",
         "",
@@ -92,6 +126,7 @@ def model_card(card: dict, meta: dict) -> str:
         lines += ["## Real SDSS frames (`code/real_sky.py`)", "", card["real_sky"]["summary"], ""]
         for table in card["real_sky"]["tables"]:
             lines += [f"**{table['title']}**", "", markdown_table(table["columns"], table["rows"]), ""]
+        lines += _members_real_sky(card)
     lines += [
         "## Known limits",
         "",
@@ -123,7 +158,13 @@ def main(argv=None) -> int:
     parser.add_argument("--data-dir", required=True, help="data folder for the training sky")
     parser.add_argument("--first-field", type=int, default=300)
     parser.add_argument("--train", type=int, default=70, help="training fields (then 5 validation, 5 test)")
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=[42, 43, 44],
+        help="one network per seed; with several, the shipped model is their ensemble (mean p(star))",
+    )
     parser.add_argument("--epochs", type=int, default=30, help="training epochs (cosine schedule over all of them)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--reference-data-dir", default=None, help="a data folder with the reference sky's dataset")
@@ -142,13 +183,17 @@ def main(argv=None) -> int:
     test = f"{first + args.train + 5}-{first + args.train + 9}"
     fields = f"{first}-{first + args.train + 9}"
     common = ["--data-dir", args.data_dir, "--fields", fields]
-    name = f"stargal-pretrained-e{args.epochs}"
+    members = [f"stargal-pretrained-e{args.epochs}-s{seed}" for seed in args.seeds]
+    name = members[0] if len(members) == 1 else f"stargal-pretrained-e{args.epochs}-ensemble"
     if not args.no_train:
         stage("00_download.py", "--source", "simulated", *common, "--workers", str(args.workers))
         stage("01_alignment.py", *common, "--workers", str(args.workers), "--no-reports")
         stage("02_preparation.py", *common, "--train-fields", train, "--val-fields", val, "--test-fields", test)
-        stage("03_model.py", "--data-dir", args.data_dir, "--seed", str(args.seed), "--epochs", str(args.epochs),
-              "--name", name, "--no-plots")  # fmt: skip
+        for seed, member in zip(args.seeds, members, strict=True):
+            stage("03_model.py", "--data-dir", args.data_dir, "--seed", str(seed), "--epochs", str(args.epochs),
+                  "--name", member, "--no-plots")  # fmt: skip
+        if len(members) > 1:
+            stage("03_model.py", "--data-dir", args.data_dir, "--ensemble", *members, "--name", name)
     paths = DataPaths.at(args.data_dir)
     model_dir = paths.model_dir(name)
     integrity.require_model(model_dir)  # built and intact (with --no-train: built earlier)
@@ -156,20 +201,32 @@ def main(argv=None) -> int:
         model_dir = install(model_dir)
     card = {
         "simulation_version": SIMULATION_VERSION,
-        "training_sky": {"fields": fields, "train": train, "val": val, "test": test, "seed": args.seed},
+        "training_sky": {"fields": fields, "train": train, "val": val, "test": test, "seed": SEED},
         "dataset": read_json(paths.dataset_json(read_json(ModelFiles(model_dir).json)["dataset"]))["counts"],
         "test_metrics": read_json(ModelFiles(model_dir).metrics)["test"],
     }
+    if len(members) > 1:  # each member alone, beside the ensemble
+        card["members"] = [
+            {"seed": seed, "test_metrics": read_json(ModelFiles(paths.model_dir(member)).metrics)["test"]}
+            for seed, member in zip(args.seeds, members, strict=True)
+        ]
     if args.reference_data_dir:
         from stargal.stages.training import evaluate_saved_model
 
-        card["reference_test_metrics"] = evaluate_saved_model(model_dir, DataPaths.at(args.reference_data_dir))
+        reference = DataPaths.at(args.reference_data_dir)
+        card["reference_test_metrics"] = evaluate_saved_model(model_dir, reference)
+        for entry, member in zip(card.get("members", []), members, strict=False):
+            entry["reference_test_metrics"] = evaluate_saved_model(paths.model_dir(member), reference)
     if Path(args.sample).is_dir():
         from stargal.stages.realsky import run_real_sky
 
         out = paths.reports("real_sky", model_dir.name)
         result = run_real_sky(paths, Path(args.sample), model=str(model_dir), out=out)
         card["real_sky"] = {"tables": result["tables"], "summary": result["summary"]}
+        for entry, member in zip(card.get("members", []), members, strict=False):
+            alone = run_real_sky(paths, Path(args.sample), model=str(paths.model_dir(member)),
+                                 out=paths.reports("real_sky", member))  # fmt: skip
+            entry["real_sky_catalog"] = [t for t in alone["tables"] if t["title"].startswith("Catalog")]
     write_json(model_dir / "card.json", card)
     if args.install:
         write_text(PRETRAINED_MODEL_DIR.parent / "README.md", model_card(card, read_json(ModelFiles(model_dir).json)))
@@ -182,8 +239,11 @@ def install(build_dir: Path) -> Path:
     files = ModelFiles(PRETRAINED_MODEL_DIR)
     PRETRAINED_MODEL_DIR.mkdir(parents=True, exist_ok=True)
     record = read_json(ModelFiles(build_dir).json)
-    names = list(record[INTEGRITY_KEY]["files"])  # model.keras, metrics.json, history.csv and model.onnx
-    files.onnx.unlink(missing_ok=True)  # the previous model's, if the new one has none
+    # model.keras, metrics.json, model.onnx, and a trained (not ensembled) model's history.csv
+    names = list(record[INTEGRITY_KEY]["files"])
+    for previous in (files.keras, files.metrics, files.history, files.onnx):
+        if previous.name not in names:  # the previous model's (e.g. history.csv, which an ensemble has not)
+            previous.unlink(missing_ok=True)
     for name in names:
         shutil.copy2(build_dir / name, PRETRAINED_MODEL_DIR / name)
     meta = {k: v for k, v in record.items() if k != INTEGRITY_KEY}

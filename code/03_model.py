@@ -4,6 +4,7 @@
 Architectures: the course project's base and regularised CNNs, and stargal's own (default). The model
 applies the dataset's normalisation itself, so it takes raw nanomaggie patches; the decision threshold
 is chosen on validation data only. Writes data/models/NAME/ and plots under data/reports/training/NAME/.
+``--ensemble`` combines networks trained from several seeds into one model that averages their p(star).
 """
 
 from __future__ import annotations
@@ -78,6 +79,14 @@ def build_parser():
     )
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.add_argument(
+        "--ensemble",
+        nargs="*",
+        default=None,
+        metavar="MODEL",
+        help="combine trained models of one dataset into one that averages their p(star) (named by --name, default "
+        "ensemble-DATASET); with no MODEL, the models --seeds N trains (named NAME, default ARCHITECTURE-DATASET-ensemble)",
+    )
+    parser.add_argument(
         "--export-onnx",
         default=None,
         metavar="MODEL_DIR",
@@ -87,10 +96,11 @@ def build_parser():
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     cli.setup_logging(args.quiet, args.verbose)
     from stargal.stages import training
-    from stargal.stages.training_summary import run_summary
+    from stargal.stages.training_summary import ensemble_summary, run_summary
     from stargal.tables import records_markdown
     from stargal.train_options import options_from_args
 
@@ -102,6 +112,12 @@ def main(argv=None) -> int:
         return 0
     options = options_from_args(args)
     paths = cli.open_data_folder(args)
+    if args.ensemble:
+        result = training.combine_models(paths, args.ensemble, args.name, force=args.force)
+        print(ensemble_summary(result))
+        return 0
+    if args.ensemble is not None and (args.seeds or 1) < 2:
+        parser.error("--ensemble without models combines the models of --seeds N (N >= 2)")
     seeds = [args.seed + i for i in range(args.seeds)] if args.seeds else None
     if args.compare_augmentation:
         result = training.compare_augmentation(paths, args.dataset, options, seeds)
@@ -110,6 +126,10 @@ def main(argv=None) -> int:
         return 0
     result = training.run_training(paths, args.dataset, options, seeds)
     print(run_summary(result))
+    if args.ensemble is not None:
+        name = args.name or f"{options.resolved().architecture}-{result['dataset']}-ensemble"
+        members = [run["name"] for run in result["runs"]]
+        print(ensemble_summary(training.combine_models(paths, members, name, force=args.force)))
     return 0
 
 

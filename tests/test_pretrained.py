@@ -28,7 +28,7 @@ def test_pretrained_model_is_shipped_small_and_described():
     assert FILES.keras.is_file() and FILES.json.is_file()
     size = sum(p.stat().st_size for p in PRETRAINED_MODEL_DIR.iterdir())
     assert size < 5e6
-    meta = require_model(PRETRAINED_MODEL_DIR)  # sealed: model.keras, metrics and history match its record
+    meta = require_model(PRETRAINED_MODEL_DIR)  # sealed: every file matches its record
     assert meta["name"] == PRETRAINED_MODEL_DIR.name == "stargal-pretrained"
     assert meta["architecture"] == "stargal" and meta["model_inputs"] == ["patch", "psf"] and meta["simulated"] is True
     card = read_json(PRETRAINED_MODEL_DIR / "card.json")

@@ -188,6 +188,23 @@ def test_real_sky_section_renders_the_contract_and_names_an_unreadable_file(tmp_
     assert "real_sky.json: unreadable" in text.replace("\n", "")
 
 
+def test_an_ensemble_as_the_latest_model_is_described_by_its_members(tmp_path):
+    paths = DataPaths(tmp_path / "data")
+    _fake_run(paths)
+    meta = fsio.read_json(paths.model(MODEL).json)
+    members = [{"name": f"m{s}", "seed": s, "best_epoch": 20 + s, "epochs_run": 30, "train_seconds": 100.0}
+               for s in (42, 43)]  # fmt: skip
+    for key in ("seed", "best_epoch", "epochs_run", "train_seconds", "seconds_per_epoch"):
+        del meta[key]
+    fsio.write_json(paths.model(MODEL).json, {**meta, "ensemble": members, "seeds": [42, 43]})
+    table = next(b for b in _sections(paths)["Model and training"].blocks if isinstance(b, TableBlock))
+    rows = dict(table.rows)
+    assert rows["seed"].startswith("42, 43 (an ensemble")
+    assert rows["epochs run (best)"] == "30 (62), 30 (63)" and rows["training time"] == "200 s for 2 networks"
+    headline = next(b for b in collect(paths).front if isinstance(b, TableBlock))
+    assert headline.rows[0][0].endswith("ensemble of seeds 42, 43")
+
+
 def test_markdown_blocks():
     blocks = markdown_blocks("# T\n\nSome **bold**\ntext.\n\n| a | b |\n|---|---:|\n| **1** | 2 |\n- x\n  more\n- y\n"
                              "![Caption](p.png)\n")  # fmt: skip

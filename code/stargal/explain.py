@@ -93,13 +93,19 @@ def _consumes(layer, previous) -> bool:
 
 
 def grad_cam(model, x: np.ndarray, *, psf: np.ndarray | None = None, layer=None, batch_size: int = 256) -> np.ndarray:
-    """Grad-CAM maps float32 [n, P, P] in [0, 1] of the predicted class (star if p_star >= 0.5)."""
+    """Grad-CAM maps float32 [n, P, P] in [0, 1] of the predicted class (star if p_star >= 0.5); for an ensemble
+    (stargal.model.ensemble_model) the mean of its members' maps, each of the class that member predicts."""
     keras = import_keras()
 
-    from .model import model_inputs
+    from .model import ensemble_members, model_inputs
 
     tf = _tf()
     x = np.asarray(x, dtype=np.float32)
+    members = ensemble_members(model) if layer is None else []
+    if members:
+        normalised = np.asarray(model.get_layer("normalisation")(x), np.float32)
+        maps = [grad_cam(member, normalised, psf=psf, batch_size=batch_size) for member in members]
+        return np.mean(maps, axis=0).astype(np.float32)
     layer = layer or last_conv_layer(model)
     probe = keras.Model(model.inputs, [layer.output, model.outputs[0]])
     maps = []

@@ -88,7 +88,7 @@ def require_dataset(paths: DataPaths, name: str, splits: Iterable[str] | None = 
 
 
 def require_model(model_dir: str | os.PathLike) -> dict:
-    """A model folder's model.json, after checking that model.keras, metrics.json and history.csv are intact."""
+    """A model folder's model.json, after checking that model.keras and every other file it seals are intact."""
     files = ModelFiles(Path(model_dir))
     check = fsio.check_seal(files.json, [files.keras])
     if not check.ok:

@@ -19,6 +19,7 @@ from .errors import StargalError
 
 ARCHITECTURES = ("reference_base", "reference_regularised", "stargal")
 PSF_ARCHITECTURES = ("stargal",)  # the networks told the PSF at each patch
+ENSEMBLE_MEMBER = "member"  # name prefix of an ensemble's member networks (ensemble_model)
 # the PSF input (stellar r50, pixels) enters the network as (r50 - centre) / scale: about -1..+2 over SDSS seeing
 PSF_CENTRE_PX = 2.0
 PSF_SCALE_PX = 0.4
@@ -321,12 +322,48 @@ def load_model(path: str | os.PathLike):
         ) from None
 
 
+def ensemble_model(members: list):
+    """One model whose p(star) is the mean of ``members``' (networks of one architecture trained on one dataset,
+    so with the same normalisation): the normalisation is applied once, then each member's layers after it."""
+    keras = _keras()
+    if len(members) < 2:
+        raise StargalError("an ensemble needs at least two models")
+    norms = [m.get_layer("normalisation") for m in members]
+    if any((n.center, n.scale) != (norms[0].center, norms[0].scale) for n in norms):
+        raise StargalError("ensemble members normalise their patches differently: train them on one dataset")
+    shape = patch_shape(members[0])
+    if any(patch_shape(m) != shape or takes_psf(m) != takes_psf(members[0]) for m in members):
+        raise StargalError("ensemble members take different inputs: train them on one dataset")
+    patch = keras.Input(shape=shape, name="patch")
+    x = normalisation_layer({"center": norms[0].center, "scale": norms[0].scale})(patch)
+    inputs, member_inputs = patch, x
+    if takes_psf(members[0]):
+        psf = keras.Input(shape=(shape[-1],), name="psf")
+        inputs, member_inputs = {"patch": patch, "psf": psf}, {"patch": x, "psf": psf}
+    cores = []  # each member with its normalisation an identity: its own layers, fed normalised patches
+    for i, (member, norm) in enumerate(zip(members, norms, strict=True)):
+        clone = keras.models.clone_model(
+            member,
+            clone_function=lambda layer, norm=norm: keras.layers.Identity(name=layer.name) if layer is norm else layer,
+        )  # compiled like the member: rewrapped, so that the ensemble saves no optimizer state
+        cores.append(keras.Model(clone.input, clone.output, name=f"{ENSEMBLE_MEMBER}{i}"))
+    p_star = keras.layers.Average(name="p_star")([core(member_inputs) for core in cores])
+    return keras.Model(inputs, p_star, name=members[0].name)
+
+
+def ensemble_members(model) -> list:
+    """The member networks of an ``ensemble_model`` (each taking normalised patches); [] for any other model."""
+    return [layer for layer in model.layers if hasattr(layer, "layers") and layer.name.startswith(ENSEMBLE_MEMBER)]
+
+
 def flops_per_sample(model) -> int:
     """Approximate multiply-adds x2 of the conv and dense layers for one patch (for reports)."""
     total = 0
     for layer in model.layers:
         cls = type(layer).__name__
-        if cls == "Conv2D":
+        if hasattr(layer, "layers"):  # an ensemble's member network
+            total += flops_per_sample(layer)
+        elif cls == "Conv2D":
             k = int(np.prod(layer.kernel.shape))
             out = layer.output.shape
             total += 2 * k * int(out[1]) * int(out[2])

@@ -212,9 +212,31 @@ class Run:
 
 def _model_label(name: str, meta: dict, latest: str | None, several: bool) -> str:
     label = ARCHITECTURE_NAMES.get(meta.get("architecture"), str(meta.get("architecture")))
-    if several:
+    if "ensemble" in meta:
+        label += f", ensemble of seeds {_seeds(meta)}"
+    elif several:
         label += f", seed {meta.get('seed')}"
     return label + (" [latest]" if several and name == latest else "")
+
+
+def _seeds(meta: dict) -> str:
+    return ", ".join(str(m.get("seed")) for m in meta.get("ensemble", []))
+
+
+def _training_rows(m: dict) -> list[list]:
+    """Epochs, time and seed of a trained model; of each member for an ensemble (03_model.py --ensemble)."""
+    if "ensemble" not in m:
+        return [
+            ["epochs run (best)", f"{m.get('epochs_run')} of at most {m.get('epochs')} ({m.get('best_epoch')})"],
+            ["training time", f"{m.get('train_seconds', 0):.0f} s ({m.get('seconds_per_epoch', 0):.1f} s per epoch)"],
+            ["seed", str(m.get("seed"))],
+        ]
+    members = m["ensemble"]
+    return [
+        ["epochs run (best)", ", ".join(f"{e.get('epochs_run')} ({e.get('best_epoch')})" for e in members)],
+        ["training time", f"{sum(e.get('train_seconds') or 0 for e in members):.0f} s for {len(members)} networks"],
+        ["seed", f"{_seeds(m)} (an ensemble: the mean of their p(star))"],
+    ]
 
 
 def _augmentation(meta: dict) -> str:
@@ -496,10 +518,8 @@ def model_section(run: Run) -> Section:
         ["augmentation", _augmentation(m)],
         ["learning rate, schedule", f"{hp.get('learning_rate')}, {m.get('schedule') or 'constant'}"],
         ["batch size", str(m.get("batch_size"))],
-        ["epochs run (best)", f"{m.get('epochs_run')} of at most {m.get('epochs')} ({m.get('best_epoch')})"],
-        ["training time", f"{m.get('train_seconds', 0):.0f} s ({m.get('seconds_per_epoch', 0):.1f} s per epoch)"],
+        *_training_rows(m),
         ["decision threshold", f"{m.get('threshold', 0.5):.3f} ({m.get('threshold_source', 'chosen on validation')})"],
-        ["seed", str(m.get("seed"))],
     ]
     blocks: list = [
         Para(

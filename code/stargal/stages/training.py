@@ -1,6 +1,7 @@
 """Stage 03 runner: train a CNN on a stage-02 dataset, choose its threshold on validation data, evaluate
 it on every split (``stargal.evaluate``), and write model.keras, model.json, metrics.json, history.csv
-and plots. Also repeated seeds and the with/without augmentation comparison (exercise Task 1.4).
+and plots. Also repeated seeds, ensembles of them (``combine_models``) and the with/without augmentation
+comparison (exercise Task 1.4).
 
 A model folder is one sealed output set: model.keras, metrics.json and history.csv are written under
 temporary names and renamed together, then model.json last with their checksums and the identity of the
@@ -182,13 +183,7 @@ def train_one(paths: DataPaths, dataset: str, options: TrainOptions, data: dict 
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     with fsio.OutputSet(files.json) as out:
-        tmp = out.path(files.keras)
-        keras_tmp = tmp.with_suffix(".keras")  # Keras insists on the extension
-        try:
-            model.save(keras_tmp)
-            keras_tmp.replace(tmp)
-        finally:
-            keras_tmp.unlink(missing_ok=True)
+        _save_keras(model, out.path(files.keras))
         _write_history(out.path(files.history), history)
         fsio.write_json(out.path(files.metrics), metrics)
         onnx = _export_onnx(model, out, files)
@@ -200,6 +195,15 @@ def train_one(paths: DataPaths, dataset: str, options: TrainOptions, data: dict 
 
         tplots.training_report(paths.reports("training", name), history, metrics, data, preds)
     return {"name": name, "model_dir": out_dir, "metrics": metrics, "model_json": model_json, "skipped": False}
+
+
+def _save_keras(model, tmp: Path) -> None:
+    keras_tmp = tmp.with_suffix(".keras")  # Keras insists on the extension
+    try:
+        model.save(keras_tmp)
+        keras_tmp.replace(tmp)
+    finally:
+        keras_tmp.unlink(missing_ok=True)
 
 
 def _export_onnx(model, out: fsio.OutputSet, files: ModelFiles) -> dict | None:
@@ -246,6 +250,94 @@ def _write_history(path: Path, history: dict) -> None:
     for k in keys:
         table[k] = history[k][:n]
     write_table(path, table)
+
+
+# ---------------------------------------------------------------- ensembles
+
+# what every member of an ensemble shares and its model.json repeats
+SHARED_KEYS = ("architecture", "model_inputs", "hyperparameters", "dataset", "patch_size", "bands", "edge",
+               "normalisation", "augment", "schedule", "batch_size", "epochs", "patience", "dataset_counts",
+               "simulated")  # fmt: skip
+MEMBER_KEYS = ("name", "seed", "best_epoch", "epochs_run", "train_seconds", "threshold", "test")
+
+
+def combine_models(paths: DataPaths, members: list[str], name: str | None = None, force: bool = False) -> dict:
+    """Average the p(star) of models trained on one dataset in one model folder ``name`` (an ensemble: members
+    trained from different seeds err on different sources). Its threshold is chosen on val, it is evaluated on
+    every split and sealed like a trained model (model.keras, metrics.json, model.onnx; no history.csv), and it
+    becomes the latest model; ``name`` defaults to ensemble-DATASET. Returns {"name", "model_dir", "metrics",
+    "model_json", "skipped"}."""
+    from .. import model as mdl
+    from ..metrics import choose_threshold
+
+    if len(members) < 2:
+        raise StargalError("--ensemble: give at least two models to combine")
+    if len(set(members)) != len(members):
+        raise StargalError(f"--ensemble {' '.join(members)}: a model is named twice")
+    metas = [integrity.require_model(paths.model_dir(member)) for member in members]
+    for member, meta in zip(members, metas, strict=True):
+        if "ensemble" in meta:
+            raise StargalError(f"--ensemble: {member} is an ensemble already; combine the networks it was made of")
+    for key in ("dataset", "architecture"):
+        values = sorted({str(meta.get(key)) for meta in metas})
+        if len(values) != 1:
+            raise StargalError(f"--ensemble: the models differ in {key} ({', '.join(values)}); combine models of one")
+    dataset = str(metas[0].get("dataset"))
+    name = name or f"ensemble-{dataset}"
+    if name in members:
+        raise StargalError(f"--name {name}: that is one of the models combined; give the ensemble its own name")
+    tta = all(meta.get("tta", False) for meta in metas)
+    config = {
+        "ensemble": [
+            {"name": m, "model.keras": meta[fsio.INTEGRITY_KEY]["files"]["model.keras"]}
+            for m, meta in zip(members, metas, strict=True)
+        ],  # fmt: skip
+        "tta": tta,
+    }
+    config = json.loads(json.dumps(config))
+    dataset_id = dataset_identity(paths, dataset)
+    files = paths.model(name)
+    check = fsio.check_seal(files.json, [files.keras, files.metrics])
+    current = check.ok and check.record.get("inputs", {}).get("dataset") == dataset_id
+    if current and not force and check.record.get("config") == config:
+        log.info("%s: ensemble is current, skipping (use --force to combine again)", name)
+        fsio.write_text_if_changed(paths.latest_model, name + "\n")
+        return {"name": name, "model_dir": files.folder, "metrics": fsio.read_json(files.metrics),
+                "model_json": check.record, "skipped": True}  # fmt: skip
+    data = load_dataset(paths, dataset)
+    mdl.configure_threads()
+    model = mdl.ensemble_model([mdl.load_model(paths.model(member).keras) for member in members])
+    preds = predict_splits(model, data, tta=tta)
+    threshold = choose_threshold(data["val"]["y"], preds["val"])  # validation only, never test
+    metrics = evaluate(data, preds, threshold, tta=tta)
+    member_records = [{k: meta.get(k) for k in MEMBER_KEYS} for meta in metas]
+    model_json = {
+        **{k: metas[0].get(k) for k in SHARED_KEYS},
+        "name": name,
+        "ensemble": member_records,
+        "seeds": [meta.get("seed") for meta in metas],
+        "threshold": threshold,
+        "threshold_source": "val: maximum MCC",
+        "tta": tta,
+        "params": int(model.count_params()),
+        "flops_per_patch": mdl.flops_per_sample(model),
+        "test": {k: metrics["test"].get(k) for k in ("accuracy", "mcc", "roc_auc")} if "test" in metrics else None,
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "stargal_version": __version__,
+        "config": config,
+        "inputs": {"dataset": dataset_id},
+    }
+    files.folder.mkdir(parents=True, exist_ok=True)
+    with fsio.OutputSet(files.json) as out:
+        _save_keras(model, out.path(files.keras))
+        fsio.write_json(out.path(files.metrics), metrics)
+        out.remove(files.history)  # a trained model's, if the folder held one: an ensemble has no history
+        onnx = _export_onnx(model, out, files)
+        if onnx:
+            model_json["onnx"] = onnx
+        model_json = out.commit(model_json)
+    fsio.write_text_if_changed(paths.latest_model, name + "\n")
+    return {"name": name, "model_dir": files.folder, "metrics": metrics, "model_json": model_json, "skipped": False}
 
 
 # ---------------------------------------------------------------- several seeds, comparisons

@@ -58,3 +58,17 @@ def run_summary(result: dict) -> str:
         )
     parts.append(f"latest model: {result['latest']} ({len(result['runs'])} run(s) on dataset {result['dataset']})")
     return "\n".join(parts)
+
+
+def ensemble_summary(result: dict) -> str:
+    """The end-of-run text of ``03_model.py --ensemble``: members' test MCC, then the ensemble's table."""
+    mj = result["model_json"]
+    members = ", ".join(f"{m['name']} ({format_cell((m.get('test') or {}).get('mcc'))})" for m in mj["ensemble"])
+    state = "current, not combined again" if result["skipped"] else f"{len(mj['ensemble'])} models averaged"
+    return "\n".join(
+        [
+            f"ensemble {result['name']} ({state}; members and their test MCC: {members})",
+            metrics_table(result["metrics"]),
+            f"latest model: {result['name']}",
+        ]
+    )
