@@ -61,7 +61,9 @@ def build_parser():
         "--all", action="store_true", help="every catalogued object of the field (stage 01's objects table)"
     )
     group.add_argument(
-        "--detect", action="store_true", help="every source found in the field (no catalog needed; sep detection)"
+        "--detect",
+        action="store_true",
+        help="every source found in the field, point sources down to r-band S/N 5 as in SDSS's catalog (no catalog needed)",
     )
     group.add_argument(
         "--tta", choices=("auto", "all", "off"), default="auto",

@@ -170,6 +170,84 @@ def test_detection_finds_sources_sizes_and_stars():
     np.testing.assert_allclose(np.median(flux / flux[:, [2]], 0), toy.SED / toy.SED[2], rtol=0.05)
 
 
+def _point_sources(snr: np.ndarray, positions: np.ndarray, shape=(400, 600), sigma=1.5, seed=3) -> np.ndarray:
+    """Unit-noise image with Gaussian stars of the given PSF signal-to-noise (the optimal, matched-filter one)."""
+    rng = np.random.default_rng(seed)
+    image = rng.normal(0.0, 1.0, shape).astype(np.float32)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    for s, (x, y) in zip(snr, positions, strict=True):
+        flux = s * np.sqrt(4 * np.pi * sigma**2)  # the noise of an optimal PSF fit is sqrt(4 pi sigma^2) x rms
+        image += (flux / (2 * np.pi * sigma**2) * np.exp(-0.5 * ((xx - x) ** 2 + (yy - y) ** 2) / sigma**2)).astype(
+            np.float32
+        )
+    return image
+
+
+def _found(x, y, positions) -> np.ndarray:
+    if len(x) == 0:
+        return np.zeros(len(positions), bool)
+    return np.hypot(positions[:, :1] - x[None], positions[:, 1:] - y[None]).min(1) < 2.0
+
+
+def test_faint_detection_reaches_a_psf_signal_to_noise_of_five_and_keeps_every_bright_source():
+    grid = np.array([(40 + 60 * i, 40 + 55 * j) for i in range(10) for j in range(7)], float)
+    snr = np.linspace(3.0, 20.0, len(grid))
+    image = _point_sources(snr, grid)
+    bx, by, _ = detection.detect(image, 1.0)
+    fx, fy, _ = detection.detect(image, 1.0, faint=True)
+    bright, faint = _found(bx, by, grid), _found(fx, fy, grid)
+    assert faint[snr >= 6].all() and faint[snr < 4].mean() < 0.5  # SDSS's limit: 5 sigma in a matched filter
+    assert not bright[snr < 8].any()  # the bright detection stops far above it
+    assert len(fx) - faint.sum() <= 1  # pure noise peaks over 240,000 pixels: at most one
+    # the faint pass adds sources and never moves or drops a bright one
+    np.testing.assert_array_equal(fx[: len(bx)], bx)
+    # a close pair of bright stars (3.3 sigma apart) stays two sources, as the matched filter alone would merge
+    pair = np.array([[200.0, 200.0], [205.0, 200.0]])
+    image = _point_sources(np.array([60.0, 60.0]), pair)
+    fx, fy, _ = detection.detect(image, 1.0, faint=True)
+    assert _found(fx, fy, pair[:1]).all() and _found(fx, fy, pair[1:]).all() and len(fx) == 2
+
+
+def test_faint_detection_finds_most_catalogued_simulated_objects_and_little_else(one_field):
+    paths, fid = one_field["paths"], one_field["fid"]
+    cube = read_cube(paths.cube(fid))
+    truth = read_table(paths.sim_truth(301, 8162, 6), dtype=TRUTH_DTYPE)
+    every = cKDTree(unit_vectors(truth["ra"], truth["dec"]))
+    truth = truth[truth["field"] == fid.field]
+    catalogued = truth["id"] >= 0
+    found, spurious = {}, {}
+    for faint, sources in ((False, one_field["sources"]), (True, None)):
+        s = sources or detection.measure_sources(np.asarray(cube.data, np.float32), cube.bands, faint=True)
+        ra, dec = cube.wcs.celestial.wcs_pix2world(s.x, s.y, 0)
+        d, _ = cKDTree(unit_vectors(ra, dec)).query(unit_vectors(truth["ra"], truth["dec"]))
+        found[faint] = d < 1.5 / 206265
+        spurious[faint] = every.query(unit_vectors(ra, dec))[0] > 1.5 / 206265  # no simulated object within 1.5"
+    # the catalog lists what SDSS's detection finds: the faint detection finds most of it, the bright one half
+    assert found[True][catalogued].mean() >= 0.75 and found[False][catalogued].mean() <= 0.65
+    stars_22 = (truth["cls"] == "star") & (truth["r"] >= 22.0) & (truth["r"] < 22.5)
+
+    assert found[True][stars_22].mean() >= found[False][stars_22].mean() + 0.3
+    assert spurious[True].mean() <= 0.02  # noise peaks and shreds
+
+
+def test_faint_stars_bench_tabulates_a_simulated_field(one_field, tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "bench" / "faint_stars.py"
+    spec = importlib.util.spec_from_file_location("faint_stars", script)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    args = ["--data-dir", str(one_field["paths"].root), "--fields", "80", "--sample", str(tmp_path / "absent"), "-q"]
+    assert bench.main(args) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| simulated 80 |")]
+    assert len(rows) == 1
+    cells = [c.strip() for c in rows[0].strip("|").split("|")]
+    assert int(cells[1]) >= 200  # catalog stars classified
+    bright, found = cells[2], cells[-1]  # r < 21 and those the detection finds: "98.5 % (130/132)"
+    assert float(bright.split(" %")[0]) >= 90 and float(found.split(" %")[0]) >= 85
+
+
 def _shape_fits(data: np.ndarray, bands: str) -> dict:
     """Per band g, r, i: the PSF model fits (rms, wing share, FWHM) of the cube's stacked stars, per core beta."""
     ee = np.asarray(fidelity.measure_cube(data, bands)["encircled_energy"])

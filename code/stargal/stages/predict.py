@@ -215,7 +215,7 @@ def detected_sources(cube: Cube, data: np.ndarray, bands: str) -> tuple[np.ndarr
     marks those seen in r alone (``detection.single_band``)."""
     from ..detection import measure_sources, single_band
 
-    sources = measure_sources(data, bands)
+    sources = measure_sources(data, bands, faint=True)
     ra, dec = cube.wcs.celestial.wcs_pix2world(sources.x, sources.y, 0)
     r = bands.index("r")
     before = {"source": np.arange(1, len(sources) + 1)}
