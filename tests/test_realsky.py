@@ -54,6 +54,25 @@ def test_fractions_intervals_and_quadrants():
     assert (bright["n"], bright["k"]) == (2, 1)  # r = 16 and a NaN magnitude are not "brighter than 16"
 
 
+def _quadrants(*counts: tuple[int, int]) -> list[dict]:
+    return [{"k": k, "n": n} for k, n in counts]
+
+
+def test_quadrant_p_value_tells_counting_noise_from_a_failing_quadrant():
+    from scipy.stats import chi2_contingency
+
+    assert realsky.quadrant_p_value(_quadrants((10, 20), (10, 20), (10, 20), (10, 20))) == 1.0
+    assert realsky.quadrant_p_value(_quadrants((20, 20), (19, 20), (20, 20), (5, 20))) < 0.001
+    # a 10-point gap on a few dozen stars is what chance gives often
+    assert realsky.quadrant_p_value(_quadrants((9, 11), (7, 8), (7, 10), (5, 7))) > 0.5
+    assert realsky.quadrant_p_value(_quadrants((5, 5), (7, 7), (0, 0), (3, 3))) is None  # all on: nothing to test
+    assert realsky.quadrant_p_value(_quadrants((3, 5), (0, 0), (0, 0), (0, 0))) is None  # one quadrant
+    # with many sources it agrees with the asymptotic chi-square test
+    big = ((1492, 1704), (1612, 1887), (1402, 1582), (1373, 1568))
+    asymptotic = chi2_contingency(np.array([[k, n - k] for k, n in big]))[1]
+    assert realsky.quadrant_p_value(_quadrants(*big)) == pytest.approx(asymptotic, abs=0.01)
+
+
 def test_psf_map_follows_a_gradient_and_refuses_a_starless_frame():
     rng = np.random.default_rng(1)
     n, shape = 200, (1000, 2000)

@@ -15,7 +15,8 @@ Two kinds of evidence, each also split by frame quadrant so that a failure tied 
   saturation (galaxies that bright are under one per frame); the fraction called star.
 
 Every fraction comes with its count and a 95 % Wilson interval: quadrants of a high-latitude field hold a few
-dozen bright stars, so a single source moves a fraction by several points.
+dozen bright stars, so a single source moves a fraction by several points. Whether the quadrants differ by more
+than that is a test (``quadrant_p_value``): the chance of quadrants as different by counting noise alone.
 """
 
 from __future__ import annotations
@@ -100,7 +101,9 @@ def catalog_check(called_star: np.ndarray, r_mag: np.ndarray, quad: np.ndarray) 
         "by_r": by_bins(called_star, r_mag, RECALL_BINS),
         "by_r_fine": by_bins(called_star, r_mag, FINE_BINS) + [{"bin": "no r flux", **fraction(called_star, no_r)}],
         "by_quadrant": by_quadrant(called_star, quad),
+        "quadrant_p": quadrant_p_value(by_quadrant(called_star, quad)),
         "faint_by_quadrant": by_quadrant(called_star, quad, in_bin(r_mag, 22.0, None)),
+        "faint_quadrant_p": quadrant_p_value(by_quadrant(called_star, quad, in_bin(r_mag, 22.0, None))),
     }
 
 
@@ -139,6 +142,7 @@ def locus_check(
         "called_star_by_r": by_bins(on, r, LOCUS_BINS, star),
         "called_galaxy_by_r": by_bins(on, r, LOCUS_BINS, galaxy),
         "called_star_by_quadrant": by_quadrant(on, quad, star),
+        "called_star_quadrant_p": quadrant_p_value(by_quadrant(on, quad, star)),
         # the same for point-like sources: whether a quadrant's gap is the classifier's or the field's own
         "pointlike_by_quadrant": by_quadrant(on, quad, bright & pointlike),
         "on_locus": on,
@@ -167,3 +171,26 @@ def largest_quadrant_gap(overall: dict, per_quadrant: list[dict]) -> float | Non
         return None
     gaps = [abs(q["fraction"] - overall["fraction"]) for q in per_quadrant if q["fraction"] is not None]
     return max(gaps) if gaps else None
+
+
+def quadrant_p_value(per_quadrant: list[dict], draws: int = 20_000, seed: int = 0) -> float | None:
+    """How likely quadrants as different as these are by chance alone, were the fraction the same everywhere: a
+    Monte Carlo chi-square test of homogeneity (``per_quadrant``: ``by_quadrant`` entries), exact enough for the
+    few dozen sources a high-latitude quadrant holds. None with fewer than two quadrants with sources, or with
+    every fraction 0 or 1."""
+    k = np.array([q["k"] for q in per_quadrant if q["n"]], np.float64)
+    n = np.array([q["n"] for q in per_quadrant if q["n"]], np.float64)
+    if len(n) < 2 or k.sum() in (0, n.sum()):
+        return None
+    rng = np.random.default_rng(seed)
+    drawn = rng.binomial(n.astype(np.int64), k.sum() / n.sum(), size=(draws, len(n))).astype(np.float64)
+    observed = _homogeneity_statistic(k[None], n)[0]
+    return float((1 + np.sum(_homogeneity_statistic(drawn, n) >= observed - 1e-12)) / (1 + draws))
+
+
+def _homogeneity_statistic(k: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """Pearson's chi-square of [draws, quadrants] counts ``k`` of ``n`` against their pooled fraction."""
+    pooled = k.sum(1, keepdims=True) / n.sum()
+    spread = n * pooled * (1 - pooled)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(spread > 0, (k - n * pooled) ** 2 / np.where(spread > 0, spread, 1.0), 0.0).sum(1)

@@ -36,7 +36,7 @@ log = logging.getLogger("stargal")
 RERUN = 301
 # 2: point-like locus fractions per quadrant; 3: bands registered on the stars, fluxes scaled to 3.2";
 # 4: bright sources (r < 16) called star, single-band artefacts left out
-FORMAT_VERSION = 5  # 5: sources detected to SDSS's depth; recall on the catalog stars detected
+FORMAT_VERSION = 6  # 5: sources detected to SDSS's depth; recall on the catalog stars detected; 6: quadrant p
 
 
 @dataclass(frozen=True)
@@ -276,6 +276,10 @@ def percent_cell(entry: dict | None) -> str:
     return f"{100 * entry['fraction']:.1f} % ({entry['k']}/{entry['n']})"
 
 
+def _p_cell(p: float | None) -> str:
+    return "-" if p is None else f"{p:.2f}"
+
+
 def report_content(record: dict) -> dict:
     """The report's part of real_sky.json: a summary paragraph, tables and captioned figures."""
     locus_rows, catalog_rows = [], []
@@ -286,6 +290,7 @@ def report_content(record: dict) -> dict:
         locus_rows.append(
             [f["label"], f["sources"], f"{lc['ebv']:.2f}", percent_cell(lc["pointlike"]), percent_cell(lc.get("catalog_stars")),
              percent_cell(lc["called_star"]), percent_cell(lc["called_galaxy"]), "-" if gap is None else f"{100 * gap:.1f}",
+             _p_cell(lc.get("called_star_quadrant_p")),
              "-" if ceiling_gap is None else f"{100 * ceiling_gap:.1f}", percent_cell(f.get("saturating"))]
         )  # fmt: skip
         if "catalog" in f:
@@ -318,6 +323,7 @@ def report_content(record: dict) -> dict:
                 "called star",
                 "called galaxy",
                 "worst quadrant gap (points)",
+                "chance of such quadrants (p)",
                 "point-like worst quadrant gap",
                 f"r < {realsky.SATURATING_LIMIT:.0f} called star",
             ],  # fmt: skip
@@ -347,7 +353,9 @@ def report_content(record: dict) -> dict:
         "far a field's own stars reach that test with these colours: its bright isolated 'point-like' sources "
         "(picked by size alone) and, where the field has a star catalog, the catalog's stars (a perfect classifier). "
         f"Sources brighter than r = {realsky.SATURATING_LIMIT:.0f} are almost all stars, their cores at or past "
-        "saturation: the last column is the fraction of them called star."
+        "saturation: the last column is the fraction of them called star. The chance of such quadrants is how often "
+        "quadrants differ as much as the field's do by counting noise alone, were the fraction the same all over "
+        "the frame (a Monte Carlo chi-square test): a small value points at a real position-dependent failure."
     )
     if catalog_rows:
         summary += (
