@@ -6,9 +6,11 @@ and for those the detection finds (what ``predict.py --detect`` classifies).
     .venv/bin/python bench/faint_stars.py --data-dir DIR --fields 375 376 377 378 379 [--model pretrained]
 
 DIR holds the simulated fields of run 8162 camcol 6, aligned (``00_download.py --source simulated`` and
-``01_alignment.py`` for those fields); the real fields are prepared in DIR/real as real_sky.py does. Prints one
-Markdown table: if the model recognises faint real stars as often as faint simulated ones, the simulator's faint
-end is faithful and the shortfall is the model's.
+``01_alignment.py`` for those fields); the real fields are prepared in DIR/real as real_sky.py does. Prints two
+Markdown tables: the recall on each sky (if the model recognises faint real stars as often as faint simulated
+ones, the simulator's faint end is faithful and the shortfall is the model's); and, on the simulated fields,
+where the truth is known, how pure SDSS's labels are per r bin (its type rule, PSF against model magnitude on
+noisy fluxes, which the simulator applies as photo does) and how the model does against labels and against truth.
 """
 
 from __future__ import annotations
@@ -63,6 +65,56 @@ def catalog_stars(paths, fid, catalog_path: Path, bundle) -> dict[str, np.ndarra
     }
 
 
+TRUTH_BINS = ((None, 21.0), (21.0, 22.0), (22.0, 22.5), (22.5, 23.0), (23.0, None))
+
+
+def labels_against_truth(paths, fid, bundle) -> dict[str, np.ndarray]:
+    """Every catalogued object of a simulated field (both sweeps), classified: called star, r PSF magnitude,
+    SDSS's label (OBJC_TYPE 6: star) and the true class from the simulator's truth table."""
+    from stargal import sdss
+    from stargal.cube import read_cube
+    from stargal.fsio import read_json
+    from stargal.psf import PSFMap
+    from stargal.sim_formats import TRUTH_DTYPE
+    from stargal.stages.realsky import classify_positions
+    from stargal.tables import read_table
+
+    cube = read_cube(paths.cube(fid))
+    data = np.ascontiguousarray(np.asarray(cube.data, np.float32))
+    pmap = PSFMap.from_dict(read_json(paths.psf_map(fid)), str(paths.psf_map(fid)))
+    columns = ("FIELD", "ID", "OBJC_TYPE", "RA", "DEC", "PSFFLUX")
+    objects = np.concatenate([sdss.read_catalog(paths.catalog(fid.rerun, fid.run, fid.camcol, kind), columns)
+                              for kind in ("star", "gal")])  # fmt: skip
+    objects = objects[objects["FIELD"] == fid.field]
+    truth = read_table(paths.sim_truth(fid.rerun, fid.run, fid.camcol), dtype=TRUTH_DTYPE)
+    truth = truth[(truth["field"] == fid.field) & (truth["id"] >= 0)]
+    true_class = dict(zip(truth["id"].tolist(), truth["cls"].tolist(), strict=True))
+    pred = classify_positions(bundle, data, cube.wcs, objects["RA"], objects["DEC"], pmap)
+    ok = pred.status == "ok"
+    return {
+        "called": (pred.label == "star")[ok],
+        "r": sdss.magnitude(objects["PSFFLUX"][:, cube.bands.index("r")])[ok],
+        "labelled": (objects["OBJC_TYPE"] == 6)[ok],
+        "true": np.array([true_class[i] == "star" for i in objects["ID"].tolist()], bool)[ok],
+    }
+
+
+def truth_rows(parts: list[dict[str, np.ndarray]]) -> list[list]:
+    from stargal import realsky
+    from stargal.stages.realsky import percent_cell
+
+    d = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    rows = []
+    for lo, hi in TRUTH_BINS:
+        s = realsky.in_bin(d["r"], lo, hi)
+        labelled, true = s & d["labelled"], s & d["true"]
+        cells = [realsky.fraction(d["true"], labelled), realsky.fraction(d["labelled"], true),
+                 realsky.fraction(d["called"], labelled), realsky.fraction(d["called"], true),
+                 realsky.fraction(d["called"], s & ~d["true"])]  # fmt: skip
+        rows.append([realsky.bin_label(lo, hi), int(s.sum()), *map(percent_cell, cells)])
+    return rows
+
+
 def row(name: str, parts: list[dict[str, np.ndarray]]) -> list:
     from stargal import realsky
     from stargal.stages.realsky import percent_cell
@@ -104,6 +156,11 @@ def main(argv=None) -> int:
         rows.append(row(label, [catalog_stars(paths.real_fields, field.fid, field.star_catalog, bundle)]))
     print(f'model {bundle.name}: catalog stars called star (found: within 2" of a source the detection finds)\n')
     print(markdown_table(["catalog stars", "classified", *BINS], rows))
+    truth = [labels_against_truth(paths, FieldId(RERUN, SIM_RUN, SIM_CAMCOL, f), bundle) for f in args.fields]
+    print("\nsimulated fields: SDSS's labels against the truth, and the model against both\n")
+    columns = ["r", "catalogued", "labelled star: truly star", "true stars: labelled star",
+               "labelled stars called star", "true stars called star", "true galaxies called star"]  # fmt: skip
+    print(markdown_table(columns, truth_rows(truth)))
     return 0
 
 

@@ -259,8 +259,15 @@ def test_faint_stars_bench_tabulates_a_simulated_field(one_field, tmp_path, caps
     spec.loader.exec_module(bench)
     args = ["--data-dir", str(one_field["paths"].root), "--fields", "80", "--sample", str(tmp_path / "absent"), "-q"]
     assert bench.main(args) == 0
-    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| simulated 80 |")]
+    out = capsys.readouterr().out.splitlines()
+    rows = [line for line in out if line.startswith("| simulated 80 |")]
     assert len(rows) == 1
+    # SDSS's labels against the simulated truth: pure for bright stars, impure beyond r = 22
+    second = out[next(i for i, line in enumerate(out) if line.startswith("simulated fields:")) :]
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in second if line.startswith("| ")]
+    truth = {row[0]: row for row in cells}
+    assert float(truth["< 21"][2].split(" %")[0]) >= 95
+    assert float(truth["22-22.5"][2].split(" %")[0]) < float(truth["< 21"][2].split(" %")[0])
     cells = [c.strip() for c in rows[0].strip("|").split("|")]
     assert int(cells[1]) >= 200  # catalog stars classified
     bright, found = cells[2], cells[-1]  # r < 21 and those the detection finds: "98.5 % (130/132)"
