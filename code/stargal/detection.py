@@ -49,6 +49,7 @@ FAINT_SNR = 5.0  # matched-filter signal-to-noise, as SDSS detects
 FAINT_MIN_AREA = 3  # pixels: a lone noise peak over the threshold is rarely 3 pixels wide
 DETECT_KERNEL_SIGMA = 1.3  # pixels: a 1.2" FWHM star; 1.0-1.6 find the same catalog stars on 4510-4-30
 FAINT_BACKGROUND_CELL = 32  # pixels
+DEBLEND_CONTRAST = 0.005  # SExtractor's default
 BACKGROUND_CELL = 64
 SIZE_RADIUS = 8.0  # pixels: half-light radii are measured within this radius
 APERTURE_RADIUS = 5.0  # pixels: a quick flux for picking bright stars
@@ -104,6 +105,16 @@ def background_subtracted(image: np.ndarray) -> tuple[np.ndarray, float]:
     return data - bkg.back(), float(bkg.globalrms)
 
 
+def detection_settings() -> dict:
+    """The detection's parameters: a record of what was found with them is out of date when they change."""
+    return {
+        "bright": {"sigma": DETECT_SIGMA, "min_area": DETECT_MIN_AREA, "background_cell": BACKGROUND_CELL},
+        "faint": {"snr": FAINT_SNR, "min_area": FAINT_MIN_AREA, "kernel_sigma": DETECT_KERNEL_SIGMA,
+                  "background_cell": FAINT_BACKGROUND_CELL},
+        "deblend_contrast": DEBLEND_CONTRAST,
+    }  # fmt: skip
+
+
 def detection_kernel(sigma: float = DETECT_KERNEL_SIGMA) -> np.ndarray:
     """A circular Gaussian (peak 1) out to 2.5 sigma: the matched filter for a star of that width."""
     half = int(np.ceil(2.5 * sigma))
@@ -120,7 +131,7 @@ def detect(image: np.ndarray, rms: float, faint: bool = False) -> tuple[np.ndarr
     sep.set_extract_pixstack(max(300_000, image.size // 4))
     sep.set_sub_object_limit(4096)
     bright, footprints = sep.extract(
-        image, DETECT_SIGMA, err=rms, minarea=DETECT_MIN_AREA, deblend_cont=0.005, segmentation_map=True
+        image, DETECT_SIGMA, err=rms, minarea=DETECT_MIN_AREA, deblend_cont=DEBLEND_CONTRAST, segmentation_map=True
     )
     objects = [bright]
     if faint:
@@ -132,7 +143,12 @@ def detect(image: np.ndarray, rms: float, faint: bool = False) -> tuple[np.ndarr
             image, mask=footprints > 0, bw=FAINT_BACKGROUND_CELL, bh=FAINT_BACKGROUND_CELL, fw=3, fh=3
         )
         deep = sep.extract(
-            image - local.back(), thresh, err=rms, minarea=FAINT_MIN_AREA, filter_kernel=kernel, deblend_cont=0.005
+            image - local.back(),
+            thresh,
+            err=rms,
+            minarea=FAINT_MIN_AREA,
+            filter_kernel=kernel,
+            deblend_cont=DEBLEND_CONTRAST,
         )
         rows, cols = image.shape
         ix = np.clip(np.floor(deep["x"] + 0.5).astype(np.int64), 0, cols - 1)

@@ -30,7 +30,7 @@ RECALL_BINS = ((None, 21.0), (21.0, 22.0), (22.0, None))  # the three bins the r
 FINE_BINS = ((None, 16.0), (16.0, 18.0), (18.0, 20.0), (20.0, 21.0), (21.0, 22.0), (22.0, 23.0), (23.0, None))
 LOCUS_RANGE = (16.0, 20.0)  # r: bright enough for clean colours, faint enough not to saturate
 LOCUS_BINS = ((16.0, 18.0), (18.0, 19.0), (19.0, 20.0))
-STAR_FRACTION_BINS = ((16.0, 18.0), (18.0, 19.0), (19.0, 20.0), (20.0, 21.0), (21.0, 22.0))
+STAR_FRACTION_BINS = ((16.0, 18.0), (18.0, 19.0), (19.0, 20.0), (20.0, 21.0), (21.0, 22.0), (22.0, 23.0))
 BRIGHT_LIMIT = 21.0  # r: "bright" non-catalog sources
 # r: brighter than this, star cores approach or pass saturation, while galaxies are ~10 per square degree (under
 # one per frame): a label-free check that saturated stars are called star

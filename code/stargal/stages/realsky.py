@@ -36,7 +36,7 @@ log = logging.getLogger("stargal")
 RERUN = 301
 # 2: point-like locus fractions per quadrant; 3: bands registered on the stars, fluxes scaled to 3.2";
 # 4: bright sources (r < 16) called star, single-band artefacts left out
-FORMAT_VERSION = 6  # 5: sources detected to SDSS's depth; recall on the catalog stars detected; 6: quadrant p
+FORMAT_VERSION = 7  # 5: sources to SDSS's depth, recall on the stars detected; 6: quadrant p; 7: star fraction r 22-23
 
 
 @dataclass(frozen=True)
@@ -210,6 +210,7 @@ def run_real_sky(
         "model_id": fsio.seal_digest(integrity.require_model(model_dir)),
         "fields": [str(f.fid) for f in fields],
         "sample": _fingerprints(fields),
+        "detection": detection.detection_settings(),
     }
     outputs = [out / "real_sky.md", *(out / f for f in FIGURES)]
     previous = fsio.previous_record(out / "real_sky.json", outputs, settings, force)
