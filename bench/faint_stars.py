@@ -38,16 +38,10 @@ BINS = {
 def catalog_stars(paths, fid, catalog_path: Path, bundle) -> dict[str, np.ndarray]:
     """The stars a sweep lists under ``fid``, classified in its aligned cube: called star, r PSF magnitude (NaN
     without r flux), r PSF S/N, and whether the detection finds them; only those classified (inside the frame)."""
-    from stargal import detection, geometry, integrity, realsky, sdss
-    from stargal.cube import read_cube
-    from stargal.fsio import read_json
-    from stargal.psf import PSFMap
-    from stargal.stages.realsky import classify_positions
+    from stargal import detection, geometry, realsky, sdss
+    from stargal.stages.realsky import classify_positions, field_inputs
 
-    integrity.require_field(paths, fid)
-    cube = read_cube(paths.cube(fid))
-    data = np.ascontiguousarray(np.asarray(cube.data, np.float32))
-    pmap = PSFMap.from_dict(read_json(paths.psf_map(fid)), str(paths.psf_map(fid)))
+    cube, data, pmap = field_inputs(paths, fid)
     stars = sdss.read_catalog(catalog_path, columns=("FIELD", "RA", "DEC", "PSFFLUX", "PSFFLUX_IVAR"))
     stars = stars[stars["FIELD"] == fid.field]
     pred = classify_positions(bundle, data, cube.wcs, stars["RA"], stars["DEC"], pmap)
@@ -72,16 +66,11 @@ def labels_against_truth(paths, fid, bundle) -> dict[str, np.ndarray]:
     """Every catalogued object of a simulated field (both sweeps), classified: called star, r PSF magnitude,
     SDSS's label (OBJC_TYPE 6: star) and the true class from the simulator's truth table."""
     from stargal import sdss
-    from stargal.cube import read_cube
-    from stargal.fsio import read_json
-    from stargal.psf import PSFMap
     from stargal.sim_formats import TRUTH_DTYPE
-    from stargal.stages.realsky import classify_positions
+    from stargal.stages.realsky import classify_positions, field_inputs
     from stargal.tables import read_table
 
-    cube = read_cube(paths.cube(fid))
-    data = np.ascontiguousarray(np.asarray(cube.data, np.float32))
-    pmap = PSFMap.from_dict(read_json(paths.psf_map(fid)), str(paths.psf_map(fid)))
+    cube, data, pmap = field_inputs(paths, fid)
     columns = ("FIELD", "ID", "OBJC_TYPE", "RA", "DEC", "PSFFLUX")
     objects = np.concatenate([sdss.read_catalog(paths.catalog(fid.rerun, fid.run, fid.camcol, kind), columns)
                               for kind in ("star", "gal")])  # fmt: skip

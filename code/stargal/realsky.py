@@ -96,14 +96,16 @@ def catalog_check(called_star: np.ndarray, r_mag: np.ndarray, quad: np.ndarray) 
     """Recall on a catalog's stars: overall, per RECALL_BINS and FINE_BINS of r PSF magnitude (the stars with
     no positive r flux, listed for their u or z light, in a bin of their own), and per quadrant."""
     no_r = ~np.isfinite(np.asarray(r_mag, np.float64))
+    quadrants = by_quadrant(called_star, quad)
+    faint_quadrants = by_quadrant(called_star, quad, in_bin(r_mag, 22.0, None))
     return {
         "overall": fraction(called_star),
         "by_r": by_bins(called_star, r_mag, RECALL_BINS),
         "by_r_fine": by_bins(called_star, r_mag, FINE_BINS) + [{"bin": "no r flux", **fraction(called_star, no_r)}],
-        "by_quadrant": by_quadrant(called_star, quad),
-        "quadrant_p": quadrant_p_value(by_quadrant(called_star, quad)),
-        "faint_by_quadrant": by_quadrant(called_star, quad, in_bin(r_mag, 22.0, None)),
-        "faint_quadrant_p": quadrant_p_value(by_quadrant(called_star, quad, in_bin(r_mag, 22.0, None))),
+        "by_quadrant": quadrants,
+        "quadrant_p": quadrant_p_value(quadrants),
+        "faint_by_quadrant": faint_quadrants,
+        "faint_quadrant_p": quadrant_p_value(faint_quadrants),
     }
 
 
@@ -132,6 +134,7 @@ def locus_check(
     ebv = locus.fit_reddening(gr[bright & pointlike], ri[bright & pointlike])
     on = locus.locus_distance(gr, ri, ebv) < locus.LOCUS_TOLERANCE
     star, galaxy = bright & called_star, bright & ~called_star
+    star_quadrants = by_quadrant(on, quad, star)
     return {
         "ebv": ebv,
         "tolerance": locus.LOCUS_TOLERANCE,
@@ -141,8 +144,8 @@ def locus_check(
         "pointlike": fraction(on, bright & pointlike),
         "called_star_by_r": by_bins(on, r, LOCUS_BINS, star),
         "called_galaxy_by_r": by_bins(on, r, LOCUS_BINS, galaxy),
-        "called_star_by_quadrant": by_quadrant(on, quad, star),
-        "called_star_quadrant_p": quadrant_p_value(by_quadrant(on, quad, star)),
+        "called_star_by_quadrant": star_quadrants,
+        "called_star_quadrant_p": quadrant_p_value(star_quadrants),
         # the same for point-like sources: whether a quadrant's gap is the classifier's or the field's own
         "pointlike_by_quadrant": by_quadrant(on, quad, bright & pointlike),
         "on_locus": on,

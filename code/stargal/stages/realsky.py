@@ -81,6 +81,14 @@ def prepare_field(paths: DataPaths, field: SampleField) -> None:
     process_field(FieldTask(str(paths.root), fid))
 
 
+def field_inputs(paths: DataPaths, fid: FieldId):
+    """(cube, its pixels float32 C-contiguous, PSF map) of an aligned field, its seal checked first."""
+    integrity.require_field(paths, fid)  # cube and PSF map intact
+    cube = read_cube(paths.cube(fid))
+    data = np.ascontiguousarray(np.asarray(cube.data, np.float32))
+    return cube, data, PSFMap.from_dict(read_json(paths.psf_map(fid)), str(paths.psf_map(fid)))
+
+
 def evaluate_field(
     paths: DataPaths, field: SampleField, bundle: ModelBundle, psf_scale: float | np.ndarray = 1.0
 ) -> dict:
@@ -89,10 +97,7 @@ def evaluate_field(
     ``psf_scale`` (one value, or one per band) multiplies the field's measured PSF before the model sees it
     (bench/psf_sensitivity.py)."""
     fid = field.fid
-    integrity.require_field(paths, fid)  # cube and PSF map intact
-    cube = read_cube(paths.cube(fid))
-    data = np.ascontiguousarray(np.asarray(cube.data, np.float32))
-    pmap = PSFMap.from_dict(read_json(paths.psf_map(fid)), str(paths.psf_map(fid)))
+    cube, data, pmap = field_inputs(paths, fid)
     if np.any(np.asarray(psf_scale) != 1.0):
         pmap = replace(pmap, coefficients=pmap.coefficients * np.reshape(psf_scale, (-1, 1)))
     sources = detection.measure_sources(data, cube.bands, faint=True)
