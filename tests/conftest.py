@@ -1,12 +1,17 @@
-"""Shared fixtures: the real SDSS sample (skipped when absent) and a tiny simulated sky."""
+"""Shared fixtures: the real SDSS sample (skipped when absent), a tiny simulated sky, the quick start in a clone."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from pdf_text import page_texts
 
 from stargal.config import FieldSet
 from stargal.paths import DataPaths
@@ -60,3 +65,37 @@ def tiny_data(tiny_sky, tmp_path) -> DataPaths:
     paths = DataPaths(tmp_path / "data")
     shutil.copytree(tiny_sky.root, paths.root)
     return paths
+
+
+QUICK_START = "./run_scripts.sh --demo --small"
+
+
+@dataclass(frozen=True)
+class QuickStart:
+    """A fresh clone after the README's quick start, and what its first run left before anything else ran."""
+
+    clone: Path
+    env: dict
+    first_run: subprocess.CompletedProcess
+    first_record: dict  # data/reports/pipeline/stages.json of the first run
+    first_report_pages: list[str]  # the text of its report.pdf
+
+
+@pytest.fixture(scope="session")
+def quick_start(tmp_path_factory) -> QuickStart:
+    """One run of the quick start in a fresh clone, shared by the end-to-end test and the README-commands test
+    (each would otherwise pay the ~2 min run itself). Later commands in the clone may rerun stages or add fields:
+    tests read the first run's record and report from here, not from the folder."""
+    clone = tmp_path_factory.mktemp("quick_start") / "stargal"
+    subprocess.run(["git", "clone", "--quiet", str(PROJECT_ROOT), str(clone)], check=True, timeout=120)
+    # uncommitted changes to tracked files too, so that the suite tests the working tree (untracked files stay out)
+    diff = subprocess.run(["git", "diff", "HEAD", "--binary"], cwd=PROJECT_ROOT, capture_output=True, check=True)
+    if diff.stdout:
+        subprocess.run(["git", "apply", "--whitespace=nowarn"], cwd=clone, input=diff.stdout, check=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STARGAL_", "PYTEST"))}
+    env |= {"STARGAL_VENV": sys.prefix, "PYTHONPATH": str(clone / "code")}
+    proc = subprocess.run(["bash", "-c", QUICK_START], cwd=clone, env=env, capture_output=True, text=True, timeout=1500)
+    reports = clone / "data" / "reports"
+    record = json.loads((reports / "pipeline" / "stages.json").read_text()) if proc.returncode == 0 else {}
+    pages = page_texts(reports / "report.pdf") if proc.returncode == 0 else []
+    return QuickStart(clone, env, proc, record, pages)

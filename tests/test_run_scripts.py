@@ -10,7 +10,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from pdf_text import page_texts
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = {
@@ -114,6 +113,17 @@ def test_a_missing_stage_is_named_and_the_others_run(tmp_path):
     assert [c[0] for c in _calls(data)] == ["download", "alignment", "preparation", "model", "explain"]
 
 
+def test_a_stage_whose_help_fails_is_named_and_nothing_runs(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    stages = _stand_ins(tmp_path / "code")
+    (stages / SCRIPTS["model"]).write_text("import sys\nsys.exit('cannot import tensorflow')\n")
+    proc = _run(stages, "--data-dir", str(data))
+    assert proc.returncode == 1
+    assert "stage model (03_model.py) is broken" in proc.stderr and "cannot import tensorflow" in proc.stderr
+    assert not (data / "calls.log").exists()
+
+
 def test_an_option_no_stage_accepts_is_an_error(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
@@ -158,16 +168,16 @@ def test_run_scripts_sh_shows_the_runner_help():
 
 
 @pytest.mark.slow
-def test_demo_pipeline_end_to_end_and_a_rerun_redoes_nothing(tmp_path):
-    """The project's end-to-end test: ./run_scripts.sh --demo on a tiny sky, then again."""
-    data = tmp_path / "data"
-    cmd = [str(ROOT / "run_scripts.sh"), "--demo", "--small", "--data-dir", str(data), "--workers", "2", "-q"]
-    first = subprocess.run(cmd, capture_output=True, text=True, timeout=1500, cwd=tmp_path)
+def test_demo_pipeline_end_to_end_and_a_rerun_redoes_nothing(quick_start):
+    """The project's end-to-end test: ./run_scripts.sh --demo --small on a tiny sky in a fresh clone (the shared
+    quick start, which the README-commands test continues in the same clone), then again."""
+    first = quick_start.first_run
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    record = _record(data)
+    data = quick_start.clone / "data"
+    record = quick_start.first_record
     assert {s["stage"]: s["status"] for s in record["stages"]} == dict.fromkeys(ORDER, "ok")
     # the data the stages handed on: four fields' cubes, a dataset whose splits the model was scored on
-    assert len(list((data / "aligned").rglob("cube-*.fits"))) == 4
+    assert len(list((data / "aligned").rglob("cube-008162-6-*.fits"))) == 4  # the README adds a real field
     dataset = json.loads(
         (data / "datasets" / (data / "datasets" / "LATEST").read_text().strip() / "dataset.json").read_text()
     )
@@ -193,7 +203,7 @@ def test_demo_pipeline_end_to_end_and_a_rerun_redoes_nothing(tmp_path):
     assert (data / "reports" / "report.pdf").read_bytes().startswith(b"%PDF")
     assert len(list((data / "reports").rglob("*.png"))) >= 10
     # the report of this tiny run: the headline table on page 1, this run's stage times, at most 10 pages
-    pages = page_texts(data / "reports" / "report.pdf")
+    pages = quick_start.first_report_pages
     assert 4 <= len(pages) <= 10
     assert "Table 1." in pages[0] and "stargal CNN (ours)" in pages[0] and "majority class baseline" in pages[0]
     assert f"{metrics['test']['accuracy']:.3f}" in pages[0] and "--demo --small" in pages[0]
@@ -204,7 +214,9 @@ def test_demo_pipeline_end_to_end_and_a_rerun_redoes_nothing(tmp_path):
     # only the stage table changes, and with it the report that shows it (and the lock, which names its holder).
     outputs = [p for p in data.rglob("*") if p.is_file() and p.name != ".lock"]
     before = {p: p.stat().st_mtime_ns for p in outputs}
-    second = subprocess.run(cmd, capture_output=True, text=True, timeout=1500, cwd=tmp_path)
+    cmd = [str(quick_start.clone / "run_scripts.sh"), "--demo", "--small", "--data-dir", str(data), "--workers", "2"]
+    second = subprocess.run(cmd + ["-q"], capture_output=True, text=True, timeout=1500, cwd=data.parent.parent,
+                            env=quick_start.env)  # fmt: skip
     assert second.returncode == 0, second.stderr[-3000:]
     changed = sorted(str(p.relative_to(data)) for p, t in before.items() if p.stat().st_mtime_ns != t)
     assert changed == ["reports/pipeline/stages.json", "reports/report.json", "reports/report.pdf"]

@@ -27,6 +27,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -307,15 +308,17 @@ def main(argv: list[str] | None = None) -> int:
     stages = selected_stages(args)
     results: list[Result] = []
     accepted_by: dict[str, set[str]] = {}
-    for stage in stages:
-        script = STAGE_DIR / stage.script
-        if script.exists():
-            try:
-                accepted_by[stage.name] = accepted_options(args.python, script, env)
-            except (RuntimeError, subprocess.TimeoutExpired) as exc:
-                print(f"run_scripts: stage {stage.name} ({stage.script}) is broken: {exc}", file=sys.stderr)
-                results.append(Result(stage.name, stage.script, "failed"))
-                return _finish(results, paths, args, options, 1)
+    present = [stage for stage in stages if (STAGE_DIR / stage.script).exists()]
+    # each --help starts a Python (~1.3 s): ask them all at once, so that a rerun with nothing to do is quick
+    with ThreadPoolExecutor(max_workers=max(1, len(present))) as pool:
+        helps = [pool.submit(accepted_options, args.python, STAGE_DIR / stage.script, env) for stage in present]
+    for stage, answer in zip(present, helps, strict=True):
+        try:
+            accepted_by[stage.name] = answer.result()
+        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+            print(f"run_scripts: stage {stage.name} ({stage.script}) is broken: {exc}", file=sys.stderr)
+            results.append(Result(stage.name, stage.script, "failed"))
+            return _finish(results, paths, args, options, 1)
     everyone = set().union(*accepted_by.values()) if accepted_by else set()
     presets = {name for name, _ in SMALL_OPTIONS} - given if args.small else set()  # go where accepted, if anywhere
     unknown = sorted(name for name in {n for n, _ in options} - presets - shared_options() if name not in everyone)

@@ -204,12 +204,6 @@ def experiment(
     train_loss/accuracy: Keras's running values on the (augmented) stream in the last epoch;
     *_clean: the restored model on the un-augmented training set; val_*: the restored (best) model.
     """
-    keras = import_keras()
-
-    from ..metrics import classification_metrics
-    from ..model import build_model, configure_threads, predict
-    from ..train import fit, set_seed
-
     dataset = resolve_dataset(paths, dataset)
     out = paths.reports("augmentation")
     outputs = [out / n for n in ("experiment.csv", "experiment.md", "experiment.png", "experiment.json")]
@@ -219,6 +213,12 @@ def experiment(
     if previous is not None:
         log.info("augmentation experiment is current (use --force to rerun)")
         return {"dataset": dataset, "rows": previous["rows"], "report": out, "skipped": True}
+    keras = import_keras()  # after the check: a current experiment is reported without TensorFlow's start-up
+
+    from ..metrics import classification_metrics
+    from ..model import build_model, configure_threads, predict
+    from ..train import fit, set_seed
+
     data = load_dataset(paths, dataset, splits=("train", "val"))
     norm = data["meta"]["normalisation"]
     tr, va = data["train"], data["val"]
