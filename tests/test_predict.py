@@ -403,7 +403,9 @@ def test_detect_classifies_every_source_found_in_the_field(tmp_path, model_dir, 
         DataPaths(tmp_path / "data"), model=str(model_dir), cube_path=str(path), detect=True, out=str(out)
     )
     rows = read_out(out)
-    assert list(rows[0]) == ["source", "ra", "dec", "x", "y", "r_mag", "r50_px", "p_star", "label", "status"]
+    assert list(rows[0]) == ["source", "ra", "dec", "x", "y", "r_mag", "r50_px", "deblended", "p_star", "label",
+                             "status"]  # fmt: skip
+    assert {r["deblended"] for r in rows} <= {"True", "False"}
     found = np.array([[float(r["x"]), float(r["y"])] for r in rows])
     d = np.hypot(xs[:, None] - found[None, :, 0], ys[:, None] - found[None, :, 1])
     assert np.all(d.min(axis=1) < 1.0)  # every toy source found

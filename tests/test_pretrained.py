@@ -191,13 +191,19 @@ def test_real_sky_evaluation_on_real_frames(sample_dir, tmp_path):
     assert catalog["recall"]["by_r"][0]["fraction"] >= 0.95  # r < 21
     assert catalog["bright_non_catalog"]["fraction"] <= 0.1
     assert catalog["two_sided"]["mcc"] >= 0.65
+    # counted apart: the deblended bright sources (7 of 71) and the isolated ones, of which 1 is called star
+    bright = catalog["bright_non_catalog"]
+    assert bright["isolated"]["n"] + bright["deblended"]["n"] == bright["n"] and 3 <= bright["deblended"]["n"] <= 15
+    assert bright["isolated"]["fraction"] <= 0.05
     # the detection reaches SDSS's depth: it finds 127 of the catalog's stars (the bright detection alone, 106);
     # the shipped model recognises 96 % of those
     detected = catalog["recall_detected"]["overall"]
     assert detected["n"] >= 120 and detected["fraction"] >= 0.9
     assert by_label["4510-4-30"]["sources"] >= 640  # 692; the bright detection alone found 336
     for f in by_label.values():
-        assert f["locus"]["called_star"]["fraction"] >= 0.7
+        locus = f["locus"]
+        assert locus["called_star"]["fraction"] >= 0.7
+        assert locus["called_star_isolated"]["n"] + locus["called_star_deblended"]["n"] == locus["called_star"]["n"]
     # 7264-3-111's sources brighter than r = 16 are stars, most of them saturated: all 11 are called star
     bright = by_label["7264-3-111"]["saturating"]
     assert bright["n"] >= 8 and bright["fraction"] >= 0.9

@@ -223,8 +223,22 @@ def test_faint_detection_reaches_a_psf_signal_to_noise_of_five_and_keeps_every_b
     # a close pair of bright stars (3.3 sigma apart) stays two sources, as the matched filter alone would merge
     pair = np.array([[200.0, 200.0], [205.0, 200.0]])
     image = _point_sources(np.array([60.0, 60.0]), pair)
-    fx, fy, _ = detection.detect(image, 1.0, faint=True)
+    fx, fy, flag = detection.detect(image, 1.0, faint=True)
     assert _found(fx, fy, pair[:1]).all() and _found(fx, fy, pair[1:]).all() and len(fx) == 2
+
+
+def test_sources_split_from_a_blend_are_marked_deblended_and_lone_ones_not():
+    pair = np.array([[200.0, 200.0], [205.0, 200.0]])  # 3.3 sigma apart: one blend, split in two
+    lone = np.array([[400.0, 100.0], [100.0, 300.0]])
+    image = _point_sources(np.array([60.0, 60.0, 60.0, 30.0]), np.r_[pair, lone])
+    x, y, flag = detection.detect(image, 1.0, faint=True)
+    sources = detection.Sources(x, y, flag, *(np.zeros((len(x), 5)),) * 2, np.zeros(5), np.zeros(len(x), bool))
+
+    def at(positions):  # the sources within 2 px of any of the positions
+        return np.hypot(positions[:, :1] - x[None], positions[:, 1:] - y[None]).min(0) < 2.0
+
+    assert len(sources) == 4 and at(pair).sum() == 2 and at(lone).sum() == 2
+    assert sources.deblended[at(pair)].all() and not sources.deblended[at(lone)].any()
 
 
 def test_faint_detection_finds_most_catalogued_simulated_objects_and_little_else(one_field):

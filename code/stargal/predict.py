@@ -291,7 +291,7 @@ def read_coordinates(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
 
 # Output formats by extension; metadata keys are FITS keywords (8 characters), identical in ECSV.
 OUTPUT_FORMATS = {".csv": "ascii.csv", ".ecsv": "ascii.ecsv", ".fits": "fits"}
-UNITS = {"ra": "deg", "dec": "deg", "x": "pix", "y": "pix", "r_psfmag": "mag"}
+UNITS = {"ra": "deg", "dec": "deg", "x": "pix", "y": "pix", "r_psfmag": "mag", "r_mag": "mag", "r50_px": "pix"}
 DESCRIPTIONS = {
     "objid": "catalog object (rerun-run-camcol-field-id)",
     "ra": "right ascension (ICRS)",
@@ -300,6 +300,9 @@ DESCRIPTIONS = {
     "y": "0-based row in the aligned cube",
     "r_psfmag": "catalog r-band PSF magnitude",
     "catalog_type": "the catalog's class (SDSS OBJC_TYPE)",
+    "r_mag": "r-band PSF magnitude, scaled to the field's stars' 3.2 arcsec flux",
+    "r50_px": "r-band half-light radius",
+    "deblended": "split from a blend with neighbours: shared pixels, a less sure class",
     "p_star": "model probability that the source is a star",
     "label": "star or galaxy (p_star >= threshold); empty unless status is ok",
     "status": "ok, outside, edge, no_data, no_source (the frame shows no source there) or artefact (--detect: seen in r alone)",

@@ -36,7 +36,8 @@ log = logging.getLogger("stargal")
 RERUN = 301
 # 2: point-like locus fractions per quadrant; 3: bands registered on the stars, fluxes scaled to 3.2";
 # 4: bright sources (r < 16) called star, single-band artefacts left out
-FORMAT_VERSION = 7  # 5: sources to SDSS's depth, recall on the stars detected; 6: quadrant p; 7: star fraction r 22-23
+FORMAT_VERSION = 8  # 5: sources to SDSS's depth, recall on the stars detected; 6: quadrant p; 7: star fraction r 22-23;
+# 8: deblended sources marked, the bright non-catalog ones counted apart
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,10 @@ def evaluate_field(
     locus = realsky.locus_check(gr[ok], ri[ok], r[ok], called_star[ok], sources.star[ok], quad[ok])
     on_locus = np.zeros(len(ok), bool)
     on_locus[ok] = locus.pop("on_locus")
+    # as the locus check counts them (classified, measured colours), apart by whether the deblending split them
+    bright_star = called_star & realsky.in_bin(r, *realsky.LOCUS_RANGE) & np.isfinite(gr) & np.isfinite(ri)
+    locus["called_star_isolated"] = realsky.fraction(on_locus, bright_star & ~sources.deblended)
+    locus["called_star_deblended"] = realsky.fraction(on_locus, bright_star & sources.deblended)
     result = {
         "field": str(fid),
         "label": f"{fid.run}-{fid.camcol}-{fid.field}",
@@ -127,10 +132,11 @@ def evaluate_field(
         "x": sources.x, "y": sources.y, "ra": ra, "dec": dec, "r": r, "g_r": gr, "r_i": ri,
         "r50_r": sources.r50[:, b["r"]], "pointlike": sources.star, "p_star": pred.p_star,
         "label": pred.label, "status": pred.status, "on_locus": on_locus, "quadrant": quad,
+        "deblended": sources.deblended,
     }  # fmt: skip
     if field.star_catalog is not None:
         result["catalog"], near_star = _catalog_checks(
-            field, bundle, data, cube, pmap, (ra, dec, r, quad, ok), called_star & ok
+            field, bundle, data, cube, pmap, (ra, dec, r, quad, ok, sources.deblended), called_star & ok
         )
         table["catalog_star_within_2arcsec"] = near_star
         # what a perfect classifier would score: the catalog's own stars on the locus (measured as above)
@@ -157,9 +163,10 @@ def classify_positions(bundle: ModelBundle, data, wcs, ra, dec, pmap):
 
 def _catalog_checks(field, bundle, data, cube, pmap, detected, called_star) -> tuple[dict, np.ndarray]:
     """Recall on the field's catalog stars and the bright non-catalog sources' star fraction (``detected``:
-    the sources' ra, dec, r, quadrant and whether classified; ``called_star``: classified and called star)."""
+    the sources' ra, dec, r, quadrant, whether classified and whether deblended; ``called_star``: classified and
+    called star)."""
     fid = field.fid
-    ra, dec, r, quad, ok = detected
+    ra, dec, r, quad, ok, deblended = detected
     catalog = sdss.read_catalog(field.star_catalog)
     rows, cols = cube.shape
     cx, cy = geometry.sky_to_pixel(cube.wcs, catalog["RA"], catalog["DEC"])
@@ -195,6 +202,8 @@ def _catalog_checks(field, bundle, data, cube, pmap, detected, called_star) -> t
             "match_radius_arcsec": realsky.MATCH_RADIUS_ARCSEC,
             **realsky.fraction(called_star, others),
             "by_quadrant": realsky.by_quadrant(called_star, quad, others),
+            "isolated": realsky.fraction(called_star, others & ~deblended),
+            "deblended": realsky.fraction(called_star, others & deblended),
         },
         "two_sided": realsky.two_sided((pred.label == "star")[classified], called_star[others]),
     }, near_star
@@ -314,6 +323,8 @@ def report_content(record: dict) -> dict:
                         percent_cell(by_r["21-22"]),
                         percent_cell(by_r[">= 22"]),
                         percent_cell(c["bright_non_catalog"]),
+                        f"{percent_cell(c['bright_non_catalog']['isolated'])} / "
+                        f"{percent_cell(c['bright_non_catalog']['deblended'])}",
                         "-" if both["mcc"] is None else f"{both['mcc']:.3f}",
                     ]
                 )
@@ -347,6 +358,7 @@ def report_content(record: dict) -> dict:
                     "r 21-22",
                     "r > 22",
                     "non-catalog r < 21 called star",
+                    "of them isolated / deblended",
                     "two-sided MCC",
                 ],  # fmt: skip
                 "rows": catalog_rows,
@@ -367,7 +379,9 @@ def report_content(record: dict) -> dict:
         summary += (
             " In the catalog table, the 'stars detected' row keeps the catalog stars the detection finds (what "
             "predict.py --detect classifies: point sources down to a PSF signal-to-noise of 5 in r, SDSS's own "
-            "limit); most of the others are too faint in r to be seen there, listed for their light in other bands."
+            "limit); most of the others are too faint in r to be seen there, listed for their light in other bands. "
+            "Deblended sources are those the detection split from a blend with neighbours (predict.py --detect "
+            "marks them): their pixels are shared, and the model's errors gather there."
         )
     figures = [
         {"file": FIGURES[0], "caption": "g-r against r-i of the sources with 16 < r < 20 of each real field, "
