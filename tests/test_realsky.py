@@ -223,7 +223,7 @@ def test_faint_detection_reaches_a_psf_signal_to_noise_of_five_and_keeps_every_b
     # a close pair of bright stars (3.3 sigma apart) stays two sources, as the matched filter alone would merge
     pair = np.array([[200.0, 200.0], [205.0, 200.0]])
     image = _point_sources(np.array([60.0, 60.0]), pair)
-    fx, fy, flag = detection.detect(image, 1.0, faint=True)
+    fx, fy, _ = detection.detect(image, 1.0, faint=True)
     assert _found(fx, fy, pair[:1]).all() and _found(fx, fy, pair[1:]).all() and len(fx) == 2
 
 

@@ -214,8 +214,9 @@ def test_demo_pipeline_end_to_end_and_a_rerun_redoes_nothing(quick_start):
     # only the stage table changes, and with it the report that shows it (and the lock, which names its holder).
     outputs = [p for p in data.rglob("*") if p.is_file() and p.name != ".lock"]
     before = {p: p.stat().st_mtime_ns for p in outputs}
-    cmd = [str(quick_start.clone / "run_scripts.sh"), "--demo", "--small", "--data-dir", str(data), "--workers", "2"]
-    second = subprocess.run(cmd + ["-q"], capture_output=True, text=True, timeout=1500, cwd=data.parent.parent,
+    script = str(quick_start.clone / "run_scripts.sh")
+    cmd = [script, "--demo", "--small", "--data-dir", str(data), "--workers", "2", "-q"]
+    second = subprocess.run(cmd, capture_output=True, text=True, timeout=1500, cwd=data.parent.parent,
                             env=quick_start.env)  # fmt: skip
     assert second.returncode == 0, second.stderr[-3000:]
     changed = sorted(str(p.relative_to(data)) for p, t in before.items() if p.stat().st_mtime_ns != t)

@@ -123,9 +123,16 @@ def two_sided(catalog_called_star: np.ndarray, others_called_star: np.ndarray) -
 
 
 def locus_check(
-    gr: np.ndarray, ri: np.ndarray, r: np.ndarray, called_star: np.ndarray, pointlike: np.ndarray, quad: np.ndarray
+    gr: np.ndarray,
+    ri: np.ndarray,
+    r: np.ndarray,
+    called_star: np.ndarray,
+    pointlike: np.ndarray,
+    quad: np.ndarray,
+    deblended: np.ndarray | None = None,
 ) -> dict:
-    """The stellar-locus test of one field (see the module docstring).
+    """The stellar-locus test of one field (see the module docstring); with ``deblended``, the called-star
+    fraction also apart for the sources the deblending split from a blend and for the isolated ones.
 
     The locus is reddened by the field's E(B-V), fitted to its bright point-like sources (size alone, no
     classifier), so dust in the field (the Galactic plane) moves the curve and not the verdict.
@@ -135,6 +142,11 @@ def locus_check(
     on = locus.locus_distance(gr, ri, ebv) < locus.LOCUS_TOLERANCE
     star, galaxy = bright & called_star, bright & ~called_star
     star_quadrants = by_quadrant(on, quad, star)
+    apart = {}
+    if deblended is not None:
+        deblended = np.asarray(deblended, bool)
+        apart = {"called_star_isolated": fraction(on, star & ~deblended),
+                 "called_star_deblended": fraction(on, star & deblended)}  # fmt: skip
     return {
         "ebv": ebv,
         "tolerance": locus.LOCUS_TOLERANCE,
@@ -148,6 +160,7 @@ def locus_check(
         "called_star_quadrant_p": quadrant_p_value(star_quadrants),
         # the same for point-like sources: whether a quadrant's gap is the classifier's or the field's own
         "pointlike_by_quadrant": by_quadrant(on, quad, bright & pointlike),
+        **apart,
         "on_locus": on,
     }
 

@@ -111,13 +111,11 @@ def evaluate_field(
     b = {band: cube.bands.index(band) for band in "gri"}
     gr, ri, r = mag[:, b["g"]] - mag[:, b["r"]], mag[:, b["r"]] - mag[:, b["i"]], mag[:, b["r"]]
     quad = realsky.quadrant(sources.x, sources.y, cube.shape)
-    locus = realsky.locus_check(gr[ok], ri[ok], r[ok], called_star[ok], sources.star[ok], quad[ok])
+    locus = realsky.locus_check(
+        gr[ok], ri[ok], r[ok], called_star[ok], sources.star[ok], quad[ok], sources.deblended[ok]
+    )
     on_locus = np.zeros(len(ok), bool)
     on_locus[ok] = locus.pop("on_locus")
-    # as the locus check counts them (classified, measured colours), apart by whether the deblending split them
-    bright_star = called_star & realsky.in_bin(r, *realsky.LOCUS_RANGE) & np.isfinite(gr) & np.isfinite(ri)
-    locus["called_star_isolated"] = realsky.fraction(on_locus, bright_star & ~sources.deblended)
-    locus["called_star_deblended"] = realsky.fraction(on_locus, bright_star & sources.deblended)
     result = {
         "field": str(fid),
         "label": f"{fid.run}-{fid.camcol}-{fid.field}",
