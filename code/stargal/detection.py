@@ -21,8 +21,7 @@
       signal-to-noise >= 5, both passes 126.
 - Deblended: a source the deblending split from a blend with neighbours (sep's OBJ_MERGED flag, SDSS's CHILD):
   its pixels are shared, so its measurements and its class are less sure: 1-3 % of the sources of the real
-  high-latitude fields, 36 % in the Galactic plane. On 4510-4-30 2 of its 7 bright (r < 21) deblended
-  non-catalog sources are called star (one galaxy's two halves), against 1 of its 64 isolated ones.
+  high-latitude fields, 36 % in the Galactic plane.
 - Sizes: half-light radius (``sep.flux_radius``) of every source in every band, within SIZE_RADIUS pixels.
 - Stars: the stellar sequence, the tight ridge of the smallest sources in the size-magnitude diagram of
   bright unsaturated sources (``stellar_size``); every band's stars give its PSF width.
