@@ -117,6 +117,7 @@ def test_readme_commands_are_found_and_every_substitute_is_current():
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("quick_start")  # one worker, one clone: the fixture is per worker
 def test_every_readme_command_runs_as_written_from_a_fresh_clone(quick_start):
     """The clone of the shared quick start: its first command has run there already; the rest run in README order.
     A command the same as the one run just before it is a rerun and runs once (the end-to-end test times a rerun)."""

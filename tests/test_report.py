@@ -185,7 +185,8 @@ def test_real_sky_section_renders_the_contract_and_names_an_unreadable_file(tmp_
     section = _sections(paths)["Real-sky evaluation"]
     assert not section.ran and "unreadable" in section.status and str(folder / "real_sky.json") in section.status
     text = "\n".join(page_texts(build_report(paths, tmp_path / "bad.pdf")["path"]))
-    assert "real_sky.json: unreadable" in text.replace("\n", "")
+    # the long path wraps where the temporary folder's length puts it, also at the space before "unreadable"
+    assert "real_sky.json:unreadable" in re.sub(r"\s+", "", text)
 
 
 def test_an_ensemble_as_the_latest_model_is_described_by_its_members(tmp_path):

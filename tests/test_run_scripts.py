@@ -168,6 +168,7 @@ def test_run_scripts_sh_shows_the_runner_help():
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("quick_start")  # one worker, one clone: the fixture is per worker
 def test_demo_pipeline_end_to_end_and_a_rerun_redoes_nothing(quick_start):
     """The project's end-to-end test: ./run_scripts.sh --demo --small on a tiny sky in a fresh clone (the shared
     quick start, which the README-commands test continues in the same clone), then again."""
