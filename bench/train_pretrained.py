@@ -84,6 +84,23 @@ def _members_real_sky(card: dict) -> list[str]:
     return []
 
 
+def _psf_range_bullet(meta: dict) -> list[str]:
+    trained = meta.get("psf_range")
+    if not trained:
+        return []
+    spans = ", ".join(
+        f"{b} {lo:.2f}-{hi:.2f}" for b, lo, hi in zip(trained["bands"], trained["low"], trained["high"], strict=True)
+    )
+    return [
+        "- It has seen the PSF sizes of its training sky only: stellar half-light radius r50 (pixels, the",
+        f"  {trained['percentiles'][0]}-{trained['percentiles'][1]} percentiles over its training patches) {spans}",
+        "  (`model.json` psf_range). On a field whose PSF lies outside, in worse seeing or a band blurred more,",
+        "  its classes are an extrapolation: predict.py warns and writes `PSFRANGE` (inside / outside, and which",
+        "  band) into its output's metadata. Inside it too, faint stars are recognised less often in worse seeing,",
+        "  on real frames more so than on simulated ones (`bench/worse_seeing.py`; README, Results).",
+    ]
+
+
 def model_card(card: dict, meta: dict) -> str:
     """models/README.md: what the pretrained model is, how it was made, how it scores, where it fails."""
     sky = card["training_sky"]
@@ -138,6 +155,7 @@ def model_card(card: dict, meta: dict) -> str:
         "  saturated throughout) cannot be classified, and predict.py says so rather than guess. The verdict on",
         "  faint sources depends on that measurement: told a PSF 5 % wider or narrower, the model recognises a few",
         "  per cent more or fewer faint stars and calls more or fewer galaxies stars (`bench/psf_sensitivity.py`).",
+        *_psf_range_bullet(meta),
         "- Faint stars (r > 22) are recognised less often than brighter ones, as often on the real sky as on the",
         "  simulated one (`bench/faint_stars.py`: 81 % of 4510-4-30's catalog stars, 83 % of the simulated test",
         "  fields'; 89 % and 85 % of those the detection finds). Half of them are too faint in r to be found there.",

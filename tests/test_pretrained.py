@@ -34,6 +34,10 @@ def test_pretrained_model_is_shipped_small_and_described():
     card = read_json(PRETRAINED_MODEL_DIR / "card.json")
     assert card["simulation_version"] == SIMULATION_VERSION  # trained on the sky this code simulates
     assert (PRETRAINED_MODEL_DIR.parent / "README.md").is_file()
+    trained = meta["psf_range"]  # the PSF sizes it has seen, which predict.py checks every field against
+    assert trained["bands"] == "".join(BANDS) and all(
+        0 < lo < hi < 5 for lo, hi in zip(trained["low"], trained["high"], strict=True)
+    )
 
 
 def test_resolves_as_pretrained_and_as_the_default(tmp_path):
@@ -97,6 +101,41 @@ def test_pretrained_model_classifies_a_simulated_field(tiny_data):
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "False False"
     assert len(out.read_text().splitlines()) > 30
+
+
+@pytest.mark.slow
+def test_predict_says_when_the_fields_psf_is_outside_what_the_model_was_trained_on(tiny_data, caplog):
+    from dataclasses import replace
+
+    from stargal.errors import StargalError
+    from stargal.predict import read_predictions
+    from stargal.stages.alignment import run_alignment
+    from stargal.stages.predict import run_predict
+
+    fid = FieldId(TINY.rerun, TINY.run, TINY.camcol, 81)
+    run_alignment(tiny_data, TINY, workers=1, reports=False)
+    centre = PSFMap.from_dict(read_json(tiny_data.psf_map(fid))).centre()
+    shipped = load_bundle(PRETRAINED_MODEL_DIR, "auto")
+
+    def run(psf_range):
+        bundle = replace(shipped, meta={**shipped.meta, "psf_range": psf_range})
+        out = tiny_data.root / "p.ecsv"
+        caplog.clear()
+        _, pred = run_predict(tiny_data, fid=fid, all_objects=True, bundle=bundle, out=str(out), tta="off")
+        return read_predictions(out).meta.get("PSFRANGE"), pred
+
+    inside = {"bands": shipped.bands, "low": list(centre * 0.9), "high": list(centre * 1.1)}
+    note, pred = run(inside)
+    assert note == "inside" and "outside the sizes" not in caplog.text
+    # a field in worse seeing in r than the model saw: still classified, with a warning and the note in the file
+    worse = {**inside, "low": list(centre * 0.5), "high": [*centre[:2] * 1.1, centre[2] * 0.8, *centre[3:] * 1.1]}
+    note, again = run(worse)
+    assert note == f"outside: r {centre[2]:.2f} px > {centre[2] * 0.8:.2f}"
+    assert "outside the sizes stargal-pretrained was trained on (r " in caplog.text
+    np.testing.assert_array_equal(again.label, pred.label)
+    assert run(None)[0] == "not recorded"  # a model from before the range was recorded
+    with pytest.raises(StargalError, match=r"model\.json: psf_range malformed"):
+        run({"bands": shipped.bands, "low": [1.0]})
 
 
 def read_table_csv(path: Path) -> dict:

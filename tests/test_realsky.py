@@ -14,7 +14,7 @@ from stargal.errors import StargalError
 from stargal.fsio import read_json
 from stargal.geometry import unit_vectors
 from stargal.paths import DataPaths, FieldId
-from stargal.psf import PSFMap, fit_psf_map
+from stargal.psf import PSFMap, fit_psf_map, outside_trained_range, trained_psf_range, widen_psf
 from stargal.sim_formats import TRUTH_DTYPE
 from stargal.tables import read_table
 
@@ -91,6 +91,53 @@ def test_psf_map_follows_a_gradient_and_refuses_a_starless_frame():
         fit_psf_map(r50, x, y, np.zeros(n, bool), shape, "ugriz")
     with pytest.raises(StargalError, match="PSF map"):
         PSFMap.from_dict({"version": 1, "terms": ["1"]}, "x.json")
+
+
+def test_trained_psf_range_and_a_field_outside_it():
+    rng = np.random.default_rng(2)
+    r50 = np.stack([rng.uniform(1.5, 2.5, 10_000) * f for f in (1.2, 1.1, 1.0, 1.05, 1.1)], 1)
+    trained = trained_psf_range(r50, "ugriz")
+    assert trained["bands"] == "ugriz" and trained["percentiles"] == [0.5, 99.5]
+    np.testing.assert_allclose(trained["low"], [1.5 * f for f in (1.2, 1.1, 1.0, 1.05, 1.1)], rtol=0.01)
+    np.testing.assert_allclose(trained["high"], [2.5 * f for f in (1.2, 1.1, 1.0, 1.05, 1.1)], rtol=0.01)
+    assert outside_trained_range(np.array([2.4, 2.2, 2.0, 2.1, 2.2]), trained, "ugriz") == []
+    # worse seeing in r and a band sharper than any training field
+    assert outside_trained_range(np.array([2.4, 2.2, 3.1, 2.1, 1.2]), trained, "ugriz") == [
+        f"r 3.10 px > {trained['high'][2]:.2f}",
+        f"z 1.20 px < {trained['low'][4]:.2f}",
+    ]
+    with pytest.raises(ValueError, match="other bands"):
+        outside_trained_range(np.ones(3), trained_psf_range(r50[:, :3], "gri"), "ugr")
+    with pytest.raises(ValueError, match="malformed"):
+        outside_trained_range(np.ones(5), {"bands": "ugriz", "low": [1.0] * 5}, "ugriz")
+    with pytest.raises(ValueError, match="r50"):
+        trained_psf_range(r50[:0], "ugriz")
+
+
+def test_widen_psf_blurs_stars_and_keeps_the_pixel_noise():
+    rng = np.random.default_rng(3)
+    rows, cols, sigma = 200, 300, 1.3
+    yy, xx = np.mgrid[0:rows, 0:cols]
+    star = np.exp(-0.5 * ((xx - 150) ** 2 + (yy - 100) ** 2) / sigma**2)
+    data = np.stack([1000 * star / star.sum(), rng.normal(0, 0.05, (rows, cols))]).astype(np.float32)  # star; sky
+    data[1, :10] = np.nan  # no data along one edge
+    r50 = np.full(2, 1.1774 * sigma)
+    wide = widen_psf(data, r50, 1.5, np.random.default_rng(0))
+    assert wide.dtype == np.float32 and wide.shape == data.shape
+    np.testing.assert_array_equal(np.isnan(wide), np.isnan(data))
+    # the star's second moment grows 1.5 times (a Gaussian convolved with a Gaussian)
+    cut = wide[0, 80:121, 130:171]
+    w = np.clip(cut, 0, None)
+    dy, dx = np.mgrid[-20:21, -20:21]
+    assert np.sqrt((w * (dx**2 + dy**2)).sum() / w.sum() / 2) == pytest.approx(1.5 * sigma, rel=0.06)
+    assert wide[0].sum() == pytest.approx(1000, rel=1e-3)  # flux kept
+    # the sky keeps its noise, white as on a worse night: per pixel and summed over a source-sized box
+    assert np.nanstd(wide[1]) == pytest.approx(0.05, rel=0.05)
+    boxes = wide[1, 20:, :].reshape(18, 10, 30, 10).sum(axis=(1, 3))
+    assert np.std(boxes) == pytest.approx(0.05 * 10, rel=0.15)
+    np.testing.assert_array_equal(widen_psf(data, r50, 1.0, rng), data)
+    with pytest.raises(ValueError, match="scale"):
+        widen_psf(data, r50, 0.9, rng)
 
 
 ONE_FIELD = FieldSet(301, 8162, 6, (80,), (80,), (), ())

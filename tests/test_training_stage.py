@@ -177,6 +177,11 @@ def test_training_learns_saves_and_reloads(toy):
     psf_val = fsio.load_npy(toy.split_psf("toy", "val"))
     assert model_json["tta"] is True  # stargal's default: the mean over the eight symmetries
     assert model_json["model_inputs"] == ["patch", "psf"]  # stargal's network is told the PSF
+    # ... and records the PSF sizes it was trained on, which predict.py checks a field against
+    train_psf = fsio.load_npy(toy.split_psf("toy", "train"))
+    assert model_json["psf_range"]["bands"] == "ugriz"
+    np.testing.assert_allclose(model_json["psf_range"]["low"], np.percentile(train_psf, 0.5, axis=0), atol=1e-3)
+    np.testing.assert_allclose(model_json["psf_range"]["high"], np.percentile(train_psf, 99.5, axis=0), atol=1e-3)
     p_val = predict(model, x_val, psf_val, tta=True)
     # the threshold is the MCC-optimal one on validation predictions (test data plays no part)
     assert model_json["threshold"] == pytest.approx(choose_threshold(y_val, p_val), abs=1e-6)

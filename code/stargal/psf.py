@@ -30,6 +30,9 @@ TERMS = ("1", "x", "y", "x2")
 MIN_STARS_FOR_TERMS = {1: 1, 3: 12, 4: 30}
 MAX_VARIATION = 0.25  # the map never leaves +-25 % of its centre value (extrapolation guard)
 CLIP_SIGMA = 3.0
+# the PSF sizes a network has seen: these percentiles of r50 over its training patches, per band (model.json
+# "psf_range"); a field whose PSF lies outside is classified by extrapolation
+TRAINED_PERCENTILES = (0.5, 99.5)
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,10 @@ class PSFMap:
         values = design @ self.coefficients.T
         centre = self.coefficients[:, 0]
         return np.clip(values, centre * (1 - MAX_VARIATION), centre * (1 + MAX_VARIATION)).astype(np.float32)
+
+    def centre(self) -> np.ndarray:
+        """float64 [bands] r50 at the frame centre: the field's PSF."""
+        return self.coefficients[:, 0].copy()
 
     def to_dict(self) -> dict:
         return {
@@ -132,3 +139,81 @@ def psf_map_of(sources: Sources, shape: tuple[int, int], bands: str) -> PSFMap:
     if not sources.star.any():
         raise StargalError("no star found to measure the PSF on (an empty, blank or tiny frame?)")
     return fit_psf_map(sources.r50, sources.x, sources.y, sources.star, shape, bands)
+
+
+def trained_psf_range(r50: np.ndarray, bands: str) -> dict:
+    """What model.json records as ``psf_range``: per band, the TRAINED_PERCENTILES of r50 [n, bands] over the
+    training patches."""
+    r50 = np.asarray(r50, np.float64)
+    if r50.ndim != 2 or r50.shape[1] != len(bands) or not len(r50):
+        raise ValueError(f"expected r50 [n > 0, {len(bands)}], got {r50.shape}")
+    low, high = np.percentile(r50, TRAINED_PERCENTILES, axis=0)
+    return {
+        "quantity": "stellar half-light radius r50 over the training patches, pixels",
+        "percentiles": list(TRAINED_PERCENTILES),
+        "bands": bands,
+        "low": [round(float(v), 3) for v in low],
+        "high": [round(float(v), 3) for v in high],
+    }
+
+
+def outside_trained_range(r50: np.ndarray, trained: dict, bands: str) -> list[str]:
+    """The bands whose r50 (one value per band of ``bands``) lies outside ``trained`` (``trained_psf_range``),
+    each as 'r 2.91 px > 2.44'; empty when the PSF is one the network was trained on. Raises ValueError when
+    ``trained`` is malformed or names other bands."""
+    try:
+        low = np.asarray(trained["low"], np.float64)
+        high = np.asarray(trained["high"], np.float64)
+        same_bands = str(trained["bands"]) == bands
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"psf_range malformed ({exc})") from None
+    if not same_bands or low.shape != (len(bands),) or high.shape != low.shape or not np.all(low <= high):
+        raise ValueError(f"psf_range malformed or for other bands than {bands}")
+    out = []
+    for band, value, lo, hi in zip(bands, np.asarray(r50, np.float64), low, high, strict=True):
+        if value < lo:
+            out.append(f"{band} {value:.2f} px < {lo:.2f}")
+        elif value > hi:
+            out.append(f"{band} {value:.2f} px > {hi:.2f}")
+    return out
+
+
+GAUSSIAN_R50_PER_SIGMA = 1.1774  # half-light radius of a circular Gaussian, in units of its sigma
+
+
+def widen_psf(data: np.ndarray, r50: np.ndarray, scale: float, rng: np.random.Generator) -> np.ndarray:
+    """A cube [bands, rows, cols] as on a night of ``scale`` times worse seeing: each band convolved with the
+    Gaussian that widens a Gaussian PSF of half-light radius ``r50`` [bands] ``scale`` times, plus the noise that
+    makes its noise white again at the original pixel level (a worse night has the same sky; its sources spread
+    wider): the convolution keeps the noise's large-scale power and removes the small-scale part, which is added
+    back filtered by sqrt(1 - |K|^2), K the kernel's transfer function (as GalSim whitens noise). Pixels without
+    data stay NaN. float32."""
+    from scipy.ndimage import gaussian_filter
+
+    if not scale >= 1.0:
+        raise ValueError(f"scale {scale}: must be >= 1 (a PSF can be widened, not sharpened)")
+    out = np.empty(data.shape, np.float32)
+    for b, band in enumerate(np.asarray(data, np.float32)):
+        missing = ~np.isfinite(band)
+        filled = np.where(missing, 0.0, band)
+        sigma = float(r50[b]) / GAUSSIAN_R50_PER_SIGMA * np.sqrt(scale**2 - 1.0)
+        if sigma > 0:
+            noise = _pixel_noise(filled[~missing])
+            filled = gaussian_filter(filled, sigma, mode="nearest") + _whitening_noise(band.shape, sigma, noise, rng)
+        out[b] = np.where(missing, np.nan, filled)
+    return out
+
+
+def _whitening_noise(shape: tuple[int, int], sigma: float, noise: float, rng: np.random.Generator) -> np.ndarray:
+    """White noise of scatter ``noise`` filtered by sqrt(1 - K^2), K the transfer function of a Gaussian of
+    ``sigma`` pixels: what a blurred white noise lacks to be white again."""
+    fy = np.fft.fftfreq(shape[0])[:, None]
+    fx = np.fft.rfftfreq(shape[1])[None, :]
+    kernel = np.exp(-2.0 * np.pi**2 * sigma**2 * (fx**2 + fy**2))
+    white = np.fft.rfft2(rng.normal(0.0, noise, shape))
+    return np.fft.irfft2(white * np.sqrt(1.0 - kernel**2), s=shape)
+
+
+def _pixel_noise(values: np.ndarray) -> float:
+    """Robust pixel scatter (most pixels are sky)."""
+    return float(MAD_TO_SIGMA * np.median(np.abs(values - np.median(values)))) if values.size else 0.0

@@ -29,7 +29,7 @@ from ..predict import (
     write_predictions,
 )
 from ..presence import MIN_SNR
-from ..psf import PSFMap, measure_psf_map
+from ..psf import PSFMap, measure_psf_map, outside_trained_range
 from ..sdss import frame_relpath
 from ..tables import read_table
 
@@ -201,6 +201,29 @@ def load_psf_map(cube_path: Path, data: np.ndarray, bands: str) -> PSFMap:
         raise StargalError(f"{cube_path}: {exc}") from None
 
 
+def psf_range_note(bundle: ModelBundle, psf_map: PSFMap, where: str) -> str:
+    """Whether the field's PSF (at the frame centre) is one the model was trained on: "inside", "outside: ..."
+    (also a warning: its classes there are an extrapolation) or "not recorded" (a model from before stargal
+    recorded its training PSF sizes)."""
+    trained = bundle.meta.get("psf_range")
+    if trained is None:
+        return "not recorded"
+    try:
+        outside = outside_trained_range(psf_map.centre(), trained, bundle.bands)
+    except ValueError as exc:
+        raise StargalError(f"{bundle.directory / 'model.json'}: {exc}") from None
+    if not outside:
+        return "inside"
+    log.warning(
+        "%s: PSF outside the sizes %s was trained on (%s): its classes here are an extrapolation that its measured "
+        "scores do not cover",
+        where,
+        bundle.name,
+        "; ".join(outside),
+    )
+    return "outside: " + "; ".join(outside)
+
+
 def catalog_objects(cube_path: Path) -> np.ndarray:
     """The catalog objects stage 01 listed for the field of ``cube_path`` (the objects table beside it)."""
     path = objects_for_cube(cube_path)
@@ -290,6 +313,7 @@ def run_predict(
     if detect:
         ra, dec, before, after, artefact = detected_sources(cube, data, bundle.bands)
     psf_map = load_psf_map(path, data, bundle.bands) if bundle.takes_psf else None
+    psf_note = psf_range_note(bundle, psf_map, field_label) if psf_map is not None else None
     mode = tta if bundle.meta.get("tta", False) else "off"  # a model evaluated without TTA is used without it
     pred = classify(
         bundle.model,
@@ -312,6 +336,7 @@ def run_predict(
         "THRESH": bundle.threshold,
         "TTA": TTA_DESCRIPTIONS[mode],
         **sky_metadata(paths, cube),
+        **({"PSFRANGE": psf_note} if psf_note else {}),
         "STARGAL": __version__,
     }
     table = predictions_table(pred, meta, before, after)

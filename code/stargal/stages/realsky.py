@@ -97,10 +97,16 @@ def evaluate_field(
     two-sided check where the field has its star catalog. Returns the results and the per-source table.
     ``psf_scale`` (one value, or one per band) multiplies the field's measured PSF before the model sees it
     (bench/psf_sensitivity.py)."""
-    fid = field.fid
-    cube, data, pmap = field_inputs(paths, fid)
+    cube, data, pmap = field_inputs(paths, field.fid)
     if np.any(np.asarray(psf_scale) != 1.0):
         pmap = replace(pmap, coefficients=pmap.coefficients * np.reshape(psf_scale, (-1, 1)))
+    return evaluate_cube(field, bundle, cube, data, pmap)
+
+
+def evaluate_cube(field: SampleField, bundle: ModelBundle, cube, data: np.ndarray, pmap: PSFMap) -> dict:
+    """evaluate_field on given pixels ``data`` of the field's cube and PSF map (bench/worse_seeing.py gives a
+    blurred copy)."""
+    fid = field.fid
     sources = detection.measure_sources(data, cube.bands, faint=True)
     ra, dec = cube.wcs.celestial.wcs_pix2world(sources.x, sources.y, 0)
     pred = classify_positions(bundle, data, cube.wcs, ra, dec, pmap)

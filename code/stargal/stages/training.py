@@ -26,6 +26,7 @@ from ..dataset import dataset_identity, load_dataset, resolve_dataset
 from ..errors import StargalError
 from ..evaluate import SUMMARY_KEYS, evaluate, predict_splits, summarise_runs
 from ..paths import DataPaths, ModelFiles
+from ..psf import trained_psf_range
 from ..tables import records_markdown, write_table
 from ..train_options import TrainOptions, model_name
 
@@ -158,6 +159,9 @@ def train_one(paths: DataPaths, dataset: str, options: TrainOptions, data: dict 
         "bands": meta.get("bands", "ugriz"),
         "edge": meta.get("edge"),
         "normalisation": norm,
+        "psf_range": trained_psf_range(data["train"]["psf"], meta.get("bands", "ugriz"))
+        if mdl.takes_psf(model)
+        else None,
         "threshold": threshold,
         "threshold_source": "val: maximum MCC",
         "tta": options.tta,
@@ -257,7 +261,7 @@ def _write_history(path: Path, history: dict) -> None:
 # what every member of an ensemble shares and its model.json repeats
 SHARED_KEYS = ("architecture", "model_inputs", "hyperparameters", "dataset", "patch_size", "bands", "edge",
                "normalisation", "augment", "schedule", "batch_size", "epochs", "patience", "dataset_counts",
-               "simulated")  # fmt: skip
+               "simulated", "psf_range")  # fmt: skip
 MEMBER_KEYS = ("name", "seed", "best_epoch", "epochs_run", "train_seconds", "threshold", "test")
 
 
