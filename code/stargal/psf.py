@@ -7,6 +7,10 @@ small galaxy in good seeing, so the network is also given the PSF at the source:
 ``r50`` (pixels) of the stars of each band, fitted as a low-order polynomial of the frame position to the
 stellar sequence that ``stargal.detection`` finds. The same measurement runs on simulated and real cubes.
 
+A network has seen only its training sky's PSF sizes: ``trained_psf_range`` is what stage 03 records of them,
+``outside_trained_range`` what predict.py checks a field against; ``widen_psf`` makes a cube look as in worse
+seeing (bench/worse_seeing.py).
+
 Pure functions; ``PSFMap.to_dict``/``from_dict`` give the JSON stage 01 writes beside each cube.
 """
 
