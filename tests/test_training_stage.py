@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -134,7 +136,7 @@ TINY_HP = {"filters": 8, "dense_units": 16}
 
 
 @pytest.mark.slow
-def test_training_learns_saves_and_reloads(toy):
+def test_training_learns_saves_and_reloads(toy, caplog):
     from stargal.metrics import choose_threshold
     from stargal.model import load_model, predict
     from stargal.stages import training
@@ -206,6 +208,12 @@ def test_training_learns_saves_and_reloads(toy):
     again = training.run_training(toy, "toy", opts)
     assert again["runs"][0]["skipped"]
     assert "test" in run_summary(again)
+    # another augmentation of the same architecture and seed has the same default name: not current, and said so
+    other = replace(opts, augment="none").resolved()
+    config = training._run_config(other, "toy", model_json["hyperparameters"])
+    with caplog.at_level(logging.WARNING, logger="stargal"):
+        assert training.current_model(toy, name, config, model_json["inputs"]["dataset"]) is None
+    assert f"{name}: replacing the model of that name (augment d4 -> none; --name keeps both)" in caplog.text
 
 
 @pytest.mark.slow

@@ -48,10 +48,25 @@ def current_model(paths: DataPaths, name: str, config: dict, dataset_id: str, wa
             log.warning("%s: %s; training it again", name, check.describe())
         return None
     record = check.record
-    same = (
-        record.get("config") == json.loads(json.dumps(config)) and record.get("inputs", {}).get("dataset") == dataset_id
-    )
-    return record if same else None
+    config = json.loads(json.dumps(config))
+    changes = _config_changes(record.get("config") or {}, config)
+    if record.get("inputs", {}).get("dataset") != dataset_id:
+        changes.append("dataset changed")
+    if changes and warn:
+        # the default name holds no augmentation: training another policy of one architecture and seed replaces
+        log.warning("%s: replacing the model of that name (%s; --name keeps both)", name, ", ".join(changes))
+    return None if changes else record
+
+
+def _config_changes(old: dict, new: dict) -> list[str]:
+    """What differs between two training configs, as 'augment combination -> d4' (or the key alone)."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        before, after = old.get(key), new.get(key)
+        if before != after:
+            scalar = not isinstance(before, dict | list) and not isinstance(after, dict | list)
+            out.append(f"{key} {before} -> {after}" if scalar else key)
+    return out
 
 
 def _run_config(options: TrainOptions, dataset: str, hp: dict) -> dict:
