@@ -112,8 +112,10 @@ def simulated_by_seeing(data_dir: str, model: str, first: int, last: int) -> int
 
 
 def _share(called: np.ndarray, among: np.ndarray) -> str:
-    n = int(among.sum())
-    return f"{100 * called[among].mean():.1f} % ({int(called[among].sum())}/{n})" if n else "-"
+    from stargal.realsky import fraction
+    from stargal.stages.realsky import percent_cell
+
+    return percent_cell(fraction(called, among))
 
 
 def _row(field, scale: float, r50_r: float, note: str, catalog: dict) -> list:
