@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 from stargal import cli, fsio, integrity
-from stargal.config import SEED, SIMULATION_VERSION
+from stargal.config import SEED, SEEING_DRAWS, SIMULATION_VERSION
 from stargal.errors import StargalError
 from stargal.fsio import INTEGRITY_KEY, read_json, write_json, write_text
 from stargal.paths import DEFAULT_SAMPLE_DIR, PRETRAINED_MODEL_DIR, PROJECT_ROOT, DataPaths, ModelFiles
@@ -101,9 +101,18 @@ def _psf_range_bullet(meta: dict) -> list[str]:
     ]
 
 
+# the training sky's seeing draw (00_download.py --sim-seeing), in the card's words
+SEEING_PHRASE = {
+    "sample": 'the real sample\'s good seeing: r-band PSF core FWHM 0.81-1.66", most fields near 1.1"',
+    "survey": "the survey's: r-band PSF width log-normal about SDSS's median 1.43\", quartiles 1.25 / 1.64\", "
+    'from 0.95" to 2.4"',
+}
+
+
 def model_card(card: dict, meta: dict) -> str:
     """models/README.md: what the pretrained model is, how it was made, how it scores, where it fails."""
     sky = card["training_sky"]
+    seeing = sky.get("seeing", "sample")  # cards before the survey draw existed drew the sample's seeing
     counts = card["dataset"]
     rows = [_metrics_row(f"training sky, test fields {sky['test']}", card["test_metrics"])]
     if "reference_test_metrics" in card:
@@ -128,8 +137,8 @@ def model_card(card: dict, meta: dict) -> str:
         "",
         f"Simulated fields {sky['fields']} of run 8162 camcol 6 (seed {sky['seed']}): training {sky['train']},",
         f"validation {sky['val']}, test {sky['test']}; {counts['train']['n']:,} / {counts['val']['n']:,} / "
-        f'{counts["test"]["n"]:,} catalogued objects. Each field draws its own seeing (PSF core FWHM 0.81-1.66",',
-        "a Moffat core of beta 4 as measured on real stars), PSF wings and variation across the frame, Galactic",
+        f"{counts['test']['n']:,} catalogued objects. Each field draws its own seeing ({SEEING_PHRASE[seeing]}; a",
+        "Moffat core of beta 4 as measured on real stars), PSF wings and variation across the frame, Galactic",
         "latitude (star density, up to Galactic-plane crowding, and dust), sky residuals and band offsets, from",
         "ranges measured on the real sample (README: Real or simulated sky).",
         *_training_sentence(meta),
@@ -191,6 +200,13 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--epochs", type=int, default=30, help="training epochs (cosine schedule over all of them)")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--seeing",
+        choices=SEEING_DRAWS,
+        default="sample",
+        help="how the training sky draws each field's seeing (00_download.py --sim-seeing; the shipped model: "
+        "sample; survey was tried, README: Worse seeing)",
+    )
     parser.add_argument("--reference-data-dir", default=None, help="a data folder with the reference sky's dataset")
     parser.add_argument("--sample", default=str(DEFAULT_SAMPLE_DIR), help="real SDSS sample (skipped if absent)")
     parser.add_argument("--install", action="store_true", help="copy the model into models/stargal-pretrained")
@@ -210,7 +226,8 @@ def main(argv=None) -> int:
     members = [f"stargal-pretrained-e{args.epochs}-s{seed}" for seed in args.seeds]
     name = members[0] if len(members) == 1 else f"stargal-pretrained-e{args.epochs}-ensemble"
     if not args.no_train:
-        stage("00_download.py", "--source", "simulated", *common, "--workers", str(args.workers))
+        stage("00_download.py", "--source", "simulated", "--sim-seeing", args.seeing, *common,
+              "--workers", str(args.workers))  # fmt: skip
         stage("01_alignment.py", *common, "--workers", str(args.workers), "--no-reports")
         stage("02_preparation.py", *common, "--train-fields", train, "--val-fields", val, "--test-fields", test)
         for seed, member in zip(args.seeds, members, strict=True):
@@ -225,7 +242,14 @@ def main(argv=None) -> int:
         model_dir = install(model_dir)
     card = {
         "simulation_version": SIMULATION_VERSION,
-        "training_sky": {"fields": fields, "train": train, "val": val, "test": test, "seed": SEED},
+        "training_sky": {
+            "fields": fields,
+            "train": train,
+            "val": val,
+            "test": test,
+            "seed": SEED,
+            "seeing": args.seeing,
+        },
         "dataset": read_json(paths.dataset_json(read_json(ModelFiles(model_dir).json)["dataset"]))["counts"],
         "test_metrics": read_json(ModelFiles(model_dir).metrics)["test"],
     }

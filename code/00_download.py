@@ -22,7 +22,7 @@ import stargal.bootstrap  # noqa: F401  (first: without our dependencies, re-run
 import argparse
 
 from stargal import cli
-from stargal.config import BANDS
+from stargal.config import BANDS, SEEING_DRAWS
 from stargal.download import HttpSettings
 from stargal.errors import StargalError
 
@@ -70,6 +70,11 @@ def build_parser():
         "--sim-shape", type=cli.positive_int, nargs=2, default=None, metavar=("ROWS", "COLS"),
         help="frame shape of --source simulated (real frames: 1489 2048)",
     )  # fmt: skip
+    group.add_argument(
+        "--sim-seeing", choices=SEEING_DRAWS, default=None,
+        help="how --source simulated draws each field's seeing: sample (the real sample fields' good seeing; "
+        "the default) or survey (the survey's distribution, median PSF width 1.43\")",
+    )  # fmt: skip
     return parser
 
 
@@ -80,6 +85,8 @@ def main(argv=None) -> int:
 
     if args.sim_shape is not None and args.source != "simulated":
         raise StargalError("--sim-shape: only with --source simulated")
+    if args.sim_seeing is not None and args.source != "simulated":
+        raise StargalError("--sim-seeing: only with --source simulated")
     http = HttpSettings(
         connect_timeout=args.connect_timeout, read_timeout=args.timeout, retries=args.retries, backoff=args.backoff
     )
@@ -87,6 +94,7 @@ def main(argv=None) -> int:
         source=args.source, bands=tuple(args.bands), frames_only=args.frames_only, force=args.force, verify_existing=args.verify,
         workers=args.workers, http=http, seed=args.seed, scheduler=args.scheduler,
         **({"sim_shape": tuple(args.sim_shape)} if args.sim_shape else {}),
+        **({"sim_seeing": args.sim_seeing} if args.sim_seeing else {}),
     )  # fmt: skip
     fs = cli.field_set(args)
     summary = run_download(cli.open_data_folder(args), fs, options)

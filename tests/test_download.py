@@ -461,6 +461,12 @@ def test_simulated_source(tmp_path):
     assert paths.frame(FieldId(301, 8162, 6, 80), "r").read_bytes() != before
     assert all(":seed=5," in e["url"] for e in Manifest.load(paths.manifest).files.values())
 
+    # another seeing draw is another simulation: rendered again, and the manifest says which
+    five = paths.frame(FieldId(301, 8162, 6, 80), "r").read_bytes()
+    assert _load_script().main([*argv, "--seed", "5", "--sim-seeing", "survey"]) == 0
+    assert paths.frame(FieldId(301, 8162, 6, 80), "r").read_bytes() != five
+    assert all(e["url"].endswith(",seeing=survey") for e in Manifest.load(paths.manifest).files.values())
+
 
 # ---------------------------------------------------------------------------------------------------------
 # bad arguments: one line, no traceback
@@ -482,6 +488,7 @@ def _free_port() -> int:
         (["--source", "/no/such/folder/anywhere"], "no such folder"),
         (["--source", "PORT"], "cannot reach the server"),
         (["--sim-shape", "10", "10"], "only with --source simulated"),
+        (["--sim-seeing", "survey"], "--sim-seeing: only with --source simulated"),
     ],
 )
 def test_bad_arguments_are_one_line_errors(tmp_path, argv, message):

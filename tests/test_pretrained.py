@@ -40,6 +40,17 @@ def test_pretrained_model_is_shipped_small_and_described():
     )
 
 
+def test_model_card_is_what_the_build_script_writes_from_the_card_data():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_pretrained", PROJECT / "bench" / "train_pretrained.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    card, meta = read_json(PRETRAINED_MODEL_DIR / "card.json"), read_json(FILES.json)
+    # no hand edits, no stale text: models/README.md is generated from the shipped model's own records
+    assert (PRETRAINED_MODEL_DIR.parent / "README.md").read_text() == bench.model_card(card, meta)
+
+
 def test_resolves_as_pretrained_and_as_the_default(tmp_path):
     paths = DataPaths(tmp_path / "data")  # no model trained here
     assert resolve_model_dir(paths, PRETRAINED) == PRETRAINED_MODEL_DIR

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bz2
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -246,6 +247,35 @@ def test_idempotent_skip_and_force(tiny_data):
 def test_bad_arguments(tmp_path):
     with pytest.raises(StargalError):
         simulate_sky(DataPaths(tmp_path), TINY, shape=(10, 10))
+
+
+def test_seeing_draws_the_sample_by_default_and_the_survey_on_request():
+    fields = range(300, 1300)
+
+    def catalog_fwhm(seeing: str) -> np.ndarray:
+        core = [simulate.field_conditions(42, 8162, 6, f, seeing).seeing["r"] for f in fields]
+        return np.asarray(core) * sky_models.CATALOG_FWHM_FACTOR
+
+    default, sample_80 = (
+        simulate.field_conditions(42, 8162, 6, 80),
+        simulate.field_conditions(42, 8162, 6, 80, "sample"),
+    )
+    assert (default.seeing, default.sigma, default.offsets) == (sample_80.seeing, sample_80.sigma, sample_80.offsets)
+    sample, survey = catalog_fwhm("sample"), catalog_fwhm("survey")
+    # the survey's r-band PSF width: quartiles 1.30 / 1.43 / 1.58" (the draw is a little wider on purpose)
+    q1, median, q3 = np.percentile(survey, [25, 50, 75])
+    assert median == pytest.approx(1.43, abs=0.03)
+    assert 1.2 < q1 < 1.3 and 1.58 < q3 < 1.7
+    assert survey.min() >= 0.95 - 1e-9 and survey.max() <= 2.4 + 1e-9 and (survey > 2.0).mean() > 0.02
+    assert np.median(sample) < 1.25 and sample.max() < 1.8  # the default sky keeps the sample's good seeing
+    for seeing in ("sample", "survey"):  # the bands' ratios to r are drawn alike in both
+        conds = [simulate.field_conditions(42, 8162, 6, f, seeing) for f in range(300, 500)]
+        u_to_r = np.median([c.seeing["u"] / c.seeing["r"] for c in conds])
+        assert u_to_r == pytest.approx(sky_models.PSF_BAND_FACTOR["u"], rel=0.02)
+    with pytest.raises(ValueError, match="seeing 'median'"):
+        simulate.field_conditions(42, 8162, 6, 80, "median")
+    with pytest.raises(StargalError, match="seeing 'median': one of sample, survey"):
+        simulate_sky(DataPaths(Path("/nonexistent")), TINY, shape=TINY_SHAPE, seeing="median")
 
 
 def test_saturation_bleeds_along_columns():

@@ -30,6 +30,7 @@ from .config import (
     OBJC_TYPE_GALAXY,
     OBJC_TYPE_STAR,
     PIXEL_SCALE_ARCSEC,
+    SEEING_DRAWS,
 )
 from .geometry import east_north, unit_vectors
 from .sim_formats import MEASURED_DTYPE, SOFTBIAS
@@ -62,6 +63,12 @@ SWEEP_PSF_MAG_LIMITS = (22.5, 22.5, 22.5, 22.0, 21.5)
 # E(B-V) x sin|b|: the cosecant law of the dust layer (about 0.02 at the poles, ~0.1 at b = 23 deg)
 REDDENING_PER_CSC_B = 0.025
 LOW_LATITUDE_FRACTION = 0.07  # fields within 10 deg of the Galactic plane
+# seeing "survey" (config.SEEING_DRAWS): SDSS's r-band PSF width has quartiles 1.30 / 1.43 / 1.58" (DR1; taken
+# as the catalog's PSF_FWHM measure); drawn log-normal about its median, widened (0.2 against its 0.145) so
+# that the sample's good-seeing fields stay represented, clipped to 0.95-2.4"
+SURVEY_PSF_FWHM_MEDIAN = 1.43
+SURVEY_SEEING_LOG_SIGMA = 0.2
+SURVEY_PSF_FWHM_RANGE = (0.95, 2.4)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -140,12 +147,23 @@ class FieldConditions:
     sky_residual: dict  # band -> amplitude (in units of sigma) of the smooth sky-subtraction residual
 
 
-def field_conditions(seed: int, run: int, camcol: int, field: int) -> FieldConditions:
-    """The seeing, noise, calibration, saturation and band offsets of one field (its own seed)."""
+def draw_seeing_r(rng: np.random.Generator, seeing: str) -> float:
+    """A field's r-band PSF core FWHM (arcsec), drawn as ``seeing`` (one of ``SEEING_DRAWS``) says."""
+    if seeing == "sample":
+        # measured on the six real fields: r-band core FWHM 0.95-1.4" (stellar r50 1.55-2.2 px); drawn
+        # 0.81-1.66", most fields near 1.1"
+        return float(0.81 + 0.855 * rng.beta(2.0, 3.5))
+    if seeing == "survey":
+        catalog_fwhm = SURVEY_PSF_FWHM_MEDIAN * np.exp(rng.normal(0.0, SURVEY_SEEING_LOG_SIGMA))
+        return float(np.clip(catalog_fwhm, *SURVEY_PSF_FWHM_RANGE) / sky_models.CATALOG_FWHM_FACTOR)
+    raise ValueError(f"seeing {seeing!r}: one of {', '.join(SEEING_DRAWS)}")
+
+
+def field_conditions(seed: int, run: int, camcol: int, field: int, seeing: str = "sample") -> FieldConditions:
+    """The seeing, noise, calibration, saturation and band offsets of one field (its own seed; ``seeing``: how
+    its seeing is drawn, one of ``SEEING_DRAWS``)."""
     rng = _rng(seed, run, camcol, field, 1)
-    # measured on the six real fields: r-band core FWHM 0.95-1.4" (stellar r50 1.55-2.2 px); drawn 0.81-1.66",
-    # most fields near 1.1"
-    seeing_r = 0.81 + 0.855 * rng.beta(2.0, 3.5)
+    seeing_r = draw_seeing_r(rng, seeing)
     # most SDSS fields lie far from the Galactic plane; a few cross it (crowded, reddened)
     low = rng.random() < LOW_LATITUDE_FRACTION
     sin_b = (
@@ -213,14 +231,16 @@ def frame_tai(field: int, band: str, shape: tuple[int, int]) -> float:
 # Objects of one field's cell
 
 
-def _cell_population(seed: int, run: int, camcol: int, field: int, shape: tuple[int, int]) -> np.ndarray:
+def _cell_population(
+    seed: int, run: int, camcol: int, field: int, shape: tuple[int, int], seeing: str = "sample"
+) -> np.ndarray:
     """True objects owned by a field: population draws at positions in the field's r-frame pixel grid."""
     rng = _rng(seed, run, camcol, field, 0)
     rows, cols = shape
     step = field_step_rows(shape)
     margin = 20
     area_frac = step * (cols + 2 * margin) / ((FRAME_SHAPE[0] - FIELD_OVERLAP_ROWS) * FRAME_SHAPE[1])
-    cond = field_conditions(seed, run, camcol, field)
+    cond = field_conditions(seed, run, camcol, field, seeing)
     crowding = min(1 / np.sin(np.radians(cond.latitude)), sky_models.MAX_STAR_DENSITY)  # stars follow csc|b|
     n_star = rng.poisson(
         crowding * area_frac * sky_models.expected_count(limit=22.5, **_counts(sky_models.STAR_COUNTS))
@@ -285,11 +305,13 @@ class Cell:
 
 
 @functools.lru_cache(maxsize=8)
-def cell_truth(seed: int, run: int, camcol: int, field: int, shape: tuple[int, int]) -> CellTruth:
+def cell_truth(
+    seed: int, run: int, camcol: int, field: int, shape: tuple[int, int], seeing: str = "sample"
+) -> CellTruth:
     """The true objects a field owns, their sky positions and true fluxes (cached: every frame that
     shows them asks)."""
-    pop = _cell_population(seed, run, camcol, field, shape)
-    cond = field_conditions(seed, run, camcol, field)
+    pop = _cell_population(seed, run, camcol, field, shape, seeing)
+    cond = field_conditions(seed, run, camcol, field, seeing)
     crval, cd = r_band_geometry(field, shape)
     w_r = make_wcs(crval, cd, _crpix(shape))
     ra, dec = w_r.wcs_pix2world(pop["x"], pop["y"], 0)
@@ -326,10 +348,11 @@ def make_cell(
     field: int,
     shape: tuple[int, int],
     measured: tuple[np.ndarray, np.ndarray] | None = None,
+    seeing: str = "sample",
 ) -> Cell:
     """A cell's catalog: ``measured`` (PSF, model) fluxes [n, 5] from the rendered frames (NaN: not measured)
     take precedence; objects or bands no frame measured use independent noise draws."""
-    t = cell_truth(seed, run, camcol, field, shape)
+    t = cell_truth(seed, run, camcol, field, shape, seeing)
     psfflux, modelflux = t.psf_unmeasured, t.model_unmeasured
     if measured is not None:
         psf_m, model_m = measured
@@ -369,8 +392,8 @@ def star_galaxy_type(psfflux: np.ndarray, modelflux: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class FieldTask:
-    """One field to render (picklable for worker processes): its identity, seed, frame shape, and the data
-    folder the runner writes it to."""
+    """One field to render (picklable for worker processes): its identity, seed, frame shape, seeing draw, and
+    the data folder the runner writes it to."""
 
     root: str
     rerun: int
@@ -379,6 +402,7 @@ class FieldTask:
     field: int
     seed: int
     shape: tuple[int, int]
+    seeing: str = "sample"
 
 
 def render_field(task: FieldTask) -> dict:
@@ -387,9 +411,10 @@ def render_field(task: FieldTask) -> dict:
     catalog fluxes of the objects measured on those very pixels (``sim_formats.MEASURED_DTYPE`` rows), and the
     number of objects rendered. No files: ``stargal.stages.simulate`` writes them."""
     shape = task.shape
-    cond = field_conditions(task.seed, task.run, task.camcol, task.field)
+    cond = field_conditions(task.seed, task.run, task.camcol, task.field, task.seeing)
     cells = [
-        cell_truth(task.seed, task.run, task.camcol, f, shape) for f in (task.field - 1, task.field, task.field + 1)
+        cell_truth(task.seed, task.run, task.camcol, f, shape, task.seeing)
+        for f in (task.field - 1, task.field, task.field + 1)
     ]
     pop = np.concatenate([c.pop for c in cells])
     ra = np.concatenate([c.ra for c in cells])
@@ -489,7 +514,9 @@ def _shape_groups(pop: np.ndarray) -> list[np.ndarray]:
 # Catalogs and truth
 
 
-def catalog_rows(cells: list[Cell], kind: str, run: int, camcol: int, shape: tuple[int, int], seed: int) -> dict:
+def catalog_rows(
+    cells: list[Cell], kind: str, run: int, camcol: int, shape: tuple[int, int], seed: int, seeing: str = "sample"
+) -> dict:
     """The catalogued objects of ``kind`` (gal or star, by OBJC_TYPE) in ``cells``, as the calibObj values
     (ROWC/COLC in each band's frame, calibration, sky per square arcsec); ``sim_formats.calibobj_columns`` types
     them."""
@@ -515,7 +542,7 @@ def catalog_rows(cells: list[Cell], kind: str, run: int, camcol: int, shape: tup
     }
     for cell in cells:
         sel = cell.catalogued & (cell.objc_type == want)
-        cond = field_conditions(seed, run, camcol, cell.field)
+        cond = field_conditions(seed, run, camcol, cell.field, seeing)
         rowc, colc = np.zeros((sel.sum(), 5)), np.zeros((sel.sum(), 5))
         for bi, b in enumerate(BANDS):
             x, y = band_wcs(cell.field, b, shape, cond).wcs_world2pix(cell.ra[sel], cell.dec[sel], 0)

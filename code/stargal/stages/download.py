@@ -60,6 +60,7 @@ class DownloadOptions:
     http: HttpSettings = HttpSettings()
     seed: int = SEED  # simulated source only
     sim_shape: tuple[int, int] = FRAME_SHAPE  # simulated source only
+    sim_seeing: str = "sample"  # simulated source only: how each field's seeing is drawn
     scheduler: str | None = None  # a Dask scheduler address (or scheduler file): fetch on that cluster
 
 
@@ -199,9 +200,11 @@ def run_download(paths: DataPaths, fs: FieldSet, options: DownloadOptions = Down
 
 
 def simulated_url(options: DownloadOptions) -> str:
-    """The manifest's source of a simulated file: simulator version, seed and frame shape."""
+    """The manifest's source of a simulated file: simulator version, seed, frame shape and (when not the
+    default) the seeing draw."""
     rows, cols = options.sim_shape
-    return f"simulated:v{SIMULATION_VERSION}:seed={options.seed},shape={rows}x{cols}"
+    seeing = "" if options.sim_seeing == "sample" else f",seeing={options.sim_seeing}"
+    return f"simulated:v{SIMULATION_VERSION}:seed={options.seed},shape={rows}x{cols}{seeing}"
 
 
 def _same_origin(recorded_url: str, sim_url: str | None) -> bool:
@@ -482,7 +485,7 @@ def _simulate(paths, fs, todo, options, manifest, summary) -> None:
     stale = sorted({spec.field for spec in todo if spec.kind != "catalog"})
     simulate_sky(
         paths, replace(fs, fields=tuple(stale)) if stale else fs, seed=options.seed,
-        shape=tuple(options.sim_shape), frames_only=options.frames_only, force=options.force or bool(stale),
+        shape=tuple(options.sim_shape), seeing=options.sim_seeing, frames_only=options.frames_only, force=options.force or bool(stale),
         workers=options.workers, scheduler=options.scheduler,
     )  # fmt: skip
     url = simulated_url(options)

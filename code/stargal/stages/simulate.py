@@ -14,7 +14,7 @@ import numpy as np
 from astropy.io import fits
 
 from .. import sdss, sim_formats, simulate
-from ..config import BANDS, FRAME_SHAPE, OBJC_TYPE_GALAXY, OBJC_TYPE_STAR, SEED, FieldSet
+from ..config import BANDS, FRAME_SHAPE, OBJC_TYPE_GALAXY, OBJC_TYPE_STAR, SEED, SEEING_DRAWS, FieldSet
 from ..errors import StargalError
 from ..fsio import load_npy, save_npy, write_bytes
 from ..parallel import map_tasks
@@ -64,7 +64,9 @@ def _load_measurements(path: Path) -> np.ndarray:
     return rows
 
 
-def write_catalogs(paths: DataPaths, fs: FieldSet, fields: list[int], *, seed: int, shape: tuple[int, int]) -> dict:
+def write_catalogs(
+    paths: DataPaths, fs: FieldSet, fields: list[int], *, seed: int, shape: tuple[int, int], seeing: str = "sample"
+) -> dict:
     """calibObj gal/star sweeps and the truth table for the cells of ``fields`` and their neighbours."""
     cell_fields = sorted({f + d for f in fields for d in (-1, 0, 1)})
     measured_by_frame = {}
@@ -74,14 +76,14 @@ def write_catalogs(paths: DataPaths, fs: FieldSet, fields: list[int], *, seed: i
             measured_by_frame[f] = _load_measurements(path)
     cells = []
     for f in cell_fields:
-        n = len(simulate.cell_truth(seed, fs.run, fs.camcol, f, shape).pop)
+        n = len(simulate.cell_truth(seed, fs.run, fs.camcol, f, shape, seeing).pop)
         measured = simulate.cell_measurements(measured_by_frame, f, n)
-        cells.append(simulate.make_cell(seed, fs.run, fs.camcol, f, shape, measured))
+        cells.append(simulate.make_cell(seed, fs.run, fs.camcol, f, shape, measured, seeing))
     header = fits.Header()
     header["SIMULAT"] = (True, sim_formats.SIMULAT_COMMENT)
     counts = {}
     for kind in sdss.CATALOG_KINDS:
-        rows = simulate.catalog_rows(cells, kind, fs.run, fs.camcol, shape, seed)
+        rows = simulate.catalog_rows(cells, kind, fs.run, fs.camcol, shape, seed, seeing)
         cols = sim_formats.calibobj_columns(rows, fs.rerun, fs.run, fs.camcol)
         sdss.write_catalog(paths.catalog(fs.rerun, fs.run, fs.camcol, kind), cols, header=header)
         counts[kind] = len(cols["ID"])
@@ -103,6 +105,7 @@ def simulate_sky(
     *,
     seed: int = SEED,
     shape: tuple[int, int] = FRAME_SHAPE,
+    seeing: str = "sample",
     frames_only: bool = False,
     force: bool = False,
     workers: int = 1,
@@ -110,7 +113,7 @@ def simulate_sky(
 ) -> dict:
     """Write the simulated equivalent of an SDSS download of ``fieldset`` into ``paths``; returns a summary.
 
-    Fields are rendered in parallel on ``workers`` local processes or, given ``scheduler``, on that Dask
+    ``seeing``: how each field's seeing is drawn (``SEEING_DRAWS``). Fields are rendered in parallel on ``workers`` local processes or, given ``scheduler``, on that Dask
     cluster (whose workers must share ``paths``' folder); the catalogs are written here. Files are identical.
     """
     start = time.perf_counter()
@@ -119,6 +122,8 @@ def simulate_sky(
         raise StargalError(f"shape {shape}: simulated frames need at least 64 x 64 pixels")
     if not fieldset.fields:
         raise StargalError("fields: no fields to simulate")
+    if seeing not in SEEING_DRAWS:
+        raise StargalError(f"seeing {seeing!r}: one of {', '.join(SEEING_DRAWS)}")
     fields = sorted(set(fieldset.fields))
     todo = []
     for f in fields:
@@ -126,7 +131,9 @@ def simulate_sky(
         outputs = [paths.frame(fid, b) for b in BANDS] + [paths.irg_jpeg(fid), paths.sim_measurements(fid)]
         if force or not all(p.exists() for p in outputs):
             todo.append(
-                simulate.FieldTask(str(paths.root), fieldset.rerun, fieldset.run, fieldset.camcol, f, seed, shape)
+                simulate.FieldTask(
+                    str(paths.root), fieldset.rerun, fieldset.run, fieldset.camcol, f, seed, shape, seeing
+                )
             )
     results = map_tasks(simulate_field, todo, workers=workers, scheduler=scheduler, description="simulating fields")
     summary: dict = {
@@ -141,7 +148,7 @@ def simulate_sky(
         truth = paths.sim_truth(fieldset.rerun, fieldset.run, fieldset.camcol)
         if force or results or not all(p.exists() for p in [*cat_paths, truth]):
             all_fields = sorted(set(fields) | _existing_simulated_fields(paths, fieldset))
-            cat = write_catalogs(paths, fieldset, all_fields, seed=seed, shape=shape)
+            cat = write_catalogs(paths, fieldset, all_fields, seed=seed, shape=shape, seeing=seeing)
             summary["catalog_rows"] = cat["catalog_rows"]
             summary["counts"] = {f: cat["cells"][f] for f in fields}
             summary["files_written"] += 3
