@@ -485,8 +485,8 @@ def _simulate(paths, fs, todo, options, manifest, summary) -> None:
     stale = sorted({spec.field for spec in todo if spec.kind != "catalog"})
     simulate_sky(
         paths, replace(fs, fields=tuple(stale)) if stale else fs, seed=options.seed,
-        shape=tuple(options.sim_shape), seeing=options.sim_seeing, frames_only=options.frames_only, force=options.force or bool(stale),
-        workers=options.workers, scheduler=options.scheduler,
+        shape=tuple(options.sim_shape), seeing=options.sim_seeing, frames_only=options.frames_only,
+        force=options.force or bool(stale), workers=options.workers, scheduler=options.scheduler,
     )  # fmt: skip
     url = simulated_url(options)
     for spec in todo:

@@ -113,8 +113,9 @@ def simulate_sky(
 ) -> dict:
     """Write the simulated equivalent of an SDSS download of ``fieldset`` into ``paths``; returns a summary.
 
-    ``seeing``: how each field's seeing is drawn (``SEEING_DRAWS``). Fields are rendered in parallel on ``workers`` local processes or, given ``scheduler``, on that Dask
-    cluster (whose workers must share ``paths``' folder); the catalogs are written here. Files are identical.
+    ``seeing``: how each field's seeing is drawn (``SEEING_DRAWS``). Fields are rendered in parallel on
+    ``workers`` local processes or, given ``scheduler``, on that Dask cluster (whose workers must share
+    ``paths``' folder); the catalogs are written here. Files are identical.
     """
     start = time.perf_counter()
     shape = (int(shape[0]), int(shape[1]))
