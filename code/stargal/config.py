@@ -23,6 +23,7 @@ SIMULATION_VERSION = 6
 # how the simulated sky draws each field's seeing: "sample", the real sample fields' (good) seeing, the default
 # sky's; "survey", the survey's seeing distribution (stargal.simulate.draw_seeing_r)
 SEEING_DRAWS = ("sample", "survey")
+DEFAULT_SEEING = SEEING_DRAWS[0]
 PATCH_SIZE = 25
 
 

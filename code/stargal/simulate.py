@@ -25,6 +25,7 @@ from astropy.wcs import WCS
 from . import sky_models
 from .config import (
     BANDS,
+    DEFAULT_SEEING,
     FIELD_OVERLAP_ROWS,
     FRAME_SHAPE,
     OBJC_TYPE_GALAXY,
@@ -159,7 +160,7 @@ def draw_seeing_r(rng: np.random.Generator, seeing: str) -> float:
     raise ValueError(f"seeing {seeing!r}: one of {', '.join(SEEING_DRAWS)}")
 
 
-def field_conditions(seed: int, run: int, camcol: int, field: int, seeing: str = "sample") -> FieldConditions:
+def field_conditions(seed: int, run: int, camcol: int, field: int, seeing: str = DEFAULT_SEEING) -> FieldConditions:
     """The seeing, noise, calibration, saturation and band offsets of one field (its own seed; ``seeing``: how
     its seeing is drawn, one of ``SEEING_DRAWS``)."""
     rng = _rng(seed, run, camcol, field, 1)
@@ -232,7 +233,7 @@ def frame_tai(field: int, band: str, shape: tuple[int, int]) -> float:
 
 
 def _cell_population(
-    seed: int, run: int, camcol: int, field: int, shape: tuple[int, int], seeing: str = "sample"
+    seed: int, run: int, camcol: int, field: int, shape: tuple[int, int], seeing: str = DEFAULT_SEEING
 ) -> np.ndarray:
     """True objects owned by a field: population draws at positions in the field's r-frame pixel grid."""
     rng = _rng(seed, run, camcol, field, 0)
@@ -306,7 +307,7 @@ class Cell:
 
 @functools.lru_cache(maxsize=8)
 def cell_truth(
-    seed: int, run: int, camcol: int, field: int, shape: tuple[int, int], seeing: str = "sample"
+    seed: int, run: int, camcol: int, field: int, shape: tuple[int, int], seeing: str = DEFAULT_SEEING
 ) -> CellTruth:
     """The true objects a field owns, their sky positions and true fluxes (cached: every frame that
     shows them asks)."""
@@ -348,7 +349,7 @@ def make_cell(
     field: int,
     shape: tuple[int, int],
     measured: tuple[np.ndarray, np.ndarray] | None = None,
-    seeing: str = "sample",
+    seeing: str = DEFAULT_SEEING,
 ) -> Cell:
     """A cell's catalog: ``measured`` (PSF, model) fluxes [n, 5] from the rendered frames (NaN: not measured)
     take precedence; objects or bands no frame measured use independent noise draws."""
@@ -402,7 +403,7 @@ class FieldTask:
     field: int
     seed: int
     shape: tuple[int, int]
-    seeing: str = "sample"
+    seeing: str = DEFAULT_SEEING
 
 
 def render_field(task: FieldTask) -> dict:
@@ -515,7 +516,7 @@ def _shape_groups(pop: np.ndarray) -> list[np.ndarray]:
 
 
 def catalog_rows(
-    cells: list[Cell], kind: str, run: int, camcol: int, shape: tuple[int, int], seed: int, seeing: str = "sample"
+    cells: list[Cell], kind: str, run: int, camcol: int, shape: tuple[int, int], seed: int, seeing: str = DEFAULT_SEEING
 ) -> dict:
     """The catalogued objects of ``kind`` (gal or star, by OBJC_TYPE) in ``cells``, as the calibObj values
     (ROWC/COLC in each band's frame, calibration, sky per square arcsec); ``sim_formats.calibobj_columns`` types

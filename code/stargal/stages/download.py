@@ -25,7 +25,7 @@ from pathlib import Path
 import requests
 
 from .. import sdss
-from ..config import BANDS, FRAME_SHAPE, SEED, SIMULATION_VERSION, FieldSet
+from ..config import BANDS, DEFAULT_SEEING, FRAME_SHAPE, SEED, SIMULATION_VERSION, FieldSet
 from ..download import (
     FetchCancelled,
     FetchError,
@@ -60,7 +60,7 @@ class DownloadOptions:
     http: HttpSettings = HttpSettings()
     seed: int = SEED  # simulated source only
     sim_shape: tuple[int, int] = FRAME_SHAPE  # simulated source only
-    sim_seeing: str = "sample"  # simulated source only: how each field's seeing is drawn
+    sim_seeing: str = DEFAULT_SEEING  # simulated source only: how each field's seeing is drawn
     scheduler: str | None = None  # a Dask scheduler address (or scheduler file): fetch on that cluster
 
 
@@ -203,7 +203,7 @@ def simulated_url(options: DownloadOptions) -> str:
     """The manifest's source of a simulated file: simulator version, seed, frame shape and (when not the
     default) the seeing draw."""
     rows, cols = options.sim_shape
-    seeing = "" if options.sim_seeing == "sample" else f",seeing={options.sim_seeing}"
+    seeing = "" if options.sim_seeing == DEFAULT_SEEING else f",seeing={options.sim_seeing}"
     return f"simulated:v{SIMULATION_VERSION}:seed={options.seed},shape={rows}x{cols}{seeing}"
 
 

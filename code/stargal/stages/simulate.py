@@ -14,7 +14,7 @@ import numpy as np
 from astropy.io import fits
 
 from .. import sdss, sim_formats, simulate
-from ..config import BANDS, FRAME_SHAPE, OBJC_TYPE_GALAXY, OBJC_TYPE_STAR, SEED, SEEING_DRAWS, FieldSet
+from ..config import BANDS, DEFAULT_SEEING, FRAME_SHAPE, OBJC_TYPE_GALAXY, OBJC_TYPE_STAR, SEED, SEEING_DRAWS, FieldSet
 from ..errors import StargalError
 from ..fsio import load_npy, save_npy, write_bytes
 from ..parallel import map_tasks
@@ -65,7 +65,13 @@ def _load_measurements(path: Path) -> np.ndarray:
 
 
 def write_catalogs(
-    paths: DataPaths, fs: FieldSet, fields: list[int], *, seed: int, shape: tuple[int, int], seeing: str = "sample"
+    paths: DataPaths,
+    fs: FieldSet,
+    fields: list[int],
+    *,
+    seed: int,
+    shape: tuple[int, int],
+    seeing: str = DEFAULT_SEEING,
 ) -> dict:
     """calibObj gal/star sweeps and the truth table for the cells of ``fields`` and their neighbours."""
     cell_fields = sorted({f + d for f in fields for d in (-1, 0, 1)})
@@ -105,7 +111,7 @@ def simulate_sky(
     *,
     seed: int = SEED,
     shape: tuple[int, int] = FRAME_SHAPE,
-    seeing: str = "sample",
+    seeing: str = DEFAULT_SEEING,
     frames_only: bool = False,
     force: bool = False,
     workers: int = 1,
