@@ -106,6 +106,8 @@ SEEING_PHRASE = {
     "sample": 'the real sample\'s good seeing: r-band PSF core FWHM 0.81-1.66", most fields near 1.1"',
     "survey": "the survey's: r-band PSF width log-normal about SDSS's median 1.43\", quartiles 1.25 / 1.64\", "
     'from 0.95" to 2.4"',
+    "mixed": "half the fields each way: odd fields the survey's seeing (r-band PSF width log-normal about SDSS's "
+    'median 1.43"), even ones the real sample\'s good seeing (core FWHM 0.81-1.66")',
 }
 
 

@@ -73,7 +73,8 @@ def build_parser():
     group.add_argument(
         "--sim-seeing", choices=SEEING_DRAWS, default=None,
         help="how --source simulated draws each field's seeing: sample (the real sample fields' good seeing; "
-        "the default) or survey (the survey's distribution, median PSF width 1.43\")",
+        "the default), survey (the survey's distribution, median PSF width 1.43\") or mixed (odd fields survey, "
+        "even ones sample)",
     )  # fmt: skip
     return parser
 

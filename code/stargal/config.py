@@ -21,8 +21,9 @@ SEED = 42
 # bump when the simulated sky's pixels or catalogs change: stage 00 then renders existing simulated data again
 SIMULATION_VERSION = 6
 # how the simulated sky draws each field's seeing: "sample", the real sample fields' (good) seeing, the default
-# sky's; "survey", the survey's seeing distribution (stargal.simulate.draw_seeing_r)
-SEEING_DRAWS = ("sample", "survey")
+# sky's; "survey", the survey's seeing distribution (stargal.simulate.draw_seeing_r); "mixed", odd fields as
+# "survey" and even ones as "sample" (stargal.simulate.field_conditions)
+SEEING_DRAWS = ("sample", "survey", "mixed")
 DEFAULT_SEEING = SEEING_DRAWS[0]
 PATCH_SIZE = 25
 

@@ -31,7 +31,6 @@ from .config import (
     OBJC_TYPE_GALAXY,
     OBJC_TYPE_STAR,
     PIXEL_SCALE_ARCSEC,
-    SEEING_DRAWS,
 )
 from .geometry import east_north, unit_vectors
 from .sim_formats import MEASURED_DTYPE, SOFTBIAS
@@ -149,7 +148,7 @@ class FieldConditions:
 
 
 def draw_seeing_r(rng: np.random.Generator, seeing: str) -> float:
-    """A field's r-band PSF core FWHM (arcsec), drawn as ``seeing`` (one of ``SEEING_DRAWS``) says."""
+    """A field's r-band PSF core FWHM (arcsec), drawn as ``seeing`` ("sample" or "survey") says."""
     if seeing == "sample":
         # measured on the six real fields: r-band core FWHM 0.95-1.4" (stellar r50 1.55-2.2 px); drawn
         # 0.81-1.66", most fields near 1.1"
@@ -157,14 +156,23 @@ def draw_seeing_r(rng: np.random.Generator, seeing: str) -> float:
     if seeing == "survey":
         catalog_fwhm = SURVEY_PSF_FWHM_MEDIAN * np.exp(rng.normal(0.0, SURVEY_SEEING_LOG_SIGMA))
         return float(np.clip(catalog_fwhm, *SURVEY_PSF_FWHM_RANGE) / sky_models.CATALOG_FWHM_FACTOR)
-    raise ValueError(f"seeing {seeing!r}: one of {', '.join(SEEING_DRAWS)}")
+    raise ValueError(f"seeing {seeing!r}: one of sample, survey")
+
+
+def field_seeing_draw(seeing: str, field: int) -> str:
+    """The draw one field's seeing comes from: ``seeing`` itself, or for "mixed" "survey" on odd fields and
+    "sample" on even ones (half the fields each way, interleaved so that every split gets both; each field is
+    then the same as in the sky drawn wholly its way)."""
+    if seeing != "mixed":
+        return seeing
+    return "survey" if field % 2 else "sample"
 
 
 def field_conditions(seed: int, run: int, camcol: int, field: int, seeing: str = DEFAULT_SEEING) -> FieldConditions:
     """The seeing, noise, calibration, saturation and band offsets of one field (its own seed; ``seeing``: how
     its seeing is drawn, one of ``SEEING_DRAWS``)."""
     rng = _rng(seed, run, camcol, field, 1)
-    seeing_r = draw_seeing_r(rng, seeing)
+    seeing_r = draw_seeing_r(rng, field_seeing_draw(seeing, field))
     # most SDSS fields lie far from the Galactic plane; a few cross it (crowded, reddened)
     low = rng.random() < LOW_LATITUDE_FRACTION
     sin_b = (
