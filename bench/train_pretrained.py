@@ -207,7 +207,7 @@ def main(argv=None) -> int:
         choices=SEEING_DRAWS,
         default="sample",
         help="how the training sky draws each field's seeing (00_download.py --sim-seeing; the shipped model: "
-        "sample; survey was tried, README: Worse seeing)",
+        "sample; survey and mixed were tried, README: Worse seeing)",
     )
     parser.add_argument("--reference-data-dir", default=None, help="a data folder with the reference sky's dataset")
     parser.add_argument("--sample", default=str(DEFAULT_SAMPLE_DIR), help="real SDSS sample (skipped if absent)")

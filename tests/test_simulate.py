@@ -278,6 +278,25 @@ def test_seeing_draws_the_sample_by_default_and_the_survey_on_request():
         simulate_sky(DataPaths(Path("/nonexistent")), TINY, shape=TINY_SHAPE, seeing="median")
 
 
+def test_mixed_seeing_draws_odd_fields_as_the_survey_and_even_ones_as_the_sample():
+    for field in (300, 301, 302, 303, 377):
+        mixed = simulate.field_conditions(42, 8162, 6, field, "mixed")
+        alike = simulate.field_conditions(42, 8162, 6, field, "survey" if field % 2 else "sample")
+        other = simulate.field_conditions(42, 8162, 6, field, "sample" if field % 2 else "survey")
+        assert repr(mixed) == repr(alike)  # every condition, not only the seeing: the same field as in that sky
+        assert mixed.seeing["r"] != other.seeing["r"]
+    # what a field holds follows from its conditions: the same truth as in the sky drawn wholly its way
+    mixed, survey = (simulate.cell_truth(42, 8162, 6, 301, TINY_SHAPE, s) for s in ("mixed", "survey"))
+    assert len(mixed.pop) > 0
+    for name in ("ra", "dec", "psf_true", "model_true", "psf_fwhm"):
+        np.testing.assert_array_equal(getattr(mixed, name), getattr(survey, name))
+    assert (
+        simulate.field_seeing_draw("sample", 301) == "sample" and simulate.field_seeing_draw("mixed", 300) == "sample"
+    )
+    with pytest.raises(ValueError, match="seeing 'mixed': one of sample, survey"):
+        simulate.draw_seeing_r(np.random.default_rng(0), "mixed")  # a field's draw, never "mixed" itself
+
+
 def test_saturation_bleeds_along_columns():
     img = np.zeros((60, 20), np.float32)
     img[30, 10] = 1000.0

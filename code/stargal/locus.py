@@ -15,6 +15,8 @@ REDDENING = np.array([3.303 - 2.285, 2.285 - 1.698])  # E(g-r), E(r-i) per unit 
 LOCUS_TOLERANCE = 0.15  # mag: "on the locus"
 FIT_TOLERANCE = 0.10
 MAX_EBV = 3.0
+# unreddened g-r of the locus's blue branch, where g-r fixes r-i (redder, g-r levels off at 1.39 and no longer does)
+BLUE_BRANCH_GR = (0.2, 1.1)
 
 
 def locus_curve(points: int = 2000) -> tuple[np.ndarray, np.ndarray]:
@@ -47,3 +49,15 @@ def fit_reddening(gr: np.ndarray, ri: np.ndarray, step: float = 0.01) -> float:
     grid = np.arange(0.0, MAX_EBV + step / 2, step)
     counts = [int((locus_distance(gr[ok], ri[ok], e, points=400) < FIT_TOLERANCE).sum()) for e in grid]
     return float(grid[int(np.argmax(counts))])
+
+
+def ri_residual(gr: np.ndarray, ri: np.ndarray, ebv: float = 0.0) -> np.ndarray:
+    """r-i less the locus's r-i at the same g-r (both dereddened by ``ebv``), for sources on the blue branch
+    (BLUE_BRANCH_GR); NaN elsewhere. For a field's stars, its spread is the scatter of their colours about
+    the locus: what photometry alone takes from the locus test."""
+    gr0 = np.asarray(gr, np.float64) - REDDENING[0] * ebv
+    ri0 = np.asarray(ri, np.float64) - REDDENING[1] * ebv
+    lgr, lri = locus_curve()  # g-r rises monotonically with r-i along the whole curve
+    with np.errstate(invalid="ignore"):
+        blue = (gr0 >= BLUE_BRANCH_GR[0]) & (gr0 <= BLUE_BRANCH_GR[1])
+    return np.where(blue, ri0 - np.interp(gr0, lgr, lri), np.nan)
