@@ -5,8 +5,9 @@ sources (picked by size alone, no classifier) about the locus, and how it change
     .venv/bin/python bench/locus_scatter.py [--data-dir DIR] [--sample DIR] [--simulated DIR --fields 375 379]
 
 For every real field of the sample (prepared in DIR/real as real_sky.py does), and with --simulated for those
-fields of a simulated sky aligned in that folder (run 8162 camcol 6): the point-like sources with 16 < r < 20 on
-the locus (the field's ceiling in the real-sky evaluation), and for those on the locus's blue branch
+fields of a simulated sky aligned in that folder (run 8162 camcol 6): the share of the isolated point-like sources
+with 16 < r < 20 on the locus (the real-sky evaluation's ceiling, less the deblended sources), and for those on
+the locus's blue branch
 (`stargal.locus.ri_residual`) the median and robust scatter of r-i less the locus's r-i at their g-r, overall and
 per quarter of the frame's columns. A scatter several times another field's means the locus test is limited
 there by the frame's colours, not by any classifier. Prints one Markdown table.
