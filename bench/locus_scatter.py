@@ -22,7 +22,6 @@ import numpy as np
 
 from stargal import cli
 
-SIM_RUN, SIM_CAMCOL = 8162, 6
 COLUMN_QUARTERS = 4
 
 
@@ -65,8 +64,9 @@ def main(argv=None) -> int:
     cli.setup_logging(args.quiet)
     if args.simulated and not args.fields:
         parser.error("--simulated needs --fields FIRST LAST")
+    from stargal.config import REFERENCE
     from stargal.paths import DEFAULT_SAMPLE_DIR, DataPaths, FieldId
-    from stargal.stages.realsky import RERUN, discover, field_inputs, prepare_field
+    from stargal.stages.realsky import discover, field_inputs, prepare_field
     from stargal.tables import markdown_table
 
     rows = []
@@ -80,7 +80,7 @@ def main(argv=None) -> int:
     if args.simulated:
         paths = DataPaths(Path(args.simulated))
         for number in range(args.fields[0], args.fields[1] + 1):
-            cube, data, _ = field_inputs(paths, FieldId(RERUN, SIM_RUN, SIM_CAMCOL, number))
+            cube, data, _ = field_inputs(paths, FieldId(REFERENCE.rerun, REFERENCE.run, REFERENCE.camcol, number))
             rows.append(field_row(f"simulated {number}", data, cube.bands))
     if not rows:
         raise SystemExit(f"locus_scatter: no real sample in {sample} and no --simulated fields")

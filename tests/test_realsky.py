@@ -322,14 +322,19 @@ def test_faint_detection_finds_most_catalogued_simulated_objects_and_little_else
     assert spurious[True].mean() <= 0.02  # noise peaks and shreds
 
 
-def test_faint_stars_bench_tabulates_a_simulated_field(one_field, tmp_path, capsys):
+def _load_bench(name: str):
+    """The module of bench/NAME.py (benches are scripts, not a package)."""
     import importlib.util
     from pathlib import Path
 
-    script = Path(__file__).resolve().parents[1] / "bench" / "faint_stars.py"
-    spec = importlib.util.spec_from_file_location("faint_stars", script)
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "bench" / f"{name}.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_faint_stars_bench_tabulates_a_simulated_field(one_field, tmp_path, capsys):
+    bench = _load_bench("faint_stars")
     args = ["--data-dir", str(one_field["paths"].root), "--fields", "80", "--sample", str(tmp_path / "absent"), "-q"]
     assert bench.main(args) == 0
     out = capsys.readouterr().out.splitlines()
@@ -349,13 +354,7 @@ def test_faint_stars_bench_tabulates_a_simulated_field(one_field, tmp_path, caps
 
 @pytest.mark.slow
 def test_locus_scatter_bench_tabulates_a_simulated_field(one_field, tmp_path, capsys):
-    import importlib.util
-    from pathlib import Path
-
-    script = Path(__file__).resolve().parents[1] / "bench" / "locus_scatter.py"
-    spec = importlib.util.spec_from_file_location("locus_scatter", script)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _load_bench("locus_scatter")
     args = ["--simulated", str(one_field["paths"].root), "--fields", "80", "80", "--sample", str(tmp_path / "no"), "-q"]
     assert bench.main(args) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| simulated 80 |")]
