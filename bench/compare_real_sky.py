@@ -11,7 +11,6 @@ writes OUT/comparison.md and comparison.json.
 from __future__ import annotations
 
 import argparse
-import csv
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +28,7 @@ COLUMNS = (
     ("4510 non-catalog r<21 called star", lambda r, m: _catalog(r, lambda c: c["bright_non_catalog"]["fraction"])),
     ("4510 two-sided MCC", lambda r, m: _catalog(r, lambda c: c["two_sided"]["mcc"])),
     ("4510 non-catalog r 21-22 called star", lambda r, m: _faint_non_catalog(r)),
+    ("4510 MCC, non-catalog r<22 as negatives", lambda r, m: _catalog(r, lambda c: c["two_sided_to_complete"]["mcc"])),
     ("min locus (called star)", lambda r, m: min(f["locus"]["called_star"]["fraction"] or 0 for f in r["fields"])),
     ("r<16 called star, all fields", lambda r, m: _pooled(r, "saturating")),
     ("r<16 called galaxy (count)", lambda r, m: _pooled(r, "saturating", missed=True)),
@@ -51,21 +51,10 @@ def _catalog(record: dict, pick):
     return None
 
 
-def _faint_non_catalog(record: dict, lo: float = 21.0, hi: float = 22.0):
-    """The fraction called star among the catalog field's classified sources with lo <= r < hi lying more than
-    2" from every catalog star (its per-source CSV): the sweep is complete there too, so these are galaxies."""
-    for f in record["fields"]:
-        if "catalog" not in f:
-            continue
-        with open(Path(record["folder"]) / f"sources-{f['label']}.csv", newline="") as fh:
-            rows = list(csv.DictReader(fh))
-        picked = [
-            row["label"] == "star"
-            for row in rows
-            if row["status"] == "ok" and row["catalog_star_within_2arcsec"] == "False" and lo <= float(row["r"]) < hi
-        ]
-        return float(np.mean(picked)) if picked else None
-    return None
+def _faint_non_catalog(record: dict):
+    """The fraction called star among the catalog field's non-catalog sources with r 21-22 (galaxies: the sweep
+    lists every star there)."""
+    return _catalog(record, lambda c: c["faint_non_catalog"]["fraction"])
 
 
 def main(argv=None) -> int:

@@ -208,6 +208,10 @@ def test_real_sky_evaluation_runs_on_a_simulated_field(tiny_sky, tiny_data, tmp_
     assert catalog["recall"]["overall"]["n"] >= 15 and catalog["recall"]["overall"]["fraction"] >= 0.8
     assert catalog["bright_non_catalog"]["n"] >= 5 and catalog["bright_non_catalog"]["fraction"] <= 0.2
     assert catalog["two_sided"]["mcc"] >= 0.6
+    # the fuller check's negatives are the bright non-catalog sources and those with r 21-22, no others
+    fuller, faint = catalog["two_sided_to_complete"], catalog["faint_non_catalog"]
+    assert fuller["non_catalog_called_star"]["n"] == catalog["bright_non_catalog"]["n"] + faint["n"]
+    assert fuller["star_recall"] == catalog["two_sided"]["star_recall"] and fuller["mcc"] >= 0.5
     # few bright sources in a 400 x 600 frame: the locus test's power is checked on a full-size field
     # (test_realsky.py); here it must run and find the called stars mostly on the locus
     assert field["locus"]["called_star"]["n"] >= 3 and field["locus"]["called_star"]["fraction"] >= 0.5
@@ -241,6 +245,15 @@ def test_real_sky_evaluation_on_real_frames(sample_dir, tmp_path):
     assert catalog["recall"]["by_r"][0]["fraction"] >= 0.95  # r < 21
     assert catalog["bright_non_catalog"]["fraction"] <= 0.1
     assert catalog["two_sided"]["mcc"] >= 0.65
+    # the sweep is complete to r = 22 (128 non-catalog sources at r 21-22, 7 called star): with them as negatives
+    # too, the MCC is 0.871
+    faint = catalog["faint_non_catalog"]
+    assert faint["n"] >= 100 and faint["fraction"] <= 0.12
+    assert (
+        catalog["two_sided_to_complete"]["non_catalog_called_star"]["n"]
+        == catalog["bright_non_catalog"]["n"] + faint["n"]
+    )
+    assert catalog["two_sided_to_complete"]["mcc"] >= 0.75
     # counted apart: the deblended bright sources (7 of 71) and the isolated ones, of which 1 is called star
     bright = catalog["bright_non_catalog"]
     assert bright["isolated"]["n"] + bright["deblended"]["n"] == bright["n"] and 3 <= bright["deblended"]["n"] <= 15

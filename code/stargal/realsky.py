@@ -32,6 +32,9 @@ LOCUS_RANGE = (16.0, 20.0)  # r: bright enough for clean colours, faint enough n
 LOCUS_BINS = ((16.0, 18.0), (18.0, 19.0), (19.0, 20.0))
 STAR_FRACTION_BINS = ((16.0, 18.0), (18.0, 19.0), (19.0, 20.0), (20.0, 21.0), (21.0, 22.0), (22.0, 23.0))
 BRIGHT_LIMIT = 21.0  # r: "bright" non-catalog sources
+# r: the star sweep lists every star brighter than this (its limit is 22.5 in some band), so the non-catalog sources
+# up to it are galaxies too; counting them as negatives charges a model for the faint galaxies it calls star
+SWEEP_COMPLETE_LIMIT = 22.0
 # r: brighter than this, star cores approach or pass saturation, while galaxies are ~10 per square degree (under
 # one per frame): a label-free check that saturated stars are called star
 SATURATING_LIMIT = 16.0

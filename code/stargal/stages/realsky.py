@@ -36,8 +36,8 @@ log = logging.getLogger("stargal")
 RERUN = 301
 # 2: point-like locus fractions per quadrant; 3: bands registered on the stars, fluxes scaled to 3.2";
 # 4: bright sources (r < 16) called star, single-band artefacts left out
-FORMAT_VERSION = 8  # 5: sources to SDSS's depth, recall on the stars detected; 6: quadrant p; 7: star fraction r 22-23;
-# 8: deblended sources marked, the bright non-catalog ones counted apart
+FORMAT_VERSION = 9  # 5: sources to SDSS's depth, recall on the stars detected; 6: quadrant p; 7: star fraction r 22-23;
+# 8: deblended sources marked, the bright non-catalog ones counted apart; 9: non-catalog r 21-22 as negatives too
 
 
 @dataclass(frozen=True)
@@ -188,6 +188,7 @@ def _catalog_checks(field, bundle, data, cube, pmap, detected, called_star) -> t
         ra, dec, catalog["RA"][in_frame], catalog["DEC"][in_frame], realsky.MATCH_RADIUS_ARCSEC
     )
     others = ok & ~near_star & realsky.in_bin(r, None, realsky.BRIGHT_LIMIT)
+    faint_others = ok & ~near_star & realsky.in_bin(r, realsky.BRIGHT_LIMIT, realsky.SWEEP_COMPLETE_LIMIT)
     # the stars predict.py --detect would classify: those the detection finds (the rest are mostly too faint in
     # r to be found: below SDSS's own detection limit there, listed for their light in other bands)
     found = classified & geometry.near_any(stars["RA"], stars["DEC"], ra[ok], dec[ok], realsky.MATCH_RADIUS_ARCSEC)
@@ -201,6 +202,7 @@ def _catalog_checks(field, bundle, data, cube, pmap, detected, called_star) -> t
             called[found], star_r[found], realsky.quadrant(pred.x[found], pred.y[found], cube.shape)
         ),
         "two_sided_detected": realsky.two_sided(called[found], called_star[others]),
+        "two_sided_detected_to_complete": realsky.two_sided(called[found], called_star[others | faint_others]),
         "bright_non_catalog": {
             "r_limit": realsky.BRIGHT_LIMIT,
             "match_radius_arcsec": realsky.MATCH_RADIUS_ARCSEC,
@@ -209,7 +211,13 @@ def _catalog_checks(field, bundle, data, cube, pmap, detected, called_star) -> t
             "isolated": realsky.fraction(called_star, others & ~deblended),
             "deblended": realsky.fraction(called_star, others & deblended),
         },
-        "two_sided": realsky.two_sided((pred.label == "star")[classified], called_star[others]),
+        "faint_non_catalog": {
+            "r_range": [realsky.BRIGHT_LIMIT, realsky.SWEEP_COMPLETE_LIMIT],
+            **realsky.fraction(called_star, faint_others),
+        },
+        "two_sided": realsky.two_sided(called[classified], called_star[others]),
+        # the same with the non-catalog sources down to where the sweep is complete as negatives as well
+        "two_sided_to_complete": realsky.two_sided(called[classified], called_star[others | faint_others]),
     }, near_star
 
 
@@ -314,10 +322,11 @@ def report_content(record: dict) -> dict:
         )  # fmt: skip
         if "catalog" in f:
             c = f["catalog"]
-            for label, recall, both in (
-                (f["label"], c["recall"], c["two_sided"]),
-                (f"{f['label']}, stars detected", c["recall_detected"], c["two_sided_detected"]),
-            ):
+            for label, recall, both, fuller in (
+                (f["label"], c["recall"], c["two_sided"], c.get("two_sided_to_complete")),
+                (f"{f['label']}, stars detected", c["recall_detected"], c["two_sided_detected"],
+                 c.get("two_sided_detected_to_complete")),
+            ):  # fmt: skip
                 by_r = {e["bin"]: e for e in recall["by_r"]}
                 catalog_rows.append(
                     [
@@ -330,6 +339,8 @@ def report_content(record: dict) -> dict:
                         f"{percent_cell(c['bright_non_catalog']['isolated'])} / "
                         f"{percent_cell(c['bright_non_catalog']['deblended'])}",
                         "-" if both["mcc"] is None else f"{both['mcc']:.3f}",
+                        percent_cell(c.get("faint_non_catalog")),
+                        "-" if fuller is None or fuller["mcc"] is None else f"{fuller['mcc']:.3f}",
                     ]
                 )
     tables = [
@@ -364,6 +375,8 @@ def report_content(record: dict) -> dict:
                     "non-catalog r < 21 called star",
                     "of them isolated / deblended",
                     "two-sided MCC",
+                    f"non-catalog r {realsky.BRIGHT_LIMIT:.0f}-{realsky.SWEEP_COMPLETE_LIMIT:.0f} called star",
+                    f"MCC, non-catalog r < {realsky.SWEEP_COMPLETE_LIMIT:.0f} as negatives",
                 ],  # fmt: skip
                 "rows": catalog_rows,
             }
@@ -385,7 +398,10 @@ def report_content(record: dict) -> dict:
             "predict.py --detect classifies: point sources down to a PSF signal-to-noise of 5 in r, SDSS's own "
             "limit); most of the others are too faint in r to be seen there, listed for their light in other bands. "
             "Deblended sources are those the detection split from a blend with neighbours (predict.py --detect "
-            "marks them): their pixels are shared, and the model's errors gather there."
+            "marks them): their pixels are shared, and the model's errors gather there. The two-sided MCC counts "
+            "only bright non-catalog sources as negatives, so it never charges a model for the faint galaxies it "
+            "calls star; the last column adds the non-catalog sources down to r = 22, where the sweep still lists "
+            "every star, so they are galaxies too."
         )
     figures = [
         {"file": FIGURES[0], "caption": "g-r against r-i of the sources with 16 < r < 20 of each real field, "
