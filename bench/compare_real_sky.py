@@ -28,7 +28,7 @@ COLUMNS = (
     ("4510 non-catalog r<21 called star", lambda r, m: _catalog(r, lambda c: c["bright_non_catalog"]["fraction"])),
     ("4510 two-sided MCC", lambda r, m: _catalog(r, lambda c: c["two_sided"]["mcc"])),
     ("4510 non-catalog r 21-22 called star", lambda r, m: _faint_non_catalog(r)),
-    ("4510 MCC, non-catalog r<22 as negatives", lambda r, m: _catalog(r, lambda c: c["two_sided_to_complete"]["mcc"])),
+    ("4510 MCC, negatives to r 22", lambda r, m: _catalog(r, lambda c: c["two_sided_to_complete"]["mcc"])),
     ("min locus (called star)", lambda r, m: min(f["locus"]["called_star"]["fraction"] or 0 for f in r["fields"])),
     ("r<16 called star, all fields", lambda r, m: _pooled(r, "saturating")),
     ("r<16 called galaxy (count)", lambda r, m: _pooled(r, "saturating", missed=True)),

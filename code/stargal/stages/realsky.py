@@ -376,7 +376,7 @@ def report_content(record: dict) -> dict:
                     "of them isolated / deblended",
                     "two-sided MCC",
                     f"non-catalog r {realsky.BRIGHT_LIMIT:.0f}-{realsky.SWEEP_COMPLETE_LIMIT:.0f} called star",
-                    f"MCC, non-catalog r < {realsky.SWEEP_COMPLETE_LIMIT:.0f} as negatives",
+                    f"MCC, negatives to r {realsky.SWEEP_COMPLETE_LIMIT:.0f}",
                 ],  # fmt: skip
                 "rows": catalog_rows,
             }
