@@ -400,8 +400,9 @@ def report_content(record: dict) -> dict:
             "Deblended sources are those the detection split from a blend with neighbours (predict.py --detect "
             "marks them): their pixels are shared, and the model's errors gather there. The two-sided MCC counts "
             "only bright non-catalog sources as negatives, so it never charges a model for the faint galaxies it "
-            "calls star; the last column adds the non-catalog sources down to r = 22, where the sweep still lists "
-            "every star, so they are galaxies too."
+            "calls star; the last two columns give the fraction called star of the non-catalog sources with "
+            "r = 21-22 (galaxies too: the sweep still lists every star there) and the MCC with them as negatives "
+            "as well."
         )
     figures = [
         {"file": FIGURES[0], "caption": "g-r against r-i of the sources with 16 < r < 20 of each real field, "
