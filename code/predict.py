@@ -77,6 +77,11 @@ def build_parser():
         "combined over the bands >= S; elsewhere status no_source (default: %(default)s; 0 classifies every position)",
     )  # fmt: skip
     group.add_argument(
+        "--threshold", type=float, default=None, metavar="P",
+        help="call star where p_star >= P (0 < P < 1) instead of at the model's own threshold, chosen on its "
+        "validation data: lower for more complete star lists, higher for purer ones (default: the model's)",
+    )  # fmt: skip
+    group.add_argument(
         "--out", default=None, metavar="FILE", help="output .csv, .ecsv or .fits (default: CSV under data/predictions/)"
     )
     return parser
@@ -121,7 +126,7 @@ def main(argv=None) -> int:
     out, pred = run_predict(
         cli.open_data_folder(args, shared=True), ra=ra, dec=dec, model=args.model, cube_path=args.cube, fid=fid,
         out=args.out, all_objects=args.all, detect=args.detect, tta=args.tta, engine=args.engine,
-        min_snr=args.min_snr,
+        min_snr=args.min_snr, threshold=args.threshold,
     )  # fmt: skip
     counts = pred.counts()
     stars = int(np.count_nonzero(pred.label == "star"))

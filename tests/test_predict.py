@@ -338,6 +338,32 @@ def test_each_output_format_round_trips_through_astropy(tmp_path, model_dir, fie
             assert hdul[1].header["TUNIT1"] == "deg" and hdul[1].header["MODEL"] == meta["MODEL"]
 
 
+def test_a_threshold_of_ones_own_labels_by_it_and_is_recorded(tmp_path, model_dir, field):
+    from astropy.table import Table
+
+    cube, wcs, xs, ys, _, _ = field
+    ra, dec = wcs.wcs_pix2world(xs, ys, 0)
+    common = dict(ra=ra, dec=dec, model=str(model_dir), cube_path=str(cube), tta="off", min_snr=0)
+    _, default = run_predict(DataPaths(tmp_path), out=str(tmp_path / "d.csv"), **common)
+    ok = default.status == "ok"
+    model_threshold = load_bundle(model_dir).threshold
+    p = default.p_star[ok]
+    stars, galaxies = (p >= model_threshold).sum(), np.sort(p[p < model_threshold])
+    assert stars > 0 and len(galaxies) >= 2
+    # between the two most star-like galaxies (the toy model's p spread over decades there): the first becomes a star
+    cut = float(np.sqrt(galaxies[-1] * galaxies[-2]))
+    out = tmp_path / "t.ecsv"
+    _, pred = run_predict(DataPaths(tmp_path), out=str(out), threshold=cut, **common)
+    assert list(pred.label[ok]) == list(np.where(pred.p_star[ok] >= cut, "star", "galaxy"))
+    assert (pred.label[ok] == "star").sum() == stars + 1
+    meta = Table.read(out).meta
+    assert meta["THRESH"] == pytest.approx(cut) and meta["MODELTHR"] == pytest.approx(model_threshold)
+    for bad in (0.0, 1.0, -0.2, float("nan")):
+        with pytest.raises(StargalError, match="--threshold"):
+            run_predict(DataPaths(tmp_path), out=str(tmp_path / "bad.csv"), threshold=bad, **common)
+        assert not (tmp_path / "bad.csv").exists()
+
+
 def test_an_unknown_extension_is_a_one_line_error(tmp_path, field):
     cube = field[0]
     done = run_cli("--data-dir", str(tmp_path), "--cube", str(cube), "--ra", "1", "--dec", "2", "--out", "p.txt")

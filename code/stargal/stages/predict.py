@@ -282,13 +282,18 @@ def run_predict(
     tta: str = "auto",
     engine: str = "auto",
     min_snr: float = MIN_SNR,
+    threshold: float | None = None,
 ) -> tuple[Path, Predictions]:
     """Classify (ra, dec), or with ``all_objects`` every catalogued object of the field, or with ``detect``
     every source found in it (``stargal.detection``: fields without a catalog), and write the table (.csv,
     .ecsv or .fits by ``out``'s extension; CSV under data/predictions/ by default).
 
+    ``threshold``: call star where p_star reaches it, instead of the model's own (chosen on its validation data).
+
     Returns the output path and the predictions."""
     start = time.monotonic()
+    if threshold is not None and not (np.isfinite(threshold) and 0 < threshold < 1):
+        raise StargalError(f"--threshold {threshold}: must be a probability strictly between 0 and 1")
     if tta not in TTA_MODES:
         raise StargalError(f"--tta {tta!r}: must be one of {', '.join(TTA_MODES)}")
     if not (np.isfinite(min_snr) and min_snr >= 0):
@@ -315,6 +320,7 @@ def run_predict(
     psf_map = load_psf_map(path, data, bundle.bands) if bundle.takes_psf else None
     psf_note = psf_range_note(bundle, psf_map, field_label) if psf_map is not None else None
     mode = tta if bundle.meta.get("tta", False) else "off"  # a model evaluated without TTA is used without it
+    cut = bundle.threshold if threshold is None else float(threshold)
     pred = classify(
         bundle.model,
         data,
@@ -323,7 +329,7 @@ def run_predict(
         dec,
         patch_size=bundle.patch_size,
         edge=bundle.edge,
-        threshold=bundle.threshold,
+        threshold=cut,
         tta=mode,
         psf_map=psf_map,
         min_snr=0.0 if all_objects or detect else min_snr,  # catalogued and detected positions hold a source
@@ -333,7 +339,8 @@ def run_predict(
     meta = {
         "MODEL": bundle.name,
         "MODELVER": str(bundle.meta.get("version") or bundle.meta.get("stargal_version") or "unknown"),
-        "THRESH": bundle.threshold,
+        "THRESH": cut,
+        **({"MODELTHR": bundle.threshold} if threshold is not None else {}),  # the one the user replaced
         "TTA": TTA_DESCRIPTIONS[mode],
         **sky_metadata(paths, cube),
         **({"PSFRANGE": psf_note} if psf_note else {}),
