@@ -27,7 +27,7 @@ COLUMNS = (
     ("4510 recall r>22", lambda r, m: _catalog(r, lambda c: c["recall"]["by_r"][2]["fraction"])),
     ("4510 non-catalog r<21 called star", lambda r, m: _catalog(r, lambda c: c["bright_non_catalog"]["fraction"])),
     ("4510 two-sided MCC", lambda r, m: _catalog(r, lambda c: c["two_sided"]["mcc"])),
-    ("4510 non-catalog r 21-22 called star", lambda r, m: _faint_non_catalog(r)),
+    ("4510 non-catalog r 21-22 called star", lambda r, m: _catalog(r, lambda c: c["faint_non_catalog"]["fraction"])),
     ("4510 MCC, negatives to r 22", lambda r, m: _catalog(r, lambda c: c["two_sided_to_complete"]["mcc"])),
     ("min locus (called star)", lambda r, m: min(f["locus"]["called_star"]["fraction"] or 0 for f in r["fields"])),
     ("r<16 called star, all fields", lambda r, m: _pooled(r, "saturating")),
@@ -49,12 +49,6 @@ def _catalog(record: dict, pick):
         if "catalog" in f:
             return pick(f["catalog"])
     return None
-
-
-def _faint_non_catalog(record: dict):
-    """The fraction called star among the catalog field's non-catalog sources with r 21-22 (galaxies: the sweep
-    lists every star there)."""
-    return _catalog(record, lambda c: c["faint_non_catalog"]["fraction"])
 
 
 def main(argv=None) -> int:

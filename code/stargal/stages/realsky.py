@@ -187,8 +187,9 @@ def _catalog_checks(field, bundle, data, cube, pmap, detected, called_star) -> t
     near_star = geometry.near_any(
         ra, dec, catalog["RA"][in_frame], catalog["DEC"][in_frame], realsky.MATCH_RADIUS_ARCSEC
     )
-    others = ok & ~near_star & realsky.in_bin(r, None, realsky.BRIGHT_LIMIT)
-    faint_others = ok & ~near_star & realsky.in_bin(r, realsky.BRIGHT_LIMIT, realsky.SWEEP_COMPLETE_LIMIT)
+    non_catalog = ok & ~near_star
+    others = non_catalog & realsky.in_bin(r, None, realsky.BRIGHT_LIMIT)
+    faint_others = non_catalog & realsky.in_bin(r, realsky.BRIGHT_LIMIT, realsky.SWEEP_COMPLETE_LIMIT)
     # the stars predict.py --detect would classify: those the detection finds (the rest are mostly too faint in
     # r to be found: below SDSS's own detection limit there, listed for their light in other bands)
     found = classified & geometry.near_any(stars["RA"], stars["DEC"], ra[ok], dec[ok], realsky.MATCH_RADIUS_ARCSEC)
