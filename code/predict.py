@@ -113,7 +113,7 @@ def main(argv=None) -> int:
     cli.setup_logging(args.quiet, args.verbose)
     import numpy as np
 
-    from stargal.predict import STATUS_ARTEFACT
+    from stargal.predict import STATUS_ARTEFACT, agreement_text, catalog_agreement
     from stargal.stages.predict import run_predict
 
     ra, dec = coordinates(args)
@@ -136,6 +136,9 @@ def main(argv=None) -> int:
         f"{counts['no_data']} no data, {counts['no_source']} no source"
         f"{f', {counts[STATUS_ARTEFACT]} artefact' if args.detect else ''} -> {out}"
     )
+    agreement = catalog_agreement(pred)
+    if agreement is not None:
+        print(agreement_text(agreement))
     return 0
 
 

@@ -12,12 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import toy_models as toy
+from sklearn.metrics import matthews_corrcoef
 
 from stargal.cube import read_cube, write_cube
 from stargal.errors import StargalError
 from stargal.geometry import sky_to_pixel
 from stargal.paths import DataPaths
-from stargal.predict import locate, read_coordinates
+from stargal.predict import Predictions, agreement_text, catalog_agreement, locate, read_coordinates
 from stargal.stages.predict import load_bundle, run_predict
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -419,6 +420,41 @@ def test_all_classifies_every_catalogued_object_in_table_order(tiny_data, model_
     assert table.meta["FIELD"] == "301/8162/6/82" and table.meta["SKY"] == "simulated"
     assert ("SIMVER" in table.meta) == tiny_data.manifest.is_file()  # the version comes from the download manifest
     assert set(table["label"][table["status"] == "ok"]) <= {"star", "galaxy"}
+
+    # the agreement with the catalog's classes counts exactly the table's classified rows
+    agreement = catalog_agreement(pred)
+    ok = np.asarray(table["status"]) == "ok"
+    is_star, called = np.asarray(table["catalog_type"])[ok] == "star", np.asarray(table["label"])[ok] == "star"
+    assert agreement["n"] == ok.sum() and agreement["stars"] == is_star.sum() > 0 and agreement["galaxies"] > 0
+    assert agreement["stars_called_star"] == (is_star & called).sum()
+    assert agreement["galaxies_called_galaxy"] == (~is_star & ~called).sum()
+    assert agreement["accuracy"] == pytest.approx((is_star == called).mean())
+    assert agreement["mcc"] == pytest.approx(matthews_corrcoef(is_star, called))
+    assert sum(a["n"] for a in agreement["by_r"]) == agreement["n"]
+    r = np.asarray(table["r_psfmag"], np.float64)[ok]
+    faint = next(a for a in agreement["by_r"] if a["r_min"] == 22.0)
+    assert faint["n"] == (r >= 22).sum() and faint["stars_called_star"] == (is_star & called & (r >= 22)).sum()
+    text = agreement_text(agreement)
+    assert f"MCC {agreement['mcc']:.3f}" in text.splitlines()[0] and "r > 22:" in text.splitlines()[1]
+
+
+def test_agreement_with_one_catalog_class_or_one_called_class():
+    """A star-only catalog (4510-4-30's sweep) has no MCC; a model calling everything star has MCC 0."""
+    n = 6
+    status, r = np.full(n, "ok"), np.array([18.0, 19, 21.5, 22.5, 23, np.nan])
+    pred = Predictions(np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n), np.full(n, 0.9, np.float32),
+                       np.array(["star"] * 5 + ["galaxy"]), status, np.ones(n, bool), r)  # fmt: skip
+    stars_only = catalog_agreement(pred)
+    assert stars_only["mcc"] is None and stars_only["stars_called_star"] == 5 and stars_only["accuracy"] == 5 / 6
+    assert [a["n"] for a in stars_only["by_r"]] == [2, 1, 2, 1]  # r < 21, 21-22, > 22, no r magnitude
+    assert "MCC" not in agreement_text(stars_only) and "no r magnitude" in agreement_text(stars_only)
+    pred.catalog_star = np.array([True, False] * 3)
+    pred.label = np.full(n, "star")
+    pred.status[0] = "edge"  # not classified: not counted
+    everything_star = catalog_agreement(pred)
+    assert everything_star["n"] == 5 and everything_star["mcc"] == 0.0 and everything_star["galaxies"] == 3
+    pred.catalog_star = None
+    assert catalog_agreement(pred) is None
 
 
 def test_detect_classifies_every_source_found_in_the_field(tmp_path, model_dir, field):

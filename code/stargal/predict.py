@@ -50,12 +50,81 @@ class Predictions:
     p_star: np.ndarray  # float32
     label: np.ndarray  # "star" | "galaxy" | ""
     status: np.ndarray  # one of STATUSES
+    catalog_star: np.ndarray | None = None  # with --all: the catalog's class of each entry (True: star)
+    catalog_r: np.ndarray | None = None  # with --all: its catalog r-band PSF magnitude
 
     def __len__(self) -> int:
         return len(self.ra)
 
     def counts(self) -> dict[str, int]:
         return {s: int(np.count_nonzero(self.status == s)) for s in STATUSES}
+
+
+# r-band ranges of the agreement with the catalog: SDSS's own types grow unsure beyond r ~ 21
+AGREEMENT_RANGES = ((-np.inf, 21.0), (21.0, 22.0), (22.0, np.inf))
+
+
+def _agreement(is_star: np.ndarray, called_star: np.ndarray) -> dict:
+    stars, galaxies = is_star, ~is_star
+    out = {
+        "n": int(is_star.size),
+        "stars": int(stars.sum()),
+        "stars_called_star": int((stars & called_star).sum()),
+        "galaxies": int(galaxies.sum()),
+        "galaxies_called_galaxy": int((galaxies & ~called_star).sum()),
+    }
+    out["accuracy"] = float((is_star == called_star).mean()) if is_star.size else None
+    tn, tp = out["galaxies_called_galaxy"], out["stars_called_star"]
+    fp, fn = out["galaxies"] - tn, out["stars"] - tp
+    # computed here, not by stargal.metrics, which would load scikit-learn (0.8 s) into every prediction
+    denominator = float(np.sqrt(float(tp + fp) * (tp + fn) * (tn + fp) * (tn + fn)))
+    mcc = (tp * tn - fp * fn) / denominator if denominator else 0.0  # one class called: 0, as scikit-learn
+    out["mcc"] = mcc if stars.any() and galaxies.any() else None  # undefined when the catalog holds one class
+    return out
+
+
+def catalog_agreement(pred: Predictions) -> dict | None:
+    """How the labels of the classified (status ok) catalogued objects agree with the catalog's own classes,
+    overall and per r range (AGREEMENT_RANGES; objects without a catalog r magnitude in one more, whose r_min and
+    r_max are None); None without catalog classes (not --all)."""
+    if pred.catalog_star is None:
+        return None
+    ok = pred.status == STATUS_OK
+    is_star, called = np.asarray(pred.catalog_star, bool)[ok], pred.label[ok] == "star"
+    r = np.asarray(pred.catalog_r, np.float64)[ok]
+    ranges = [
+        {"r_min": _finite(lo), "r_max": _finite(hi), **_agreement(is_star[sel], called[sel])}
+        for lo, hi in AGREEMENT_RANGES
+        if (sel := (r >= lo) & (r < hi)).any()
+    ]
+    if (unknown := ~np.isfinite(r)).any():  # no r flux in the catalog: listed for its light in other bands
+        ranges.append({"r_min": None, "r_max": None, **_agreement(is_star[unknown], called[unknown])})
+    return {**_agreement(is_star, called), "by_r": ranges}
+
+
+def agreement_text(agreement: dict) -> str:
+    """``catalog_agreement`` as two lines for people: overall, then per r range."""
+
+    def part(a: dict) -> str:
+        mcc = "" if a["mcc"] is None else f", MCC {a['mcc']:.3f}"
+        counts = [f"stars called star {a['stars_called_star']}/{a['stars']}"] if a["stars"] else []
+        counts += [f"galaxies called galaxy {a['galaxies_called_galaxy']}/{a['galaxies']}"] if a["galaxies"] else []
+        return f"accuracy {a['accuracy']:.3f}{mcc} ({', '.join(counts)})"
+
+    def span(a: dict) -> str:
+        lo, hi = a["r_min"], a["r_max"]
+        if lo is None and hi is None:
+            return "no r magnitude"
+        return f"r < {hi:g}" if lo is None else f"r > {lo:g}" if hi is None else f"r {lo:g}-{hi:g}"
+
+    if not agreement["n"]:
+        return "agreement with the catalog's classes: no catalogued object classified"
+    head = f"agreement with the catalog's classes (SDSS photometric types, unsure beyond r ~ 21): {part(agreement)}"
+    return head + "\n  " + "; ".join(f"{span(a)}: {part(a)}" for a in agreement["by_r"])
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
 
 
 def locate(x: np.ndarray, y: np.ndarray, shape: tuple[int, int], patch_size: int, edge: str) -> np.ndarray:

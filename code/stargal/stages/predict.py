@@ -290,7 +290,8 @@ def run_predict(
 
     ``threshold``: call star where p_star reaches it, instead of the model's own (chosen on its validation data).
 
-    Returns the output path and the predictions."""
+    Returns the output path and the predictions (with ``all_objects`` they also hold each object's catalog
+    class and r magnitude, for ``catalog_agreement``)."""
     start = time.monotonic()
     if threshold is not None and not (np.isfinite(threshold) and 0 < threshold < 1):
         raise StargalError(f"--threshold {threshold}: must be a probability strictly between 0 and 1")
@@ -336,6 +337,8 @@ def run_predict(
     )
     if artefact is not None:
         mark_artefacts(pred, artefact)
+    if all_objects:
+        pred.catalog_star, pred.catalog_r = objects["label"] == 1, np.asarray(objects["r_psfmag"], np.float64)
     meta = {
         "MODEL": bundle.name,
         "MODELVER": str(bundle.meta.get("version") or bundle.meta.get("stargal_version") or "unknown"),
