@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
-"""Evaluate a model on real SDSS fields: catalog-star recall where a star sweep exists, the stellar locus everywhere.
+"""Evaluate a model on real SDSS fields: against the camcol's sweeps where the folder holds them, the stellar locus
+and bright stars everywhere.
 
 For each field of --sample (every field whose five frames are there): stage 00 takes the frames from that folder,
 stage 01 aligns them and measures the PSF, sep finds the sources and the model classifies them as predict.py
-does. Writes real_sky.json, real_sky.md, figures and one CSV of classified sources per field under
+does. A field beside its camcol's star and galaxy sweeps (calibObj-RUN-C-star/gal.fits.gz) is also scored on
+every object they list (accuracy, MCC, errors per magnitude, against SDSS's types). Writes real_sky.json, real_sky.md, figures and one CSV of classified sources per field under
 data/reports/real_sky/.
 """
 

@@ -109,6 +109,11 @@ def test_frames_only_and_band_subset(server, sas_tree, tmp_path):
     assert not paths.catalog(301, 8162, 6, "gal").exists()
     assert not paths.frame(FieldId(301, 8162, 6, 80), "u").exists()
     assert paths.frame(FieldId(301, 8162, 6, 81), "g").read_bytes() == (sas_tree / G81).read_bytes()
+    # without the irg jpegs (real_sky.py: a sample folder need not hold them): two frames per field, no picture
+    bare = DataPaths(tmp_path / "bare")
+    summary = run_download(bare, FS, _options(server.base_url, frames_only=True, bands=("g", "r"), pictures=False))
+    assert summary.ok and summary.fetched == 2 * 2 and not list(bare.sas.rglob("*.jpg"))
+    assert paths.irg_jpeg(FieldId(301, 8162, 6, 81)).is_file()
 
 
 def test_file_changed_on_disk_is_refetched(server, sas_tree, tmp_path):

@@ -154,14 +154,12 @@ def read_table_csv(path: Path) -> dict:
     return {name: rows[name] for name in rows.dtype.names}
 
 
-def _sample_of(tmp_path, frames: dict, star_catalog=None):
-    """A folder laid out like ../shared/sdss-sample: one field's files (and its camcol's star sweep)."""
+def _sample_of(tmp_path, frames: dict, *catalogs):
+    """A folder laid out like ../shared/sdss-sample: one field's files (and its camcol's sweeps)."""
     sample = tmp_path / "sample"
     sample.mkdir()
-    for path in frames.values():
+    for path in [*frames.values(), *catalogs]:
         (sample / Path(path).name).symlink_to(path)
-    if star_catalog is not None:
-        (sample / Path(star_catalog).name).symlink_to(star_catalog)
     return sample
 
 
@@ -178,8 +176,8 @@ def test_real_sky_evaluation_runs_on_a_simulated_field(tiny_sky, tiny_data, tmp_
     fid = FieldId(TINY.rerun, TINY.run, TINY.camcol, 81)
     sample = _sample_of(
         tmp_path,
-        {**{b: tiny_sky.frame(fid, b) for b in BANDS}, "irg": tiny_sky.irg_jpeg(fid)},
-        tiny_sky.catalog(fid.rerun, fid.run, fid.camcol, "star"),
+        {b: tiny_sky.frame(fid, b) for b in BANDS},  # no irg jpeg: a picture for people, not needed here
+        *(tiny_sky.catalog(fid.rerun, fid.run, fid.camcol, kind) for kind in ("star", "gal")),
     )
     # evaluated from a data folder that holds a simulated sky with a field of the same name: the sample's
     # field is prepared in data/real, and the data folder's own files stay as they were
@@ -215,6 +213,24 @@ def test_real_sky_evaluation_runs_on_a_simulated_field(tiny_sky, tiny_data, tmp_
     # few bright sources in a 400 x 600 frame: the locus test's power is checked on a full-size field
     # (test_realsky.py); here it must run and find the called stars mostly on the locus
     assert field["locus"]["called_star"]["n"] >= 3 and field["locus"]["called_star"]["fraction"] >= 0.5
+    # with both sweeps, the labelled check scores every object they list under the field against its sweep
+    from stargal import sdss
+
+    listed = {
+        kind: int(np.sum(sdss.read_catalog(tiny_sky.catalog(fid.rerun, fid.run, fid.camcol, kind))["FIELD"] == 81))
+        for kind in ("star", "gal")
+    }
+    labelled = field["labelled"]
+    assert labelled["objects_listed"] == listed["star"] + listed["gal"] and listed["gal"] >= 10
+    overall = labelled["overall"]
+    assert overall["n"] == labelled["objects_classified"] and overall["stars"] == catalog["recall"]["overall"]["n"]
+    (_, _), (_, stars_called_star) = overall["confusion_matrix"]
+    assert stars_called_star == catalog["recall"]["overall"]["k"]  # the same stars, classified the same way
+    assert overall["accuracy"] >= 0.85 and overall["mcc"] >= 0.6
+    assert sum(e["accuracy"]["n"] for e in labelled["by_r"]) == overall["n"]
+    assert sum(q["n"] for q in labelled["accuracy_by_quadrant"]) == overall["n"]
+    assert any(t["title"].startswith("Labelled check") for t in result["tables"])
+    assert "Labelled check" in (out / "real_sky.md").read_text()
     again = run_real_sky(paths, sample, model=PRETRAINED, out=out)
     assert again["skipped"]
     # the detection is part of what makes the record current: found with other settings, it is redone
@@ -240,6 +256,7 @@ def test_real_sky_evaluation_on_real_frames(sample_dir, tmp_path):
     by_label = {f["label"]: f for f in result["fields"]}
     assert set(by_label) == {"4510-4-30", "7264-3-111"}
     catalog = by_label["4510-4-30"]["catalog"]
+    assert "labelled" not in by_label["4510-4-30"]  # its folder holds the star sweep alone
     assert catalog["recall"]["overall"]["n"] >= 150  # the real sweep's stars inside the frame
     # the shipped model's measured quality on this field (models/README.md), with room for run-to-run noise
     assert catalog["recall"]["by_r"][0]["fraction"] >= 0.95  # r < 21

@@ -11,6 +11,10 @@ Two kinds of evidence, each also split by frame quadrant so that a failure tied 
   cannot be measured), the fraction within 0.15 mag of the locus; the same for sources called galaxy; and for
   context the fraction of the field's *point-like* sources (picked by size alone, no classifier) on the locus,
   the field's own ceiling; plus the predicted star fraction per magnitude bin.
+- **Labelled, on a field with both sweeps** (the camcol's ``calibObj`` star and galaxy files; none in our
+  sample, but any SDSS field has them): every object the sweeps list under the field, classified at its catalog
+  position and scored against the sweep it comes from (SDSS's photometric type): accuracy, MCC, ROC AUC, per r
+  bin the stars called star and the galaxies called star, and the accuracy per quadrant.
 - **Bright sources, on any field**: sources brighter than r = 16 are almost all stars with cores at or past
   saturation (galaxies that bright are under one per frame); the fraction called star.
 
@@ -25,6 +29,7 @@ import numpy as np
 from sklearn.metrics import matthews_corrcoef
 
 from . import locus
+from .metrics import classification_metrics
 
 RECALL_BINS = ((None, 21.0), (21.0, 22.0), (22.0, None))  # the three bins the recall targets are set on
 FINE_BINS = ((None, 16.0), (16.0, 18.0), (18.0, 20.0), (20.0, 21.0), (21.0, 22.0), (22.0, 23.0), (23.0, None))
@@ -123,6 +128,41 @@ def two_sided(catalog_called_star: np.ndarray, others_called_star: np.ndarray) -
         "star_recall": fraction(catalog_called_star),
         "non_catalog_called_star": fraction(others_called_star),
     }
+
+
+def labelled_check(
+    is_star: np.ndarray, p_star: np.ndarray, r_mag: np.ndarray, quad: np.ndarray, threshold: float
+) -> dict:
+    """The catalog objects of a field with both sweeps, scored against their sweep (``is_star``): every metric
+    (``metrics.classification_metrics``), per RECALL_BINS of r PSF magnitude (objects with no positive r flux in
+    a bin of their own) the stars and the galaxies called star, accuracy and MCC, and the accuracy per quadrant."""
+    is_star, p_star = np.asarray(is_star, bool), np.asarray(p_star, np.float64)
+    called = p_star >= threshold
+    correct = called == is_star
+    no_r = ~np.isfinite(np.asarray(r_mag, np.float64))
+    bins = [(bin_label(lo, hi), in_bin(r_mag, lo, hi)) for lo, hi in RECALL_BINS] + [("no r flux", no_r)]
+    quadrants = by_quadrant(correct, quad)
+    return {
+        "overall": classification_metrics(is_star, p_star, threshold),
+        "by_r": [
+            {
+                "bin": label,
+                "stars_called_star": fraction(called, is_star & select),
+                "galaxies_called_star": fraction(called, ~is_star & select),
+                "accuracy": fraction(correct, select),
+                "mcc": _mcc(is_star[select], called[select]),
+            }
+            for label, select in bins
+            if select.any()
+        ],
+        "accuracy_by_quadrant": quadrants,
+        "accuracy_quadrant_p": quadrant_p_value(quadrants),
+    }
+
+
+def _mcc(truth: np.ndarray, called: np.ndarray) -> float | None:
+    """MCC, None where it is undefined (one class only)."""
+    return float(matthews_corrcoef(truth, called)) if 0 < truth.sum() < truth.size else None
 
 
 def locus_check(

@@ -54,6 +54,7 @@ class DownloadOptions:
     source: str = "sdss"
     bands: tuple[str, ...] = BANDS
     frames_only: bool = False
+    pictures: bool = True  # the fields' irg colour jpegs (a picture for people; no stage reads them)
     force: bool = False
     verify_existing: bool = False  # re-hash complete files against the manifest's sha256 (refetch on mismatch)
     workers: int = 4
@@ -132,8 +133,11 @@ def check_bands(bands: str | tuple[str, ...]) -> tuple[str, ...]:
     return tuple(b for b in BANDS if b in letters)  # canonical order, no duplicates
 
 
-def plan_files(fs: FieldSet, bands: tuple[str, ...] = BANDS, frames_only: bool = False) -> list[FileSpec]:
-    """Every file of the field set: catalogs first (largest), then per field its frames and irg jpeg."""
+def plan_files(
+    fs: FieldSet, bands: tuple[str, ...] = BANDS, frames_only: bool = False, pictures: bool = True
+) -> list[FileSpec]:
+    """Every file of the field set: catalogs first (largest), then per field its frames and (with ``pictures``)
+    irg jpeg."""
     if not fs.fields:
         raise StargalError("--fields: no field given")
     if any(f < 0 for f in fs.fields):
@@ -144,7 +148,8 @@ def plan_files(fs: FieldSet, bands: tuple[str, ...] = BANDS, frames_only: bool =
         specs += [FileSpec(sdss.catalog_relpath(rr, run, cc, k), "catalog", k, rr, run, cc) for k in sdss.CATALOG_KINDS]
     for f in fs.fields:
         specs += [FileSpec(sdss.frame_relpath(b, rr, run, cc, f), "frame", b, rr, run, cc, f) for b in bands]
-        specs.append(FileSpec(sdss.irg_relpath(rr, run, cc, f), "irg", "irg", rr, run, cc, f))
+        if pictures:
+            specs.append(FileSpec(sdss.irg_relpath(rr, run, cc, f), "irg", "irg", rr, run, cc, f))
     return specs
 
 
@@ -160,7 +165,7 @@ def run_download(paths: DataPaths, fs: FieldSet, options: DownloadOptions = Down
     """Fetch every planned file that is not already complete; never raises for a single file's failure."""
     bands = check_bands(options.bands)
     source = resolve_source(options.source)
-    specs = plan_files(fs, bands, options.frames_only)
+    specs = plan_files(fs, bands, options.frames_only, options.pictures)
     start = time.monotonic()
     manifest = Manifest.load(paths.manifest)
     summary = DownloadSummary(source.describe(), planned=len(specs))

@@ -3,7 +3,8 @@
 For every field of a folder of real SDSS frames (by default ``../shared/sdss-sample``): stage 00 takes its
 five frames from that folder, stage 01 aligns them and measures the field's PSF, sep finds its sources
 (``stargal.detection``), and the model classifies every source exactly as ``predict.py`` would. A field whose
-folder also holds its camcol's ``calibObj-*-star`` sweep gets the two-sided check as well. Writes, under
+folder also holds its camcol's ``calibObj-*-star`` sweep gets the two-sided check as well, and one that holds
+both its ``-star`` and ``-gal`` sweeps the labelled check (every object they list, scored against them). Writes, under
 ``paths.reports("real_sky")``: ``real_sky.json`` (every number, plus the summary, tables and figure list the
 report shows), ``real_sky.md``, one CSV of classified sources per field, and the figures.
 """
@@ -36,8 +37,11 @@ log = logging.getLogger("stargal")
 RERUN = 301
 # 2: point-like locus fractions per quadrant; 3: bands registered on the stars, fluxes scaled to 3.2";
 # 4: bright sources (r < 16) called star, single-band artefacts left out
-FORMAT_VERSION = 9  # 5: sources to SDSS's depth, recall on the stars detected; 6: quadrant p; 7: star fraction r 22-23;
-# 8: deblended sources marked, the bright non-catalog ones counted apart; 9: non-catalog r 21-22 as negatives too
+FORMAT_VERSION = (
+    10  # 5: sources to SDSS's depth, recall on the stars detected; 6: quadrant p; 7: star fraction r 22-23;
+)
+# 8: deblended sources marked, the bright non-catalog ones counted apart; 9: non-catalog r 21-22 as negatives too;
+# 10: the labelled check where the folder holds both sweeps
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,7 @@ class SampleField:
     fid: FieldId
     folder: Path
     star_catalog: Path | None  # the camcol's calibObj star sweep when the folder holds it
+    galaxy_catalog: Path | None = None  # and its galaxy sweep
 
 
 def discover(sample: Path) -> list[SampleField]:
@@ -66,8 +71,8 @@ def discover(sample: Path) -> list[SampleField]:
         raise StargalError(f"{sample}: no field with all five frames frame-[ugriz]-RUN-C-FIELD.fits.bz2")
     out = []
     for fid, folder in found.items():
-        star = folder / sdss.catalog_filename(fid.run, fid.camcol, "star")
-        out.append(SampleField(fid, folder, star if star.is_file() else None))
+        star, gal = (folder / sdss.catalog_filename(fid.run, fid.camcol, kind) for kind in ("star", "gal"))
+        out.append(SampleField(fid, folder, star if star.is_file() else None, gal if gal.is_file() else None))
     return out
 
 
@@ -75,7 +80,9 @@ def prepare_field(paths: DataPaths, field: SampleField) -> None:
     """Stage 00 (the frames, from the sample folder) and stage 01 (cube and PSF map); both skip current work."""
     fid = field.fid
     fs = FieldSet(fid.rerun, fid.run, fid.camcol, (fid.field,), (), (), (fid.field,))
-    summary = run_download(paths, fs, DownloadOptions(source=str(field.folder), frames_only=True, workers=2))
+    # the irg colour jpeg is a picture for people, not needed here: a folder without it is evaluated all the same
+    options = DownloadOptions(source=str(field.folder), frames_only=True, pictures=False, workers=2)
+    summary = run_download(paths, fs, options)
     if not summary.ok:
         name, reason = next(iter(summary.failures.items()))
         raise StargalError(f"{field.folder}: cannot take {name} of field {fid} ({reason})")
@@ -146,6 +153,8 @@ def evaluate_cube(field: SampleField, bundle: ModelBundle, cube, data: np.ndarra
         # what a perfect classifier would score: the catalog's own stars on the locus (measured as above)
         bright = ok & realsky.in_bin(r, *realsky.LOCUS_RANGE)
         result["locus"]["catalog_stars"] = realsky.fraction(on_locus, bright & near_star)
+    if field.star_catalog is not None and field.galaxy_catalog is not None:
+        result["labelled"] = _labelled_check(field, bundle, data, cube, pmap)
     return {"result": result, "table": table}
 
 
@@ -163,6 +172,25 @@ def classify_positions(bundle: ModelBundle, data, wcs, ra, dec, pmap):
         tta="auto" if bundle.meta.get("tta", False) else "off",  # as predict.py classifies by default
         psf_map=pmap,
     )
+
+
+def _labelled_check(field, bundle, data, cube, pmap) -> dict:
+    """Every object the star and galaxy sweeps list under the field, classified at its catalog position and
+    scored against its sweep (``realsky.labelled_check``)."""
+    kinds = [sdss.read_catalog(path) for path in (field.star_catalog, field.galaxy_catalog)]
+    stars, galaxies = (c[c["FIELD"] == field.fid.field] for c in kinds)
+    ra, dec, flux = (np.concatenate([stars[c], galaxies[c]]) for c in ("RA", "DEC", "PSFFLUX"))
+    is_star = np.r_[np.ones(len(stars), bool), np.zeros(len(galaxies), bool)]
+    pred = classify_positions(bundle, data, cube.wcs, ra, dec, pmap)
+    ok = pred.status == "ok"
+    r = sdss.magnitude(flux[:, BANDS.index("r")])
+    quad = realsky.quadrant(pred.x[ok], pred.y[ok], cube.shape)
+    return {
+        "catalogs": [field.star_catalog.name, field.galaxy_catalog.name],
+        "objects_listed": len(ra),
+        "objects_classified": int(ok.sum()),
+        **realsky.labelled_check(is_star[ok], pred.p_star[ok], r[ok], quad, bundle.threshold),
+    }
 
 
 def _catalog_checks(field, bundle, data, cube, pmap, detected, called_star) -> tuple[dict, np.ndarray]:
@@ -276,7 +304,7 @@ def _fingerprints(fields: list[SampleField]) -> dict[str, str]:
     out = {}
     for f in fields:
         names = [sdss.frame_filename(b, f.fid.run, f.fid.camcol, f.fid.field) for b in BANDS]
-        for p in [f.folder / n for n in names] + ([f.star_catalog] if f.star_catalog else []):
+        for p in [f.folder / n for n in names] + [c for c in (f.star_catalog, f.galaxy_catalog) if c]:
             st = p.stat()
             out[p.name] = f"{st.st_size}:{st.st_mtime_ns}"
     return out
@@ -382,6 +410,26 @@ def report_content(record: dict) -> dict:
                 "rows": catalog_rows,
             }
         )
+    labelled_rows = [_labelled_row(f["label"], f["labelled"]) for f in record["fields"] if "labelled" in f]
+    if labelled_rows:
+        tables.append(
+            {
+                "title": "Labelled check: every object of the star and galaxy sweeps, against its sweep",
+                "columns": [
+                    "field",
+                    "objects",
+                    "stars",
+                    "accuracy",
+                    "MCC",
+                    "ROC AUC",
+                    *(f"stars called star, r {b}" for b in LABELLED_BIN_HEADINGS),
+                    *(f"galaxies called star, r {b}" for b in LABELLED_BIN_HEADINGS),
+                    "worst quadrant accuracy gap (points)",
+                    "chance of such quadrants (p)",
+                ],  # fmt: skip
+                "rows": labelled_rows,
+            }
+        )
     summary = (
         f"Model {record['model']} (trained on the simulated sky only) applied to {len(record['fields'])} real SDSS "
         "fields. A source lies on the stellar locus when its g-r, r-i colours are within 0.15 mag of Juric et al. "
@@ -405,6 +453,13 @@ def report_content(record: dict) -> dict:
             "r = 21-22 (galaxies too: the sweep still lists every star there) and the MCC with them as negatives "
             "as well."
         )
+    if labelled_rows:
+        summary += (
+            " The labelled check classifies every object the field's star and galaxy sweeps list under it, at its "
+            "catalog position, and scores it against its sweep: SDSS's photometric type (PSF against model "
+            "magnitude), itself unsure beyond r ~ 21, so the faint bins measure agreement with SDSS as much as "
+            "correctness."
+        )
     figures = [
         {"file": FIGURES[0], "caption": "g-r against r-i of the sources with 16 < r < 20 of each real field, "
          "coloured by the model's call; the line is the stellar locus reddened for the field. Stars should hug "
@@ -415,6 +470,34 @@ def report_content(record: dict) -> dict:
          "everywhere in the Galactic-plane field 5405-6-99, falling with magnitude at high latitude."},
     ]  # fmt: skip
     return {"summary": summary, "tables": tables, "figures": figures}
+
+
+LABELLED_BIN_NAMES = ("< 21", "21-22", ">= 22")  # realsky.RECALL_BINS, as realsky.bin_label names them
+LABELLED_BIN_HEADINGS = ("< 21", "21-22", "> 22")  # as the catalog table heads them
+
+
+def _labelled_row(label: str, check: dict) -> list:
+    overall = check["overall"]
+    by_r = {e["bin"]: e for e in check["by_r"]}
+    gap = realsky.largest_quadrant_gap(
+        {"fraction": overall["accuracy"]}, check["accuracy_by_quadrant"]
+    )  # the quadrants' accuracy against the field's
+
+    def cell(bin_name: str, key: str) -> str:
+        return percent_cell(by_r[bin_name][key]) if bin_name in by_r else "-"
+
+    return [
+        label,
+        f"{check['objects_classified']} of {check['objects_listed']}",
+        overall.get("stars", 0),
+        "-" if overall.get("accuracy") is None else f"{overall['accuracy']:.3f}",
+        "-" if overall.get("mcc") is None else f"{overall['mcc']:.3f}",
+        "-" if overall.get("roc_auc") is None else f"{overall['roc_auc']:.3f}",
+        *(cell(b, "stars_called_star") for b in LABELLED_BIN_NAMES),
+        *(cell(b, "galaxies_called_star") for b in LABELLED_BIN_NAMES),
+        "-" if gap is None else f"{100 * gap:.1f}",
+        _p_cell(check.get("accuracy_quadrant_p")),
+    ]
 
 
 def markdown(record: dict) -> str:
