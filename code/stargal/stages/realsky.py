@@ -410,9 +410,9 @@ def report_content(record: dict) -> dict:
                 "rows": catalog_rows,
             }
         )
-    labelled_rows = [_labelled_row(f["label"], f["labelled"]) for f in record["fields"] if "labelled" in f]
-    if labelled_rows:
-        tables.append(
+    labelled = [(f["label"], f["labelled"]) for f in record["fields"] if "labelled" in f]
+    if labelled:
+        tables += [
             {
                 "title": "Labelled check: every object of the star and galaxy sweeps, against its sweep",
                 "columns": [
@@ -422,14 +422,17 @@ def report_content(record: dict) -> dict:
                     "accuracy",
                     "MCC",
                     "ROC AUC",
-                    *(f"stars called star, r {b}" for b in LABELLED_BIN_HEADINGS),
-                    *(f"galaxies called star, r {b}" for b in LABELLED_BIN_HEADINGS),
                     "worst quadrant accuracy gap (points)",
                     "chance of such quadrants (p)",
                 ],  # fmt: skip
-                "rows": labelled_rows,
-            }
-        )
+                "rows": [_labelled_row(label, check) for label, check in labelled],
+            },
+            {
+                "title": "Labelled check per r magnitude: the stars and the galaxies of the sweeps called star",
+                "columns": ["field", "called star", *(f"r {b}" for b in LABELLED_BIN_HEADINGS)],
+                "rows": [row for label, check in labelled for row in _labelled_rows_by_r(label, check)],
+            },
+        ]
     summary = (
         f"Model {record['model']} (trained on the simulated sky only) applied to {len(record['fields'])} real SDSS "
         "fields. A source lies on the stellar locus when its g-r, r-i colours are within 0.15 mag of Juric et al. "
@@ -453,7 +456,7 @@ def report_content(record: dict) -> dict:
             "r = 21-22 (galaxies too: the sweep still lists every star there) and the MCC with them as negatives "
             "as well."
         )
-    if labelled_rows:
+    if labelled:
         summary += (
             " The labelled check classifies every object the field's star and galaxy sweeps list under it, at its "
             "catalog position, and scores it against its sweep: SDSS's photometric type (PSF against model "
@@ -478,25 +481,23 @@ LABELLED_BIN_HEADINGS = ("< 21", "21-22", "> 22")  # as the catalog table heads 
 
 def _labelled_row(label: str, check: dict) -> list:
     overall = check["overall"]
-    by_r = {e["bin"]: e for e in check["by_r"]}
-    gap = realsky.largest_quadrant_gap(
-        {"fraction": overall["accuracy"]}, check["accuracy_by_quadrant"]
-    )  # the quadrants' accuracy against the field's
-
-    def cell(bin_name: str, key: str) -> str:
-        return percent_cell(by_r[bin_name][key]) if bin_name in by_r else "-"
-
+    # the quadrants' accuracy against the field's
+    gap = realsky.largest_quadrant_gap({"fraction": overall["accuracy"]}, check["accuracy_by_quadrant"])
     return [
         label,
         f"{check['objects_classified']} of {check['objects_listed']}",
         overall.get("stars", 0),
-        "-" if overall.get("accuracy") is None else f"{overall['accuracy']:.3f}",
-        "-" if overall.get("mcc") is None else f"{overall['mcc']:.3f}",
-        "-" if overall.get("roc_auc") is None else f"{overall['roc_auc']:.3f}",
-        *(cell(b, "stars_called_star") for b in LABELLED_BIN_NAMES),
-        *(cell(b, "galaxies_called_star") for b in LABELLED_BIN_NAMES),
+        *("-" if overall.get(key) is None else f"{overall[key]:.3f}" for key in ("accuracy", "mcc", "roc_auc")),
         "-" if gap is None else f"{100 * gap:.1f}",
         _p_cell(check.get("accuracy_quadrant_p")),
+    ]
+
+
+def _labelled_rows_by_r(label: str, check: dict) -> list[list]:
+    by_r = {e["bin"]: e for e in check["by_r"]}
+    return [
+        [label, kind, *(percent_cell(by_r[b][key]) if b in by_r else "-" for b in LABELLED_BIN_NAMES)]
+        for kind, key in (("stars", "stars_called_star"), ("galaxies", "galaxies_called_star"))
     ]
 
 
