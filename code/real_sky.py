@@ -5,8 +5,8 @@ and bright stars everywhere.
 For each field of --sample (every field whose five frames are there): stage 00 takes the frames from that folder,
 stage 01 aligns them and measures the PSF, sep finds the sources and the model classifies them as predict.py
 does. A field beside its camcol's star and galaxy sweeps (calibObj-RUN-C-star/gal.fits.gz) is also scored on
-every object they list (accuracy, MCC, errors per magnitude, against SDSS's types). Writes real_sky.json, real_sky.md, figures and one CSV of classified sources per field under
-data/reports/real_sky/.
+every object they list (accuracy, MCC, errors per magnitude, against SDSS's types). Writes real_sky.json,
+real_sky.md, figures and one CSV of classified sources per field under data/reports/real_sky/.
 """
 
 from __future__ import annotations

@@ -4,9 +4,9 @@ For every field of a folder of real SDSS frames (by default ``../shared/sdss-sam
 five frames from that folder, stage 01 aligns them and measures the field's PSF, sep finds its sources
 (``stargal.detection``), and the model classifies every source exactly as ``predict.py`` would. A field whose
 folder also holds its camcol's ``calibObj-*-star`` sweep gets the two-sided check as well, and one that holds
-both its ``-star`` and ``-gal`` sweeps the labelled check (every object they list, scored against them). Writes, under
-``paths.reports("real_sky")``: ``real_sky.json`` (every number, plus the summary, tables and figure list the
-report shows), ``real_sky.md``, one CSV of classified sources per field, and the figures.
+both its ``-star`` and ``-gal`` sweeps the labelled check (every object they list, scored against them).
+Writes, under ``paths.reports("real_sky")``: ``real_sky.json`` (every number, plus the summary, tables and
+figure list the report shows), ``real_sky.md``, one CSV of classified sources per field, and the figures.
 """
 
 from __future__ import annotations
@@ -36,12 +36,10 @@ from .predict import ModelBundle, load_bundle, resolve_model_dir
 log = logging.getLogger("stargal")
 RERUN = 301
 # 2: point-like locus fractions per quadrant; 3: bands registered on the stars, fluxes scaled to 3.2";
-# 4: bright sources (r < 16) called star, single-band artefacts left out
-FORMAT_VERSION = (
-    10  # 5: sources to SDSS's depth, recall on the stars detected; 6: quadrant p; 7: star fraction r 22-23;
-)
-# 8: deblended sources marked, the bright non-catalog ones counted apart; 9: non-catalog r 21-22 as negatives too;
-# 10: the labelled check where the folder holds both sweeps
+# 4: bright sources (r < 16) called star, single-band artefacts left out; 5: sources to SDSS's depth, recall on
+# the stars detected; 6: quadrant p; 7: star fraction r 22-23; 8: deblended sources marked, the bright non-catalog
+# ones counted apart; 9: non-catalog r 21-22 as negatives too; 10: the labelled check where both sweeps are there
+FORMAT_VERSION = 10
 
 
 @dataclass(frozen=True)
