@@ -155,11 +155,14 @@ def read_table_csv(path: Path) -> dict:
 
 
 def _sample_of(tmp_path, frames: dict, *catalogs):
-    """A folder laid out like ../shared/sdss-sample: one field's files (and its camcol's sweeps)."""
+    """A folder laid out like ../shared/sdss-sample: one field's files, and its camcol's sweeps in a folder of
+    their own (as SAS keeps them; the real sample has its star sweep beside the frames)."""
     sample = tmp_path / "sample"
-    sample.mkdir()
-    for path in [*frames.values(), *catalogs]:
+    (sample / "sweeps").mkdir(parents=True)
+    for path in frames.values():
         (sample / Path(path).name).symlink_to(path)
+    for path in catalogs:
+        (sample / "sweeps" / Path(path).name).symlink_to(path)
     return sample
 
 

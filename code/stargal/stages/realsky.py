@@ -51,13 +51,15 @@ class SampleField:
 
 
 def discover(sample: Path) -> list[SampleField]:
-    """The fields of a folder of real SDSS files: every field whose five frames are there (sub-folders too)."""
+    """The fields of a folder of real SDSS files: every field whose five frames are there (sub-folders too), with
+    its camcol's sweeps: beside the frames, else anywhere in the folder (one copy per camcol, as in SAS's layout)."""
     if not sample.is_dir():
         raise StargalError(f"{sample}: not a folder of SDSS frames (--sample)")
     found: dict[FieldId, Path] = {}
     # os.walk, not rglob: a field folder linked into the sample (a symlink) counts too
-    r_frames = [Path(d) / n for d, _, names in os.walk(sample, followlinks=True) for n in names]
-    for path in sorted(p for p in r_frames if p.name.startswith("frame-r-") and p.name.endswith(".fits.bz2")):
+    files = [Path(d) / n for d, _, names in os.walk(sample, followlinks=True) for n in names]
+    anywhere = {p.name: p for p in sorted(files, reverse=True) if p.is_file()}  # by name; the first in order wins
+    for path in sorted(p for p in files if p.name.startswith("frame-r-") and p.name.endswith(".fits.bz2")):
         info = sdss.parse_filename(path.name)
         if not info:
             continue
@@ -69,9 +71,14 @@ def discover(sample: Path) -> list[SampleField]:
         raise StargalError(f"{sample}: no field with all five frames frame-[ugriz]-RUN-C-FIELD.fits.bz2")
     out = []
     for fid, folder in found.items():
-        star, gal = (folder / sdss.catalog_filename(fid.run, fid.camcol, kind) for kind in ("star", "gal"))
-        out.append(SampleField(fid, folder, star if star.is_file() else None, gal if gal.is_file() else None))
+        star, gal = (_sweep(folder, anywhere, sdss.catalog_filename(fid.run, fid.camcol, k)) for k in ("star", "gal"))
+        out.append(SampleField(fid, folder, star, gal))
     return out
+
+
+def _sweep(folder: Path, anywhere: dict[str, Path], name: str) -> Path | None:
+    beside = folder / name
+    return beside if beside.is_file() else anywhere.get(name)
 
 
 def prepare_field(paths: DataPaths, field: SampleField) -> None:
