@@ -234,6 +234,10 @@ def test_real_sky_evaluation_runs_on_a_simulated_field(tiny_sky, tiny_data, tmp_
     assert sum(q["n"] for q in labelled["accuracy_by_quadrant"]) == overall["n"]
     assert any(t["title"].startswith("Labelled check") for t in result["tables"])
     assert "Labelled check" in (out / "real_sky.md").read_text()
+    assert (out / "labelled.png").is_file() and "labelled.png" in [f["file"] for f in result["figures"]]
+    fine_stars = sum(e["stars_called_star"]["n"] for e in labelled["by_r_fine"])
+    no_r = next((e["stars_called_star"]["n"] for e in labelled["by_r"] if e["bin"] == "no r flux"), 0)
+    assert fine_stars + no_r == overall["stars"]
     again = run_real_sky(paths, sample, model=PRETRAINED, out=out)
     assert again["skipped"]
     # the detection is part of what makes the record current: found with other settings, it is redone
@@ -260,6 +264,7 @@ def test_real_sky_evaluation_on_real_frames(sample_dir, tmp_path):
     assert set(by_label) == {"4510-4-30", "7264-3-111"}
     catalog = by_label["4510-4-30"]["catalog"]
     assert "labelled" not in by_label["4510-4-30"]  # its folder holds the star sweep alone
+    assert not (tmp_path / "real_sky" / "labelled.png").exists()
     assert catalog["recall"]["overall"]["n"] >= 150  # the real sweep's stars inside the frame
     # the shipped model's measured quality on this field (models/README.md), with room for run-to-run noise
     assert catalog["recall"]["by_r"][0]["fraction"] >= 0.95  # r < 21

@@ -135,7 +135,8 @@ def labelled_check(
 ) -> dict:
     """The catalog objects of a field with both sweeps, scored against their sweep (``is_star``): every metric
     (``metrics.classification_metrics``), per RECALL_BINS of r PSF magnitude (objects with no positive r flux in
-    a bin of their own) the stars and the galaxies called star, accuracy and MCC, and the accuracy per quadrant."""
+    a bin of their own) the stars and the galaxies called star, accuracy and MCC, the two fractions per FINE_BINS
+    as well, and the accuracy per quadrant."""
     is_star, p_star = np.asarray(is_star, bool), np.asarray(p_star, np.float64)
     called = p_star >= threshold
     correct = called == is_star
@@ -154,6 +155,14 @@ def labelled_check(
             }
             for label, select in bins
             if select.any()
+        ],
+        "by_r_fine": [
+            {
+                "bin": bin_label(lo, hi),
+                "stars_called_star": fraction(called, is_star & in_bin(r_mag, lo, hi)),
+                "galaxies_called_star": fraction(called, ~is_star & in_bin(r_mag, lo, hi)),
+            }
+            for lo, hi in FINE_BINS
         ],
         "accuracy_by_quadrant": quadrants,
         "accuracy_quadrant_p": quadrant_p_value(quadrants),

@@ -60,6 +60,31 @@ def plot_recall(path: Path, results: list[dict]) -> Path:
     return save_figure(fig, path)
 
 
+def plot_labelled(path: Path, results: list[dict]) -> Path:
+    """For fields with the labelled check: the sweeps' stars and galaxies called star per fine r bin, with 95 %
+    intervals (a good classifier keeps the first near 1 and the second near 0)."""
+    fig, ax = subplots(figsize=(7.5, 3.8))
+    labels = []
+    for i, result in enumerate(r for r in results if "labelled" in r):
+        entries = result["labelled"]["by_r_fine"]
+        labels = [e["bin"] for e in entries]
+        for key, style, kind in (("stars_called_star", "-", "stars"), ("galaxies_called_star", "--", "galaxies")):
+            cells = [e[key] for e in entries]
+            frac = np.array([np.nan if c["fraction"] is None else c["fraction"] for c in cells])
+            low = np.array([np.nan if c["low"] is None else c["low"] for c in cells])
+            high = np.array([np.nan if c["high"] is None else c["high"] for c in cells])
+            x = np.arange(len(cells)) + 0.06 * i
+            ax.errorbar(x, frac, yerr=np.clip([frac - low, high - frac], 0, None), ls=style, marker="o", ms=3,
+                        color=f"C{i}", label=f"{result['label']}: {kind}", capsize=2, lw=1)  # fmt: skip
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_xlabel("r PSF magnitude (catalog)")
+    ax.set_ylabel("fraction called star")
+    ax.set_ylim(-0.02, 1.05)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
 def _bars(ax, entries: list[dict], label: str, key: str = "bin") -> None:
     x = np.arange(len(entries))
     frac = np.array([np.nan if e["fraction"] is None else e["fraction"] for e in entries])

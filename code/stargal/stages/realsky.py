@@ -25,7 +25,7 @@ from ..cube import read_cube
 from ..errors import StargalError
 from ..fsio import read_json, write_text
 from ..paths import DataPaths, FieldId
-from ..plots.realsky import plot_locus, plot_recall, plot_star_fractions
+from ..plots.realsky import plot_labelled, plot_locus, plot_recall, plot_star_fractions
 from ..predict import classify, mark_artefacts
 from ..psf import PSFMap
 from ..tables import csv_text, markdown_table
@@ -272,7 +272,8 @@ def run_real_sky(
         "sample": _fingerprints(fields),
         "detection": detection.detection_settings(),
     }
-    outputs = [out / "real_sky.md", *(out / f for f in FIGURES)]
+    labelled = any(f.star_catalog and f.galaxy_catalog for f in fields)
+    outputs = [out / "real_sky.md", *(out / f for f in FIGURES), *([out / LABELLED_FIGURE] if labelled else [])]
     previous = fsio.previous_record(out / "real_sky.json", outputs, settings, force)
     if previous is not None:
         log.info("real-sky evaluation of %s is current (use --force to redo)", model_dir.name)
@@ -299,6 +300,8 @@ def run_real_sky(
     plot_locus(out / FIGURES[0], results, tables)
     plot_recall(out / FIGURES[1], results)
     plot_star_fractions(out / FIGURES[2], results)
+    if labelled:
+        plot_labelled(out / LABELLED_FIGURE, results)
     write_text(out / "real_sky.md", markdown(record))
     record = fsio.seal(out / "real_sky.json", outputs, record)  # last: it lists every output with its checksum
     return {**record, "folder": out, "skipped": False}
@@ -316,6 +319,7 @@ def _fingerprints(fields: list[SampleField]) -> dict[str, str]:
 
 
 FIGURES = ("locus.png", "catalog_recall.png", "star_fraction.png")
+LABELLED_FIGURE = "labelled.png"  # only where a field has both sweeps
 
 
 def _sources_csv(table: dict) -> str:
@@ -477,6 +481,10 @@ def report_content(record: dict) -> dict:
         {"file": FIGURES[2], "caption": "Predicted star fraction per r magnitude bin in each real field: high "
          "everywhere in the Galactic-plane field 5405-6-99, falling with magnitude at high latitude."},
     ]  # fmt: skip
+    if labelled:
+        figures.append({"file": LABELLED_FIGURE, "caption": "Labelled check: the stars (solid) and the galaxies "
+                        "(dashed) of each field's sweeps called star, per r magnitude bin, with 95 % intervals. SDSS's "
+                        "own types grow unsure beyond r ~ 21."})  # fmt: skip
     return {"summary": summary, "tables": tables, "figures": figures}
 
 
