@@ -17,6 +17,7 @@ import numpy as np
 
 from stargal import cli
 from stargal.fsio import read_json, write_json, write_text
+from stargal.metrics import mcc_from_counts
 from stargal.paths import DEFAULT_SAMPLE_DIR, ModelFiles
 from stargal.tables import markdown_table
 
@@ -32,7 +33,21 @@ COLUMNS = (
     ("min locus (called star)", lambda r, m: min(f["locus"]["called_star"]["fraction"] or 0 for f in r["fields"])),
     ("r<16 called star, all fields", lambda r, m: _pooled(r, "saturating")),
     ("r<16 called galaxy (count)", lambda r, m: _pooled(r, "saturating", missed=True)),
+    ("labelled accuracy (fields with both sweeps)", lambda r, m: _labelled(r, "accuracy")),
+    ("labelled MCC", lambda r, m: _labelled(r, "mcc")),
 )
+
+
+def _labelled(record: dict, metric: str):
+    """Accuracy or MCC of the labelled check pooled over the fields that have it (their confusion matrices
+    summed); None when no field has both sweeps."""
+    matrices = [np.array(f["labelled"]["overall"]["confusion_matrix"]) for f in record["fields"] if "labelled" in f]
+    if not matrices:
+        return None
+    (tn, fp), (fn, tp) = sum(matrices)
+    if metric == "accuracy":
+        return (tn + tp) / (tn + fp + fn + tp)
+    return float(mcc_from_counts(tn, fp, fn, tp))
 
 
 def _pooled(record: dict, check: str, missed: bool = False):

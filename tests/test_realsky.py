@@ -464,3 +464,16 @@ def test_real_bands_are_registered_on_their_stars(sample_dir, tmp_path):
     offsets = detection.band_offsets(np.asarray(cube.data, np.float32), cube.bands)
     for band, (dx, dy, n) in zip(cube.bands, offsets, strict=True):
         assert n >= detection.MIN_OFFSET_STARS and np.hypot(dx, dy) < 0.08, band
+
+
+def test_compare_bench_pools_the_labelled_check_over_the_fields_that_have_it():
+    from sklearn.metrics import matthews_corrcoef
+
+    bench = _load_bench("compare_real_sky")
+    matrices = ([[8, 2], [1, 9]], [[5, 0], [3, 2]])  # [[tn, fp], [fn, tp]] of two fields
+    record = {"fields": [{"labelled": {"overall": {"confusion_matrix": m}}} for m in matrices] + [{"locus": {}}]}
+    truth = np.r_[np.zeros(8 + 2 + 5), np.ones(1 + 9 + 3 + 2)]
+    called = np.r_[np.zeros(8), np.ones(2), np.zeros(5), np.zeros(1), np.ones(9), np.zeros(3), np.ones(2)]
+    assert bench._labelled(record, "accuracy") == pytest.approx((truth == called).mean())
+    assert bench._labelled(record, "mcc") == pytest.approx(matthews_corrcoef(truth, called))
+    assert bench._labelled({"fields": [{"locus": {}}]}, "mcc") is None
