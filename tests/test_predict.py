@@ -457,6 +457,17 @@ def test_agreement_with_one_catalog_class_or_one_called_class():
     assert catalog_agreement(pred) is None
 
 
+def test_all_without_an_objects_table_says_what_makes_one_and_writes_nothing(tmp_path, model_dir, field):
+    """A cube aligned without its sweeps (00_download.py --frames-only, as for a real field) has no objects table."""
+    path = field[0]
+    out = tmp_path / "all.csv"
+    with pytest.raises(StargalError, match="sweeps.*01_alignment.py.*--detect"):
+        run_predict(
+            DataPaths(tmp_path / "data"), model=str(model_dir), cube_path=str(path), all_objects=True, out=str(out)
+        )
+    assert not out.exists()
+
+
 def test_detect_classifies_every_source_found_in_the_field(tmp_path, model_dir, field):
     """--detect on a cube without any catalog: one row per source sep finds, at the known positions."""
     path, _, xs, ys, kinds, _ = field

@@ -228,7 +228,11 @@ def catalog_objects(cube_path: Path) -> np.ndarray:
     """The catalog objects stage 01 listed for the field of ``cube_path`` (the objects table beside it)."""
     path = objects_for_cube(cube_path)
     if not path.is_file():
-        raise StargalError(f"{path}: no objects table for --all (run 01_alignment.py for this field)")
+        raise StargalError(
+            f"{path}: no objects table for --all: stage 01 lists a field's catalog objects only when its run/camcol's "
+            "sweeps are there (00_download.py without --frames-only fetches them, then run 01_alignment.py again); "
+            "--detect classifies the sources found in the field without a catalog"
+        )
     return read_table(path)
 
 
