@@ -173,6 +173,8 @@ def model_card(card: dict, meta: dict) -> str:
         "- Saturated stars (r < ~15): SDSS frames interpolate over some of their rows and leave others at the",
         "  saturation level, which the simulator does not copy (trying it did not help: README, Results).",
         "  Sources brighter than r = 16 called star (the locus table's last column) show how often it misses them.",
+        "  The shipped ensemble calls all 348 of the six fields star, but 10 of them only with p(star) 0.50-0.70",
+        "  (half of them split from a blend): `predict.py --threshold` above 0.5 turns some of them into galaxies.",
         "- Simulated galaxies are smooth bulge + disk profiles; real irregular or strongly lensed galaxies are not",
         "  represented.",
         "- Crowded Galactic-plane fields are in the training sky but rare; blends there are the main error.",
