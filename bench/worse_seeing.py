@@ -2,9 +2,13 @@
 """How a model fares on a field of worse seeing than it was trained on: the catalog check of every sample field
 with a star sweep (4510-4-30 in ../shared/sdss-sample), on its cube blurred as on a night of worse seeing
 (`stargal.psf.widen_psf`: each band convolved with a Gaussian, its pixel noise restored), the PSF measured
-again on the blurred stars as stage 01 would, and predict.py's PSF-range note beside the scores.
+again on the blurred stars as stage 01 would, and predict.py's PSF-range note beside the scores. With
+--noise-scales, also on the cube as under a brighter sky: white noise added to every band so that its pixel
+noise grows that many times (the training sky's noise spans 1.35 times in r; the aligned bands' noise is a little
+correlated by the resampling, the added noise is not).
 
     .venv/bin/python bench/worse_seeing.py [--model pretrained] [--scales 1 1.2 1.4 1.6 1.8] [--data-dir DIR]
+    .venv/bin/python bench/worse_seeing.py --scales 1 --noise-scales 1.25 1.5 2    # a brighter sky
     .venv/bin/python bench/worse_seeing.py --simulated DIR --fields 380 409    # simulated fields, by their seeing
 
 The real fields are prepared in DIR/real (as real_sky.py does). Prints one Markdown table. With --simulated, the
@@ -29,6 +33,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="pretrained", help="model name, folder or 'pretrained'")
     parser.add_argument("--scales", nargs="+", type=float, default=[1.0, 1.2, 1.4, 1.6, 1.8])
+    parser.add_argument("--noise-scales", nargs="*", type=float, default=[], help="pixel noise times these (> 1)")
     parser.add_argument("--seed", type=int, default=42, help="seed of the noise added back")
     parser.add_argument("--data-dir", default=None, help="data folder (the real fields go to DIR/real)")
     parser.add_argument("--sample", default=str(DEFAULT_SAMPLE_DIR))
@@ -47,6 +52,8 @@ def main(argv=None) -> int:
 
     if any(s < 1 for s in args.scales):
         parser.error("--scales: every scale must be >= 1 (seeing can be made worse, not better)")
+    if any(not s > 1 for s in args.noise_scales):
+        parser.error("--noise-scales: every scale must be > 1 (noise can be added, not taken away)")
     paths = cli.data_paths(args)
     fields = [f for f in discover(Path(args.sample)) if f.star_catalog is not None]
     if not fields:
@@ -64,10 +71,16 @@ def main(argv=None) -> int:
                 pmap = measure_psf_map(blurred, cube.bands)
             result = evaluate_cube(field, bundle, cube, blurred, pmap)["result"]
             note = psf_range_note(bundle, pmap, f"{field.fid} x{scale:g}")
-            rows.append(_row(field, scale, pmap.centre()[cube.bands.index("r")], note, result["catalog"]))
-    columns = ["field", "seeing scale", "r-band r50 (px)", "PSF range", "recall", "r < 21", "r 21-22", "r > 22",
-               "non-catalog r < 21 called star", "two-sided MCC"]  # fmt: skip
-    print(f"model {bundle.name}: the field blurred to worse seeing, its PSF measured again\n")
+            rows.append(_row(field, scale, 1.0, pmap.centre()[cube.bands.index("r")], note, result["catalog"]))
+        for noise in args.noise_scales:
+            noisy = noisier(data, noise, np.random.default_rng(args.seed))
+            pmap = measure_psf_map(noisy, cube.bands)
+            result = evaluate_cube(field, bundle, cube, noisy, pmap)["result"]
+            note = psf_range_note(bundle, pmap, f"{field.fid} noise x{noise:g}")
+            rows.append(_row(field, 1.0, noise, pmap.centre()[cube.bands.index("r")], note, result["catalog"]))
+    columns = ["field", "seeing scale", "noise scale", "r-band r50 (px)", "PSF range", "recall", "r < 21", "r 21-22",
+               "r > 22", "non-catalog r < 21 called star", "two-sided MCC"]  # fmt: skip
+    print(f"model {bundle.name}: the field blurred to worse seeing or made noisier, its PSF measured again\n")
     print(markdown_table(columns, rows))
     return 0
 
@@ -111,6 +124,19 @@ def simulated_by_seeing(data_dir: str, model: str, first: int, last: int) -> int
     return 0
 
 
+def noisier(data: np.ndarray, scale: float, rng: np.random.Generator) -> np.ndarray:
+    """A cube [bands, rows, cols] whose every band's pixel noise is ``scale`` times larger: white Gaussian noise
+    of sqrt(scale^2 - 1) times the band's robust pixel scatter added; pixels without data stay NaN. float32."""
+    from stargal.psf import _pixel_noise
+
+    out = np.empty(data.shape, np.float32)
+    for b, band in enumerate(np.asarray(data, np.float32)):
+        sky = np.isfinite(band)
+        extra = _pixel_noise(band[sky]) * np.sqrt(scale**2 - 1.0)
+        out[b] = np.where(sky, band + rng.normal(0.0, extra, band.shape), np.nan)
+    return out
+
+
 def _share(called: np.ndarray, among: np.ndarray) -> str:
     from stargal.realsky import fraction
     from stargal.stages.realsky import percent_cell
@@ -118,13 +144,14 @@ def _share(called: np.ndarray, among: np.ndarray) -> str:
     return percent_cell(fraction(called, among))
 
 
-def _row(field, scale: float, r50_r: float, note: str, catalog: dict) -> list:
+def _row(field, scale: float, noise: float, r50_r: float, note: str, catalog: dict) -> list:
     from stargal.stages.realsky import percent_cell
 
     recall = catalog["recall"]
     return [
         f"{field.fid.run}-{field.fid.camcol}-{field.fid.field}",
         f"{scale:.2f}",
+        f"{noise:.2f}",
         f"{r50_r:.2f}",
         note,
         percent_cell(recall["overall"]),

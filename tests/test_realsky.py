@@ -477,3 +477,14 @@ def test_compare_bench_pools_the_labelled_check_over_the_fields_that_have_it():
     assert bench._labelled(record, "accuracy") == pytest.approx((truth == called).mean())
     assert bench._labelled(record, "mcc") == pytest.approx(matthews_corrcoef(truth, called))
     assert bench._labelled({"fields": [{"locus": {}}]}, "mcc") is None
+
+
+def test_noisier_sky_scales_the_pixel_noise_and_keeps_missing_pixels():
+    bench = _load_bench("worse_seeing")
+    rng = np.random.default_rng(5)
+    cube = rng.normal(0.0, [[[0.02]], [[0.05]]], (2, 300, 300)).astype(np.float32)
+    cube[1, :10, :10] = np.nan
+    noisy = bench.noisier(cube, 2.0, np.random.default_rng(6))
+    assert noisy.dtype == np.float32 and np.isnan(noisy[1, :10, :10]).all() and np.isfinite(noisy[0]).all()
+    for b, sigma in enumerate((0.02, 0.05)):
+        assert np.nanstd(noisy[b]) == pytest.approx(2 * sigma, rel=0.03)
