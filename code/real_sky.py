@@ -52,7 +52,8 @@ def main(argv=None) -> int:
         print(table["title"])
         print(markdown_table(table["columns"], table["rows"]))
     done = "current, not redone" if result["skipped"] else f"evaluated in {result['seconds']:.0f} s"
-    print(f"model {result['model']}: {len(result['fields'])} real fields {done} -> {result['folder']}")
+    n = len(result["fields"])
+    print(f"model {result['model']}: {n} real field{'s' if n != 1 else ''} {done} -> {result['folder']}")
     return 0
 
 
