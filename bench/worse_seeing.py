@@ -127,12 +127,14 @@ def simulated_by_seeing(data_dir: str, model: str, first: int, last: int) -> int
 def noisier(data: np.ndarray, scale: float, rng: np.random.Generator) -> np.ndarray:
     """A cube [bands, rows, cols] whose every band's pixel noise is ``scale`` times larger: white Gaussian noise
     of sqrt(scale^2 - 1) times the band's robust pixel scatter added; pixels without data stay NaN. float32."""
-    from stargal.psf import _pixel_noise
+    from stargal.normalise import MAD_TO_SIGMA
 
     out = np.empty(data.shape, np.float32)
     for b, band in enumerate(np.asarray(data, np.float32)):
         sky = np.isfinite(band)
-        extra = _pixel_noise(band[sky]) * np.sqrt(scale**2 - 1.0)
+        values = band[sky]
+        scatter = MAD_TO_SIGMA * np.median(np.abs(values - np.median(values))) if values.size else 0.0
+        extra = scatter * np.sqrt(scale**2 - 1.0)
         out[b] = np.where(sky, band + rng.normal(0.0, extra, band.shape), np.nan)
     return out
 
