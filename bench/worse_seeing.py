@@ -127,14 +127,12 @@ def simulated_by_seeing(data_dir: str, model: str, first: int, last: int) -> int
 def noisier(data: np.ndarray, scale: float, rng: np.random.Generator) -> np.ndarray:
     """A cube [bands, rows, cols] whose every band's pixel noise is ``scale`` times larger: white Gaussian noise
     of sqrt(scale^2 - 1) times the band's robust pixel scatter added; pixels without data stay NaN. float32."""
-    from stargal.normalise import MAD_TO_SIGMA
+    from stargal.psf import pixel_noise
 
     out = np.empty(data.shape, np.float32)
     for b, band in enumerate(np.asarray(data, np.float32)):
         sky = np.isfinite(band)
-        values = band[sky]
-        scatter = MAD_TO_SIGMA * np.median(np.abs(values - np.median(values))) if values.size else 0.0
-        extra = scatter * np.sqrt(scale**2 - 1.0)
+        extra = pixel_noise(band[sky]) * np.sqrt(scale**2 - 1.0)
         out[b] = np.where(sky, band + rng.normal(0.0, extra, band.shape), np.nan)
     return out
 

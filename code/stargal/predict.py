@@ -25,6 +25,7 @@ import numpy as np
 from . import patches, presence
 from .errors import StargalError
 from .geometry import inside_frame, sky_to_pixel
+from .metrics import mcc_from_counts
 from .model import predict
 from .onnx_engine import OnnxNetwork
 
@@ -75,10 +76,7 @@ def _agreement(is_star: np.ndarray, called_star: np.ndarray) -> dict:
     }
     out["accuracy"] = float((is_star == called_star).mean()) if is_star.size else None
     tn, tp = out["galaxies_called_galaxy"], out["stars_called_star"]
-    fp, fn = out["galaxies"] - tn, out["stars"] - tp
-    # computed here, not by stargal.metrics, which would load scikit-learn (0.8 s) into every prediction
-    denominator = float(np.sqrt(float(tp + fp) * (tp + fn) * (tn + fp) * (tn + fn)))
-    mcc = (tp * tn - fp * fn) / denominator if denominator else 0.0  # one class called: 0, as scikit-learn
+    mcc = float(mcc_from_counts(tn, out["galaxies"] - tn, out["stars"] - tp, tp))  # one class called: 0
     out["mcc"] = mcc if stars.any() and galaxies.any() else None  # undefined when the catalog holds one class
     return out
 

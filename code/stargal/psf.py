@@ -202,7 +202,7 @@ def widen_psf(data: np.ndarray, r50: np.ndarray, scale: float, rng: np.random.Ge
         filled = np.where(missing, 0.0, band)
         sigma = float(r50[b]) / GAUSSIAN_R50_PER_SIGMA * np.sqrt(scale**2 - 1.0)
         if sigma > 0:
-            noise = _pixel_noise(filled[~missing])
+            noise = pixel_noise(filled[~missing])
             filled = gaussian_filter(filled, sigma, mode="nearest") + _whitening_noise(band.shape, sigma, noise, rng)
         out[b] = np.where(missing, np.nan, filled)
     return out
@@ -218,6 +218,6 @@ def _whitening_noise(shape: tuple[int, int], sigma: float, noise: float, rng: np
     return np.fft.irfft2(white * np.sqrt(1.0 - kernel**2), s=shape)
 
 
-def _pixel_noise(values: np.ndarray) -> float:
+def pixel_noise(values: np.ndarray) -> float:
     """Robust pixel scatter (most pixels are sky)."""
     return float(MAD_TO_SIGMA * np.median(np.abs(values - np.median(values)))) if values.size else 0.0

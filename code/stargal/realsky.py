@@ -148,8 +148,7 @@ def labelled_check(
         "by_r": [
             {
                 "bin": label,
-                "stars_called_star": fraction(called, is_star & select),
-                "galaxies_called_star": fraction(called, ~is_star & select),
+                **_called_star(called, is_star, select),
                 "accuracy": fraction(correct, select),
                 "mcc": _mcc(is_star[select], called[select]),
             }
@@ -157,15 +156,18 @@ def labelled_check(
             if select.any()
         ],
         "by_r_fine": [
-            {
-                "bin": bin_label(lo, hi),
-                "stars_called_star": fraction(called, is_star & in_bin(r_mag, lo, hi)),
-                "galaxies_called_star": fraction(called, ~is_star & in_bin(r_mag, lo, hi)),
-            }
-            for lo, hi in FINE_BINS
+            {"bin": bin_label(lo, hi), **_called_star(called, is_star, in_bin(r_mag, lo, hi))} for lo, hi in FINE_BINS
         ],
         "accuracy_by_quadrant": quadrants,
         "accuracy_quadrant_p": quadrant_p_value(quadrants),
+    }
+
+
+def _called_star(called: np.ndarray, is_star: np.ndarray, select: np.ndarray) -> dict:
+    """Of the ``select``ed objects, the fractions of the stars and of the galaxies called star."""
+    return {
+        "stars_called_star": fraction(called, is_star & select),
+        "galaxies_called_star": fraction(called, ~is_star & select),
     }
 
 

@@ -69,11 +69,8 @@ def plot_labelled(path: Path, results: list[dict]) -> Path:
         entries = result["labelled"]["by_r_fine"]
         labels = [e["bin"] for e in entries]
         for key, style, kind in (("stars_called_star", "-", "stars"), ("galaxies_called_star", "--", "galaxies")):
-            cells = [e[key] for e in entries]
-            frac = np.array([np.nan if c["fraction"] is None else c["fraction"] for c in cells])
-            low = np.array([np.nan if c["low"] is None else c["low"] for c in cells])
-            high = np.array([np.nan if c["high"] is None else c["high"] for c in cells])
-            x = np.arange(len(cells)) + 0.06 * i
+            frac, low, high = _intervals([e[key] for e in entries])
+            x = np.arange(len(entries)) + 0.06 * i
             ax.errorbar(x, frac, yerr=np.clip([frac - low, high - frac], 0, None), ls=style, marker="o", ms=3,
                         color=f"C{i}", label=f"{result['label']}: {kind}", capsize=2, lw=1)  # fmt: skip
     ax.set_xticks(range(len(labels)), labels)
@@ -87,15 +84,18 @@ def plot_labelled(path: Path, results: list[dict]) -> Path:
 
 def _bars(ax, entries: list[dict], label: str, key: str = "bin") -> None:
     x = np.arange(len(entries))
-    frac = np.array([np.nan if e["fraction"] is None else e["fraction"] for e in entries])
-    low = np.array([np.nan if e["low"] is None else e["low"] for e in entries])
-    high = np.array([np.nan if e["high"] is None else e["high"] for e in entries])
+    frac, low, high = _intervals(entries)
     ax.bar(x, frac, color="tab:blue", alpha=0.7, label=label)
     yerr = np.clip([frac - low, high - frac], 0, None)  # the interval holds the fraction; rounding aside
     ax.errorbar(x, frac, yerr=yerr, fmt="none", ecolor="k", lw=0.8)
     for xi, e in zip(x, entries, strict=True):
         ax.text(xi, 0.02, f"n={e['n']}", ha="center", fontsize=6)
     ax.set_xticks(x, [e[key] for e in entries])
+
+
+def _intervals(entries: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(fraction, low, high) arrays of ``realsky.fraction`` entries, NaN where there is no data."""
+    return tuple(np.array([np.nan if e[k] is None else e[k] for e in entries]) for k in ("fraction", "low", "high"))
 
 
 def plot_star_fractions(path: Path, results: list[dict]) -> Path:

@@ -150,16 +150,17 @@ def evaluate_cube(field: SampleField, bundle: ModelBundle, cube, data: np.ndarra
         "label": pred.label, "status": pred.status, "on_locus": on_locus, "quadrant": quad,
         "deblended": sources.deblended,
     }  # fmt: skip
-    if field.star_catalog is not None:
+    star_sweep = sdss.read_catalog(field.star_catalog) if field.star_catalog is not None else None
+    if star_sweep is not None:
         result["catalog"], near_star = _catalog_checks(
-            field, bundle, data, cube, pmap, (ra, dec, r, quad, ok, sources.deblended), called_star & ok
+            field, star_sweep, bundle, data, cube, pmap, (ra, dec, r, quad, ok, sources.deblended), called_star & ok
         )
         table["catalog_star_within_2arcsec"] = near_star
         # what a perfect classifier would score: the catalog's own stars on the locus (measured as above)
         bright = ok & realsky.in_bin(r, *realsky.LOCUS_RANGE)
         result["locus"]["catalog_stars"] = realsky.fraction(on_locus, bright & near_star)
-    if field.star_catalog is not None and field.galaxy_catalog is not None:
-        result["labelled"] = _labelled_check(field, bundle, data, cube, pmap)
+    if star_sweep is not None and field.galaxy_catalog is not None:
+        result["labelled"] = _labelled_check(field, star_sweep, bundle, data, cube, pmap)
     return {"result": result, "table": table}
 
 
@@ -179,11 +180,10 @@ def classify_positions(bundle: ModelBundle, data, wcs, ra, dec, pmap):
     )
 
 
-def _labelled_check(field, bundle, data, cube, pmap) -> dict:
-    """Every object the star and galaxy sweeps list under the field, classified at its catalog position and
-    scored against its sweep (``realsky.labelled_check``)."""
-    kinds = [sdss.read_catalog(path) for path in (field.star_catalog, field.galaxy_catalog)]
-    stars, galaxies = (c[c["FIELD"] == field.fid.field] for c in kinds)
+def _labelled_check(field, star_sweep, bundle, data, cube, pmap) -> dict:
+    """Every object the star sweep (read already) and the galaxy sweep list under the field, classified at its
+    catalog position and scored against its sweep (``realsky.labelled_check``)."""
+    stars, galaxies = (c[c["FIELD"] == field.fid.field] for c in (star_sweep, sdss.read_catalog(field.galaxy_catalog)))
     ra, dec, flux = (np.concatenate([stars[c], galaxies[c]]) for c in ("RA", "DEC", "PSFFLUX"))
     is_star = np.r_[np.ones(len(stars), bool), np.zeros(len(galaxies), bool)]
     pred = classify_positions(bundle, data, cube.wcs, ra, dec, pmap)
@@ -198,13 +198,12 @@ def _labelled_check(field, bundle, data, cube, pmap) -> dict:
     }
 
 
-def _catalog_checks(field, bundle, data, cube, pmap, detected, called_star) -> tuple[dict, np.ndarray]:
-    """Recall on the field's catalog stars and the bright non-catalog sources' star fraction (``detected``:
-    the sources' ra, dec, r, quadrant, whether classified and whether deblended; ``called_star``: classified and
-    called star)."""
+def _catalog_checks(field, catalog, bundle, data, cube, pmap, detected, called_star) -> tuple[dict, np.ndarray]:
+    """Recall on the field's catalog stars (``catalog``: its camcol's star sweep) and the bright non-catalog
+    sources' star fraction (``detected``: the sources' ra, dec, r, quadrant, whether classified and whether
+    deblended; ``called_star``: classified and called star)."""
     fid = field.fid
     ra, dec, r, quad, ok, deblended = detected
-    catalog = sdss.read_catalog(field.star_catalog)
     rows, cols = cube.shape
     cx, cy = geometry.sky_to_pixel(cube.wcs, catalog["RA"], catalog["DEC"])
     in_frame = geometry.inside_frame(cx, cy, (rows, cols))
