@@ -14,7 +14,15 @@ from stargal.errors import StargalError
 from stargal.fsio import read_json
 from stargal.geometry import unit_vectors
 from stargal.paths import DataPaths, FieldId
-from stargal.psf import PSFMap, fit_psf_map, outside_trained_range, trained_psf_range, widen_psf
+from stargal.psf import (
+    PSFMap,
+    fit_psf_map,
+    measure_psf_map,
+    outside_trained_range,
+    pixel_noise,
+    trained_psf_range,
+    widen_psf,
+)
 from stargal.sim_formats import TRUTH_DTYPE
 from stargal.tables import read_table
 
@@ -488,3 +496,91 @@ def test_noisier_sky_scales_the_pixel_noise_and_keeps_missing_pixels():
     assert noisy.dtype == np.float32 and np.isnan(noisy[1, :10, :10]).all() and np.isfinite(noisy[0]).all()
     for b, sigma in enumerate((0.02, 0.05)):
         assert np.nanstd(noisy[b]) == pytest.approx(2 * sigma, rel=0.03)
+
+
+def test_injected_sources_look_like_the_fields_own_and_get_photos_labels(one_field):
+    """bench/inject_real.py: stars injected at a field's PSF map measure as its own stars do; bright injected
+    stars are labelled star and bright extended galaxies galaxy; objects far below the sweeps' limit are not
+    catalogued."""
+    bench = _load_bench("inject_real")
+    paths, fid = one_field["paths"], one_field["fid"]
+    cube = read_cube(paths.cube(fid))
+    data = np.ascontiguousarray(np.asarray(cube.data, np.float32))
+    pmap = PSFMap.from_dict(read_json(paths.psf_map(fid)))
+    sky_to_pix = np.linalg.inv(cube.wcs.celestial.pixel_scale_matrix * 3600.0)
+    rng = np.random.default_rng(0)
+    stars = sky_models.draw_stars(rng, 6000)
+    stars = stars[(stars["mag"][:, 2] > 16) & (stars["mag"][:, 2] < 19.5)][:400]
+    galaxies = sky_models.draw_galaxies(rng, 3000)
+    galaxies = galaxies[(galaxies["mag"][:, 2] > 16) & (galaxies["mag"][:, 2] < 19.5) & (galaxies["re"] > 1.0)][:100]
+    faint = sky_models.draw_stars(rng, 100)
+    faint["mag"] = 26.0
+    pop = np.concatenate([stars, galaxies, faint])
+    free = ~bench.source_mask(data[2], pixel_noise(data[2]))
+    x = rng.uniform(30, cube.shape[1] - 30, 4 * len(pop))
+    y = rng.uniform(30, cube.shape[0] - 30, 4 * len(pop))
+    on_free = free[np.round(y).astype(int), np.round(x).astype(int)]
+    assert on_free.mean() > 0.6  # most of a high-latitude frame is sky
+    x, y = x[on_free][: len(pop)], y[on_free][: len(pop)]
+    injected, psf_flux, model_flux, psf_err = bench.inject(data, pmap, sky_to_pix, pop, x, y, rng)
+    assert injected.shape == data.shape and not np.shares_memory(injected, data)
+    measured = measure_psf_map(injected, cube.bands).centre()  # now ~10 injected stars to each of the field's
+    np.testing.assert_allclose(measured[1:], pmap.centre()[1:], rtol=0.04)  # g r i z
+    listed = bench.catalogued(psf_flux, psf_err)
+    kind = simulate.star_galaxy_type(psf_flux, model_flux)
+    n_star, n_gal = len(stars), len(galaxies)
+    assert listed[: n_star + n_gal].all() and not listed[n_star + n_gal :].any()
+    assert np.mean(kind[:n_star] == 6) >= 0.95 and np.mean(kind[n_star : n_star + n_gal] == 3) >= 0.9
+
+
+def _tiny_dataset(paths: DataPaths, name: str, n: int = 6, size: int = 25) -> None:
+    """A sealed stand-in for a prepared dataset: ``n`` patches per split."""
+    from stargal import fsio
+    from stargal.tables import OBJECT_DTYPE, write_table
+
+    rng = np.random.default_rng(0)
+    counts = {}
+    with fsio.OutputSet(paths.dataset_json(name)) as out:
+        for split in ("train", "val", "test"):
+            y = np.arange(n, dtype=np.uint8) % 2
+            fsio.save_npy(out.path(paths.split_x(name, split)), rng.normal(size=(n, size, size, 5)).astype(np.float32))
+            fsio.save_npy(out.path(paths.split_y(name, split)), y)
+            fsio.save_npy(out.path(paths.split_psf(name, split)), np.full((n, 5), 2.0, np.float32))
+            write_table(out.path(paths.split_objects(name, split)), np.zeros(n, OBJECT_DTYPE))
+            counts[split] = {"n": n, "stars": int(y.sum()), "galaxies": n - int(y.sum()), "star_fraction": 0.5}
+        out.commit(
+            {"name": name, "patch_size": size, "counts": counts, "normalisation": {"center": [0] * 5, "scale": [1] * 5}}
+        )
+    fsio.write_text(paths.latest_dataset, name + "\n")
+
+
+@pytest.mark.slow
+def test_inject_bench_extends_a_dataset_and_scores_a_model_on_fresh_injections(one_field, tmp_path, capsys):
+    from stargal.dataset import load_dataset
+
+    bench = _load_bench("inject_real")
+    base, out = DataPaths(tmp_path / "base"), DataPaths(tmp_path / "out")
+    _tiny_dataset(base, "tiny")
+    real = str(one_field["paths"].root)
+    args = ["--real-data-dir", real, "--base-data-dir", str(base.root), "--out", str(out.root), "--fields", "8162-6-80"]
+    assert bench.main([*args, "--draws", "1", "--val-draws", "1"]) == 0
+    data = load_dataset(out, "tiny_inj")  # sealed, shapes and labels checked
+    added = {s: len(data[s]["y"]) - 6 for s in ("train", "val", "test")}
+    assert added["train"] > 300 and added["val"] > 300 and added["test"] == 0
+    assert data["meta"]["counts"]["train"]["n"] == len(data["train"]["y"])
+    assert data["meta"]["injection"]["patches"] == {"train": added["train"], "val": added["val"]}
+    injected = data["train"]["x"][6:]
+    assert np.abs(injected[:, 12, 12, 2]).mean() > 5 * np.abs(injected[:, 0, 0, 2]).mean()  # centred on sources
+    np.testing.assert_array_equal(data["test"]["x"], load_dataset(base, "tiny")["test"]["x"])
+    capsys.readouterr()
+    # the shipped model on fresh injections into a simulated field: labels and patches line up
+    evaluate = ["--real-data-dir", real, "--fields", "8162-6-80", "--val-draws", "1", "--evaluate"]
+    assert bench.main([*evaluate, str(tmp_path / "no-model")]) == 1
+    assert "no-model" in capsys.readouterr().err
+    assert bench.main([*evaluate, "pretrained"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if "| 8162-6-80 |" in line)
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert int(cells[2]) > 300 and float(cells[3]) > 0.6  # MCC
+    assert float(cells[4].split("%")[0]) > 95  # bright stars called star
+    with pytest.raises(SystemExit):
+        bench.main(["--real-data-dir", real])  # neither building nor evaluating

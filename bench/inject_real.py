@@ -1,0 +1,302 @@
+#!/usr/bin/env python3
+"""Training data from simulated sources injected into real SDSS frames, as survey teams calibrate their
+pipelines: the objects, their labels (photo's type rule on fluxes measured on the very pixels) and their PSF
+are the simulator's; the background, its noise, its residuals and the real neighbours are the real sky's.
+
+    bench/inject_real.py --real-data-dir /work/real/real --base-data-dir /work/v6b --out /work/inj \
+        [--fields 1035-6-17 1992-1-87 7264-3-111] [--draws 12] [--val-draws 2] [--seed 42]
+
+Reads the aligned cubes and PSF maps of real fields that ``code/real_sky.py --data-dir`` prepared, injects
+``--draws`` independent skies of simulated objects into each (at the field's own PSF, measured on its stars,
+converted to the simulator's PSF model; at the density of a simulated field at the field's latitude; away from
+the real sources, which carry no label), cuts the patches of those that photo would catalogue, and writes a
+dataset under ``--out`` whose training split is the base dataset's plus these patches, its validation split the
+base's plus ``--val-draws`` further independent injections per field (so the best epoch and the threshold are
+chosen on both skies), and its test split the base's (the simulated test fields). Train on it with ``code/03_model.py --data-dir OUT``. The fields with labels or the
+reference role (4510-4-30, 8162-6-80) are never injected into, so their real-sky checks stay independent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import numpy as np
+from astropy.coordinates import SkyCoord
+from scipy import ndimage
+
+from stargal import fsio, integrity, sky_models
+from stargal.config import BANDS, FIELD_OVERLAP_ROWS, FRAME_SHAPE, OBJC_TYPE_STAR
+from stargal.cube import read_cube
+from stargal.dataset import resolve_dataset
+from stargal.errors import StargalError
+from stargal.patches import extract_patches, pixel_centres
+from stargal.paths import DataPaths, FieldId
+from stargal.psf import PSFMap, pixel_noise
+from stargal.simulate import DETECTION_SNR, NMGY, in_sweep, star_galaxy_type
+from stargal.tables import OBJECT_DTYPE, markdown_table, read_table, write_table
+
+# measured on the 80 fields of the version-6 training sky: the PSF maps' r50 (g, r, i, z; stage 01's
+# measurement on the simulated stars) against the PSF drawn: r50 = fwhm x (0.530 + 0.408 wing) + 0.286 pixels,
+# 1.8 % median error; inverted here so injected stars measure as the field's real stars do
+R50_PER_FWHM = 0.530
+R50_PER_FWHM_WING = 0.408
+R50_OFFSET = 0.286
+# measured: 600 bright stars injected so into 1035-6-17, 1992-1-87 and 7264-3-111 came out 2-5 % smaller in r50
+# than those fields' real stars (u 3-5 %, g-z 2-3 %); with the core widened by this much per band they measure
+# within 1 % of them (2 % in u)
+FWHM_CORRECTION = {"u": 1.04, "g": 1.02, "r": 1.025, "i": 1.025, "z": 1.025}
+# the real-sky table's E(B-V) (SFD) of the fields injected into for training, and of the two kept for evaluation
+EBV = {"1035-6-17": 0.06, "1992-1-87": 0.04, "7264-3-111": 0.05}
+HELD_OUT_EBV = {"4510-4-30": 0.00, "8162-6-80": 0.03}
+R_BINS = ((0.0, 21.0), (21.0, 22.0), (22.0, 99.0))
+BRIGHTEST_R = 15.0  # brighter injected objects would saturate; real frames have interpolated cores there
+SOURCE_MASK_SIGMA = 3.0  # a 3x3 box mean this significant in r marks a real source ...
+SOURCE_MASK_GROW = 4  # ... and this many pixels around it take no injected centre
+VAL_DRAW_START = 1000  # validation draws are numbered from here: never the same objects as a training draw
+
+
+def fwhm_from_r50(r50: np.ndarray, wing: float, band: str) -> np.ndarray:
+    """The simulator's PSF core FWHM (pixels) whose stars stage 01 measures at half-light radius ``r50``."""
+    fwhm = (r50 - R50_OFFSET) / (R50_PER_FWHM + R50_PER_FWHM_WING * wing) * FWHM_CORRECTION[band]
+    return np.clip(fwhm, 1.0, None)
+
+
+def source_mask(r_band: np.ndarray, sigma: float) -> np.ndarray:
+    """Pixels on or next to a real source (no injected centre goes there: real sources have no label)."""
+    box = ndimage.uniform_filter(np.nan_to_num(r_band), 3)
+    hot = box > SOURCE_MASK_SIGMA * sigma / 3.0  # the mean of 9 pixels has a third of one pixel's noise
+    return ndimage.binary_dilation(hot, iterations=SOURCE_MASK_GROW)
+
+
+def draw_objects(rng: np.random.Generator, n_star: int, n_gal: int, ebv: float) -> np.ndarray:
+    """Simulated stars and galaxies (their populations as the simulator draws them), reddened by ``ebv``."""
+    pop = np.concatenate([sky_models.draw_stars(rng, n_star), sky_models.draw_galaxies(rng, n_gal)])
+    pop["mag"] += ebv * np.array([sky_models.EXTINCTION_R[b] for b in BANDS])
+    return pop[pop["mag"][:, 2] > BRIGHTEST_R]
+
+
+def inject(
+    cube: np.ndarray,
+    pmap: PSFMap,
+    sky_to_pix: np.ndarray,
+    pop: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The cube [5, H, W] with ``pop`` rendered at (x, y) and its photon noise; each object's measured PSF and
+    model fluxes [n, 5] (photo-like, on the injected pixels); and its PSF-flux error [n, 5]."""
+    out = cube.copy()
+    n = len(pop)
+    psf_meas, model_meas, psf_err = np.zeros((n, 5)), np.zeros((n, 5)), np.zeros((n, 5))
+    r50 = pmap.at(x, y)
+    for bi, b in enumerate(BANDS):
+        wing = float(rng.uniform(*sky_models.PSF_WING_FRACTION))
+        psf = sky_models.PSF(fwhm_from_r50(r50[:, bi].astype(np.float64), wing, b), wing)
+        sigma = pixel_noise(cube[bi][np.isfinite(cube[bi])])
+        amp, cov, flux = sky_models.object_gaussians(pop, b, psf, sky_to_pix)
+        added = np.zeros(cube.shape[1:], np.float32)
+        sky_models.render(added, x, y, amp, cov, sky_models.stamp_radius(amp, cov, 0.15 * sigma))
+        shot = rng.standard_normal(added.shape, dtype=np.float32) * np.sqrt(
+            np.clip(added, 0, None) * (NMGY[b] / sky_models.GAIN[b]), dtype=np.float32
+        )
+        out[bi] += added + shot
+        # photo measures each object on the frame's pixels: the real sky (neighbours included) is its noise
+        family = sky_models.measurement_family(pop, b, psf, sky_to_pix)
+        noise = np.nan_to_num(cube[bi]) + shot
+        psf_meas[:, bi], model_meas[:, bi] = sky_models.measure_fluxes(noise, x, y, flux, family)
+        ratio, area_psf, _ = sky_models.psf_flux_ratio(pop, b, psf, sky_to_pix)
+        psf_err[:, bi] = np.sqrt(sigma**2 * area_psf + np.clip(flux, 0, None) * NMGY[b] / sky_models.GAIN[b])
+    return out, psf_meas, model_meas, psf_err
+
+
+def catalogued(psf_meas: np.ndarray, psf_err: np.ndarray) -> np.ndarray:
+    """The objects photo would catalogue and the sweeps list (the simulator's rule)."""
+    ok = np.isfinite(psf_meas).all(1) & np.isfinite(psf_err).all(1)
+    snr = np.where(ok[:, None], psf_meas / np.where(psf_err > 0, psf_err, 1), 0)[:, 1:4].max(1)
+    return ok & (snr > DETECTION_SNR) & in_sweep(np.nan_to_num(psf_meas))
+
+
+def object_counts(cube_wcs, shape: tuple[int, int]) -> tuple[float, float]:
+    """Expected stars and galaxies (to the sweeps' depth) of a simulated field at this frame's latitude."""
+    centre = cube_wcs.pixel_to_world(shape[1] / 2, shape[0] / 2)
+    b = abs(float(SkyCoord(centre).galactic.b.deg))
+    area = shape[0] * shape[1] / ((FRAME_SHAPE[0] - FIELD_OVERLAP_ROWS) * FRAME_SHAPE[1])
+    crowding = min(1 / np.sin(np.radians(max(b, 1.0))), sky_models.MAX_STAR_DENSITY)
+
+    def expected(spec: dict) -> float:
+        return sky_models.expected_count(
+            total_bright=spec["per_field"], edges=spec["edges"], slopes=spec["slopes"], limit=22.5
+        )
+
+    return crowding * area * expected(sky_models.STAR_COUNTS), area * expected(sky_models.GALAXY_COUNTS)
+
+
+def field_patches(paths: DataPaths, name: str, draws: range, seed: int, patch_size: int) -> tuple:
+    """(x [n, P, P, 5], y [n], psf [n, 5], objects) of the injections ``draws`` (their numbers seed them) into
+    one real field."""
+    run, camcol, field = (int(v) for v in name.split("-"))
+    fid = FieldId(301, run, camcol, field)
+    integrity.require_field(paths, fid)
+    cube = read_cube(paths.cube(fid))
+    data = np.ascontiguousarray(np.asarray(cube.data, np.float32))
+    pmap = PSFMap.from_dict(fsio.read_json(paths.psf_map(fid)), str(paths.psf_map(fid)))
+    sky_to_pix = np.linalg.inv(cube.wcs.celestial.pixel_scale_matrix * 3600.0)
+    r_sigma = pixel_noise(data[2][np.isfinite(data[2])])
+    free = ~source_mask(data[2], r_sigma)
+    half = patch_size // 2 + 1
+    free[:half], free[-half:], free[:, :half], free[:, -half:] = False, False, False, False
+    n_star, n_gal = object_counts(cube.wcs.celestial, cube.shape)
+    parts = []
+    for draw in draws:
+        rng = np.random.default_rng([seed, run, camcol, field, draw])
+        pop = draw_objects(rng, rng.poisson(n_star), rng.poisson(n_gal), {**EBV, **HELD_OUT_EBV}.get(name, 0.0))
+        x = rng.uniform(0, cube.shape[1] - 1, len(pop))
+        y = rng.uniform(0, cube.shape[0] - 1, len(pop))
+        rows, cols = pixel_centres(x, y)
+        keep = free[np.clip(rows, 0, cube.shape[0] - 1), np.clip(cols, 0, cube.shape[1] - 1)]
+        pop, x, y, rows, cols = pop[keep], x[keep], y[keep], rows[keep], cols[keep]
+        injected, psf_meas, model_meas, psf_err = inject(data, pmap, sky_to_pix, pop, x, y, rng)
+        listed = catalogued(psf_meas, psf_err)
+        label = (star_galaxy_type(psf_meas[listed], model_meas[listed]) == OBJC_TYPE_STAR).astype(np.uint8)
+        patches = extract_patches(injected, rows[listed], cols[listed], patch_size).data
+        objects = np.zeros(int(listed.sum()), OBJECT_DTYPE)
+        objects["objid"] = [f"inj-{name}-{draw}-{i}" for i in range(len(objects))]
+        objects["run"], objects["camcol"], objects["field"] = run, camcol, field
+        objects["id"] = np.arange(len(objects))
+        objects["x"], objects["y"], objects["label"] = x[listed], y[listed], label
+        with np.errstate(divide="ignore", invalid="ignore"):
+            objects["r_psfmag"] = 22.5 - 2.5 * np.log10(psf_meas[listed, 2])
+            objects["r_modelmag"] = 22.5 - 2.5 * np.log10(model_meas[listed, 2])
+        psf_feature = pmap.at(cols[listed], rows[listed])
+        parts.append((patches, label, psf_feature, objects))
+        truth_star = pop["star"][listed]
+        print(
+            f"  {name} draw {draw}: {len(pop)} injected, {listed.sum()} catalogued, {label.mean():.1%} labelled star "
+            f"(true stars {truth_star.mean():.1%}, label = truth {np.mean(label == truth_star):.1%})",
+            file=sys.stderr,
+            flush=True,
+        )
+    return tuple(np.concatenate([p[k] for p in parts]) for k in range(4))
+
+
+def write_dataset(base: DataPaths, base_name: str, out: DataPaths, extra: dict[str, tuple], record: dict) -> str:
+    """A dataset under ``out``: the base's splits, each extended by ``extra[split]`` (x, y, psf, objects) where
+    given; sealed."""
+    meta = integrity.require_dataset(base, base_name)
+    name = f"{base_name}_inj"
+    counts = dict(meta["counts"])
+    with fsio.OutputSet(out.dataset_json(name)) as output:
+        for split in ("train", "val", "test"):
+            x = fsio.load_npy(base.split_x(base_name, split))
+            y = fsio.load_npy(base.split_y(base_name, split))
+            psf = fsio.load_npy(base.split_psf(base_name, split))
+            objects = read_table(base.split_objects(base_name, split), OBJECT_DTYPE)
+            if split in extra:
+                x_extra, y_extra, psf_extra, objects_extra = extra[split]
+                x = np.concatenate([x, x_extra.astype(x.dtype)])
+                y = np.concatenate([y, y_extra.astype(y.dtype)])
+                psf = np.concatenate([psf, psf_extra.astype(psf.dtype)])
+                objects = np.concatenate([objects, objects_extra])
+                n, stars = len(y), int(y.sum())
+                counts[split] = {"n": n, "stars": stars, "galaxies": n - stars, "star_fraction": round(stars / n, 4)}
+            fsio.save_npy(output.path(out.split_x(name, split)), x)
+            fsio.save_npy(output.path(out.split_y(name, split)), y)
+            fsio.save_npy(output.path(out.split_psf(name, split)), psf)
+            write_table(output.path(out.split_objects(name, split)), objects)
+        content = {k: v for k, v in meta.items() if k != fsio.INTEGRITY_KEY}
+        content.update(name=name, counts=counts, injection=record)
+        output.commit(content)
+    fsio.write_text(out.latest_dataset, name + "\n")
+    return name
+
+
+def injected_scores(star: np.ndarray, called: np.ndarray, r: np.ndarray) -> list[str]:
+    """Table cells: MCC, then per r bin (R_BINS) the stars called star and the galaxies called star."""
+    from stargal.metrics import mcc_from_counts
+
+    tp, fp = (called & star).sum(), (called & ~star).sum()
+    fn, tn = (~called & star).sum(), (~called & ~star).sum()
+    cells = [f"{float(mcc_from_counts(tn, fp, fn, tp)):.3f}"]
+    for kind in (star, ~star):
+        for lo, hi in R_BINS:
+            sel = kind & (r >= lo) & (r < hi)
+            cells.append(f"{called[sel].mean():.1%} ({called[sel].sum()}/{sel.sum()})" if sel.any() else "-")
+    return cells
+
+
+def evaluate(real: DataPaths, models: list[str], fields: list[str], draws: range, seed: int) -> str:
+    """A Markdown table: each model on fresh injections into each field (never a training draw)."""
+    from stargal.model import predict
+    from stargal.stages.predict import load_bundle, resolve_model_dir
+
+    bundles = [load_bundle(resolve_model_dir(real, m)) for m in models]
+    size = {b.patch_size for b in bundles}
+    if len(size) != 1:
+        raise StargalError(f"the models take different patch sizes ({sorted(size)})")
+    header = ["model", "field", "objects", "MCC"] + [f"stars called star, r {lo:g}-{hi:g}" for lo, hi in R_BINS]
+    header += [f"galaxies called star, r {lo:g}-{hi:g}" for lo, hi in R_BINS]
+    header = [h.replace("-99", "+").replace("r 0-", "r < ") for h in header]
+    rows = []
+    for name in fields:
+        x, y, psf, objects = field_patches(real, name, draws, seed, bundles[0].patch_size)
+        for bundle in bundles:
+            called = predict(bundle.model, x, psf, tta=bool(bundle.meta.get("tta", False))) >= bundle.threshold
+            rows.append([bundle.name, name, len(y), *injected_scores(y.astype(bool), called, objects["r_psfmag"])])
+    return markdown_table(header, rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--real-data-dir", required=True, help="data folder where real_sky.py aligned the fields")
+    parser.add_argument("--base-data-dir", help="data folder with the simulated base dataset (building)")
+    parser.add_argument("--dataset", default=None, help="base dataset (default: the latest there)")
+    parser.add_argument("--out", help="data folder for the combined dataset (building)")
+    parser.add_argument("--fields", nargs="+", default=None, help="real fields RUN-CAMCOL-FIELD")
+    parser.add_argument("--draws", type=int, default=12, help="independent injections per field for training")
+    parser.add_argument("--val-draws", type=int, default=2, help="further injections per field for validation")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument(
+        "--evaluate",
+        nargs="+",
+        metavar="MODEL",
+        help="instead of building: score these models (pretrained, a folder or a model of --real-data-dir) on "
+        "--val-draws fresh injections per field (default fields: "
+        "the training fields and the held-out 4510-4-30 and 8162-6-80)",
+    )
+    args = parser.parse_args(argv)
+    if not args.evaluate and not (args.base_data_dir and args.out):
+        parser.error("building needs --base-data-dir and --out (or pass --evaluate MODEL ...)")
+    try:
+        real = DataPaths.at(args.real_data_dir)
+        start = time.monotonic()
+        if args.evaluate:
+            fields = args.fields or [*EBV, *HELD_OUT_EBV]
+            draws = range(VAL_DRAW_START, VAL_DRAW_START + args.val_draws)
+            print(evaluate(real, args.evaluate, fields, draws, args.seed))
+            return 0
+        base, out = DataPaths.at(args.base_data_dir), DataPaths.at(args.out)
+        base_name = resolve_dataset(base, args.dataset)
+        patch_size = int(fsio.read_json(base.dataset_json(base_name))["patch_size"])
+        fields = args.fields or list(EBV)
+        draws = {"train": range(args.draws), "val": range(VAL_DRAW_START, VAL_DRAW_START + args.val_draws)}
+        extra = {}
+        for split, numbers in draws.items():
+            parts = [field_patches(real, f, numbers, args.seed, patch_size) for f in fields]
+            extra[split] = tuple(np.concatenate([p[k] for p in parts]) for k in range(4))
+        record = {"fields": fields, "draws": args.draws, "val_draws": args.val_draws, "seed": args.seed,
+                  "patches": {s: len(e[1]) for s, e in extra.items()},
+                  "star_fraction": {s: round(float(e[1].mean()), 4) for s, e in extra.items()}}  # fmt: skip
+        name = write_dataset(base, base_name, out, extra, record)
+    except StargalError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    added = ", ".join(f"{len(e[1])} to {s}" for s, e in extra.items())
+    print(f"{name}: injected patches added: {added} ({time.monotonic() - start:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
