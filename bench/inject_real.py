@@ -3,10 +3,10 @@
 pipelines: the objects, their labels (photo's type rule on fluxes measured on the very pixels) and their PSF
 are the simulator's; the background, its noise, its residuals and the real neighbours are the real sky's.
 
-    bench/inject_real.py --real-data-dir /work/real/real --base-data-dir /work/v6b --out /work/inj \
+    bench/inject_real.py --data-dir DATA --base-data-dir /big/stargal-training --out /big/injected \
         [--fields 1035-6-17 1992-1-87 7264-3-111] [--draws 12] [--val-draws 2] [--seed 42]
 
-Reads the aligned cubes and PSF maps of real fields that ``code/real_sky.py --data-dir`` prepared, injects
+Reads the aligned cubes and PSF maps of the real fields that ``code/real_sky.py --data-dir DATA`` prepared, injects
 ``--draws`` independent skies of simulated objects into each (at the field's own PSF, measured on its stars,
 converted to the simulator's PSF model; at the density of a simulated field at the field's latitude; away from
 the real sources, which carry no label), cuts the patches of those that photo would catalogue, and writes a
@@ -250,7 +250,7 @@ def evaluate(real: DataPaths, models: list[str], fields: list[str], draws: range
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--real-data-dir", required=True, help="data folder where real_sky.py aligned the fields")
+    parser.add_argument("--data-dir", required=True, help="the data folder real_sky.py evaluated the real fields in")
     parser.add_argument("--base-data-dir", help="data folder with the simulated base dataset (building)")
     parser.add_argument("--dataset", default=None, help="base dataset (default: the latest there)")
     parser.add_argument("--out", help="data folder for the combined dataset (building)")
@@ -262,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         "--evaluate",
         nargs="+",
         metavar="MODEL",
-        help="instead of building: score these models (pretrained, a folder or a model of --real-data-dir) on "
+        help="instead of building: score these models (pretrained, a folder or a model of the real fields' data folder) on "
         "--val-draws fresh injections per field (default fields: "
         "the training fields and the held-out 4510-4-30 and 8162-6-80)",
     )
@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.evaluate and not (args.base_data_dir and args.out):
         parser.error("building needs --base-data-dir and --out (or pass --evaluate MODEL ...)")
     try:
-        real = DataPaths.at(args.real_data_dir)
+        real = DataPaths.at(args.data_dir).real_fields
         start = time.monotonic()
         if args.evaluate:
             fields = args.fields or [*EBV, *HELD_OUT_EBV]

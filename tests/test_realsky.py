@@ -561,8 +561,10 @@ def test_inject_bench_extends_a_dataset_and_scores_a_model_on_fresh_injections(o
     bench = _load_bench("inject_real")
     base, out = DataPaths(tmp_path / "base"), DataPaths(tmp_path / "out")
     _tiny_dataset(base, "tiny")
-    real = str(one_field["paths"].root)
-    args = ["--real-data-dir", real, "--base-data-dir", str(base.root), "--out", str(out.root), "--fields", "8162-6-80"]
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "real").symlink_to(one_field["paths"].root)  # as real_sky.py lays out its fields
+    real = str(tmp_path / "data")
+    args = ["--data-dir", real, "--base-data-dir", str(base.root), "--out", str(out.root), "--fields", "8162-6-80"]
     assert bench.main([*args, "--draws", "1", "--val-draws", "1"]) == 0
     data = load_dataset(out, "tiny_inj")  # sealed, shapes and labels checked
     added = {s: len(data[s]["y"]) - 6 for s in ("train", "val", "test")}
@@ -574,7 +576,7 @@ def test_inject_bench_extends_a_dataset_and_scores_a_model_on_fresh_injections(o
     np.testing.assert_array_equal(data["test"]["x"], load_dataset(base, "tiny")["test"]["x"])
     capsys.readouterr()
     # the shipped model on fresh injections into a simulated field: labels and patches line up
-    evaluate = ["--real-data-dir", real, "--fields", "8162-6-80", "--val-draws", "1", "--evaluate"]
+    evaluate = ["--data-dir", real, "--fields", "8162-6-80", "--val-draws", "1", "--evaluate"]
     assert bench.main([*evaluate, str(tmp_path / "no-model")]) == 1
     assert "no-model" in capsys.readouterr().err
     assert bench.main([*evaluate, "pretrained"]) == 0
@@ -583,4 +585,4 @@ def test_inject_bench_extends_a_dataset_and_scores_a_model_on_fresh_injections(o
     assert int(cells[2]) > 300 and float(cells[3]) > 0.6  # MCC
     assert float(cells[4].split("%")[0]) > 95  # bright stars called star
     with pytest.raises(SystemExit):
-        bench.main(["--real-data-dir", real])  # neither building nor evaluating
+        bench.main(["--data-dir", real])  # neither building nor evaluating
