@@ -1,19 +1,26 @@
 #!/usr/bin/env python3
-"""Training data from simulated sources injected into real SDSS frames, as survey teams calibrate their
-pipelines: the objects, their labels (photo's type rule on fluxes measured on the very pixels) and their PSF
-are the simulator's; the background, its noise, its residuals and the real neighbours are the real sky's.
+"""Simulated sources injected into real SDSS frames, as survey teams calibrate their pipelines: the objects,
+their labels (photo's type rule on fluxes measured on the very pixels) and their PSF are the simulator's; the
+background, its noise, its residuals and the real neighbours are the real sky's. Training data, and a check of
+models on real backgrounds with exact labels.
 
     bench/inject_real.py --data-dir DATA --base-data-dir /big/stargal-training --out /big/injected \
         [--fields 1035-6-17 1992-1-87 7264-3-111] [--draws 12] [--val-draws 2] [--seed 42]
+    bench/inject_real.py --data-dir DATA --evaluate pretrained MODEL_DIR ... [--val-draws 3]
 
-Reads the aligned cubes and PSF maps of the real fields that ``code/real_sky.py --data-dir DATA`` prepared, injects
-``--draws`` independent skies of simulated objects into each (at the field's own PSF, measured on its stars,
+Reads the aligned cubes and PSF maps of the real fields that ``code/real_sky.py --data-dir DATA`` prepared and
+injects independent skies of simulated objects into each (at the field's own PSF, measured on its stars and
 converted to the simulator's PSF model; at the density of a simulated field at the field's latitude; away from
-the real sources, which carry no label), cuts the patches of those that photo would catalogue, and writes a
-dataset under ``--out`` whose training split is the base dataset's plus these patches, its validation split the
-base's plus ``--val-draws`` further independent injections per field (so the best epoch and the threshold are
-chosen on both skies), and its test split the base's (the simulated test fields). Train on it with ``code/03_model.py --data-dir OUT``. The fields with labels or the
-reference role (4510-4-30, 8162-6-80) are never injected into, so their real-sky checks stay independent.
+the real sources, which carry no label); the patches are those of the objects photo would catalogue.
+
+Building writes a dataset under ``--out``: the base dataset's training split plus ``--draws`` injections per
+field, its validation split plus ``--val-draws`` further ones (so the best epoch and the threshold are chosen on
+both skies), its test split (the simulated test fields) as it is. Train on it with
+``code/03_model.py --data-dir OUT``. The fields with labels or the reference role (4510-4-30, 8162-6-80) are not
+injected into by default, so their real-sky checks stay independent.
+
+``--evaluate`` scores models on ``--val-draws`` fresh injections (never a training draw) into the training fields
+and those two held-out ones.
 """
 
 from __future__ import annotations
@@ -107,7 +114,7 @@ def inject(
         family = sky_models.measurement_family(pop, b, psf, sky_to_pix)
         noise = np.nan_to_num(cube[bi]) + shot
         psf_meas[:, bi], model_meas[:, bi] = sky_models.measure_fluxes(noise, x, y, flux, family)
-        ratio, area_psf, _ = sky_models.psf_flux_ratio(pop, b, psf, sky_to_pix)
+        _, area_psf, _ = sky_models.psf_flux_ratio(pop, b, psf, sky_to_pix)
         psf_err[:, bi] = np.sqrt(sigma**2 * area_psf + np.clip(flux, 0, None) * NMGY[b] / sky_models.GAIN[b])
     return out, psf_meas, model_meas, psf_err
 
@@ -137,7 +144,10 @@ def object_counts(cube_wcs, shape: tuple[int, int]) -> tuple[float, float]:
 def field_patches(paths: DataPaths, name: str, draws: range, seed: int, patch_size: int) -> tuple:
     """(x [n, P, P, 5], y [n], psf [n, 5], objects) of the injections ``draws`` (their numbers seed them) into
     one real field."""
-    run, camcol, field = (int(v) for v in name.split("-"))
+    try:
+        run, camcol, field = (int(v) for v in name.split("-"))
+    except ValueError:
+        raise StargalError(f"--fields {name!r}: expected RUN-CAMCOL-FIELD, e.g. 1035-6-17") from None
     fid = FieldId(301, run, camcol, field)
     integrity.require_field(paths, fid)
     cube = read_cube(paths.cube(fid))
@@ -149,10 +159,13 @@ def field_patches(paths: DataPaths, name: str, draws: range, seed: int, patch_si
     half = patch_size // 2 + 1
     free[:half], free[-half:], free[:, :half], free[:, -half:] = False, False, False, False
     n_star, n_gal = object_counts(cube.wcs.celestial, cube.shape)
+    ebv = {**EBV, **HELD_OUT_EBV}.get(name)
+    if ebv is None:
+        print(f"  {name}: E(B-V) not in this bench's table; objects injected unreddened", file=sys.stderr)
     parts = []
     for draw in draws:
         rng = np.random.default_rng([seed, run, camcol, field, draw])
-        pop = draw_objects(rng, rng.poisson(n_star), rng.poisson(n_gal), {**EBV, **HELD_OUT_EBV}.get(name, 0.0))
+        pop = draw_objects(rng, rng.poisson(n_star), rng.poisson(n_gal), ebv or 0.0)
         x = rng.uniform(0, cube.shape[1] - 1, len(pop))
         y = rng.uniform(0, cube.shape[0] - 1, len(pop))
         rows, cols = pixel_centres(x, y)
@@ -267,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
         "the training fields and the held-out 4510-4-30 and 8162-6-80)",
     )
     args = parser.parse_args(argv)
+    if args.draws < 1 or args.val_draws < 1:
+        parser.error("--draws and --val-draws must be at least 1")
     if not args.evaluate and not (args.base_data_dir and args.out):
         parser.error("building needs --base-data-dir and --out (or pass --evaluate MODEL ...)")
     try:
