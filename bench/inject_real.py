@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from typing import NamedTuple
 
 import numpy as np
 from astropy.coordinates import SkyCoord
@@ -41,7 +42,8 @@ from stargal.errors import StargalError
 from stargal.patches import extract_patches, pixel_centres
 from stargal.paths import DataPaths, FieldId
 from stargal.psf import PSFMap, pixel_noise
-from stargal.simulate import DETECTION_SNR, NMGY, in_sweep, star_galaxy_type
+from stargal.simulate import NMGY, detected, expected_object_counts, star_galaxy_type
+from stargal.stages.preparation import class_counts
 from stargal.tables import OBJECT_DTYPE, markdown_table, read_table, write_table
 
 # measured on the 80 fields of the version-6 training sky: the PSF maps' r50 (g, r, i, z; stage 01's
@@ -91,10 +93,12 @@ def inject(
     pop: np.ndarray,
     x: np.ndarray,
     y: np.ndarray,
+    sigma: np.ndarray,
     rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The cube [5, H, W] with ``pop`` rendered at (x, y) and its photon noise; each object's measured PSF and
-    model fluxes [n, 5] (photo-like, on the injected pixels); and its PSF-flux error [n, 5]."""
+    """The cube [5, H, W] (pixel noise ``sigma`` per band) with ``pop`` rendered at (x, y) and its photon noise;
+    each object's measured PSF and model fluxes [n, 5] (photo-like, on the injected pixels); and its PSF-flux
+    error [n, 5]."""
     out = cube.copy()
     n = len(pop)
     psf_meas, model_meas, psf_err = np.zeros((n, 5)), np.zeros((n, 5)), np.zeros((n, 5))
@@ -102,10 +106,9 @@ def inject(
     for bi, b in enumerate(BANDS):
         wing = float(rng.uniform(*sky_models.PSF_WING_FRACTION))
         psf = sky_models.PSF(fwhm_from_r50(r50[:, bi].astype(np.float64), wing, b), wing)
-        sigma = pixel_noise(cube[bi][np.isfinite(cube[bi])])
         amp, cov, flux = sky_models.object_gaussians(pop, b, psf, sky_to_pix)
         added = np.zeros(cube.shape[1:], np.float32)
-        sky_models.render(added, x, y, amp, cov, sky_models.stamp_radius(amp, cov, 0.15 * sigma))
+        sky_models.render(added, x, y, amp, cov, sky_models.stamp_radius(amp, cov, 0.15 * sigma[bi]))
         shot = rng.standard_normal(added.shape, dtype=np.float32) * np.sqrt(
             np.clip(added, 0, None) * (NMGY[b] / sky_models.GAIN[b]), dtype=np.float32
         )
@@ -115,35 +118,27 @@ def inject(
         noise = np.nan_to_num(cube[bi]) + shot
         psf_meas[:, bi], model_meas[:, bi] = sky_models.measure_fluxes(noise, x, y, flux, family)
         _, area_psf, _ = sky_models.psf_flux_ratio(pop, b, psf, sky_to_pix)
-        psf_err[:, bi] = np.sqrt(sigma**2 * area_psf + np.clip(flux, 0, None) * NMGY[b] / sky_models.GAIN[b])
+        psf_err[:, bi] = np.sqrt(sigma[bi] ** 2 * area_psf + np.clip(flux, 0, None) * NMGY[b] / sky_models.GAIN[b])
     return out, psf_meas, model_meas, psf_err
 
 
-def catalogued(psf_meas: np.ndarray, psf_err: np.ndarray) -> np.ndarray:
-    """The objects photo would catalogue and the sweeps list (the simulator's rule)."""
-    ok = np.isfinite(psf_meas).all(1) & np.isfinite(psf_err).all(1)
-    snr = np.where(ok[:, None], psf_meas / np.where(psf_err > 0, psf_err, 1), 0)[:, 1:4].max(1)
-    return ok & (snr > DETECTION_SNR) & in_sweep(np.nan_to_num(psf_meas))
+class RealField(NamedTuple):
+    """A real field as the injections need it, read once: its cube, PSF map and pixel noise per band, where
+    injected centres may go, and how many objects a simulated field at its latitude holds."""
+
+    name: str
+    fid: FieldId
+    data: np.ndarray  # float32 [5, H, W]
+    pmap: PSFMap
+    sky_to_pix: np.ndarray
+    sigma: np.ndarray  # [5]
+    free: np.ndarray  # bool [H, W]
+    expected: tuple[float, float]  # stars, galaxies
+    ebv: float | None
 
 
-def object_counts(cube_wcs, shape: tuple[int, int]) -> tuple[float, float]:
-    """Expected stars and galaxies (to the sweeps' depth) of a simulated field at this frame's latitude."""
-    centre = cube_wcs.pixel_to_world(shape[1] / 2, shape[0] / 2)
-    b = abs(float(SkyCoord(centre).galactic.b.deg))
-    area = shape[0] * shape[1] / ((FRAME_SHAPE[0] - FIELD_OVERLAP_ROWS) * FRAME_SHAPE[1])
-    crowding = min(1 / np.sin(np.radians(max(b, 1.0))), sky_models.MAX_STAR_DENSITY)
-
-    def expected(spec: dict) -> float:
-        return sky_models.expected_count(
-            total_bright=spec["per_field"], edges=spec["edges"], slopes=spec["slopes"], limit=22.5
-        )
-
-    return crowding * area * expected(sky_models.STAR_COUNTS), area * expected(sky_models.GALAXY_COUNTS)
-
-
-def field_patches(paths: DataPaths, name: str, draws: range, seed: int, patch_size: int) -> tuple:
-    """(x [n, P, P, 5], y [n], psf [n, 5], objects) of the injections ``draws`` (their numbers seed them) into
-    one real field."""
+def load_field(paths: DataPaths, name: str, patch_size: int) -> RealField:
+    """A real field real_sky.py prepared, by name RUN-CAMCOL-FIELD."""
     try:
         run, camcol, field = (int(v) for v in name.split("-"))
     except ValueError:
@@ -153,31 +148,41 @@ def field_patches(paths: DataPaths, name: str, draws: range, seed: int, patch_si
     cube = read_cube(paths.cube(fid))
     data = np.ascontiguousarray(np.asarray(cube.data, np.float32))
     pmap = PSFMap.from_dict(fsio.read_json(paths.psf_map(fid)), str(paths.psf_map(fid)))
-    sky_to_pix = np.linalg.inv(cube.wcs.celestial.pixel_scale_matrix * 3600.0)
-    r_sigma = pixel_noise(data[2][np.isfinite(data[2])])
-    free = ~source_mask(data[2], r_sigma)
+    sigma = np.array([pixel_noise(band[np.isfinite(band)]) for band in data])
+    free = ~source_mask(data[2], sigma[2])
     half = patch_size // 2 + 1
     free[:half], free[-half:], free[:, :half], free[:, -half:] = False, False, False, False
-    n_star, n_gal = object_counts(cube.wcs.celestial, cube.shape)
+    centre = cube.wcs.celestial.pixel_to_world(cube.shape[1] / 2, cube.shape[0] / 2)
+    latitude = max(abs(float(SkyCoord(centre).galactic.b.deg)), 1.0)
+    area = cube.shape[0] * cube.shape[1] / ((FRAME_SHAPE[0] - FIELD_OVERLAP_ROWS) * FRAME_SHAPE[1])
     ebv = {**EBV, **HELD_OUT_EBV}.get(name)
     if ebv is None:
         print(f"  {name}: E(B-V) not in this bench's table; objects injected unreddened", file=sys.stderr)
+    sky_to_pix = np.linalg.inv(cube.wcs.celestial.pixel_scale_matrix * 3600.0)
+    return RealField(name, fid, data, pmap, sky_to_pix, sigma, free, expected_object_counts(latitude, area), ebv)
+
+
+def field_patches(field: RealField, draws: range, seed: int, patch_size: int) -> tuple:
+    """(x [n, P, P, 5], y [n], psf [n, 5], objects) of the injections ``draws`` (their numbers seed them) into
+    one real field."""
+    name, (_, run, camcol, number), data, pmap = field.name, field.fid, field.data, field.pmap
+    shape = data.shape[1:]
     parts = []
     for draw in draws:
-        rng = np.random.default_rng([seed, run, camcol, field, draw])
-        pop = draw_objects(rng, rng.poisson(n_star), rng.poisson(n_gal), ebv or 0.0)
-        x = rng.uniform(0, cube.shape[1] - 1, len(pop))
-        y = rng.uniform(0, cube.shape[0] - 1, len(pop))
+        rng = np.random.default_rng([seed, run, camcol, number, draw])
+        pop = draw_objects(rng, rng.poisson(field.expected[0]), rng.poisson(field.expected[1]), field.ebv or 0.0)
+        x = rng.uniform(0, shape[1] - 1, len(pop))
+        y = rng.uniform(0, shape[0] - 1, len(pop))
         rows, cols = pixel_centres(x, y)
-        keep = free[np.clip(rows, 0, cube.shape[0] - 1), np.clip(cols, 0, cube.shape[1] - 1)]
+        keep = field.free[np.clip(rows, 0, shape[0] - 1), np.clip(cols, 0, shape[1] - 1)]
         pop, x, y, rows, cols = pop[keep], x[keep], y[keep], rows[keep], cols[keep]
-        injected, psf_meas, model_meas, psf_err = inject(data, pmap, sky_to_pix, pop, x, y, rng)
-        listed = catalogued(psf_meas, psf_err)
+        injected, psf_meas, model_meas, psf_err = inject(data, pmap, field.sky_to_pix, pop, x, y, field.sigma, rng)
+        listed = detected(psf_meas, psf_err)
         label = (star_galaxy_type(psf_meas[listed], model_meas[listed]) == OBJC_TYPE_STAR).astype(np.uint8)
         patches = extract_patches(injected, rows[listed], cols[listed], patch_size).data
         objects = np.zeros(int(listed.sum()), OBJECT_DTYPE)
         objects["objid"] = [f"inj-{name}-{draw}-{i}" for i in range(len(objects))]
-        objects["run"], objects["camcol"], objects["field"] = run, camcol, field
+        objects["run"], objects["camcol"], objects["field"] = run, camcol, number
         objects["id"] = np.arange(len(objects))
         objects["x"], objects["y"], objects["label"] = x[listed], y[listed], label
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -213,8 +218,7 @@ def write_dataset(base: DataPaths, base_name: str, out: DataPaths, extra: dict[s
                 y = np.concatenate([y, y_extra.astype(y.dtype)])
                 psf = np.concatenate([psf, psf_extra.astype(psf.dtype)])
                 objects = np.concatenate([objects, objects_extra])
-                n, stars = len(y), int(y.sum())
-                counts[split] = {"n": n, "stars": stars, "galaxies": n - stars, "star_fraction": round(stars / n, 4)}
+                counts[split] = class_counts(y)
             fsio.save_npy(output.path(out.split_x(name, split)), x)
             fsio.save_npy(output.path(out.split_y(name, split)), y)
             fsio.save_npy(output.path(out.split_psf(name, split)), psf)
@@ -254,7 +258,8 @@ def evaluate(real: DataPaths, models: list[str], fields: list[str], draws: range
     header = [h.replace("-99", "+").replace("r 0-", "r < ") for h in header]
     rows = []
     for name in fields:
-        x, y, psf, objects = field_patches(real, name, draws, seed, bundles[0].patch_size)
+        field = load_field(real, name, bundles[0].patch_size)
+        x, y, psf, objects = field_patches(field, draws, seed, bundles[0].patch_size)
         for bundle in bundles:
             called = predict(bundle.model, x, psf, tta=bool(bundle.meta.get("tta", False))) >= bundle.threshold
             rows.append([bundle.name, name, len(y), *injected_scores(y.astype(bool), called, objects["r_psfmag"])])
@@ -297,10 +302,12 @@ def main(argv: list[str] | None = None) -> int:
         patch_size = int(fsio.read_json(base.dataset_json(base_name))["patch_size"])
         fields = args.fields or list(EBV)
         draws = {"train": range(args.draws), "val": range(VAL_DRAW_START, VAL_DRAW_START + args.val_draws)}
-        extra = {}
-        for split, numbers in draws.items():
-            parts = [field_patches(real, f, numbers, args.seed, patch_size) for f in fields]
-            extra[split] = tuple(np.concatenate([p[k] for p in parts]) for k in range(4))
+        parts = {split: [] for split in draws}
+        for name in fields:
+            field = load_field(real, name, patch_size)  # once for both splits
+            for split, numbers in draws.items():
+                parts[split].append(field_patches(field, numbers, args.seed, patch_size))
+        extra = {split: tuple(np.concatenate([p[k] for p in got]) for k in range(4)) for split, got in parts.items()}
         record = {"fields": fields, "draws": args.draws, "val_draws": args.val_draws, "seed": args.seed,
                   "patches": {s: len(e[1]) for s, e in extra.items()},
                   "star_fraction": {s: round(float(e[1].mean()), 4) for s, e in extra.items()}}  # fmt: skip

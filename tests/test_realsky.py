@@ -19,7 +19,6 @@ from stargal.psf import (
     fit_psf_map,
     measure_psf_map,
     outside_trained_range,
-    pixel_noise,
     trained_psf_range,
     widen_psf,
 )
@@ -503,11 +502,8 @@ def test_injected_sources_look_like_the_fields_own_and_get_photos_labels(one_fie
     stars are labelled star and bright extended galaxies galaxy; objects far below the sweeps' limit are not
     catalogued."""
     bench = _load_bench("inject_real")
-    paths, fid = one_field["paths"], one_field["fid"]
-    cube = read_cube(paths.cube(fid))
-    data = np.ascontiguousarray(np.asarray(cube.data, np.float32))
-    pmap = PSFMap.from_dict(read_json(paths.psf_map(fid)))
-    sky_to_pix = np.linalg.inv(cube.wcs.celestial.pixel_scale_matrix * 3600.0)
+    field = bench.load_field(one_field["paths"], "8162-6-80", 25)
+    data, pmap, shape = field.data, field.pmap, field.data.shape[1:]
     rng = np.random.default_rng(0)
     stars = sky_models.draw_stars(rng, 6000)
     stars = stars[(stars["mag"][:, 2] > 16) & (stars["mag"][:, 2] < 19.5)][:400]
@@ -516,17 +512,16 @@ def test_injected_sources_look_like_the_fields_own_and_get_photos_labels(one_fie
     faint = sky_models.draw_stars(rng, 100)
     faint["mag"] = 26.0
     pop = np.concatenate([stars, galaxies, faint])
-    free = ~bench.source_mask(data[2], pixel_noise(data[2]))
-    x = rng.uniform(30, cube.shape[1] - 30, 4 * len(pop))
-    y = rng.uniform(30, cube.shape[0] - 30, 4 * len(pop))
-    on_free = free[np.round(y).astype(int), np.round(x).astype(int)]
+    x = rng.uniform(30, shape[1] - 30, 4 * len(pop))
+    y = rng.uniform(30, shape[0] - 30, 4 * len(pop))
+    on_free = field.free[np.round(y).astype(int), np.round(x).astype(int)]
     assert on_free.mean() > 0.6  # most of a high-latitude frame is sky
     x, y = x[on_free][: len(pop)], y[on_free][: len(pop)]
-    injected, psf_flux, model_flux, psf_err = bench.inject(data, pmap, sky_to_pix, pop, x, y, rng)
+    injected, psf_flux, model_flux, psf_err = bench.inject(data, pmap, field.sky_to_pix, pop, x, y, field.sigma, rng)
     assert injected.shape == data.shape and not np.shares_memory(injected, data)
-    measured = measure_psf_map(injected, cube.bands).centre()  # now ~10 injected stars to each of the field's
+    measured = measure_psf_map(injected, "ugriz").centre()  # now ~10 injected stars to each of the field's
     np.testing.assert_allclose(measured[1:], pmap.centre()[1:], rtol=0.04)  # g r i z
-    listed = bench.catalogued(psf_flux, psf_err)
+    listed = simulate.detected(psf_flux, psf_err)
     kind = simulate.star_galaxy_type(psf_flux, model_flux)
     n_star, n_gal = len(stars), len(galaxies)
     assert listed[: n_star + n_gal].all() and not listed[n_star + n_gal :].any()

@@ -250,11 +250,9 @@ def _cell_population(
     margin = 20
     area_frac = step * (cols + 2 * margin) / ((FRAME_SHAPE[0] - FIELD_OVERLAP_ROWS) * FRAME_SHAPE[1])
     cond = field_conditions(seed, run, camcol, field, seeing)
-    crowding = min(1 / np.sin(np.radians(cond.latitude)), sky_models.MAX_STAR_DENSITY)  # stars follow csc|b|
-    n_star = rng.poisson(
-        crowding * area_frac * sky_models.expected_count(limit=22.5, **_counts(sky_models.STAR_COUNTS))
-    )
-    n_gal = rng.poisson(area_frac * sky_models.expected_count(limit=22.5, **_counts(sky_models.GALAXY_COUNTS)))
+    expected_stars, expected_galaxies = expected_object_counts(cond.latitude, area_frac)
+    n_star = rng.poisson(expected_stars)
+    n_gal = rng.poisson(expected_galaxies)
     pop = np.concatenate([sky_models.draw_stars(rng, n_star), sky_models.draw_galaxies(rng, n_gal)])
     pop["mag"] += cond.ebv * np.array([sky_models.EXTINCTION_R[b] for b in BANDS])
     pop = pop[rng.permutation(len(pop))]
@@ -271,6 +269,16 @@ def _cell_population(
         pop["x"][pair] = pop["x"][host] + sep * np.cos(ang)
         pop["y"][pair] = np.clip(pop["y"][host] + sep * np.sin(ang), y0, y0 + step - 1e-6)
     return pop
+
+
+def expected_object_counts(latitude: float, area_frac: float) -> tuple[float, float]:
+    """Expected stars and galaxies (to r = 22.5) on ``area_frac`` of a field's own area at |b| = ``latitude``
+    (degrees): stars follow csc|b| up to the Galactic plane's crowding."""
+    crowding = min(1 / np.sin(np.radians(latitude)), sky_models.MAX_STAR_DENSITY)
+    return (
+        crowding * area_frac * sky_models.expected_count(limit=22.5, **_counts(sky_models.STAR_COUNTS)),
+        area_frac * sky_models.expected_count(limit=22.5, **_counts(sky_models.GALAXY_COUNTS)),
+    )
 
 
 def _counts(spec: dict) -> dict:
@@ -369,14 +377,19 @@ def make_cell(
         modelflux = np.where(np.isfinite(model_m), model_m, modelflux)
     # detection: S/N > 5 in g, r or i; the sweeps' magnitude limits; only objects centred on the camcol's
     # columns are catalogued (the others are rendered all the same)
-    snr = (psfflux / t.psf_err)[:, 1:4].max(1)
     inside = (t.pop["x"] >= -0.5) & (t.pop["x"] < shape[1] - 0.5)
-    catalogued = (snr > DETECTION_SNR) & in_sweep(psfflux) & inside
+    catalogued = detected(psfflux, t.psf_err) & inside
     ids = np.full(len(t.pop), -1, np.int64)
     ids[catalogued] = np.arange(1, catalogued.sum() + 1)
     objc = np.where(catalogued, star_galaxy_type(psfflux, modelflux), 0)
     ivar_psf, ivar_model = 1 / t.psf_err**2, 1 / t.model_err**2
     return Cell(field, t.pop, t.ra, t.dec, catalogued, ids, objc, psfflux, ivar_psf, modelflux, ivar_model, t.psf_fwhm)
+
+
+def detected(psfflux: np.ndarray, psf_err: np.ndarray) -> np.ndarray:
+    """True for objects photo detects (S/N > 5 in g, r or i) and the sweeps list, from measured PSF fluxes and
+    their errors [n, 5] (NaN fluxes: not detected)."""
+    return ((psfflux / psf_err)[:, 1:4].max(1) > DETECTION_SNR) & in_sweep(psfflux)
 
 
 def in_sweep(psfflux: np.ndarray) -> np.ndarray:

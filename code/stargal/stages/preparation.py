@@ -114,7 +114,7 @@ def prepare(
     train_x, _, train_objects = arrays["train"]
     usable = (train_objects["edge_padded"] == 0) & (train_objects["nan_pixels"] == 0)
     center, scale = normalise.robust_stats(train_x, usable if usable.any() else None)
-    counts = {s: _counts(arrays[s][1]) for s in SPLITS}
+    counts = {s: class_counts(arrays[s][1]) for s in SPLITS}
     summary = {
         "name": name,
         "bands": "".join(BANDS),
@@ -369,7 +369,8 @@ def _read_objects(paths: DataPaths, fids: list[FieldId]) -> tuple[np.ndarray, np
     return table, cube_field
 
 
-def _counts(y: np.ndarray) -> dict:
+def class_counts(y: np.ndarray) -> dict:
+    """A split's size and class balance, as dataset.json records them."""
     stars = int(np.count_nonzero(y == LABEL_STAR))
     return {
         "n": int(y.size),
