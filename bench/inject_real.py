@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """Simulated sources injected into real SDSS frames, as survey teams calibrate their pipelines: the objects,
-their labels (photo's type rule on fluxes measured on the very pixels) and their PSF are the simulator's; the
-background, its noise, its residuals and the real neighbours are the real sky's. Training data, and a check of
-models on real backgrounds with exact labels.
+their labels (photo's type rule; see Labels below) and their PSF are the simulator's; the background, its noise,
+its residuals and the real neighbours are the real sky's. Training data, and a check of models on real
+backgrounds with labels of known making.
 
     bench/inject_real.py --data-dir DATA --base-data-dir /big/stargal-training --out /big/injected \
         [--fields 1035-6-17 1992-1-87 7264-3-111] [--draws 12] [--val-draws 2] [--seed 42]
-    bench/inject_real.py --data-dir DATA --evaluate pretrained MODEL_DIR ... [--val-draws 3]
+    bench/inject_real.py --data-dir DATA --evaluate pretrained MODEL_DIR ... [--val-draws 3] [--labels noise]
 
 Reads the aligned cubes and PSF maps of the real fields that ``code/real_sky.py --data-dir DATA`` prepared and
 injects independent skies of simulated objects into each (at the field's own PSF, measured on its stars and
@@ -21,6 +21,14 @@ injected into by default, so their real-sky checks stay independent.
 
 ``--evaluate`` scores models on ``--val-draws`` fresh injections (never a training draw) into the training fields
 and those two held-out ones.
+
+Labels: photo's type rule on fluxes measured on the field's pixels (``--labels sky``: the real neighbours, faint
+sources and sky residuals disturb them as they disturb photo), or on white noise of the field's level
+(``--labels noise``: as the simulator measures its own catalogue, perfectly deblended). Injection scores are not
+the catalogue's: compare a real field only with simulated fields injected into the same way. The control: run
+``code/real_sky.py --sample SIM --data-dir SIMDATA`` on a folder SIM of simulated frames with their sweeps
+(linked from a simulated data folder's ``sas/``), then ``--evaluate`` with ``--data-dir SIMDATA --fields
+8162-6-375 ... --ebv 8162-6-375=0.15 ...`` (E(B-V) as real_sky.py's table gives it).
 """
 
 from __future__ import annotations
@@ -42,6 +50,7 @@ from stargal.errors import StargalError
 from stargal.patches import extract_patches, pixel_centres
 from stargal.paths import DataPaths, FieldId
 from stargal.psf import PSFMap, pixel_noise
+from stargal.sdss import read_frame
 from stargal.simulate import NMGY, detected, expected_object_counts, star_galaxy_type
 from stargal.stages.preparation import class_counts
 from stargal.tables import OBJECT_DTYPE, markdown_table, read_table, write_table
@@ -95,10 +104,12 @@ def inject(
     y: np.ndarray,
     sigma: np.ndarray,
     rng: np.random.Generator,
+    labels_on_sky: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The cube [5, H, W] (pixel noise ``sigma`` per band) with ``pop`` rendered at (x, y) and its photon noise;
-    each object's measured PSF and model fluxes [n, 5] (photo-like, on the injected pixels); and its PSF-flux
-    error [n, 5]."""
+    """The cube [5, H, W] (its frames' pixel noise ``sigma`` per band) with ``pop`` rendered at (x, y) and its photon noise;
+    each object's measured PSF and model fluxes [n, 5] (photo-like: on the injected pixels, or with
+    ``labels_on_sky`` False on white noise of the field's level plus the objects' photon noise, as the simulator
+    measures its catalogue); and its PSF-flux error [n, 5]."""
     out = cube.copy()
     n = len(pop)
     psf_meas, model_meas, psf_err = np.zeros((n, 5)), np.zeros((n, 5)), np.zeros((n, 5))
@@ -113,9 +124,13 @@ def inject(
             np.clip(added, 0, None) * (NMGY[b] / sky_models.GAIN[b]), dtype=np.float32
         )
         out[bi] += added + shot
-        # photo measures each object on the frame's pixels: the real sky (neighbours included) is its noise
+        # photo measures each object on the frame's pixels: the real sky (neighbours included) is its noise; the
+        # simulator measures on its pixel noise alone (perfect deblending, no sky residual)
         family = sky_models.measurement_family(pop, b, psf, sky_to_pix)
-        noise = np.nan_to_num(cube[bi]) + shot
+        if labels_on_sky:
+            noise = np.nan_to_num(cube[bi]) + shot
+        else:
+            noise = rng.standard_normal(added.shape, dtype=np.float32) * np.float32(sigma[bi]) + shot
         psf_meas[:, bi], model_meas[:, bi] = sky_models.measure_fluxes(noise, x, y, flux, family)
         _, area_psf, _ = sky_models.psf_flux_ratio(pop, b, psf, sky_to_pix)
         psf_err[:, bi] = np.sqrt(sigma[bi] ** 2 * area_psf + np.clip(flux, 0, None) * NMGY[b] / sky_models.GAIN[b])
@@ -131,14 +146,14 @@ class RealField(NamedTuple):
     data: np.ndarray  # float32 [5, H, W]
     pmap: PSFMap
     sky_to_pix: np.ndarray
-    sigma: np.ndarray  # [5]
+    sigma: np.ndarray  # [5] the frames' pixel noise
     free: np.ndarray  # bool [H, W]
     expected: tuple[float, float]  # stars, galaxies
     ebv: float | None
 
 
-def load_field(paths: DataPaths, name: str, patch_size: int) -> RealField:
-    """A real field real_sky.py prepared, by name RUN-CAMCOL-FIELD."""
+def load_field(paths: DataPaths, name: str, patch_size: int, ebv: float | None) -> RealField:
+    """A real field real_sky.py prepared, by name RUN-CAMCOL-FIELD; its objects reddened by ``ebv``."""
     try:
         run, camcol, field = (int(v) for v in name.split("-"))
     except ValueError:
@@ -148,23 +163,37 @@ def load_field(paths: DataPaths, name: str, patch_size: int) -> RealField:
     cube = read_cube(paths.cube(fid))
     data = np.ascontiguousarray(np.asarray(cube.data, np.float32))
     pmap = PSFMap.from_dict(fsio.read_json(paths.psf_map(fid)), str(paths.psf_map(fid)))
-    sigma = np.array([pixel_noise(band[np.isfinite(band)]) for band in data])
+    # photo measures on the frames; resampling onto r's grid smooths the cube's noise (u g i z: 0.6-0.75 of the
+    # frames'), so the cube's own scatter would make injected objects too significant and the catalogue too deep
+    frames = [read_frame(paths.frame(fid, band)).image for band in BANDS]
+    sigma = np.array([pixel_noise(image[np.isfinite(image)]) for image in frames])
     free = ~source_mask(data[2], sigma[2])
     half = patch_size // 2 + 1
     free[:half], free[-half:], free[:, :half], free[:, -half:] = False, False, False, False
     centre = cube.wcs.celestial.pixel_to_world(cube.shape[1] / 2, cube.shape[0] / 2)
     latitude = max(abs(float(SkyCoord(centre).galactic.b.deg)), 1.0)
     area = cube.shape[0] * cube.shape[1] / ((FRAME_SHAPE[0] - FIELD_OVERLAP_ROWS) * FRAME_SHAPE[1])
-    ebv = {**EBV, **HELD_OUT_EBV}.get(name)
     if ebv is None:
-        print(f"  {name}: E(B-V) not in this bench's table; objects injected unreddened", file=sys.stderr)
+        print(f"  {name}: no E(B-V) known (--ebv); objects injected unreddened", file=sys.stderr)
     sky_to_pix = np.linalg.inv(cube.wcs.celestial.pixel_scale_matrix * 3600.0)
     return RealField(name, fid, data, pmap, sky_to_pix, sigma, free, expected_object_counts(latitude, area), ebv)
 
 
-def field_patches(field: RealField, draws: range, seed: int, patch_size: int) -> tuple:
+def white_background(field: RealField, patch_size: int, seed: int) -> RealField:
+    """The control: the field with its pixels replaced by white noise of the cube's per-pixel scatter (no sky, no
+    neighbours; its PSF map, frame noise and object counts kept), injected centres anywhere inside."""
+    rng = np.random.default_rng([seed, *field.fid])
+    scatter = np.array([pixel_noise(band[np.isfinite(band)]) for band in field.data], np.float32)
+    data = rng.standard_normal(field.data.shape, dtype=np.float32) * scatter[:, None, None]
+    half = patch_size // 2 + 1
+    free = np.zeros_like(field.free)
+    free[half:-half, half:-half] = True
+    return field._replace(data=data, free=free)
+
+
+def field_patches(field: RealField, draws: range, seed: int, patch_size: int, labels_on_sky: bool = True) -> tuple:
     """(x [n, P, P, 5], y [n], psf [n, 5], objects) of the injections ``draws`` (their numbers seed them) into
-    one real field."""
+    one real field (``labels_on_sky``: see inject)."""
     name, (_, run, camcol, number), data, pmap = field.name, field.fid, field.data, field.pmap
     shape = data.shape[1:]
     parts = []
@@ -176,7 +205,9 @@ def field_patches(field: RealField, draws: range, seed: int, patch_size: int) ->
         rows, cols = pixel_centres(x, y)
         keep = field.free[np.clip(rows, 0, shape[0] - 1), np.clip(cols, 0, shape[1] - 1)]
         pop, x, y, rows, cols = pop[keep], x[keep], y[keep], rows[keep], cols[keep]
-        injected, psf_meas, model_meas, psf_err = inject(data, pmap, field.sky_to_pix, pop, x, y, field.sigma, rng)
+        injected, psf_meas, model_meas, psf_err = inject(
+            data, pmap, field.sky_to_pix, pop, x, y, field.sigma, rng, labels_on_sky
+        )
         listed = detected(psf_meas, psf_err)
         label = (star_galaxy_type(psf_meas[listed], model_meas[listed]) == OBJC_TYPE_STAR).astype(np.uint8)
         patches = extract_patches(injected, rows[listed], cols[listed], patch_size).data
@@ -244,7 +275,16 @@ def injected_scores(star: np.ndarray, called: np.ndarray, r: np.ndarray) -> list
     return cells
 
 
-def evaluate(real: DataPaths, models: list[str], fields: list[str], draws: range, seed: int) -> str:
+def evaluate(
+    real: DataPaths,
+    models: list[str],
+    fields: list[str],
+    draws: range,
+    seed: int,
+    ebv: dict[str, float],
+    labels_on_sky: bool = True,
+    white: bool = False,
+) -> str:
     """A Markdown table: each model on fresh injections into each field (never a training draw)."""
     from stargal.model import predict
     from stargal.stages.predict import load_bundle, resolve_model_dir
@@ -258,12 +298,23 @@ def evaluate(real: DataPaths, models: list[str], fields: list[str], draws: range
     header = [h.replace("-99", "+").replace("r 0-", "r < ") for h in header]
     rows = []
     for name in fields:
-        field = load_field(real, name, bundles[0].patch_size)
-        x, y, psf, objects = field_patches(field, draws, seed, bundles[0].patch_size)
+        field = load_field(real, name, bundles[0].patch_size, ebv.get(name))
+        if white:
+            field = white_background(field, bundles[0].patch_size, seed)
+        x, y, psf, objects = field_patches(field, draws, seed, bundles[0].patch_size, labels_on_sky)
         for bundle in bundles:
             called = predict(bundle.model, x, psf, tta=bool(bundle.meta.get("tta", False))) >= bundle.threshold
             rows.append([bundle.name, name, len(y), *injected_scores(y.astype(bool), called, objects["r_psfmag"])])
     return markdown_table(header, rows)
+
+
+def parse_ebv(value: str) -> tuple[str, float]:
+    """``FIELD=E(B-V)`` as (field, E(B-V))."""
+    name, _, number = value.partition("=")
+    try:
+        return name, float(number)
+    except ValueError:
+        raise StargalError(f"--ebv {value!r}: expected FIELD=E(B-V), e.g. 8162-6-375=0.15") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -277,6 +328,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--val-draws", type=int, default=2, help="further injections per field for validation")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument(
+        "--labels",
+        choices=("sky", "noise"),
+        default="sky",
+        help="measure the fluxes that decide an object's label on the field's pixels, real neighbours and sky "
+        "included (sky), or on white noise of the field's level, as the simulator measures its catalogue (noise)",
+    )
+    parser.add_argument(
+        "--background",
+        choices=("field", "white"),
+        default="field",
+        help="with --evaluate: inject into the field (field) or, as a control, into white noise of its pixels' "
+        "scatter (white)",
+    )
+    parser.add_argument(
+        "--ebv",
+        nargs="+",
+        default=[],
+        metavar="FIELD=E(B-V)",
+        help="the E(B-V) of fields this bench's table lacks, e.g. 8162-6-375=0.15 (real_sky.py's table gives it)",
+    )
+    parser.add_argument(
         "--evaluate",
         nargs="+",
         metavar="MODEL",
@@ -287,15 +359,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.draws < 1 or args.val_draws < 1:
         parser.error("--draws and --val-draws must be at least 1")
+    if args.background == "white" and not args.evaluate:
+        parser.error("--background white is a control for --evaluate, not training data")
     if not args.evaluate and not (args.base_data_dir and args.out):
         parser.error("building needs --base-data-dir and --out (or pass --evaluate MODEL ...)")
     try:
+        ebv = {**EBV, **HELD_OUT_EBV, **dict(parse_ebv(v) for v in args.ebv)}
         real = DataPaths.at(args.data_dir).real_fields
         start = time.monotonic()
         if args.evaluate:
             fields = args.fields or [*EBV, *HELD_OUT_EBV]
             draws = range(VAL_DRAW_START, VAL_DRAW_START + args.val_draws)
-            print(evaluate(real, args.evaluate, fields, draws, args.seed))
+            white = args.background == "white"
+            print(evaluate(real, args.evaluate, fields, draws, args.seed, ebv, args.labels == "sky", white))
             return 0
         base, out = DataPaths.at(args.base_data_dir), DataPaths.at(args.out)
         base_name = resolve_dataset(base, args.dataset)
@@ -304,11 +380,12 @@ def main(argv: list[str] | None = None) -> int:
         draws = {"train": range(args.draws), "val": range(VAL_DRAW_START, VAL_DRAW_START + args.val_draws)}
         parts = {split: [] for split in draws}
         for name in fields:
-            field = load_field(real, name, patch_size)  # once for both splits
+            field = load_field(real, name, patch_size, ebv.get(name))  # once for both splits
             for split, numbers in draws.items():
-                parts[split].append(field_patches(field, numbers, args.seed, patch_size))
+                parts[split].append(field_patches(field, numbers, args.seed, patch_size, args.labels == "sky"))
         extra = {split: tuple(np.concatenate([p[k] for p in got]) for k in range(4)) for split, got in parts.items()}
         record = {"fields": fields, "draws": args.draws, "val_draws": args.val_draws, "seed": args.seed,
+                  "labels": args.labels,
                   "patches": {s: len(e[1]) for s, e in extra.items()},
                   "star_fraction": {s: round(float(e[1].mean()), 4) for s, e in extra.items()}}  # fmt: skip
         name = write_dataset(base, base_name, out, extra, record)

@@ -19,6 +19,7 @@ from stargal.psf import (
     fit_psf_map,
     measure_psf_map,
     outside_trained_range,
+    pixel_noise,
     trained_psf_range,
     widen_psf,
 )
@@ -500,10 +501,14 @@ def test_noisier_sky_scales_the_pixel_noise_and_keeps_missing_pixels():
 def test_injected_sources_look_like_the_fields_own_and_get_photos_labels(one_field):
     """bench/inject_real.py: stars injected at a field's PSF map measure as its own stars do; bright injected
     stars are labelled star and bright extended galaxies galaxy; objects far below the sweeps' limit are not
-    catalogued."""
+    catalogued; the labels' fluxes take in a neighbour's light on the field's pixels and not on noise alone."""
     bench = _load_bench("inject_real")
-    field = bench.load_field(one_field["paths"], "8162-6-80", 25)
+    field = bench.load_field(one_field["paths"], "8162-6-80", 25, 0.03)
     data, pmap, shape = field.data, field.pmap, field.data.shape[1:]
+    # the frames' noise, as photo sees it: r is the reference grid; resampling smoothed the other bands' noise
+    cube_noise = np.array([pixel_noise(band[np.isfinite(band)]) for band in data])
+    assert field.sigma[2] == pytest.approx(cube_noise[2], rel=0.02)
+    assert (field.sigma[[0, 1, 3, 4]] > 1.15 * cube_noise[[0, 1, 3, 4]]).all()
     rng = np.random.default_rng(0)
     stars = sky_models.draw_stars(rng, 6000)
     stars = stars[(stars["mag"][:, 2] > 16) & (stars["mag"][:, 2] < 19.5)][:400]
@@ -526,6 +531,19 @@ def test_injected_sources_look_like_the_fields_own_and_get_photos_labels(one_fie
     n_star, n_gal = len(stars), len(galaxies)
     assert listed[: n_star + n_gal].all() and not listed[n_star + n_gal :].any()
     assert np.mean(kind[:n_star] == 6) >= 0.95 and np.mean(kind[n_star : n_star + n_gal] == 3) >= 0.9
+    # faint stars injected onto the field's bright sources: measured on the pixels, the neighbour's light is in
+    # their fluxes; measured as the simulator measures (labels_on_sky=False), only their own light and noise
+    src = one_field["sources"]
+    bright = np.flatnonzero((src.magnitude[:, 2] > 16) & (src.magnitude[:, 2] < 18))[:20]
+    faint = sky_models.draw_stars(rng, len(bright))
+    faint["mag"] = 21.0
+    true_r = 10 ** (-0.4 * (21.0 - 22.5))
+    for on_sky in (True, False):
+        _, psf_flux, _, psf_err = bench.inject(
+            data, pmap, field.sky_to_pix, faint, src.x[bright], src.y[bright], field.sigma, rng, on_sky
+        )
+        pull = (psf_flux[:, 2] - true_r) / psf_err[:, 2]
+        assert (np.median(pull) > 20) if on_sky else (np.abs(pull) < 5).all()
 
 
 def _tiny_dataset(paths: DataPaths, name: str, n: int = 6, size: int = 25) -> None:
@@ -579,5 +597,7 @@ def test_inject_bench_extends_a_dataset_and_scores_a_model_on_fresh_injections(o
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert int(cells[2]) > 300 and float(cells[3]) > 0.6  # MCC
     assert float(cells[4].split("%")[0]) > 95  # bright stars called star
+    assert bench.main([*evaluate, "pretrained", "--ebv", "8162-6-80:0.03"]) == 1
+    assert "--ebv '8162-6-80:0.03'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         bench.main(["--data-dir", real])  # neither building nor evaluating
