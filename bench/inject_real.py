@@ -22,10 +22,13 @@ injected into by default, so their real-sky checks stay independent.
 ``--evaluate`` scores models on ``--val-draws`` fresh injections (never a training draw) into the training fields
 and those two held-out ones.
 
-Labels: photo's type rule on fluxes measured on the field's pixels (``--labels sky``: the real neighbours, faint
-sources and sky residuals disturb them as they disturb photo), or on white noise of the field's level
-(``--labels noise``: as the simulator measures its own catalogue, perfectly deblended). Injection scores are not
-the catalogue's: compare a real field only with simulated fields injected into the same way. The control: run
+Labels: photo's type rule on fluxes measured on the injected pixels (``--labels sky``, the default: on the very
+noise the patches show, as photo measures the sweeps and the simulator its catalogue; here with the field's
+neighbours, faint sources and sky residuals in them, which photo deblends only where it detects a source), or on
+an independent draw of white noise at the frames' level (``--labels noise``: a label the patch's own noise did not
+decide, so a faint object's is harder to predict). ``--background white`` injects into white noise of the field's
+pixel scatter instead of the field: with sky labels, injections then score as a simulated field's own catalogue
+does. Compare a real field only with simulated fields injected the same way. The control: run
 ``code/real_sky.py --sample SIM --data-dir SIMDATA`` on a folder SIM of simulated frames with their sweeps
 (linked from a simulated data folder's ``sas/``), then ``--evaluate`` with ``--data-dir SIMDATA --fields
 8162-6-375 ... --ebv 8162-6-375=0.15 ...`` (E(B-V) as real_sky.py's table gives it).
@@ -106,10 +109,10 @@ def inject(
     rng: np.random.Generator,
     labels_on_sky: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The cube [5, H, W] (its frames' pixel noise ``sigma`` per band) with ``pop`` rendered at (x, y) and its photon noise;
-    each object's measured PSF and model fluxes [n, 5] (photo-like: on the injected pixels, or with
-    ``labels_on_sky`` False on white noise of the field's level plus the objects' photon noise, as the simulator
-    measures its catalogue); and its PSF-flux error [n, 5]."""
+    """The cube [5, H, W] (its frames' pixel noise ``sigma`` per band) with ``pop`` rendered at (x, y) and its
+    photon noise; each object's measured PSF and model fluxes [n, 5] (photo-like: on the injected pixels, or with
+    ``labels_on_sky`` False on an independent draw of white noise at the frames' level plus the objects' photon
+    noise); and its PSF-flux error [n, 5]."""
     out = cube.copy()
     n = len(pop)
     psf_meas, model_meas, psf_err = np.zeros((n, 5)), np.zeros((n, 5)), np.zeros((n, 5))
@@ -124,8 +127,8 @@ def inject(
             np.clip(added, 0, None) * (NMGY[b] / sky_models.GAIN[b]), dtype=np.float32
         )
         out[bi] += added + shot
-        # photo measures each object on the frame's pixels: the real sky (neighbours included) is its noise; the
-        # simulator measures on its pixel noise alone (perfect deblending, no sky residual)
+        # photo measures each object on the pixels it classifies (neighbours included: it deblends only what it
+        # detects); an independent noise draw gives a label the patch's own noise did not decide
         family = sky_models.measurement_family(pop, b, psf, sky_to_pix)
         if labels_on_sky:
             noise = np.nan_to_num(cube[bi]) + shot
@@ -331,8 +334,8 @@ def main(argv: list[str] | None = None) -> int:
         "--labels",
         choices=("sky", "noise"),
         default="sky",
-        help="measure the fluxes that decide an object's label on the field's pixels, real neighbours and sky "
-        "included (sky), or on white noise of the field's level, as the simulator measures its catalogue (noise)",
+        help="measure the fluxes that decide an object's label on the injected pixels, the field's neighbours and "
+        "sky included (sky), or on an independent draw of white noise at the frames' level (noise)",
     )
     parser.add_argument(
         "--background",

@@ -532,7 +532,7 @@ def test_injected_sources_look_like_the_fields_own_and_get_photos_labels(one_fie
     assert listed[: n_star + n_gal].all() and not listed[n_star + n_gal :].any()
     assert np.mean(kind[:n_star] == 6) >= 0.95 and np.mean(kind[n_star : n_star + n_gal] == 3) >= 0.9
     # faint stars injected onto the field's bright sources: measured on the pixels, the neighbour's light is in
-    # their fluxes; measured as the simulator measures (labels_on_sky=False), only their own light and noise
+    # their fluxes; measured on independent noise (labels_on_sky=False), only their own light and noise
     src = one_field["sources"]
     bright = np.flatnonzero((src.magnitude[:, 2] > 16) & (src.magnitude[:, 2] < 18))[:20]
     faint = sky_models.draw_stars(rng, len(bright))
@@ -597,7 +597,13 @@ def test_inject_bench_extends_a_dataset_and_scores_a_model_on_fresh_injections(o
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert int(cells[2]) > 300 and float(cells[3]) > 0.6  # MCC
     assert float(cells[4].split("%")[0]) > 95  # bright stars called star
+    # the control: on white noise, with labels on those pixels, injections score as a simulated catalogue does
+    assert bench.main([*evaluate, "pretrained", "--background", "white"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if "| 8162-6-80 |" in line)
+    assert float(row.strip("|").split("|")[3]) > 0.8
     assert bench.main([*evaluate, "pretrained", "--ebv", "8162-6-80:0.03"]) == 1
     assert "--ebv '8162-6-80:0.03'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         bench.main(["--data-dir", real])  # neither building nor evaluating
+    with pytest.raises(SystemExit):
+        bench.main([*args, "--background", "white"])  # a control, not training data
