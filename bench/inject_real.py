@@ -6,7 +6,8 @@ backgrounds with labels of known making.
 
     bench/inject_real.py --data-dir DATA --base-data-dir /big/stargal-training --out /big/injected \
         [--fields 1035-6-17 1992-1-87 7264-3-111] [--draws 12] [--val-draws 2] [--seed 42]
-    bench/inject_real.py --data-dir DATA --evaluate pretrained MODEL_DIR ... [--val-draws 3] [--labels noise]
+    bench/inject_real.py --data-dir DATA --evaluate pretrained MODEL_DIR ... [--val-draws 3] [--labels noise] \
+        [--background white] [--fields 8162-6-375 ...] [--ebv 8162-6-375=0.15 ...]
 
 Reads the aligned cubes and PSF maps of the real fields that ``code/real_sky.py --data-dir DATA`` prepared and
 injects independent skies of simulated objects into each (at the field's own PSF, measured on its stars and
@@ -315,9 +316,11 @@ def parse_ebv(value: str) -> tuple[str, float]:
     """``FIELD=E(B-V)`` as (field, E(B-V))."""
     name, _, number = value.partition("=")
     try:
-        return name, float(number)
+        if name:
+            return name, float(number)
     except ValueError:
-        raise StargalError(f"--ebv {value!r}: expected FIELD=E(B-V), e.g. 8162-6-375=0.15") from None
+        pass
+    raise StargalError(f"--ebv {value!r}: expected FIELD=E(B-V), e.g. 8162-6-375=0.15")
 
 
 def main(argv: list[str] | None = None) -> int:
