@@ -8,6 +8,7 @@ backgrounds with labels of known making.
         [--fields 1035-6-17 1992-1-87 7264-3-111] [--draws 12] [--val-draws 2] [--seed 42]
     bench/inject_real.py --data-dir DATA --evaluate pretrained MODEL_DIR ... [--val-draws 3] [--labels noise] \
         [--background white] [--fields 8162-6-375 ...] [--ebv 8162-6-375=0.15 ...]
+    bench/inject_real.py --data-dir DATA --label-shift [--val-draws 3] [--background white] [--fields ...]
 
 Reads the aligned cubes and PSF maps of the real fields that ``code/real_sky.py --data-dir DATA`` prepared and
 injects independent skies of simulated objects into each (at the field's own PSF, measured on its stars and
@@ -21,7 +22,9 @@ both skies), its test split (the simulated test fields) as it is. Train on it wi
 injected into by default, so their real-sky checks stay independent.
 
 ``--evaluate`` scores models on ``--val-draws`` fresh injections (never a training draw) into the training fields
-and those two held-out ones.
+and those two held-out ones. ``--label-shift`` measures, on such injections, how much a field's own pixels (its
+faint sources, neighbours and residuals) move faint objects' types and model fluxes against independent noise:
+a fidelity check of a simulated sky's backgrounds against the real ones, with no model.
 
 Labels: photo's type rule on fluxes measured on the injected pixels (``--labels sky``, the default: on the very
 noise the patches show, as photo measures the sweeps and the simulator its catalogue; here with the field's
@@ -73,6 +76,8 @@ FWHM_CORRECTION = {"u": 1.04, "g": 1.02, "r": 1.025, "i": 1.025, "z": 1.025}
 EBV = {"1035-6-17": 0.06, "1992-1-87": 0.04, "7264-3-111": 0.05}
 HELD_OUT_EBV = {"4510-4-30": 0.00, "8162-6-80": 0.03}
 R_BINS = ((0.0, 21.0), (21.0, 22.0), (22.0, 99.0))
+FAINT_R = 21.0  # the label shift is measured beyond this r: brighter objects' types do not move
+PATCH_MARGIN = 25  # without a model's patch size, injected centres keep this patch's half-width from the edges
 BRIGHTEST_R = 15.0  # brighter injected objects would saturate; real frames have interpolated cores there
 SOURCE_MASK_SIGMA = 3.0  # a 3x3 box mean this significant in r marks a real source ...
 SOURCE_MASK_GROW = 4  # ... and this many pixels around it take no injected centre
@@ -195,20 +200,25 @@ def white_background(field: RealField, patch_size: int, seed: int) -> RealField:
     return field._replace(data=data, free=free)
 
 
+def place_objects(field: RealField, rng: np.random.Generator) -> tuple:
+    """(pop, x, y, rows, cols): one draw of simulated objects at random places of the field's free area."""
+    shape = field.data.shape[1:]
+    pop = draw_objects(rng, rng.poisson(field.expected[0]), rng.poisson(field.expected[1]), field.ebv or 0.0)
+    x = rng.uniform(0, shape[1] - 1, len(pop))
+    y = rng.uniform(0, shape[0] - 1, len(pop))
+    rows, cols = pixel_centres(x, y)
+    keep = field.free[np.clip(rows, 0, shape[0] - 1), np.clip(cols, 0, shape[1] - 1)]
+    return pop[keep], x[keep], y[keep], rows[keep], cols[keep]
+
+
 def field_patches(field: RealField, draws: range, seed: int, patch_size: int, labels_on_sky: bool = True) -> tuple:
     """(x [n, P, P, 5], y [n], psf [n, 5], objects) of the injections ``draws`` (their numbers seed them) into
     one real field (``labels_on_sky``: see inject)."""
     name, (_, run, camcol, number), data, pmap = field.name, field.fid, field.data, field.pmap
-    shape = data.shape[1:]
     parts = []
     for draw in draws:
         rng = np.random.default_rng([seed, run, camcol, number, draw])
-        pop = draw_objects(rng, rng.poisson(field.expected[0]), rng.poisson(field.expected[1]), field.ebv or 0.0)
-        x = rng.uniform(0, shape[1] - 1, len(pop))
-        y = rng.uniform(0, shape[0] - 1, len(pop))
-        rows, cols = pixel_centres(x, y)
-        keep = field.free[np.clip(rows, 0, shape[0] - 1), np.clip(cols, 0, shape[1] - 1)]
-        pop, x, y, rows, cols = pop[keep], x[keep], y[keep], rows[keep], cols[keep]
+        pop, x, y, rows, cols = place_objects(field, rng)
         injected, psf_meas, model_meas, psf_err = inject(
             data, pmap, field.sky_to_pix, pop, x, y, field.sigma, rng, labels_on_sky
         )
@@ -265,6 +275,31 @@ def write_dataset(base: DataPaths, base_name: str, out: DataPaths, extra: dict[s
     return name
 
 
+def label_shift(field: RealField, draws: range, seed: int) -> list[str]:
+    """Table cells: how the field's own pixels move the labels of faint injected objects (true r > FAINT_R,
+    catalogued however measured). The share whose type differs between fluxes measured on the field and on
+    independent noise; the same between two independent noise draws (the noise's own share); the share typed
+    galaxy each way; the median excess of the g+r+i model flux measured on the field over that on noise."""
+    flips, baseline, galaxy_field, galaxy_noise, excess = [], [], [], [], []
+    for draw in draws:
+        rng = np.random.default_rng([seed, *field.fid, draw])
+        pop, x, y, _, _ = place_objects(field, rng)
+        measured = [
+            inject(field.data, field.pmap, field.sky_to_pix, pop, x, y, field.sigma, rng, on_sky)[1:]
+            for on_sky in (True, False, False)
+        ]
+        listed = np.logical_and.reduce([detected(psf, err) for psf, _, err in measured])
+        faint = listed & (pop["mag"][:, 2] > FAINT_R)
+        galaxy = [star_galaxy_type(psf[faint], model[faint]) != OBJC_TYPE_STAR for psf, model, _ in measured]
+        flips.append(galaxy[0] != galaxy[1])
+        baseline.append(galaxy[1] != galaxy[2])
+        galaxy_field.append(galaxy[0])
+        galaxy_noise.append(galaxy[1])
+        excess.append(measured[0][1][faint, 1:4].sum(1) / measured[1][1][faint, 1:4].sum(1) - 1)
+    shares = [np.concatenate(v).mean() for v in (flips, baseline, galaxy_field, galaxy_noise)]
+    return [str(len(np.concatenate(flips))), *(f"{v:.1%}" for v in shares), f"{np.median(np.concatenate(excess)):+.3f}"]
+
+
 def injected_scores(star: np.ndarray, called: np.ndarray, r: np.ndarray) -> list[str]:
     """Table cells: MCC, then per r bin (R_BINS) the stars called star and the galaxies called star."""
     from stargal.metrics import mcc_from_counts
@@ -312,6 +347,17 @@ def evaluate(
     return markdown_table(header, rows)
 
 
+def label_shifts(real: DataPaths, fields: list[str], draws: range, seed: int, ebv: dict, white: bool) -> str:
+    """A Markdown table: label_shift for each field (``white``: on white_background, the control)."""
+    header = ["field", f"objects r > {FAINT_R:g}", "type differs, field against noise", "noise against noise"]
+    header += ["typed galaxy on the field", "on noise", "model-flux excess on the field (g+r+i, median)"]
+    rows = []
+    for name in fields:
+        field = load_field(real, name, PATCH_MARGIN, ebv.get(name))
+        rows.append([name, *label_shift(white_background(field, PATCH_MARGIN, seed) if white else field, draws, seed)])
+    return markdown_table(header, rows)
+
+
 def parse_ebv(value: str) -> tuple[str, float]:
     """``FIELD=E(B-V)`` as (field, E(B-V))."""
     name, _, number = value.partition("=")
@@ -355,6 +401,12 @@ def main(argv: list[str] | None = None) -> int:
         help="the E(B-V) of fields this bench's table lacks, e.g. 8162-6-375=0.15 (real_sky.py's table gives it)",
     )
     parser.add_argument(
+        "--label-shift",
+        action="store_true",
+        help="instead of building: how each field's own pixels move faint injected objects' labels (--val-draws "
+        "injections per field)",
+    )
+    parser.add_argument(
         "--evaluate",
         nargs="+",
         metavar="MODEL",
@@ -365,19 +417,22 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.draws < 1 or args.val_draws < 1:
         parser.error("--draws and --val-draws must be at least 1")
-    if args.background == "white" and not args.evaluate:
-        parser.error("--background white is a control for --evaluate, not training data")
-    if not args.evaluate and not (args.base_data_dir and args.out):
-        parser.error("building needs --base-data-dir and --out (or pass --evaluate MODEL ...)")
+    if args.background == "white" and not (args.evaluate or args.label_shift):
+        parser.error("--background white is a control for --evaluate and --label-shift, not training data")
+    if not (args.evaluate or args.label_shift) and not (args.base_data_dir and args.out):
+        parser.error("building needs --base-data-dir and --out (or pass --evaluate MODEL ... or --label-shift)")
     try:
         ebv = {**EBV, **HELD_OUT_EBV, **dict(parse_ebv(v) for v in args.ebv)}
         real = DataPaths.at(args.data_dir).real_fields
         start = time.monotonic()
-        if args.evaluate:
+        if args.evaluate or args.label_shift:
             fields = args.fields or [*EBV, *HELD_OUT_EBV]
             draws = range(VAL_DRAW_START, VAL_DRAW_START + args.val_draws)
             white = args.background == "white"
-            print(evaluate(real, args.evaluate, fields, draws, args.seed, ebv, args.labels == "sky", white))
+            if args.label_shift:
+                print(label_shifts(real, fields, draws, args.seed, ebv, white))
+            else:
+                print(evaluate(real, args.evaluate, fields, draws, args.seed, ebv, args.labels == "sky", white))
             return 0
         base, out = DataPaths.at(args.base_data_dir), DataPaths.at(args.out)
         base_name = resolve_dataset(base, args.dataset)

@@ -603,6 +603,16 @@ def test_inject_bench_extends_a_dataset_and_scores_a_model_on_fresh_injections(o
     assert float(row.strip("|").split("|")[3]) > 0.8
     assert bench.main([*evaluate, "pretrained", "--ebv", "8162-6-80:0.03"]) == 1
     assert "--ebv '8162-6-80:0.03'" in capsys.readouterr().err
+    # the field's faint sources add light to faint objects' model fluxes; white noise adds none
+    shift = ["--data-dir", real, "--fields", "8162-6-80", "--val-draws", "1", "--label-shift"]
+    excess = {}
+    for background in ("field", "white"):
+        assert bench.main([*shift, "--background", background]) == 0
+        row = next(line for line in capsys.readouterr().out.splitlines() if "| 8162-6-80 |" in line)
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert int(cells[1]) > 100
+        excess[background] = float(cells[6])
+    assert abs(excess["white"]) < 0.02 and excess["field"] > excess["white"] + 0.03
     with pytest.raises(SystemExit):
         bench.main(["--data-dir", real])  # neither building nor evaluating
     with pytest.raises(SystemExit):
