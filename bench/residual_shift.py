@@ -28,7 +28,7 @@ from stargal.tables import markdown_table
 
 FIELD = FieldSet(301, 8162, 6, (80,), (80,), (), ())
 FIELD_ID = FieldId(301, 8162, 6, 80)
-FIELD_EBV = 0.03  # what real_sky.py fits on field 80 of these seeds, as on the real 8162-6-80
+FIELD_EBV = 0.03  # the injected objects' reddening: the real 8162-6-80's, as in the inject bench's tests
 
 
 def simulated_field(root: Path, seed: int, scale: float) -> inject_real.RealField:
