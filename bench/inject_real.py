@@ -275,6 +275,16 @@ def write_dataset(base: DataPaths, base_name: str, out: DataPaths, extra: dict[s
     return name
 
 
+LABEL_SHIFT_COLUMNS = [
+    f"objects r > {FAINT_R:g}",
+    "type differs, field against noise",
+    "noise against noise",
+    "typed galaxy on the field",
+    "on noise",
+    "model-flux excess on the field (g+r+i, median)",
+]  # label_shift's cells
+
+
 def label_shift(field: RealField, draws: range, seed: int) -> list[str]:
     """Table cells: how the field's own pixels move the labels of faint injected objects (true r > FAINT_R,
     catalogued however measured). The share whose type differs between fluxes measured on the field and on
@@ -349,8 +359,7 @@ def evaluate(
 
 def label_shifts(real: DataPaths, fields: list[str], draws: range, seed: int, ebv: dict, white: bool) -> str:
     """A Markdown table: label_shift for each field (``white``: on white_background, the control)."""
-    header = ["field", f"objects r > {FAINT_R:g}", "type differs, field against noise", "noise against noise"]
-    header += ["typed galaxy on the field", "on noise", "model-flux excess on the field (g+r+i, median)"]
+    header = ["field", *LABEL_SHIFT_COLUMNS]
     rows = []
     for name in fields:
         field = load_field(real, name, PATCH_MARGIN, ebv.get(name))

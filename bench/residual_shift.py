@@ -56,14 +56,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.draws < 1 or min(args.scales) < 0:
         parser.error("--draws must be at least 1 and --scales not negative")
-    header = ["seed", "residual scale", f"objects r > {inject_real.FAINT_R:g}", "type differs, field against noise"]
-    header += ["noise against noise", "typed galaxy on the field", "on noise", "model-flux excess (g+r+i, median)"]
+    header = ["seed", "residual scale", *inject_real.LABEL_SHIFT_COLUMNS]
+    draws = range(inject_real.VAL_DRAW_START, inject_real.VAL_DRAW_START + args.draws)
     rows = []
     for seed in args.seeds:
         for scale in args.scales:
             with tempfile.TemporaryDirectory() as tmp:
                 field = simulated_field(Path(tmp), seed, scale)
-                draws = range(inject_real.VAL_DRAW_START, inject_real.VAL_DRAW_START + args.draws)
                 rows.append([seed, f"{scale:g}", *inject_real.label_shift(field, draws, 42)])
             print(f"  seed {seed}, scale {scale:g}: done", file=sys.stderr, flush=True)
     print(markdown_table(header, rows))
