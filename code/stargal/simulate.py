@@ -63,6 +63,9 @@ SWEEP_PSF_MAG_LIMITS = (22.5, 22.5, 22.5, 22.0, 21.5)
 # E(B-V) x sin|b|: the cosecant law of the dust layer (about 0.02 at the poles, ~0.1 at b = 23 deg)
 REDDENING_PER_CSC_B = 0.025
 LOW_LATITUDE_FRACTION = 0.07  # fields within 10 deg of the Galactic plane
+# the smooth sky-subtraction residual's amplitude per band, in units of the background sigma (drawn uniformly);
+# the 64-pixel background mesh of real frames varies by 0.03-0.7 sigma, but most of that is sources' light
+SKY_RESIDUAL_SIGMA = (0.015, 0.175)
 # seeing "survey" (config.SEEING_DRAWS): SDSS's r-band PSF width has quartiles 1.30 / 1.43 / 1.58" (DR1; taken
 # as the catalog's PSF_FWHM measure); drawn log-normal about its median, widened (0.2 against its 0.145) so
 # that the sample's good-seeing fields stay represented, clipped to 0.95-2.4"
@@ -194,8 +197,9 @@ def field_conditions(seed: int, run: int, camcol: int, field: int, seeing: str =
         nmgy[b] = float(NMGY[b] * (1 + rng.normal(0, 0.01)))
         sky_dn = sigma[b] ** 2 * sky_models.GAIN[b] / nmgy[b] ** 2  # Poisson sky: var_DN = sky_DN / gain
         sat[b] = float((rng.uniform(*SATURATION_DN) - sky_dn - SOFTBIAS) * nmgy[b])
-        # measured: the 64-pixel background mesh of real frames varies by 0.03-0.7 sigma
-        residual[b] = float(rng.uniform(0.03, 0.35))
+        # half the amplitude first drawn (0.03-0.35 sigma): at that, the field's own pixels move faint objects'
+        # fluxes and types as much as real frames' do (bench/inject_real.py --label-shift, bench/residual_shift.py)
+        residual[b] = float(rng.uniform(*SKY_RESIDUAL_SIGMA))
         if b == "r":
             offsets[b] = (0.0, 0.0)
             dist[b] = np.eye(2)
