@@ -443,6 +443,8 @@ def render_field(task: FieldTask) -> dict:
         for f in (task.field - 1, task.field, task.field + 1)
     ]
     pop = np.concatenate([c.pop for c in cells])
+    # objects below photo's detection limit on average: their light stays in the catalogued objects' fluxes
+    faint = np.concatenate([(c.psf_true / c.psf_err)[:, 1:4].max(1) < DETECTION_SNR for c in cells])
     ra = np.concatenate([c.ra for c in cells])
     dec = np.concatenate([c.dec for c in cells])
     owner = np.concatenate([np.full(len(c.pop), k) for k, c in enumerate(cells)])
@@ -456,27 +458,27 @@ def render_field(task: FieldTask) -> dict:
         image = np.zeros(shape, np.float32)
         sky_to_pix = np.linalg.inv(wcs.wcs.cd * 3600.0)  # (east, north) arcsec -> pixel offsets
         sigma = cond.sigma[b]
-        for group in _shape_groups(pop[near]):
-            sub = pop[near][group]
-            psf = psf_at(cond, b, x[near][group], y[near][group], shape)
-            amp, cov, _ = sky_models.object_gaussians(sub, b, psf, sky_to_pix)
-            radius = sky_models.stamp_radius(amp, cov, 0.15 * sigma)
-            sky_models.render(image, x[near][group], y[near][group], amp, cov, radius)
+        undetectable = near & faint
+        _render_objects(image, pop[undetectable], x[undetectable], y[undetectable], cond, b, sky_to_pix)
+        undetected_light = image.copy()
+        _render_objects(image, pop[near & ~faint], x[near & ~faint], y[near & ~faint], cond, b, sky_to_pix)
         sky_models.saturate(image, cond.saturation[b])
         saturated = sky_models.saturation_mask(image, cond.saturation[b])
         var = sigma**2 + np.clip(image, 0, None) * (cond.nmgy[b] / sky_models.GAIN[b])
         noise = rng.standard_normal(shape, dtype=np.float32) * np.sqrt(var, dtype=np.float32)
         image += noise
-        image += sky_models.sky_residual(_rng(task.seed, task.run, task.camcol, task.field, 20 + bi), shape) * (
-            cond.sky_residual[b] * sigma
-        )
+        residual = sky_models.sky_residual(_rng(task.seed, task.run, task.camcol, task.field, 20 + bi), shape)
+        residual *= np.float32(cond.sky_residual[b] * sigma)
+        image += residual
         sky_models.interpolate_rows(image, saturated)  # saturated cores and bleed trails, as in real frames
-        # the catalog's fluxes come from these pixels, as photo measures the frames it writes
+        # the catalog's fluxes: each object's own light on the frame's noise, sky residual and undetected
+        # sources' light, as photo measures the frames it writes after deblending the sources it detects
+        background = noise + residual + undetected_light
         for k, c in enumerate(cells):
             mine = owner == k
             family = sky_models.measurement_family(c.pop, b, psf_at(cond, b, x[mine], y[mine], shape), sky_to_pix)
             psf_meas[mine, bi], model_meas[mine, bi] = sky_models.measure_fluxes(
-                noise, x[mine], y[mine], c.model_true[:, bi], family
+                background, x[mine], y[mine], c.model_true[:, bi], family
             )
         calib, sky_dn = _calibration(rng, cond, b, shape)
         image = sky_models.quantize_counts(image, sky_dn, calib)
@@ -496,6 +498,23 @@ def render_field(task: FieldTask) -> dict:
         "measured": measured,
         "n_objects": len(pop),
     }
+
+
+def _render_objects(
+    image: np.ndarray,
+    pop: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    cond: FieldConditions,
+    band: str,
+    sky_to_pix: np.ndarray,
+) -> None:
+    """Add the objects ``pop`` at frame positions (x, y) to ``image`` (nanomaggies) in ``band``."""
+    for group in _shape_groups(pop):
+        psf = psf_at(cond, band, x[group], y[group], image.shape)
+        amp, cov, _ = sky_models.object_gaussians(pop[group], band, psf, sky_to_pix)
+        radius = sky_models.stamp_radius(amp, cov, 0.15 * cond.sigma[band])
+        sky_models.render(image, x[group], y[group], amp, cov, radius)
 
 
 def cell_measurements(
