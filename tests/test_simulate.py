@@ -459,3 +459,45 @@ def test_real_saturated_cores_keep_pixels_at_the_simulated_level(sample_dir):
     lo = (simulate.SATURATION_DN[0] - sim_formats.SOFTBIAS - 300.0) * nmgy * 0.95  # sky ~100-300 DN
     hi = (simulate.SATURATION_DN[1] - sim_formats.SOFTBIAS) * nmgy * 1.1
     assert ((core > lo) & (core < hi)).sum() >= 6
+
+
+def _render_with_residual_scale(monkeypatch, scale: float) -> dict:
+    residual = sky_models.sky_residual
+    monkeypatch.setattr(sky_models, "sky_residual", lambda rng, shape, modes=8: residual(rng, shape, modes) * scale)
+    return simulate.render_field(simulate.FieldTask("unused", 301, 8162, 6, 82, 7, TINY_SHAPE))
+
+
+def test_catalog_fluxes_hold_the_sky_residual_at_each_object(monkeypatch):
+    """photo measures its objects on frames that still hold the sky-subtraction residual, so the catalog's
+    fluxes move with it: doubling the residual moves each PSF flux by the residual under the object."""
+    once, twice = (_render_with_residual_scale(monkeypatch, s)["measured"] for s in (1.0, 2.0))
+    zero = _render_with_residual_scale(monkeypatch, 0.0)["measured"]
+    np.testing.assert_array_equal(once["index"], zero["index"])
+    moved, moved_again = once["psfflux"] - zero["psfflux"], twice["psfflux"] - once["psfflux"]
+    ok = np.isfinite(moved) & np.isfinite(moved_again)
+    assert np.abs(moved[ok]).max() > 0.01  # nanomaggies: the residual is in the measurement
+    np.testing.assert_allclose(moved_again[ok], moved[ok], atol=1e-3)  # linear in it, nothing else changed
+
+
+def test_undetectable_objects_are_not_counted_twice_but_lend_their_light_to_neighbours(monkeypatch):
+    """Objects below the detection limit on average are measured on a background holding their own light:
+    their catalog fluxes stay unbiased (their light is not added twice), and the other objects' fluxes pick it up
+    (photo deblends only the sources it detects)."""
+    task = simulate.FieldTask("unused", 301, 8162, 6, 82, 7, TINY_SHAPE)
+    out = simulate.render_field(task)
+    cell = simulate.cell_truth(7, 8162, 6, 82, TINY_SHAPE)
+    own = out["measured"][out["measured"]["cell"] == 82]
+    true_flux, err = cell.psf_true[own["index"]], cell.psf_err[own["index"]]
+    faint = (true_flux / err)[:, 1:4].max(1) < simulate.DETECTION_SNR
+    ok = np.isfinite(own["psfflux"]).all(1)
+    assert (ok & faint).sum() > 40 and np.median(true_flux[ok & faint, 2] / err[ok & faint, 2]) > 1.0
+    # counted twice, a faint object's flux would be off by its whole true flux (median S/N above 1 in r)
+    assert abs(np.median((own["psfflux"] - true_flux)[ok & faint, 2] / err[ok & faint, 2])) < 0.3
+    # with every object detectable, none lends its light: the others' model fluxes are lower
+    monkeypatch.setattr(simulate, "DETECTION_SNR", -np.inf)
+    alone = simulate.render_field(task)["measured"]
+    alone = alone[alone["cell"] == 82]
+    np.testing.assert_array_equal(alone["index"], own["index"])
+    gained = (own["modelflux"] - alone["modelflux"])[ok & ~faint][:, 1:4].sum(1)
+    touched = gained != 0  # objects with an undetectable neighbour inside their stamps
+    assert touched.sum() > 10 and np.mean(gained[touched] > 0) > 0.7 and gained.sum() > 0

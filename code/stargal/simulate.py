@@ -477,8 +477,9 @@ def render_field(task: FieldTask) -> dict:
         for k, c in enumerate(cells):
             mine = owner == k
             family = sky_models.measurement_family(c.pop, b, psf_at(cond, b, x[mine], y[mine], shape), sky_to_pix)
+            own_light = np.where(faint[mine], 0.0, c.model_true[:, bi])  # a faint object's is in the background
             psf_meas[mine, bi], model_meas[mine, bi] = sky_models.measure_fluxes(
-                background, x[mine], y[mine], c.model_true[:, bi], family
+                background, x[mine], y[mine], own_light, family
             )
         calib, sky_dn = _calibration(rng, cond, b, shape)
         image = sky_models.quantize_counts(image, sky_dn, calib)
