@@ -355,7 +355,7 @@ def test_faint_stars_bench_tabulates_a_simulated_field(one_field, tmp_path, caps
     assert float(truth["< 21"][2].split(" %")[0]) >= 95
     assert float(truth["22-22.5"][2].split(" %")[0]) < float(truth["< 21"][2].split(" %")[0])
     cells = [c.strip() for c in rows[0].strip("|").split("|")]
-    assert int(cells[1]) >= 200  # catalog stars classified
+    assert int(cells[1]) >= 150  # catalog stars classified (180 on simulator version 8)
     bright, found = cells[2], cells[-1]  # r < 21 and those the detection finds: "98.5 % (130/132)"
     assert float(bright.split(" %")[0]) >= 90 and float(found.split(" %")[0]) >= 85
 

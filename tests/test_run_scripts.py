@@ -195,7 +195,7 @@ def test_demo_pipeline_end_to_end_and_a_rerun_redoes_nothing(quick_start):
         assert 0 <= m["accuracy"] <= 1 and -1 <= m["mcc"] <= 1 and 0 <= m["roc_auc"] <= 1 and m["log_loss"] > 0
         assert sum(row["n"] for row in metrics["by_magnitude"][split]) == m["n"]
     assert 0 < metrics["threshold"] < 1 and metrics["tta"] is True
-    assert metrics["test"]["roc_auc"] > 0.55  # two epochs on 344 patches: weak, but better than chance
+    assert metrics["test"]["roc_auc"] > 0.55  # six epochs on ~120 patches (44 to test): weak, but better than chance
     experiment = json.loads((data / "reports" / "augmentation" / "experiment.json").read_text())
     assert [r["policy"] for r in experiment["rows"]] == ["none", "rotation", "reflection", "brightness", "blur",
                                                          "combination"]  # fmt: skip

@@ -72,7 +72,7 @@ SMALL_OPTIONS: list[tuple[str, list[str]]] = [
     ("--train-fields", ["80", "83"]),
     ("--val-fields", ["82"]),
     ("--test-fields", ["81"]),
-    ("--epochs", ["2"]),
+    ("--epochs", ["6"]),
 ]
 # Options that leave the demo at the reference size: only then is report.pdf copied to the top level.
 SIZE_NEUTRAL = {"--workers", "--scheduler", "--seed", "--force", "-q", "--quiet", "--verbose", "--data-dir"}
