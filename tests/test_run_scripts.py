@@ -78,7 +78,7 @@ def test_stages_run_in_the_reference_order_with_each_option_going_where_it_is_ac
     download = " ".join(calls[0][1:])
     assert "--source simulated" in download and "--sim-shape 400 600" in download
     assert "--fields 80 81 82 83" in download and "--workers 2" in download
-    assert "--epochs 2" in " ".join(calls[4]) and "--epochs" not in " ".join(calls[1])
+    assert "--epochs 6" in " ".join(calls[4]) and "--epochs" not in " ".join(calls[1])
     assert all("--data-dir " + str(data) in " ".join(c) for c in calls)
     record = _record(data)
     assert [s["status"] for s in record["stages"]] == ["ok"] * len(ORDER)
