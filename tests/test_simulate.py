@@ -461,9 +461,14 @@ def test_real_saturated_cores_keep_pixels_at_the_simulated_level(sample_dir):
     assert ((core > lo) & (core < hi)).sum() >= 6
 
 
+SKY_RESIDUAL = sky_models.sky_residual  # unpatched, however often a test patches it
+
+
 def _render_with_residual_scale(monkeypatch, scale: float) -> dict:
-    residual = sky_models.sky_residual
-    monkeypatch.setattr(sky_models, "sky_residual", lambda rng, shape, modes=8: residual(rng, shape, modes) * scale)
+    def scaled(rng: np.random.Generator, shape: tuple[int, int], modes: int = 8) -> np.ndarray:
+        return SKY_RESIDUAL(rng, shape, modes) * np.float32(scale)
+
+    monkeypatch.setattr(sky_models, "sky_residual", scaled)
     return simulate.render_field(simulate.FieldTask("unused", 301, 8162, 6, 82, 7, TINY_SHAPE))
 
 
