@@ -458,10 +458,10 @@ def render_field(task: FieldTask) -> dict:
         image = np.zeros(shape, np.float32)
         sky_to_pix = np.linalg.inv(wcs.wcs.cd * 3600.0)  # (east, north) arcsec -> pixel offsets
         sigma = cond.sigma[b]
-        undetectable = near & faint
+        undetectable, detectable = near & faint, near & ~faint
         _render_objects(image, pop[undetectable], x[undetectable], y[undetectable], cond, b, sky_to_pix)
         undetected_light = image.copy()
-        _render_objects(image, pop[near & ~faint], x[near & ~faint], y[near & ~faint], cond, b, sky_to_pix)
+        _render_objects(image, pop[detectable], x[detectable], y[detectable], cond, b, sky_to_pix)
         sky_models.saturate(image, cond.saturation[b])
         saturated = sky_models.saturation_mask(image, cond.saturation[b])
         var = sigma**2 + np.clip(image, 0, None) * (cond.nmgy[b] / sky_models.GAIN[b])
