@@ -148,6 +148,7 @@ class FieldConditions:
     latitude: float  # |Galactic latitude| the field stands for, degrees: sets star density and dust
     ebv: float  # E(B-V) reddening every object behind it
     sky_residual: dict  # band -> amplitude (in units of sigma) of the smooth sky-subtraction residual
+    aureole: dict  # band -> share of a star's flux per e-fold of radius in the PSF's r^-2 aureole
 
 
 def draw_seeing_r(rng: np.random.Generator, seeing: str) -> float:
@@ -209,7 +210,10 @@ def field_conditions(seed: int, run: int, camcol: int, field: int, seeing: str =
             # a tiny rotation and scale difference: offsets drift by a few tenths of a pixel across the frame
             a, s = rng.uniform(-4.5e-4, 4.5e-4), rng.uniform(-2.5e-4, 2.5e-4)
             dist[b] = np.array([[1 + s, -a], [a, 1 + s]])
-    return FieldConditions(seeing, wing, variation, sigma, nmgy, sat, offsets, dist, latitude, ebv, residual)
+    # its own stream, so that every draw above stays as it was before the aureole
+    aureole_scale = _rng(seed, run, camcol, field, 3).uniform(*sky_models.AUREOLE_FIELD_SCALE)
+    aureole = {b: float(sky_models.AUREOLE_PER_EFOLD[b] * aureole_scale) for b in BANDS}
+    return FieldConditions(seeing, wing, variation, sigma, nmgy, sat, offsets, dist, latitude, ebv, residual, aureole)
 
 
 def psf_at(cond: FieldConditions, band: str, x: np.ndarray, y: np.ndarray, shape: tuple[int, int]) -> sky_models.PSF:
@@ -510,12 +514,21 @@ def _render_objects(
     band: str,
     sky_to_pix: np.ndarray,
 ) -> None:
-    """Add the objects ``pop`` at frame positions (x, y) to ``image`` (nanomaggies) in ``band``."""
+    """Add the objects ``pop`` at frame positions (x, y) to ``image`` (nanomaggies) in ``band``, with their
+    PSF aureoles."""
+    threshold = 0.15 * cond.sigma[band]
     for group in _shape_groups(pop):
         psf = psf_at(cond, band, x[group], y[group], image.shape)
         amp, cov, _ = sky_models.object_gaussians(pop[group], band, psf, sky_to_pix)
-        radius = sky_models.stamp_radius(amp, cov, 0.15 * cond.sigma[band])
+        radius = sky_models.stamp_radius(amp, cov, threshold)
         sky_models.render(image, x[group], y[group], amp, cov, radius)
+    flux = 10 ** (-0.4 * (pop["mag"][:, BANDS.index(band)] - 22.5))
+    amp, cov = sky_models.aureole_gaussians(flux, cond.aureole[band])
+    # only the bright objects' aureoles rise above the rendering threshold anywhere
+    visible = np.flatnonzero(amp[:, 0] / (2 * np.pi * sky_models.AUREOLE_SIGMAS_PX[0] ** 2) > threshold)
+    if visible.size:
+        radius = sky_models.stamp_radius(amp[visible], cov[visible], threshold)
+        sky_models.render(image, x[visible], y[visible], amp[visible], cov[visible], radius)
 
 
 def cell_measurements(

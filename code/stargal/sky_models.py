@@ -38,6 +38,14 @@ PSF_CORE_BETA = 4.0
 PSF_WING_BETA = 2.5
 PSF_WING_SCALE = 2.5
 PSF_WING_FRACTION = (0.04, 0.18)
+# beyond the wings the real PSF has an aureole of scattered light falling as r^-2 from ~15 px out to at least
+# 120 px: measured on the brightest stars of 4510-4-30 (bench/psf_aureole.py) it holds a share of the star's PSF
+# flux per e-fold of radius of 0.012 in g and r, 0.028 in i and about 0.02-0.025 in u and z, 10-100 times the
+# core and wings' light at 30-100 px; drawn per field within AUREOLE_FIELD_SCALE of these. A sum of equal-flux
+# Gaussians whose widths double from one to the next falls as r^-2 between the narrowest and widest.
+AUREOLE_PER_EFOLD = {"u": 0.022, "g": 0.012, "r": 0.012, "i": 0.028, "z": 0.02}
+AUREOLE_FIELD_SCALE = (0.7, 1.4)
+AUREOLE_SIGMAS_PX = (10.0, 20.0, 40.0, 80.0)
 PSF_BAND_FACTOR = {"u": 1.15, "g": 1.10, "r": 1.0, "i": 1.05, "z": 1.02}
 PSF_BAND_SCATTER = 0.07
 # measured: catalog PSF_FWHM relative to the core FWHM of the images (4510-4-30 star sweep against its frames:
@@ -331,6 +339,17 @@ def object_gaussians(
     # drop components no object uses (e.g. the galaxy ones when only stars are drawn)
     used = np.abs(amp).max(0) > 0
     return amp[:, used], cov[:, used], flux
+
+
+def aureole_gaussians(flux: np.ndarray, per_efold: float) -> tuple[np.ndarray, np.ndarray]:
+    """Amplitudes [n, K] (nanomaggies) and pixel covariances [n, K, 2, 2] of the PSF aureole of objects of
+    ``flux`` (nanomaggies) holding ``per_efold`` of it per e-fold of radius (an r^-2 profile, see
+    AUREOLE_PER_EFOLD). Every object is taken as a point: the aureole is far wider than any galaxy."""
+    sigmas = np.asarray(AUREOLE_SIGMAS_PX)
+    share = per_efold * np.log(sigmas[1] / sigmas[0])  # each Gaussian stands for one doubling of the radius
+    amp = np.asarray(flux, np.float64)[:, None] * np.full(len(sigmas), share)[None, :]
+    cov = (sigmas**2)[None, :, None, None] * np.eye(2)[None, None]
+    return amp, np.broadcast_to(cov, amp.shape + (2, 2)).copy()
 
 
 def psf_flux_ratio(pop: np.ndarray, band: str, psf: PSF, sky_to_pix: np.ndarray):
