@@ -506,3 +506,27 @@ def test_undetectable_objects_are_not_counted_twice_but_lend_their_light_to_neig
     gained = (own["modelflux"] - alone["modelflux"])[ok & ~faint][:, 1:4].sum(1)
     touched = gained != 0  # objects with an undetectable neighbour inside their stamps
     assert touched.sum() > 10 and np.mean(gained[touched] > 0) > 0.7 and gained.sum() > 0
+
+
+def test_bright_stars_have_the_real_psf_aureole():
+    """Real SDSS PSFs hold an r^-2 aureole of scattered light out to 100+ px (bench/psf_aureole.py): a rendered
+    bright star's light per e-fold of radius stays at the field's drawn share from 30 to 150 px, where the core
+    and wings alone fall 30-100 times lower."""
+    cond = simulate.field_conditions(7, 8162, 6, 82)
+    star = np.zeros(1, sky_models.POPULATION_DTYPE)
+    star["star"], star["q"], star["mag"] = True, 1.0, 13.0
+    size = 301
+    image = np.zeros((size, size), np.float32)
+    sky_to_pix = np.diag([-1.0, 1.0]) / simulate.PIXEL_SCALE_ARCSEC
+    centre = np.array([size // 2], np.float64)
+    simulate._render_objects(image, star, centre, centre, cond, "i", sky_to_pix)
+    yy, xx = np.mgrid[:size, :size]
+    radius = np.hypot(yy - size // 2, xx - size // 2)
+    flux = 10 ** (-0.4 * (13.0 - 22.5))
+    for r_in in (30, 45, 70, 100, 130):
+        ring = (radius >= r_in) & (radius < r_in * 1.2)
+        per_efold = image[ring].mean() * 2 * np.pi * (r_in * 1.1) ** 2 / flux
+        assert per_efold == pytest.approx(cond.aureole["i"], rel=0.25), r_in
+    assert cond.aureole["i"] > 0.015  # real i-band aureoles hold 0.027-0.032 per e-fold (4510-4-30)
+    # the aureole's own draw leaves every other condition of the field as it was
+    assert simulate.field_conditions(7, 8162, 6, 82).seeing == cond.seeing

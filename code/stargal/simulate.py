@@ -66,6 +66,8 @@ LOW_LATITUDE_FRACTION = 0.07  # fields within 10 deg of the Galactic plane
 # the smooth sky-subtraction residual's amplitude per band, in units of the background sigma (drawn uniformly);
 # the 64-pixel background mesh of real frames varies by 0.03-0.7 sigma, but most of that is sources' light
 SKY_RESIDUAL_SIGMA = (0.015, 0.175)
+# the PSF aureole is rendered down to this fraction of the background sigma (objects to 0.15)
+AUREOLE_THRESHOLD_SIGMA = 0.02
 # seeing "survey" (config.SEEING_DRAWS): SDSS's r-band PSF width has quartiles 1.30 / 1.43 / 1.58" (DR1; taken
 # as the catalog's PSF_FWHM measure); drawn log-normal about its median, widened (0.2 against its 0.145) so
 # that the sample's good-seeing fields stay represented, clipped to 0.95-2.4"
@@ -524,7 +526,9 @@ def _render_objects(
         sky_models.render(image, x[group], y[group], amp, cov, radius)
     flux = 10 ** (-0.4 * (pop["mag"][:, BANDS.index(band)] - 22.5))
     amp, cov = sky_models.aureole_gaussians(flux, cond.aureole[band])
-    # only the bright objects' aureoles rise above the rendering threshold anywhere
+    # rendered further out than the objects: faint as it is, it spreads over thousands of pixels around each
+    # bright star; only the bright objects' aureoles rise above that anywhere
+    threshold = AUREOLE_THRESHOLD_SIGMA * cond.sigma[band]
     visible = np.flatnonzero(amp[:, 0] / (2 * np.pi * sky_models.AUREOLE_SIGMAS_PX[0] ** 2) > threshold)
     if visible.size:
         radius = sky_models.stamp_radius(amp[visible], cov[visible], threshold)

@@ -45,7 +45,7 @@ PSF_WING_FRACTION = (0.04, 0.18)
 # Gaussians whose widths double from one to the next falls as r^-2 between the narrowest and widest.
 AUREOLE_PER_EFOLD = {"u": 0.022, "g": 0.012, "r": 0.012, "i": 0.028, "z": 0.02}
 AUREOLE_FIELD_SCALE = (0.7, 1.4)
-AUREOLE_SIGMAS_PX = (10.0, 20.0, 40.0, 80.0)
+AUREOLE_SIGMAS_PX = (10.0, 20.0, 40.0, 80.0, 160.0)
 PSF_BAND_FACTOR = {"u": 1.15, "g": 1.10, "r": 1.0, "i": 1.05, "z": 1.02}
 PSF_BAND_SCATTER = 0.07
 # measured: catalog PSF_FWHM relative to the core FWHM of the images (4510-4-30 star sweep against its frames:
@@ -397,7 +397,7 @@ def quantize_counts(image: np.ndarray, sky_dn: np.ndarray, calib: np.ndarray) ->
     return ((dn - sky_dn) * calib[None, :]).astype(np.float32)
 
 
-_RADII = np.array([4, 6, 8, 11, 15, 20, 28, 40, 56, 80, 112, 160])
+_RADII = np.array([4, 6, 8, 11, 15, 20, 28, 40, 56, 80, 112, 160, 224, 320])
 
 
 def stamp_radius(amp: np.ndarray, cov: np.ndarray, threshold: float) -> np.ndarray:
