@@ -633,3 +633,34 @@ def test_residual_bench_without_the_sky_residual_leaves_faint_labels_as_on_noise
     assert int(cells[2]) > 100 and abs(float(cells[7])) < 0.02
     with pytest.raises(SystemExit):
         bench.main(["--scales", "-1"])
+
+
+def test_aureole_profile_is_flat_for_an_r2_halo_and_falls_without_one():
+    """fidelity.aureole_profile reads an r^-2 halo as flat (I r^2 constant) and a Gaussian PSF as falling fast,
+    whatever the sources' brightness, and ignores sources too near the edges."""
+    size = 401
+    yy, xx = np.mgrid[:size, :size]
+    r = np.hypot(xx - 200.3, yy - 199.6)
+    halo = 50.0 / np.maximum(r, 1.0) ** 2
+    compact = 50.0 * np.exp(-0.5 * (r / 6.0) ** 2)
+    radii = fidelity.AUREOLE_RADII
+    flat = fidelity.aureole_profile(halo, np.array([200.3]), np.array([199.6]))
+    np.testing.assert_allclose(flat, 1.0, rtol=0.02)
+    assert fidelity.aureole_profile(compact, np.array([200.3]), np.array([199.6]))[2] < 1e-3
+    assert np.isnan(fidelity.aureole_profile(halo, np.array([20.0]), np.array([199.6]))).all()
+    assert len(flat) == len(radii)
+
+
+@pytest.mark.slow
+def test_aureole_level_bench_reads_back_a_simulated_fields_drawn_aureole(one_field, tmp_path, capsys):
+    """bench/aureole_level.py measures on a simulated field's brightest catalog stars the aureole it was drawn
+    with (the simulator's constants came from the same measurement on the real 4510-4-30)."""
+    bench = _load_bench("aureole_level")
+    args = ["--sim-data-dir", str(one_field["paths"].root), "--fields", "80", "--sample", str(tmp_path / "no"), "-q"]
+    assert bench.main(args) == 0
+    drawn = simulate.field_conditions(ONE_FIELD_SEED, 8162, 6, 80).aureole
+    lines = capsys.readouterr().out.splitlines()
+    for band in "gri":
+        row = next(line for line in lines if line.startswith(f"| simulated 80 | {band} |"))
+        near = [float(c) for c in row.strip("|").split("|")[2:4]]  # 30 and 42 px, where the aureole dominates
+        assert np.median(near) == pytest.approx(drawn[band], rel=0.35), band

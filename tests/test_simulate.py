@@ -509,7 +509,7 @@ def test_undetectable_objects_are_not_counted_twice_but_lend_their_light_to_neig
 
 
 def test_bright_stars_have_the_real_psf_aureole():
-    """Real SDSS PSFs hold an r^-2 aureole of scattered light out to 100+ px (bench/psf_aureole.py): a rendered
+    """Real SDSS PSFs hold an r^-2 aureole of scattered light out to 100+ px (bench/fidelity.py, psf_aureole.png): a rendered
     bright star's light per e-fold of radius stays at the field's drawn share from 30 to 150 px, where the core
     and wings alone fall 30-100 times lower."""
     cond = simulate.field_conditions(7, 8162, 6, 82)

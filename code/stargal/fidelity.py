@@ -4,7 +4,7 @@ Per cube (pure: arrays in, a dict of arrays out): the stellar half-light radius 
 field-to-field range is the seeing range), how it changes across the frame, the PSF's radial profile (its
 wings), the size-magnitude diagram of the detected sources, their number counts, the sky residual left by
 sky subtraction, the colours of extended sources (galaxies), and the band offsets alignment corrected. And
-the fit of the simulator's PSF model (``sky_models``: Moffat core plus wings) to a stacked profile's encircled
+the aureole of scattered light about the brightest sources (100+ px), and the fit of the simulator's PSF model (``sky_models``: Moffat core plus wings) to a stacked profile's encircled
 energy, which tells the real cores' shape and wing share.
 """
 
@@ -22,6 +22,11 @@ STACK_HALF = 15
 COUNT_BINS = np.arange(14.0, 23.01, 0.5)
 EXTENDED = 1.4  # a source is extended when its r-band r50 exceeds 1.4 times the stars'
 COLOUR_LIMIT = 20.5
+# the PSF's aureole: each bright source's median surface brightness x r^2 in annuli about these radii (px, a
+# factor sqrt 2 apart), relative to its value at the first; flat for an r^-2 profile (further out the sky
+# residual, weighted by r^2, drowns it)
+AUREOLE_RADII = (15.0, 21.0, 30.0, 42.0, 60.0)
+AUREOLE_SOURCES = 6  # the brightest sources of a field at least the largest radius from its edges
 
 
 def stacked_profile(image: np.ndarray, x: np.ndarray, y: np.ndarray, half: int = STACK_HALF) -> np.ndarray | None:
@@ -80,6 +85,33 @@ def fit_psf_shape(ee: np.ndarray, beta: float, wings=np.linspace(0.0, 0.45, 46))
     return best
 
 
+def annulus_levels(image: np.ndarray, x: np.ndarray, y: np.ndarray, radii=AUREOLE_RADII) -> np.ndarray:
+    """[n, radii] median surface brightness (robust to neighbours) times r^2 in annuli a factor sqrt 2 wide
+    about each source at (x, y); NaN rows for sources nearer the edges than the last annulus."""
+    rows, cols = image.shape
+    radii = np.asarray(radii, np.float64)
+    half = int(np.ceil(radii[-1] * 2**0.25)) + 1
+    levels = np.full((len(x), len(radii)), np.nan)
+    for k, (xi, yi) in enumerate(zip(x, y, strict=True)):
+        ix, iy = int(round(xi)), int(round(yi))
+        if iy - half < 0 or ix - half < 0 or iy + half >= rows or ix + half >= cols:
+            continue
+        stamp = image[iy - half : iy + half + 1, ix - half : ix + half + 1]
+        yy, xx = np.mgrid[iy - half : iy + half + 1, ix - half : ix + half + 1]
+        dist = np.hypot(xx - xi, yy - yi)
+        rings = [(dist >= r / 2**0.25) & (dist < r * 2**0.25) for r in radii]
+        levels[k] = np.array([np.nanmedian(stamp[ring]) for ring in rings]) * radii**2
+    return levels
+
+
+def aureole_profile(image: np.ndarray, x: np.ndarray, y: np.ndarray, radii=AUREOLE_RADII) -> np.ndarray:
+    """Median over sources at (x, y) of their ``annulus_levels`` relative to the first radius: how the PSF's
+    outskirts fall (flat: as r^-2). NaN without a source far enough from the edges."""
+    levels = annulus_levels(image, x, y, radii)
+    usable = levels[:, 0] > 0
+    return np.median(levels[usable] / levels[usable, :1], axis=0) if usable.any() else np.full(len(radii), np.nan)
+
+
 def measure_cube(data: np.ndarray, bands: str, header=None) -> dict:
     """Every fidelity measurement of one aligned cube [bands, rows, cols] (see the module docstring)."""
     rows, cols = data.shape[1:]
@@ -92,6 +124,8 @@ def measure_cube(data: np.ndarray, bands: str, header=None) -> dict:
     slope = []
     ee = []
     residual = []
+    aureole = []
+    brightest = np.argsort(-np.nan_to_num(sources.flux[:, ref], nan=-np.inf))
     for b in range(len(bands)):
         sizes = sources.r50[stars, b]
         ok = np.isfinite(sizes)
@@ -100,6 +134,9 @@ def measure_cube(data: np.ndarray, bands: str, header=None) -> dict:
         profile = stacked_profile(image, sources.x[stars], sources.y[stars])
         ee.append(encircled_energy(profile) if profile is not None else np.full(len(EE_RADII), np.nan))
         residual.append(_sky_residual(data[b]))
+        inside = _far_from_edges(sources.x[brightest], sources.y[brightest], (rows, cols), AUREOLE_RADII[-1])
+        chosen = brightest[inside][:AUREOLE_SOURCES]
+        aureole.append(aureole_profile(data[b], sources.x[chosen], sources.y[chosen]))
     extended = (sources.r50[:, ref] > EXTENDED * sources.stellar_r50[ref]) & (r < COLOUR_LIMIT)
     g, i = bands.index("g"), bands.index("i")
     offsets = {}
@@ -111,6 +148,7 @@ def measure_cube(data: np.ndarray, bands: str, header=None) -> dict:
         "stars": int(stars.sum()),
         "psf_slope_x": slope,
         "encircled_energy": np.array(ee).tolist(),
+        "aureole": np.array(aureole).tolist(),
         "size_magnitude": {
             "r": r.tolist(),
             "r50_over_stellar": (sources.r50[:, ref] / sources.stellar_r50[ref]).tolist(),
@@ -124,6 +162,13 @@ def measure_cube(data: np.ndarray, bands: str, header=None) -> dict:
         },
         "band_offsets": offsets,
     }
+
+
+def _far_from_edges(x: np.ndarray, y: np.ndarray, shape: tuple[int, int], margin: float) -> np.ndarray:
+    rows, cols = shape
+    return (
+        (x > margin * 1.2 + 1) & (y > margin * 1.2 + 1) & (x < cols - margin * 1.2 - 2) & (y < rows - margin * 1.2 - 2)
+    )
 
 
 def _sky_residual(image: np.ndarray) -> float:

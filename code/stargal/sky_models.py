@@ -39,7 +39,7 @@ PSF_WING_BETA = 2.5
 PSF_WING_SCALE = 2.5
 PSF_WING_FRACTION = (0.04, 0.18)
 # beyond the wings the real PSF has an aureole of scattered light falling as r^-2 from ~15 px out to at least
-# 120 px: measured on the brightest stars of 4510-4-30 (bench/psf_aureole.py) it holds a share of the star's PSF
+# 120 px: measured on the brightest stars of 4510-4-30 (bench/fidelity.py, psf_aureole.png) it holds a share of the star's PSF
 # flux per e-fold of radius of 0.012 in g and r, 0.028 in i and about 0.02-0.025 in u and z, 10-100 times the
 # core and wings' light at 30-100 px; drawn per field within AUREOLE_FIELD_SCALE of these. A sum of equal-flux
 # Gaussians whose widths double from one to the next falls as r^-2 between the narrowest and widest.

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..fidelity import COUNT_BINS, EE_RADII
+from ..fidelity import AUREOLE_RADII, COUNT_BINS, EE_RADII
 from . import save_figure, subplots
 
 REAL, SIM = "tab:red", "tab:blue"
@@ -66,6 +66,31 @@ def plot_psf_profile(path: Path, measured: dict, bands: str = "ugriz") -> Path:
         ax.set_title(f"{bands[b]} band", fontsize=9)
         ax.set_xlabel("radius (pixels)")
     axes[0].set_ylabel("encircled energy (of 12 px)")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_aureole(path: Path, measured: dict, bands: str = "ugriz") -> Path:
+    """Surface brightness x r^2 about each field's brightest sources, relative to 15 px: the PSF's aureole of
+    scattered light (flat: falling as r^-2) against a PSF without one (falling steeply beyond 20 px)."""
+    from matplotlib.ticker import NullLocator
+
+    fig, axes = subplots(1, len(bands), figsize=(3 * len(bands), 3.2), sharey=True)
+    for b, ax in enumerate(axes):
+        for name, fields, colour in _both(measured):
+            for m in fields.values():
+                if "aureole" in m:
+                    ax.plot(AUREOLE_RADII, np.clip(m["aureole"][b], 1e-3, None), color=colour, alpha=0.5, lw=1)
+            ax.plot([], [], color=colour, label=name)
+        ax.set_xscale("log")
+        ax.set_xticks(AUREOLE_RADII, [f"{r:g}" for r in AUREOLE_RADII])
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_yscale("log")
+        ax.set_ylim(0.01, 5)
+        ax.set_title(f"{bands[b]} band", fontsize=9)
+        ax.set_xlabel("radius (pixels)")
+    axes[0].set_ylabel("I(r) r^2, relative to 15 px")
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     return save_figure(fig, path)
@@ -155,6 +180,7 @@ FIGURES = {
     "size_magnitude.png": plot_size_magnitude,
     "psf_sizes.png": plot_psf_sizes,
     "psf_profile.png": plot_psf_profile,
+    "psf_aureole.png": plot_aureole,
     "psf_variation.png": plot_psf_variation,
     "counts.png": plot_counts,
     "sky_residual.png": plot_sky_residual,
