@@ -477,9 +477,10 @@ def render_field(task: FieldTask) -> dict:
         residual *= np.float32(cond.sky_residual[b] * sigma)
         image += residual
         sky_models.interpolate_rows(image, saturated)  # saturated cores and bleed trails, as in real frames
-        # the catalog's fluxes: each object's own light on the frame's noise, sky residual and undetected
-        # sources' light, as photo measures the frames it writes after deblending the sources it detects
-        background = noise + residual + undetected_light
+        # the catalog's fluxes: each object's own light on the frame's noise and undetected sources' light, as
+        # photo measures after deblending the sources it detects; not on the smooth residual, which photo's own
+        # local sky takes out (its sky follows the frames' pedestals, bench/photo_sky.py)
+        background = noise + undetected_light
         for k, c in enumerate(cells):
             mine = owner == k
             family = sky_models.measurement_family(c.pop, b, psf_at(cond, b, x[mine], y[mine], shape), sky_to_pix)
