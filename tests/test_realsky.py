@@ -621,11 +621,15 @@ def test_inject_bench_extends_a_dataset_and_scores_a_model_on_fresh_injections(o
 
 @pytest.mark.slow
 def test_residual_bench_without_the_sky_residual_leaves_faint_labels_as_on_noise(monkeypatch, capsys):
-    """bench/residual_shift.py: field 80 simulated without its sky residual adds no light to faint injected
-    objects (with it, the inject bench's test above finds more than 0.03)."""
+    """bench/residual_shift.py: field 80 simulated without its sky residual, and without its stars' aureoles
+    (light too), adds no light to faint injected objects (with both, the inject bench's test above finds more
+    than 0.03)."""
     import sys
 
+    from stargal import sky_models
+
     monkeypatch.setitem(sys.modules, "inject_real", _load_bench("inject_real"))
+    monkeypatch.setattr(sky_models, "AUREOLE_PER_EFOLD", dict.fromkeys(sky_models.AUREOLE_PER_EFOLD, 0.0))
     bench = _load_bench("residual_shift")
     assert bench.main(["--scales", "0", "--seeds", "8", "--draws", "1"]) == 0
     row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| 8 |"))

@@ -3,9 +3,10 @@
 Per cube (pure: arrays in, a dict of arrays out): the stellar half-light radius per band (the PSF; its
 field-to-field range is the seeing range), how it changes across the frame, the PSF's radial profile (its
 wings), the size-magnitude diagram of the detected sources, their number counts, the sky residual left by
-sky subtraction, the colours of extended sources (galaxies), and the band offsets alignment corrected. And
-the aureole of scattered light about the brightest sources (100+ px), and the fit of the simulator's PSF model (``sky_models``: Moffat core plus wings) to a stacked profile's encircled
-energy, which tells the real cores' shape and wing share.
+sky subtraction, the colours of extended sources (galaxies), the band offsets alignment corrected, and the
+PSF's aureole of scattered light about the brightest sources (out to 60 px). And the fit of the simulator's PSF
+model (``sky_models``: Moffat core plus wings) to a stacked profile's encircled energy, which tells the real
+cores' shape and wing share.
 """
 
 from __future__ import annotations

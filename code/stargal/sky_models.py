@@ -38,16 +38,17 @@ PSF_CORE_BETA = 4.0
 PSF_WING_BETA = 2.5
 PSF_WING_SCALE = 2.5
 PSF_WING_FRACTION = (0.04, 0.18)
+PSF_BAND_FACTOR = {"u": 1.15, "g": 1.10, "r": 1.0, "i": 1.05, "z": 1.02}
+PSF_BAND_SCATTER = 0.07
 # beyond the wings the real PSF has an aureole of scattered light falling as r^-2 from ~15 px out to at least
-# 120 px: measured on the brightest stars of 4510-4-30 (bench/fidelity.py, psf_aureole.png) it holds a share of the star's PSF
-# flux per e-fold of radius of 0.012 in g and r, 0.028 in i and about 0.02-0.025 in u and z, 10-100 times the
-# core and wings' light at 30-100 px; drawn per field within AUREOLE_FIELD_SCALE of these. A sum of equal-flux
-# Gaussians whose widths double from one to the next falls as r^-2 between the narrowest and widest.
+# 120 px. On the brightest catalog stars of 4510-4-30 (bench/aureole_level.py) it holds a share of the star's
+# PSF flux per e-fold of radius of 0.012 in g and r, 0.028 in i and about 0.02 in u and z: 10-100 times the core's
+# and wings' light at 30-100 px; around the six fields' brightest sources it falls alike (bench/fidelity.py,
+# psf_aureole.png). Drawn per field within AUREOLE_FIELD_SCALE of these. Equal-flux Gaussians whose widths
+# double from one to the next sum to an r^-2 profile between the narrowest and the widest.
 AUREOLE_PER_EFOLD = {"u": 0.022, "g": 0.012, "r": 0.012, "i": 0.028, "z": 0.02}
 AUREOLE_FIELD_SCALE = (0.7, 1.4)
 AUREOLE_SIGMAS_PX = (10.0, 20.0, 40.0, 80.0, 160.0)
-PSF_BAND_FACTOR = {"u": 1.15, "g": 1.10, "r": 1.0, "i": 1.05, "z": 1.02}
-PSF_BAND_SCATTER = 0.07
 # measured: catalog PSF_FWHM relative to the core FWHM of the images (4510-4-30 star sweep against its frames:
 # 1.05 / 1.13 / 1.08 in g / r / i)
 CATALOG_FWHM_FACTOR = 1.08
