@@ -668,3 +668,21 @@ def test_aureole_level_bench_reads_back_a_simulated_fields_drawn_aureole(one_fie
         row = next(line for line in lines if line.startswith(f"| simulated 80 | {band} |"))
         near = [float(c) for c in row.strip("|").split("|")[2:4]]  # 30 and 42 px, where the aureole dominates
         assert np.median(near) == pytest.approx(drawn[band], rel=0.35), band
+
+
+def test_photo_sky_bench_reads_pedestals_and_recovers_a_known_slope():
+    """bench/photo_sky.py: the annulus median is the pedestal about a star (its own light, inside 15 px, aside),
+    NaN where the annulus leaves the frame; the fitted slope of photo's sky on it is recovered."""
+    bench = _load_bench("photo_sky")
+    rng = np.random.default_rng(5)
+    image = rng.normal(0.0, 0.01, (300, 400))
+    image[:, 200:] += 0.05  # a pedestal under the right half
+    yy, xx = np.mgrid[:300, :400]
+    for x, y in ((100, 150), (300, 150)):
+        image += 50.0 * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * 3.0**2))  # a bright star, inside 15 px
+    ped = bench.pedestals(image, np.array([100.0, 300.0, 20.0]), np.array([150.0, 150.0, 150.0]))
+    np.testing.assert_allclose(ped[:2], [0.0, 0.05], atol=0.003)
+    assert np.isnan(ped[2])  # 20 px from the edge: no whole annulus
+    pedestal = rng.uniform(-0.01, 0.01, 200)
+    fit, lo, hi = bench.slope(pedestal, 0.8 * pedestal + 0.002 + rng.normal(0, 0.001, 200))
+    assert abs(fit - 0.8) < 0.05 and lo < fit < hi and hi - lo < 0.1
