@@ -686,3 +686,17 @@ def test_photo_sky_bench_reads_pedestals_and_recovers_a_known_slope():
     pedestal = rng.uniform(-0.01, 0.01, 200)
     fit, lo, hi = bench.slope(pedestal, 0.8 * pedestal + 0.002 + rng.normal(0, 0.001, 200))
     assert abs(fit - 0.8) < 0.05 and lo < fit < hi and hi - lo < 0.1
+
+
+def test_pedestal_recall_bench_measures_pedestals_in_sigma_and_splits_recall():
+    """bench/pedestal_recall.py: a star on a neighbour's light reads its pedestal in units of the noise, one on
+    bare sky about zero, one at the frame's edge too (from the pixels there are), and the recall splits on it."""
+    bench = _load_bench("pedestal_recall")
+    rng = np.random.default_rng(3)
+    image = rng.normal(0.0, 0.02, (200, 300)).astype(np.float32)
+    image[:, 150:] += 0.01  # half a sigma of light under the right half
+    ped = bench.local_pedestals(image, np.array([60.0, 220.0, 2.0, 150.0]), np.array([100.0, 100.0, 100.0, -500.0]))
+    np.testing.assert_allclose(ped[:3], [0.0, 0.5, 0.0], atol=0.1)
+    assert np.isnan(ped[3])  # off the frame: no pixels
+    row = bench.recall_row("f", np.array([0.5, 0.6, 0.0, 0.1, np.nan]), np.array([False, True, True, True, True]), 0.3)
+    assert row == ["f", "4", "50.0%", "50.0% (1/2)", "100.0% (2/2)"]

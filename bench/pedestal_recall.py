@@ -1,0 +1,123 @@
+#!/usr/bin/env python3
+"""Are faint catalog stars missed where they sit on light? For the faint catalog stars (r > 21.5, or no r flux)
+of every sample field with a star sweep (4510-4-30), and with ``--sim-data-dir`` of simulated fields from their
+own catalog: the local pedestal in one band (the median of the cube 8-25 px about the star, over the annulus's
+robust sigma), and the model's recall above and below a pedestal of ``--limit`` sigma.
+
+    bench/pedestal_recall.py [--model pretrained] [--data-dir DIR] [--sample DIR] \
+        [--sim-data-dir DIR --fields 375-379] [--band i] [--limit 0.3]
+
+Real fields are prepared in --data-dir as real_sky.py prepares them. Prints one Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from stargal import cli, sdss
+from stargal.config import BANDS
+from stargal.paths import DEFAULT_SAMPLE_DIR, DataPaths, FieldId
+from stargal.tables import markdown_table
+
+ANNULUS = (8.0, 25.0)  # pixels: beyond a faint star's own light, within a bright neighbour's outskirts
+FAINT = 21.5  # r PSF magnitude
+
+
+def local_pedestals(image: np.ndarray, x: np.ndarray, y: np.ndarray, annulus=ANNULUS) -> np.ndarray:
+    """Median of ``image`` in an annulus about each (x, y), in units of the annulus's robust sigma (1.4826 MAD);
+    NaN where fewer than 100 finite pixels remain (frame edges, no data)."""
+    rows, cols = image.shape
+    half = int(np.ceil(annulus[1]))
+    out = np.full(len(x), np.nan)
+    for k, (xk, yk) in enumerate(zip(x, y, strict=True)):
+        ix, iy = int(round(xk)), int(round(yk))
+        y0, x0 = max(iy - half, 0), max(ix - half, 0)
+        stamp = image[y0 : min(iy + half + 1, rows), x0 : min(ix + half + 1, cols)]
+        yy, xx = np.mgrid[y0 : y0 + stamp.shape[0], x0 : x0 + stamp.shape[1]]
+        d = np.hypot(xx - xk, yy - yk)
+        ring = stamp[(d > annulus[0]) & (d < annulus[1])]
+        ring = ring[np.isfinite(ring)]
+        if ring.size < 100:
+            continue
+        level = np.median(ring)
+        sigma = 1.4826 * np.median(np.abs(ring - level))
+        out[k] = level / sigma if sigma > 0 else np.nan
+    return out
+
+
+def recall_row(label: str, pedestal: np.ndarray, called_star: np.ndarray, limit: float) -> list[str]:
+    """One table row: faint stars, the share on a pedestal above ``limit``, and the recall on and off it."""
+    ok = np.isfinite(pedestal)
+    high = ok & (pedestal > limit)
+    low = ok & ~high
+
+    def cell(mask: np.ndarray) -> str:
+        n = int(mask.sum())
+        return f"{called_star[mask].mean():.1%} ({int(called_star[mask].sum())}/{n})" if n else "-"
+
+    return [label, str(int(ok.sum())), f"{high.sum() / max(ok.sum(), 1):.1%}", cell(high), cell(low)]
+
+
+def faint_star_pedestals(paths: DataPaths, fid: FieldId, catalog: np.ndarray, bundle, band: str):
+    """(pedestal in sigma, called star) of the faint catalog stars of one aligned field."""
+    from stargal.stages.realsky import classify_positions, field_inputs
+
+    cube, data, pmap = field_inputs(paths, fid)
+    stars = catalog[catalog["FIELD"] == fid.field]
+    r = sdss.magnitude(stars["PSFFLUX"][:, BANDS.index("r")])
+    pred = classify_positions(bundle, data, cube.wcs, stars["RA"], stars["DEC"], pmap)
+    faint = (pred.status == "ok") & ~(r <= FAINT)  # NaN (no r flux) counts as faint
+    pedestal = local_pedestals(data[cube.bands.index(band)], pred.x[faint], pred.y[faint])
+    return pedestal, (pred.label == "star")[faint]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="pretrained", help="model name, folder or 'pretrained'")
+    parser.add_argument("--data-dir", default=None, help="data folder the real fields are prepared in")
+    parser.add_argument("--sample", default=str(DEFAULT_SAMPLE_DIR), help="folder of real SDSS frames")
+    parser.add_argument("--sim-data-dir", default=None, help="a data folder with simulated aligned cubes")
+    parser.add_argument("--fields", nargs="+", action=cli.FieldsAction, default=[], help="simulated fields")
+    parser.add_argument("--band", default="i", choices=list(BANDS), help="band the pedestal is measured in")
+    parser.add_argument("--limit", type=float, default=0.3, help="pedestal (sigma) that splits the stars")
+    parser.add_argument("-q", "--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    cli.setup_logging(args.quiet)
+    from stargal.stages.predict import load_bundle, resolve_model_dir
+    from stargal.stages.realsky import discover, prepare_field
+
+    paths = cli.data_paths(args)
+    bundle = load_bundle(resolve_model_dir(paths, args.model), "auto")
+    rows = []
+    sample = Path(args.sample)
+    for field in discover(sample) if sample.is_dir() else []:  # real fields only where the sample is
+        if field.star_catalog is None:
+            continue
+        prepare_field(paths.real_fields, field)
+        catalog = sdss.read_catalog(field.star_catalog)
+        ped, star = faint_star_pedestals(paths.real_fields, field.fid, catalog, bundle, args.band)
+        rows.append(recall_row(f"real {field.fid.run}-{field.fid.camcol}-{field.fid.field}", ped, star, args.limit))
+    if args.sim_data_dir:
+        sim = DataPaths.at(args.sim_data_dir)
+        catalog = sdss.read_catalog(sim.catalog(301, 8162, 6, "star"))
+        found = [faint_star_pedestals(sim, FieldId(301, 8162, 6, f), catalog, bundle, args.band) for f in args.fields]
+        if found:
+            ped, star = (np.concatenate(c) for c in zip(*found, strict=True))
+            rows.append(recall_row(f"simulated {', '.join(map(str, args.fields))}", ped, star, args.limit))
+    columns = [
+        "fields",
+        "faint catalog stars",
+        f"on a pedestal > {args.limit:g} sigma",
+        "recall there",
+        "recall elsewhere",
+    ]
+    print(f"Faint catalog stars (r > {FAINT}) and the {args.band}-band pedestal about them ({bundle.name})\n")
+    print(markdown_table(columns, rows))
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run_main(main)
