@@ -2,10 +2,11 @@
 """Are faint catalog stars missed where they sit on light? For the faint catalog stars (r > 21.5, or no r flux)
 of every sample field with a star sweep (4510-4-30), and with ``--sim-data-dir`` of simulated fields from their
 own catalog: the local pedestal in one band (the median of the cube 8-25 px about the star, over the annulus's
-robust sigma), and the model's recall above and below a pedestal of ``--limit`` sigma.
+robust sigma), and the model's recall above and below a pedestal of ``--limit`` sigma; and, to place a
+position-dependent failure, its recall in the frame's first ``--first-rows`` rows and in the rest.
 
     bench/pedestal_recall.py [--model pretrained] [--data-dir DIR] [--sample DIR] \
-        [--sim-data-dir DIR --fields 375-379] [--band i] [--limit 0.3]
+        [--sim-data-dir DIR --fields 375-379] [--band i] [--limit 0.3] [--first-rows 300]
 
 Real fields are prepared in --data-dir as real_sky.py prepares them. Prints one Markdown table.
 """
@@ -48,21 +49,26 @@ def local_pedestals(image: np.ndarray, x: np.ndarray, y: np.ndarray, annulus=ANN
     return out
 
 
-def recall_row(label: str, pedestal: np.ndarray, called_star: np.ndarray, limit: float) -> list[str]:
-    """One table row: faint stars, the share on a pedestal above ``limit``, and the recall on and off it."""
+def recall_row(
+    label: str, pedestal: np.ndarray, called_star: np.ndarray, limit: float, first_rows: np.ndarray
+) -> list[str]:
+    """One table row: faint stars, the share on a pedestal above ``limit``, the recall on and off it, and the
+    recall in the frame's first rows (``first_rows`` marks the stars there) and in the rest."""
     ok = np.isfinite(pedestal)
     high = ok & (pedestal > limit)
-    low = ok & ~high
 
     def cell(mask: np.ndarray) -> str:
         n = int(mask.sum())
         return f"{called_star[mask].mean():.1%} ({int(called_star[mask].sum())}/{n})" if n else "-"
 
-    return [label, str(int(ok.sum())), f"{high.sum() / max(ok.sum(), 1):.1%}", cell(high), cell(low)]
+    return [
+        label, str(int(ok.sum())), f"{high.sum() / max(ok.sum(), 1):.1%}", cell(high), cell(ok & ~high),
+        cell(ok & first_rows), cell(ok & ~first_rows),
+    ]  # fmt: skip
 
 
 def faint_star_pedestals(paths: DataPaths, fid: FieldId, catalog: np.ndarray, bundle, band: str):
-    """(pedestal in sigma, called star) of the faint catalog stars of one aligned field."""
+    """(pedestal in sigma, called star, row) of the faint catalog stars of one aligned field."""
     from stargal.stages.realsky import classify_positions, field_inputs
 
     cube, data, pmap = field_inputs(paths, fid)
@@ -71,7 +77,7 @@ def faint_star_pedestals(paths: DataPaths, fid: FieldId, catalog: np.ndarray, bu
     pred = classify_positions(bundle, data, cube.wcs, stars["RA"], stars["DEC"], pmap)
     faint = (pred.status == "ok") & ~(r <= FAINT)  # NaN (no r flux) counts as faint
     pedestal = local_pedestals(data[cube.bands.index(band)], pred.x[faint], pred.y[faint])
-    return pedestal, (pred.label == "star")[faint]
+    return pedestal, (pred.label == "star")[faint], pred.y[faint]
 
 
 def main(argv=None) -> int:
@@ -83,6 +89,7 @@ def main(argv=None) -> int:
     parser.add_argument("--fields", nargs="+", action=cli.FieldsAction, default=[], help="simulated fields")
     parser.add_argument("--band", default="i", choices=list(BANDS), help="band the pedestal is measured in")
     parser.add_argument("--limit", type=float, default=0.3, help="pedestal (sigma) that splits the stars")
+    parser.add_argument("--first-rows", type=int, default=300, help="rows of the frame's first strip")
     parser.add_argument("-q", "--quiet", action="store_true")
     args = parser.parse_args(argv)
     cli.setup_logging(args.quiet)
@@ -98,21 +105,25 @@ def main(argv=None) -> int:
             continue
         prepare_field(paths.real_fields, field)
         catalog = sdss.read_catalog(field.star_catalog)
-        ped, star = faint_star_pedestals(paths.real_fields, field.fid, catalog, bundle, args.band)
-        rows.append(recall_row(f"real {field.fid.run}-{field.fid.camcol}-{field.fid.field}", ped, star, args.limit))
+        ped, star, row = faint_star_pedestals(paths.real_fields, field.fid, catalog, bundle, args.band)
+        label = f"real {field.fid.run}-{field.fid.camcol}-{field.fid.field}"
+        rows.append(recall_row(label, ped, star, args.limit, row < args.first_rows))
     if args.sim_data_dir:
         sim = DataPaths.at(args.sim_data_dir)
         catalog = sdss.read_catalog(sim.catalog(301, 8162, 6, "star"))
         found = [faint_star_pedestals(sim, FieldId(301, 8162, 6, f), catalog, bundle, args.band) for f in args.fields]
         if found:
-            ped, star = (np.concatenate(c) for c in zip(*found, strict=True))
-            rows.append(recall_row(f"simulated {', '.join(map(str, args.fields))}", ped, star, args.limit))
+            ped, star, row = (np.concatenate(c) for c in zip(*found, strict=True))
+            label = f"simulated {', '.join(map(str, args.fields))}"
+            rows.append(recall_row(label, ped, star, args.limit, row < args.first_rows))
     columns = [
         "fields",
         "faint catalog stars",
         f"on a pedestal > {args.limit:g} sigma",
         "recall there",
         "recall elsewhere",
+        f"recall, rows < {args.first_rows}",
+        "recall, the other rows",
     ]
     print(f"Faint catalog stars (r > {FAINT}) and the {args.band}-band pedestal about them ({bundle.name})\n")
     print(markdown_table(columns, rows))

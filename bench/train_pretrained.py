@@ -101,6 +101,32 @@ def _psf_range_bullet(meta: dict) -> list[str]:
     ]
 
 
+def faint_recall(record: dict) -> dict | None:
+    """Recall beyond r = 22 on the first real field with a star catalog (``run_real_sky``'s record): of all its
+    catalog stars and of those the detection finds."""
+    for field in record["fields"]:
+        if "catalog" in field:
+            catalog = field["catalog"]
+            beyond = [
+                next(b["fraction"] for b in catalog[key]["by_r"] if b["bin"].startswith(">="))
+                for key in ("recall", "recall_detected")
+            ]
+            return {"field": field["label"], "all": beyond[0], "detected": beyond[1]}
+    return None
+
+
+def _faint_stars_bullet(card: dict) -> list[str]:
+    faint = card.get("real_sky", {}).get("faint_recall")
+    if not faint:
+        return ["- Faint stars (r > 22) are recognised less often than brighter ones."]
+    return [
+        f"- Faint stars (r > 22) are recognised less often than brighter ones: {faint['all'] * 100:.0f} % of "
+        f"{faint['field']}'s catalog stars,",
+        f"  {faint['detected'] * 100:.0f} % of those the detection finds. Half of them are too faint in r to be found "
+        "there.",
+    ]
+
+
 # the training sky's seeing draw (00_download.py --sim-seeing), in the card's words
 SEEING_PHRASE = {
     "sample": 'the real sample\'s good seeing: r-band PSF core FWHM 0.81-1.66", most fields near 1.1"',
@@ -174,16 +200,17 @@ def model_card(card: dict, meta: dict) -> str:
         "  faint sources depends on that measurement: told a PSF 5 % wider or narrower, the model recognises a few",
         "  per cent more or fewer faint stars and calls more or fewer galaxies stars (`bench/psf_sensitivity.py`).",
         *_psf_range_bullet(meta),
-        "- Faint stars (r > 22) are recognised less often than brighter ones: 85 % of 4510-4-30's catalog stars, 89 %",
-        "  of those the detection finds (the version-8 model before it: 67 % and 82 %). Half of them are too faint in r",
-        "  to be found there. Faint galaxies are the other side of that: of simulated galaxies beyond r = 22 injected",
-        "  into five real fields it calls 11.5-22.9 % stars where their labels are measured on the field's own pixels",
-        "  and 11.9-26.2 % against labels measured on independent noise (the version-8 model: 4.5-7.6 % and",
-        "  9.3-16.8 %; `bench/inject_real.py --evaluate`). Which is nearer SDSS's own labels depends on how photo's",
-        "  local sky treats the frames' pedestals (README, Results, Photo's local sky).",
-        "- In 4510-4-30 the faint catalog stars (r > 21.5) in the frame's first 300 rows (y < 300), a strip with",
-        "  a positive sky pedestal and the field's brightest stars, are recognised 61 % of the time (11 of 18),",
-        "  against 95 % elsewhere in the frame (the version-8 model: 44 % and 84 %).",
+        *_faint_stars_bullet(card),
+        "  Faint galaxies are the other side of that: of simulated galaxies beyond r = 22 injected into five real",
+        "  fields the version-10 ensemble called 11.5-22.9 % stars where their labels are measured on the field's own",
+        "  pixels and 11.9-26.2 % against labels measured on independent noise (the version-8 one: 4.5-7.6 % and",
+        "  9.3-16.8 %; `bench/inject_real.py --evaluate`, 2026-12-05, not rerun by this build). Which is nearer",
+        "  SDSS's own labels depends on how photo's local sky treats the frames' pedestals (README, Results, Photo's",
+        "  local sky).",
+        "- In 4510-4-30 the faint catalog stars (r > 21.5 or no r flux) in the frame's first 300 rows, a strip with",
+        "  a positive sky pedestal and the field's brightest stars, are recognised 67 % of the time (14 of 21),",
+        "  against 95 % (58 of 61) elsewhere (the version-8 model: 43 % and 82 %); of the 7 on a bright neighbour's",
+        "  light (above 0.3 noise sigma in i), 3 (`bench/pedestal_recall.py`, 2026-12-05; README, Results).",
         "- Saturated stars (r < ~15): SDSS frames interpolate over some of their rows and leave others at the",
         "  saturation level, which the simulator does not copy (trying it did not help: README, Results).",
         "  Sources brighter than r = 16 called star (the locus table's last column) show how often it misses them.",
@@ -288,7 +315,11 @@ def main(argv=None) -> int:
 
         out = paths.reports("real_sky", model_dir.name)
         result = run_real_sky(paths, Path(args.sample), model=str(model_dir), out=out)
-        card["real_sky"] = {"tables": result["tables"], "summary": result["summary"]}
+        card["real_sky"] = {
+            "tables": result["tables"],
+            "summary": result["summary"],
+            "faint_recall": faint_recall(result),
+        }
         for entry, member in zip(card.get("members", []), members, strict=False):
             alone = run_real_sky(paths, Path(args.sample), model=str(paths.model_dir(member)),
                                  out=paths.reports("real_sky", member))  # fmt: skip

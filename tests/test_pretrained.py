@@ -51,6 +51,21 @@ def test_model_card_is_what_the_build_script_writes_from_the_card_data():
     assert (PRETRAINED_MODEL_DIR.parent / "README.md").read_text() == bench.model_card(card, meta)
 
 
+def test_model_card_takes_the_faint_star_recall_from_the_real_sky_record():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_pretrained", PROJECT / "bench" / "train_pretrained.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bins = [{"bin": "< 21", "fraction": 1.0}, {"bin": ">= 22", "fraction": 0.8}]
+    catalog = {"recall": {"by_r": bins}, "recall_detected": {"by_r": [{"bin": ">= 22", "fraction": 0.9}]}}
+    record = {"fields": [{"label": "1035-6-17"}, {"label": "4510-4-30", "catalog": catalog}]}
+    assert bench.faint_recall(record) == {"field": "4510-4-30", "all": 0.8, "detected": 0.9}
+    assert bench.faint_recall({"fields": [{"label": "1035-6-17"}]}) is None
+    text = "\n".join(bench._faint_stars_bullet({"real_sky": {"faint_recall": bench.faint_recall(record)}}))
+    assert "80 % of 4510-4-30's" in text and "90 % of those the detection finds" in text
+
+
 def test_resolves_as_pretrained_and_as_the_default(tmp_path):
     paths = DataPaths(tmp_path / "data")  # no model trained here
     assert resolve_model_dir(paths, PRETRAINED) == PRETRAINED_MODEL_DIR

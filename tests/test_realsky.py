@@ -698,5 +698,7 @@ def test_pedestal_recall_bench_measures_pedestals_in_sigma_and_splits_recall():
     ped = bench.local_pedestals(image, np.array([60.0, 220.0, 2.0, 150.0]), np.array([100.0, 100.0, 100.0, -500.0]))
     np.testing.assert_allclose(ped[:3], [0.0, 0.5, 0.0], atol=0.1)
     assert np.isnan(ped[3])  # off the frame: no pixels
-    row = bench.recall_row("f", np.array([0.5, 0.6, 0.0, 0.1, np.nan]), np.array([False, True, True, True, True]), 0.3)
-    assert row == ["f", "4", "50.0%", "50.0% (1/2)", "100.0% (2/2)"]
+    called = np.array([False, True, True, True, True])
+    first_rows = np.array([True, False, True, False, True])
+    row = bench.recall_row("f", np.array([0.5, 0.6, 0.0, 0.1, np.nan]), called, 0.3, first_rows)
+    assert row == ["f", "4", "50.0%", "50.0% (1/2)", "100.0% (2/2)", "50.0% (1/2)", "100.0% (2/2)"]
