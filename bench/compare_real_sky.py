@@ -30,6 +30,11 @@ COLUMNS = (
     ("4510 two-sided MCC", lambda r, m: _catalog(r, lambda c: c["two_sided"]["mcc"])),
     ("4510 non-catalog r 21-22 called star", lambda r, m: _catalog(r, lambda c: c["faint_non_catalog"]["fraction"])),
     ("4510 MCC, negatives to r 22", lambda r, m: _catalog(r, lambda c: c["two_sided_to_complete"]["mcc"])),
+    (
+        "4510 non-catalog r 22-22.5 called star",
+        lambda r, m: _catalog(r, lambda c: c["fainter_non_catalog"]["fraction"]),
+    ),
+    ("4510 MCC, negatives to r 22.5", lambda r, m: _catalog(r, lambda c: c["two_sided_to_limit"]["mcc"])),
     ("min locus (called star)", lambda r, m: min(f["locus"]["called_star"]["fraction"] or 0 for f in r["fields"])),
     ("r<16 called star, all fields", lambda r, m: _pooled(r, "saturating")),
     ("r<16 called galaxy (count)", lambda r, m: _pooled(r, "saturating", missed=True)),

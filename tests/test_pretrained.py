@@ -230,6 +230,11 @@ def test_real_sky_evaluation_runs_on_a_simulated_field(tiny_sky, tiny_data, tmp_
     fuller, faint = catalog["two_sided_to_complete"], catalog["faint_non_catalog"]
     assert fuller["non_catalog_called_star"]["n"] == catalog["bright_non_catalog"]["n"] + faint["n"]
     assert fuller["star_recall"] == catalog["two_sided"]["star_recall"] and fuller["mcc"] >= 0.5
+    # down to the sweep's limit, the non-catalog sources at r 22-22.5 are negatives as well
+    fullest, fainter = catalog["two_sided_to_limit"], catalog["fainter_non_catalog"]
+    assert fainter["n"] >= 1 and fainter["r_range"] == [22.0, 22.5]
+    assert fullest["non_catalog_called_star"]["n"] == fuller["non_catalog_called_star"]["n"] + fainter["n"]
+    assert fullest["star_recall"] == catalog["two_sided"]["star_recall"]
     # few bright sources in a 400 x 600 frame: the locus test's power is checked on a full-size field
     # (test_realsky.py); here it must run and find the called stars mostly on the locus
     assert field["locus"]["called_star"]["n"] >= 3 and field["locus"]["called_star"]["fraction"] >= 0.5
@@ -288,7 +293,7 @@ def test_real_sky_evaluation_on_real_frames(sample_dir, tmp_path):
     assert catalog["bright_non_catalog"]["fraction"] <= 0.1
     assert catalog["two_sided"]["mcc"] >= 0.65
     # the sweep is complete to r = 22 (128 non-catalog sources at r 21-22, 7 called star): with them as negatives
-    # too, the MCC is 0.871
+    # too, the MCC is 0.899
     faint = catalog["faint_non_catalog"]
     assert faint["n"] >= 100 and faint["fraction"] <= 0.12
     assert (
@@ -296,6 +301,13 @@ def test_real_sky_evaluation_on_real_frames(sample_dir, tmp_path):
         == catalog["bright_non_catalog"]["n"] + faint["n"]
     )
     assert catalog["two_sided_to_complete"]["mcc"] >= 0.75
+    # and down to the sweep's own limit, r 22.5 (116 more non-catalog sources, 21 called star): MCC 0.825
+    fainter, fullest = catalog["fainter_non_catalog"], catalog["two_sided_to_limit"]
+    assert fainter["n"] >= 100 and fainter["fraction"] <= 0.25
+    assert fullest["non_catalog_called_star"]["n"] == (
+        catalog["two_sided_to_complete"]["non_catalog_called_star"]["n"] + fainter["n"]
+    )
+    assert fullest["mcc"] >= 0.75
     # counted apart: the deblended bright sources (7 of 71) and the isolated ones, of which 1 is called star
     bright = catalog["bright_non_catalog"]
     assert bright["isolated"]["n"] + bright["deblended"]["n"] == bright["n"] and 3 <= bright["deblended"]["n"] <= 15

@@ -702,3 +702,41 @@ def test_pedestal_recall_bench_measures_pedestals_in_sigma_and_splits_recall():
     first_rows = np.array([True, False, True, False, True])
     row = bench.recall_row("f", np.array([0.5, 0.6, 0.0, 0.1, np.nan]), called, 0.3, first_rows)
     assert row == ["f", "4", "50.0%", "50.0% (1/2)", "100.0% (2/2)", "50.0% (1/2)", "100.0% (2/2)"]
+
+
+def test_source_counts_bench_scales_star_counts_to_the_pole():
+    """bench/source_counts.py: each field's catalog stars per r bin, times its sin|b|, averaged over fields."""
+    bench = _load_bench("source_counts")
+    r = np.array([17.0, 19.0, 19.5, 21.5, 30.0, 17.0, 22.2])  # r 30: below every bin
+    catalog = np.zeros(len(r), dtype=[("FIELD", "i4"), ("PSFFLUX", "f4", 5)])
+    catalog["FIELD"] = [1, 1, 1, 1, 1, 2, 2]
+    catalog["PSFFLUX"][:, 2] = 10 ** (-0.4 * (r - 22.5))
+    sin_b = np.where(catalog["FIELD"] == 1, 0.5, 1.0)
+    # field 1: 1, 2, 0, 1, 0 times 0.5; field 2: 1, 0, 0, 0, 1
+    np.testing.assert_allclose(bench.catalog_star_counts(catalog, sin_b), [0.75, 0.5, 0.0, 0.25, 0.5], atol=1e-6)
+
+
+@pytest.mark.slow
+def test_source_counts_bench_counts_a_simulated_fields_galaxies(one_field, tmp_path, capsys):
+    bench = _load_bench("source_counts")
+    args = ["--sim-data-dir", str(one_field["paths"].root), "--fields", "80", "--seed", str(ONE_FIELD_SEED)]
+    args += ["--min-latitude", "0", "--sample", str(tmp_path / "absent"), "-q"]
+    assert bench.main(args) == 0
+    out = capsys.readouterr().out.splitlines()
+    rows = {
+        line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")] for line in out if "| sim" in line
+    }
+    stars, sources = rows["simulated, b beyond 0 deg"], rows["simulated, b beyond 0 deg (mean)"]
+    assert sources[1] == "1"
+    truth = read_table(one_field["paths"].sim_truth(301, 8162, 6), dtype=TRUTH_DTYPE)
+    own = truth[truth["field"] == 80]
+    # the non-catalog sources at r 21-22 are the field's galaxies there (their r measured, not true: loosely)
+    galaxies = np.sum((own["label"] == 0) & (own["r"] >= 21) & (own["r"] < 22))
+    assert 0.5 * galaxies <= float(sources[4]) <= 1.5 * galaxies
+    # the star sweep's field-80 stars at r 21-22 (PSF magnitude), scaled by the field's drawn sin|b|
+    from stargal import sdss
+
+    sweep = sdss.read_catalog(one_field["paths"].catalog(301, 8162, 6, "star"))
+    r = sdss.magnitude(sweep["PSFFLUX"][sweep["FIELD"] == 80, 2])
+    sin_b = np.sin(np.radians(simulate.field_conditions(ONE_FIELD_SEED, 8162, 6, 80).latitude))
+    assert float(stars[4]) == pytest.approx(np.sum((r >= 21) & (r < 22)) * sin_b, abs=0.05)

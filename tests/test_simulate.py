@@ -190,7 +190,9 @@ def test_rendered_star_flux_and_position(tiny_sky):
 
 
 def _check_isolated_stars(frame, truth) -> int:
-    stars = truth[(truth["label"] == 1) & (truth["i"] > 16.5) & (truth["i"] < 19.5)]
+    stars = truth[
+        (truth["label"] == 1) & (truth["i"] > 16.5) & (truth["i"] < 18.7)
+    ]  # noise: 3 % of the flux over the stamp
     x, y = frame.wcs.wcs_world2pix(stars["ra"], stars["dec"], 0)
     allx, ally = frame.wcs.wcs_world2pix(truth["ra"], truth["dec"], 0)
     checked = 0
@@ -202,6 +204,12 @@ def _check_isolated_stars(frame, truth) -> int:
             continue
         ix, iy = int(round(xi)), int(round(yi))
         stamp = frame.image[iy - 12 : iy + 13, ix - 12 : ix + 13].astype(np.float64)
+        # less the local sky: the frames keep a smooth sky residual, worth a faint star's flux over 625 pixels
+        box = frame.image[max(iy - 20, 0) : iy + 21, max(ix - 20, 0) : ix + 21].astype(np.float64)
+        by, bx = np.mgrid[
+            max(iy - 20, 0) : max(iy - 20, 0) + box.shape[0], max(ix - 20, 0) : max(ix - 20, 0) + box.shape[1]
+        ]
+        stamp = stamp - np.median(box[np.hypot(bx - xi, by - yi) > 14])
         flux = 10 ** (-0.4 * (mag - 22.5))
         assert stamp.sum() == pytest.approx(flux, rel=0.12)
         # centroid weighted by a window centred on the WCS position: unbiased by noise and pixel grid

@@ -40,6 +40,9 @@ BRIGHT_LIMIT = 21.0  # r: "bright" non-catalog sources
 # r: the star sweep lists every star brighter than this (its limit is 22.5 in some band), so the non-catalog sources
 # up to it are galaxies too; counting them as negatives charges a model for the faint galaxies it calls star
 SWEEP_COMPLETE_LIMIT = 22.0
+# r: the star sweep's own PSF-magnitude limit; non-catalog sources at r 22-22.5 are mostly galaxies too, with some
+# stars measured brighter than they are: counted apart, as the faintest negatives the sweep can vouch for
+SWEEP_LIMIT = 22.5
 # r: brighter than this, star cores approach or pass saturation, while galaxies are ~10 per square degree (under
 # one per frame): a label-free check that saturated stars are called star
 SATURATING_LIMIT = 16.0

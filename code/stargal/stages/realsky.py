@@ -38,8 +38,9 @@ RERUN = 301
 # 2: point-like locus fractions per quadrant; 3: bands registered on the stars, fluxes scaled to 3.2";
 # 4: bright sources (r < 16) called star, single-band artefacts left out; 5: sources to SDSS's depth, recall on
 # the stars detected; 6: quadrant p; 7: star fraction r 22-23; 8: deblended sources marked, the bright non-catalog
-# ones counted apart; 9: non-catalog r 21-22 as negatives too; 10: the labelled check where both sweeps are there
-FORMAT_VERSION = 10
+# ones counted apart; 9: non-catalog r 21-22 as negatives too; 10: the labelled check where both sweeps are there;
+# 11: non-catalog r 22-22.5 as negatives too, apart
+FORMAT_VERSION = 11
 
 
 @dataclass(frozen=True)
@@ -222,6 +223,7 @@ def _catalog_checks(field, catalog, bundle, data, cube, pmap, detected, called_s
     non_catalog = ok & ~near_star
     others = non_catalog & realsky.in_bin(r, None, realsky.BRIGHT_LIMIT)
     faint_others = non_catalog & realsky.in_bin(r, realsky.BRIGHT_LIMIT, realsky.SWEEP_COMPLETE_LIMIT)
+    fainter_others = non_catalog & realsky.in_bin(r, realsky.SWEEP_COMPLETE_LIMIT, realsky.SWEEP_LIMIT)
     # the stars predict.py --detect would classify: those the detection finds (the rest are mostly too faint in
     # r to be found: below SDSS's own detection limit there, listed for their light in other bands)
     found = classified & geometry.near_any(stars["RA"], stars["DEC"], ra[ok], dec[ok], realsky.MATCH_RADIUS_ARCSEC)
@@ -236,6 +238,9 @@ def _catalog_checks(field, catalog, bundle, data, cube, pmap, detected, called_s
         ),
         "two_sided_detected": realsky.two_sided(called[found], called_star[others]),
         "two_sided_detected_to_complete": realsky.two_sided(called[found], called_star[others | faint_others]),
+        "two_sided_detected_to_limit": realsky.two_sided(
+            called[found], called_star[others | faint_others | fainter_others]
+        ),
         "bright_non_catalog": {
             "r_limit": realsky.BRIGHT_LIMIT,
             "match_radius_arcsec": realsky.MATCH_RADIUS_ARCSEC,
@@ -248,9 +253,17 @@ def _catalog_checks(field, catalog, bundle, data, cube, pmap, detected, called_s
             "r_range": [realsky.BRIGHT_LIMIT, realsky.SWEEP_COMPLETE_LIMIT],
             **realsky.fraction(called_star, faint_others),
         },
+        "fainter_non_catalog": {
+            "r_range": [realsky.SWEEP_COMPLETE_LIMIT, realsky.SWEEP_LIMIT],
+            **realsky.fraction(called_star, fainter_others),
+        },
         "two_sided": realsky.two_sided(called[classified], called_star[others]),
         # the same with the non-catalog sources down to where the sweep is complete as negatives as well
         "two_sided_to_complete": realsky.two_sided(called[classified], called_star[others | faint_others]),
+        # and down to the sweep's own limit: charges a model for the faintest galaxies it calls star
+        "two_sided_to_limit": realsky.two_sided(
+            called[classified], called_star[others | faint_others | fainter_others]
+        ),
     }, near_star
 
 
@@ -359,10 +372,10 @@ def report_content(record: dict) -> dict:
         )  # fmt: skip
         if "catalog" in f:
             c = f["catalog"]
-            for label, recall, both, fuller in (
-                (f["label"], c["recall"], c["two_sided"], c.get("two_sided_to_complete")),
+            for label, recall, both, fuller, fullest in (
+                (f["label"], c["recall"], c["two_sided"], c.get("two_sided_to_complete"), c.get("two_sided_to_limit")),
                 (f"{f['label']}, stars detected", c["recall_detected"], c["two_sided_detected"],
-                 c.get("two_sided_detected_to_complete")),
+                 c.get("two_sided_detected_to_complete"), c.get("two_sided_detected_to_limit")),
             ):  # fmt: skip
                 by_r = {e["bin"]: e for e in recall["by_r"]}
                 catalog_rows.append(
@@ -378,6 +391,8 @@ def report_content(record: dict) -> dict:
                         "-" if both["mcc"] is None else f"{both['mcc']:.3f}",
                         percent_cell(c.get("faint_non_catalog")),
                         "-" if fuller is None or fuller["mcc"] is None else f"{fuller['mcc']:.3f}",
+                        percent_cell(c.get("fainter_non_catalog")),
+                        "-" if fullest is None or fullest["mcc"] is None else f"{fullest['mcc']:.3f}",
                     ]
                 )
     tables = [
@@ -414,6 +429,8 @@ def report_content(record: dict) -> dict:
                     "two-sided MCC",
                     f"non-catalog r {realsky.BRIGHT_LIMIT:.0f}-{realsky.SWEEP_COMPLETE_LIMIT:.0f} called star",
                     f"MCC, negatives to r {realsky.SWEEP_COMPLETE_LIMIT:.0f}",
+                    f"non-catalog r {realsky.SWEEP_COMPLETE_LIMIT:.0f}-{realsky.SWEEP_LIMIT} called star",
+                    f"MCC, negatives to r {realsky.SWEEP_LIMIT}",
                 ],  # fmt: skip
                 "rows": catalog_rows,
             }
