@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 """Star and galaxy counts per magnitude, the real sky against the simulated one, where a real star sweep tells the
 two apart: catalog stars per field with r < 22.5 (the real sweep's every field, and the simulated sweep's fields,
-both scaled to the Galactic pole by sin|b|), and the sources the detection finds more than 2" from every catalog
-star (galaxies, mostly) per field and r bin, on the real fields with a star sweep and on simulated fields.
+both scaled to the Galactic pole by sin|b|), the sources the detection finds more than 2" from every catalog
+star (galaxies, mostly) per field and r bin, on the real fields with a star sweep and on simulated fields, and the
+star-sweep entries listed for one band's light alone.
 
     bench/source_counts.py --sim-data-dir DIR --fields 300-379 [--seed 42] [--data-dir DIR] [--sample DIR]
 
 Real fields are prepared in --data-dir as real_sky.py prepares them; the simulated fields must have been through
-stages 00 and 01. Prints two Markdown tables.
+stages 00 and 01. Prints three Markdown tables.
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ from astropy.coordinates import SkyCoord
 from stargal import cli, detection, geometry, realsky, sdss
 from stargal.config import BANDS, SEED
 from stargal.paths import DEFAULT_SAMPLE_DIR, DataPaths, FieldId
+from stargal.simulate import SWEEP_PSF_MAG_LIMITS
 from stargal.tables import markdown_table
 
 STAR_BINS = (12.0, 18.0, 20.0, 21.0, 22.0, 22.5)
 SOURCE_BINS = (18.0, 20.0, 21.0, 22.0, 22.5)
+LONE_MARGIN = 1.5  # mag beyond the other bands' limits: nothing there
 MIN_LATITUDE = 40.0  # degrees: fields nearer the plane are too crowded for per-field galaxy counts
 
 
@@ -34,6 +37,16 @@ def catalog_star_counts(catalog: np.ndarray, sin_b: np.ndarray, bins=STAR_BINS) 
     fields = np.unique(catalog["FIELD"])
     counts = [np.histogram(r[catalog["FIELD"] == f], bins)[0] * sin_b[catalog["FIELD"] == f][0] for f in fields]
     return np.mean(counts, axis=0)
+
+
+def lone_band_entries(catalog: np.ndarray, limits=SWEEP_PSF_MAG_LIMITS, margin: float = LONE_MARGIN) -> np.ndarray:
+    """Catalog entries per field listed for one band's light alone: within that band's sweep limit, and more than
+    ``margin`` mag beyond the limit (or without flux) in every other band; one count per band."""
+    mag = sdss.magnitude(catalog["PSFFLUX"])
+    mag = np.where(np.isfinite(mag), mag, np.inf)
+    inside = mag < np.asarray(limits)
+    lone = (inside.sum(axis=1) == 1) & (inside | (mag >= np.asarray(limits) + margin)).all(axis=1)
+    return (lone[:, None] & inside).sum(axis=0) / len(np.unique(catalog["FIELD"]))
 
 
 def non_catalog_counts(cube_data: np.ndarray, bands: str, wcs, catalog: np.ndarray, bins=SOURCE_BINS) -> np.ndarray:
@@ -75,7 +88,7 @@ def main(argv=None) -> int:
     from stargal.stages.realsky import discover, field_inputs, prepare_field
 
     paths = cli.data_paths(args)
-    star_rows, source_rows = [], []
+    star_rows, source_rows, lone_rows = [], [], []
     sample = Path(args.sample)
     for field in discover(sample) if sample.is_dir() else []:
         if field.star_catalog is None:
@@ -83,6 +96,7 @@ def main(argv=None) -> int:
         catalog = sdss.read_catalog(field.star_catalog)
         label = f"real {field.fid.run}-{field.fid.camcol} ({len(np.unique(catalog['FIELD']))} fields)"
         star_rows.append([label, *_cells(catalog_star_counts(catalog, _sin_b(catalog["RA"], catalog["DEC"])))])
+        lone_rows.append([label, *_cells(lone_band_entries(catalog))])
         prepare_field(paths.real_fields, field)
         cube, data, _ = field_inputs(paths.real_fields, field.fid)
         counts = non_catalog_counts(data, cube.bands, cube.wcs, catalog)
@@ -93,6 +107,9 @@ def main(argv=None) -> int:
     listed = catalog[np.isin(catalog["FIELD"], [f for f in args.fields if latitude[f] >= args.min_latitude])]
     sin_b = np.sin(np.radians([latitude[f] for f in listed["FIELD"]]))
     star_rows.append([f"simulated, b beyond {args.min_latitude:g} deg", *_cells(catalog_star_counts(listed, sin_b))])
+    own = catalog[np.isin(catalog["FIELD"], args.fields)]
+    if len(own):
+        lone_rows.append(["simulated, every field given", *_cells(lone_band_entries(own))])
     per_field = []
     for f in (f for f in args.fields if latitude[f] >= args.min_latitude):
         cube, data, _ = field_inputs(sim, FieldId(301, 8162, 6, f))
@@ -104,6 +121,9 @@ def main(argv=None) -> int:
     print(markdown_table(["sweep", *_bin_names(STAR_BINS)], star_rows))
     print('\nDetected sources more than 2" from every catalog star, per field, by r\n')
     print(markdown_table(["fields", "fields measured", *_bin_names(SOURCE_BINS)], source_rows))
+    print(f"\nStar-sweep entries per field listed for one band's light alone (nothing within {LONE_MARGIN} mag of the")
+    print("limits in the other bands)\n")
+    print(markdown_table(["sweep", *BANDS], lone_rows))
     return 0
 
 

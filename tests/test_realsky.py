@@ -740,3 +740,21 @@ def test_source_counts_bench_counts_a_simulated_fields_galaxies(one_field, tmp_p
     r = sdss.magnitude(sweep["PSFFLUX"][sweep["FIELD"] == 80, 2])
     sin_b = np.sin(np.radians(simulate.field_conditions(ONE_FIELD_SEED, 8162, 6, 80).latitude))
     assert float(stars[4]) == pytest.approx(np.sum((r >= 21) & (r < 22)) * sin_b, abs=0.05)
+
+
+def test_source_counts_bench_finds_entries_listed_for_one_band_alone():
+    """An entry within one band's sweep limit and far beyond the others' (or without flux there) is lone; one
+    near another band's limit, or within two limits, is not."""
+    bench = _load_bench("source_counts")
+    mags = np.array(
+        [
+            [22.0, np.nan, np.nan, np.nan, np.nan],  # u alone
+            [np.nan, 25.0, 26.0, 24.0, 21.0],  # z alone: the others 1.5 mag or more beyond their limits
+            [np.nan, 25.0, 23.5, 24.0, 21.0],  # z, but r within 1.5 mag of its limit: not lone
+            [22.0, 22.0, 22.0, 21.0, 20.0],  # an ordinary star
+        ]
+    )
+    catalog = np.zeros(len(mags), dtype=[("FIELD", "i4"), ("PSFFLUX", "f4", 5)])
+    catalog["FIELD"] = [1, 1, 2, 2]
+    catalog["PSFFLUX"] = np.where(np.isfinite(mags), 10 ** (-0.4 * (mags - 22.5)), 0.0)
+    np.testing.assert_allclose(bench.lone_band_entries(catalog), [0.5, 0.0, 0.0, 0.0, 0.5])
