@@ -758,3 +758,14 @@ def test_source_counts_bench_finds_entries_listed_for_one_band_alone():
     catalog["FIELD"] = [1, 1, 2, 2]
     catalog["PSFFLUX"] = np.where(np.isfinite(mags), 10 ** (-0.4 * (mags - 22.5)), 0.0)
     np.testing.assert_allclose(bench.lone_band_entries(catalog), [0.5, 0.0, 0.0, 0.0, 0.5])
+
+
+def test_star_widths_bench_takes_median_ratios_per_bin_and_band():
+    bench = _load_bench("star_widths")
+    r50 = np.array([[2.0, 2.0], [2.2, 3.0], [1.8, 5.0], [2.0, 2.0]])
+    psf = np.full((4, 2), 2.0)
+    r = np.array([19.0, 21.0, 21.2, 19.5])
+    select = np.array([True, True, True, False])  # the last is no catalog star
+    out = bench.width_ratios(r50, psf, r, select, bins=((18.0, 20.0), (20.5, 21.5), (21.5, 22.5)))
+    np.testing.assert_allclose(out[:2], [[1.0, 1.0], [1.0, 2.0]])  # medians of (1.1, 0.9) and (1.5, 2.5)
+    assert np.isnan(out[2]).all()  # no star in the faintest bin

@@ -1,0 +1,95 @@
+#!/usr/bin/env python3
+"""How wide catalog stars look against the PSF the model is told, by magnitude: the median ratio of each isolated
+catalog star's half-light radius (as the detection measures it, ``detection.measure_sources``) to the field's PSF
+map at its place, per band and r bin, on the real fields with a star sweep and on simulated fields.
+
+    bench/star_widths.py [--data-dir DIR] [--sample DIR] [--sim-data-dir DIR --fields 375-379]
+
+Bright stars measure the PSF map itself (about 1); faint ones are noisier, and a real sky whose faint stars look
+wider than the simulated sky's shows up as a ratio that grows with r on the real fields alone. Real fields are
+prepared in --data-dir as real_sky.py prepares them. Prints one Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from stargal import cli, detection, geometry, sdss
+from stargal.paths import DEFAULT_SAMPLE_DIR, DataPaths, FieldId
+from stargal.tables import markdown_table
+
+R_BINS = ((18.0, 20.0), (20.5, 21.5), (21.5, 22.5))
+WIDTH_BANDS = "gri"
+MATCH_ARCSEC = 1.0
+
+
+def width_ratios(r50: np.ndarray, psf: np.ndarray, r: np.ndarray, select: np.ndarray, bins=R_BINS) -> np.ndarray:
+    """Median r50 / PSF r50 per r bin (rows) and band (columns) over the ``select``ed sources; NaN for an empty
+    bin. ``r50`` and ``psf`` are [sources, bands]."""
+    ratio = r50 / psf
+    out = np.full((len(bins), ratio.shape[1]), np.nan)
+    for k, (lo, hi) in enumerate(bins):
+        rows = select & (r >= lo) & (r < hi)
+        if rows.any():
+            out[k] = np.nanmedian(ratio[rows], axis=0)
+    return out
+
+
+def field_widths(paths: DataPaths, fid: FieldId, catalog: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(width ratios [bins, WIDTH_BANDS], stars per bin) of one aligned field's isolated catalog stars."""
+    from stargal.stages.realsky import field_inputs
+
+    cube, data, pmap = field_inputs(paths, fid)
+    sources = detection.measure_sources(data, cube.bands, faint=True)
+    ra, dec = cube.wcs.celestial.wcs_pix2world(sources.x, sources.y, 0)
+    star = geometry.near_any(ra, dec, catalog["RA"], catalog["DEC"], MATCH_ARCSEC) & ~sources.deblended
+    r = sources.magnitude[:, cube.bands.index("r")]
+    bands = [cube.bands.index(b) for b in WIDTH_BANDS]
+    ratios = width_ratios(sources.r50[:, bands], pmap.at(sources.x, sources.y)[:, bands], r, star)
+    counts = np.array([int(np.sum(star & (r >= lo) & (r < hi))) for lo, hi in R_BINS])
+    return ratios, counts
+
+
+def _rows(label: str, ratios: np.ndarray, counts: np.ndarray) -> list[list[str]]:
+    return [
+        [label, f"{lo:g}-{hi:g}", str(n), *(f"{v:.2f}" for v in row)]
+        for (lo, hi), n, row in zip(R_BINS, counts, ratios, strict=True)
+    ]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir", default=None, help="data folder the real fields are prepared in")
+    parser.add_argument("--sample", default=str(DEFAULT_SAMPLE_DIR), help="folder of real SDSS frames")
+    parser.add_argument("--sim-data-dir", default=None, help="a data folder with simulated aligned cubes")
+    parser.add_argument("--fields", nargs="+", action=cli.FieldsAction, default=[], help="simulated fields")
+    parser.add_argument("-q", "--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    cli.setup_logging(args.quiet)
+    from stargal.stages.realsky import discover, prepare_field
+
+    paths = cli.data_paths(args)
+    rows = []
+    sample = Path(args.sample)
+    for field in discover(sample) if sample.is_dir() else []:
+        if field.star_catalog is None:
+            continue
+        prepare_field(paths.real_fields, field)
+        ratios, counts = field_widths(paths.real_fields, field.fid, sdss.read_catalog(field.star_catalog))
+        rows += _rows(f"real {field.fid.run}-{field.fid.camcol}-{field.fid.field}", ratios, counts)
+    if args.sim_data_dir:
+        sim = DataPaths.at(args.sim_data_dir)
+        catalog = sdss.read_catalog(sim.catalog(301, 8162, 6, "star"))
+        for f in args.fields:
+            ratios, counts = field_widths(sim, FieldId(301, 8162, 6, f), catalog)
+            rows += _rows(f"simulated {f}", ratios, counts)
+    print("Isolated catalog stars: median half-light radius over the PSF map's, per band\n")
+    print(markdown_table(["field", "r", "stars", *WIDTH_BANDS], rows))
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run_main(main)
