@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """How wide catalog stars look against the PSF the model is told, by magnitude: the median ratio of each isolated
 catalog star's half-light radius (as the detection measures it, ``detection.measure_sources``) to the field's PSF
-map at its place, per band and r bin, on the real fields with a star sweep and on simulated fields.
+map at its place, per band and r bin, for all of them and apart by colour (red M dwarfs, r-i > 0.9, and bluer
+stars), on the real fields with a star sweep and on simulated fields.
 
     bench/star_widths.py [--data-dir DIR] [--sample DIR] [--sim-data-dir DIR --fields 375-379]
 
@@ -24,6 +25,7 @@ from stargal.tables import markdown_table
 R_BINS = ((18.0, 20.0), (20.5, 21.5), (21.5, 22.5))
 WIDTH_BANDS = "gri"
 MATCH_ARCSEC = 1.0
+RED_RI = 0.9  # r-i: M dwarfs, bright in i, where a galaxy blended in would hardly show
 
 
 def width_ratios(r50: np.ndarray, psf: np.ndarray, r: np.ndarray, select: np.ndarray, bins=R_BINS) -> np.ndarray:
@@ -38,24 +40,31 @@ def width_ratios(r50: np.ndarray, psf: np.ndarray, r: np.ndarray, select: np.nda
     return out
 
 
-def field_widths(paths: DataPaths, fid: FieldId, catalog: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(width ratios [bins, WIDTH_BANDS], stars per bin) of one aligned field's isolated catalog stars."""
+def field_widths(paths: DataPaths, fid: FieldId, catalog: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per star colour (all, red r-i > RED_RI, blue): (width ratios [bins, WIDTH_BANDS], stars per bin) of one
+    aligned field's isolated catalog stars."""
     from stargal.stages.realsky import field_inputs
 
     cube, data, pmap = field_inputs(paths, fid)
     sources = detection.measure_sources(data, cube.bands, faint=True)
     ra, dec = cube.wcs.celestial.wcs_pix2world(sources.x, sources.y, 0)
     star = geometry.near_any(ra, dec, catalog["RA"], catalog["DEC"], MATCH_ARCSEC) & ~sources.deblended
-    r = sources.magnitude[:, cube.bands.index("r")]
+    mag = sources.magnitude
+    r = mag[:, cube.bands.index("r")]
+    red = mag[:, cube.bands.index("r")] - mag[:, cube.bands.index("i")] > RED_RI
     bands = [cube.bands.index(b) for b in WIDTH_BANDS]
-    ratios = width_ratios(sources.r50[:, bands], pmap.at(sources.x, sources.y)[:, bands], r, star)
-    counts = np.array([int(np.sum(star & (r >= lo) & (r < hi))) for lo, hi in R_BINS])
-    return ratios, counts
+    r50, psf = sources.r50[:, bands], pmap.at(sources.x, sources.y)[:, bands]
+    out = {}
+    for colour, select in (("all", star), (f"r-i > {RED_RI}", star & red), (f"r-i <= {RED_RI}", star & ~red)):
+        counts = np.array([int(np.sum(select & (r >= lo) & (r < hi))) for lo, hi in R_BINS])
+        out[colour] = (width_ratios(r50, psf, r, select), counts)
+    return out
 
 
-def _rows(label: str, ratios: np.ndarray, counts: np.ndarray) -> list[list[str]]:
+def _rows(label: str, widths: dict[str, tuple[np.ndarray, np.ndarray]]) -> list[list[str]]:
     return [
-        [label, f"{lo:g}-{hi:g}", str(n), *(f"{v:.2f}" for v in row)]
+        [label, colour, f"{lo:g}-{hi:g}", str(n), *(f"{v:.2f}" for v in row)]
+        for colour, (ratios, counts) in widths.items()
         for (lo, hi), n, row in zip(R_BINS, counts, ratios, strict=True)
     ]
 
@@ -78,16 +87,15 @@ def main(argv=None) -> int:
         if field.star_catalog is None:
             continue
         prepare_field(paths.real_fields, field)
-        ratios, counts = field_widths(paths.real_fields, field.fid, sdss.read_catalog(field.star_catalog))
-        rows += _rows(f"real {field.fid.run}-{field.fid.camcol}-{field.fid.field}", ratios, counts)
+        widths = field_widths(paths.real_fields, field.fid, sdss.read_catalog(field.star_catalog))
+        rows += _rows(f"real {field.fid.run}-{field.fid.camcol}-{field.fid.field}", widths)
     if args.sim_data_dir:
         sim = DataPaths.at(args.sim_data_dir)
         catalog = sdss.read_catalog(sim.catalog(301, 8162, 6, "star"))
         for f in args.fields:
-            ratios, counts = field_widths(sim, FieldId(301, 8162, 6, f), catalog)
-            rows += _rows(f"simulated {f}", ratios, counts)
+            rows += _rows(f"simulated {f}", field_widths(sim, FieldId(301, 8162, 6, f), catalog))
     print("Isolated catalog stars: median half-light radius over the PSF map's, per band\n")
-    print(markdown_table(["field", "r", "stars", *WIDTH_BANDS], rows))
+    print(markdown_table(["field", "stars", "r", "number", *WIDTH_BANDS], rows))
     return 0
 
 
