@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stargal import cli, sdss
+from stargal import cli, fidelity, sdss
 from stargal.config import BANDS
 from stargal.paths import DEFAULT_SAMPLE_DIR
 from stargal.tables import markdown_table
@@ -46,19 +46,7 @@ def frame_sky_and_image(path: Path) -> tuple[np.ndarray, np.ndarray, object]:
 
 def pedestals(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Median of the frame in an annulus about each position (NaN nearer the edges than the annulus)."""
-    rows, cols = image.shape
-    half = int(ANNULUS[1]) + 1
-    out = np.full(len(x), np.nan)
-    for k, (xk, yk) in enumerate(zip(x, y, strict=True)):
-        ix, iy = int(round(xk)), int(round(yk))
-        if iy - half < 0 or ix - half < 0 or iy + half >= rows or ix + half >= cols:
-            continue
-        yy, xx = np.mgrid[iy - half : iy + half + 1, ix - half : ix + half + 1]
-        d = np.hypot(xx - xk, yy - yk)
-        out[k] = np.median(
-            image[iy - half : iy + half + 1, ix - half : ix + half + 1][(d > ANNULUS[0]) & (d < ANNULUS[1])]
-        )
-    return out
+    return fidelity.local_levels(image, x, y, ANNULUS)
 
 
 def slope(pedestal: np.ndarray, excess: np.ndarray, seed: int = 0) -> tuple[float, float, float]:

@@ -769,3 +769,17 @@ def test_star_widths_bench_takes_median_ratios_per_bin_and_band():
     out = bench.width_ratios(r50, psf, r, select, bins=((18.0, 20.0), (20.5, 21.5), (21.5, 22.5)))
     np.testing.assert_allclose(out[:2], [[1.0, 1.0], [1.0, 2.0]])  # medians of (1.1, 0.9) and (1.5, 2.5)
     assert np.isnan(out[2]).all()  # no star in the faintest bin
+
+
+def test_local_levels_bench_summarises_the_levels_faint_sources_sit_on():
+    bench = _load_bench("local_levels")
+    levels = np.array([-0.2, -0.05, 0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, np.nan, 0.04])
+    p10, p50, p90, below, above = bench.level_summary(levels)
+    assert p50 == pytest.approx(0.03) and p10 <= -0.05 and p90 >= 0.2
+    assert below == pytest.approx(0.1) and above == pytest.approx(0.3)  # of the 10 finite levels
+    # the annulus median: a source on light sits on it, one off it on zero, one at the edge on nothing
+    image = np.zeros((100, 200))
+    image[:, 100:] = 0.5
+    got = fidelity.local_levels(image, np.array([40.0, 160.0, 3.0]), np.array([50.0, 50.0, 50.0]), (8.0, 25.0))
+    np.testing.assert_allclose(got[:2], [0.0, 0.5])
+    assert np.isnan(got[2])

@@ -105,6 +105,24 @@ def annulus_levels(image: np.ndarray, x: np.ndarray, y: np.ndarray, radii=AUREOL
     return levels
 
 
+def local_levels(image: np.ndarray, x: np.ndarray, y: np.ndarray, annulus: tuple[float, float]) -> np.ndarray:
+    """Median of ``image`` in the annulus (inner, outer radius in pixels) about each (x, y): the level a source
+    sits on; NaN nearer the edges than the annulus."""
+    rows, cols = image.shape
+    half = int(annulus[1]) + 1
+    out = np.full(len(x), np.nan)
+    yy, xx = np.mgrid[-half : half + 1, -half : half + 1]
+    for k, (xk, yk) in enumerate(zip(x, y, strict=True)):
+        ix, iy = int(round(xk)), int(round(yk))
+        if iy - half < 0 or ix - half < 0 or iy + half >= rows or ix + half >= cols:
+            continue
+        d = np.hypot(xx + ix - xk, yy + iy - yk)
+        out[k] = np.median(
+            image[iy - half : iy + half + 1, ix - half : ix + half + 1][(d > annulus[0]) & (d < annulus[1])]
+        )
+    return out
+
+
 def aureole_profile(image: np.ndarray, x: np.ndarray, y: np.ndarray, radii=AUREOLE_RADII) -> np.ndarray:
     """Median over sources at (x, y) of their ``annulus_levels`` relative to the first radius: how the PSF's
     outskirts fall (flat: as r^-2). NaN without a source far enough from the edges."""
