@@ -21,6 +21,7 @@ from astropy.coordinates import SkyCoord
 
 from stargal import cli, detection, geometry, realsky, sdss
 from stargal.config import BANDS, SEED
+from stargal.errors import StargalError
 from stargal.paths import DEFAULT_SAMPLE_DIR, DataPaths, FieldId
 from stargal.simulate import SWEEP_PSF_MAG_LIMITS
 from stargal.tables import markdown_table
@@ -104,6 +105,8 @@ def main(argv=None) -> int:
     sim = DataPaths.at(args.sim_data_dir)
     catalog = sdss.read_catalog(sim.catalog(301, 8162, 6, "star"))
     latitude = {f: simulate.field_conditions(args.seed, 8162, 6, f).latitude for f in args.fields}
+    if not any(latitude[f] >= args.min_latitude for f in args.fields):
+        raise StargalError(f"--fields: none of them lies beyond --min-latitude {args.min_latitude:g} deg")
     listed = catalog[np.isin(catalog["FIELD"], [f for f in args.fields if latitude[f] >= args.min_latitude])]
     sin_b = np.sin(np.radians([latitude[f] for f in listed["FIELD"]]))
     star_rows.append([f"simulated, b beyond {args.min_latitude:g} deg", *_cells(catalog_star_counts(listed, sin_b))])
