@@ -21,7 +21,7 @@ from stargal import cli, geometry, sdss
 from stargal.config import BANDS
 from stargal.cube import read_cube
 from stargal.fidelity import annulus_levels
-from stargal.paths import DEFAULT_SAMPLE_DIR, DataPaths, FieldId
+from stargal.paths import DataPaths, FieldId
 from stargal.tables import markdown_table
 
 RADII = (30.0, 42.0, 60.0, 85.0, 120.0)
@@ -48,19 +48,16 @@ def field_levels(cube, catalog: np.ndarray, field: int) -> np.ndarray:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", default=None, help="data folder the real fields are prepared in")
-    parser.add_argument("--sample", default=str(DEFAULT_SAMPLE_DIR), help="folder of real SDSS frames")
-    parser.add_argument("--sim-data-dir", default=None, help="a data folder with simulated aligned cubes")
-    parser.add_argument("--fields", nargs="+", action=cli.FieldsAction, default=[], help="simulated fields")
+    cli.add_real_and_simulated_arguments(parser)
     parser.add_argument("-q", "--quiet", action="store_true")
     args = parser.parse_args(argv)
     cli.setup_logging(args.quiet)
-    from stargal.stages.realsky import discover, prepare_field
+    from stargal.stages.realsky import prepare_field, sample_fields
 
     rows = []
     paths = cli.data_paths(args).real_fields
     sample = Path(args.sample)
-    for field in discover(sample) if sample.is_dir() else []:  # real fields only where the sample is
+    for field in sample_fields(sample):
         if field.star_catalog is None:
             continue
         prepare_field(paths, field)

@@ -128,7 +128,7 @@ def main(argv=None) -> int:
     cli.setup_logging(args.quiet)
     from stargal.paths import DEFAULT_SAMPLE_DIR, FieldId
     from stargal.stages.predict import load_bundle, resolve_model_dir
-    from stargal.stages.realsky import RERUN, discover, prepare_field
+    from stargal.stages.realsky import RERUN, prepare_field, sample_fields
     from stargal.tables import markdown_table
 
     paths = cli.data_paths(args)
@@ -137,7 +137,7 @@ def main(argv=None) -> int:
     sim = [catalog_stars(paths, FieldId(RERUN, SIM_RUN, SIM_CAMCOL, f), sweep, bundle) for f in args.fields]
     rows = [row(f"simulated {' '.join(map(str, args.fields))}", sim)]
     sample = Path(args.sample) if args.sample else DEFAULT_SAMPLE_DIR
-    for field in discover(sample) if sample.is_dir() else []:
+    for field in sample_fields(sample):
         if field.star_catalog is None:
             continue
         prepare_field(paths.real_fields, field)

@@ -19,7 +19,7 @@ import numpy as np
 
 from stargal import cli, detection, fidelity
 from stargal.config import BANDS
-from stargal.paths import DEFAULT_SAMPLE_DIR, DataPaths, FieldId
+from stargal.paths import DataPaths, FieldId
 from stargal.tables import markdown_table
 
 ANNULUS = (8.0, 25.0)  # pixels: beyond a faint source's own light
@@ -51,20 +51,17 @@ def _row(label: str, levels: np.ndarray) -> list[str]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", default=None, help="data folder the real fields are prepared in")
-    parser.add_argument("--sample", default=str(DEFAULT_SAMPLE_DIR), help="folder of real SDSS frames")
-    parser.add_argument("--sim-data-dir", default=None, help="a data folder with simulated aligned cubes")
-    parser.add_argument("--fields", nargs="+", action=cli.FieldsAction, default=[], help="simulated fields")
+    cli.add_real_and_simulated_arguments(parser)
     parser.add_argument("--band", default="r", choices=list(BANDS))
     parser.add_argument("-q", "--quiet", action="store_true")
     args = parser.parse_args(argv)
     cli.setup_logging(args.quiet)
-    from stargal.stages.realsky import discover, field_inputs, prepare_field
+    from stargal.stages.realsky import field_inputs, prepare_field, sample_fields
 
     paths = cli.data_paths(args)
     rows = []
     sample = Path(args.sample)
-    for field in discover(sample) if sample.is_dir() else []:
+    for field in sample_fields(sample):
         prepare_field(paths.real_fields, field)
         cube, data, _ = field_inputs(paths.real_fields, field.fid)
         levels = faint_source_levels(data, cube.bands, args.band)

@@ -20,7 +20,7 @@ import numpy as np
 
 from stargal import cli, sdss
 from stargal.config import BANDS
-from stargal.paths import DEFAULT_SAMPLE_DIR, DataPaths, FieldId
+from stargal.paths import DataPaths, FieldId
 from stargal.tables import markdown_table
 
 ANNULUS = (8.0, 25.0)  # pixels: beyond a faint star's own light, within a bright neighbour's outskirts
@@ -83,10 +83,7 @@ def faint_star_pedestals(paths: DataPaths, fid: FieldId, catalog: np.ndarray, bu
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="pretrained", help="model name, folder or 'pretrained'")
-    parser.add_argument("--data-dir", default=None, help="data folder the real fields are prepared in")
-    parser.add_argument("--sample", default=str(DEFAULT_SAMPLE_DIR), help="folder of real SDSS frames")
-    parser.add_argument("--sim-data-dir", default=None, help="a data folder with simulated aligned cubes")
-    parser.add_argument("--fields", nargs="+", action=cli.FieldsAction, default=[], help="simulated fields")
+    cli.add_real_and_simulated_arguments(parser)
     parser.add_argument("--band", default="i", choices=list(BANDS), help="band the pedestal is measured in")
     parser.add_argument("--limit", type=float, default=0.3, help="pedestal (sigma) that splits the stars")
     parser.add_argument("--first-rows", type=int, default=300, help="rows of the frame's first strip")
@@ -94,13 +91,13 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     cli.setup_logging(args.quiet)
     from stargal.stages.predict import load_bundle, resolve_model_dir
-    from stargal.stages.realsky import discover, prepare_field
+    from stargal.stages.realsky import prepare_field, sample_fields
 
     paths = cli.data_paths(args)
     bundle = load_bundle(resolve_model_dir(paths, args.model), "auto")
     rows = []
     sample = Path(args.sample)
-    for field in discover(sample) if sample.is_dir() else []:  # real fields only where the sample is
+    for field in sample_fields(sample):
         if field.star_catalog is None:
             continue
         prepare_field(paths.real_fields, field)

@@ -22,7 +22,7 @@ from astropy.coordinates import SkyCoord
 from stargal import cli, detection, geometry, realsky, sdss
 from stargal.config import BANDS, SEED
 from stargal.errors import StargalError
-from stargal.paths import DEFAULT_SAMPLE_DIR, DataPaths, FieldId
+from stargal.paths import DataPaths, FieldId
 from stargal.simulate import SWEEP_PSF_MAG_LIMITS
 from stargal.tables import markdown_table
 
@@ -74,10 +74,7 @@ def _bin_names(bins) -> list[str]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", default=None, help="data folder the real fields are prepared in")
-    parser.add_argument("--sample", default=str(DEFAULT_SAMPLE_DIR), help="folder of real SDSS frames")
-    parser.add_argument("--sim-data-dir", required=True, help="a data folder with simulated aligned cubes")
-    parser.add_argument("--fields", nargs="+", action=cli.FieldsAction, required=True, help="simulated fields")
+    cli.add_real_and_simulated_arguments(parser, simulated_required=True)
     parser.add_argument("--seed", type=int, default=SEED, help="the simulated sky's seed (its fields' latitudes)")
     parser.add_argument(
         "--min-latitude", type=float, default=MIN_LATITUDE, help="simulated fields nearer the plane (deg) are left out"
@@ -86,12 +83,12 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     cli.setup_logging(args.quiet)
     from stargal import simulate
-    from stargal.stages.realsky import discover, field_inputs, prepare_field
+    from stargal.stages.realsky import field_inputs, prepare_field, sample_fields
 
     paths = cli.data_paths(args)
     star_rows, source_rows, lone_rows = [], [], []
     sample = Path(args.sample)
-    for field in discover(sample) if sample.is_dir() else []:
+    for field in sample_fields(sample):
         if field.star_catalog is None:
             continue
         catalog = sdss.read_catalog(field.star_catalog)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from stargal import cli, detection, geometry, sdss
-from stargal.paths import DEFAULT_SAMPLE_DIR, DataPaths, FieldId
+from stargal.paths import DataPaths, FieldId
 from stargal.tables import markdown_table
 
 R_BINS = ((18.0, 20.0), (20.5, 21.5), (21.5, 22.5))
@@ -71,19 +71,16 @@ def _rows(label: str, widths: dict[str, tuple[np.ndarray, np.ndarray]]) -> list[
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", default=None, help="data folder the real fields are prepared in")
-    parser.add_argument("--sample", default=str(DEFAULT_SAMPLE_DIR), help="folder of real SDSS frames")
-    parser.add_argument("--sim-data-dir", default=None, help="a data folder with simulated aligned cubes")
-    parser.add_argument("--fields", nargs="+", action=cli.FieldsAction, default=[], help="simulated fields")
+    cli.add_real_and_simulated_arguments(parser)
     parser.add_argument("-q", "--quiet", action="store_true")
     args = parser.parse_args(argv)
     cli.setup_logging(args.quiet)
-    from stargal.stages.realsky import discover, prepare_field
+    from stargal.stages.realsky import prepare_field, sample_fields
 
     paths = cli.data_paths(args)
     rows = []
     sample = Path(args.sample)
-    for field in discover(sample) if sample.is_dir() else []:
+    for field in sample_fields(sample):
         if field.star_catalog is None:
             continue
         prepare_field(paths.real_fields, field)

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from . import fsio
 from .config import REFERENCE, SEED, FieldSet
 from .errors import StargalError
-from .paths import DataPaths, FieldId
+from .paths import DEFAULT_SAMPLE_DIR, DataPaths, FieldId
 
 log = logging.getLogger("stargal")
 
@@ -176,6 +176,17 @@ def field_set(args: argparse.Namespace) -> FieldSet:
 def field_ids(fs: FieldSet) -> list[FieldId]:
     """The FieldIds of every field of ``fs``."""
     return [FieldId(fs.rerun, fs.run, fs.camcol, f) for f in fs.fields]
+
+
+def add_real_and_simulated_arguments(parser: argparse.ArgumentParser, *, simulated_required: bool = False) -> None:
+    """The options of a bench that measures the real sample beside simulated fields: --data-dir (where the real
+    fields are prepared), --sample, --sim-data-dir and --fields."""
+    parser.add_argument("--data-dir", default=None, help="data folder the real fields are prepared in")
+    parser.add_argument("--sample", default=str(DEFAULT_SAMPLE_DIR), help="folder of real SDSS frames")
+    sim = {"required": True} if simulated_required else {"default": None}
+    parser.add_argument("--sim-data-dir", **sim, help="a data folder with simulated aligned cubes")
+    fields = {"required": True} if simulated_required else {"default": []}
+    parser.add_argument("--fields", nargs="+", action=FieldsAction, **fields, help="simulated fields")
 
 
 def data_paths(args: argparse.Namespace) -> DataPaths:

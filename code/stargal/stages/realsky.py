@@ -77,6 +77,11 @@ def discover(sample: Path) -> list[SampleField]:
     return out
 
 
+def sample_fields(sample: Path) -> list[SampleField]:
+    """``discover``'s fields, or none where the folder is absent: a bench then measures simulated fields alone."""
+    return discover(sample) if sample.is_dir() else []
+
+
 def _sweep(folder: Path, anywhere: dict[str, Path], name: str) -> Path | None:
     beside = folder / name
     return beside if beside.is_file() else anywhere.get(name)
