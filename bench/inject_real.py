@@ -223,7 +223,8 @@ def field_patches(field: RealField, draws: range, seed: int, patch_size: int, la
             data, pmap, field.sky_to_pix, pop, x, y, field.sigma, rng, labels_on_sky
         )
         listed = detected(psf_meas, psf_err)
-        label = (star_galaxy_type(psf_meas[listed], model_meas[listed]) == OBJC_TYPE_STAR).astype(np.uint8)
+        label = star_galaxy_type(psf_meas[listed], model_meas[listed], psf_err[listed]) == OBJC_TYPE_STAR
+        label = label.astype(np.uint8)
         patches = extract_patches(injected, rows[listed], cols[listed], patch_size).data
         objects = np.zeros(int(listed.sum()), OBJECT_DTYPE)
         objects["objid"] = [f"inj-{name}-{draw}-{i}" for i in range(len(objects))]
@@ -300,7 +301,9 @@ def label_shift(field: RealField, draws: range, seed: int) -> list[str]:
         ]
         listed = np.logical_and.reduce([detected(psf, err) for psf, _, err in measured])
         faint = listed & (pop["mag"][:, 2] > FAINT_R)
-        galaxy = [star_galaxy_type(psf[faint], model[faint]) != OBJC_TYPE_STAR for psf, model, _ in measured]
+        galaxy = [
+            star_galaxy_type(psf[faint], model[faint], err[faint]) != OBJC_TYPE_STAR for psf, model, err in measured
+        ]
         flips.append(galaxy[0] != galaxy[1])
         baseline.append(galaxy[1] != galaxy[2])
         galaxy_field.append(galaxy[0])

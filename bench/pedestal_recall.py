@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stargal import cli, sdss
+from stargal import cli, fidelity, sdss
 from stargal.config import BANDS
 from stargal.paths import DataPaths, FieldId
 from stargal.tables import markdown_table
@@ -29,24 +29,10 @@ FAINT = 21.5  # r PSF magnitude
 
 def local_pedestals(image: np.ndarray, x: np.ndarray, y: np.ndarray, annulus=ANNULUS) -> np.ndarray:
     """Median of ``image`` in an annulus about each (x, y), in units of the annulus's robust sigma (1.4826 MAD);
-    NaN where fewer than 100 finite pixels remain (frame edges, no data)."""
-    rows, cols = image.shape
-    half = int(np.ceil(annulus[1]))
-    out = np.full(len(x), np.nan)
-    for k, (xk, yk) in enumerate(zip(x, y, strict=True)):
-        ix, iy = int(round(xk)), int(round(yk))
-        y0, x0 = max(iy - half, 0), max(ix - half, 0)
-        stamp = image[y0 : min(iy + half + 1, rows), x0 : min(ix + half + 1, cols)]
-        yy, xx = np.mgrid[y0 : y0 + stamp.shape[0], x0 : x0 + stamp.shape[1]]
-        d = np.hypot(xx - xk, yy - yk)
-        ring = stamp[(d > annulus[0]) & (d < annulus[1])]
-        ring = ring[np.isfinite(ring)]
-        if ring.size < 100:
-            continue
-        level = np.median(ring)
-        sigma = 1.4826 * np.median(np.abs(ring - level))
-        out[k] = level / sigma if sigma > 0 else np.nan
-    return out
+    the part of the annulus inside the frame near its edges; NaN where fewer than 100 finite pixels remain."""
+    level, sigma = fidelity.annulus_stats(image, x, y, annulus, partial=True, min_pixels=100)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(sigma > 0, level / sigma, np.nan)
 
 
 def recall_row(

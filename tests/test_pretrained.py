@@ -224,7 +224,7 @@ def test_real_sky_evaluation_runs_on_a_simulated_field(tiny_sky, tiny_data, tmp_
     catalog = field["catalog"]
     # simulated catalog stars are recognised, and bright sources away from them (galaxies) are not called stars
     assert catalog["recall"]["overall"]["n"] >= 15 and catalog["recall"]["overall"]["fraction"] >= 0.8
-    assert catalog["bright_non_catalog"]["n"] >= 5 and catalog["bright_non_catalog"]["fraction"] <= 0.2
+    assert catalog["bright_non_catalog"]["n"] >= 4 and catalog["bright_non_catalog"]["fraction"] <= 0.25
     assert catalog["two_sided"]["mcc"] >= 0.6
     # the fuller check's negatives are the bright non-catalog sources and those with r 21-22, no others
     fuller, faint = catalog["two_sided_to_complete"], catalog["faint_non_catalog"]

@@ -18,7 +18,7 @@ import pytest
 from conftest import QUICK_START, SAMPLE_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = "--sim-shape 400 600 --fields 80 81 82 83"
+SMALL = "--sim-shape 600 800 --fields 80 81 82 83"
 
 # README line -> (the command run instead, or None to skip it, and why)
 SUBSTITUTES: dict[str, tuple[str | None, str]] = {

@@ -527,7 +527,7 @@ def test_injected_sources_look_like_the_fields_own_and_get_photos_labels(one_fie
     measured = measure_psf_map(injected, "ugriz").centre()  # now ~10 injected stars to each of the field's
     np.testing.assert_allclose(measured[1:], pmap.centre()[1:], rtol=0.04)  # g r i z
     listed = simulate.detected(psf_flux, psf_err)
-    kind = simulate.star_galaxy_type(psf_flux, model_flux)
+    kind = simulate.star_galaxy_type(psf_flux, model_flux, psf_err)
     n_star, n_gal = len(stars), len(galaxies)
     assert listed[: n_star + n_gal].all() and not listed[n_star + n_gal :].any()
     assert np.mean(kind[:n_star] == 6) >= 0.95 and np.mean(kind[n_star : n_star + n_gal] == 3) >= 0.9

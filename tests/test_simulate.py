@@ -415,6 +415,7 @@ def test_catalog_fluxes_are_those_measured_on_the_frames(tiny_sky):
     so the star/galaxy label is a function of the very pixels a patch shows, as in SDSS."""
     truth = read_table(tiny_sky.sim_truth(301, 8162, 6), dtype=sim_formats.TRUTH_DTYPE)
     cat = np.concatenate([sdss.read_catalog(tiny_sky.catalog(301, 8162, 6, k)) for k in ("gal", "star")])
+    ivar = np.concatenate([fits.getdata(tiny_sky.catalog(301, 8162, 6, k), 1)["PSFFLUX_IVAR"] for k in ("gal", "star")])
     checked = 0
     for field in TINY.fields:
         rows = np.load(tiny_sky.sim_measurements(fid(field)))
@@ -426,10 +427,44 @@ def test_catalog_fluxes_are_those_measured_on_the_frames(tiny_sky):
         at = np.array([by_id[int(i)] for i in ids[listed]])
         np.testing.assert_allclose(cat["PSFFLUX"][at], own["psfflux"][listed], rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(cat["MODELFLUX"][at], own["modelflux"][listed], rtol=1e-5, atol=1e-6)
-        types = simulate.star_galaxy_type(own["psfflux"][listed], own["modelflux"][listed])
+        types = simulate.star_galaxy_type(own["psfflux"][listed], own["modelflux"][listed], ivar[at] ** -0.5)
         np.testing.assert_array_equal(cat["OBJC_TYPE"][at], types)
         checked += int(listed.sum())
     assert checked > 100
+
+
+def test_type_sums_the_bands_an_object_is_detected_in():
+    """photo's OBJC_TYPE rule sums the fluxes of the bands in which the object is detected: an object seen in z
+    alone is typed by z, whatever noise the other bands' fluxes hold; it is detected and listed."""
+    err = np.full((2, 5), 1.0)
+    psf = np.array([[0.0, 0.5, 0.5, 0.5, 8.0], [0.0, 6.0, 6.0, 6.0, 0.0]])
+    model = np.array([[0.0, 3.0, 3.0, 3.0, 8.2], [0.0, 6.2, 6.1, 6.3, 0.0]])
+    # g+r+i alone would call the first a galaxy (psf 1.5 against model 9): z, its only detection, says star
+    np.testing.assert_array_equal(simulate.star_galaxy_type(psf, model, err), [6, 6])
+    np.testing.assert_array_equal(simulate.detected_bands(psf, err)[0], [False, False, False, False, True])
+    assert simulate.detected(psf * 10, err).all() and not simulate.detected(psf * 0.1, err).any()
+    galaxy = np.array([[0.0, 0.0, 6.0, 7.0, 0.0]])
+    assert simulate.star_galaxy_type(galaxy, galaxy * 1.2, np.ones((1, 5)))[0] == 3
+
+
+def test_single_band_entries_have_light_in_one_band_near_the_detection_limit():
+    """The noise peaks photo lists from one band: u and z point sources at the real sweep's rate, S/N 5-8 there,
+    no light elsewhere, typed star when listed."""
+    cond = simulate.field_conditions(42, 8162, 6, 300, "sample")
+    entries = simulate.single_band_entries(np.random.default_rng(1), cond, 50.0)
+    lit = entries["mag"] < simulate.NO_LIGHT_MAG
+    assert entries["star"].all() and (lit.sum(1) == 1).all()
+    for band, per_field in simulate.SINGLE_BAND_ENTRIES.items():
+        k = BANDS.index(band)
+        n = int(lit[:, k].sum())
+        assert abs(n - 50 * per_field) < 4 * np.sqrt(50 * per_field)
+        fwhm_px = cond.seeing[band] / simulate.PIXEL_SCALE_ARCSEC
+        error = cond.sigma[band] * np.sqrt(4 * np.pi) * fwhm_px / 2.3548
+        snr = 10 ** (-0.4 * (entries["mag"][lit[:, k], k] - 22.5)) / error
+        assert snr.min() >= 5.0 - 1e-6 and snr.max() <= 8.0 + 1e-6
+    flux = np.where(lit, 10 ** (-0.4 * (entries["mag"] - 22.5)), 0.0)
+    err = np.full_like(flux, 1e-3)
+    assert (simulate.star_galaxy_type(flux, flux, err) == 6).all()
 
 
 def test_saturated_pixels_are_interpolated_along_rows_like_real_frames():
@@ -499,7 +534,7 @@ def test_undetectable_objects_are_not_counted_twice_but_lend_their_light_to_neig
     cell = simulate.cell_truth(7, 8162, 6, 82, TINY_SHAPE)
     own = out["measured"][out["measured"]["cell"] == 82]
     true_flux, err = cell.psf_true[own["index"]], cell.psf_err[own["index"]]
-    faint = (true_flux / err)[:, 1:4].max(1) < simulate.DETECTION_SNR
+    faint = ~simulate.detected_bands(true_flux, err).any(1)
     ok = np.isfinite(own["psfflux"]).all(1)
     assert (ok & faint).sum() > 40 and np.median(true_flux[ok & faint, 2] / err[ok & faint, 2]) > 1.0
     # counted twice, a faint object's flux would be off by its whole true flux (median S/N above 1 in r)

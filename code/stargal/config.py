@@ -19,7 +19,7 @@ OBJC_TYPE_GALAXY = 3
 OBJC_TYPE_STAR = 6
 SEED = 42
 # bump when the simulated sky's pixels or catalogs change: stage 00 then renders existing simulated data again
-SIMULATION_VERSION = 10
+SIMULATION_VERSION = 13
 # how the simulated sky draws each field's seeing: "sample", the real sample fields' (good) seeing, the default
 # sky's; "survey", the survey's seeing distribution (stargal.simulate.draw_seeing_r); "mixed", odd fields as
 # "survey" and even ones as "sample" (stargal.simulate.field_conditions)

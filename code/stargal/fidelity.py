@@ -15,6 +15,7 @@ import numpy as np
 
 from . import sky_models
 from .detection import background_subtracted, measure_sources
+from .normalise import MAD_TO_SIGMA
 
 EE_RADII = (1.5, 2.0, 3.0, 4.0, 6.0, 8.0)  # pixels; encircled energy relative to EE_NORM_RADIUS
 EE_NORM_RADIUS = 12.0
@@ -105,22 +106,43 @@ def annulus_levels(image: np.ndarray, x: np.ndarray, y: np.ndarray, radii=AUREOL
     return levels
 
 
+def annulus_stats(
+    image: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    annulus: tuple[float, float],
+    *,
+    partial: bool = False,
+    min_pixels: int = 1,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(median, robust sigma 1.4826 MAD) [n] of the finite pixels of ``image`` in the annulus (inner, outer radius
+    in pixels) about each (x, y); NaN nearer the edges than the annulus, unless ``partial`` (then the part inside
+    the frame), and where fewer than ``min_pixels`` remain."""
+    rows, cols = image.shape
+    half = int(annulus[1]) + 1
+    level, sigma = np.full(len(x), np.nan), np.full(len(x), np.nan)
+    for k, (xk, yk) in enumerate(zip(x, y, strict=True)):
+        ix, iy = int(round(xk)), int(round(yk))
+        inside = iy - half >= 0 and ix - half >= 0 and iy + half < rows and ix + half < cols
+        if not (inside or partial):
+            continue
+        y0, x0 = max(iy - half, 0), max(ix - half, 0)
+        stamp = image[y0 : max(iy + half + 1, 0), x0 : max(ix + half + 1, 0)]
+        yy, xx = np.mgrid[y0 : y0 + stamp.shape[0], x0 : x0 + stamp.shape[1]]
+        d = np.hypot(xx - xk, yy - yk)
+        ring = stamp[(d > annulus[0]) & (d < annulus[1])]
+        ring = ring[np.isfinite(ring)]
+        if ring.size < max(min_pixels, 1):
+            continue
+        level[k] = np.median(ring)
+        sigma[k] = MAD_TO_SIGMA * np.median(np.abs(ring - level[k]))
+    return level, sigma
+
+
 def local_levels(image: np.ndarray, x: np.ndarray, y: np.ndarray, annulus: tuple[float, float]) -> np.ndarray:
     """Median of ``image`` in the annulus (inner, outer radius in pixels) about each (x, y): the level a source
     sits on; NaN nearer the edges than the annulus."""
-    rows, cols = image.shape
-    half = int(annulus[1]) + 1
-    out = np.full(len(x), np.nan)
-    yy, xx = np.mgrid[-half : half + 1, -half : half + 1]
-    for k, (xk, yk) in enumerate(zip(x, y, strict=True)):
-        ix, iy = int(round(xk)), int(round(yk))
-        if iy - half < 0 or ix - half < 0 or iy + half >= rows or ix + half >= cols:
-            continue
-        d = np.hypot(xx + ix - xk, yy + iy - yk)
-        out[k] = np.median(
-            image[iy - half : iy + half + 1, ix - half : ix + half + 1][(d > annulus[0]) & (d < annulus[1])]
-        )
-    return out
+    return annulus_stats(image, x, y, annulus)[0]
 
 
 def aureole_profile(image: np.ndarray, x: np.ndarray, y: np.ndarray, radii=AUREOLE_RADII) -> np.ndarray:

@@ -60,6 +60,12 @@ DETECTION_SNR = 5.0
 # the sweeps list only objects brighter than these PSF magnitudes (u g r i z) in at least one band; measured:
 # 99.1 % of the real calibObj-004510-4-star rows pass, the rest within 0.06 mag (tests/test_calibration.py)
 SWEEP_PSF_MAG_LIMITS = (22.5, 22.5, 22.5, 22.0, 21.5)
+# measured: the real star sweep of run 4510 camcol 4 lists 6.0 entries per field detected in u alone and 6.8 in z
+# alone (bench/source_counts.py), at PSF S/N about 5-8 there; photo types them star (point-like noise peaks and
+# unflagged cosmic rays: no light in the other bands)
+SINGLE_BAND_ENTRIES = {"u": 6.0, "z": 6.8}
+SINGLE_BAND_SNR = (5.0, 8.0)
+NO_LIGHT_MAG = 99.0  # no flux at all in a band
 # E(B-V) x sin|b|: the cosecant law of the dust layer (about 0.02 at the poles, ~0.1 at b = 23 deg)
 REDDENING_PER_CSC_B = 0.025
 LOW_LATITUDE_FRACTION = 0.07  # fields within 10 deg of the Galactic plane
@@ -265,6 +271,7 @@ def _cell_population(
     n_gal = rng.poisson(expected_galaxies)
     pop = np.concatenate([sky_models.draw_stars(rng, n_star), sky_models.draw_galaxies(rng, n_gal)])
     pop["mag"] += cond.ebv * np.array([sky_models.EXTINCTION_R[b] for b in BANDS])
+    pop = np.concatenate([pop, single_band_entries(rng, cond, area_frac)])
     pop = pop[rng.permutation(len(pop))]
     n = len(pop)
     y0 = overlap_rows(shape) / 2 - 0.5
@@ -279,6 +286,23 @@ def _cell_population(
         pop["x"][pair] = pop["x"][host] + sep * np.cos(ang)
         pop["y"][pair] = np.clip(pop["y"][host] + sep * np.sin(ang), y0, y0 + step - 1e-6)
     return pop
+
+
+def single_band_entries(rng: np.random.Generator, cond: FieldConditions, area_frac: float) -> np.ndarray:
+    """Point sources with light in one band only, near photo's detection limit there: the noise peaks and
+    unflagged cosmic rays photo detects in a single band and types star (SINGLE_BAND_ENTRIES per field)."""
+    parts = []
+    for band, per_field in SINGLE_BAND_ENTRIES.items():
+        n = rng.poisson(per_field * area_frac)
+        entries = sky_models.draw_stars(rng, n)
+        # PSF-flux error of a Gaussian PSF of the band's FWHM: sigma x sqrt(4 pi) x PSF sigma
+        fwhm_px = cond.seeing[band] / PIXEL_SCALE_ARCSEC
+        error = cond.sigma[band] * np.sqrt(4 * np.pi) * fwhm_px / (2 * np.sqrt(2 * np.log(2)))
+        flux = rng.uniform(*SINGLE_BAND_SNR, n) * error
+        entries["mag"] = NO_LIGHT_MAG
+        entries["mag"][:, BANDS.index(band)] = 22.5 - 2.5 * np.log10(flux)
+        parts.append(entries)
+    return np.concatenate(parts)
 
 
 def expected_object_counts(latitude: float, area_frac: float) -> tuple[float, float]:
@@ -385,21 +409,28 @@ def make_cell(
         psf_m, model_m = measured
         psfflux = np.where(np.isfinite(psf_m), psf_m, psfflux)
         modelflux = np.where(np.isfinite(model_m), model_m, modelflux)
-    # detection: S/N > 5 in g, r or i; the sweeps' magnitude limits; only objects centred on the camcol's
+    # detection: S/N > 5 in any band; the sweeps' magnitude limits; only objects centred on the camcol's
     # columns are catalogued (the others are rendered all the same)
     inside = (t.pop["x"] >= -0.5) & (t.pop["x"] < shape[1] - 0.5)
     catalogued = detected(psfflux, t.psf_err) & inside
     ids = np.full(len(t.pop), -1, np.int64)
     ids[catalogued] = np.arange(1, catalogued.sum() + 1)
-    objc = np.where(catalogued, star_galaxy_type(psfflux, modelflux), 0)
+    objc = np.where(catalogued, star_galaxy_type(psfflux, modelflux, t.psf_err), 0)
     ivar_psf, ivar_model = 1 / t.psf_err**2, 1 / t.model_err**2
     return Cell(field, t.pop, t.ra, t.dec, catalogued, ids, objc, psfflux, ivar_psf, modelflux, ivar_model, t.psf_fwhm)
 
 
+def detected_bands(psfflux: np.ndarray, psf_err: np.ndarray) -> np.ndarray:
+    """bool [n, 5]: the bands in which photo detects each object (PSF S/N > 5; photo detects in every band, so
+    the sweeps list objects seen in u or z alone too). NaN fluxes: not detected."""
+    with np.errstate(invalid="ignore"):
+        return np.asarray(psfflux) / np.asarray(psf_err) > DETECTION_SNR
+
+
 def detected(psfflux: np.ndarray, psf_err: np.ndarray) -> np.ndarray:
-    """True for objects photo detects (S/N > 5 in g, r or i) and the sweeps list, from measured PSF fluxes and
-    their errors [n, 5] (NaN fluxes: not detected)."""
-    return ((psfflux / psf_err)[:, 1:4].max(1) > DETECTION_SNR) & in_sweep(psfflux)
+    """True for objects photo detects (in any band) and the sweeps list, from measured PSF fluxes and their
+    errors [n, 5] (NaN fluxes: not detected)."""
+    return detected_bands(psfflux, psf_err).any(1) & in_sweep(psfflux)
 
 
 def in_sweep(psfflux: np.ndarray) -> np.ndarray:
@@ -408,13 +439,16 @@ def in_sweep(psfflux: np.ndarray) -> np.ndarray:
     return (psfflux > limits).any(1)
 
 
-def star_galaxy_type(psfflux: np.ndarray, modelflux: np.ndarray) -> np.ndarray:
-    """photo's OBJC_TYPE rule on the summed g+r+i fluxes [n, 5]: galaxy (3) when psfmag - modelmag > 0.145, else
-    star (6)."""
+def star_galaxy_type(psfflux: np.ndarray, modelflux: np.ndarray, psf_err: np.ndarray) -> np.ndarray:
+    """photo's OBJC_TYPE rule on the fluxes [n, 5] summed over the bands in which the object is detected (SDSS
+    DR17, algorithms/classify; all five bands for an object detected in none): galaxy (3) when psfmag - modelmag
+    > 0.145, else star (6)."""
+    bands = detected_bands(psfflux, psf_err)
+    bands = np.where(bands.any(1, keepdims=True), bands, True)
     with np.errstate(divide="ignore", invalid="ignore"):
-        diff = -2.5 * np.log10(
-            np.clip(psfflux[:, 1:4].sum(1), 1e-6, None) / np.clip(modelflux[:, 1:4].sum(1), 1e-6, None)
-        )
+        psf_sum = np.where(bands, psfflux, 0.0).sum(1)
+        model_sum = np.where(bands, modelflux, 0.0).sum(1)
+        diff = -2.5 * np.log10(np.clip(psf_sum, 1e-6, None) / np.clip(model_sum, 1e-6, None))
     return np.where(diff > 0.145, OBJC_TYPE_GALAXY, OBJC_TYPE_STAR)
 
 
@@ -450,7 +484,7 @@ def render_field(task: FieldTask) -> dict:
     ]
     pop = np.concatenate([c.pop for c in cells])
     # objects below photo's detection limit on average: their light stays in the catalogued objects' fluxes
-    faint = np.concatenate([(c.psf_true / c.psf_err)[:, 1:4].max(1) < DETECTION_SNR for c in cells])
+    faint = np.concatenate([~detected_bands(c.psf_true, c.psf_err).any(1) for c in cells])
     ra = np.concatenate([c.ra for c in cells])
     dec = np.concatenate([c.dec for c in cells])
     owner = np.concatenate([np.full(len(c.pop), k) for k, c in enumerate(cells)])
