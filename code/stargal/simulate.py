@@ -61,8 +61,9 @@ DETECTION_SNR = 5.0
 # 99.1 % of the real calibObj-004510-4-star rows pass, the rest within 0.06 mag (tests/test_calibration.py)
 SWEEP_PSF_MAG_LIMITS = (22.5, 22.5, 22.5, 22.0, 21.5)
 # measured: the real star sweep of run 4510 camcol 4 lists 6.0 entries per field detected in u alone and 6.8 in z
-# alone (bench/source_counts.py), at PSF S/N about 5-8 there; photo types them star (point-like noise peaks and
-# unflagged cosmic rays: no light in the other bands)
+# alone (bench/source_counts.py); photo types them star (point-like noise peaks and unflagged cosmic rays: no light
+# in the other bands). Their catalog PSF S/N is 1-6 (photo's peak detection finds fainter ones than this
+# simulator's S/N > 5), so they are drawn just above that limit and a third to a half of them are listed
 SINGLE_BAND_ENTRIES = {"u": 6.0, "z": 6.8}
 SINGLE_BAND_SNR = (5.0, 8.0)
 NO_LIGHT_MAG = 99.0  # no flux at all in a band
