@@ -459,7 +459,7 @@ def test_single_band_entries_have_light_in_one_band_near_the_detection_limit():
         n = int(lit[:, k].sum())
         assert abs(n - 50 * per_field) < 4 * np.sqrt(50 * per_field)
         fwhm_px = cond.seeing[band] / simulate.PIXEL_SCALE_ARCSEC
-        error = cond.sigma[band] * np.sqrt(4 * np.pi) * fwhm_px / 2.3548
+        error = cond.sigma[band] * np.sqrt(4 * np.pi) * fwhm_px / np.sqrt(8 * np.log(2))
         snr = 10 ** (-0.4 * (entries["mag"][lit[:, k], k] - 22.5)) / error
         assert snr.min() >= 5.0 - 1e-6 and snr.max() <= 8.0 + 1e-6
     flux = np.where(lit, 10 ** (-0.4 * (entries["mag"] - 22.5)), 0.0)
