@@ -52,17 +52,13 @@ def main(argv=None) -> int:
     parser.add_argument("-q", "--quiet", action="store_true")
     args = parser.parse_args(argv)
     cli.setup_logging(args.quiet)
-    from stargal.stages.realsky import prepare_field, sample_fields
+    from stargal.stages.realsky import sample_fields
 
     rows = []
     paths = cli.data_paths(args).real_fields
-    sample = Path(args.sample)
-    for field in sample_fields(sample):
-        if field.star_catalog is None:
-            continue
-        prepare_field(paths, field)
+    for field in sample_fields(paths, Path(args.sample), star_catalog=True):
         levels = field_levels(read_cube(paths.cube(field.fid)), sdss.read_catalog(field.star_catalog), field.fid.field)
-        rows += _rows(f"real {field.fid.run}-{field.fid.camcol}-{field.fid.field}", levels)
+        rows += _rows(f"real {field.label}", levels)
     if args.sim_data_dir:
         sim = DataPaths.at(args.sim_data_dir)
         catalog = sdss.read_catalog(sim.catalog(301, 8162, 6, "star"))

@@ -128,7 +128,7 @@ def main(argv=None) -> int:
     cli.setup_logging(args.quiet)
     from stargal.paths import DEFAULT_SAMPLE_DIR, FieldId
     from stargal.stages.predict import load_bundle, resolve_model_dir
-    from stargal.stages.realsky import RERUN, prepare_field, sample_fields
+    from stargal.stages.realsky import RERUN, sample_fields
     from stargal.tables import markdown_table
 
     paths = cli.data_paths(args)
@@ -137,12 +137,10 @@ def main(argv=None) -> int:
     sim = [catalog_stars(paths, FieldId(RERUN, SIM_RUN, SIM_CAMCOL, f), sweep, bundle) for f in args.fields]
     rows = [row(f"simulated {' '.join(map(str, args.fields))}", sim)]
     sample = Path(args.sample) if args.sample else DEFAULT_SAMPLE_DIR
-    for field in sample_fields(sample):
-        if field.star_catalog is None:
-            continue
-        prepare_field(paths.real_fields, field)
-        label = f"real {field.fid.run}-{field.fid.camcol}-{field.fid.field}"
-        rows.append(row(label, [catalog_stars(paths.real_fields, field.fid, field.star_catalog, bundle)]))
+    for field in sample_fields(paths.real_fields, sample, star_catalog=True):
+        rows.append(
+            row(f"real {field.label}", [catalog_stars(paths.real_fields, field.fid, field.star_catalog, bundle)])
+        )
     print(f'model {bundle.name}: catalog stars called star (found: within 2" of a source the detection finds)\n')
     print(markdown_table(["catalog stars", "classified", *BINS], rows))
     truth = [labels_against_truth(paths, FieldId(RERUN, SIM_RUN, SIM_CAMCOL, f), bundle) for f in args.fields]

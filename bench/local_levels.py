@@ -56,16 +56,14 @@ def main(argv=None) -> int:
     parser.add_argument("-q", "--quiet", action="store_true")
     args = parser.parse_args(argv)
     cli.setup_logging(args.quiet)
-    from stargal.stages.realsky import field_inputs, prepare_field, sample_fields
+    from stargal.stages.realsky import field_inputs, sample_fields
 
     paths = cli.data_paths(args)
     rows = []
-    sample = Path(args.sample)
-    for field in sample_fields(sample):
-        prepare_field(paths.real_fields, field)
+    for field in sample_fields(paths.real_fields, Path(args.sample)):
         cube, data, _ = field_inputs(paths.real_fields, field.fid)
         levels = faint_source_levels(data, cube.bands, args.band)
-        rows.append(_row(f"real {field.fid.run}-{field.fid.camcol}-{field.fid.field}", levels))
+        rows.append(_row(f"real {field.label}", levels))
     if args.sim_data_dir:
         sim = DataPaths.at(args.sim_data_dir)
         for f in args.fields:

@@ -76,7 +76,7 @@ def main(argv=None) -> int:
         for field in discover(sample):
             prepare_field(paths.real_fields, field)
             cube, data, _ = field_inputs(paths.real_fields, field.fid)
-            rows.append(field_row(f"{field.fid.run}-{field.fid.camcol}-{field.fid.field}", data, cube.bands))
+            rows.append(field_row(field.label, data, cube.bands))
     if args.simulated:
         paths = DataPaths(Path(args.simulated))
         for number in range(args.fields[0], args.fields[1] + 1):

@@ -77,20 +77,15 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     cli.setup_logging(args.quiet)
     from stargal.stages.predict import load_bundle, resolve_model_dir
-    from stargal.stages.realsky import prepare_field, sample_fields
+    from stargal.stages.realsky import sample_fields
 
     paths = cli.data_paths(args)
     bundle = load_bundle(resolve_model_dir(paths, args.model), "auto")
     rows = []
-    sample = Path(args.sample)
-    for field in sample_fields(sample):
-        if field.star_catalog is None:
-            continue
-        prepare_field(paths.real_fields, field)
+    for field in sample_fields(paths.real_fields, Path(args.sample), star_catalog=True):
         catalog = sdss.read_catalog(field.star_catalog)
         ped, star, row = faint_star_pedestals(paths.real_fields, field.fid, catalog, bundle, args.band)
-        label = f"real {field.fid.run}-{field.fid.camcol}-{field.fid.field}"
-        rows.append(recall_row(label, ped, star, args.limit, row < args.first_rows))
+        rows.append(recall_row(f"real {field.label}", ped, star, args.limit, row < args.first_rows))
     if args.sim_data_dir:
         sim = DataPaths.at(args.sim_data_dir)
         catalog = sdss.read_catalog(sim.catalog(301, 8162, 6, "star"))

@@ -91,7 +91,7 @@ def main(argv=None) -> int:
             ok = np.isfinite(ped)
             fit, lo, hi = slope(ped[ok], excess[ok])
             rows.append(
-                [f"{field.fid.run}-{field.fid.camcol}-{field.fid.field}", band, int(ok.sum()),
+                [field.label, band, int(ok.sum()),
                  f"{np.std(ped[ok]):.4f}", f"{fit:.2f}", f"{lo:.2f} - {hi:.2f}"]
             )  # fmt: skip
     print(

@@ -62,7 +62,7 @@ def _row(field, band: str, scale: float, catalog: dict) -> list:
 
     recall = catalog["recall"]
     return [
-        f"{field.fid.run}-{field.fid.camcol}-{field.fid.field}",
+        field.label,
         band,
         f"{scale:.2f}",
         percent_cell(recall["overall"]),

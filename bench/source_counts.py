@@ -83,22 +83,18 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     cli.setup_logging(args.quiet)
     from stargal import simulate
-    from stargal.stages.realsky import field_inputs, prepare_field, sample_fields
+    from stargal.stages.realsky import field_inputs, sample_fields
 
     paths = cli.data_paths(args)
     star_rows, source_rows, lone_rows = [], [], []
-    sample = Path(args.sample)
-    for field in sample_fields(sample):
-        if field.star_catalog is None:
-            continue
+    for field in sample_fields(paths.real_fields, Path(args.sample), star_catalog=True):
         catalog = sdss.read_catalog(field.star_catalog)
         label = f"real {field.fid.run}-{field.fid.camcol} ({len(np.unique(catalog['FIELD']))} fields)"
         star_rows.append([label, *_cells(catalog_star_counts(catalog, _sin_b(catalog["RA"], catalog["DEC"])))])
         lone_rows.append([label, *_cells(lone_band_entries(catalog))])
-        prepare_field(paths.real_fields, field)
         cube, data, _ = field_inputs(paths.real_fields, field.fid)
         counts = non_catalog_counts(data, cube.bands, cube.wcs, catalog)
-        source_rows.append([f"real {field.fid.run}-{field.fid.camcol}-{field.fid.field}", 1, *_cells(counts)])
+        source_rows.append([f"real {field.label}", 1, *_cells(counts)])
     sim = DataPaths.at(args.sim_data_dir)
     catalog = sdss.read_catalog(sim.catalog(301, 8162, 6, "star"))
     latitude = {f: simulate.field_conditions(args.seed, 8162, 6, f).latitude for f in args.fields}

@@ -149,7 +149,7 @@ def _row(field, scale: float, noise: float, r50_r: float, note: str, catalog: di
 
     recall = catalog["recall"]
     return [
-        f"{field.fid.run}-{field.fid.camcol}-{field.fid.field}",
+        field.label,
         f"{scale:.2f}",
         f"{noise:.2f}",
         f"{r50_r:.2f}",

@@ -35,7 +35,7 @@ def run_fidelity(paths: DataPaths, sample: Path, sim_paths: DataPaths, sim_field
     for field in discover(Path(sample)):
         prepare_field(paths.real_fields, field)
         log.info("fidelity: real field %s", field.fid)
-        real[f"{field.fid.run}-{field.fid.camcol}-{field.fid.field}"] = measure(paths.real_fields.cube(field.fid))
+        real[field.label] = measure(paths.real_fields.cube(field.fid))
     simulated = {}
     for fid in sim_fields:
         if not sim_paths.cube(fid).exists():

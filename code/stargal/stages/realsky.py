@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -50,6 +51,11 @@ class SampleField:
     star_catalog: Path | None  # the camcol's calibObj star sweep when the folder holds it
     galaxy_catalog: Path | None = None  # and its galaxy sweep
 
+    @property
+    def label(self) -> str:
+        """RUN-CAMCOL-FIELD, as tables name the field."""
+        return f"{self.fid.run}-{self.fid.camcol}-{self.fid.field}"
+
 
 def discover(sample: Path) -> list[SampleField]:
     """The fields of a folder of real SDSS files: every field whose five frames are there (sub-folders too), with
@@ -77,9 +83,14 @@ def discover(sample: Path) -> list[SampleField]:
     return out
 
 
-def sample_fields(sample: Path) -> list[SampleField]:
-    """``discover``'s fields, or none where the folder is absent: a bench then measures simulated fields alone."""
-    return discover(sample) if sample.is_dir() else []
+def sample_fields(paths: DataPaths, sample: Path, *, star_catalog: bool = False) -> Iterator[SampleField]:
+    """``discover``'s fields (``star_catalog``: only those with a star sweep), each prepared in ``paths`` (data/real)
+    as it is yielded; none where the folder is absent: a bench then measures simulated fields alone."""
+    for field in discover(sample) if sample.is_dir() else []:
+        if star_catalog and field.star_catalog is None:
+            continue
+        prepare_field(paths, field)
+        yield field
 
 
 def _sweep(folder: Path, anywhere: dict[str, Path], name: str) -> Path | None:
@@ -142,7 +153,7 @@ def evaluate_cube(field: SampleField, bundle: ModelBundle, cube, data: np.ndarra
     on_locus[ok] = locus.pop("on_locus")
     result = {
         "field": str(fid),
-        "label": f"{fid.run}-{fid.camcol}-{fid.field}",
+        "label": field.label,
         "sources": len(sources),
         "classified": int(ok.sum()),
         "psf_r50": [float(v) for v in pmap.coefficients[:, 0]],
