@@ -50,6 +50,24 @@ def sample_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def real_star_data(sample_dir, tmp_path_factory) -> DataPaths:
+    """A data folder where stage 01 has aligned the real field 4510-4-30 beside its real star sweep, as a user's
+    would hold it (links to the sample, no copies; read-only for tests)."""
+    from stargal.config import BANDS
+    from stargal.paths import FieldId
+    from stargal.stages.alignment import run_alignment
+
+    paths = DataPaths(tmp_path_factory.mktemp("real4510"))
+    field_id = FieldId(301, 4510, 4, 30)
+    for link in [paths.frame(field_id, b) for b in BANDS] + [paths.catalog(301, 4510, 4, "star")]:
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(STAR_FIELD_DIR / link.name)
+    fields = FieldSet(rerun=301, run=4510, camcol=4, fields=(30,), train_fields=(), val_fields=(), test_fields=())
+    run_alignment(paths, fields, workers=1, reports=False)
+    return paths
+
+
+@pytest.fixture(scope="session")
 def tiny_sky(tmp_path_factory) -> DataPaths:
     """A simulated tiny sky written once per session (read-only for tests: copy before writing)."""
     from stargal.stages.simulate import simulate_sky

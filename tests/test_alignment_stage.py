@@ -222,18 +222,9 @@ def test_script_one_line_error_and_success(tiny_data: DataPaths):
 
 
 @pytest.fixture(scope="module")
-def real_star_field(sample_dir, tmp_path_factory):
-    """Stage 01 on the real field 4510/4/30 with its real star sweep (links to the sample, no copies)."""
-    paths = DataPaths(tmp_path_factory.mktemp("real4510"))
-    fs = FieldSet(rerun=301, run=4510, camcol=4, fields=(30,), train_fields=(), val_fields=(), test_fields=())
+def real_star_field(real_star_data):
     field_id = FieldId(301, 4510, 4, 30)
-    src = sample_dir / "004510-4-0030"
-    links = [paths.frame(field_id, b) for b in BANDS] + [paths.catalog(301, 4510, 4, "star")]
-    for link in links:
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(src / link.name)
-    run_alignment(paths, fs, workers=1, reports=False)
-    return read_cube(paths.cube(field_id), mmap=False), read_table(paths.objects(field_id))
+    return read_cube(real_star_data.cube(field_id), mmap=False), read_table(real_star_data.objects(field_id))
 
 
 @pytest.mark.real

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import toy_models as toy
@@ -358,6 +360,41 @@ def test_faint_stars_bench_tabulates_a_simulated_field(one_field, tmp_path, caps
     assert int(cells[1]) >= 150  # catalog stars classified (180 on simulator version 8)
     bright, found = cells[2], cells[-1]  # r < 21 and those the detection finds: "98.5 % (130/132)"
     assert float(bright.split(" %")[0]) >= 90 and float(found.split(" %")[0]) >= 85
+
+
+def test_blank_sky_bench_counts_what_the_source_check_drops_and_how_it_is_classified():
+    bench = _load_bench("blank_sky")
+    d = {
+        "r": np.array([23.5, 24.0, 22.5, 22.1, 20.0, 18.0]),
+        "no_source": np.array([True, True, False, False, False, False]),
+        "right": np.array([True, False, True, False, True, True]),
+    }
+    rows = {row[0]: row[1:] for row in bench.table_rows(d)}
+    assert rows["no_source"][:2] == [2, "23.50-24.00"] and rows["no_source"][2].endswith("(1/2)")
+    assert rows["others with r >= 22"][:2] == [2, "22.10-22.50"] and rows["others with r >= 22"][2].endswith("(1/2)")
+    assert rows["all others"][0] == 4 and rows["all others"][2].endswith("(3/4)")
+
+
+@pytest.mark.slow
+def test_blank_sky_bench_on_a_simulated_field(one_field, tmp_path, capsys):
+    from stargal.stages.alignment import run_alignment
+
+    bench = _load_bench("blank_sky")
+    paths = DataPaths(tmp_path / "data")  # a copy: stage 01 adds the field's objects table
+    shutil.copytree(one_field["paths"].root, paths.root)
+    run_alignment(paths, ONE_FIELD, workers=1, reports=False)
+    assert bench.main(["--data-dir", str(paths.root), "--fields", "80", "-q"]) == 0
+    rows = {
+        cells[0]: cells[1:]
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("| ") and (cells := [c.strip() for c in line.strip("|").split("|")])[1].isdigit()
+    }
+    # nearly every catalogued object shows a source where it is listed, and the rest are fainter than r = 22
+    others, dropped = int(rows["all others"][0]), int(rows["no_source"][0])
+    assert others >= 500 and dropped <= 0.02 * others
+    if dropped:
+        assert float(rows["no_source"][1].split("-")[0]) >= 22
+    assert float(rows["all others"][2].split(" %")[0]) >= 85
 
 
 @pytest.mark.slow
