@@ -66,17 +66,15 @@ def main(argv=None) -> int:
         parser.error("--simulated needs --fields FIRST LAST")
     from stargal.config import REFERENCE
     from stargal.paths import DEFAULT_SAMPLE_DIR, DataPaths, FieldId
-    from stargal.stages.realsky import discover, field_inputs, prepare_field
+    from stargal.stages.realsky import field_inputs, sample_fields
     from stargal.tables import markdown_table
 
     rows = []
     sample = Path(args.sample) if args.sample else DEFAULT_SAMPLE_DIR
-    if sample.is_dir():
-        paths = cli.data_paths(args)
-        for field in discover(sample):
-            prepare_field(paths.real_fields, field)
-            cube, data, _ = field_inputs(paths.real_fields, field.fid)
-            rows.append(field_row(field.label, data, cube.bands))
+    real = cli.data_paths(args).real_fields
+    for field in sample_fields(real, sample):
+        cube, data, _ = field_inputs(real, field.fid)
+        rows.append(field_row(field.label, data, cube.bands))
     if args.simulated:
         paths = DataPaths(Path(args.simulated))
         for number in range(args.fields[0], args.fields[1] + 1):
