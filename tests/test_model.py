@@ -86,6 +86,16 @@ def test_tta_is_invariant_under_symmetries(raw):
     np.testing.assert_allclose(mdl.predict(model, rotated, tta=True), p, rtol=1e-5, atol=1e-6)
 
 
+def test_tta_reuses_a_known_single_pass_as_its_identity_term(raw):
+    model = mdl.build_model("reference_base", raw.shape[1:], NORM, {"filters": 4, "dense_units": 8})
+    single = mdl.predict(model, raw)
+    mean = mdl.predict(model, raw, tta=True)
+    np.testing.assert_allclose(mdl.predict(model, raw, tta=True, identity=single), mean, atol=1e-6)
+    # the given values are what the mean uses: one eighth of a shift shows in it
+    shifted = mdl.predict(model, raw, tta=True, identity=single + 0.8)
+    np.testing.assert_allclose(shifted - mean, 0.1, atol=1e-5)
+
+
 def test_errors(tmp_path):
     with pytest.raises(StargalError):
         mdl.build_model("vgg", (25, 25, 5), NORM)

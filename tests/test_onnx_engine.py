@@ -64,6 +64,11 @@ def test_the_shipped_model_runs_in_onnx_runtime_as_in_keras():
         expected = predict(keras.model, x, psf, tta=tta)
         got = onnx.model.predict(np.ascontiguousarray(normalised), psf, tta=tta)
         np.testing.assert_allclose(got, expected, atol=2e-5)
+    single = onnx.model.predict(np.ascontiguousarray(normalised), psf)
+    reused = onnx.model.predict(np.ascontiguousarray(normalised), psf, tta=True, identity=single)
+    np.testing.assert_array_equal(reused, got)  # the identity pass run again gives the same numbers
+    shifted = onnx.model.predict(np.ascontiguousarray(normalised), psf, tta=True, identity=single + 0.8)
+    np.testing.assert_allclose(shifted - got, 0.1, atol=1e-5)
     with pytest.raises(StargalError, match="needs the PSF"):
         onnx.model.predict(np.ascontiguousarray(normalised), None)
 

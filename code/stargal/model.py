@@ -373,10 +373,17 @@ def flops_per_sample(model) -> int:
 
 
 def predict(
-    model, x: np.ndarray, psf: np.ndarray | None = None, *, batch_size: int = 512, tta: bool = False
+    model,
+    x: np.ndarray,
+    psf: np.ndarray | None = None,
+    *,
+    batch_size: int = 512,
+    tta: bool = False,
+    identity: np.ndarray | None = None,
 ) -> np.ndarray:
     """p(star) float32 [n] for raw patches (and their PSF, for models that take it); with ``tta`` the mean
-    over the eight square symmetries (the PSF is symmetric: it stays as it is)."""
+    over the eight square symmetries (the PSF is symmetric: it stays as it is). ``identity``: the patches'
+    single-pass p_star where already known, which the mean then reuses instead of running that pass again."""
     x = np.asarray(x, np.float32)
     check_psf(model, len(x), psf)  # fail early, before any work
     if len(x) == 0:
@@ -391,6 +398,9 @@ def predict(
         xb = x[start : start + block]
         pb = None if psf is None else psf[start : start + block]
         for k in range(D4_SIZE):
+            if k == 0 and identity is not None:
+                total[start : start + block] += identity[start : start + block]
+                continue
             xk = np.asarray(apply_d4(xb, np.full(len(xb), k, np.int32)))
             total[start : start + block] += _predict(model, xk, pb, batch_size)
     return (total / D4_SIZE).astype(np.float32)

@@ -136,9 +136,12 @@ class OnnxNetwork:
     def cut(self, prepared: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         return cut(prepared, rows, cols, self.patch_size)
 
-    def predict(self, x: np.ndarray, psf: np.ndarray | None = None, *, tta: bool = False) -> np.ndarray:
+    def predict(
+        self, x: np.ndarray, psf: np.ndarray | None = None, *, tta: bool = False, identity: np.ndarray | None = None
+    ) -> np.ndarray:
         """p(star) float32 [n] for normalised patches [n, C, P, P]; with ``tta`` the mean over the eight square
-        symmetries, summed in the order ``model.predict`` sums them."""
+        symmetries, summed in the order ``model.predict`` sums them. ``identity``: the patches' single-pass
+        p_star where already known, which the mean then reuses instead of running that pass again."""
         if self.takes_psf and (psf is None or len(psf) != len(x)):
             raise StargalError("this model needs the PSF at every patch (stargal.psf); none or the wrong number given")
         if not tta:
@@ -147,7 +150,7 @@ class OnnxNetwork:
 
         total = np.zeros(len(x), np.float64)
         for k in range(D4_SIZE):
-            total += self._run(d4_channels_first(x, k), psf)
+            total += identity if k == 0 and identity is not None else self._run(d4_channels_first(x, k), psf)
         return (total / D4_SIZE).astype(np.float32)
 
     def _run(self, x: np.ndarray, psf: np.ndarray | None) -> np.ndarray:

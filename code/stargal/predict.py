@@ -214,11 +214,11 @@ def classify(
             batch = cut(u_rows[start:stop], u_cols[start:stop])
             # the PSF at the pixel centre, as stage 02 gives it in training
             psf = None if psf_map is None else psf_map.at(u_cols[start:stop], u_rows[start:stop])
-            p = run(batch, psf, tta == "all")
+            p = run(batch, psf, tta == "all", None)
             if tta == "auto":
                 near = np.flatnonzero(np.abs(p - threshold) < tta_margin)
-                if near.size:
-                    p[near] = run(batch[near], None if psf is None else psf[near], True)
+                if near.size:  # the single pass just run is the mean's identity term
+                    p[near] = run(batch[near], None if psf is None else psf[near], True, p[near])
             p_unique[start:stop] = p
         p_star[ok] = p_unique[inverse.ravel()]
     label = np.full(len(ra), "", dtype="U6")
@@ -238,15 +238,20 @@ def _no_source(data: np.ndarray, x: np.ndarray, y: np.ndarray, psf_map, min_snr:
 
 
 def _network(model, data: np.ndarray, patch_size: int, batch_size: int):
-    """(cut(rows, cols) -> patches, run(patches, psf, tta) -> p_star) for a Keras model or an ONNX network."""
+    """(cut(rows, cols) -> patches, run(patches, psf, tta, identity) -> p_star) for a Keras model or an ONNX
+    network."""
     if isinstance(model, OnnxNetwork):
         prepared = model.prepare(data)  # normalised once for every patch
-        return (lambda r, c: model.cut(prepared, r, c)), (lambda b, psf, tta: model.predict(b, psf, tta=tta))
+        return (lambda r, c: model.cut(prepared, r, c)), (
+            lambda b, psf, tta, identity: model.predict(b, psf, tta=tta, identity=identity)
+        )
 
     def cut(rows, cols):  # exactly as stage 02 cut for training: outside-frame and NaN pixels become 0
         return patches.extract_patches(data, rows, cols, patch_size).data
 
-    return cut, (lambda b, psf, tta: predict(model, b, psf, batch_size=batch_size, tta=tta))
+    return cut, (
+        lambda b, psf, tta, identity: predict(model, b, psf, batch_size=batch_size, tta=tta, identity=identity)
+    )
 
 
 # ---- input and output tables -------------------------------------------------------------------------
