@@ -808,6 +808,29 @@ def test_star_widths_bench_takes_median_ratios_per_bin_and_band():
     assert np.isnan(out[2]).all()  # no star in the faintest bin
 
 
+def test_a_clipped_mean_level_does_not_snap_to_the_quantisation_steps_as_a_median_does():
+    rng = np.random.default_rng(3)
+    image = np.round(rng.normal(0.1, 1.0, (120, 120)))  # a pedestal of 0.1 sigma, quantised in whole sigma
+    image[55:66, 55:66] += 50.0  # a source inside the annulus' hole, and one bright pixel in the annulus
+    image[60, 75] = 500.0
+    x, y = np.array([60.0]), np.array([60.0])
+    median = fidelity.annulus_stats(image, x, y, (12.0, 40.0))[0]
+    clipped = fidelity.annulus_stats(image, x, y, (12.0, 40.0), clip=3.0)[0]
+    assert median[0] == 0.0  # snapped to a step
+    assert clipped[0] == pytest.approx(0.1, abs=0.04)
+
+
+def test_half_light_radius_over_a_local_level_takes_the_pedestal_out():
+    yy, xx = np.mgrid[:80, :80]
+    star = (100.0 * np.exp(-((xx - 40.2) ** 2 + (yy - 39.7) ** 2) / (2 * 1.5**2))).astype(np.float32)
+    x, y = np.array([40.2, 40.2]), np.array([39.7, 39.7])
+    plain = detection.half_light_radii(star, x[:1], y[:1])[0]
+    on_pedestal = detection.half_light_radii(star + np.float32(0.5), x[:1], y[:1])[0]
+    over = fidelity.half_light_radii_over(star + np.float32(0.5), x, y, np.array([0.5, np.nan]))
+    assert on_pedestal > 1.1 * plain  # a pedestal of 0.5 % of the peak widens the measurement
+    assert over[0] == pytest.approx(plain, rel=1e-3) and np.isnan(over[1])
+
+
 def test_local_levels_bench_summarises_the_levels_faint_sources_sit_on():
     bench = _load_bench("local_levels")
     levels = np.array([-0.2, -0.05, 0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, np.nan, 0.04])

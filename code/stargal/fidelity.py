@@ -114,10 +114,13 @@ def annulus_stats(
     *,
     partial: bool = False,
     min_pixels: int = 1,
+    clip: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(median, robust sigma 1.4826 MAD) [n] of the finite pixels of ``image`` in the annulus (inner, outer radius
     in pixels) about each (x, y); NaN nearer the edges than the annulus, unless ``partial`` (then the part inside
-    the frame), and where fewer than ``min_pixels`` remain."""
+    the frame), and where fewer than ``min_pixels`` remain. With ``clip``, the level is instead the mean of the
+    pixels within ``clip`` robust sigma of the median: SDSS frames are quantised in steps of a fifth of the noise
+    in r, so a median snaps to a step while a mean does not."""
     rows, cols = image.shape
     half = int(annulus[1]) + 1
     level, sigma = np.full(len(x), np.nan), np.full(len(x), np.nan)
@@ -136,6 +139,8 @@ def annulus_stats(
             continue
         level[k] = np.median(ring)
         sigma[k] = MAD_TO_SIGMA * np.median(np.abs(ring - level[k]))
+        if clip is not None:
+            level[k] = np.mean(ring[np.abs(ring - level[k]) <= clip * sigma[k]])
     return level, sigma
 
 
@@ -143,6 +148,23 @@ def local_levels(image: np.ndarray, x: np.ndarray, y: np.ndarray, annulus: tuple
     """Median of ``image`` in the annulus (inner, outer radius in pixels) about each (x, y): the level a source
     sits on; NaN nearer the edges than the annulus."""
     return annulus_stats(image, x, y, annulus)[0]
+
+
+def half_light_radii_over(image: np.ndarray, x: np.ndarray, y: np.ndarray, level: np.ndarray) -> np.ndarray:
+    """``detection.half_light_radii`` of each source with its own ``level`` subtracted first (NaN level: NaN)."""
+    from .detection import SIZE_RADIUS, half_light_radii
+
+    half = int(SIZE_RADIUS) + 6  # the total flux's aperture, SIZE_RADIUS + 4, and a pixel to spare
+    rows, cols = image.shape
+    out = np.full(len(x), np.nan)
+    for k, (xk, yk, lk) in enumerate(zip(x, y, level, strict=True)):
+        if not np.isfinite(lk):
+            continue
+        ix, iy = int(round(xk)), int(round(yk))
+        y0, x0 = max(iy - half, 0), max(ix - half, 0)
+        stamp = np.ascontiguousarray(image[y0 : min(iy + half + 1, rows), x0 : min(ix + half + 1, cols)] - lk)
+        out[k] = half_light_radii(stamp.astype(np.float32), np.array([xk - x0]), np.array([yk - y0]))[0]
+    return out
 
 
 def aureole_profile(image: np.ndarray, x: np.ndarray, y: np.ndarray, radii=AUREOLE_RADII) -> np.ndarray:
