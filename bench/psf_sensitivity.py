@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """How much a model's real-sky verdict depends on the PSF it is told: the catalog check of every sample field
 with a star sweep (4510-4-30 in ../shared/sdss-sample), with the field's measured PSF (stellar r50 per band)
-multiplied by each scale, as a field whose PSF is measured too small or too large would be classified.
+multiplied by each scale, as a field whose PSF is measured too small or too large would be classified; the
+non-catalog sources fainter than r = 21 show what calling more faint sources star costs.
 
     .venv/bin/python bench/psf_sensitivity.py [--model pretrained] [--scales 0.9 0.95 1 1.05 1.1] [--data-dir DIR]
     .venv/bin/python bench/psf_sensitivity.py --scales 1.05 --bands u g r i z    # one band at a time
@@ -51,7 +52,8 @@ def main(argv=None) -> int:
                 catalog = evaluate_field(paths.real_fields, field, bundle, psf_scale=per_band)["result"]["catalog"]
                 rows.append(_row(field, band, scale, catalog))
     columns = ["field", "bands scaled", "PSF scale", "recall", "r < 21", "r 21-22", "r > 22",
-               "non-catalog r < 21 called star", "two-sided MCC"]  # fmt: skip
+               "non-catalog r < 21 called star", "two-sided MCC", "non-catalog r 21-22 called star",
+               "MCC, negatives to r 22", "non-catalog r 22-22.5 called star", "MCC, negatives to r 22.5"]  # fmt: skip
     print(f"model {bundle.name}: the field's measured PSF multiplied by each scale\n")
     print(markdown_table(columns, rows))
     return 0
@@ -69,6 +71,10 @@ def _row(field, band: str, scale: float, catalog: dict) -> list:
         *(percent_cell(b) for b in recall["by_r"]),
         percent_cell(catalog["bright_non_catalog"]),
         f"{catalog['two_sided']['mcc']:.3f}",
+        percent_cell(catalog["faint_non_catalog"]),
+        f"{catalog['two_sided_to_complete']['mcc']:.3f}",
+        percent_cell(catalog["fainter_non_catalog"]),
+        f"{catalog['two_sided_to_limit']['mcc']:.3f}",
     ]
 
 
