@@ -266,6 +266,84 @@ def test_runs_on_one_data_folder_take_turns(tmp_path):
         first.wait()
 
 
+def _holding(lock: Path, shared: bool) -> subprocess.Popen:
+    """Another process holding ``lock`` (as a stage holds .lock, or predict .publish.lock) until told to stop."""
+    code = (
+        f"import sys; from stargal import fsio; fsio.lock_folder(sys.argv[1], shared={shared}, holder='pid 1: 03'); "
+        "print('locked', flush=True); sys.stdin.readline()"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(lock)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.stdin.write("\n")
+    proc.stdin.flush()
+    proc.wait(timeout=30)
+
+
+def test_predict_reads_a_data_folder_while_a_stage_holds_it(tmp_path):
+    import argparse
+
+    stage = _holding(tmp_path / ".lock", shared=False)  # 03_model.py training for hours
+    second = None
+    try:
+        opened = []
+        reader = threading.Thread(
+            target=lambda: opened.append(cli.open_data_folder(argparse.Namespace(data_dir=str(tmp_path)), shared=True)),
+            daemon=True,
+        )
+        reader.start()
+        reader.join(timeout=20)
+        assert opened and opened[0].root == tmp_path.resolve()  # did not wait for the stage
+        # a second stage still waits for the first
+        waited = []
+        second = threading.Thread(
+            target=lambda: fsio.lock_folder(tmp_path / ".lock", on_wait=waited.append), daemon=True
+        )
+        second.start()
+        second.join(timeout=1.0)
+        assert second.is_alive() and waited == ["pid 1: 03"]
+    finally:
+        _stop(stage)
+        if second is not None:
+            second.join(timeout=20)
+        fsio.release_folder_locks()
+
+
+def test_a_stage_renames_an_output_set_into_place_only_when_no_reader_holds_the_folder(tmp_path):
+    reader = _holding(tmp_path / ".publish.lock", shared=True)  # predict.py reading a cube and its record
+    record = tmp_path / "model.json"
+    committed = []
+    try:
+        fsio.guard_publications(tmp_path / ".publish.lock")
+
+        def commit():
+            with fsio.OutputSet(record) as out:
+                fsio.write_text(out.path(tmp_path / "weights.bin"), "new")  # nested: write_text renames too
+                out.commit({"name": "m"})
+            committed.append(True)
+
+        writer = threading.Thread(target=commit, daemon=True)
+        writer.start()
+        writer.join(timeout=1.0)
+        assert writer.is_alive() and not record.exists() and not (tmp_path / "weights.bin").exists()
+        _stop(reader)
+        writer.join(timeout=20)
+        assert committed and fsio.check_seal(record, deep=True).ok
+        with fsio.publishing(), fsio.publishing():  # re-entrant: a commit inside a commit's lock
+            fsio.write_text(tmp_path / "LATEST", "m\n")
+        assert (tmp_path / "LATEST").read_text() == "m\n"
+    finally:
+        if reader.poll() is None:
+            reader.kill()
+        fsio.release_folder_locks()
+    assert fsio.PUBLISH_LOCK_ENV not in os.environ  # a run's guard ends with it
+
+
 # ---------------------------------------------------------------------------------------------------------
 # inputs are what they claim to be
 

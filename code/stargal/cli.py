@@ -199,8 +199,10 @@ def data_paths(args: argparse.Namespace) -> DataPaths:
 
 def open_data_folder(args: argparse.Namespace, *, shared: bool = False) -> DataPaths:
     """The data folder of ``--data-dir``, locked for this run: exclusively for a stage that writes it (another
-    run on the same folder waits until this one ends), ``shared`` for one that only reads it and writes
-    elsewhere (predict). A stage also removes the temporary files an interrupted run left behind."""
+    run on the same folder waits until this one ends), ``shared`` for one that only reads it (predict). A reader
+    holds only the publication lock, which a stage takes just while it renames outputs into place: predict runs
+    while a stage trains, and reads whole output sets. A stage also removes the temporary files an interrupted
+    run left behind (once no reader is writing its own)."""
     paths = data_paths(args)
     if not paths.root.exists():
         if shared:
@@ -213,8 +215,17 @@ def open_data_folder(args: argparse.Namespace, *, shared: bool = False) -> DataP
     def waiting(text: str) -> None:
         log.warning("%s: in use by another run (%s); waiting for it to finish", paths.root, text or "unknown")
 
-    if fsio.lock_folder(paths.lock_file, shared=shared, on_wait=waiting, holder=holder) and not shared:
-        removed = fsio.remove_stale_temporaries(paths.root)
+    if shared:
+        fsio.lock_folder(
+            paths.publish_lock,
+            shared=True,
+            on_wait=lambda _: log.info("%s: waiting for a run to finish writing its outputs", paths.root),
+        )
+        return paths
+    if fsio.lock_folder(paths.lock_file, on_wait=waiting, holder=holder):
+        fsio.guard_publications(paths.publish_lock)
+        with fsio.publishing():  # a reader's own temporary files are not stale
+            removed = fsio.remove_stale_temporaries(paths.root)
         if removed:
             log.info("removed %d temporary file(s) an interrupted run left, e.g. %s", len(removed), removed[0])
     return paths

@@ -10,6 +10,9 @@ name, and nothing broken is ever taken for current.
   a rebuild that fails before its commit leaves the previous set untouched.
 - ``previous_record``: the record of an earlier run with the same settings, when its outputs are intact.
 - ``lock_folder``: one run at a time per data folder (``fcntl.flock``), and ``remove_stale_temporaries``.
+- ``publishing``: a stage renames files into place holding the folder's publication lock (``guard_publications``
+  names it), which a reader (predict.py) holds shared for its whole run instead of the folder lock: it never
+  waits for a stage's hours of training, and never sees half of an output set.
 
 A file's check is quick when its stamp (size, mtime, ctime, inode, recorded when sealed) is unchanged: any
 write through the filesystem, even one that restores the modification time, changes the ctime. Otherwise,
@@ -27,6 +30,7 @@ import logging
 import os
 import re
 import secrets
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,7 +77,8 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     tmp_path = _create_temporary(final)
     try:
         yield tmp_path
-        os.replace(tmp_path, final)
+        with publishing():
+            os.replace(tmp_path, final)
     except OSError as exc:
         if exc.filename is None or exc.filename == str(tmp_path):
             raise named_os_error(exc, final, tmp_path) from exc
@@ -358,7 +363,8 @@ class OutputSet:
         for final, tmp in self._temps.items():
             files[_relname(final, base)] = {"size": tmp.stat().st_size, "sha256": sha256_file(tmp)}
         record = {**content, INTEGRITY_KEY: {"version": INTEGRITY_VERSION, "files": files}}
-        with atomic_path(self.record) as record_tmp:
+        # a reader holding the publication lock sees the files and their record change together
+        with publishing(), atomic_path(self.record) as record_tmp:
             record_tmp.write_text(json_text(record), encoding="utf-8")
             # From here on nothing needs disk space: renames only. A run killed in between leaves files that
             # do not match the previous record, which readers then see as broken (and reruns redo).
@@ -477,10 +483,61 @@ def lock_folder(lock_file: str | os.PathLike, *, shared: bool = False, on_wait=N
 
 
 def release_folder_locks() -> None:
-    """Let go of every lock ``lock_folder`` took."""
+    """Let go of every lock ``lock_folder`` took, and of the publication guard."""
     while _HELD_LOCKS:
         _, (fd, _) = _HELD_LOCKS.popitem()
         os.close(fd)
+    os.environ.pop(PUBLISH_LOCK_ENV, None)
+
+
+# the publication lock of the data folder a stage writes, in the environment so that worker processes use it too
+PUBLISH_LOCK_ENV = "STARGAL_PUBLISH_LOCK"
+_PUBLISHING = threading.RLock()  # one thread of this process at a time holds the publication lock
+_PUBLISH_FD: dict[str, int] = {}  # its descriptor while held
+
+
+def _forget_publishing_in_child() -> None:
+    """A forked worker starts holding nothing, whatever thread of its parent held the lock at the fork."""
+    global _PUBLISHING
+    _PUBLISHING = threading.RLock()
+    if _PUBLISH_FD:
+        with contextlib.suppress(OSError):
+            os.close(_PUBLISH_FD["fd"])  # the parent's descriptor stays open: its lock holds
+        _PUBLISH_FD.clear()
+
+
+os.register_at_fork(after_in_child=_forget_publishing_in_child)
+
+
+def guard_publications(lock_file: str | os.PathLike) -> None:
+    """From now on this process (and its workers) renames files into place holding ``lock_file`` exclusively."""
+    os.environ[PUBLISH_LOCK_ENV] = os.path.realpath(lock_file)
+
+
+@contextlib.contextmanager
+def publishing() -> Iterator[None]:
+    """Hold the publication lock ``guard_publications`` named (if any) exclusively for the block; re-entrant.
+    Without one, or where it cannot be opened (a read-only folder, where no reader can be disturbed), no lock."""
+    lock_file = os.environ.get(PUBLISH_LOCK_ENV)
+    if not lock_file:
+        yield
+        return
+    with _PUBLISHING:
+        if _PUBLISH_FD:  # this thread holds it already
+            yield
+            return
+        try:
+            fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError:
+            yield
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # waits while a reader holds it shared
+            _PUBLISH_FD["fd"] = fd
+            yield
+        finally:
+            _PUBLISH_FD.clear()
+            os.close(fd)  # releases the flock
 
 
 def remove_stale_temporaries(root: str | os.PathLike, skip: Iterable[str] = ()) -> list[Path]:

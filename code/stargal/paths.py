@@ -25,6 +25,7 @@ Layout (``data/`` by default, ``--data-dir`` elsewhere)::
     reports/pipeline/stages.json, reports/report.pdf    run_scripts.sh's timings; make_report.py
     reports/report.json                 what the report was built from (a rerun skips a current report)
     .lock                               held by the run that writes the folder (one at a time)
+    .publish.lock                       held by that run while it renames outputs into place; predict's, shared
 
 Multi-file outputs are sealed (``stargal.fsio.OutputSet``): their record, written last, lists every file with
 its size and sha256: ``field-*.json`` (cube, objects table), ``tensors.json``, ``dataset.json``,
@@ -311,5 +312,10 @@ class DataPaths:
 
     @property
     def lock_file(self) -> Path:
-        """The lock a run holds on the data folder (exclusive for the stages, shared for predict)."""
+        """The lock a stage holds on the data folder, exclusively: one stage run at a time."""
         return self.root / ".lock"
+
+    @property
+    def publish_lock(self) -> Path:
+        """The lock a stage holds exclusively while it renames files into place, and predict shared for its run."""
+        return self.root / ".publish.lock"
