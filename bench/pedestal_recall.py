@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stargal import cli, fidelity, sdss
+from stargal import cli, detection, sdss
 from stargal.config import BANDS
 from stargal.paths import DataPaths, FieldId
 from stargal.tables import markdown_table
@@ -30,7 +30,7 @@ FAINT = 21.5  # r PSF magnitude
 def local_pedestals(image: np.ndarray, x: np.ndarray, y: np.ndarray, annulus=ANNULUS) -> np.ndarray:
     """Median of ``image`` in an annulus about each (x, y), in units of the annulus's robust sigma (1.4826 MAD);
     the part of the annulus inside the frame near its edges; NaN where fewer than 100 finite pixels remain."""
-    level, sigma = fidelity.annulus_stats(image, x, y, annulus, partial=True, min_pixels=100)
+    level, sigma = detection.annulus_stats(image, x, y, annulus, partial=True, min_pixels=100)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(sigma > 0, level / sigma, np.nan)
 

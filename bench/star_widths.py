@@ -20,15 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-from stargal import cli, detection, fidelity, geometry, sdss
+from stargal import cli, detection, geometry, sdss
 from stargal.paths import DataPaths, FieldId
 from stargal.tables import markdown_table
 
 R_BINS = ((18.0, 20.0), (20.5, 21.5), (21.5, 22.5))
 WIDTH_BANDS = "gri"
 MATCH_ARCSEC = 1.0
-LOCAL_ANNULUS = (12.0, 20.0)  # pixels: beyond a star's half-light aperture (SIZE_RADIUS 8 px)
-LOCAL_CLIP = 3.0  # robust sigma
 RED_RI = 0.9  # r-i: M dwarfs, bright in i, where a galaxy blended in would hardly show
 
 
@@ -61,11 +59,7 @@ def field_widths(paths: DataPaths, fid: FieldId, catalog: np.ndarray) -> dict[st
     local = np.full((len(r), len(bands)), np.nan)
     for j, b in enumerate(bands):
         image = detection.background_subtracted(data[b])[0]
-        level = np.full(len(r), np.nan)
-        level[star] = fidelity.annulus_stats(
-            image, sources.x[star], sources.y[star], LOCAL_ANNULUS, partial=True, min_pixels=100, clip=LOCAL_CLIP
-        )[0]
-        local[star, j] = fidelity.half_light_radii_over(image, sources.x[star], sources.y[star], level[star])
+        local[star, j] = detection.local_half_light_radii(image, sources.x[star], sources.y[star])
     out = {}
     for colour, select in (("all", star), (f"r-i > {RED_RI}", star & red), (f"r-i <= {RED_RI}", star & ~red)):
         counts = np.array([int(np.sum(select & (r >= lo) & (r < hi))) for lo, hi in R_BINS])

@@ -487,6 +487,8 @@ def test_detect_classifies_every_source_found_in_the_field(tmp_path, model_dir, 
     assert ok.sum() >= len(xs) - 3
     assert (pred.label[nearest][ok] == kinds[ok]).mean() >= 0.8  # the toy model tells them apart
     assert not (pred.status == "artefact").any()  # every toy source is seen in every band
+    r50 = np.array([float(r["r50_px"]) for r in rows])[nearest]  # over each source's local sky level
+    assert np.all(np.isfinite(r50)) and np.median(r50[kinds == "galaxy"]) > 1.2 * np.median(r50[kinds == "star"])
 
 
 def test_detect_reports_a_single_band_spike_as_an_artefact(tmp_path, model_dir, field):

@@ -814,8 +814,8 @@ def test_a_clipped_mean_level_does_not_snap_to_the_quantisation_steps_as_a_media
     image[55:66, 55:66] += 50.0  # a source inside the annulus' hole, and one bright pixel in the annulus
     image[60, 75] = 500.0
     x, y = np.array([60.0]), np.array([60.0])
-    median = fidelity.annulus_stats(image, x, y, (12.0, 40.0))[0]
-    clipped = fidelity.annulus_stats(image, x, y, (12.0, 40.0), clip=3.0)[0]
+    median = detection.annulus_stats(image, x, y, (12.0, 40.0))[0]
+    clipped = detection.annulus_stats(image, x, y, (12.0, 40.0), clip=3.0)[0]
     assert median[0] == 0.0  # snapped to a step
     assert clipped[0] == pytest.approx(0.1, abs=0.04)
 
@@ -826,7 +826,7 @@ def test_half_light_radius_over_a_local_level_takes_the_pedestal_out():
     x, y = np.array([40.2, 40.2]), np.array([39.7, 39.7])
     plain = detection.half_light_radii(star, x[:1], y[:1])[0]
     on_pedestal = detection.half_light_radii(star + np.float32(0.5), x[:1], y[:1])[0]
-    over = fidelity.half_light_radii_over(star + np.float32(0.5), x, y, np.array([0.5, np.nan]))
+    over = detection.half_light_radii_over(star + np.float32(0.5), x, y, np.array([0.5, np.nan]))
     assert on_pedestal > 1.1 * plain  # a pedestal of 0.5 % of the peak widens the measurement
     assert over[0] == pytest.approx(plain, rel=1e-3) and np.isnan(over[1])
 

@@ -56,6 +56,9 @@ DEBLEND_CONTRAST = 0.005  # SExtractor's default
 DEBLENDED_FLAG = 1  # sep.OBJ_MERGED: the source is one of several that a blend was split into
 BACKGROUND_CELL = 64
 SIZE_RADIUS = 8.0  # pixels: half-light radii are measured within this radius
+LOCAL_ANNULUS = (12.0, 20.0)  # pixels: a source's local sky level, beyond its SIZE_RADIUS + 4 flux aperture
+LOCAL_CLIP = 3.0  # robust sigma about the annulus' median
+LOCAL_MIN_PIXELS = 100
 APERTURE_RADIUS = 5.0  # pixels: a quick flux for picking bright stars
 CORRECTION_RADIUS = 8.0  # pixels (3.2"): the stars' aperture flux the PSF-weighted fluxes are scaled to
 STAR_MAG_RANGE = (16.0, 19.5)  # r: bright enough for clean sizes, faint enough not to saturate
@@ -176,6 +179,68 @@ def half_light_radii(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndar
     total, _, _ = sep.sum_circle(image, x, y, SIZE_RADIUS + 4.0)
     radius, _ = sep.flux_radius(image, x, y, np.full(len(x), SIZE_RADIUS), 0.5, normflux=total, subpix=5)
     return np.where(total > 0, radius, np.nan)
+
+
+def half_light_radii_over(image: np.ndarray, x: np.ndarray, y: np.ndarray, level: np.ndarray) -> np.ndarray:
+    """``detection.half_light_radii`` of each source with its own ``level`` subtracted first (NaN level: NaN)."""
+    half = int(SIZE_RADIUS) + 6  # the total flux's aperture, SIZE_RADIUS + 4, and a pixel to spare
+    rows, cols = image.shape
+    out = np.full(len(x), np.nan)
+    for k, (xk, yk, lk) in enumerate(zip(x, y, level, strict=True)):
+        if not np.isfinite(lk):
+            continue
+        ix, iy = int(round(xk)), int(round(yk))
+        y0, x0 = max(iy - half, 0), max(ix - half, 0)
+        stamp = np.ascontiguousarray(image[y0 : min(iy + half + 1, rows), x0 : min(ix + half + 1, cols)] - lk)
+        out[k] = half_light_radii(stamp.astype(np.float32), np.array([xk - x0]), np.array([yk - y0]))[0]
+    return out
+
+
+def local_half_light_radii(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Half-light radii over each source's local sky level (the clipped mean LOCAL_ANNULUS about it) rather than
+    the background mesh: SDSS frames are quantised in steps of a fifth of the noise, which pulls the mesh's mode
+    estimate off the level a faint source sits on by a tenth of the noise, enough to double a faint star's
+    radius (bench/star_widths.py). NaN where fewer than LOCAL_MIN_PIXELS of the annulus lie in the frame."""
+    level = annulus_stats(image, x, y, LOCAL_ANNULUS, partial=True, min_pixels=LOCAL_MIN_PIXELS, clip=LOCAL_CLIP)[0]
+    return half_light_radii_over(image, x, y, level)
+
+
+def annulus_stats(
+    image: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    annulus: tuple[float, float],
+    *,
+    partial: bool = False,
+    min_pixels: int = 1,
+    clip: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(median, robust sigma 1.4826 MAD) [n] of the finite pixels of ``image`` in the annulus (inner, outer radius
+    in pixels) about each (x, y); NaN nearer the edges than the annulus, unless ``partial`` (then the part inside
+    the frame), and where fewer than ``min_pixels`` remain. With ``clip``, the level is instead the mean of the
+    pixels within ``clip`` robust sigma of the median: SDSS frames are quantised in steps of a fifth of the noise
+    in r, so a median snaps to a step while a mean does not."""
+    rows, cols = image.shape
+    half = int(annulus[1]) + 1
+    level, sigma = np.full(len(x), np.nan), np.full(len(x), np.nan)
+    for k, (xk, yk) in enumerate(zip(x, y, strict=True)):
+        ix, iy = int(round(xk)), int(round(yk))
+        inside = iy - half >= 0 and ix - half >= 0 and iy + half < rows and ix + half < cols
+        if not (inside or partial):
+            continue
+        y0, x0 = max(iy - half, 0), max(ix - half, 0)
+        stamp = image[y0 : max(iy + half + 1, 0), x0 : max(ix + half + 1, 0)]
+        yy, xx = np.mgrid[y0 : y0 + stamp.shape[0], x0 : x0 + stamp.shape[1]]
+        d = np.hypot(xx - xk, yy - yk)
+        ring = stamp[(d > annulus[0]) & (d < annulus[1])]
+        ring = ring[np.isfinite(ring)]
+        if ring.size < max(min_pixels, 1):
+            continue
+        level[k] = np.median(ring)
+        sigma[k] = MAD_TO_SIGMA * np.median(np.abs(ring - level[k]))
+        if clip is not None:
+            level[k] = np.mean(ring[np.abs(ring - level[k]) <= clip * sigma[k]])
+    return level, sigma
 
 
 def stellar_size(r50: np.ndarray, candidates: np.ndarray) -> float:

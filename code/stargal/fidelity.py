@@ -14,8 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import sky_models
-from .detection import background_subtracted, measure_sources
-from .normalise import MAD_TO_SIGMA
+from .detection import annulus_stats, background_subtracted, measure_sources
 
 EE_RADII = (1.5, 2.0, 3.0, 4.0, 6.0, 8.0)  # pixels; encircled energy relative to EE_NORM_RADIUS
 EE_NORM_RADIUS = 12.0
@@ -106,65 +105,10 @@ def annulus_levels(image: np.ndarray, x: np.ndarray, y: np.ndarray, radii=AUREOL
     return levels
 
 
-def annulus_stats(
-    image: np.ndarray,
-    x: np.ndarray,
-    y: np.ndarray,
-    annulus: tuple[float, float],
-    *,
-    partial: bool = False,
-    min_pixels: int = 1,
-    clip: float | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """(median, robust sigma 1.4826 MAD) [n] of the finite pixels of ``image`` in the annulus (inner, outer radius
-    in pixels) about each (x, y); NaN nearer the edges than the annulus, unless ``partial`` (then the part inside
-    the frame), and where fewer than ``min_pixels`` remain. With ``clip``, the level is instead the mean of the
-    pixels within ``clip`` robust sigma of the median: SDSS frames are quantised in steps of a fifth of the noise
-    in r, so a median snaps to a step while a mean does not."""
-    rows, cols = image.shape
-    half = int(annulus[1]) + 1
-    level, sigma = np.full(len(x), np.nan), np.full(len(x), np.nan)
-    for k, (xk, yk) in enumerate(zip(x, y, strict=True)):
-        ix, iy = int(round(xk)), int(round(yk))
-        inside = iy - half >= 0 and ix - half >= 0 and iy + half < rows and ix + half < cols
-        if not (inside or partial):
-            continue
-        y0, x0 = max(iy - half, 0), max(ix - half, 0)
-        stamp = image[y0 : max(iy + half + 1, 0), x0 : max(ix + half + 1, 0)]
-        yy, xx = np.mgrid[y0 : y0 + stamp.shape[0], x0 : x0 + stamp.shape[1]]
-        d = np.hypot(xx - xk, yy - yk)
-        ring = stamp[(d > annulus[0]) & (d < annulus[1])]
-        ring = ring[np.isfinite(ring)]
-        if ring.size < max(min_pixels, 1):
-            continue
-        level[k] = np.median(ring)
-        sigma[k] = MAD_TO_SIGMA * np.median(np.abs(ring - level[k]))
-        if clip is not None:
-            level[k] = np.mean(ring[np.abs(ring - level[k]) <= clip * sigma[k]])
-    return level, sigma
-
-
 def local_levels(image: np.ndarray, x: np.ndarray, y: np.ndarray, annulus: tuple[float, float]) -> np.ndarray:
     """Median of ``image`` in the annulus (inner, outer radius in pixels) about each (x, y): the level a source
     sits on; NaN nearer the edges than the annulus."""
     return annulus_stats(image, x, y, annulus)[0]
-
-
-def half_light_radii_over(image: np.ndarray, x: np.ndarray, y: np.ndarray, level: np.ndarray) -> np.ndarray:
-    """``detection.half_light_radii`` of each source with its own ``level`` subtracted first (NaN level: NaN)."""
-    from .detection import SIZE_RADIUS, half_light_radii
-
-    half = int(SIZE_RADIUS) + 6  # the total flux's aperture, SIZE_RADIUS + 4, and a pixel to spare
-    rows, cols = image.shape
-    out = np.full(len(x), np.nan)
-    for k, (xk, yk, lk) in enumerate(zip(x, y, level, strict=True)):
-        if not np.isfinite(lk):
-            continue
-        ix, iy = int(round(xk)), int(round(yk))
-        y0, x0 = max(iy - half, 0), max(ix - half, 0)
-        stamp = np.ascontiguousarray(image[y0 : min(iy + half + 1, rows), x0 : min(ix + half + 1, cols)] - lk)
-        out[k] = half_light_radii(stamp.astype(np.float32), np.array([xk - x0]), np.array([yk - y0]))[0]
-    return out
 
 
 def aureole_profile(image: np.ndarray, x: np.ndarray, y: np.ndarray, radii=AUREOLE_RADII) -> np.ndarray:

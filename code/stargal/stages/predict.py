@@ -238,15 +238,17 @@ def catalog_objects(cube_path: Path) -> np.ndarray:
 
 def detected_sources(cube: Cube, data: np.ndarray, bands: str) -> tuple[np.ndarray, np.ndarray, dict, dict, np.ndarray]:
     """(ra, dec, columns before, columns after, artefact) of every source sep finds in the cube, with its r
-    magnitude (PSF-weighted, aperture-corrected on the field's stars), r-band half-light radius and whether the
-    deblending split it from a blend; artefact marks those seen in r alone (``detection.single_band``)."""
-    from ..detection import measure_sources, single_band
+    magnitude (PSF-weighted, aperture-corrected on the field's stars), r-band half-light radius over its local sky
+    level and whether the deblending split it from a blend; artefact marks those seen in r alone
+    (``detection.single_band``)."""
+    from ..detection import background_subtracted, local_half_light_radii, measure_sources, single_band
 
     sources = measure_sources(data, bands, faint=True)
     ra, dec = cube.wcs.celestial.wcs_pix2world(sources.x, sources.y, 0)
     r = bands.index("r")
+    r50 = local_half_light_radii(background_subtracted(data[r])[0], sources.x, sources.y)
     before = {"source": np.arange(1, len(sources) + 1)}
-    after = {"r_mag": np.round(sources.magnitude[:, r], 3), "r50_px": np.round(sources.r50[:, r].astype(np.float64), 3),
+    after = {"r_mag": np.round(sources.magnitude[:, r], 3), "r50_px": np.round(r50, 3),
              "deblended": sources.deblended}  # fmt: skip
     return np.asarray(ra), np.asarray(dec), before, after, single_band(sources.flux, bands)
 
