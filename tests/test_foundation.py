@@ -125,16 +125,6 @@ def test_atomic_path_leaves_nothing_on_failure(tmp_path):
     assert fsio.load_npy(target).dtype == np.float32
 
 
-def test_is_current(tmp_path):
-    src, out = tmp_path / "in", tmp_path / "out"
-    assert not fsio.is_current([out], [src])
-    src.write_text("a")
-    out.write_text("b")
-    assert fsio.is_current([out], [src])
-    os.utime(src, (out.stat().st_mtime + 10,) * 2)
-    assert not fsio.is_current([out], [src])
-
-
 def test_table_round_trip_keeps_order_and_nan(tmp_path):
     table = np.zeros(3, tables.OBJECT_DTYPE)
     table["objid"] = ["301-8162-6-80-1", "301-8162-6-80-2", "301-8162-6-81-1"]

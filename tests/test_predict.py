@@ -513,3 +513,24 @@ def test_detect_reports_a_single_band_spike_as_an_artefact(tmp_path, model_dir, 
     row = [r for r in read_out(out) if r["status"] == "artefact"]
     assert len(row) == 1 and row[0]["p_star"] == "" and row[0]["label"] == ""
     assert pred.counts()["artefact"] == 1
+
+
+def test_a_psf_map_beside_a_cube_is_used_only_when_its_field_record_seals_both(tmp_path, field):
+    """A PSF map merely newer than the cube may be another cube's: without a record sealing the two together the
+    PSF is measured on the cube's own stars."""
+    from stargal import fsio
+    from stargal.paths import psf_map_beside
+    from stargal.psf import PSFMap, measure_psf_map
+    from stargal.stages.predict import load_psf_map
+
+    source, *_ = field
+    cube = tmp_path / source.name
+    shutil.copyfile(source, cube)
+    data = np.asarray(read_cube(cube).data, np.float32)
+    measured = measure_psf_map(data, "ugriz")
+    foreign = PSFMap("ugriz", measured.shape, np.tile([5.0, 0.0, 0.0, 0.0], (5, 1)), 40)  # another field's
+    sidecar = psf_map_beside(cube)
+    fsio.write_json(sidecar, foreign.to_dict())  # newer than the cube
+    np.testing.assert_allclose(load_psf_map(cube, data, "ugriz").coefficients, measured.coefficients)
+    fsio.seal(DataPaths.record_beside_cube(cube), [cube, sidecar], {})
+    np.testing.assert_allclose(load_psf_map(cube, data, "ugriz").coefficients, foreign.coefficients)  # sealed: used

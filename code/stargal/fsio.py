@@ -188,15 +188,6 @@ def load_npy(path: str | os.PathLike, mmap: bool = False) -> np.ndarray:
     return array
 
 
-def is_current(outputs: Iterable[str | os.PathLike], inputs: Iterable[str | os.PathLike] = ()) -> bool:
-    """True when every output exists and none is older than any existing input (for outputs no record seals)."""
-    outputs = [Path(p) for p in outputs]
-    if not outputs or not all(p.exists() for p in outputs):
-        return False
-    newest_input = max((Path(p).stat().st_mtime for p in inputs if Path(p).exists()), default=0.0)
-    return min(p.stat().st_mtime for p in outputs) >= newest_input
-
-
 # ---------------------------------------------------------------------------------------------------------
 # integrity records: sizes, checksums and stamps of a set of files
 

@@ -15,7 +15,7 @@ from .. import __version__, integrity
 from ..config import BANDS
 from ..cube import Cube, read_cube
 from ..errors import StargalError
-from ..fsio import INTEGRITY_KEY, is_current, read_json
+from ..fsio import INTEGRITY_KEY, check_seal, read_json
 from ..model import load_model, patch_shape, takes_psf
 from ..paths import PRETRAINED, PRETRAINED_MODEL_DIR, DataPaths, FieldId, ModelFiles, objects_for_cube, psf_map_beside
 from ..predict import (
@@ -185,9 +185,10 @@ def cube_array(cube: Cube, bands: str) -> np.ndarray:
 
 
 def load_psf_map(cube_path: Path, data: np.ndarray, bands: str) -> PSFMap:
-    """The PSF map stage 01 wrote beside the cube, or, when there is none current, one measured now."""
+    """The PSF map stage 01 wrote beside the cube, when the field record beside both seals them together; else one
+    measured now (a cube copied without its record: a map that is merely newer may be another cube's)."""
     sidecar = psf_map_beside(cube_path)
-    if is_current([sidecar], [cube_path]):
+    if check_seal(DataPaths.record_beside_cube(cube_path), [cube_path, sidecar]).ok:
         try:
             pmap = PSFMap.from_dict(read_json(sidecar), str(sidecar))
             if pmap.bands == bands:
