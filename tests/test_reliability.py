@@ -314,6 +314,24 @@ def test_predict_reads_a_data_folder_while_a_stage_holds_it(tmp_path):
         fsio.release_folder_locks()
 
 
+def test_predict_on_a_field_not_yet_aligned_names_the_run_that_holds_the_folder(tmp_path):
+    from stargal.paths import DataPaths, FieldId
+    from stargal.stages.predict import run_predict
+
+    paths, fid = DataPaths(tmp_path), FieldId(301, 8162, 6, 80)
+    kwargs = {"ra": np.array([0.0]), "dec": np.array([0.0]), "model": "pretrained", "fid": fid}
+    with pytest.raises(StargalError, match="aligned cube not found") as err:
+        run_predict(paths, **kwargs)
+    assert "in use" not in str(err.value)
+    stage = _holding(paths.lock_file, shared=False)  # 01_alignment.py, say, aligning it right now
+    try:
+        with pytest.raises(StargalError, match="aligned cube not found.*in use by pid 1: 03: try again once"):
+            run_predict(paths, **kwargs)
+    finally:
+        _stop(stage)
+    assert fsio.lock_holder(paths.lock_file) is None
+
+
 def test_a_stage_renames_an_output_set_into_place_only_when_no_reader_holds_the_folder(tmp_path):
     reader = _holding(tmp_path / ".publish.lock", shared=True)  # predict.py reading a cube and its record
     record = tmp_path / "model.json"

@@ -473,6 +473,23 @@ def lock_folder(lock_file: str | os.PathLike, *, shared: bool = False, on_wait=N
     return True
 
 
+def lock_holder(lock_file: str | os.PathLike) -> str | None:
+    """What the run holding ``lock_file`` exclusively wrote of itself ("another run" if nothing), or None when no
+    run holds it (or it cannot be read)."""
+    try:
+        fd = os.open(lock_file, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        text = os.pread(fd, 512, 0).decode("utf-8", "replace").strip()
+        return text or "another run"
+    finally:
+        os.close(fd)  # also lets go of the shared lock just taken
+    return None
+
+
 def release_folder_locks() -> None:
     """Let go of every lock ``lock_folder`` took, and of the publication guard."""
     while _HELD_LOCKS:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__, integrity
+from .. import __version__, fsio, integrity
 from ..config import BANDS
 from ..cube import Cube, read_cube
 from ..errors import StargalError
@@ -171,7 +171,13 @@ def cube_for(paths: DataPaths, cube_path: str | None, fid: FieldId | None) -> tu
     if fid is None:
         raise StargalError("give a field: --cube PATH or --run/--camcol/--field")
     p = paths.cube(fid)
-    integrity.require_field(paths, fid)  # the field's cube exists and is intact
+    try:
+        integrity.require_field(paths, fid)  # the field's cube exists and is intact
+    except StargalError as exc:
+        holder = fsio.lock_holder(paths.lock_file)  # predict does not wait for a stage: it may be writing it now
+        if holder is None:
+            raise
+        raise StargalError(f"{exc}; {paths.root} is in use by {holder}: try again once it has finished") from None
     return p, f"{fid.run:06d}-{fid.camcol}-{fid.field:04d}"
 
 
