@@ -330,6 +330,11 @@ def test_predict_on_a_field_not_yet_aligned_names_the_run_that_holds_the_folder(
     finally:
         _stop(stage)
     assert fsio.lock_holder(paths.lock_file) is None
+    try:
+        fsio.lock_folder(paths.lock_file)
+        assert fsio.lock_holder(paths.lock_file) is None  # held by this very process: no other run to name
+    finally:
+        fsio.release_folder_locks()
 
 
 def test_a_stage_renames_an_output_set_into_place_only_when_no_reader_holds_the_folder(tmp_path):

@@ -475,7 +475,9 @@ def lock_folder(lock_file: str | os.PathLike, *, shared: bool = False, on_wait=N
 
 def lock_holder(lock_file: str | os.PathLike) -> str | None:
     """What the run holding ``lock_file`` exclusively wrote of itself ("another run" if nothing), or None when no
-    run holds it (or it cannot be read)."""
+    run holds it (or this process does, or it cannot be read)."""
+    if os.path.realpath(lock_file) in _HELD_LOCKS:
+        return None
     try:
         fd = os.open(lock_file, os.O_RDONLY)
     except OSError:
