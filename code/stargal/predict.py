@@ -372,7 +372,7 @@ DESCRIPTIONS = {
     "y": "0-based row in the aligned cube",
     "r_psfmag": "catalog r-band PSF magnitude",
     "catalog_type": "the catalog's class (SDSS OBJC_TYPE)",
-    "r_mag": "r-band PSF magnitude, scaled to the field's stars' 3.2 arcsec flux",
+    "r_mag": "r-band PSF magnitude over the local sky level, scaled to the field's stars' 3.2 arcsec flux",
     "r50_px": "r-band half-light radius over the local sky level (empty: too near the edge or no flux)",
     "deblended": "split from a blend with neighbours: shared pixels, a less sure class",
     "p_star": "model probability that the source is a star",

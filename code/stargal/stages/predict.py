@@ -245,19 +245,24 @@ def catalog_objects(cube_path: Path) -> np.ndarray:
 
 def detected_sources(cube: Cube, data: np.ndarray, bands: str) -> tuple[np.ndarray, np.ndarray, dict, dict, np.ndarray]:
     """(ra, dec, columns before, columns after, artefact) of every source sep finds in the cube, with its r
-    magnitude (PSF-weighted, aperture-corrected on the field's stars), r-band half-light radius over its local sky
-    level and whether the deblending split it from a blend; artefact marks those seen in r alone
-    (``detection.single_band``)."""
-    from ..detection import background_subtracted, local_half_light_radii, measure_sources, single_band
+    magnitude (PSF-weighted, aperture-corrected on the field's stars) and r-band half-light radius, both over its
+    local sky level (``detection.local_levels``), and whether the deblending split it from a blend; artefact marks
+    those seen in r alone (``detection.single_band``)."""
+    from .. import detection
 
-    sources = measure_sources(data, bands, faint=True)
-    ra, dec = cube.wcs.celestial.wcs_pix2world(sources.x, sources.y, 0)
+    sources = detection.measure_sources(data, bands, faint=True)
+    x, y = sources.x, sources.y
+    ra, dec = cube.wcs.celestial.wcs_pix2world(x, y, 0)
     r = bands.index("r")
-    r50 = local_half_light_radii(background_subtracted(data[r])[0], sources.x, sources.y)
+    image = detection.background_subtracted(data[r])[0]
+    level = detection.local_levels(image, x, y)
+    sigma = sources.stellar_r50[r] * detection.GAUSS_R50_TO_SIGMA
+    flux = detection.local_gaussian_fluxes(image, x, y, sigma, level) / sources.flux_scale[r]
+    r50 = detection.half_light_radii_over(image, x, y, level)
     before = {"source": np.arange(1, len(sources) + 1)}
-    after = {"r_mag": np.round(sources.magnitude[:, r], 3), "r50_px": np.round(r50, 3),
+    after = {"r_mag": np.round(detection.flux_to_mag(flux), 3), "r50_px": np.round(r50, 3),
              "deblended": sources.deblended}  # fmt: skip
-    return np.asarray(ra), np.asarray(dec), before, after, single_band(sources.flux, bands)
+    return np.asarray(ra), np.asarray(dec), before, after, detection.single_band(sources.flux, bands)
 
 
 def sky_metadata(paths: DataPaths, cube: Cube) -> dict:
