@@ -373,7 +373,7 @@ DESCRIPTIONS = {
     "r_psfmag": "catalog r-band PSF magnitude",
     "catalog_type": "the catalog's class (SDSS OBJC_TYPE)",
     "r_mag": "r-band PSF magnitude over the local sky level, scaled to the field's stars' 3.2 arcsec flux",
-    "r50_px": "r-band half-light radius over the local sky level (empty: too near the edge or no flux)",
+    "r50_px": "r-band half-light radius over the local sky level (empty: no positive flux over it within 12 px)",
     "deblended": "split from a blend with neighbours: shared pixels, a less sure class",
     "p_star": "model probability that the source is a star",
     "label": "star or galaxy (p_star >= threshold); empty unless status is ok",
