@@ -183,7 +183,7 @@ def half_light_radii(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndar
 
 
 def half_light_radii_over(image: np.ndarray, x: np.ndarray, y: np.ndarray, level: np.ndarray) -> np.ndarray:
-    """``detection.half_light_radii`` of each source with its own ``level`` subtracted first (NaN level: NaN)."""
+    """``half_light_radii`` of each source with its own ``level`` subtracted first (NaN level: NaN)."""
     half = int(SIZE_RADIUS) + 6  # the total flux's aperture, SIZE_RADIUS + 4, and a pixel to spare
     rows, cols = image.shape
     out = np.full(len(x), np.nan)
@@ -208,7 +208,9 @@ def local_levels(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(level), level, 0.0)
 
 
-def local_gaussian_fluxes(image: np.ndarray, x: np.ndarray, y: np.ndarray, sigma: float, level: np.ndarray):
+def local_gaussian_fluxes(
+    image: np.ndarray, x: np.ndarray, y: np.ndarray, sigma: float, level: np.ndarray
+) -> np.ndarray:
     """``gaussian_fluxes`` of each source over its own ``level`` (a constant under the template)."""
     return gaussian_fluxes(image, x, y, sigma) - level * gaussian_fluxes(np.ones_like(image), x, y, sigma)
 
