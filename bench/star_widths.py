@@ -59,7 +59,7 @@ def field_widths(paths: DataPaths, fid: FieldId, catalog: np.ndarray) -> dict[st
     local = np.full((len(r), len(bands)), np.nan)
     for j, b in enumerate(bands):
         image = detection.background_subtracted(data[b])[0]
-        level = detection.local_levels(image, sources.x[star], sources.y[star])
+        level = detection.local_sky_levels(image, sources.x[star], sources.y[star])
         local[star, j] = detection.half_light_radii_over(image, sources.x[star], sources.y[star], level)
     out = {}
     for colour, select in (("all", star), (f"r-i > {RED_RI}", star & red), (f"r-i <= {RED_RI}", star & ~red)):

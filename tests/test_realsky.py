@@ -831,15 +831,15 @@ def test_half_light_radius_over_a_local_level_takes_the_pedestal_out():
     assert over[0] == pytest.approx(plain, rel=1e-3) and np.isnan(over[1])
     # the PSF-weighted flux over the level found about the source: the pedestal no longer brightens it
     flux = 2 * np.pi * 1.5**2 * 100.0
-    level = detection.local_levels(star + np.float32(0.5), x, y)
+    level = detection.local_sky_levels(star + np.float32(0.5), x, y)
     np.testing.assert_allclose(level, 0.5, atol=1e-3)
     plain_flux = detection.gaussian_fluxes(star + np.float32(0.5), x[:1], y[:1], 1.5)[0]
     assert plain_flux - flux == pytest.approx(0.5 * 4 * np.pi * 1.5**2, rel=0.02)  # the level under the template
     local = detection.local_gaussian_fluxes(star + np.float32(0.5), x[:1], y[:1], 1.5, level[:1])
     assert local[0] == pytest.approx(flux, rel=1e-3)
-    corner = detection.local_levels(star + np.float32(0.5), np.array([0.0]), np.array([0.0]))
+    corner = detection.local_sky_levels(star + np.float32(0.5), np.array([0.0]), np.array([0.0]))
     assert corner[0] == pytest.approx(0.5, abs=1e-3)  # a quarter annulus still has its 100 pixels
-    tiny = detection.local_levels(np.full((10, 10), 0.5, np.float32), np.array([5.0]), np.array([5.0]))
+    tiny = detection.local_sky_levels(np.full((10, 10), 0.5, np.float32), np.array([5.0]), np.array([5.0]))
     assert tiny[0] == 0.0  # no annulus in the frame: the background mesh's level
 
 

@@ -197,7 +197,7 @@ def half_light_radii_over(image: np.ndarray, x: np.ndarray, y: np.ndarray, level
     return out
 
 
-def local_levels(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+def local_sky_levels(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Each source's local sky level in a background-subtracted image: the clipped mean LOCAL_ANNULUS about it;
     0 (the background mesh) where fewer than LOCAL_MIN_PIXELS of the annulus lie in the frame.
 

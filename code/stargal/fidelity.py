@@ -2,7 +2,8 @@
 
 Per cube (pure: arrays in, a dict of arrays out): the stellar half-light radius per band (the PSF; its
 field-to-field range is the seeing range), how it changes across the frame, the PSF's radial profile (its
-wings), the size-magnitude diagram of the detected sources, their number counts, the sky residual left by
+wings), the size-magnitude diagram of the detected sources (sizes over each one's local sky level,
+``detection.local_sky_levels``), their number counts, the sky residual left by
 sky subtraction, the colours of extended sources (galaxies), the band offsets alignment corrected, and the
 PSF's aureole of scattered light about the brightest sources (out to 60 px). And the fit of the simulator's PSF
 model (``sky_models``: Moffat core plus wings) to a stacked profile's encircled energy, which tells the real
@@ -14,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import sky_models
-from .detection import annulus_stats, background_subtracted, measure_sources
+from .detection import annulus_stats, background_subtracted, half_light_radii_over, local_sky_levels, measure_sources
 
 EE_RADII = (1.5, 2.0, 3.0, 4.0, 6.0, 8.0)  # pixels; encircled energy relative to EE_NORM_RADIUS
 EE_NORM_RADIUS = 12.0
@@ -138,6 +139,9 @@ def measure_cube(data: np.ndarray, bands: str, header=None) -> dict:
         ok = np.isfinite(sizes)
         slope.append(float(np.polyfit(xn[ok], sizes[ok], 1)[0] / np.median(sizes[ok])) if ok.sum() >= 8 else np.nan)
         image, rms = background_subtracted(data[b])
+        if b == ref:  # sizes over each source's own sky level: the mesh's offset on real frames inflates faint ones
+            level = local_sky_levels(image, sources.x, sources.y)
+            local_r50 = half_light_radii_over(image, sources.x, sources.y, level)
         profile = stacked_profile(image, sources.x[stars], sources.y[stars])
         ee.append(encircled_energy(profile) if profile is not None else np.full(len(EE_RADII), np.nan))
         residual.append(_sky_residual(data[b]))
@@ -158,7 +162,7 @@ def measure_cube(data: np.ndarray, bands: str, header=None) -> dict:
         "aureole": np.array(aureole).tolist(),
         "size_magnitude": {
             "r": r.tolist(),
-            "r50_over_stellar": (sources.r50[:, ref] / sources.stellar_r50[ref]).tolist(),
+            "r50_over_stellar": (local_r50 / sources.stellar_r50[ref]).tolist(),
         },
         "counts_per_field": (np.histogram(r[np.isfinite(r)], COUNT_BINS)[0] / area).tolist(),
         "sources_per_field": float(len(sources) / area),

@@ -17,7 +17,8 @@ def _both(measured: dict):
 
 
 def plot_size_magnitude(path: Path, measured: dict) -> Path:
-    """Half-light radius over the stars' against r magnitude: the stellar sequence must sit at 1 in both."""
+    """Half-light radius (over each source's local sky level) over the stars' against r magnitude: the stellar
+    sequence must sit at 1 in both."""
     fig, axes = subplots(1, 2, figsize=(10, 3.8), sharey=True)
     for ax, (name, fields, colour) in zip(axes, _both(measured), strict=True):
         for m in fields.values():
@@ -29,7 +30,7 @@ def plot_size_magnitude(path: Path, measured: dict) -> Path:
         ax.set_xlim(13, 23)
         ax.set_xlabel("r magnitude")
         ax.set_title(f"{name} sky: {len(fields)} fields", fontsize=9)
-    axes[0].set_ylabel("r50 / stars' r50 (r band)")
+    axes[0].set_ylabel("r50 over local sky / stars' r50 (r band)")
     fig.tight_layout()
     return save_figure(fig, path)
 

@@ -246,7 +246,7 @@ def catalog_objects(cube_path: Path) -> np.ndarray:
 def detected_sources(cube: Cube, data: np.ndarray, bands: str) -> tuple[np.ndarray, np.ndarray, dict, dict, np.ndarray]:
     """(ra, dec, columns before, columns after, artefact) of every source sep finds in the cube, with its r
     magnitude (PSF-weighted, aperture-corrected on the field's stars) and r-band half-light radius, both over its
-    local sky level (``detection.local_levels``), and whether the deblending split it from a blend; artefact marks
+    local sky level (``detection.local_sky_levels``), and whether the deblending split it from a blend; artefact marks
     those seen in r alone (``detection.single_band``)."""
     from .. import detection
 
@@ -255,7 +255,7 @@ def detected_sources(cube: Cube, data: np.ndarray, bands: str) -> tuple[np.ndarr
     ra, dec = cube.wcs.celestial.wcs_pix2world(x, y, 0)
     r = bands.index("r")
     image = detection.background_subtracted(data[r])[0]
-    level = detection.local_levels(image, x, y)
+    level = detection.local_sky_levels(image, x, y)
     sigma = sources.stellar_r50[r] * detection.GAUSS_R50_TO_SIGMA
     flux = detection.local_gaussian_fluxes(image, x, y, sigma, level) / sources.flux_scale[r]
     r50 = detection.half_light_radii_over(image, x, y, level)
