@@ -855,3 +855,22 @@ def test_local_levels_bench_summarises_the_levels_faint_sources_sit_on():
     got = fidelity.local_levels(image, np.array([40.0, 160.0, 3.0]), np.array([50.0, 50.0, 50.0]), (8.0, 25.0))
     np.testing.assert_allclose(got[:2], [0.0, 0.5])
     assert np.isnan(got[2])
+
+
+def test_size_magnitude_figure_draws_a_crowded_field_no_larger_than_the_others(tmp_path, monkeypatch):
+    from matplotlib.axes import Axes
+
+    from stargal.plots import fidelity as fplots
+
+    drawn, scatter = [], Axes.scatter
+    monkeypatch.setattr(Axes, "scatter", lambda ax, x, y, **kw: drawn.append(len(x)) or scatter(ax, x, y, **kw))
+    rng = np.random.default_rng(1)
+
+    def field(n):
+        return {
+            "size_magnitude": {"r": rng.uniform(14, 22, n).tolist(), "r50_over_stellar": rng.uniform(1, 3, n).tolist()}
+        }
+
+    measured = {"real": {"plane": field(13000), "pole": field(300)}, "simulated": {"80": field(500)}}
+    assert fplots.plot_size_magnitude(tmp_path / "size_magnitude.png", measured).stat().st_size > 0
+    assert drawn == [fplots.SIZE_MAGNITUDE_POINTS, 300, 500]  # the plane's 13,000 would hide the pole's 300

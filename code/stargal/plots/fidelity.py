@@ -16,20 +16,25 @@ def _both(measured: dict):
     return (("real", measured["real"], REAL), ("simulated", measured["simulated"], SIM))
 
 
+SIZE_MAGNITUDE_POINTS = 1000  # per field: a crowded Galactic-plane field (13,000 sources) would hide the others
+
+
 def plot_size_magnitude(path: Path, measured: dict) -> Path:
     """Half-light radius (over each source's local sky level) over the stars' against r magnitude: the stellar
-    sequence must sit at 1 in both."""
+    sequence must sit at 1 in both. At most SIZE_MAGNITUDE_POINTS sources of each field, drawn at random."""
     fig, axes = subplots(1, 2, figsize=(10, 3.8), sharey=True)
+    rng = np.random.default_rng(0)
     for ax, (name, fields, colour) in zip(axes, _both(measured), strict=True):
         for m in fields.values():
-            sm = m["size_magnitude"]
-            ax.scatter(sm["r"], sm["r50_over_stellar"], s=1.5, c=colour, alpha=0.3)
+            r, size = (np.asarray(m["size_magnitude"][k], float) for k in ("r", "r50_over_stellar"))
+            shown = rng.permutation(len(r))[:SIZE_MAGNITUDE_POINTS]
+            ax.scatter(r[shown], size[shown], s=1.5, c=colour, alpha=0.3)
         ax.axhline(1.0, color="k", lw=0.6)
         ax.set_yscale("log")
         ax.set_ylim(0.4, 5)
         ax.set_xlim(13, 23)
         ax.set_xlabel("r magnitude")
-        ax.set_title(f"{name} sky: {len(fields)} fields", fontsize=9)
+        ax.set_title(f"{name} sky: {len(fields)} fields, up to {SIZE_MAGNITUDE_POINTS:,} sources each", fontsize=9)
     axes[0].set_ylabel("r50 over local sky / stars' r50 (r band)")
     fig.tight_layout()
     return save_figure(fig, path)
