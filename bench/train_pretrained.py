@@ -98,7 +98,7 @@ def _psf_range_bullet(meta: dict) -> list[str]:
         "  its classes are an extrapolation: predict.py warns and writes `PSFRANGE` (inside / outside, and which",
         "  band) into its output's metadata. Inside it too, faint stars are recognised less often in worse seeing:",
         "  on 4510-4-30 blurred to 1.4 times its seeing, 77 % of the catalog stars beyond r = 22 against 83 %",
-        "  (`bench/worse_seeing.py`, the version-13 ensemble, 2026-12-06; README, Results).",
+        "  (`bench/worse_seeing.py`, the version-13 ensemble, 2026-12-06; docs/results.md).",
     ]
 
 
@@ -192,7 +192,7 @@ def model_card(card: dict, meta: dict) -> str:
         "- Beyond r = 21 the model partly reads, on an object's own pixels, the noise that decided its SDSS label (photo",
         "  measures on those very pixels): simulated objects injected into white noise at the five high-latitude real",
         "  fields' PSFs score MCC 0.84-0.92 against labels measured on those pixels and 0.69-0.86 against labels",
-        "  measured on an independent noise draw (`bench/inject_real.py --background white`; README, Results). It",
+        "  measured on an independent noise draw (`bench/inject_real.py --background white`; docs/results.md). It",
         "  reproduces the catalogue's call, fluctuation included, more closely than a repeat measurement would. The",
         "  real fields' PSFs score there as the simulated test fields' do (0.86-0.91), and their backgrounds cost",
         "  no more than simulated ones (figures of the version-6 model shipped before this one).",
@@ -206,25 +206,25 @@ def model_card(card: dict, meta: dict) -> str:
         "  fields the version-13 ensemble calls 8.6-32.6 % stars where their labels are measured on the field's own",
         "  pixels and 10.7-25.4 % against labels measured on independent noise (the version-10 one, shipped before",
         "  it: 8.6-19.2 % and 11.4-21.3 %; `bench/inject_real.py --evaluate`, 2026-12-06, not rerun by this build).",
-        "  Which is nearer SDSS's own labels depends on how photo's local sky treats the frames' pedestals (README,",
-        "  Results, Photo's local sky).",
+        "  Which is nearer SDSS's own labels depends on how photo's local sky treats the frames' pedestals",
+        "  (docs/results.md, Photo's local sky).",
         "- The simulated sky it learnt from holds a third more stars than the real sky at the Galactic pole and 20-30 %",
         "  fewer galaxies at r 21-22.5 than 4510-4-30 (`bench/source_counts.py`, version 13, 2026-12-06), so it leans",
         "  to star for faint sources:",
         "  on 4510-4-30 the version-13 ensemble calls 14.7 % of the non-catalog sources at r 22-22.5 (mostly",
         "  galaxies) stars (the real-sky table above). Simulator version 11, with the real counts, halved that but",
-        "  recognised 14 fewer of the 161 catalog stars and missed 8 saturated stars, so it was not shipped (README,",
-        "  Results, Real source counts).",
+        "  recognised 14 fewer of the 161 catalog stars and missed 8 saturated stars, so it was not shipped",
+        "  (docs/results.md, Real source counts).",
         "- In 4510-4-30 the faint catalog stars (r > 21.5 or no r flux) in the frame's first 300 rows, a strip with",
         "  a positive sky pedestal and the field's brightest stars, are recognised 67 % of the time (14 of 21),",
         "  against 93 % (57 of 61) elsewhere (the version-8 model: 43 % and 82 %); of the 7 on a bright neighbour's",
-        "  light (above 0.3 noise sigma in i), 2 (`bench/pedestal_recall.py`, 2026-12-06; README, Results).",
+        "  light (above 0.3 noise sigma in i), 2 (`bench/pedestal_recall.py`, 2026-12-06; docs/results.md).",
         "- The real sweeps list about 6 entries per field seen in u alone and 7 in z alone (noise peaks and",
         "  unflagged cosmic rays as much as stars, typed star). The simulator draws such entries, but its catalog",
         "  lists 1.1 and 1.8 per field (`bench/source_counts.py`): photo detects fainter peaks than its PSF S/N > 5",
         "  rule. The model calls the 12 of 4510-4-30 star with p(star) 0.70-0.85 (the version-10 ensemble: 0.52-0.76).",
         "- Saturated stars (r < ~15): SDSS frames interpolate over some of their rows and leave others at the",
-        "  saturation level, which the simulator does not copy (trying it did not help: README, Results).",
+        "  saturation level, which the simulator does not copy (trying it did not help: docs/results.md).",
         "  Sources brighter than r = 16 called star (the locus table's last column) show how often it misses them.",
         "  It calls all 348 of the six fields star (the version-6 ensemble did too, 10 of them only with p(star)",
         "  0.50-0.70): `predict.py --threshold` above 0.5 may turn some of them into galaxies.",
@@ -262,7 +262,7 @@ def main(argv=None) -> int:
         choices=SEEING_DRAWS,
         default="sample",
         help="how the training sky draws each field's seeing (00_download.py --sim-seeing; the shipped model: "
-        "sample; survey and mixed were tried, README: Worse seeing)",
+        "sample; survey and mixed were tried, docs/results.md: Worse seeing)",
     )
     parser.add_argument("--reference-data-dir", default=None, help="a data folder with the reference sky's dataset")
     parser.add_argument("--sample", default=str(DEFAULT_SAMPLE_DIR), help="real SDSS sample (skipped if absent)")
