@@ -282,12 +282,23 @@ def gaussian_fluxes(image: np.ndarray, x: np.ndarray, y: np.ndarray, sigma: floa
     return amplitude * 2 * np.pi * sigma**2
 
 
-def measure_sources(cube: np.ndarray, bands: str = "".join(BANDS), faint: bool = False) -> Sources:
+def subtract_backgrounds(cube: np.ndarray) -> tuple[list[np.ndarray], list[float]]:
+    """``background_subtracted`` of every plane of a cube [bands, rows, cols]: (images, background rms)."""
+    pairs = [background_subtracted(plane) for plane in cube]
+    return [image for image, _ in pairs], [rms for _, rms in pairs]
+
+
+def measure_sources(
+    cube: np.ndarray,
+    bands: str = "".join(BANDS),
+    faint: bool = False,
+    subtracted: tuple[list[np.ndarray], list[float]] | None = None,
+) -> Sources:
     """Detect the sources of an aligned cube [bands, rows, cols] (r band; ``faint``: to SDSS's depth) and
-    measure them in every band."""
+    measure them in every band. ``subtracted``: the cube's ``subtract_backgrounds``, when already made."""
     import sep
 
-    images, rms = zip(*(background_subtracted(plane) for plane in cube), strict=True)
+    images, rms = subtract_backgrounds(cube) if subtracted is None else subtracted
     ref = bands.index(REFERENCE_BAND)
     x, y, flag = detect(images[ref], rms[ref], faint)
     n = len(x)
@@ -319,17 +330,23 @@ def single_band(flux: np.ndarray, bands: str = "".join(BANDS)) -> np.ndarray:
 
 
 def band_offsets(
-    cube: np.ndarray, bands: str = "".join(BANDS), ref_band: str = REFERENCE_BAND, sources: Sources | None = None
+    cube: np.ndarray,
+    bands: str = "".join(BANDS),
+    ref_band: str = REFERENCE_BAND,
+    sources: Sources | None = None,
+    subtracted: tuple[list[np.ndarray], list[float]] | None = None,
 ) -> list[tuple[float, float, int]]:
     """Per band of an aligned cube: the median (dx, dy) of its bright isolated stars' centroids from their
     centroids in ``ref_band`` (pixels; Gaussian-windowed centroids, ``sep.winpos``), and the stars used
-    ((nan, nan, n) with fewer than MIN_OFFSET_STARS). ``sources``: the cube's, when already measured."""
+    ((nan, nan, n) with fewer than MIN_OFFSET_STARS). ``sources``, ``subtracted``: the cube's, when already
+    measured (``measure_sources``, ``subtract_backgrounds``)."""
     import sep
 
-    sources = measure_sources(cube, bands) if sources is None else sources
+    subtracted = subtract_backgrounds(cube) if subtracted is None else subtracted
+    sources = measure_sources(cube, bands, subtracted=subtracted) if sources is None else sources
     stars = np.flatnonzero(sources.star)
     window = np.full(len(stars), CENTROID_WINDOW_PX)
-    images = [background_subtracted(plane)[0] for plane in cube]
+    images = subtracted[0]
     ref = bands.index(ref_band)
     x_ref, y_ref, flag_ref = (sep.winpos(images[ref], sources.x[stars], sources.y[stars], window) if len(stars)
                               else (np.zeros(0), np.zeros(0), np.zeros(0, int)))  # fmt: skip

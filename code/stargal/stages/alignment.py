@@ -135,8 +135,10 @@ def align_field(
     images, wcss, ref_index = [f.image for f in frames], [f.wcs for f in frames], BANDS.index(ref_band)
     result = align.align_bands(images, wcss, ref_index)
     # where the WCSs leave a band off its stars, align it again shifted onto them (one resampling, not two)
-    sources = detection.measure_sources(result.cube, "".join(BANDS))
-    offsets = detection.band_offsets(result.cube, "".join(BANDS), ref_band, sources=sources)
+    subtracted = detection.subtract_backgrounds(result.cube)
+    sources = detection.measure_sources(result.cube, "".join(BANDS), subtracted=subtracted)
+    offsets = detection.band_offsets(result.cube, "".join(BANDS), ref_band, sources=sources, subtracted=subtracted)
+    del subtracted
     shifts = align.registration_shifts(offsets)
     for b, (dx, dy, _) in zip(BANDS, offsets, strict=True):
         if np.hypot(dx, dy) > align.MAX_REGISTRATION_PX:

@@ -250,11 +250,12 @@ def detected_sources(cube: Cube, data: np.ndarray, bands: str) -> tuple[np.ndarr
     those seen in r alone (``detection.single_band``)."""
     from .. import detection
 
-    sources = detection.measure_sources(data, bands, faint=True)
+    subtracted = detection.subtract_backgrounds(data)
+    sources = detection.measure_sources(data, bands, faint=True, subtracted=subtracted)
     x, y = sources.x, sources.y
     ra, dec = cube.wcs.celestial.wcs_pix2world(x, y, 0)
     r = bands.index("r")
-    image = detection.background_subtracted(data[r])[0]
+    image = subtracted[0][r]
     level = detection.local_sky_levels(image, x, y)
     sigma = sources.stellar_r50[r] * detection.GAUSS_R50_TO_SIGMA
     flux = detection.local_gaussian_fluxes(image, x, y, sigma, level) / sources.flux_scale[r]
