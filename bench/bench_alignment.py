@@ -26,7 +26,7 @@ import numpy as np
 from stargal import align, sdss
 from stargal.config import BANDS
 from stargal.paths import PROJECT_ROOT, DataPaths, FieldId
-from stargal.stages.alignment import align_field
+from stargal.stages.alignment import align_field, align_on_stars
 
 DEFAULT_DIR = PROJECT_ROOT.parent / "shared" / "sdss-sample" / "008162-6-0080"
 
@@ -92,11 +92,17 @@ def main() -> None:
         t0, c0 = time.perf_counter(), time.process_time()
         result = align.align_bands([f.image for f in frames], [f.wcs for f in frames], BANDS.index("r"))
         t_align, c_align = time.perf_counter() - t0, time.process_time() - c0
+        t0 = time.perf_counter()
+        registered, _, shifts = align_on_stars([f.image for f in frames], [f.wcs for f in frames], "r", fid)
+        t_register = time.perf_counter() - t0
         print(
             f"  of which: read+decompress 5 frames {t_read:.2f} s wall / {c_read:.2f} s CPU (bare bz2.decompress "
-            f"{c_bz2:.2f} s CPU), align 4 bands {t_align:.2f} s wall / {c_align:.2f} s CPU"
+            f"{c_bz2:.2f} s CPU), align 4 bands {t_align:.2f} s wall / {c_align:.2f} s CPU; alignment registered "
+            f"on the stars (detection, offsets, aligning again where a band is off) {t_register:.2f} s wall"
         )
-        assert np.array_equal(result.cube, cube.data, equal_nan=True)
+        assert np.array_equal(registered.cube, cube.data, equal_nan=True)  # what was timed is what stage 01 writes
+        if not any(dx or dy for dx, dy in shifts):
+            assert np.array_equal(result.cube, cube.data, equal_nan=True)
 
         ref = frames[BANDS.index("r")]
         total_exact = cpu_exact = 0.0

@@ -123,18 +123,14 @@ def cube_meta(fid: FieldId, ref_band: str, ref: sdss.Frame, result: align.Alignm
     return meta
 
 
-def align_field(
-    paths: DataPaths, fid: FieldId, ref_band: str = REFERENCE_BAND, out: Path | None = None
-) -> tuple[dict, detection.Sources]:
-    """Read, align and write one field's cube (to ``out``, by default its place in the data folder); return the
-    non-finite input pixels and the aligned coverage of each band, and the sources of the cube as written (the
-    registration measures them; the PSF map is fitted to them)."""
-    frames = read_field_frames(paths, fid, ref_band)
-    ref = frames[BANDS.index(ref_band)]
-    nonfinite = {b: f.nonfinite for b, f in zip(BANDS, frames, strict=True)}
-    images, wcss, ref_index = [f.image for f in frames], [f.wcs for f in frames], BANDS.index(ref_band)
+def align_on_stars(
+    images: list[np.ndarray], wcss: list, ref_band: str = REFERENCE_BAND, fid: FieldId | str = "?"
+) -> tuple[align.Alignment, detection.Sources, list[tuple[float, float]]]:
+    """Align the frames (``BANDS`` order) onto ``ref_band``'s grid through their WCSs; where that leaves a band off
+    the field's stars, align it again shifted onto them (one resampling, not two). Returns the aligned cube, its
+    sources and the shifts applied; ``fid`` names the field in the log."""
+    ref_index = BANDS.index(ref_band)
     result = align.align_bands(images, wcss, ref_index)
-    # where the WCSs leave a band off its stars, align it again shifted onto them (one resampling, not two)
     subtracted = detection.subtract_backgrounds(result.cube)
     sources = detection.measure_sources(result.cube, "".join(BANDS), subtracted=subtracted)
     offsets = detection.band_offsets(result.cube, "".join(BANDS), ref_band, sources=sources, subtracted=subtracted)
@@ -149,7 +145,20 @@ def align_field(
         log.info("field %s: bands registered on the field's stars, shifted by %s px", fid, moved)
         result = align.align_bands(images, wcss, ref_index, shifts=shifts)
         sources = detection.measure_sources(result.cube, "".join(BANDS))
-    del frames, images  # the raw images are no longer needed: lower the peak before writing
+    return result, sources, shifts
+
+
+def align_field(
+    paths: DataPaths, fid: FieldId, ref_band: str = REFERENCE_BAND, out: Path | None = None
+) -> tuple[dict, detection.Sources]:
+    """Read, align and write one field's cube (to ``out``, by default its place in the data folder); return the
+    non-finite input pixels and the aligned coverage of each band, and the sources of the cube as written (the
+    registration measures them; the PSF map is fitted to them)."""
+    frames = read_field_frames(paths, fid, ref_band)
+    ref = frames[BANDS.index(ref_band)]
+    nonfinite = {b: f.nonfinite for b, f in zip(BANDS, frames, strict=True)}
+    result, sources, shifts = align_on_stars([f.image for f in frames], [f.wcs for f in frames], ref_band, fid)
+    del frames  # the raw images are no longer needed: lower the peak before writing
     coverage = {b: round(float(np.isfinite(result.cube[k]).mean()), 4) for k, b in enumerate(BANDS)}
     low = {b: c for b, c in coverage.items() if c < LOW_COVERAGE}
     if low:
