@@ -29,6 +29,8 @@ import numpy as np
 from astropy.wcs import WCS
 from scipy import ndimage
 
+from .lstsq import evaluate, least_squares
+
 # A polynomial mapping is trusted only if it reproduces the exact WCS mapping this well (pixels);
 # otherwise every pixel is mapped through the WCSs (slow but exact).
 MAX_FIT_RESIDUAL_PX = 1e-3
@@ -142,8 +144,8 @@ def measure_map(
     # the sampling grid must support the degree (tiny frames have few samples)
     for deg in range(1, int(min(max_degree, len(xs) - 1, len(ys) - 1)) + 1):
         design = np.polynomial.polynomial.polyvander2d(u, v, [deg, deg])
-        coef, *_ = np.linalg.lstsq(design, target, rcond=None)
-        fit = design @ coef
+        coef = least_squares(design, target)
+        fit = evaluate(design, coef)
         residual = float(np.max(np.hypot(*(fit - target).T)))
         cx, cy = (coef[:, k].reshape(deg + 1, deg + 1) for k in (0, 1))
         best = PixelMap(cx, cy, x0, y0, scale, (rows, cols), residual)

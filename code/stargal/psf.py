@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .errors import StargalError
+from .lstsq import evaluate, least_squares
 from .normalise import MAD_TO_SIGMA
 
 if TYPE_CHECKING:
@@ -51,7 +52,7 @@ class PSFMap:
     def at(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """float32 [n, bands] r50 at 0-based cube positions (clamped near the frame)."""
         design = _design(*_normalised(np.asarray(x, np.float64), np.asarray(y, np.float64), self.shape))
-        values = design @ self.coefficients.T
+        values = evaluate(design, self.coefficients.T)
         centre = self.coefficients[:, 0]
         return np.clip(values, centre * (1 - MAX_VARIATION), centre * (1 + MAX_VARIATION)).astype(np.float32)
 
@@ -119,8 +120,8 @@ def fit_psf_map(
         coef = np.zeros(len(TERMS))
         coef[0] = np.median(r50[keep, b])
         for _ in range(4 if terms > 1 else 0):
-            coef[:terms], *_ = np.linalg.lstsq(design[keep, :terms], r50[keep, b], rcond=None)
-            residual = r50[:, b] - design[:, :terms] @ coef[:terms]
+            coef[:terms] = least_squares(design[keep, :terms], r50[keep, b])
+            residual = r50[:, b] - evaluate(design[:, :terms], coef[:terms])
             scale = MAD_TO_SIGMA * np.median(np.abs(residual[keep])) + 1e-6
             clipped = keep & (np.abs(residual) <= CLIP_SIGMA * scale)
             if clipped.sum() == keep.sum() or clipped.sum() < MIN_STARS_FOR_TERMS[terms]:
