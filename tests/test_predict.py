@@ -14,6 +14,7 @@ import pytest
 import toy_models as toy
 from sklearn.metrics import matthews_corrcoef
 
+from stargal import detection
 from stargal.cube import read_cube, write_cube
 from stargal.errors import StargalError
 from stargal.geometry import sky_to_pixel
@@ -534,3 +535,20 @@ def test_a_psf_map_beside_a_cube_is_used_only_when_its_field_record_seals_both(t
     np.testing.assert_allclose(load_psf_map(cube, data, "ugriz").coefficients, measured.coefficients)
     fsio.seal(DataPaths.record_beside_cube(cube), [cube, sidecar], {})
     np.testing.assert_allclose(load_psf_map(cube, data, "ugriz").coefficients, foreign.coefficients)  # sealed: used
+
+
+def test_a_cube_whose_bands_are_not_aligned_is_refused_not_classified(tmp_path, model_dir, field):
+    """A stack of frames never aligned (each band's sources where its own frame put them) reads as a cube of
+    smeared sources: without stage 01's record beside it, predict.py checks the bands lie on each other."""
+    path, wcs, xs, ys, kinds, _ = field
+    data = read_cube(path).data.astype(np.float32)
+    assert detection.coarse_band_shifts(data, 2) == [(0, 0)] * 5
+    data[1] = np.roll(data[1], (12, 3), axis=(0, 1))  # g: 3 px right, 12 px down, as raw SDSS frames sit
+    stacked = tmp_path / "cube-stacked.fits"
+    write_cube(stacked, data, wcs, "ugriz", {"REFBAND": "r", "SIMULAT": True})
+    assert detection.coarse_band_shifts(data, 2)[1] == (3, 12)
+    out = tmp_path / "stacked.csv"
+    ra, dec = wcs.wcs_pix2world(xs, ys, 0)
+    with pytest.raises(StargalError, match=r"cube-stacked.fits: not an aligned cube: the g band's sources sit 12 px"):
+        run_predict(DataPaths(tmp_path), ra=ra, dec=dec, model=str(model_dir), cube_path=str(stacked), out=str(out))
+    assert not out.exists()

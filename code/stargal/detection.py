@@ -66,6 +66,7 @@ STAR_SIZE_TOLERANCE = 0.1  # a star's half-light radius lies within 10 % of the 
 ISOLATION_PX = 8.0
 GAUSS_R50_TO_SIGMA = 1.0 / 1.1774  # half-light radius of a circular Gaussian is 1.1774 sigma
 MIN_CORRECTION_STARS = 5
+COARSE_SIGNIFICANCE = 3.0  # background sigmas: the pixels coarse_band_shifts lays onto each other
 MIN_OFFSET_STARS = 10  # stars needed to measure a band's offset from the reference band
 CENTROID_WINDOW_PX = 1.5  # sigma of sep.winpos's Gaussian window: about a star's core
 # g and i both under 5 % of the r flux (g-r and r-i both beyond 3.25 mag); the reddest stars reach g-r ~ 1.6,
@@ -327,6 +328,23 @@ def single_band(flux: np.ndarray, bands: str = "".join(BANDS)) -> np.ndarray:
     g, r, i = (flux[:, bands.index(b)] for b in "gri")
     with np.errstate(invalid="ignore"):
         return (r > 0) & (g < ARTEFACT_FLUX_RATIO * r) & (i < ARTEFACT_FLUX_RATIO * r)
+
+
+def coarse_band_shifts(cube: np.ndarray, ref: int, subtracted=None) -> list[tuple[int, int]]:
+    """Per plane of a cube [bands, rows, cols], the whole-pixel shift (dx, dy) that lays its significant pixels
+    (above COARSE_SIGNIFICANCE times the background rms) best onto plane ``ref``'s: the peak of their
+    cross-correlation (FFT), for any shift up to half the frame, where ``band_offsets`` follows stars a few pixels
+    at most. ``subtracted``: the cube's ``subtract_backgrounds``, when already made."""
+    images, rms = subtract_backgrounds(cube) if subtracted is None else subtracted
+    masks = [(image > COARSE_SIGNIFICANCE * noise).astype(np.float32) for image, noise in zip(images, rms, strict=True)]
+    rows, cols = masks[ref].shape
+    reference = np.conj(np.fft.rfft2(masks[ref]))
+    out = []
+    for mask in masks:
+        correlation = np.fft.irfft2(np.fft.rfft2(mask) * reference, s=(rows, cols))
+        dy, dx = np.unravel_index(int(np.argmax(correlation)), correlation.shape)
+        out.append((int(dx - cols if dx > cols // 2 else dx), int(dy - rows if dy > rows // 2 else dy)))
+    return out
 
 
 def band_offsets(

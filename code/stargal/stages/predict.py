@@ -8,6 +8,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -29,9 +30,12 @@ from ..predict import (
     write_predictions,
 )
 from ..presence import MIN_SNR
-from ..psf import PSFMap, measure_psf_map, outside_trained_range
+from ..psf import PSFMap, measure_psf_map, outside_trained_range, psf_map_of
 from ..sdss import frame_relpath
 from ..tables import read_table
+
+if TYPE_CHECKING:
+    from ..detection import Sources
 
 log = logging.getLogger("stargal")
 
@@ -190,9 +194,10 @@ def cube_array(cube: Cube, bands: str) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(cube.data[order], dtype=np.float32))
 
 
-def load_psf_map(cube_path: Path, data: np.ndarray, bands: str) -> PSFMap:
+def load_psf_map(cube_path: Path, data: np.ndarray, bands: str, sources: Sources | None = None) -> PSFMap:
     """The PSF map stage 01 wrote beside the cube, when the field record beside both seals them together; else one
-    measured now (a cube copied without its record: a map that is merely newer may be another cube's)."""
+    measured now (a cube copied without its record: a map that is merely newer may be another cube's), on
+    ``sources`` when already measured."""
     sidecar = psf_map_beside(cube_path)
     if check_seal(DataPaths.record_beside_cube(cube_path), [cube_path, sidecar]).ok:
         try:
@@ -203,9 +208,29 @@ def load_psf_map(cube_path: Path, data: np.ndarray, bands: str) -> PSFMap:
             pass  # unreadable: measured again below
     log.info("%s: measuring the PSF on the field's stars", cube_path.name)
     try:
-        return measure_psf_map(data, bands)
+        return measure_psf_map(data, bands) if sources is None else psf_map_of(sources, data.shape[1:], bands)
     except StargalError as exc:
         raise StargalError(f"{cube_path}: {exc}") from None
+
+
+def check_foreign_cube(cube_path: Path, data: np.ndarray, bands: str) -> Sources | None:
+    """For a cube without the field record stage 01 writes beside it (made elsewhere, or copied on its own): check
+    that its bands sit on its stars, since a stack of unaligned frames reads as one with every source smeared and
+    would be classified without a word; return its sources. None for a cube stage 01 sealed."""
+    from .. import detection
+
+    if DataPaths.record_beside_cube(cube_path).exists():
+        return None  # sealed with its record (integrity.require_cube_file / require_field checked it)
+    subtracted = detection.subtract_backgrounds(data)
+    shifts = detection.coarse_band_shifts(data, bands.index(detection.REFERENCE_BAND), subtracted)
+    off = {b: float(np.hypot(dx, dy)) for b, (dx, dy) in zip(bands, shifts, strict=True) if max(abs(dx), abs(dy)) > 1}
+    if off:
+        worst = max(off, key=off.get)
+        raise StargalError(
+            f"{cube_path}: not an aligned cube: the {worst} band's sources sit {off[worst]:.0f} px from the "
+            f"{detection.REFERENCE_BAND} band's (01_alignment.py aligns a field's frames onto one grid)"
+        )
+    return detection.measure_sources(data, bands, subtracted=subtracted)
 
 
 def psf_range_note(bundle: ModelBundle, psf_map: PSFMap, where: str) -> str:
@@ -337,7 +362,8 @@ def run_predict(
     artefact = None
     if detect:
         ra, dec, before, after, artefact = detected_sources(cube, data, bundle.bands)
-    psf_map = load_psf_map(path, data, bundle.bands) if bundle.takes_psf else None
+    sources = check_foreign_cube(path, data, bundle.bands)
+    psf_map = load_psf_map(path, data, bundle.bands, sources) if bundle.takes_psf else None
     psf_note = psf_range_note(bundle, psf_map, field_label) if psf_map is not None else None
     mode = tta if bundle.meta.get("tta", False) else "off"  # a model evaluated without TTA is used without it
     cut = bundle.threshold if threshold is None else float(threshold)
