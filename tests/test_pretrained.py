@@ -14,6 +14,7 @@ from conftest import TINY
 
 from stargal.config import BANDS, SIMULATION_VERSION
 from stargal.cube import read_cube
+from stargal.errors import StargalError
 from stargal.fsio import read_json
 from stargal.integrity import require_model
 from stargal.paths import PRETRAINED, PRETRAINED_MODEL_DIR, DataPaths, FieldId, ModelFiles
@@ -268,6 +269,36 @@ def test_real_sky_evaluation_runs_on_a_simulated_field(tiny_sky, tiny_data, tmp_
     monkeypatch.setattr(detection, "FAINT_SNR", detection.FAINT_SNR + 1.0)
     redone = run_real_sky(paths, sample, model=PRETRAINED, out=out)
     assert not redone["skipped"] and redone["fields"][0]["sources"] <= field["sources"]
+
+
+@pytest.mark.slow
+def test_real_sky_outputs_are_one_sealed_set_that_a_failing_field_leaves_as_it_was(tiny_sky, tiny_data, tmp_path):
+    """The per-field source tables are sealed with the report: a damaged one is not served as current, and a run
+    that fails on a later field leaves the previous outputs whole, without tables of its own beside them."""
+    from stargal.stages.realsky import run_real_sky
+
+    good = FieldId(TINY.rerun, TINY.run, TINY.camcol, 81)
+    sample = _sample_of(tmp_path, {b: tiny_sky.frame(good, b) for b in BANDS})
+    out = tmp_path / "real_sky"
+    first = run_real_sky(tiny_data, sample, model=PRETRAINED, out=out)
+    table = out / "sources-8162-6-81.csv"
+    assert "sources-8162-6-81.csv" in first["integrity"]["files"]
+    whole = table.read_bytes()
+    table.write_text("x,y\n")
+    again = run_real_sky(tiny_data, sample, model=PRETRAINED, out=out)
+    assert not again["skipped"] and table.read_bytes() == whole
+    # a second field whose i frame is cut short: the run fails there, after the first field's table is made
+    broken = FieldId(TINY.rerun, TINY.run, TINY.camcol, 82)
+    for b in BANDS:
+        frame = tiny_sky.frame(broken, b)
+        if b == "i":
+            (sample / frame.name).write_bytes(frame.read_bytes()[:5000])
+        else:
+            (sample / frame.name).symlink_to(frame)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(StargalError):
+        run_real_sky(tiny_data, sample, model=PRETRAINED, out=out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
 @pytest.mark.real

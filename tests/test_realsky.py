@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 import toy_models as toy
 from scipy.spatial import cKDTree
 
-from stargal import detection, fidelity, locus, realsky, simulate, sky_models
+from stargal import detection, fidelity, locus, realsky, sdss, simulate, sky_models
 from stargal.config import FieldSet
 from stargal.cube import read_cube
 from stargal.errors import StargalError
@@ -874,3 +875,17 @@ def test_size_magnitude_figure_draws_a_crowded_field_no_larger_than_the_others(t
     measured = {"real": {"plane": field(13000), "pole": field(300)}, "simulated": {"80": field(500)}}
     assert fplots.plot_size_magnitude(tmp_path / "size_magnitude.png", measured).stat().st_size > 0
     assert drawn == [fplots.SIZE_MAGNITUDE_POINTS, 300, 500]  # the plane's 13,000 would hide the pole's 300
+
+
+def test_a_sample_field_without_all_five_frames_is_named_not_skipped_silently(tmp_path, caplog):
+    from stargal.stages.realsky import discover
+
+    for field, bands in ((30, "ugriz"), (31, "ugri")):
+        for b in bands:
+            (tmp_path / sdss.frame_filename(b, 4510, 4, field)).write_bytes(b"")
+    with caplog.at_level(logging.WARNING, logger="stargal"):
+        fields = discover(tmp_path)
+    assert [f.fid.field for f in fields] == [30]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{tmp_path}: field 301/4510/4/31 lacks the z frame(s): not evaluated"
+    ]

@@ -66,14 +66,21 @@ def discover(sample: Path) -> list[SampleField]:
     # os.walk, not rglob: a field folder linked into the sample (a symlink) counts too
     files = [Path(d) / n for d, _, names in os.walk(sample, followlinks=True) for n in names]
     anywhere = {p.name: p for p in sorted(files, reverse=True) if p.is_file()}  # by name; the first in order wins
-    for path in sorted(p for p in files if p.name.startswith("frame-r-") and p.name.endswith(".fits.bz2")):
+    incomplete: dict[tuple[FieldId, Path], str] = {}
+    for path in sorted(p for p in files if p.name.startswith("frame-") and p.name.endswith(".fits.bz2")):
         info = sdss.parse_filename(path.name)
         if not info:
             continue
         fid = FieldId(RERUN, info["run"], info["camcol"], info["field"])
         names = [sdss.frame_filename(b, fid.run, fid.camcol, fid.field) for b in BANDS]
-        if all((path.parent / n).is_file() for n in names):
+        missing = "".join(b for b, n in zip(BANDS, names, strict=True) if not (path.parent / n).is_file())
+        if missing:
+            incomplete[(fid, path.parent)] = missing
+        else:
             found.setdefault(fid, path.parent)
+    for (fid, folder), missing in sorted(incomplete.items(), key=lambda item: str(item[0][1])):
+        if fid not in found:
+            log.warning("%s: field %s lacks the %s frame(s): not evaluated", folder, fid, ", ".join(missing))
     if not found:
         raise StargalError(f"{sample}: no field with all five frames frame-[ugriz]-RUN-C-FIELD.fits.bz2")
     out = []
@@ -301,7 +308,9 @@ def run_real_sky(
         "detection": detection.detection_settings(),
     }
     labelled = any(f.star_catalog and f.galaxy_catalog for f in fields)
+    tables_csv = [out / f"sources-{f.label}.csv" for f in fields]
     outputs = [out / "real_sky.md", *(out / f for f in FIGURES), *([out / LABELLED_FIGURE] if labelled else [])]
+    outputs += tables_csv
     previous = fsio.previous_record(out / "real_sky.json", outputs, settings, force)
     if previous is not None:
         log.info("real-sky evaluation of %s is current (use --force to redo)", model_dir.name)
@@ -309,30 +318,44 @@ def run_real_sky(
     bundle = load_bundle(model_dir, "auto")  # as predict.py runs it
     results, tables = [], []
     real = paths.real_fields
-    for field in fields:
-        log.info("real field %s: frames, alignment, PSF, sources, classification", field.fid)
-        prepare_field(real, field)
-        evaluated = evaluate_field(real, field, bundle)
-        results.append(evaluated["result"])
-        tables.append(evaluated["table"])
-        write_text(out / f"sources-{evaluated['result']['label']}.csv", _sources_csv(evaluated["table"]))
-    record = {
-        "settings": settings,
-        "model": bundle.name,
-        "model_sky": bundle.meta.get("sky") or bundle.meta.get("dataset"),
-        "threshold": bundle.threshold,
-        "fields": results,
-        "seconds": round(time.monotonic() - start, 1),
-    }
-    record.update(report_content(record))
-    plot_locus(out / FIGURES[0], results, tables)
-    plot_recall(out / FIGURES[1], results)
-    plot_star_fractions(out / FIGURES[2], results)
-    if labelled:
-        plot_labelled(out / LABELLED_FIGURE, results)
-    write_text(out / "real_sky.md", markdown(record))
-    record = fsio.seal(out / "real_sky.json", outputs, record)  # last: it lists every output with its checksum
+    # every file appears with the record that seals it, or (a field failing) none does: no mix of two runs
+    with fsio.OutputSet(out / "real_sky.json") as output:
+        for field, csv_path in zip(fields, tables_csv, strict=True):
+            log.info("real field %s: frames, alignment, PSF, sources, classification", field.fid)
+            prepare_field(real, field)
+            evaluated = evaluate_field(real, field, bundle)
+            results.append(evaluated["result"])
+            tables.append(evaluated["table"])
+            write_text(output.path(csv_path), _sources_csv(evaluated["table"]))
+        record = {
+            "settings": settings,
+            "model": bundle.name,
+            "model_sky": bundle.meta.get("sky") or bundle.meta.get("dataset"),
+            "threshold": bundle.threshold,
+            "fields": results,
+            "seconds": round(time.monotonic() - start, 1),
+        }
+        record.update(report_content(record))
+        plot_locus(output.path(out / FIGURES[0]), results, tables)
+        plot_recall(output.path(out / FIGURES[1]), results)
+        plot_star_fractions(output.path(out / FIGURES[2]), results)
+        if labelled:
+            plot_labelled(output.path(out / LABELLED_FIGURE), results)
+        write_text(output.path(out / "real_sky.md"), markdown(record))
+        for stale in _previous_tables(out / "real_sky.json", set(tables_csv)):
+            output.remove(stale)  # the tables of fields an earlier run evaluated and this one does not
+        record = output.commit(record)  # last: it lists every output with its checksum
     return {**record, "folder": out, "skipped": False}
+
+
+def _previous_tables(record_path: Path, current: set[Path]) -> list[Path]:
+    """The per-field tables an earlier run's record lists that are not among ``current``."""
+    try:
+        listed = fsio.read_json(record_path).get(fsio.INTEGRITY_KEY, {}).get("files", {})
+    except (OSError, ValueError, AttributeError):
+        return []
+    folder = record_path.parent
+    return [folder / n for n in listed if n.startswith("sources-") and folder / n not in current]
 
 
 def _fingerprints(fields: list[SampleField]) -> dict[str, str]:
