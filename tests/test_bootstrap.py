@@ -72,3 +72,17 @@ def test_tensorflow_starts_quietly_unless_verbose(tmp_path):
         [sys.executable, "-c", code], env=env | {"STARGAL_VERBOSE": "1"}, capture_output=True, text=True, timeout=300
     )
     assert loud.returncode == 0 and "oneDNN" in loud.stderr and loud.stderr.endswith("imported\n")
+
+
+def test_ctrl_c_while_a_script_imports_its_libraries_is_one_line_not_a_traceback(tmp_path):
+    """A script spends a second or more importing numpy, astropy and the rest before its work starts; Ctrl-C
+    then must end it as it would later. Here a stand-in numpy sends the interrupt from inside that import."""
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    (shadow / "numpy.py").write_text("import os, signal, time\nos.kill(os.getpid(), signal.SIGINT)\ntime.sleep(30)\n")
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "code" / "predict.py"), "--help"],
+        cwd=tmp_path, env=_env(PYTHONPATH=str(shadow)), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stderr == "predict.py: interrupted\n" and proc.stdout == ""

@@ -55,4 +55,24 @@ def ensure_dependencies() -> None:
     sys.exit(2)
 
 
+def _interrupted_while_starting(signum, frame) -> None:
+    prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "stargal"
+    print(f"{prog}: interrupted", file=sys.stderr)
+    raise SystemExit(130)
+
+
+def quiet_interrupt_while_starting() -> None:
+    """Ctrl-C while a script still imports its libraries (a second or more): one line and exit status 130, as
+    later, instead of a traceback from inside an import; ``cli.run_main`` gives Python's KeyboardInterrupt back
+    before the script's work starts, so that interrupted work unwinds and cleans up as it should."""
+    import signal
+
+    main = sys.modules.get("__main__")
+    script = os.path.abspath(getattr(main, "__file__", None) or os.devnull)
+    ours = getattr(main, "__name__", "") == "__main__" and script.startswith(os.path.join(PROJECT_ROOT, ""))
+    if ours and signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not in a worker, nor when ignored
+        signal.signal(signal.SIGINT, _interrupted_while_starting)
+
+
 ensure_dependencies()
+quiet_interrupt_while_starting()

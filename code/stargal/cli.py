@@ -8,6 +8,7 @@ import datetime as dt
 import errno
 import logging
 import os
+import signal
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -283,6 +284,8 @@ def run_main(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[
     prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "stargal"
     debug = _debug_requested(argv)
     hint = "" if debug else " (rerun with --debug for the traceback)"
+    if getattr(signal.getsignal(signal.SIGINT), "__name__", "") == "_interrupted_while_starting":
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # bootstrap's quiet exit covers the imports only
     try:
         try:
             status = main(argv)
