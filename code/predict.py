@@ -117,6 +117,8 @@ def main(argv=None) -> int:
     from stargal.stages.predict import run_predict
 
     ra, dec = coordinates(args)
+    if args.cube is not None and args.field is not None:
+        raise StargalError("give the field one way: --cube PATH or --field N (with --rerun/--run/--camcol), not both")
     field = args.field
     if field is None and args.fields and len(args.fields) == 1:
         field = args.fields[0]

@@ -170,6 +170,16 @@ def test_frame_without_wcs(tiny_data: DataPaths):
     assert _nothing_written(tiny_data)
 
 
+def test_a_blank_band_is_named_by_its_frame(tiny_data: DataPaths):
+    """A frame with no star (all zeros) leaves its band's PSF unmeasurable: the error names that frame, not
+    the cube being written."""
+    bad = tiny_data.frame(fid(81), "u")
+    _rewrite_frame(bad, image=np.zeros_like(sdss.read_frame(bad).image))
+    with pytest.raises(StargalError, match=rf"^{bad}: band u: no star to measure the PSF on"):
+        run_alignment(tiny_data, ONE, workers=1)
+    assert _nothing_written(tiny_data)
+
+
 def test_mismatched_frame_shapes(tiny_data: DataPaths):
     bad = tiny_data.frame(fid(81), "z")
     _rewrite_frame(bad, image=sdss.read_frame(bad).image[:-10])

@@ -163,6 +163,8 @@ def test_thousands_of_coordinates_each_get_a_row(tmp_path, model_dir, field):
         ("ra,dec\n10,5\n12:xx,5\n", "line 3: ra '12:xx' is not an angle"),
         ("ra,dec\n10,5\n10,95\n", "line 3: dec 95.0 is outside"),
         ("ra,dec,name\n10,5,a\n11\n", "line 3: too few values"),
+        ('name,ra,dec\n"a",10,5\nb,c,11,5\n', "line 3: more values than columns"),
+        ("ra,dec,RA\n10,5,11\n", "line 1: column\\(s\\) ra appear more than once"),
         ("ra,dec\n", "no coordinates"),
         ("", "empty file"),
         ("ra,dec\nnan,1\n", "line 2: ra nan is not an angle"),
@@ -229,6 +231,14 @@ def test_cli(tmp_path, model_dir, field):
 
     done = run_cli("--data-dir", str(tmp_path), "--model", str(model_dir), "--field", "5", "--ra", "1", "--dec", "3")
     assert done.returncode == 2 and "aligned cube not found" in done.stderr
+
+    done = run_cli("--data-dir", str(tmp_path), "--cube", str(cube), "--field", "80", "--ra", "1", "--dec", "3")
+    assert done.returncode == 2 and "give the field one way: --cube PATH or --field N" in done.stderr
+
+    out = tmp_path / "a-file"
+    out.write_text("")
+    done = run_cli("--data-dir", str(tmp_path), "--cube", str(cube), "--ra", "1", "--dec", "3", "--out", f"{out}/p.csv")
+    assert done.returncode == 2 and f"--out {out}/p.csv: {out} is a file, not a folder" in done.stderr
 
     done = run_cli("--data-dir", str(tmp_path), "--cube", str(cube), "--model", "nosuch", "--ra", "1", "--dec", "3")
     assert done.returncode == 2 and "--model nosuch: no model.keras there" in done.stderr

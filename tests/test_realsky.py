@@ -889,3 +889,12 @@ def test_a_sample_field_without_all_five_frames_is_named_not_skipped_silently(tm
     assert [r.getMessage() for r in caplog.records] == [
         f"{tmp_path}: field 301/4510/4/31 lacks the z frame(s): not evaluated"
     ]
+
+
+def test_an_out_that_is_a_file_is_refused_before_any_field_is_evaluated(tmp_path):
+    from stargal.stages.realsky import run_real_sky
+
+    out = tmp_path / "results"
+    out.write_text("")
+    with pytest.raises(StargalError, match=rf"--out {out}: a file, not a folder"):
+        run_real_sky(DataPaths(tmp_path / "data"), tmp_path / "no-sample", out=out)

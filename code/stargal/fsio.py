@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import CorruptFileError
+from .errors import CorruptFileError, StargalError
 
 log = logging.getLogger("stargal")
 
@@ -66,6 +66,23 @@ def _create_temporary(final: Path) -> Path:
 def _check_not_folder(final: Path) -> None:
     if final.is_dir():
         raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(final))
+
+
+def require_writable_destination(path: str | os.PathLike, option: str, *, folder: bool = False) -> None:
+    """Before any work: ``path`` (a file, or with ``folder`` a folder) can be written where the option puts it,
+    its nearest existing ancestor being a writable folder; StargalError naming ``option`` otherwise."""
+    path = Path(path).expanduser().absolute()
+    if folder and path.exists() and not path.is_dir():
+        raise StargalError(f"{option} {path}: a file, not a folder")
+    parent = path if folder else path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise StargalError(f"{option} {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise StargalError(
+            f"{option} {path}: {parent} is not writable (read-only or no permission); choose another {option}"
+        )
 
 
 @contextlib.contextmanager

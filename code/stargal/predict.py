@@ -24,6 +24,7 @@ import numpy as np
 
 from . import patches, presence
 from .errors import StargalError
+from .fsio import require_writable_destination
 from .geometry import inside_frame, sky_to_pixel
 from .metrics import mcc_from_counts
 from .model import predict
@@ -342,6 +343,11 @@ def read_coordinates(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     missing = [c for c in ("ra", "dec") if c not in header]
     if missing:
         raise StargalError(f"{path}: line 1: missing column(s) {', '.join(missing)} (header: {','.join(rows[0])})")
+    twice = [c for c in ("ra", "dec") if header.count(c) > 1]
+    if twice:
+        raise StargalError(
+            f"{path}: line 1: column(s) {', '.join(twice)} appear more than once (header: {','.join(rows[0])})"
+        )
     ira, idec = header.index("ra"), header.index("dec")
     lines, ra_text, dec_text = [], [], []
     for line, row in enumerate(rows[1:], start=2):
@@ -349,6 +355,8 @@ def read_coordinates(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
             continue  # blank lines carry no coordinate
         if len(row) <= max(ira, idec):
             raise StargalError(f"{path}: line {line}: too few values ({len(row)} for {len(header)} columns)")
+        if len(row) > len(header):  # an unquoted comma, say: which value is ra is no longer certain
+            raise StargalError(f"{path}: line {line}: more values than columns ({len(row)} for {len(header)})")
         lines.append(line)
         ra_text.append(row[ira])
         dec_text.append(row[idec])
@@ -391,6 +399,7 @@ def output_format(path: str | os.PathLike) -> str:
     suffix = Path(path).suffix.lower()
     if suffix not in OUTPUT_FORMATS:
         raise StargalError(f"--out {path}: unknown extension {suffix or '(none)'!r}; use .csv, .ecsv or .fits")
+    require_writable_destination(path, "--out")
     return OUTPUT_FORMATS[suffix]
 
 

@@ -40,6 +40,14 @@ CLIP_SIGMA = 3.0
 TRAINED_PERCENTILES = (0.5, 99.5)
 
 
+class NoStarError(StargalError):
+    """A band without a single star to measure its PSF on: a classifier must not run on a guessed PSF."""
+
+    def __init__(self, band: str):
+        super().__init__(f"band {band}: no star to measure the PSF on (an empty or blank frame?)")
+        self.band = band
+
+
 @dataclass(frozen=True)
 class PSFMap:
     """Per band: r50 (pixels) = coefficients . (1, x', y', x'^2) at normalised frame position (x', y')."""
@@ -111,7 +119,7 @@ def fit_psf_map(
     for b, band in enumerate(bands):
         keep = stars & np.isfinite(r50[:, b]) & (r50[:, b] > 0)
         if not keep.any():
-            raise StargalError(f"band {band}: no star to measure the PSF on (an empty or blank frame?)")
+            raise NoStarError(band)
         # noisy sizes (faint stars in u and z, blends) first clipped about the median
         centre = np.median(r50[keep, b])
         spread = max(MAD_TO_SIGMA * np.median(np.abs(r50[keep, b] - centre)), 0.05 * centre)

@@ -199,14 +199,18 @@ def write_frame(path: str | os.PathLike, image: np.ndarray, header: fits.Header,
     write_bytes(path, bz2.compress(buf.getvalue(), compresslevel=9))
 
 
-def read_catalog(path: str | os.PathLike, columns=tuple(CATALOG_COLUMNS)) -> np.ndarray:
+def read_catalog(
+    path: str | os.PathLike,
+    columns=tuple(CATALOG_COLUMNS),
+    redo: str = "the file is damaged: 00_download.py --verify fetches it again",
+) -> np.ndarray:
     """Read the named columns of a calibObj sweep into a native-endian structured array.
 
     A gzip file is decompressed to its end first, so its CRC and length are checked (FITS readers stop at the
     last row and never reach them: a damaged stream would lose rows silently). Column types and element counts
-    are checked against ``CATALOG_COLUMNS``, and RUN/CAMCOL against the file name."""
+    are checked against ``CATALOG_COLUMNS``, and RUN/CAMCOL against the file name. ``redo``: what to do about a
+    damaged file, in its error."""
     path = Path(path)
-    redo = "the file is damaged: 00_download.py --verify fetches it again"
     try:
         raw = path.read_bytes()
         if path.suffix == ".gz" or raw[:2] == b"\x1f\x8b":

@@ -174,16 +174,20 @@ def align_field(
     return {"nonfinite": nonfinite, "coverage": coverage}, sources
 
 
-def measure_field_psf(cube_file: Path, sources: detection.Sources | None = None) -> dict:
-    """The PSF map (as JSON-ready dict) of a cube, fitted to its own stars (``sources``: the cube's, when
-    already measured)."""
+def measure_field_psf(
+    paths: DataPaths, fid: FieldId, cube_file: Path, sources: detection.Sources | None = None
+) -> dict:
+    """The PSF map (as JSON-ready dict) of field ``fid``'s cube ``cube_file``, fitted to its own stars
+    (``sources``: the cube's, when already measured). A band without stars is the fault of its frame: named."""
     try:
         if sources is not None:
             return psf.psf_map_of(sources, cube_wcs_shape(cube_file)[1], "".join(BANDS)).to_dict()
         cube = read_cube(cube_file)
         return psf.measure_psf_map(np.asarray(cube.data, np.float32), cube.bands).to_dict()
+    except psf.NoStarError as exc:
+        raise StargalError(f"{paths.frame(fid, exc.band)}: {exc}") from None
     except StargalError as exc:
-        raise StargalError(f"{cube_file}: {exc}") from None
+        raise StargalError(f"field {fid}: {exc}") from None
 
 
 def cube_wcs_shape(path: Path):
@@ -251,7 +255,7 @@ def process_field(task: FieldTask) -> dict:
             out.keep(psf_path, previous["integrity"]["files"][psf_path.name])
         else:
             t0 = time.perf_counter()
-            write_json(out.path(psf_path), measure_field_psf(cube_file, sources))
+            write_json(out.path(psf_path), measure_field_psf(paths, fid, cube_file, sources))
             done.update(psf=True, psf_seconds=time.perf_counter() - t0)
         record = {
             "field": str(fid),

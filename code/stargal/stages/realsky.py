@@ -174,7 +174,7 @@ def evaluate_cube(field: SampleField, bundle: ModelBundle, cube, data: np.ndarra
         "label": pred.label, "status": pred.status, "on_locus": on_locus, "quadrant": quad,
         "deblended": sources.deblended,
     }  # fmt: skip
-    star_sweep = sdss.read_catalog(field.star_catalog) if field.star_catalog is not None else None
+    star_sweep = _read_sweep(field.star_catalog) if field.star_catalog is not None else None
     if star_sweep is not None:
         result["catalog"], near_star = _catalog_checks(
             field, star_sweep, bundle, data, cube, pmap, (ra, dec, r, quad, ok, sources.deblended), called_star & ok
@@ -207,7 +207,7 @@ def classify_positions(bundle: ModelBundle, data, wcs, ra, dec, pmap):
 def _labelled_check(field, star_sweep, bundle, data, cube, pmap) -> dict:
     """Every object the star sweep (read already) and the galaxy sweep list under the field, classified at its
     catalog position and scored against its sweep (``realsky.labelled_check``)."""
-    stars, galaxies = (c[c["FIELD"] == field.fid.field] for c in (star_sweep, sdss.read_catalog(field.galaxy_catalog)))
+    stars, galaxies = (c[c["FIELD"] == field.fid.field] for c in (star_sweep, _read_sweep(field.galaxy_catalog)))
     ra, dec, flux = (np.concatenate([stars[c], galaxies[c]]) for c in ("RA", "DEC", "PSFFLUX"))
     is_star = np.r_[np.ones(len(stars), bool), np.zeros(len(galaxies), bool)]
     pred = classify_positions(bundle, data, cube.wcs, ra, dec, pmap)
@@ -296,9 +296,10 @@ def run_real_sky(
     """Evaluate ``model`` (default: the latest trained, else the pretrained one) on every field of ``sample``;
     the results go to ``out`` (default ``paths.reports("real_sky")``, the folder the report reads)."""
     start = time.monotonic()
+    out = Path(out) if out else paths.reports("real_sky")
+    fsio.require_writable_destination(out, "--out", folder=True)  # before an evaluation of a minute or more
     fields = discover(Path(sample))
     model_dir = resolve_model_dir(paths, model)
-    out = Path(out) if out else paths.reports("real_sky")
     settings = {
         "format": FORMAT_VERSION,
         "model": str(model_dir),
@@ -346,6 +347,11 @@ def run_real_sky(
             output.remove(stale)  # the tables of fields an earlier run evaluated and this one does not
         record = output.commit(record)  # last: it lists every output with its checksum
     return {**record, "folder": out, "skipped": False}
+
+
+def _read_sweep(path: Path) -> np.ndarray:
+    """A sweep of the --sample folder (no download to repeat: the user's copy is what is damaged)."""
+    return sdss.read_catalog(path, redo="the file is damaged: copy it into the --sample folder again")
 
 
 def _previous_tables(record_path: Path, current: set[Path]) -> list[Path]:
