@@ -232,7 +232,8 @@ def make_sas_tree(
         for band in BANDS:
             header = fits.Header()
             header["FILTER"] = band
-            header["RUN"], header["CAMCOL"], header["FRAME"] = run, camcol, field
+            header["RUN"], header["CAMCOL"] = run, camcol
+            header["FRAME"] = field + sdss.FRAME_STAGGER[band]  # the camera's filter rows, as real headers say
             image = rng.normal(0.0, 0.05, shape).astype(np.float32)  # noise: compresses like real sky
             sdss.write_frame(root / sdss.frame_relpath(band, rerun, run, camcol, field), image, header)
         rgb = rng.integers(0, 255, (shape[0], shape[1], 3), dtype=np.uint8)

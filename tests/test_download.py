@@ -396,6 +396,22 @@ def test_local_missing_and_corrupt_files_are_named(sas_tree, tmp_path):
     assert summary.fetched == summary.planned - 2
 
 
+def test_a_frame_under_another_frames_name_is_refused_at_download(sas_tree, tmp_path):
+    """A g frame copied under the r frame's name (or another field's frame under this one's) would be aligned as
+    the r band: its header says which frame it is, and the download checks that against the name."""
+    tree = tmp_path / "renamed"
+    shutil.copytree(sas_tree, tree)
+    shutil.copyfile(tree / U80.replace("frame-u-", "frame-g-"), tree / U80)
+    paths = DataPaths(tmp_path / "data")
+    summary = run_download(paths, FS, _options(str(tree)))
+    assert list(summary.failures) == ["frame-u-008162-6-0080.fits.bz2 (band u)"]
+    assert (
+        "its header is not this file name's frame: FILTER is 'g', not 'u'"
+        in summary.failures["frame-u-008162-6-0080.fits.bz2 (band u)"]
+    )
+    assert not paths.sas_file(U80).exists() and not partial_path(paths.sas_file(U80)).exists()
+
+
 @pytest.mark.real
 def test_local_real_sdss_sample(sample_dir, tmp_path):
     """The real DR17 files of shared/sdss-sample (any-tree layout): verified, and hashes match SHA256SUMS."""

@@ -149,7 +149,7 @@ def fetch_http(
             transferred += got
             resumed |= did_resume
             try:
-                verified = verify_file(part, kind, expected)
+                verified = verify_file(part, kind, expected, final.name)
             except VerificationError as exc:
                 part.unlink(missing_ok=True)  # corrupt content: the next attempt starts afresh
                 raise _Retry(str(exc)) from None
@@ -247,7 +247,7 @@ def copy_local(src: Path, final: Path, kind: str, *, progress: ProgressFn | None
                     progress(len(chunk))
             fout.flush()
             os.fsync(fout.fileno())
-        verified = verify_file(part, kind, expected)
+        verified = verify_file(part, kind, expected, final.name)
     except VerificationError as exc:
         part.unlink(missing_ok=True)
         raise FetchError(f"{src}: {exc}") from None

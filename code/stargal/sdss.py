@@ -166,11 +166,15 @@ def read_frame(path: str | os.PathLike) -> Frame:
 
 
 def frame_identity_problems(frame: Frame, band: str, run: int, camcol: int, field: int) -> list[str]:
-    """What in a frame's header contradicts the band, run, camcol and field its file name claims (empty: none).
+    """What in a frame's header contradicts the band, run, camcol and field its file name claims (empty: none)."""
+    return header_identity_problems(frame.header, band, run, camcol, field)
+
+
+def header_identity_problems(header, band: str, run: int, camcol: int, field: int) -> list[str]:
+    """What in a frame's primary header contradicts the band, run, camcol and field its file name claims.
 
     FILTER must be present; RUN, CAMCOL and FRAME are compared when present. FRAME is the field number plus
     the band's stagger (``FRAME_STAGGER``), not the field number itself (except for r)."""
-    header = frame.header
     problems = []
     found = str(header.get("FILTER", "")).strip()
     if not found:

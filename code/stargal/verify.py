@@ -48,11 +48,14 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def verify_file(path: str | os.PathLike, kind: str, expected_size: int | None = None) -> Verified:
+def verify_file(
+    path: str | os.PathLike, kind: str, expected_size: int | None = None, name: str | None = None
+) -> Verified:
     """Check a whole file of ``kind`` (frame, irg, catalog); return its size and sha256.
 
     Raises VerificationError with a short reason when the file is truncated, corrupt, an HTML page, or not
-    of the expected kind.
+    of the expected kind; or, for a frame whose SDSS file ``name`` is given, when its header names another band,
+    run, camcol or field (a renamed file, or a server serving the wrong one).
     """
     path = Path(path)
     if kind not in _MAGIC:
@@ -73,8 +76,21 @@ def verify_file(path: str | os.PathLike, kind: str, expected_size: int | None = 
         _check_jpeg(path)
         return Verified(size, sha)
     sha, raw_size, prefix = _check_stream(path, kind)
-    _check_fits(prefix, kind, raw_size)
+    header = _check_fits(prefix, kind, raw_size)
+    if kind == "frame" and name is not None:
+        _check_frame_identity(header, name)
     return Verified(size, sha)
+
+
+def _check_frame_identity(header, name: str) -> None:
+    from .sdss import header_identity_problems, parse_filename
+
+    info = parse_filename(name)
+    if info is None or info["kind"] != "frame":
+        return
+    problems = header_identity_problems(header, info["band"], info["run"], info["camcol"], info["field"])
+    if problems:
+        raise VerificationError(f"its header is not this file name's frame: {'; '.join(problems)}")
 
 
 def _new_decompressor(kind: str):
@@ -108,8 +124,9 @@ def _check_stream(path: Path, kind: str) -> tuple[str, int, bytes]:
     return digest.hexdigest(), raw_size, bytes(prefix)
 
 
-def _check_fits(prefix: bytes, kind: str, raw_size: int) -> None:
-    """The expected HDU (image in HDU 0, binary table in HDU 1) exists and its data ends within the file.
+def _check_fits(prefix: bytes, kind: str, raw_size: int):
+    """The expected HDU (image in HDU 0, binary table in HDU 1) exists and its data ends within the file; return
+    its header.
 
     Headers are parsed from the first decompressed bytes; the data itself is never loaded.
     """
@@ -128,6 +145,7 @@ def _check_fits(prefix: bytes, kind: str, raw_size: int) -> None:
         raise VerificationError(f"FITS HDU 1 is {header.get('XTENSION', 'missing')!r}, not a binary table")
     if data_start + data_size > raw_size:
         raise VerificationError(f"FITS data cut short ({raw_size} of {data_start + data_size} bytes)")
+    return header
 
 
 def _read_header(buf: bytes, pos: int, index: int):

@@ -497,7 +497,7 @@ def _simulate(paths, fs, todo, options, manifest, summary) -> None:
     for spec in todo:
         final = final_path(paths, spec)
         try:
-            verified = verify_file(final, spec.kind)
+            verified = verify_file(final, spec.kind, name=final.name)
         except FileNotFoundError:
             summary.failures[spec.label] = "the simulation did not write it"
             continue
