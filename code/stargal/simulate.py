@@ -116,17 +116,17 @@ def r_band_geometry(field: int, shape: tuple[int, int]) -> tuple[tuple[float, fl
     p0 = unit_vectors(*TEMPLATE_CRVAL)
     e0, n0 = east_north(p0)
     t0 = TEMPLATE_CD[0, 1] * e0 + TEMPLATE_CD[1, 1] * n0  # rows run along the scan
-    t0 /= np.linalg.norm(t0)
+    t0 /= np.sqrt(np.sum(t0 * t0))  # sums and products, not BLAS: the same bits on every processor
     row_deg = float(np.hypot(TEMPLATE_CD[0, 1], TEMPLATE_CD[1, 1]))  # the template's own row length
     s = np.radians((field - TEMPLATE_FIELD) * field_step_rows(shape) * row_deg)
     p = np.cos(s) * p0 + np.sin(s) * t0
     t = -np.sin(s) * p0 + np.cos(s) * t0
     e, n = east_north(p)
-    delta = np.arctan2(t @ n, t @ e) - np.arctan2(t0 @ n0, t0 @ e0)
+    delta = np.arctan2(np.sum(t * n), np.sum(t * e)) - np.arctan2(np.sum(t0 * n0), np.sum(t0 * e0))
     rot = np.array([[np.cos(delta), -np.sin(delta)], [np.sin(delta), np.cos(delta)]])
     ra = np.degrees(np.arctan2(p[1], p[0])) % 360
     dec = np.degrees(np.arcsin(p[2]))
-    return (float(ra), float(dec)), rot @ TEMPLATE_CD
+    return (float(ra), float(dec)), sky_models.mat2(rot, TEMPLATE_CD)
 
 
 def make_wcs(crval, cd, crpix) -> WCS:
@@ -244,7 +244,7 @@ def band_wcs(field: int, band: str, shape: tuple[int, int], cond: FieldCondition
     m = cond.distortion[band]
     dx, dy = cond.offsets[band]
     ra, dec = w_r.wcs_pix2world([[crpix[0] - dx, crpix[1] - dy]], 1)[0]
-    return make_wcs((float(ra), float(dec)), cd @ np.linalg.inv(m), crpix)
+    return make_wcs((float(ra), float(dec)), sky_models.mat2(cd, sky_models.inv2(m)), crpix)
 
 
 def frame_tai(field: int, band: str, shape: tuple[int, int]) -> float:
@@ -367,7 +367,7 @@ def cell_truth(
     crval, cd = r_band_geometry(field, shape)
     w_r = make_wcs(crval, cd, _crpix(shape))
     ra, dec = w_r.wcs_pix2world(pop["x"], pop["y"], 0)
-    sky_to_pix = np.linalg.inv(cd * 3600.0)
+    sky_to_pix = sky_models.inv2(cd * 3600.0)
     rng = _rng(seed, run, camcol, field, 2)
     n = len(pop)
     psf_true, model_true, psf_err, model_err, fwhm = (np.zeros((n, 5)) for _ in range(5))
@@ -497,7 +497,7 @@ def render_field(task: FieldTask) -> dict:
         x, y = wcs.wcs_world2pix(ra, dec, 0)
         near = (x > -200) & (x < shape[1] + 200) & (y > -200) & (y < shape[0] + 200)
         image = np.zeros(shape, np.float32)
-        sky_to_pix = np.linalg.inv(wcs.wcs.cd * 3600.0)  # (east, north) arcsec -> pixel offsets
+        sky_to_pix = sky_models.inv2(wcs.wcs.cd * 3600.0)  # (east, north) arcsec -> pixel offsets
         sigma = cond.sigma[b]
         undetectable, detectable = near & faint, near & ~faint
         _render_objects(image, pop[undetectable], x[undetectable], y[undetectable], cond, b, sky_to_pix)

@@ -100,6 +100,18 @@ def det2(m: np.ndarray) -> np.ndarray:
     return m[..., 0, 0] * m[..., 1, 1] - m[..., 0, 1] * m[..., 1, 0]
 
 
+def mat2(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Products ``a @ b`` of (stacks of) 2x2 matrices, written out: numpy's matmul runs the BLAS kernels OpenBLAS
+    picks for the processor, whose last bits differ between machines (an AMD and an Intel one simulate the same
+    sky to the bit only without them; tests/test_simulate.py)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    out = np.empty(np.broadcast_shapes(a.shape, b.shape), np.float64)
+    for i in range(2):
+        for j in range(2):
+            out[..., i, j] = a[..., i, 0] * b[..., 0, j] + a[..., i, 1] * b[..., 1, j]
+    return out
+
+
 def inv2(m: np.ndarray) -> np.ndarray:
     """Inverses of a stack of 2x2 matrices."""
     out = np.empty_like(m)
@@ -321,8 +333,9 @@ def object_gaussians(
     point = star.astype(float)
     disk = (~star) * (1 - bt)
     bulge = (~star) * bt
-    m_disk = sky_to_pix @ ellipse_covariance(pop["re"], pop["q"], pop["pa"]) @ sky_to_pix.T  # [n,2,2] pixel^2
-    m_bulge = sky_to_pix @ ellipse_covariance(pop["bulge_re"], pop["bulge_q"], pop["pa"]) @ sky_to_pix.T
+    to_pixels = lambda cov: mat2(mat2(sky_to_pix, cov), np.swapaxes(sky_to_pix, -1, -2))  # noqa: E731  [n,2,2] px^2
+    m_disk = to_pixels(ellipse_covariance(pop["re"], pop["q"], pop["pa"]))
+    m_bulge = to_pixels(ellipse_covariance(pop["bulge_re"], pop["bulge_q"], pop["pa"]))
     shape_sets = [(point, np.ones(1), np.zeros(1), None)]
     if disk.any():
         shape_sets.append((disk, exp_amp, exp_var, m_disk))
