@@ -54,7 +54,8 @@ def _model(paths: DataPaths, name: str, architecture: str, acc: float, mcc: floa
         "baselines": {"test": {"majority": {"accuracy": 0.667, "mcc": 0.0, "roc_auc": 0.5, "class": "galaxy"},
                                "random": {"accuracy": 0.556, "mcc": 0.0, "roc_auc": 0.5, "star_fraction": 0.33}}},
     })  # fmt: skip
-    fsio.write_json(paths.model(name).json, {
+    fsio.write_bytes(paths.model(name).keras, b"a model")  # sealed with its metrics, as stage 03 writes them
+    fsio.seal(paths.model(name).json, [paths.model(name).keras, paths.model(name).metrics], {
         "name": name, "architecture": architecture, "dataset": DATASET, "params": 42257, "flops_per_patch": 1.07e7,
         "augment": augment, "tta": tta, "threshold": 0.47, "seed": 42, "epochs": 30, "epochs_run": 30, "best_epoch": 27,
         "batch_size": 256, "train_seconds": 270.0, "seconds_per_epoch": 9.0, "hyperparameters": {"learning_rate": 0.002},
@@ -66,7 +67,7 @@ def _fake_run(paths: DataPaths, *, reference: bool = False) -> None:
     """A small stand-in for a pipeline run's outputs, in the layout the stages use."""
     fsio.write_text(paths.latest_dataset, DATASET + "\n")
     fsio.write_text(paths.latest_model, MODEL + "\n")
-    fsio.write_json(paths.dataset_json(DATASET), {
+    fsio.seal(paths.dataset_json(DATASET), [], {
         "name": DATASET, "bands": "ugriz", "patch_size": 25, "edge": "pad", "rerun": 301, "run": 8162, "camcol": 6,
         "fields": {"train": [80, 83], "val": [82], "test": [81]},
         "counts": {"train": {"n": 120, "stars": 40, "galaxies": 80, "star_fraction": 0.333},
@@ -258,3 +259,32 @@ def test_data_section_counts_a_field_aligned_without_a_catalog():
     assert section.ran is not False
     text = " ".join(str(getattr(b, "text", "")) for b in section.blocks)
     assert "120 objects in the 2 fields (50 stars, 70 galaxies" in text
+
+
+def test_the_report_pairs_the_latest_model_with_its_own_dataset(tmp_path, caplog):
+    """A dataset prepared after the latest model was trained (datasets/LATEST moved on) must not lend its splits
+    to that model's figures: the report shows the model's own dataset and says so."""
+    import logging
+
+    from stargal.stages.report import Run
+
+    paths = DataPaths(tmp_path / "data")
+    _fake_run(paths)
+    newer = "301-8162-6_p25_pad_def456"
+    fsio.seal(paths.dataset_json(newer), [], {"name": newer, "fields": {"train": [80], "val": [82], "test": [81]}})
+    fsio.write_text(paths.latest_dataset, newer + "\n")
+    with caplog.at_level(logging.WARNING, logger="stargal"):
+        run = Run(paths)
+    assert run.dataset_name == DATASET and run.dataset["fields"]["train"] == [80, 83]
+    assert f"the latest dataset {newer} is not the one the latest model {MODEL} was trained on" in caplog.text
+
+
+def test_a_model_whose_metrics_were_edited_is_refused_not_reported(tmp_path):
+    from stargal.errors import StargalError
+
+    paths = DataPaths(tmp_path / "data")
+    _fake_run(paths)
+    metrics = paths.model(MODEL).metrics
+    metrics.write_text(metrics.read_text().replace('"accuracy": 0.91', '"accuracy": 0.99'))
+    with pytest.raises(StargalError, match=r"metrics\.json"):
+        build_report(paths)

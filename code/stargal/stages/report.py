@@ -15,7 +15,7 @@ import logging
 import re
 from pathlib import Path
 
-from .. import __version__, fsio
+from .. import __version__, fsio, integrity
 from ..config import REFERENCE_RESULT
 from ..errors import CorruptFileError
 from ..fsio import atomic_path, read_json
@@ -135,14 +135,34 @@ class Run:
 
     def __init__(self, paths: DataPaths):
         self.paths = paths
-        self.dataset_name = _latest(paths.latest_dataset)
         self.model_name = _latest(paths.latest_model)
-        self.dataset = _json_or_none(paths.dataset_json(self.dataset_name)) if self.dataset_name else None
+        self.model = self.metrics = None
+        if self.model_name and paths.model(self.model_name).json.exists():
+            # its seal first: the numbers shown are those training wrote, in files of one run
+            self.model = integrity.require_model(paths.model_dir(self.model_name))
+            self.metrics = _json_or_none(paths.model(self.model_name).metrics)
+        self.dataset_name = self._dataset_name(_latest(paths.latest_dataset))
+        self.dataset = integrity.require_dataset(paths, self.dataset_name) if self.dataset_name else None
         self.record = _json_or_none(paths.pipeline_record)
-        self.model = _json_or_none(paths.model(self.model_name).json) if self.model_name else None
-        self.metrics = _json_or_none(paths.model(self.model_name).metrics) if self.model_name else None
         self.manifest = _json_or_none(paths.manifest)
         self.alignment = _json_or_none(paths.reports("alignment", "summary.json"))
+
+    def _dataset_name(self, latest: str | None) -> str | None:
+        """The dataset the report shows: the latest model's own (a report must not pair one dataset's splits
+        with another's model), else the latest one; None when the model's dataset is gone."""
+        trained_on = (self.model or {}).get("dataset")
+        if not trained_on:
+            return latest
+        if latest and latest != trained_on:
+            log.warning(
+                "report: the latest dataset %s is not the one the latest model %s was trained on (%s): the report "
+                "shows the model's; train a model on %s (03_model.py) to report that one",
+                latest, self.model_name, trained_on, latest,
+            )  # fmt: skip
+        if not self.paths.dataset_json(trained_on).exists():
+            log.warning("report: %s, the latest model's dataset, is no longer there: no dataset shown", trained_on)
+            return None
+        return trained_on
 
     @property
     def simulated(self) -> bool | None:
@@ -198,8 +218,13 @@ class Run:
         root = self.paths.models_root
         found = []
         for folder in sorted(root.iterdir()) if root.is_dir() else []:
-            meta = _json_or_none(folder / "model.json") if folder.is_dir() else None
-            metrics = _json_or_none(folder / "metrics.json") if meta else None
+            check = fsio.check_seal(folder / "model.json", [folder / "model.keras"]) if folder.is_dir() else None
+            if check is None or not check.ok:
+                if check is not None and check.record is not None:
+                    log.warning("report: %s left out (%s)", folder.name, check.describe(1))
+                continue
+            meta = check.record
+            metrics = _json_or_none(folder / "metrics.json")
             if meta and metrics and "test" in metrics and meta.get("dataset") == self.dataset_name:
                 found.append((folder.name, meta, metrics))
         order = {"stargal": 0, "reference_regularised": 1, "reference_base": 2}
