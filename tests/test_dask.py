@@ -281,3 +281,46 @@ def test_map_tasks_ships_the_package_to_a_cluster_that_lacks_it(tmp_path):
         for proc in (worker, scheduler):
             proc.terminate()
             proc.wait(timeout=30)
+
+
+INTERRUPTED_POOL = """
+import sys, time
+from stargal.parallel import map_tasks
+
+def task(i):
+    time.sleep(0.5 if i < 2 else 30)
+    return i
+
+if __name__ == "__main__":
+    print("started", flush=True)
+    try:
+        map_tasks(task, range(6), workers=2)
+    except KeyboardInterrupt:
+        print("interrupted", flush=True)
+        sys.exit(130)
+"""
+
+
+def test_ctrl_c_stops_a_local_pool_at_once_without_waiting_for_its_tasks(tmp_path):
+    """Ctrl-C reaches every process of the group: the pool's workers must not leave its shutdown waiting (a
+    stage hung there, holding the data folder's lock), nor must the running 30-second tasks be waited for."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from stargal.paths import PROJECT_ROOT
+
+    script = tmp_path / "pool.py"
+    script.write_text(INTERRUPTED_POOL)
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT / "code")}
+    proc = subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE, text=True,
+                            start_new_session=True)  # fmt: skip
+    assert proc.stdout.readline().strip() == "started"
+    time.sleep(2.0)  # the first two tasks have ended; the next two run for 30 s
+    start = time.monotonic()
+    os.killpg(proc.pid, signal.SIGINT)
+    out, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 130 and out.strip() == "interrupted"
+    assert time.monotonic() - start < 10

@@ -3,6 +3,7 @@ or on an existing Dask cluster (``--scheduler ADDRESS``). Results are identical 
 
 from __future__ import annotations
 
+import signal
 import tempfile
 import zipfile
 from collections.abc import Callable, Sequence
@@ -35,17 +36,38 @@ def map_tasks(
     if workers <= 1 or len(items) <= 1:
         return [keep(i, fn(item)) for i, item in enumerate(track(items, description, unit="task"))]
     results: list[Any] = [None] * len(items)
-    with ProcessPoolExecutor(max_workers=min(workers, len(items))) as pool:
-        futures = {pool.submit(fn, item): i for i, item in enumerate(items)}
-        try:
-            for future in track(as_completed(futures), description, total=len(items), unit="task"):
-                i = futures.pop(future)  # the pool's future holds the result: let both go once used
-                results[i] = keep(i, future.result())
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise
+    # Ctrl-C reaches the workers too (one process group); they ignore it and this process stops them, or a
+    # worker interrupted between tasks leaves the pool's shutdown waiting for it forever, the data folder locked
+    pool = ProcessPoolExecutor(max_workers=min(workers, len(items)), initializer=_ignore_interrupts)
+    futures = {pool.submit(fn, item): i for i, item in enumerate(items)}
+    try:
+        for future in track(as_completed(futures), description, total=len(items), unit="task"):
+            i = futures.pop(future)  # the pool's future holds the result: let both go once used
+            results[i] = keep(i, future.result())
+    except Exception:
+        for future in futures:
+            future.cancel()
+        pool.shutdown(wait=True)  # a failed task: the running ones end as they would have
+        raise
+    except BaseException:  # interrupted: no task is waited for (their outputs are written atomically)
+        _stop(pool)
+        raise
+    pool.shutdown(wait=True)
     return results
+
+
+def _ignore_interrupts() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Shut ``pool`` down now: queued tasks cancelled, running ones killed."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.join(timeout=10)
 
 
 def _keep(index: int, result: Any) -> Any:
