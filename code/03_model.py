@@ -99,6 +99,7 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     cli.setup_logging(args.quiet, args.verbose)
+    from stargal.paths import check_folder_name
     from stargal.stages import training
     from stargal.stages.training_summary import ensemble_summary, run_summary
     from stargal.tables import records_markdown
@@ -110,6 +111,8 @@ def main(argv=None) -> int:
             f"{args.export_onnx}: model.onnx added (largest p_star difference from Keras {record['max_abs_diff']:.1e})"
         )
         return 0
+    if args.name is not None:
+        check_folder_name(args.name, "--name")  # before any training: a path or LATEST fails only at its end
     options = options_from_args(args)
     paths = cli.open_data_folder(args)
     if args.ensemble:

@@ -15,6 +15,7 @@ import stargal.bootstrap  # noqa: F401  (first: without our dependencies, re-run
 # isort: split
 
 from stargal import cli
+from stargal.augment import POLICIES
 from stargal.cli import positive_int
 
 
@@ -33,6 +34,7 @@ def build_parser():
     )
     group.add_argument(
         "--augment",
+        choices=tuple(POLICIES),
         default=None,
         help="augmentation policy during trials (default: what 03_model.py uses for the architecture)",
     )

@@ -206,7 +206,24 @@ def test_dataset_name_reference_and_hashed():
     assert splits.dataset_name(301, 4510, 4, 25, "pad", SplitSpec.from_fieldset(fs)).startswith("301-4510-4_p25_pad_")
 
 
-@pytest.mark.parametrize("name", ["", "../x", "a/b", ".hidden", "x" * 101])
+@pytest.mark.parametrize("name", ["", "../x", "a/b", ".hidden", "x" * 101, "LATEST", "/tmp/abs"])
 def test_bad_dataset_names(name):
     with pytest.raises(StargalError, match="--dataset"):
         splits.check_dataset_name(name)
+
+
+def test_a_model_name_that_is_a_path_or_the_latest_pointer_is_refused_before_training(tmp_path):
+    """03_model.py --name names a folder under models/: a path would put the model outside the data folder
+    (and --verify would not see it), LATEST would fail only after training, when the pointer's name is taken."""
+    import subprocess
+    import sys
+
+    from stargal.paths import PROJECT_ROOT
+
+    for name in ("../x", "LATEST", ""):
+        run = subprocess.run(
+            [sys.executable, str(PROJECT_ROOT / "code" / "03_model.py"), "--data-dir", str(tmp_path), "--name", name],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert run.returncode == 2 and f"--name {name!r}: use letters, digits" in run.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -127,3 +127,17 @@ def test_stratified_subset():
     y = np.array([0] * 700 + [1] * 300)
     keep = stratified_subset(y, 100, seed=0)
     assert len(keep) == 100 and y[keep].sum() == 30 and np.all(np.diff(keep) > 0)
+
+
+def test_an_unknown_augmentation_is_refused_before_a_study_is_created(tmp_path):
+    import subprocess
+    import sys
+
+    from stargal.paths import PROJECT_ROOT
+
+    run = subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "code" / "tune.py"), "--data-dir", str(tmp_path / "d"), "--augment", "foo"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 2 and "argument --augment: invalid choice: 'foo'" in run.stderr
+    assert not (tmp_path / "d").exists()

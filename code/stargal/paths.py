@@ -36,6 +36,7 @@ downloaded files. ``stargal.integrity`` checks them all (``run_scripts.sh --veri
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -46,6 +47,22 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA_DIR = PROJECT_ROOT / "data"
 # the model shipped with the code (trained on the simulated sky only; models/README.md is its card)
 PRETRAINED = "pretrained"
+LATEST = "LATEST"  # the pointer file beside the datasets and models: no folder may take its name
+_FOLDER_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+def check_folder_name(name: str, option: str) -> str:
+    """``name`` if it is a safe name for a dataset or model folder (no path, not the LATEST pointer's), else
+    StargalError naming ``option``."""
+    from .errors import StargalError
+
+    if not _FOLDER_NAME_RE.match(name) or name in (".", "..", LATEST):
+        raise StargalError(
+            f"{option} {name!r}: use letters, digits, '.', '_' and '-' (at most 100 characters, not {LATEST})"
+        )
+    return name
+
+
 PRETRAINED_MODEL_DIR = PROJECT_ROOT / "models" / "stargal-pretrained"
 # real SDSS files beside the project (a folder of frames and sweeps; not part of the project)
 DEFAULT_SAMPLE_DIR = Path(os.environ.get("STARGAL_SAMPLE_DIR", PROJECT_ROOT.parent / "shared" / "sdss-sample"))

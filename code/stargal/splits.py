@@ -27,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -41,7 +40,6 @@ from .geometry import close_pairs, near_any
 TRAIN, VAL, TEST, REMOVED = 0, 1, 2, -1
 MATCH_RADIUS_ARCSEC = 1.0
 REMOVAL_REASONS = ("exclude_region", "test_source", "near_test", "edge", "duplicate", "duplicate_train_val")
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
 @dataclass(frozen=True)
@@ -161,9 +159,9 @@ def dataset_name(
 
 def check_dataset_name(name: str) -> str:
     """``name`` if it is a safe dataset folder name, else StargalError."""
-    if not _NAME_RE.match(name) or name in (".", ".."):
-        raise StargalError(f"--dataset {name!r}: use letters, digits, '.', '_' and '-' (at most 100 characters)")
-    return name
+    from .paths import check_folder_name
+
+    return check_folder_name(name, "--dataset")
 
 
 def half_patch_arcsec(patch_size: int) -> float:
