@@ -143,3 +143,26 @@ def test_export_onnx_adds_a_checked_sealed_network_to_an_older_model_folder(tmp_
     )  # fmt: skip
     assert bad.returncode != 0 and len(bad.stderr.strip().splitlines()) == 1
     assert "no model.json there" in bad.stderr
+
+
+def test_ctrl_c_during_the_export_stops_the_run_instead_of_sealing_a_model_without_onnx(tmp_path, monkeypatch):
+    """TensorFlow can turn Ctrl-C inside the conversion into an error of its own ("initialization failed"): that
+    must not read as a failed optional export, after which the model was sealed without model.onnx, exit 0."""
+    import os
+    import signal
+    import time
+
+    from stargal import onnx_engine
+
+    def export_interrupted(model, path):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)
+        except KeyboardInterrupt:
+            raise RuntimeError("initialization failed") from None
+
+    monkeypatch.setattr(onnx_engine, "export", export_interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        onnx_engine.export_checked(object(), tmp_path / "model.onnx")
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert not (tmp_path / "model.onnx").exists()

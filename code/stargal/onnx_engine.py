@@ -14,8 +14,11 @@ measures it against the Keras model on ``check_patches``; a model folder's ``mod
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -218,17 +221,43 @@ def export_checked(model, path: str | os.PathLike) -> dict | None:
     """``export`` then ``discrepancy``: the record for model.json, or None (and no file) when the export fails or
     differs from the Keras model by more than TOLERANCE (predict.py then runs the Keras model)."""
     path = Path(path)
-    try:
-        record = export(model, path)
-        worst = discrepancy(model, path, record["normalisation"])
-    except OSError:
-        raise  # the disk, not the converter: the stage reports it
-    except Exception as exc:  # an optional accelerator: a converter's failure of any kind must not lose the model
-        path.unlink(missing_ok=True)
-        log.warning("ONNX export failed (%s): predict.py will run this model with Keras", str(exc)[:200])
-        return None
+    with _noting_interrupts() as interrupted:
+        try:
+            record = export(model, path)
+            worst = discrepancy(model, path, record["normalisation"])
+        except OSError:
+            raise  # the disk, not the converter: the stage reports it
+        except Exception as exc:  # an optional accelerator: a converter's failure must not lose the model
+            path.unlink(missing_ok=True)
+            if interrupted:  # TensorFlow turned Ctrl-C into an error of its own: the user stopped the run
+                raise KeyboardInterrupt from None
+            log.warning("ONNX export failed (%s): predict.py will run this model with Keras", str(exc)[:200])
+            return None
     if not worst <= TOLERANCE:
         log.warning("ONNX export differs from the Keras model by %.2g in p_star: not kept", worst)
         path.unlink(missing_ok=True)
         return None
     return {**record, "max_abs_diff": worst, "check_patches": CHECK_PATCHES}
+
+
+@contextlib.contextmanager
+def _noting_interrupts():
+    """Yield a list that gets an entry when Ctrl-C (SIGINT) arrives, which is still handled as before."""
+    seen: list[bool] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield seen
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def note(signum, frame):
+        seen.append(True)
+        if callable(previous):
+            previous(signum, frame)
+        elif previous != signal.SIG_IGN:
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, note)
+    try:
+        yield seen
+    finally:
+        signal.signal(signal.SIGINT, previous)
