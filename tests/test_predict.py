@@ -17,6 +17,7 @@ from sklearn.metrics import matthews_corrcoef
 from stargal import detection
 from stargal.cube import read_cube, write_cube
 from stargal.errors import StargalError
+from stargal.fsio import content_digest
 from stargal.geometry import sky_to_pixel
 from stargal.paths import DataPaths
 from stargal.predict import Predictions, agreement_text, catalog_agreement, locate, read_coordinates
@@ -85,7 +86,9 @@ def test_pad_policy_classifies_edges_but_not_uncovered_pixels(tmp_path, model_di
     padded = tmp_path / "padded"
     shutil.copytree(model_dir, padded)
     meta = json.loads((padded / "model.json").read_text())
-    (padded / "model.json").write_text(json.dumps({**meta, "edge": "pad", "name": "padded"}))
+    edited = {**meta, "edge": "pad", "name": "padded"}
+    edited["integrity"] = {**meta["integrity"], "content_sha256": content_digest(edited)}  # sealed again
+    (padded / "model.json").write_text(json.dumps(edited))
     px = np.array([3.0, cols - 10.0, -1.0, 40.0])
     py = np.array([60.0, 8.0, 50.0, rows - 0.4])
     ra, dec = wcs.wcs_pix2world(px, py, 0)

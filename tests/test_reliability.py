@@ -226,6 +226,28 @@ def test_a_seal_tells_truncated_and_flipped_files_even_with_their_old_times(tmp_
     assert fsio.check_seal(tmp_path / "rec2.json", deep=True).ok
 
 
+def test_a_sealed_record_edited_by_hand_is_damaged_and_an_older_one_without_its_checksum_still_reads(tmp_path):
+    """A threshold or a split changed in model.json or dataset.json by hand changes what is served: the record's
+    own content is sealed too. Records written before that have no content checksum and still read."""
+    model = tmp_path / "model.keras"
+    model.write_bytes(b"weights")
+    record = tmp_path / "model.json"
+    fsio.seal(record, [model], {"threshold": 0.5, "normalisation": {"scale": [1.5, 2.0]}})
+    assert fsio.check_seal(record).ok
+    record.write_text(record.read_text().replace('"threshold": 0.5', '"threshold": 0.01'))
+    problems = dict(fsio.check_seal(record).problems)
+    assert problems == {record: "edited after it was sealed (its content no longer matches its checksum)"}
+    older = fsio.read_json(record)
+    del older[fsio.INTEGRITY_KEY]["content_sha256"]
+    fsio.write_json(record, older)
+    assert fsio.check_seal(record).ok
+    # the shipped model's record carries its checksum
+    from stargal.paths import PRETRAINED_MODEL_DIR
+
+    shipped = fsio.read_json(PRETRAINED_MODEL_DIR / "model.json")
+    assert shipped[fsio.INTEGRITY_KEY]["content_sha256"] == fsio.content_digest(shipped)
+
+
 def test_temporary_files_of_killed_runs_are_removed_but_resumable_downloads_kept(tmp_path):
     stale = [tmp_path / "reports" / "x" / ".splits.png.0123456789ab.part", tmp_path / ".model.keras.a1b2c3d4e5f6.keras"]
     keep = [tmp_path / "sas" / "frame-r-008162-6-0080.fits.bz2.part", tmp_path / "reports" / "notes.part"]
@@ -640,7 +662,7 @@ def test_a_model_folder_from_two_runs_is_never_served(tmp_path, trained):
     assert "03_model.py" in line and "incomplete or damaged" in line
     error_line(run("explain.py", paths), str(files.keras), status=2)
     (files.metrics).write_text('{"test": ')  # and a damaged metrics.json: the report says so, not "not run"
-    error_line(run("make_report.py", paths), files.metrics, "not valid JSON", status=2)
+    error_line(run("make_report.py", paths), files.metrics, "incomplete or damaged", status=2)
     verify = run("pipeline", paths, "--verify")
     assert verify.returncode == 1 and "model.keras" in verify.stdout and "metrics.json" in verify.stdout
     cfg = model_config(tmp_path)

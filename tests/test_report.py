@@ -198,7 +198,9 @@ def test_an_ensemble_as_the_latest_model_is_described_by_its_members(tmp_path):
                for s in (42, 43)]  # fmt: skip
     for key in ("seed", "best_epoch", "epochs_run", "train_seconds", "seconds_per_epoch"):
         del meta[key]
-    fsio.write_json(paths.model(MODEL).json, {**meta, "ensemble": members, "seeds": [42, 43]})
+    files = [paths.model(MODEL).keras, paths.model(MODEL).metrics]
+    fsio.seal(paths.model(MODEL).json, files, {k: v for k, v in meta.items() if k != fsio.INTEGRITY_KEY}
+              | {"ensemble": members, "seeds": [42, 43]})  # fmt: skip
     table = next(b for b in _sections(paths)["Model and training"].blocks if isinstance(b, TableBlock))
     rows = dict(table.rows)
     assert rows["seed"].startswith("42, 43 (an ensemble")

@@ -295,6 +295,9 @@ def check_seal(
         why = "no integrity record (written by an older stargal or by hand)"
         return SealCheck(record_path, None, [(record_path, why)])
     check = SealCheck(record_path, record)
+    recorded = record[INTEGRITY_KEY].get("content_sha256")  # absent in records of stargal before 2026-12-06
+    if recorded is not None and recorded != content_digest(record):
+        check.problems.append((record_path, "edited after it was sealed (its content no longer matches its checksum)"))
     base = record_path.parent
     listed = {os.path.normpath(base / name) for name in files}
     for p in expected:
@@ -305,6 +308,20 @@ def check_seal(
         if problem:
             check.problems.append((Path(os.path.normpath(base / name)), problem))
     return check
+
+
+def content_digest(record: dict) -> str:
+    """sha256 of a record's own content (everything but its integrity entry), as canonical JSON: sealed with it,
+    so that a sealed record edited afterwards (a threshold, a split, a metric) shows as damaged."""
+    content = {k: v for k, v in record.items() if k != INTEGRITY_KEY}
+    canonical = json.dumps(
+        json.loads(json.dumps(content, default=_json_default)), sort_keys=True, separators=(",", ":")
+    )
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _integrity(content: dict, files: dict) -> dict:
+    return {"version": INTEGRITY_VERSION, "content_sha256": content_digest(content), "files": files}
 
 
 def seal_digest(record: dict) -> str:
@@ -370,7 +387,7 @@ class OutputSet:
         files = {_relname(final, base): dict(entry) for final, entry in self._kept.items()}
         for final, tmp in self._temps.items():
             files[_relname(final, base)] = {"size": tmp.stat().st_size, "sha256": sha256_file(tmp)}
-        record = {**content, INTEGRITY_KEY: {"version": INTEGRITY_VERSION, "files": files}}
+        record = {**content, INTEGRITY_KEY: _integrity(content, files)}
         # a reader holding the publication lock sees the files and their record change together
         with publishing(), atomic_path(self.record) as record_tmp:
             record_tmp.write_text(json_text(record), encoding="utf-8")
@@ -418,7 +435,7 @@ def seal(record: str | os.PathLike, files: Iterable[str | os.PathLike], content:
     for final in files:
         st = os.stat(final)
         entries[_relname(Path(final), base)] = {"size": st.st_size, "sha256": sha256_file(final), "stamp": _stamp(st)}
-    out = {**content, INTEGRITY_KEY: {"version": INTEGRITY_VERSION, "files": entries}}
+    out = {**content, INTEGRITY_KEY: _integrity(content, entries)}
     write_json(record, out)
     return out
 
