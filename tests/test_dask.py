@@ -192,6 +192,7 @@ def _dataset(paths: DataPaths) -> tuple[dict, dict[str, bytes]]:
     files["splits.md"] = (paths.reports("splits", name) / "splits.md").read_bytes()
     report = json.loads((paths.reports("splits", name) / "splits.json").read_text())
     for record in (meta, report):
+        record["integrity"].pop("content_sha256")  # covers the timing and location left out here
         for entry in record["integrity"]["files"].values():
             entry.pop("stamp")  # times and inode of this copy
     return {k: v for k, v in meta.items() if k not in ("seconds", "skipped")} | {"split_report": report}, files
