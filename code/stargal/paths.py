@@ -47,6 +47,10 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA_DIR = PROJECT_ROOT / "data"
 # the model shipped with the code (trained on the simulated sky only; models/README.md is its card)
 PRETRAINED = "pretrained"
+PRETRAINED_MODEL_DIR = PROJECT_ROOT / "models" / "stargal-pretrained"
+# real SDSS files beside the project (a folder of frames and sweeps; not part of the project)
+DEFAULT_SAMPLE_DIR = Path(os.environ.get("STARGAL_SAMPLE_DIR", PROJECT_ROOT.parent / "shared" / "sdss-sample"))
+
 LATEST = "LATEST"  # the pointer file beside the datasets and models: no folder may take its name
 _FOLDER_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
@@ -61,11 +65,6 @@ def check_folder_name(name: str, option: str) -> str:
             f"{option} {name!r}: use letters, digits, '.', '_' and '-' (at most 100 characters, not {LATEST})"
         )
     return name
-
-
-PRETRAINED_MODEL_DIR = PROJECT_ROOT / "models" / "stargal-pretrained"
-# real SDSS files beside the project (a folder of frames and sweeps; not part of the project)
-DEFAULT_SAMPLE_DIR = Path(os.environ.get("STARGAL_SAMPLE_DIR", PROJECT_ROOT.parent / "shared" / "sdss-sample"))
 
 
 class FieldId(NamedTuple):
@@ -207,7 +206,7 @@ class DataPaths:
     @property
     def latest_dataset(self) -> Path:
         """One-line text file naming the dataset stage 02 prepared last (the default of stages 03/04)."""
-        return self.root / "datasets" / "LATEST"
+        return self.root / "datasets" / LATEST
 
     @property
     def datasets_root(self) -> Path:
@@ -260,7 +259,7 @@ class DataPaths:
     @property
     def latest_model(self) -> Path:
         """One-line text file naming the model stage 03 trained last (the default of predict)."""
-        return self.root / "models" / "LATEST"
+        return self.root / "models" / LATEST
 
     @property
     def models_root(self) -> Path:

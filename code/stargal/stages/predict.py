@@ -213,15 +213,13 @@ def load_psf_map(cube_path: Path, data: np.ndarray, bands: str, sources: Sources
         raise StargalError(f"{cube_path}: {exc}") from None
 
 
-def check_foreign_cube(cube_path: Path, data: np.ndarray, bands: str) -> Sources | None:
+def check_foreign_cube(cube_path: Path, data: np.ndarray, bands: str, subtracted) -> Sources:
     """For a cube without the field record stage 01 writes beside it (made elsewhere, or copied on its own): check
     that its bands sit on its stars, since a stack of unaligned frames reads as one with every source smeared and
-    would be classified without a word; return its sources. None for a cube stage 01 sealed."""
+    would be classified without a word; return its sources. ``subtracted``: the cube's
+    ``detection.subtract_backgrounds``."""
     from .. import detection
 
-    if DataPaths.record_beside_cube(cube_path).exists():
-        return None  # sealed with its record (integrity.require_cube_file / require_field checked it)
-    subtracted = detection.subtract_backgrounds(data)
     shifts = detection.coarse_band_shifts(data, bands.index(detection.REFERENCE_BAND), subtracted)
     off = {b: float(np.hypot(dx, dy)) for b, (dx, dy) in zip(bands, shifts, strict=True) if max(abs(dx), abs(dy)) > 1}
     if off:
@@ -268,14 +266,15 @@ def catalog_objects(cube_path: Path) -> np.ndarray:
     return read_table(path)
 
 
-def detected_sources(cube: Cube, data: np.ndarray, bands: str) -> tuple[np.ndarray, np.ndarray, dict, dict, np.ndarray]:
+def detected_sources(
+    cube: Cube, data: np.ndarray, bands: str, subtracted
+) -> tuple[np.ndarray, np.ndarray, dict, dict, np.ndarray]:
     """(ra, dec, columns before, columns after, artefact) of every source sep finds in the cube, with its r
     magnitude (PSF-weighted, aperture-corrected on the field's stars) and r-band half-light radius, both over its
     local sky level (``detection.local_sky_levels``), and whether the deblending split it from a blend; artefact marks
-    those seen in r alone (``detection.single_band``)."""
+    those seen in r alone (``detection.single_band``). ``subtracted``: the cube's ``detection.subtract_backgrounds``."""
     from .. import detection
 
-    subtracted = detection.subtract_backgrounds(data)
     sources = detection.measure_sources(data, bands, faint=True, subtracted=subtracted)
     x, y = sources.x, sources.y
     ra, dec = cube.wcs.celestial.wcs_pix2world(x, y, 0)
@@ -360,9 +359,16 @@ def run_predict(
         bundle = load_bundle(model_dir, engine)
     data = cube_array(cube, bundle.bands)
     artefact = None
+    # a cube without stage 01's record is checked first; it and the detection share the backgrounds
+    foreign = not DataPaths.record_beside_cube(path).exists()
+    subtracted = None
+    if foreign or detect:
+        from ..detection import subtract_backgrounds
+
+        subtracted = subtract_backgrounds(data)
+    sources = check_foreign_cube(path, data, bundle.bands, subtracted) if foreign else None
     if detect:
-        ra, dec, before, after, artefact = detected_sources(cube, data, bundle.bands)
-    sources = check_foreign_cube(path, data, bundle.bands)
+        ra, dec, before, after, artefact = detected_sources(cube, data, bundle.bands, subtracted)
     psf_map = load_psf_map(path, data, bundle.bands, sources) if bundle.takes_psf else None
     psf_note = psf_range_note(bundle, psf_map, field_label) if psf_map is not None else None
     mode = tta if bundle.meta.get("tta", False) else "off"  # a model evaluated without TTA is used without it
