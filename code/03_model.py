@@ -14,7 +14,6 @@ import stargal.bootstrap  # noqa: F401  (first: without our dependencies, re-run
 # isort: split
 
 import argparse
-from pathlib import Path
 
 from stargal import cli
 from stargal.augment import POLICIES
@@ -89,8 +88,9 @@ def build_parser():
     parser.add_argument(
         "--export-onnx",
         default=None,
-        metavar="MODEL_DIR",
-        help="only add model.onnx (predict.py's fast engine) to a model folder trained by an earlier stargal",
+        metavar="MODEL",
+        help="only add model.onnx (predict.py's fast engine) to a model (a name or a folder) trained by an earlier "
+        "stargal",
     )
     return parser
 
@@ -106,7 +106,10 @@ def main(argv=None) -> int:
     from stargal.train_options import options_from_args
 
     if args.export_onnx:
-        record = training.add_onnx(Path(args.export_onnx).expanduser())
+        folder = training.find_model_folder(cli.data_paths(args), args.export_onnx, "--export-onnx")
+        if folder.resolve().is_relative_to(cli.data_paths(args).root.resolve()):
+            cli.open_data_folder(args)  # a model of the data folder: lock it, as every run that writes there does
+        record = training.add_onnx(folder)
         print(
             f"{args.export_onnx}: model.onnx added (largest p_star difference from Keras {record['max_abs_diff']:.1e})"
         )

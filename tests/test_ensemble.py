@@ -120,16 +120,25 @@ def test_seeds_combined_into_a_sealed_ensemble(tmp_path):
     before = files.json.stat().st_mtime_ns
     res = _script(*common, "--seeds", "2", "--ensemble", "--name", "tiny")
     assert res.returncode == 0 and "current" in res.stdout and files.json.stat().st_mtime_ns == before
-    res = _script(*common, "--seed", "4", "--name", "tiny-s4", "--force", "-q")
+    tuned = tmp_path / "tuned-elsewhere.json"  # a tuning best.json names the dataset it was tuned on
+    tuned.write_text(json.dumps({"architecture": "stargal", "hyperparameters": TINY_HP, "dataset": "elsewhere"}))
+    retrain = [*common[:2], "--config", str(tuned), *common[4:]]
+    res = _script(*retrain, "--seed", "4", "--name", "tiny-s4", "--force", "-q")
     assert res.returncode == 0, res.stderr
+    assert "tuned on dataset elsewhere; training on toy" in res.stderr
     res = _script("--data-dir", str(paths.root), "--ensemble", "tiny-s3", "tiny-s4", "--name", "tiny")
     assert res.returncode == 0 and "2 models averaged" in res.stdout, res.stderr
 
     # bad requests: one line, exit 2, nothing written
+    no_architecture = tmp_path / "null.json"
+    no_architecture.write_text('{"architecture": null}')
     for args, words in [
         (("--ensemble", "tiny-s3"), "at least two"),
         (("--ensemble", "tiny-s3", "tiny-s3"), "named twice"),
-        (("--ensemble", "tiny-s3", "nope"), "nope"),
+        (("--ensemble", "tiny-s3", "nope"), "--ensemble nope: no such model in"),
+        (("--ensemble", "tiny-s3", "../data"), "--ensemble '../data': use letters"),
+        (("--export-onnx", "nope"), "--export-onnx nope: not a model folder, nor a model in"),
+        (("--config", str(no_architecture)), "architecture None is not one of"),
         (("--ensemble", "tiny-s3", "tiny-s4", "--name", "tiny-s3"), "its own name"),
         (("--ensemble",), "--seeds N"),
         (("--ensemble", "tiny", "tiny-s3"), "an ensemble already"),
@@ -137,3 +146,9 @@ def test_seeds_combined_into_a_sealed_ensemble(tmp_path):
         res = _script("--data-dir", str(paths.root), *args)
         assert res.returncode == 2 and words in res.stderr and "Traceback" not in res.stderr, (args, res.stderr)
     assert not paths.model_dir("ensemble-toy").exists()
+    res = _script("--data-dir", str(paths.root), "--ensemble", "tiny-s3", "nope")
+    assert "(models there: tiny, tiny-s3, tiny-s4)" in res.stderr
+    # --export-onnx takes a model's name as well as its folder
+    res = _script("--data-dir", str(paths.root), "--export-onnx", "tiny-s3")
+    assert res.returncode == 0 and "tiny-s3: model.onnx added" in res.stdout, res.stderr
+    assert fsio.check_seal(paths.model("tiny-s3").json, [paths.model("tiny-s3").onnx]).ok

@@ -584,6 +584,10 @@ def test_bad_data_folders_end_in_one_line(tmp_path, prepared):
         and f"{paths.cube(F81)}: " in verify.stdout
         and "redone by 01_alignment.py" in verify.stdout
     )
+    refused = run("pipeline", paths, "--verify", "--stages", "preparation")
+    assert refused.returncode == 2 and "--verify checks the whole folder and takes no other option (--stages)" in (
+        refused.stderr
+    )
     redo = ok(run("01_alignment.py", paths, *TINY_FIELDS, "--no-reports"))
     assert "aligned 1, up to date 3" in redo.stdout and "field 301/8162/6/81" in redo.stderr
     # the repaired cube has the content it had: the tensors and the dataset made from it are still current

@@ -286,6 +286,17 @@ def test_augmentation_script(toy):
     again = _script("04_augmentation.py", *args)
     assert again.returncode == 0, again.stderr
     assert "current" in again.stderr and (rep / "experiment.csv").stat().st_mtime_ns == before
+    # --verify names the run that redoes each damaged figure: plain 04 the examples, --experiment its own
+    from stargal.integrity import verify_data_folder
+
+    for name in ("examples_symmetries.png", "experiment.png"):
+        with open(rep / name, "ab") as fh:
+            fh.write(b"x")
+    redo = {f.path.name: f.redo for f in verify_data_folder(toy)[0] if f.path.parent == rep}
+    assert redo == {
+        "examples_symmetries.png": "04_augmentation.py",
+        "experiment.png": "04_augmentation.py --experiment",
+    }
 
 
 @pytest.mark.slow
@@ -294,6 +305,11 @@ def test_model_script_errors_are_one_line(toy, tmp_path):
     assert res.returncode == 2 and "nope" in res.stderr and "Traceback" not in res.stderr
     res = _script("03_model.py", "--data-dir", str(tmp_path / "empty"))
     assert res.returncode == 2 and "no dataset prepared" in res.stderr
+    for value, words in (("-1", "must be 1 or more: '-1'"), ("0", "must be 1 or more: '0'"), ("x", "not an integer")):
+        res = _script("03_model.py", "--data-dir", str(tmp_path / "empty"), "--epochs", value)
+        assert res.returncode == 2 and f"--epochs: {words}" in res.stderr, res.stderr
+    res = _script("explain.py", "--data-dir", str(tmp_path / "empty"))
+    assert res.returncode == 2 and "no model trained here yet" in res.stderr, res.stderr
 
 
 def _fit_toy(schedule=None, class_weight=None, learning_rate=1e-3, epochs=3, patience=3):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import optuna
@@ -99,6 +100,32 @@ def test_changed_settings_are_refused(paths):
         run_tuning(paths, trials=2, workers=1, **{**FAST, "epochs": 3})
     with pytest.raises(StargalError, match="no dataset prepared"):
         run_tuning(DataPaths(paths.root.parent / "empty"), trials=1, **FAST)
+
+
+@pytest.mark.slow
+def test_results_are_sealed_and_a_damaged_study_is_named(paths):
+    from stargal.integrity import verify_data_folder
+    from stargal.stages.report import tuning_section
+
+    name = run_tuning(paths, trials=1, workers=1, **FAST)["name"]
+    record = fsio.check_seal(paths.tuning_record(name), [paths.best_config(name), paths.trials_csv(name)])
+    assert record.ok, record.describe()
+    assert fsio.check_seal(paths.reports("tuning", name, "tuning.json")).ok
+    assert verify_data_folder(paths)[0] == []
+    run = SimpleNamespace(paths=paths, dataset_name="toy")
+    assert tuning_section(run).ran and len(tuning_section(run).blocks) >= 3  # intro, trials table, figure
+    best = json.loads(paths.best_config(name).read_text())
+    paths.best_config(name).write_text(json.dumps({**best, "architecture": "stargal"}))
+    findings = verify_data_folder(paths)[0]
+    assert [(f.path, f.redo.split()[:3]) for f in findings] == [(paths.best_config(name), ["tune.py", "--name", name])]
+    assert not tuning_section(run).ran  # the PDF report leaves an edited study out
+
+    paths.study_db(name).write_bytes(b"not a database" * 100)
+    with pytest.raises(StargalError, match=f"{paths.study_db(name)}: cannot read the study .*--force starts it over"):
+        run_tuning(paths, trials=1, workers=1, **FAST)
+    run_tuning(paths, trials=1, workers=1, force=True, **FAST)  # what the error advises: a new study
+    assert len(optuna.load_study(study_name=name, storage=make_storage(paths.study_db(name))).trials) == 1
+    assert verify_data_folder(paths)[0] == []
 
 
 def test_pruned_trial_stops_early(paths):

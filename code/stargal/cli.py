@@ -40,21 +40,25 @@ def _field_list(text: str) -> tuple[int, ...]:
     return tuple(fields)
 
 
-def _non_negative_int(text: str) -> int:
+def _integer(text: str) -> int:
     try:
-        value = int(text)
+        return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+
+
+def _non_negative_int(text: str) -> int:
+    value = _integer(text)
     if value < 0:
-        raise argparse.ArgumentTypeError(f"must be non-negative: {text!r}")
+        raise argparse.ArgumentTypeError(f"must be 0 or more: {text!r}")
     return value
 
 
 def positive_int(text: str) -> int:
     """argparse type: an integer > 0."""
-    value = _non_negative_int(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError("must be positive: 0")
+    value = _integer(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be 1 or more: {text!r}")
     return value
 
 

@@ -100,11 +100,12 @@ def require_model(model_dir: str | os.PathLike) -> dict:
 # the whole data folder (run_scripts.sh --verify)
 
 
-# which run writes each folder (or file) under reports/
+# which run writes each folder (or record) under reports/
 REPORT_WRITERS = {
     "alignment": "01_alignment.py",
     "splits": "02_preparation.py",
-    "augmentation": "04_augmentation.py (--experiment)",
+    "augmentation": "04_augmentation.py",
+    "augmentation/experiment.json": "04_augmentation.py --experiment",
     "training": "03_model.py",
     "tuning": "tune.py",
     "explain": "explain.py",
@@ -137,6 +138,10 @@ def _sealed_sets(paths: DataPaths) -> Iterable[tuple[Path, str, list[Path]]]:
     for folder in _subfolders(paths.models_root):
         files = paths.model(folder.name)
         yield files.json, f"03_model.py (model {folder.name})", [files.keras]
+    for folder in _subfolders(paths.tuning_root):
+        if paths.study_db(folder.name).exists() or paths.best_config(folder.name).exists():
+            redo = f"tune.py --name {folder.name} (adds no trial to a finished study)"
+            yield paths.tuning_record(folder.name), redo, [paths.best_config(folder.name)]
 
 
 def _subfolders(root: Path) -> list[Path]:
@@ -183,7 +188,9 @@ def verify_data_folder(paths: DataPaths, deep: bool = True) -> tuple[list[Findin
     for js in sorted(reports.rglob("*.json")) if reports.is_dir() else []:
         checked += 1
         area = js.relative_to(reports).parts[0]
-        redo = REPORT_WRITERS.get(area, f"the stage that writes reports/{area}")
+        redo = REPORT_WRITERS.get(f"{area}/{js.name}") or REPORT_WRITERS.get(
+            area, f"the run that writes reports/{area}"
+        )
         try:
             content = fsio.read_json(js)
         except ValueError:

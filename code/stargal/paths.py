@@ -19,7 +19,7 @@ Layout (``data/`` by default, ``--data-dir`` elsewhere)::
     datasets/LATEST, models/LATEST      name of the last prepared dataset / trained model
     augmented/NAME/train_{x,y}.npy, augmented.json  fixed augmented training set (--materialize) stage 04
     models/NAME/model.keras, model.json, metrics.json, history.csv                        stage 03
-    tuning/NAME/study.db, trials.lock, trials.csv, trials.md, best.json                   tune.py
+    tuning/NAME/study.db, trials.lock, trials.csv, trials.md, best.json, results.json     tune.py
     predictions/                        predict.py outputs
     reports/STAGE/...                   each stage's plots, tables and summaries
     reports/pipeline/stages.json, reports/report.pdf    run_scripts.sh's timings; make_report.py
@@ -29,7 +29,8 @@ Layout (``data/`` by default, ``--data-dir`` elsewhere)::
 
 Multi-file outputs are sealed (``stargal.fsio.OutputSet``): their record, written last, lists every file with
 its size and sha256: ``field-*.json`` (cube, objects table), ``tensors.json``, ``dataset.json``,
-``augmented.json``, ``model.json`` (model.keras, metrics.json, history.csv); ``sas/manifest.json`` lists the
+``augmented.json``, ``model.json`` (model.keras, metrics.json, history.csv), a tuning study's ``results.json``
+(trials.csv, trials.md, best.json; not the live study.db); ``sas/manifest.json`` lists the
 downloaded files. ``stargal.integrity`` checks them all (``run_scripts.sh --verify``).
 """
 
@@ -298,6 +299,10 @@ class DataPaths:
     def best_config(self, name: str) -> Path:
         """best.json: the best trial's configuration, usable as ``03_model.py --config``."""
         return self.tuning_dir(name) / "best.json"
+
+    def tuning_record(self, name: str) -> Path:
+        """results.json: the record sealing a study's trials table and best.json."""
+        return self.tuning_dir(name) / "results.json"
 
     @property
     def predictions_dir(self) -> Path:

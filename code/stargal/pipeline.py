@@ -101,6 +101,10 @@ class Result:
     command: list[str] = field(default_factory=list)
 
 
+# the runner's options that choose what runs; --verify runs nothing, so it takes none of them
+RUN_CHOICES = ("demo", "small", "no_download", "stages", "tune", "no_explain", "no_report", "no_publish")
+
+
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     """The runner's own options, and the other tokens (options for the stages)."""
     parser = argparse.ArgumentParser(
@@ -295,7 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the selected stages; return the exit status (0, 1 for a failed stage, 2 for bad options, 130)."""
     args, rest = parse_args(sys.argv[1:] if argv is None else argv)
     if args.verify:
-        return verify(DataPaths.at(args.data_dir), rest)
+        runner = [f"--{k.replace('_', '-')}" for k in RUN_CHOICES if getattr(args, k)]
+        return verify(DataPaths.at(args.data_dir), runner + rest)
     options = group_options(rest)
     given = {name for name, _ in options}
     if args.small:
@@ -382,7 +387,8 @@ def verify(paths: DataPaths, rest: list[str]) -> int:
     from .integrity import findings_lines, verify_data_folder
 
     if rest:
-        print(f"run_scripts: error: --verify takes no stage options ({' '.join(rest)})", file=sys.stderr)
+        print(f"run_scripts: error: --verify checks the whole folder and takes no other option ({' '.join(rest)})",
+              file=sys.stderr)  # fmt: skip
         return 2
     if not paths.root.is_dir():
         print(f"run_scripts: error: --data-dir {paths.root}: no such folder", file=sys.stderr)

@@ -63,6 +63,7 @@ class TrainOptions:
     force: bool = False
     plots: bool = True
     verbose: int | str = "auto"
+    tuned_on: str | None = None  # the dataset a --config was tuned on, when it says
 
     def resolved(self) -> TrainOptions:
         """A copy with every architecture default filled in."""
@@ -141,6 +142,15 @@ def load_config(path: str | Path) -> dict:
     for key, value in out.items():
         if key != "architecture":
             check_value(key, value, path)
+    if "architecture" in out:
+        from .model import ARCHITECTURES
+
+        if out["architecture"] not in ARCHITECTURES:
+            raise StargalError(f"{path}: architecture {out['architecture']!r} is not one of {', '.join(ARCHITECTURES)}")
+    if cfg.get("dataset") is not None:
+        if not isinstance(cfg["dataset"], str):
+            raise StargalError(f"{path}: dataset must be a dataset name, found {cfg['dataset']!r}")
+        out["tuned_on"] = cfg["dataset"]
     out["hyperparameters"] = hp
     out["source"] = str(path)
     return out
@@ -192,6 +202,7 @@ def options_from_args(args: argparse.Namespace) -> TrainOptions:
         name=args.name,
         force=bool(args.force),
         plots=not args.no_plots,
+        tuned_on=cfg.get("tuned_on"),
     )
 
 

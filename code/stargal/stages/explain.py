@@ -32,6 +32,9 @@ GROUP_TITLES = {
 def _model_and_dataset(paths: DataPaths, model: str | None, dataset: str | None) -> tuple[Path, str, str, dict]:
     """(model folder, model name, dataset, identities of both) from the sealed model.json, without loading the
     network."""
+    if model is None and not paths.latest_model.exists():
+        # predict falls back to the pretrained model; its dataset is not in this folder, so say what is missing
+        raise StargalError(f"{paths.root}: no model trained here yet (run 03_model.py, or pass --model and --dataset)")
     model_dir = resolve_model_dir(paths, model)
     meta = integrity.require_model(model_dir)
     dataset = dataset or meta.get("dataset")

@@ -566,12 +566,21 @@ def model_section(run: Run) -> Section:
     return Section(title, blocks)
 
 
+def _intact_study(paths: DataPaths, name: str) -> bool:
+    check = fsio.check_seal(paths.tuning_record(name), [paths.best_config(name), paths.trials_md(name)])
+    if not check.ok:
+        log.warning("tuning study %s left out of the report: %s (tune.py --name %s redoes it)", name,
+                    check.describe(), name)  # fmt: skip
+    return check.ok
+
+
 def tuning_section(run: Run) -> Section:
     title = "Hyper-parameter tuning"
     root = run.paths.tuning_root
     studies = (
         [d.name for d in sorted(root.iterdir()) if run.paths.best_config(d.name).is_file()] if root.is_dir() else []
     )
+    studies = [name for name in studies if _intact_study(run.paths, name)]
     if not studies:
         return _not_run(title, "no study: tune.py")
     mine = [n for n in studies if (_json_or_none(run.paths.best_config(n)) or {}).get("dataset") == run.dataset_name]

@@ -25,7 +25,7 @@ from .. import __version__, fsio, integrity
 from ..dataset import dataset_identity, load_dataset, resolve_dataset
 from ..errors import StargalError
 from ..evaluate import SUMMARY_KEYS, evaluate, predict_splits, summarise_runs
-from ..paths import DataPaths, ModelFiles
+from ..paths import DataPaths, ModelFiles, check_folder_name
 from ..psf import trained_psf_range
 from ..tables import records_markdown, write_table
 from ..train_options import TrainOptions, model_name
@@ -238,6 +238,18 @@ def _export_onnx(model, out: fsio.OutputSet, files: ModelFiles) -> dict | None:
     return record
 
 
+def find_model_folder(paths: DataPaths, spec: str, option: str) -> Path:
+    """The model folder ``spec`` names: a folder holding model.json, else a model of the data folder."""
+    given = Path(spec).expanduser()
+    if ModelFiles(given).json.is_file():
+        return given
+    if paths.model(spec).json.is_file():
+        return paths.model_dir(spec)
+    raise StargalError(
+        f"{option} {spec}: not a model folder, nor a model in {paths.models_root} ({_model_names(paths)})"
+    )
+
+
 def add_onnx(model_dir: Path) -> dict:
     """Export model.onnx into a model folder trained without it and seal it into model.json (the other files
     unchanged); return the export record. For model folders made by an earlier stargal."""
@@ -280,6 +292,12 @@ SHARED_KEYS = ("architecture", "model_inputs", "hyperparameters", "dataset", "pa
 MEMBER_KEYS = ("name", "seed", "best_epoch", "epochs_run", "train_seconds", "threshold", "test")
 
 
+def _model_names(paths: DataPaths) -> str:
+    root = paths.models_root
+    names = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []
+    return f"models there: {', '.join(names)}" if names else "no model trained there yet"
+
+
 def combine_models(paths: DataPaths, members: list[str], name: str | None = None, force: bool = False) -> dict:
     """Average the p(star) of models trained on one dataset in one model folder ``name`` (an ensemble: members
     trained from different seeds err on different sources). Its threshold is chosen on val, it is evaluated on
@@ -293,6 +311,10 @@ def combine_models(paths: DataPaths, members: list[str], name: str | None = None
         raise StargalError("--ensemble: give at least two models to combine")
     if len(set(members)) != len(members):
         raise StargalError(f"--ensemble {' '.join(members)}: a model is named twice")
+    for member in members:
+        check_folder_name(member, "--ensemble")
+        if not paths.model_dir(member).is_dir():
+            raise StargalError(f"--ensemble {member}: no such model in {paths.models_root} ({_model_names(paths)})")
     metas = [integrity.require_model(paths.model_dir(member)) for member in members]
     for member, meta in zip(members, metas, strict=True):
         if "ensemble" in meta:
@@ -365,6 +387,8 @@ def combine_models(paths: DataPaths, members: list[str], name: str | None = None
 def run_training(paths: DataPaths, dataset: str | None, options: TrainOptions, seeds: list[int] | None = None) -> dict:
     """Train one model per seed; record the best on validation MCC as the latest model."""
     dataset = resolve_dataset(paths, dataset)
+    if options.tuned_on is not None and options.tuned_on != dataset:
+        log.warning("--config was tuned on dataset %s; training on %s", options.tuned_on, dataset)
     seeds = seeds or [options.seed]
     data = None
     runs = []

@@ -24,7 +24,7 @@ from .. import tune
 from ..config import SEED
 from ..dataset import load_dataset, resolve_dataset
 from ..errors import StargalError
-from ..fsio import write_json, write_text
+from ..fsio import OutputSet, write_json, write_text
 from ..integrity import require_dataset
 from ..paths import DataPaths
 from ..tables import csv_text, records_markdown
@@ -48,6 +48,18 @@ def make_storage(db: Path):
     return optuna.storages.RDBStorage(storage_url(db), engine_kwargs={"connect_args": {"timeout": 60}})
 
 
+@contextlib.contextmanager
+def _readable_study(db: Path):
+    """A damaged or foreign study.db stops the run with one line naming it."""
+    from sqlalchemy.exc import DatabaseError
+
+    try:
+        yield
+    except DatabaseError as exc:
+        why = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        raise StargalError(f"{db}: cannot read the study ({why}); tune.py --force starts it over") from None
+
+
 def create_or_load(db: Path, name: str, seed: int, config: dict):
     """Open the study in ``db`` (creating it with ``config`` as user attributes) and recover interrupted trials.
 
@@ -57,10 +69,11 @@ def create_or_load(db: Path, name: str, seed: int, config: dict):
     from optuna.trial import TrialState
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = make_storage(db)
-    study = optuna.create_study(
-        study_name=name, storage=storage, direction="minimize", load_if_exists=True, sampler=tune.sampler(seed)
-    )
+    with _readable_study(db):
+        storage = make_storage(db)
+        study = optuna.create_study(
+            study_name=name, storage=storage, direction="minimize", load_if_exists=True, sampler=tune.sampler(seed)
+        )
     stored = study.user_attrs.get("config")
     if stored is None:
         study.set_user_attr("config", config)
@@ -279,22 +292,29 @@ def write_results(
     folder = paths.tuning_dir(name)
     rows = tune.trials_table(study)
     importance = tune.importances(study)
-    write_text(paths.trials_csv(name), _csv(rows))
     complete = [r for r in rows if r["state"] == "COMPLETE"]
     if not complete:
+        write_text(paths.trials_csv(name), _csv(rows))
         raise StargalError(f"study {name}: no trial completed (all pruned or failed); see {paths.trials_csv(name)}")
     best = tune.best_config(study, architecture)
     best.update(extra or {})
     best["dataset"] = dataset
     best["n_trials"] = len(rows)
-    write_json(paths.best_config(name), best)
     table = _markdown(name, rows, best, importance)
-    write_text(paths.trials_md(name), table)
-    write_text(paths.reports("tuning", name, "trials.md"), table)  # beside the plot, for the report
+    counts = {s: sum(r["state"] == s for r in rows) for s in ("COMPLETE", "PRUNED", "FAIL")}
+    content = {"study": name, "dataset": dataset, "architecture": architecture, "counts": counts}
+    with OutputSet(paths.tuning_record(name)) as out:  # best.json is what 03_model.py reads: sealed with its table
+        write_text(out.path(paths.trials_csv(name)), _csv(rows))
+        write_json(out.path(paths.best_config(name)), best)
+        write_text(out.path(paths.trials_md(name)), table)
+        out.commit(content)
     plot = paths.reports("tuning", name, "tuning.png")
     log_params = {k: (v[1], v[2]) for k, v in tune.SEARCH_SPACES[architecture].items() if v[0] == "log"}
-    plot_study(rows, importance, tune.OBJECTIVE, plot, title=f"{name}: {len(rows)} trials", log_params=log_params)
-    counts = {s: sum(r["state"] == s for r in rows) for s in ("COMPLETE", "PRUNED", "FAIL")}
+    with OutputSet(paths.reports("tuning", name, "tuning.json")) as out:
+        write_text(out.path(paths.reports("tuning", name, "trials.md")), table)  # beside the plot, for the report
+        plot_study(rows, importance, tune.OBJECTIVE, out.path(plot), title=f"{name}: {len(rows)} trials",
+                   log_params=log_params)  # fmt: skip
+        out.commit(content)
     return {
         "name": name,
         "folder": folder,
