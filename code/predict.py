@@ -3,9 +3,9 @@
 
 Examples::
 
-    predict.py --run 8162 --camcol 6 --field 80 --ra 246.12 --dec 39.87
-    predict.py --field 80 --ra 16:24:28.8 --dec +39:52:12 --out p.ecsv        # sexagesimal: RA in hours
-    predict.py --field 80 --ra 16h24m28.8s --dec=-0d52m12s --out p.fits
+    predict.py --run 8162 --camcol 6 --field 80 --ra 331.7172 --dec 26.9407    # a star of the demo sky's field 80
+    predict.py --field 80 --ra 22:06:52.13 --dec +26:56:26.7 --out p.ecsv    # sexagesimal: RA in hours
+    predict.py --field 80 --ra 22h06m52.13s --dec=26d56m26.7s --out p.fits
     predict.py --cube data/aligned/301/4510/4/cube-004510-4-0030.fits --csv positions.csv --out p.csv
     predict.py --field 80 --all --out field80.fits                           # every catalogued object
     predict.py --run 4510 --camcol 4 --field 30 --detect --model pretrained  # every source found in the field

@@ -29,7 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--sample", default=str(DEFAULT_SAMPLE_DIR), help="folder of real SDSS frames and sweeps (default: %(default)s)"
     )
     parser.add_argument(
-        "--model", default=None, help="model name, folder, .keras file or 'pretrained' (default: latest trained)"
+        "--model",
+        default=None,
+        help="model name, folder, .keras file or 'pretrained' (default: the latest trained, else the pretrained one)",
     )
     parser.add_argument("--out", default=None, help="folder for the results (default: data/reports/real_sky)")
     parser.add_argument("--force", action="store_true", help="redo the evaluation even if it is current")

@@ -20,7 +20,8 @@ from stargal.cli import positive_int
 
 
 def build_parser():
-    parser = cli.make_parser(__doc__.split("\n\n")[0], workers=True)
+    # trials run in local processes sharing one SQLite study: no Dask cluster (--scheduler) for them
+    parser = cli.make_parser(__doc__.split("\n\n")[0], workers=True, scheduler_help=None)
     group = parser.add_argument_group("tuning")
     group.add_argument("--dataset", default=None, help="prepared dataset name (default: the latest)")
     group.add_argument(

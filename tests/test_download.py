@@ -396,6 +396,16 @@ def test_local_missing_and_corrupt_files_are_named(sas_tree, tmp_path):
     assert summary.fetched == summary.planned - 2
 
 
+def test_a_folder_without_sdss_files_is_one_error(tmp_path):
+    empty = tmp_path / "mistyped"
+    (empty / "sub").mkdir(parents=True)
+    (empty / "sub" / "notes.txt").write_text("not an SDSS file")
+    paths = DataPaths(tmp_path / "data")
+    with pytest.raises(StargalError, match=f"--source {empty}: no SDSS file in it"):
+        run_download(paths, FS, _options(str(empty)))
+    assert not paths.manifest.exists()
+
+
 def test_a_frame_under_another_frames_name_is_refused_at_download(sas_tree, tmp_path):
     """A g frame copied under the r frame's name (or another field's frame under this one's) would be aligned as
     the r band: its header says which frame it is, and the download checks that against the name."""

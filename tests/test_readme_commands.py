@@ -144,3 +144,33 @@ def test_every_readme_command_runs_as_written_from_a_fresh_clone(quick_start):
     assert (clone / "data" / "reports" / "report.pdf").is_file()
     predictions = [shlex.split(c)[shlex.split(c).index("--out") + 1] for c in ran if "--out" in c]
     assert predictions and all((clone / p).is_file() for p in predictions)
+
+
+@pytest.mark.slow
+def test_the_readme_positions_name_a_star_of_the_demo_field(tmp_path):
+    """The README's --ra/--dec examples (degrees, and the two sexagesimal spellings of the same place) classify a
+    star of the demo sky's full-size field 80, which simulating field 80 alone reproduces."""
+    import sys
+
+    from astropy.coordinates import SkyCoord
+
+    lines = [c for c in readme_commands((ROOT / "README.md").read_text(encoding="utf-8")) if "--ra" in c]
+    places = []
+    for line in lines:
+        words = shlex.split(line)
+        ra, dec = words[words.index("--ra") + 1], words[words.index("--dec") + 1]
+        unit = ("deg", "deg") if ":" not in ra and "h" not in ra else ("hourangle", "deg")
+        places.append(SkyCoord(ra, dec, unit=unit))
+    assert len(places) == 3 and max(places[0].separation(p).arcsec for p in places) < 0.5  # 1e-4 deg is 0.36"
+    data = str(tmp_path / "data")
+    for script, *args in (
+        ("00_download.py", "--source", "simulated", "--fields", "80"),
+        ("01_alignment.py", "--fields", "80", "--no-reports"),
+        ("predict.py", "--field", "80", "--ra", f"{places[0].ra.deg}", "--dec", f"{places[0].dec.deg}"),
+    ):
+        proc = subprocess.run(
+            [sys.executable, str(ROOT / "code" / script), "--data-dir", data, "-q", *args], capture_output=True, text=True,
+            timeout=600,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+    assert "1 classified (1 star, 0 galaxy)" in proc.stdout, proc.stdout

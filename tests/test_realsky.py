@@ -891,6 +891,16 @@ def test_a_sample_field_without_all_five_frames_is_named_not_skipped_silently(tm
     ]
 
 
+def test_a_missing_or_wrong_sample_folder_is_named(tmp_path):
+    from stargal.stages.realsky import discover
+
+    with pytest.raises(StargalError, match=rf"--sample {tmp_path / 'nope'}: no such folder .*STARGAL_SAMPLE_DIR"):
+        discover(tmp_path / "nope")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(StargalError, match=rf"--sample {tmp_path / 'file'}: not a folder of SDSS frames"):
+        discover(tmp_path / "file")
+
+
 def test_an_out_that_is_a_file_is_refused_before_any_field_is_evaluated(tmp_path):
     from stargal.stages.realsky import run_real_sky
 

@@ -168,3 +168,9 @@ def test_an_unknown_augmentation_is_refused_before_a_study_is_created(tmp_path):
     )  # fmt: skip
     assert run.returncode == 2 and "argument --augment: invalid choice: 'foo'" in run.stderr
     assert not (tmp_path / "d").exists()
+    # trials run on local processes only: a Dask scheduler is refused, not ignored
+    run = subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "code" / "tune.py"), "--data-dir", str(tmp_path / "d"), "--scheduler", "x"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 2 and "unrecognized arguments: --scheduler x" in run.stderr

@@ -102,10 +102,10 @@ def make_parser(
     workers: bool = False,
     workers_default: int | None = None,
     workers_help: str = WORKERS_HELP,
-    scheduler_help: str = SCHEDULER_HELP,
+    scheduler_help: str | None = SCHEDULER_HELP,
 ) -> argparse.ArgumentParser:
-    """A parser with the options every numbered script shares (``--workers``/``--scheduler`` with ``workers``;
-    the split field lists with ``splits``). ``stargal.pipeline`` derives its pass-through list from it."""
+    """A parser with the options every numbered script shares (``--workers`` with ``workers``, and ``--scheduler``
+    unless ``scheduler_help`` is None; the split field lists with ``splits``). ``stargal.pipeline`` derives its pass-through list from it."""
     parser = argparse.ArgumentParser(description=description, formatter_class=_HelpFormatter)
     ref = REFERENCE
     group = parser.add_argument_group("data selection (defaults: the reference configuration)")
@@ -149,7 +149,8 @@ def make_parser(
         parser.add_argument(
             "--workers", type=positive_int, default=workers_default or default_workers(), help=workers_help
         )
-        parser.add_argument("--scheduler", default=None, metavar="ADDRESS", help=scheduler_help)
+        if scheduler_help is not None:
+            parser.add_argument("--scheduler", default=None, metavar="ADDRESS", help=scheduler_help)
     parser.add_argument("-q", "--quiet", action="store_true", help="print only warnings, errors and the summary")
     parser.add_argument("--debug", action="store_true", help="on an error, also show the Python traceback")
     parser.add_argument(

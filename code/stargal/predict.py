@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -275,9 +276,14 @@ def _angle(text: str, kind: str) -> float:
 
     unit = u.deg if kind == "dec" or _SEXAGESIMAL_RA_DEGREES.search(text) else u.hourangle
     try:
-        return float(Angle(text, unit=unit).deg)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # astropy's out-of-range warnings: refused below, in one line
+            angle = Angle(text, unit=unit)
     except (ValueError, TypeError, u.UnitsError) as exc:
         raise ValueError(text) from exc
+    if unit is u.hourangle and not 0 <= angle.hourangle < 24:
+        raise ValueError(f"{text}: RA in hours must be 0-24")
+    return float(angle.deg)
 
 
 def parse_angles(values, kind: str) -> tuple[np.ndarray, int | None]:
@@ -316,11 +322,11 @@ def validate_coordinates(ra: np.ndarray, dec: np.ndarray, source: str = "coordin
     bad_ra = np.flatnonzero(~(np.isfinite(ra) & (ra >= -360) & (ra <= 360)))
     if bad_ra.size:
         i = int(bad_ra[0])
-        raise StargalError(f"{where(i)}: ra {float(ra[i])!r} is not an angle in degrees")
+        raise StargalError(f"{where(i)}: ra {float(ra[i]):.10g} is not an angle in degrees (-360 to 360)")
     bad_dec = np.flatnonzero(~(np.isfinite(dec) & (np.abs(dec) <= 90)))
     if bad_dec.size:
         i = int(bad_dec[0])
-        raise StargalError(f"{where(i)}: dec {float(dec[i])!r} is outside [-90, 90]")
+        raise StargalError(f"{where(i)}: dec {float(dec[i]):.10g} is outside [-90, 90]")
 
 
 def read_coordinates(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:

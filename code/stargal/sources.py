@@ -83,6 +83,10 @@ class LocalSource:
             bundle_name = f"field_{spec.field}_{spec.band}." + ("jpg" if spec.kind == "irg" else "fits.bz2")
         return [*out, self.root / camcol_dir / bundle_name, self.root / "data" / camcol_dir / bundle_name]
 
+    def holds_sdss_files(self) -> bool:
+        """Whether any SDSS file lies anywhere below the root (a mistyped or empty folder holds none)."""
+        return bool(self._name_index())
+
     def _name_index(self) -> dict[str, Path]:
         """SAS file name -> path for every SDSS file anywhere below the root (built once)."""
         if self._index is None:

@@ -196,6 +196,11 @@ def run_download(paths: DataPaths, fs: FieldSet, options: DownloadOptions = Down
         else:
             if isinstance(source, HttpSource):
                 _check_reachable(source, options.http)
+            elif source.locate(todo[0]) is None and not source.holds_sdss_files():
+                raise StargalError(
+                    f"--source {source.root}: no SDSS file in it (frame-*.fits.bz2, calibObj-*.fits.gz; in SAS, "
+                    "bundle or any layout)"
+                )
             if options.scheduler:
                 _fetch_on_cluster(paths, source, todo, options, manifest, summary)
             else:

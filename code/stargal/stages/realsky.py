@@ -60,8 +60,12 @@ class SampleField:
 def discover(sample: Path) -> list[SampleField]:
     """The fields of a folder of real SDSS files: every field whose five frames are there (sub-folders too), with
     its camcol's sweeps: beside the frames, else anywhere in the folder (one copy per camcol, as in SAS's layout)."""
+    if not sample.exists():
+        raise StargalError(
+            f"--sample {sample}: no such folder (a folder of real SDSS frames; --sample or STARGAL_SAMPLE_DIR names it)"
+        )
     if not sample.is_dir():
-        raise StargalError(f"{sample}: not a folder of SDSS frames (--sample)")
+        raise StargalError(f"--sample {sample}: not a folder of SDSS frames")
     found: dict[FieldId, Path] = {}
     # os.walk, not rglob: a field folder linked into the sample (a symlink) counts too
     files = [Path(d) / n for d, _, names in os.walk(sample, followlinks=True) for n in names]
