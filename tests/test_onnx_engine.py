@@ -142,7 +142,7 @@ def test_export_onnx_adds_a_checked_sealed_network_to_an_older_model_folder(tmp_
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert bad.returncode != 0 and len(bad.stderr.strip().splitlines()) == 1
-    assert "no model.json there" in bad.stderr
+    assert f"--export-onnx {tmp_path}: not a model folder, nor a model in" in bad.stderr
 
 
 def test_ctrl_c_during_the_export_stops_the_run_instead_of_sealing_a_model_without_onnx(tmp_path, monkeypatch):
