@@ -170,6 +170,19 @@ def test_frame_without_wcs(tiny_data: DataPaths):
     assert _nothing_written(tiny_data)
 
 
+@pytest.mark.parametrize("shift", [4, 40])
+def test_a_frame_whose_wcs_is_pixels_off_is_refused(tiny_data: DataPaths, shift: int):
+    """A band's header WCS shifted by more than registration on the stars corrects would be written misaligned
+    (every source smeared across bands) and then classified: it is refused, naming the frame."""
+    bad = tiny_data.frame(fid(81), "g")
+    frame = sdss.read_frame(bad)
+    frame.header["CRPIX1"] += shift
+    sdss.write_frame(bad, frame.image, frame.header)
+    with pytest.raises(StargalError, match=rf"^{bad}: its sources sit {shift} px from the r band's .*--force"):
+        run_alignment(tiny_data, ONE, workers=1)
+    assert _nothing_written(tiny_data)
+
+
 def test_a_blank_band_is_named_by_its_frame(tiny_data: DataPaths):
     """A frame with no star (all zeros) leaves its band's PSF unmeasurable: the error names that frame, not
     the cube being written."""

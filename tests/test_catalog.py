@@ -109,3 +109,19 @@ def test_real_star_catalog_field_30(sample_dir):
     assert len(table) == len(full)  # the pre-filter loses nothing
     assert np.count_nonzero(table["field"] == 30) == 161  # every star listed under field 30 is inside
     assert set(np.unique(table["field"])) == {29, 30, 31}  # plus the overlap with both neighbours
+
+
+def test_a_sweep_under_another_sweeps_name_is_refused(tmp_path):
+    """A galaxy sweep saved under the star sweep's name (or another run's) would label every object wrongly."""
+    cat = make_catalog(make_wcs(), [10, 20, 30], [30, 30, 30], [30, 30, 30], catalog.OBJC_TYPE_OF_KIND["gal"])
+    columns = {name: cat[name] for name in cat.dtype.names}
+    gal, star = tmp_path / "calibObj-004510-4-gal.fits.gz", tmp_path / "calibObj-004510-4-star.fits.gz"
+    sdss.write_catalog(gal, columns)
+    assert len(sdss.read_catalog(gal)) == 3
+    star.write_bytes(gal.read_bytes())
+    with pytest.raises(sdss.StargalError, match="3 of 3 rows are not OBJC_TYPE 6 \\(star\\).*delete it, and 00_"):
+        sdss.read_catalog(star)
+    other_run = tmp_path / "calibObj-008162-4-gal.fits.gz"
+    other_run.write_bytes(gal.read_bytes())
+    with pytest.raises(sdss.StargalError, match="rows of RUN 4510, but the file name says RUN 8162; wrong file"):
+        sdss.read_catalog(other_run)

@@ -465,6 +465,30 @@ def test_real_files_over_http_with_a_dropped_connection(sample_dir, tmp_path):
 # simulated source
 
 
+def test_fields_added_to_a_simulated_sky_keep_its_catalogs_true(tmp_path):
+    """A run/camcol's catalogs cover all its fields: adding a field with other settings (or real frames) would
+    rewrite them for another sky under the fields already there; adding one with the same settings records the
+    rewritten catalogs."""
+    from dataclasses import replace
+
+    from stargal.integrity import verify_data_folder
+
+    paths = DataPaths(tmp_path / "data")
+    sim = _options("simulated", sim_shape=(96, 128), workers=1)
+    assert not run_download(paths, FS, sim).failures
+    one_more = replace(FS, fields=(82,))
+    catalogs = {k: paths.catalog(301, 8162, 6, k).read_bytes() for k in sdss.CATALOG_KINDS}
+    for other in (replace(sim, seed=7), replace(sim, sim_shape=(96, 160)), replace(sim, sim_seeing="survey")):
+        with pytest.raises(StargalError, match="field\\(s\\) 80 81 hold the sky simulated:.*add those fields"):
+            run_download(paths, one_more, other)
+    assert {k: paths.catalog(301, 8162, 6, k).read_bytes() for k in sdss.CATALOG_KINDS} == catalogs
+    assert not paths.frame(FieldId(301, 8162, 6, 82), "r").exists()
+    summary = run_download(paths, one_more, sim)
+    assert not summary.failures and summary.fetched == 8 and summary.skipped == 0  # 6 frame files, 2 catalogs
+    assert verify_data_folder(paths)[0] == []
+    assert run_download(paths, replace(FS, fields=(80, 81, 82)), replace(sim, seed=7)).fetched == 20  # all replaced
+
+
 def test_simulated_source(tmp_path):
     pytest.importorskip("stargal.simulate")
     paths = DataPaths(tmp_path / "data")

@@ -17,7 +17,7 @@ from astropy.io import fits
 from astropy.utils.exceptions import AstropyWarning
 from astropy.wcs import WCS, FITSFixedWarning
 
-from .config import BANDS, SWEEP_VERSION
+from .config import BANDS, OBJC_TYPE_GALAXY, OBJC_TYPE_STAR, SWEEP_VERSION
 from .errors import StargalError
 
 CATALOG_KINDS = ("gal", "star")
@@ -260,10 +260,22 @@ def _check_catalog_columns(path: Path, arrays: dict[str, np.ndarray]) -> None:
             )
     info = parse_filename(path.name)
     if info and info["kind"] == "catalog":
+        refetch = (
+            f"wrong file: delete it, and 00_download.py --run {info['run']} --camcol {info['camcol']} fetches it again"
+        )
         for key, want in (("RUN", info["run"]), ("CAMCOL", info["camcol"])):
             if key in arrays and arrays[key].size and not np.all(arrays[key] == want):
                 other = int(arrays[key][arrays[key] != want][0])
-                raise StargalError(f"{path}: rows of {key} {other}, but the file name says {key} {want}; wrong file")
+                raise StargalError(f"{path}: rows of {key} {other}, but the file name says {key} {want}; {refetch}")
+        want_type = {"star": OBJC_TYPE_STAR, "gal": OBJC_TYPE_GALAXY}.get(info["catalog"])
+        types = arrays.get("OBJC_TYPE")
+        if want_type is not None and types is not None and types.size:
+            others = int(np.count_nonzero(types != want_type))
+            if others > types.size // 2:  # a sweep of one kind lists the other kind's type only by exception
+                raise StargalError(
+                    f"{path}: {others} of {types.size} rows are not OBJC_TYPE {want_type} ({info['catalog']}), as a "
+                    f"{info['catalog']} sweep's are: the other kind's file under this name? {refetch}"
+                )
 
 
 def write_catalog(path: str | os.PathLike, columns: dict[str, np.ndarray], header: fits.Header | None = None) -> None:

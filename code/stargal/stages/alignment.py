@@ -123,6 +123,14 @@ def cube_meta(fid: FieldId, ref_band: str, ref: sdss.Frame, result: align.Alignm
     return meta
 
 
+class BandMisalignedError(StargalError):
+    """A band the registration cannot lay onto the reference band's stars (``band``: which)."""
+
+    def __init__(self, band: str, message: str):
+        super().__init__(message)
+        self.band = band
+
+
 def align_on_stars(
     images: list[np.ndarray], wcss: list, ref_band: str = REFERENCE_BAND, fid: FieldId | str = "?"
 ) -> tuple[align.Alignment, detection.Sources, list[tuple[float, float]]]:
@@ -132,14 +140,16 @@ def align_on_stars(
     ref_index = BANDS.index(ref_band)
     result = align.align_bands(images, wcss, ref_index)
     subtracted = detection.subtract_backgrounds(result.cube)
+    # beyond what registration on the stars corrects, a band's WCS is wrong (an edited or damaged header)
+    off = detection.misaligned_bands(result.cube, "".join(BANDS), subtracted, align.MAX_REGISTRATION_PX)
+    if off:
+        band = max(off, key=off.get)
+        raise BandMisalignedError(band, f"its sources sit {off[band]:.0f} px from the {ref_band} band's where the "
+                                  "WCSs put them: its header's WCS is wrong")  # fmt: skip
     sources = detection.measure_sources(result.cube, "".join(BANDS), subtracted=subtracted)
     offsets = detection.band_offsets(result.cube, "".join(BANDS), ref_band, sources=sources, subtracted=subtracted)
     del subtracted
     shifts = align.registration_shifts(offsets)
-    for b, (dx, dy, _) in zip(BANDS, offsets, strict=True):
-        if np.hypot(dx, dy) > align.MAX_REGISTRATION_PX:
-            log.warning("field %s: %s band's stars sit %.1f px from %s's after alignment, too far for a WCS error: "
-                        "left where the WCS puts it; check the frame", fid, b, np.hypot(dx, dy), ref_band)  # fmt: skip
     if any(dx or dy for dx, dy in shifts):
         moved = ", ".join(f"{b} ({dx:+.2f}, {dy:+.2f})" for b, (dx, dy) in zip(BANDS, shifts, strict=True) if dx or dy)
         log.info("field %s: bands registered on the field's stars, shifted by %s px", fid, moved)
@@ -157,7 +167,12 @@ def align_field(
     frames = read_field_frames(paths, fid, ref_band)
     ref = frames[BANDS.index(ref_band)]
     nonfinite = {b: f.nonfinite for b, f in zip(BANDS, frames, strict=True)}
-    result, sources, shifts = align_on_stars([f.image for f in frames], [f.wcs for f in frames], ref_band, fid)
+    try:
+        result, sources, shifts = align_on_stars([f.image for f in frames], [f.wcs for f in frames], ref_band, fid)
+    except BandMisalignedError as exc:
+        relpath = sdss.frame_relpath(exc.band, fid.rerun, fid.run, fid.camcol, fid.field)
+        raise StargalError(f"{paths.frame(fid, exc.band)}: {exc}; {integrity.download_command(relpath)} --force "
+                           "fetches it again") from None  # fmt: skip
     del frames  # the raw images are no longer needed: lower the peak before writing
     coverage = {b: round(float(np.isfinite(result.cube[k]).mean()), 4) for k, b in enumerate(BANDS)}
     low = {b: c for b, c in coverage.items() if c < LOW_COVERAGE}

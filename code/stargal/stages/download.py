@@ -190,6 +190,8 @@ def run_download(paths: DataPaths, fs: FieldSet, options: DownloadOptions = Down
             todo.append(spec)
     if summary.skipped:
         log.info("%d of %d files already complete (manifest); --force refetches them", summary.skipped, len(specs))
+    if todo and not options.frames_only:
+        _refuse_mixed_skies(paths, fs, manifest, sim_url)
     if todo:
         if isinstance(source, SimulatedSource):
             _simulate(paths, fs, todo, options, manifest, summary)
@@ -207,6 +209,33 @@ def run_download(paths: DataPaths, fs: FieldSet, options: DownloadOptions = Down
                 _fetch_all(paths, source, todo, options, manifest, summary)
     summary.seconds = time.monotonic() - start
     return summary
+
+
+def _sky_of(url: str) -> str:
+    return url if url.startswith("simulated:") else "real SDSS"
+
+
+def _refuse_mixed_skies(paths: DataPaths, fs: FieldSet, manifest: Manifest, sim_url: str | None) -> None:
+    """A run/camcol's catalogs list the objects of all its fields: written for one sky (real, or one simulation)
+    they would point the frames of another sky's fields, already in the folder, at objects that are not there."""
+    wanted = _sky_of(sim_url or "")
+    folder = paths.frames_dir(fs.rerun, fs.run, fs.camcol)
+    others: dict[int, str] = {}
+    for frame in sorted(folder.glob("frame-r-*.fits.bz2")) if folder.is_dir() else []:
+        info = sdss.parse_filename(frame.name)
+        if info is None or info["field"] in fs.fields:
+            continue
+        entry = manifest.files.get(sdss.frame_relpath("r", fs.rerun, fs.run, fs.camcol, info["field"]))
+        if isinstance(entry, dict) and _sky_of(str(entry.get("url", ""))) != wanted:  # unrecorded: nothing to go by
+            others[info["field"]] = _sky_of(str(entry.get("url", "")))
+    if others:
+        fields = " ".join(map(str, sorted(others)))
+        raise StargalError(
+            f"{folder}: field(s) {fields} hold the sky {next(iter(others.values()))}, not {wanted}, and the catalogs "
+            "this run writes cover every field of the run/camcol: download with the same source and settings "
+            "(--seed, --sim-shape, --sim-seeing), add those fields to --fields to replace them too, or use another "
+            "--data-dir"
+        )
 
 
 def simulated_url(options: DownloadOptions) -> str:
@@ -493,12 +522,16 @@ def _simulate(paths, fs, todo, options, manifest, summary) -> None:
 
     # fields whose files are missing or from another simulation are rendered again, even where frames exist
     stale = sorted({spec.field for spec in todo if spec.kind != "catalog"})
-    simulate_sky(
+    result = simulate_sky(
         paths, replace(fs, fields=tuple(stale)) if stale else fs, seed=options.seed,
         shape=tuple(options.sim_shape), seeing=options.sim_seeing, frames_only=options.frames_only,
         force=options.force or bool(stale), workers=options.workers, scheduler=options.scheduler,
     )  # fmt: skip
     url = simulated_url(options)
+    if "catalog_rows" in result:  # the catalogs were written again (a field added): record their new content
+        rewritten = [spec for spec in plan_files(fs, frames_only=False) if spec.kind == "catalog" and spec not in todo]
+        summary.skipped -= len(rewritten)  # counted as complete before the simulation rewrote them
+        todo = todo + rewritten
     for spec in todo:
         final = final_path(paths, spec)
         try:

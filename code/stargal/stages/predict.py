@@ -220,8 +220,7 @@ def check_foreign_cube(cube_path: Path, data: np.ndarray, bands: str, subtracted
     ``detection.subtract_backgrounds``."""
     from .. import detection
 
-    shifts = detection.coarse_band_shifts(data, bands.index(detection.REFERENCE_BAND), subtracted)
-    off = {b: float(np.hypot(dx, dy)) for b, (dx, dy) in zip(bands, shifts, strict=True) if max(abs(dx), abs(dy)) > 1}
+    off = detection.misaligned_bands(data, bands, subtracted)
     if off:
         worst = max(off, key=off.get)
         raise StargalError(
