@@ -325,3 +325,72 @@ def test_ctrl_c_stops_a_local_pool_at_once_without_waiting_for_its_tasks(tmp_pat
     out, _ = proc.communicate(timeout=20)
     assert proc.returncode == 130 and out.strip() == "interrupted"
     assert time.monotonic() - start < 10
+
+
+TERMINATED_POOL = """
+import argparse, os, sys, time
+from pathlib import Path
+from stargal import cli
+from stargal.parallel import map_tasks
+
+def task(i):
+    Path(sys.argv[1], f"worker-{os.getpid()}").touch()
+    time.sleep(0.5 if i < 2 else 30)
+    return i
+
+def main(argv=None):
+    cli.open_data_folder(argparse.Namespace(data_dir=sys.argv[1]))
+    print("started", flush=True)
+    map_tasks(task, range(6), workers=2)
+    return 0
+
+if __name__ == "__main__":
+    cli.run_main(main, [])
+"""
+
+
+def _gone(pid: int) -> bool:
+    from pathlib import Path
+
+    try:
+        return "State:\tZ" in Path(f"/proc/{pid}/status").read_text()  # a zombie no one reaps holds nothing
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+def test_a_killed_stage_leaves_no_worker_holding_the_data_folder(tmp_path, how):
+    """SIGTERM (a batch system, timeout, docker stop) unwinds like Ctrl-C: "terminated", exit 143, the pool's
+    workers stopped; after SIGKILL (or the out-of-memory killer) the workers end with their parent. Orphaned
+    workers used to hold the data folder's lock forever, and every later stage waited for them."""
+    import fcntl
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from stargal.paths import PROJECT_ROOT
+
+    script, data = tmp_path / "pool.py", tmp_path / "data"
+    script.write_text(TERMINATED_POOL)
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT / "code")}
+    proc = subprocess.Popen([sys.executable, str(script), str(data)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+    assert proc.stdout.readline().strip() == "started"
+    time.sleep(2.0)  # the first two tasks have ended; the next two run for 30 s
+    workers = [int(p.name.split("-")[1]) for p in data.glob("worker-*")]
+    assert len(workers) == 2
+    proc.send_signal(getattr(signal, how))  # the stage alone, not its process group
+    _, err = proc.communicate(timeout=20)
+    if how == "SIGTERM":
+        assert proc.returncode == 143 and err.strip().endswith("terminated"), err
+    deadline = time.monotonic() + 10
+    while not all(_gone(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert all(_gone(pid) for pid in workers)
+    fd = os.open(data / ".lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free: the next stage need not wait
+    finally:
+        os.close(fd)

@@ -103,6 +103,37 @@ def test_the_first_failing_stage_stops_the_run_and_is_named(tmp_path):
                         "model": "skipped", "explain": "skipped", "report": "skipped"}  # fmt: skip
 
 
+def test_sigterm_reaches_the_running_stage_and_the_run_stops(tmp_path):
+    """SIGTERM to the runner alone (a batch system, timeout, docker stop): the running stage gets it too, rather
+    than run on holding the data folder, and the record says where the run stopped."""
+    import signal
+    import time
+
+    data = tmp_path / "data"
+    data.mkdir()
+    waits = (
+        "import pathlib, signal, time\n"
+        + "pathlib.Path(a.data_dir[0], 'started').touch()\n"
+        + (
+            "signal.signal(signal.SIGTERM, lambda *_: (pathlib.Path(a.data_dir[0], 'got-sigterm').touch(), sys.exit(143)))"
+            "\ntime.sleep(60)"
+        )
+    )
+    stages = _stand_ins(tmp_path / "code", preparation=waits)
+    env = dict(os.environ, STARGAL_STAGE_DIR=str(stages))
+    proc = subprocess.Popen([sys.executable, "-m", "stargal.pipeline", "--data-dir", str(data)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not (data / "started").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 143 and "run_scripts: terminated during stage preparation" in err, err
+    assert (data / "got-sigterm").exists()
+    statuses = {s["stage"]: s["status"] for s in _record(data)["stages"]}
+    assert statuses["preparation"] == "interrupted" and statuses["model"] == "skipped"
+
+
 def test_a_missing_stage_is_named_and_the_others_run(tmp_path):
     data = tmp_path / "data"
     data.mkdir()

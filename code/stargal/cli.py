@@ -282,6 +282,16 @@ def _debug_requested(argv: Sequence[str] | None) -> bool:
     return "--debug" in args or os.environ.get("STARGAL_DEBUG", "") not in ("", "0")
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised where the run is, so that it unwinds as an interrupt does (not an error: BaseException)."""
+
+
+def raise_terminated(signum, frame) -> None:
+    """SIGTERM handler: raise Terminated where the run is."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+    raise Terminated
+
+
 def run_main(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> None:
     """Run a script's main; every failure becomes one line naming the file or argument and what to do (exit
     status 2 for StargalError, bad input or data; 1 for system errors and anything unexpected); ``--debug``
@@ -291,6 +301,8 @@ def run_main(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[
     hint = "" if debug else " (rerun with --debug for the traceback)"
     if getattr(signal.getsignal(signal.SIGINT), "__name__", "") == "_interrupted_while_starting":
         signal.signal(signal.SIGINT, signal.default_int_handler)  # bootstrap's quiet exit covers the imports only
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, raise_terminated)  # unwind as for Ctrl-C: worker pools stopped, locks let go
     try:
         try:
             status = main(argv)
@@ -299,6 +311,9 @@ def run_main(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         sys.exit(130)
+    except Terminated:
+        print(f"{prog}: terminated", file=sys.stderr)
+        sys.exit(128 + signal.SIGTERM)
     except StargalError as exc:
         _fail(prog, debug, " ".join(str(exc).split()), 2)
     except OSError as exc:

@@ -526,6 +526,15 @@ def lock_holder(lock_file: str | os.PathLike) -> str | None:
     return None
 
 
+def forget_inherited_locks() -> None:
+    """In a forked worker: close the folder locks' descriptors inherited from the parent. The parent still holds
+    the locks; a worker outliving it (killed with SIGKILL) would otherwise hold them on, forever."""
+    while _HELD_LOCKS:
+        _, (fd, _) = _HELD_LOCKS.popitem()
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
 def release_folder_locks() -> None:
     """Let go of every lock ``lock_folder`` took, and of the publication guard."""
     while _HELD_LOCKS:

@@ -3,6 +3,10 @@ or on an existing Dask cluster (``--scheduler ADDRESS``). Results are identical 
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import multiprocessing
+import os
 import signal
 import tempfile
 import zipfile
@@ -11,7 +15,10 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
+from . import fsio
 from .progress import track
+
+PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h): the signal a process gets when its parent dies
 
 
 def map_tasks(
@@ -38,7 +45,7 @@ def map_tasks(
     results: list[Any] = [None] * len(items)
     # Ctrl-C reaches the workers too (one process group); they ignore it and this process stops them, or a
     # worker interrupted between tasks leaves the pool's shutdown waiting for it forever, the data folder locked
-    pool = ProcessPoolExecutor(max_workers=min(workers, len(items)), initializer=_ignore_interrupts)
+    pool = ProcessPoolExecutor(max_workers=min(workers, len(items)), initializer=worker_init)
     futures = {pool.submit(fn, item): i for i, item in enumerate(items)}
     try:
         for future in track(as_completed(futures), description, total=len(items), unit="task"):
@@ -56,8 +63,18 @@ def map_tasks(
     return results
 
 
-def _ignore_interrupts() -> None:
+def worker_init() -> None:
+    """In each pool worker: Ctrl-C is the parent's to handle (it stops the pool), SIGTERM ends the worker, the
+    worker ends with its parent however the parent ends (SIGTERM, SIGKILL, out of memory), and it holds none of
+    the parent's folder locks, so that no orphan keeps the data folder locked."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    fsio.forget_inherited_locks()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)  # Linux
+    parent = multiprocessing.parent_process()
+    if parent is not None and os.getppid() != parent.pid:  # the parent died before prctl took effect
+        os._exit(1)
 
 
 def _stop(pool: ProcessPoolExecutor) -> None:

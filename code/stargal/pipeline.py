@@ -216,13 +216,15 @@ def run_stage(cmd: list[str], env: dict[str, str]) -> tuple[int, float, float | 
                 break
             tree_peak = max(tree_peak, _tree_rss(ps))
             time.sleep(0.2)
-    except KeyboardInterrupt:
-        # The child got the same SIGINT from the terminal; give it time to clean up, then reap it.
+    except (KeyboardInterrupt, cli.Terminated) as exc:
+        # A terminal's SIGINT reached the child too; SIGTERM (a batch system, docker stop) only this runner: pass
+        # it on, so that no stage runs on holding the data folder. Give the child time to clean up, then reap it.
+        sent = signal.SIGINT if isinstance(exc, KeyboardInterrupt) else signal.SIGTERM
         try:
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(sent)
             _, status, usage = os.wait4(proc.pid, 0)
         finally:
-            proc.returncode = -signal.SIGINT
+            proc.returncode = -sent
         raise
     proc.returncode = os.waitstatus_to_exitcode(status)
     seconds = time.monotonic() - start
@@ -298,6 +300,8 @@ def format_table(results: list[Result]) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run the selected stages; return the exit status (0, 1 for a failed stage, 2 for bad options, 130)."""
     args, rest = parse_args(sys.argv[1:] if argv is None else argv)
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, cli.raise_terminated)  # the running stage gets it and stops; the record says so
     if args.verify:
         runner = [f"--{k.replace('_', '-')}" for k in RUN_CHOICES if getattr(args, k)]
         return verify(DataPaths.at(args.data_dir), runner + rest)
@@ -360,11 +364,12 @@ def main(argv: list[str] | None = None) -> int:
         result = Result(stage.name, stage.script, "ok", command=cmd[1:])
         try:
             code, result.seconds, result.peak_rss_mb, result.peak_tree_mb = run_stage(cmd, env)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, cli.Terminated) as exc:
             result.status = "interrupted"
             results.append(result)
-            print(f"run_scripts: interrupted during stage {stage.name}", file=sys.stderr)
-            status = 130
+            how = "interrupted" if isinstance(exc, KeyboardInterrupt) else "terminated"
+            print(f"run_scripts: {how} during stage {stage.name}", file=sys.stderr)
+            status = 130 if isinstance(exc, KeyboardInterrupt) else 128 + signal.SIGTERM
             break
         result.exit_code = code
         results.append(result)
@@ -459,4 +464,8 @@ def _publish_report(paths: DataPaths, args, options) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except cli.Terminated:  # between stages: nothing runs that needs stopping
+        print("run_scripts: terminated", file=sys.stderr)
+        sys.exit(128 + signal.SIGTERM)
