@@ -26,20 +26,21 @@ from stargal.config import BANDS, SEEING_DRAWS
 from stargal.download import HttpSettings
 from stargal.errors import StargalError
 
+MAX_SECONDS = 3600.0  # a timeout or retry delay longer than an hour is a typo (and inf overflows the clock)
 
-def _positive_float(text: str) -> float:
+
+def _seconds(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    if not 0 < value <= MAX_SECONDS:
+        raise argparse.ArgumentTypeError(f"must be more than 0 and at most {MAX_SECONDS:g} seconds: {text!r}")
     return value
 
 
 def _retries(text: str) -> int:
-    value = cli.positive_int(text) if text.strip() != "0" else 0
-    return value
+    return cli.non_negative_int(text)
 
 
 def build_parser():
@@ -62,10 +63,10 @@ def build_parser():
         "--verify", action="store_true", help="re-hash complete files against the manifest; refetch any that differ"
     )
     group.add_argument("--bands", default="".join(BANDS), help="frame bands to fetch")
-    group.add_argument("--timeout", type=_positive_float, default=60.0, metavar="S", help="read timeout (seconds)")
-    group.add_argument("--connect-timeout", type=_positive_float, default=10.0, metavar="S", help="connect timeout")
+    group.add_argument("--timeout", type=_seconds, default=60.0, metavar="S", help="read timeout (seconds)")
+    group.add_argument("--connect-timeout", type=_seconds, default=10.0, metavar="S", help="connect timeout")
     group.add_argument("--retries", type=_retries, default=5, help="retries per file after a failure")
-    group.add_argument("--backoff", type=_positive_float, default=1.0, metavar="S", help="first retry delay (doubles)")
+    group.add_argument("--backoff", type=_seconds, default=1.0, metavar="S", help="first retry delay (doubles)")
     group.add_argument(
         "--sim-shape", type=cli.positive_int, nargs=2, default=None, metavar=("ROWS", "COLS"),
         help="frame shape of --source simulated (real frames: 1489 2048)",

@@ -156,6 +156,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._log(relpath, fault["status"])
             extra = {"Retry-After": fault["retry_after"]} if "retry_after" in fault else None
             return self._simple(fault["status"], b"error\n", extra=extra)
+        if fault and fault.get("redirect"):  # to itself: a redirect loop when queued often enough
+            self._log(relpath, 302)
+            return self._simple(302, b"", extra={"Location": self.path})
         if fault and fault.get("html"):
             self._log(relpath, 200)
             ctype = "application/octet-stream" if fault["html"] == "octet" else "text/html; charset=utf-8"

@@ -102,6 +102,18 @@ def test_download_equals_served_bytes_and_rerun_transfers_nothing(server, sas_tr
     _assert_mirrors(paths, sas_tree)
 
 
+def test_a_password_in_the_source_url_is_neither_shown_nor_kept(server, sas_tree, tmp_path):
+    paths = DataPaths(tmp_path / "data")
+    secret = server.base_url.replace("http://", "http://alice:s3cret@")
+    server.add_fault(U80, *[{"redirect": True}] * 200)  # a redirect loop: the network's failure, not the disk's
+    summary = run_download(paths, FS, _options(secret))
+    assert summary.source == server.base_url.replace("http://", "http://***@")
+    reason = summary.failures["frame-u-008162-6-0080.fits.bz2 (band u)"]
+    assert reason.startswith("download failed (Exceeded 30 redirects") and "cannot write" not in reason, reason
+    assert "s3cret" not in paths.manifest.read_text() and "s3cret" not in reason
+    assert summary.fetched == summary.planned - 1
+
+
 def test_frames_only_and_band_subset(server, sas_tree, tmp_path):
     paths = DataPaths(tmp_path / "data")
     summary = run_download(paths, FS, _options(server.base_url, frames_only=True, bands=("g", "r")))
@@ -568,8 +580,36 @@ def test_script_error_is_one_line_without_traceback(tmp_path):
 def test_negative_field_is_rejected_without_traceback(tmp_path):
     done = subprocess.run([sys.executable, str(SCRIPT), "--fields", "-3"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "Traceback" not in done.stderr
+    # numbers SDSS file names cannot hold, durations beyond the clock, and a scheduler file that is none
+    (tmp_path / "sched.json").write_text("")
+    for argv, words in (
+        (["--fields", "1-100000"], "argument --fields: field numbers have at most 4 digits in SDSS (0-9999)"),
+        (["--run", "99999999"], "argument --run: run numbers have at most 6 digits in SDSS"),
+        (["--backoff", "inf"], "argument --backoff: must be more than 0 and at most 3600 seconds: 'inf'"),
+        (["--timeout", "1e9"], "argument --timeout: must be more than 0 and at most 3600 seconds"),
+        (["--retries", "-1"], "argument --retries: must be 0 or more: '-1'"),
+        (["--source", "simulated", "--scheduler", str(tmp_path / "sched.json")], "not a Dask scheduler file"),
+    ):
+        done = subprocess.run([sys.executable, str(SCRIPT), "--data-dir", str(tmp_path / "d"), "--fields", "80", *argv],
+                              capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert done.returncode == 2 and words in done.stderr.splitlines()[-1] and "Traceback" not in done.stderr, (
+            done.stderr
+        )
     with pytest.raises(StargalError, match="non-negative"):
         plan_files(FieldSet(301, 8162, 6, (-1,), (), (), ()))
+
+
+def test_verify_names_a_download_left_unfinished(server, sas_tree, tmp_path):
+    from stargal.integrity import verify_data_folder
+
+    paths = DataPaths(tmp_path / "data")
+    run_download(paths, FS, _options(server.base_url))
+    assert verify_data_folder(paths)[0] == []
+    frame = paths.sas_file(U80)
+    partial = partial_path(frame)
+    partial.write_bytes(frame.read_bytes()[:1000])  # as an interrupted fetch of it again (--force) leaves it
+    findings = verify_data_folder(paths)[0]
+    assert [(f.path, f.redo) for f in findings] == [(partial, "00_download.py, which resumes it")]
 
 
 def test_resolve_source():

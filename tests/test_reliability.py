@@ -577,7 +577,7 @@ def test_bad_data_folders_end_in_one_line(tmp_path, prepared):
     paths = copy_data(prepared, tmp_path)
     truncate(paths.cube(F81), 0.6)
     line = error_line(run("02_preparation.py", paths, *SPLIT_ARGS), paths.cube(F81).name, status=2)
-    assert "cut short" in line and "01_alignment.py --run 8162 --camcol 6 --fields 81" in line
+    assert "cut short" in line and f"01_alignment.py --run 8162 --camcol 6 --fields 81 --data-dir {paths.root}" in line
     verify = run("pipeline", paths, "--verify")
     assert (
         verify.returncode == 1

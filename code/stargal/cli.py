@@ -21,6 +21,10 @@ from .paths import DEFAULT_SAMPLE_DIR, DataPaths, FieldId
 log = logging.getLogger("stargal")
 
 
+MAX_FIELD = 9999  # SDSS file names hold the field in 4 digits and the run in 6
+MAX_RUN = 999999
+
+
 def _field_list(text: str) -> tuple[int, ...]:
     """Parse "80 103" or "80,103" or "100-105" into field numbers."""
     fields: list[int] = []
@@ -37,7 +41,17 @@ def _field_list(text: str) -> tuple[int, ...]:
             raise argparse.ArgumentTypeError(f"invalid field list {text!r}") from None
     if any(f < 0 for f in fields):
         raise argparse.ArgumentTypeError(f"field numbers must be non-negative: {text!r}")
+    if any(f > MAX_FIELD for f in fields):
+        raise argparse.ArgumentTypeError(f"field numbers have at most 4 digits in SDSS (0-{MAX_FIELD}): {text!r}")
     return tuple(fields)
+
+
+def run_number(text: str) -> int:
+    """argparse type: an SDSS run number (6 digits in the file names)."""
+    value = non_negative_int(text)
+    if value > MAX_RUN:
+        raise argparse.ArgumentTypeError(f"run numbers have at most 6 digits in SDSS (0-{MAX_RUN}): {text!r}")
+    return value
 
 
 def _integer(text: str) -> int:
@@ -47,7 +61,8 @@ def _integer(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
 
 
-def _non_negative_int(text: str) -> int:
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
     value = _integer(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more: {text!r}")
@@ -110,8 +125,8 @@ def make_parser(
     ref = REFERENCE
     group = parser.add_argument_group("data selection (defaults: the reference configuration)")
     group.add_argument("--data-dir", default=None, help="data folder (default: the project's data/)")
-    group.add_argument("--rerun", type=_non_negative_int, default=ref.rerun, help="SDSS rerun")
-    group.add_argument("--run", type=_non_negative_int, default=ref.run, help="SDSS run")
+    group.add_argument("--rerun", type=non_negative_int, default=ref.rerun, help="SDSS rerun")
+    group.add_argument("--run", type=run_number, default=ref.run, help="SDSS run")
     group.add_argument(
         "--camcol", type=int, choices=range(1, 7), default=ref.camcol, metavar="1-6", help="camera column"
     )

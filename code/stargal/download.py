@@ -27,6 +27,7 @@ import urllib3
 
 from . import __version__
 from .fsio import check_entry, file_stamp, read_json, write_json
+from .sources import redact_url
 from .verify import VerificationError, verify_file
 
 log = logging.getLogger("stargal")
@@ -166,7 +167,7 @@ def fetch_http(
             reason, retry_after = f"connection failed ({describe_error(exc)})", None
             failures += 1
         except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema) as exc:
-            raise FetchError(f"invalid URL {url} ({exc})") from None
+            raise FetchError(f"invalid URL {redact_url(url)} ({exc})") from None
         if failures > settings.retries:
             raise FetchError(f"{reason} (gave up after {attempts} attempt{'s' if attempts > 1 else ''})")
         delay = backoff_delay(failures, settings, retry_after)
@@ -191,7 +192,7 @@ def _attempt(session, url, part, kind, settings, progress, cancel) -> tuple[int,
         if status == 429 or status >= 500:
             raise _Retry(f"HTTP {status} {resp.reason}", parse_retry_after(resp.headers.get("Retry-After")))
         if status not in (200, 206):
-            raise FetchError(f"HTTP {status} {resp.reason} for {url}")
+            raise FetchError(f"HTTP {status} {resp.reason} for {redact_url(url)}")
         if "html" in resp.headers.get("Content-Type", "").lower():
             raise _Retry(f"the server sent an HTML page ({resp.headers['Content-Type']}), not the file")
         resumed = False
@@ -327,7 +328,7 @@ class Manifest:
 
     def record(self, relpath: str, url: str, size: int, sha256: str, path: Path | None = None) -> None:
         self.files[relpath] = {
-            "url": url,
+            "url": redact_url(url),  # a password in --source stays out of the folder
             "size": size,
             "sha256": sha256,
             "fetched": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),

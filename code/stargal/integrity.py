@@ -28,20 +28,29 @@ def _run_options(rerun: int, run: int, camcol: int) -> str:
     return " ".join([*parts, f"--run {run}", f"--camcol {camcol}"])
 
 
-def alignment_command(fid: FieldId) -> str:
-    """The command that redoes a field's stage-01 outputs."""
-    return f"01_alignment.py {_run_options(fid.rerun, fid.run, fid.camcol)} --fields {fid.field}"
+def _data_dir_option(paths: DataPaths | None) -> str:
+    """`` --data-dir ROOT`` for a data folder other than the project's own (a command without it would act there)."""
+    if paths is None or paths.root.resolve() == DataPaths.at(None).root.resolve():
+        return ""
+    return f" --data-dir {paths.root}"
 
 
-def download_command(relpath: str) -> str:
-    """The command that fetches a SAS file again."""
+def alignment_command(fid: FieldId, paths: DataPaths | None = None) -> str:
+    """The command that redoes a field's stage-01 outputs (in ``paths``' data folder)."""
+    return (
+        f"01_alignment.py {_run_options(fid.rerun, fid.run, fid.camcol)} --fields {fid.field}{_data_dir_option(paths)}"
+    )
+
+
+def download_command(relpath: str, paths: DataPaths | None = None) -> str:
+    """The command that fetches a SAS file again (into ``paths``' data folder)."""
     info = sdss.parse_filename(Path(relpath).name)
     if info is None:
-        return "00_download.py"
+        return "00_download.py" + _data_dir_option(paths)
     parts = relpath.split("/")
     rerun = int(parts[-2] if info["kind"] == "catalog" else parts[-4])
     fields = f" --fields {info['field']}" if info["kind"] == "frame" else ""
-    return f"00_download.py {_run_options(rerun, info['run'], info['camcol'])}{fields}"
+    return f"00_download.py {_run_options(rerun, info['run'], info['camcol'])}{fields}{_data_dir_option(paths)}"
 
 
 def _broken(check: fsio.SealCheck, what: str, redo: str) -> StargalError:
@@ -59,8 +68,8 @@ def require_field(paths: DataPaths, fid: FieldId, objects: bool = False) -> dict
     check = field_check(paths, fid, objects)
     if not check.ok:
         if not paths.cube(fid).exists():
-            raise StargalError(f"{paths.cube(fid)}: aligned cube not found (run {alignment_command(fid)})")
-        raise _broken(check, f"field {fid}'s aligned output", alignment_command(fid))
+            raise StargalError(f"{paths.cube(fid)}: aligned cube not found (run {alignment_command(fid, paths)})")
+        raise _broken(check, f"field {fid}'s aligned output", alignment_command(fid, paths))
     return check.record
 
 
@@ -127,7 +136,7 @@ def _sealed_sets(paths: DataPaths) -> Iterable[tuple[Path, str, list[Path]]]:
     for record in sorted(paths.aligned_root.glob("*/*/*/field-*.json")) if paths.aligned_root.is_dir() else []:
         rerun, run, camcol = (int(p) for p in record.parent.relative_to(paths.aligned_root).parts)
         field = int(record.stem.rsplit("-", 1)[1])
-        yield record, alignment_command(FieldId(rerun, run, camcol, field)), []
+        yield record, alignment_command(FieldId(rerun, run, camcol, field), paths), []
     for tensors in sorted(paths.tensors_root.glob("*/tensors.json")) if paths.tensors_root.is_dir() else []:
         rerun, run, camcol = tensors.parent.name.split("-")
         yield tensors, f"01_alignment.py {_run_options(int(rerun), int(run), int(camcol))}", []
@@ -166,7 +175,7 @@ def verify_data_folder(paths: DataPaths, deep: bool = True) -> tuple[list[Findin
             checked += 1
             problem = fsio.check_entry(paths.sas_file(relpath), entry if isinstance(entry, dict) else {}, deep)
             if problem:
-                findings.append(Finding(paths.sas_file(relpath), problem, download_command(relpath)))
+                findings.append(Finding(paths.sas_file(relpath), problem, download_command(relpath, paths)))
     sealed_cubes = set()
     for record, redo, expected in _sealed_sets(paths):
         check = fsio.check_seal(record, expected, deep)
@@ -205,6 +214,14 @@ def verify_data_folder(paths: DataPaths, deep: bool = True) -> tuple[list[Findin
             if fsio.TEMPORARY_RE.match(name):
                 findings.append(
                     Finding(Path(folder, name), "left by an interrupted run", "removed by the next stage run")
+                )
+            elif name.endswith(".part") and sdss.parse_filename(name.removesuffix(".part")) is not None:
+                findings.append(  # download.partial_path: the rest of the file was never fetched
+                    Finding(
+                        Path(folder, name),
+                        "a download an interrupted 00_download.py left unfinished",
+                        "00_download.py, which resumes it",
+                    )  # fmt: skip
                 )
     real = paths.real_fields
     if real.root.is_dir():  # the real fields real_sky.py prepares: a data folder of their own

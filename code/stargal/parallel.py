@@ -101,6 +101,7 @@ def _map_dask(
 
     try:
         if Path(scheduler).is_file():  # a scheduler file, as written by `dask scheduler --scheduler-file`
+            _check_scheduler_file(Path(scheduler))
             client = Client(scheduler_file=scheduler, timeout="20s")
         else:
             client = Client(scheduler, timeout="20s")
@@ -116,6 +117,20 @@ def _map_dask(
             results[i] = keep(i, future.result())
             future.release()  # the cluster may forget the result once it is here
     return results
+
+
+def _check_scheduler_file(path: Path) -> None:
+    """A scheduler file is the JSON object ``dask scheduler --scheduler-file`` writes, with the address in it."""
+    import json
+
+    from .errors import StargalError
+
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise StargalError(f"--scheduler {path}: not a Dask scheduler file (not JSON: {exc})") from None
+    if not isinstance(content, dict) or not isinstance(content.get("address"), str):
+        raise StargalError(f'--scheduler {path}: not a Dask scheduler file (no "address" in it)')
 
 
 def _ensure_package_on_workers(client) -> None:

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote, urlsplit
@@ -48,6 +49,15 @@ class FileSpec:
         return f"{self.name} ({what})"
 
 
+def redact_url(text: str) -> str:
+    """``text`` (a URL, or a message naming URLs) with the user name and password of each URL replaced by ``***``
+    (for messages and the manifest)."""
+    return _USERINFO.sub("//***@", text)
+
+
+_USERINFO = re.compile(r"//[^/@\s]+@")
+
+
 @dataclass(frozen=True)
 class HttpSource:
     base_url: str
@@ -56,7 +66,7 @@ class HttpSource:
         return self.base_url + quote(spec.relpath)
 
     def describe(self) -> str:
-        return self.base_url
+        return redact_url(self.base_url)
 
 
 @dataclass
@@ -133,13 +143,15 @@ def resolve_source(text: str) -> Source:
 def _check_url(text: str) -> str:
     parts = urlsplit(text)
     if parts.scheme.lower() not in ("http", "https"):
-        raise StargalError(f"--source {text}: unsupported URL scheme {parts.scheme!r} (use http:// or https://)")
+        raise StargalError(
+            f"--source {redact_url(text)}: unsupported URL scheme {parts.scheme!r} (use http:// or https://)"
+        )
     try:
         port = parts.port
     except ValueError:
-        raise StargalError(f"--source {text}: malformed URL (bad port)") from None
+        raise StargalError(f"--source {redact_url(text)}: malformed URL (bad port)") from None
     if not parts.hostname or " " in text or (port is not None and not 0 < port < 65536):
-        raise StargalError(f"--source {text}: malformed URL (no host)")
+        raise StargalError(f"--source {redact_url(text)}: malformed URL (no host)")
     if parts.query or parts.fragment:
-        raise StargalError(f"--source {text}: a base URL takes no query or fragment")
+        raise StargalError(f"--source {redact_url(text)}: a base URL takes no query or fragment")
     return text if text.endswith("/") else text + "/"

@@ -42,7 +42,7 @@ from ..errors import StargalError
 from ..parallel import map_tasks
 from ..paths import DataPaths, FieldId
 from ..progress import interactive
-from ..sources import FileSpec, HttpSource, LocalSource, SimulatedSource, Source, resolve_source
+from ..sources import FileSpec, HttpSource, LocalSource, SimulatedSource, Source, redact_url, resolve_source
 from ..verify import VerificationError, sha256_file, verify_file
 
 log = logging.getLogger("stargal")
@@ -276,7 +276,7 @@ def _check_reachable(source: HttpSource, settings: HttpSettings) -> None:
                     time.sleep(settings.backoff)
     finally:
         session.close()
-    raise StargalError(f"--source {source.base_url}: cannot reach the server ({reason})")
+    raise StargalError(f"--source {source.describe()}: cannot reach the server ({reason})")
 
 
 class _Display:
@@ -376,8 +376,12 @@ def _fetch_file(
 
 
 def _failure_reason(exc: FetchError | OSError) -> str:
+    import requests
+
     if isinstance(exc, FetchError):
         return str(exc)
+    if isinstance(exc, requests.RequestException):  # an OSError too, but the network's, not the disk's
+        return f"download failed ({redact_url(str(exc))})"
     return f"cannot write ({exc.strerror or exc})"  # local disk trouble (full, read-only, permissions)
 
 

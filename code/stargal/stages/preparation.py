@@ -283,9 +283,11 @@ def _psf_features(paths: DataPaths, fids: list[FieldId], objects: dict[str, np.n
         try:
             maps[fid.field] = psf.PSFMap.from_dict(fsio.read_json(path), str(path))
         except FileNotFoundError:
-            raise StargalError(f"{path}: PSF map not found (run {integrity.alignment_command(fid)})") from None
+            raise StargalError(f"{path}: PSF map not found (run {integrity.alignment_command(fid, paths)})") from None
         except ValueError as exc:
-            raise StargalError(f"{path}: not valid JSON ({exc}); run {integrity.alignment_command(fid)}") from None
+            raise StargalError(
+                f"{path}: not valid JSON ({exc}); run {integrity.alignment_command(fid, paths)}"
+            ) from None
     out = {}
     for split, table in objects.items():
         features = np.zeros((len(table), len(BANDS)), np.float32)
@@ -328,11 +330,11 @@ def _check_field(paths: DataPaths, fid: FieldId) -> dict:
     if not cube_path.exists() and not objects_path.exists() and not paths.field_record(fid).exists():
         raise StargalError(f"field {fid}: unknown field, no aligned cube or objects table (run 01_alignment.py for it)")
     if not cube_path.exists():
-        raise StargalError(f"{cube_path}: aligned cube not found (run {integrity.alignment_command(fid)})")
+        raise StargalError(f"{cube_path}: aligned cube not found (run {integrity.alignment_command(fid, paths)})")
     if not objects_path.exists():
         raise StargalError(
             f"{objects_path}: objects table not found (field {fid} has no catalog objects? "
-            f"{integrity.alignment_command(fid)} lists them once the calibObj catalogs are downloaded)"
+            f"{integrity.alignment_command(fid, paths)} lists them once the calibObj catalogs are downloaded)"
         )
     return integrity.require_field(paths, fid, objects=True)
 
