@@ -193,6 +193,15 @@ def test_a_blank_band_is_named_by_its_frame(tiny_data: DataPaths):
     assert _nothing_written(tiny_data)
 
 
+def test_a_field_without_any_star_is_named_by_its_r_frame(tiny_data: DataPaths):
+    for band in BANDS:
+        frame = tiny_data.frame(fid(81), band)
+        _rewrite_frame(frame, image=np.zeros_like(sdss.read_frame(frame).image))
+    with pytest.raises(StargalError, match=rf"^{tiny_data.frame(fid(81), 'r')}: field 301/8162/6/81: no star found"):
+        run_alignment(tiny_data, ONE, workers=1)
+    assert _nothing_written(tiny_data)
+
+
 def test_mismatched_frame_shapes(tiny_data: DataPaths):
     bad = tiny_data.frame(fid(81), "z")
     _rewrite_frame(bad, image=sdss.read_frame(bad).image[:-10])

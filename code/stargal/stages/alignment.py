@@ -189,6 +189,9 @@ def align_field(
     return {"nonfinite": nonfinite, "coverage": coverage}, sources
 
 
+SMALL_FRAME_PIXELS = 400 * 600  # simulated frames below this may hold no bright isolated star
+
+
 def measure_field_psf(
     paths: DataPaths, fid: FieldId, cube_file: Path, sources: detection.Sources | None = None
 ) -> dict:
@@ -202,7 +205,10 @@ def measure_field_psf(
     except psf.NoStarError as exc:
         raise StargalError(f"{paths.frame(fid, exc.band)}: {exc}") from None
     except StargalError as exc:
-        raise StargalError(f"field {fid}: {exc}") from None
+        rows, cols = cube_wcs_shape(cube_file)[1]
+        small = f"; its {rows} x {cols}-pixel frames are small: --sim-shape 400 600 or more holds stars" if (
+            rows * cols < SMALL_FRAME_PIXELS) else ""  # fmt: skip
+        raise StargalError(f"{paths.frame(fid, REFERENCE_BAND)}: field {fid}: {exc}{small}") from None
 
 
 def cube_wcs_shape(path: Path):
