@@ -498,6 +498,10 @@ def test_fields_added_to_a_simulated_sky_keep_its_catalogs_true(tmp_path):
     summary = run_download(paths, one_more, sim)
     assert not summary.failures and summary.fetched == 8 and summary.skipped == 0  # 6 frame files, 2 catalogs
     assert verify_data_folder(paths)[0] == []
+    with pytest.raises(
+        StargalError, match="calibObj-008162-6-gal.fits.gz: a catalog of the sky simulated:.*no --frames"
+    ):
+        run_download(paths, FS, replace(sim, seed=7, frames_only=True))  # frames alone, beside another sky's catalogs
     assert run_download(paths, replace(FS, fields=(80, 81, 82)), replace(sim, seed=7)).fetched == 20  # all replaced
 
 

@@ -190,8 +190,8 @@ def run_download(paths: DataPaths, fs: FieldSet, options: DownloadOptions = Down
             todo.append(spec)
     if summary.skipped:
         log.info("%d of %d files already complete (manifest); --force refetches them", summary.skipped, len(specs))
-    if todo and not options.frames_only:
-        _refuse_mixed_skies(paths, fs, manifest, sim_url)
+    if todo:
+        _refuse_mixed_skies(paths, fs, manifest, sim_url, options.frames_only)
     if todo:
         if isinstance(source, SimulatedSource):
             _simulate(paths, fs, todo, options, manifest, summary)
@@ -215,10 +215,23 @@ def _sky_of(url: str) -> str:
     return url if url.startswith("simulated:") else "real SDSS"
 
 
-def _refuse_mixed_skies(paths: DataPaths, fs: FieldSet, manifest: Manifest, sim_url: str | None) -> None:
+def _refuse_mixed_skies(
+    paths: DataPaths, fs: FieldSet, manifest: Manifest, sim_url: str | None, frames_only: bool
+) -> None:
     """A run/camcol's catalogs list the objects of all its fields: written for one sky (real, or one simulation)
-    they would point the frames of another sky's fields, already in the folder, at objects that are not there."""
+    they would point the frames of another sky's fields, already in the folder, at objects that are not there;
+    and frames of one sky fetched alone beside another sky's catalogs would be labelled by them."""
     wanted = _sky_of(sim_url or "")
+    if frames_only:
+        for kind in sdss.CATALOG_KINDS:
+            entry = manifest.files.get(sdss.catalog_relpath(fs.rerun, fs.run, fs.camcol, kind))
+            sky = _sky_of(str(entry.get("url", ""))) if isinstance(entry, dict) else wanted
+            if sky != wanted and paths.catalog(fs.rerun, fs.run, fs.camcol, kind).exists():
+                raise StargalError(
+                    f"{paths.catalog(fs.rerun, fs.run, fs.camcol, kind)}: a catalog of the sky {sky}, which would "
+                    f"label frames of {wanted}: fetch the catalogs too (no --frames-only), or use another --data-dir"
+                )
+        return
     folder = paths.frames_dir(fs.rerun, fs.run, fs.camcol)
     others: dict[int, str] = {}
     for frame in sorted(folder.glob("frame-r-*.fits.bz2")) if folder.is_dir() else []:
