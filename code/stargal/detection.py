@@ -338,12 +338,15 @@ def coarse_band_shifts(cube: np.ndarray, ref: int, subtracted=None) -> list[tupl
     import scipy.fft  # single-precision transforms: twice numpy's speed, and the peak of 0/1 masks is as clear
 
     images, rms = subtract_backgrounds(cube) if subtracted is None else subtracted
-    masks = [(image > COARSE_SIGNIFICANCE * noise).astype(np.float32) for image, noise in zip(images, rms, strict=True)]
-    rows, cols = masks[ref].shape
-    reference = np.conj(scipy.fft.rfft2(masks[ref]))
+
+    def mask(k: int) -> np.ndarray:  # one band at a time: five frame-sized masks at once cost 60 MB
+        return (images[k] > COARSE_SIGNIFICANCE * rms[k]).astype(np.float32)
+
+    rows, cols = images[ref].shape
+    reference = np.conj(scipy.fft.rfft2(mask(ref)))
     out = []
-    for mask in masks:
-        correlation = scipy.fft.irfft2(scipy.fft.rfft2(mask) * reference, s=(rows, cols))
+    for k in range(len(images)):
+        correlation = scipy.fft.irfft2(scipy.fft.rfft2(mask(k)) * reference, s=(rows, cols))
         dy, dx = np.unravel_index(int(np.argmax(correlation)), correlation.shape)
         out.append((int(dx - cols if dx > cols // 2 else dx), int(dy - rows if dy > rows // 2 else dy)))
     return out
