@@ -681,6 +681,23 @@ def test_backoff_and_retry_after():
     assert parse_retry_after("soon") is None and parse_retry_after(None) is None
 
 
+def test_a_server_that_trickles_is_given_up_on_and_what_arrived_is_kept(sas_tree, tmp_path):
+    """Each read arrives within the read timeout, yet the file would take hours: the fetch gives up on a rate
+    under ``min_rate`` over a read timeout's time, keeping the partial file for a later run to resume."""
+    from stargal.download import FetchError, fetch_http, make_session
+
+    tree = tmp_path / "big"
+    make_sas_tree(tree, 301, 8162, 6, [80], shape=(300, 400))  # frames of ~0.4 MB: 16 KB sent every 0.16 s
+    final = tmp_path / "data" / U80
+    trickle = HttpSettings(connect_timeout=2.0, read_timeout=0.5, retries=1, backoff=0.01, min_rate=1_000_000)
+    with SasServer(tree, rate=100_000) as slow, make_session(trickle) as session:
+        start = time.monotonic()
+        with pytest.raises(FetchError, match=r"the server sent \d+ bytes/s for \d s, under 1000000 \(gave up after 2"):
+            fetch_http(session, slow.base_url + U80, final, "frame", trickle)
+    assert time.monotonic() - start < 5 and not final.exists()
+    assert 0 < partial_path(final).stat().st_size < (tree / U80).stat().st_size
+
+
 def test_cancel_stops_a_retrying_fetch_at_once_and_keeps_nothing_under_the_final_name(server, tmp_path):
     """A stopping run (Ctrl-C in the main thread sets the event) ends a worker waiting to retry at once."""
     import threading

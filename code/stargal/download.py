@@ -49,6 +49,7 @@ class HttpSettings:
     backoff: float = 1.0  # first delay; doubles with each failed attempt, with jitter
     backoff_max: float = 60.0
     retry_after_max: float = 120.0  # never wait longer than this for a server's Retry-After
+    min_rate: float = 1024.0  # bytes/s over each read_timeout: a server trickling slower than this is given up on
     chunk_size: int = 1 << 16
     user_agent: str = USER_AGENT
 
@@ -205,6 +206,7 @@ def _attempt(session, url, part, kind, settings, progress, cancel) -> tuple[int,
         else:  # 200: the whole file (a server without Range support restarts the partial file)
             length = resp.headers.get("Content-Length")
             expected, mode = (int(length) if length and length.isdigit() else None), "wb"
+        window_start, window_bytes = time.monotonic(), 0  # read_timeout bounds each read, not a trickle of them
         try:
             with open(part, mode) as fh:
                 # read1: whatever has arrived, so that bytes received before a dropped connection are kept;
@@ -216,6 +218,13 @@ def _attempt(session, url, part, kind, settings, progress, cancel) -> tuple[int,
                     got += len(chunk)
                     if progress is not None:
                         progress(len(chunk))
+                    window_bytes += len(chunk)
+                    elapsed = time.monotonic() - window_start
+                    if elapsed >= settings.read_timeout:
+                        if window_bytes < settings.min_rate * elapsed:  # kept: a later attempt resumes from here
+                            raise _Retry(f"the server sent {window_bytes / elapsed:.0f} bytes/s for {elapsed:.0f} s, "
+                                         f"under {settings.min_rate:.0f}")  # fmt: skip
+                        window_start, window_bytes = time.monotonic(), 0
                 fh.flush()
                 os.fsync(fh.fileno())
         except (urllib3.exceptions.HTTPError, requests.RequestException, ConnectionError, TimeoutError) as exc:
