@@ -477,7 +477,7 @@ def test_real_files_over_http_with_a_dropped_connection(sample_dir, tmp_path):
 # simulated source
 
 
-def test_fields_added_to_a_simulated_sky_keep_its_catalogs_true(tmp_path):
+def test_fields_added_to_a_simulated_sky_keep_its_catalogs_true(server, tmp_path):
     """A run/camcol's catalogs cover all its fields: adding a field with other settings (or real frames) would
     rewrite them for another sky under the fields already there; adding one with the same settings records the
     rewritten catalogs."""
@@ -498,6 +498,8 @@ def test_fields_added_to_a_simulated_sky_keep_its_catalogs_true(tmp_path):
     summary = run_download(paths, one_more, sim)
     assert not summary.failures and summary.fetched == 8 and summary.skipped == 0  # 6 frame files, 2 catalogs
     assert verify_data_folder(paths)[0] == []
+    with pytest.raises(StargalError, match="field\\(s\\) 81 82 hold the sky simulated:.*, not real SDSS"):
+        run_download(paths, replace(FS, fields=(80,)), _options(server.base_url))  # real catalogs over them
     with pytest.raises(
         StargalError, match="calibObj-008162-6-gal.fits.gz: a catalog of the sky simulated:.*no --frames"
     ):

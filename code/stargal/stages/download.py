@@ -190,8 +190,8 @@ def run_download(paths: DataPaths, fs: FieldSet, options: DownloadOptions = Down
             todo.append(spec)
     if summary.skipped:
         log.info("%d of %d files already complete (manifest); --force refetches them", summary.skipped, len(specs))
-    if todo:
-        _refuse_mixed_skies(paths, fs, manifest, sim_url, options.frames_only)
+    if todo and not isinstance(source, LocalSource):  # a local folder may hold either sky: nothing to go by
+        _refuse_mixed_skies(paths, fs, manifest, sim_url or "real SDSS", options.frames_only)
     if todo:
         if isinstance(source, SimulatedSource):
             _simulate(paths, fs, todo, options, manifest, summary)
@@ -211,22 +211,24 @@ def run_download(paths: DataPaths, fs: FieldSet, options: DownloadOptions = Down
     return summary
 
 
-def _sky_of(url: str) -> str:
-    return url if url.startswith("simulated:") else "real SDSS"
+def _sky_of(url: str) -> str | None:
+    """The sky a recorded file holds: its simulation, "real SDSS" (fetched over HTTP), or None for a local copy,
+    which could hold either."""
+    if url.startswith("simulated:"):
+        return url
+    return "real SDSS" if url.lower().startswith(("http://", "https://")) else None
 
 
-def _refuse_mixed_skies(
-    paths: DataPaths, fs: FieldSet, manifest: Manifest, sim_url: str | None, frames_only: bool
-) -> None:
+def _refuse_mixed_skies(paths: DataPaths, fs: FieldSet, manifest: Manifest, wanted: str, frames_only: bool) -> None:
     """A run/camcol's catalogs list the objects of all its fields: written for one sky (real, or one simulation)
     they would point the frames of another sky's fields, already in the folder, at objects that are not there;
-    and frames of one sky fetched alone beside another sky's catalogs would be labelled by them."""
-    wanted = _sky_of(sim_url or "")
+    and frames of one sky fetched alone beside another sky's catalogs would be labelled by them. ``wanted``: the
+    sky this run writes (``_sky_of``)."""
     if frames_only:
         for kind in sdss.CATALOG_KINDS:
             entry = manifest.files.get(sdss.catalog_relpath(fs.rerun, fs.run, fs.camcol, kind))
-            sky = _sky_of(str(entry.get("url", ""))) if isinstance(entry, dict) else wanted
-            if sky != wanted and paths.catalog(fs.rerun, fs.run, fs.camcol, kind).exists():
+            sky = _sky_of(str(entry.get("url", ""))) if isinstance(entry, dict) else None
+            if sky not in (None, wanted) and paths.catalog(fs.rerun, fs.run, fs.camcol, kind).exists():
                 raise StargalError(
                     f"{paths.catalog(fs.rerun, fs.run, fs.camcol, kind)}: a catalog of the sky {sky}, which would "
                     f"label frames of {wanted}: fetch the catalogs too (no --frames-only), or use another --data-dir"
@@ -239,8 +241,9 @@ def _refuse_mixed_skies(
         if info is None or info["field"] in fs.fields:
             continue
         entry = manifest.files.get(sdss.frame_relpath("r", fs.rerun, fs.run, fs.camcol, info["field"]))
-        if isinstance(entry, dict) and _sky_of(str(entry.get("url", ""))) != wanted:  # unrecorded: nothing to go by
-            others[info["field"]] = _sky_of(str(entry.get("url", "")))
+        sky = _sky_of(str(entry.get("url", ""))) if isinstance(entry, dict) else None  # unrecorded: nothing to go by
+        if sky not in (None, wanted):
+            others[info["field"]] = sky
     if others:
         fields = " ".join(map(str, sorted(others)))
         raise StargalError(
