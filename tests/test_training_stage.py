@@ -310,6 +310,13 @@ def test_model_script_errors_are_one_line(toy, tmp_path):
         assert res.returncode == 2 and f"--epochs: {words}" in res.stderr, res.stderr
     res = _script("explain.py", "--data-dir", str(tmp_path / "empty"))
     assert res.returncode == 2 and "no model trained here yet" in res.stderr, res.stderr
+    # a dataset given as its folder's path: refused, not resolved to augmented/<path> = the dataset's own folder
+    before = sorted(p.name for p in toy.dataset_json("toy").parent.iterdir())
+    for script in ("04_augmentation.py", "03_model.py"):
+        res = _script(script, "--data-dir", str(toy.root), "--dataset", "../datasets/toy", "--materialize"
+                      if script.startswith("04") else "--no-plots")  # fmt: skip
+        assert res.returncode == 2 and "--dataset '../datasets/toy': use letters" in res.stderr, res.stderr
+    assert sorted(p.name for p in toy.dataset_json("toy").parent.iterdir()) == before
 
 
 def _fit_toy(schedule=None, class_weight=None, learning_rate=1e-3, epochs=3, patience=3):

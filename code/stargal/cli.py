@@ -4,6 +4,7 @@ and one-line error handling (``run_main``)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import errno
 import logging
@@ -325,10 +326,10 @@ def run_main(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[
             fsio.release_folder_locks()  # the data folder is free for the next run as soon as this one ends
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
-        sys.exit(130)
+        _exit_now(130)
     except Terminated:
         print(f"{prog}: terminated", file=sys.stderr)
-        sys.exit(128 + signal.SIGTERM)
+        _exit_now(128 + signal.SIGTERM)
     except StargalError as exc:
         _fail(prog, debug, " ".join(str(exc).split()), 2)
     except OSError as exc:
@@ -339,6 +340,17 @@ def run_main(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[
         text = " ".join(str(exc).split())[:300]
         _fail(prog, debug, f"unexpected {type(exc).__name__}: {text}{hint}; please report it", 1)
     sys.exit(int(status or 0))
+
+
+def _exit_now(status: int) -> None:
+    """End an interrupted run at once. The interpreter's own exit can wait forever on a worker pool's result
+    reader left mid-message by a worker that was stopped (seen in 02 after Ctrl-C), and makes TensorFlow print
+    noise from its finalizers; every output is already whole or absent, and the locks are let go."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(status)
 
 
 def _fail(prog: str, debug: bool, message: str, status: int) -> None:

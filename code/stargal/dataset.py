@@ -11,7 +11,7 @@ import numpy as np
 from . import fsio, integrity
 from .config import SPLITS
 from .errors import StargalError
-from .paths import DataPaths
+from .paths import DataPaths, check_folder_name
 from .tables import OBJECT_DTYPE, read_table
 
 
@@ -25,6 +25,8 @@ def resolve_dataset(paths: DataPaths, name: str | None) -> str:
         name = paths.latest_dataset.read_text(encoding="utf-8").strip()
         if not name:
             raise StargalError(f"{paths.latest_dataset}: empty (run 02_preparation.py or pass --dataset)")
+    # a name, never a path: "augmented/<path>" or "models/<path>" would land in the dataset's own folder
+    check_folder_name(name, "--dataset")
     if not paths.dataset_json(name).exists():
         raise StargalError(f"{paths.dataset_json(name)}: dataset {name!r} not found (run 02_preparation.py)")
     return name

@@ -18,6 +18,7 @@ from typing import Any
 from . import fsio
 from .progress import track
 
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h): the signal a process gets when its parent dies
 
 
@@ -43,35 +44,45 @@ def map_tasks(
     if workers <= 1 or len(items) <= 1:
         return [keep(i, fn(item)) for i, item in enumerate(track(items, description, unit="task"))]
     results: list[Any] = [None] * len(items)
-    # Ctrl-C reaches the workers too (one process group); they ignore it and this process stops them, or a
-    # worker interrupted between tasks leaves the pool's shutdown waiting for it forever, the data folder locked
-    pool = ProcessPoolExecutor(max_workers=min(workers, len(items)), initializer=worker_init)
-    futures = {pool.submit(fn, item): i for i, item in enumerate(items)}
+    # Ctrl-C and a SIGTERM to the process group reach the workers too; they ignore both and this process stops
+    # them (a worker interrupted between tasks left the pool's shutdown waiting forever, the data folder locked).
+    # Both are held back while the workers are forked: until worker_init runs, a worker would act on them with
+    # this process's handlers and die, breaking the pool under the run's own "interrupted".
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    pool, futures = None, {}
     try:
+        pool = ProcessPoolExecutor(max_workers=min(workers, len(items)), initializer=worker_init)
+        futures = {pool.submit(fn, item): i for i, item in enumerate(items)}
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)  # one that came meanwhile is raised here, in the try
         for future in track(as_completed(futures), description, total=len(items), unit="task"):
             i = futures.pop(future)  # the pool's future holds the result: let both go once used
             results[i] = keep(i, future.result())
     except Exception:
         for future in futures:
             future.cancel()
-        pool.shutdown(wait=True)  # a failed task: the running ones end as they would have
+        if pool is not None:
+            pool.shutdown(wait=True)  # a failed task: the running ones end as they would have
         raise
     except BaseException:  # interrupted: no task is waited for (their outputs are written atomically)
-        _stop(pool)
+        if pool is not None:
+            _stop(pool)
         raise
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
     pool.shutdown(wait=True)
     return results
 
 
 def worker_init() -> None:
-    """In each pool worker: Ctrl-C is the parent's to handle (it stops the pool), SIGTERM ends the worker, the
-    worker ends with its parent however the parent ends (SIGTERM, SIGKILL, out of memory), and it holds none of
-    the parent's folder locks, so that no orphan keeps the data folder locked."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    """In each pool worker: Ctrl-C and SIGTERM (sent to the whole process group) are the parent's to handle (it
+    stops the pool); the worker ends with its parent however the parent ends (SIGTERM, SIGKILL, out of memory),
+    and it holds none of the parent's folder locks, so that no orphan keeps the data folder locked."""
+    for stop in STOP_SIGNALS:
+        signal.signal(stop, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # held back by map_tasks while forking
     fsio.forget_inherited_locks()
     with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)  # Linux
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # Linux
     parent = multiprocessing.parent_process()
     if parent is not None and os.getppid() != parent.pid:  # the parent died before prctl took effect
         os._exit(1)
@@ -82,7 +93,7 @@ def _stop(pool: ProcessPoolExecutor) -> None:
     processes = list((getattr(pool, "_processes", None) or {}).values())
     pool.shutdown(wait=False, cancel_futures=True)
     for process in processes:
-        process.terminate()
+        process.kill()  # workers ignore SIGTERM
     for process in processes:
         process.join(timeout=10)
 

@@ -15,7 +15,7 @@ from ..fsio import load_npy, previous_record, read_json, write_text
 from ..geometry import nearest_neighbour_arcsec
 from ..model import predict as predict_batches
 from ..model import takes_psf
-from ..paths import DataPaths, ModelFiles
+from ..paths import DataPaths, ModelFiles, check_folder_name
 from ..tables import csv_text, read_table
 from .predict import load_bundle, resolve_model_dir
 
@@ -40,6 +40,7 @@ def _model_and_dataset(paths: DataPaths, model: str | None, dataset: str | None)
     dataset = dataset or meta.get("dataset")
     if not dataset:
         raise StargalError(f"{ModelFiles(model_dir).json}: names no dataset; pass --dataset")
+    check_folder_name(str(dataset), "--dataset")
     if not paths.dataset_json(dataset).exists():
         raise StargalError(f"{paths.dataset_json(dataset)}: dataset {dataset!r} not found (run 02_preparation.py)")
     ids = {"model_id": fsio.seal_digest(meta), "dataset_id": dataset_identity(paths, dataset)}
