@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__, fsio, integrity, normalise, patches, psf, splits
+from .. import __version__, fsio, integrity, normalise, patches, psf, sdss, splits
 from ..config import BANDS, LABEL_STAR, PATCH_SIZE, SPLITS, FieldSet
 from ..cube import read_cube
 from ..errors import StargalError
@@ -336,7 +336,27 @@ def _check_field(paths: DataPaths, fid: FieldId) -> dict:
             f"{objects_path}: objects table not found (field {fid} has no catalog objects? "
             f"{integrity.alignment_command(fid, paths)} lists them once the calibObj catalogs are downloaded)"
         )
-    return integrity.require_field(paths, fid, objects=True)
+    record = integrity.require_field(paths, fid, objects=True)
+    changed = _changed_since_alignment(paths, fid, record)
+    if changed:
+        raise StargalError(
+            f"field {fid}: {', '.join(changed)} changed since stage 01 aligned it (fetched again, or another sky): "
+            f"{integrity.alignment_command(fid, paths)} brings it up to date"
+        )
+    return record
+
+
+def _changed_since_alignment(paths: DataPaths, fid: FieldId, record: dict) -> list[str]:
+    """The frames and catalogs, still in the folder, whose size or time differ from those the field's cube and
+    objects table were made from (a frame deleted to save space after aligning is not a change)."""
+    from .alignment import fingerprints
+
+    inputs = record.get("inputs", {})
+    present = [paths.frame(fid, b) for b in BANDS] + [paths.catalog(fid.rerun, fid.run, fid.camcol, k)
+                                                      for k in sdss.CATALOG_KINDS]  # fmt: skip
+    recorded = {**inputs.get("frames", {}), **inputs.get("catalogs", {})}
+    now = fingerprints([p for p in present if p.name in recorded and p.exists()])
+    return sorted(name for name, stamp in now.items() if recorded[name] != stamp)
 
 
 def _check_cube(paths: DataPaths, fid: FieldId, patch_size: int) -> tuple[tuple[int, int], bool]:
