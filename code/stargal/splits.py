@@ -11,7 +11,9 @@ selection (``select``) runs in this order, counting every removed row by reason:
    (same objid, or within ``MATCH_RADIUS_ARCSEC`` = 1", ``test_source``), or when its patch centre lies
    within half a patch (``P / 2 * 0.396"``) of any test candidate (``near_test``). Test candidates are
    all test rows before the edge policy and de-duplication, so a test source protects its surroundings
-   even if its own patch is later dropped.
+   even if its own patch is later dropped. The guard is a circle and a patch a square: a test source up to
+   ``P / sqrt(2)`` from a training patch's centre can still sit in that patch's corner (never at its centre,
+   where the label is read).
 3. ``drop`` edge policy: rows whose patch crosses the frame edge are removed (``edge``).
 4. ``deduplicate``, within each split: of several rows of the same source (same objid, or within 1" in
    different cubes), the one farthest from its frame edge is kept (``duplicate``).
