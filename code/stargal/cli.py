@@ -121,7 +121,8 @@ def make_parser(
     scheduler_help: str | None = SCHEDULER_HELP,
 ) -> argparse.ArgumentParser:
     """A parser with the options every numbered script shares (``--workers`` with ``workers``, and ``--scheduler``
-    unless ``scheduler_help`` is None; the split field lists with ``splits``). ``stargal.pipeline`` derives its pass-through list from it."""
+    unless ``scheduler_help`` is None; the split field lists with ``splits``). ``stargal.pipeline`` derives its
+    pass-through list from it."""
     parser = argparse.ArgumentParser(description=description, formatter_class=_HelpFormatter)
     ref = REFERENCE
     group = parser.add_argument_group("data selection (defaults: the reference configuration)")
