@@ -106,8 +106,9 @@ def main(argv=None) -> int:
     from stargal.train_options import options_from_args
 
     if args.export_onnx:
-        folder = training.find_model_folder(cli.data_paths(args), args.export_onnx, "--export-onnx")
-        if folder.resolve().is_relative_to(cli.data_paths(args).root.resolve()):
+        paths = cli.data_paths(args)
+        folder = training.find_model_folder(paths, args.export_onnx, "--export-onnx")
+        if folder.resolve().is_relative_to(paths.root.resolve()):
             cli.open_data_folder(args)  # a model of the data folder: lock it, as every run that writes there does
         record = training.add_onnx(folder)
         print(

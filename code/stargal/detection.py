@@ -346,6 +346,9 @@ def coarse_band_shifts(cube: np.ndarray, ref: int, subtracted=None) -> list[tupl
     reference = np.conj(scipy.fft.rfft2(mask(ref)))
     out = []
     for k in range(len(images)):
+        if k == ref:  # a mask's correlation with itself peaks at no shift: one transform fewer
+            out.append((0, 0))
+            continue
         correlation = scipy.fft.irfft2(scipy.fft.rfft2(mask(k)) * reference, s=(rows, cols))
         dy, dx = np.unravel_index(int(np.argmax(correlation)), correlation.shape)
         out.append((int(dx - cols if dx > cols // 2 else dx), int(dy - rows if dy > rows // 2 else dy)))

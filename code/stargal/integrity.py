@@ -42,15 +42,16 @@ def alignment_command(fid: FieldId, paths: DataPaths | None = None) -> str:
     )
 
 
-def download_command(relpath: str, paths: DataPaths | None = None) -> str:
-    """The command that fetches a SAS file again (into ``paths``' data folder)."""
+def download_command(relpath: str, paths: DataPaths | None = None, force: bool = False) -> str:
+    """The command that fetches a SAS file again (into ``paths``' data folder; ``force``: even a complete one)."""
     info = sdss.parse_filename(Path(relpath).name)
+    script = "00_download.py --force" if force else "00_download.py"
     if info is None:
-        return "00_download.py" + _data_dir_option(paths)
+        return script + _data_dir_option(paths)
     parts = relpath.split("/")
     rerun = int(parts[-2] if info["kind"] == "catalog" else parts[-4])
     fields = f" --fields {info['field']}" if info["kind"] == "frame" else ""
-    return f"00_download.py {_run_options(rerun, info['run'], info['camcol'])}{fields}{_data_dir_option(paths)}"
+    return f"{script} {_run_options(rerun, info['run'], info['camcol'])}{fields}{_data_dir_option(paths)}"
 
 
 def _broken(check: fsio.SealCheck, what: str, redo: str) -> StargalError:

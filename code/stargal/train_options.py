@@ -142,11 +142,8 @@ def load_config(path: str | Path) -> dict:
     for key, value in out.items():
         if key != "architecture":
             check_value(key, value, path)
-    if "architecture" in out:
-        from .model import ARCHITECTURES
-
-        if out["architecture"] not in ARCHITECTURES:
-            raise StargalError(f"{path}: architecture {out['architecture']!r} is not one of {', '.join(ARCHITECTURES)}")
+    if "architecture" in out:  # null included: it would not fall back to the default
+        _check_architecture(out["architecture"], path)
     if cfg.get("dataset") is not None:
         if not isinstance(cfg["dataset"], str):
             raise StargalError(f"{path}: dataset must be a dataset name, found {cfg['dataset']!r}")
@@ -156,12 +153,18 @@ def load_config(path: str | Path) -> dict:
     return out
 
 
-def check_hyperparameters(architecture: str, hp: dict, source) -> None:
-    """Every hyper-parameter is one the architecture has, with an allowed value."""
-    from .model import ARCHITECTURES, DEFAULT_HP
+def _check_architecture(architecture, source) -> None:
+    from .model import ARCHITECTURES
 
     if architecture not in ARCHITECTURES:
         raise StargalError(f"{source}: architecture {architecture!r} is not one of {', '.join(ARCHITECTURES)}")
+
+
+def check_hyperparameters(architecture: str, hp: dict, source) -> None:
+    """Every hyper-parameter is one the architecture has, with an allowed value."""
+    from .model import DEFAULT_HP
+
+    _check_architecture(architecture, source)
     valid = DEFAULT_HP[architecture]
     for key, value in hp.items():
         if key not in valid:

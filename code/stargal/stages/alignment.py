@@ -73,7 +73,7 @@ def read_field_frames(paths: DataPaths, fid: FieldId, ref_band: str) -> list[sds
     """The five frames of a field, each checked to be what its file name says: header FILTER, RUN, CAMCOL and
     FRAME, the reference band's image shape, and a WCS footprint on the reference frame's part of the sky."""
     frames = [sdss.read_frame(p) for p in frame_paths(paths, fid)]
-    fetch = integrity.download_command(sdss.frame_relpath("r", *fid), paths).replace(".py", ".py --force", 1)
+    fetch = integrity.download_command(sdss.frame_relpath("r", *fid), paths, force=True)
     redo = f"the file is not band {{band}} of field {fid}: {fetch} fetches it again"
     for band, f in zip(BANDS, frames, strict=True):
         problems = sdss.frame_identity_problems(f, band, fid.run, fid.camcol, fid.field)
@@ -171,8 +171,8 @@ def align_field(
         result, sources, shifts = align_on_stars([f.image for f in frames], [f.wcs for f in frames], ref_band, fid)
     except BandMisalignedError as exc:
         relpath = sdss.frame_relpath(exc.band, fid.rerun, fid.run, fid.camcol, fid.field)
-        raise StargalError(f"{paths.frame(fid, exc.band)}: {exc}; {integrity.download_command(relpath, paths)} --force "
-                           "fetches it again") from None  # fmt: skip
+        fetch = integrity.download_command(relpath, paths, force=True)
+        raise StargalError(f"{paths.frame(fid, exc.band)}: {exc}; {fetch} fetches it again") from None
     del frames  # the raw images are no longer needed: lower the peak before writing
     coverage = {b: round(float(np.isfinite(result.cube[k]).mean()), 4) for k, b in enumerate(BANDS)}
     low = {b: c for b, c in coverage.items() if c < LOW_COVERAGE}
