@@ -647,6 +647,16 @@ def test_a_failed_forced_rebuild_on_a_full_disk_keeps_the_last_good_dataset(tmp_
         _assert_intact(paths, name, good)
 
 
+def test_materializing_on_a_full_disk_fails_in_one_line_not_with_a_bus_error(tmp_path, prepared):
+    # the augmented set is written through a memmap: on a sparse file a full disk would raise SIGBUS mid-write
+    paths = copy_data(prepared, tmp_path)
+    paths.augmented_root.mkdir()
+    with mounted(paths.augmented_root, "-t\0tmpfs\0-o\0size=256k\0tmpfs"):
+        full = run("04_augmentation.py", paths, "--materialize")
+        error_line(full, "No space left on device", "the disk is full", status=1)
+        assert not [p for p in paths.augmented_root.rglob("*") if p.is_file()]
+
+
 def _assert_intact(paths: DataPaths, name: str, good: dict[str, bytes]) -> None:
     assert _dataset_files(paths, name) == good and not temporaries(paths.dataset_dir(name))
     assert integrity.require_dataset(paths, name, SPLITS)["name"] == name

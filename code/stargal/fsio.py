@@ -193,6 +193,21 @@ def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
         np.save(fh, array, allow_pickle=False)
 
 
+def new_npy_memmap(path: str | os.PathLike, dtype, shape: tuple[int, ...]) -> np.memmap:
+    """A new .npy file of ``shape`` opened as a writable memmap, its disk space reserved first: a sparse file on
+    a full disk would kill the process with SIGBUS at the first page written, where this raises OSError
+    (ENOSPC) before any work is done."""
+    array = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+    with open(path, "r+b") as fh:
+        try:
+            os.posix_fallocate(fh.fileno(), 0, os.fstat(fh.fileno()).st_size)
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):  # file systems that cannot reserve: as before
+                del array
+                raise OSError(exc.errno, exc.strerror, str(path)) from None
+    return array
+
+
 def load_npy(path: str | os.PathLike, mmap: bool = False) -> np.ndarray:
     """Load a .npy file (never a pickle), memory-mapped read-only with ``mmap``; CorruptFileError naming the
     file when it is cut short or not a .npy array."""

@@ -342,7 +342,7 @@ def write_tensors(paths: DataPaths, fs: FieldSet, fids: list[FieldId], force: bo
     first = read_cube(paths.cube(fids[0]))
     shape = (len(fids), *first.shape, first.data.shape[0])
     with OutputSet(meta_path) as out:
-        images = np.lib.format.open_memmap(out.path(files["images"]), mode="w+", dtype=np.float32, shape=shape)
+        images = fsio.new_npy_memmap(out.path(files["images"]), np.float32, shape)
         for i, f in enumerate(fids):
             cube = read_cube(paths.cube(f))
             if cube.data.shape != first.data.shape:

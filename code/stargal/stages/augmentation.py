@@ -136,8 +136,8 @@ def materialize(
     t0 = time.monotonic()
     out_dir.mkdir(parents=True, exist_ok=True)
     with fsio.OutputSet(meta_path) as out:
-        xs = np.lib.format.open_memmap(out.path(x_path), mode="w+", dtype=np.float32, shape=(total, *x.shape[1:]))
-        ys = np.lib.format.open_memmap(out.path(y_path), mode="w+", dtype=np.uint8, shape=(total,))
+        xs = fsio.new_npy_memmap(out.path(x_path), np.float32, (total, *x.shape[1:]))
+        ys = fsio.new_npy_memmap(out.path(y_path), np.uint8, (total,))
         pos = 0
         from ..progress import track
 
