@@ -18,7 +18,11 @@ from stargal.cli import positive_int
 def build_parser():
     parser = cli.make_parser(__doc__.split("\n\n")[0])
     group = parser.add_argument_group("explanations")
-    group.add_argument("--model", default=None, help="model name, folder or .keras file (default: latest trained)")
+    group.add_argument(
+        "--model",
+        default=None,
+        help="model name, or model folder (or its model.keras) as 03_model.py writes it (default: latest trained)",
+    )
     group.add_argument("--dataset", default=None, help="dataset whose split to explain (default: the model's)")
     group.add_argument("--split", default="test", choices=("test", "val", "train"))
     group.add_argument("--per-group", type=positive_int, default=4, help="examples per group")

@@ -31,7 +31,10 @@ def build_parser():
     group.add_argument("--epochs", type=positive_int, default=15, help="maximum epochs per trial")
     group.add_argument("--patience", type=positive_int, default=3, help="early-stopping patience per trial")
     group.add_argument(
-        "--max-train", type=int, default=0, help="use a stratified subset of this many training patches (0: all)"
+        "--max-train",
+        type=cli.non_negative_int,
+        default=0,
+        help="use a stratified subset of this many training patches (0: all)",
     )
     group.add_argument(
         "--augment",
@@ -39,14 +42,20 @@ def build_parser():
         default=None,
         help="augmentation policy during trials (default: what 03_model.py uses for the architecture)",
     )
-    group.add_argument("--name", default=None, help="study name (default: DATASET_ARCHITECTURE)")
+    group.add_argument(
+        "--name", default=None, help="study name: letters, digits, '.', '_' and '-' (default: DATASET_ARCHITECTURE)"
+    )
     return parser
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     cli.setup_logging(args.quiet, args.verbose)
+    from stargal.paths import check_folder_name
     from stargal.stages.tuning import run_tuning
+
+    if args.name is not None:
+        check_folder_name(args.name, "--name")  # before the data folder is opened: a path would write outside it
 
     result = run_tuning(
         cli.open_data_folder(args),

@@ -128,6 +128,16 @@ def test_seeds_combined_into_a_sealed_ensemble(tmp_path):
     assert "tuned on dataset elsewhere; training on toy" in res.stderr
     res = _script("--data-dir", str(paths.root), "--ensemble", "tiny-s3", "tiny-s4", "--name", "tiny")
     assert res.returncode == 0 and "2 models averaged" in res.stdout, res.stderr
+    # an unrelated model of the name is replaced with the warning training gives, not silently
+    import shutil
+
+    shutil.copytree(paths.model_dir("tiny-s3"), paths.model_dir("keepme"))
+    res = _script("--data-dir", str(paths.root), "--ensemble", "tiny-s3", "tiny-s4", "--name", "keepme")
+    assert res.returncode == 0, res.stderr
+    assert (
+        "keepme: replacing the model of that name (a trained stargal network, not an ensemble; --name keeps both)"
+        in res.stderr
+    )
 
     # bad requests: one line, exit 2, nothing written
     no_architecture = tmp_path / "null.json"
@@ -147,8 +157,25 @@ def test_seeds_combined_into_a_sealed_ensemble(tmp_path):
         assert res.returncode == 2 and words in res.stderr and "Traceback" not in res.stderr, (args, res.stderr)
     assert not paths.model_dir("ensemble-toy").exists()
     res = _script("--data-dir", str(paths.root), "--ensemble", "tiny-s3", "nope")
-    assert "(models there: tiny, tiny-s3, tiny-s4)" in res.stderr
+    assert "(models there: keepme, tiny, tiny-s3, tiny-s4)" in res.stderr
     # --export-onnx takes a model's name as well as its folder
     res = _script("--data-dir", str(paths.root), "--export-onnx", "tiny-s3")
     assert res.returncode == 0 and "tiny-s3: model.onnx added" in res.stdout, res.stderr
     assert fsio.check_seal(paths.model("tiny-s3").json, [paths.model("tiny-s3").onnx]).ok
+
+
+def test_members_of_an_earlier_build_of_the_dataset_are_refused(tmp_path):
+    """The dataset rebuilt under its name since the members were trained: their ensemble would record the new
+    content while its networks learned the old one."""
+    from stargal.stages.training import combine_models
+
+    paths = DataPaths(tmp_path / "data")
+    write_toy_dataset(paths, "toy", sizes=(20, 10, 10), patch=15, seed=1)
+    for member in ("a", "b"):
+        files = paths.model(member)
+        fsio.write_bytes(files.keras, member.encode())
+        fsio.seal(files.json, [files.keras], {"name": member, "dataset": "toy", "architecture": "stargal",
+                                              "inputs": {"dataset": "an earlier build"}})  # fmt: skip
+    with pytest.raises(StargalError, match=r"^--ensemble a: trained on an earlier build of dataset toy"):
+        combine_models(paths, ["a", "b"], "ens")
+    assert not paths.model_dir("ens").exists()

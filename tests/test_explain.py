@@ -181,3 +181,61 @@ def test_difficulty_runner(tmp_path, model_dir):
     again = run_difficulty(paths, model=str(model_dir), dataset="toy")
     assert again["skipped"] and again["markdown"] == text and again["by_magnitude_source"] == "measured"
     assert not run_difficulty(paths, model=str(model_dir), dataset="toy", force=True)["skipped"]
+
+
+def _difficulty_dataset(paths, name: str, seed: int) -> None:
+    from stargal.fsio import save_npy
+    from stargal.tables import OBJECT_DTYPE, write_table
+
+    x, y = toy.toy_patches(60, P, seed=seed)
+    save_npy(paths.split_x(name, "test"), x)
+    save_npy(paths.split_y(name, "test"), y)
+    objects = np.zeros(len(y), dtype=OBJECT_DTYPE)
+    objects["ra"] = 10 + np.arange(len(y)) * 2e-3
+    objects["label"] = y
+    objects["r_psfmag"] = np.linspace(15, 23, len(y))
+    write_table(paths.split_objects(name, "test"), objects)
+    files = [paths.split_x(name, "test"), paths.split_y(name, "test"), paths.split_objects(name, "test")]
+    fsio.seal(paths.dataset_json(name), files, {"name": name})
+
+
+def test_difficulty_of_another_dataset_is_measured_on_it_all(tmp_path, model_dir):
+    """metrics.json's per-magnitude table is of the test split the model was trained with: on another dataset (or
+    another build of its own) the table is measured there, like the rest of the page."""
+    import shutil
+
+    from stargal.dataset import dataset_identity
+    from stargal.paths import DataPaths, ModelFiles
+    from stargal.stages.explain import run_difficulty
+
+    paths = DataPaths(tmp_path / "data")
+    _difficulty_dataset(paths, "own", seed=9)
+    _difficulty_dataset(paths, "other", seed=10)
+    files = ModelFiles(tmp_path / "model")
+    shutil.copytree(model_dir, files.folder)
+    bins = [{"bin": "-99", "n": 1234, "stars": 1, "accuracy": 0.5, "mcc": 0.0}]
+    fsio.write_json(files.metrics, {"test": {"n": 1234}, "by_magnitude": {"test": bins}})
+    meta = {k: v for k, v in fsio.read_json(files.json).items() if k != fsio.INTEGRITY_KEY}
+    fsio.seal(files.json, [files.keras, files.metrics], {**meta, "inputs": {"dataset": dataset_identity(paths, "own")}})
+
+    assert run_difficulty(paths, model=str(files.folder), dataset="own")["by_magnitude_source"] == "metrics.json"
+    result = run_difficulty(paths, model=str(files.folder), dataset="other")
+    assert result["by_magnitude_source"] == "measured" and "1234" not in result["markdown"]
+
+
+def test_a_lone_keras_file_is_refused_in_one_line(tmp_path, model_dir):
+    import shutil
+
+    from stargal.errors import StargalError
+    from stargal.paths import DataPaths
+    from stargal.stages.explain import run_explain
+
+    paths = DataPaths(tmp_path / "data")
+    _difficulty_dataset(paths, "own", seed=9)
+    lone = tmp_path / "elsewhere" / "mine.keras"
+    lone.parent.mkdir()
+    shutil.copy(model_dir / "model.keras", lone)
+    with pytest.raises(StargalError, match=r"^--model .*mine\.keras: a \.keras file on its own .*explain\.py takes"):
+        run_explain(paths, model=str(lone), dataset="own")
+    result = run_explain(paths, model=str(model_dir / "model.keras"), dataset="own", per_group=1, steps=4)
+    assert result["skipped"] is False  # the model.keras of a model folder is that model

@@ -59,8 +59,38 @@ def _model(paths: DataPaths, name: str, architecture: str, acc: float, mcc: floa
         "name": name, "architecture": architecture, "dataset": DATASET, "params": 42257, "flops_per_patch": 1.07e7,
         "augment": augment, "tta": tta, "threshold": 0.47, "seed": 42, "epochs": 30, "epochs_run": 30, "best_epoch": 27,
         "batch_size": 256, "train_seconds": 270.0, "seconds_per_epoch": 9.0, "hyperparameters": {"learning_rate": 0.002},
-        "simulated": True,
+        "simulated": True, "inputs": {"dataset": _dataset_id(paths)},
     })  # fmt: skip
+
+
+def _dataset_id(paths: DataPaths, name: str = DATASET) -> str:
+    return fsio.seal_digest(fsio.read_json(paths.dataset_json(name)))
+
+
+def _model_id(paths: DataPaths, name: str = MODEL) -> str:
+    return fsio.seal_digest(fsio.read_json(paths.model(name).json))
+
+
+def _seal_made_from_model(record: Path, files: list[Path], paths: DataPaths, **settings) -> None:
+    """A report set made from the latest model (explain.py, explain.py --difficulty)."""
+    ids = {"model": MODEL, "dataset": DATASET, "model_id": _model_id(paths), "dataset_id": _dataset_id(paths)}
+    fsio.seal(record, files, {"settings": {**ids, **settings}, "result": {}})
+
+
+def _build_dataset(paths: DataPaths, labels: bytes) -> None:
+    """The dataset, sealing a labels file: another ``labels`` is another build (content) under the same name."""
+    meta = fsio.read_json(paths.dataset_json(DATASET))
+    fsio.write_bytes(paths.split_y(DATASET, "test"), labels)
+    content = {k: v for k, v in meta.items() if k != fsio.INTEGRITY_KEY}
+    fsio.seal(paths.dataset_json(DATASET), [paths.split_y(DATASET, "test")], content)
+
+
+def _retrain(paths: DataPaths, name: str = MODEL) -> None:
+    """The model trained again under its name: other weights, so another model identity."""
+    meta = fsio.read_json(paths.model(name).json)
+    fsio.write_bytes(paths.model(name).keras, b"another model")
+    files = [paths.model(name).keras, paths.model(name).metrics]
+    fsio.seal(paths.model(name).json, files, {k: v for k, v in meta.items() if k != fsio.INTEGRITY_KEY})
 
 
 def _fake_run(paths: DataPaths, *, reference: bool = False) -> None:
@@ -75,6 +105,7 @@ def _fake_run(paths: DataPaths, *, reference: bool = False) -> None:
                    "test": {"n": 60, "stars": 20, "galaxies": 40, "star_fraction": 0.333}},
         "normalisation": {"method": "asinh", "center": [0.0] * 5, "scale": [1.0] * 5}, "simulated": True,
     })  # fmt: skip
+    _build_dataset(paths, b"labels of the first build")
     fsio.write_json(paths.manifest, {"version": 1, "files": {
         "photoObj/frames/301/8162/6/frame-r-008162-6-0080.fits.bz2": {"url": "simulated:v4:seed=42", "size": 2_000_000},
         "sweeps/dr13_final/301/calibObj-008162-6-star.fits.gz": {"url": "simulated:v4:seed=42", "size": 100_000}}})  # fmt: skip
@@ -87,15 +118,21 @@ def _fake_run(paths: DataPaths, *, reference: bool = False) -> None:
     _model(paths, MODEL, "stargal", 0.91, 0.77, "d4", True)
     if reference:
         _model(paths, "reference_regularised-" + DATASET + "-s42", "reference_regularised", 0.88, 0.71, "none", False)
-    _png(paths.reports("training", MODEL, "learning_curves.png"), 3)
-    _png(paths.reports("training", MODEL, "roc.png"), 4)
-    _png(paths.reports("training", MODEL, "confusion_test.png"), 5)
+    figures = paths.reports("training", MODEL)
+    _png(figures / "learning_curves.png", 3)
+    _png(figures / "roc.png", 4)
+    _png(figures / "confusion_test.png", 5)
+    fsio.seal(figures / "figures.json", [figures / f for f in ("learning_curves.png", "roc.png", "confusion_test.png")],
+              {"model": MODEL, "settings": {"model_id": _model_id(paths)}})  # fmt: skip
     fsio.write_text(
         paths.reports("difficulty", MODEL, "difficulty.md"),
         "## Where\n\nMeasured on **test**.\n\n| r | n |\n|---|---|\n| 20 | 3 |\n\n- faint: hard\n- blends\n"
         "\n![Example patches](examples.png)\n",
     )
     _png(paths.reports("difficulty", MODEL, "examples.png"), 6)
+    difficulty = paths.reports("difficulty", MODEL)
+    _seal_made_from_model(difficulty / "difficulty.json", [difficulty / "difficulty.md", difficulty / "examples.png"],
+                          paths, seed=42)  # fmt: skip
     fsio.write_json(paths.reports("pipeline", "stages.json"), {
         "demo": True, "small": True, "options": [["--workers", "2"]], "status": 0,
         "stages": [{"stage": "download", "script": "00_download.py", "status": "ok", "seconds": 1.5,
@@ -290,3 +327,108 @@ def test_a_model_whose_metrics_were_edited_is_refused_not_reported(tmp_path):
     metrics.write_text(metrics.read_text().replace('"accuracy": 0.91', '"accuracy": 0.99'))
     with pytest.raises(StargalError, match=r"metrics\.json"):
         build_report(paths)
+
+
+def test_a_model_trained_on_an_earlier_build_of_its_dataset_is_stale_in_the_report_and_in_verify(tmp_path):
+    """The dataset rebuilt under its name (other content): the model's numbers are not this dataset's. The report
+    says so instead of showing them, Table 1 matches models by content, and --verify names the model stale."""
+    from stargal.integrity import verify_data_folder
+
+    paths = DataPaths(tmp_path / "data")
+    _fake_run(paths, reference=True)
+
+    def model_findings():  # (the fake run's manifest lists files it never wrote)
+        return [f for f in verify_data_folder(paths)[0] if f.path.is_relative_to(paths.models_root)]
+
+    assert not model_findings()
+    _build_dataset(paths, b"labels of a second build")
+    sections = _sections(paths)
+    for title in ("Model and training", "Evaluation", "Difficulty analysis"):
+        assert not sections[title].ran and sections[title].status.startswith("stale: "), title
+        assert "earlier build of dataset" in sections[title].status
+    assert "03_model.py --dataset" in sections["Evaluation"].status
+    front = collect(paths).front
+    assert front[0].text.startswith(f"Stale: the latest model {MODEL} was trained on an earlier build")
+    assert not any(isinstance(b, TableBlock) for b in front)  # neither model's numbers: both are of the old build
+    findings = model_findings()
+    reference = paths.model(f"reference_regularised-{DATASET}-s42").json
+    assert {f.path for f in findings} == {paths.model(MODEL).json, reference}
+    assert all(f.problem.startswith("stale (intact, not damaged)") for f in findings)
+
+
+def test_analyses_and_figures_of_an_earlier_model_of_the_name_are_stale_not_shown(tmp_path):
+    """Retrained under its name: the difficulty analysis, explanations and training figures of the earlier model
+    are named stale (with the command that redoes them), never shown as the new model's; so is a broken seal."""
+    paths = DataPaths(tmp_path / "data")
+    _fake_run(paths)
+    explain = paths.reports("explain", MODEL)
+    fsio.write_text(explain / "examples.csv", "group,index\n")
+    _png(explain / "star_correct.png", 8)
+    _seal_made_from_model(explain / "explain.json", [explain / "examples.csv", explain / "star_correct.png"], paths,
+                          split="val", steps=32)  # fmt: skip
+    sections = _sections(paths)
+    assert sections["Explanations"].ran and "validation patches" in sections["Explanations"].blocks[0].text
+    assert any(isinstance(b, FigureBlock) for b in sections["Model and training"].blocks)
+
+    _png(explain / "star_correct.png", 9)  # explain.py killed while it replaced its figures
+    status = _sections(paths)["Explanations"].status
+    assert status.startswith("stale: ") and "star_correct.png" in status and f"explain.py --model {MODEL}" in status
+
+    _retrain(paths)
+    sections = _sections(paths)
+    assert sections["Model and training"].ran
+    assert not any(isinstance(b, FigureBlock) for b in sections["Model and training"].blocks)
+    assert not any(isinstance(b, FigureBlock) for b in sections["Evaluation"].blocks)
+    status = sections["Difficulty analysis"].status
+    assert status == f"stale: made from an earlier model named {MODEL}; rerun explain.py --difficulty --model {MODEL}"
+
+
+def test_experiment_and_study_of_another_dataset_are_not_shown_as_this_ones(tmp_path):
+    paths = DataPaths(tmp_path / "data")
+    _fake_run(paths)
+    folder = paths.reports("augmentation")
+    settings = {"dataset": "other", "dataset_id": "0" * 64, "seed": 42, "epochs": 3, "max_train": 100}
+    fsio.write_text(folder / "experiment.md", "x\n")
+    fsio.seal(folder / "experiment.json", [folder / "experiment.md"], {"settings": settings, "rows": []})
+    study = "other_stargal"
+    fsio.write_json(paths.best_config(study), {"architecture": "stargal", "dataset": "other"})
+    fsio.write_text(paths.trials_md(study), "| trial | value |\n|---|---|\n| 0 | 0.3 |\n")
+    fsio.seal(paths.tuning_record(study), [paths.best_config(study), paths.trials_md(study)],
+              {"study": study, "dataset": "other", "dataset_id": "0" * 64})  # fmt: skip
+    sections = _sections(paths)
+    status = sections["Augmentation experiment"].status
+    assert status.startswith("not shown: run on dataset other, not on this report's dataset " + DATASET)
+    status = sections["Hyper-parameter tuning"].status
+    assert status.startswith(f"not shown: no study of dataset {DATASET} as it is now") and study in status
+
+    fsio.seal(folder / "experiment.json", [folder / "experiment.md"],
+              {"settings": {**settings, "dataset": DATASET, "dataset_id": _dataset_id(paths)}, "rows": []})  # fmt: skip
+    assert _sections(paths)["Augmentation experiment"].ran
+
+
+def test_the_report_is_rebuilt_when_a_model_it_lists_is_removed(tmp_path):
+    import shutil
+
+    paths = DataPaths(tmp_path / "data")
+    _fake_run(paths, reference=True)
+    assert not build_report(paths)["skipped"] and build_report(paths)["skipped"]
+    shutil.rmtree(paths.model_dir(f"reference_regularised-{DATASET}-s42"))
+    assert not build_report(paths)["skipped"]
+    assert "reference regularised CNN" not in page_texts(paths.report_pdf)[0]
+
+
+def test_verify_takes_an_empty_output_folder_for_no_output(tmp_path):
+    """04_augmentation.py --materialize (or 03) stopped before its first file: an empty folder, not a broken set."""
+    from stargal.integrity import verify_data_folder
+
+    paths = DataPaths(tmp_path / "data")
+    _fake_run(paths)
+    paths.augmented_dir(DATASET).mkdir(parents=True)
+    paths.model_dir("interrupted").mkdir(parents=True)
+
+    def findings():  # (the fake run's manifest lists files it never wrote)
+        return [f.path.name for f in verify_data_folder(paths)[0] if not f.path.is_relative_to(paths.root / "sas")]
+
+    assert findings() == []
+    fsio.write_text(paths.augmented_dir(DATASET) / "x.npy", "")
+    assert findings() == ["augmented.json"]

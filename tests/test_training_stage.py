@@ -395,3 +395,29 @@ def build_args(argv: list[str]):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.build_parser().parse_args(argv)
+
+
+@pytest.mark.slow
+def test_figures_belong_to_the_model_they_show(tmp_path, caplog):
+    """A model retrained under its name with --no-plots (or killed before its figures) must not keep the earlier
+    model's figures; a rerun draws a current model's missing or stale figures without training it again."""
+    from stargal.stages import training
+
+    paths = DataPaths(tmp_path / "data")
+    write_toy_dataset(paths, "toy", sizes=(200, 80, 80), patch=15, seed=1, faint=21.0)
+    opts = TrainOptions(architecture="stargal", hyperparameters=TINY_HP, epochs=1, patience=1, batch_size=64, seed=3,
+                        verbose=0, tta=False, name="m")  # fmt: skip
+    first = training.train_one(paths, "toy", opts)["model_json"]
+    folder = paths.reports("training", "m")
+    assert training.figures_current(paths, "m", first) and (folder / "learning_curves.png").is_file()
+
+    second = training.train_one(paths, "toy", replace(opts, epochs=2, plots=False))["model_json"]
+    assert not training.figures_current(paths, "m", second)
+    assert not list(folder.glob("*.png"))  # the first model's figures are gone, not shown as the second's
+
+    before = paths.model("m").json.stat().st_mtime_ns
+    with caplog.at_level(logging.INFO, logger="stargal"):
+        result = training.train_one(paths, "toy", replace(opts, epochs=2))
+    assert result["skipped"] and paths.model("m").json.stat().st_mtime_ns == before
+    assert "drawing them again (no retraining)" in caplog.text
+    assert training.figures_current(paths, "m", second) and (folder / "learning_curves.png").is_file()

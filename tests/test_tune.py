@@ -100,6 +100,15 @@ def test_changed_settings_are_refused(paths):
         run_tuning(paths, trials=2, workers=1, **{**FAST, "epochs": 3})
     with pytest.raises(StargalError, match="no dataset prepared"):
         run_tuning(DataPaths(paths.root.parent / "empty"), trials=1, **FAST)
+    # the dataset rebuilt under its name (other content): the study of the earlier build is not continued
+    x = np.load(paths.split_x("toy", "val"))
+    save_npy(paths.split_x("toy", "val"), x[::-1].copy())
+    meta = {k: v for k, v in fsio.read_json(paths.dataset_json("toy")).items() if k != fsio.INTEGRITY_KEY}
+    files = [f("toy", s) for s in ("train", "val") for f in (paths.split_x, paths.split_y, paths.split_psf)]
+    fsio.seal(paths.dataset_json("toy"), files, meta)
+    with pytest.raises(StargalError, match=r"different settings \(dataset_id: toy was rebuilt since\)"):
+        run_tuning(paths, trials=1, workers=1, **FAST)
+    assert fsio.read_json(paths.tuning_record("toy_reference_base"))["dataset_id"]  # what the report matches by
 
 
 @pytest.mark.slow
@@ -174,3 +183,23 @@ def test_an_unknown_augmentation_is_refused_before_a_study_is_created(tmp_path):
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert run.returncode == 2 and "unrecognized arguments: --scheduler x" in run.stderr
+
+
+def test_study_name_and_max_train_are_checked_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    from stargal.paths import PROJECT_ROOT
+
+    tune = str(PROJECT_ROOT / "code" / "tune.py")
+    for args, words in (
+        (["--name", "../escaped"], "--name '../escaped': use letters, digits"),
+        (["--name", str(tmp_path / "abs")], "--name '" + str(tmp_path / "abs") + "': use letters, digits"),
+        (["--max-train", "-5"], "argument --max-train: must be 0 or more: '-5'"),
+    ):
+        run = subprocess.run([sys.executable, tune, "--data-dir", str(tmp_path / "d"), *args],
+                             capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert run.returncode != 0 and words in run.stderr.strip().splitlines()[-1], run.stderr  # (after usage)
+        assert not (tmp_path / "d").exists() and not (tmp_path / "abs").exists()
+    with pytest.raises(StargalError, match="--max-train -5: must be 0"):
+        run_tuning(DataPaths(tmp_path / "d"), max_train=-5)

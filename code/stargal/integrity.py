@@ -155,7 +155,29 @@ def _sealed_sets(paths: DataPaths) -> Iterable[tuple[Path, str, list[Path]]]:
 
 
 def _subfolders(root: Path) -> list[Path]:
-    return sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    """The folders under ``root`` that hold anything: an empty one (a run stopped before it wrote a file) holds no
+    output that could be broken."""
+    return sorted(p for p in root.iterdir() if p.is_dir() and any(p.iterdir())) if root.is_dir() else []
+
+
+def _stale_models(paths: DataPaths) -> list[Finding]:
+    """Intact models trained on an earlier build of a dataset still there under the same name: not damaged, but
+    out of date (their numbers are not the dataset's any more)."""
+    findings = []
+    for folder in _subfolders(paths.models_root):
+        check = fsio.check_seal(paths.model(folder.name).json)
+        if not check.ok:  # a broken model is reported as such
+            continue
+        name = check.record.get("dataset")
+        trained_on = (check.record.get("inputs") or {}).get("dataset")
+        if not isinstance(name, str) or not trained_on or not paths.dataset_json(name).is_file():
+            continue
+        dataset = fsio.check_seal(paths.dataset_json(name))
+        if dataset.ok and fsio.seal_digest(dataset.record) != trained_on:
+            problem = f"stale (intact, not damaged): trained on an earlier build of dataset {name}"
+            redo = f"03_model.py on dataset {name} (model {folder.name})"
+            findings.append(Finding(paths.model(folder.name).json, problem, redo))
+    return findings
 
 
 def verify_data_folder(paths: DataPaths, deep: bool = True) -> tuple[list[Finding], int]:
@@ -183,6 +205,7 @@ def verify_data_folder(paths: DataPaths, deep: bool = True) -> tuple[list[Findin
         checked += 1 + len(check.files())
         sealed_cubes.update(str(p) for p in check.files())
         findings += [Finding(p, why, redo) for p, why in check.problems]
+    findings += _stale_models(paths)
     for cube in sorted(paths.aligned_root.glob("*/*/*/cube-*.fits")) if paths.aligned_root.is_dir() else []:
         if str(cube) not in sealed_cubes and not DataPaths.record_beside_cube(cube).exists():
             findings.append(Finding(cube, "no record seals it (an interrupted or older run)", "01_alignment.py"))

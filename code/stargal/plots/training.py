@@ -92,6 +92,11 @@ def magnitude_plot(path: Path, metrics: dict, split: str = "test") -> Path:
     return _save(fig, path)
 
 
+# every figure training_report may draw (the confusion and magnitude ones per split present)
+FIGURE_NAMES = ("learning_curves.png", "roc.png", "confusion_test.png", "by_magnitude_test.png", "confusion_val.png",
+                "by_magnitude_val.png")  # fmt: skip
+
+
 def training_report(out_dir: Path, history: dict, metrics: dict, data: dict, preds: dict) -> list[Path]:
     """Every stage-03 figure of one model under ``out_dir``."""
     out_dir = Path(out_dir)

@@ -36,6 +36,13 @@ def _model_and_dataset(paths: DataPaths, model: str | None, dataset: str | None)
         # predict falls back to the pretrained model; its dataset is not in this folder, so say what is missing
         raise StargalError(f"{paths.root}: no model trained here yet (run 03_model.py, or pass --model and --dataset)")
     model_dir = resolve_model_dir(paths, model)
+    given = Path(model or "")
+    if given.suffix == ".keras" and (given.name != "model.keras" or not ModelFiles(model_dir).json.is_file()):
+        # the threshold, name and dataset are model.json's: a network on its own cannot be explained
+        raise StargalError(
+            f"--model {model}: a .keras file on its own (not a model.keras beside its model.json); explain.py "
+            "takes a model name or a model folder as 03_model.py writes it (model.keras with model.json)"
+        )
     meta = integrity.require_model(model_dir)
     dataset = dataset or meta.get("dataset")
     if not dataset:
@@ -172,11 +179,15 @@ def run_difficulty(
         )
     p = predict_batches(bundle.model, np.asarray(x, np.float32), psf)
     mag = objects["r_psfmag"].astype(np.float64)
-    try:
-        rows = difficulty.find_by_magnitude(read_json(ModelFiles(bundle.directory).metrics))  # sealed with the model
-        source = "metrics.json"
-    except FileNotFoundError:  # a model folder without metrics (not made by 03_model.py)
-        rows = []
+    rows, source = [], "measured"
+    # metrics.json's table is of the test split the model was trained with: used only when that is the split read
+    # here (the same dataset content), so that every number of the page is measured on the dataset named
+    if (bundle.meta.get("inputs") or {}).get("dataset") == ids["dataset_id"]:
+        try:
+            rows = difficulty.find_by_magnitude(read_json(ModelFiles(bundle.directory).metrics))  # sealed with it
+            source = "metrics.json"
+        except FileNotFoundError:  # a model folder without metrics (not made by 03_model.py)
+            rows = []
     if not rows:  # no stored per-magnitude metrics: measure them here, the same way stage 03 does
         rows, source = by_magnitude(y, p, mag, bundle.threshold), "measured"
     neighbour = nearest_neighbour_arcsec(objects["ra"], objects["dec"])

@@ -11,6 +11,7 @@ explanations, real-sky evaluation, run time and memory. A step whose outputs are
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import re
 from pathlib import Path
@@ -77,7 +78,17 @@ def _latest(pointer: Path) -> str | None:
     return (text.strip() or None) if text else None
 
 
-def _png(folder: Path, name: str) -> Path | None:
+def _dataset_id(paths: DataPaths, name: str | None) -> str | None:
+    """The content identity of dataset ``name`` when it is there and intact, else None."""
+    if not name or not isinstance(name, str) or "/" in name:
+        return None
+    check = fsio.check_seal(paths.dataset_json(name))
+    return fsio.seal_digest(check.record) if check.ok else None
+
+
+def _png(folder: Path | None, name: str) -> Path | None:
+    if folder is None:
+        return None
     p = folder / name
     return p if p.is_file() else None
 
@@ -143,6 +154,14 @@ class Run:
             self.metrics = _json_or_none(paths.model(self.model_name).metrics)
         self.dataset_name = self._dataset_name(_latest(paths.latest_dataset))
         self.dataset = integrity.require_dataset(paths, self.dataset_name) if self.dataset_name else None
+        # content identities: a dataset rebuilt under its name is another dataset, and a model retrained under its
+        # name another model, for whatever was made from the earlier one
+        self.dataset_id = fsio.seal_digest(self.dataset) if self.dataset else None
+        self.model_id = fsio.seal_digest(self.model) if self.model else None
+        trained_on = ((self.model or {}).get("inputs") or {}).get("dataset")
+        self.model_stale = bool(self.model and self.dataset and trained_on != self.dataset_id)
+        if self.model_stale:
+            log.warning("report: %s", self.stale_model_text())
         self.record = _json_or_none(paths.pipeline_record)
         self.manifest = _json_or_none(paths.manifest)
         self.alignment = _json_or_none(paths.reports("alignment", "summary.json"))
@@ -163,6 +182,46 @@ class Run:
             log.warning("report: %s, the latest model's dataset, is no longer there: no dataset shown", trained_on)
             return None
         return trained_on
+
+    def stale_model_text(self) -> str:
+        """What the report says in place of the latest model's numbers when it was trained on an earlier build of
+        its dataset."""
+        return (
+            f"the latest model {self.model_name} was trained on an earlier build of dataset {self.dataset_name} (its "
+            f"content changed since), so its numbers are left out: retrain it with 03_model.py --dataset "
+            f"{self.dataset_name}"
+        )
+
+    def current_record(self, record: Path, files: list[Path], command: str) -> tuple[dict | None, str]:
+        """(record, "") of an output set made from the latest model (and the current content of the dataset it
+        names); (None, why) when it is missing ("not run ..."), broken or made from another model ("stale: ...")."""
+        if not record.exists():
+            return None, f"not run (no {record.name}: {command})"
+        check = fsio.check_seal(record, files)
+        if not check.ok:
+            return None, f"stale: {check.describe(1)}; rerun {command}"
+        settings = check.record.get("settings") or {}
+        if self.model_id is None or settings.get("model_id") != self.model_id:
+            return None, f"stale: made from an earlier model named {self.model_name}; rerun {command}"
+        dataset = settings.get("dataset")
+        if settings.get("dataset_id") != _dataset_id(self.paths, dataset):
+            return None, f"stale: made from an earlier build of dataset {dataset}; rerun {command}"
+        return check.record, ""
+
+    @functools.cached_property
+    def training_figures(self) -> Path | None:
+        """The folder of the latest model's figures when they show that model (its figures.json seals them with
+        its identity), else None: figures of an earlier model of the name are never shown as this one's."""
+        if not self.model_name or self.model_stale:
+            return None
+        folder = self.paths.reports("training", self.model_name)
+        check = fsio.check_seal(folder / "figures.json")
+        if check.ok and (check.record.get("settings") or {}).get("model_id") == self.model_id:
+            return folder
+        if any(folder.glob("*.png")):
+            log.warning("report: the figures in %s are not the latest model's (missing, broken or an earlier "
+                        "model's): left out; 03_model.py draws them again", folder)  # fmt: skip
+        return None
 
     @property
     def simulated(self) -> bool | None:
@@ -213,8 +272,9 @@ class Run:
         )
 
     def models_of_dataset(self) -> list[tuple[str, dict, dict]]:
-        """(name, model.json, metrics.json) of every evaluated model trained on the current dataset; the latest
-        model first, then ours, then the reference models."""
+        """(name, model.json, metrics.json) of every evaluated model trained on the current content of the dataset
+        shown (model.json's inputs.dataset, not its dataset name); the latest model first, then ours, then the
+        reference models."""
         root = self.paths.models_root
         found = []
         for folder in sorted(root.iterdir()) if root.is_dir() else []:
@@ -225,7 +285,8 @@ class Run:
                 continue
             meta = check.record
             metrics = _json_or_none(folder / "metrics.json")
-            if meta and metrics and "test" in metrics and meta.get("dataset") == self.dataset_name:
+            trained_on = (meta.get("inputs") or {}).get("dataset")  # the content, not the name
+            if metrics and "test" in metrics and self.dataset_id and trained_on == self.dataset_id:
                 found.append((folder.name, meta, metrics))
         order = {"stargal": 0, "reference_regularised": 1, "reference_base": 2}
         found.sort(key=lambda m: (order.get(m[1].get("architecture"), 3), m[0] != self.model_name, m[0]))
@@ -290,7 +351,10 @@ def _baseline_rows(metrics: dict) -> list[list]:
 def headline(run: Run) -> list:
     """The first page's lead paragraph and Table 1 (test set: our model, reference models, baselines)."""
     models = run.models_of_dataset()
+    stale = [Para(f"Stale: {run.stale_model_text()}.", "lead")] if run.model_stale else []
     if not models:
+        if stale:
+            return stale
         return [Para("No evaluated model yet: the headline table appears once stage 03 has run.", "lead")]
     several = len({m[1].get("architecture") for m in models}) < len(models)
     rows = [
@@ -338,7 +402,7 @@ def headline(run: Run) -> list:
         bold_rows=bold,
         note=note,
     )
-    return [Para(text, "lead"), table]
+    return [*stale, Para(text, "lead"), table]
 
 
 # ---------------------------------------------------------------- sections
@@ -490,6 +554,14 @@ def augmentation_section(run: Run) -> Section:
     if not exp:
         return _not_run(title, "no experiment.json: 04_augmentation.py --experiment")
     s = exp.get("settings", {})
+    redo = f"04_augmentation.py --experiment --dataset {run.dataset_name}"
+    check = fsio.check_seal(folder / "experiment.json")
+    if not check.ok:
+        return Section(title, ran=False, status=f"stale: {check.describe(1)}; rerun {redo}")
+    if run.dataset_name and (s.get("dataset") != run.dataset_name or s.get("dataset_id") != run.dataset_id):
+        other = "an earlier build of it" if s.get("dataset") == run.dataset_name else f"dataset {s.get('dataset')}"
+        return Section(title, ran=False, status=f"not shown: run on {other}, not on this report's dataset "
+                                                f"{run.dataset_name}; {redo}")  # fmt: skip
     cols = ("policy", "train_accuracy", "train_accuracy_clean", "val_loss", "val_accuracy", "val_mcc", "best_epoch")
     heads = ["policy", "train acc. (augmented)", "train acc. (clean)", "val loss", "val accuracy", "val MCC",
              "best epoch"]  # fmt: skip
@@ -535,6 +607,8 @@ def model_section(run: Run) -> Section:
     m = run.model
     if not m:
         return _not_run(title, "no trained model: 03_model.py")
+    if run.model_stale:
+        return Section(title, ran=False, status="stale: " + run.stale_model_text())
     hp = m.get("hyperparameters", {})
     rows = [
         ["architecture", ARCHITECTURE_NAMES.get(m.get("architecture"), m.get("architecture"))],
@@ -553,7 +627,7 @@ def model_section(run: Run) -> Section:
         ),
         TableBlock(["setting", "value"], rows, f"The latest model, `{run.model_name}`."),
     ]
-    png = _png(run.paths.reports("training", run.model_name or ""), "learning_curves.png")
+    png = _png(run.training_figures, "learning_curves.png")
     if png:
         blocks.append(
             FigureBlock(
@@ -574,6 +648,12 @@ def _intact_study(paths: DataPaths, name: str) -> bool:
     return check.ok
 
 
+def _study_dataset_id(paths: DataPaths, name: str) -> str | None:
+    """The content identity of the dataset a study was run on (tune.py records it; None for older studies)."""
+    record = fsio.check_seal(paths.tuning_record(name)).record or {}
+    return record.get("dataset_id")
+
+
 def tuning_section(run: Run) -> Section:
     title = "Hyper-parameter tuning"
     root = run.paths.tuning_root
@@ -583,8 +663,13 @@ def tuning_section(run: Run) -> Section:
     studies = [name for name in studies if _intact_study(run.paths, name)]
     if not studies:
         return _not_run(title, "no study: tune.py")
-    mine = [n for n in studies if (_json_or_none(run.paths.best_config(n)) or {}).get("dataset") == run.dataset_name]
-    study = max(mine or studies, key=lambda n: run.paths.best_config(n).stat().st_mtime)
+    # a study of this dataset as it is now (tune.py records its content identity), never another dataset's
+    mine = [n for n in studies if _study_dataset_id(run.paths, n) == run.dataset_id and run.dataset_id]
+    if not mine:
+        return Section(title, ran=False, status=(
+            f"not shown: no study of dataset {run.dataset_name} as it is now (the studies there, {', '.join(studies)}, "
+            f"were run on other datasets or earlier builds); tune.py --dataset {run.dataset_name}"))  # fmt: skip
+    study = max(mine, key=lambda n: run.paths.best_config(n).stat().st_mtime)
     text = _text(run.paths.trials_md(study)) or ""
     blocks: list = [Para(f"Study `{study}` (Optuna, resumable): its trials, best first.")]
     for block in markdown_blocks(text, f"Trials of study {study}."):
@@ -609,6 +694,8 @@ def evaluation_section(run: Run) -> Section:
     m = run.metrics
     if not m:
         return _not_run(title, "no metrics.json: 03_model.py")
+    if run.model_stale:
+        return Section(title, ran=False, status="stale: " + run.stale_model_text())
     rows = [[split, *[m[split].get(c) for c in METRIC_COLUMNS]] for split in ("train", "val", "test") if split in m]
     if (m.get("no_tta") or {}).get("test"):
         rows.append(["test, one pass (no TTA)", *[m["no_tta"]["test"].get(c) for c in METRIC_COLUMNS]])
@@ -623,7 +710,7 @@ def evaluation_section(run: Run) -> Section:
         ),
         TableBlock(["split", *METRIC_HEADS], rows, "Metrics of the latest model on every split.", digits=3),
     ]
-    folder = run.paths.reports("training", run.model_name or "")
+    folder = run.training_figures
     pair = [p for p in (_png(folder, "confusion_test.png"), _png(folder, "roc.png")) if p]
     if pair:
         blocks.append(
@@ -679,10 +766,16 @@ def evaluation_section(run: Run) -> Section:
 
 def difficulty_section(run: Run) -> Section:
     title = "Difficulty analysis"
-    folder = run.paths.reports("difficulty", run.model_name or "")
-    text = _text(folder / "difficulty.md") if run.model_name else None
+    if not run.model_name:
+        return _not_run(title, "no model: 03_model.py, then explain.py --difficulty")
+    folder = run.paths.reports("difficulty", run.model_name)
+    outputs = [folder / "difficulty.md", folder / "examples.png"]
+    record, why = run.current_record(
+        folder / "difficulty.json", outputs, f"explain.py --difficulty --model {run.model_name}"
+    )
+    text = _text(outputs[0]) if record else None
     if not text:
-        return _not_run(title, "no difficulty.md: explain.py --difficulty")
+        return Section(title, ran=False, status=why or "not run (difficulty.md unreadable: explain.py --difficulty)")
     blocks: list = []
     for block in markdown_blocks(text):
         if isinstance(block, TableBlock):
@@ -698,10 +791,15 @@ def difficulty_section(run: Run) -> Section:
             )
             block.width = 0.72
         blocks.append(block)
-    blocks.insert(0, Para("Per-magnitude metrics of the test split are in the evaluation section."))
+    dataset = (record.get("settings") or {}).get("dataset")
+    if dataset != run.dataset_name:
+        blocks.insert(0, Para(f"Measured on the test split of dataset `{dataset}`, not the model's own."))
+    else:
+        blocks.insert(0, Para("Per-magnitude metrics of the test split are in the evaluation section."))
     return Section(title, blocks)
 
 
+SPLIT_NAMES = {"test": "test", "val": "validation", "train": "training"}
 EXPLAIN_GROUPS = (
     ("star_correct", "stars classified as stars"),
     ("galaxy_correct", "galaxies classified as galaxies"),
@@ -712,26 +810,30 @@ EXPLAIN_GROUPS = (
 
 def explanations_section(run: Run) -> Section:
     title = "Explanations"
-    folder = run.paths.reports("explain", run.model_name or "")
-    try:
-        record = _json(folder / "explain.json") if run.model_name else None
-    except Unreadable as exc:
-        return Section(title, ran=False, status=str(exc))
+    if not run.model_name:
+        return _not_run(title, "no model: 03_model.py, then explain.py")
+    folder = run.paths.reports("explain", run.model_name)
+    record, why = run.current_record(folder / "explain.json", [folder / "examples.csv"],
+                                     f"explain.py --model {run.model_name}")  # fmt: skip
     if not record:
-        return _not_run(title, "no explain.json: explain.py")
+        return Section(title, ran=False, status=why)
     counts = (record.get("result") or {}).get("counts", {})
     settings = record.get("settings", {})
+    split = SPLIT_NAMES.get(settings.get("split"), str(settings.get("split")))
+    dataset = settings.get("dataset")
+    of = "" if dataset == run.dataset_name else f" of dataset `{dataset}`"
     blocks: list = [
         Para(
-            "Integrated Gradients (per band, and summed) and Grad-CAM maps of test patches in four groups "
+            f"Integrated Gradients (per band, and summed) and Grad-CAM maps of {split} patches{of} in four groups "
             f"({', '.join(f'{counts.get(k, 0)} {text}' for k, text in EXPLAIN_GROUPS)}; {settings.get('steps')} "
             "integration steps). Red pixels push towards star, blue towards galaxy: a network that looks at the "
             "object's profile puts its attribution on the central pixels, not on neighbours or the background."
         )
     ]
+    sealed = set((record.get(fsio.INTEGRITY_KEY) or {}).get("files") or {})
     for key, text in EXPLAIN_GROUPS:
         png = _png(folder, f"{key}.png")
-        if not png:
+        if not png or png.name not in sealed:  # a group without examples this time: an older run's figure
             continue
         if key.endswith("correct"):
             caption = f"Correct: {text}, one patch per row, with p(star) and r magnitude."
@@ -863,12 +965,10 @@ def report_inputs(paths: DataPaths) -> list[list]:
     """(path, size, modification time) of every file the report can be built from: what decides a rerun."""
     skip = {paths.report_pdf, paths.report_record}
     found: list[Path] = [paths.latest_dataset, paths.latest_model]
-    for name, root in (
-        (_latest(paths.latest_dataset), paths.datasets_root),
-        (_latest(paths.latest_model), paths.models_root),
-    ):
-        if name:
-            found += [root / name / f for f in ("dataset.json", "model.json", "metrics.json")]
+    # every model and dataset: Table 1 lists every model of the dataset, matched by the datasets' content
+    for root in (paths.datasets_root, paths.models_root):
+        for folder in sorted(root.iterdir()) if root.is_dir() else []:
+            found += [folder / f for f in ("dataset.json", "model.json", "metrics.json")]
     for folder in (paths.reports(), paths.tuning_root):
         if folder.is_dir():
             found += [p for p in folder.rglob("*") if p.suffix in (".json", ".md", ".png", ".csv")]

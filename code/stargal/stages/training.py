@@ -106,13 +106,11 @@ def train_one(paths: DataPaths, dataset: str, options: TrainOptions, data: dict 
     previous = None if options.force else current_model(paths, name, config, dataset_id)
     if previous is not None:
         log.info("%s: model is current, skipping (use --force to retrain)", name)
-        return {
-            "name": name,
-            "model_dir": out_dir,
-            "metrics": fsio.read_json(files.metrics),
-            "model_json": previous,
-            "skipped": True,
-        }
+        metrics = fsio.read_json(files.metrics)
+        if options.plots and not figures_current(paths, name, previous):
+            log.info("%s: its figures are missing or another model's: drawing them again (no retraining)", name)
+            redraw_figures(paths, name, previous, metrics, data)
+        return {"name": name, "model_dir": out_dir, "metrics": metrics, "model_json": previous, "skipped": True}
 
     data = data or load_dataset(paths, dataset)
     meta = data["meta"]
@@ -209,11 +207,73 @@ def train_one(paths: DataPaths, dataset: str, options: TrainOptions, data: dict 
         if onnx:
             model_json["onnx"] = onnx
         model_json = out.commit(model_json)  # model.json last: it lists every file with its checksum
+    drop_figures(paths, name)  # the previous model's, if any: never shown as this one's
     if options.plots:
-        from ..plots import training as tplots
-
-        tplots.training_report(paths.reports("training", name), history, metrics, data, preds)
+        draw_figures(paths, name, model_json, history, metrics, data, preds)
     return {"name": name, "model_dir": out_dir, "metrics": metrics, "model_json": model_json, "skipped": False}
+
+
+# ---------------------------------------------------------------- a model's figures
+
+# reports/training/NAME/figures.json seals the figures with the identity of the model they show: figures of an
+# earlier model of that name (retrained with --no-plots, or killed before its figures were drawn) are not current
+
+
+def _figures_record(paths: DataPaths, name: str) -> Path:
+    return paths.reports("training", name, "figures.json")
+
+
+def figures_current(paths: DataPaths, name: str, model_json: dict) -> bool:
+    """True when the figures under reports/training/NAME are intact and show the model ``model_json`` seals."""
+    check = fsio.check_seal(_figures_record(paths, name))
+    return check.ok and (check.record.get("settings") or {}).get("model_id") == fsio.seal_digest(model_json)
+
+
+def drop_figures(paths: DataPaths, name: str) -> None:
+    """Remove the figures of an earlier model of that name (its record first: a kill in between leaves figures
+    no record vouches for, which no reader takes for current)."""
+    record = _figures_record(paths, name)
+    files = fsio.check_seal(record).files()
+    record.unlink(missing_ok=True)
+    from ..plots import training as tplots
+
+    for png in {*files, *(record.parent / f for f in tplots.FIGURE_NAMES)}:
+        png.unlink(missing_ok=True)
+
+
+def draw_figures(
+    paths: DataPaths, name: str, model_json: dict, history: dict, metrics: dict, data: dict, preds: dict
+) -> list[Path]:
+    """Every stage-03 figure of the model, sealed with its identity (``figures_current``)."""
+    from ..plots import training as tplots
+
+    folder = paths.reports("training", name)
+    written = tplots.training_report(folder, history, metrics, data, preds)
+    content = {"model": name, "settings": {"model_id": fsio.seal_digest(model_json)}}
+    fsio.seal(_figures_record(paths, name), written, content)
+    return written
+
+
+def redraw_figures(paths: DataPaths, name: str, model_json: dict, metrics: dict, data: dict | None = None) -> None:
+    """Draw the figures of a current model again from its saved network, history and metrics."""
+    from ..model import load_model
+
+    files = paths.model(name)
+    data = data or load_dataset(paths, str(model_json["dataset"]))
+    preds = predict_splits(load_model(files.keras), data, tta=bool(model_json.get("tta")))
+    history = _read_history(files.history) | {"best_epoch": model_json.get("best_epoch")}
+    drop_figures(paths, name)
+    draw_figures(paths, name, model_json, history, metrics, data, preds)
+
+
+def _read_history(path: Path) -> dict:
+    """history.csv as {column: [values per epoch]} (the epoch column left out), as ``fit`` returns it."""
+    import csv
+
+    with open(path, encoding="utf-8", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    keys = [k for k in (rows[0] if rows else {}) if k != "epoch"]
+    return {k: [float(r[k]) for r in rows] for k in keys}
 
 
 def _save_keras(model, tmp: Path) -> None:
@@ -337,6 +397,12 @@ def combine_models(paths: DataPaths, members: list[str], name: str | None = None
     }
     config = json.loads(json.dumps(config))
     dataset_id = dataset_identity(paths, dataset)
+    for member, meta in zip(members, metas, strict=True):
+        if (meta.get("inputs") or {}).get("dataset") != dataset_id:
+            raise StargalError(
+                f"--ensemble {member}: trained on an earlier build of dataset {dataset} (its content changed since); "
+                f"retrain it with 03_model.py, or combine models trained on the current {dataset}"
+            )
     files = paths.model(name)
     check = fsio.check_seal(files.json, [files.keras, files.metrics])
     current = check.ok and check.record.get("inputs", {}).get("dataset") == dataset_id
@@ -345,6 +411,7 @@ def combine_models(paths: DataPaths, members: list[str], name: str | None = None
         fsio.write_text_if_changed(paths.latest_model, name + "\n")
         return {"name": name, "model_dir": files.folder, "metrics": fsio.read_json(files.metrics),
                 "model_json": check.record, "skipped": True}  # fmt: skip
+    _warn_replacing(files, check, config, current)
     data = load_dataset(paths, dataset)
     mdl.configure_threads()
     model = mdl.ensemble_model([mdl.load_model(paths.model(member).keras) for member in members])
@@ -377,8 +444,26 @@ def combine_models(paths: DataPaths, members: list[str], name: str | None = None
         if onnx:
             model_json["onnx"] = onnx
         model_json = out.commit(model_json)
+    drop_figures(paths, name)  # a trained model's of that name: an ensemble has none
     fsio.write_text_if_changed(paths.latest_model, name + "\n")
     return {"name": name, "model_dir": files.folder, "metrics": metrics, "model_json": model_json, "skipped": False}
+
+
+def _warn_replacing(files: ModelFiles, check: fsio.SealCheck, config: dict, current: bool) -> None:
+    """The warning training gives when a model of the name exists and is replaced by something else."""
+    if check.record is None:
+        if files.json.exists():
+            log.warning("%s: %s; replacing it", files.folder.name, check.describe())
+        return
+    if "ensemble" not in check.record:
+        why = f"a trained {check.record.get('architecture')} network, not an ensemble"
+    elif check.record.get("config") != config:
+        why = "an ensemble of other members"
+    elif not current:
+        why = "dataset changed"
+    else:  # the same ensemble, combined again (--force)
+        return
+    log.warning("%s: replacing the model of that name (%s; --name keeps both)", files.folder.name, why)
 
 
 # ---------------------------------------------------------------- several seeds, comparisons

@@ -22,11 +22,11 @@ from pathlib import Path
 
 from .. import tune
 from ..config import SEED
-from ..dataset import load_dataset, resolve_dataset
+from ..dataset import dataset_identity, load_dataset, resolve_dataset
 from ..errors import StargalError
 from ..fsio import OutputSet, write_json, write_text
 from ..integrity import require_dataset
-from ..paths import DataPaths
+from ..paths import DataPaths, check_folder_name
 from ..tables import csv_text, records_markdown
 from ..train_options import ARCH_DEFAULTS
 
@@ -79,6 +79,8 @@ def create_or_load(db: Path, name: str, seed: int, config: dict):
         study.set_user_attr("config", config)
     elif stored != config:
         changed = sorted(k for k in set(stored) | set(config) if stored.get(k) != config.get(k))
+        if "dataset_id" in changed and "dataset" not in changed:  # recorded since 2027: older studies lack it
+            changed[changed.index("dataset_id")] = f"dataset_id: {config.get('dataset')} was rebuilt since"
         raise StargalError(
             f"{db}: study {name!r} was run with different settings ({', '.join(changed)}); "
             "use --force to start it over or --name for a new study"
@@ -215,6 +217,10 @@ def run_tuning(
         raise StargalError(f"--architecture {architecture!r}: choose from {', '.join(tune.SEARCH_SPACES)}")
     if trials < 1 or workers < 1 or epochs < 1:
         raise StargalError("--trials, --workers and --epochs must be positive")
+    if max_train < 0:
+        raise StargalError(f"--max-train {max_train}: must be 0 (all training patches) or positive")
+    if name is not None:
+        check_folder_name(name, "--name")  # a name, never a path: the study stays under tuning/ and reports/tuning/
     dataset = resolve_dataset(paths, dataset)
     require_dataset(paths, dataset, ("train", "val"))  # intact before any worker reads it
     # Train trials the way 03_model.py trains this architecture (augmentation policy, learning-rate schedule).
@@ -230,6 +236,8 @@ def run_tuning(
         db.unlink(missing_ok=True)  # our own study file: start over
     settings = {
         "dataset": dataset,
+        # its content: a study of an earlier build of the dataset (same name) is not continued on this one
+        "dataset_id": dataset_identity(paths, dataset),
         "architecture": architecture,
         "epochs": epochs,
         "patience": patience,
@@ -302,7 +310,9 @@ def write_results(
     best["n_trials"] = len(rows)
     table = _markdown(name, rows, best, importance)
     counts = {s: sum(r["state"] == s for r in rows) for s in ("COMPLETE", "PRUNED", "FAIL")}
-    content = {"study": name, "dataset": dataset, "architecture": architecture, "counts": counts}
+    dataset_id = (study.user_attrs.get("config") or {}).get("dataset_id")  # what the report matches studies by
+    content = {"study": name, "dataset": dataset, "dataset_id": dataset_id, "architecture": architecture,
+               "counts": counts}  # fmt: skip
     with OutputSet(paths.tuning_record(name)) as out:  # best.json is what 03_model.py reads: sealed with its table
         write_text(out.path(paths.trials_csv(name)), _csv(rows))
         write_json(out.path(paths.best_config(name)), best)
