@@ -88,7 +88,7 @@ def build_parser():
 
 
 def coordinates(args) -> tuple:
-    from stargal.predict import angles_or_error, read_coordinates, validate_coordinates
+    from stargal.predict import angles_or_error, read_coordinates, split_sexagesimal, validate_coordinates
 
     ways = (("--csv", args.csv), ("--ra/--dec", args.ra or args.dec), ("--all", args.all), ("--detect", args.detect))
     given = [name for name, on in ways if on]
@@ -100,6 +100,12 @@ def coordinates(args) -> tuple:
         return read_coordinates(args.csv)
     if not args.ra:
         raise StargalError("no coordinates: give --ra/--dec values, --csv FILE, --all or --detect")
+    if split_sexagesimal(args.ra) and split_sexagesimal(args.dec):
+        ra, dec = " ".join(args.ra), " ".join(args.dec)
+        raise StargalError(
+            f"--ra {ra} --dec {dec}: three positions, or one sexagesimal coordinate split at its spaces? quote it: "
+            f"--ra '{ra}' --dec '{dec}' (three positions in degrees: write them with a decimal point, or use --csv)"
+        )
     if len(args.ra) != len(args.dec):
         raise StargalError(f"--ra has {len(args.ra)} values but --dec has {len(args.dec)}")
     where = lambda i: f"--ra/--dec: coordinate {i + 1}"  # noqa: E731
@@ -128,7 +134,7 @@ def main(argv=None) -> int:
     out, pred = run_predict(
         cli.open_data_folder(args, shared=True), ra=ra, dec=dec, model=args.model, cube_path=args.cube, fid=fid,
         out=args.out, all_objects=args.all, detect=args.detect, tta=args.tta, engine=args.engine,
-        min_snr=args.min_snr, threshold=args.threshold,
+        min_snr=args.min_snr, threshold=args.threshold, inputs=(args.csv,) if args.csv else (),
     )  # fmt: skip
     counts = pred.counts()
     stars = int(np.count_nonzero(pred.label == "star"))

@@ -72,3 +72,15 @@ def test_inside_frame_uses_pixel_edges_and_rejects_nan():
     x = np.array([-0.5, -0.51, 149.49, 149.5, 10.0, np.nan])
     y = np.array([0.0, 0.0, 99.0, 0.0, 99.5, 5.0])
     assert geometry.inside_frame(x, y, (100, 150)).tolist() == [True, False, True, False, False, False]
+
+
+def test_sky_to_pixel_refuses_a_wcs_without_ra_dec_axes():
+    """A header without CTYPE1/2 gives a linear WCS, which would place any (ra, dec) at some wrong pixel."""
+    linear = WCS(naxis=2)
+    linear.wcs.crpix, linear.wcs.crval, linear.wcs.cdelt = [1, 1], [200.0, 30.0], [1e-4, 1e-4]
+    swapped = make_wcs().swapaxes(0, 1)  # Dec first: (ra, dec) would be taken as (dec, ra)
+    assert geometry.has_sky_axes(make_wcs())
+    for wcs in (linear, swapped):
+        assert not geometry.has_sky_axes(wcs)
+        with pytest.raises(ValueError, match="no celestial RA, Dec axes"):
+            geometry.sky_to_pixel(wcs, np.array([200.0]), np.array([30.0]))

@@ -208,7 +208,7 @@ def test_cli(tmp_path, model_dir, field):
     out = tmp_path / "out.csv"
     done = run_cli(
         "--data-dir",
-        str(tmp_path),
+        str(tmp_path / "data"),
         "--model",
         str(model_dir),
         "--cube",
@@ -333,7 +333,8 @@ def test_each_output_format_round_trips_through_astropy(tmp_path, model_dir, fie
     cube, wcs, xs, ys, kinds, _ = field
     ra, dec = wcs.wcs_pix2world(np.append(xs[:3], -50.0), np.append(ys[:3], 10.0), 0)
     out = tmp_path / f"p{suffix}"
-    _, pred = run_predict(DataPaths(tmp_path), ra=ra, dec=dec, model=str(model_dir), cube_path=str(cube), out=str(out))
+    data = DataPaths(tmp_path / "data")
+    _, pred = run_predict(data, ra=ra, dec=dec, model=str(model_dir), cube_path=str(cube), out=str(out))
     table = Table.read(out)
     assert table.colnames == ["ra", "dec", "x", "y", "p_star", "label", "status"]
     np.testing.assert_allclose(table["ra"], ra, rtol=0, atol=1e-12)
@@ -362,7 +363,8 @@ def test_a_threshold_of_ones_own_labels_by_it_and_is_recorded(tmp_path, model_di
     cube, wcs, xs, ys, _, _ = field
     ra, dec = wcs.wcs_pix2world(xs, ys, 0)
     common = dict(ra=ra, dec=dec, model=str(model_dir), cube_path=str(cube), tta="off", min_snr=0)
-    _, default = run_predict(DataPaths(tmp_path), out=str(tmp_path / "d.csv"), **common)
+    data = DataPaths(tmp_path / "data")
+    _, default = run_predict(data, out=str(tmp_path / "d.csv"), **common)
     ok = default.status == "ok"
     model_threshold = load_bundle(model_dir).threshold
     p = default.p_star[ok]
@@ -371,14 +373,14 @@ def test_a_threshold_of_ones_own_labels_by_it_and_is_recorded(tmp_path, model_di
     # between the two most star-like galaxies (the toy model's p spread over decades there): the first becomes a star
     cut = float(np.sqrt(galaxies[-1] * galaxies[-2]))
     out = tmp_path / "t.ecsv"
-    _, pred = run_predict(DataPaths(tmp_path), out=str(out), threshold=cut, **common)
+    _, pred = run_predict(data, out=str(out), threshold=cut, **common)
     assert list(pred.label[ok]) == list(np.where(pred.p_star[ok] >= cut, "star", "galaxy"))
     assert (pred.label[ok] == "star").sum() == stars + 1
     meta = Table.read(out).meta
     assert meta["THRESH"] == pytest.approx(cut) and meta["MODELTHR"] == pytest.approx(model_threshold)
     for bad in (0.0, 1.0, -0.2, float("nan")):
         with pytest.raises(StargalError, match="--threshold"):
-            run_predict(DataPaths(tmp_path), out=str(tmp_path / "bad.csv"), threshold=bad, **common)
+            run_predict(data, out=str(tmp_path / "bad.csv"), threshold=bad, **common)
         assert not (tmp_path / "bad.csv").exists()
 
 
@@ -427,7 +429,7 @@ def test_all_classifies_every_catalogued_object_in_table_order(tiny_data, model_
     run_alignment(tiny_data, FieldSet(301, 8162, 6, (82,), (), (), (82,)), reports=False)
     fid = FieldId(301, 8162, 6, 82)
     objects = read_table(tiny_data.objects(fid))
-    out = tiny_data.root / "all.ecsv"
+    out = tiny_data.root.parent / "all.ecsv"
     _, pred = run_predict(tiny_data, model=str(model_dir), fid=fid, all_objects=True, out=str(out))
     table = Table.read(out)
     assert list(table["objid"]) == list(objects["objid"]) and len(pred) == len(objects)
@@ -566,5 +568,176 @@ def test_a_cube_whose_bands_are_not_aligned_is_refused_not_classified(tmp_path, 
     out = tmp_path / "stacked.csv"
     ra, dec = wcs.wcs_pix2world(xs, ys, 0)
     with pytest.raises(StargalError, match=r"cube-stacked.fits: not an aligned cube: the g band's sources sit 12 px"):
-        run_predict(DataPaths(tmp_path), ra=ra, dec=dec, model=str(model_dir), cube_path=str(stacked), out=str(out))
+        run_predict(
+            DataPaths(tmp_path / "data"), ra=ra, dec=dec, model=str(model_dir), cube_path=str(stacked), out=str(out)
+        )
     assert not out.exists()
+
+
+# ---- inputs that would give a wrong answer or overwrite an input (audit of predict.py) ----------------------
+
+
+def toy_objects(wcs, xs, ys, kinds) -> np.ndarray:
+    """An objects table of the toy cube's sources, as stage 01 writes one."""
+    from stargal.tables import OBJECT_DTYPE
+
+    objects = np.zeros(len(xs), OBJECT_DTYPE)
+    objects["ra"], objects["dec"] = wcs.wcs_pix2world(xs, ys, 0)
+    objects["objid"] = [f"301-8162-6-80-{i}" for i in range(len(xs))]
+    objects["label"], objects["r_psfmag"] = kinds == "star", 20.0
+    return objects
+
+
+def test_all_refuses_an_objects_table_not_sealed_with_the_cube(tmp_path, model_dir, field):
+    """--all classifies without the presence test: an objects table merely lying beside a cube (a simulated
+    field's of the same name, say) would be "classified" where the frame shows nothing, with agreement figures."""
+    from stargal import fsio
+    from stargal.paths import objects_for_cube
+    from stargal.tables import write_table
+
+    source, wcs, xs, ys, kinds, _ = field
+    cube = tmp_path / "mix" / "cube-008162-6-0080.fits"
+    cube.parent.mkdir()
+    shutil.copyfile(source, cube)
+    objects = objects_for_cube(cube)
+    write_table(objects, toy_objects(wcs, xs, ys, kinds))
+    record, out = DataPaths.record_beside_cube(cube), tmp_path / "all.csv"
+    common = dict(model=str(model_dir), cube_path=str(cube), all_objects=True, out=str(out))
+    with pytest.raises(
+        StargalError, match=rf"{objects}: not sealed with the cube by a field record \({record}: missing"
+    ):
+        run_predict(DataPaths(tmp_path / "data"), **common)
+    fsio.seal(record, [cube], {})  # a record of the cube alone: the table is not its
+    with pytest.raises(StargalError, match=r"objects-008162-6-0080.csv: not part of the sealed output"):
+        run_predict(DataPaths(tmp_path / "data"), **common)
+    assert not out.exists()
+    fsio.seal(record, [cube, objects], {})  # as stage 01 seals them
+    _, pred = run_predict(DataPaths(tmp_path / "data"), **common)
+    assert len(pred) == len(xs) and list(pred.label[pred.status == "ok"]) == list(kinds[pred.status == "ok"])
+
+
+def test_out_naming_an_input_or_a_file_of_the_data_folder_is_refused(tmp_path, model_dir, field):
+    """--out is written over atomically: naming the cube, a file beside it, the --csv or any file of the data
+    folder but predictions/ would replace an input with a table."""
+    source, wcs, xs, ys, _, _ = field
+    paths = DataPaths(tmp_path / "data")
+    cube = tmp_path / "cube-toy.fits"
+    shutil.copyfile(source, cube)
+    coords = tmp_path / "coords.csv"
+    sky = zip(*wcs.wcs_pix2world(xs, ys, 0), strict=True)
+    coords.write_text("name,ra,dec\n" + "".join(f"s,{float(r)!r},{float(d)!r}\n" for r, d in sky))
+    ra, dec = read_coordinates(coords)
+    (paths.root / "aligned").mkdir(parents=True)
+    link = tmp_path / "link.fits"
+    link.symlink_to(cube)
+    hard = tmp_path / "hard.csv"
+    hard.hardlink_to(coords)
+    common = dict(ra=ra, dec=dec, model=str(model_dir), cube_path=str(cube), inputs=(str(coords),))
+    refused = {
+        cube: "is this run's own input",
+        link: "is this run's own input",
+        coords: "is this run's own input",
+        hard: "is this run's own input",
+        tmp_path / "objects-toy.csv": "is this run's own input",  # the objects table beside the cube (--all)
+        paths.root / "aligned" / "p.csv": "lies in the data folder",
+        paths.root / "p.csv": "lies in the data folder",
+        model_dir / "p.csv": "lies in the model folder",
+    }
+    before = {p: p.read_bytes() for p in (cube, coords)}
+    for out, why in refused.items():
+        with pytest.raises(StargalError, match=f"--out {out.resolve()}: {why}"):
+            run_predict(paths, out=str(out), **common)
+    assert {p: p.read_bytes() for p in (cube, coords)} == before
+    assert not (paths.root / "p.csv").exists() and not (model_dir / "p.csv").exists()
+    out, _ = run_predict(paths, out=str(paths.predictions_dir / "p.csv"), **common)  # where the default goes
+    assert len(read_out(out)) == len(xs)
+    # predict.py passes its --csv
+    done = run_cli("--data-dir", str(paths.root), "--cube", str(cube), "--csv", str(coords), "--out", str(coords))
+    assert done.returncode == 2 and f"--out {coords}: is this run's own input" in done.stderr
+    assert coords.read_bytes() == before[coords]
+
+
+def test_a_cube_without_sky_coordinates_or_a_folder_is_one_line(tmp_path, model_dir, field):
+    """A header without CTYPE1/2 reads as a linear WCS: every position would land on a wrong pixel."""
+    from astropy.io import fits
+
+    source, wcs, xs, ys, _, _ = field
+    data, header = fits.getdata(source, header=True)
+    for key in ("CTYPE1", "CTYPE2"):
+        del header[key]
+    cube = tmp_path / "cube-nowcs.fits"
+    fits.writeto(cube, data, header)
+    ra, dec = wcs.wcs_pix2world(xs, ys, 0)
+    for kwargs in ({"ra": ra, "dec": dec}, {"detect": True}):
+        with pytest.raises(StargalError, match=rf"^{cube}: no celestial \(RA---TAN/DEC--TAN\) WCS in its header$"):
+            run_predict(DataPaths(tmp_path / "data"), model=str(model_dir), cube_path=str(cube), **kwargs)
+    with pytest.raises(StargalError, match=rf"^{tmp_path}: is a folder, not a cube FITS file$"):
+        read_cube(tmp_path)
+
+
+def test_a_cube_renamed_as_another_field_is_refused(tmp_path, model_dir, field):
+    """The cube's name gives the default output's name: a 4510-4-30 cube saved as cube-001035-6-0017.fits would
+    publish predictions/001035-6-0017_... for the wrong field."""
+    source, wcs, xs, ys, _, _ = field
+    cube = read_cube(source)
+    meta = {"REFBAND": "r", "SIMULAT": True, "RERUN": 301, "RUN": 4510, "CAMCOL": 4, "FIELD": 30}
+    renamed, right = tmp_path / "cube-001035-6-0017.fits", tmp_path / "cube-004510-4-0030.fits"
+    for path in (renamed, right):
+        write_cube(path, np.asarray(cube.data), wcs, "ugriz", meta)
+    paths, (ra, dec) = DataPaths(tmp_path / "data"), wcs.wcs_pix2world(xs, ys, 0)
+    with pytest.raises(StargalError, match=r"name says field 001035-6-0017 but its header holds run 4510 camcol 4"):
+        run_predict(paths, ra=ra, dec=dec, model=str(model_dir), cube_path=str(renamed))
+    assert not paths.predictions_dir.exists()
+    out, _ = run_predict(paths, ra=ra, dec=dec, model=str(model_dir), cube_path=str(right))
+    assert out.name.startswith("004510-4-0030_")
+
+
+def test_an_unclosed_quote_is_refused_not_folded_over_the_lines_after_it(tmp_path):
+    """Python's csv reader folds every line after an unclosed quote into one value: positions lost, exit 0."""
+    last = tmp_path / "last.csv"
+    last.write_text('ra,dec,name\n10,5,"Star A\n' + "".join(f"11,6,t{i}\n" for i in range(100)))
+    with pytest.raises(StargalError, match=rf"^{last}: line 2: a value runs on to line 102; a double quote not"):
+        read_coordinates(last)
+    big = tmp_path / "big.csv"  # past csv's 128 kB field limit: csv.Error, once "unexpected Error"
+    big.write_text('name,ra,dec\n"Star A,10,5\n' + "".join(f"t{i},11,6\n" for i in range(20000)))
+    with pytest.raises(StargalError, match=rf"^{big}: line 2: not valid CSV \(field larger than field limit"):
+        read_coordinates(big)
+
+
+@pytest.mark.parametrize(
+    ("values", "split"),
+    [
+        (["02", "34", "13.1018"], True),
+        (["-07", "07", "22.4612"], True),
+        (["+0", "0", "0"], True),
+        (["10", "20", "30"], True),  # three positions in degrees look the same: written 10.0, they are not
+        (["10.0", "20", "30"], False),
+        (["02", "60", "13"], False),
+        (["02", "34", "60"], False),
+        (["02", "-34", "13"], False),
+        (["02", "34"], False),
+        (["02:34:13", "1", "2"], False),
+    ],
+)
+def test_a_sexagesimal_angle_split_at_its_spaces_is_recognised(values, split):
+    from stargal.predict import split_sexagesimal
+
+    assert split_sexagesimal(values) is split
+
+
+def test_unquoted_sexagesimal_and_declinations_in_hours_are_refused(tmp_path, field):
+    cube = field[0]
+    common = ("--data-dir", str(tmp_path), "--cube", str(cube))
+    done = run_cli(*common, "--ra", "02", "34", "13.1018", "--dec", "-07", "07", "22.4612")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert "quote it: --ra '02 34 13.1018' --dec '-07 07 22.4612'" in done.stderr
+    done = run_cli(*common, "--ra", "38.5", "--dec", "1h")
+    assert done.returncode == 2 and "dec '1h': a declination is in degrees" in done.stderr
+
+
+@pytest.mark.parametrize("text", ["1h", "-0h30m", "+2h00m00s"])
+def test_a_declination_in_hours_is_not_an_angle(text):
+    from stargal.predict import parse_angles
+
+    assert parse_angles([text], "dec")[1] == 0
+    assert parse_angles([text.lstrip("+-")], "ra")[1] is None  # hours are right ascension's unit

@@ -54,3 +54,25 @@ def test_a_cube_without_data_checks_nothing():
     noise = presence.filter_noise(data, _r50)
     assert np.all(np.isinf(noise.sigma))
     assert presence.detection_snr(data, np.array([10]), np.array([10]), _r50([0], [0]), noise)[0] == 0.0
+
+
+def test_a_bright_stars_halo_is_not_a_source_but_a_faint_star_in_it_is():
+    data = _noise_cube(shape=(300, 400), seed=4)
+    yy, xx = np.mgrid[:300, :400]
+    r2 = (yy - 150) ** 2 + (xx - 200) ** 2
+    halo = 0.8 * (1 + r2 / 40.0**2) ** -1.5  # a bright star's aureole: 0.8 of the pixel noise 30 px out
+    faint = 0.7 * np.exp(-((yy - 150) ** 2 + (xx - 235) ** 2) / (2 * 1.7**2))  # a faint star 35 px out
+    data += (halo + faint)[None].astype(np.float32)
+    angles = np.linspace(0, 2 * np.pi, 24, endpoint=False) + 0.1
+    rows = np.rint(150 + 30 * np.sin(angles)).astype(int)
+    cols = np.rint(200 + 30 * np.cos(angles)).astype(int)
+    blank = np.abs(cols - 235) + np.abs(rows - 150) > 12
+    rows, cols = np.r_[rows[blank], 150], np.r_[cols[blank], 235]
+
+    def passes(cube):
+        noise = presence.filter_noise(cube, _r50)
+        return presence.detection_snr(cube, rows, cols, _r50(cols, rows), noise) >= presence.MIN_SNR
+
+    assert passes(data)[:-1].mean() > 0.5  # on the raw cube the halo reads as a source
+    local = passes(presence.local_background_subtracted(data))
+    assert local[:-1].mean() < 0.1 and local[-1]

@@ -117,7 +117,7 @@ def test_pretrained_model_classifies_a_simulated_field(tiny_data):
     assert right / total >= 0.9
 
     # predict.py on the ONNX engine never starts TensorFlow (its start-up is seconds and half a gigabyte)
-    out = tiny_data.root / "p.csv"
+    out = tiny_data.predictions_dir / "p.csv"
     script = (
         "import runpy, sys\n"
         f"sys.argv = ['predict.py', '--data-dir', {str(tiny_data.root)!r}, '--field', '81', '--all', "
@@ -150,7 +150,7 @@ def test_predict_says_when_the_fields_psf_is_outside_what_the_model_was_trained_
 
     def run(psf_range):
         bundle = replace(shipped, meta={**shipped.meta, "psf_range": psf_range})
-        out = tiny_data.root / "p.ecsv"
+        out = tiny_data.predictions_dir / "p.ecsv"
         caplog.clear()
         _, pred = run_predict(tiny_data, fid=fid, all_objects=True, bundle=bundle, out=str(out), tta="off")
         return read_predictions(out).meta.get("PSFRANGE"), pred

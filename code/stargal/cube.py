@@ -20,6 +20,7 @@ from astropy.wcs import WCS
 
 from .errors import StargalError
 from .fsio import atomic_path
+from .geometry import has_sky_axes
 from .sdss import quiet_wcs
 
 
@@ -55,6 +56,8 @@ def write_cube(path: str | os.PathLike, data: np.ndarray, wcs: WCS, bands: str, 
 def read_cube(path: str | os.PathLike, mmap: bool = True) -> Cube:
     """Open an aligned cube; memory-mapped by default so patch extraction reads only what it needs."""
     path = Path(path)
+    if path.is_dir():  # fits.open's IsADirectoryError would read as a damaged file
+        raise StargalError(f"{path}: is a folder, not a cube FITS file")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", AstropyWarning)
@@ -74,4 +77,7 @@ def read_cube(path: str | os.PathLike, mmap: bool = True) -> Cube:
     bands = str(header.get("BANDS", "")).strip()
     if len(bands) != data.shape[0]:
         raise StargalError(f"{path}: BANDS keyword {bands!r} does not match {data.shape[0]} planes")
-    return Cube(data, quiet_wcs(header), bands, header)
+    wcs = quiet_wcs(header)
+    if not has_sky_axes(wcs):  # without CTYPEs astropy reads a linear WCS: every position at a wrong pixel
+        raise StargalError(f"{path}: no celestial (RA---TAN/DEC--TAN) WCS in its header")
+    return Cube(data, wcs, bands, header)

@@ -75,6 +75,12 @@ def nearest_neighbour_arcsec(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
     return chord_to_arcsec(d[:, 1])
 
 
+def has_sky_axes(wcs: WCS) -> bool:
+    """True when ``wcs`` is a 2-axis celestial WCS with RA on the first axis and Dec on the second, the order
+    ``sky_to_pixel`` passes them in (a header without CTYPE1/2 gives a linear WCS that maps any numbers)."""
+    return wcs.naxis == 2 and wcs.has_celestial and wcs.wcs.lng == 0 and wcs.wcs.lat == 1
+
+
 def sky_to_pixel(wcs: WCS, ra: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """0-based pixel coordinates (x column, y row) of sky positions, in one vectorised call; NaN where the WCS
     cannot place a position.
@@ -83,6 +89,8 @@ def sky_to_pixel(wcs: WCS, ra: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray,
     projection maps the far hemisphere onto the plane too, so points more than ~84 degrees from the tangent
     point (certainly not in a 0.2-degree frame) get NaN instead of a false position.
     """
+    if not has_sky_axes(wcs):  # a linear WCS would place any (ra, dec) somewhere, silently wrong
+        raise ValueError("the WCS has no celestial RA, Dec axes (in that order)")
     ra = np.asarray(ra, dtype=np.float64)
     dec = np.asarray(dec, dtype=np.float64)
     if ra.size == 0:

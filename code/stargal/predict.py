@@ -235,6 +235,7 @@ def _no_source(data: np.ndarray, x: np.ndarray, y: np.ndarray, psf_map, min_snr:
     else:
         r50_at = lambda c, r: np.full((len(c), data.shape[0]), presence.DEFAULT_R50_PX)  # noqa: E731
     rows, cols = patches.pixel_centres(x, y)
+    data = presence.local_background_subtracted(data)
     noise = presence.filter_noise(data, r50_at)
     return presence.detection_snr(data, rows, cols, r50_at(cols, rows), noise) < min_snr
 
@@ -271,6 +272,8 @@ def _angle(text: str, kind: str) -> float:
         pass
     if not text or not any(c.isdigit() for c in text):
         raise ValueError(text)
+    if kind == "dec" and "h" in text.lower():  # astropy would take "1h" as 15 degrees: no declination is in hours
+        raise ValueError(f"{text}: a declination in hours")
     from astropy import units as u
     from astropy.coordinates import Angle
 
@@ -309,8 +312,28 @@ def angles_or_error(values, kind: str, where) -> np.ndarray:
     """``parse_angles``, raising StargalError ``where(i)``: "... ra '12:xx' is not an angle" for the first bad one."""
     degrees, bad = parse_angles(values, kind)
     if bad is not None:
-        raise StargalError(f"{where(bad)}: {kind} {values[bad]!r} is not an angle (degrees or sexagesimal)")
+        value = values[bad]
+        if kind == "dec" and "h" in str(value).lower():
+            raise StargalError(
+                f"{where(bad)}: dec {value!r}: a declination is in degrees (+12:34:56, 12d34m56s), not hours"
+            )
+        raise StargalError(f"{where(bad)}: {kind} {value!r} is not an angle (degrees or sexagesimal)")
     return degrees
+
+
+def split_sexagesimal(values) -> bool:
+    """True when three values read as one sexagesimal angle split at its spaces ("02", "34", "13.1018": whole
+    degrees or hours, whole minutes, seconds below 60), as an unquoted "--ra 02 34 13.1018" reaches argparse,
+    which would otherwise classify three positions nowhere near the one meant."""
+    if len(values) != 3:
+        return False
+    first, minutes, seconds = (str(v).strip() for v in values)
+    if not (re.fullmatch(r"[+-]?\d+", first) and re.fullmatch(r"\d+", minutes)):
+        return False
+    try:
+        return 0 <= int(minutes) < 60 and 0 <= float(seconds) < 60
+    except ValueError:
+        return False
 
 
 def validate_coordinates(ra: np.ndarray, dec: np.ndarray, source: str = "coordinates", where=None) -> None:
@@ -329,6 +352,29 @@ def validate_coordinates(ra: np.ndarray, dec: np.ndarray, source: str = "coordin
         raise StargalError(f"{where(i)}: dec {float(dec[i]):.10g} is outside [-90, 90]")
 
 
+_UNCLOSED_QUOTE = "a double quote not closed makes a value swallow the lines after it (quote it whole or drop it)"
+
+
+def _csv_rows(fh, path: Path) -> list[list[str]]:
+    """Every row of a CSV file, each from one line: a value running over a line break (a quote never closed, as in
+    '"Star A,10,5') would fold every later line into one value, their positions lost without a word, so it is
+    refused naming the line where it starts, as is any csv.Error (such as a value over csv's size limit)."""
+    reader = csv.reader(fh)
+    rows: list[list[str]] = []
+    start = 1
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return rows
+        except csv.Error as exc:
+            raise StargalError(f"{path}: line {start}: not valid CSV ({exc}); {_UNCLOSED_QUOTE}") from None
+        if any("\n" in value or "\r" in value for value in row):
+            raise StargalError(f"{path}: line {start}: a value runs on to line {reader.line_num}; {_UNCLOSED_QUOTE}")
+        rows.append(row)
+        start = reader.line_num + 1
+
+
 def read_coordinates(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     """RA/Dec (degrees) from a CSV with ``ra`` and ``dec`` columns (any case, other columns ignored), each in
     degrees or sexagesimal (RA "12:34:56.7" or "12h34m56.7s", Dec "+12:34:56" or "+12d34m56s").
@@ -338,7 +384,7 @@ def read_coordinates(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     path = Path(path)
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
-            rows = list(csv.reader(fh))
+            rows = _csv_rows(fh, path)
     except FileNotFoundError:
         raise StargalError(f"{path}: coordinate file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -356,7 +402,7 @@ def read_coordinates(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
         )
     ira, idec = header.index("ra"), header.index("dec")
     lines, ra_text, dec_text = [], [], []
-    for line, row in enumerate(rows[1:], start=2):
+    for line, row in enumerate(rows[1:], start=2):  # one row per line: _csv_rows refuses values over two
         if not row or all(not c.strip() for c in row):
             continue  # blank lines carry no coordinate
         if len(row) <= max(ira, idec):

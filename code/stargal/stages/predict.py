@@ -4,6 +4,7 @@ object of the field, write a CSV, ECSV or FITS table."""
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -185,6 +186,42 @@ def cube_for(paths: DataPaths, cube_path: str | None, fid: FieldId | None) -> tu
     return p, f"{fid.run:06d}-{fid.camcol}-{fid.field:04d}"
 
 
+# cube-RUN6-CAMCOL-FIELD4.fits, as stage 01 names a field's cube
+_CUBE_NAME = re.compile(r"cube-(\d{6})-(\d)-(\d{4})\.fits")
+
+
+def check_cube_field(path: Path, header) -> None:
+    """Refuse a cube whose file name claims another field than its header's RUN/CAMCOL/FIELD (stage 01 writes
+    both): the name gives the default output's name, so a renamed copy would be published as another field's."""
+    named = _CUBE_NAME.fullmatch(path.name)
+    if named is None or not all(k in header for k in ("RUN", "CAMCOL", "FIELD")):
+        return
+    said = tuple(int(header[k]) for k in ("RUN", "CAMCOL", "FIELD"))
+    if tuple(map(int, named.groups())) != said:
+        raise StargalError(
+            f"{path}: its name says field {'-'.join(named.groups())} but its header holds run {said[0]} camcol "
+            f"{said[1]} field {said[2]} (RUN/CAMCOL/FIELD): a renamed copy of another field's cube"
+        )
+
+
+def check_out_path(out: Path, paths: DataPaths, inputs: list[Path], model_dir: Path) -> None:
+    """Refuse an --out that would overwrite what this run reads (the cube and the files beside it, the --csv, the
+    model) or any file of the data folder outside predictions/ (the default output's folder): the table is
+    written over it atomically, so the input would be gone without a word."""
+    for source in inputs:
+        same = out.exists() and source.exists() and out.samefile(source)  # hard links, too
+        if same or out == source.resolve():
+            raise StargalError(f"--out {out}: is this run's own input {source}; name another file")
+    if out.is_relative_to(model_dir.resolve()):
+        raise StargalError(f"--out {out}: lies in the model folder {model_dir}; name a file elsewhere")
+    root, own = paths.root.expanduser().resolve(), paths.predictions_dir.expanduser().resolve()
+    if out.is_relative_to(root) and not out.is_relative_to(own):
+        raise StargalError(
+            f"--out {out}: lies in the data folder {root}, whose files the stages write and seal; name a file in "
+            f"{own} or outside the data folder"
+        )
+
+
 def cube_array(cube: Cube, bands: str) -> np.ndarray:
     """The cube's planes in the model's band order, as native float32 in memory."""
     missing = [b for b in bands if b not in cube.bands]
@@ -254,13 +291,23 @@ def psf_range_note(bundle: ModelBundle, psf_map: PSFMap, where: str) -> str:
 
 
 def catalog_objects(cube_path: Path) -> np.ndarray:
-    """The catalog objects stage 01 listed for the field of ``cube_path`` (the objects table beside it)."""
+    """The catalog objects stage 01 listed for the field of ``cube_path`` (the objects table beside it), only when
+    the field record beside both seals them together: --all classifies every object without the presence test,
+    so a table merely lying beside the cube (another field's, or a simulated one's of the same name) would be
+    classified at positions that hold no source, with agreement statistics against the wrong catalog."""
     path = objects_for_cube(cube_path)
     if not path.is_file():
         raise StargalError(
             f"{path}: no objects table for --all: stage 01 lists a field's catalog objects only when its run/camcol's "
             "sweeps are there (00_download.py without --frames-only fetches them, then run 01_alignment.py again); "
             "--detect classifies the sources found in the field without a catalog"
+        )
+    check = check_seal(DataPaths.record_beside_cube(cube_path), [cube_path, path])
+    if not check.ok:
+        raise StargalError(
+            f"{path}: not sealed with the cube by a field record ({check.describe(1)}): --all classifies, without "
+            "looking for a source, only the objects stage 01 listed for that very cube; --csv classifies a table's "
+            "positions where the frame shows a source, --detect the sources found in the field"
         )
     return read_table(path)
 
@@ -325,12 +372,14 @@ def run_predict(
     engine: str = "auto",
     min_snr: float = MIN_SNR,
     threshold: float | None = None,
+    inputs: tuple[str | os.PathLike, ...] = (),
 ) -> tuple[Path, Predictions]:
     """Classify (ra, dec), or with ``all_objects`` every catalogued object of the field, or with ``detect``
     every source found in it (``stargal.detection``: fields without a catalog), and write the table (.csv,
     .ecsv or .fits by ``out``'s extension; CSV under data/predictions/ by default).
 
     ``threshold``: call star where p_star reaches it, instead of the model's own (chosen on its validation data).
+    ``inputs``: other files the run has read (the --csv), which ``out`` must not name (``check_out_path``).
 
     Returns the output path and the predictions (with ``all_objects`` they also hold each object's catalog
     class and r magnitude, for ``catalog_agreement``)."""
@@ -344,6 +393,11 @@ def run_predict(
     if out is not None:
         output_format(out)  # input errors first, before loading TensorFlow
     path, field_label = cube_for(paths, cube_path, fid)
+    model_dir = bundle.directory if bundle is not None else resolve_model_dir(paths, model)
+    out_path = Path(out).expanduser().resolve() if out else None
+    if out_path is not None:
+        beside = [DataPaths.record_beside_cube(path), psf_map_beside(path), objects_for_cube(path)]
+        check_out_path(out_path, paths, [path, *beside, *map(Path, inputs)], model_dir)
     before, after = {}, {}
     if all_objects:
         objects = catalog_objects(path)
@@ -352,8 +406,8 @@ def run_predict(
         after = {"r_psfmag": objects["r_psfmag"], "catalog_type": np.where(objects["label"] == 1, "star", "galaxy")}
     if ra is None and not detect:
         raise StargalError("no coordinates: give --ra/--dec, --csv, --all or --detect")
-    model_dir = None if bundle is not None else resolve_model_dir(paths, model)
     cube = read_cube(path)
+    check_cube_field(path, cube.header)
     if bundle is None:
         bundle = load_bundle(model_dir, engine)
     data = cube_array(cube, bundle.bands)
@@ -401,7 +455,7 @@ def run_predict(
     }
     table = predictions_table(pred, meta, before, after)
     suffix = "_all" if all_objects else "_detected" if detect else ""
-    out_path = Path(out).expanduser().resolve() if out else paths.prediction_csv(f"{field_label}_{bundle.name}{suffix}")
+    out_path = out_path or paths.prediction_csv(f"{field_label}_{bundle.name}{suffix}")
     write_predictions(out_path, table)
     # the counts per status are the summary line's; this line adds the time and the engine
     log.info("classified %d coordinates in %.1f s (%s engine)", len(pred), time.monotonic() - start, bundle.engine)
