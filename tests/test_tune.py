@@ -12,6 +12,7 @@ import pytest
 import toy_models as toy
 
 from stargal import fsio
+from stargal.dataset import dataset_identity
 from stargal.errors import StargalError
 from stargal.fsio import save_npy
 from stargal.paths import DataPaths
@@ -121,7 +122,7 @@ def test_results_are_sealed_and_a_damaged_study_is_named(paths):
     assert record.ok, record.describe()
     assert fsio.check_seal(paths.reports("tuning", name, "tuning.json")).ok
     assert verify_data_folder(paths)[0] == []
-    run = SimpleNamespace(paths=paths, dataset_name="toy")
+    run = SimpleNamespace(paths=paths, dataset_name="toy", dataset_id=dataset_identity(paths, "toy"))
     assert tuning_section(run).ran and len(tuning_section(run).blocks) >= 3  # intro, trials table, figure
     best = json.loads(paths.best_config(name).read_text())
     paths.best_config(name).write_text(json.dumps({**best, "architecture": "stargal"}))

@@ -20,7 +20,6 @@ from astropy.wcs import WCS
 
 from .errors import StargalError
 from .fsio import atomic_path
-from .geometry import has_sky_axes
 from .sdss import quiet_wcs
 
 
@@ -77,7 +76,4 @@ def read_cube(path: str | os.PathLike, mmap: bool = True) -> Cube:
     bands = str(header.get("BANDS", "")).strip()
     if len(bands) != data.shape[0]:
         raise StargalError(f"{path}: BANDS keyword {bands!r} does not match {data.shape[0]} planes")
-    wcs = quiet_wcs(header)
-    if not has_sky_axes(wcs):  # without CTYPEs astropy reads a linear WCS: every position at a wrong pixel
-        raise StargalError(f"{path}: no celestial (RA---TAN/DEC--TAN) WCS in its header")
-    return Cube(data, wcs, bands, header)
+    return Cube(data, quiet_wcs(header), bands, header)

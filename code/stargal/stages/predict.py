@@ -18,6 +18,7 @@ from ..config import BANDS
 from ..cube import Cube, read_cube
 from ..errors import StargalError
 from ..fsio import INTEGRITY_KEY, check_seal, read_json
+from ..geometry import has_sky_axes
 from ..model import load_model, patch_shape, takes_psf
 from ..paths import PRETRAINED, PRETRAINED_MODEL_DIR, DataPaths, FieldId, ModelFiles, objects_for_cube, psf_map_beside
 from ..predict import (
@@ -408,6 +409,8 @@ def run_predict(
         raise StargalError("no coordinates: give --ra/--dec, --csv, --all or --detect")
     cube = read_cube(path)
     check_cube_field(path, cube.header)
+    if not has_sky_axes(cube.wcs):  # without CTYPEs astropy reads a linear WCS: every position at a wrong pixel
+        raise StargalError(f"{path}: no celestial (RA---TAN/DEC--TAN) WCS in its header")
     if bundle is None:
         bundle = load_bundle(model_dir, engine)
     data = cube_array(cube, bundle.bands)
