@@ -1,4 +1,5 @@
-"""Is there a source at a position? A PSF-matched filter's signal-to-noise there, over the bands (pure numpy).
+"""Is there a source at a position? A PSF-matched filter's signal-to-noise there, over the bands (pure: arrays
+in, arrays out).
 
 The network was trained on catalogued objects only; at a position with no source (blank sky, a mistyped
 coordinate, an object too faint for this frame) its p_star means nothing, yet it is a number between 0 and 1
@@ -12,8 +13,8 @@ real SDSS frames; 1.1 in r, the band the others are resampled onto). Instead the
 ``CALIBRATION_POSITIONS`` random places of the same cube, and the sigma-clipped median and scatter of its
 response there (astropy: the sources among those places clipped away, which matters in crowded fields) are
 its zero point and noise. Both run on the cube less its local background (``local_background_subtracted``:
-sep's mesh of 16-pixel cells), so that the halo of a bright star is not taken for a source. Pure noise passes in
-0.5 % of places.
+sep's mesh of 16-pixel cells), so that the halo of a bright star is not taken for a source (``bench/halo_presence.py``
+measures both on the real sample). Pure noise passes in 0.5 % of places.
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ WINDOW = 9  # pixels: the filter's support, +-2.2 sigma of the widest SDSS seein
 CALIBRATION_POSITIONS = 20_000
 GAUSSIAN_R50_TO_SIGMA = 1.0 / np.sqrt(2.0 * np.log(2.0))  # a Gaussian's half-light radius is 1.1774 sigma
 _CHUNK = 8192
-# pixels: sep's background mesh. Fine enough to follow a bright star's halo 15-40" out (on 64-pixel cells 17 % of the
-# blank places there passed in 8162-6-80, on 16-pixel ones 4 %), coarse enough that a faint source barely moves it
+# pixels: sep's background mesh. Fine enough to follow a bright star's halo 18-40" out (of the blank places there in
+# 8162-6-80, 17 % passed on the frame's own background, 4 % on 16-pixel cells: bench/halo_presence.py), coarse
+# enough that a faint source barely moves it
 BACKGROUND_CELL = 16
 DEFAULT_R50_PX = 2.0  # without a PSF map: SDSS's median seeing (1.4") as a half-light radius in pixels
 
