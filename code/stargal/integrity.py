@@ -85,6 +85,15 @@ def require_cube_file(cube: str | os.PathLike) -> None:
         raise _broken(check, f"aligned cube {cube}", "01_alignment.py for its field")
 
 
+def intact_dataset_id(paths: DataPaths, name: str | None) -> str | None:
+    """The content identity of dataset ``name`` (what stages record as their input) when it is there and intact,
+    else None: for readers that report a mismatch instead of failing."""
+    if not isinstance(name, str) or not name or "/" in name:
+        return None
+    check = fsio.check_seal(paths.dataset_json(name))
+    return fsio.seal_digest(check.record) if check.ok else None
+
+
 def require_dataset(paths: DataPaths, name: str, splits: Iterable[str] | None = None) -> dict:
     """A dataset's dataset.json, after checking that every file it seals is intact and that it seals the arrays
     of ``splits``."""
@@ -170,10 +179,8 @@ def _stale_models(paths: DataPaths) -> list[Finding]:
             continue
         name = check.record.get("dataset")
         trained_on = (check.record.get("inputs") or {}).get("dataset")
-        if not isinstance(name, str) or not trained_on or not paths.dataset_json(name).is_file():
-            continue
-        dataset = fsio.check_seal(paths.dataset_json(name))
-        if dataset.ok and fsio.seal_digest(dataset.record) != trained_on:
+        current = intact_dataset_id(paths, name)
+        if trained_on and current and current != trained_on:
             problem = f"stale (intact, not damaged): trained on an earlier build of dataset {name}"
             redo = f"03_model.py on dataset {name} (model {folder.name})"
             findings.append(Finding(paths.model(folder.name).json, problem, redo))

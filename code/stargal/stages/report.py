@@ -78,14 +78,6 @@ def _latest(pointer: Path) -> str | None:
     return (text.strip() or None) if text else None
 
 
-def _dataset_id(paths: DataPaths, name: str | None) -> str | None:
-    """The content identity of dataset ``name`` when it is there and intact, else None."""
-    if not name or not isinstance(name, str) or "/" in name:
-        return None
-    check = fsio.check_seal(paths.dataset_json(name))
-    return fsio.seal_digest(check.record) if check.ok else None
-
-
 def _png(folder: Path | None, name: str) -> Path | None:
     if folder is None:
         return None
@@ -204,7 +196,7 @@ class Run:
         if self.model_id is None or settings.get("model_id") != self.model_id:
             return None, f"stale: made from an earlier model named {self.model_name}; rerun {command}"
         dataset = settings.get("dataset")
-        if settings.get("dataset_id") != _dataset_id(self.paths, dataset):
+        if settings.get("dataset_id") != integrity.intact_dataset_id(self.paths, dataset):
             return None, f"stale: made from an earlier build of dataset {dataset}; rerun {command}"
         return check.record, ""
 
@@ -214,9 +206,10 @@ class Run:
         its identity), else None: figures of an earlier model of the name are never shown as this one's."""
         if not self.model_name or self.model_stale:
             return None
+        from .training import figures_current
+
         folder = self.paths.reports("training", self.model_name)
-        check = fsio.check_seal(folder / "figures.json")
-        if check.ok and (check.record.get("settings") or {}).get("model_id") == self.model_id:
+        if figures_current(self.paths, self.model_name, self.model):
             return folder
         if any(folder.glob("*.png")):
             log.warning("report: the figures in %s are not the latest model's (missing, broken or an earlier "

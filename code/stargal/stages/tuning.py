@@ -79,7 +79,7 @@ def create_or_load(db: Path, name: str, seed: int, config: dict):
         study.set_user_attr("config", config)
     elif stored != config:
         changed = sorted(k for k in set(stored) | set(config) if stored.get(k) != config.get(k))
-        if "dataset_id" in changed and "dataset" not in changed:  # recorded since 2027: older studies lack it
+        if "dataset_id" in changed and "dataset" not in changed:  # recorded since 2026-12-06: older studies lack it
             changed[changed.index("dataset_id")] = f"dataset_id: {config.get('dataset')} was rebuilt since"
         raise StargalError(
             f"{db}: study {name!r} was run with different settings ({', '.join(changed)}); "
