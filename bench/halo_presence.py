@@ -8,7 +8,9 @@ with ``--frame-background``, on the frames' own background as before 2026-12-06.
 
 Blank places: 45-100 pixels (18-40") from a detected source brighter than r = 16, at least 8 pixels from every
 detected source (``--detect``'s detection, to SDSS's depth); the far ones more than 150 pixels from every bright
-source. Prints one Markdown table.
+source; the control ones 45-100 pixels from as many detected sources of r 19-20.3 (no halo to speak of, the same
+crowding: where they pass as often as the halo places, faint undetected light, not halos, makes them pass).
+Prints one Markdown table.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from stargal import cli
 
 HALO_RADII = (45, 60, 80, 100)  # pixels from the bright source
 BRIGHT_R = 16.0
+CONTROL_R = (19.0, 20.3)
 CLEAR_PX = 8.0  # from every detected source
 FAR_PX = 150.0  # from every bright source
 N_FAR, N_UNIFORM = 400, 20_000
@@ -64,7 +67,11 @@ def field_row(field, cube, data: np.ndarray, pmap, local: bool) -> list:
         return f"{ok.sum()}/{ok.size} ({100 * ok.mean():.1f} %)"
 
     rng = np.random.default_rng(1)
-    near, far = blank_places(xy, xy[r_mag < BRIGHT_R], data.shape[1:], rng)
+    bright = xy[r_mag < BRIGHT_R]
+    near, far = blank_places(xy, bright, data.shape[1:], rng)
+    faint = xy[(r_mag > CONTROL_R[0]) & (r_mag < CONTROL_R[1])]
+    faint = faint[rng.choice(len(faint), min(len(faint), len(bright)), replace=False)]
+    control, _ = blank_places(xy, faint, data.shape[1:], rng)
     height, width = data.shape[1:]
     uniform = np.c_[rng.uniform(0, width - 1, N_UNIFORM), rng.uniform(0, height - 1, N_UNIFORM)]
     stars = "-"
@@ -74,7 +81,7 @@ def field_row(field, cube, data: np.ndarray, pmap, local: bool) -> list:
         x, y = cube.wcs.celestial.wcs_world2pix(table["RA"], table["DEC"], 0)
         inside = (x > 0) & (x < width - 1) & (y > 0) & (y < height - 1)
         stars = passes(np.c_[x[inside], y[inside]])
-    return [field.label, passes(near), passes(far), passes(uniform), passes(xy), stars]
+    return [field.label, passes(near), passes(control), passes(far), passes(uniform), passes(xy), stars]
 
 
 def main(argv=None) -> int:
@@ -95,7 +102,15 @@ def main(argv=None) -> int:
     for field in sample_fields(real, sample):
         cube, data, pmap = field_inputs(real, field.fid)
         rows.append(field_row(field, cube, data, pmap, local=not args.frame_background))
-    columns = ["field", "blank, 45-100 px from r < 16", "blank, far", "uniform", "detected sources", "catalog stars"]
+    columns = [
+        "field",
+        "blank, 45-100 px from r < 16",
+        f"blank, 45-100 px from r {CONTROL_R[0]:g}-{CONTROL_R[1]:g}",
+        "blank, far",
+        "uniform",
+        "detected sources",
+        "catalog stars",
+    ]
     print("pass the source check (" + ("frame background" if args.frame_background else "local background") + ")")
     print(markdown_table(columns, rows))
     return 0

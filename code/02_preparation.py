@@ -39,6 +39,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     cli.setup_logging(args.quiet, args.verbose)
     fs = cli.field_set(args)
+    cli.check_default_splits(args, fs)
     test_regions = [splits.parse_region(r, "--test-region") for r in args.test_region]
     exclude_regions = [splits.parse_region(r, "--exclude-region") for r in args.exclude_region]
     summary = prepare(

@@ -99,6 +99,7 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     cli.setup_logging(args.quiet, args.verbose)
+    from stargal.dataset import check_selection
     from stargal.paths import check_folder_name
     from stargal.stages import training
     from stargal.stages.training_summary import ensemble_summary, run_summary
@@ -119,6 +120,8 @@ def main(argv=None) -> int:
         check_folder_name(args.name, "--name")  # before any training: a path or LATEST fails only at its end
     options = options_from_args(args)
     paths = cli.open_data_folder(args)
+    if not args.ensemble:  # named members carry their own dataset
+        check_selection(paths, args.dataset, cli.given_selection(args))
     if args.ensemble:
         result = training.combine_models(paths, args.ensemble, args.name, force=args.force)
         print(ensemble_summary(result))

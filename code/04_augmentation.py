@@ -46,9 +46,11 @@ def build_parser():
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     cli.setup_logging(args.quiet, args.verbose)
+    from stargal.dataset import check_selection
     from stargal.stages import augmentation as stage
 
     paths = cli.open_data_folder(args)
+    check_selection(paths, args.dataset, cli.given_selection(args))
     result = stage.write_examples(paths, args.dataset, seed=args.seed, force=args.force)
     print(f"dataset {result['dataset']}: augmentation examples and summary in {result['report']}")
     if args.materialize:

@@ -50,6 +50,7 @@ def main(argv=None) -> int:
         steps=args.steps,
         seed=args.seed,
         force=args.force,
+        selection=cli.given_selection(args),
     )
     counts = ", ".join(f"{k} {v}" for k, v in result["counts"].items())
     done = "current, skipped" if result["skipped"] else "explained"
@@ -57,7 +58,14 @@ def main(argv=None) -> int:
     if args.difficulty:
         from stargal.stages.explain import run_difficulty
 
-        diff = run_difficulty(paths, model=args.model, dataset=args.dataset, seed=args.seed, force=args.force)
+        diff = run_difficulty(
+            paths,
+            model=args.model,
+            dataset=args.dataset,
+            seed=args.seed,
+            force=args.force,
+            selection=cli.given_selection(args),
+        )
         print(
             f"difficulty analysis ({diff['by_magnitude_source']} per-magnitude metrics) -> {diff['folder'] / 'difficulty.md'}"
         )

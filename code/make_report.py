@@ -25,7 +25,12 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     cli.setup_logging(args.quiet, args.verbose)
     output = Path(args.output).expanduser().resolve() if args.output else None
-    result = build_report(cli.open_data_folder(args), output)
+    paths = cli.open_data_folder(args)
+    if paths.latest_dataset.exists():  # the report's dataset: the latest
+        from stargal.dataset import check_selection
+
+        check_selection(paths, None, cli.given_selection(args))
+    result = build_report(paths, output)
     missing = [title for title, ran in result["sections"].items() if not ran]
     state = ", current, kept" if result.get("skipped") else ""
     print(f"report: {result['path']} ({result['pages']} pages{state})")

@@ -11,7 +11,9 @@ Examples::
     predict.py --run 4510 --camcol 4 --field 30 --detect --model pretrained  # every source found in the field
 
 Writes one row per input coordinate (with --all: per catalogued object, with objid, r_psfmag and the
-catalog's type; with --detect: per source sep finds in the field, with its r magnitude and size), in input order: ra, dec, x, y, p_star, label, status. status is ok, outside (not in the
+catalog's type; with --detect: per source sep finds in the field, with its r magnitude and size, and
+saturated: true where the source's r-band core saturated (a star brighter than r ~ 14), whose r_mag is then left
+empty, since its flux is only a lower limit), in input order: ra, dec, x, y, p_star, label, status. status is ok, outside (not in the
 field), edge (too near the border for the model's edge policy), no_data (a band does not cover the
 position), no_source (--ra/--dec, --csv: the frame shows no source there, such as blank sky) or, with --detect, artefact (seen in the r band alone: a cosmic ray or hot pixel); p_star and label
 are empty unless status is ok. --out's extension chooses the format: .csv,
@@ -63,7 +65,8 @@ def build_parser():
     group.add_argument(
         "--detect",
         action="store_true",
-        help="every source found in the field, point sources down to r-band S/N 5 as in SDSS's catalog (no catalog needed)",
+        help="every source found in the field, point sources down to r-band S/N 5 as in SDSS's catalog (no catalog "
+        "needed), with its r_mag; saturated stars (r < ~14) get saturated=True and an empty r_mag",
     )
     group.add_argument(
         "--tta", choices=("auto", "all", "off"), default="auto",
@@ -144,6 +147,11 @@ def main(argv=None) -> int:
         f"{counts['no_data']} no data, {counts['no_source']} no source"
         f"{f', {counts[STATUS_ARTEFACT]} artefact' if args.detect else ''} -> {out}"
     )
+    if pred.saturated is not None and pred.saturated.any():
+        print(
+            f"{int(pred.saturated.sum())} saturated in r (saturated=True): their r_mag is left empty, their cores "
+            "saturated, so a measured flux would only be a lower limit (the star is brighter)"
+        )
     agreement = catalog_agreement(pred)
     if agreement is not None:
         print(agreement_text(agreement))

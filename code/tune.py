@@ -57,8 +57,12 @@ def main(argv=None) -> int:
     if args.name is not None:
         check_folder_name(args.name, "--name")  # before the data folder is opened: a path would write outside it
 
+    from stargal.dataset import check_selection
+
+    paths = cli.open_data_folder(args)
+    check_selection(paths, args.dataset, cli.given_selection(args))
     result = run_tuning(
-        cli.open_data_folder(args),
+        paths,
         dataset=args.dataset,
         architecture=args.architecture,
         trials=args.trials,

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from astropy.io import fits
-from conftest import TINY, TINY_SHAPE
+from conftest import TEST_FIELD_DIR, TINY, TINY_SHAPE
 
 from stargal import sdss
 from stargal.config import BANDS, LABEL_STAR, FieldSet
@@ -157,9 +157,16 @@ def test_missing_band(tiny_data: DataPaths):
 def test_corrupt_bz2(tiny_data: DataPaths):
     bad = tiny_data.frame(fid(81), "g")
     bad.write_bytes(bad.read_bytes()[:5000])
-    with pytest.raises(StargalError, match=f"{bad.name}: not a readable SDSS frame"):
+    # the command that fetches it again names its field (a bare 00_download.py fetches the reference fields)
+    refetch = rf"damaged: 00_download.py --run 8162 --camcol 6 --fields 81 --data-dir {tiny_data.root} --verify"
+    with pytest.raises(StargalError, match=f"{bad.name}: not a readable SDSS frame .*{refetch} fetches it again"):
         run_alignment(tiny_data, ONE, workers=1)
     assert _nothing_written(tiny_data)
+    star = tiny_data.catalog(TINY.rerun, TINY.run, TINY.camcol, "star")
+    star.write_bytes(star.read_bytes()[:5000])
+    refetch = rf"damaged: 00_download.py --run 8162 --camcol 6 --data-dir {tiny_data.root} --verify"
+    with pytest.raises(StargalError, match=f"{star.name}: not a readable calibObj catalog .*{refetch} fetches it"):
+        run_alignment(tiny_data, ONE, workers=1)
 
 
 def test_frame_without_wcs(tiny_data: DataPaths):
@@ -226,11 +233,73 @@ def test_field_with_no_objects(tiny_data: DataPaths):
         path = tiny_data.catalog(TINY.rerun, TINY.run, TINY.camcol, kind)
         cat = sdss.read_catalog(path)
         cat = cat[cat["FIELD"] == 83]  # objects far from field 81's frame only
-        sdss.write_catalog(path, {c: cat[c] for c in cat.dtype.names})
+        sdss.write_catalog(path, {c: cat[c] for c in cat.dtype.names}, header=fits.getheader(path))
     with pytest.raises(StargalError, match="no catalog object falls inside the frame of field 301/8162/6/81"):
         run_alignment(tiny_data, ONE, workers=1)
     assert not tiny_data.objects(fid(81)).exists()
     assert not tiny_data.tensors_dir(TINY.rerun, TINY.run, TINY.camcol).exists()
+
+
+def _drop_simulat(path: Path) -> None:
+    """Rewrite a simulated frame or catalog as a real SDSS one would be: without SIMULAT = T in its header."""
+    if path.name.startswith("frame-"):
+        frame = sdss.read_frame(path)
+        del frame.header["SIMULAT"]
+        sdss.write_frame(path, frame.image, frame.header)
+        return
+    cat = sdss.read_catalog(path)
+    sdss.write_catalog(path, {c: cat[c] for c in cat.dtype.names})
+
+
+def test_catalogs_of_another_sky_than_the_frames_are_refused(tiny_data: DataPaths, monkeypatch):
+    """Real frames fetched into a folder that holds a simulated sky's sweeps (a local copy without catalogs, after
+    the demo) were listed with the simulated objects as labels, exit 0: the catalogs and frames must share a sky."""
+    from stargal.stages import alignment
+
+    for kind in ("gal", "star"):
+        _drop_simulat(tiny_data.catalog(TINY.rerun, TINY.run, TINY.camcol, kind))
+    refused = r"catalog\(s\) of the real SDSS sky, but the frames of field 301/8162/6/81 are of the simulated sky"
+    with pytest.raises(StargalError, match=refused):
+        run_alignment(tiny_data, ONE, workers=1)
+    assert not tiny_data.objects(fid(81)).exists()
+    # a table made before the check existed, from another sky's catalogs, is refused on a rerun too
+    with monkeypatch.context() as m:
+        m.setattr(alignment, "check_catalog_sky", lambda *args: None)
+        assert run_alignment(tiny_data, ONE, workers=1, reports=False)["objects_written"] == [81]
+    with pytest.raises(StargalError, match=refused):
+        run_alignment(tiny_data, ONE, workers=1, reports=False)
+
+
+def test_sweeps_of_two_skies_are_refused(tiny_data: DataPaths):
+    gal = tiny_data.catalog(TINY.rerun, TINY.run, TINY.camcol, "gal")
+    _drop_simulat(gal)
+    with pytest.raises(StargalError, match=rf"^{gal}: a catalog of the real SDSS sky, but calibObj-008162-6-star"):
+        run_alignment(tiny_data, ONE, workers=1)
+    assert _nothing_written(tiny_data)
+
+
+def test_a_field_whose_bands_mix_two_skies_is_refused(tiny_data: DataPaths):
+    """One band left from the simulated sky beside a local copy's real frames (the copy lacked that band)."""
+    odd = tiny_data.frame(fid(81), "g")
+    _drop_simulat(odd)
+    with pytest.raises(StargalError, match=rf"^{odd}: a frame of the real SDSS sky, but the r band's of field "
+                       r"301/8162/6/81 is of the simulated sky: the field mixes two skies"):  # fmt: skip
+        run_alignment(tiny_data, ONE, workers=1)
+    assert _nothing_written(tiny_data)
+
+
+@pytest.mark.real
+def test_real_frames_beside_simulated_sweeps_get_no_objects(sample_dir, tiny_data: DataPaths):
+    """The user's path: the demo's simulated sky in the data folder, then the real field 8162-6-80 from a local copy
+    (which has no sweeps): its objects would be the simulated sky's, labelled, on real pixels."""
+    real = fid(80)
+    for band in BANDS:
+        tiny_data.frame(real, band).unlink()
+        tiny_data.frame(real, band).symlink_to(TEST_FIELD_DIR / tiny_data.frame(real, band).name)
+    with pytest.raises(StargalError, match=r"catalog\(s\) of the simulated sky, but the frames of field "
+                       r"301/8162/6/80 are of the real SDSS sky"):  # fmt: skip
+        run_alignment(tiny_data, dataclasses.replace(TINY, fields=(80,)), workers=1, reports=False)
+    assert not tiny_data.objects(real).exists()
 
 
 @pytest.mark.slow

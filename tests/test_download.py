@@ -386,6 +386,48 @@ def test_local_reference_bundle_layout(sas_tree, tmp_path):
         _assert_mirrors(paths, sas_tree)
 
 
+def test_a_bundle_without_its_galaxy_sweep_gives_its_other_files(sas_tree, tmp_path):
+    """The course project's bundle holding frames and the star sweep but no gal.fits.gz (the first file planned) was
+    refused whole as holding no SDSS file at all; and a bundle of other fields is no "mistyped folder" either."""
+    bundle = tmp_path / "old-project" / "data"
+    camcol = bundle / "rerun_301" / "run_8162" / "camcol_6"
+    camcol.mkdir(parents=True)
+    for spec in plan_files(FS):
+        if spec.kind == "catalog":
+            name = f"{spec.band}.fits.gz"
+        else:
+            name = f"field_{spec.field}_{spec.band}." + ("jpg" if spec.kind == "irg" else "fits.bz2")
+        if name != "gal.fits.gz":
+            shutil.copyfile(sas_tree / spec.relpath, camcol / name)
+    paths = DataPaths(tmp_path / "data")
+    summary = run_download(paths, FS, _options(str(bundle.parent)))
+    assert list(summary.failures) == ["calibObj-008162-6-gal.fits.gz (catalog gal)"]
+    assert "not found" in summary.failures["calibObj-008162-6-gal.fits.gz (catalog gal)"]
+    assert summary.fetched == summary.planned - 1
+    other = FieldSet(rerun=301, run=8162, camcol=6, fields=(99,), train_fields=(), val_fields=(), test_fields=())
+    summary = run_download(DataPaths(tmp_path / "data2"), other, _options(str(bundle), frames_only=True))
+    assert summary.fetched == 0 and all("not found" in reason for reason in summary.failures.values())
+
+
+def test_a_local_copy_without_the_irg_pictures_is_complete(sas_tree, tmp_path, caplog):
+    """A copy of the FITS files alone (no frame-irg-*.jpg, which no stage reads) failed stage 00 with exit 1, so
+    ``run_scripts.sh --source DIR`` stopped there: the pictures it lacks are now left out with one warning."""
+    tree = tmp_path / "fits-only"
+    shutil.copytree(sas_tree, tree)
+    for jpg in tree.rglob("*.jpg"):
+        jpg.unlink()
+    paths = DataPaths(tmp_path / "data")
+    with caplog.at_level("WARNING", logger="stargal"):
+        summary = run_download(paths, FS, _options(str(tree)))
+    assert summary.ok and summary.fetched == summary.planned == len(plan_files(FS)) - 2
+    assert "2 irg picture(s) not in" in caplog.text and not list(paths.sas.rglob("*.jpg"))
+    # a damaged picture the copy holds is still named
+    jpg = sas_tree / sdss.irg_relpath(301, 8162, 6, 80)
+    (tree / sdss.irg_relpath(301, 8162, 6, 80)).write_bytes(jpg.read_bytes()[:100])
+    summary = run_download(DataPaths(tmp_path / "data2"), FS, _options(str(tree)))
+    assert list(summary.failures) == ["frame-irg-008162-6-0080.jpg (band irg)"]
+
+
 def test_local_any_tree_of_sas_names(sas_tree, tmp_path):
     tree = tmp_path / "loose"
     for i, spec in enumerate(plan_files(FS)):

@@ -495,9 +495,10 @@ def test_detect_classifies_every_source_found_in_the_field(tmp_path, model_dir, 
         DataPaths(tmp_path / "data"), model=str(model_dir), cube_path=str(path), detect=True, out=str(out)
     )
     rows = read_out(out)
-    assert list(rows[0]) == ["source", "ra", "dec", "x", "y", "r_mag", "r50_px", "deblended", "p_star", "label",
-                             "status"]  # fmt: skip
+    assert list(rows[0]) == ["source", "ra", "dec", "x", "y", "r_mag", "saturated", "r50_px", "deblended", "p_star",
+                             "label", "status"]  # fmt: skip
     assert {r["deblended"] for r in rows} <= {"True", "False"}
+    assert {r["saturated"] for r in rows} == {"False"} and all(r["r_mag"] for r in rows)  # the toy stars are faint
     found = np.array([[float(r["x"]), float(r["y"])] for r in rows])
     d = np.hypot(xs[:, None] - found[None, :, 0], ys[:, None] - found[None, :, 1])
     assert np.all(d.min(axis=1) < 1.0)  # every toy source found
@@ -741,3 +742,33 @@ def test_a_declination_in_hours_is_not_an_angle(text):
 
     assert parse_angles([text], "dec")[1] == 0
     assert parse_angles([text.lstrip("+-")], "ra")[1] is None  # hours are right ascension's unit
+
+
+def test_detect_flags_a_saturated_star_and_leaves_its_r_mag_empty(tmp_path, model_dir, field):
+    """A star whose r core saturated and was interpolated over, as in real frames: saturated True and no r_mag in the
+    table, yet classified as any source is; the other sources keep theirs."""
+    from stargal import sky_models
+
+    path, wcs, xs, ys, kinds, shape = field
+    data = read_cube(path).data.astype(np.float32)
+    gy, gx = np.mgrid[20 : shape[0] - 20 : 4, 20 : shape[1] - 20 : 4]
+    free = np.hypot(gx.ravel()[:, None] - xs, gy.ravel()[:, None] - ys).min(axis=1) > 25
+    sy, sx = int(gy.ravel()[free][0]), int(gx.ravel()[free][0])
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    star = np.exp(-0.5 * ((xx - sx - 0.2) ** 2 + (yy - sy + 0.3) ** 2) / 1.4**2) / (2 * np.pi * 1.4**2)
+    for band in range(5):
+        data[band] += 20_000.0 * star  # r 11.7: peak 1600 nanomaggies
+    sky_models.saturate(data[2], 260.0)
+    sky_models.interpolate_rows(data[2], sky_models.saturation_mask(data[2], 260.0))
+    saturated = tmp_path / "cube-saturated.fits"
+    write_cube(saturated, data, wcs, "ugriz", {"REFBAND": "r", "SIMULAT": True})
+    out = tmp_path / "detected.csv"
+    _, pred = run_predict(
+        DataPaths(tmp_path / "data"), model=str(model_dir), cube_path=str(saturated), detect=True, out=str(out)
+    )
+    rows = read_out(out)
+    at_star = np.hypot(pred.x - sx, pred.y - sy) < 3
+    assert at_star.sum() == 1 and pred.saturated[at_star].all() and pred.status[at_star][0] == "ok"
+    row = rows[int(np.flatnonzero(at_star)[0])]
+    assert row["saturated"] == "True" and row["r_mag"] == "" and row["p_star"] != ""
+    assert sum(r["saturated"] == "True" for r in rows) == 1 and all(r["r_mag"] for r in rows if r is not row)

@@ -212,6 +212,37 @@ def test_a_selection_leaving_a_split_empty_is_an_error(synth):
     assert written(synth) == []
 
 
+def _stars_only(paths: DataPaths) -> None:
+    """The objects tables stage 01 writes beside a star sweep alone (the real 4510-4 has no galaxy sweep)."""
+    for f in (80, 81, 82):
+        table = read_table(paths.objects(fid(f)))
+        write_table(paths.objects(fid(f)), table[table["label"] == 1])
+        seal_field(paths, f)
+
+
+def test_a_split_of_one_class_is_an_error(synth):
+    """A star sweep without its galaxy sweep gave a dataset of stars only, on which 03 trained a model that calls
+    everything star, with accuracy 1.0 on every split, exit 0, and made it the latest model predict.py uses."""
+    _stars_only(synth)
+    gal = synth.catalog(301, 8162, 6, "gal")
+    with pytest.raises(StargalError, match=rf"^the train split holds \d+ stars and no galaxy: .*; {gal} is not in the "
+                       r"data folder, so the objects tables list stars only: fetch it \(00_download.py --run 8162 "
+                       r"--camcol 6 --fields 80 81 82"):  # fmt: skip
+        prepare(synth, FS, patch_size=P, name="stars")
+    assert written(synth) == []
+
+
+def test_a_one_class_dataset_built_before_is_refused_too(synth, monkeypatch):
+    from stargal.stages import preparation
+
+    _stars_only(synth)
+    with monkeypatch.context() as m:
+        m.setattr(preparation, "require_both_classes", lambda *args: None)
+        assert prepare(synth, FS, patch_size=P, name="stars")["counts"]["train"]["galaxies"] == 0
+    with pytest.raises(StargalError, match="the train split holds"):
+        prepare(synth, FS, patch_size=P, name="stars")
+
+
 @pytest.mark.parametrize(
     "change, kwargs, message",
     [
@@ -238,6 +269,23 @@ def test_bad_inputs_raise_and_write_nothing(synth, change, kwargs, message):
     with pytest.raises(StargalError, match=message):
         prepare(synth, fs, **kwargs)
     assert written(synth) == []
+
+
+def test_default_splits_outside_the_users_fields_are_named_as_defaults():
+    """``02_preparation.py --run 4510 --camcol 4 --fields 30`` said "--train-fields: field 103 is not among
+    --fields", a field the user never gave: the message now says it is the reference configuration's default."""
+    from stargal import cli
+
+    parser = cli.make_parser("", splits=True, workers=True)
+    args = parser.parse_args(["--run", "4510", "--camcol", "4", "--fields", "30"])
+    with pytest.raises(StargalError, match=r"^--train-fields: not given, and its default \(the reference "
+                       r"configuration's 103 111 147 174 177 214 222\) is not among --fields 30: give"):  # fmt: skip
+        cli.check_default_splits(args, cli.field_set(args))
+    given = ["--fields", "80", "81", "82", "--train-fields", "80", "--val-fields", "82", "--test-fields", "81"]
+    args = parser.parse_args(given)
+    cli.check_default_splits(args, cli.field_set(args))  # all given: nothing to say
+    args = parser.parse_args([])
+    cli.check_default_splits(args, cli.field_set(args))  # the reference configuration itself
 
 
 def run_script(*args: str) -> subprocess.CompletedProcess:

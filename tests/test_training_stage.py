@@ -319,6 +319,37 @@ def test_model_script_errors_are_one_line(toy, tmp_path):
     assert sorted(p.name for p in toy.dataset_json("toy").parent.iterdir()) == before
 
 
+def test_selection_options_confirm_the_dataset_or_are_refused(toy):
+    """--rerun/--run/--camcol/--fields reach stages after 02 (run_scripts passes them to all): there they can only
+    confirm the dataset used; naming other data must not silently train, augment or tune on this one."""
+    from stargal.cli import given_selection, make_parser
+    from stargal.dataset import check_selection
+    from stargal.errors import StargalError
+
+    parser = make_parser("x")
+    assert given_selection(parser.parse_args([])) == {}  # the defaults name nothing
+    given = given_selection(parser.parse_args(["--run", "8162", "--fields", "1", "2", "3", "9"]))
+    assert given == {"run": 8162, "fields": (1, 2, 3, 9)}
+    check_selection(toy, None, given)  # the dataset's run and all its fields (9: in no split, as 02 ignores it)
+    for argv, words in (
+        (["--run", "4510"], "--run 4510: dataset toy holds rerun 301 run 8162 camcol 6"),
+        (["--camcol=4"], "--camcol 4: dataset toy holds"),
+        (["--fields", "1,2"], "--fields 1 2: dataset toy is made of fields 1 2 3"),
+    ):
+        with pytest.raises(StargalError, match=words):
+            check_selection(toy, None, given_selection(parser.parse_args(argv)))
+
+    def outputs():  # the folder lock's own files aside
+        return sorted(p.name for p in toy.root.rglob("*") if not p.name.startswith("."))
+
+    before = outputs()
+    for script, extra in (("03_model.py", ["--no-plots"]), ("04_augmentation.py", ["--materialize"])):
+        res = _script(script, "--data-dir", str(toy.root), "--run", "4510", "--camcol", "4", "--fields", "30", *extra)
+        assert res.returncode == 2 and "--run 4510: dataset toy holds rerun 301 run 8162" in res.stderr, res.stderr
+        assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert outputs() == before  # nothing trained or written
+
+
 def _fit_toy(schedule=None, class_weight=None, learning_rate=1e-3, epochs=3, patience=3):
     """A tiny reference_base model fitted for a few epochs on toy patches; returns its history and the learning
     rate at the start of each epoch."""
@@ -385,6 +416,25 @@ def test_class_weight_option_reaches_the_run(toy, tmp_path):
     run = result["runs"][0]
     assert run["model_json"]["config"]["class_weight"] == "balanced"
     assert fsio.read_json(paths.model(run["name"]).json)["config"]["class_weight"] == "balanced"
+
+
+def test_a_dataset_of_one_class_is_refused_before_training(tmp_path):
+    """A dataset of stars only (built by a stage 02 that allowed it, from a star sweep alone) trained a model calling
+    everything star, accuracy 1.0 everywhere, exit 0: training refuses it in one line, and no model is written."""
+    from stargal.errors import StargalError
+    from stargal.stages import training
+
+    paths = DataPaths(tmp_path / "data")
+    write_toy_dataset(paths, "stars", sizes=(40, 20, 20), patch=15)
+    fsio.save_npy(paths.split_y("stars", "train"), np.ones(40, np.uint8))
+    meta = {k: v for k, v in fsio.read_json(paths.dataset_json("stars")).items() if k != fsio.INTEGRITY_KEY}
+    files = [f("stars", s) for s in ("train", "val", "test") for f in (paths.split_x, paths.split_y,
+                                                                       paths.split_psf, paths.split_objects)]  # fmt: skip
+    fsio.seal(paths.dataset_json("stars"), files, meta)
+    opts = TrainOptions(architecture="reference_base", hyperparameters=TINY_HP, epochs=1, plots=False, verbose=0)
+    with pytest.raises(StargalError, match=r"^dataset stars: its train split holds one class only \(40 stars\)"):
+        training.run_training(paths, "stars", opts)
+    assert not paths.latest_model.exists() and not list(paths.root.glob("models/*"))
 
 
 def build_args(argv: list[str]):

@@ -78,6 +78,11 @@ def positive_int(text: str) -> int:
     return value
 
 
+def _record_given(namespace: argparse.Namespace, dest: str) -> None:
+    """Note that the command line named ``dest`` (``given_selection`` tells it from a default)."""
+    namespace.given_options = (*getattr(namespace, "given_options", ()), dest)
+
+
 class FieldsAction(argparse.Action):
     """Accept fields as several arguments (--fields 80 103) or one list ("80,103")."""
 
@@ -89,6 +94,21 @@ class FieldsAction(argparse.Action):
             except argparse.ArgumentTypeError as exc:
                 parser.error(f"argument {option_string}: {exc}")
         setattr(namespace, self.dest, tuple(fields))
+        _record_given(namespace, self.dest)
+
+
+class _GivenStore(argparse.Action):
+    """``store``, noting that the option was given."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        _record_given(namespace, self.dest)
+
+
+def given_selection(args: argparse.Namespace) -> dict[str, object]:
+    """The data-selection options (rerun, run, camcol, fields) the command line gave, with their values."""
+    given = getattr(args, "given_options", ())
+    return {dest: getattr(args, dest) for dest in ("rerun", "run", "camcol", "fields") if dest in given}
 
 
 class _HelpFormatter(argparse.HelpFormatter):
@@ -127,10 +147,16 @@ def make_parser(
     ref = REFERENCE
     group = parser.add_argument_group("data selection (defaults: the reference configuration)")
     group.add_argument("--data-dir", default=None, help="data folder (default: the project's data/)")
-    group.add_argument("--rerun", type=non_negative_int, default=ref.rerun, help="SDSS rerun")
-    group.add_argument("--run", type=run_number, default=ref.run, help="SDSS run")
+    group.add_argument("--rerun", type=non_negative_int, default=ref.rerun, action=_GivenStore, help="SDSS rerun")
+    group.add_argument("--run", type=run_number, default=ref.run, action=_GivenStore, help="SDSS run")
     group.add_argument(
-        "--camcol", type=int, choices=range(1, 7), default=ref.camcol, metavar="1-6", help="camera column"
+        "--camcol",
+        type=int,
+        choices=range(1, 7),
+        default=ref.camcol,
+        action=_GivenStore,
+        metavar="1-6",
+        help="camera column",
     )
     group.add_argument(
         "--fields",
@@ -194,6 +220,21 @@ def field_set(args: argparse.Namespace) -> FieldSet:
     else:
         raise StargalError("--fields is required when --rerun/--run/--camcol differ from the reference")
     return FieldSet(args.rerun, args.run, args.camcol, fields, train, val, test)
+
+
+def check_default_splits(args: argparse.Namespace, fs: FieldSet) -> None:
+    """A split option left at its default names the reference configuration's fields; on fields of the user's own
+    (``--fields``, another run) say that, rather than that a field the user never gave is not among --fields."""
+    given = getattr(args, "given_options", ())
+    for dest in ("train_fields", "val_fields", "test_fields"):
+        default = getattr(REFERENCE, dest)
+        if dest in given or not hasattr(args, dest) or all(f in fs.fields for f in default):
+            continue
+        raise StargalError(
+            f"--{dest.replace('_', '-')}: not given, and its default (the reference configuration's "
+            f"{' '.join(map(str, default))}) is not among --fields {' '.join(map(str, fs.fields))}: give "
+            "--train-fields, --val-fields and --test-fields, each a different part of --fields"
+        )
 
 
 def field_ids(fs: FieldSet) -> list[FieldId]:

@@ -32,6 +32,30 @@ def resolve_dataset(paths: DataPaths, name: str | None) -> str:
     return name
 
 
+def check_selection(paths: DataPaths, name: str | None, given: dict) -> None:
+    """StargalError unless the dataset used (``name`` or the latest) is of the data the command line named:
+    ``given`` holds the rerun, run, camcol and fields it gave (``cli.given_selection``). Stages after 02 work on
+    a prepared dataset, so these options can only confirm which one; a dataset of other data would be a silent
+    swap. Fields 02 ignored (in no split) may be named too."""
+    if not given:
+        return
+    name = resolve_dataset(paths, name)
+    meta = fsio.read_json(paths.dataset_json(name))
+    where = f"rerun {meta.get('rerun')} run {meta.get('run')} camcol {meta.get('camcol')}"
+    redo = "prepare it with 02_preparation.py and the same options first, or leave the option out"
+    for key in ("rerun", "run", "camcol"):
+        if key in given and given[key] != meta.get(key):
+            raise StargalError(f"--{key} {given[key]}: dataset {name} holds {where}; {redo}")
+    if "fields" in given:
+        used = sorted({int(f) for fields in (meta.get("fields") or {}).values() for f in fields})
+        missing = [f for f in used if f not in given["fields"]]
+        if missing:
+            named = " ".join(map(str, given["fields"]))
+            raise StargalError(
+                f"--fields {named}: dataset {name} is made of fields {' '.join(map(str, used))} ({where}); {redo}"
+            )
+
+
 def dataset_identity(paths: DataPaths, name: str) -> str:
     """The dataset's content identity (a digest of its files' checksums), after checking that they are intact:
     what a stage records as its input, so that a rebuilt dataset makes its outputs out of date."""

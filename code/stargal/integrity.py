@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,15 +42,19 @@ def alignment_command(fid: FieldId, paths: DataPaths | None = None) -> str:
     )
 
 
-def download_command(relpath: str, paths: DataPaths | None = None, force: bool = False) -> str:
-    """The command that fetches a SAS file again (into ``paths``' data folder; ``force``: even a complete one)."""
+def download_command(
+    relpath: str, paths: DataPaths | None = None, force: bool = False, fields: Sequence[int] = ()
+) -> str:
+    """The command that fetches a SAS file again (into ``paths``' data folder; ``force``: even a complete one; a
+    catalog with ``fields``: those fields' download, which fetches their run/camcol's catalogs)."""
     info = sdss.parse_filename(Path(relpath).name)
     script = "00_download.py --force" if force else "00_download.py"
     if info is None:
         return script + _data_dir_option(paths)
     parts = relpath.split("/")
     rerun = int(parts[-2] if info["kind"] == "catalog" else parts[-4])
-    fields = f" --fields {info['field']}" if info["kind"] == "frame" else ""
+    fields = [info["field"]] if info["kind"] == "frame" else fields
+    fields = f" --fields {' '.join(map(str, fields))}" if fields else ""
     return f"{script} {_run_options(rerun, info['run'], info['camcol'])}{fields}{_data_dir_option(paths)}"
 
 

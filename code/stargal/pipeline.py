@@ -412,7 +412,9 @@ def verify(paths: DataPaths, rest: list[str]) -> int:
     print(f"{paths.root}: {len(findings)} problem(s) among {checked} files and records checked ({seconds:.1f} s):")
     for line in findings_lines(findings):
         print("  " + line)
-    print("A rerun of the stage named (no --force needed) redoes what is broken; ./run_scripts.sh reruns them all.")
+    print(
+        "A rerun of the stage named (no --force needed) redoes what is broken or stale; ./run_scripts.sh reruns them all."
+    )
     return 1
 
 

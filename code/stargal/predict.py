@@ -55,6 +55,7 @@ class Predictions:
     status: np.ndarray  # one of STATUSES
     catalog_star: np.ndarray | None = None  # with --all: the catalog's class of each entry (True: star)
     catalog_r: np.ndarray | None = None  # with --all: its catalog r-band PSF magnitude
+    saturated: np.ndarray | None = None  # with --detect: the source's r-band core saturated (stargal.saturation)
 
     def __len__(self) -> int:
         return len(self.ra)
@@ -432,7 +433,9 @@ DESCRIPTIONS = {
     "y": "0-based row in the aligned cube",
     "r_psfmag": "catalog r-band PSF magnitude",
     "catalog_type": "the catalog's class (SDSS OBJC_TYPE)",
-    "r_mag": "r-band PSF magnitude over the local sky level, scaled to the field's stars' 3.2 arcsec flux",
+    "r_mag": "r-band PSF magnitude over the local sky level, scaled to the field's stars' 3.2 arcsec flux; "
+    "empty where saturated",
+    "saturated": "the r-band core is saturated (a star brighter than r ~ 14): no r_mag, its flux only a lower limit",
     "r50_px": "r-band half-light radius over the local sky level (empty: no positive flux over it within 12 px)",
     "deblended": "split from a blend with neighbours: shared pixels, a less sure class",
     "p_star": "model probability that the source is a star",

@@ -128,8 +128,9 @@ def quiet_wcs(header: fits.Header) -> WCS:
         return WCS(header, naxis=2)
 
 
-def read_frame(path: str | os.PathLike) -> Frame:
-    """Read a ``frame-*.fits.bz2`` (or plain FITS) file; raise StargalError naming the file on any problem."""
+def read_frame(path: str | os.PathLike, redo: str = "00_download.py fetches it again") -> Frame:
+    """Read a ``frame-*.fits.bz2`` (or plain FITS) file; raise StargalError naming the file on any problem
+    (``redo``: what fetches a damaged one again, in its error)."""
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -143,9 +144,7 @@ def read_frame(path: str | os.PathLike) -> Frame:
     except FileNotFoundError:
         raise StargalError(f"{path}: file not found") from None
     except (OSError, EOFError, ValueError) as exc:
-        raise StargalError(
-            f"{path}: not a readable SDSS frame ({exc}); the file is damaged: 00_download.py fetches it again"
-        ) from None
+        raise StargalError(f"{path}: not a readable SDSS frame ({exc}); the file is damaged: {redo}") from None
     if data is None or data.ndim != 2 or 0 in data.shape:
         raise StargalError(f"{path}: primary HDU holds no 2-D image")
     if "CTYPE1" not in header or "CTYPE2" not in header:

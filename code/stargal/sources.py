@@ -73,6 +73,7 @@ class HttpSource:
 class LocalSource:
     root: Path
     _index: dict[str, Path] | None = field(default=None, repr=False)
+    _bundle: bool = field(default=False, repr=False)  # a file under a bundle name lies below the root
 
     def describe(self) -> str:
         return str(self.root)
@@ -94,8 +95,9 @@ class LocalSource:
         return [*out, self.root / camcol_dir / bundle_name, self.root / "data" / camcol_dir / bundle_name]
 
     def holds_sdss_files(self) -> bool:
-        """Whether any SDSS file lies anywhere below the root (a mistyped or empty folder holds none)."""
-        return bool(self._name_index())
+        """Whether any SDSS file, under its SAS or its bundle name, lies anywhere below the root (a mistyped or
+        empty folder holds none)."""
+        return bool(self._name_index()) or self._bundle
 
     def _name_index(self) -> dict[str, Path]:
         """SAS file name -> path for every SDSS file anywhere below the root (built once)."""
@@ -106,8 +108,13 @@ class LocalSource:
                 for name in sorted(filenames):
                     if sdss.parse_filename(name) is not None:
                         index.setdefault(name, Path(dirpath) / name)
+                    elif _BUNDLE_NAME.match(name) and Path(dirpath).name.startswith("camcol_"):
+                        self._bundle = True
             self._index = index
         return self._index
+
+
+_BUNDLE_NAME = re.compile(r"^(field_\d+_([ugriz]\.fits\.bz2|irg\.jpg)|(gal|star)\.fits\.gz)$")
 
 
 @dataclass(frozen=True)

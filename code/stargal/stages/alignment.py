@@ -2,9 +2,10 @@
 write the exercise tensors, and summarise everything in data/reports/alignment/.
 
 Per field (in parallel with ``workers``/``scheduler``): read the five frames, check that each is what its
-file name says (header FILTER, RUN, CAMCOL, FRAME, shape, WCS footprint), mask non-finite pixels, resample onto
-the reference band's grid (``stargal.align``), register any band whose WCS leaves its stars off the reference
-band's (``align.registration_shifts``), write ``paths.cube(fid)``; then select the calibObj objects
+file name says (header FILTER, RUN, CAMCOL, FRAME, shape, WCS footprint) and that all five and the catalogs are
+of one sky (real or simulated: ``SIMULAT``), mask non-finite pixels, resample onto the reference band's grid
+(``stargal.align``), register any band whose WCS leaves its stars off the reference band's
+(``align.registration_shifts``), write ``paths.cube(fid)``; then select the calibObj objects
 inside the frame (``stargal.catalog``) and write ``paths.objects(fid)``; measure the cube's PSF on its own stars
 (``stargal.psf``) into ``paths.psf_map(fid)``. Cube, PSF map and objects table form one
 sealed output set (``fsio.OutputSet``) whose record ``paths.field_record(fid)`` lists their checksums and the
@@ -54,6 +55,7 @@ class FieldTask:
     # pre-filtered catalog rows per kind ("gal"/"star"), empty when the run/camcol has no catalogs
     catalogs: dict[str, np.ndarray] = field(default_factory=dict)
     catalog_files: tuple[str, ...] = ()
+    catalogs_simulated: bool | None = None  # the catalogs' sky (SIMULAT = T: stargal's simulation); None: unknown
 
 
 def frame_paths(paths: DataPaths, fid: FieldId) -> list[Path]:
@@ -71,8 +73,14 @@ def check_frames(paths: DataPaths, fids: list[FieldId]) -> None:
 
 def read_field_frames(paths: DataPaths, fid: FieldId, ref_band: str) -> list[sdss.Frame]:
     """The five frames of a field, each checked to be what its file name says: header FILTER, RUN, CAMCOL and
-    FRAME, the reference band's image shape, and a WCS footprint on the reference frame's part of the sky."""
-    frames = [sdss.read_frame(p) for p in frame_paths(paths, fid)]
+    FRAME, the reference band's sky (real or simulated) and image shape, and a WCS footprint on the reference
+    frame's part of the sky."""
+    frames = [
+        sdss.read_frame(
+            p, f"{integrity.download_command(sdss.frame_relpath(b, *fid), paths)} --verify fetches it again"
+        )
+        for b, p in zip(BANDS, frame_paths(paths, fid), strict=True)
+    ]
     fetch = integrity.download_command(sdss.frame_relpath("r", *fid), paths, force=True)
     redo = f"the file is not band {{band}} of field {fid}: {fetch} fetches it again"
     for band, f in zip(BANDS, frames, strict=True):
@@ -80,6 +88,13 @@ def read_field_frames(paths: DataPaths, fid: FieldId, ref_band: str) -> list[sds
         if problems:
             raise StargalError(f"{f.path}: header {', '.join(problems)}; {redo.format(band=band)}")
     ref = frames[BANDS.index(ref_band)]
+    for f in frames:
+        if f.simulated != ref.simulated:  # e.g. a local copy's real frames over a simulated sky, one band missing
+            raise StargalError(
+                f"{f.path}: a frame of {sky_name(f.simulated)}, but the {ref_band} band's of field {fid} is of "
+                f"{sky_name(ref.simulated)}: the field mixes two skies; fetch its five frames from one source "
+                f"({fetch} --source ...)"
+            )
     ref_shape = ref.image.shape
     for band, f in zip(BANDS, frames, strict=True):
         if f.image.shape != ref_shape:
@@ -94,6 +109,11 @@ def read_field_frames(paths: DataPaths, fid: FieldId, ref_band: str) -> list[sds
         if f.nonfinite:
             log.warning("%s: %d non-finite pixel(s) (NaN or inf) masked as no data", f.path, f.nonfinite)
     return frames
+
+
+def sky_name(simulated: bool) -> str:
+    """How a file's sky is named to users."""
+    return "the simulated sky" if simulated else "the real SDSS sky"
 
 
 def cube_meta(fid: FieldId, ref_band: str, ref: sdss.Frame, result: align.Alignment) -> dict:
@@ -261,6 +281,8 @@ def process_field(task: FieldTask) -> dict:
     )
     psf_current = cube_current and psf_path in listed and os.path.normpath(psf_path) not in broken
     if cube_current and objects_current and psf_current:
+        if task.catalog_files:  # a table made before this check existed, of another sky's catalogs
+            check_catalog_sky(paths, fid, cube_path, task.catalog_files, task.catalogs_simulated)
         return done
     with OutputSet(record_path) as out:
         sources = None  # the cube's, when aligned here
@@ -288,6 +310,7 @@ def process_field(task: FieldTask) -> dict:
             "stargal_version": __version__,
         }
         if task.catalog_files:
+            check_catalog_sky(paths, fid, cube_file, task.catalog_files, task.catalogs_simulated)
             wcs, shape = cube_wcs_shape(cube_file)
             table, mismatched = catalog.field_objects(task.catalogs, wcs, shape, fid.rerun)
             if mismatched:
@@ -305,17 +328,58 @@ def process_field(task: FieldTask) -> dict:
     return done
 
 
-def load_catalogs(paths: DataPaths, fs: FieldSet) -> tuple[dict[str, np.ndarray], tuple[str, ...]]:
-    """The run/camcol's calibObj catalogs that exist (kind -> rows), and their files."""
+def check_catalog_sky(
+    paths: DataPaths, fid: FieldId, cube_file: Path, catalog_files: tuple[str, ...], simulated: bool | None
+) -> None:
+    """Refuse catalogs of another sky than the field's frames (the cube's SIMULAT): a simulated sweep left in the
+    folder would place its objects on real frames fetched later (or the reverse) and label them, wrongly."""
+    if simulated is None:
+        return
+    frames_simulated = bool(fits.getheader(cube_file).get("SIMULAT", False))
+    if frames_simulated != simulated:
+        fetch = integrity.download_command(sdss.frame_relpath("r", *fid), paths, force=True)  # catalogs and frames
+        raise StargalError(
+            f"{', '.join(catalog_files)}: catalog(s) of {sky_name(simulated)}, but the frames of field {fid} are of "
+            f"{sky_name(frames_simulated)}: their objects would be labelled by another sky; fetch the catalogs from "
+            f"the frames' source ({fetch} --source ...), delete them (cubes only, no objects), or use another "
+            "--data-dir"
+        )
+
+
+def load_catalogs(paths: DataPaths, fs: FieldSet) -> tuple[dict[str, np.ndarray], tuple[str, ...], bool | None]:
+    """The run/camcol's calibObj catalogs that exist (kind -> rows), their files, and their sky (True: stargal's
+    simulation; None without catalogs)."""
     found = {k: paths.catalog(fs.rerun, fs.run, fs.camcol, k) for k in CATALOG_KINDS}
     present = {k: p for k, p in found.items() if p.is_file()}
     if not present:
         log.info("no calibObj catalogs for %s: writing cubes only, object coordinates skipped", fs.label)
-        return {}, ()
+        return {}, (), None
     for k, p in found.items():
         if k not in present:
-            log.warning("%s: not found; objects of field(s) will list %s only", p, " and ".join(present))
-    return {k: sdss.read_catalog(p) for k, p in present.items()}, tuple(str(p) for p in present.values())
+            kinds = " and ".join({"gal": "galaxies", "star": "stars"}[k] for k in present)
+            log.warning("%s: not found; the objects tables of %s will list %s only", p, fs.label, kinds)
+    fetch = {
+        k: integrity.download_command(sdss.catalog_relpath(fs.rerun, fs.run, fs.camcol, k), paths) for k in present
+    }
+    catalogs = {
+        k: sdss.read_catalog(p, redo=f"the file is damaged: {fetch[k]} --verify fetches it again")
+        for k, p in present.items()
+    }
+    skies = {k: catalog_simulated(p) for k, p in present.items()}
+    if len(set(skies.values())) > 1:
+        odd = next(k for k, v in skies.items() if v != skies["star"])
+        raise StargalError(
+            f"{present[odd]}: a catalog of {sky_name(skies[odd])}, but {present['star'].name} is of "
+            f"{sky_name(skies['star'])}: fetch both from one source (00_download.py --force ...), or use another "
+            "--data-dir"
+        )
+    return catalogs, tuple(str(p) for p in present.values()), next(iter(skies.values()))
+
+
+def catalog_simulated(path: Path) -> bool:
+    """Whether a calibObj sweep (already read whole by ``sdss.read_catalog``) was written by stargal's simulator:
+    SIMULAT = T in its primary header."""
+    return bool(fits.getheader(path, 0).get("SIMULAT", False))
 
 
 def write_tensors(paths: DataPaths, fs: FieldSet, fids: list[FieldId], force: bool = False) -> dict | None:
@@ -527,7 +591,7 @@ def run_alignment(
     if not fids:
         raise StargalError("--fields: no fields to align")
     check_frames(paths, fids)
-    catalogs, catalog_files = load_catalogs(paths, fs)
+    catalogs, catalog_files, catalogs_simulated = load_catalogs(paths, fs)
     tasks = [
         FieldTask(
             str(paths.root),
@@ -536,6 +600,7 @@ def run_alignment(
             force,
             {k: catalog.prefilter(c, fid.field) for k, c in catalogs.items()},
             catalog_files,
+            catalogs_simulated,
         )
         for fid in fids
     ]

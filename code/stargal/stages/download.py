@@ -198,17 +198,32 @@ def run_download(paths: DataPaths, fs: FieldSet, options: DownloadOptions = Down
         else:
             if isinstance(source, HttpSource):
                 _check_reachable(source, options.http)
-            elif source.locate(todo[0]) is None and not source.holds_sdss_files():
+            elif not any(source.locate(spec) for spec in todo) and not source.holds_sdss_files():
                 raise StargalError(
                     f"--source {source.root}: no SDSS file in it (frame-*.fits.bz2, calibObj-*.fits.gz; in SAS, "
                     "bundle or any layout)"
                 )
+            else:
+                todo = _without_absent_pictures(source, todo, summary)
             if options.scheduler:
                 _fetch_on_cluster(paths, source, todo, options, manifest, summary)
             else:
                 _fetch_all(paths, source, todo, options, manifest, summary)
     summary.seconds = time.monotonic() - start
     return summary
+
+
+def _without_absent_pictures(source: LocalSource, todo: list[FileSpec], summary: DownloadSummary) -> list[FileSpec]:
+    """``todo`` less the irg jpegs a local copy does not hold: pictures for people that no stage reads, so a copy of
+    the FITS files alone is complete (one warning, no failure); a damaged jpeg it holds still fails."""
+    absent = [spec for spec in todo if spec.kind == "irg" and source.locate(spec) is None]
+    if absent:
+        log.warning(
+            "%d irg picture(s) not in %s (%s%s): not fetched; no stage reads them",
+            len(absent), source.root, absent[0].name, ", ..." if len(absent) > 1 else "",
+        )  # fmt: skip
+        summary.planned -= len(absent)
+    return [spec for spec in todo if spec not in absent]
 
 
 def _sky_of(url: str) -> str | None:

@@ -9,7 +9,7 @@ import numpy as np
 
 from .. import explain, fsio, integrity
 from ..config import SEED
-from ..dataset import dataset_identity
+from ..dataset import check_selection, dataset_identity
 from ..errors import StargalError
 from ..fsio import load_npy, previous_record, read_json, write_text
 from ..geometry import nearest_neighbour_arcsec
@@ -29,9 +29,11 @@ GROUP_TITLES = {
 }
 
 
-def _model_and_dataset(paths: DataPaths, model: str | None, dataset: str | None) -> tuple[Path, str, str, dict]:
+def _model_and_dataset(
+    paths: DataPaths, model: str | None, dataset: str | None, selection: dict | None = None
+) -> tuple[Path, str, str, dict]:
     """(model folder, model name, dataset, identities of both) from the sealed model.json, without loading the
-    network."""
+    network; the dataset must be of the data ``selection`` names (``dataset.check_selection``)."""
     if model is None and not paths.latest_model.exists():
         # predict falls back to the pretrained model; its dataset is not in this folder, so say what is missing
         raise StargalError(f"{paths.root}: no model trained here yet (run 03_model.py, or pass --model and --dataset)")
@@ -50,6 +52,7 @@ def _model_and_dataset(paths: DataPaths, model: str | None, dataset: str | None)
     check_folder_name(str(dataset), "--dataset")
     if not paths.dataset_json(dataset).exists():
         raise StargalError(f"{paths.dataset_json(dataset)}: dataset {dataset!r} not found (run 02_preparation.py)")
+    check_selection(paths, str(dataset), selection or {})
     ids = {"model_id": fsio.seal_digest(meta), "dataset_id": dataset_identity(paths, dataset)}
     return model_dir, str(meta.get("name") or model_dir.name), str(dataset), ids
 
@@ -64,6 +67,7 @@ def run_explain(
     steps: int = 32,
     seed: int = SEED,
     force: bool = False,
+    selection: dict | None = None,
 ) -> dict:
     """Write one PNG grid per group (star/galaxy x correct/wrong) and examples.csv under reports/explain/MODEL.
 
@@ -71,7 +75,7 @@ def run_explain(
     """
     from ..plots.explain import plot_explanations
 
-    model_dir, name, dataset, ids = _model_and_dataset(paths, model, dataset)
+    model_dir, name, dataset, ids = _model_and_dataset(paths, model, dataset, selection)
     out_dir = paths.reports("explain", name)
     settings = {"model": name, "dataset": dataset, "split": split, "per_group": per_group, "steps": steps,
                 "seed": seed, **ids}  # fmt: skip
@@ -149,6 +153,7 @@ def run_difficulty(
     dataset: str | None = None,
     seed: int = SEED,
     force: bool = False,
+    selection: dict | None = None,
 ) -> dict:
     """difficulty.md (a README/report section) and examples.png under reports/difficulty/MODEL; skipped like
     run_explain when current."""
@@ -156,7 +161,7 @@ def run_difficulty(
     from ..metrics import by_magnitude
     from ..plots.explain import plot_examples
 
-    model_dir, name, dataset, ids = _model_and_dataset(paths, model, dataset)
+    model_dir, name, dataset, ids = _model_and_dataset(paths, model, dataset, selection)
     out = paths.reports("difficulty", name)
     settings = {"model": name, "dataset": dataset, "seed": seed, **ids}
     outputs = [out / "difficulty.md", out / "examples.png"]

@@ -313,27 +313,37 @@ def catalog_objects(cube_path: Path) -> np.ndarray:
     return read_table(path)
 
 
-def detected_sources(
-    cube: Cube, data: np.ndarray, bands: str, subtracted
-) -> tuple[np.ndarray, np.ndarray, dict, dict, np.ndarray]:
-    """(ra, dec, columns before, columns after, artefact) of every source sep finds in the cube, with its r
-    magnitude (PSF-weighted, aperture-corrected on the field's stars) and r-band half-light radius, both over its
-    local sky level (``detection.local_sky_levels``), and whether the deblending split it from a blend; artefact marks
-    those seen in r alone (``detection.single_band``). ``subtracted``: the cube's ``detection.subtract_backgrounds``."""
-    from .. import detection
+def r_photometry(sources: Sources, image: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(flux, half-light radius, saturated) of every source in the r band ``image`` (background-subtracted): the
+    PSF-weighted flux, aperture-corrected on the field's stars, and the radius, both over each source's local sky
+    level (``detection.local_sky_levels``); saturated marks the sources whose core saturated
+    (``saturation.saturated``), whose flux is then a lower limit."""
+    from .. import detection, saturation
 
-    sources = detection.measure_sources(data, bands, faint=True, subtracted=subtracted)
     x, y = sources.x, sources.y
-    ra, dec = cube.wcs.celestial.wcs_pix2world(x, y, 0)
-    r = bands.index("r")
-    image = subtracted[0][r]
     level = detection.local_sky_levels(image, x, y)
     sigma = sources.stellar_r50[r] * detection.GAUSS_R50_TO_SIGMA
     flux = detection.local_gaussian_fluxes(image, x, y, sigma, level) / sources.flux_scale[r]
     r50 = detection.half_light_radii_over(image, x, y, level)
+    return flux, r50, saturation.saturated(image, x, y, level, flux, sigma)
+
+
+def detected_sources(
+    cube: Cube, data: np.ndarray, bands: str, subtracted
+) -> tuple[np.ndarray, np.ndarray, dict, dict, np.ndarray]:
+    """(ra, dec, columns before, columns after, artefact) of every source sep finds in the cube, with its r
+    magnitude and r-band half-light radius (``r_photometry``), whether its r-band core saturated (its r_mag then
+    empty: the core's flux is only a lower limit), and whether the deblending split it from a blend; artefact
+    marks those seen in r alone (``detection.single_band``). ``subtracted``: the cube's
+    ``detection.subtract_backgrounds``."""
+    from .. import detection
+
+    sources = detection.measure_sources(data, bands, faint=True, subtracted=subtracted)
+    ra, dec = cube.wcs.celestial.wcs_pix2world(sources.x, sources.y, 0)
+    flux, r50, saturated = r_photometry(sources, subtracted[0][bands.index("r")], bands.index("r"))
+    r_mag = np.where(saturated, np.nan, np.round(detection.flux_to_mag(flux), 3))
     before = {"source": np.arange(1, len(sources) + 1)}
-    after = {"r_mag": np.round(detection.flux_to_mag(flux), 3), "r50_px": np.round(r50, 3),
-             "deblended": sources.deblended}  # fmt: skip
+    after = {"r_mag": r_mag, "saturated": saturated, "r50_px": np.round(r50, 3), "deblended": sources.deblended}
     return np.asarray(ra), np.asarray(dec), before, after, detection.single_band(sources.flux, bands)
 
 
@@ -444,6 +454,8 @@ def run_predict(
     )
     if artefact is not None:
         mark_artefacts(pred, artefact)
+    if detect:
+        pred.saturated = np.asarray(after["saturated"], bool)
     if all_objects:
         pred.catalog_star, pred.catalog_r = objects["label"] == 1, np.asarray(objects["r_psfmag"], np.float64)
     meta = {

@@ -100,6 +100,7 @@ def prepare(
     }
     previous = None if force else _current(paths, name, config, inputs)
     if previous is not None:
+        require_both_classes(paths, fs, previous.get("counts", {}))  # one built before this check existed
         log.info("dataset %s is current (use --force to rebuild)", name)
         write_text_if_changed(paths.latest_dataset, name + "\n")
         previous["skipped"] = True
@@ -108,6 +109,7 @@ def prepare(
     table, cube_field = _read_objects(paths, fids)
     rows, cols = patches.pixel_centres(table["x"], table["y"])
     split, removed, moved = _select(table, cube_field, rows, cols, cubes, spec, patch_size, edge)
+    require_both_classes(paths, fs, {s: class_counts(table["label"][split == code]) for code, s in enumerate(SPLITS)})
     arrays = _cut_patches(paths, fids, table, cube_field, rows, cols, split, patch_size, edge, workers, scheduler)
 
     psf_at = _psf_features(paths, fids, {s: arrays[s][2] for s in SPLITS})
@@ -389,6 +391,31 @@ def _read_objects(paths: DataPaths, fids: list[FieldId]) -> tuple[np.ndarray, np
     table = np.concatenate(tables) if tables else np.empty(0, dtype=OBJECT_DTYPE)
     cube_field = np.repeat(np.array([f.field for f in fids], dtype=np.int32), [len(t) for t in tables])
     return table, cube_field
+
+
+def require_both_classes(paths: DataPaths, fs: FieldSet, counts: dict[str, dict]) -> None:
+    """Raise StargalError when the training or validation split holds one class only (``class_counts`` of each
+    split): a network trained on it calls everything that class, and its metrics read perfect. The usual cause is a
+    run/camcol with one sweep catalog alone (the real 4510-4's star sweep has no galaxy sweep beside it)."""
+    for split in SPLITS[:2]:
+        n, stars = counts.get(split, {}).get("n", 0), counts.get(split, {}).get("stars", 0)
+        if not n or 0 < stars < n:
+            continue
+        have, lack, kind = ("stars", "galaxy", "gal") if stars else ("galaxies", "star", "star")
+        sweep = paths.catalog(fs.rerun, fs.run, fs.camcol, kind)
+        fetch = integrity.download_command(
+            sdss.catalog_relpath(fs.rerun, fs.run, fs.camcol, kind), paths, False, fs.fields
+        )
+        why = (
+            f"{sweep} is not in the data folder, so the objects tables list {have} only: fetch it ({fetch}) and rerun "
+            "01_alignment.py"
+            if not sweep.exists()
+            else "choose fields that hold both"
+        )
+        raise StargalError(
+            f"the {split} split holds {n} {have} and no {lack}: a classifier cannot be trained or checked on one "
+            f"class; {why} (predict.py --model pretrained classifies these fields without training)"
+        )
 
 
 def class_counts(y: np.ndarray) -> dict:

@@ -114,6 +114,14 @@ def train_one(paths: DataPaths, dataset: str, options: TrainOptions, data: dict 
 
     data = data or load_dataset(paths, dataset)
     meta = data["meta"]
+    for split in ("train", "val"):  # a dataset 02 built before it refused one-class splits
+        y = data[split]["y"]
+        if y.size and np.all(y == y[0]):
+            raise StargalError(
+                f"dataset {dataset}: its {split} split holds one class only ({y.size} "
+                f"{'stars' if y[0] else 'galaxies'}): a model trained on it calls everything that class; "
+                "02_preparation.py says why and what to fetch"
+            )
     norm = meta["normalisation"]
     shape = data["train"]["x"].shape[1:]
     mdl.configure_threads()

@@ -1,0 +1,98 @@
+"""Which sources of an aligned cube have saturated r-band cores (pure: arrays in, arrays out).
+
+Stars brighter than r of about 14 fill the CCD's wells (50,000-55,000 DN); the frames pipeline then either leaves
+their core at the saturation level or interpolates over it along the rows, often alternating row by row, and
+bleeds the excess along the column. A PSF-weighted flux of such a core is 0.1-3 mag too faint, and the frames
+carry no mask to say so (photo's masks are separate fpM files). So the core itself is read, around each source's
+pixel, in the r band over the source's local sky level:
+
+- ``flat``: a pixel within CORE_RADIUS reaches SATURATION_FLOOR, under every r frame's saturation level (the
+  lowest real level, 50,000 DN less the soft bias and the sky, is 233 nanomaggies at the smallest r calibration
+  of the six real sample fields; the flat cores of 1035-6-17 sit at 255-290, the simulator's at 240 or more),
+  above the brightest unsaturated star's peak in the catalog-checked 4510-4-30 (215);
+- ``hollow``: the source's own pixel is under HOLLOW_RATIO of the brightest pixel within CORE_RADIUS, where the
+  interpolation left a trough between bright rims (a star's or a galaxy's light peaks where it is centred);
+- ``truncated``: its PSF-weighted flux is under TRUNCATED_RATIO of its flux within APERTURE_RADIUS (the field's
+  stars, which the PSF-weighted fluxes are scaled to, give 1): the core lacks light its surroundings have.
+
+``hollow`` and ``truncated`` count only for a source bright enough to saturate (``bright``): its flux within
+APERTURE_RADIUS, as a star as wide as the field's, would peak at BRIGHT_FRACTION of SATURATION_FLOOR or more (the
+interpolation takes the core's light out of that aperture too, so it is a loose bound), and its PSF-weighted flux
+at CORE_FRACTION or more (r of about 16.5 or brighter: every saturated core of the real sample reads brighter
+than 16.4), so that a faint source beside a bright star, whose aperture holds the star's light, is not flagged. A galaxy that bright (under one per frame) would pass ``truncated`` too: its PSF-weighted
+flux is no total flux either. ``bench/saturation.py`` measures the rule on the real sample (4510-4-30's catalog
+flags) and on the simulated sky (whose saturated pixels are known).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+SATURATION_FLOOR = 230.0  # nanomaggies over the sky, r band (module docstring)
+CORE_RADIUS = 4.0  # pixels: the saturated cores and the rims their interpolation leaves
+APERTURE_RADIUS = 8.0  # pixels: the aperture the PSF-weighted fluxes are scaled to (detection.CORRECTION_RADIUS)
+BRIGHT_FRACTION = 0.25
+CORE_FRACTION = 0.1
+HOLLOW_RATIO = 0.6
+TRUNCATED_RATIO = 0.75
+_CHUNK = 4096  # sources per step: 17 x 17 stamps of 4096 sources are 5 MB of float32
+
+
+def saturation_tests(
+    image: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    level: np.ndarray,
+    psf_flux: np.ndarray,
+    sigma: float,
+    floor: float = SATURATION_FLOOR,
+) -> dict[str, np.ndarray]:
+    """The tests of the module docstring, each bool [n]: ``flat``, ``hollow``, ``truncated`` and ``bright``.
+
+    ``image``: the r band [rows, cols], nanomaggies over its background (NaN counts as 0); ``x``, ``y``: 0-based
+    pixel positions; ``level``: each source's local sky level in ``image``; ``psf_flux``: its PSF-weighted flux,
+    scaled to APERTURE_RADIUS on the field's stars; ``sigma``: the stars' Gaussian width, pixels; ``floor``: the
+    lowest level saturation can leave a pixel at."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    n = len(x)
+    half = int(APERTURE_RADIUS)
+    offsets = np.arange(-half, half + 1)
+    d2 = offsets[None, :] ** 2 + offsets[:, None] ** 2
+    core, aperture = d2 <= CORE_RADIUS**2, d2 <= APERTURE_RADIUS**2
+    padded = np.pad(np.nan_to_num(np.asarray(image, np.float32)), half)
+    rows, cols = image.shape
+    ix = np.clip(np.floor(x + 0.5).astype(np.int64), 0, cols - 1)
+    iy = np.clip(np.floor(y + 0.5).astype(np.int64), 0, rows - 1)
+    peak, centre, summed = (np.zeros(n, np.float32) for _ in range(3))
+    for start in range(0, n, _CHUNK):
+        part = slice(start, min(start + _CHUNK, n))
+        stamps = padded[iy[part, None, None] + offsets[:, None] + half, ix[part, None, None] + offsets[None, :] + half]
+        stamps -= np.asarray(level[part], np.float32)[:, None, None]
+        peak[part] = np.where(core, stamps, -np.inf).max((1, 2))
+        centre[part] = stamps[:, half, half]
+        summed[part] = np.where(aperture, stamps, 0).sum((1, 2), dtype=np.float64)
+    peak_of_star = 1.0 / (2 * np.pi * sigma**2)  # a Gaussian star's peak pixel per unit flux
+    psf_flux = np.asarray(psf_flux, np.float64)
+    with np.errstate(invalid="ignore"):
+        return {
+            "flat": peak >= floor,
+            "hollow": centre < HOLLOW_RATIO * peak,
+            "truncated": ~(psf_flux >= TRUNCATED_RATIO * summed),  # NaN flux: no core measured
+            "bright": (summed * peak_of_star >= BRIGHT_FRACTION * floor)
+            & (psf_flux * peak_of_star >= CORE_FRACTION * floor),
+        }
+
+
+def saturated(
+    image: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    level: np.ndarray,
+    psf_flux: np.ndarray,
+    sigma: float,
+    floor: float = SATURATION_FLOOR,
+) -> np.ndarray:
+    """bool [n]: sources whose r-band core is saturated (``saturation_tests``: flat, or bright and hollow or
+    truncated); their PSF-weighted flux is a lower limit, not a measurement."""
+    t = saturation_tests(image, x, y, level, psf_flux, sigma, floor)
+    return t["flat"] | (t["bright"] & (t["hollow"] | t["truncated"]))
