@@ -40,7 +40,8 @@ def plot_splits(
         ax.set_xlabel("r PSF magnitude")
         ax.set_ylabel("density")
         ax.set_title(f"r magnitude, {kind}")
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[1]:  # a class no split holds draws nothing to name
+            ax.legend(fontsize=8)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
