@@ -98,11 +98,11 @@ def _truth_dtype():
 def test_idempotent_force_and_parallel(tiny_data: DataPaths):
     two = dataclasses.replace(TINY, fields=(81, 82))
     first = run_alignment(tiny_data, two, workers=2)
-    assert first["aligned"] == [81, 82]
+    assert first["aligned"] == [81, 82] and first["coordinates"] == "written"
     cube81 = read_cube(tiny_data.cube(fid(81)), mmap=False).data
     stamp = {p: p.stat().st_mtime_ns for f in (81, 82) for p in (tiny_data.cube(fid(f)), tiny_data.objects(fid(f)))}
     again = run_alignment(tiny_data, two, workers=1)
-    assert again["aligned"] == [] and again["objects_written"] == []
+    assert again["aligned"] == [] and again["objects_written"] == [] and again["coordinates"] == "up to date"
     assert all(p.stat().st_mtime_ns == t for p, t in stamp.items())
     # a newer frame makes only its field stale
     frame = tiny_data.frame(fid(82), "u")

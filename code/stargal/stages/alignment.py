@@ -611,7 +611,9 @@ def run_alignment(
         "fields": [f.field for f in fids],
         "aligned": [d["field"] for d in done if d["aligned"]],
         "objects_written": [d["field"] for d in done if d["objects"]],
-        "coordinates": "written" if catalog_files else "skipped (no calibObj catalogs)",
+        "coordinates": ("written" if any(d["objects"] for d in done) else "up to date")
+        if catalog_files
+        else "skipped (no calibObj catalogs)",
         "tensors": str(paths.tensors_dir(fs.rerun, fs.run, fs.camcol)) if tensors else None,
         "timings": done,
     }
