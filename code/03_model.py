@@ -120,12 +120,11 @@ def main(argv=None) -> int:
         check_folder_name(args.name, "--name")  # before any training: a path or LATEST fails only at its end
     options = options_from_args(args)
     paths = cli.open_data_folder(args)
-    if not args.ensemble:  # named members carry their own dataset
-        check_selection(paths, args.dataset, cli.given_selection(args))
-    if args.ensemble:
+    if args.ensemble:  # named members carry their own dataset
         result = training.combine_models(paths, args.ensemble, args.name, force=args.force)
         print(ensemble_summary(result))
         return 0
+    check_selection(paths, args.dataset, cli.given_selection(args))
     if args.ensemble is not None and (args.seeds or 1) < 2:
         parser.error("--ensemble without models combines the models of --seeds N (N >= 2)")
     seeds = [args.seed + i for i in range(args.seeds)] if args.seeds else None
