@@ -676,6 +676,20 @@ def test_resolve_source():
     assert isinstance(resolve_source("."), LocalSource)
 
 
+def test_a_local_search_stops_after_its_folder_budget(tmp_path, monkeypatch, caplog):
+    import stargal.sources as sources
+
+    spec = plan_files(FS)[0]
+    deep = tmp_path / "a" / "b" / "c" / "d"
+    deep.mkdir(parents=True)
+    (deep / spec.name).write_bytes(b"x")
+    assert LocalSource(tmp_path).locate(spec) == deep / spec.name
+    monkeypatch.setattr(sources, "MAX_SEARCHED_FOLDERS", 3)
+    with caplog.at_level("WARNING", logger="stargal"):
+        assert LocalSource(tmp_path).locate(spec) is None  # `--source /` must not walk the whole disk
+    assert f"--source {tmp_path}: searched 3 folders" in caplog.text
+
+
 # ---------------------------------------------------------------------------------------------------------
 # verification and backoff units
 

@@ -243,6 +243,17 @@ def test_a_one_class_dataset_built_before_is_refused_too(synth, monkeypatch):
         prepare(synth, FS, patch_size=P, name="stars")
 
 
+def test_patches_too_large_for_the_memory_are_refused_before_cutting(synth, monkeypatch):
+    """`--patch-size 599` on the reference fields would need some 400 GB: one line, not a crash."""
+    from stargal.stages import preparation
+
+    monkeypatch.setattr(preparation, "MEMORY_SHARE", 1e-9)  # this machine's memory as if it were a few bytes
+    with pytest.raises(StargalError, match=rf"^--patch-size {P}: [\d,]+ patches of {P} x {P} x 5 would take .* GB "
+                       "of memory; use a smaller patch size"):  # fmt: skip
+        prepare(synth, FS, patch_size=P)
+    assert written(synth) == []
+
+
 @pytest.mark.parametrize(
     "change, kwargs, message",
     [

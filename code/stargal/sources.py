@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from dataclasses import dataclass, field
@@ -56,6 +57,10 @@ def redact_url(text: str) -> str:
 
 
 _USERINFO = re.compile(r"//[^/@\s]+@")
+# folders a local copy's name search looks into at most: `--source /` must not walk the whole disk
+MAX_SEARCHED_FOLDERS = 20_000
+
+log = logging.getLogger("stargal")
 
 
 @dataclass(frozen=True)
@@ -103,7 +108,13 @@ class LocalSource:
         """SAS file name -> path for every SDSS file anywhere below the root (built once)."""
         if self._index is None:
             index: dict[str, Path] = {}
-            for dirpath, dirnames, filenames in os.walk(self.root, followlinks=False):
+            for searched, (dirpath, dirnames, filenames) in enumerate(os.walk(self.root, followlinks=False)):
+                if searched == MAX_SEARCHED_FOLDERS:
+                    log.warning(
+                        "--source %s: searched %d folders below it for SDSS file names and stopped; "
+                        "name the folder that holds the files", self.root, MAX_SEARCHED_FOLDERS,
+                    )  # fmt: skip
+                    break
                 dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
                 for name in sorted(filenames):
                     if sdss.parse_filename(name) is not None:

@@ -20,6 +20,7 @@ leakage guard and normalisation run here, on the object tables only. The outputs
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from ..tables import OBJECT_DTYPE, markdown_table, read_table, write_table
 
 log = logging.getLogger("stargal")
 
+MEMORY_SHARE = 0.5  # of physical memory the patches may take: the normalisation statistics need room beside them
 FORMAT_VERSION = 2  # 2: {split}_psf.npy, the PSF at every patch
 EXTRA_COLUMNS = [
     ("cube_field", "i4"),  # field whose aligned cube the patch was cut from
@@ -201,6 +203,7 @@ def _cut_patches(
 ) -> dict:
     """{split: (x, y, objects)}: preallocated arrays filled field by field, rows in cube-field then table order."""
     index = {s: np.flatnonzero(split == code) for code, s in enumerate(SPLITS)}
+    _check_memory(int(np.count_nonzero(split >= 0)), patch_size)
     arrays: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     for s, idx in index.items():
         x = np.empty((idx.size, patch_size, patch_size, len(BANDS)), dtype=np.float32)
@@ -227,6 +230,22 @@ def _cut_patches(
             objects["nan_pixels"][a:b] = cut.nan_pixels
         del cube
     return arrays
+
+
+def _check_memory(n_patches: int, patch_size: int) -> None:
+    """Refuse patches that would not fit in this machine's memory (all splits are held at once) before
+    allocating them: a huge ``--patch-size`` is a one-line error, not a crash or a swap storm."""
+    need = n_patches * patch_size * patch_size * len(BANDS) * 4
+    try:
+        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # a platform without these: nothing to compare with
+        return
+    if need > MEMORY_SHARE * have:
+        raise StargalError(
+            f"--patch-size {patch_size}: {n_patches:,} patches of {patch_size} x {patch_size} x {len(BANDS)} would take "
+            f"{need / 2**30:.1f} GB, more than {MEMORY_SHARE:.0%} of this machine's {have / 2**30:.1f} GB of memory; "
+            "use a smaller patch size or fewer fields"
+        )
 
 
 @dataclass(frozen=True)
