@@ -68,7 +68,8 @@ def build_parser():
         "--tta",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="test-time augmentation: average over the 8 symmetries (default: on for stargal, off for the reference)",
+        help="test-time augmentation: average over the 8 symmetries (default: on for stargal, off for the reference; an "
+        "ensemble: as its members)",
     )
     parser.add_argument("--name", default=None, help="model name (default ARCHITECTURE-DATASET-sSEED)")
     parser.add_argument(
@@ -121,7 +122,7 @@ def main(argv=None) -> int:
     options = options_from_args(args)
     paths = cli.open_data_folder(args)
     if args.ensemble:  # named members carry their own dataset
-        result = training.combine_models(paths, args.ensemble, args.name, force=args.force)
+        result = training.combine_models(paths, args.ensemble, args.name, force=args.force, tta=args.tta)
         print(ensemble_summary(result))
         return 0
     check_selection(paths, args.dataset, cli.given_selection(args))
@@ -138,7 +139,7 @@ def main(argv=None) -> int:
     if args.ensemble is not None:
         name = args.name or f"{options.resolved().architecture}-{result['dataset']}-ensemble"
         members = [run["name"] for run in result["runs"]]
-        print(ensemble_summary(training.combine_models(paths, members, name, force=args.force)))
+        print(ensemble_summary(training.combine_models(paths, members, name, force=args.force, tta=args.tta)))
     return 0
 
 

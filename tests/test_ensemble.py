@@ -162,6 +162,15 @@ def test_seeds_combined_into_a_sealed_ensemble(tmp_path):
     res = _script("--data-dir", str(paths.root), "--export-onnx", "tiny-s3")
     assert res.returncode == 0 and "tiny-s3: model.onnx added" in res.stdout, res.stderr
     assert fsio.check_seal(paths.model("tiny-s3").json, [paths.model("tiny-s3").onnx]).ok
+    # --no-tta: an ensemble without test-time augmentation, its threshold chosen on single-pass scores
+    res = _script("--data-dir", str(paths.root), "--ensemble", "tiny-s3", "tiny-s4", "--name", "plain", "--no-tta")
+    assert res.returncode == 0, res.stderr
+    plain = fsio.read_json(paths.model("plain").json)
+    members = [load_model(paths.model(f"tiny-s{s}").keras) for s in (3, 4)]  # s4 was trained again above
+    p_plain = np.mean([predict(m, val["x"], val["psf"], tta=False) for m in members], axis=0)
+    assert plain["tta"] is False and plain["config"]["tta"] is False
+    assert plain["threshold"] == pytest.approx(choose_threshold(val["y"], p_plain), abs=1e-6)
+    assert fsio.read_json(paths.model("plain").metrics)["tta"] is False
 
 
 def test_members_of_an_earlier_build_of_the_dataset_are_refused(tmp_path):

@@ -366,11 +366,14 @@ def _model_names(paths: DataPaths) -> str:
     return f"models there: {', '.join(names)}" if names else "no model trained there yet"
 
 
-def combine_models(paths: DataPaths, members: list[str], name: str | None = None, force: bool = False) -> dict:
+def combine_models(
+    paths: DataPaths, members: list[str], name: str | None = None, force: bool = False, tta: bool | None = None
+) -> dict:
     """Average the p(star) of models trained on one dataset in one model folder ``name`` (an ensemble: members
     trained from different seeds err on different sources). Its threshold is chosen on val, it is evaluated on
     every split and sealed like a trained model (model.keras, metrics.json, model.onnx; no history.csv), and it
-    becomes the latest model; ``name`` defaults to ensemble-DATASET. Returns {"name", "model_dir", "metrics",
+    becomes the latest model; ``name`` defaults to ensemble-DATASET. ``tta``: test-time augmentation (None: on
+    when every member used it). Returns {"name", "model_dir", "metrics",
     "model_json", "skipped"}."""
     from .. import model as mdl
     from ..metrics import choose_threshold
@@ -395,7 +398,8 @@ def combine_models(paths: DataPaths, members: list[str], name: str | None = None
     name = name or f"ensemble-{dataset}"
     if name in members:
         raise StargalError(f"--name {name}: that is one of the models combined; give the ensemble its own name")
-    tta = all(meta.get("tta", False) for meta in metas)
+    if tta is None:
+        tta = all(meta.get("tta", False) for meta in metas)
     config = {
         "ensemble": [
             {"name": m, "model.keras": meta[fsio.INTEGRITY_KEY]["files"]["model.keras"]}
