@@ -183,6 +183,35 @@ def test_difficulty_runner(tmp_path, model_dir):
     assert not run_difficulty(paths, model=str(model_dir), dataset="toy", force=True)["skipped"]
 
 
+
+def test_patches_are_scored_as_the_model_was_evaluated(tmp_path, model_dir):
+    """A model evaluated with test-time augmentation has its threshold chosen on the 8-symmetry mean: explain.py
+    scored single passes against it, so its groups and counts disagreed with the evaluation's table."""
+    import csv
+    import shutil
+
+    from stargal.fsio import save_npy
+    from stargal.model import predict
+    from stargal.paths import DataPaths, ModelFiles
+    from stargal.stages.explain import run_explain
+
+    paths = DataPaths(tmp_path / "data")
+    x, y = toy.toy_patches(40, P, seed=8)
+    save_npy(paths.split_x("toy", "test"), x)
+    save_npy(paths.split_y("toy", "test"), y)
+    fsio.seal(paths.dataset_json("toy"), [paths.split_x("toy", "test"), paths.split_y("toy", "test")], {"name": "toy"})
+    files = ModelFiles(tmp_path / "tta-model")
+    shutil.copytree(model_dir, files.folder)
+    meta = {k: v for k, v in fsio.read_json(files.json).items() if k != fsio.INTEGRITY_KEY}
+    fsio.seal(files.json, [files.keras], {**meta, "tta": True})
+    result = run_explain(paths, model=str(files.folder), dataset="toy", per_group=3, steps=4)
+    network = load_model(files.folder)
+    mean, single = predict(network, x, tta=True), predict(network, x, tta=False)
+    assert np.abs(mean - single).max() > 1e-3  # the two scorings differ on these patches
+    with open(result["folder"] / "examples.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert rows and all(float(r["p_star"]) == pytest.approx(mean[int(r["index"])], abs=1e-4) for r in rows)
+
 def _difficulty_dataset(paths, name: str, seed: int) -> None:
     from stargal.fsio import save_npy
     from stargal.tables import OBJECT_DTYPE, write_table
@@ -239,3 +268,26 @@ def test_a_lone_keras_file_is_refused_in_one_line(tmp_path, model_dir):
         run_explain(paths, model=str(lone), dataset="own")
     result = run_explain(paths, model=str(model_dir / "model.keras"), dataset="own", per_group=1, steps=4)
     assert result["skipped"] is False  # the model.keras of a model folder is that model
+
+
+def test_a_model_of_an_earlier_build_of_its_own_dataset_is_not_explained(tmp_path, model_dir):
+    """Its dataset rebuilt under the name: the report leaves the model's numbers out, and explain.py explained it
+    on the new build without a word."""
+    import shutil
+
+    from stargal.errors import StargalError
+    from stargal.paths import DataPaths, ModelFiles
+    from stargal.stages.explain import run_difficulty, run_explain
+
+    paths = DataPaths(tmp_path / "data")
+    _difficulty_dataset(paths, "own", seed=9)
+    files = ModelFiles(tmp_path / "model")
+    shutil.copytree(model_dir, files.folder)
+    meta = {k: v for k, v in fsio.read_json(files.json).items() if k != fsio.INTEGRITY_KEY}
+    fsio.seal(files.json, [files.keras], {**meta, "dataset": "own", "inputs": {"dataset": "an earlier build"}})
+    for run in (run_difficulty, run_explain):
+        with pytest.raises(StargalError, match=r"trained on an earlier build of dataset own .*03_model.py --dataset own"):
+            run(paths, model=str(files.folder))
+    assert not any(paths.reports().rglob("*.*"))  # nothing written
+    _difficulty_dataset(paths, "other", seed=10)  # another dataset, named: an analysis of the model there
+    assert not run_difficulty(paths, model=str(files.folder), dataset="other")["skipped"]

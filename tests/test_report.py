@@ -354,6 +354,12 @@ def test_a_model_trained_on_an_earlier_build_of_its_dataset_is_stale_in_the_repo
     reference = paths.model(f"reference_regularised-{DATASET}-s42").json
     assert {f.path for f in findings} == {paths.model(MODEL).json, reference}
     assert all(f.problem.startswith("stale (intact, not damaged)") for f in findings)
+    # explanations made after the rebuild (of the new build, by the old model) are stale with the model
+    explain = paths.reports("explain", MODEL)
+    fsio.write_text(explain / "examples.csv", "group,index\n")
+    _seal_made_from_model(explain / "explain.json", [explain / "examples.csv"], paths, split="test", steps=32)
+    status = _sections(paths)["Explanations"].status
+    assert status.startswith(f"stale: the latest model {MODEL} was trained on an earlier build of dataset")
 
 
 def test_analyses_and_figures_of_an_earlier_model_of_the_name_are_stale_not_shown(tmp_path):
@@ -432,3 +438,39 @@ def test_verify_takes_an_empty_output_folder_for_no_output(tmp_path):
     assert findings() == []
     fsio.write_text(paths.augmented_dir(DATASET) / "x.npy", "")
     assert findings() == ["augmented.json"]
+
+
+def test_an_output_in_the_data_folder_other_than_a_report_pdf_is_refused(tmp_path):
+    """`--output` over a model's file wrote the PDF over it, exit 0: the data folder's sealed files are not outputs."""
+    from stargal.errors import StargalError
+
+    paths = DataPaths(tmp_path / "data")
+    _fake_run(paths)
+    keras = paths.model(MODEL).keras
+    before = keras.read_bytes()
+    for target in (keras, paths.root / "notes.pdf", paths.reports("training") / "x.pdf", paths.reports("r.txt")):
+        with pytest.raises(StargalError, match=rf"^--output {re.escape(str(target))}: lies in the data folder"):
+            build_report(paths, target)
+    assert keras.read_bytes() == before and not (paths.root / "notes.pdf").exists()
+    assert build_report(paths, paths.reports("draft.pdf"))["path"].read_bytes().startswith(b"%PDF")
+    named = build_report(paths, paths.report_pdf)  # the default named in full is the default: sealed, then kept
+    assert named["path"] == paths.report_pdf and build_report(paths)["skipped"]
+
+
+@pytest.mark.parametrize("pointer", ["nonexistent-model\n", "", "\n"])
+def test_a_latest_pointer_to_no_model_is_an_error_not_a_report_without_the_model(tmp_path, pointer):
+    """models/LATEST naming a model that is gone gave a report whose model sections all said "not run", exit 0;
+    predict.py and explain.py said "--model nonexistent-model", an option never given."""
+    from stargal.errors import StargalError
+    from stargal.stages.predict import resolve_model_dir
+
+    paths = DataPaths(tmp_path / "data")
+    _fake_run(paths)
+    paths.latest_model.write_text(pointer)
+    with pytest.raises(StargalError, match=rf"^{re.escape(str(paths.latest_model))}: "):
+        build_report(paths)
+    with pytest.raises(StargalError, match=rf"^{re.escape(str(paths.latest_model))}: "):
+        resolve_model_dir(paths, None)
+    assert not paths.report_pdf.exists()
+    paths.latest_model.unlink()  # no pointer at all: a folder where no model was trained; the report says so
+    assert not build_report(paths)["sections"]["Evaluation"]

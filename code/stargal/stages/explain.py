@@ -29,6 +29,17 @@ GROUP_TITLES = {
 }
 
 
+# how the patches are scored: as the model was evaluated, with its test-time augmentation (1, single passes against
+# the threshold of the augmented scores, told a report different counts from its evaluation's table)
+SCORING = 2
+
+
+def _scores(bundle, x: np.ndarray, psf: np.ndarray | None) -> np.ndarray:
+    """p(star) of the patches as the model's evaluation scored them (its TTA setting), so that its threshold and
+    metrics.json's counts apply to them."""
+    return predict_batches(bundle.model, np.asarray(x, np.float32), psf, tta=bool(bundle.meta.get("tta", False)))
+
+
 def _model_and_dataset(
     paths: DataPaths, model: str | None, dataset: str | None, selection: dict | None = None
 ) -> tuple[Path, str, str, dict]:
@@ -54,6 +65,13 @@ def _model_and_dataset(
         raise StargalError(f"{paths.dataset_json(dataset)}: dataset {dataset!r} not found (run 02_preparation.py)")
     check_selection(paths, str(dataset), selection or {})
     ids = {"model_id": fsio.seal_digest(meta), "dataset_id": dataset_identity(paths, dataset)}
+    trained_on = (meta.get("inputs") or {}).get("dataset")
+    if dataset == meta.get("dataset") and trained_on and trained_on != ids["dataset_id"]:
+        # its own dataset rebuilt under the name: the report leaves the model's numbers out, so its analyses too
+        raise StargalError(
+            f"model {meta.get('name') or model_dir.name} was trained on an earlier build of dataset {dataset} (its "
+            f"content changed since): retrain it (03_model.py --dataset {dataset}) before explaining it"
+        )
     return model_dir, str(meta.get("name") or model_dir.name), str(dataset), ids
 
 
@@ -78,7 +96,7 @@ def run_explain(
     model_dir, name, dataset, ids = _model_and_dataset(paths, model, dataset, selection)
     out_dir = paths.reports("explain", name)
     settings = {"model": name, "dataset": dataset, "split": split, "per_group": per_group, "steps": steps,
-                "seed": seed, **ids}  # fmt: skip
+                "seed": seed, "scoring": SCORING, **ids}  # fmt: skip
     previous = previous_record(out_dir / "explain.json", [out_dir / "examples.csv"], settings, force)
     if previous is not None:
         log.info("explanations of %s are current (use --force to redo)", name)
@@ -95,7 +113,7 @@ def run_explain(
             f"dataset {dataset}: patches of {x.shape[1]} px but model {bundle.name} takes {bundle.patch_size}"
         )
     objects = _objects(paths, dataset, split, len(y))
-    p = predict_batches(bundle.model, np.asarray(x, np.float32), psf)
+    p = _scores(bundle, x, psf)
     groups = explain.select_examples(y, p, bundle.threshold, per_group, seed)
     out_dir = paths.reports("explain", bundle.name)
     written, rows = [], []
@@ -163,7 +181,7 @@ def run_difficulty(
 
     model_dir, name, dataset, ids = _model_and_dataset(paths, model, dataset, selection)
     out = paths.reports("difficulty", name)
-    settings = {"model": name, "dataset": dataset, "seed": seed, **ids}
+    settings = {"model": name, "dataset": dataset, "seed": seed, "scoring": SCORING, **ids}
     outputs = [out / "difficulty.md", out / "examples.png"]
     previous = previous_record(out / "difficulty.json", outputs, settings, force)
     if previous is not None:
@@ -182,7 +200,7 @@ def run_difficulty(
         raise StargalError(
             f"{paths.split_objects(dataset, 'test')}: test objects table missing or not matching the patches"
         )
-    p = predict_batches(bundle.model, np.asarray(x, np.float32), psf)
+    p = _scores(bundle, x, psf)
     mag = objects["r_psfmag"].astype(np.float64)
     rows, source = [], "measured"
     # metrics.json's table is of the test split the model was trained with: used only when that is the split read

@@ -102,6 +102,11 @@ def resolve_model_dir(paths: DataPaths, spec: str | None) -> Path:
             return resolve_model_dir(paths, PRETRAINED)
         if not spec:
             raise StargalError(f"{paths.latest_model}: empty; pass --model")
+        if not paths.model(spec).keras.is_file():
+            raise StargalError(
+                f"{paths.latest_model}: names the model {spec!r}, which is not in {paths.models_root}; pass --model, "
+                "or train one (03_model.py)"
+            )
     candidate = Path(spec).expanduser()
     if candidate.suffix == ".keras" and candidate.is_file():
         return candidate.resolve().parent

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .. import __version__, fsio, integrity
 from ..config import REFERENCE_RESULT
-from ..errors import CorruptFileError
+from ..errors import CorruptFileError, StargalError
 from ..fsio import atomic_path, read_json
 from ..paths import DataPaths
 from ..typeset import Bullets, Document, FigureBlock, Para, Section, TableBlock, render
@@ -139,6 +139,12 @@ class Run:
     def __init__(self, paths: DataPaths):
         self.paths = paths
         self.model_name = _latest(paths.latest_model)
+        if paths.latest_model.exists() and not (self.model_name and paths.model(self.model_name).json.exists()):
+            # a report without the model's sections would look like a run that never trained
+            raise StargalError(
+                f"{paths.latest_model}: names no model of {paths.models_root} ({self.model_name or 'empty'}); "
+                "run 03_model.py, which rewrites it, or remove it"
+            )
         self.model = self.metrics = None
         if self.model_name and paths.model(self.model_name).json.exists():
             # its seal first: the numbers shown are those training wrote, in files of one run
@@ -189,6 +195,11 @@ class Run:
         names); (None, why) when it is missing ("not run ..."), broken or made from another model ("stale: ...")."""
         if not record.exists():
             return None, f"not run (no {record.name}: {command})"
+        if self.model_stale:  # made from a model whose own numbers the report leaves out
+            return None, (
+                f"stale: the latest model {self.model_name} was trained on an earlier build of dataset "
+                f"{self.dataset_name}; retrain it (03_model.py --dataset {self.dataset_name}), then rerun {command}"
+            )
         check = fsio.check_seal(record, files)
         if not check.ok:
             return None, f"stale: {check.describe(1)}; rerun {command}"
@@ -936,7 +947,11 @@ def collect(paths: DataPaths) -> Document:
 def build_report(paths: DataPaths, output: Path | None = None) -> dict:
     """Write the PDF report; return {"path", "pages", "sections": {title: ran}, "skipped"}. The default report
     is kept when nothing it is built from changed since it was written (so a current run needs no write)."""
+    if output is not None and Path(output).expanduser().resolve() == paths.report_pdf.expanduser().resolve():
+        output = None  # the default report named in full: kept, sealed and checked as the default
     default = output is None
+    if not default:
+        check_output_path(Path(output), paths)
     output = Path(output) if output else paths.report_pdf
     settings = {"inputs": report_inputs(paths), "stargal_version": __version__}
     previous = fsio.previous_record(paths.report_record, [output], settings) if default else None
@@ -952,6 +967,18 @@ def build_report(paths: DataPaths, output: Path | None = None) -> dict:
     if default:
         fsio.seal(paths.report_record, [output], {"settings": settings, "result": result})
     return {**result, "path": output, "skipped": False}
+
+
+def check_output_path(output: Path, paths: DataPaths) -> None:
+    """Refuse an --output inside the data folder other than a PDF directly in its reports/ folder: the report is
+    written over it atomically, so a model, a dataset or a record there would be gone without a word."""
+    out = output.expanduser().resolve()
+    root, reports = paths.root.expanduser().resolve(), paths.reports().expanduser().resolve()
+    if out.is_relative_to(root) and not (out.parent == reports and out.suffix.lower() == ".pdf"):
+        raise StargalError(
+            f"--output {output}: lies in the data folder {root}, whose files the stages write and seal; name a .pdf "
+            f"in {reports} or a file outside the data folder"
+        )
 
 
 def report_inputs(paths: DataPaths) -> list[list]:
