@@ -31,11 +31,14 @@ def main(argv=None) -> int:
 
         check_selection(paths, None, cli.given_selection(args))
     result = build_report(paths, output)
-    missing = [title for title, ran in result["sections"].items() if not ran]
+    stale = result.get("stale") or []
+    missing = [title for title, ran in result["sections"].items() if not ran and title not in stale]
     state = ", current, kept" if result.get("skipped") else ""
     print(f"report: {result['path']} ({result['pages']} pages{state})")
     if missing:
         print(f"not run: {', '.join(missing)}")
+    if stale:
+        print(f"stale (left out; the report says what redoes them): {', '.join(stale)}")
     return 0
 
 

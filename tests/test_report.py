@@ -110,7 +110,7 @@ def _fake_run(paths: DataPaths, *, reference: bool = False) -> None:
         "photoObj/frames/301/8162/6/frame-r-008162-6-0080.fits.bz2": {"url": "simulated:v4:seed=42", "size": 2_000_000},
         "sweeps/dr13_final/301/calibObj-008162-6-star.fits.gz": {"url": "simulated:v4:seed=42", "size": 100_000}}})  # fmt: skip
     offsets = {b: {"dx": 1.5, "dy": -2.25} for b in "ugriz"}
-    fsio.write_json(paths.reports("alignment", "summary.json"), {"ref_band": "r", "fields": [
+    fsio.write_json(paths.reports("alignment", "summary.json"), {"ref_band": "r", "rerun": 301, "run": 8162, "camcol": 6, "fields": [
         {"field": f, "objects": 100, "stars": 30, "galaxies": 70, "listed_under_neighbours": 5, "offsets": offsets,
          "simulated": True} for f in (80, 81, 82, 83)]})  # fmt: skip
     _png(paths.reports("alignment", "band_offsets.png"), 1)
@@ -286,6 +286,15 @@ def test_make_report_script_runs_from_any_directory(tmp_path):
     assert re.search(rf"report: {re.escape(str(paths.reports('report.pdf')))} \(\d+ pages\)", proc.stdout)
     assert "not run: Augmentation experiment, Hyper-parameter tuning, Explanations, Real-sky evaluation" in proc.stdout
     assert paths.reports("report.pdf").stat().st_size > 10_000
+    summary = fsio.read_json(paths.reports("alignment", "summary.json"))
+    fsio.write_json(paths.reports("alignment", "summary.json"), {**summary, "fields": summary["fields"][:1]})
+    proc = subprocess.run(
+        [sys.executable, str(CODE / "make_report.py"), "--data-dir", str(paths.root), "-q"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "stale (left out; the report says what redoes them): Alignment" in proc.stdout
+    assert "not run: Augmentation" in proc.stdout and "Alignment" not in proc.stdout.split("not run:")[1].split("\n")[0]
 
 
 def test_data_section_counts_a_field_aligned_without_a_catalog():
@@ -294,7 +303,9 @@ def test_data_section_counts_a_field_aligned_without_a_catalog():
     from stargal.stages.report import data_section
 
     fields = [{"field": 80, "objects": 120, "stars": 50}, {"field": 30, "objects": None, "coordinates": "skipped"}]
-    section = data_section(SimpleNamespace(manifest=None, alignment={"fields": fields}, dataset=None))
+    section = data_section(
+        SimpleNamespace(manifest=None, alignment={"fields": fields}, alignment_stale=None, dataset=None)
+    )
     assert section.ran is not False
     text = " ".join(str(getattr(b, "text", "")) for b in section.blocks)
     assert "120 objects in the 2 fields (50 stars, 70 galaxies" in text
@@ -474,3 +485,21 @@ def test_a_latest_pointer_to_no_model_is_an_error_not_a_report_without_the_model
     assert not paths.report_pdf.exists()
     paths.latest_model.unlink()  # no pointer at all: a folder where no model was trained; the report says so
     assert not build_report(paths)["sections"]["Evaluation"]
+
+
+def test_an_alignment_summary_of_other_fields_is_stale_not_counted_as_the_datasets(tmp_path):
+    """Stage 01 run again on one field (the repair our own messages suggest) rewrote the summary for that field:
+    the report said "96 objects in the 1 fields" beside a dataset of four."""
+    paths = DataPaths(tmp_path / "data")
+    _fake_run(paths)
+    summary = fsio.read_json(paths.reports("alignment", "summary.json"))
+    assert _sections(paths)["Alignment"].ran
+    fsio.write_json(paths.reports("alignment", "summary.json"), {**summary, "fields": summary["fields"][:1]})
+    sections = _sections(paths)
+    status = sections["Alignment"].status
+    assert status.startswith(
+        "stale: the summary describes fields 80 of run 8162 camcol 6 (stage 01's last run), "
+        "not the dataset's 81 82 83; 01_alignment.py --run 8162 --camcol 6 --fields 80 81 82 83"
+    )
+    data_text = " ".join(str(getattr(b, "text", "")) for b in sections["Data"].blocks)
+    assert "objects in the" not in data_text and "Fields: rerun 301" in data_text

@@ -163,6 +163,27 @@ class Run:
         self.record = _json_or_none(paths.pipeline_record)
         self.manifest = _json_or_none(paths.manifest)
         self.alignment = _json_or_none(paths.reports("alignment", "summary.json"))
+        self.alignment_stale = self._alignment_mismatch()
+        if self.alignment_stale:
+            log.warning("report: the alignment summary %s", self.alignment_stale)
+
+    def _alignment_mismatch(self) -> str | None:
+        """Why the alignment summary does not describe the dataset's fields (stage 01 last run on others, e.g. one
+        field realigned), else None: its counts must not stand beside the dataset's fields as theirs."""
+        a, d = self.alignment, self.dataset
+        if not a or not d:
+            return None
+        described = {(a.get("rerun"), a.get("run"), a.get("camcol"), f.get("field")) for f in a.get("fields", [])}
+        wanted = sorted({f for fields in (d.get("fields") or {}).values() for f in fields})
+        missing = [f for f in wanted if (d.get("rerun"), d.get("run"), d.get("camcol"), f) not in described]
+        if not missing:
+            return None
+        return (
+            f"describes fields {' '.join(str(f.get('field')) for f in a.get('fields', []))} of run {a.get('run')} "
+            f"camcol {a.get('camcol')} (stage 01's last run), not the dataset's {' '.join(map(str, missing))}; "
+            f"01_alignment.py --run {d.get('run')} --camcol {d.get('camcol')} --fields {' '.join(map(str, wanted))} "
+            "writes it for them"
+        )
 
     def _dataset_name(self, latest: str | None) -> str | None:
         """The dataset the report shows: the latest model's own (a report must not pair one dataset's splits
@@ -434,7 +455,7 @@ def data_section(run: Run) -> Section:
                 "`sas/manifest.json`. The sky: " + run.sky() + "."
             )
         )
-    if run.alignment:
+    if run.alignment and not run.alignment_stale:
         f = run.alignment.get("fields", [])
         n = sum(x.get("objects") or 0 for x in f)  # None: a field aligned without a catalog
         s = sum(x.get("stars") or 0 for x in f)
@@ -456,6 +477,8 @@ def alignment_section(run: Run) -> Section:
     folder = run.paths.reports("alignment")
     if not s:
         return _not_run(title, "no alignment summary: 01_alignment.py")
+    if run.alignment_stale:
+        return Section(title, ran=False, status=f"stale: the summary {run.alignment_stale}")
     bands = [b for b in "ugiz" if any(b in f.get("offsets", {}) for f in s.get("fields", []))]
     rows = []
     for f in s.get("fields", []):
@@ -963,7 +986,11 @@ def build_report(paths: DataPaths, output: Path | None = None) -> dict:
         pages = render(doc, tmp)
     if pages > MAX_PAGES:
         log.warning("report: %d pages, more than the %d aimed at", pages, MAX_PAGES)
-    result = {"pages": pages, "sections": {s.title: s.ran for s in doc.sections}}
+    result = {
+        "pages": pages,
+        "sections": {s.title: s.ran for s in doc.sections},
+        "stale": [s.title for s in doc.sections if s.status.startswith("stale")],
+    }
     if default:
         fsio.seal(paths.report_record, [output], {"settings": settings, "result": result})
     return {**result, "path": output, "skipped": False}
