@@ -160,6 +160,15 @@ def test_cli_parses_fields_and_defaults():
     assert args.train_fields == (80, 81)
 
 
+@pytest.mark.parametrize("seed", ["-1", "4294967296", "1.5"])
+def test_a_seed_numpy_and_tensorflow_refuse_is_an_argument_error(seed, capsys):
+    """--seed -1 reached numpy and ended in "unexpected ..., please report it"."""
+    with pytest.raises(SystemExit) as exit_info:
+        cli.make_parser("test").parse_args(["--seed", seed])
+    assert exit_info.value.code == 2 and "argument --seed:" in capsys.readouterr().err
+    assert cli.make_parser("test").parse_args(["--seed", "4294967295"]).seed == 2**32 - 1
+
+
 def test_cli_errors_are_one_line(tmp_path):
     script = tmp_path / "s.py"
     script.write_text(

@@ -29,6 +29,23 @@ def test_build_model_shapes(arch, raw):
     assert mdl.flops_per_sample(model) > 0
 
 
+@pytest.mark.parametrize("arch", mdl.ARCHITECTURES)
+def test_each_networks_smallest_patch_is_exact(arch, monkeypatch):
+    """MIN_PATCH_SIZE is what the layers allow: the network builds and runs at it, and Keras itself refuses two pixels
+    less (so 02 and 03 can say it in one line instead of a Keras error deep in training)."""
+    from stargal.config import MIN_PATCH_SIZE
+
+    smallest = MIN_PATCH_SIZE[arch]
+    x = np.zeros((2, smallest, smallest, 5), np.float32)
+    psf = np.full((2, 5), 2.0, np.float32) if arch in mdl.PSF_ARCHITECTURES else None
+    assert mdl.predict(mdl.build_model(arch, x.shape[1:], NORM), x, psf).shape == (2,)
+    with pytest.raises(StargalError, match=rf"^patches of {smallest - 2} px: the {arch} network needs at least"):
+        mdl.build_model(arch, (smallest - 2, smallest - 2, 5), NORM)
+    monkeypatch.setitem(MIN_PATCH_SIZE, arch, 1)  # without the check, Keras refuses it too
+    with pytest.raises(ValueError):
+        mdl.build_model(arch, (smallest - 2, smallest - 2, 5), NORM)
+
+
 def test_reference_regularised_layout():
     model = mdl.build_model("reference_regularised", (25, 25, 5), NORM)
     kinds = [type(layer).__name__ for layer in model.layers[2:]]

@@ -260,6 +260,7 @@ def test_patches_too_large_for_the_memory_are_refused_before_cutting(synth, monk
         ("unknown", {}, "unknown field"),
         ("twice", {}, "field 80 is listed in both --train-fields and --test-fields"),
         ("none", {"patch_size": 8}, "positive odd"),
+        ("none", {"patch_size": 5}, "smaller than any network takes"),
         ("none", {"patch_size": 121}, "larger than the frame"),
         ("nocube", {}, "aligned cube not found"),
         ("noobjects", {}, "objects table not found"),

@@ -78,6 +78,14 @@ def positive_int(text: str) -> int:
     return value
 
 
+def seed_int(text: str) -> int:
+    """argparse type: a random seed numpy and TensorFlow both take, 0 to 2**32 - 1."""
+    value = _integer(text)
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"must be 0 to {2**32 - 1}: {text!r}")
+    return value
+
+
 def _record_given(namespace: argparse.Namespace, dest: str) -> None:
     """Note that the command line named ``dest`` (``given_selection`` tells it from a default)."""
     namespace.given_options = (*getattr(namespace, "given_options", ()), dest)
@@ -186,7 +194,7 @@ def make_parser(
         group.add_argument(
             "--test-fields", nargs="+", action=FieldsAction, default=ref.test_fields, metavar="F", help="test fields"
         )
-    parser.add_argument("--seed", type=int, default=SEED, help="random seed")
+    parser.add_argument("--seed", type=seed_int, default=SEED, help="random seed (0 to 4294967295)")
     parser.add_argument("--force", action="store_true", help="redo work whose outputs are already current")
     if workers:
         parser.add_argument(

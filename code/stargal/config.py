@@ -26,6 +26,9 @@ SIMULATION_VERSION = 13
 SEEING_DRAWS = ("sample", "survey", "mixed")
 DEFAULT_SEEING = SEEING_DRAWS[0]
 PATCH_SIZE = 25
+# the smallest patch each network's layers can take (its pooling and cropping leave nothing below it); a test builds
+# each at its minimum and two pixels under it
+MIN_PATCH_SIZE = {"reference_base": 11, "reference_regularised": 11, "stargal": 7}
 
 
 @dataclass(frozen=True)

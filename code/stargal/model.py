@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .config import MIN_PATCH_SIZE
 from .errors import StargalError
 
 ARCHITECTURES = ("reference_base", "reference_regularised", "stargal")
@@ -168,6 +169,12 @@ def build_model(architecture: str, input_shape: tuple, normalisation: dict, hp: 
     pixels, stargal.psf), broadcast to planes beside the image so that every convolution can compare the
     source with the PSF; the course project's networks take the patch alone, as they did.
     """
+    smallest = MIN_PATCH_SIZE.get(architecture, 1)
+    if input_shape[0] < smallest:
+        raise StargalError(
+            f"patches of {input_shape[0]} px: the {architecture} network needs at least {smallest} px (02_preparation.py "
+            f"--patch-size {smallest} or more)"
+        )
     keras = _keras()
     layers = keras.layers
     hp = merged_hp(architecture, hp)

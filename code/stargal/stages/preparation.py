@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__, fsio, integrity, normalise, patches, psf, sdss, splits
-from ..config import BANDS, LABEL_STAR, PATCH_SIZE, SPLITS, FieldSet
+from ..config import BANDS, LABEL_STAR, MIN_PATCH_SIZE, PATCH_SIZE, SPLITS, FieldSet
 from ..cube import read_cube
 from ..errors import StargalError
 from ..fsio import OutputSet, save_npy, write_text, write_text_if_changed
@@ -76,6 +76,12 @@ def prepare(
     start = time.monotonic()
     patches.check_edge_policy(edge)
     patches.check_patch_size(patch_size)
+    if patch_size < min(MIN_PATCH_SIZE.values()):
+        raise StargalError(
+            f"--patch-size {patch_size}: smaller than any network takes ("
+            + ", ".join(f"{a} {n}" for a, n in MIN_PATCH_SIZE.items())
+            + " px at least)"
+        )
     spec = splits.SplitSpec.from_fieldset(fs, test_regions, exclude_regions)
     splits.validate_spec(spec, available=fs.fields)
     unused = [f for f in fs.fields if f not in spec.fields]
