@@ -183,7 +183,6 @@ def test_difficulty_runner(tmp_path, model_dir):
     assert not run_difficulty(paths, model=str(model_dir), dataset="toy", force=True)["skipped"]
 
 
-
 def test_patches_are_scored_as_the_model_was_evaluated(tmp_path, model_dir):
     """A model evaluated with test-time augmentation has its threshold chosen on the 8-symmetry mean: explain.py
     scored single passes against it, so its groups and counts disagreed with the evaluation's table."""
@@ -211,6 +210,7 @@ def test_patches_are_scored_as_the_model_was_evaluated(tmp_path, model_dir):
     with open(result["folder"] / "examples.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert rows and all(float(r["p_star"]) == pytest.approx(mean[int(r["index"])], abs=1e-4) for r in rows)
+
 
 def _difficulty_dataset(paths, name: str, seed: int) -> None:
     from stargal.fsio import save_npy
@@ -286,7 +286,9 @@ def test_a_model_of_an_earlier_build_of_its_own_dataset_is_not_explained(tmp_pat
     meta = {k: v for k, v in fsio.read_json(files.json).items() if k != fsio.INTEGRITY_KEY}
     fsio.seal(files.json, [files.keras], {**meta, "dataset": "own", "inputs": {"dataset": "an earlier build"}})
     for run in (run_difficulty, run_explain):
-        with pytest.raises(StargalError, match=r"trained on an earlier build of dataset own .*03_model.py --dataset own"):
+        with pytest.raises(
+            StargalError, match=r"trained on an earlier build of dataset own .*03_model.py --dataset own"
+        ):
             run(paths, model=str(files.folder))
     assert not any(paths.reports().rglob("*.*"))  # nothing written
     _difficulty_dataset(paths, "other", seed=10)  # another dataset, named: an analysis of the model there
