@@ -75,9 +75,9 @@ def build_parser():
     )  # fmt: skip
     group.add_argument("--engine", choices=ENGINES, default="auto", help=ENGINE_HELP)
     group.add_argument(
-        "--min-snr", type=float, default=MIN_SNR, metavar="S",
+        "--min-snr", type=float, default=None, metavar="S",
         help="classify a --ra/--dec or --csv position only where the frame shows a source, with PSF-matched S/N "
-        "combined over the bands >= S; elsewhere status no_source (default: %(default)s; 0 classifies every position)",
+        f"combined over the bands >= S; elsewhere status no_source (default: {MIN_SNR}; 0 classifies every position)",
     )  # fmt: skip
     group.add_argument(
         "--threshold", type=float, default=None, metavar="P",
@@ -98,6 +98,11 @@ def coordinates(args) -> tuple:
     if len(given) > 1:
         raise StargalError(f"give coordinates one way: {' or '.join(given)}, not both")
     if args.all or args.detect:
+        if args.min_snr is not None:  # silently ignored before: a user asking for S/N 50 got every source
+            raise StargalError(
+                f"--min-snr applies to --ra/--dec and --csv positions; {given[0]} classifies "
+                + ("the catalog's objects" if args.all else "the sources it finds (point sources down to S/N 5)")
+            )
         return None, None
     if args.csv:
         return read_coordinates(args.csv)
@@ -129,15 +134,21 @@ def main(argv=None) -> int:
     if args.cube is not None and args.field is not None:
         raise StargalError("give the field one way: --cube PATH or --field N (with --rerun/--run/--camcol), not both")
     field = args.field
-    if field is None and args.fields and len(args.fields) == 1:
+    if args.fields and (len(args.fields) > 1 or field not in (None, args.fields[0])):
+        raise StargalError(
+            f"--fields {' '.join(map(str, args.fields))}: predict.py classifies one field; give it as --field N"
+            + (f" (--field {field} is given too)" if field is not None else "")
+        )
+    if field is None and args.fields:
         field = args.fields[0]
     fid = FieldId(args.rerun, args.run, args.camcol, field) if field is not None else None
     if args.cube is None and fid is None:
         raise StargalError("give a field: --cube PATH or --field N (with --rerun/--run/--camcol)")
+    min_snr = MIN_SNR if args.min_snr is None else args.min_snr
     out, pred = run_predict(
         cli.open_data_folder(args, shared=True), ra=ra, dec=dec, model=args.model, cube_path=args.cube, fid=fid,
         out=args.out, all_objects=args.all, detect=args.detect, tta=args.tta, engine=args.engine,
-        min_snr=args.min_snr, threshold=args.threshold, inputs=(args.csv,) if args.csv else (),
+        min_snr=min_snr, threshold=args.threshold, inputs=(args.csv,) if args.csv else (),
     )  # fmt: skip
     counts = pred.counts()
     stars = int(np.count_nonzero(pred.label == "star"))

@@ -241,6 +241,15 @@ def test_cli(tmp_path, model_dir, field):
     done = run_cli("--data-dir", str(tmp_path), "--cube", str(cube), "--field", "80", "--ra", "1", "--dec", "3")
     assert done.returncode == 2 and "give the field one way: --cube PATH or --field N" in done.stderr
 
+    # options that did nothing: --min-snr beside --detect/--all, --fields naming other fields than --field
+    done = run_cli("--data-dir", str(tmp_path), "--field", "30", "--detect", "--min-snr", "50")
+    assert done.returncode == 2 and "--min-snr applies to --ra/--dec and --csv positions; --detect" in done.stderr
+    done = run_cli("--data-dir", str(tmp_path), "--field", "30", "--fields", "80", "--ra", "1", "--dec", "3")
+    assert (
+        done.returncode == 2
+        and "--fields 80: predict.py classifies one field; give it as --field N (--field 30" in (done.stderr)
+    )
+
     out = tmp_path / "a-file"
     out.write_text("")
     done = run_cli("--data-dir", str(tmp_path), "--cube", str(cube), "--ra", "1", "--dec", "3", "--out", f"{out}/p.csv")
@@ -644,6 +653,10 @@ def test_out_naming_an_input_or_a_file_of_the_data_folder_is_refused(tmp_path, m
         paths.root / "p.csv": "lies in the data folder",
         model_dir / "p.csv": "lies in the model folder",
     }
+    other = DataPaths(tmp_path / "other-data")  # another data folder a stage has run on (its lock file)
+    (other.root / "aligned").mkdir(parents=True)
+    other.lock_file.touch()
+    refused[other.root / "aligned" / "objects.csv"] = f"lies in the data folder {other.root.resolve()}"
     before = {p: p.read_bytes() for p in (cube, coords)}
     for out, why in refused.items():
         with pytest.raises(StargalError, match=f"--out {out.resolve()}: {why}"):
@@ -652,6 +665,8 @@ def test_out_naming_an_input_or_a_file_of_the_data_folder_is_refused(tmp_path, m
     assert not (paths.root / "p.csv").exists() and not (model_dir / "p.csv").exists()
     out, _ = run_predict(paths, out=str(paths.predictions_dir / "p.csv"), **common)  # where the default goes
     assert len(read_out(out)) == len(xs)
+    out, _ = run_predict(paths, out=str(other.predictions_dir / "p.csv"), **common)  # the other's predictions/
+    assert len(read_out(out)) == len(xs) and not (other.root / "aligned" / "objects.csv").exists()
     # predict.py passes its --csv
     done = run_cli("--data-dir", str(paths.root), "--cube", str(cube), "--csv", str(coords), "--out", str(coords))
     assert done.returncode == 2 and f"--out {coords}: is this run's own input" in done.stderr

@@ -130,6 +130,17 @@ class DataPaths:
     def at(cls, root: str | os.PathLike | None) -> DataPaths:
         return cls(Path(root).expanduser().resolve() if root else DEFAULT_DATA_DIR)
 
+    @classmethod
+    def enclosing(cls, path: str | os.PathLike) -> DataPaths | None:
+        """The data folder ``path`` lies in (the nearest folder above it that a stage has run on: the lock file and
+        a stage's folder), else None: an output named there must not overwrite that folder's sealed files."""
+        for parent in Path(path).expanduser().resolve().parents:
+            paths = cls(parent)
+            stage_folders = (paths.sas, paths.aligned_root, paths.datasets_root, paths.models_root)
+            if paths.lock_file.is_file() and any(folder.is_dir() for folder in stage_folders):
+                return paths
+        return None
+
     # stage 00: a local mirror of the Science Archive Server layout
     @property
     def sas(self) -> Path:
