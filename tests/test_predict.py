@@ -759,6 +759,17 @@ def test_a_declination_in_hours_is_not_an_angle(text):
     assert parse_angles([text.lstrip("+-")], "ra")[1] is None  # hours are right ascension's unit
 
 
+@pytest.mark.parametrize(
+    ("text", "kind"), [("45:60:00", "dec"), ("45:00:60", "dec"), ("-5d60m", "dec"), ("12h60m", "ra")]
+)
+def test_minutes_or_seconds_of_60_are_not_an_angle(text, kind):
+    """astropy carries "45:60:00" over to 46 degrees (with a warning we hide): a mistyped position, not a position."""
+    from stargal.predict import parse_angles
+
+    assert parse_angles([text], kind)[1] == 0
+    assert parse_angles(["12:59:59.9"], kind)[1] is None
+
+
 def test_detect_flags_a_saturated_star_and_leaves_its_r_mag_empty(tmp_path, model_dir, field):
     """A star whose r core saturated and was interpolated over, as in real frames: saturated True and no r_mag in the
     table, yet classified as any source is; the other sources keep theirs."""

@@ -14,6 +14,7 @@ coordinate that cannot be classified honestly gets an explicit status and no pro
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import re
@@ -263,6 +264,9 @@ def _network(model, data: np.ndarray, patch_size: int, batch_size: int):
 _SEXAGESIMAL_RA_DEGREES = re.compile(r"[d\u00b0]", re.IGNORECASE)  # "12d34m56s": RA given in degrees
 
 
+_SEXAGESIMAL_SEPARATORS = re.compile("[\\s:hHdDmMsS'\"\u00b0\u2032\u2033+\u2212-]+")
+
+
 def _angle(text: str, kind: str) -> float:
     """One RA or Dec in degrees: a number of degrees, or sexagesimal ("12:34:56.7", "12h34m56.7s",
     "+12:34:56", "-5d02m03s", "12 34 56.7"); sexagesimal RA is in hours unless it says "d". ValueError if none."""
@@ -275,6 +279,11 @@ def _angle(text: str, kind: str) -> float:
         raise ValueError(text)
     if kind == "dec" and "h" in text.lower():  # astropy would take "1h" as 15 degrees: no declination is in hours
         raise ValueError(f"{text}: a declination in hours")
+    fields, carried = [f for f in _SEXAGESIMAL_SEPARATORS.split(text) if f], False
+    with contextlib.suppress(ValueError):  # a field that is not a number: astropy's parser says what is wrong
+        carried = any(float(f) >= 60 for f in fields[1:3])
+    if carried:  # astropy carries 45:60:00 over to 46 degrees, with a warning
+        raise ValueError(f"{text}: minutes and seconds must be below 60")
     from astropy import units as u
     from astropy.coordinates import Angle
 
