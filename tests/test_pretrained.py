@@ -401,3 +401,22 @@ def test_readme_transcript_is_what_the_shipped_model_prints_on_4510(real_star_da
     assert run.returncode == 0, run.stderr
     printed = run.stdout.replace(str(tmp_path), "/...")
     assert printed.strip().splitlines() == transcript[2].strip().splitlines()
+
+
+def test_a_damaged_shipped_model_says_how_to_restore_it(tmp_path, monkeypatch):
+    """No 03_model.py options made the shipped model: its damage names the way to get it back."""
+    import shutil
+
+    from stargal import integrity
+
+    copy = tmp_path / "stargal-pretrained"
+    shutil.copytree(PRETRAINED_MODEL_DIR, copy)
+    with open(copy / "model.keras", "r+b") as fh:
+        fh.seek(1000)
+        fh.write(b"\0" * 8)
+    with pytest.raises(StargalError, match=r"03_model.py with the options that made it"):
+        require_model(copy)  # a model of one's own is retrained
+    monkeypatch.setattr(integrity, "PRETRAINED_MODEL_DIR", copy)
+    monkeypatch.setattr(integrity, "PROJECT_ROOT", tmp_path)
+    with pytest.raises(StargalError, match=r"it ships with stargal: restore it \(git checkout -- stargal-pretrained"):
+        require_model(copy)

@@ -18,7 +18,7 @@ from pathlib import Path
 from . import fsio, sdss
 from .config import REFERENCE
 from .errors import StargalError
-from .paths import DataPaths, FieldId, ModelFiles
+from .paths import PRETRAINED_MODEL_DIR, PROJECT_ROOT, DataPaths, FieldId, ModelFiles
 
 log = logging.getLogger("stargal")
 
@@ -115,6 +115,11 @@ def require_model(model_dir: str | os.PathLike) -> dict:
     files = ModelFiles(Path(model_dir))
     check = fsio.check_seal(files.json, [files.keras])
     if not check.ok:
+        if files.folder.resolve() == PRETRAINED_MODEL_DIR.resolve():  # no options made it here: it ships
+            raise StargalError(
+                f"model folder {files.folder} is incomplete or damaged: {check.describe()}; it ships with stargal: "
+                f"restore it (git checkout -- {PRETRAINED_MODEL_DIR.relative_to(PROJECT_ROOT)}, or a fresh copy)"
+            )
         raise _broken(check, f"model folder {files.folder}", "03_model.py with the options that made it")
     return check.record
 
