@@ -243,7 +243,8 @@ def test_demo_pipeline_end_to_end_and_a_rerun_redoes_nothing(quick_start):
     assert "Hyper-parameter tuning:" in text and "Real-sky evaluation:" in text  # one line each: not run
     assert "11. Run time and memory" in text and "04_augmentation.py" in text and "running" in text
     # The rerun: every stage finds its outputs current (verified against their records) and writes nothing;
-    # only the stage table changes, and with it the report that shows it (and the lock, which names its holder).
+    # only the stage table changes (and the lock, which names its holder); the report keeps the table of the run
+    # that made what it reports, so a current run on a read-only data folder succeeds.
     outputs = [p for p in data.rglob("*") if p.is_file() and p.name != ".lock"]
     before = {p: p.stat().st_mtime_ns for p in outputs}
     script = str(quick_start.clone / "run_scripts.sh")
@@ -252,7 +253,7 @@ def test_demo_pipeline_end_to_end_and_a_rerun_redoes_nothing(quick_start):
                             env=quick_start.env)  # fmt: skip
     assert second.returncode == 0, second.stderr[-3000:]
     changed = sorted(str(p.relative_to(data)) for p, t in before.items() if p.stat().st_mtime_ns != t)
-    assert changed == ["reports/pipeline/stages.json", "reports/report.json", "reports/report.pdf"]
+    assert changed == ["reports/pipeline/stages.json"]
     seconds = {s["stage"]: s["seconds"] for s in _record(data)["stages"]}
     first_seconds = {s["stage"]: s["seconds"] for s in record["stages"]}
     for stage in ("download", "augmentation", "model", "explain"):

@@ -1009,8 +1009,11 @@ def check_output_path(output: Path, paths: DataPaths) -> None:
 
 
 def report_inputs(paths: DataPaths) -> list[list]:
-    """(path, size, modification time) of every file the report can be built from: what decides a rerun."""
-    skip = {paths.report_pdf, paths.report_record}
+    """(path, size, modification time) of every file the report can be built from: what decides a rerun. Not the
+    runner's stage table: run_scripts.sh rewrites it after the report on every run, so a run that redid nothing
+    would rebuild the report the next time (and fail on a read-only data folder); the report shows the table of
+    the run that last changed what it reports."""
+    skip = {paths.report_pdf, paths.report_record, paths.pipeline_record}
     found: list[Path] = [paths.latest_dataset, paths.latest_model]
     # every model and dataset: Table 1 lists every model of the dataset, matched by the datasets' content
     for root in (paths.datasets_root, paths.models_root):
