@@ -209,6 +209,18 @@ def test_a_field_without_any_star_is_named_by_its_r_frame(tiny_data: DataPaths):
     assert _nothing_written(tiny_data)
 
 
+def test_simulated_frames_too_small_to_register_say_so(tmp_path):
+    """64 x 64-pixel simulated frames hold too few stars to match between bands: stage 01 blamed the simulator's
+    own WCS and advised fetching the frame again, which renders the same frame."""
+    from stargal.stages.simulate import simulate_sky
+
+    paths = DataPaths(tmp_path / "data")
+    simulate_sky(paths, TINY, seed=7, shape=(64, 64))
+    with pytest.raises(StargalError, match=r"its 64 x 64-pixel simulated frames hold too few stars to register the "
+                       r"bands on; simulate larger ones \(00_download.py --source simulated --sim-shape 400 600"):  # fmt: skip
+        run_alignment(paths, TINY, workers=1)
+
+
 def test_mismatched_frame_shapes(tiny_data: DataPaths):
     bad = tiny_data.frame(fid(81), "z")
     _rewrite_frame(bad, image=sdss.read_frame(bad).image[:-10])

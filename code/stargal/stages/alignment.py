@@ -190,6 +190,13 @@ def align_field(
     try:
         result, sources, shifts = align_on_stars([f.image for f in frames], [f.wcs for f in frames], ref_band, fid)
     except BandMisalignedError as exc:
+        rows, cols = ref.image.shape
+        if ref.simulated and rows * cols < SMALL_FRAME_PIXELS:  # too few stars to match, not a wrong header
+            raise StargalError(
+                f"{paths.frame(fid, exc.band)}: field {fid}: its {rows} x {cols}-pixel simulated frames hold too few "
+                "stars to register the bands on; simulate larger ones (00_download.py --source simulated --sim-shape "
+                "400 600 or more, --force)"
+            ) from None
         relpath = sdss.frame_relpath(exc.band, fid.rerun, fid.run, fid.camcol, fid.field)
         fetch = integrity.download_command(relpath, paths, force=True)
         raise StargalError(f"{paths.frame(fid, exc.band)}: {exc}; {fetch} fetches it again") from None
