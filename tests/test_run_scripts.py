@@ -164,6 +164,18 @@ def test_an_option_no_stage_accepts_is_an_error(tmp_path):
     assert not (data / "calls.log").exists()
 
 
+def test_small_without_a_simulated_sky_to_download_is_an_error_naming_small(tmp_path):
+    """--small without --demo failed in stage 00 on "--sim-shape: only with --source simulated", never typed."""
+    data = tmp_path / "data"
+    data.mkdir()
+    stages = _stand_ins(tmp_path / "code")
+    proc = _run(stages, "--small", "--data-dir", str(data))
+    assert proc.returncode == 2 and "--small runs a tiny simulated sky: give --demo too" in proc.stderr
+    assert not (data / "calls.log").exists()
+    assert _run(stages, "--small", "--no-download", "--data-dir", str(data)).returncode == 0
+    assert _calls(data)[0][0] == "alignment"
+
+
 def test_no_download_and_stage_selection(tmp_path):
     data = tmp_path / "data"
     data.mkdir()

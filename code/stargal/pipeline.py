@@ -307,6 +307,12 @@ def main(argv: list[str] | None = None) -> int:
         return verify(DataPaths.at(args.data_dir), runner + rest)
     options = group_options(rest)
     given = {name for name, _ in options}
+    simulated = args.demo or ["simulated"] in [values for name, values in options if name == "--source"]
+    downloads = "download" in [stage.name for stage in selected_stages(args)]
+    if args.small and downloads and not simulated:  # its tiny sky is simulated: a real source has no --sim-shape
+        print("run_scripts: error: --small runs a tiny simulated sky: give --demo too (or --no-download to run the "
+              "other stages on data already in the folder)", file=sys.stderr)  # fmt: skip
+        return 2
     if args.small:
         options = [o for o in SMALL_OPTIONS if o[0] not in given] + options
     paths = DataPaths.at(args.data_dir)
