@@ -286,6 +286,9 @@ def test_augmentation_script(toy):
     again = _script("04_augmentation.py", *args)
     assert again.returncode == 0, again.stderr
     assert "current" in again.stderr and (rep / "experiment.csv").stat().st_mtime_ns == before
+    twice = _script("04_augmentation.py", *args[:-1], "none", "-q")  # --policies none combination none
+    assert twice.returncode == 2 and "--policies: none named twice" in twice.stderr
+    assert (rep / "experiment.csv").stat().st_mtime_ns == before
     # --verify names the run that redoes each damaged figure: plain 04 the examples, --experiment its own
     from stargal.integrity import verify_data_folder
 

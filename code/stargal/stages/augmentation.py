@@ -204,6 +204,9 @@ def experiment(
     train_loss/accuracy: Keras's running values on the (augmented) stream in the last epoch;
     *_clean: the restored model on the un-augmented training set; val_*: the restored (best) model.
     """
+    twice = sorted({p for p in policies if list(policies).count(p) > 1})
+    if twice:  # the same training twice, and two rows of one name in the table
+        raise StargalError(f"--policies: {' '.join(twice)} named twice")
     dataset = resolve_dataset(paths, dataset)
     out = paths.reports("augmentation")
     outputs = [out / n for n in ("experiment.csv", "experiment.md", "experiment.png", "experiment.json")]
