@@ -389,3 +389,11 @@ def test_test_region_takes_objects_from_training_fields(synth):
     table = np.concatenate([parts[s] for s in SPLITS])
     code = np.concatenate([np.full(len(parts[s]), i) for i, s in enumerate(SPLITS)])
     assert splits.shared_sources(table, code, 0, 2, splits.half_patch_arcsec(P)) == 0
+
+
+def test_a_region_no_object_lies_in_is_named(synth, caplog):
+    """A mistyped box (hours for degrees, RA and Dec swapped) changed nothing without a word."""
+    empty = splits.Region(10, 11, -80, -79)
+    with caplog.at_level("WARNING", logger="stargal"):
+        prepare(synth, FS, patch_size=P, exclude_regions=[empty])
+    assert "--exclude-region 10 11 -80 -79: no object of the fields lies in it" in caplog.text

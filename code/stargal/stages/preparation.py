@@ -115,6 +115,7 @@ def prepare(
         return previous
 
     table, cube_field = _read_objects(paths, fids)
+    _warn_empty_regions(table, spec)
     rows, cols = patches.pixel_centres(table["x"], table["y"])
     split, removed, moved = _select(table, cube_field, rows, cols, cubes, spec, patch_size, edge)
     require_both_classes(paths, fs, {s: class_counts(table["label"][split == code]) for code, s in enumerate(SPLITS)})
@@ -236,6 +237,18 @@ def _cut_patches(
             objects["nan_pixels"][a:b] = cut.nan_pixels
         del cube
     return arrays
+
+
+def _warn_empty_regions(table: np.ndarray, spec: splits.SplitSpec) -> None:
+    """A region box no object lies in does nothing: most likely a mistyped box (RA and Dec swapped, hours for
+    degrees), which the user should hear of before trusting the split."""
+    for option, regions in (("--test-region", spec.test_regions), ("--exclude-region", spec.exclude_regions)):
+        for region in regions:
+            if not region.contains(table["ra"], table["dec"]).any():
+                log.warning(
+                    "%s %s: no object of the fields lies in it, so it changes nothing (RA and Dec in degrees)",
+                    option, " ".join(f"{v:g}" for v in region.as_list()),
+                )  # fmt: skip
 
 
 def _check_memory(n_patches: int, patch_size: int) -> None:
