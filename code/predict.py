@@ -91,7 +91,8 @@ def build_parser():
 
 
 def coordinates(args) -> tuple:
-    from stargal.predict import angles_or_error, read_coordinates, split_sexagesimal, validate_coordinates
+    """(ra, dec, columns to carry) from the arguments; (None, None, None) for --all and --detect."""
+    from stargal.predict import angles_or_error, read_coordinate_table, split_sexagesimal, validate_coordinates
 
     ways = (("--csv", args.csv), ("--ra/--dec", args.ra or args.dec), ("--all", args.all), ("--detect", args.detect))
     given = [name for name, on in ways if on]
@@ -103,9 +104,9 @@ def coordinates(args) -> tuple:
                 f"--min-snr applies to --ra/--dec and --csv positions; {given[0]} classifies "
                 + ("the catalog's objects" if args.all else "the sources it finds (point sources down to S/N 5)")
             )
-        return None, None
+        return None, None, None
     if args.csv:
-        return read_coordinates(args.csv)
+        return read_coordinate_table(args.csv)
     if not args.ra:
         raise StargalError("no coordinates: give --ra/--dec values, --csv FILE, --all or --detect")
     if split_sexagesimal(args.ra) and split_sexagesimal(args.dec):
@@ -119,7 +120,7 @@ def coordinates(args) -> tuple:
     where = lambda i: f"--ra/--dec: coordinate {i + 1}"  # noqa: E731
     ra, dec = angles_or_error(args.ra, "ra", where), angles_or_error(args.dec, "dec", where)
     validate_coordinates(ra, dec, where=where)
-    return ra, dec
+    return ra, dec, None
 
 
 def main(argv=None) -> int:
@@ -130,7 +131,7 @@ def main(argv=None) -> int:
     from stargal.predict import STATUS_ARTEFACT, agreement_text, catalog_agreement
     from stargal.stages.predict import run_predict
 
-    ra, dec = coordinates(args)
+    ra, dec, carried = coordinates(args)
     if args.cube is not None and args.field is not None:
         raise StargalError("give the field one way: --cube PATH or --field N (with --rerun/--run/--camcol), not both")
     field = args.field
@@ -148,7 +149,7 @@ def main(argv=None) -> int:
     out, pred = run_predict(
         cli.open_data_folder(args, shared=True), ra=ra, dec=dec, model=args.model, cube_path=args.cube, fid=fid,
         out=args.out, all_objects=args.all, detect=args.detect, tta=args.tta, engine=args.engine,
-        min_snr=min_snr, threshold=args.threshold, inputs=(args.csv,) if args.csv else (),
+        min_snr=min_snr, threshold=args.threshold, inputs=(args.csv,) if args.csv else (), carried=carried,
     )  # fmt: skip
     counts = pred.counts()
     stars = int(np.count_nonzero(pred.label == "star"))

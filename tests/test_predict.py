@@ -336,6 +336,32 @@ def test_csv_with_sexagesimal_coordinates(tmp_path):
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".ecsv", ".fits"])
+def test_a_csvs_other_columns_are_carried_beside_their_positions(tmp_path, model_dir, field, suffix):
+    """Names and magnitudes of the input were dropped: a user had to join the table back by position."""
+    from astropy.table import Table
+
+    from stargal.predict import read_coordinate_table
+
+    cube, wcs, xs, ys, kinds, _ = field
+    ra, dec = wcs.wcs_pix2world(xs[:3], ys[:3], 0)
+    path = tmp_path / "in.csv"
+    lines = ["Name,ra,mag,dec,status,\n"] + [f"src {i},{r!r},{20 + i},{d!r},mine {i},x\n" for i, (r, d) in
+                                             enumerate(zip(ra.tolist(), dec.tolist(), strict=True))]  # fmt: skip
+    path.write_text("".join(lines).replace("src 1", '"src, 1"').replace("mine 2", '"mine ""2"""'))
+    ra_in, dec_in, carried = read_coordinate_table(path)
+    assert list(carried) == ["Name", "mag", "input_status", "column_6"]
+    out = tmp_path / f"p{suffix}"
+    run_predict(DataPaths(tmp_path / "data"), ra=ra_in, dec=dec_in, model=str(model_dir), cube_path=str(cube),
+                out=str(out), carried=carried)  # fmt: skip
+    table = Table.read(out)
+    assert table.colnames == ["Name", "mag", "input_status", "column_6", "ra", "dec", "x", "y", "p_star", "label",
+                              "status"]  # fmt: skip
+    assert [str(v) for v in table["Name"]] == ["src 0", "src, 1", "src 2"]
+    assert [str(v) for v in table["input_status"]] == ["mine 0", "mine 1", 'mine "2"']
+    assert list(table["status"]) == ["ok"] * 3 and list(table["label"]) == list(kinds[:3])
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".ecsv", ".fits"])
 def test_each_output_format_round_trips_through_astropy(tmp_path, model_dir, field, suffix):
     from astropy.table import Table
 

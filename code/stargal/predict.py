@@ -391,6 +391,20 @@ def read_coordinates(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
 
     Any malformed row raises one StargalError naming the file and the line.
     """
+    ra, dec, _ = read_coordinate_table(path)
+    return ra, dec
+
+
+def carried_name(name: str, index: int) -> str:
+    """The output column of an input CSV's other column: its own name, unless it is empty or one of the table's
+    own columns (then ``input_`` + name), so a user's names and magnitudes stay beside their positions."""
+    name = name.strip() or f"column_{index + 1}"
+    return f"input_{name}" if name.lower() in _OWN_COLUMNS else name
+
+
+def read_coordinate_table(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """As ``read_coordinates``, with the file's other columns as text ({output column name: values}), in the
+    file's order, for the output table to carry."""
     path = Path(path)
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
@@ -411,7 +425,12 @@ def read_coordinates(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
             f"{path}: line 1: column(s) {', '.join(twice)} appear more than once (header: {','.join(rows[0])})"
         )
     ira, idec = header.index("ra"), header.index("dec")
-    lines, ra_text, dec_text = [], [], []
+    others = [i for i in range(len(header)) if i not in (ira, idec)]
+    names = [carried_name(rows[0][i], i) for i in others]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise StargalError(f"{path}: line 1: column(s) {', '.join(repeated)} appear more than once")
+    lines, ra_text, dec_text, kept = [], [], [], []
     for line, row in enumerate(rows[1:], start=2):  # one row per line: _csv_rows refuses values over two
         if not row or all(not c.strip() for c in row):
             continue  # blank lines carry no coordinate
@@ -422,13 +441,15 @@ def read_coordinates(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
         lines.append(line)
         ra_text.append(row[ira])
         dec_text.append(row[idec])
+        kept.append([row[i].strip() if i < len(row) else "" for i in others])
     if not lines:
         raise StargalError(f"{path}: no coordinates (only a header row)")
     where = lambda i: f"{path}: line {lines[i]}"  # noqa: E731
     ra = angles_or_error(ra_text, "ra", where)
     dec = angles_or_error(dec_text, "dec", where)
     validate_coordinates(ra, dec, where=where)
-    return ra, dec
+    carried = {name: np.array([values[k] for values in kept], dtype=str) for k, name in enumerate(names)}
+    return ra, dec, carried
 
 
 # Output formats by extension; metadata keys are FITS keywords (8 characters), identical in ECSV.
@@ -451,6 +472,8 @@ DESCRIPTIONS = {
     "label": "star or galaxy (p_star >= threshold); empty unless status is ok",
     "status": "ok, outside, edge, no_data, no_source (the frame shows no source there) or artefact (--detect: seen in r alone)",
 }
+# every column predict.py writes itself: an input column of one of these names is carried as input_NAME
+_OWN_COLUMNS = {*DESCRIPTIONS, "catalog_type"}
 # Text formats: plain CSV rounds for reading by eye; ECSV keeps every float round-trippable.
 CSV_FORMATS = {"x": "%.3f", "y": "%.3f", "p_star": "%.6f", "r_psfmag": "%.3f"}
 ECSV_FORMATS = {"p_star": "%.9g", "r_psfmag": "%.9g"}  # float32; float64 columns are written with repr
@@ -485,10 +508,19 @@ def predictions_table(pred: Predictions, meta: dict, before: dict | None = None,
     return table
 
 
+def _quoted(values: list[str], delimiter: str) -> list[str]:
+    """Text values quoted where they hold the delimiter, a quote or a line break (or, space-delimited, any white
+    space), inner quotes doubled: a carried input column may hold anything, e.g. a name "NGC 1, knot"."""
+    special = {'"', "\n", "\r", delimiter} | ({"\t"} if delimiter == " " else set())
+    return ['"' + v.replace('"', '""') + '"' if special & set(v) else v for v in values]
+
+
 def _text_columns(table, formats: dict[str, str], quote_empty: bool) -> list[list[str]]:
     """Every column of ``table`` as strings, vectorised per column (astropy's writers format cell by cell, which
-    takes tens of seconds for 100,000 masked rows): masked cells and empty strings become "" (quoted in ECSV)."""
+    takes tens of seconds for 100,000 masked rows): masked cells and empty strings become "" (quoted in ECSV);
+    text is quoted where it needs to be (``_quoted``: space-delimited ECSV when ``quote_empty``, else CSV)."""
     empty = '""' if quote_empty else ""
+    delimiter = " " if quote_empty else ","
     out = []
     for name in table.colnames:
         column = table[name]
@@ -498,7 +530,7 @@ def _text_columns(table, formats: dict[str, str], quote_empty: bool) -> list[lis
             fmt = formats.get(name)
             text = [fmt % v for v in values.tolist()] if fmt else [repr(v) for v in values.tolist()]
         else:
-            text = [str(v) for v in values.tolist()]
+            text = _quoted([str(v) for v in values.tolist()], delimiter)
             mask = mask | (np.asarray(values, dtype=str) == "")
         for i in np.flatnonzero(mask):
             text[i] = empty
@@ -523,7 +555,8 @@ def write_predictions(path: str | os.PathLike, table) -> None:
         table[:0].write(head, format="ascii.ecsv")
         header, delimiter, columns = head.getvalue(), " ", _text_columns(table, ECSV_FORMATS, quote_empty=True)
     else:
-        header, delimiter, columns = ",".join(table.colnames) + "\n", ",", _text_columns(table, CSV_FORMATS, False)
+        names = ",".join(_quoted(list(table.colnames), ","))
+        header, delimiter, columns = names + "\n", ",", _text_columns(table, CSV_FORMATS, False)
     rows = "\n".join(map(delimiter.join, zip(*columns, strict=True)))
     write_text(path, header + rows + ("\n" if rows else ""))
 

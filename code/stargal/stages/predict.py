@@ -392,6 +392,7 @@ def run_predict(
     min_snr: float = MIN_SNR,
     threshold: float | None = None,
     inputs: tuple[str | os.PathLike, ...] = (),
+    carried: dict[str, np.ndarray] | None = None,
 ) -> tuple[Path, Predictions]:
     """Classify (ra, dec), or with ``all_objects`` every catalogued object of the field, or with ``detect``
     every source found in it (``stargal.detection``: fields without a catalog), and write the table (.csv,
@@ -399,6 +400,7 @@ def run_predict(
 
     ``threshold``: call star where p_star reaches it, instead of the model's own (chosen on its validation data).
     ``inputs``: other files the run has read (the --csv), which ``out`` must not name (``check_out_path``).
+    ``carried``: columns of the input (a --csv's names, magnitudes, ...), one value per (ra, dec), written first.
 
     Returns the output path and the predictions (with ``all_objects`` they also hold each object's catalog
     class and r magnitude, for ``catalog_agreement``)."""
@@ -417,7 +419,9 @@ def run_predict(
     if out_path is not None:
         beside = [DataPaths.record_beside_cube(path), psf_map_beside(path), objects_for_cube(path)]
         check_out_path(out_path, paths, [path, *beside, *map(Path, inputs)], model_dir)
-    before, after = {}, {}
+    before, after = dict(carried or {}), {}
+    if carried and (ra is None or any(len(v) != len(ra) for v in carried.values())):
+        raise StargalError("carried input columns must hold one value per coordinate")
     if all_objects:
         objects = catalog_objects(path)
         ra, dec = objects["ra"], objects["dec"]
