@@ -9,7 +9,8 @@ Examples::
     00_download.py --source simulated --sim-shape 400 600 --fields 80-83
     00_download.py --fields 1-1000 --scheduler tcp://head:8786   # field by field on a Dask cluster
 
-Reruns skip complete files (recorded in data/sas/manifest.json); --force refetches. Partial files are
+Reruns skip complete files (recorded in data/sas/manifest.json; from a local --source, only those that folder
+holds with the same content, so files another folder left are copied again); --force refetches. Partial files are
 resumed. Exit status 0 when every file is complete, 1 when some failed (each is named), 2 on bad arguments.
 """
 

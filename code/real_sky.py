@@ -6,7 +6,9 @@ For each field of --sample (every field whose five frames are there): stage 00 t
 stage 01 aligns them and measures the PSF, sep finds the sources and the model classifies them as predict.py
 does. A field beside its camcol's star and galaxy sweeps (calibObj-RUN-C-star/gal.fits.gz) is also scored on
 every object they list (accuracy, MCC, errors per magnitude, against SDSS's types). Writes real_sky.json,
-real_sky.md, figures and one CSV of classified sources per field under data/reports/real_sky/.
+real_sky.md, figures and one CSV of classified sources per field under data/reports/real_sky/ (--out: a folder
+outside the data folder, or in its reports/). A field of stargal's simulated sky (frames flagged SIMULAT = T) is
+evaluated all the same and marked simulated wherever it is named.
 """
 
 from __future__ import annotations
@@ -34,7 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="model name, folder, .keras file or 'pretrained' (default: the latest trained, else the pretrained one)",
     )
     parser.add_argument("--out", default=None, help="folder for the results (default: data/reports/real_sky)")
-    parser.add_argument("--force", action="store_true", help="redo the evaluation even if it is current")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="redo the evaluation, and the copy and alignment of every field, even if current",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="print only warnings, errors and the summary")
     parser.add_argument("--debug", action="store_true", help="on an error, also show the Python traceback")
     parser.add_argument(
@@ -46,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     cli.setup_logging(args.quiet, args.verbose)
-    from stargal.stages.realsky import run_real_sky
+    from stargal.stages.realsky import fields_phrase, run_real_sky
 
     paths = cli.open_data_folder(args)
     result = run_real_sky(paths, args.sample, model=args.model, out=args.out, force=args.force)
@@ -54,8 +60,8 @@ def main(argv=None) -> int:
         print(table["title"])
         print(markdown_table(table["columns"], table["rows"]))
     done = "current, not redone" if result["skipped"] else f"evaluated in {result['seconds']:.0f} s"
-    n = len(result["fields"])
-    print(f"model {result['model']}: {n} real field{'s' if n != 1 else ''} {done} -> {result['folder']}")
+    # a simulated field (SIMULAT = T) is counted as such, never as a real one
+    print(f"model {result['model']}: {fields_phrase(result['fields'])} {done} -> {result['folder']}")
     return 0
 
 

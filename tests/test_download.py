@@ -6,6 +6,7 @@ import bz2
 import gzip
 import importlib.util
 import io
+import logging
 import os
 import shutil
 import signal
@@ -366,6 +367,39 @@ def test_local_sas_layout(sas_tree, tmp_path):
     other = DataPaths(tmp_path / "other")
     assert run_download(other, FS, _options(str(paths.root))).fetched == summary.planned
     _assert_mirrors(other, sas_tree)
+
+
+def test_a_local_source_replaces_files_another_source_left(server, sas_tree, tmp_path, caplog):
+    """A file the manifest records is complete for a local --source only when that folder holds the same content:
+    files copied from another folder (another sky under the same names) or fetched over HTTP are kept only then."""
+    other = make_sas_tree(tmp_path / "other", 301, 8162, 6, FS.fields, seed=1)  # the same names, other content
+    paths = DataPaths(tmp_path / "data")
+    assert run_download(paths, FS, _options(server.base_url)).ok
+    # fetched over HTTP: the folder holding the same files finds them complete, without copying a byte
+    same = run_download(paths, FS, _options(str(sas_tree)))
+    assert same.ok and same.skipped == same.planned and same.bytes == 0
+    with caplog.at_level(logging.INFO, logger="stargal"):
+        replaced = run_download(paths, FS, _options(str(other)))
+    assert replaced.ok and replaced.fetched == replaced.planned == 14 and replaced.skipped == 0
+    _assert_mirrors(paths, other)
+    said = [r.getMessage() for r in caplog.records if "differ from those in --source" in r.getMessage()]
+    assert said == [
+        f"14 file(s) of the data folder differ from those in --source {other} "
+        "(calibObj-008162-6-gal.fits.gz, ...): copying them again"
+    ]
+    assert Manifest.load(paths.manifest).files[U80]["url"] == (other / U80).as_uri()
+    again = run_download(paths, FS, _options(str(other)))
+    assert again.ok and again.skipped == again.planned and again.bytes == 0
+    # the first folder again, through the script (exit 0 only when every file is its own)
+    assert _load_script().main(["--data-dir", str(paths.root), "--source", str(sas_tree), "--fields", "80", "81"]) == 0
+    _assert_mirrors(paths, sas_tree)
+    # a folder lacking a frame the data folder holds from elsewhere: that frame is named, not taken as its own
+    partial = tmp_path / "partial"
+    shutil.copytree(other, partial)
+    (partial / U80).unlink()
+    lacking = run_download(paths, FS, _options(str(partial)))
+    assert list(lacking.failures) == ["frame-u-008162-6-0080.fits.bz2 (band u)"]
+    assert lacking.fetched == 13 and not lacking.ok
 
 
 def test_local_reference_bundle_layout(sas_tree, tmp_path):

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import logging
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import toy_models as toy
+from conftest import TINY_SHAPE
 from scipy.spatial import cKDTree
 
 from stargal import detection, fidelity, locus, realsky, sdss, simulate, sky_models
-from stargal.config import FieldSet
+from stargal.config import BANDS, FieldSet
 from stargal.cube import read_cube
 from stargal.errors import StargalError
 from stargal.fsio import read_json
 from stargal.geometry import unit_vectors
-from stargal.paths import DataPaths, FieldId
+from stargal.paths import PRETRAINED, PRETRAINED_MODEL_DIR, PROJECT_ROOT, DataPaths, FieldId
 from stargal.psf import (
     PSFMap,
     fit_psf_map,
@@ -908,3 +911,138 @@ def test_an_out_that_is_a_file_is_refused_before_any_field_is_evaluated(tmp_path
     out.write_text("")
     with pytest.raises(StargalError, match=rf"--out {out}: a file, not a folder"):
         run_real_sky(DataPaths(tmp_path / "data"), tmp_path / "no-sample", out=out)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# real_sky.py on a data folder used before, on simulated fields, and where its --out may go
+
+FIELD_80 = FieldId(301, 8162, 6, 80)
+
+
+def _sample(folder, sky: DataPaths):
+    """A sample folder of links to a data folder's field 8162-6-80: its five frames and its camcol's sweeps."""
+    folder.mkdir(parents=True)
+    for path in [sky.frame(FIELD_80, b) for b in BANDS] + [sky.catalog(301, 8162, 6, k) for k in ("star", "gal")]:
+        (folder / path.name).symlink_to(path)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def two_samples(tiny_sky, tmp_path_factory):
+    """Two samples of field 8162-6-80 from two simulations (seeds 7 and 9): the same file names, other skies."""
+    from stargal.stages.simulate import simulate_sky
+
+    other = DataPaths(tmp_path_factory.mktemp("other_sky"))
+    simulate_sky(other, FieldSet(301, 8162, 6, (80,), (80,), (), ()), seed=9, shape=TINY_SHAPE)
+    root = tmp_path_factory.mktemp("samples")
+    return _sample(root / "seed7", tiny_sky), _sample(root / "seed9", other)
+
+
+def _frames_of(paths: DataPaths) -> list[bytes]:
+    return [paths.real_fields.frame(FIELD_80, b).read_bytes() for b in BANDS]
+
+
+@pytest.mark.slow
+def test_real_sky_on_a_data_folder_used_for_another_sample_and_simulated_fields_marked(
+    two_samples, tmp_path, caplog, capsys
+):
+    """A second sample with a field of the same name replaces the first one's frames (no --force needed), --force
+    copies and aligns them again, and a simulated field is never called real: console, json and markdown."""
+    from stargal import fsio
+    from stargal.stages.realsky import run_real_sky
+
+    first, second = two_samples
+    paths, out = DataPaths(tmp_path / "data"), tmp_path / "real_sky"
+    one = run_real_sky(paths, first, model=PRETRAINED, out=out)
+    assert _frames_of(paths) == [(first / n).read_bytes() for n in _frame_names()]
+    with caplog.at_level(logging.INFO, logger="stargal"):
+        two = run_real_sky(paths, second, model=PRETRAINED, out=out)
+    assert not two["skipped"] and _frames_of(paths) == [(second / n).read_bytes() for n in _frame_names()]
+    assert two["fields"][0]["sources"] != one["fields"][0]["sources"]  # the second sky's, not the first's
+    messages = [r.getMessage() for r in caplog.records]
+    assert "simulated field 301/8162/6/80: frames, alignment, PSF, sources, classification" in messages
+    assert any(m.startswith(f"5 file(s) of the data folder differ from those in --source {second}") for m in messages)
+    assert not any("real field" in m for m in messages)
+    # every place the field is named marks it simulated
+    record = read_json(out / "real_sky.json")
+    assert [(f["label"], f["simulated"]) for f in record["fields"]] == [("8162-6-80", True)]
+    assert "applied to 1 simulated field (frames flagged SIMULAT = T" in record["summary"]
+    assert all(row[0].startswith("8162-6-80 (simulated)") for t in record["tables"] for row in t["rows"])
+    md = (out / "real_sky.md").read_text()
+    assert md.startswith(f"# Real-sky evaluation of {PRETRAINED_MODEL_DIR.name} on 1 simulated field\n")
+    assert "## 8162-6-80 (simulated): star fraction called per r bin" in md
+    assert "real SDSS field" not in md and "real field" not in md
+    # --force copies the frames again (and aligns them again), through the script
+    before = [paths.real_fields.frame(FIELD_80, b).stat().st_ino for b in BANDS]
+    cube_before = paths.real_fields.cube(FIELD_80).stat().st_mtime_ns
+    argv = ["--sample", str(second), "--data-dir", str(paths.root), "--model", PRETRAINED, "--out", str(out)]
+    script = _load_real_sky_script()
+    try:
+        assert script.main([*argv, "--force"]) == 0
+    finally:
+        fsio.release_folder_locks()
+    assert "model stargal-pretrained: 1 simulated field evaluated in" in capsys.readouterr().out
+    assert all(paths.real_fields.frame(FIELD_80, b).stat().st_ino != i for b, i in zip(BANDS, before, strict=True))
+    assert paths.real_fields.cube(FIELD_80).stat().st_mtime_ns != cube_before
+
+
+def _frame_names() -> list[str]:
+    return [sdss.frame_filename(b, 8162, 6, 80) for b in BANDS]
+
+
+def _load_real_sky_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("real_sky_script", PROJECT_ROOT / "code" / "real_sky.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.real
+@pytest.mark.slow
+def test_real_sky_takes_the_real_field_after_a_simulated_one_of_the_same_name(two_samples, sample_dir, tmp_path):
+    """The audit's path: a data folder that evaluated the simulated 8162-6-80, then the real sample's."""
+    from stargal.stages.realsky import run_real_sky
+
+    paths, out = DataPaths(tmp_path / "data"), tmp_path / "real_sky"
+    run_real_sky(paths, two_samples[0], model=PRETRAINED, out=out)
+    real = run_real_sky(paths, sample_dir / "008162-6-0080", model=PRETRAINED, out=out)
+    field = real["fields"][0]
+    assert not field["simulated"] and field["sources"] > 1000 and field["locus"]["ebv"] < 0.06
+    assert _frames_of(paths) == [(sample_dir / "008162-6-0080" / n).read_bytes() for n in _frame_names()]
+    assert "applied to 1 real SDSS field." in real["summary"] and "simulated)" not in (out / "real_sky.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        (lambda d: d / "real" / "aligned" / "301", "lies in the data folder .*; name a folder in .*reports or outside"),
+        (lambda d: d / "results", "lies in the data folder"),
+        (lambda d: PRETRAINED_MODEL_DIR.parent / "real_sky_test_out", "lies in the project's models folder"),
+        (lambda d: PRETRAINED_MODEL_DIR, "lies in the project's models folder"),
+    ],
+)
+def test_an_out_in_the_data_folder_or_the_models_folder_is_refused(tmp_path, where, message):
+    from stargal.stages.realsky import run_real_sky
+
+    data = tmp_path / "data"
+    out = where(data)
+    with pytest.raises(StargalError, match=rf"^--out {out}: {message}"):
+        run_real_sky(DataPaths(data), tmp_path / "no-sample", out=out)
+    assert not out.exists() or out == PRETRAINED_MODEL_DIR
+
+
+def test_an_out_in_the_data_folder_is_one_line_from_the_script_and_reports_is_allowed(tmp_path):
+    from stargal.stages.realsky import check_out_folder
+
+    data = tmp_path / "data"
+    run = subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "code" / "real_sky.py"), "--data-dir", str(data), "--sample",
+         str(tmp_path), "--out", str(data / "sas")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 2 and run.stderr.count("\n") == 1
+    assert f"error: --out {data / 'sas'}: lies in the data folder {data}" in run.stderr
+    for allowed in (data / "reports" / "real_sky_b", tmp_path / "elsewhere"):
+        check_out_folder(allowed, DataPaths(data))  # no error

@@ -171,7 +171,7 @@ def run_download(paths: DataPaths, fs: FieldSet, options: DownloadOptions = Down
     summary = DownloadSummary(source.describe(), planned=len(specs))
     sim_url = simulated_url(options) if isinstance(source, SimulatedSource) else None
     damaged = _FailureLog("further damaged files are fetched again without being named")
-    todo = []
+    todo, replaced = [], []
     for spec in specs:
         final = final_path(paths, spec)
         if options.force:
@@ -185,11 +185,22 @@ def run_download(paths: DataPaths, fs: FieldSet, options: DownloadOptions = Down
             and _same_origin(manifest.files[spec.relpath].get("url", ""), sim_url)
             and not (options.verify_existing and _hash_differs(manifest, spec, final))
         ):
-            summary.skipped += 1
+            # a local folder may hold another sky under the same names: complete only if it is this folder's file
+            if isinstance(source, LocalSource) and _not_in_source(source, spec, manifest.files[spec.relpath]):
+                todo.append(spec)
+                if source.locate(spec) is not None:  # an absent one is named missing (a jpeg: left out) below
+                    replaced.append(spec)
+            else:
+                summary.skipped += 1
         else:
             todo.append(spec)
     if summary.skipped:
         log.info("%d of %d files already complete (manifest); --force refetches them", summary.skipped, len(specs))
+    if replaced:
+        log.info(
+            "%d file(s) of the data folder differ from those in --source %s (%s%s): copying them again",
+            len(replaced), source.root, replaced[0].name, ", ..." if len(replaced) > 1 else "",
+        )  # fmt: skip
     if todo and not isinstance(source, LocalSource):  # a local folder may hold either sky: nothing to go by
         _refuse_mixed_skies(paths, fs, manifest, sim_url or "real SDSS", options.frames_only)
     if todo:
@@ -282,6 +293,18 @@ def _same_origin(recorded_url: str, sim_url: str | None) -> bool:
     if sim_url is not None:
         return recorded_url == sim_url
     return not recorded_url.startswith("simulated:")
+
+
+def _not_in_source(source: LocalSource, spec: FileSpec, entry: dict) -> bool:
+    """Whether a complete, recorded file differs from the local source's file of that name (or the source lacks
+    one): size first, then the source file's sha256 against the one the manifest recorded."""
+    src = source.locate(spec)
+    if src is None:
+        return True
+    try:
+        return src.stat().st_size != entry.get("size") or sha256_file(src) != entry.get("sha256")
+    except OSError:
+        return True  # unreadable: the copy names why
 
 
 def _hash_differs(manifest: Manifest, spec: FileSpec, final: Path) -> bool:

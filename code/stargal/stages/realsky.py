@@ -6,7 +6,8 @@ five frames from that folder, stage 01 aligns them and measures the field's PSF,
 folder also holds its camcol's ``calibObj-*-star`` sweep gets the two-sided check as well, and one that holds
 both its ``-star`` and ``-gal`` sweeps the labelled check (every object they list, scored against them).
 Writes, under ``paths.reports("real_sky")``: ``real_sky.json`` (every number, plus the summary, tables and
-figure list the report shows), ``real_sky.md``, one CSV of classified sources per field, and the figures.
+figure list the report shows), ``real_sky.md``, one CSV of classified sources per field, and the figures. A field
+of the simulated sky (SIMULAT = T) is evaluated too, and marked simulated wherever it is named.
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+from astropy.io import fits
 
 from .. import detection, fsio, geometry, integrity, realsky, sdss
 from ..config import BANDS, FieldSet
 from ..cube import read_cube
 from ..errors import StargalError
 from ..fsio import read_json, write_text
-from ..paths import DataPaths, FieldId
+from ..paths import PRETRAINED_MODEL_DIR, DataPaths, FieldId
 from ..plots.realsky import plot_labelled, plot_locus, plot_recall, plot_star_fractions
 from ..predict import classify, mark_artefacts
 from ..psf import PSFMap
@@ -40,8 +42,8 @@ RERUN = 301
 # 4: bright sources (r < 16) called star, single-band artefacts left out; 5: sources to SDSS's depth, recall on
 # the stars detected; 6: quadrant p; 7: star fraction r 22-23; 8: deblended sources marked, the bright non-catalog
 # ones counted apart; 9: non-catalog r 21-22 as negatives too; 10: the labelled check where both sweeps are there;
-# 11: non-catalog r 22-22.5 as negatives too, apart
-FORMAT_VERSION = 11
+# 11: non-catalog r 22-22.5 as negatives too, apart; 12: each field marked simulated or not
+FORMAT_VERSION = 12
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,15 @@ class SampleField:
     def label(self) -> str:
         """RUN-CAMCOL-FIELD, as tables name the field."""
         return f"{self.fid.run}-{self.fid.camcol}-{self.fid.field}"
+
+    def simulated(self) -> bool | None:
+        """Whether the folder's r frame is stargal's simulated sky (SIMULAT = T); None when its header is unreadable
+        (preparing the field names what is wrong)."""
+        path = self.folder / sdss.frame_filename("r", self.fid.run, self.fid.camcol, self.fid.field)
+        try:
+            return bool(fits.getheader(path, 0).get("SIMULAT", False))
+        except (OSError, ValueError, EOFError):
+            return None
 
 
 def discover(sample: Path) -> list[SampleField]:
@@ -109,17 +120,18 @@ def _sweep(folder: Path, anywhere: dict[str, Path], name: str) -> Path | None:
     return beside if beside.is_file() else anywhere.get(name)
 
 
-def prepare_field(paths: DataPaths, field: SampleField) -> None:
-    """Stage 00 (the frames, from the sample folder) and stage 01 (cube and PSF map); both skip current work."""
+def prepare_field(paths: DataPaths, field: SampleField, *, force: bool = False) -> None:
+    """Stage 00 (the frames, from the sample folder) and stage 01 (cube and PSF map); both skip current work
+    (frames copied earlier from another folder are not current), and ``force`` redoes both."""
     fid = field.fid
     fs = FieldSet(fid.rerun, fid.run, fid.camcol, (fid.field,), (), (), (fid.field,))
     # the irg colour jpeg is a picture for people, not needed here: a folder without it is evaluated all the same
-    options = DownloadOptions(source=str(field.folder), frames_only=True, pictures=False, workers=2)
+    options = DownloadOptions(source=str(field.folder), frames_only=True, pictures=False, workers=2, force=force)
     summary = run_download(paths, fs, options)
     if not summary.ok:
         name, reason = next(iter(summary.failures.items()))
         raise StargalError(f"{field.folder}: cannot take {name} of field {fid} ({reason})")
-    process_field(FieldTask(str(paths.root), fid))
+    process_field(FieldTask(str(paths.root), fid, force=force))
 
 
 def field_inputs(paths: DataPaths, fid: FieldId):
@@ -165,6 +177,7 @@ def evaluate_cube(field: SampleField, bundle: ModelBundle, cube, data: np.ndarra
     result = {
         "field": str(fid),
         "label": field.label,
+        "simulated": bool(cube.header.get("SIMULAT", False)),  # stage 01 copies the frames' flag into the cube
         "sources": len(sources),
         "classified": int(ok.sum()),
         "psf_r50": [float(v) for v in pmap.coefficients[:, 0]],
@@ -300,10 +313,13 @@ def run_real_sky(
     """Evaluate ``model`` (default: the latest trained, else the pretrained one) on every field of ``sample``;
     the results go to ``out`` (default ``paths.reports("real_sky")``, the folder the report reads)."""
     start = time.monotonic()
-    out = Path(out) if out else paths.reports("real_sky")
+    out = Path(out).expanduser() if out else paths.reports("real_sky")
+    check_out_folder(out, paths)
     fsio.require_writable_destination(out, "--out", folder=True)  # before an evaluation of a minute or more
     fields = discover(Path(sample))
     model_dir = resolve_model_dir(paths, model)
+    if out.resolve().is_relative_to(model_dir.resolve()):
+        raise StargalError(f"--out {out}: lies in the model folder {model_dir}; name a folder elsewhere")
     settings = {
         "format": FORMAT_VERSION,
         "model": str(model_dir),
@@ -326,8 +342,9 @@ def run_real_sky(
     # every file appears with the record that seals it, or (a field failing) none does: no mix of two runs
     with fsio.OutputSet(out / "real_sky.json") as output:
         for field, csv_path in zip(fields, tables_csv, strict=True):
-            log.info("real field %s: frames, alignment, PSF, sources, classification", field.fid)
-            prepare_field(real, field)
+            sky = {True: "simulated field", False: "real field", None: "field"}[field.simulated()]
+            log.info("%s %s: frames, alignment, PSF, sources, classification", sky, field.fid)
+            prepare_field(real, field, force=force)
             evaluated = evaluate_field(real, field, bundle)
             results.append(evaluated["result"])
             tables.append(evaluated["table"])
@@ -341,16 +358,51 @@ def run_real_sky(
             "seconds": round(time.monotonic() - start, 1),
         }
         record.update(report_content(record))
-        plot_locus(output.path(out / FIGURES[0]), results, tables)
-        plot_recall(output.path(out / FIGURES[1]), results)
-        plot_star_fractions(output.path(out / FIGURES[2]), results)
+        named = [{**r, "label": field_name(r)} for r in results]  # the figures mark a simulated field too
+        plot_locus(output.path(out / FIGURES[0]), named, tables)
+        plot_recall(output.path(out / FIGURES[1]), named)
+        plot_star_fractions(output.path(out / FIGURES[2]), named)
         if labelled:
-            plot_labelled(output.path(out / LABELLED_FIGURE), results)
+            plot_labelled(output.path(out / LABELLED_FIGURE), named)
+        elif (out / LABELLED_FIGURE).exists():
+            output.remove(out / LABELLED_FIGURE)  # an earlier run's, of fields with both sweeps: not this run's
         write_text(output.path(out / "real_sky.md"), markdown(record))
         for stale in _previous_tables(out / "real_sky.json", set(tables_csv)):
             output.remove(stale)  # the tables of fields an earlier run evaluated and this one does not
         record = output.commit(record)  # last: it lists every output with its checksum
     return {**record, "folder": out, "skipped": False}
+
+
+def check_out_folder(out: Path, paths: DataPaths) -> None:
+    """Refuse an --out in the data folder other than its reports/ (the stages write and seal the rest, real
+    fields' cubes among them) or in the project's models/ folder (the shipped model); links resolved."""
+    out = out.expanduser().resolve()
+    root, reports = paths.root.expanduser().resolve(), paths.reports().expanduser().resolve()
+    if out.is_relative_to(root) and not out.is_relative_to(reports):
+        raise StargalError(
+            f"--out {out}: lies in the data folder {root}, whose files the stages write and seal; name a folder in "
+            f"{reports} or outside the data folder"
+        )
+    models = PRETRAINED_MODEL_DIR.parent.resolve()
+    if out.is_relative_to(models):
+        raise StargalError(
+            f"--out {out}: lies in the project's models folder {models}, which holds the shipped model; name a folder "
+            "elsewhere"
+        )
+
+
+def field_name(result: dict) -> str:
+    """How tables, figures and the console name an evaluated field: its label, marked when it is simulated."""
+    return f"{result['label']} (simulated)" if result.get("simulated") else result["label"]
+
+
+def fields_phrase(fields: list[dict], real: str = "real") -> str:
+    """How many of ``fields`` (results) are real and how many simulated: "2 real fields and 1 simulated field"
+    (``real``: the word for the real ones, e.g. "real SDSS")."""
+    simulated = sum(bool(f.get("simulated")) for f in fields)
+    counts = [(len(fields) - simulated, real), (simulated, "simulated")]
+    parts = [f"{n} {word} field{'s' if n != 1 else ''}" for n, word in counts if n]
+    return " and ".join(parts) or f"0 {real} fields"
 
 
 def _read_sweep(path: Path) -> np.ndarray:
@@ -414,7 +466,7 @@ def report_content(record: dict) -> dict:
         gap = realsky.largest_quadrant_gap(lc["called_star"], lc["called_star_by_quadrant"])
         ceiling_gap = realsky.largest_quadrant_gap(lc["pointlike"], lc.get("pointlike_by_quadrant", []))
         locus_rows.append(
-            [f["label"], f["sources"], f"{lc['ebv']:.2f}", percent_cell(lc["pointlike"]), percent_cell(lc.get("catalog_stars")),
+            [field_name(f), f["sources"], f"{lc['ebv']:.2f}", percent_cell(lc["pointlike"]), percent_cell(lc.get("catalog_stars")),
              percent_cell(lc["called_star"]), percent_cell(lc["called_galaxy"]), "-" if gap is None else f"{100 * gap:.1f}",
              _p_cell(lc.get("called_star_quadrant_p")),
              "-" if ceiling_gap is None else f"{100 * ceiling_gap:.1f}", percent_cell(f.get("saturating"))]
@@ -422,8 +474,8 @@ def report_content(record: dict) -> dict:
         if "catalog" in f:
             c = f["catalog"]
             for label, recall, both, fuller, fullest in (
-                (f["label"], c["recall"], c["two_sided"], c.get("two_sided_to_complete"), c.get("two_sided_to_limit")),
-                (f"{f['label']}, stars detected", c["recall_detected"], c["two_sided_detected"],
+                (field_name(f), c["recall"], c["two_sided"], c.get("two_sided_to_complete"), c.get("two_sided_to_limit")),
+                (f"{field_name(f)}, stars detected", c["recall_detected"], c["two_sided_detected"],
                  c.get("two_sided_detected_to_complete"), c.get("two_sided_detected_to_limit")),
             ):  # fmt: skip
                 by_r = {e["bin"]: e for e in recall["by_r"]}
@@ -484,7 +536,7 @@ def report_content(record: dict) -> dict:
                 "rows": catalog_rows,
             }
         )
-    labelled = [(f["label"], f["labelled"]) for f in record["fields"] if "labelled" in f]
+    labelled = [(field_name(f), f["labelled"]) for f in record["fields"] if "labelled" in f]
     if labelled:
         tables += [
             {
@@ -508,8 +560,15 @@ def report_content(record: dict) -> dict:
             },
         ]
     summary = (
-        f"Model {record['model']} (trained on the simulated sky only) applied to {len(record['fields'])} real SDSS "
-        "fields. A source lies on the stellar locus when its g-r, r-i colours are within 0.15 mag of Juric et al. "
+        f"Model {record['model']} (trained on the simulated sky only) applied to "
+        f"{fields_phrase(record['fields'], 'real SDSS')}"
+        + (
+            " (frames flagged SIMULAT = T: stargal's simulated sky, marked '(simulated)' below, whose numbers are not "
+            "SDSS results)"
+            if any(f.get("simulated") for f in record["fields"])
+            else ""
+        )
+        + ". A source lies on the stellar locus when its g-r, r-i colours are within 0.15 mag of Juric et al. "
         "(2008)'s locus, reddened by the field's E(B-V) fitted to its point-like sources. Two baselines show how "
         "far a field's own stars reach that test with these colours: its bright isolated 'point-like' sources "
         "(picked by size alone) and, where the field has a star catalog, the catalog's stars (a perfect classifier). "
@@ -538,12 +597,12 @@ def report_content(record: dict) -> dict:
             "correctness."
         )
     figures = [
-        {"file": FIGURES[0], "caption": "g-r against r-i of the sources with 16 < r < 20 of each real field, "
+        {"file": FIGURES[0], "caption": "g-r against r-i of the sources with 16 < r < 20 of each field, "
          "coloured by the model's call; the line is the stellar locus reddened for the field. Stars should hug "
          "the line, galaxies scatter off it."},
         {"file": FIGURES[1], "caption": "Catalog stars recognised per r magnitude bin and per frame quadrant, "
          "with 95 % intervals; the dashed line is the 95 % target. Faint bins hold few stars."},
-        {"file": FIGURES[2], "caption": "Predicted star fraction per r magnitude bin in each real field: high "
+        {"file": FIGURES[2], "caption": "Predicted star fraction per r magnitude bin in each field: high "
          "everywhere in the Galactic-plane field 5405-6-99, falling with magnitude at high latitude."},
     ]  # fmt: skip
     if labelled:
@@ -580,11 +639,14 @@ def _labelled_rows_by_r(label: str, check: dict) -> list[list]:
 
 
 def markdown(record: dict) -> str:
-    lines = [f"# Real-sky evaluation of {record['model']}", "", record["summary"], ""]
+    title = f"# Real-sky evaluation of {record['model']}"
+    if any(f.get("simulated") for f in record["fields"]):  # never call a simulated field real, not even the title
+        title += f" on {fields_phrase(record['fields'], 'real SDSS')}"
+    lines = [title, "", record["summary"], ""]
     for t in record["tables"]:
         lines += [f"## {t['title']}", "", markdown_table(t["columns"], t["rows"]), ""]
     for f in record["fields"]:
-        lines += [f"## {f['label']}: star fraction called per r bin", ""]
+        lines += [f"## {field_name(f)}: star fraction called per r bin", ""]
         rows = [[e["bin"], percent_cell(e)] for e in f["star_fraction"]["by_r"]]
         lines += [markdown_table(["r", "called star"], rows), ""]
     return "\n".join(lines)
