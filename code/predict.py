@@ -10,7 +10,7 @@ Examples::
     predict.py --field 80 --all --out field80.fits                           # every catalogued object
     predict.py --run 4510 --camcol 4 --field 30 --detect --model pretrained  # every source found in the field
 
-Writes one row per input coordinate (with --all: per catalogued object, with objid, r_psfmag and the
+Writes one row per input coordinate (with --csv, the file's other columns first, as text; with --all: per catalogued object, with objid, r_psfmag and the
 catalog's type; with --detect: per source sep finds in the field, with its r magnitude and size, and
 saturated: true where the source's r-band core saturated (a star brighter than r ~ 14), whose r_mag is then left
 empty, since its flux is only a lower limit), in input order: ra, dec, x, y, p_star, label, status. status is ok, outside (not in the
