@@ -49,7 +49,9 @@ def build_parser():
     group.add_argument(
         "--cube", default=None, help="aligned cube FITS of the field (instead of --run/--camcol/--field)"
     )
-    group.add_argument("--field", type=int, default=None, help="field number (with --rerun/--run/--camcol)")
+    group.add_argument(
+        "--field", type=cli.non_negative_int, default=None, help="field number (with --rerun/--run/--camcol)"
+    )
     group.add_argument(
         "--ra", nargs="+", action="extend", default=[], metavar="RA",
         help="right ascension(s): degrees, or sexagesimal hours (12:34:56.7, 12h34m56.7s)",

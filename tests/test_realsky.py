@@ -894,6 +894,24 @@ def test_a_sample_field_without_all_five_frames_is_named_not_skipped_silently(tm
     ]
 
 
+def test_a_field_twice_and_a_sweep_of_no_field_are_named(tmp_path, caplog):
+    """Two copies of one field: one was evaluated without a word; a sweep of another camcol was ignored so."""
+    from stargal.stages.realsky import discover
+
+    for copy in ("a", "b"):
+        (tmp_path / copy).mkdir()
+        for b in "ugriz":
+            (tmp_path / copy / sdss.frame_filename(b, 4510, 4, 30)).write_bytes(b"")
+    (tmp_path / sdss.catalog_filename(4510, 3, "star")).write_bytes(b"")
+    with caplog.at_level(logging.WARNING, logger="stargal"):
+        fields = discover(tmp_path)
+    assert [(f.fid.field, f.folder.name) for f in fields] == [(30, "a")]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{tmp_path / 'b'}: field 301/4510/4/30 is also in {tmp_path / 'a'}: evaluated from the first only",
+        f"{tmp_path / sdss.catalog_filename(4510, 3, 'star')}: no field of run 4510 camcol 3 in the folder: not used",
+    ]
+
+
 def test_a_missing_or_wrong_sample_folder_is_named(tmp_path):
     from stargal.stages.realsky import discover
 

@@ -91,8 +91,10 @@ def discover(sample: Path) -> list[SampleField]:
         missing = "".join(b for b, n in zip(BANDS, names, strict=True) if not (path.parent / n).is_file())
         if missing:
             incomplete[(fid, path.parent)] = missing
-        else:
-            found.setdefault(fid, path.parent)
+        elif fid not in found:
+            found[fid] = path.parent
+        elif found[fid] != path.parent and path.name.startswith("frame-r-"):  # once per other copy
+            log.warning("%s: field %s is also in %s: evaluated from the first only", path.parent, fid, found[fid])
     for (fid, folder), missing in sorted(incomplete.items(), key=lambda item: str(item[0][1])):
         if fid not in found:
             log.warning("%s: field %s lacks the %s frame(s): not evaluated", folder, fid, ", ".join(missing))
@@ -102,6 +104,11 @@ def discover(sample: Path) -> list[SampleField]:
     for fid, folder in found.items():
         star, gal = (_sweep(folder, anywhere, sdss.catalog_filename(fid.run, fid.camcol, k)) for k in ("star", "gal"))
         out.append(SampleField(fid, folder, star, gal))
+    camcols = {(fid.run, fid.camcol) for fid in found}
+    for path in sorted(p for p in files if p.name.startswith("calibObj-")):
+        info = sdss.parse_filename(path.name)
+        if info and (info["run"], info["camcol"]) not in camcols:  # e.g. a sweep of another camcol than the frames'
+            log.warning("%s: no field of run %d camcol %d in the folder: not used", path, info["run"], info["camcol"])
     return out
 
 
