@@ -30,7 +30,7 @@ def main(argv=None) -> int:
         from stargal.dataset import check_selection
 
         check_selection(paths, None, cli.given_selection(args))
-    result = build_report(paths, output)
+    result = build_report(paths, output, force=args.force)
     stale = result.get("stale") or []
     missing = [title for title, ran in result["sections"].items() if not ran and title not in stale]
     state = ", current, kept" if result.get("skipped") else ""

@@ -503,3 +503,47 @@ def test_an_alignment_summary_of_other_fields_is_stale_not_counted_as_the_datase
     )
     data_text = " ".join(str(getattr(b, "text", "")) for b in sections["Data"].blocks)
     assert "objects in the" not in data_text and "Fields: rerun 301" in data_text
+
+
+def test_the_tuning_table_shows_the_best_trials_whatever_their_number(tmp_path):
+    """trials.md lists trials in order: cut at 12 rows, the table left out the best trial (15 of 24)."""
+    paths = DataPaths(tmp_path / "data")
+    _fake_run(paths)
+    study = f"{DATASET}_stargal"
+    losses = [0.7 + 0.01 * t for t in range(24)]
+    losses[15] = 0.6762
+    rows = "".join(f"| {t} | COMPLETE | {v:.4f} |\n" for t, v in enumerate(losses)) + "| 24 | FAIL |  |\n"
+    fsio.write_json(paths.best_config(study), {"architecture": "stargal", "dataset": DATASET})
+    fsio.write_text(paths.trials_md(study), "| trial | state | val_loss |\n|---|---|---|\n" + rows)
+    fsio.seal(paths.tuning_record(study), [paths.best_config(study), paths.trials_md(study)],
+              {"study": study, "dataset": DATASET, "dataset_id": _dataset_id(paths)})  # fmt: skip
+    table = next(b for b in _sections(paths)["Hyper-parameter tuning"].blocks if isinstance(b, TableBlock))
+    assert [int(r[0]) for r in table.rows] == [15, *range(12)][:12] and len(table.rows) == 12
+    assert table.note == "The best 12 of 25 trials by val_loss; trials.md lists them all."
+
+
+def test_a_current_report_is_not_kept_over_a_damaged_model_and_force_rebuilds_it(tmp_path):
+    """model.keras truncated after the report: "current, kept", exit 0 (the report's inputs are the records, not
+    the networks); --force was never read."""
+    from stargal.errors import StargalError
+
+    paths = DataPaths(tmp_path / "data")
+    _fake_run(paths)
+    assert not build_report(paths)["skipped"] and build_report(paths)["skipped"]
+    stamp = paths.report_pdf.stat().st_mtime_ns
+    assert not build_report(paths, force=True)["skipped"] and paths.report_pdf.stat().st_mtime_ns != stamp
+    with open(paths.model(MODEL).keras, "ab") as fh:
+        fh.write(b" damaged")
+    with pytest.raises(StargalError, match=r"model\.keras"):
+        build_report(paths)
+
+
+@pytest.mark.parametrize("content", ['{"stages": 5}', '{"stages": [{"seconds": "ten"}]}', '{"options": [[1]], "stages": []}',
+                                     "not json"])  # fmt: skip
+def test_a_stage_table_of_another_shape_leaves_out_the_run_time_section_only(tmp_path, content):
+    """A stages.json of another shape stopped the report with "unexpected TypeError ... please report it"."""
+    paths = DataPaths(tmp_path / "data")
+    _fake_run(paths)
+    paths.pipeline_record.write_text(content)
+    result = build_report(paths)
+    assert not result["sections"]["Run time and memory"] and result["sections"]["Evaluation"]

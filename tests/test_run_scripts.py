@@ -295,3 +295,28 @@ def test_the_reference_size_demo_copies_its_report_to_the_top_level(tmp_path, mo
     if copied:
         assert top.read_bytes() == (data / "reports" / "report.pdf").read_bytes()
         assert f"copied to {top}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["--stages", "explain", "--no-explain"], "--no-explain with --stages explain: --stages names the stages"),
+        (["--stages", "report", "--no-report"], "--no-report with --stages report"),
+        (["--stages", "download", "--no-download"], "--no-download with --stages download"),
+        (
+            ["--stages", "model", "--tune"],
+            "--tune with --stages model: --stages names the stages to run; add tune there",
+        ),
+        (["--python", "/nonexistent/python3"], "--python /nonexistent/python3: no such program"),
+    ],
+)
+def test_runner_flags_that_contradict_stages_or_name_no_python_are_refused(argv, words, capsys):
+    """--stages silently overrode --no-explain and --no-report, and dropped --tune; a missing --python gave a
+    traceback."""
+    from stargal import pipeline
+
+    with pytest.raises(SystemExit) as exit_info:
+        pipeline.parse_args(argv)
+    assert exit_info.value.code == 2 and words in capsys.readouterr().err
+    args, _ = pipeline.parse_args(["--stages", "model", "tune", "--tune"])
+    assert [s.name for s in pipeline.selected_stages(args)] == ["tune", "model"]

@@ -147,6 +147,15 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     )
     parser.add_argument("--python", default=sys.executable, help="Python that runs the stages")
     args, rest = parser.parse_known_args(argv)
+    if not (shutil.which(args.python) and os.access(shutil.which(args.python), os.X_OK)):
+        parser.error(f"--python {args.python}: no such program (the Python that runs the stages)")
+    if args.stages:  # --stages names the stages itself: a flag that would add or drop one contradicts it
+        wanted = set(args.stages)
+        for flag, stage, on in (("--tune", "tune", args.tune), ("--no-download", "download", args.no_download),
+                                ("--no-explain", "explain", args.no_explain), ("--no-report", "report", args.no_report)):  # fmt: skip
+            if on and (stage in wanted) == flag.startswith("--no-"):
+                parser.error(f"{flag} with --stages {' '.join(args.stages)}: --stages names the stages to run; "
+                             f"{'drop' if flag.startswith('--no-') else 'add'} {stage} there")  # fmt: skip
     return args, rest
 
 
@@ -256,7 +265,8 @@ def selected_stages(args: argparse.Namespace) -> list[Stage]:
     if not args.no_report:
         stages.append(EXTRA_STAGES["report"])
     if args.stages:
-        order = [s.name for s in STAGES] + ["tune", "explain", "report"]
+        order = [s.name for s in STAGES] + ["explain", "report"]
+        order.insert(order.index("model"), "tune")  # as without --stages: the study before the model it informs
         wanted = set(args.stages)
         every = list(STAGES) + [EXTRA_STAGES[n] for n in ("tune", "explain", "report")]
         stages = sorted((s for s in every if s.name in wanted), key=lambda s: order.index(s.name))

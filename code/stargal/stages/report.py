@@ -66,6 +66,37 @@ def _json_or_none(path: Path):
         ) from None
 
 
+def _pipeline_record(path: Path) -> dict | None:
+    """run_scripts.sh's stage table, or None (with a warning) where it is unreadable or not of the runner's shape:
+    it only feeds the run-time section, which then says it is missing, so it must not stop the report."""
+    try:
+        record = _json(path)
+    except Unreadable as exc:
+        log.warning("report: %s; the run-time section is left out (./run_scripts.sh writes it again)", exc)
+        return None
+    if record is not None and not _runner_shaped(record):
+        log.warning("report: %s: not a stage table of run_scripts.sh; the run-time section is left out", path)
+        return None
+    return record
+
+
+def _runner_shaped(record) -> bool:
+    """Whether a stage table has the fields and types the report reads (``pipeline._write_record``'s)."""
+    if not isinstance(record, dict) or not isinstance(record.get("stages"), list):
+        return False
+    number = (int, float, type(None))
+    options = record.get("options", [])
+    return (
+        all(
+            isinstance(s, dict)
+            and all(isinstance(s.get(k), number) for k in ("seconds", "peak_rss_mb", "peak_tree_mb"))
+            for s in record["stages"]
+        )
+        and isinstance(options, list)
+        and all(isinstance(o, list) and all(isinstance(v, str) for v in o) for o in options)
+    )
+
+
 def _text(path: Path) -> str | None:
     try:
         return path.read_text(encoding="utf-8")
@@ -160,7 +191,7 @@ class Run:
         self.model_stale = bool(self.model and self.dataset and trained_on != self.dataset_id)
         if self.model_stale:
             log.warning("report: %s", self.stale_model_text())
-        self.record = _json_or_none(paths.pipeline_record)
+        self.record = _pipeline_record(paths.pipeline_record)
         self.manifest = _json_or_none(paths.manifest)
         self.alignment = _json_or_none(paths.reports("alignment", "summary.json"))
         self.alignment_stale = self._alignment_mismatch()
@@ -681,6 +712,29 @@ def _study_dataset_id(paths: DataPaths, name: str) -> str | None:
     return record.get("dataset_id")
 
 
+TRIALS_SHOWN = 12
+TRIAL_OBJECTIVE = "val_loss"  # tune.py's objective: lower is better
+
+
+def _best_trials_first(block: TableBlock, shown: int) -> None:
+    """The trials table sorted by the objective (trials.md lists them in trial order; a failed or pruned trial,
+    without a value, last), cut to ``shown`` rows with a note saying so: the best trial must be among them."""
+    if TRIAL_OBJECTIVE not in block.columns:
+        return
+    k = block.columns.index(TRIAL_OBJECTIVE)
+
+    def value(row: list) -> float:
+        try:
+            return float(row[k])
+        except (TypeError, ValueError, IndexError):
+            return float("inf")
+
+    block.rows = sorted(block.rows, key=value)
+    if len(block.rows) > shown:
+        block.note = f"The best {shown} of {len(block.rows)} trials by {TRIAL_OBJECTIVE}; trials.md lists them all."
+        block.rows = block.rows[:shown]
+
+
 def tuning_section(run: Run) -> Section:
     title = "Hyper-parameter tuning"
     root = run.paths.tuning_root
@@ -701,7 +755,7 @@ def tuning_section(run: Run) -> Section:
     blocks: list = [Para(f"Study `{study}` (Optuna, resumable): its trials, best first.")]
     for block in markdown_blocks(text, f"Trials of study {study}."):
         if isinstance(block, TableBlock):
-            block.rows = block.rows[:12]
+            _best_trials_first(block, TRIALS_SHOWN)
         if not isinstance(block, FigureBlock):
             blocks.append(block)
     png = _png(run.paths.reports("tuning", study), "tuning.png")
@@ -967,7 +1021,7 @@ def collect(paths: DataPaths) -> Document:
     return Document("stargal run report", subtitle, facts, headline(run), sections)
 
 
-def build_report(paths: DataPaths, output: Path | None = None) -> dict:
+def build_report(paths: DataPaths, output: Path | None = None, force: bool = False) -> dict:
     """Write the PDF report; return {"path", "pages", "sections": {title: ran}, "skipped"}. The default report
     is kept when nothing it is built from changed since it was written (so a current run needs no write)."""
     if output is not None and Path(output).expanduser().resolve() == paths.report_pdf.expanduser().resolve():
@@ -977,8 +1031,9 @@ def build_report(paths: DataPaths, output: Path | None = None) -> dict:
         check_output_path(Path(output), paths)
     output = Path(output) if output else paths.report_pdf
     settings = {"inputs": report_inputs(paths), "stargal_version": __version__}
-    previous = fsio.previous_record(paths.report_record, [output], settings) if default else None
+    previous = fsio.previous_record(paths.report_record, [output], settings, force) if default else None
     if previous is not None:
+        Run(paths)  # its latest model and dataset still intact (their seals): a damaged one is refused, not kept
         log.info("report is current: nothing it is built from changed since %s was written", output)
         return {**previous["result"], "path": output, "skipped": True}
     doc = collect(paths)
