@@ -141,6 +141,10 @@ def test_difficulty_markdown_from_numbers():
     assert faint["accuracy"] < bright["accuracy"]
     assert f"{100 * faint['accuracy']:.1f} %" in text and "![Example patches" in text
     assert 'neighbour within 3" (60)' in text
+    small = [{**rows[1], "n": 5, "accuracy": 1.0}, *rows[1:]]  # a 5-object bin at 100 %: not quoted as the best
+    text = difficulty.difficulty_markdown(small, y=y, p=p, mag=mag, neighbour=neighbour, model="m")
+    assert "over the bins of 20 objects or more (a smaller bin's accuracy is mostly chance)." in text
+    assert ", 5 objects)" not in text
     groups = difficulty.select_examples(y, p, mag, neighbour, 0.5, per_row=3)
     assert all(len(v) <= 3 for v in groups.values()) and "most confident errors" in groups
     err = groups["most confident errors"]

@@ -14,6 +14,7 @@ from .tables import markdown_table
 BLEND_ARCSEC = 3.0  # a neighbour closer than this shares the object's PSF wings (seeing ~1-1.6")
 BRIGHT_MAG = 16.0  # brighter than this, SDSS star cores approach saturation (~14 mag) and bleed
 FAINT_MAG = 21.0
+RATED_BIN = 20  # objects a magnitude bin needs for its accuracy to be quoted in the text
 
 
 def find_by_magnitude(metrics: dict, prefer: str = "test") -> list[dict]:
@@ -100,14 +101,19 @@ def difficulty_markdown(
     ]  # fmt: skip
     lines += [markdown_table(header, rows, fmt=str).rstrip("\n"), ""]
     findings = []
-    rated = [r for r in by_mag if r.get("n", 0) >= 20 and r.get("accuracy") is not None and r["bin"] != "unknown"]
+    rated = [
+        r for r in by_mag if r.get("n", 0) >= RATED_BIN and r.get("accuracy") is not None and r["bin"] != "unknown"
+    ]
     if rated:
         best = max(rated, key=lambda r: r["accuracy"])
         worst = min(rated, key=lambda r: r["accuracy"])
+        fewer = len(rated) < sum(r["bin"] != "unknown" and r.get("accuracy") is not None for r in by_mag)
         findings.append(
             f"Accuracy ranges from {_pct(worst['accuracy'])} (r {worst['bin']}, {worst['n']} objects) to "
-            f"{_pct(best['accuracy'])} (r {best['bin']}, {best['n']} objects)."
-        )
+            f"{_pct(best['accuracy'])} (r {best['bin']}, {best['n']} objects)"
+            + (f" over the bins of {RATED_BIN} objects or more (a smaller bin's accuracy is mostly chance)." if fewer
+               else ".")
+        )  # fmt: skip
         faint = rated[-1]
         if faint is not best:
             findings.append(
