@@ -14,6 +14,7 @@ import stargal.bootstrap  # noqa: F401  (first: without our dependencies, re-run
 from pathlib import Path
 
 from stargal import cli
+from stargal.errors import StargalError
 from stargal.stages.report import build_report
 
 
@@ -25,6 +26,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     cli.setup_logging(args.quiet, args.verbose)
     output = Path(args.output).expanduser().resolve() if args.output else None
+    if not cli.data_paths(args).root.is_dir():  # a mistyped --data-dir gave an empty report, exit 0
+        raise StargalError(f"--data-dir {cli.data_paths(args).root}: no such folder (no stage has run there)")
     paths = cli.open_data_folder(args)
     if paths.latest_dataset.exists():  # the report's dataset: the latest
         from stargal.dataset import check_selection
