@@ -294,11 +294,11 @@ def test_make_report_script_runs_from_any_directory(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "stale (left out; the report says what redoes them): Alignment" in proc.stdout
+    assert "not run: Augmentation" in proc.stdout and "Alignment" not in proc.stdout.split("not run:")[1].split("\n")[0]
     missing = tmp_path / "mistyped"  # an empty report of a folder no stage has run on, exit 0, was the answer
     proc = subprocess.run([sys.executable, str(CODE / "make_report.py"), "--data-dir", str(missing)],
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert proc.returncode == 2 and f"--data-dir {missing}: no such folder" in proc.stderr and not missing.exists()
-    assert "not run: Augmentation" in proc.stdout and "Alignment" not in proc.stdout.split("not run:")[1].split("\n")[0]
 
 
 def test_data_section_counts_a_field_aligned_without_a_catalog():
