@@ -389,6 +389,8 @@ def test_analyses_and_figures_of_an_earlier_model_of_the_name_are_stale_not_show
                           split="val", steps=32)  # fmt: skip
     sections = _sections(paths)
     assert sections["Explanations"].ran and "validation patches" in sections["Explanations"].blocks[0].text
+    figure = next(b for b in sections["Explanations"].blocks if isinstance(b, FigureBlock))
+    assert f"(validation patches of dataset `{DATASET}`)" in figure.caption
     assert any(isinstance(b, FigureBlock) for b in sections["Model and training"].blocks)
 
     _png(explain / "star_correct.png", 9)  # explain.py killed while it replaced its figures

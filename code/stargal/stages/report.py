@@ -916,12 +916,13 @@ def explanations_section(run: Run) -> Section:
         png = _png(folder, f"{key}.png")
         if not png or png.name not in sealed:  # a group without examples this time: an older run's figure
             continue
+        where = f"{split} patches of dataset `{dataset}`"  # every figure says what it was measured on
         if key.endswith("correct"):
-            caption = f"Correct: {text}, one patch per row, with p(star) and r magnitude."
+            caption = f"Correct: {text} ({where}), one patch per row, with p(star) and r magnitude."
         else:
             caption = (
-                f"Errors: {text}. Compare with the correct cases: attribution spread over a neighbour or the "
-                "background marks a blend or a noise-dominated patch."
+                f"Errors: {text} ({where}). Compare with the correct cases: attribution spread over a neighbour or "
+                "the background marks a blend or a noise-dominated patch."
             )
         blocks.append(FigureBlock([png], caption, width=0.75))
     return Section(title, blocks)
