@@ -855,3 +855,20 @@ def test_corrupt_manifest_is_rebuilt_by_verifying_the_files(server, sas_tree, tm
     rebuilt = Manifest.load(paths.manifest)
     assert set(rebuilt.files) == {spec.relpath for spec in plan_files(FS)}
     _assert_mirrors(paths, sas_tree)
+
+
+def test_the_refetch_command_of_a_simulated_file_names_its_simulation(tmp_path):
+    """--verify named `00_download.py --run 8162 --camcol 6 --fields 81` for a damaged simulated frame: run as
+    printed it asks SDSS for real frames, which the folder of the simulated sky refuses."""
+    from stargal.integrity import download_command
+    from stargal.sdss import frame_relpath
+
+    paths = DataPaths(tmp_path / "data")
+    frame, real = frame_relpath("g", 301, 8162, 6, 81), frame_relpath("r", 301, 8162, 6, 81)
+    fsio.write_json(paths.manifest, {"version": 1, "files": {
+        frame: {"url": "simulated:v13:seed=7,shape=600x800,seeing=survey"}, real: {"url": "https://x/y"}}})  # fmt: skip
+    assert download_command(frame, paths) == (
+        "00_download.py --run 8162 --camcol 6 --fields 81 --source simulated --seed 7 --sim-shape 600 800 "
+        f"--sim-seeing survey --data-dir {paths.root}"
+    )
+    assert download_command(real, paths) == f"00_download.py --run 8162 --camcol 6 --fields 81 --data-dir {paths.root}"

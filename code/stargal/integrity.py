@@ -55,7 +55,28 @@ def download_command(
     rerun = int(parts[-2] if info["kind"] == "catalog" else parts[-4])
     fields = [info["field"]] if info["kind"] == "frame" else fields
     fields = f" --fields {' '.join(map(str, fields))}" if fields else ""
-    return f"{script} {_run_options(rerun, info['run'], info['camcol'])}{fields}{_data_dir_option(paths)}"
+    source = _simulation_options(paths, relpath)
+    return f"{script} {_run_options(rerun, info['run'], info['camcol'])}{fields}{source}{_data_dir_option(paths)}"
+
+
+def _simulation_options(paths: DataPaths | None, relpath: str) -> str:
+    """`` --source simulated --seed S --sim-shape R C`` (and ``--sim-seeing``) for a file the manifest records as
+    simulated: without them 00 would fetch real SDSS, which a folder of the simulated sky refuses."""
+    try:
+        url = str(fsio.read_json(paths.manifest)["files"][relpath]["url"]) if paths is not None else ""
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+    if not url.startswith("simulated:"):
+        return ""
+    settings = dict(item.split("=", 1) for item in url.split(":", 2)[-1].split(",") if "=" in item)
+    out = " --source simulated"
+    if "seed" in settings:
+        out += f" --seed {settings['seed']}"
+    if "x" in settings.get("shape", ""):
+        out += f" --sim-shape {settings['shape'].replace('x', ' ')}"
+    if "seeing" in settings:
+        out += f" --sim-seeing {settings['seeing']}"
+    return out
 
 
 def _broken(check: fsio.SealCheck, what: str, redo: str) -> StargalError:
