@@ -289,9 +289,12 @@ def test_simulated_sky_positions(tiny_data, model_dir):
     rows, cols = read_cube_shape(tiny_data.cube(fid))
     near_edge = (pred.x < 7 - 0.5) | (pred.y < 7 - 0.5) | (pred.x > cols - 8 + 0.5) | (pred.y > rows - 8 + 0.5)
     assert set(pred.status[near_edge]) <= {"edge", "outside"}
-    # as a user's coordinates, a catalog object too faint to show in this frame is no_source; no brighter one is
+    # as a user's coordinates, a catalog object too faint to show in this frame is no_source; no brighter one is,
     faint = objects["r_psfmag"] > 22.5
-    assert set(pred.status[~near_edge & ~faint]) <= {"ok", "no_data"}
+    # but one on a much brighter neighbour's wing, which makes no bump of its own there, may be no_source too
+    apart = np.hypot(objects["x"][:, None] - objects["x"][None], objects["y"][:, None] - objects["y"][None])
+    on_wing = ((apart < 10) & (objects["r_psfmag"][None] < objects["r_psfmag"][:, None] - 3)).any(axis=1)
+    assert set(pred.status[~near_edge & ~faint & ~on_wing]) <= {"ok", "no_data"}
     assert np.count_nonzero(pred.status == "no_source") <= 0.05 * len(objects)
     assert np.count_nonzero(pred.status == "ok") > 0.8 * np.count_nonzero(~near_edge)
 

@@ -76,3 +76,94 @@ def test_a_bright_stars_halo_is_not_a_source_but_a_faint_star_in_it_is():
     assert passes(data)[:-1].mean() > 0.5  # on the raw cube the halo reads as a source
     local = passes(presence.local_background_subtracted(data))
     assert local[:-1].mean() < 0.1 and local[-1]
+
+
+_SIGMA = 1.3  # pixels: a 1.2" seeing's PSF
+_R50 = _SIGMA * 1.1774
+
+
+def _r50_narrow(c, r):
+    return np.full((len(c), 5), _R50)
+
+
+def _star(shape, y0, x0, flux, aureole=0.0) -> np.ndarray:
+    """A star's image: a Gaussian core and, for a bright star, ``aureole`` of its flux in a Moffat wing (beta 1.5:
+    falling as r^-3 far out)."""
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    r2 = (yy - y0) ** 2 + (xx - x0) ** 2
+    core = np.exp(-r2 / (2 * _SIGMA**2)) / (2 * np.pi * _SIGMA**2)
+    wing = 0.5 / (np.pi * 9.0) * (1 + r2 / 9.0) ** -1.5
+    return flux * ((1 - aureole) * core + aureole * wing)
+
+
+def test_the_response_curves_down_on_a_source_and_up_on_a_bright_stars_wing():
+    shape = (120, 160)
+    image = _star(shape, 60, 50, 50_000.0, aureole=0.1) + _star(shape, 60.3, 120.4, 20.0)
+    data = np.repeat(image[None], 5, axis=0).astype(np.float32)
+    unit = presence.FilterNoise(np.zeros(5), np.ones(5))  # noiseless: S/N is the response itself
+    rows, cols = np.array([60, 60, 61, 60, 66, 52]), np.array([120, 121, 120, 60, 60, 56])
+    curvature = presence.response_curvature(data, rows, cols, _r50_narrow(cols, rows), unit)
+    # the faint star's pixel and those beside it (a position good to 0.5 pixels, rounded): curving down
+    assert np.all(curvature[:3] < 0)
+    # 6-10 pixels from the bright star: its wing is bright (S/N 15-23 with the test cube's noise) but curves up
+    assert np.all(presence.detection_snr(data, rows[3:], cols[3:], _r50_narrow(cols[3:], rows[3:]), unit) > 10)
+    assert np.all(curvature[3:] > 0)
+
+
+def test_a_blank_place_on_a_bright_stars_wing_is_no_source_but_a_faint_star_there_is_one():
+    shape = (300, 400)
+    rng = np.random.default_rng(3)
+    data = _noise_cube(shape, seed=3)
+    centres = np.array([(75, 100), (75, 300), (225, 100), (225, 300)], float)
+    angles = rng.uniform(0, 2 * np.pi, 4)
+    # a faint star (S/N 8 alone) 11-12 pixels from each bright star, on a wing of S/N 12-16 there (at 10 pixels,
+    # on S/N 21, one such position in ten moved 0.5 pixels towards the star no longer curves down: the limit)
+    distance = np.array([11.0, 12.0, 12.0, 11.0])
+    companions = centres + distance[:, None] * np.c_[np.sin(angles), np.cos(angles)]
+    image = sum(_star(shape, y, x, 50_000.0, aureole=0.1) for y, x in centres)
+    image = image + sum(_star(shape, y, x, 16.0) for y, x in companions)
+    cube = presence.local_background_subtracted(data + image[None].astype(np.float32))  # as predict.py checks
+    noise = presence.filter_noise(cube, _r50_narrow)
+    # blank places 6-12 pixels from the bright stars, away from the faint ones
+    ring = np.arange(12) * np.pi / 6 + 0.2
+    places = np.concatenate(
+        [
+            c + r * np.c_[np.sin(ring + a), np.cos(ring + a)]
+            for c, a in zip(centres, angles, strict=True)
+            for r in (6, 8, 10, 12)
+        ]
+    )
+    places = places[np.hypot(*(places[:, None] - companions[None]).transpose(2, 0, 1)).min(axis=1) > 6]
+    rows, cols = np.rint(places).T.astype(int)
+    r50 = _r50_narrow(cols, rows)
+    snr = presence.detection_snr(cube, rows, cols, r50, noise)
+    assert np.mean(snr >= presence.MIN_SNR) > 0.9  # S/N alone: the wing reads as a source
+    assert np.mean(presence.shows_source(cube, rows, cols, r50, noise, presence.MIN_SNR)) < 0.05
+    # each faint star passes, at its pixel and with its position 0.5 pixels off in any direction
+    offsets = np.array([(0, 0), (0.5, 0), (0, -0.5), (-0.35, 0.35), (0.35, 0.35)])
+    moved = (companions[:, None] + offsets[None]).reshape(-1, 2)
+    rows, cols = np.floor(moved + 0.5).T.astype(int)
+    assert np.all(presence.shows_source(cube, rows, cols, _r50_narrow(cols, rows), noise, presence.MIN_SNR))
+
+
+def test_isolated_faint_stars_pass_as_often_as_by_their_s_n_and_blank_sky_rarely():
+    shape = (300, 400)
+    rng = np.random.default_rng(6)
+    data = _noise_cube(shape, seed=6)
+    grid = np.stack(np.meshgrid(np.arange(25, 300, 25), np.arange(25, 400, 25), indexing="ij"), -1).reshape(-1, 2)
+    stars = grid + rng.uniform(-3, 3, grid.shape)
+    image = sum(_star(shape, y, x, 0.5 * 2 * np.pi * 1.7**2) for y, x in stars)  # S/N 4.6 (median): near 3.5
+    data += image[None].astype(np.float32)
+    noise = presence.filter_noise(data, _r50)
+    given = stars + rng.normal(0, 0.35, stars.shape)  # a user's position: 0.5 pixels rms off
+    rows, cols = np.floor(given + 0.5).T.astype(int)
+    by_snr = presence.detection_snr(data, rows, cols, _r50(cols, rows), noise) >= presence.MIN_SNR
+    shown = presence.shows_source(data, rows, cols, _r50(cols, rows), noise, presence.MIN_SNR)
+    assert by_snr.mean() > 0.4 and np.all(shown <= by_snr)
+    assert shown.sum() >= 0.98 * by_snr.sum()  # the curvature refuses (almost) none of them
+    blank = np.random.default_rng(7).integers(0, [300, 400], (5000, 2))
+    far = np.hypot(*(blank[:, None] - stars[None]).transpose(2, 0, 1)).min(axis=1) > 8
+    rows, cols = blank[far].T
+    assert np.mean(presence.shows_source(data, rows, cols, _r50(cols, rows), noise, presence.MIN_SNR)) < 0.015
+    empty = presence.shows_source(data, np.zeros(0, int), np.zeros(0, int), np.zeros((0, 5)), noise, 3.5)
+    assert empty.shape == (0,)

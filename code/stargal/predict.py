@@ -8,8 +8,9 @@ coordinate that cannot be classified honestly gets an explicit status and no pro
 - ``edge``     inside the field but too near its border for the model's edge policy ``drop``
                (with ``pad`` such patches are padded exactly as in training and classified);
 - ``no_data``  a band does not cover the position (NaN pixel at the patch centre in some band);
-- ``no_source`` the frame shows no source there (PSF-matched S/N over the bands below ``min_snr``:
-               ``stargal.presence``), so the network, trained on catalogued objects, has nothing to classify.
+- ``no_source`` the frame shows no source there (PSF-matched S/N over the bands below ``min_snr``, or a
+               response that does not peak there, as on a bright star's wing: ``stargal.presence``), so the
+               network, trained on catalogued objects, has nothing to classify.
 """
 
 from __future__ import annotations
@@ -188,8 +189,9 @@ def classify(
     model.json says ``tta``); "auto" one pass, then the eight-symmetry mean for the patches whose single-pass
     p_star lies within ``tta_margin`` of the threshold, the only ones whose label it can change.
     ``psf_map`` (a ``stargal.psf.PSFMap`` of the cube): the PSF at each position, for models that take it.
-    ``min_snr``: positions where the bands' combined PSF-matched S/N does not reach it are ``no_source`` (0, for
-    positions known to hold a source such as catalogued or detected ones: classify them all).
+    ``min_snr``: positions where the bands' combined PSF-matched S/N does not reach it, or where the response does
+    not peak (a bright star's wing), are ``no_source`` (0, for positions known to hold a source such as catalogued
+    or detected ones: classify them all).
     """
     if tta not in TTA_MODES:
         raise StargalError(f"--tta {tta!r}: must be one of {', '.join(TTA_MODES)}")
@@ -231,7 +233,8 @@ def classify(
 
 
 def _no_source(data: np.ndarray, x: np.ndarray, y: np.ndarray, psf_map, min_snr: float) -> np.ndarray:
-    """True where the cube shows no source at (x, y): PSF-matched S/N over the bands below ``min_snr``."""
+    """True where the cube shows no source at (x, y): PSF-matched S/N over the bands below ``min_snr``, or a
+    response that does not peak there, as on a bright star's wing (``presence.shows_source``)."""
     if psf_map is not None:
         r50_at = psf_map.at
     else:
@@ -239,7 +242,7 @@ def _no_source(data: np.ndarray, x: np.ndarray, y: np.ndarray, psf_map, min_snr:
     rows, cols = patches.pixel_centres(x, y)
     data = presence.local_background_subtracted(data)
     noise = presence.filter_noise(data, r50_at)
-    return presence.detection_snr(data, rows, cols, r50_at(cols, rows), noise) < min_snr
+    return ~presence.shows_source(data, rows, cols, r50_at(cols, rows), noise, min_snr)
 
 
 def _network(model, data: np.ndarray, patch_size: int, batch_size: int):
