@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Catalogued objects taken for blank sky: every catalogued object of simulated fields given to predict.py as
-coordinates (``--ra/--dec``), how many its source check (``--min-snr``) calls ``no_source``, how faint they are,
+coordinates (``--ra/--dec``), how many its source check (``--min-snr``) refuses (``no_source`` or ``off_peak``), how faint they are,
 and how often a model classifies them right when made to (``--min-snr 0``), against the other objects as faint.
 
     bench/blank_sky.py --data-dir DIR [--fields 80 103 ...] [--model pretrained]
@@ -36,7 +36,7 @@ def field_outcomes(paths, fid, bundle, scratch: Path) -> dict[str, np.ndarray]:
     ok = forced.status == "ok"
     return {
         "r": objects["r_psfmag"][ok],
-        "no_source": (checked.status == "no_source")[ok],
+        "no_source": np.isin(checked.status, ("no_source", "off_peak"))[ok],  # either refusal
         "right": ((forced.label == "star") == (objects["label"] == 1))[ok],
     }
 

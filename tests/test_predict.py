@@ -99,6 +99,20 @@ def test_pad_policy_classifies_edges_but_not_uncovered_pixels(tmp_path, model_di
     assert np.isfinite(pred.p_star[0]) and np.isnan(pred.p_star[1])
 
 
+def test_a_position_off_a_sources_peak_is_off_peak_not_classified(tmp_path, model_dir, field):
+    """Light at the position but no source centred on it (a bright star's wing, or a few pixels off a source): it
+    passed S/N and got the label of a patch that is no object's."""
+    cube, wcs, xs, ys, _, _ = field
+    ra, dec = wcs.wcs_pix2world(np.concatenate([xs, xs + 5.0]), np.concatenate([ys, ys]), 0)
+    _, pred = run_predict(DataPaths(tmp_path), ra=ra, dec=dec, model=str(model_dir), cube_path=str(cube))
+    n = len(xs)
+    assert list(pred.status[:n]) == ["ok"] * n
+    off = pred.status[n:] == "off_peak"
+    assert off.mean() > 0.5 and np.all(np.isnan(pred.p_star[n:][off])) and set(pred.label[n:][off]) == {""}
+    _, every = run_predict(DataPaths(tmp_path), ra=ra, dec=dec, model=str(model_dir), cube_path=str(cube), min_snr=0)
+    assert "off_peak" not in set(every.status)  # --min-snr 0 classifies every position
+
+
 def test_blank_sky_is_no_source_not_a_star_or_a_galaxy(tmp_path, model_dir, field):
     cube, wcs, xs, ys, kinds, (rows, cols) = field
     rng = np.random.default_rng(5)

@@ -8,9 +8,11 @@ coordinate that cannot be classified honestly gets an explicit status and no pro
 - ``edge``     inside the field but too near its border for the model's edge policy ``drop``
                (with ``pad`` such patches are padded exactly as in training and classified);
 - ``no_data``  a band does not cover the position (NaN pixel at the patch centre in some band);
-- ``no_source`` the frame shows no source there (PSF-matched S/N over the bands below ``min_snr``, or a
-               response that does not peak there, as on a bright star's wing: ``stargal.presence``), so the
-               network, trained on catalogued objects, has nothing to classify.
+- ``no_source`` the frame shows no source there (PSF-matched S/N over the bands below ``min_snr``:
+               ``stargal.presence``), so the network, trained on catalogued objects, has nothing to classify;
+- ``off_peak``  the S/N is reached but the filter's response does not peak at the position: a bright star's
+               wing, or a place more than about 1" from a source's centre, where a patch centred on it is no
+               object's patch.
 """
 
 from __future__ import annotations
@@ -38,8 +40,9 @@ STATUS_OUTSIDE = "outside"
 STATUS_EDGE = "edge"
 STATUS_NO_DATA = "no_data"
 STATUS_NO_SOURCE = "no_source"
+STATUS_OFF_PEAK = "off_peak"  # light there, but no source centred on it: a bright star's wing, or > ~1" off a source
 STATUS_ARTEFACT = "artefact"  # --detect: a source seen in one band only (stargal.detection.single_band)
-STATUSES = (STATUS_OK, STATUS_OUTSIDE, STATUS_EDGE, STATUS_NO_DATA, STATUS_NO_SOURCE, STATUS_ARTEFACT)
+STATUSES = (STATUS_OK, STATUS_OUTSIDE, STATUS_EDGE, STATUS_NO_DATA, STATUS_NO_SOURCE, STATUS_OFF_PEAK, STATUS_ARTEFACT)
 STATUS_DTYPE = f"U{max(map(len, STATUSES))}"
 OUTPUT_COLUMNS = ("ra", "dec", "x", "y", "p_star", "label", "status")
 
@@ -189,9 +192,9 @@ def classify(
     model.json says ``tta``); "auto" one pass, then the eight-symmetry mean for the patches whose single-pass
     p_star lies within ``tta_margin`` of the threshold, the only ones whose label it can change.
     ``psf_map`` (a ``stargal.psf.PSFMap`` of the cube): the PSF at each position, for models that take it.
-    ``min_snr``: positions where the bands' combined PSF-matched S/N does not reach it, or where the response does
-    not peak (a bright star's wing), are ``no_source`` (0, for positions known to hold a source such as catalogued
-    or detected ones: classify them all).
+    ``min_snr``: positions where the bands' combined PSF-matched S/N does not reach it are ``no_source``, and
+    those where it does but the response does not peak are ``off_peak`` (0, for positions known to hold a source
+    such as catalogued or detected ones: classify them all).
     """
     if tta not in TTA_MODES:
         raise StargalError(f"--tta {tta!r}: must be one of {', '.join(TTA_MODES)}")
@@ -206,9 +209,10 @@ def classify(
         status[ok[empty]] = STATUS_NO_DATA
         ok = ok[~empty]
     if ok.size and min_snr > 0:
-        faint = _no_source(data, x[ok], y[ok], psf_map, min_snr)
+        faint, off_peak = _no_source(data, x[ok], y[ok], psf_map, min_snr)
         status[ok[faint]] = STATUS_NO_SOURCE
-        ok = ok[~faint]
+        status[ok[off_peak]] = STATUS_OFF_PEAK
+        ok = ok[~faint & ~off_peak]
     if ok.size:
         rows, cols = patches.pixel_centres(x[ok], y[ok])
         pixel, inverse = np.unique(rows * data.shape[2] + cols, return_inverse=True)  # row-major: cache friendly
@@ -232,9 +236,11 @@ def classify(
     return Predictions(ra, dec, x, y, p_star, label, status)
 
 
-def _no_source(data: np.ndarray, x: np.ndarray, y: np.ndarray, psf_map, min_snr: float) -> np.ndarray:
-    """True where the cube shows no source at (x, y): PSF-matched S/N over the bands below ``min_snr``, or a
-    response that does not peak there, as on a bright star's wing (``presence.shows_source``)."""
+def _no_source(
+    data: np.ndarray, x: np.ndarray, y: np.ndarray, psf_map, min_snr: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """(faint, off_peak) bool masks at (x, y): PSF-matched S/N over the bands below ``min_snr``; reached, but the
+    response does not peak there, as on a bright star's wing (``presence.shows_source``'s two tests)."""
     if psf_map is not None:
         r50_at = psf_map.at
     else:
@@ -242,7 +248,12 @@ def _no_source(data: np.ndarray, x: np.ndarray, y: np.ndarray, psf_map, min_snr:
     rows, cols = patches.pixel_centres(x, y)
     data = presence.local_background_subtracted(data)
     noise = presence.filter_noise(data, r50_at)
-    return ~presence.shows_source(data, rows, cols, r50_at(cols, rows), noise, min_snr)
+    r50 = r50_at(cols, rows)
+    faint = presence.detection_snr(data, rows, cols, r50, noise) < min_snr
+    off_peak = np.zeros_like(faint)
+    passed = np.flatnonzero(~faint)  # the curvature only where S/N passed: most places fail the cheaper test
+    off_peak[passed] = presence.response_curvature(data, rows[passed], cols[passed], r50[passed], noise) >= 0.0
+    return faint, off_peak
 
 
 def _network(model, data: np.ndarray, patch_size: int, batch_size: int):
@@ -473,7 +484,8 @@ DESCRIPTIONS = {
     "deblended": "split from a blend with neighbours: shared pixels, a less sure class",
     "p_star": "model probability that the source is a star",
     "label": "star or galaxy (p_star >= threshold); empty unless status is ok",
-    "status": "ok, outside, edge, no_data, no_source (the frame shows no source there) or artefact (--detect: seen in r alone)",
+    "status": "ok, outside, edge, no_data, no_source (the frame shows no source there), off_peak (light, but no source "
+    "centred there: a bright star's wing, or > ~1 arcsec off a source) or artefact (--detect: seen in r alone)",
 }
 # every column predict.py writes itself: an input column of one of these names is carried as input_NAME
 _OWN_COLUMNS = {*DESCRIPTIONS, "catalog_type"}
