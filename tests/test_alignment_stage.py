@@ -72,6 +72,13 @@ def test_simulated_sky_end_to_end(tiny_data: DataPaths):
     np.testing.assert_array_equal(images[1, :, :, 3], read_cube(tiny_data.cube(fid(81))).data[3])
     meta = read_json(tdir / "tensors.json")
     assert meta["fields"] == list(TINY.fields)
+    from stargal.integrity import _sealed_sets  # --verify's redo names the tensors' fields (else the reference's)
+
+    redo = next(r for record, r, _ in _sealed_sets(tiny_data) if record == tdir / "tensors.json")
+    fields = " ".join(map(str, TINY.fields))
+    assert (
+        redo == f"01_alignment.py --run {TINY.run} --camcol {TINY.camcol} --fields {fields} --data-dir {tiny_data.root}"
+    )
     star = load_npy(tdir / "star_coords.npy")
     gal = load_npy(tdir / "gal_coords.npy")
     for i, t in enumerate(tables):

@@ -297,3 +297,17 @@ def test_a_model_of_an_earlier_build_of_its_own_dataset_is_not_explained(tmp_pat
     assert not any(paths.reports().rglob("*.*"))  # nothing written
     _difficulty_dataset(paths, "other", seed=10)  # another dataset, named: an analysis of the model there
     assert not run_difficulty(paths, model=str(files.folder), dataset="other")["skipped"]
+
+
+def test_a_model_whose_dataset_is_not_here_points_to_dataset(tmp_path, model_dir):
+    """explain.py --model pretrained said "dataset ... not found (run 02_preparation.py)" only."""
+    from stargal.errors import StargalError
+    from stargal.paths import DataPaths
+    from stargal.stages.explain import run_explain
+
+    paths = DataPaths(tmp_path / "data")
+    with pytest.raises(StargalError, match=r"not found \(run 02_preparation.py, or name one of this folder's datasets "
+                       r"with --dataset\)"):  # fmt: skip
+        run_explain(paths, model=str(model_dir))
+    with pytest.raises(StargalError, match=r"'mine' not found \(run 02_preparation.py\)$"):
+        run_explain(paths, model=str(model_dir), dataset="mine")

@@ -465,7 +465,9 @@ def test_an_output_in_the_data_folder_other_than_a_report_pdf_is_refused(tmp_pat
     _fake_run(paths)
     keras = paths.model(MODEL).keras
     before = keras.read_bytes()
-    for target in (keras, paths.root / "notes.pdf", paths.reports("training") / "x.pdf", paths.reports("r.txt")):
+    with pytest.raises(StargalError, match=r"^--output .*out\.txt: the report is a PDF; name a file ending in \.pdf"):
+        build_report(paths, tmp_path / "out.txt")
+    for target in (keras, paths.root / "notes.pdf", paths.reports("training") / "x.pdf"):
         with pytest.raises(StargalError, match=rf"^--output {re.escape(str(target))}: lies in the data folder"):
             build_report(paths, target)
     assert keras.read_bytes() == before and not (paths.root / "notes.pdf").exists()

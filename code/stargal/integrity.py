@@ -171,6 +171,15 @@ class Finding:
     redo: str  # what redoes it
 
 
+def _tensor_fields(record: Path) -> str:
+    """`` --fields ...`` of the fields the tensors were written for (without it 01 would align the reference's)."""
+    try:
+        fields = fsio.read_json(record).get("fields") or []
+    except (OSError, ValueError, AttributeError):
+        return ""
+    return f" --fields {' '.join(map(str, fields))}" if all(isinstance(f, int) for f in fields) and fields else ""
+
+
 def _sealed_sets(paths: DataPaths) -> Iterable[tuple[Path, str, list[Path]]]:
     """(record, what redoes it, files that must be in it) of every sealed output set in the folder."""
     for record in sorted(paths.aligned_root.glob("*/*/*/field-*.json")) if paths.aligned_root.is_dir() else []:
@@ -179,7 +188,8 @@ def _sealed_sets(paths: DataPaths) -> Iterable[tuple[Path, str, list[Path]]]:
         yield record, alignment_command(FieldId(rerun, run, camcol, field), paths), []
     for tensors in sorted(paths.tensors_root.glob("*/tensors.json")) if paths.tensors_root.is_dir() else []:
         rerun, run, camcol = tensors.parent.name.split("-")
-        yield tensors, f"01_alignment.py {_run_options(int(rerun), int(run), int(camcol))}", []
+        redo = f"01_alignment.py {_run_options(int(rerun), int(run), int(camcol))}{_tensor_fields(tensors)}"
+        yield tensors, redo + _data_dir_option(paths), []
     for folder in _subfolders(paths.datasets_root):
         yield paths.dataset_json(folder.name), f"02_preparation.py (dataset {folder.name})", []
     for folder in _subfolders(paths.augmented_root):

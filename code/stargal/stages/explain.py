@@ -57,12 +57,16 @@ def _model_and_dataset(
             "takes a model name or a model folder as 03_model.py writes it (model.keras with model.json)"
         )
     meta = integrity.require_model(model_dir)
+    given_dataset = dataset is not None
     dataset = dataset or meta.get("dataset")
     if not dataset:
         raise StargalError(f"{ModelFiles(model_dir).json}: names no dataset; pass --dataset")
     check_folder_name(str(dataset), "--dataset")
     if not paths.dataset_json(dataset).exists():
-        raise StargalError(f"{paths.dataset_json(dataset)}: dataset {dataset!r} not found (run 02_preparation.py)")
+        raise StargalError(
+            f"{paths.dataset_json(dataset)}: dataset {dataset!r} not found (run 02_preparation.py"
+            + (", or name one of this folder's datasets with --dataset)" if not given_dataset else ")")
+        )
     check_selection(paths, str(dataset), selection or {})
     ids = {"model_id": fsio.seal_digest(meta), "dataset_id": dataset_identity(paths, dataset)}
     trained_on = (meta.get("inputs") or {}).get("dataset")

@@ -1062,6 +1062,8 @@ def check_output_path(output: Path, paths: DataPaths) -> None:
             f"--output {output}: lies in the data folder {root}, whose files the stages write and seal; name a .pdf "
             f"in {reports} or a file outside the data folder"
         )
+    if out.suffix.lower() != ".pdf":  # a PDF under another name opens in nothing that trusts the name
+        raise StargalError(f"--output {output}: the report is a PDF; name a file ending in .pdf")
 
 
 def report_inputs(paths: DataPaths) -> list[list]:
