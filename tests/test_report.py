@@ -555,3 +555,15 @@ def test_a_stage_table_of_another_shape_leaves_out_the_run_time_section_only(tmp
     paths.pipeline_record.write_text(content)
     result = build_report(paths)
     assert not result["sections"]["Run time and memory"] and result["sections"]["Evaluation"]
+
+
+def test_two_models_alike_in_architecture_and_seed_are_named_apart_in_table_1(tmp_path):
+    """A model trained again by hand with a tuned configuration gave two rows "stargal CNN (ours), seed 42"."""
+    from stargal.stages.report import Run, headline
+
+    paths = DataPaths(tmp_path / "data")
+    _fake_run(paths)
+    _model(paths, "tuned", "stargal", 0.92, 0.79, "d4", True)
+    table = next(b for b in headline(Run(paths)) if isinstance(b, TableBlock))
+    labels = [row[0] for row in table.rows[:2]]
+    assert sorted(labels) == [f"stargal CNN (ours), seed 42 ({MODEL}) [latest]", "stargal CNN (ours), seed 42 (tuned)"]

@@ -413,10 +413,16 @@ def headline(run: Run) -> list:
             return stale
         return [Para("No evaluated model yet: the headline table appears once stage 03 has run.", "lead")]
     several = len({m[1].get("architecture") for m in models}) < len(models)
+    labels = [_model_label(name, meta, run.model_name, several) for name, meta, _ in models]
+    # two models alike in architecture and seed (one trained with a tuned configuration, say): name them apart
+    alike = [label.removesuffix(" [latest]") for label in labels]
+    labels = [
+        label.replace(base, f"{base} ({name})", 1) if alike.count(base) > 1 else label
+        for label, base, (name, _, _) in zip(labels, alike, models, strict=True)
+    ]
     rows = [
-        [_model_label(name, meta, run.model_name, several), _augmentation(meta)]
-        + [metrics["test"].get(k) for k in HEADLINE_METRICS]
-        for name, meta, metrics in models
+        [label, _augmentation(meta)] + [metrics["test"].get(k) for k in HEADLINE_METRICS]
+        for label, (_, meta, metrics) in zip(labels, models, strict=True)
     ]
     bold = [0]  # ours: the latest stargal model (models are listed ours first)
     metrics = models[0][2]
