@@ -567,3 +567,20 @@ def test_two_models_alike_in_architecture_and_seed_are_named_apart_in_table_1(tm
     table = next(b for b in headline(Run(paths)) if isinstance(b, TableBlock))
     labels = [row[0] for row in table.rows[:2]]
     assert sorted(labels) == [f"stargal CNN (ours), seed 42 ({MODEL}) [latest]", "stargal CNN (ours), seed 42 (tuned)"]
+
+
+def test_a_model_trained_after_the_runners_last_run_is_not_credited_to_it(tmp_path):
+    """The Run line showed the runner's options (--epochs 1) for a model 03_model.py trained later by hand."""
+    from stargal.stages.report import Run
+
+    paths = DataPaths(tmp_path / "data")
+    _fake_run(paths)
+    record = fsio.read_json(paths.pipeline_record)
+    meta = {k: v for k, v in fsio.read_json(paths.model(MODEL).json).items() if k != fsio.INTEGRITY_KEY}
+    files = [paths.model(MODEL).keras, paths.model(MODEL).metrics]
+    for finished, created, after in (("2026-12-06T10:00:00+00:00", "2026-12-06T09:00:00+00:00", False),
+                                     ("2026-12-06T10:00:00+00:00", "2026-12-06T11:00:00+00:00", True)):  # fmt: skip
+        fsio.write_json(paths.pipeline_record, {**record, "finished": finished})
+        fsio.seal(paths.model(MODEL).json, files, {**meta, "created": created})
+        line = Run(paths).command()
+        assert ("was trained after that run, outside it" in line) == after and "finished 2026-12-06 10:00" in line

@@ -311,7 +311,19 @@ class Run:
         options = " ".join(" ".join(o) for o in rec.get("options", []))
         finished = str(rec.get("finished") or "")[:16].replace("T", " ")
         text = f"`run_scripts.sh {flags}`".replace(" `", "`") if flags else "`run_scripts.sh`"
-        return f"{text} with stage options `{options}`" + (f", finished {finished} UTC" if finished else "")
+        text = f"{text} with stage options `{options}`" + (f", finished {finished} UTC" if finished else "")
+        if self._model_after_run(rec):  # its options and times are not the model's: say so, not credit it
+            text += f"; the latest model, {self.model_name}, was trained after that run, outside it"
+        return text
+
+    def _model_after_run(self, rec: dict) -> bool:
+        """Whether the latest model was made after the runner's last run finished (03_model.py run by hand)."""
+        try:
+            created = dt.datetime.fromisoformat(str((self.model or {}).get("created")))
+            finished = dt.datetime.fromisoformat(str(rec.get("finished")))
+        except ValueError:
+            return False
+        return created.tzinfo is not None and finished.tzinfo is not None and created > finished
 
     def fields(self) -> str:
         d = self.dataset
