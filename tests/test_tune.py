@@ -97,7 +97,7 @@ def test_interrupted_trial_is_retried(paths):
 @pytest.mark.slow
 def test_changed_settings_are_refused(paths):
     run_tuning(paths, trials=1, workers=1, **FAST)
-    with pytest.raises(StargalError, match="different settings \\(epochs\\)"):
+    with pytest.raises(StargalError, match=r"different settings \(epochs: 2 in the study, 3 now\)"):
         run_tuning(paths, trials=2, workers=1, **{**FAST, "epochs": 3})
     with pytest.raises(StargalError, match="no dataset prepared"):
         run_tuning(DataPaths(paths.root.parent / "empty"), trials=1, **FAST)

@@ -78,9 +78,11 @@ def create_or_load(db: Path, name: str, seed: int, config: dict):
     if stored is None:
         study.set_user_attr("config", config)
     elif stored != config:
-        changed = sorted(k for k in set(stored) | set(config) if stored.get(k) != config.get(k))
-        if "dataset_id" in changed and "dataset" not in changed:  # recorded since 2026-12-06: older studies lack it
-            changed[changed.index("dataset_id")] = f"dataset_id: {config.get('dataset')} was rebuilt since"
+        keys = sorted(k for k in set(stored) | set(config) if stored.get(k) != config.get(k))
+        # each with the study's value and the one given, so that a rerun can give the study's (--verify's redo)
+        changed = [f"{k}: {stored.get(k)!r} in the study, {config.get(k)!r} now" for k in keys if k != "dataset_id"]
+        if "dataset_id" in keys and "dataset" not in keys:  # recorded since 2026-12-06: older studies lack it
+            changed.append(f"dataset_id: {config.get('dataset')} was rebuilt since")
         raise StargalError(
             f"{db}: study {name!r} was run with different settings ({', '.join(changed)}); "
             "use --force to start it over or --name for a new study"
