@@ -3,6 +3,7 @@ in the pipeline's order, a one-line "not run" for a missing stage, at most 10 pa
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -528,6 +529,14 @@ def test_the_tuning_table_shows_the_best_trials_whatever_their_number(tmp_path):
     table = next(b for b in _sections(paths)["Hyper-parameter tuning"].blocks if isinstance(b, TableBlock))
     assert [int(r[0]) for r in table.rows] == [15, *range(12)][:12] and len(table.rows) == 12
     assert table.note == "The best 12 of 25 trials by val_loss; trials.md lists them all."
+    older = f"{DATASET}_reference_base"  # another study of the dataset, written before: named, not dropped
+    fsio.write_json(paths.best_config(older), {"architecture": "reference_base", "dataset": DATASET})
+    fsio.write_text(paths.trials_md(older), "| trial | state | val_loss |\n|---|---|---|\n| 0 | COMPLETE | 0.5 |\n")
+    fsio.seal(paths.tuning_record(older), [paths.best_config(older), paths.trials_md(older)],
+              {"study": older, "dataset": DATASET, "dataset_id": _dataset_id(paths)})  # fmt: skip
+    os.utime(paths.best_config(older), (1, 1))
+    lead = _sections(paths)["Hyper-parameter tuning"].blocks[0].text
+    assert f"Study `{study}`" in lead and f"The dataset's other studies: `{older}`" in lead
 
 
 def test_a_current_report_is_not_kept_over_a_damaged_model_and_force_rebuilds_it(tmp_path):

@@ -770,7 +770,13 @@ def tuning_section(run: Run) -> Section:
             f"were run on other datasets or earlier builds); tune.py --dataset {run.dataset_name}"))  # fmt: skip
     study = max(mine, key=lambda n: run.paths.best_config(n).stat().st_mtime)
     text = _text(run.paths.trials_md(study)) or ""
-    blocks: list = [Para(f"Study `{study}` (Optuna, resumable): its trials, best first.")]
+    others = [n for n in mine if n != study]  # the newest study is shown; the others are named, not dropped
+    also = (
+        f" The dataset's other studies: {', '.join(f'`{n}`' for n in others)} (tuning/NAME/trials.md)."
+        if others
+        else ""
+    )
+    blocks: list = [Para(f"Study `{study}` (Optuna, resumable): its trials, best first.{also}")]
     for block in markdown_blocks(text, f"Trials of study {study}."):
         if isinstance(block, TableBlock):
             _best_trials_first(block, TRIALS_SHOWN)
