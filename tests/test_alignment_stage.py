@@ -165,7 +165,9 @@ def test_corrupt_bz2(tiny_data: DataPaths):
     bad = tiny_data.frame(fid(81), "g")
     bad.write_bytes(bad.read_bytes()[:5000])
     # the command that fetches it again names its field (a bare 00_download.py fetches the reference fields)
-    refetch = rf"damaged: 00_download.py --run 8162 --camcol 6 --fields 81 --data-dir {tiny_data.root} --verify"
+    refetch = (
+        rf"damaged: 00_download.py --run 8162 --camcol 6 --fields 81 --frames-only --data-dir {tiny_data.root} --verify"
+    )
     with pytest.raises(StargalError, match=f"{bad.name}: not a readable SDSS frame .*{refetch} fetches it again"):
         run_alignment(tiny_data, ONE, workers=1)
     assert _nothing_written(tiny_data)

@@ -868,7 +868,14 @@ def test_the_refetch_command_of_a_simulated_file_names_its_simulation(tmp_path):
     fsio.write_json(paths.manifest, {"version": 1, "files": {
         frame: {"url": "simulated:v13:seed=7,shape=600x800,seeing=survey"}, real: {"url": "https://x/y"}}})  # fmt: skip
     assert download_command(frame, paths) == (
-        "00_download.py --run 8162 --camcol 6 --fields 81 --source simulated --seed 7 --sim-shape 600 800 "
+        "00_download.py --run 8162 --camcol 6 --fields 81 --frames-only --source simulated --seed 7 --sim-shape 600 800 "
         f"--sim-seeing survey --data-dir {paths.root}"
     )
-    assert download_command(real, paths) == f"00_download.py --run 8162 --camcol 6 --fields 81 --data-dir {paths.root}"
+    assert (
+        download_command(real, paths)
+        == f"00_download.py --run 8162 --camcol 6 --fields 81 --frames-only --data-dir {paths.root}"
+    )
+    assert (  # the field's download with its run/camcol's catalogs, where those are what must be fetched
+        download_command(real, paths, force=True, catalogs=True)
+        == f"00_download.py --force --run 8162 --camcol 6 --fields 81 --data-dir {paths.root}"
+    )

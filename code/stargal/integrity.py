@@ -43,10 +43,15 @@ def alignment_command(fid: FieldId, paths: DataPaths | None = None) -> str:
 
 
 def download_command(
-    relpath: str, paths: DataPaths | None = None, force: bool = False, fields: Sequence[int] = ()
+    relpath: str,
+    paths: DataPaths | None = None,
+    force: bool = False,
+    fields: Sequence[int] = (),
+    catalogs: bool = False,
 ) -> str:
     """The command that fetches a SAS file again (into ``paths``' data folder; ``force``: even a complete one; a
-    catalog with ``fields``: those fields' download, which fetches their run/camcol's catalogs)."""
+    catalog with ``fields``: those fields' download, which fetches their run/camcol's catalogs; a frame alone,
+    unless ``catalogs``: its field's download with the run/camcol's catalogs)."""
     info = sdss.parse_filename(Path(relpath).name)
     script = "00_download.py --force" if force else "00_download.py"
     if info is None:
@@ -55,6 +60,8 @@ def download_command(
     rerun = int(parts[-2] if info["kind"] == "catalog" else parts[-4])
     fields = [info["field"]] if info["kind"] == "frame" else fields
     fields = f" --fields {' '.join(map(str, fields))}" if fields else ""
+    if info["kind"] == "frame" and not catalogs:  # fetching the run's sweeps again would make every field stale
+        fields += " --frames-only"
     source = _simulation_options(paths, relpath)
     return f"{script} {_run_options(rerun, info['run'], info['camcol'])}{fields}{source}{_data_dir_option(paths)}"
 

@@ -344,7 +344,7 @@ def check_catalog_sky(
         return
     frames_simulated = bool(fits.getheader(cube_file).get("SIMULAT", False))
     if frames_simulated != simulated:
-        fetch = integrity.download_command(sdss.frame_relpath("r", *fid), paths, force=True)  # catalogs and frames
+        fetch = integrity.download_command(sdss.frame_relpath("r", *fid), paths, force=True, catalogs=True)
         raise StargalError(
             f"{', '.join(catalog_files)}: catalog(s) of {sky_name(simulated)}, but the frames of field {fid} are of "
             f"{sky_name(frames_simulated)}: their objects would be labelled by another sky; fetch the catalogs from "
