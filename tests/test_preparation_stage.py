@@ -397,3 +397,21 @@ def test_a_region_no_object_lies_in_is_named(synth, caplog):
     with caplog.at_level("WARNING", logger="stargal"):
         prepare(synth, FS, patch_size=P, exclude_regions=[empty])
     assert "--exclude-region 10 11 -80 -79: no object of the fields lies in it" in caplog.text
+
+
+def test_verify_names_the_preparation_command_that_rebuilds_a_damaged_dataset(synth):
+    """--verify said "02_preparation.py (dataset NAME)": run as printed, 02 prepared the reference's fields."""
+    from stargal.integrity import verify_data_folder
+
+    region = splits.Region(0, 360, -90, DEC0 + 40 * SCALE_DEG)
+    name = prepare(synth, FS, patch_size=P, test_regions=[region])["name"]
+    with open(synth.split_y(name, "train"), "ab") as fh:
+        fh.write(b"x")
+    redo = {f.path.name: f.redo for f in verify_data_folder(synth)[0]}["train_y.npy"]
+    region_words = " ".join(repr(float(v)) for v in region.as_list())
+    assert redo == (
+        f"02_preparation.py --run {FS.run} --camcol {FS.camcol} --fields 80 81 82 --train-fields "
+        f"{' '.join(map(str, FS.train_fields))} --val-fields {' '.join(map(str, FS.val_fields))} --test-fields "
+        f"{' '.join(map(str, FS.test_fields))} --patch-size {P} --edge pad --test-region {region_words} --data-dir "
+        f"{synth.root}"
+    )

@@ -187,6 +187,25 @@ def _tensor_fields(record: Path) -> str:
     return f" --fields {' '.join(map(str, fields))}" if all(isinstance(f, int) for f in fields) and fields else ""
 
 
+def _preparation_command(paths: DataPaths, name: str) -> str:
+    """The 02 command that rebuilds dataset ``name`` as its record describes it (fields, splits, patch, edge,
+    regions); where the record is unreadable, 02 with the dataset's name only."""
+    try:
+        d = fsio.read_json(paths.dataset_json(name))
+        splits = d["fields"]
+        fields = sorted({f for key in ("train", "val", "test") for f in splits[key]})
+        words = [_run_options(d["rerun"], d["run"], d["camcol"]), "--fields", *map(str, fields)]
+        for key in ("train", "val", "test"):
+            words += [f"--{key}-fields", *map(str, splits[key])]
+        words += ["--patch-size", str(d["patch_size"]), "--edge", str(d["edge"])]
+        for option, regions in (("--test-region", d.get("test_regions") or []), ("--exclude-region", d.get("exclude_regions") or [])):  # fmt: skip
+            for region in regions:
+                words += [option, *(repr(float(v)) for v in region)]  # exact: the name hashes them
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"02_preparation.py (dataset {name}){_data_dir_option(paths)}"
+    return f"02_preparation.py {' '.join(words)}{_data_dir_option(paths)}"
+
+
 def _sealed_sets(paths: DataPaths) -> Iterable[tuple[Path, str, list[Path]]]:
     """(record, what redoes it, files that must be in it) of every sealed output set in the folder."""
     for record in sorted(paths.aligned_root.glob("*/*/*/field-*.json")) if paths.aligned_root.is_dir() else []:
@@ -198,7 +217,7 @@ def _sealed_sets(paths: DataPaths) -> Iterable[tuple[Path, str, list[Path]]]:
         redo = f"01_alignment.py {_run_options(int(rerun), int(run), int(camcol))}{_tensor_fields(tensors)}"
         yield tensors, redo + _data_dir_option(paths), []
     for folder in _subfolders(paths.datasets_root):
-        yield paths.dataset_json(folder.name), f"02_preparation.py (dataset {folder.name})", []
+        yield paths.dataset_json(folder.name), _preparation_command(paths, folder.name), []
     for folder in _subfolders(paths.augmented_root):
         yield paths.augmented_json(folder.name), f"04_augmentation.py --materialize --dataset {folder.name}", []
     for folder in _subfolders(paths.models_root):
