@@ -412,6 +412,6 @@ def test_verify_names_the_preparation_command_that_rebuilds_a_damaged_dataset(sy
     assert redo == (
         f"02_preparation.py --run {FS.run} --camcol {FS.camcol} --fields 80 81 82 --train-fields "
         f"{' '.join(map(str, FS.train_fields))} --val-fields {' '.join(map(str, FS.val_fields))} --test-fields "
-        f"{' '.join(map(str, FS.test_fields))} --patch-size {P} --edge pad --test-region {region_words} --data-dir "
-        f"{synth.root}"
+        f"{' '.join(map(str, FS.test_fields))} --patch-size {P} --edge pad --test-region {region_words} --dataset "
+        f"{name} --data-dir {synth.root}"
     )

@@ -201,6 +201,7 @@ def _preparation_command(paths: DataPaths, name: str) -> str:
         for option, regions in (("--test-region", d.get("test_regions") or []), ("--exclude-region", d.get("exclude_regions") or [])):  # fmt: skip
             for region in regions:
                 words += [option, *(repr(float(v)) for v in region)]  # exact: the name hashes them
+        words += ["--dataset", name]  # the name it has, whether derived from these options or given
     except (OSError, ValueError, KeyError, TypeError):
         return f"02_preparation.py (dataset {name}){_data_dir_option(paths)}"
     return f"02_preparation.py {' '.join(words)}{_data_dir_option(paths)}"
