@@ -398,3 +398,18 @@ def test_reference_band_other_than_r(tiny_data: DataPaths):
     np.testing.assert_allclose(table["y"], gy, atol=1e-6)
     rx, _ = r.wcs.all_world2pix(table["ra"], table["dec"], 0)
     assert np.abs(table["x"] - rx).mean() > 1  # not the r grid: the bands are offset by pixels
+
+
+def test_verify_names_how_to_seal_or_drop_a_stray_cube(tmp_path):
+    """A cube no record seals was listed as "redone by 01_alignment.py", which a run of other fields never does."""
+    from stargal.integrity import verify_data_folder
+
+    paths = DataPaths(tmp_path / "data")
+    stray = paths.cube(fid(99))
+    stray.parent.mkdir(parents=True)
+    stray.write_bytes(b"SIMPLE")
+    redo = {f.path: f.redo for f in verify_data_folder(paths)[0]}[stray]
+    assert (
+        redo
+        == f"01_alignment.py --run 8162 --camcol 6 --fields 99 --data-dir {paths.root} (with its frames), or delete it"
+    )

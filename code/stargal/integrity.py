@@ -207,6 +207,17 @@ def _preparation_command(paths: DataPaths, name: str) -> str:
     return f"02_preparation.py {' '.join(words)}{_data_dir_option(paths)}"
 
 
+def _stray_cube_redo(paths: DataPaths, cube: Path) -> str:
+    """What redoes a cube no record seals: its field's alignment (which needs its frames), or deleting it (a run's
+    stage 01 aligns the fields it is given, so a stray field's cube stays unsealed until one of these)."""
+    try:
+        rerun, run, camcol = (int(p) for p in cube.parent.relative_to(paths.aligned_root).parts)
+        field = int(cube.stem.rsplit("-", 1)[1])
+    except ValueError:
+        return "delete it (not a cube stage 01 names)"
+    return f"{alignment_command(FieldId(rerun, run, camcol, field), paths)} (with its frames), or delete it"
+
+
 def _sealed_sets(paths: DataPaths) -> Iterable[tuple[Path, str, list[Path]]]:
     """(record, what redoes it, files that must be in it) of every sealed output set in the folder."""
     for record in sorted(paths.aligned_root.glob("*/*/*/field-*.json")) if paths.aligned_root.is_dir() else []:
@@ -226,7 +237,8 @@ def _sealed_sets(paths: DataPaths) -> Iterable[tuple[Path, str, list[Path]]]:
         yield files.json, f"03_model.py (model {folder.name})", [files.keras]
     for folder in _subfolders(paths.tuning_root):
         if paths.study_db(folder.name).exists() or paths.best_config(folder.name).exists():
-            redo = f"tune.py --name {folder.name} (adds no trial to a finished study)"
+            # with the study's own settings (tune.py names any that differ); --trials beyond those run adds trials
+            redo = f"tune.py --name {folder.name}{_data_dir_option(paths)} with the study's settings"
             yield paths.tuning_record(folder.name), redo, [paths.best_config(folder.name)]
 
 
@@ -282,7 +294,9 @@ def verify_data_folder(paths: DataPaths, deep: bool = True) -> tuple[list[Findin
     findings += _stale_models(paths)
     for cube in sorted(paths.aligned_root.glob("*/*/*/cube-*.fits")) if paths.aligned_root.is_dir() else []:
         if str(cube) not in sealed_cubes and not DataPaths.record_beside_cube(cube).exists():
-            findings.append(Finding(cube, "no record seals it (an interrupted or older run)", "01_alignment.py"))
+            findings.append(
+                Finding(cube, "no record seals it (an interrupted or older run)", _stray_cube_redo(paths, cube))
+            )
     for pointer, root, redo in (
         (paths.latest_dataset, paths.datasets_root, "02_preparation.py"),
         (paths.latest_model, paths.models_root, "03_model.py"),
