@@ -58,9 +58,11 @@ def table_rows(d: dict[str, np.ndarray]) -> list[list]:
     return rows
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", required=True, help="data folder with the simulated fields aligned")
+def model_and_fields(description: str, argv=None) -> tuple:
+    """The options of the benches over catalogued objects of aligned fields (--data-dir, --fields, --model, -q):
+    (data paths, model bundle, field ids of the reference run/camcol)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--data-dir", required=True, help="data folder with the fields aligned")
     parser.add_argument("--fields", nargs="+", type=int, default=None, help="fields (default: the reference ten)")
     parser.add_argument("--model", default="pretrained", help="model name, folder or 'pretrained'")
     parser.add_argument("-q", "--quiet", action="store_true")
@@ -69,16 +71,20 @@ def main(argv=None) -> int:
     from stargal.config import REFERENCE
     from stargal.paths import FieldId
     from stargal.stages.predict import load_bundle, resolve_model_dir
-    from stargal.tables import markdown_table
 
     paths = cli.data_paths(args)
     bundle = load_bundle(resolve_model_dir(paths, args.model), "auto")
-    fields = args.fields or list(REFERENCE.fields)
-    parts = []
+    fids = [FieldId(REFERENCE.rerun, REFERENCE.run, REFERENCE.camcol, f) for f in args.fields or REFERENCE.fields]
+    return paths, bundle, fids
+
+
+def main(argv=None) -> int:
+    from stargal.tables import markdown_table
+
+    paths, bundle, fids = model_and_fields(__doc__.split("\n\n")[0], argv)
+    fields = [fid.field for fid in fids]
     with tempfile.TemporaryDirectory() as scratch:
-        for field in fields:
-            fid = FieldId(REFERENCE.rerun, REFERENCE.run, REFERENCE.camcol, field)
-            parts.append(field_outcomes(paths, fid, bundle, Path(scratch)))
+        parts = [field_outcomes(paths, fid, bundle, Path(scratch)) for fid in fids]
     d = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     print(f"model {bundle.name}, fields {' '.join(map(str, fields))}: {len(d['r'])} catalogued objects classified\n")
     print(markdown_table(["objects", "n", "r range", "catalog class right (--min-snr 0)"], table_rows(d)))

@@ -13,9 +13,8 @@ DIR holds the fields aligned with their sweeps (by default the simulated referen
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
+from blank_sky import model_and_fields  # bench/ is on the path: it holds the script being run
 
 from stargal import cli
 
@@ -40,6 +39,7 @@ def field_outcomes(paths, fid, bundle) -> dict[str, np.ndarray]:
     inside = patches.inside_frame(rows, cols, 1, data.shape[1:])
     rows, cols = np.where(inside, rows, 0), np.where(inside, cols, 0)
     r50 = pmap.at(cols, rows)
+    faint, off_peak = presence.source_refusals(local, rows, cols, r50, noise, presence.MIN_SNR)  # S/N computed once
     distance = np.hypot(x[:, None] - x[None], y[:, None] - y[None])
     distance[~(r[None] < r[:, None])] = np.inf  # brighter ones only
     nearest = distance.argmin(axis=1)
@@ -51,8 +51,8 @@ def field_outcomes(paths, fid, bundle) -> dict[str, np.ndarray]:
         "star": star[inside],
         "classified": (pred.status == "ok")[inside],
         "right": right[inside],
-        "snr": (presence.detection_snr(local, rows, cols, r50, noise) >= presence.MIN_SNR)[inside],
-        "shown": presence.shows_source(local, rows, cols, r50, noise, presence.MIN_SNR)[inside],
+        "snr": ~faint[inside],
+        "shown": ~(faint | off_peak)[inside],
         "neighbour_px": distance[np.arange(len(r)), nearest][inside],
         "neighbour_r": r[nearest][inside],
         "field": np.full(int(inside.sum()), fid.field),
@@ -60,22 +60,10 @@ def field_outcomes(paths, fid, bundle) -> dict[str, np.ndarray]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", required=True, help="data folder with the fields aligned")
-    parser.add_argument("--fields", nargs="+", type=int, default=None, help="fields (default: the reference ten)")
-    parser.add_argument("--model", default="pretrained", help="model name, folder or 'pretrained'")
-    parser.add_argument("-q", "--quiet", action="store_true")
-    args = parser.parse_args(argv)
-    cli.setup_logging(args.quiet)
-    from stargal.config import REFERENCE
-    from stargal.paths import FieldId
-    from stargal.stages.predict import load_bundle, resolve_model_dir
     from stargal.tables import markdown_table
 
-    paths = cli.data_paths(args)
-    bundle = load_bundle(resolve_model_dir(paths, args.model), "auto")
-    fields = args.fields or list(REFERENCE.fields)
-    fids = [FieldId(REFERENCE.rerun, REFERENCE.run, REFERENCE.camcol, f) for f in fields]
+    paths, bundle, fids = model_and_fields(__doc__.split("\n\n")[0], argv)
+    fields = [fid.field for fid in fids]
     parts = [field_outcomes(paths, fid, bundle) for fid in fids]
     d = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     rows = []

@@ -147,7 +147,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     )
     parser.add_argument("--python", default=sys.executable, help="Python that runs the stages")
     args, rest = parser.parse_known_args(argv)
-    if not (shutil.which(args.python) and os.access(shutil.which(args.python), os.X_OK)):
+    if not shutil.which(args.python):  # which() finds only an executable file
         parser.error(f"--python {args.python}: no such program (the Python that runs the stages)")
     if args.stages:  # --stages names the stages itself: a flag that would add or drop one contradicts it
         wanted = set(args.stages)

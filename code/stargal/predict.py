@@ -240,7 +240,7 @@ def _no_source(
     data: np.ndarray, x: np.ndarray, y: np.ndarray, psf_map, min_snr: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """(faint, off_peak) bool masks at (x, y): PSF-matched S/N over the bands below ``min_snr``; reached, but the
-    response does not peak there, as on a bright star's wing (``presence.shows_source``'s two tests)."""
+    response does not peak there, as on a bright star's wing (``presence.source_refusals``)."""
     if psf_map is not None:
         r50_at = psf_map.at
     else:
@@ -248,12 +248,7 @@ def _no_source(
     rows, cols = patches.pixel_centres(x, y)
     data = presence.local_background_subtracted(data)
     noise = presence.filter_noise(data, r50_at)
-    r50 = r50_at(cols, rows)
-    faint = presence.detection_snr(data, rows, cols, r50, noise) < min_snr
-    off_peak = np.zeros_like(faint)
-    passed = np.flatnonzero(~faint)  # the curvature only where S/N passed: most places fail the cheaper test
-    off_peak[passed] = presence.response_curvature(data, rows[passed], cols[passed], r50[passed], noise) >= 0.0
-    return faint, off_peak
+    return presence.source_refusals(data, rows, cols, r50_at(cols, rows), noise, min_snr)
 
 
 def _network(model, data: np.ndarray, patch_size: int, batch_size: int):

@@ -139,6 +139,26 @@ def response_curvature(
     return (side - 4.0 * detection_snr(data, rows, cols, r50, noise)) / step**2
 
 
+def source_refusals(
+    data: np.ndarray,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    r50: np.ndarray,
+    noise: FilterNoise,
+    min_snr: float,
+    step: int = CURVATURE_STEP,
+) -> tuple[np.ndarray, np.ndarray]:
+    """bool [n] masks (faint, off_peak) at pixels (rows, cols): ``detection_snr`` below ``min_snr``; reached, but
+    the response does not curve down there (``response_curvature`` >= 0), as on a bright star's wing."""
+    rows, cols = np.asarray(rows), np.asarray(cols)
+    r50 = np.asarray(r50)
+    faint = detection_snr(data, rows, cols, r50, noise) < min_snr
+    off_peak = np.zeros_like(faint)
+    if (passed := np.flatnonzero(~faint)).size:  # only these: most blank places fail the cheaper S/N test
+        off_peak[passed] = response_curvature(data, rows[passed], cols[passed], r50[passed], noise, step) >= 0.0
+    return faint, off_peak
+
+
 def shows_source(
     data: np.ndarray,
     rows: np.ndarray,
@@ -150,9 +170,5 @@ def shows_source(
 ) -> np.ndarray:
     """bool [n]: the frame shows a source at pixels (rows, cols): ``detection_snr`` reaches ``min_snr`` and the
     response curves down there (``response_curvature`` < 0), which a bright star's wing does not."""
-    rows, cols = np.asarray(rows), np.asarray(cols)
-    r50 = np.asarray(r50)
-    out = detection_snr(data, rows, cols, r50, noise) >= min_snr
-    if (passed := np.flatnonzero(out)).size:  # only these: most blank places fail the cheaper S/N test
-        out[passed] = response_curvature(data, rows[passed], cols[passed], r50[passed], noise, step) < 0.0
-    return out
+    faint, off_peak = source_refusals(data, rows, cols, r50, noise, min_snr, step)
+    return ~(faint | off_peak)
