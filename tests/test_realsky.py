@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import subprocess
 import sys
@@ -1064,3 +1065,9 @@ def test_an_out_in_the_data_folder_is_one_line_from_the_script_and_reports_is_al
     assert f"error: --out {data / 'sas'}: lies in the data folder {data}" in run.stderr
     for allowed in (data / "reports" / "real_sky_b", tmp_path / "elsewhere"):
         check_out_folder(allowed, DataPaths(data))  # no error
+    other = DataPaths(tmp_path / "other-data")  # another data folder a stage has run on (its lock file)
+    other.sas.mkdir(parents=True)
+    other.lock_file.touch()
+    with pytest.raises(StargalError, match=f"^--out {re.escape(str(other.sas))}: lies in the data folder "):
+        check_out_folder(other.sas, DataPaths(data))
+    check_out_folder(other.reports() / "real_sky_b", DataPaths(data))  # no error

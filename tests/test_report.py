@@ -475,6 +475,15 @@ def test_an_output_in_the_data_folder_other_than_a_report_pdf_is_refused(tmp_pat
     assert build_report(paths, paths.reports("draft.pdf"))["path"].read_bytes().startswith(b"%PDF")
     named = build_report(paths, paths.report_pdf)  # the default named in full is the default: sealed, then kept
     assert named["path"] == paths.report_pdf and build_report(paths)["skipped"]
+    other = DataPaths(tmp_path / "other-data")  # another data folder a stage has run on (its lock file)
+    other.model(MODEL).keras.parent.mkdir(parents=True)
+    other.lock_file.touch()
+    other.model(MODEL).keras.write_bytes(b"weights")
+    for target in (other.model(MODEL).keras, other.root / "notes.pdf"):
+        with pytest.raises(StargalError, match=rf"^--output {re.escape(str(target))}: lies in the data folder "):
+            build_report(paths, target)
+    assert other.model(MODEL).keras.read_bytes() == b"weights" and not (other.root / "notes.pdf").exists()
+    assert build_report(paths, other.reports("draft.pdf"))["path"].read_bytes().startswith(b"%PDF")
 
 
 @pytest.mark.parametrize("pointer", ["nonexistent-model\n", "", "\n"])

@@ -141,6 +141,12 @@ class DataPaths:
                 return paths
         return None
 
+    def at_stake(self, out: str | os.PathLike) -> DataPaths | None:
+        """The data folder whose sealed files an output ``out`` would lie among: this one when ``out`` lies in it,
+        else the one around it (``enclosing``: another data folder is as much at stake), else None."""
+        out = Path(out).expanduser().resolve()
+        return self if out.is_relative_to(self.root.expanduser().resolve()) else DataPaths.enclosing(out)
+
     # stage 00: a local mirror of the Science Archive Server layout
     @property
     def sas(self) -> Path:

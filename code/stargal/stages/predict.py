@@ -220,11 +220,11 @@ def check_out_path(out: Path, paths: DataPaths, inputs: list[Path], model_dir: P
             raise StargalError(f"--out {out}: is this run's own input {source}; name another file")
     if out.is_relative_to(model_dir.resolve()):
         raise StargalError(f"--out {out}: lies in the model folder {model_dir}; name a file elsewhere")
-    enclosing = DataPaths.enclosing(out)
-    if enclosing is not None and not out.is_relative_to(paths.root.expanduser().resolve()):
-        paths = enclosing  # another data folder than this run's: its files are as much at stake
-    root, own = paths.root.expanduser().resolve(), paths.predictions_dir.expanduser().resolve()
-    if out.is_relative_to(root) and not out.is_relative_to(own):
+    stake = paths.at_stake(out)
+    if stake is None:
+        return
+    root, own = stake.root.expanduser().resolve(), stake.predictions_dir.expanduser().resolve()
+    if not out.is_relative_to(own):
         raise StargalError(
             f"--out {out}: lies in the data folder {root}, whose files the stages write and seal; name a file in "
             f"{own} or outside the data folder"

@@ -381,11 +381,14 @@ def run_real_sky(
 
 
 def check_out_folder(out: Path, paths: DataPaths) -> None:
-    """Refuse an --out in the data folder other than its reports/ (the stages write and seal the rest, real
-    fields' cubes among them) or in the project's models/ folder (the shipped model); links resolved."""
+    """Refuse an --out in a data folder (this run's or another's, ``DataPaths.at_stake``) other than its reports/
+    (the stages write and seal the rest, real fields' cubes among them) or in the project's models/ folder (the
+    shipped model); links resolved."""
     out = out.expanduser().resolve()
-    root, reports = paths.root.expanduser().resolve(), paths.reports().expanduser().resolve()
-    if out.is_relative_to(root) and not out.is_relative_to(reports):
+    stake = paths.at_stake(out)
+    root = stake.root.expanduser().resolve() if stake else None
+    reports = stake.reports().expanduser().resolve() if stake else None
+    if stake is not None and not out.is_relative_to(reports):
         raise StargalError(
             f"--out {out}: lies in the data folder {root}, whose files the stages write and seal; name a folder in "
             f"{reports} or outside the data folder"

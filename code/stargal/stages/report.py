@@ -1077,11 +1077,13 @@ def build_report(paths: DataPaths, output: Path | None = None, force: bool = Fal
 
 
 def check_output_path(output: Path, paths: DataPaths) -> None:
-    """Refuse an --output inside the data folder other than a PDF directly in its reports/ folder: the report is
-    written over it atomically, so a model, a dataset or a record there would be gone without a word."""
+    """Refuse an --output inside a data folder (this run's or another's, ``DataPaths.at_stake``) other than a PDF
+    directly in its reports/ folder: the report is written over it atomically, so a model, a dataset or a record there would be gone without a word."""
     out = output.expanduser().resolve()
-    root, reports = paths.root.expanduser().resolve(), paths.reports().expanduser().resolve()
-    if out.is_relative_to(root) and not (out.parent == reports and out.suffix.lower() == ".pdf"):
+    stake = paths.at_stake(out)
+    root = stake.root.expanduser().resolve() if stake else None
+    reports = stake.reports().expanduser().resolve() if stake else None
+    if stake is not None and not (out.parent == reports and out.suffix.lower() == ".pdf"):
         raise StargalError(
             f"--output {output}: lies in the data folder {root}, whose files the stages write and seal; name a .pdf "
             f"in {reports} or a file outside the data folder"
