@@ -16,7 +16,7 @@ from pdf_text import page_texts
 from stargal import fsio
 from stargal.paths import DataPaths
 from stargal.stages.report import MAX_PAGES, build_report, collect, markdown_blocks
-from stargal.typeset import Bullets, FigureBlock, Para, TableBlock, cell_text, is_numeric_column
+from stargal.typeset import Bullets, Code, FigureBlock, Para, TableBlock, cell_text, is_numeric_column
 
 CODE = Path(__file__).resolve().parents[1] / "code"
 DATASET, MODEL = "301-8162-6_p25_pad_abc123", "stargal-301-8162-6_p25_pad_abc123-s42"
@@ -256,11 +256,98 @@ def test_markdown_blocks():
     assert blocks[3].images == [Path("p.png")] and blocks[3].caption == "Caption"
 
 
+def test_markdown_code_fences_are_one_code_block_shown_as_written():
+    """best.json in trials.md came out as a paragraph: its ``` fences printed and its lines run together."""
+    text = 'Best:\n```json\n{\n  "a": [1],\n\n  "# b": "| c |"\n}\n```\nAfter.\n- x\n~~~\n    y\n'
+    assert markdown_blocks(text) == [
+        Para("Best:"),
+        Code('{\n  "a": [1],\n\n  "# b": "| c |"\n}'),  # indentation and blank lines kept, nothing read as Markdown
+        Para("After."),
+        Bullets(["x"]),
+        Code("y"),  # a fence never closed runs to the end, dedented
+    ]
+
+
+def _study(paths: DataPaths, study: str, trials_md: str) -> None:
+    """A tuning study of the fake run's dataset, sealed as tune.py seals it."""
+    fsio.write_json(paths.best_config(study), {"architecture": "stargal", "dataset": DATASET})
+    fsio.write_text(paths.trials_md(study), trials_md)
+    fsio.seal(paths.tuning_record(study), [paths.best_config(study), paths.trials_md(study)],
+              {"study": study, "dataset": DATASET, "dataset_id": _dataset_id(paths)})  # fmt: skip
+
+
+def _has_run(tokens: list[str], words: list[str]) -> bool:
+    """Whether ``words`` occur one after another in ``tokens``."""
+    return any(tokens[i : i + len(words)] == words for i in range(len(tokens) - len(words) + 1))
+
+
+def test_a_tuning_study_shows_best_json_without_fences_and_every_header_word_whole(tmp_path):
+    """The study's best.json was printed with its ``` fences; the trials table's 15 columns, too wide at 6 pt, were
+    squeezed until reportlab cut header words at an arbitrary letter ("val_accura" / "cy"). Every header of every
+    table of the report is set word by word, each word whole."""
+    from stargal.stages.tuning import _markdown
+    from stargal.tune import SEARCH_SPACES
+
+    paths = DataPaths(tmp_path / "data")
+    _fake_run(paths, reference=True)
+    study = f"{DATASET}_stargal"
+    params = {name: 0.000123 for name in sorted(SEARCH_SPACES["stargal"])}
+    rows = [{"trial": t, "state": "COMPLETE", "val_loss": 0.69 + t / 100, "val_mcc": 0.1, "val_accuracy": 0.5,
+             "epochs": 3, "seconds": 4.2, **params} for t in range(3)]  # fmt: skip
+    best = {"trial": 0, "value": 0.69, "val_mcc": 0.1, "architecture": "stargal", "hyperparameters": params}
+    _study(paths, study, _markdown(study, rows, best, {"l2": 0.3}))  # trials.md as tune.py writes it
+    doc = collect(paths)
+    text = "\n".join(page_texts(build_report(paths)["path"]))
+    assert "``" not in text and not re.search(r"^\s*json\b", text, re.M)
+    assert '  "hyperparameters": {' in text.splitlines()  # one line of best.json per line, indentation kept
+    tables = [b for b in [*doc.front, *(b for s in doc.sections for b in s.blocks)] if isinstance(b, TableBlock)]
+    assert len(tables) >= 6 and any("spatial dropout" in t.columns for t in tables)
+    tokens = text.split()
+    for table in tables:
+        words = [w for c in table.columns for w in c.split()]
+        assert _has_run(tokens, words), table.caption
+
+
+def test_a_table_too_wide_for_the_page_is_set_in_parts_with_every_header_word_whole(tmp_path):
+    from reportlab.lib.pagesizes import A4
+    from reportlab.lib.units import mm
+
+    from stargal.typeset import CELL_PAD, PAGE_MARGIN_MM, Document, Section, header_words, layout_table, render
+
+    columns = ["name", *(f"long_identifier_number_{i}" for i in range(11))]  # words no column width can wrap
+    rows = [[f"row {r}", *(0.125 * r for _ in range(11))] for r in range(3)]
+    width = A4[0] - 2 * PAGE_MARGIN_MM * mm  # the text width render() sets tables in
+    layout = layout_table(columns, [[cell_text(v) for v in row] for row in rows], set(), width)
+    assert len(layout.parts) > 1 and all(part.columns[0] == 0 for part in layout.parts)
+    assert [j for part in layout.parts for j in part.columns[1:]] == list(range(1, 12))
+    for part in layout.parts:
+        assert sum(part.widths) <= width
+        for j, w in zip(part.columns, part.widths, strict=True):
+            assert w - 2 * CELL_PAD >= max(header_words(columns[j], layout.size)), columns[j]
+    doc = Document("t", "s", [], [TableBlock(columns, rows, "wide")], [Section("S", [Para("x")])])
+    render(doc, tmp_path / "w.pdf")
+    text = page_texts(tmp_path / "w.pdf")[0]
+    tokens = text.split()
+    assert all(c in tokens for c in columns) and f"Set in {len(layout.parts)} parts" in text
+    assert text.count("row 2") == len(layout.parts) and text.count("0.250") == 11  # every cell drawn, rows whole
+
+
+def test_header_words_are_measured_as_set():
+    """A header wraps only between its words: their widths in the fonts they are set in (`code` in Courier)."""
+    from reportlab.pdfbase.pdfmetrics import stringWidth
+
+    from stargal.typeset import header_words
+
+    assert header_words("peak `RSS_bytes` (MB)", 8.0) == [stringWidth("peak", "Helvetica-Bold", 8.0), stringWidth("RSS_bytes", "Courier", 7.0),
+                      stringWidth("(MB)", "Helvetica-Bold", 8.0)]  # fmt: skip
+
+
 def test_cells_and_numeric_columns():
     assert [cell_text(v) for v in (None, float("nan"), 0.12345, 12345, 7, "x")] == ["\u2013", "\u2013", "0.123",
                                                                                       "12,345", "7", "x"]  # fmt: skip
     assert is_numeric_column(["0.5", "100.0 %", "\u2013", "0.064 (0.86)", "12,345"])
     assert not is_numeric_column(["+2.97, +6.02", "1"]) and not is_numeric_column(["-16", "22-"])
+    assert is_numeric_column(["3.153e-06", "0.0003828", "2.013E+05"])  # tune.py's trials.md writes 4 digits, %.4g
 
 
 def test_a_wide_table_fits_the_page_without_wrapping_rows(tmp_path):

@@ -3,8 +3,10 @@ sections) laid out as an A4 paper with numbered tables and figures, captions and
 
 The runner (``stages/report.py``) decides what the document says; this module only decides how it looks.
 Tables are ruled (top, header and bottom rules), numbers are right-aligned, and a table narrows its font
-(down to 6 pt) and wraps its header cells rather than wrap a row. Text is set in the standard PDF fonts,
-so it is extractable.
+(down to 6 pt) and wraps its header cells rather than wrap a row. A header wraps only between its words: a
+column is never narrower than its longest header word, and a table too wide for the page at 6 pt is set as
+stacked parts of its columns (the first column repeated in each). Text is set in the standard PDF fonts, so
+it is extractable.
 """
 
 from __future__ import annotations
@@ -30,6 +32,13 @@ class Para:
 @dataclass
 class Bullets:
     items: list[str]
+
+
+@dataclass
+class Code:
+    """Preformatted text (a Markdown code fence): monospaced, its line breaks and indentation kept."""
+
+    text: str
 
 
 @dataclass
@@ -77,7 +86,15 @@ PAGE_MARGIN_MM = 18
 BODY_PT = 9.5
 TABLE_PT = (8.0, 7.5, 7.0, 6.5, 6.0)  # table font sizes tried, largest first
 CELL_PAD = 3.0  # points left and right of a cell's text
-_NUMBER = re.compile(r"^[\s+\-\u2212]?[\d.,]+(\s?(%|s|MB|GB|px|x))?(\s?\(\S+\))?$|^[\-\u2013]$")
+CELL_SLACK = 1.5  # points a column gets beyond its text, against rounding in reportlab's line breaking
+CODE_PT = 7.5
+COURIER_EM = 0.6  # every Courier glyph is 0.6 em wide
+_NUMBER = re.compile(r"^[\s+\-\u2212]?[\d.,]+([eE][+\-]?\d+)?(\s?(%|s|MB|GB|px|x))?(\s?\(\S+\))?$|^[\-\u2013]$")
+
+
+def _code_size(size: float) -> float:
+    """The size of `code` in text of ``size`` (a little smaller: Courier looks larger than Helvetica)."""
+    return round(size * 0.88, 1)
 
 
 def _markup(text: str, size: float = BODY_PT) -> str:
@@ -85,7 +102,7 @@ def _markup(text: str, size: float = BODY_PT) -> str:
     surrounding ``size``) into tags."""
     text = html.escape(text, quote=False)
     text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text)
-    text = re.sub(r"`([^`]+)`", rf'<font face="Courier" size="{size * 0.88:.1f}">\1</font>', text)
+    text = re.sub(r"`([^`]+)`", rf'<font face="Courier" size="{_code_size(size)}">\1</font>', text)
     return text
 
 
@@ -141,21 +158,120 @@ class _Styles:
         self.bullet = ParagraphStyle("bullet", parent=body, leftIndent=12, bulletIndent=2, spaceAfter=2)
         self.fact_label = ParagraphStyle("fact_label", parent=body, fontName="Helvetica-Bold", fontSize=8.5, leading=11)
         self.fact = ParagraphStyle("fact", parent=body, fontSize=8.5, leading=11, spaceAfter=0)
+        self.code = ParagraphStyle(
+            "code", parent=body, fontName="Courier", fontSize=CODE_PT, leading=CODE_PT * 1.2, leftIndent=10,
+            spaceBefore=1, spaceAfter=6,
+        )  # fmt: skip
         self.center = TA_CENTER
 
     def header_cell(self, size: float):
         from reportlab.lib.styles import ParagraphStyle
 
+        # splitLongWords=0: a word is never cut (layout_table makes every column as wide as its longest word)
         return ParagraphStyle(
-            f"head{size}", fontName="Helvetica-Bold", fontSize=size, leading=size * 1.2, alignment=0
+            f"head{size}", fontName="Helvetica-Bold", fontSize=size, leading=size * 1.2, alignment=0,
+            splitLongWords=0,
         )  # fmt: skip
 
 
-def _table_flowable(block: TableBlock, number: int, width: float, styles: _Styles) -> list:
-    """Caption, ruled table and note; the font shrinks until the rows fit the text width unwrapped."""
-    from reportlab.lib import colors
+# ---------------------------------------------------------------- table layout
+
+
+@dataclass
+class _Column:
+    """Widths in points a column needs at one font size, padding included."""
+
+    head: float  # its longest header word: narrower would cut that word (headers wrap only between words)
+    least: float  # its widest cell too: narrower would clip a cell (rows are never wrapped)
+    full: float  # its whole header on one line too
+
+
+@dataclass
+class TablePart:
+    """Columns of a table set side by side (indices into its columns) and their widths in points."""
+
+    columns: list[int]
+    widths: list[float]
+
+
+@dataclass
+class TableLayout:
+    size: float  # font size of the whole table
+    parts: list[TablePart]  # one part, or stacked parts when the columns do not fit side by side
+
+
+def header_words(header: str, size: float) -> list[float]:
+    """Widths of the words of a header cell as it is set (bold Helvetica, `code` in Courier as ``_markup`` pairs
+    the backticks): the units a header may wrap between."""
     from reportlab.pdfbase.pdfmetrics import stringWidth
-    from reportlab.platypus import Paragraph, Table, TableStyle
+
+    text = re.sub(r"\*\*(.+?)\*\*", r"\1", header)
+    widths, word = [], 0.0
+    for i, part in enumerate(re.split(r"`([^`]+)`", text)):  # odd items: code
+        font, pt = ("Courier", _code_size(size)) if i % 2 else ("Helvetica-Bold", size)
+        for piece in re.split(r"(\s+)", part):
+            if piece.isspace():
+                widths.append(word)
+                word = 0.0
+            else:
+                word += stringWidth(piece, font, pt)
+    return [w for w in [*widths, word] if w > 0] or [0.0]
+
+
+def _columns(headers: Sequence[str], texts: list[list[str]], bold: set[int], size: float) -> list[_Column]:
+    """The widths each column needs at ``size`` (``bold``: indices of rows set in bold, which are wider)."""
+    from reportlab.pdfbase.pdfmetrics import stringWidth
+
+    pad = 2 * CELL_PAD + CELL_SLACK
+    fonts = ["Helvetica-Bold" if i in bold else "Helvetica" for i in range(len(texts))]
+    out = []
+    for j, header in enumerate(headers):
+        data = max((stringWidth(r[j], f, size) for r, f in zip(texts, fonts, strict=True)), default=0.0)
+        head = max(header_words(header, size)) + pad
+        least = max(head, data + pad)
+        out.append(_Column(head, least, max(least, stringWidth(header, "Helvetica-Bold", size) + pad)))
+    return out
+
+
+def layout_table(headers: Sequence[str], texts: list[list[str]], bold: set[int], width: float) -> TableLayout:
+    """Font size and column widths of a table: the largest size of TABLE_PT at which its rows fit ``width`` on one
+    line each with every header word whole; at the smallest size, stacked parts of its columns when need be."""
+    for size in TABLE_PT:
+        cols = _columns(headers, texts, bold, size)
+        if sum(c.least for c in cols) <= width:
+            break
+    groups = _column_groups([c.least for c in cols], width)
+    return TableLayout(size, [TablePart(g, _part_widths([cols[j] for j in g], width)) for g in groups])
+
+
+def _column_groups(least: list[float], width: float) -> list[list[int]]:
+    """Consecutive columns in groups that fit ``width`` side by side, each led by the first column (the rows'
+    labels); one group when they all fit."""
+    groups = [[0]]
+    for j in range(1, len(least)):
+        if len(groups[-1]) > 1 and sum(least[k] for k in groups[-1]) + least[j] > width:
+            groups.append([0])
+        groups[-1].append(j)
+    return groups
+
+
+def _part_widths(cols: list[_Column], width: float) -> list[float]:
+    """Widths of the columns of one part: spare width lets headers wrap less (up to one line each); a part still
+    too wide (a cell wider than the page) narrows the cells' overflow, never below a header word."""
+    least = [c.least for c in cols]
+    spare = width - sum(least)
+    if spare >= 0:
+        wants = [c.full - c.least for c in cols]
+        share = min(1.0, spare / sum(wants)) if sum(wants) > 0 else 0.0
+        return [w + want * share for w, want in zip(least, wants, strict=True)]
+    excess = [c.least - c.head for c in cols]
+    room = max(0.0, width - sum(c.head for c in cols))
+    keep = min(1.0, room / sum(excess)) if sum(excess) > 0 else 0.0
+    return [c.head + e * keep for c, e in zip(cols, excess, strict=True)]
+
+
+def _cell_texts(block: TableBlock) -> list[list[str]]:
+    """The rows as cell strings, padded to the number of columns."""
 
     def digits_of(name: str) -> int:
         return block.digits.get(name, 3) if isinstance(block.digits, dict) else block.digits
@@ -164,31 +280,18 @@ def _table_flowable(block: TableBlock, number: int, width: float, styles: _Style
     if any(len(row) > ncol for row in block.rows):
         raise ValueError(f"table '{block.caption}': a row has more cells than its {ncol} columns")
     texts = [[cell_text(v, digits_of(c)) for v, c in zip(row, block.columns, strict=False)] for row in block.rows]
-    texts = [row + [""] * (ncol - len(row)) for row in texts]
-    numeric = [is_numeric_column([r[j] for r in texts]) for j in range(ncol)]
-    bold = set(block.bold_rows)
-    for size in TABLE_PT:
-        data_w = [
-            max([stringWidth(r[j], "Helvetica-Bold" if i in bold else "Helvetica", size) for i, r in enumerate(texts)] or [0])
-            for j in range(ncol)
-        ]  # fmt: skip
-        head_words = [max(stringWidth(w, "Helvetica-Bold", size) for w in (c.split() or [""])) for c in block.columns]
-        head_full = [stringWidth(c, "Helvetica-Bold", size) for c in block.columns]
-        col_w = [max(d, h) + 2 * CELL_PAD + 1.5 for d, h in zip(data_w, head_words, strict=True)]  # 1.5: slack
-        if sum(col_w) <= width or size == TABLE_PT[-1]:
-            break
-    # spare width lets headers wrap less (up to one line each)
-    spare = width - sum(col_w)
-    if spare > 0:
-        wants = [max(0.0, hf + 2 * CELL_PAD - w) for hf, w in zip(head_full, col_w, strict=True)]
-        total = sum(wants)
-        if total > 0:
-            col_w = [w + want * min(1.0, spare / total) for w, want in zip(col_w, wants, strict=True)]
-    elif spare < 0:  # still too wide at the smallest size: scale (long text cells then clip less than wrap)
-        col_w = [w * width / sum(col_w) for w in col_w]
+    return [row + [""] * (ncol - len(row)) for row in texts]
+
+
+def _ruled_table(block: TableBlock, texts: list[list[str]], part: TablePart, size: float, styles: _Styles):
+    """One part of a table: its header cells (wrapping between words) and rows, ruled, numbers right-aligned."""
+    from reportlab.lib import colors
+    from reportlab.platypus import Paragraph, Table, TableStyle
+
     head_style = styles.header_cell(size)
-    header = [Paragraph(_markup(c, size), head_style) for c in block.columns]
-    table = Table([header, *texts], colWidths=col_w, repeatRows=1, hAlign="LEFT")
+    header = [Paragraph(_markup(block.columns[j], size), head_style) for j in part.columns]
+    rows = [[row[j] for j in part.columns] for row in texts]
+    table = Table([header, *rows], colWidths=part.widths, repeatRows=1, hAlign="LEFT")
     style = [
         ("FONT", (0, 1), (-1, -1), "Helvetica", size, size * 1.2),
         ("VALIGN", (0, 0), (-1, 0), "BOTTOM"),
@@ -200,18 +303,42 @@ def _table_flowable(block: TableBlock, number: int, width: float, styles: _Style
         ("LINEBELOW", (0, 0), (-1, 0), 0.6, colors.black),
         ("LINEBELOW", (0, -1), (-1, -1), 1.0, colors.black),
     ]
-    for j, num in enumerate(numeric):
-        if num:
-            style.append(("ALIGN", (j, 1), (j, -1), "RIGHT"))
-    for i in bold:
+    for k, j in enumerate(part.columns):
+        if is_numeric_column([r[j] for r in texts]):
+            style.append(("ALIGN", (k, 1), (k, -1), "RIGHT"))
+    for i in block.bold_rows:
         style.append(("FONT", (0, i + 1), (-1, i + 1), "Helvetica-Bold", size, size * 1.2))
     if len(texts) > 6:
         style.append(("ROWBACKGROUNDS", (0, 1), (-1, -1), [colors.white, colors.HexColor("#f3f3f3")]))
     table.setStyle(TableStyle(style))
-    out = [Paragraph(f"<b>Table {number}.</b> {_markup(block.caption, 8.3)}", styles.table_caption), table]
-    if block.note:
-        out.append(Paragraph(_markup(block.note, 8), styles.note))
+    return table
+
+
+def _table_flowable(block: TableBlock, number: int, width: float, styles: _Styles) -> list:
+    """Caption, ruled table (or its stacked parts) and note; the font shrinks until the rows fit the text width
+    unwrapped."""
+    from reportlab.platypus import Paragraph, Spacer
+
+    texts = _cell_texts(block)
+    layout = layout_table(block.columns, texts, set(block.bold_rows), width)
+    caption = _markup(block.caption, 8.3)
+    if len(layout.parts) > 1:
+        caption += f" Set in {len(layout.parts)} parts, each led by the first column."
+    out: list = [Paragraph(f"<b>Table {number}.</b> {caption}", styles.table_caption)]
+    for k, part in enumerate(layout.parts):
+        out += [Spacer(1, 6)] if k else []
+        out.append(_ruled_table(block, texts, part, layout.size, styles))
+    # the note's paragraph spacing, or a little space: a figure next must not touch the bottom rule
+    out.append(Paragraph(_markup(block.note, 8), styles.note) if block.note else Spacer(1, 6))
     return out
+
+
+def _code_flowable(block: Code, width: float, styles: _Styles):
+    """A code block; a line longer than the text width continues on the next line rather than run off the page."""
+    from reportlab.platypus import Preformatted
+
+    chars = int((width - styles.code.leftIndent) / (CODE_PT * COURIER_EM))
+    return Preformatted(block.text, styles.code, maxLineLength=chars)
 
 
 def _image_size(path: Path) -> tuple[int, int] | None:
@@ -261,6 +388,8 @@ def _blocks(blocks: list, counters: dict, width: float, styles: _Styles, max_fig
         elif isinstance(block, Bullets):
             items = [ListItem(Paragraph(_markup(t), styles.bullet), leftIndent=12) for t in block.items]
             out.append(ListFlowable(items, bulletType="bullet", start="\u2022", leftIndent=10, bulletFontSize=7))
+        elif isinstance(block, Code):
+            out.append(_code_flowable(block, width, styles))
         elif isinstance(block, TableBlock):
             counters["table"] += 1
             parts = _table_flowable(block, counters["table"], width, styles)

@@ -14,6 +14,8 @@ import datetime as dt
 import functools
 import logging
 import re
+import textwrap
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from .. import __version__, fsio, integrity
@@ -21,7 +23,7 @@ from ..config import REFERENCE_RESULT
 from ..errors import CorruptFileError, StargalError
 from ..fsio import atomic_path, read_json
 from ..paths import DataPaths
-from ..typeset import Bullets, Document, FigureBlock, Para, Section, TableBlock, render
+from ..typeset import Bullets, Code, Document, FigureBlock, Para, Section, TableBlock, render
 
 log = logging.getLogger("stargal")
 
@@ -116,8 +118,39 @@ def _png(folder: Path | None, name: str) -> Path | None:
     return p if p.is_file() else None
 
 
+_FENCE = re.compile(r"`{3,}|~{3,}")
+
+
+def _fenced(lines: Iterable[str]) -> Iterator[str | Code]:
+    """The lines of Markdown text, each fenced code block (```json ... ```) as one Code block in their place: its
+    lines are shown as they are (indentation kept), not read as Markdown, and the fences are not shown."""
+    fence: str | None = None
+    code: list[str] = []
+    for raw in lines:
+        line = raw.strip()
+        if fence is None:
+            opening = _FENCE.match(line)
+            if opening:
+                fence, code = opening.group(), []
+            else:
+                yield raw
+        elif set(line) == {fence[0]} and len(line) >= len(fence):  # the closing fence: as long as the opening
+            yield _code_block(code)
+            fence = None
+        else:
+            code.append(raw)
+    if fence is not None:  # never closed: the block runs to the end of the text, as in CommonMark
+        yield _code_block(code)
+
+
+def _code_block(lines: list[str]) -> Code:
+    """The lines of a code fence, their common indentation removed (the fence's own, not the code's)."""
+    return Code(textwrap.dedent("\n".join(lines)).strip("\n"))
+
+
 def markdown_blocks(text: str, caption: str = "") -> list:
-    """A stage's Markdown summary as report blocks: paragraphs, bullet lists, tables, images (titles dropped)."""
+    """A stage's Markdown summary as report blocks: paragraphs, bullet lists, tables, code blocks, images (titles
+    dropped)."""
     blocks: list = []
     para: list[str] = []
     bullets: list[str] = []
@@ -133,7 +166,11 @@ def markdown_blocks(text: str, caption: str = "") -> list:
             blocks.append(TableBlock(table[0], table[1:], caption))
         para, bullets, table = [], [], []
 
-    for raw in text.splitlines():
+    for raw in _fenced(text.splitlines()):
+        if isinstance(raw, Code):
+            flush()
+            blocks.append(raw)
+            continue
         line = raw.strip()
         image = re.fullmatch(r"!\[([^\]]*)\]\(([^)]*)\)", line)
         if not line or line.startswith("#"):
@@ -753,6 +790,12 @@ def _best_trials_first(block: TableBlock, shown: int) -> None:
         block.rows = block.rows[:shown]
 
 
+def _spaced(names: list[str]) -> list[str]:
+    """trials.md's column names (identifiers such as spatial_dropout) with spaces for underscores: a header wraps
+    only between words, and the study's many columns fit the page side by side only with their names wrapped."""
+    return [name.replace("_", " ") for name in names]
+
+
 def tuning_section(run: Run) -> Section:
     title = "Hyper-parameter tuning"
     root = run.paths.tuning_root
@@ -780,6 +823,7 @@ def tuning_section(run: Run) -> Section:
     for block in markdown_blocks(text, f"Trials of study {study}."):
         if isinstance(block, TableBlock):
             _best_trials_first(block, TRIALS_SHOWN)
+            block.columns = _spaced(block.columns)
         if not isinstance(block, FigureBlock):
             blocks.append(block)
     png = _png(run.paths.reports("tuning", study), "tuning.png")
