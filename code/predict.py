@@ -7,10 +7,16 @@ Examples::
     predict.py --field 80 --ra 22:06:52.13 --dec +26:56:26.7 --out p.ecsv    # sexagesimal: RA in hours
     predict.py --field 80 --ra 22h06m52.13s --dec=26d56m26.7s --out p.fits
     predict.py --cube data/aligned/301/4510/4/cube-004510-4-0030.fits --csv positions.csv --out p.csv
+    predict.py --field 80 --csv targets.fits --out p.fits                    # a FITS (or ECSV) table of ra, dec
     predict.py --field 80 --all --out field80.fits                           # every catalogued object
     predict.py --run 4510 --camcol 4 --field 30 --detect --model pretrained  # every source found in the field
 
-Writes one row per input coordinate (with --csv, the file's other columns first, as text; with --all: per catalogued object, with objid, r_psfmag and the
+--csv reads a table with ra and dec columns (any case): a CSV file, values in degrees or sexagesimal (RA in hours),
+or, by extension, an ECSV (.ecsv) or FITS table (.fits, .fit, .fits.gz: the first table HDU), numbers in degrees
+or in their column's angle unit (RA also in hourangle or h), text as in a CSV.
+
+Writes one row per input coordinate (with --csv, the file's other columns first: a CSV's as text, an ECSV or FITS
+table's with their own types and units; with --all: per catalogued object, with objid, r_psfmag and the
 catalog's type; with --detect: per source sep finds in the field, with its r magnitude and size, and
 saturated: true where the source's r-band core saturated (a star brighter than r ~ 14), whose r_mag is then left
 empty, since its flux is only a lower limit), in input order: ra, dec, x, y, p_star, label, status. status is ok, outside (not in the
@@ -62,7 +68,11 @@ def build_parser():
         "--dec", nargs="+", action="extend", default=[], metavar="DEC",
         help="declination(s): degrees, or sexagesimal (+12:34:56, 12d34m56s)",
     )  # fmt: skip
-    group.add_argument("--csv", default=None, help="CSV file with ra,dec columns (degrees or sexagesimal)")
+    group.add_argument(
+        "--csv", default=None, metavar="FILE",
+        help="table with ra,dec columns: CSV (degrees or sexagesimal), or by extension ECSV (.ecsv) or FITS (.fits, "
+        ".fit, .fits.gz: first table HDU), numbers in degrees or their column's angle unit; other columns are carried",
+    )  # fmt: skip
     group.add_argument(
         "--all", action="store_true", help="every catalogued object of the field (stage 01's objects table)"
     )

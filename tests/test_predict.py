@@ -841,3 +841,245 @@ def test_detect_flags_a_saturated_star_and_leaves_its_r_mag_empty(tmp_path, mode
     row = rows[int(np.flatnonzero(at_star)[0])]
     assert row["saturated"] == "True" and row["r_mag"] == "" and row["p_star"] != ""
     assert sum(r["saturated"] == "True" for r in rows) == 1 and all(r["r_mag"] for r in rows if r is not row)
+
+
+# ---- ECSV and FITS tables given to --csv -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bundle(model_dir):
+    return load_bundle(model_dir)
+
+
+def write_table(path: Path, columns: dict) -> Path:
+    """``columns`` written by astropy as ECSV, FITS or gzip-compressed FITS, by ``path``'s name."""
+    import gzip
+
+    from astropy.table import Table
+
+    table = Table(columns)
+    if path.name.endswith(".gz"):
+        plain = path.with_name(path.name[: -len(".gz")])
+        table.write(plain, format="fits")
+        path.write_bytes(gzip.compress(plain.read_bytes()))
+        plain.unlink()
+    else:
+        table.write(path, format="ascii.ecsv" if path.suffix == ".ecsv" else "fits")
+    return path
+
+
+def test_ecsv_and_fits_tables_classify_as_the_same_csv_does(tmp_path, bundle, field):
+    """What astronomers have (predict.py's own .ecsv/.fits outputs among them) reads back as the CSV does."""
+    from astropy import units as u
+    from astropy.table import Table
+
+    from stargal.predict import read_coordinate_table
+
+    cube, wcs, xs, ys, kinds, _ = field
+    ra, dec = wcs.wcs_pix2world(np.append(xs[:5], -40.0), np.append(ys[:5], 30.0), 0)  # five sources, one outside
+    names = [f"s{i}" for i in range(len(ra))]
+    sky = zip(names, ra.tolist(), dec.tolist(), strict=True)
+    (tmp_path / "in.csv").write_text("name,ra,dec\n" + "".join(f"{n},{r!r},{d!r}\n" for n, r, d in sky))
+    ra_csv, dec_csv, _ = read_coordinate_table(tmp_path / "in.csv")
+    data, common = DataPaths(tmp_path / "data"), {"cube_path": str(cube), "bundle": bundle}
+    _, want = run_predict(data, ra=ra_csv, dec=dec_csv, **common)
+    assert list(want.status) == ["ok"] * 5 + ["outside"] and list(want.label[:5]) == list(kinds[:5])
+    for suffix, out_suffix in ((".ecsv", ".fits"), (".fits", ".ecsv"), (".fit", ".csv"), (".FITS.gz", ".fits")):
+        path = write_table(tmp_path / f"in{suffix}", {"name": names, "RA": ra * u.deg, "Dec": dec})
+        ra_in, dec_in, carried = read_coordinate_table(path)
+        np.testing.assert_array_equal(ra_in, ra_csv)
+        np.testing.assert_array_equal(dec_in, dec_csv)
+        out = tmp_path / f"p-{suffix.lstrip('.')}{out_suffix}"
+        _, pred = run_predict(data, ra=ra_in, dec=dec_in, out=str(out), carried=carried, **common)
+        assert list(pred.status) == list(want.status) and list(pred.label) == list(want.label)
+        np.testing.assert_array_equal(pred.p_star, want.p_star)
+        table = Table.read(out)
+        assert table.colnames[:3] == ["name", "ra", "dec"] and [str(v) for v in table["name"]] == names
+    ra_back, dec_back, carried = read_coordinate_table(out)  # predict.py's own output read back
+    assert list(carried) == ["name", "input_x", "input_y", "input_p_star", "input_label", "input_status"]
+    np.testing.assert_array_equal(ra_back, ra_csv)
+    assert list(carried["input_status"]) == list(want.status) and str(carried["input_x"].unit) == "pix"
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".ecsv", ".fits"])
+def test_a_tables_other_columns_are_carried_with_their_types_units_and_masks(tmp_path, bundle, field, suffix):
+    """A FITS or ECSV input's magnitudes stay numbers (with their unit) in a FITS or ECSV output, not text."""
+    from astropy import units as u
+    from astropy.table import MaskedColumn, Table
+
+    from stargal.predict import read_coordinate_table
+
+    cube, wcs, xs, ys, kinds, _ = field
+    ra, dec = wcs.wcs_pix2world(xs[:3], ys[:3], 0)
+    path = write_table(tmp_path / "in.fits", {
+        "ra": ra * u.deg, "dec": dec * u.deg,
+        "r_mag": MaskedColumn(np.array([20.5, 21.25, 19.0], np.float32), mask=[False, True, False], unit=u.mag),
+        "n_obs": MaskedColumn(np.array([3, 4, 5], np.int32), mask=[False, False, True]),
+        "flag": [True, False, True], "status": ["a", "b", "c"],
+    })  # fmt: skip
+    ra_in, dec_in, carried = read_coordinate_table(path)
+    assert list(carried) == ["input_r_mag", "n_obs", "flag", "input_status"]  # names clash as in a CSV
+    out = tmp_path / f"p{suffix}"
+    run_predict(DataPaths(tmp_path / "data"), ra=ra_in, dec=dec_in, cube_path=str(cube), bundle=bundle,
+                out=str(out), carried=carried)  # fmt: skip
+    if suffix == ".csv":
+        rows = read_out(out)
+        assert [r["input_r_mag"] for r in rows] == ["20.5", "", "19.0"]  # float32's own digits
+        assert [r["n_obs"] for r in rows] == ["3", "4", ""] and [r["flag"] for r in rows] == ["True", "False", "True"]
+        assert [r["label"] for r in rows] == list(kinds[:3])
+        return
+    table = Table.read(out)
+    assert table.colnames[:6] == ["input_r_mag", "n_obs", "flag", "input_status", "ra", "dec"]
+    mag, n_obs = table["input_r_mag"], table["n_obs"]
+    assert mag.dtype.kind == "f" and mag.dtype.itemsize == 4 and str(mag.unit) == "mag"
+    assert list(np.ma.getmaskarray(mag)) == [False, True, False]
+    assert mag[0] == 20.5 and mag[2] == 19.0
+    assert n_obs.dtype.kind == "i" and list(np.ma.getmaskarray(n_obs)) == [False, False, True] and n_obs[1] == 4
+    assert table["flag"].dtype == bool and list(table["flag"]) == [True, False, True]
+    assert [str(v) for v in table["input_status"]] == ["a", "b", "c"] and list(table["label"]) == list(kinds[:3])
+
+
+def test_a_tables_angle_units_are_converted_and_its_text_read_as_a_csvs(tmp_path):
+    from astropy import units as u
+    from astropy.io import fits
+
+    from stargal.predict import read_coordinate_table
+
+    hours = write_table(tmp_path / "h.ecsv", {"ra": [1.5, 22.5] * u.hourangle, "dec": [-1800.0, 3600.0] * u.arcsec})
+    ra, dec, carried = read_coordinate_table(hours)
+    assert ra.tolist() == [22.5, 337.5] and dec.tolist() == [-0.5, 1.0] and carried == {}
+    radians = write_table(tmp_path / "r.fits", {"RA": [np.pi / 2] * u.rad, "DEC": [-30.0] * u.arcmin})
+    np.testing.assert_allclose(np.concatenate(read_coordinate_table(radians)[:2]), [90.0, -0.5], rtol=1e-12)
+    # FITS has no hourangle unit: RA in hours is TUNIT 'h', or astropy's own name written by other software
+    for unit in ("h", "hourangle"):
+        path = write_table(tmp_path / f"{unit}.fits", {"ra": [1.5, 22.5], "dec": [0.0, 1.0]})
+        fits.setval(path, "TUNIT1", value=unit, ext=1)
+        assert read_coordinate_table(path)[0].tolist() == [22.5, 337.5]
+    text = write_table(tmp_path / "t.ecsv", {"ra": ["12:34:56.7", "12h34m56.7s", "188.73625"],
+                                             "dec": ["+12:34:56", "-12d34m56s", "-3"]})  # fmt: skip
+    ra, dec, _ = read_coordinate_table(text)
+    np.testing.assert_allclose(ra, [188.73625] * 3)
+    np.testing.assert_allclose(dec, [12.582222222, -12.582222222, -3.0])
+
+
+def _bad_tables() -> list:
+    from astropy import units as u
+    from astropy.table import Column, MaskedColumn
+    from astropy.time import Time
+
+    one = {"ra": [1.0, 2.0], "dec": [1.0, 2.0]}
+    return [
+        (".ecsv", {"x": [1.0], "dec": [2.0]}, r": missing column\(s\) ra \(columns: x,dec\)$"),
+        (".fits", {**one, "RA": [3.0, 4.0]}, r": column\(s\) ra appear more than once \(columns: ra,dec,RA\)$"),
+        (".ecsv", {**one, "dec": MaskedColumn([1.0, 2.0], mask=[False, True])}, r": row 2: dec is missing \("),
+        (".fits", {**one, "ra": [1.0, np.nan]}, r": row 2: ra is missing \(an empty, masked or NaN value\)$"),
+        (".ecsv", {**one, "ra": [1.0, np.nan]}, r": row 2: ra nan is not an angle in degrees"),
+        (".ecsv", {**one, "ra": ["10", "12:xx"]}, r": row 2: ra '12:xx' is not an angle \(degrees or sexagesimal\)$"),
+        (".fits", {**one, "dec": [1.0, 95.0]}, r": row 2: dec 95 is outside \[-90, 90\]$"),
+        (".ecsv", {**one, "ra": [1.0, 2.0] * u.mag}, r": column ra: unit 'mag' is not an angle \(deg, arcmin,"),
+        (".fits", {**one, "dec": [1.0, 2.0] * u.pix}, r": column dec: unit 'pix' is not an angle"),
+        (".ecsv", {**one, "dec": [1.0, 2.0] * u.hourangle}, r": column dec: unit 'hourangle': a declination is in"),
+        (".ecsv", {**one, "dec": Column(["1", "2"], unit="hourangle")}, r": column dec: text with unit 'hourangle'"),
+        (".fits", {**one, "flux": np.ones((2, 3))}, r": column flux: 3 values per row; only columns of one value"),
+        (".fits", {**one, "ra": np.ones((2, 2))}, r": column ra: 2 values per row"),
+        (".ecsv", {**one, "seen": Time([59000.0, 59001.0], format="mjd")}, r": column seen: a Time column"),
+        (".ecsv", {**one, "status": ["a", "b"], "input_status": ["c", "d"]}, r"column\(s\) input_status appear more"),
+        (".fits", {"ra": np.zeros(0), "dec": np.zeros(0)}, r": no coordinates \(a table without rows\)$"),
+    ]
+
+
+@pytest.mark.parametrize(("suffix", "columns", "message"), _bad_tables())
+def test_a_bad_table_is_one_line_naming_the_file_and_row(tmp_path, suffix, columns, message):
+    """No silent skip nor default: a masked, NaN or mistyped position, or a unit that is no angle, is refused."""
+    from stargal.predict import read_coordinate_table
+
+    path = write_table(tmp_path / f"in{suffix}", columns)
+    with pytest.raises(StargalError, match=message) as info:
+        read_coordinate_table(path)
+    assert str(info.value).startswith(f"{path}: ") and "\n" not in str(info.value)
+
+
+def test_a_corrupt_or_truncated_table_is_one_line_naming_the_file(tmp_path):
+    from astropy.io import fits
+
+    from stargal.predict import read_coordinate_table
+
+    whole = write_table(tmp_path / "whole.fits", {"ra": np.linspace(1, 2, 2000), "dec": np.zeros(2000)})
+    raw = whole.read_bytes()
+    gz = write_table(tmp_path / "gz.fits.gz", {"ra": np.linspace(1, 2, 2000), "dec": np.zeros(2000)}).read_bytes()
+    image = tmp_path / "image.fits"
+    fits.writeto(image, np.zeros((3, 3)))
+    files = {
+        "cut.fits": (raw[: len(raw) // 2], "a truncated FITS file"),
+        "padding.fits": (raw[:-100], "a truncated FITS file"),  # every row there, the file still cut short
+        "header.fits": (raw[:4000], r"a truncated or corrupt FITS file \(No table found\)"),  # the table's header cut
+        "cut.fits.gz": (gz[: len(gz) // 2], "a truncated or corrupt gzip file"),
+        "trailer.fits.gz": (gz[:-1], "a truncated or corrupt gzip file"),  # astropy reads this one whole
+        "text.fits": (b"ra,dec\n1,2\n", "cannot read a FITS table"),
+        "plain.ecsv": (b"ra,dec\n1,2\n", r"cannot read an ECSV table \(ECSV header line"),
+    }
+    for name, (content, _) in files.items():
+        (tmp_path / name).write_bytes(content)
+    cases = {tmp_path / n: m for n, (_, m) in files.items()}
+    cases |= {
+        image: r"cannot read a FITS table \(No table found\)",
+        tmp_path / "none.fits": "coordinate file not found",
+    }
+    for path, message in cases.items():
+        with pytest.raises(StargalError, match=f"^{path}: {message}") as info:
+            read_coordinate_table(path)
+        assert "\n" not in str(info.value)
+    assert len(read_coordinate_table(whole)[0]) == 2000
+
+
+def test_a_unit_fits_cannot_hold_is_dropped_from_a_fits_output_not_fatal(tmp_path, caplog):
+    """astropy refuses to write hourangle (a scale of 15) to FITS: the table would be lost after the classification."""
+    from astropy import units as u
+    from astropy.table import Table
+
+    from stargal.predict import predictions_table, read_coordinate_table, write_predictions
+
+    path = write_table(tmp_path / "in.ecsv", {"ra": [10.0], "dec": [1.0], "ra_h": [0.6667] * u.hourangle})
+    ra, dec, carried = read_coordinate_table(path)
+    pred = Predictions(ra, dec, np.zeros(1), np.zeros(1), np.array([0.9], np.float32), np.array(["star"]),
+                       np.array(["ok"]))  # fmt: skip
+    table = predictions_table(pred, {"MODEL": "m"}, carried)
+    write_predictions(tmp_path / "p.ecsv", table)
+    assert str(Table.read(tmp_path / "p.ecsv")["ra_h"].unit) == "hourangle"
+    write_predictions(tmp_path / "p.fits", table)
+    written = Table.read(tmp_path / "p.fits")
+    assert written["ra_h"].unit is None and written["ra_h"][0] == pytest.approx(0.6667)
+    assert str(written["ra"].unit) == "deg" and str(table["ra_h"].unit) == "hourangle"  # the table itself kept it
+    assert "FITS cannot hold the unit of ra_h (hourangle)" in caplog.text
+
+
+def test_cli_names_the_table_formats_and_refuses_a_corrupt_table_in_one_line(tmp_path, field):
+    from stargal.predict import table_format
+
+    assert [table_format(n) for n in ("a.ecsv", "a.FITS", "a.fit", "a.fits.gz", "a.csv", "a.txt", "a.fits.bz2")] == [
+        "ascii.ecsv", "fits", "fits", "fits", None, None, None]  # fmt: skip
+    cube = field[0]
+    bad = tmp_path / "targets.fits"
+    bad.write_bytes(b"SIMPLE  =                    T" + b" " * 50)
+    done = run_cli("--data-dir", str(tmp_path), "--cube", str(cube), "--csv", str(bad))
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and f"{bad}: " in done.stderr
+    done = run_cli("--help")
+    assert "ECSV (.ecsv) or FITS (.fits," in " ".join(done.stdout.split())
+
+
+def test_text_a_fits_output_cannot_hold_is_refused_before_any_classification(tmp_path, field):
+    """A carried name like 'Café' made astropy's FITS writer fail after the work ("unexpected UnicodeEncodeError");
+    it is one line naming the column and row before the model loads, and .ecsv writes it."""
+    cube = field[0]
+    coords = tmp_path / "targets.csv"
+    coords.write_text("ra,dec,name\n336.7,26.94,Vega\n336.7,26.95,Café\n", encoding="utf-8")
+    out = tmp_path / "p.fits"
+    done = run_cli("--data-dir", str(tmp_path), "--cube", str(cube), "--csv", str(coords), "--out", str(out))
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert f"--out {out}: column 'name' holds text that is not ASCII (row 2: 'Café')" in done.stderr
+    assert not out.exists()
+    from stargal.predict import check_fits_text
+
+    check_fits_text(tmp_path / "p.ecsv", {"name": np.array(["Café"])})  # ECSV is UTF-8: no error
+    with pytest.raises(StargalError, match="column name 'näme' is not ASCII"):
+        check_fits_text(out, {"näme": np.array(["x"])})

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import logging
 import os
 import re
 import warnings
@@ -34,6 +35,8 @@ from .geometry import inside_frame, sky_to_pixel
 from .metrics import mcc_from_counts
 from .model import predict
 from .onnx_engine import OnnxNetwork
+
+log = logging.getLogger("stargal")
 
 STATUS_OK = "ok"
 STATUS_OUTSIDE = "outside"
@@ -395,10 +398,11 @@ def _csv_rows(fh, path: Path) -> list[list[str]]:
 
 
 def read_coordinates(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """RA/Dec (degrees) from a CSV with ``ra`` and ``dec`` columns (any case, other columns ignored), each in
-    degrees or sexagesimal (RA "12:34:56.7" or "12h34m56.7s", Dec "+12:34:56" or "+12d34m56s").
+    """RA/Dec (degrees) from a table with ``ra`` and ``dec`` columns (any case, other columns ignored): a CSV, each
+    value in degrees or sexagesimal (RA "12:34:56.7" or "12h34m56.7s", Dec "+12:34:56" or "+12d34m56s"), or an
+    ECSV or FITS table (``read_coordinate_table``).
 
-    Any malformed row raises one StargalError naming the file and the line.
+    Any malformed row raises one StargalError naming the file and the line (CSV) or row (ECSV, FITS).
     """
     ra, dec, _ = read_coordinate_table(path)
     return ra, dec
@@ -412,9 +416,17 @@ def carried_name(name: str, index: int) -> str:
 
 
 def read_coordinate_table(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-    """As ``read_coordinates``, with the file's other columns as text ({output column name: values}), in the
-    file's order, for the output table to carry."""
-    path = Path(path)
+    """As ``read_coordinates``, with the file's other columns ({output column name: values}), in the file's order,
+    for the output table to carry: as text from a CSV; from an ECSV or FITS table (``TABLE_FORMATS``) as astropy
+    Columns of their own type, unit and mask."""
+    fmt = table_format(path)
+    if fmt is not None:
+        return _read_astropy_coordinates(Path(path), fmt)
+    return _read_csv_coordinates(Path(path))
+
+
+def _read_csv_coordinates(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """``read_coordinate_table`` of a CSV: every value as text, errors naming the line."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
             rows = _csv_rows(fh, path)
@@ -461,6 +473,168 @@ def read_coordinate_table(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarr
     return ra, dec, carried
 
 
+# ---- ECSV and FITS coordinate tables (astropy) ---------------------------------------------------------------
+
+# --csv files read through astropy, by (lower-case) name ending; any other file is read as CSV
+TABLE_FORMATS = {".ecsv": "ascii.ecsv", ".fits": "fits", ".fit": "fits", ".fits.gz": "fits"}
+_FORMAT_NAMES = {"ascii.ecsv": "an ECSV", "fits": "a FITS"}
+_ANGLE_UNITS = "deg, arcmin, arcsec, rad, ...; for RA also hourangle or h"
+
+
+def table_format(path: str | os.PathLike) -> str | None:
+    """The astropy format of a coordinate table by its name's ending (``TABLE_FORMATS``); None: read it as CSV."""
+    name = Path(path).name.lower()
+    return next((fmt for ending, fmt in TABLE_FORMATS.items() if name.endswith(ending)), None)
+
+
+def _first_line(exc: Exception) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def _gunzipped(path: Path):
+    """A gzip file's content, decompressed to its end so its CRC and length are checked: astropy stops at the last
+    row it expects and takes a cut stream for a FITS file without a table, or reads one cut in its trailer."""
+    import gzip
+    import io
+    import zlib
+
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise StargalError(f"{path}: cannot read coordinate file ({exc})") from None
+    try:
+        return io.BytesIO(gzip.decompress(raw))
+    except (OSError, EOFError, zlib.error) as exc:
+        raise StargalError(f"{path}: a truncated or corrupt gzip file ({_first_line(exc)})") from None
+
+
+def _astropy_table(path: Path, fmt: str):
+    """The table astropy reads from ``path`` (a FITS file's first table HDU), text as str; StargalError in one line
+    for a missing, unreadable, corrupt or truncated file."""
+    from astropy.table import Table
+
+    if not path.exists():
+        raise StargalError(f"{path}: coordinate file not found")
+    source = _gunzipped(path) if path.name.lower().endswith(".gz") else path
+    table, error = None, None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # recorded, not printed: units are checked later, truncation refused
+        try:
+            table = Table.read(source, format=fmt, **({"character_as_bytes": False} if fmt == "fits" else {}))
+        except Exception as exc:  # astropy's readers raise OSError, ValueError, EOFError, YAML errors... on bad files
+            error = _first_line(exc)
+    # a FITS file shorter than its headers say: astropy warns, then fails on a reshape, or reads it whole when only
+    # the last block's padding is gone; either way the file is not the one written
+    messages = [str(w.message) for w in caught]
+    if any("truncated" in m for m in messages):
+        raise StargalError(f"{path}: a truncated FITS file (shorter than its headers say)")
+    if error is not None:  # a header cut short reads as "No table found", after a warning that says why
+        damaged = any("corrupt" in m for m in messages)
+        what = "a truncated or corrupt FITS file" if damaged else f"cannot read {_FORMAT_NAMES[fmt]} table"
+        raise StargalError(f"{path}: {what} ({error})")
+    return table
+
+
+def _read_astropy_coordinates(path: Path, fmt: str) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """``read_coordinate_table`` of an ECSV or FITS table: errors naming the file and the row (1-based)."""
+    table = _astropy_table(path, fmt)
+    names = table.colnames
+    lower = [n.strip().lower() for n in names]
+    listed = ",".join(names)
+    missing = [c for c in ("ra", "dec") if c not in lower]
+    if missing:
+        raise StargalError(f"{path}: missing column(s) {', '.join(missing)} (columns: {listed})")
+    twice = [c for c in ("ra", "dec") if lower.count(c) > 1]
+    if twice:
+        raise StargalError(f"{path}: column(s) {', '.join(twice)} appear more than once (columns: {listed})")
+    if not len(table):
+        raise StargalError(f"{path}: no coordinates (a table without rows)")
+    where = lambda i: f"{path}: row {i + 1}"  # noqa: E731
+    ra = _column_degrees(table[names[lower.index("ra")]], "ra", path, where)
+    dec = _column_degrees(table[names[lower.index("dec")]], "dec", path, where)
+    validate_coordinates(ra, dec, where=where)
+    carried = {}
+    for index, name in enumerate(names):
+        if lower[index] not in ("ra", "dec"):
+            column = _carried_column(table[name], path)
+            carried.setdefault(carried_name(name, index), []).append(column)
+    repeated = [n for n, columns in carried.items() if len(columns) > 1]
+    if repeated:
+        raise StargalError(f"{path}: column(s) {', '.join(repeated)} appear more than once")
+    return ra, dec, {n: columns[0] for n, columns in carried.items()}
+
+
+def _column_degrees(column, kind: str, path: Path, where) -> np.ndarray:
+    """Degrees of an ra or dec column: numbers in its unit (degrees without one), or text read as a CSV's is."""
+    name = _one_value_per_row(column, path)
+    masked = np.flatnonzero(np.ma.getmaskarray(column))
+    if masked.size:  # an empty cell: a position left out, which no default may replace
+        raise StargalError(f"{where(masked[0])}: {kind} is missing (an empty, masked or NaN value)")
+    values, unit = np.ma.getdata(column), column.unit
+    if values.dtype.kind == "U":
+        if unit is not None and unit.to_string() != "deg":  # text is read in degrees, or sexagesimal RA in hours
+            raise StargalError(
+                f"{path}: column {name}: text with unit {unit.to_string()!r}; text is read as degrees or "
+                "sexagesimal, so give numbers in that unit or drop it"
+            )
+        return angles_or_error(values.tolist(), kind, where)
+    if values.dtype.kind not in "iuf":
+        raise StargalError(f"{path}: column {name}: {values.dtype} values, not numbers or text")
+    degrees = np.asarray(values, dtype=np.float64)
+    return degrees if unit is None else _to_degrees(degrees, unit, kind, f"{path}: column {name}")
+
+
+def _to_degrees(values: np.ndarray, unit, kind: str, where: str) -> np.ndarray:
+    """``values`` in ``unit`` as degrees: an angle, or for RA hourangle or a time ("h": FITS has no hourangle unit);
+    StargalError for any other unit, and for a declination in hours."""
+    from astropy import units as u
+
+    if isinstance(unit, u.UnrecognizedUnit):  # not a FITS unit, such as TUNIT = 'hourangle': astropy's own name?
+        unit = u.Unit(unit.name, parse_strict="silent")
+    text = unit.to_string() or "dimensionless"
+    hours = unit == u.hourangle or unit.is_equivalent(u.hour)
+    if hours and kind == "dec":
+        raise StargalError(f"{where}: unit {text!r}: a declination is in degrees, not hours")
+    if hours:  # 15 degrees an hour, exactly (astropy's hourangle goes through radians)
+        return (values if unit == u.hourangle else u.Quantity(values, unit).to_value(u.hour)) * 15.0
+    if not unit.is_equivalent(u.deg):
+        raise StargalError(f"{where}: unit {text!r} is not an angle ({_ANGLE_UNITS})")
+    return u.Quantity(values, unit).to_value(u.deg)
+
+
+def _one_value_per_row(column, path: Path) -> str:
+    """The name of a plain astropy column of one value per row; StargalError for any other, naming it."""
+    from astropy.table import Column
+
+    name = column.info.name
+    if not isinstance(column, Column):  # a mixin such as Time or SkyCoord
+        raise StargalError(f"{path}: column {name}: a {type(column).__name__} column, which cannot be read or carried")
+    if column.ndim != 1:
+        raise StargalError(
+            f"{path}: column {name}: {'x'.join(map(str, column.shape[1:]))} values per row; only columns of one "
+            "value per row are read or carried (drop it from the table)"
+        )
+    return name
+
+
+def _carried_column(column, path: Path):
+    """An input column to carry as it is (type, unit, mask, description); StargalError for one the output tables
+    cannot hold a cell of: several values per row, arrays of varying length, objects such as times."""
+    from astropy.table import Column, MaskedColumn
+
+    name = _one_value_per_row(column, path)
+    if column.dtype.kind not in "biufU":
+        raise StargalError(
+            f"{path}: column {name}: {column.dtype} values (arrays of varying length?); only numbers, booleans "
+            "and text are carried (drop it from the table)"
+        )
+    attrs = {"unit": column.unit, "description": column.description}
+    if isinstance(column, MaskedColumn):
+        return MaskedColumn(np.ma.getdata(column), mask=np.ma.getmaskarray(column), **attrs)
+    return Column(np.asarray(column), **attrs)
+
+
 # Output formats by extension; metadata keys are FITS keywords (8 characters), identical in ECSV.
 OUTPUT_FORMATS = {".csv": "ascii.csv", ".ecsv": "ascii.ecsv", ".fits": "fits"}
 UNITS = {"ra": "deg", "dec": "deg", "x": "pix", "y": "pix", "r_psfmag": "mag", "r_mag": "mag", "r50_px": "pix"}
@@ -500,11 +674,31 @@ def output_format(path: str | os.PathLike) -> str:
     return OUTPUT_FORMATS[suffix]
 
 
+def check_fits_text(out: str | os.PathLike, carried: dict) -> None:
+    """Refuse, before any classification, carried columns a FITS output cannot hold: FITS text (names and values)
+    is ASCII, and astropy's writer would otherwise fail after the work with an encoding error."""
+    if output_format(out) != "fits":
+        return
+    for name, values in carried.items():
+        if not name.isascii():
+            raise StargalError(f"--out {out}: column name {name!r} is not ASCII, which FITS cannot store; write .ecsv")
+        data = np.asarray(values)
+        if data.dtype.kind != "U":
+            continue
+        bad = [k for k, text in enumerate(data.ravel()) if not text.isascii()]
+        if bad:
+            raise StargalError(
+                f"--out {out}: column {name!r} holds text that is not ASCII (row {bad[0] + 1}: {str(data[bad[0]])!r}), "
+                "which FITS cannot store; write .ecsv or .csv"
+            )
+
+
 def predictions_table(pred: Predictions, meta: dict, before: dict | None = None, after: dict | None = None):
     """An astropy Table of the predictions, one row per input in input order, with units and ``meta``.
 
     Columns: ``before`` (e.g. objid), ra, dec, x, y, ``after`` (e.g. r_psfmag, catalog_type), p_star, label, status.
-    x, y and p_star are masked where undefined (written as empty cells in CSV and ECSV, NaN in FITS).
+    x, y and p_star are masked where undefined (written as empty cells in CSV and ECSV, NaN in FITS). Astropy columns
+    among ``before`` (an ECSV or FITS input's carried columns) keep their mask, unit and description.
     """
     from astropy.table import MaskedColumn, Table
 
@@ -512,9 +706,14 @@ def predictions_table(pred: Predictions, meta: dict, before: dict | None = None,
     columns |= {"p_star": pred.p_star, "label": pred.label, "status": pred.status}
     table = Table(meta=dict(meta))
     for name, values in columns.items():
-        values = np.asarray(values)
-        mask = ~np.isfinite(values) if values.dtype.kind == "f" and name not in ("ra", "dec") else None
-        table[name] = MaskedColumn(values, mask=mask, unit=UNITS.get(name), description=DESCRIPTIONS.get(name))
+        data = np.asarray(values)
+        # an input table's carried column keeps its mask, unit and description
+        mask = np.ma.getmaskarray(values) if np.ma.isMaskedArray(values) else None
+        if data.dtype.kind == "f" and name not in ("ra", "dec"):
+            mask = ~np.isfinite(data) if mask is None else mask | ~np.isfinite(data)
+        unit = UNITS.get(name) or getattr(values, "unit", None)
+        description = DESCRIPTIONS.get(name) or getattr(values, "description", None)
+        table[name] = MaskedColumn(data, mask=mask, unit=unit, description=description)
     return table
 
 
@@ -538,7 +737,12 @@ def _text_columns(table, formats: dict[str, str], quote_empty: bool) -> list[lis
         mask = np.ma.getmaskarray(column)
         if values.dtype.kind == "f":
             fmt = formats.get(name)
-            text = [fmt % v for v in values.tolist()] if fmt else [repr(v) for v in values.tolist()]
+            if fmt:
+                text = [fmt % v for v in values.tolist()]
+            elif values.dtype.itemsize < 8:  # a carried float32: its own shortest digits, not float64's repr
+                text = np.asarray(values).astype(str).tolist()
+            else:
+                text = [repr(v) for v in values.tolist()]
         else:
             text = _quoted([str(v) for v in values.tolist()], delimiter)
             mask = mask | (np.asarray(values, dtype=str) == "")
@@ -546,6 +750,31 @@ def _text_columns(table, formats: dict[str, str], quote_empty: bool) -> list[lis
             text[i] = empty
         out.append(text)
     return out
+
+
+def _fits_units(table, path):
+    """``table`` without the units FITS cannot hold (a carried column's hourangle, whose scale of 15 astropy
+    refuses to write, or a function unit such as mag(AB)), with a warning naming the columns, rather than an
+    error after the classification: an ECSV output keeps them."""
+    lost = {}
+    for name in table.colnames:
+        unit = table[name].unit
+        try:
+            if unit is not None:
+                unit.to_string(format="fits")
+        except ValueError:  # astropy's UnitScaleError is one
+            lost[name] = unit.to_string()
+    if not lost:
+        return table
+    log.warning(
+        "%s: FITS cannot hold the unit of %s: written without it (an .ecsv output keeps it)",
+        path,
+        ", ".join(f"{n} ({u})" for n, u in lost.items()),
+    )
+    table = table.copy(copy_data=False)
+    for name in lost:
+        table[name].unit = None
+    return table
 
 
 def write_predictions(path: str | os.PathLike, table) -> None:
@@ -557,6 +786,7 @@ def write_predictions(path: str | os.PathLike, table) -> None:
 
     fmt = output_format(path)
     if fmt == "fits":
+        table = _fits_units(table, path)
         with atomic_path(path) as tmp:
             table.write(tmp, format="fits", overwrite=True)
         return

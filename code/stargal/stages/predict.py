@@ -25,6 +25,7 @@ from ..predict import (
     TTA_MARGIN,
     TTA_MODES,
     Predictions,
+    check_fits_text,
     classify,
     mark_artefacts,
     output_format,
@@ -413,6 +414,7 @@ def run_predict(
         raise StargalError(f"--min-snr {min_snr}: must be a number >= 0 (0 classifies every position)")
     if out is not None:
         output_format(out)  # input errors first, before loading TensorFlow
+        check_fits_text(out, carried or {})
     path, field_label = cube_for(paths, cube_path, fid)
     model_dir = bundle.directory if bundle is not None else resolve_model_dir(paths, model)
     out_path = Path(out).expanduser().resolve() if out else None
