@@ -106,7 +106,7 @@ def build_parser():
 
 def coordinates(args) -> tuple:
     """(ra, dec, columns to carry) from the arguments; (None, None, None) for --all and --detect."""
-    from stargal.predict import angles_or_error, read_coordinate_table, split_sexagesimal, validate_coordinates
+    from stargal.predict_io import angles_or_error, read_coordinate_table, split_sexagesimal, validate_coordinates
 
     ways = (("--csv", args.csv), ("--ra/--dec", args.ra or args.dec), ("--all", args.all), ("--detect", args.detect))
     given = [name for name, on in ways if on]

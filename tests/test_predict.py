@@ -20,7 +20,8 @@ from stargal.errors import StargalError
 from stargal.fsio import content_digest
 from stargal.geometry import sky_to_pixel
 from stargal.paths import DataPaths
-from stargal.predict import Predictions, agreement_text, catalog_agreement, locate, read_coordinates
+from stargal.predict import Predictions, agreement_text, catalog_agreement, locate
+from stargal.predict_io import read_coordinates
 from stargal.stages.predict import load_bundle, run_predict
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -337,7 +338,7 @@ def read_cube_shape(path) -> tuple[int, int]:
     ],
 )
 def test_sexagesimal_and_degree_angles(text, kind, degrees):
-    from stargal.predict import parse_angles
+    from stargal.predict_io import parse_angles
 
     values, bad = parse_angles([text], kind)
     assert bad is None
@@ -357,7 +358,7 @@ def test_a_csvs_other_columns_are_carried_beside_their_positions(tmp_path, model
     """Names and magnitudes of the input were dropped: a user had to join the table back by position."""
     from astropy.table import Table
 
-    from stargal.predict import read_coordinate_table
+    from stargal.predict_io import read_coordinate_table
 
     cube, wcs, xs, ys, kinds, _ = field
     ra, dec = wcs.wcs_pix2world(xs[:3], ys[:3], 0)
@@ -779,7 +780,7 @@ def test_an_unclosed_quote_is_refused_not_folded_over_the_lines_after_it(tmp_pat
     ],
 )
 def test_a_sexagesimal_angle_split_at_its_spaces_is_recognised(values, split):
-    from stargal.predict import split_sexagesimal
+    from stargal.predict_io import split_sexagesimal
 
     assert split_sexagesimal(values) is split
 
@@ -796,7 +797,7 @@ def test_unquoted_sexagesimal_and_declinations_in_hours_are_refused(tmp_path, fi
 
 @pytest.mark.parametrize("text", ["1h", "-0h30m", "+2h00m00s"])
 def test_a_declination_in_hours_is_not_an_angle(text):
-    from stargal.predict import parse_angles
+    from stargal.predict_io import parse_angles
 
     assert parse_angles([text], "dec")[1] == 0
     assert parse_angles([text.lstrip("+-")], "ra")[1] is None  # hours are right ascension's unit
@@ -807,7 +808,7 @@ def test_a_declination_in_hours_is_not_an_angle(text):
 )
 def test_minutes_or_seconds_of_60_are_not_an_angle(text, kind):
     """astropy carries "45:60:00" over to 46 degrees (with a warning we hide): a mistyped position, not a position."""
-    from stargal.predict import parse_angles
+    from stargal.predict_io import parse_angles
 
     assert parse_angles([text], kind)[1] == 0
     assert parse_angles(["12:59:59.9"], kind)[1] is None
@@ -873,7 +874,7 @@ def test_ecsv_and_fits_tables_classify_as_the_same_csv_does(tmp_path, bundle, fi
     from astropy import units as u
     from astropy.table import Table
 
-    from stargal.predict import read_coordinate_table
+    from stargal.predict_io import read_coordinate_table
 
     cube, wcs, xs, ys, kinds, _ = field
     ra, dec = wcs.wcs_pix2world(np.append(xs[:5], -40.0), np.append(ys[:5], 30.0), 0)  # five sources, one outside
@@ -907,7 +908,7 @@ def test_a_tables_other_columns_are_carried_with_their_types_units_and_masks(tmp
     from astropy import units as u
     from astropy.table import MaskedColumn, Table
 
-    from stargal.predict import read_coordinate_table
+    from stargal.predict_io import read_coordinate_table
 
     cube, wcs, xs, ys, kinds, _ = field
     ra, dec = wcs.wcs_pix2world(xs[:3], ys[:3], 0)
@@ -943,7 +944,7 @@ def test_a_tables_angle_units_are_converted_and_its_text_read_as_a_csvs(tmp_path
     from astropy import units as u
     from astropy.io import fits
 
-    from stargal.predict import read_coordinate_table
+    from stargal.predict_io import read_coordinate_table
 
     hours = write_table(tmp_path / "h.ecsv", {"ra": [1.5, 22.5] * u.hourangle, "dec": [-1800.0, 3600.0] * u.arcsec})
     ra, dec, carried = read_coordinate_table(hours)
@@ -991,7 +992,7 @@ def _bad_tables() -> list:
 @pytest.mark.parametrize(("suffix", "columns", "message"), _bad_tables())
 def test_a_bad_table_is_one_line_naming_the_file_and_row(tmp_path, suffix, columns, message):
     """No silent skip nor default: a masked, NaN or mistyped position, or a unit that is no angle, is refused."""
-    from stargal.predict import read_coordinate_table
+    from stargal.predict_io import read_coordinate_table
 
     path = write_table(tmp_path / f"in{suffix}", columns)
     with pytest.raises(StargalError, match=message) as info:
@@ -1002,7 +1003,7 @@ def test_a_bad_table_is_one_line_naming_the_file_and_row(tmp_path, suffix, colum
 def test_a_corrupt_or_truncated_table_is_one_line_naming_the_file(tmp_path):
     from astropy.io import fits
 
-    from stargal.predict import read_coordinate_table
+    from stargal.predict_io import read_coordinate_table
 
     whole = write_table(tmp_path / "whole.fits", {"ra": np.linspace(1, 2, 2000), "dec": np.zeros(2000)})
     raw = whole.read_bytes()
@@ -1037,7 +1038,7 @@ def test_a_unit_fits_cannot_hold_is_dropped_from_a_fits_output_not_fatal(tmp_pat
     from astropy import units as u
     from astropy.table import Table
 
-    from stargal.predict import predictions_table, read_coordinate_table, write_predictions
+    from stargal.predict_io import predictions_table, read_coordinate_table, write_predictions
 
     path = write_table(tmp_path / "in.ecsv", {"ra": [10.0], "dec": [1.0], "ra_h": [0.6667] * u.hourangle})
     ra, dec, carried = read_coordinate_table(path)
@@ -1054,7 +1055,7 @@ def test_a_unit_fits_cannot_hold_is_dropped_from_a_fits_output_not_fatal(tmp_pat
 
 
 def test_cli_names_the_table_formats_and_refuses_a_corrupt_table_in_one_line(tmp_path, field):
-    from stargal.predict import table_format
+    from stargal.predict_io import table_format
 
     assert [table_format(n) for n in ("a.ecsv", "a.FITS", "a.fit", "a.fits.gz", "a.csv", "a.txt", "a.fits.bz2")] == [
         "ascii.ecsv", "fits", "fits", "fits", None, None, None]  # fmt: skip
@@ -1078,7 +1079,7 @@ def test_text_a_fits_output_cannot_hold_is_refused_before_any_classification(tmp
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
     assert f"--out {out}: column 'name' holds text that is not ASCII (row 2: 'Café')" in done.stderr
     assert not out.exists()
-    from stargal.predict import check_fits_text
+    from stargal.predict_io import check_fits_text
 
     check_fits_text(tmp_path / "p.ecsv", {"name": np.array(["Café"])})  # ECSV is UTF-8: no error
     with pytest.raises(StargalError, match="column name 'näme' is not ASCII"):

@@ -139,7 +139,7 @@ def test_predict_says_when_the_fields_psf_is_outside_what_the_model_was_trained_
     from dataclasses import replace
 
     from stargal.errors import StargalError
-    from stargal.predict import read_predictions
+    from stargal.predict_io import read_predictions
     from stargal.stages.alignment import run_alignment
     from stargal.stages.predict import run_predict
 

@@ -21,17 +21,8 @@ from ..fsio import INTEGRITY_KEY, check_seal, read_json
 from ..geometry import has_sky_axes
 from ..model import load_model, patch_shape, takes_psf
 from ..paths import PRETRAINED, PRETRAINED_MODEL_DIR, DataPaths, FieldId, ModelFiles, objects_for_cube, psf_map_beside
-from ..predict import (
-    TTA_MARGIN,
-    TTA_MODES,
-    Predictions,
-    check_fits_text,
-    classify,
-    mark_artefacts,
-    output_format,
-    predictions_table,
-    write_predictions,
-)
+from ..predict import TTA_MARGIN, TTA_MODES, Predictions, classify, mark_artefacts
+from ..predict_io import check_fits_text, output_format, predictions_table, write_predictions
 from ..presence import MIN_SNR
 from ..psf import PSFMap, measure_psf_map, outside_trained_range, psf_map_of
 from ..sdss import frame_relpath

@@ -1,0 +1,559 @@
+"""predict.py's tables: coordinates in (``--ra/--dec`` values; a CSV, ECSV or FITS table of ra, dec and other
+columns to carry), predictions out (.csv, .ecsv or .fits, with units and the model's metadata).
+
+Every bad value or file is one StargalError naming it (file and line or row, or the option), raised before any
+classification; outputs are written atomically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import logging
+import os
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from .errors import StargalError
+from .fsio import require_writable_destination
+from .predict import Predictions
+
+log = logging.getLogger("stargal")
+
+
+_SEXAGESIMAL_RA_DEGREES = re.compile(r"[d\u00b0]", re.IGNORECASE)  # "12d34m56s": RA given in degrees
+
+
+_SEXAGESIMAL_SEPARATORS = re.compile("[\\s:hHdDmMsS'\"\u00b0\u2032\u2033+\u2212-]+")
+
+
+def _angle(text: str, kind: str) -> float:
+    """One RA or Dec in degrees: a number of degrees, or sexagesimal ("12:34:56.7", "12h34m56.7s",
+    "+12:34:56", "-5d02m03s", "12 34 56.7"); sexagesimal RA is in hours unless it says "d". ValueError if none."""
+    text = text.strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    if not text or not any(c.isdigit() for c in text):
+        raise ValueError(text)
+    if kind == "dec" and "h" in text.lower():  # astropy would take "1h" as 15 degrees: no declination is in hours
+        raise ValueError(f"{text}: a declination in hours")
+    fields, carried = [f for f in _SEXAGESIMAL_SEPARATORS.split(text) if f], False
+    with contextlib.suppress(ValueError):  # a field that is not a number: astropy's parser says what is wrong
+        carried = any(float(f) >= 60 for f in fields[1:3])
+    if carried:  # astropy carries 45:60:00 over to 46 degrees, with a warning
+        raise ValueError(f"{text}: minutes and seconds must be below 60")
+    from astropy import units as u
+    from astropy.coordinates import Angle
+
+    unit = u.deg if kind == "dec" or _SEXAGESIMAL_RA_DEGREES.search(text) else u.hourangle
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # astropy's out-of-range warnings: refused below, in one line
+            angle = Angle(text, unit=unit)
+    except (ValueError, TypeError, u.UnitsError) as exc:
+        raise ValueError(text) from exc
+    if unit is u.hourangle and not 0 <= angle.hourangle < 24:
+        raise ValueError(f"{text}: RA in hours must be 0-24")
+    return float(angle.deg)
+
+
+def parse_angles(values, kind: str) -> tuple[np.ndarray, int | None]:
+    """Degrees of ``values`` (strings or numbers) and the index of the first that is not an angle (None if all are).
+
+    Plain numbers are converted in one vectorised step; only the others go through astropy's sexagesimal parser.
+    """
+    values = list(values)
+    try:
+        return np.asarray(values, dtype=np.float64), None
+    except (ValueError, TypeError):
+        pass
+    out = np.empty(len(values))
+    for i, value in enumerate(values):
+        try:
+            out[i] = float(value) if not isinstance(value, str) else _angle(value, kind)
+        except (ValueError, TypeError):
+            return out, i
+    return out, None
+
+
+def angles_or_error(values, kind: str, where) -> np.ndarray:
+    """``parse_angles``, raising StargalError ``where(i)``: "... ra '12:xx' is not an angle" for the first bad one."""
+    degrees, bad = parse_angles(values, kind)
+    if bad is not None:
+        value = values[bad]
+        if kind == "dec" and "h" in str(value).lower():
+            raise StargalError(
+                f"{where(bad)}: dec {value!r}: a declination is in degrees (+12:34:56, 12d34m56s), not hours"
+            )
+        raise StargalError(f"{where(bad)}: {kind} {value!r} is not an angle (degrees or sexagesimal)")
+    return degrees
+
+
+def split_sexagesimal(values) -> bool:
+    """True when three values read as one sexagesimal angle split at its spaces ("02", "34", "13.1018": whole
+    degrees or hours, whole minutes, seconds below 60), as an unquoted "--ra 02 34 13.1018" reaches argparse,
+    which would otherwise classify three positions nowhere near the one meant."""
+    if len(values) != 3:
+        return False
+    first, minutes, seconds = (str(v).strip() for v in values)
+    if not (re.fullmatch(r"[+-]?\d+", first) and re.fullmatch(r"\d+", minutes)):
+        return False
+    try:
+        return 0 <= int(minutes) < 60 and 0 <= float(seconds) < 60
+    except ValueError:
+        return False
+
+
+def validate_coordinates(ra: np.ndarray, dec: np.ndarray, source: str = "coordinates", where=None) -> None:
+    """Raise StargalError naming the first bad value (``where(i)``, default "coordinate i+1") when RA/Dec are
+    not valid degrees."""
+    where = where or (lambda i: f"{source}: coordinate {i + 1}")
+    ra = np.asarray(ra, dtype=np.float64)
+    dec = np.asarray(dec, dtype=np.float64)
+    bad_ra = np.flatnonzero(~(np.isfinite(ra) & (ra >= -360) & (ra <= 360)))
+    if bad_ra.size:
+        i = int(bad_ra[0])
+        raise StargalError(f"{where(i)}: ra {float(ra[i]):.10g} is not an angle in degrees (-360 to 360)")
+    bad_dec = np.flatnonzero(~(np.isfinite(dec) & (np.abs(dec) <= 90)))
+    if bad_dec.size:
+        i = int(bad_dec[0])
+        raise StargalError(f"{where(i)}: dec {float(dec[i]):.10g} is outside [-90, 90]")
+
+
+_UNCLOSED_QUOTE = "a double quote not closed makes a value swallow the lines after it (quote it whole or drop it)"
+
+
+def _csv_rows(fh, path: Path) -> list[list[str]]:
+    """Every row of a CSV file, each from one line: a value running over a line break (a quote never closed, as in
+    '"Star A,10,5') would fold every later line into one value, their positions lost without a word, so it is
+    refused naming the line where it starts, as is any csv.Error (such as a value over csv's size limit)."""
+    reader = csv.reader(fh)
+    rows: list[list[str]] = []
+    start = 1
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return rows
+        except csv.Error as exc:
+            raise StargalError(f"{path}: line {start}: not valid CSV ({exc}); {_UNCLOSED_QUOTE}") from None
+        if any("\n" in value or "\r" in value for value in row):
+            raise StargalError(f"{path}: line {start}: a value runs on to line {reader.line_num}; {_UNCLOSED_QUOTE}")
+        rows.append(row)
+        start = reader.line_num + 1
+
+
+def read_coordinates(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """RA/Dec (degrees) from a table with ``ra`` and ``dec`` columns (any case, other columns ignored): a CSV, each
+    value in degrees or sexagesimal (RA "12:34:56.7" or "12h34m56.7s", Dec "+12:34:56" or "+12d34m56s"), or an
+    ECSV or FITS table (``read_coordinate_table``).
+
+    Any malformed row raises one StargalError naming the file and the line (CSV) or row (ECSV, FITS).
+    """
+    ra, dec, _ = read_coordinate_table(path)
+    return ra, dec
+
+
+def carried_name(name: str, index: int) -> str:
+    """The output column of an input CSV's other column: its own name, unless it is empty or one of the table's
+    own columns (then ``input_`` + name), so a user's names and magnitudes stay beside their positions."""
+    name = name.strip() or f"column_{index + 1}"
+    return f"input_{name}" if name.lower() in _OWN_COLUMNS else name
+
+
+def read_coordinate_table(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """As ``read_coordinates``, with the file's other columns ({output column name: values}), in the file's order,
+    for the output table to carry: as text from a CSV; from an ECSV or FITS table (``TABLE_FORMATS``) as astropy
+    Columns of their own type, unit and mask."""
+    fmt = table_format(path)
+    if fmt is not None:
+        return _read_astropy_coordinates(Path(path), fmt)
+    return _read_csv_coordinates(Path(path))
+
+
+def _read_csv_coordinates(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """``read_coordinate_table`` of a CSV: every value as text, errors naming the line."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            rows = _csv_rows(fh, path)
+    except FileNotFoundError:
+        raise StargalError(f"{path}: coordinate file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StargalError(f"{path}: cannot read coordinate file ({exc})") from None
+    if not rows:
+        raise StargalError(f"{path}: empty file; expected a header row with ra,dec columns")
+    header = [h.strip().lower() for h in rows[0]]
+    missing = [c for c in ("ra", "dec") if c not in header]
+    if missing:
+        raise StargalError(f"{path}: line 1: missing column(s) {', '.join(missing)} (header: {','.join(rows[0])})")
+    twice = [c for c in ("ra", "dec") if header.count(c) > 1]
+    if twice:
+        raise StargalError(
+            f"{path}: line 1: column(s) {', '.join(twice)} appear more than once (header: {','.join(rows[0])})"
+        )
+    ira, idec = header.index("ra"), header.index("dec")
+    others = [i for i in range(len(header)) if i not in (ira, idec)]
+    names = [carried_name(rows[0][i], i) for i in others]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise StargalError(f"{path}: line 1: column(s) {', '.join(repeated)} appear more than once")
+    lines, ra_text, dec_text, kept = [], [], [], []
+    for line, row in enumerate(rows[1:], start=2):  # one row per line: _csv_rows refuses values over two
+        if not row or all(not c.strip() for c in row):
+            continue  # blank lines carry no coordinate
+        if len(row) <= max(ira, idec):
+            raise StargalError(f"{path}: line {line}: too few values ({len(row)} for {len(header)} columns)")
+        if len(row) > len(header):  # an unquoted comma, say: which value is ra is no longer certain
+            raise StargalError(f"{path}: line {line}: more values than columns ({len(row)} for {len(header)})")
+        lines.append(line)
+        ra_text.append(row[ira])
+        dec_text.append(row[idec])
+        kept.append([row[i].strip() if i < len(row) else "" for i in others])
+    if not lines:
+        raise StargalError(f"{path}: no coordinates (only a header row)")
+    where = lambda i: f"{path}: line {lines[i]}"  # noqa: E731
+    ra = angles_or_error(ra_text, "ra", where)
+    dec = angles_or_error(dec_text, "dec", where)
+    validate_coordinates(ra, dec, where=where)
+    carried = {name: np.array([values[k] for values in kept], dtype=str) for k, name in enumerate(names)}
+    return ra, dec, carried
+
+
+# ---- ECSV and FITS coordinate tables (astropy) ---------------------------------------------------------------
+
+# --csv files read through astropy, by (lower-case) name ending; any other file is read as CSV
+TABLE_FORMATS = {".ecsv": "ascii.ecsv", ".fits": "fits", ".fit": "fits", ".fits.gz": "fits"}
+_FORMAT_NAMES = {"ascii.ecsv": "an ECSV", "fits": "a FITS"}
+_ANGLE_UNITS = "deg, arcmin, arcsec, rad, ...; for RA also hourangle or h"
+
+
+def table_format(path: str | os.PathLike) -> str | None:
+    """The astropy format of a coordinate table by its name's ending (``TABLE_FORMATS``); None: read it as CSV."""
+    name = Path(path).name.lower()
+    return next((fmt for ending, fmt in TABLE_FORMATS.items() if name.endswith(ending)), None)
+
+
+def _first_line(exc: Exception) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def _gunzipped(path: Path):
+    """A gzip file's content, decompressed to its end so its CRC and length are checked: astropy stops at the last
+    row it expects and takes a cut stream for a FITS file without a table, or reads one cut in its trailer."""
+    import gzip
+    import io
+    import zlib
+
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise StargalError(f"{path}: cannot read coordinate file ({exc})") from None
+    try:
+        return io.BytesIO(gzip.decompress(raw))
+    except (OSError, EOFError, zlib.error) as exc:
+        raise StargalError(f"{path}: a truncated or corrupt gzip file ({_first_line(exc)})") from None
+
+
+def _astropy_table(path: Path, fmt: str):
+    """The table astropy reads from ``path`` (a FITS file's first table HDU), text as str; StargalError in one line
+    for a missing, unreadable, corrupt or truncated file."""
+    from astropy.table import Table
+
+    if not path.exists():
+        raise StargalError(f"{path}: coordinate file not found")
+    source = _gunzipped(path) if path.name.lower().endswith(".gz") else path
+    table, error = None, None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # recorded, not printed: units are checked later, truncation refused
+        try:
+            table = Table.read(source, format=fmt, **({"character_as_bytes": False} if fmt == "fits" else {}))
+        except Exception as exc:  # astropy's readers raise OSError, ValueError, EOFError, YAML errors... on bad files
+            error = _first_line(exc)
+    # a FITS file shorter than its headers say: astropy warns, then fails on a reshape, or reads it whole when only
+    # the last block's padding is gone; either way the file is not the one written
+    messages = [str(w.message) for w in caught]
+    if any("truncated" in m for m in messages):
+        raise StargalError(f"{path}: a truncated FITS file (shorter than its headers say)")
+    if error is not None:  # a header cut short reads as "No table found", after a warning that says why
+        damaged = any("corrupt" in m for m in messages)
+        what = "a truncated or corrupt FITS file" if damaged else f"cannot read {_FORMAT_NAMES[fmt]} table"
+        raise StargalError(f"{path}: {what} ({error})")
+    return table
+
+
+def _read_astropy_coordinates(path: Path, fmt: str) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """``read_coordinate_table`` of an ECSV or FITS table: errors naming the file and the row (1-based)."""
+    table = _astropy_table(path, fmt)
+    names = table.colnames
+    lower = [n.strip().lower() for n in names]
+    listed = ",".join(names)
+    missing = [c for c in ("ra", "dec") if c not in lower]
+    if missing:
+        raise StargalError(f"{path}: missing column(s) {', '.join(missing)} (columns: {listed})")
+    twice = [c for c in ("ra", "dec") if lower.count(c) > 1]
+    if twice:
+        raise StargalError(f"{path}: column(s) {', '.join(twice)} appear more than once (columns: {listed})")
+    if not len(table):
+        raise StargalError(f"{path}: no coordinates (a table without rows)")
+    where = lambda i: f"{path}: row {i + 1}"  # noqa: E731
+    ra = _column_degrees(table[names[lower.index("ra")]], "ra", path, where)
+    dec = _column_degrees(table[names[lower.index("dec")]], "dec", path, where)
+    validate_coordinates(ra, dec, where=where)
+    carried = {}
+    for index, name in enumerate(names):
+        if lower[index] not in ("ra", "dec"):
+            column = _carried_column(table[name], path)
+            carried.setdefault(carried_name(name, index), []).append(column)
+    repeated = [n for n, columns in carried.items() if len(columns) > 1]
+    if repeated:
+        raise StargalError(f"{path}: column(s) {', '.join(repeated)} appear more than once")
+    return ra, dec, {n: columns[0] for n, columns in carried.items()}
+
+
+def _column_degrees(column, kind: str, path: Path, where) -> np.ndarray:
+    """Degrees of an ra or dec column: numbers in its unit (degrees without one), or text read as a CSV's is."""
+    name = _one_value_per_row(column, path)
+    masked = np.flatnonzero(np.ma.getmaskarray(column))
+    if masked.size:  # an empty cell: a position left out, which no default may replace
+        raise StargalError(f"{where(masked[0])}: {kind} is missing (an empty, masked or NaN value)")
+    values, unit = np.ma.getdata(column), column.unit
+    if values.dtype.kind == "U":
+        if unit is not None and unit.to_string() != "deg":  # text is read in degrees, or sexagesimal RA in hours
+            raise StargalError(
+                f"{path}: column {name}: text with unit {unit.to_string()!r}; text is read as degrees or "
+                "sexagesimal, so give numbers in that unit or drop it"
+            )
+        return angles_or_error(values.tolist(), kind, where)
+    if values.dtype.kind not in "iuf":
+        raise StargalError(f"{path}: column {name}: {values.dtype} values, not numbers or text")
+    degrees = np.asarray(values, dtype=np.float64)
+    return degrees if unit is None else _to_degrees(degrees, unit, kind, f"{path}: column {name}")
+
+
+def _to_degrees(values: np.ndarray, unit, kind: str, where: str) -> np.ndarray:
+    """``values`` in ``unit`` as degrees: an angle, or for RA hourangle or a time ("h": FITS has no hourangle unit);
+    StargalError for any other unit, and for a declination in hours."""
+    from astropy import units as u
+
+    if isinstance(unit, u.UnrecognizedUnit):  # not a FITS unit, such as TUNIT = 'hourangle': astropy's own name?
+        unit = u.Unit(unit.name, parse_strict="silent")
+    text = unit.to_string() or "dimensionless"
+    hours = unit == u.hourangle or unit.is_equivalent(u.hour)
+    if hours and kind == "dec":
+        raise StargalError(f"{where}: unit {text!r}: a declination is in degrees, not hours")
+    if hours:  # 15 degrees an hour, exactly (astropy's hourangle goes through radians)
+        return (values if unit == u.hourangle else u.Quantity(values, unit).to_value(u.hour)) * 15.0
+    if not unit.is_equivalent(u.deg):
+        raise StargalError(f"{where}: unit {text!r} is not an angle ({_ANGLE_UNITS})")
+    return u.Quantity(values, unit).to_value(u.deg)
+
+
+def _one_value_per_row(column, path: Path) -> str:
+    """The name of a plain astropy column of one value per row; StargalError for any other, naming it."""
+    from astropy.table import Column
+
+    name = column.info.name
+    if not isinstance(column, Column):  # a mixin such as Time or SkyCoord
+        raise StargalError(f"{path}: column {name}: a {type(column).__name__} column, which cannot be read or carried")
+    if column.ndim != 1:
+        raise StargalError(
+            f"{path}: column {name}: {'x'.join(map(str, column.shape[1:]))} values per row; only columns of one "
+            "value per row are read or carried (drop it from the table)"
+        )
+    return name
+
+
+def _carried_column(column, path: Path):
+    """An input column to carry as it is (type, unit, mask, description); StargalError for one the output tables
+    cannot hold a cell of: several values per row, arrays of varying length, objects such as times."""
+    from astropy.table import Column, MaskedColumn
+
+    name = _one_value_per_row(column, path)
+    if column.dtype.kind not in "biufU":
+        raise StargalError(
+            f"{path}: column {name}: {column.dtype} values (arrays of varying length?); only numbers, booleans "
+            "and text are carried (drop it from the table)"
+        )
+    attrs = {"unit": column.unit, "description": column.description}
+    if isinstance(column, MaskedColumn):
+        return MaskedColumn(np.ma.getdata(column), mask=np.ma.getmaskarray(column), **attrs)
+    return Column(np.asarray(column), **attrs)
+
+
+# Output formats by extension; metadata keys are FITS keywords (8 characters), identical in ECSV.
+OUTPUT_FORMATS = {".csv": "ascii.csv", ".ecsv": "ascii.ecsv", ".fits": "fits"}
+UNITS = {"ra": "deg", "dec": "deg", "x": "pix", "y": "pix", "r_psfmag": "mag", "r_mag": "mag", "r50_px": "pix"}
+DESCRIPTIONS = {
+    "objid": "catalog object (rerun-run-camcol-field-id)",
+    "ra": "right ascension (ICRS)",
+    "dec": "declination (ICRS)",
+    "x": "0-based column in the aligned cube",
+    "y": "0-based row in the aligned cube",
+    "r_psfmag": "catalog r-band PSF magnitude",
+    "catalog_type": "the catalog's class (SDSS OBJC_TYPE)",
+    "r_mag": "r-band PSF magnitude over the local sky level, scaled to the field's stars' 3.2 arcsec flux; "
+    "empty where saturated",
+    "saturated": "the r-band core is saturated (a star brighter than r ~ 14): no r_mag, its flux only a lower limit",
+    "r50_px": "r-band half-light radius over the local sky level (empty: no positive flux over it within 12 px)",
+    "deblended": "split from a blend with neighbours: shared pixels, a less sure class",
+    "p_star": "model probability that the source is a star",
+    "label": "star or galaxy (p_star >= threshold); empty unless status is ok",
+    "status": "ok, outside, edge, no_data, no_source (the frame shows no source there), off_peak (light, but no source "
+    "centred there: a bright star's wing, or > ~1 arcsec off a source) or artefact (--detect: seen in r alone)",
+}
+# every column predict.py writes itself: an input column of one of these names is carried as input_NAME
+_OWN_COLUMNS = {*DESCRIPTIONS, "catalog_type"}
+# Text formats: plain CSV rounds for reading by eye; ECSV keeps every float round-trippable.
+CSV_FORMATS = {"x": "%.3f", "y": "%.3f", "p_star": "%.6f", "r_psfmag": "%.3f"}
+ECSV_FORMATS = {"p_star": "%.9g", "r_psfmag": "%.9g"}  # float32; float64 columns are written with repr
+
+
+def output_format(path: str | os.PathLike) -> str:
+    """The astropy format of an output file, from its extension; StargalError for any other extension."""
+    if Path(path).is_dir():
+        raise StargalError(f"--out {path}: a folder; name a file ending in .csv, .ecsv or .fits")
+    suffix = Path(path).suffix.lower()
+    if suffix not in OUTPUT_FORMATS:
+        raise StargalError(f"--out {path}: unknown extension {suffix or '(none)'!r}; use .csv, .ecsv or .fits")
+    require_writable_destination(path, "--out")
+    return OUTPUT_FORMATS[suffix]
+
+
+def check_fits_text(out: str | os.PathLike, carried: dict) -> None:
+    """Refuse, before any classification, carried columns a FITS output cannot hold: FITS text (names and values)
+    is ASCII, and astropy's writer would otherwise fail after the work with an encoding error."""
+    if output_format(out) != "fits":
+        return
+    for name, values in carried.items():
+        if not name.isascii():
+            raise StargalError(f"--out {out}: column name {name!r} is not ASCII, which FITS cannot store; write .ecsv")
+        data = np.asarray(values)
+        if data.dtype.kind != "U":
+            continue
+        bad = [k for k, text in enumerate(data.ravel()) if not text.isascii()]
+        if bad:
+            raise StargalError(
+                f"--out {out}: column {name!r} holds text that is not ASCII (row {bad[0] + 1}: {str(data[bad[0]])!r}), "
+                "which FITS cannot store; write .ecsv or .csv"
+            )
+
+
+def predictions_table(pred: Predictions, meta: dict, before: dict | None = None, after: dict | None = None):
+    """An astropy Table of the predictions, one row per input in input order, with units and ``meta``.
+
+    Columns: ``before`` (e.g. objid), ra, dec, x, y, ``after`` (e.g. r_psfmag, catalog_type), p_star, label, status.
+    x, y and p_star are masked where undefined (written as empty cells in CSV and ECSV, NaN in FITS). Astropy columns
+    among ``before`` (an ECSV or FITS input's carried columns) keep their mask, unit and description.
+    """
+    from astropy.table import MaskedColumn, Table
+
+    columns = {**(before or {}), "ra": pred.ra, "dec": pred.dec, "x": pred.x, "y": pred.y, **(after or {})}
+    columns |= {"p_star": pred.p_star, "label": pred.label, "status": pred.status}
+    table = Table(meta=dict(meta))
+    for name, values in columns.items():
+        data = np.asarray(values)
+        # an input table's carried column keeps its mask, unit and description
+        mask = np.ma.getmaskarray(values) if np.ma.isMaskedArray(values) else None
+        if data.dtype.kind == "f" and name not in ("ra", "dec"):
+            mask = ~np.isfinite(data) if mask is None else mask | ~np.isfinite(data)
+        unit = UNITS.get(name) or getattr(values, "unit", None)
+        description = DESCRIPTIONS.get(name) or getattr(values, "description", None)
+        table[name] = MaskedColumn(data, mask=mask, unit=unit, description=description)
+    return table
+
+
+def _quoted(values: list[str], delimiter: str) -> list[str]:
+    """Text values quoted where they hold the delimiter, a quote or a line break (or, space-delimited, any white
+    space), inner quotes doubled: a carried input column may hold anything, e.g. a name "NGC 1, knot"."""
+    special = {'"', "\n", "\r", delimiter} | ({"\t"} if delimiter == " " else set())
+    return ['"' + v.replace('"', '""') + '"' if special & set(v) else v for v in values]
+
+
+def _text_columns(table, formats: dict[str, str], quote_empty: bool) -> list[list[str]]:
+    """Every column of ``table`` as strings, vectorised per column (astropy's writers format cell by cell, which
+    takes tens of seconds for 100,000 masked rows): masked cells and empty strings become "" (quoted in ECSV);
+    text is quoted where it needs to be (``_quoted``: space-delimited ECSV when ``quote_empty``, else CSV)."""
+    empty = '""' if quote_empty else ""
+    delimiter = " " if quote_empty else ","
+    out = []
+    for name in table.colnames:
+        column = table[name]
+        values = np.ma.getdata(column)
+        mask = np.ma.getmaskarray(column)
+        if values.dtype.kind == "f":
+            fmt = formats.get(name)
+            if fmt:
+                text = [fmt % v for v in values.tolist()]
+            elif values.dtype.itemsize < 8:  # a carried float32: its own shortest digits, not float64's repr
+                text = np.asarray(values).astype(str).tolist()
+            else:
+                text = [repr(v) for v in values.tolist()]
+        else:
+            text = _quoted([str(v) for v in values.tolist()], delimiter)
+            mask = mask | (np.asarray(values, dtype=str) == "")
+        for i in np.flatnonzero(mask):
+            text[i] = empty
+        out.append(text)
+    return out
+
+
+def _fits_units(table, path):
+    """``table`` without the units FITS cannot hold (a carried column's hourangle, whose scale of 15 astropy
+    refuses to write, or a function unit such as mag(AB)), with a warning naming the columns, rather than an
+    error after the classification: an ECSV output keeps them."""
+    lost = {}
+    for name in table.colnames:
+        unit = table[name].unit
+        try:
+            if unit is not None:
+                unit.to_string(format="fits")
+        except ValueError:  # astropy's UnitScaleError is one
+            lost[name] = unit.to_string()
+    if not lost:
+        return table
+    log.warning(
+        "%s: FITS cannot hold the unit of %s: written without it (an .ecsv output keeps it)",
+        path,
+        ", ".join(f"{n} ({u})" for n, u in lost.items()),
+    )
+    table = table.copy(copy_data=False)
+    for name in lost:
+        table[name].unit = None
+    return table
+
+
+def write_predictions(path: str | os.PathLike, table) -> None:
+    """Write ``table`` atomically in the format its extension names (``output_format``): FITS through astropy;
+    CSV and ECSV with astropy's header (ECSV: units, types, metadata) and rows formatted column by column."""
+    import io
+
+    from .fsio import atomic_path, write_text
+
+    fmt = output_format(path)
+    if fmt == "fits":
+        table = _fits_units(table, path)
+        with atomic_path(path) as tmp:
+            table.write(tmp, format="fits", overwrite=True)
+        return
+    if fmt == "ascii.ecsv":
+        head = io.StringIO()
+        table[:0].write(head, format="ascii.ecsv")
+        header, delimiter, columns = head.getvalue(), " ", _text_columns(table, ECSV_FORMATS, quote_empty=True)
+    else:
+        names = ",".join(_quoted(list(table.colnames), ","))
+        header, delimiter, columns = names + "\n", ",", _text_columns(table, CSV_FORMATS, False)
+    rows = "\n".join(map(delimiter.join, zip(*columns, strict=True)))
+    write_text(path, header + rows + ("\n" if rows else ""))
+
+
+def read_predictions(path: str | os.PathLike):
+    """A predictions file read back as an astropy Table (any of the output formats)."""
+    from astropy.table import Table
+
+    return Table.read(path, format=output_format(path))
