@@ -16,6 +16,7 @@ import gzip
 import json
 import os
 import resource
+import shlex
 import shutil
 import subprocess
 import sys
@@ -770,3 +771,177 @@ def test_a_damaged_download_is_fetched_again_and_mislabelled_frames_stop_alignme
     assert "2 fetched" in fetched.stdout and catalog.name in fetched.stderr
     ok(run("01_alignment.py", paths, *TINY_FIELDS))
     assert ok(run("pipeline", paths, "--verify")).stdout.count("all intact") == 1
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the command --verify names for a damaged model trains the same model under the same name
+
+
+def _fake_model(paths: DataPaths, options, dataset: str = "toy", dataset_id: str = "build 1") -> dict:
+    """A model folder sealed as stage 03 seals it (model.json with the run's config); its files stand-ins."""
+    from stargal.model import merged_hp
+    from stargal.stages.training import _run_config
+    from stargal.train_options import model_name
+
+    opts = options.resolved()
+    name = model_name(opts, dataset)
+    files = paths.model(name)
+    for path in (files.keras, files.metrics, files.history):
+        fsio.write_bytes(path, f"{path.name} of {name}".encode())
+    config = _run_config(opts, dataset, merged_hp(opts.architecture, opts.hyperparameters))
+    content = {"name": name, "architecture": opts.architecture, "dataset": dataset, "config": config,
+               "inputs": {"dataset": dataset_id}}  # fmt: skip
+    return fsio.seal(files.json, [files.keras, files.metrics, files.history], content)
+
+
+def _damage_and_verify(paths: DataPaths, name: str) -> str:
+    """Damage the model's network and return what --verify says redoes it."""
+    with open(paths.model(name).keras, "ab") as fh:
+        fh.write(b"x")
+    return {f.path: f.redo for f in integrity.verify_data_folder(paths)[0]}[paths.model(name).keras]
+
+
+def _parse_redo(redo: str, folder: Path):
+    """The arguments 03_model.py's own parser takes from a printed redo, and the config and name 03 makes of them
+    (a file the redo spells out written into ``folder``)."""
+    from test_training_stage import build_args
+
+    from stargal.model import merged_hp
+    from stargal.stages.training import _run_config
+    from stargal.train_options import model_name, options_from_args
+
+    command, _, note = redo.partition(", with ")
+    words = shlex.split(command)
+    assert words[0] == "03_model.py", redo
+    if note:
+        file, _, content = note.partition(" holding ")
+        (folder / file).write_text(content)
+        words = [str(folder / w) if w == file else w for w in words]
+    args = build_args(words[1:])
+    if args.ensemble:
+        return args, None, args.name
+    opts = options_from_args(args).resolved()
+    config = _run_config(opts, args.dataset, merged_hp(opts.architecture, opts.hyperparameters))
+    return args, json.loads(json.dumps(config)), model_name(opts, args.dataset)
+
+
+def test_verify_names_the_03_command_that_trains_a_damaged_model_again(tmp_path):
+    """--verify said "03_model.py (model NAME)": run as printed, 03 trained the default model on the latest dataset
+    under another name. Every option the model was trained with comes back, its name too."""
+    from stargal.train_options import TrainOptions
+
+    paths = DataPaths(tmp_path / "data")
+    options = TrainOptions(
+        architecture="reference_regularised", hyperparameters={"filters": 8, "dense_units": 16, "learning_rate": 5e-4},
+        epochs=7, patience=2, batch_size=32, augment="rotation", schedule="plateau", class_weight="balanced",
+        seed=11, tta=True, name="mine",
+    )  # fmt: skip
+    record = _fake_model(paths, options)
+    redo = _damage_and_verify(paths, "mine")
+    assert redo.endswith(f' --name mine --data-dir {paths.root}, with hyperparameters.json holding {{"hyperparameters": '
+                         '{"filters": 8, "dense_units": 16}}')  # fmt: skip
+    args, config, name = _parse_redo(redo, tmp_path)
+    assert (config, name, args.data_dir) == (record["config"], "mine", str(paths.root))
+    # a reader of the model names the same command (a model of a data folder a stage has run on)
+    paths.lock_file.touch()
+    with pytest.raises(StargalError, match=r"incomplete or damaged") as err:
+        integrity.require_model(paths.model_dir("mine"))
+    assert f"; {redo} redoes it" in str(err.value)
+
+
+def test_a_tuned_model_is_redone_with_its_study_and_a_default_name_stays(tmp_path):
+    """Hyper-parameters of a tuning study's best.json: --config names it (its learning rate, batch size and other
+    training keys overridden by the recorded ones); a name 03 derived from the options is kept."""
+    from stargal.train_options import TrainOptions
+
+    paths = DataPaths(tmp_path / "data")
+    best = paths.best_config("study")
+    fsio.write_json(best, {"architecture": "stargal", "hyperparameters": {"filters": 8, "learning_rate": 1e-3,
+                                                                           "batch_size": 64}, "value": 0.9})  # fmt: skip
+    record = _fake_model(paths, TrainOptions(hyperparameters={"filters": 8}, seed=5, tta=False))
+    assert record["name"] == "stargal-toy-s5"
+    redo = _damage_and_verify(paths, "stargal-toy-s5")
+    assert f"--config {best} --learning-rate 0.002 " in redo and "holding" not in redo
+    args, config, name = _parse_redo(redo, tmp_path)
+    assert (config, name, args.tta) == (record["config"], "stargal-toy-s5", False)
+    plain = _fake_model(paths, TrainOptions(architecture="reference_base", seed=6, augment="none"))
+    redo = _damage_and_verify(paths, plain["name"])
+    assert "--config" not in redo and "--learning-rate" not in redo
+    assert _parse_redo(redo, tmp_path)[1:] == (plain["config"], "reference_base-toy-s6")
+
+
+def test_ensembles_stale_and_unreadable_models_name_what_redoes_them(tmp_path):
+    """An ensemble: --ensemble with its members. A stale model: the command that made it (on the rebuilt dataset).
+    A record that cannot tell the options: said so, with the name, rather than a command training another model."""
+    from test_training_stage import write_toy_dataset
+
+    from stargal.train_options import TrainOptions
+
+    paths = DataPaths(tmp_path / "data")
+    for seed in (3, 4):
+        _fake_model(paths, TrainOptions(seed=seed, name=f"tiny-s{seed}"))
+    files = paths.model("tiny")
+    fsio.write_bytes(files.keras, b"ensemble")
+    members = [{"name": m, "model.keras": {}} for m in ("tiny-s3", "tiny-s4")]
+    fsio.seal(
+        files.json, [files.keras], {"name": "tiny", "ensemble": [], "config": {"ensemble": members, "tta": False}}
+    )
+    redo = _damage_and_verify(paths, "tiny")
+    assert redo == f"03_model.py --ensemble tiny-s3 tiny-s4 --no-tta --name tiny --data-dir {paths.root}"
+    args = _parse_redo(redo, tmp_path)[0]
+    assert (args.ensemble, args.tta, args.name) == (["tiny-s3", "tiny-s4"], False, "tiny")
+    # trained on an earlier build of the dataset: stale, and the same command trains it on the current one
+    write_toy_dataset(paths, "toy", sizes=(20, 10, 10), patch=15)
+    stale = _fake_model(paths, TrainOptions(seed=9, augment="blur"), dataset_id="an earlier build")
+    finding = next(f for f in integrity.verify_data_folder(paths)[0] if f.path == paths.model(stale["name"]).json)
+    assert finding.problem.startswith("stale") and finding.redo == integrity.model_command(paths, stale["name"])
+    assert _parse_redo(finding.redo, tmp_path)[1:] == (stale["config"], "stargal-toy-s9")
+    # the record damaged, edited after sealing, or of an older stargal: no options to trust
+    for name, why in (("torn", "is unreadable"), ("edited", "was edited after it was sealed"),
+                      ("older", "does not list them")):  # fmt: skip
+        files = paths.model(name)
+        record = _fake_model(paths, TrainOptions(seed=1, name=name))
+        if name == "torn":
+            files.json.write_text(files.json.read_text()[:40])
+        elif name == "edited":
+            files.json.write_text(json.dumps({**record, "config": {**record["config"], "seed": 2}}))
+        else:
+            content = {k: v for k, v in record.items() if k not in ("config", fsio.INTEGRITY_KEY)}
+            fsio.seal(files.json, [files.keras], content)
+        redo = integrity.model_command(paths, name)
+        assert redo.startswith(f"03_model.py --name {name} --data-dir {paths.root} with the options that made it "
+                               f"(its record model.json {why}"), redo  # fmt: skip
+
+
+@pytest.mark.slow
+def test_the_printed_redo_trains_a_damaged_model_again_under_its_name(tmp_path):
+    """End to end: a model trained with options other than the defaults, its network damaged; the command --verify
+    prints, run as printed (its hyper-parameter file written as it says), makes it intact again with the same
+    config and name, and --verify finds nothing."""
+    from test_training_stage import TINY_HP, write_toy_dataset
+
+    from stargal.stages.training import run_training
+    from stargal.train_options import TrainOptions
+
+    paths = DataPaths(tmp_path / "data")
+    write_toy_dataset(paths, "toy", sizes=(120, 60, 60), patch=15, seed=2)
+    options = TrainOptions(
+        architecture="reference_base", hyperparameters={**TINY_HP, "learning_rate": 3e-3}, epochs=1, patience=1,
+        batch_size=64, augment="rotation", schedule="plateau", class_weight="balanced", seed=7, tta=True,
+        name="mine", plots=False, verbose=0,
+    )  # fmt: skip
+    before = run_training(paths, "toy", options)["runs"][0]["model_json"]
+    flip(paths.model("mine").keras)
+    redo = _damage_and_verify(paths, "mine")
+    command, _, note = redo.partition(", with ")
+    file, _, content = note.partition(" holding ")
+    assert file == "hyperparameters.json"  # TINY_HP: no option of 03 sets them
+    (tmp_path / file).write_text(content)
+    words = shlex.split(command)
+    proc = subprocess.run([sys.executable, str(CODE / words[0]), *words[1:], "-q"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert "training it again" in ok(proc).stderr
+    after = fsio.check_seal(paths.model("mine").json, [paths.model("mine").keras], deep=True)
+    assert after.ok and after.record["config"] == before["config"] and after.record["name"] == "mine"
+    assert sorted(p.name for p in paths.models_root.iterdir() if p.is_dir()) == ["mine"]
+    assert integrity.verify_data_folder(paths)[0] == []

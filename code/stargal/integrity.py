@@ -9,6 +9,7 @@ set sees the same breakage when it checks whether its outputs are current, and r
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Iterable, Sequence
@@ -18,7 +19,7 @@ from pathlib import Path
 from . import fsio, sdss
 from .config import REFERENCE
 from .errors import StargalError
-from .paths import PRETRAINED_MODEL_DIR, PROJECT_ROOT, DataPaths, FieldId, ModelFiles
+from .paths import PRETRAINED_MODEL_DIR, PROJECT_ROOT, DataPaths, FieldId, ModelFiles, check_folder_name
 
 log = logging.getLogger("stargal")
 
@@ -148,8 +149,17 @@ def require_model(model_dir: str | os.PathLike) -> dict:
                 f"model folder {files.folder} is incomplete or damaged: {check.describe()}; it ships with stargal: "
                 f"restore it (git checkout -- {PRETRAINED_MODEL_DIR.relative_to(PROJECT_ROOT)}, or a fresh copy)"
             )
-        raise _broken(check, f"model folder {files.folder}", "03_model.py with the options that made it")
+        raise _broken(check, f"model folder {files.folder}", _model_redo(files.folder))
     return check.record
+
+
+def _model_redo(folder: Path) -> str:
+    """What trains a damaged model folder again: its full 03 command when it is a model of a data folder (one a
+    stage has run on), else a hint (a folder copied elsewhere is not where 03 would write it)."""
+    paths = DataPaths.enclosing(folder)
+    if paths is not None and paths.model_dir(folder.name).resolve() == folder.resolve():
+        return model_command(paths, folder.name)
+    return "03_model.py with the options that made it"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -207,6 +217,133 @@ def _preparation_command(paths: DataPaths, name: str) -> str:
     return f"02_preparation.py {' '.join(words)}{_data_dir_option(paths)}"
 
 
+# ---------------------------------------------------------------------------------------------------------
+# the command that makes a model again (03_model.py), from what its model.json records
+
+# the file a redo command reads hyper-parameters from when the command line has no option for them
+HYPERPARAMETER_FILE = "hyperparameters.json"
+
+
+def model_command(paths: DataPaths, name: str) -> str:
+    """The 03 command that makes model ``name`` again as its model.json records it, under the same name (``--name
+    NAME`` with one seed names the folder NAME, whatever named it first); where the record cannot say, a hint
+    that says why instead of a command that would train another model."""
+    try:
+        check_folder_name(name, "--name")
+    except StargalError:
+        return f"03_model.py with the options that made it (its folder name {name!r} is not one 03 gives)"
+    record, why = _model_record(paths.model(name).json)
+    if record is not None:
+        try:
+            words, note = _model_words(paths, record["config"])
+            return f"03_model.py {' '.join(words)} --name {name}{_data_dir_option(paths)}{note}"
+        except (KeyError, TypeError, ValueError, AttributeError, StargalError):
+            why = "does not list them (written by an older stargal, or not by 03_model.py)"
+    hint = f"with the options that made it (its record model.json {why})"
+    return f"03_model.py --name {name}{_data_dir_option(paths)} {hint}"
+
+
+def _model_record(record_path: Path) -> tuple[dict | None, str]:
+    """A model's record, or None and why it cannot tell the options (a record edited after it was sealed could
+    name options that never made the model)."""
+    try:
+        record = fsio.read_json(record_path)
+    except FileNotFoundError:
+        return None, "is missing"
+    except (OSError, ValueError):
+        return None, "is unreadable"
+    if not isinstance(record, dict):
+        return None, "is unreadable"
+    integrity = record.get(fsio.INTEGRITY_KEY)
+    recorded = integrity.get("content_sha256") if isinstance(integrity, dict) else None
+    if recorded is not None and recorded != fsio.content_digest(record):
+        return None, "was edited after it was sealed, so its options cannot be trusted"
+    return record, ""
+
+
+def _model_words(paths: DataPaths, config: dict) -> tuple[list[str], str]:
+    """03's options (and a note on a file they name) from a model's recorded config: a trained network's or an
+    ensemble's."""
+    if "ensemble" in config:
+        members = [check_folder_name(member["name"], "--ensemble") for member in config["ensemble"]]
+        if len(members) < 2:
+            raise ValueError("an ensemble of fewer than two models")
+        return ["--ensemble", *members, _tta_flag(config["tta"])], ""
+    return _training_words(paths, config)
+
+
+def _tta_flag(tta: object) -> str:
+    if not isinstance(tta, bool):
+        raise TypeError(f"tta {tta!r}")
+    return "--tta" if tta else "--no-tta"
+
+
+def _training_words(paths: DataPaths, config: dict) -> tuple[list[str], str]:
+    """Every option of a trained network, explicit (a default of a later stargal would train another model)."""
+    from .model import ARCHITECTURES
+    from .train_options import check_value
+
+    architecture, seed = config["architecture"], config["seed"]
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"architecture {architecture!r}")
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**32:
+        raise ValueError(f"seed {seed!r}")
+    for key in ("epochs", "patience", "batch_size", "augment", "schedule", "class_weight"):
+        check_value(key, config[key], "model.json")
+    hyper, note = _hyperparameter_words(paths, architecture, config["hyperparameters"])
+    words = ["--dataset", check_folder_name(config["dataset"], "--dataset"), "--architecture", architecture, *hyper]
+    words += ["--epochs", str(int(config["epochs"])), "--patience", str(int(config["patience"]))]
+    words += ["--batch-size", str(int(config["batch_size"])), "--augment", config["augment"]]
+    words += ["--schedule", config["schedule"] or "none", "--class-weight", config["class_weight"] or "none"]
+    return [*words, "--seed", str(seed), _tta_flag(config["tta"])], note
+
+
+def _hyperparameter_words(paths: DataPaths, architecture: str, hp: dict) -> tuple[list[str], str]:
+    """``--config`` and ``--learning-rate`` that give the network the recorded (merged) hyper-parameters ``hp``:
+    no --config when the others are the architecture's defaults, else a tuning study's best.json of the data folder
+    that holds them, else a file the note spells out (03 takes them from a --config JSON only)."""
+    from .model import DEFAULT_HP, merged_hp
+
+    if not isinstance(hp, dict):
+        raise TypeError(f"hyperparameters {hp!r}")
+    config, base, note = [], DEFAULT_HP[architecture], ""
+    if _differences(hp, base):
+        found = _study_config(paths, architecture, hp)
+        if found is not None:
+            config, base = ["--config", str(found[0])], found[1]
+        else:
+            extra = _differences(hp, base)
+            config, base = ["--config", HYPERPARAMETER_FILE], merged_hp(architecture, extra)
+            note = f", with {HYPERPARAMETER_FILE} holding {json.dumps({'hyperparameters': extra})}"
+    rate = hp.get("learning_rate")
+    if rate is not None and rate != base.get("learning_rate"):
+        config += ["--learning-rate", repr(float(rate))]  # repr: the exact float recorded
+    return config, note
+
+
+def _differences(hp: dict, base: dict) -> dict:
+    """The hyper-parameters of ``hp`` other than ``base``'s, the learning rate aside (it has an option)."""
+    return {key: value for key, value in hp.items() if key != "learning_rate" and base.get(key) != value}
+
+
+def _study_config(paths: DataPaths, architecture: str, hp: dict) -> tuple[Path, dict] | None:
+    """A tuning study's best.json of the data folder that gives ``architecture`` the hyper-parameters ``hp`` (the
+    learning rate aside), and the hyper-parameters it gives; None when no study's does."""
+    from .model import merged_hp
+    from .train_options import check_hyperparameters, load_config
+
+    for best in sorted(paths.tuning_root.glob("*/best.json")) if paths.tuning_root.is_dir() else []:
+        try:
+            given = load_config(best)["hyperparameters"]
+            check_hyperparameters(architecture, given, best)  # as 03 checks it with --architecture
+        except StargalError:
+            continue
+        base = merged_hp(architecture, given)
+        if not _differences(hp, base):
+            return best, base
+    return None
+
+
 def _stray_cube_redo(paths: DataPaths, cube: Path) -> str:
     """What redoes a cube no record seals: its field's alignment (which needs its frames), or deleting it (a run's
     stage 01 aligns the fields it is given, so a stray field's cube stays unsealed until one of these)."""
@@ -234,7 +371,7 @@ def _sealed_sets(paths: DataPaths) -> Iterable[tuple[Path, str, list[Path]]]:
         yield paths.augmented_json(folder.name), f"04_augmentation.py --materialize --dataset {folder.name}", []
     for folder in _subfolders(paths.models_root):
         files = paths.model(folder.name)
-        yield files.json, f"03_model.py (model {folder.name})", [files.keras]
+        yield files.json, model_command(paths, folder.name), [files.keras]
     for folder in _subfolders(paths.tuning_root):
         if paths.study_db(folder.name).exists() or paths.best_config(folder.name).exists():
             # with the study's own settings (tune.py names any that differ); --trials beyond those run adds trials
@@ -261,8 +398,7 @@ def _stale_models(paths: DataPaths) -> list[Finding]:
         current = intact_dataset_id(paths, name)
         if trained_on and current and current != trained_on:
             problem = f"stale (intact, not damaged): trained on an earlier build of dataset {name}"
-            redo = f"03_model.py on dataset {name} (model {folder.name})"
-            findings.append(Finding(paths.model(folder.name).json, problem, redo))
+            findings.append(Finding(paths.model(folder.name).json, problem, model_command(paths, folder.name)))
     return findings
 
 
