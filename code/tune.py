@@ -77,8 +77,8 @@ def main(argv=None) -> int:
     )
     best, counts = result["best"], result["counts"]
     print(
-        f"study {result['name']}: {counts['COMPLETE']} complete, {counts['PRUNED']} pruned, {counts['FAIL']} failed "
-        f"({result['seconds']:.0f} s); best trial {best['trial']} val_loss {best['value']:.4f} "
+        f"study {result['name']}: {counts['COMPLETE']} complete, {counts['PRUNED']} pruned, {counts['FAIL']} failed, "
+        f"{counts['INTERRUPTED']} interrupted ({result['seconds']:.0f} s); best trial {best['trial']} val_loss {best['value']:.4f} "
         f"(val MCC {best.get('val_mcc')}) -> {result['folder'] / 'best.json'}"
     )
     return 0

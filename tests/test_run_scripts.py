@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,12 +107,34 @@ def test_the_first_failing_stage_stops_the_run_and_is_named(tmp_path):
                         "model": "skipped", "explain": "skipped", "report": "skipped"}  # fmt: skip
 
 
+def _start_runner(stage_dir: Path, data: Path) -> subprocess.Popen:
+    """The runner in a process group of its own (as a batch job's), its output captured."""
+    env = dict(os.environ, STARGAL_STAGE_DIR=str(stage_dir))
+    return subprocess.Popen([sys.executable, "-m", "stargal.pipeline", "--data-dir", str(data)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+
+
+def _wait_for(ready, what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.005)
+
+
+def _stage_process(runner: psutil.Process, stage: str) -> psutil.Process | None:
+    """The runner's child that runs ``stage`` (not the runner's ``--help`` of it), once it runs the script."""
+    for child in runner.children():
+        with contextlib.suppress(psutil.Error):
+            cmd = child.cmdline()
+            if len(cmd) > 2 and Path(cmd[1]).name == SCRIPTS[stage] and cmd[2] == "--data-dir":
+                return child
+    return None
+
+
 def test_sigterm_reaches_the_running_stage_and_the_run_stops(tmp_path):
     """SIGTERM to the runner alone (a batch system, timeout, docker stop): the running stage gets it too, rather
-    than run on holding the data folder, and the record says where the run stopped."""
-    import signal
-    import time
-
+    than run on holding the data folder, and the record says where the run stopped and how long the stage ran
+    (it said 0.0 s)."""
     data = tmp_path / "data"
     data.mkdir()
     waits = (
@@ -119,19 +145,54 @@ def test_sigterm_reaches_the_running_stage_and_the_run_stops(tmp_path):
             "\ntime.sleep(60)"
         )
     )
-    stages = _stand_ins(tmp_path / "code", preparation=waits)
-    env = dict(os.environ, STARGAL_STAGE_DIR=str(stages))
-    proc = subprocess.Popen([sys.executable, "-m", "stargal.pipeline", "--data-dir", str(data)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-    deadline = time.monotonic() + 120
-    while not (data / "started").exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
+    proc = _start_runner(_stand_ins(tmp_path / "code", preparation=waits), data)
+    _wait_for((data / "started").exists, "the stage to start", timeout=120)
+    time.sleep(1.0)
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=30)
+    out, err = proc.communicate(timeout=30)
     assert proc.returncode == 143 and "run_scripts: terminated during stage preparation" in err, err
     assert (data / "got-sigterm").exists()
-    statuses = {s["stage"]: s["status"] for s in _record(data)["stages"]}
-    assert statuses["preparation"] == "interrupted" and statuses["model"] == "skipped"
+    stages = {s["stage"]: s for s in _record(data)["stages"]}
+    assert stages["preparation"]["status"] == "interrupted" and stages["model"]["status"] == "skipped"
+    assert stages["preparation"]["exit_code"] == 143
+    assert 1.0 <= stages["preparation"]["seconds"] < 30
+    row = next(line.split() for line in out.splitlines() if line.startswith("preparation "))
+    assert row[2] == "interrupted" and float(row[3]) >= 1.0, out  # the table's wall time, not 0.0 s
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("receiver", ["runner", "stage", "group"])
+def test_a_stage_stopped_while_python_starts_is_reported_stopped_not_failed(tmp_path, receiver, signum):
+    """The signal comes in a stage's first moments, before a script's ``cli.run_main`` has installed its handler,
+    so the stage dies of it (return code -15 or -2) without a word. Whichever process received it (the runner,
+    which passes it on; the stage alone; the whole process group, as a batch system sends it), the runner says
+    in one line that the run was stopped during that stage, records it interrupted and stops with 143 or 130.
+    It said "failed with exit status -15", or (the group) died of a ChildProcessError with no record."""
+    data = tmp_path / "data"
+    data.mkdir()
+    # the stand-in keeps Python's own dispositions: dies of SIGTERM, and of SIGINT once KeyboardInterrupt is out
+    stages = _stand_ins(tmp_path / "code", preparation="import time\ntime.sleep(60)")
+    proc = _start_runner(stages, data)
+    runner = psutil.Process(proc.pid)
+
+    _wait_for(lambda: _stage_process(runner, "preparation") is not None, "stage preparation to start", timeout=120)
+    if receiver == "runner":
+        proc.send_signal(signum)
+    elif receiver == "stage":
+        _stage_process(runner, "preparation").send_signal(signum)
+    else:
+        os.killpg(proc.pid, signum)
+    _, err = proc.communicate(timeout=30)
+    how = "terminated" if signum == signal.SIGTERM else "interrupted"
+    assert proc.returncode == 128 + signum, err
+    assert f"run_scripts: {how} during stage preparation\n" in err and "failed with exit status" not in err, err
+    assert "ChildProcessError" not in err
+    record = _record(data)
+    stages = {s["stage"]: s for s in record["stages"]}
+    assert stages["preparation"]["status"] == "interrupted" and stages["preparation"]["exit_code"] in (-signum, 1)
+    assert stages["preparation"]["seconds"] > 0 and stages["augmentation"]["status"] == "skipped"
+    assert record["status"] == 128 + signum
+    assert [c[0] for c in _calls(data)][-1] in ("alignment", "preparation")  # nothing ran after it
 
 
 def test_a_missing_stage_is_named_and_the_others_run(tmp_path):

@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from types import SimpleNamespace
 
 import numpy as np
 import optuna
+import psutil
 import pytest
 import toy_models as toy
 
-from stargal import fsio
+from stargal import cli, fsio, tune
 from stargal.dataset import dataset_identity
 from stargal.errors import StargalError
 from stargal.fsio import save_npy
-from stargal.paths import DataPaths
-from stargal.stages.tuning import make_storage, run_tuning
+from stargal.paths import PROJECT_ROOT, DataPaths
+from stargal.stages.tuning import INTERRUPTED_ATTR, RUN_ENDED, make_storage, run_tuning
 
 P = 15
 FAST = {"architecture": "reference_base", "epochs": 2, "patience": 1}
@@ -42,6 +48,33 @@ def paths(tmp_path) -> DataPaths:
 def trials_csv(paths: DataPaths, name: str) -> list[dict]:
     with open(paths.trials_csv(name), newline="") as fh:
         return list(csv.DictReader(fh))
+
+
+def load(paths: DataPaths, name: str = "toy_reference_base") -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=make_storage(paths.study_db(name)))
+
+
+def start_tune_py(paths: DataPaths, *args: str) -> subprocess.Popen:
+    """tune.py on the toy dataset (reference_base), in a process group of its own, its output captured."""
+    cmd = [sys.executable, str(PROJECT_ROOT / "code" / "tune.py"), "--data-dir", str(paths.root),
+           "--architecture", "reference_base", *args]  # fmt: skip
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def training_trials(paths: DataPaths, proc: subprocess.Popen, count: int, timeout: float = 120) -> list:
+    """Wait until ``count`` trials of the toy study are training (``train_trial`` first records its pid)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert proc.poll() is None, proc.communicate()[1]
+        assert time.monotonic() < deadline, "timed out waiting for trials to start"
+        try:
+            trials = load(paths).get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        except Exception:  # tune.py has not created the study yet
+            trials = []
+        training = [t for t in trials if "pid" in t.user_attrs]
+        if len(training) >= count:
+            return training
+        time.sleep(0.05)
 
 
 @pytest.mark.slow
@@ -86,12 +119,116 @@ def test_interrupted_trial_is_retried(paths):
     # an interrupted run leaves a RUNNING trial behind
     ghost = study.ask({"learning_rate": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)})
     ghost_lr = ghost.params["learning_rate"]
-    run_tuning(paths, trials=2, workers=1, **FAST)
+    result = run_tuning(paths, trials=2, workers=1, **FAST)
     study = optuna.load_study(study_name=name, storage=storage)
     states = [t.state.name for t in study.trials]
     assert states[1] == "FAIL" and states.count("FAIL") == 1
+    assert study.trials[1].user_attrs[INTERRUPTED_ATTR] == RUN_ENDED  # the run that ran it never said how it ended
     retried = study.trials[2]
     assert retried.state.name in ("COMPLETE", "PRUNED") and retried.params["learning_rate"] == ghost_lr
+    # not a failure of its parameters: the tables and counts say interrupted
+    assert [r["state"] for r in trials_csv(paths, name)][1] == "INTERRUPTED"
+    assert result["counts"]["FAIL"] == 0 and result["counts"]["INTERRUPTED"] == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_trial_stopped_by_a_signal_is_interrupted_not_failed_and_runs_again(paths, signum):
+    """SIGTERM (a batch system's kill, docker stop, the runner passing one on) stopped a trial as a failure: FAIL,
+    its parameters never tried again. Now SIGTERM and Ctrl-C alike end it FAIL marked interrupted, its parameters
+    queued again; trials.csv and the counts call it INTERRUPTED, not failed; the resumed study runs it first."""
+    proc = start_tune_py(paths, "--trials", "1", "--workers", "1", "--epochs", "2", "--patience", "1")
+    training_trials(paths, proc, count=1)
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=60)
+    word = cli.STOP_WORDS[signum]
+    assert proc.returncode == 128 + signum and err.strip().splitlines()[-1] == f"tune.py: {word}", err
+    stopped, queued = load(paths).trials
+    assert stopped.state.name == "FAIL" and stopped.user_attrs[INTERRUPTED_ATTR] == signum.name
+    assert queued.state.name == "WAITING" and queued.system_attrs["fixed_params"] == stopped.params
+
+    result = run_tuning(paths, trials=1, workers=1, **FAST)  # resumed: the stopped parameters again
+    study = load(paths)
+    assert len(study.trials) == 2 and study.trials[1].params == stopped.params
+    assert study.trials[1].state.name in ("COMPLETE", "PRUNED")
+    counts = result["counts"]
+    assert counts["FAIL"] == 0 and counts["INTERRUPTED"] == 1 and counts["COMPLETE"] + counts["PRUNED"] == 1
+    assert trials_csv(paths, result["name"])[0]["state"] == "INTERRUPTED"
+    assert "INTERRUPTED" in paths.trials_md(result["name"]).read_text()
+    again = start_tune_py(paths, "--trials", "1", "--workers", "1", "--epochs", "2", "--patience", "1")
+    out, err = again.communicate(timeout=120)  # the study is complete: nothing runs, the summary names the stop
+    assert again.returncode == 0 and ", 0 failed, 1 interrupted (" in out, out + err
+
+
+@pytest.mark.slow
+def test_sigterm_to_tune_py_alone_stops_its_worker_processes(paths):
+    """SIGTERM to tune.py alone, as the runner and docker stop send it: its process pool waited for the worker
+    processes to run the whole study. Now each worker stops its trial, records it interrupted and ends."""
+    proc = start_tune_py(paths, "--trials", "2", "--workers", "2", "--epochs", "200", "--patience", "200")
+    training = training_trials(paths, proc, count=2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and err.strip().splitlines()[-1] == "tune.py: terminated", err
+    assert not any(psutil.pid_exists(t.user_attrs["pid"]) for t in training)
+    trials = load(paths).trials
+    stopped = [t for t in trials if t.state.name == "FAIL"]
+    queued = [t.system_attrs["fixed_params"] for t in trials if t.state.name == "WAITING"]
+    assert len(stopped) == 2 and all(t.user_attrs[INTERRUPTED_ATTR] == "SIGTERM" for t in stopped)
+    assert sorted(map(str, queued)) == sorted(str(t.params) for t in stopped)
+
+
+def _stopped_inside_tensorflow(trial, data, spec):
+    """A trial whose SIGTERM comes out of "TensorFlow" as a RuntimeError ("MISMATCH of original and normalized
+    active exception types", as pybind11 reports it)."""
+    trial.suggest_float("learning_rate", 1e-4, 1e-2, log=True)
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)  # a real SIGTERM to this process, while the trial "trains"
+        time.sleep(10)
+    except cli.Terminated:
+        raise RuntimeError("pybind11::error_already_set: MISMATCH of original and normalized") from None
+    raise AssertionError("SIGTERM did not stop the trial")
+
+
+def _stop_lost_then_epoch_ends(trial, data, spec):
+    """A trial whose SIGTERM is lost (Python drops an exception raised in a weakref callback, as happened while
+    Keras built a model), then trains on to its epoch's end, where the pruning callback asks whether to stop."""
+    trial.suggest_float("learning_rate", 1e-4, 1e-2, log=True)
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(10)
+    except cli.Terminated:
+        pass  # lost
+    trial.report(0.5, step=1)
+    if trial.should_prune():
+        raise optuna.TrialPruned()
+    return 0.4  # trained on to its end: the trial would count as complete
+
+
+@pytest.mark.parametrize("trial_run", [_stopped_inside_tensorflow, _stop_lost_then_epoch_ends], ids=["mangled", "lost"])
+def test_a_stop_that_tensorflow_mangles_or_loses_still_ends_the_trial_interrupted(paths, monkeypatch, trial_run):
+    """The Terminated of a SIGTERM raised inside TensorFlow can come out as another error (tune.py said "unexpected
+    RuntimeError ... please report it" and the trial was FAIL), or be lost (the trial trained on to its end, and
+    tune.py exited 0). The signal received decides, and stops a trial at its epoch's end; a trial's own error
+    still fails it, and its parameters are not queued again."""
+    monkeypatch.setattr(tune, "train_trial", trial_run)
+    own = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(cli.Terminated):
+        run_tuning(paths, trials=1, workers=1, **FAST)
+    assert signal.getsignal(signal.SIGTERM) == own  # this process's own handler is back
+    stopped, queued = load(paths).trials
+    assert stopped.state.name == "FAIL" and stopped.user_attrs[INTERRUPTED_ATTR] == "SIGTERM"
+    assert queued.system_attrs["fixed_params"] == stopped.params
+
+    def broken(trial, data, spec):
+        trial.suggest_float("learning_rate", 1e-4, 1e-2, log=True)
+        raise ValueError("a real failure")
+
+    monkeypatch.setattr(tune, "train_trial", broken)
+    with pytest.raises(ValueError, match="a real failure"):
+        run_tuning(paths, trials=1, workers=1, **FAST)
+    trials = load(paths).trials
+    assert [t.state.name for t in trials] == ["FAIL", "FAIL"] and INTERRUPTED_ATTR not in trials[1].user_attrs
+    assert trials[1].params == stopped.params  # the queued parameters, run and failed: not queued again
 
 
 @pytest.mark.slow

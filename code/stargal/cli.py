@@ -352,6 +352,26 @@ class Terminated(BaseException):
     """SIGTERM, raised where the run is, so that it unwinds as an interrupt does (not an error: BaseException)."""
 
 
+# The user's ways of stopping a run (Ctrl-C; a batch system's kill, docker stop), and what a run says and ends
+# with for each: "interrupted" 130, "terminated" 143, as run_main does.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+STOP_WORDS = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
+
+
+def stop_exception(signum: int) -> BaseException:
+    """The exception a stop signal unwinds a run with: KeyboardInterrupt for SIGINT, Terminated for SIGTERM."""
+    return KeyboardInterrupt() if signum == signal.SIGINT else Terminated()
+
+
+def stopped_by(returncode: int | None) -> signal.Signals | None:
+    """The stop signal a child process ended by, from its return code: killed by it (-N, e.g. while Python still
+    started, before run_main's handler) or exiting as run_main does on it (128 + N); None for any other end."""
+    for signum in STOP_SIGNALS:
+        if returncode in (-signum, 128 + signum):
+            return signum
+    return None
+
+
 def raise_terminated(signum, frame) -> None:
     """SIGTERM handler: raise Terminated where the run is."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once

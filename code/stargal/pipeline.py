@@ -26,6 +26,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -210,35 +211,97 @@ def stage_command(
     return cmd
 
 
-def run_stage(cmd: list[str], env: dict[str, str]) -> tuple[int, float, float | None, float | None]:
-    """Run one stage; return (exit code, seconds, peak RSS of its largest process MB, peak tree RSS MB)."""
+@dataclass
+class StageRun:
+    """How a stage's process ended and what it used."""
+
+    exit_code: int
+    seconds: float  # wall time until it ended, stopped or not
+    peak_rss_mb: float | None  # largest single process (wait4 rusage)
+    peak_tree_mb: float | None  # sum over the process tree (sampled)
+    received: signal.Signals | None = None  # a stop signal this runner received while the stage ran
+
+    @property
+    def stopped_by(self) -> signal.Signals | None:
+        """SIGINT or SIGTERM if the stage was stopped, whichever process received the signal: this runner, or the
+        stage alone (which died of it while still starting up, or exited 130/143 as run_main does)."""
+        return self.received or cli.stopped_by(self.exit_code)
+
+
+class _StopSignals:
+    """While a stage runs, SIGINT and SIGTERM to this runner are noted and passed on to the stage, not raised:
+    an exception could land between starting the stage and knowing its pid (an orphaned stage), or after the
+    stage died of the same signal (reaped twice: a traceback instead of the record). So the runner always waits
+    for the stage, measures it and records how it ended. Each repeat is passed on too: a second SIGTERM ends a
+    stage at once (``cli.raise_terminated``), and the runner with it."""
+
+    def __init__(self) -> None:
+        self.received: signal.Signals | None = None
+        self._pid: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> _StopSignals:
+        if threading.current_thread() is not threading.main_thread():  # only the main thread can set handlers
+            return self
+        for signum in cli.STOP_SIGNALS:
+            handler = signal.getsignal(signum)
+            if handler not in (signal.SIG_IGN, None):  # ignored (nohup, a background job): stays ignored
+                self._previous[signum] = handler
+                signal.signal(signum, self._note)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def started(self, pid: int) -> None:
+        """The stage runs as ``pid``: a signal noted while it was being started is passed on now."""
+        self._pid = pid
+        if self.received is not None:
+            self._pass_on(self.received)
+
+    def _note(self, signum: int, frame) -> None:
+        self.received = self.received or signal.Signals(signum)
+        self._pass_on(signum)
+
+    def _pass_on(self, signum: int) -> None:
+        # the stage is reaped only by run_stage, after this context: its pid cannot have been reused yet
+        if self._pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._pid, signum)
+
+
+def run_stage(cmd: list[str], env: dict[str, str]) -> StageRun:
+    """Run one stage and measure it. SIGINT or SIGTERM to this runner reaches the stage too (a terminal's SIGINT
+    reached it already; SIGTERM from a batch system or docker stop only this runner): no stage runs on holding
+    the data folder, and the run stops once it has ended."""
+    start = time.monotonic()
+    with _StopSignals() as stop:
+        proc = subprocess.Popen(cmd, env=env)
+        stop.started(proc.pid)
+        status, usage, tree_peak = _wait_measuring(proc.pid)
+    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped by wait4: Popen must not wait for it again
+    return StageRun(
+        exit_code=proc.returncode,
+        seconds=time.monotonic() - start,
+        peak_rss_mb=usage.ru_maxrss / 1024,  # Linux: kilobytes
+        peak_tree_mb=tree_peak / 2**20 if tree_peak else None,
+        received=stop.received,
+    )
+
+
+def _wait_measuring(pid: int) -> tuple[int, os.struct_rusage, int]:
+    """Wait for ``pid`` to end, sampling its process tree's memory; (wait status, rusage, peak tree RSS bytes)."""
     import psutil
 
-    start = time.monotonic()
-    proc = subprocess.Popen(cmd, env=env)
-    ps = psutil.Process(proc.pid)
+    ps = psutil.Process(pid)
     tree_peak = 0
-    try:
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            tree_peak = max(tree_peak, _tree_rss(ps))
-            time.sleep(0.2)
-    except (KeyboardInterrupt, cli.Terminated) as exc:
-        # A terminal's SIGINT reached the child too; SIGTERM (a batch system, docker stop) only this runner: pass
-        # it on, so that no stage runs on holding the data folder. Give the child time to clean up, then reap it.
-        sent = signal.SIGINT if isinstance(exc, KeyboardInterrupt) else signal.SIGTERM
-        try:
-            proc.send_signal(sent)
-            _, status, usage = os.wait4(proc.pid, 0)
-        finally:
-            proc.returncode = -sent
-        raise
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    seconds = time.monotonic() - start
-    peak = usage.ru_maxrss / 1024  # Linux: kilobytes
-    return proc.returncode, seconds, peak, (tree_peak / 2**20 if tree_peak else None)
+    while True:
+        done, status, usage = os.wait4(pid, os.WNOHANG)
+        if done:
+            return status, usage, tree_peak
+        tree_peak = max(tree_peak, _tree_rss(ps))
+        time.sleep(0.2)
 
 
 def _tree_rss(ps) -> int:
@@ -308,7 +371,8 @@ def format_table(results: list[Result]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the selected stages; return the exit status (0, 1 for a failed stage, 2 for bad options, 130)."""
+    """Run the selected stages; return the exit status (0, 1 for a failed stage, 2 for bad options, 130 or 143 when
+    stopped by SIGINT or SIGTERM)."""
     args, rest = parse_args(sys.argv[1:] if argv is None else argv)
     if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
         signal.signal(signal.SIGTERM, cli.raise_terminated)  # the running stage gets it and stops; the record says so
@@ -377,30 +441,35 @@ def main(argv: list[str] | None = None) -> int:
             _write_record(paths, args, options, results + pending, None)
         shown = " ".join(["python", f"code/{stage.script}", *cmd[2:]])
         print(f"==> stage {stage.name}: {shown}", file=sys.stderr, flush=True)
-        result = Result(stage.name, stage.script, "ok", command=cmd[1:])
-        try:
-            code, result.seconds, result.peak_rss_mb, result.peak_tree_mb = run_stage(cmd, env)
-        except (KeyboardInterrupt, cli.Terminated) as exc:
-            result.status = "interrupted"
-            results.append(result)
-            how = "interrupted" if isinstance(exc, KeyboardInterrupt) else "terminated"
-            print(f"run_scripts: {how} during stage {stage.name}", file=sys.stderr)
-            status = 130 if isinstance(exc, KeyboardInterrupt) else 128 + signal.SIGTERM
-            break
-        result.exit_code = code
+        run = run_stage(cmd, env)
+        result = Result(stage.name, stage.script, "ok", seconds=run.seconds, peak_rss_mb=run.peak_rss_mb,
+                        peak_tree_mb=run.peak_tree_mb, exit_code=run.exit_code, command=cmd[1:])  # fmt: skip
         results.append(result)
-        if code != 0:
-            result.status = "failed"
-            print(
-                f"run_scripts: stage {stage.name} ({stage.script}) failed with exit status {code}; "
-                "later stages not run",
-                file=sys.stderr,
-            )
-            status = 1
+        status = _judge(result, run)
+        if status != 0:
             break
     ran = {r.stage for r in results}
     results += [Result(s.name, s.script, "skipped") for s in stages if s.name not in ran]
     return _finish(results, paths, args, options, status)
+
+
+def _judge(result: Result, run: StageRun) -> int:
+    """Set ``result.status`` from how its stage ended and say in one line why the run stops; return the run's exit
+    status: 0 to go on, 1 for a failed stage, 130 or 143 for one stopped by SIGINT or SIGTERM."""
+    stopped = run.stopped_by
+    if stopped is not None:
+        # a stage that finished as the signal came is kept as done; the run stops all the same
+        finished = run.exit_code == 0
+        result.status = "ok" if finished else "interrupted"
+        when = "after" if finished else "during"
+        print(f"run_scripts: {cli.STOP_WORDS[stopped]} {when} stage {result.stage}", file=sys.stderr)
+        return 128 + stopped
+    if run.exit_code != 0:
+        result.status = "failed"
+        print(f"run_scripts: stage {result.stage} ({result.script}) failed with exit status {run.exit_code}; "
+              "later stages not run", file=sys.stderr)  # fmt: skip
+        return 1
+    return 0
 
 
 def verify(paths: DataPaths, rest: list[str]) -> int:
@@ -484,6 +553,7 @@ def _publish_report(paths: DataPaths, args, options) -> None:
 if __name__ == "__main__":
     try:
         sys.exit(main())
-    except cli.Terminated:  # between stages: nothing runs that needs stopping
-        print("run_scripts: terminated", file=sys.stderr)
-        sys.exit(128 + signal.SIGTERM)
+    except (KeyboardInterrupt, cli.Terminated) as exc:  # before or between stages: no stage runs that needs stopping
+        stop = signal.SIGINT if isinstance(exc, KeyboardInterrupt) else signal.SIGTERM
+        print(f"run_scripts: {cli.STOP_WORDS[stop]}", file=sys.stderr)
+        sys.exit(128 + stop)

@@ -3,7 +3,9 @@
 Parallelism: ``workers`` processes each run trials against the shared SQLite storage (TensorFlow limited to
 one thread per worker). A file lock around "count trials, then ask for a new one" makes the total
 number of finished trials exactly ``target``. Rerunning with a larger target continues the study;
-trials left RUNNING by an interrupted run are marked FAIL and their parameters re-enqueued.
+a trial stopped by the user (SIGINT or SIGTERM; or left RUNNING by a run that was killed) is no failure of its
+parameters: it ends FAIL marked "interrupted" (INTERRUPTED in the trials tables) and its parameters are
+re-enqueued, so that the resumed study runs them first.
 Each trial is ``stargal.tune.train_trial``; this module owns the storage, the workers and the files.
 """
 
@@ -15,12 +17,15 @@ import json
 import logging
 import multiprocessing
 import os
+import signal
+import sys
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
-from .. import tune
+from .. import cli, tune
 from ..config import SEED
 from ..dataset import dataset_identity, load_dataset, resolve_dataset
 from ..errors import StargalError
@@ -33,6 +38,9 @@ from ..train_options import ARCH_DEFAULTS
 log = logging.getLogger("stargal")
 
 STARTUP_WAIT_S = 300  # a worker not started by then (or dead) no longer holds the others back
+INTERRUPTED = "INTERRUPTED"  # the trials tables' state of a trial the user stopped (optuna's FAIL, marked)
+INTERRUPTED_ATTR = "interrupted"  # user attribute of such a trial: what stopped it (SIGINT, SIGTERM, RUN_ENDED)
+RUN_ENDED = "run ended"  # left RUNNING by a run that ended without recording it (killed, or its machine went down)
 
 
 def storage_url(db: Path) -> str:
@@ -91,9 +99,9 @@ def create_or_load(db: Path, name: str, seed: int, config: dict):
     study_id = storage.get_study_id_from_name(name)
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         # the storage's public API names a trial by (study id, trial number)
-        storage.set_trial_state_values(
-            storage.get_trial_id_from_study_id_trial_number(study_id, t.number), TrialState.FAIL
-        )
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+        storage.set_trial_user_attr(trial_id, INTERRUPTED_ATTR, RUN_ENDED)  # a user attribute only while RUNNING
+        storage.set_trial_state_values(trial_id, TrialState.FAIL)
         study.enqueue_trial(t.params)  # not skip_if_exists: the failed ghost itself matches
         recovered += 1
     return study, recovered
@@ -125,6 +133,12 @@ def worker_main(spec: dict) -> int:
 
     Module-level so that it can be the target of a spawned process. Returns the number of trials run.
     """
+    with _trials_stop_on_signals():  # first: a spawned worker would die of SIGTERM while it imports TensorFlow
+        return _run_trials(spec)
+
+
+def _run_trials(spec: dict) -> int:
+    """``worker_main``'s work: load the data, then ask for trials and run them until the study holds enough."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     for var in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS", "STARGAL_TF_THREADS"):
         os.environ[var] = str(spec.get("threads", 1))
@@ -141,7 +155,7 @@ def worker_main(spec: dict) -> int:
         study_name=spec["study"],
         storage=make_storage(Path(spec["db"])),
         sampler=tune.sampler(spec["seed"] + 7919 * (spec["worker"] + 1) + spec["offset"]),
-        pruner=tune.pruner(),
+        pruner=_stop_aware(tune.pruner()),
     )
     _wait_for_the_others(spec.get("start_line"))
     done = 0
@@ -153,22 +167,127 @@ def worker_main(spec: dict) -> int:
             trial = study.ask()
         try:
             value = tune.train_trial(trial, data, spec)
-        except optuna.TrialPruned:
-            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-            log.info("worker %d: trial %d pruned", spec["worker"], trial.number)
-        except KeyboardInterrupt:
-            # interrupted, not broken: the next run tries the same configuration again
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            study.enqueue_trial(trial.params)
-            raise
-        except BaseException:
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            raise
+        except BaseException as exc:
+            _end_unfinished(study, trial, exc, spec["worker"])  # raises unless the trial was pruned
         else:
             study.tell(trial, value)
             log.info("worker %d: trial %d %s=%.4f", spec["worker"], trial.number, tune.OBJECTIVE, value)
         done += 1
+        if _stop.received is not None:  # came as the trial ended (or was lost on its way): its result stands
+            raise cli.stop_exception(_stop.received)
     return done
+
+
+@dataclass
+class _StopState:
+    """The first stop signal this process received while it ran trials; whether the stopped trial is being
+    recorded."""
+
+    received: signal.Signals | None = None
+    recording: bool = False
+
+
+_stop = _StopState()
+
+
+def _stop_trial(signum: int, frame) -> None:
+    """SIGINT or SIGTERM while trials run: stop the running trial where it is, as an interrupt. A repeat (the
+    parent passing on the terminal's Ctrl-C, a second kill) raises again, in case TensorFlow swallowed the first,
+    except while the stopped trial is being recorded: that must not be cut short."""
+    if _stop.recording:
+        return
+    _stop.received = _stop.received or signal.Signals(signum)
+    raise cli.stop_exception(signum)
+
+
+def _quiet_lost_stop(unraisable) -> None:
+    """``sys.unraisablehook`` while trials run. Python drops an exception raised in a weakref callback or
+    ``__del__``, with a traceback: the stop the signal handler raised while one ran (seen while Keras builds a
+    model) is lost so. No traceback for it: the pruner (``_stop_aware``) stops the trial at its epoch's end."""
+    if not (_stop.received is not None and isinstance(unraisable.exc_value, KeyboardInterrupt | cli.Terminated)):
+        sys.__unraisablehook__(unraisable)
+
+
+def _stop_aware(pruner):
+    """The study's ``pruner``, which also stops a trial at its epoch's end once a stop signal came, in case the
+    exception the signal handler raised was lost (caught or dropped on its way out of Keras)."""
+    import optuna
+
+    class StopAware(optuna.pruners.BasePruner):
+        def prune(self, study, trial) -> bool:
+            return _stop.received is not None or pruner.prune(study, trial)
+
+    return StopAware()
+
+
+@contextlib.contextmanager
+def _trials_stop_on_signals():
+    """While trials run, SIGINT and SIGTERM both stop the running trial, which is then recorded interrupted (a
+    spawned worker would otherwise die of SIGTERM, leaving its trial RUNNING); the previous handlers afterwards.
+    A signal the process ignores stays ignored, and only the main thread can set handlers (Python runs them there).
+    """
+    _stop.received, _stop.recording = None, False
+    previous = {s: signal.getsignal(s) for s in cli.STOP_SIGNALS}
+    main = threading.current_thread() is threading.main_thread()
+    handled = {s: h for s, h in previous.items() if main and h not in (signal.SIG_IGN, None)}
+    previous_hook, sys.unraisablehook = sys.unraisablehook, _quiet_lost_stop
+    for signum in handled:
+        signal.signal(signum, _stop_trial)
+    try:
+        yield
+    finally:
+        for signum, handler in handled.items():
+            signal.signal(signum, handler)
+        sys.unraisablehook = previous_hook
+
+
+def _end_unfinished(study, trial, exc: BaseException, worker: int) -> None:
+    """Record a trial that ended with ``exc``: interrupted (a stop signal came; raises the stop), pruned, or
+    failed (raises ``exc``)."""
+    from optuna import TrialPruned
+    from optuna.trial import TrialState
+
+    stop = _stopped_by(exc)
+    if stop is not None:  # pruned or failed too, maybe, but for the stop: its parameters are tried again
+        _record_interrupted(study, trial, stop)
+        if isinstance(exc, KeyboardInterrupt | cli.Terminated):
+            raise exc
+        raise cli.stop_exception(stop) from exc
+    if isinstance(exc, TrialPruned):
+        study.tell(trial, state=TrialState.PRUNED)
+        log.info("worker %d: trial %d pruned", worker, trial.number)
+        return
+    study.tell(trial, state=TrialState.FAIL)
+    raise exc
+
+
+def _stopped_by(exc: BaseException) -> signal.Signals | None:
+    """The stop signal that ended a trial with ``exc``, or None. The signal noted comes first: raised inside
+    TensorFlow, its exception can come out as another (a RuntimeError, a SystemError), or as the pruning the
+    pruner did for it."""
+    if _stop.received is not None:
+        return _stop.received
+    if isinstance(exc, KeyboardInterrupt):
+        return signal.SIGINT
+    if isinstance(exc, cli.Terminated):
+        return signal.SIGTERM
+    return None
+
+
+def _record_interrupted(study, trial, stop: signal.Signals) -> None:
+    """A trial the user stopped is no failure of its parameters. Optuna has no state for it: it ends FAIL marked
+    interrupted (INTERRUPTED in the trials tables), and its parameters are queued again for the resumed study."""
+    from optuna.trial import TrialState
+
+    _stop.recording = True
+    try:
+        trial.set_user_attr(INTERRUPTED_ATTR, stop.name)
+        study.tell(trial, state=TrialState.FAIL)
+        study.enqueue_trial(trial.params)
+    except Exception as exc:  # e.g. the database busy too long: the trial stays RUNNING, which the next run recovers
+        log.warning("trial %d: could not record it as interrupted (%s); the next run retries it", trial.number, exc)
+    else:
+        log.info("trial %d stopped by %s: queued again for the next run", trial.number, stop.name)
 
 
 def _wait_for_the_others(start_line) -> None:
@@ -254,7 +373,7 @@ def run_tuning(
     )
     study, recovered = create_or_load(db, name, seed, config)
     if recovered:
-        log.info("%d trial(s) interrupted earlier: marked failed and queued again", recovered)
+        log.info("%d trial(s) left running by an earlier run: marked interrupted and queued again", recovered)
     finished, _ = count_trials(study)
     todo = max(0, trials - finished)
     start = time.monotonic()
@@ -277,16 +396,37 @@ def run_tuning(
         if len(specs) == 1:
             worker_main(specs[0])
         else:
-            # spawn, not fork: TensorFlow's thread pools do not survive a fork
-            ctx = multiprocessing.get_context("spawn")
-            with ctx.Manager() as manager, ProcessPoolExecutor(max_workers=len(specs), mp_context=ctx) as pool:
-                start_line = manager.Barrier(len(specs))
-                for future in [pool.submit(worker_main, {**s, "start_line": start_line}) for s in specs]:
-                    future.result()
+            _run_workers(specs)
     else:
         log.info("study %s already holds %d finished trial(s): nothing to run", name, finished)
     study = create_or_load(db, name, seed, config)[0]
     return write_results(paths, name, study, architecture, dataset, time.monotonic() - start, extra)
+
+
+def _run_workers(specs: list[dict]) -> None:
+    """``worker_main`` for each spec, each in a process of its own. A stop (SIGINT or SIGTERM to this process, or
+    a worker's) is passed on to every worker, which records its trial interrupted and ends."""
+    # spawn, not fork: TensorFlow's thread pools do not survive a fork
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Manager() as manager, ProcessPoolExecutor(max_workers=len(specs), mp_context=ctx) as pool:
+        start_line = manager.Barrier(len(specs))
+        futures = [pool.submit(worker_main, {**s, "start_line": start_line}) for s in specs]
+        try:
+            for future in futures:
+                future.result()
+        except (KeyboardInterrupt, cli.Terminated) as exc:
+            # SIGTERM from the runner or docker stop reaches only this process: the pool's shutdown would wait
+            # for the workers to run the whole study
+            _stop_workers(pool, signal.SIGINT if isinstance(exc, KeyboardInterrupt) else signal.SIGTERM)
+            raise
+
+
+def _stop_workers(pool: ProcessPoolExecutor, signum: int) -> None:
+    """Pass a stop signal to the pool's worker processes (a terminal's Ctrl-C reached them already, a SIGTERM to
+    this process alone did not); the pool's shutdown then waits while each records its trial and ends."""
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        with contextlib.suppress(ProcessLookupError):  # a worker already gone
+            os.kill(process.pid, signum)
 
 
 def _training_defaults(architecture: str) -> dict:
@@ -300,7 +440,7 @@ def write_results(
     from ..plots.tuning import plot_study
 
     folder = paths.tuning_dir(name)
-    rows = tune.trials_table(study)
+    rows = _mark_interrupted(tune.trials_table(study), study)
     importance = tune.importances(study)
     complete = [r for r in rows if r["state"] == "COMPLETE"]
     if not complete:
@@ -311,7 +451,7 @@ def write_results(
     best["dataset"] = dataset
     best["n_trials"] = len(rows)
     table = _markdown(name, rows, best, importance)
-    counts = {s: sum(r["state"] == s for r in rows) for s in ("COMPLETE", "PRUNED", "FAIL")}
+    counts = {s: sum(r["state"] == s for r in rows) for s in ("COMPLETE", "PRUNED", "FAIL", INTERRUPTED)}
     dataset_id = (study.user_attrs.get("config") or {}).get("dataset_id")  # what the report matches studies by
     content = {"study": name, "dataset": dataset, "dataset_id": dataset_id, "architecture": architecture,
                "counts": counts}  # fmt: skip
@@ -336,6 +476,15 @@ def write_results(
         "seconds": seconds,
         "importance": importance,
     }
+
+
+def _mark_interrupted(rows: list[dict], study) -> list[dict]:
+    """The trials table with INTERRUPTED as the state of a trial the user stopped, not optuna's FAIL: it says
+    nothing about its parameters (which the study runs again)."""
+    from optuna.trial import TrialState
+
+    stopped = {t.number for t in study.trials if t.state == TrialState.FAIL and INTERRUPTED_ATTR in t.user_attrs}
+    return [{**row, "state": INTERRUPTED} if row["trial"] in stopped else row for row in rows]
 
 
 def _fmt(v) -> str:
