@@ -19,7 +19,7 @@ from stargal.cube import read_cube, write_cube
 from stargal.errors import StargalError
 from stargal.fsio import content_digest
 from stargal.geometry import sky_to_pixel
-from stargal.paths import DataPaths
+from stargal.paths import DataPaths, FieldId
 from stargal.predict import Predictions, agreement_text, catalog_agreement, locate
 from stargal.predict_io import read_coordinates
 from stargal.stages.predict import load_bundle, run_predict
@@ -701,6 +701,12 @@ def test_out_naming_an_input_or_a_file_of_the_data_folder_is_refused(tmp_path, m
     (other.root / "aligned").mkdir(parents=True)
     other.lock_file.touch()
     refused[other.root / "aligned" / "objects.csv"] = f"lies in the data folder {other.root.resolve()}"
+    real_only = DataPaths(tmp_path / "real-only")  # a data folder only real_sky.py has run on: real/ and reports/
+    real_only.real_fields.cube(FieldId(301, 4510, 4, 30)).parent.mkdir(parents=True)
+    real_only.lock_file.touch()
+    refused[real_only.real_fields.cube(FieldId(301, 4510, 4, 30))] = (
+        f"lies in the data folder {real_only.root.resolve()}"
+    )
     before = {p: p.read_bytes() for p in (cube, coords)}
     for out, why in refused.items():
         with pytest.raises(StargalError, match=f"--out {out.resolve()}: {why}"):
@@ -1084,3 +1090,22 @@ def test_text_a_fits_output_cannot_hold_is_refused_before_any_classification(tmp
     check_fits_text(tmp_path / "p.ecsv", {"name": np.array(["Café"])})  # ECSV is UTF-8: no error
     with pytest.raises(StargalError, match="column name 'näme' is not ASCII"):
         check_fits_text(out, {"näme": np.array(["x"])})
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".ecsv", ".fits"])
+def test_a_carried_value_beginning_with_a_hash_keeps_its_row(tmp_path, field, suffix):
+    """A name "#1" in the first column made its output line a comment to astropy's readers: the ECSV output read
+    back one row short, exit 0. Such values are quoted; a FITS output's advice on the name "#name" stays quiet."""
+    from astropy.table import Table
+
+    cube = field[0]
+    xs, ys = [20.0, 35.0], [20.0, 40.0]
+    ra, dec = read_cube(cube).wcs.celestial.wcs_pix2world(xs, ys, 0)
+    coords = tmp_path / "targets.csv"
+    coords.write_text(f"#name,ra,dec,note\n#1,{ra[0]:.9f},{dec[0]:.9f},#x\nB,{ra[1]:.9f},{dec[1]:.9f},y\n")
+    out = tmp_path / f"p{suffix}"
+    data = str(tmp_path / "data")
+    done = run_cli("--data-dir", data, "--cube", str(cube), "--csv", str(coords), "--out", str(out), "-q")
+    assert done.returncode == 0 and "Warning" not in done.stderr, done.stderr
+    table = Table.read(out)
+    assert len(table) == 2 and list(table["#name"]) == ["#1", "B"] and list(table["note"]) == ["#x", "y"]

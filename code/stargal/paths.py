@@ -136,7 +136,8 @@ class DataPaths:
         a stage's folder), else None: an output named there must not overwrite that folder's sealed files."""
         for parent in Path(path).expanduser().resolve().parents:
             paths = cls(parent)
-            stage_folders = (paths.sas, paths.aligned_root, paths.datasets_root, paths.models_root)
+            stage_folders = (paths.sas, paths.aligned_root, paths.datasets_root, paths.models_root, paths.real_fields.root,
+                             paths.reports())  # fmt: skip
             if paths.lock_file.is_file() and any(folder.is_dir() for folder in stage_folders):
                 return paths
         return None

@@ -470,9 +470,10 @@ def predictions_table(pred: Predictions, meta: dict, before: dict | None = None,
 
 def _quoted(values: list[str], delimiter: str) -> list[str]:
     """Text values quoted where they hold the delimiter, a quote or a line break (or, space-delimited, any white
-    space), inner quotes doubled: a carried input column may hold anything, e.g. a name "NGC 1, knot"."""
+    space), or begin with "#", which would make a row's line a comment to astropy's readers (a name "#12" lost its
+    row); inner quotes doubled: a carried input column may hold anything, e.g. a name "NGC 1, knot"."""
     special = {'"', "\n", "\r", delimiter} | ({"\t"} if delimiter == " " else set())
-    return ['"' + v.replace('"', '""') + '"' if special & set(v) else v for v in values]
+    return ['"' + v.replace('"', '""') + '"' if special & set(v) or v.lstrip().startswith("#") else v for v in values]
 
 
 def _text_columns(table, formats: dict[str, str], quote_empty: bool) -> list[list[str]]:
@@ -537,8 +538,12 @@ def write_predictions(path: str | os.PathLike, table) -> None:
 
     fmt = output_format(path)
     if fmt == "fits":
+        from astropy.io.fits.verify import VerifyWarning
+
         table = _fits_units(table, path)
-        with atomic_path(path) as tmp:
+        with atomic_path(path) as tmp, warnings.catch_warnings():
+            # advice on a carried column's name ("#id", "B-V"), which FITS holds and astropy reads back as written
+            warnings.simplefilter("ignore", VerifyWarning)
             table.write(tmp, format="fits", overwrite=True)
         return
     if fmt == "ascii.ecsv":

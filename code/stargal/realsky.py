@@ -48,12 +48,29 @@ SWEEP_LIMIT = 22.5
 SATURATING_LIMIT = 16.0
 MATCH_RADIUS_ARCSEC = 2.0
 QUADRANT_NAMES = ("x<half, y<half", "x>=half, y<half", "x<half, y>=half", "x>=half, y>=half")
+# a sweep is the frames' own when most of its objects brighter than this (every detection finds them) sit on a
+# detected source; another sky's or another field's sweep places its objects on blank sky
+SWEEP_MATCH_LIMIT = 20.0
+MIN_SWEEP_MATCH = 0.5
+MIN_SWEEP_OBJECTS = 10  # fewer bright objects than this say nothing either way
 
 
 def quadrant(x: np.ndarray, y: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """0..3 per position: left/right half of the columns (+1 right), lower/upper half of the rows (+2 upper)."""
     rows, cols = shape
     return (np.asarray(x) >= cols / 2).astype(np.int8) + 2 * (np.asarray(y) >= rows / 2).astype(np.int8)
+
+
+def sweep_mismatch(on_source: np.ndarray, r: np.ndarray) -> tuple[int, int] | None:
+    """(matched, listed) of a sweep's objects in the frame brighter than SWEEP_MATCH_LIMIT when fewer than
+    MIN_SWEEP_MATCH of them sit on a detected source (``on_source``), else None: scored against it, the frames
+    would be judged by another sky's labels."""
+    with np.errstate(invalid="ignore"):
+        bright = np.asarray(r) < SWEEP_MATCH_LIMIT
+    listed, matched = int(bright.sum()), int(np.asarray(on_source)[bright].sum())
+    if listed >= MIN_SWEEP_OBJECTS and matched < MIN_SWEEP_MATCH * listed:
+        return matched, listed
+    return None
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float | None, float | None]:

@@ -17,7 +17,7 @@ from .. import __version__, fsio, integrity
 from ..config import BANDS
 from ..cube import Cube, read_cube
 from ..errors import StargalError
-from ..fsio import INTEGRITY_KEY, check_seal, read_json
+from ..fsio import INTEGRITY_KEY, check_seal, read_json, require_writable_destination
 from ..geometry import has_sky_axes
 from ..model import load_model, patch_shape, takes_psf
 from ..paths import PRETRAINED, PRETRAINED_MODEL_DIR, DataPaths, FieldId, ModelFiles, objects_for_cube, psf_map_beside
@@ -428,6 +428,16 @@ def run_predict(
         raise StargalError(f"{path}: no celestial (RA---TAN/DEC--TAN) WCS in its header")
     if bundle is None:
         bundle = load_bundle(model_dir, engine)
+    suffix = "_all" if all_objects else "_detected" if detect else ""
+    if out_path is None:  # the default output's folder checked before the work, as --out's is
+        out_path = paths.prediction_csv(f"{field_label}_{bundle.name}{suffix}")
+        try:
+            require_writable_destination(out_path, "--out")
+        except StargalError:
+            raise StargalError(
+                f"{out_path} (the default output, no --out given): its folder cannot be written (read-only or no "
+                "permission); name a file elsewhere with --out"
+            ) from None
     data = cube_array(cube, bundle.bands)
     artefact = None
     # a cube without stage 01's record is checked first; it and the detection share the backgrounds
@@ -474,8 +484,6 @@ def run_predict(
         "STARGAL": __version__,
     }
     table = predictions_table(pred, meta, before, after)
-    suffix = "_all" if all_objects else "_detected" if detect else ""
-    out_path = out_path or paths.prediction_csv(f"{field_label}_{bundle.name}{suffix}")
     write_predictions(out_path, table)
     # the counts per status are the summary line's; this line adds the time and the engine
     log.info("classified %d coordinates in %.1f s (%s engine)", len(pred), time.monotonic() - start, bundle.engine)

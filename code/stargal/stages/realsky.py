@@ -32,7 +32,7 @@ from ..plots.realsky import plot_labelled, plot_locus, plot_recall, plot_star_fr
 from ..predict import classify, mark_artefacts
 from ..psf import PSFMap
 from ..tables import csv_text, markdown_table
-from .alignment import FieldTask, process_field
+from .alignment import FieldTask, catalog_simulated, process_field, sky_name
 from .download import DownloadOptions, run_download
 from .predict import ModelBundle, load_bundle, resolve_model_dir
 
@@ -199,6 +199,11 @@ def evaluate_cube(field: SampleField, bundle: ModelBundle, cube, data: np.ndarra
         "deblended": sources.deblended,
     }  # fmt: skip
     star_sweep = _read_sweep(field.star_catalog) if field.star_catalog is not None else None
+    two_sided = star_sweep is not None and field.galaxy_catalog is not None  # the galaxy sweep alone is not used
+    galaxy_sweep = _read_sweep(field.galaxy_catalog) if two_sided else None
+    for path, sweep in ((field.star_catalog, star_sweep), (field.galaxy_catalog, galaxy_sweep)):
+        if sweep is not None:
+            _check_sweep(path, sweep, field, cube, (ra, dec))
     if star_sweep is not None:
         result["catalog"], near_star = _catalog_checks(
             field, star_sweep, bundle, data, cube, pmap, (ra, dec, r, quad, ok, sources.deblended), called_star & ok
@@ -207,8 +212,8 @@ def evaluate_cube(field: SampleField, bundle: ModelBundle, cube, data: np.ndarra
         # what a perfect classifier would score: the catalog's own stars on the locus (measured as above)
         bright = ok & realsky.in_bin(r, *realsky.LOCUS_RANGE)
         result["locus"]["catalog_stars"] = realsky.fraction(on_locus, bright & near_star)
-    if star_sweep is not None and field.galaxy_catalog is not None:
-        result["labelled"] = _labelled_check(field, star_sweep, bundle, data, cube, pmap)
+    if two_sided:
+        result["labelled"] = _labelled_check(field, (star_sweep, galaxy_sweep), bundle, data, cube, pmap)
     return {"result": result, "table": table}
 
 
@@ -228,10 +233,10 @@ def classify_positions(bundle: ModelBundle, data, wcs, ra, dec, pmap):
     )
 
 
-def _labelled_check(field, star_sweep, bundle, data, cube, pmap) -> dict:
-    """Every object the star sweep (read already) and the galaxy sweep list under the field, classified at its
+def _labelled_check(field, sweeps, bundle, data, cube, pmap) -> dict:
+    """Every object the star and galaxy sweeps (``sweeps``, read already) list under the field, classified at its
     catalog position and scored against its sweep (``realsky.labelled_check``)."""
-    stars, galaxies = (c[c["FIELD"] == field.fid.field] for c in (star_sweep, _read_sweep(field.galaxy_catalog)))
+    stars, galaxies = (c[c["FIELD"] == field.fid.field] for c in sweeps)
     ra, dec, flux = (np.concatenate([stars[c], galaxies[c]]) for c in ("RA", "DEC", "PSFFLUX"))
     is_star = np.r_[np.ones(len(stars), bool), np.zeros(len(galaxies), bool)]
     pred = classify_positions(bundle, data, cube.wcs, ra, dec, pmap)
@@ -413,6 +418,29 @@ def fields_phrase(fields: list[dict], real: str = "real") -> str:
     counts = [(len(fields) - simulated, real), (simulated, "simulated")]
     parts = [f"{n} {word} field{'s' if n != 1 else ''}" for n, word in counts if n]
     return " and ".join(parts) or f"0 {real} fields"
+
+
+def _check_sweep(path: Path, sweep: np.ndarray, field: SampleField, cube, detected: tuple) -> None:
+    """Refuse a sweep that is not the field's frames' own: of the other sky (SIMULAT), or whose bright objects in
+    the frame sit on no detected source (``detected``: their ra, dec), such as a simulated sky of another seed."""
+    frames_simulated = bool(cube.header.get("SIMULAT", False))
+    if catalog_simulated(path) != frames_simulated:
+        raise StargalError(
+            f"{path}: a sweep of {sky_name(not frames_simulated)}, but the frames of field {field.label} in "
+            f"{field.folder} are of {sky_name(frames_simulated)}: their sources would be scored against another "
+            "sky's labels; put the field's own sweeps in the sample folder"
+        )
+    x, y = geometry.sky_to_pixel(cube.wcs, sweep["RA"], sweep["DEC"])
+    inside = geometry.inside_frame(x, y, cube.shape)
+    ra, dec = sweep["RA"][inside], sweep["DEC"][inside]
+    on_source = geometry.near_any(ra, dec, *detected, realsky.MATCH_RADIUS_ARCSEC)
+    mismatch = realsky.sweep_mismatch(on_source, sdss.magnitude(sweep["PSFFLUX"][inside][:, BANDS.index("r")]))
+    if mismatch is not None:
+        raise StargalError(
+            f"{path}: only {mismatch[0]} of the {mismatch[1]} objects brighter than r = {realsky.SWEEP_MATCH_LIMIT:g} "
+            f"it places in field {field.label}'s frames ({field.folder}) sit on a source there: not these frames' "
+            "catalog (another sky's, or a damaged copy); put the field's own sweeps in the sample folder"
+        )
 
 
 def _read_sweep(path: Path) -> np.ndarray:
