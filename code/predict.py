@@ -121,16 +121,16 @@ def coordinates(args) -> tuple:
         return None, None, None
     if args.csv:
         return read_coordinate_table(args.csv)
-    if not args.ra:
+    if not args.ra and not args.dec:
         raise StargalError("no coordinates: give --ra/--dec values, --csv FILE, --all or --detect")
+    if len(args.ra or []) != len(args.dec or []):  # before the split check: one of them may be absent
+        raise StargalError(f"--ra has {len(args.ra or [])} values but --dec has {len(args.dec or [])}")
     if split_sexagesimal(args.ra) and split_sexagesimal(args.dec):
         ra, dec = " ".join(args.ra), " ".join(args.dec)
         raise StargalError(
             f"--ra {ra} --dec {dec}: three positions, or one sexagesimal coordinate split at its spaces? quote it: "
             f"--ra '{ra}' --dec '{dec}' (three positions in degrees: write them with a decimal point, or use --csv)"
         )
-    if len(args.ra) != len(args.dec):
-        raise StargalError(f"--ra has {len(args.ra)} values but --dec has {len(args.dec)}")
     where = lambda i: f"--ra/--dec: coordinate {i + 1}"  # noqa: E731
     ra, dec = angles_or_error(args.ra, "ra", where), angles_or_error(args.dec, "dec", where)
     validate_coordinates(ra, dec, where=where)

@@ -180,8 +180,18 @@ def test_thousands_of_coordinates_each_get_a_row(tmp_path, model_dir, field):
         ("ra,dec\n10,5\n10,abc\n", "line 3: dec 'abc' is not an angle"),
         ("ra,dec\n10,5\n12:xx,5\n", "line 3: ra '12:xx' is not an angle"),
         ("ra,dec\n10,5\n10,95\n", "line 3: dec 95 is outside"),
-        ("ra,dec\n10,5\n25h00m00s,5\n", "line 3: ra '25h00m00s' is not an angle"),
-        ("ra,dec\n10,5\n24:00:00,5\n", "line 3: ra '24:00:00' is not an angle"),
+        (
+            "ra,dec\n10,5\n25h00m00s,5\n",
+            "line 3: ra .25h00m00s. is not an angle \\(degrees or sexagesimal; RA in hours must be 0-24\\)",
+        ),
+        (
+            "ra,dec\n10,5\n24:00:00,5\n",
+            "line 3: ra .24:00:00. is not an angle \\(degrees or sexagesimal; RA in hours must be 0-24\\)",
+        ),
+        (
+            "ra,dec\n10,5\n22:06:60,5\n",
+            "line 3: ra .22:06:60. is not an angle \\(degrees or sexagesimal; minutes and seconds must",
+        ),
         ("ra,dec\n10,5\n400,5\n", "line 3: ra 400 is not an angle in degrees \\(-360 to 360\\)"),
         ("ra,dec,name\n10,5,a\n11\n", "line 3: too few values"),
         ('name,ra,dec\n"a",10,5\nb,c,11,5\n', "line 3: more values than columns"),
@@ -249,6 +259,8 @@ def test_cli(tmp_path, model_dir, field):
         "--data-dir", str(tmp_path), "--model", str(model_dir), "--cube", str(cube), "--ra", "1", "2", "--dec", "3"
     )
     assert done.returncode == 2 and "--ra has 2 values but --dec has 1" in done.stderr
+    done = run_cli("--data-dir", str(tmp_path), "--model", str(model_dir), "--cube", str(cube), "--dec", "3")
+    assert done.returncode == 2 and "--ra has 0 values but --dec has 1" in done.stderr  # was "no coordinates"
 
     done = run_cli("--data-dir", str(tmp_path), "--model", str(model_dir), "--field", "5", "--ra", "1", "--dec", "3")
     assert done.returncode == 2 and "aligned cube not found" in done.stderr
@@ -962,6 +974,12 @@ def test_a_tables_angle_units_are_converted_and_its_text_read_as_a_csvs(tmp_path
         path = write_table(tmp_path / f"{unit}.fits", {"ra": [1.5, 22.5], "dec": [0.0, 1.0]})
         fits.setval(path, "TUNIT1", value=unit, ext=1)
         assert read_coordinate_table(path)[0].tolist() == [22.5, 337.5]
+    # other software's spellings of degrees (astropy knows only 'deg' and 'degree') are degrees, not "not an angle"
+    for unit in ("DEG", "degrees", "Degree"):
+        path = write_table(tmp_path / f"{unit}.fits", {"ra": [1.5, 22.5], "dec": [0.0, 1.0]})
+        fits.setval(path, "TUNIT1", value=unit, ext=1)
+        fits.setval(path, "TUNIT2", value=unit, ext=1)
+        assert read_coordinate_table(path)[0].tolist() == [1.5, 22.5]
     text = write_table(tmp_path / "t.ecsv", {"ra": ["12:34:56.7", "12h34m56.7s", "188.73625"],
                                              "dec": ["+12:34:56", "-12d34m56s", "-3"]})  # fmt: skip
     ra, dec, _ = read_coordinate_table(text)

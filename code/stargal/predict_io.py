@@ -56,7 +56,8 @@ def _angle(text: str, kind: str) -> float:
             warnings.simplefilter("ignore")  # astropy's out-of-range warnings: refused below, in one line
             angle = Angle(text, unit=unit)
     except (ValueError, TypeError, u.UnitsError) as exc:
-        raise ValueError(text) from exc
+        hours = unit is u.hourangle and fields and fields[0].isdigit() and int(fields[0]) >= 24  # astropy refuses
+        raise ValueError(f"{text}: RA in hours must be 0-24" if hours else text) from exc
     if unit is u.hourangle and not 0 <= angle.hourangle < 24:
         raise ValueError(f"{text}: RA in hours must be 0-24")
     return float(angle.deg)
@@ -90,8 +91,20 @@ def angles_or_error(values, kind: str, where) -> np.ndarray:
             raise StargalError(
                 f"{where(bad)}: dec {value!r}: a declination is in degrees (+12:34:56, 12d34m56s), not hours"
             )
-        raise StargalError(f"{where(bad)}: {kind} {value!r} is not an angle (degrees or sexagesimal)")
+        raise StargalError(
+            f"{where(bad)}: {kind} {value!r} is not an angle (degrees or sexagesimal{_why(value, kind)})"
+        )
     return degrees
+
+
+def _why(value, kind: str) -> str:
+    """What ``_angle`` found wrong with a value ("; minutes and seconds must be below 60"), or ""."""
+    try:
+        _angle(str(value), kind)
+    except ValueError as exc:
+        _, _, reason = str(exc).partition(": ")
+        return f"; {reason}" if reason else ""
+    return ""
 
 
 def split_sexagesimal(values) -> bool:
@@ -342,7 +355,7 @@ def _to_degrees(values: np.ndarray, unit, kind: str, where: str) -> np.ndarray:
     from astropy import units as u
 
     if isinstance(unit, u.UnrecognizedUnit):  # not a FITS unit, such as TUNIT = 'hourangle': astropy's own name?
-        unit = u.Unit(unit.name, parse_strict="silent")
+        unit = _spelled_unit(unit.name)
     text = unit.to_string() or "dimensionless"
     hours = unit == u.hourangle or unit.is_equivalent(u.hour)
     if hours and kind == "dec":
@@ -352,6 +365,18 @@ def _to_degrees(values: np.ndarray, unit, kind: str, where: str) -> np.ndarray:
     if not unit.is_equivalent(u.deg):
         raise StargalError(f"{where}: unit {text!r} is not an angle ({_ANGLE_UNITS})")
     return u.Quantity(values, unit).to_value(u.deg)
+
+
+def _spelled_unit(name: str):
+    """The astropy unit a table's unit name means, read generously: astropy's own names ('hourangle'), and the
+    upper-case or plural spellings other software writes ('DEG', 'degrees'); the unrecognised unit otherwise."""
+    from astropy import units as u
+
+    for spelling in (name, name.lower(), name.lower().removesuffix("s")):
+        unit = u.Unit(spelling, parse_strict="silent")
+        if not isinstance(unit, u.UnrecognizedUnit):
+            return unit
+    return unit
 
 
 def _one_value_per_row(column, path: Path) -> str:
