@@ -4,7 +4,7 @@
 # of wall time and peak memory per stage. Stages skip work that is already current, so a rerun is cheap.
 #
 #   ./run_scripts.sh --demo                  offline, on the simulated sky (the README's demo)
-#   ./run_scripts.sh --demo --small          a tiny sky in a minute or two
+#   ./run_scripts.sh --demo --small          a tiny sky in a few minutes
 #   ./run_scripts.sh --workers 2 --fields 80 103 --epochs 5 ...   options go to every stage that accepts them
 #   ./run_scripts.sh --help                  the runner's own options
 set -euo pipefail

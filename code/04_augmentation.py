@@ -51,6 +51,8 @@ def main(argv=None) -> int:
 
     paths = cli.open_data_folder(args)
     check_selection(paths, args.dataset, cli.given_selection(args))
+    if args.experiment:
+        stage.check_experiment(paths, args.dataset, args.policies)
     result = stage.write_examples(paths, args.dataset, seed=args.seed, force=args.force)
     print(f"dataset {result['dataset']}: augmentation examples and summary in {result['report']}")
     if args.materialize:

@@ -474,3 +474,17 @@ def test_figures_belong_to_the_model_they_show(tmp_path, caplog):
     assert result["skipped"] and paths.model("m").json.stat().st_mtime_ns == before
     assert "drawing them again (no retraining)" in caplog.text
     assert training.figures_current(paths, "m", second) and (folder / "learning_curves.png").is_file()
+
+
+def test_an_experiment_its_dataset_cannot_feed_is_refused_before_anything_is_written(tmp_path):
+    """02 takes 7 and 9 px patches (the stargal network's minimum); the experiment's proxy network needs 11: 04
+    wrote the examples, then failed with a message that did not say the experiment was what needed 11 px."""
+    paths = DataPaths(tmp_path / "data")
+    write_toy_dataset(paths, "small", sizes=(40, 20, 20), patch=9, seed=1, faint=21.0)
+    done = _script("04_augmentation.py", "--data-dir", str(paths.root), "--experiment", "--epochs", "1")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "--experiment: dataset small has patches of 9 px, but the experiment's proxy network" in done.stderr
+    assert not paths.reports("augmentation").exists()
+    twice = _script("04_augmentation.py", "--data-dir", str(paths.root), "--experiment", "--policies", "none", "none")
+    assert twice.returncode == 2 and "--policies: none named twice" in twice.stderr
+    assert not paths.reports("augmentation").exists()

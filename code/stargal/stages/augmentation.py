@@ -13,7 +13,7 @@ import time
 import numpy as np
 
 from .. import augment as aug
-from .. import fsio
+from .. import fsio, integrity
 from ..config import SEED
 from ..dataset import dataset_identity, load_dataset, resolve_dataset
 from ..errors import StargalError
@@ -186,6 +186,26 @@ EXPERIMENT_COLUMNS = (
 )
 
 
+def check_experiment(paths: DataPaths, dataset: str | None, policies=aug.EXPERIMENT_POLICIES) -> str:
+    """The dataset the experiment would run on, after the checks that need no training: before the examples are
+    written (04 writes them first), so that a run that cannot do the experiment writes nothing."""
+    from ..config import MIN_PATCH_SIZE
+
+    twice = sorted({p for p in policies if list(policies).count(p) > 1})
+    if twice:  # the same training twice, and two rows of one name in the table
+        raise StargalError(f"--policies: {' '.join(twice)} named twice")
+    dataset = resolve_dataset(paths, dataset)
+    size = integrity.require_dataset(paths, dataset).get("patch_size")
+    smallest = MIN_PATCH_SIZE[PROXY_ARCHITECTURE]
+    if isinstance(size, int) and size < smallest:
+        raise StargalError(
+            f"--experiment: dataset {dataset} has patches of {size} px, but the experiment's proxy network "
+            f"({PROXY_ARCHITECTURE}) needs at least {smallest} px; prepare a dataset with 02_preparation.py "
+            f"--patch-size {smallest} or more for it"
+        )
+    return dataset
+
+
 def experiment(
     paths: DataPaths,
     dataset: str | None,
@@ -204,10 +224,7 @@ def experiment(
     train_loss/accuracy: Keras's running values on the (augmented) stream in the last epoch;
     *_clean: the restored model on the un-augmented training set; val_*: the restored (best) model.
     """
-    twice = sorted({p for p in policies if list(policies).count(p) > 1})
-    if twice:  # the same training twice, and two rows of one name in the table
-        raise StargalError(f"--policies: {' '.join(twice)} named twice")
-    dataset = resolve_dataset(paths, dataset)
+    dataset = check_experiment(paths, dataset, policies)
     out = paths.reports("augmentation")
     outputs = [out / n for n in ("experiment.csv", "experiment.md", "experiment.png", "experiment.json")]
     settings = {"dataset": dataset, "dataset_id": dataset_identity(paths, dataset), "seed": seed, "epochs": epochs,
