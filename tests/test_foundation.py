@@ -192,3 +192,21 @@ def test_markdown_table_refuses_a_row_that_does_not_match_its_header():
     assert tables.markdown_table(["a", "b"], [[1, 2]]).splitlines()[-1] == "| 1 | 2 |"
     with pytest.raises(ValueError, match="3 cells for 2 columns"):
         tables.markdown_table(["a", "b"], [[1, 2, 3]])
+
+
+def test_a_previous_record_of_other_settings_is_redone_as_such_not_called_damaged(tmp_path, caplog):
+    """real_sky.py on a sample that gained a field said its earlier outputs were "incomplete or damaged": another
+    set of inputs names other outputs, which is no damage."""
+    import logging
+
+    record, table = tmp_path / "record.json", tmp_path / "a.csv"
+    fsio.write_text(table, "x\n")
+    fsio.seal(record, [table], {"settings": {"fields": ["a"]}})
+    assert fsio.previous_record(record, [table], {"fields": ["a"]}) is not None
+    more = [table, tmp_path / "b.csv"]
+    with caplog.at_level(logging.INFO, logger="stargal"):
+        assert fsio.previous_record(record, more, {"fields": ["a", "b"]}) is None
+        assert fsio.previous_record(record, more, {"fields": ["a"]}) is None  # same settings, a file missing
+    said = [r.getMessage() for r in caplog.records]
+    assert said[0] == f"{record}: made with other settings or inputs; redoing it"
+    assert said[1].startswith(f"{record}: earlier outputs incomplete or damaged (")

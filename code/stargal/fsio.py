@@ -466,12 +466,16 @@ def previous_record(
     if force:
         return None
     check = check_seal(record, outputs)
+    wanted = json.loads(json.dumps(settings, default=_json_default))
     if not check.ok:
-        if check.record is not None or Path(record).exists():
+        sealed = isinstance(check.record, dict) and check.record.get("settings") is not None
+        if sealed and check.record.get("settings") != wanted:  # other settings name other outputs: not damage
+            log.info("%s: made with other settings or inputs; redoing it", record)
+        elif check.record is not None or Path(record).exists():
             log.info("%s: earlier outputs incomplete or damaged (%s); redoing them", record, check.describe(1))
         return None
     previous = check.record
-    return previous if previous.get("settings") == json.loads(json.dumps(settings, default=_json_default)) else None
+    return previous if previous.get("settings") == wanted else None
 
 
 # ---------------------------------------------------------------------------------------------------------
