@@ -1127,3 +1127,14 @@ def test_a_carried_value_beginning_with_a_hash_keeps_its_row(tmp_path, field, su
     assert done.returncode == 0 and "Warning" not in done.stderr, done.stderr
     table = Table.read(out)
     assert len(table) == 2 and list(table["#name"]) == ["#1", "B"] and list(table["note"]) == ["#x", "y"]
+
+
+def test_a_model_named_by_one_of_its_files_is_its_folder(tmp_path, model_dir):
+    """--model .../model.onnx said "no model.keras there nor in .../model.onnx", of a folder that holds one."""
+    from stargal.stages.predict import resolve_model_dir
+
+    paths = DataPaths(tmp_path / "data")
+    for name in ("model.keras", "model.json"):
+        assert resolve_model_dir(paths, str(model_dir / name)) == model_dir.resolve()
+    with pytest.raises(StargalError, match=r"^--model nosuch: no model.keras there nor in .*models/nosuch \(a model"):
+        resolve_model_dir(paths, "nosuch")

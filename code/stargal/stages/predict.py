@@ -100,13 +100,18 @@ def resolve_model_dir(paths: DataPaths, spec: str | None) -> Path:
                 "or train one (03_model.py)"
             )
     candidate = Path(spec).expanduser()
-    if candidate.suffix == ".keras" and candidate.is_file():
+    if candidate.suffix in (".keras", ".onnx", ".json") and candidate.is_file():  # a file of a model's folder
         return candidate.resolve().parent
     if ModelFiles(candidate).keras.is_file():
         return candidate.resolve()
     if paths.model(spec).keras.is_file():
         return paths.model_dir(spec)
-    raise StargalError(f"--model {spec}: no model.keras there nor in {paths.model_dir(spec)}")
+    where = (
+        ""
+        if Path(spec).expanduser().resolve() == paths.model_dir(spec).resolve()
+        else f" nor in {paths.model_dir(spec)}"
+    )
+    raise StargalError(f"--model {spec}: no model.keras there{where} (a model folder, its name, or pretrained)")
 
 
 def load_bundle(model_dir: Path, engine: str = "keras") -> ModelBundle:
