@@ -1107,3 +1107,17 @@ def test_a_simulated_sweep_beside_real_frames_is_refused(two_samples, sample_dir
     star = sample / sdss.catalog_filename(8162, 6, "star")
     with pytest.raises(StargalError, match=rf"^{re.escape(str(star))}: a sweep of the simulated sky, but the frames"):
         run_real_sky(DataPaths(tmp_path / "data"), sample, model=PRETRAINED, out=tmp_path / "real_sky")
+
+
+def test_a_sample_field_that_cannot_be_aligned_names_the_sample_folder(two_samples, tmp_path):
+    """One band of another sky in a sample: the error named only the copy under data/real, not the file to mend."""
+    from stargal.stages.realsky import run_real_sky
+
+    sample = tmp_path / "mixed"
+    sample.mkdir()
+    for band in BANDS:  # the g frame of the other simulation: the same name, another sky's pixels
+        source = two_samples[1] if band == "g" else two_samples[0]
+        name = sdss.frame_filename(band, 8162, 6, 80)
+        (sample / name).symlink_to(source / name)
+    with pytest.raises(StargalError, match=rf"^{re.escape(str(sample))}: field 8162-6-80 of the sample cannot be"):
+        run_real_sky(DataPaths(tmp_path / "data"), sample, model=PRETRAINED, out=tmp_path / "real_sky")

@@ -138,7 +138,10 @@ def prepare_field(paths: DataPaths, field: SampleField, *, force: bool = False) 
     if not summary.ok:
         name, reason = next(iter(summary.failures.items()))
         raise StargalError(f"{field.folder}: cannot take {name} of field {fid} ({reason})")
-    process_field(FieldTask(str(paths.root), fid, force=force))
+    try:
+        process_field(FieldTask(str(paths.root), fid, force=force))
+    except StargalError as exc:  # it names the copy in the data folder: the file to mend is the sample's
+        raise StargalError(f"{field.folder}: field {field.label} of the sample cannot be aligned: {exc}") from None
 
 
 def field_inputs(paths: DataPaths, fid: FieldId):
