@@ -1138,3 +1138,21 @@ def test_a_model_named_by_one_of_its_files_is_its_folder(tmp_path, model_dir):
         assert resolve_model_dir(paths, str(model_dir / name)) == model_dir.resolve()
     with pytest.raises(StargalError, match=r"^--model nosuch: no model.keras there nor in .*models/nosuch \(a model"):
         resolve_model_dir(paths, "nosuch")
+
+
+def test_positions_whose_ra_is_in_hours_get_a_warning_not_only_outside(tmp_path, field, caplog):
+    """A table's RA in hours stored as bare numbers reads as degrees: every position 'outside', exit 0, no hint."""
+    import logging
+
+    from stargal.stages.predict import warn_hours_as_degrees
+
+    cube = read_cube(field[0])
+    ra, dec = cube.wcs.celestial.wcs_pix2world([20.0, 35.0], [20.0, 40.0], 0)
+    nan = np.full(2, np.nan)
+    pred = Predictions(ra / 15.0, dec, nan, nan, nan, np.array(["", ""]), np.array(["outside", "outside"]))
+    with caplog.at_level(logging.WARNING, logger="stargal"):
+        warn_hours_as_degrees(pred, cube.wcs, cube.shape, "toy")
+        pred.ra = ra + 30.0  # outside whichever way it is read: nothing to say
+        warn_hours_as_degrees(pred, cube.wcs, cube.shape, "toy")
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1 and said[0].startswith("all 2 positions lie outside field toy, but 2 would lie in it")

@@ -21,7 +21,7 @@ from ..fsio import INTEGRITY_KEY, check_seal, read_json, require_writable_destin
 from ..geometry import has_sky_axes
 from ..model import load_model, patch_shape, takes_psf
 from ..paths import PRETRAINED, PRETRAINED_MODEL_DIR, DataPaths, FieldId, ModelFiles, objects_for_cube, psf_map_beside
-from ..predict import TTA_MARGIN, TTA_MODES, Predictions, classify, mark_artefacts
+from ..predict import STATUS_OUTSIDE, TTA_MARGIN, TTA_MODES, Predictions, classify, mark_artefacts
 from ..predict_io import check_fits_text, output_format, predictions_table, write_predictions
 from ..presence import MIN_SNR
 from ..psf import PSFMap, measure_psf_map, outside_trained_range, psf_map_of
@@ -225,6 +225,25 @@ def check_out_path(out: Path, paths: DataPaths, inputs: list[Path], model_dir: P
         raise StargalError(
             f"--out {out}: lies in the data folder {root}, whose files the stages write and seal; name a file in "
             f"{own} or outside the data folder"
+        )
+
+
+def warn_hours_as_degrees(pred: Predictions, wcs, shape: tuple[int, int], field_label: str) -> None:
+    """Warn when every position fell outside the field but would lie in it with RA read as hours (a table's RA
+    in hours stored as bare numbers, which are taken as degrees): the statuses are right, the input likely not."""
+    from ..geometry import inside_frame, sky_to_pixel
+
+    if not len(pred) or not np.all(pred.status == STATUS_OUTSIDE) or np.nanmax(pred.ra) > 24:
+        return
+    x, y = sky_to_pixel(wcs, pred.ra * 15.0, pred.dec)
+    inside = int(inside_frame(x, y, shape).sum())
+    if inside:
+        log.warning(
+            "all %d positions lie outside field %s, but %d would lie in it were RA in hours, not degrees: if the RA "
+            "values are hours, give them as 12:34:56.7 or multiply them by 15",
+            len(pred),
+            field_label,
+            inside,
         )
 
 
@@ -474,6 +493,8 @@ def run_predict(
     )
     if artefact is not None:
         mark_artefacts(pred, artefact)
+    if not (all_objects or detect):
+        warn_hours_as_degrees(pred, cube.wcs, cube.shape, field_label)
     if detect:
         pred.saturated = np.asarray(after["saturated"], bool)
     if all_objects:
