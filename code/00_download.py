@@ -70,7 +70,8 @@ def build_parser():
     group.add_argument("--backoff", type=_seconds, default=1.0, metavar="S", help="first retry delay (doubles)")
     group.add_argument(
         "--sim-shape", type=cli.positive_int, nargs=2, default=None, metavar=("ROWS", "COLS"),
-        help="frame shape of --source simulated (real frames: 1489 2048)",
+        help="frame shape of --source simulated (real frames: 1489 2048); a shape whose rendering would not fit in "
+        "the memory available (about 200 bytes a pixel) is refused",
     )  # fmt: skip
     group.add_argument(
         "--sim-seeing", choices=SEEING_DRAWS, default=None,

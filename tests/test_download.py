@@ -646,6 +646,9 @@ def _free_port() -> int:
         (["--source", "PORT"], "cannot reach the server"),
         (["--sim-shape", "10", "10"], "only with --source simulated"),
         (["--sim-seeing", "survey"], "--sim-seeing: only with --source simulated"),
+        # the OOM killer, not one line, ended this: refused up front from the simulator's memory per pixel
+        (["--source", "simulated", "--sim-shape", "100000", "100000"], r"needs about .* GiB of memory \(estimated"),
+        (["--source", "simulated", "--bands", "g"], "--bands g: the simulated sky writes every band of a field"),
     ],
 )
 def test_bad_arguments_are_one_line_errors(tmp_path, argv, message):
@@ -879,3 +882,85 @@ def test_the_refetch_command_of_a_simulated_file_names_its_simulation(tmp_path):
         download_command(real, paths, force=True, catalogs=True)
         == f"00_download.py --force --run 8162 --camcol 6 --fields 81 --data-dir {paths.root}"
     )
+
+
+def test_a_band_of_the_simulated_sky_is_refused_and_nothing_unrecorded_is_written(sas_tree, tmp_path):
+    """--source simulated --bands g drew the whole field and wrote its five frames and jpeg, over real ones the
+    manifest still described, but recorded only g (exit 0)."""
+    paths = DataPaths(tmp_path / "data")
+    assert run_download(paths, FS, _options(str(sas_tree), frames_only=True)).ok
+    before = {p: p.read_bytes() for p in paths.sas.rglob("*") if p.is_file()}
+    one = FieldSet(301, 8162, 6, (80,), (80,), (), ())
+    with pytest.raises(StargalError, match="^--bands g: the simulated sky writes every band of a field"):
+        run_download(paths, one, _options("simulated", bands=("g",), frames_only=True, sim_shape=(64, 96)))
+    assert {p: p.read_bytes() for p in paths.sas.rglob("*") if p.is_file()} == before
+    # without the pictures (as real_sky.py asks of a local folder) the simulator's jpeg is still recorded
+    sim = DataPaths(tmp_path / "sim")
+    summary = run_download(sim, one, _options("simulated", pictures=False, sim_shape=(64, 96), workers=1))
+    assert summary.ok and summary.fetched == 8
+    recorded = set(Manifest.load(sim.manifest).files)
+    assert {str(p.relative_to(sim.sas)) for p in sim.sas.rglob("*") if p.is_file()} - recorded == {"manifest.json"}
+
+
+def test_an_interrupted_simulation_keeps_the_fields_it_wrote(tmp_path):
+    """An interrupted 00 --source simulated recorded nothing (HTTP records each file as it arrives): its rerun
+    rendered every field again."""
+    paths = DataPaths(tmp_path / "data")
+    argv = [sys.executable, str(SCRIPT), "--data-dir", str(paths.root), "--source", "simulated", "--sim-shape", "300",
+            "400", "--fields", "80-91", "--frames-only", "--workers", "1", "-q"]  # fmt: skip
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not paths.manifest.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err  # stopped with fields still to render
+    files = Manifest.load(paths.manifest).files
+    done = {sdss.parse_filename(Path(r).name)["field"] for r in files}
+    assert done and len(files) == 6 * len(done) and len(done) < 12, sorted(files)
+    for relpath, entry in files.items():  # each recorded file whole, as recorded
+        assert (
+            verify_file(paths.sas_file(relpath), "irg" if relpath.endswith(".jpg") else "frame").sha256
+            == (entry["sha256"])
+        )
+    rerun = subprocess.run([*argv[:-1]], capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"{6 * len(done)} of 72 files already complete" in rerun.stderr
+    assert f"simulated {12 - len(done)} field(s)" in rerun.stderr
+
+
+def test_redo_commands_name_the_source_the_manifest_records(tmp_path):
+    """The redo of a file copied from a local folder lacked --source DIR (offline: "cannot reach the server"), and
+    a simulated catalog's lacked --fields (it rendered the reference fields too)."""
+    from stargal.integrity import download_command
+
+    paths = DataPaths(tmp_path / "data")
+    sim = "simulated:v13:seed=7,shape=96x128"
+    files = {sdss.frame_relpath("r", 301, 8162, 6, f): {"url": sim} for f in (80, 81, 82, 83, 90)}
+    files[sdss.frame_relpath("r", 301, 8162, 6, 99)] = {"url": "https://x/y"}  # another sky: not its fields
+    files[STAR] = {"url": sim}
+    sas = tmp_path / "my copy" / "sas"
+    files[G81] = {"url": (sas / G81).as_uri()}  # a SAS tree in a data folder (and a space in its name)
+    bundle = tmp_path / "bundle" / "rerun_301" / "run_4510" / "camcol_4"
+    gal4510 = sdss.catalog_relpath(301, 4510, 4, "gal")
+    files[gal4510] = {"url": (bundle / "gal.fits.gz").as_uri()}
+    files[sdss.frame_relpath("g", 301, 4510, 4, 30)] = {"url": (tmp_path / "any" / "x.fits.bz2").as_uri()}
+    mirror = "http://mirror.example.org/sas/dr17/eboss/"
+    files[U80] = {"url": mirror + U80}
+    fsio.write_json(paths.manifest, {"version": 1, "files": files})
+    tail = f"--data-dir {paths.root}"
+    assert download_command(STAR, paths) == (
+        f"00_download.py --run 8162 --camcol 6 --fields 80-83 90 --source simulated --seed 7 --sim-shape 96 128 {tail}"
+    )
+    assert download_command(G81, paths) == (
+        f"00_download.py --run 8162 --camcol 6 --fields 81 --frames-only --source '{tmp_path / 'my copy'}' {tail}"
+    )
+    assert download_command(gal4510, paths) == (
+        f"00_download.py --run 4510 --camcol 4 --fields 30 --source {tmp_path / 'bundle'} {tail}"
+    )
+    assert download_command(U80, paths, force=True) == (
+        f"00_download.py --force --run 8162 --camcol 6 --fields 80 --frames-only --source {mirror} {tail}"
+    )
+    files[U80]["url"] = "https://data.sdss.org/sas/dr17/eboss/" + U80  # SDSS itself: the default source
+    fsio.write_json(paths.manifest, {"version": 1, "files": files})
+    assert download_command(U80, paths) == f"00_download.py --run 8162 --camcol 6 --fields 80 --frames-only {tail}"

@@ -714,6 +714,11 @@ def test_a_read_only_data_folder_works_when_current_and_fails_in_one_line_otherw
             ok(run(script, view, *args))
         forced = run("02_preparation.py", view, *SPLIT_ARGS, "--force")
         error_line(forced, "Read-only file system", "the folder is read-only", status=1)
+        # predict.py without --out: its default output's folder refused before the work, not after it
+        default = view / "predictions"
+        proc = run("predict.py", view, "--field", "81", "--all")
+        error_line(proc, f"{default}", "(the default output, no --out given): its folder cannot be written", status=2)
+        assert "classified" not in proc.stdout + proc.stderr
         assert ok(run("pipeline", view, "--verify")).stdout.count("all intact") == 1
 
 
@@ -945,3 +950,89 @@ def test_the_printed_redo_trains_a_damaged_model_again_under_its_name(tmp_path):
     assert after.ok and after.record["config"] == before["config"] and after.record["name"] == "mine"
     assert sorted(p.name for p in paths.models_root.iterdir() if p.is_dir()) == ["mine"]
     assert integrity.verify_data_folder(paths)[0] == []
+
+
+# ---------------------------------------------------------------------------------------------------------
+# stage 00: damaged simulated catalogs, frames beside another sky's catalogs, redo commands that work offline
+
+SIM_SMALL = ["--source", "simulated", "--sim-shape", "96", "128", "--fields", "80", "81", "--workers", "1"]
+
+
+@pytest.mark.parametrize("damage", [flip, truncate], ids=["bit-flipped", "truncated"])
+def test_a_damaged_simulated_catalog_is_drawn_again_by_a_rerun(tmp_path, damage):
+    """A damaged (not missing) simulated sweep was named "content differs ... fetching it again" on every rerun,
+    which rendered nothing (its fields were current) and then failed it as "simulated file invalid", exit 1."""
+    paths = DataPaths(tmp_path / "data")
+    ok(run("00_download.py", paths, *SIM_SMALL))
+    star = paths.catalog(301, 8162, 6, "star")
+    good, frame = star.read_bytes(), paths.frame(F80, "r").read_bytes()
+    damage(star)
+    ok(run("00_download.py", paths, *SIM_SMALL))
+    assert star.read_bytes() == good and paths.frame(F80, "r").read_bytes() == frame
+    assert integrity.verify_data_folder(paths)[0] == []
+    assert "0 fetched" in ok(run("00_download.py", paths, *SIM_SMALL)).stdout  # current now
+
+
+def _sky_folder(tmp_path: Path) -> DataPaths:
+    """A folder of the simulated sky (fields 80 81 and their catalogs), as stage 00 leaves it."""
+    paths = DataPaths(tmp_path / "sim")
+    ok(run("00_download.py", paths, *SIM_SMALL))
+    return paths
+
+
+def _real_frames(tmp_path: Path) -> Path:
+    """A local folder of real-sky frames (no SIMULAT) of field 80, under their SAS names."""
+    from sas_server import make_sas_tree
+
+    tree = make_sas_tree(tmp_path / "real", 301, 8162, 6, (80,))
+    for catalog in tree.rglob("calibObj-*"):
+        catalog.unlink()
+    return tree
+
+
+def test_real_frames_copied_alone_beside_simulated_catalogs_are_refused(tmp_path):
+    """A local --source skipped the mixed-sky check ("a local folder may hold either sky"): real frames copied
+    with --frames-only over the simulated sky replaced its frames beside its simulated sweeps, exit 0."""
+    paths, tree = _sky_folder(tmp_path), _real_frames(tmp_path)
+    before = {p: p.read_bytes() for p in paths.sas.rglob("*") if p.is_file()}
+    proc = run("00_download.py", paths, "--source", str(tree), "--fields", "80", "--frames-only")
+    line = error_line(proc, "frame-", "a frame of real SDSS", paths.catalog(301, 8162, 6, "gal"), status=2)
+    assert str(tree) in line
+    assert {p: p.read_bytes() for p in paths.sas.rglob("*") if p.is_file()} == before  # nothing replaced
+    assert temporaries(paths.root) == [] and not list(paths.sas.rglob("*.part"))
+    # without --frames-only the sweeps the folder keeps (the source has none) are the other sky's: refused too
+    error_line(run("00_download.py", paths, "--source", str(tree), "--fields", "80"), "a frame of real SDSS")
+    # the simulated sky copied from a local folder over it is one sky: fine, and so are real frames elsewhere
+    shutil.copytree(paths.root, tmp_path / "sim_copy")
+    ok(run("00_download.py", paths, "--source", str(tmp_path / "sim_copy"), "--fields", "80", "81", "--frames-only"))
+    ok(run("00_download.py", tmp_path / "fresh", "--source", str(tree), "--fields", "80", "--frames-only"))
+    # simulated catalogs copied from a local folder under other fields' real frames: refused, naming them
+    real = DataPaths(tmp_path / "fresh")
+    proc = run("00_download.py", real, "--source", str(paths.root), "--fields", "81")
+    error_line(proc, "field(s) 80 hold the sky real SDSS, not a simulated sky")
+
+
+def test_the_redo_of_a_file_copied_from_a_local_folder_works_offline(tmp_path):
+    """--verify named `00_download.py ... --fields 80 --frames-only` for a damaged file copied from a local folder:
+    run as printed it asked the SDSS server, unreachable offline; a simulated catalog's redo lacked --fields."""
+    sky = _sky_folder(tmp_path)
+    paths = DataPaths(tmp_path / "copy")
+    ok(run("00_download.py", paths, "--source", str(sky.root), "--fields", "80", "81"))
+    frame, star = paths.frame(F81, "g"), paths.catalog(301, 8162, 6, "star")
+    good = {p: p.read_bytes() for p in (frame, star)}
+    flip(frame)
+    flip(star)
+    for target in (paths, sky):  # the copy's redo names the folder; the simulated sky's its fields and simulation
+        if target is sky:
+            flip(sky.catalog(301, 8162, 6, "star"))
+        findings, _ = integrity.verify_data_folder(target)
+        assert findings, target
+        for finding in findings:
+            words = shlex.split(finding.redo)
+            assert words[0] == "00_download.py" and "--source" in words and "--fields" in words, finding.redo
+            ok(run(words[0], None, *words[1:]))
+        assert integrity.verify_data_folder(target)[0] == []
+    assert {p: p.read_bytes() for p in good} == good
+    assert "--fields 80 81 --source simulated --seed 42 --sim-shape 96 128" in integrity.download_command(
+        sdss.catalog_relpath(301, 8162, 6, "gal"), sky
+    )

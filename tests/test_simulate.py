@@ -255,6 +255,10 @@ def test_idempotent_skip_and_force(tiny_data):
 def test_bad_arguments(tmp_path):
     with pytest.raises(StargalError):
         simulate_sky(DataPaths(tmp_path), TINY, shape=(10, 10))
+    # a shape whose rendering would not fit in memory: one line up front, not the out-of-memory killer
+    with pytest.raises(StargalError, match=r"^shape 100000 100000: .* needs about 1862\.\d GiB of memory"):
+        simulate_sky(DataPaths(tmp_path), TINY, shape=(100_000, 100_000))
+    assert not any(tmp_path.iterdir())
 
 
 def test_seeing_draws_the_sample_by_default_and_the_survey_on_request():

@@ -12,12 +12,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote, unquote, urlsplit
 
 from . import fsio, sdss
-from .config import REFERENCE
+from .config import REFERENCE, SAS_BASE_URL
 from .errors import StargalError
 from .paths import PRETRAINED_MODEL_DIR, PROJECT_ROOT, DataPaths, FieldId, ModelFiles, check_folder_name
 
@@ -52,30 +54,111 @@ def download_command(
 ) -> str:
     """The command that fetches a SAS file again (into ``paths``' data folder; ``force``: even a complete one; a
     catalog with ``fields``: those fields' download, which fetches their run/camcol's catalogs; a frame alone,
-    unless ``catalogs``: its field's download with the run/camcol's catalogs)."""
+    unless ``catalogs``: its field's download with the run/camcol's catalogs). The source is the one the manifest
+    records for the file (a simulation, a local folder, an HTTP mirror), and a catalog given no ``fields`` is
+    fetched with the fields whose frames the manifest records from that source (without them 00 would fetch, or
+    render, the reference fields)."""
     info = sdss.parse_filename(Path(relpath).name)
     script = "00_download.py --force" if force else "00_download.py"
     if info is None:
         return script + _data_dir_option(paths)
     parts = relpath.split("/")
     rerun = int(parts[-2] if info["kind"] == "catalog" else parts[-4])
-    fields = [info["field"]] if info["kind"] == "frame" else fields
-    fields = f" --fields {' '.join(map(str, fields))}" if fields else ""
+    files = _manifest_files(paths)
+    url = _entry_url(files, relpath)
+    if info["kind"] == "frame":
+        fields = [info["field"]]
+        text = str(info["field"])
+    elif fields:
+        text = " ".join(map(str, fields))
+    else:
+        text = _field_ranges(_recorded_fields(files, rerun, info["run"], info["camcol"], url))
+    fields = f" --fields {text}" if text else ""
     if info["kind"] == "frame" and not catalogs:  # fetching the run's sweeps again would make every field stale
         fields += " --frames-only"
-    source = _simulation_options(paths, relpath)
+    source = _source_options(url, relpath)
     return f"{script} {_run_options(rerun, info['run'], info['camcol'])}{fields}{source}{_data_dir_option(paths)}"
 
 
-def _simulation_options(paths: DataPaths | None, relpath: str) -> str:
+def _manifest_files(paths: DataPaths | None) -> dict:
+    """The download manifest's entries (relpath -> entry); empty without a readable manifest."""
+    try:
+        files = fsio.read_json(paths.manifest)["files"] if paths is not None else {}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    return files if isinstance(files, dict) else {}
+
+
+def _entry_url(files: dict, relpath: str) -> str:
+    entry = files.get(relpath)
+    return str(entry.get("url", "")) if isinstance(entry, dict) else ""
+
+
+def _recorded_fields(files: dict, rerun: int, run: int, camcol: int, url: str) -> list[int]:
+    """The fields of ``rerun/run/camcol`` whose frames the manifest records from the source of ``url`` (the same
+    simulation; for a real file, any real source)."""
+    simulated = url.startswith("simulated:")
+    found = set()
+    for relpath, entry in files.items():
+        info = sdss.parse_filename(Path(relpath).name)
+        if info is None or info["kind"] != "frame" or (info["run"], info["camcol"]) != (run, camcol):
+            continue
+        parts = relpath.split("/")
+        if len(parts) < 4 or parts[-4] != str(rerun):
+            continue
+        other = str(entry.get("url", "")) if isinstance(entry, dict) else ""
+        if (other == url) if simulated else (other and not other.startswith("simulated:")):
+            found.add(info["field"])
+    return sorted(found)
+
+
+def _field_ranges(fields: Sequence[int]) -> str:
+    """``--fields`` text: runs of three or more consecutive fields as ``A-B`` (80 81 82 83 90 -> 80-83 90)."""
+    out, i = [], 0
+    while i < len(fields):
+        j = i
+        while j + 1 < len(fields) and fields[j + 1] == fields[j] + 1:
+            j += 1
+        out += [f"{fields[i]}-{fields[j]}"] if j - i >= 2 else [str(f) for f in fields[i : j + 1]]
+        i = j + 1
+    return " ".join(out)
+
+
+def _source_options(url: str, relpath: str) -> str:
+    """``--source ...`` (with the simulation's settings) that gives the file the manifest recorded from ``url``
+    again: a simulation, a local folder (``file://``), or an HTTP mirror other than SDSS; "" for SDSS itself or
+    an unknown source."""
+    if url.startswith("simulated:"):
+        return _simulation_options(url)
+    if url.startswith("file://"):
+        root = _local_root(Path(unquote(urlsplit(url).path)), relpath)
+        return f" --source {shlex.quote(str(root))}"
+    quoted = quote(relpath)
+    if url.lower().startswith(("http://", "https://")) and url.endswith(quoted):
+        base = url[: -len(quoted)]
+        if base.rstrip("/") != SAS_BASE_URL.rstrip("/"):
+            return f" --source {shlex.quote(base)}"
+    return ""
+
+
+def _local_root(path: Path, relpath: str) -> Path:
+    """The ``--source`` folder a file was copied from: the folder holding its SAS tree (or the data folder whose
+    ``sas/`` that is), the folder of a bundle's ``rerun_*/run_*/camcol_*``, or else the file's own folder (a tree of
+    SAS file names, searched below it)."""
+    rel = Path(relpath).parts
+    if len(path.parts) > len(rel) and path.parts[-len(rel) :] == rel:
+        root = path.parents[len(rel) - 1]
+        return root.parent if root.name == "sas" else root
+    up = path.parents
+    bundle = ("camcol_", "run_", "rerun_")
+    if len(up) > 3 and all(up[i].name.startswith(prefix) for i, prefix in enumerate(bundle)):
+        return up[3]
+    return path.parent
+
+
+def _simulation_options(url: str) -> str:
     """`` --source simulated --seed S --sim-shape R C`` (and ``--sim-seeing``) for a file the manifest records as
     simulated: without them 00 would fetch real SDSS, which a folder of the simulated sky refuses."""
-    try:
-        url = str(fsio.read_json(paths.manifest)["files"][relpath]["url"]) if paths is not None else ""
-    except (OSError, ValueError, KeyError, TypeError):
-        return ""
-    if not url.startswith("simulated:"):
-        return ""
     settings = dict(item.split("=", 1) for item in url.split(":", 2)[-1].split(",") if "=" in item)
     out = " --source simulated"
     if "seed" in settings:
@@ -178,6 +261,7 @@ REPORT_WRITERS = {
     "difficulty": "explain.py --difficulty",
     "pipeline": "run_scripts.sh",
     "report.json": "make_report.py",
+    "real_sky": "real_sky.py",
 }
 
 

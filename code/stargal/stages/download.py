@@ -165,7 +165,19 @@ def run_download(paths: DataPaths, fs: FieldSet, options: DownloadOptions = Down
     """Fetch every planned file that is not already complete; never raises for a single file's failure."""
     bands = check_bands(options.bands)
     source = resolve_source(options.source)
-    specs = plan_files(fs, bands, options.frames_only, options.pictures)
+    pictures = options.pictures
+    if isinstance(source, SimulatedSource):
+        if bands != BANDS:  # the simulator renders (and writes) a field's five bands together
+            raise StargalError(
+                f"--bands {''.join(bands)}: the simulated sky writes every band of a field (all five are drawn "
+                "together); leave --bands out with --source simulated"
+            )
+        pictures = True  # the simulator writes each field's irg jpeg: recorded like the frames
+        if not options.scheduler:  # a cluster's workers have their own memory
+            from .simulate import check_shape_fits
+
+            check_shape_fits(tuple(options.sim_shape))
+    specs = plan_files(fs, bands, options.frames_only, pictures)
     start = time.monotonic()
     manifest = Manifest.load(paths.manifest)
     summary = DownloadSummary(source.describe(), planned=len(specs))
@@ -201,8 +213,8 @@ def run_download(paths: DataPaths, fs: FieldSet, options: DownloadOptions = Down
             "%d file(s) of the data folder differ from those in --source %s (%s%s): copying them again",
             len(replaced), source.root, replaced[0].name, ", ..." if len(replaced) > 1 else "",
         )  # fmt: skip
-    if todo and not isinstance(source, LocalSource):  # a local folder may hold either sky: nothing to go by
-        _refuse_mixed_skies(paths, fs, manifest, sim_url or "real SDSS", options.frames_only)
+    if todo and not isinstance(source, LocalSource):  # a local folder's sky is read from its files, below
+        _refuse_mixed_skies(paths, fs, manifest, sim_url or REAL, options.frames_only)
     if todo:
         if isinstance(source, SimulatedSource):
             _simulate(paths, fs, todo, options, manifest, summary)
@@ -216,6 +228,7 @@ def run_download(paths: DataPaths, fs: FieldSet, options: DownloadOptions = Down
                 )
             else:
                 todo = _without_absent_pictures(source, todo, summary)
+                _refuse_mixed_local_skies(paths, fs, manifest, source, todo, options.workers)
             if options.scheduler:
                 _fetch_on_cluster(paths, source, todo, options, manifest, summary)
             else:
@@ -237,12 +250,99 @@ def _without_absent_pictures(source: LocalSource, todo: list[FileSpec], summary:
     return [spec for spec in todo if spec not in absent]
 
 
+REAL = "real SDSS"
+SIMULATED = "a simulated sky"  # stargal's simulation (SIMULAT = T), which one unknown: a local copy's
+
+
 def _sky_of(url: str) -> str | None:
     """The sky a recorded file holds: its simulation, "real SDSS" (fetched over HTTP), or None for a local copy,
-    which could hold either."""
+    which could hold either (``_folder_sky`` reads it from the file)."""
     if url.startswith("simulated:"):
         return url
-    return "real SDSS" if url.lower().startswith(("http://", "https://")) else None
+    return REAL if url.lower().startswith(("http://", "https://")) else None
+
+
+def _header_sky(path: Path) -> str | None:
+    """The sky of a frame or catalog file from its primary header (SIMULAT = T: stargal's simulation), reading
+    only the start of the compressed stream; None when it cannot be read (its copy or check names why)."""
+    import bz2
+    import gzip
+
+    from astropy.io import fits
+
+    opener = bz2.open if path.name.endswith(".bz2") else gzip.open
+    data = b""
+    try:
+        with opener(path, "rb") as fh:
+            while len(data) < 64 * 2880:
+                block = fh.read(2880)
+                if len(block) < 2880:
+                    return None
+                data += block
+                if any(block[i : i + 80].rstrip() == b"END" for i in range(0, 2880, 80)):
+                    header = fits.Header.fromstring(data.decode("ascii", "replace"))
+                    return SIMULATED if header.get("SIMULAT", False) else REAL
+    except (OSError, EOFError, ValueError):
+        return None
+    return None
+
+
+def _folder_sky(path: Path, entry: object) -> str | None:
+    """The sky of a file in the data folder: its manifest entry's source when that tells (a simulation, an HTTP
+    download), else (a local copy, an unrecorded file) its header's; None for an absent or unreadable file."""
+    sky = _sky_of(str(entry.get("url", ""))) if isinstance(entry, dict) else None
+    if sky is None and path.is_file():
+        sky = _header_sky(path)
+    return sky
+
+
+def _other_sky(a: str | None, b: str | None) -> bool:
+    """Whether two skies differ: real against simulated, or two known simulations (a local copy's simulated file
+    may be of any simulation)."""
+    if a is None or b is None or a == b:
+        return False
+    return REAL in (a, b) or SIMULATED not in (a, b)
+
+
+def _refuse_mixed_local_skies(
+    paths: DataPaths, fs: FieldSet, manifest: Manifest, source: LocalSource, todo: list[FileSpec], workers: int
+) -> None:
+    """The mixed-sky check of ``_refuse_mixed_skies`` for a local folder, which may hold either sky: the sky of each
+    file it is to give is read from that file's header (SIMULAT), before anything is copied. The run/camcol's
+    catalogs after this run (copied, or kept from the data folder) must be of one sky, the frames copied of theirs,
+    and, where the catalogs are replaced, the frames of other fields already in the folder too."""
+    rr, run, cc = fs.rerun, fs.run, fs.camcol
+    catalogs: dict[str, tuple[Path, str]] = {}  # kind -> (file, sky) after this run
+    copied = {spec.band: src for spec in todo if spec.kind == "catalog" and (src := source.locate(spec)) is not None}
+    for kind in sdss.CATALOG_KINDS:
+        if kind in copied:
+            sky = _header_sky(copied[kind])
+            where = copied[kind]
+        else:
+            where = paths.catalog(rr, run, cc, kind)
+            sky = _folder_sky(where, manifest.files.get(sdss.catalog_relpath(rr, run, cc, kind)))
+        if sky is not None:
+            catalogs[kind] = (where, sky)
+    if not catalogs:
+        return  # no catalog to label the frames: any sky will do
+    (first, sky), *rest = catalogs.values()
+    for other, other_sky in rest:
+        if _other_sky(sky, other_sky):
+            raise StargalError(
+                f"{other}: a catalog of {other_sky}, but {first} is of {sky}: a run/camcol's catalogs hold one sky; "
+                "copy both from one --source (no --frames-only), or use another --data-dir"
+            )
+    frames = [src for spec in todo if spec.kind == "frame" and (src := source.locate(spec)) is not None]
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, 8))) as pool:  # bz2 releases the GIL
+        for src, frame_sky in zip(frames, pool.map(_header_sky, frames), strict=True):
+            if _other_sky(frame_sky, sky):
+                raise StargalError(
+                    f"{src}: a frame of {frame_sky}, but {first} is a catalog of {sky}, which would label it with "
+                    "objects it does not show: copy the catalogs from the frames' folder too (no --frames-only), "
+                    "delete them, or use another --data-dir"
+                )
+    if copied:
+        _refuse_other_fields(paths, fs, manifest, sky)
 
 
 def _refuse_mixed_skies(paths: DataPaths, fs: FieldSet, manifest: Manifest, wanted: str, frames_only: bool) -> None:
@@ -252,14 +352,19 @@ def _refuse_mixed_skies(paths: DataPaths, fs: FieldSet, manifest: Manifest, want
     sky this run writes (``_sky_of``)."""
     if frames_only:
         for kind in sdss.CATALOG_KINDS:
-            entry = manifest.files.get(sdss.catalog_relpath(fs.rerun, fs.run, fs.camcol, kind))
-            sky = _sky_of(str(entry.get("url", ""))) if isinstance(entry, dict) else None
-            if sky not in (None, wanted) and paths.catalog(fs.rerun, fs.run, fs.camcol, kind).exists():
+            catalog = paths.catalog(fs.rerun, fs.run, fs.camcol, kind)
+            sky = _folder_sky(catalog, manifest.files.get(sdss.catalog_relpath(fs.rerun, fs.run, fs.camcol, kind)))
+            if _other_sky(sky, wanted) and catalog.exists():
                 raise StargalError(
-                    f"{paths.catalog(fs.rerun, fs.run, fs.camcol, kind)}: a catalog of the sky {sky}, which would "
+                    f"{catalog}: a catalog of the sky {sky}, which would "
                     f"label frames of {wanted}: fetch the catalogs too (no --frames-only), or use another --data-dir"
                 )
         return
+    _refuse_other_fields(paths, fs, manifest, wanted)
+
+
+def _refuse_other_fields(paths: DataPaths, fs: FieldSet, manifest: Manifest, wanted: str) -> None:
+    """Refuse to write the run/camcol's catalogs for the sky ``wanted`` under other fields' frames of another sky."""
     folder = paths.frames_dir(fs.rerun, fs.run, fs.camcol)
     others: dict[int, str] = {}
     for frame in sorted(folder.glob("frame-r-*.fits.bz2")) if folder.is_dir() else []:
@@ -267,8 +372,8 @@ def _refuse_mixed_skies(paths: DataPaths, fs: FieldSet, manifest: Manifest, want
         if info is None or info["field"] in fs.fields:
             continue
         entry = manifest.files.get(sdss.frame_relpath("r", fs.rerun, fs.run, fs.camcol, info["field"]))
-        sky = _sky_of(str(entry.get("url", ""))) if isinstance(entry, dict) else None  # unrecorded: nothing to go by
-        if sky not in (None, wanted):
+        sky = _folder_sky(frame, entry)  # a local copy or an unrecorded frame: its header tells
+        if _other_sky(sky, wanted):
             others[info["field"]] = sky
     if others:
         fields = " ".join(map(str, sorted(others)))
@@ -575,32 +680,48 @@ def _fetch_on_cluster(paths, source, todo, options, manifest, summary) -> None:
 
 
 def _simulate(paths, fs, todo, options, manifest, summary) -> None:
-    """Write the simulated sky, then verify and record the planned files like downloaded ones."""
+    """Write the simulated sky, then verify and record the planned files like downloaded ones: each field's as it
+    is written (so an interrupted run keeps them), the catalogs at the end."""
     from .simulate import simulate_sky  # here, not at the top: real downloads need none of the simulator
 
-    # fields whose files are missing or from another simulation are rendered again, even where frames exist
+    # fields whose files are missing, damaged or from another simulation are rendered again, even where frames
+    # exist; damaged or missing catalogs are written again, even where none of the fields needs rendering
     stale = sorted({spec.field for spec in todo if spec.kind != "catalog"})
+    url = simulated_url(options)
+    recorded: set[FileSpec] = set()
+
+    def record(spec: FileSpec) -> None:
+        final = final_path(paths, spec)
+        recorded.add(spec)
+        try:
+            verified = verify_file(final, spec.kind, name=final.name)
+        except FileNotFoundError:
+            summary.failures[spec.label] = "the simulation did not write it"
+            return
+        except VerificationError as exc:
+            summary.failures[spec.label] = f"simulated file invalid: {exc}"
+            return
+        manifest.record(spec.relpath, url, verified.size, verified.sha256, final)
+        summary.fetched += 1
+        summary.bytes += verified.size
+
+    def field_written(result: dict) -> None:
+        for spec in todo:
+            if spec.field == result["field"] and spec.kind != "catalog":
+                record(spec)
+        manifest.save()  # after every field, so a stopped run loses at most the fields in flight
+
     result = simulate_sky(
         paths, replace(fs, fields=tuple(stale)) if stale else fs, seed=options.seed,
         shape=tuple(options.sim_shape), seeing=options.sim_seeing, frames_only=options.frames_only,
-        force=options.force or bool(stale), workers=options.workers, scheduler=options.scheduler,
+        force=options.force or bool(stale), catalogs=any(spec.kind == "catalog" for spec in todo),
+        workers=options.workers, scheduler=options.scheduler, on_field=field_written,
     )  # fmt: skip
-    url = simulated_url(options)
     if "catalog_rows" in result:  # the catalogs were written again (a field added): record their new content
         rewritten = [spec for spec in plan_files(fs, frames_only=False) if spec.kind == "catalog" and spec not in todo]
         summary.skipped -= len(rewritten)  # counted as complete before the simulation rewrote them
         todo = todo + rewritten
     for spec in todo:
-        final = final_path(paths, spec)
-        try:
-            verified = verify_file(final, spec.kind, name=final.name)
-        except FileNotFoundError:
-            summary.failures[spec.label] = "the simulation did not write it"
-            continue
-        except VerificationError as exc:
-            summary.failures[spec.label] = f"simulated file invalid: {exc}"
-            continue
-        manifest.record(spec.relpath, url, verified.size, verified.sha256, final)
-        summary.fetched += 1
-        summary.bytes += verified.size
+        if spec not in recorded:
+            record(spec)
     manifest.save()

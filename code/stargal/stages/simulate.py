@@ -6,7 +6,9 @@ jpegs, calibObj sweeps, plus the simulation's truth table and per-frame catalog 
 from __future__ import annotations
 
 import logging
+import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -22,6 +24,64 @@ from ..paths import DataPaths, FieldId
 from ..tables import write_table
 
 log = logging.getLogger("stargal")
+
+# Peak memory of rendering and writing one field: measured 136 bytes a pixel for the rendering alone and 172 with
+# the frames' compression (1000 x 1400 px), taken as 200 for safety, plus the process's own.
+RENDER_BYTES_PER_PIXEL = 200
+RENDER_BYTES_BASE = 200 << 20
+
+
+def render_memory(shape: tuple[int, int]) -> int:
+    """Bytes one process needs to render and write a field of frames of ``shape`` (an estimate, on the high side)."""
+    return RENDER_BYTES_BASE + RENDER_BYTES_PER_PIXEL * int(shape[0]) * int(shape[1])
+
+
+def available_memory() -> int | None:
+    """Bytes this machine (and its cgroup, in a container) can still give: MemAvailable of /proc/meminfo, or the
+    free physical pages; None when neither can be read."""
+    avail = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                avail = int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    if avail is None:
+        try:
+            avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, AttributeError):
+            return None
+    try:  # a container's limit (cgroup v2) is where its out-of-memory killer strikes
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit.isdigit():
+            used = int(Path("/sys/fs/cgroup/memory.current").read_text().strip())
+            avail = min(avail, max(0, int(limit) - used))
+    except (OSError, ValueError):
+        pass
+    return avail
+
+
+def check_shape_fits(shape: tuple[int, int], option: str = "--sim-shape") -> None:
+    """Refuse, in one line, a frame shape whose rendering would not fit in the memory this machine has available
+    (the estimate of ``render_memory`` against ``available_memory``), before anything is written."""
+    need, avail = render_memory(shape), available_memory()
+    if avail is not None and need > avail:
+        raise StargalError(
+            f"{option} {shape[0]} {shape[1]}: rendering a field of {shape[0] * shape[1]:,} pixels needs about "
+            f"{need / 2**30:.1f} GiB of memory (estimated at {RENDER_BYTES_PER_PIXEL} bytes a pixel), more than the "
+            f"{avail / 2**30:.1f} GiB this machine has available: choose a smaller shape (real SDSS frames: 1489 2048)"
+        )
+
+
+def _workers_that_fit(workers: int, shape: tuple[int, int]) -> int:
+    """``workers``, fewer if that many fields rendered at once would not fit in the available memory."""
+    avail = available_memory()
+    if avail is None or workers <= 1:
+        return workers
+    fit = max(1, min(workers, avail // render_memory(shape)))
+    if fit < workers:
+        log.info("rendering %d field(s) at a time, not %d: more would not fit in the available memory", fit, workers)
+    return fit
 
 
 def simulate_field(task: simulate.FieldTask) -> dict:
@@ -114,14 +174,18 @@ def simulate_sky(
     seeing: str = DEFAULT_SEEING,
     frames_only: bool = False,
     force: bool = False,
+    catalogs: bool = False,
     workers: int = 1,
     scheduler: str | None = None,
+    on_field: Callable[[dict], None] | None = None,
 ) -> dict:
     """Write the simulated equivalent of an SDSS download of ``fieldset`` into ``paths``; returns a summary.
 
     ``seeing``: how each field's seeing is drawn (``SEEING_DRAWS``). Fields are rendered in parallel on
     ``workers`` local processes or, given ``scheduler``, on that Dask cluster (whose workers must share
-    ``paths``' folder); the catalogs are written here. Files are identical.
+    ``paths``' folder); the catalogs are written here. Files are identical. ``force``: render every field again;
+    ``catalogs``: write the catalogs again even where they exist (a damaged one). ``on_field(result)`` runs here as
+    each field's files are written (stage 00 records them then, so an interrupted run keeps them).
     """
     start = time.perf_counter()
     shape = (int(shape[0]), int(shape[1]))
@@ -131,6 +195,8 @@ def simulate_sky(
         raise StargalError("fields: no fields to simulate")
     if seeing not in SEEING_DRAWS:
         raise StargalError(f"seeing {seeing!r}: one of {', '.join(SEEING_DRAWS)}")
+    if not scheduler:  # a cluster's workers have their own memory
+        check_shape_fits(shape, "shape")
     fields = sorted(set(fieldset.fields))
     todo = []
     for f in fields:
@@ -142,7 +208,17 @@ def simulate_sky(
                     str(paths.root), fieldset.rerun, fieldset.run, fieldset.camcol, f, seed, shape, seeing
                 )
             )
-    results = map_tasks(simulate_field, todo, workers=workers, scheduler=scheduler, description="simulating fields")
+
+    def done(_index: int, result: dict) -> dict:
+        if on_field is not None:
+            on_field(result)
+        return result
+
+    if not scheduler:
+        workers = _workers_that_fit(min(workers, len(todo)), shape)
+    results = map_tasks(
+        simulate_field, todo, workers=workers, scheduler=scheduler, description="simulating fields", on_result=done
+    )
     summary: dict = {
         "fields": fields,
         "simulated_fields": [r["field"] for r in results],
@@ -153,7 +229,7 @@ def simulate_sky(
     if not frames_only:
         cat_paths = [paths.catalog(fieldset.rerun, fieldset.run, fieldset.camcol, k) for k in sdss.CATALOG_KINDS]
         truth = paths.sim_truth(fieldset.rerun, fieldset.run, fieldset.camcol)
-        if force or results or not all(p.exists() for p in [*cat_paths, truth]):
+        if force or catalogs or results or not all(p.exists() for p in [*cat_paths, truth]):
             all_fields = sorted(set(fields) | _existing_simulated_fields(paths, fieldset))
             cat = write_catalogs(paths, fieldset, all_fields, seed=seed, shape=shape, seeing=seeing)
             summary["catalog_rows"] = cat["catalog_rows"]
