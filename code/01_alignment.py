@@ -36,7 +36,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     cli.setup_logging(args.quiet, args.verbose)
     fs = cli.field_set(args)
-    paths = cli.open_data_folder(args)
+    paths = cli.open_data_folder(args, existing=True)
     result = run_alignment(
         paths, fs, ref_band=args.ref_band, workers=args.workers, scheduler=args.scheduler,
         force=args.force, reports=not args.no_reports,

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Stage 02: cut object-centred patches from the aligned cubes into leakage-free train/val/test splits.
 
-Splits by field lists (default: the reference) and by sky regions (--test-region, --exclude-region);
+Splits by field lists (default: the reference) and by sky regions (--test-region, --exclude-region; with
+--train-fields or --val-fields and a --test-region but no --test-fields, the test set is the region's objects);
 a leakage guard removes from train/val every source of the test set, also when catalogued in an
 overlapping neighbouring field, and every patch centred within half a patch of a test object.
 Writes data/datasets/NAME/ (printed at the end) and a split report under data/reports/splits/NAME/.
@@ -14,7 +15,7 @@ import stargal.bootstrap  # noqa: F401  (first: without our dependencies, re-run
 from stargal import cli, splits
 from stargal.config import PATCH_SIZE, SPLITS
 from stargal.patches import EDGE_POLICIES
-from stargal.stages.preparation import prepare
+from stargal.stages.preparation import describe_splits, prepare
 
 
 def main(argv=None) -> int:
@@ -27,7 +28,8 @@ def main(argv=None) -> int:
     )  # fmt: skip
     group.add_argument(
         "--test-region", nargs=4, type=float, action="append", default=[], metavar=("RA_MIN", "RA_MAX", "DEC_MIN", "DEC_MAX"),
-        help="sky box (degrees) whose objects go to the test set and leave train/val (repeatable)",
+        help="sky box (degrees) whose objects, of any field of the splits, go to the test set and leave train/val "
+        "(repeatable); with --train-fields or --val-fields but no --test-fields, the test set is these objects alone",
     )  # fmt: skip
     group.add_argument(
         "--exclude-region", nargs=4, type=float, action="append", default=[], metavar=("RA_MIN", "RA_MAX", "DEC_MIN", "DEC_MAX"),
@@ -38,12 +40,14 @@ def main(argv=None) -> int:
     )
     args = parser.parse_args(argv)
     cli.setup_logging(args.quiet, args.verbose)
+    if args.dataset is not None:
+        splits.check_dataset_name(args.dataset)  # "" too: refused, not taken for "derive the name"
     fs = cli.field_set(args)
     cli.check_default_splits(args, fs)
     test_regions = [splits.parse_region(r, "--test-region") for r in args.test_region]
     exclude_regions = [splits.parse_region(r, "--exclude-region") for r in args.exclude_region]
     summary = prepare(
-        cli.open_data_folder(args),
+        cli.open_data_folder(args, existing=True),
         fs,
         patch_size=args.patch_size,
         edge=args.edge,
@@ -60,6 +64,8 @@ def main(argv=None) -> int:
         c = counts[s]
         frac = "-" if c["star_fraction"] is None else f"{100 * c['star_fraction']:.1f}% stars"
         print(f"{s:5s}: {c['n']:6d} patches ({frac})")
+    for label, text in describe_splits(summary):  # the fields, and what --test-region / --exclude-region did
+        print(f"{label}: {text}")
     removed = ", ".join(f"{k} {v}" for k, v in summary["removed"].items() if v)
     print(f"removed: {removed or 'none'}")
     print(f"dataset {state}: {summary['name']}")

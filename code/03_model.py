@@ -111,7 +111,9 @@ def main(argv=None) -> int:
         paths = cli.data_paths(args)
         folder = training.find_model_folder(paths, args.export_onnx, "--export-onnx")
         if folder.resolve().is_relative_to(paths.root.resolve()):
-            cli.open_data_folder(args)  # a model of the data folder: lock it, as every run that writes there does
+            cli.open_data_folder(
+                args, existing=True
+            )  # a model of the data folder: lock it, as every run that writes there does
         record = training.add_onnx(folder)
         print(
             f"{args.export_onnx}: model.onnx added (largest p_star difference from Keras {record['max_abs_diff']:.1e})"
@@ -120,7 +122,7 @@ def main(argv=None) -> int:
     if args.name is not None:
         check_folder_name(args.name, "--name")  # before any training: a path or LATEST fails only at its end
     options = options_from_args(args)
-    paths = cli.open_data_folder(args)
+    paths = cli.open_data_folder(args, existing=True)
     if args.ensemble:  # named members carry their own dataset
         result = training.combine_models(paths, args.ensemble, args.name, force=args.force, tta=args.tta)
         print(ensemble_summary(result))

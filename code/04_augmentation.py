@@ -49,7 +49,7 @@ def main(argv=None) -> int:
     from stargal.dataset import check_selection
     from stargal.stages import augmentation as stage
 
-    paths = cli.open_data_folder(args)
+    paths = cli.open_data_folder(args, existing=True)
     check_selection(paths, args.dataset, cli.given_selection(args))
     if args.experiment:
         stage.check_experiment(paths, args.dataset, args.policies)

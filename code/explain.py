@@ -40,7 +40,7 @@ def main(argv=None) -> int:
     cli.setup_logging(args.quiet, args.verbose)
     from stargal.stages.explain import run_explain
 
-    paths = cli.open_data_folder(args)
+    paths = cli.open_data_folder(args, existing=True)
     result = run_explain(
         paths,
         model=args.model,

@@ -59,7 +59,7 @@ def main(argv=None) -> int:
 
     from stargal.dataset import check_selection
 
-    paths = cli.open_data_folder(args)
+    paths = cli.open_data_folder(args, existing=True)
     check_selection(paths, args.dataset, cli.given_selection(args))
     result = run_tuning(
         paths,

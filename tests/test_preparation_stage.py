@@ -14,7 +14,7 @@ from astropy.wcs import WCS
 from test_splits import COLS, DEC0, ROWS, SCALE_DEG, strip
 
 from stargal import fsio, normalise, splits
-from stargal.config import SPLITS, FieldSet
+from stargal.config import REFERENCE, SPLITS, FieldSet
 from stargal.cube import read_cube, write_cube
 from stargal.errors import StargalError
 from stargal.fsio import read_json, write_json
@@ -414,4 +414,129 @@ def test_verify_names_the_preparation_command_that_rebuilds_a_damaged_dataset(sy
         f"{' '.join(map(str, FS.train_fields))} --val-fields {' '.join(map(str, FS.val_fields))} --test-fields "
         f"{' '.join(map(str, FS.test_fields))} --patch-size {P} --edge pad --test-region {region_words} --dataset "
         f"{name} --data-dir {synth.root}"
+    )
+
+
+LOWER_80 = splits.Region(0, 360, -90, DEC0 + 40 * SCALE_DEG)  # the lower third of field 80 (no other field's rows)
+UPPER_82 = splits.Region(0, 360, DEC0 + 250 * SCALE_DEG, 90)  # the upper part of field 82 (no other field's rows)
+
+
+def test_the_record_and_splits_md_say_what_a_test_region_moved_and_an_exclude_region_removed(synth):
+    """`--test-region` moved 65 objects of training field 83 into a test set then described everywhere as "field 81":
+    dataset.json said so only as moved_to_test_by_region, splits.md not at all. Now the record counts the test set's
+    origin, and splits.md names the fields, the regions and what they moved or removed."""
+    summary = prepare(synth, FS, patch_size=P, test_regions=[LOWER_80], exclude_regions=[UPPER_82])
+    test = load(synth, summary["name"], "test")[2]
+    origin = read_json(synth.dataset_json(summary["name"]))["test_origin"]
+    n81, n80 = int(np.count_nonzero(test["cube_field"] == 81)), int(np.count_nonzero(test["cube_field"] == 80))
+    assert origin == {"fields": n81, "regions": n80, "regions_by_field": {"80": n80}} and n80 > 10 and n81 > 10
+    removed = summary["removed"]["exclude_region"]
+    assert removed > 10
+    report = synth.reports("splits", summary["name"])
+    text = (report / "splits.md").read_text()
+    region = f"RA 0 to 360, Dec -90 to {DEC0 + 40 * SCALE_DEG:.10g}"
+    assert "- fields: training 80, validation 82, test 81\n" in text
+    assert (
+        f"- test set: {len(test)} objects, {n81} of test field 81 and {n80} of training field 80 in the region "
+        f"{region} (--test-region)\n" in text
+    )
+    assert (
+        f"- excluded: {removed} training and validation objects in the region RA 0 to 360, Dec "
+        f"{DEC0 + 250 * SCALE_DEG:.10g} to 90 (--exclude-region)\n" in text
+    )
+    assert read_json(report / "splits.json")["splits"]["test_origin"] == origin
+
+
+def test_a_test_region_no_object_lies_in_is_an_error_and_writes_nothing(synth):
+    """It only warned, then wrote a dataset under a name of its own (the region hashed into it) and made it LATEST,
+    its test set the test fields alone whatever the command said."""
+    with pytest.raises(StargalError, match=r"^--test-region 10 11 -80 -79: no object of fields 80 81 82 lies in it"):
+        prepare(synth, FS, patch_size=P, test_regions=[splits.Region(10, 11, -80, -79)])
+    assert written(synth) == [] and not synth.latest_dataset.exists()
+
+
+def test_an_empty_dataset_name_is_refused_not_replaced_by_the_derived_one(synth):
+    with pytest.raises(StargalError, match=r"^--dataset '': use letters"):
+        prepare(synth, FS, patch_size=P, name="")
+    assert written(synth) == []
+
+
+def _split_args(*argv: str):
+    """02's arguments parsed as 02 parses them (its split options and --test-region)."""
+    from stargal import cli
+
+    parser = cli.make_parser("", splits=True, workers=True)
+    parser.add_argument("--test-region", nargs=4, type=float, action="append", default=[])
+    args = parser.parse_args(list(argv))
+    fs = cli.field_set(args)
+    cli.check_default_splits(args, fs)
+    return fs
+
+
+REGION_ARGS = ("--test-region", "331.9", "331.95", "26.95", "27.06")
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        # the user's own training fields hold the reference's test field 80: it said "--test-fields: field 80 is
+        # listed in both --train-fields and --test-fields", an option never given
+        (["--train-fields", "80", "83", "--val-fields", "82"], r"is also in --train-fields \(80\): give --test-fields"),
+        (["--fields", "80", "81", "82", "83", "--train-fields", "80", "81", "83", "--val-fields", "82"],
+         r"is also in --train-fields \(80\): give --test-fields"),
+        (["--fields", "81", "82", "83", "--train-fields", "81", "83", "--val-fields", "82"],
+         r"is not among --fields 81 82 83: give --test-fields"),
+    ],
+)  # fmt: skip
+def test_a_default_test_field_that_does_not_fit_the_users_splits_is_named_as_the_default(argv, message):
+    with pytest.raises(StargalError, match=r"^--test-fields: not given, and its default \(the reference "
+                       rf"configuration's 80\) {message} \(or, for a test set of a sky region's objects alone, "
+                       r"--test-region\)$"):  # fmt: skip
+        _split_args(*argv)
+
+
+def test_a_default_training_list_holding_the_given_test_field_is_named_as_the_default():
+    with pytest.raises(StargalError, match=r"^--train-fields: not given, and its default \(the reference "
+                       r"configuration's 103 111 147 174 177 214 222\) is also in --test-fields \(111\): give "
+                       r"--train-fields$"):  # fmt: skip
+        _split_args("--test-fields", "111")
+
+
+def test_a_test_region_with_the_users_own_splits_and_no_test_fields_is_the_whole_test_set():
+    """`--fields 81 82 83 --train-fields 81 83 --val-fields 82 --test-region ...` demanded --test-fields, though a
+    test set of a region alone is valid (validate_spec); with 80 among the fields it was "listed in both"."""
+    fs = _split_args("--fields", "81", "82", "83", "--train-fields", "81", "83", "--val-fields", "82", *REGION_ARGS)
+    assert (fs.fields, fs.train_fields, fs.val_fields, fs.test_fields) == ((81, 82, 83), (81, 83), (82,), ())
+    fs = _split_args("--train-fields", "80", "81", "83", "--val-fields", "82", *REGION_ARGS)
+    assert (fs.fields, fs.test_fields) == ((80, 81, 82, 83), ())
+    # no split field option: the reference configuration whole, the region adding its objects to field 80's
+    assert _split_args(*REGION_ARGS) == _split_args() == REFERENCE
+    # one list of the user's: the others keep their reference defaults
+    fs = _split_args("--val-fields", "120")
+    assert (fs.train_fields, fs.val_fields, fs.test_fields) == (REFERENCE.train_fields, (120,), (80,))
+
+
+@pytest.mark.slow
+def test_script_region_only_test_set_summary_empty_region_and_empty_name(synth):
+    common = ["--data-dir", str(synth.root), "--fields", "80", "81", "82", "--val-fields", "82"]
+    region = ["--test-region", "0", "360", "-90", repr(DEC0 + 40 * SCALE_DEG)]
+    empty = run_script(*common, "--train-fields", "80", "81", "--test-region", "10", "11", "-80", "-79", "-q")
+    assert empty.returncode == 2 and empty.stderr.strip().splitlines() == [
+        "02_preparation.py: error: --test-region 10 11 -80 -79: no object of fields 80 81 82 lies in it (RA and Dec "
+        "in degrees, RA_MIN RA_MAX DEC_MIN DEC_MAX); correct the box or leave it out"
+    ]
+    nameless = run_script(*common, "--train-fields", "80", "81", *region, "--dataset", "")
+    assert nameless.returncode == 2 and len(nameless.stderr.strip().splitlines()) == 1
+    assert "--dataset '': use letters" in nameless.stderr
+    assert not synth.latest_dataset.exists() and not synth.datasets_root.exists()
+    ok = run_script(*common, "--train-fields", "80", "81", *region, "-q")
+    assert ok.returncode == 0, ok.stderr
+    meta = read_json(synth.dataset_json(synth.latest_dataset.read_text().strip()))
+    assert meta["fields"] == {"train": [80, 81], "val": [82], "test": []}
+    n = meta["counts"]["test"]["n"]
+    assert n > 10 and meta["test_origin"] == {"fields": 0, "regions": n, "regions_by_field": {"80": n}}
+    assert "fields: training 80 81, validation 82, test none\n" in ok.stdout
+    assert (
+        f"test set: {n} objects, {n} of training field 80 in the region RA 0 to 360, Dec -90 to "
+        f"{DEC0 + 40 * SCALE_DEG:.10g} (--test-region)\n" in ok.stdout
     )

@@ -208,7 +208,7 @@ def test_real_sky_section_renders_the_contract_and_names_an_unreadable_file(tmp_
     _fake_run(paths)
     folder = paths.reports("real_sky")
     _png(folder / "recognised.png", 7)
-    fsio.write_json(folder / "real_sky.json", {
+    fsio.seal(folder / "real_sky.json", [folder / "recognised.png"], {
         "model": MODEL, "summary": "The model recognises most real stars.",
         "tables": [{"title": "Real catalog stars recognised", "columns": ["field", "stars", "recognised"],
                     "rows": [["4510-4-30", 161, 0.894]]}],
@@ -219,6 +219,16 @@ def test_real_sky_section_renders_the_contract_and_names_an_unreadable_file(tmp_
     text = "\n".join(page_texts(tmp_path / "real.pdf"))
     assert "The model recognises most real stars." in text and "Real catalog stars recognised" in text
     assert "4510-4-30" in text and "0.894" in text and "Recognised fraction against r magnitude." in text
+
+    # a figure in the report was shown as edited by hand or damaged, exit 0: the seal is checked first
+    sealed = (folder / "real_sky.json").read_text()
+    (folder / "real_sky.json").write_text(sealed.replace("0.894", "0.999"))
+    section = _sections(paths)["Real-sky evaluation"]
+    assert not section.ran and "edited after it was sealed" in section.status and "real_sky.py" in section.status
+    (folder / "real_sky.json").write_text(sealed)
+    _png(folder / "recognised.png", 8)  # another figure under the sealed one's name
+    section = _sections(paths)["Real-sky evaluation"]
+    assert not section.ran and str(folder / "recognised.png") in section.status
 
     (folder / "real_sky.json").write_text('{"model": "x", "tables": [')
     section = _sections(paths)["Real-sky evaluation"]
@@ -555,6 +565,9 @@ def test_an_output_in_the_data_folder_other_than_a_report_pdf_is_refused(tmp_pat
     before = keras.read_bytes()
     with pytest.raises(StargalError, match=r"^--output .*out\.txt: the report is a PDF; name a file ending in \.pdf"):
         build_report(paths, tmp_path / "out.txt")
+    (tmp_path / "a-file").write_text("x")  # said "File exists", exit 1, after the work
+    with pytest.raises(StargalError, match=r"^--output .*a-file/r\.pdf: .*a-file is a file, not a folder"):
+        build_report(paths, tmp_path / "a-file" / "r.pdf")
     for target in (keras, paths.root / "notes.pdf", paths.reports("training") / "x.pdf"):
         with pytest.raises(StargalError, match=rf"^--output {re.escape(str(target))}: lies in the data folder"):
             build_report(paths, target)
@@ -571,6 +584,10 @@ def test_an_output_in_the_data_folder_other_than_a_report_pdf_is_refused(tmp_pat
             build_report(paths, target)
     assert other.model(MODEL).keras.read_bytes() == b"weights" and not (other.root / "notes.pdf").exists()
     assert build_report(paths, other.reports("draft.pdf"))["path"].read_bytes().startswith(b"%PDF")
+    other.report_pdf.write_bytes(b"its own sealed report")  # another folder's report: its make_report.py writes it
+    with pytest.raises(StargalError, match=rf"^--output {re.escape(str(other.report_pdf))}: is the report of the data"):
+        build_report(paths, other.report_pdf)
+    assert other.report_pdf.read_bytes() == b"its own sealed report"
 
 
 @pytest.mark.parametrize("pointer", ["nonexistent-model\n", "", "\n"])
@@ -689,3 +706,83 @@ def test_a_model_trained_after_the_runners_last_run_is_not_credited_to_it(tmp_pa
         fsio.seal(paths.model(MODEL).json, files, {**meta, "created": created})
         line = Run(paths).command()
         assert ("was trained after that run, outside it" in line) == after and "finished 2026-12-06 10:00" in line
+
+
+REGION = [331.9, 331.95, 26.95, 27.06]
+REGION_WORDS = "the region RA 331.9 to 331.95, Dec 26.95 to 27.06"
+
+
+def _regions_run(paths: DataPaths, **record) -> None:
+    """The fake run's dataset as 02 records one shaped by sky regions, and its model trained on that build."""
+    _fake_run(paths)
+    meta = fsio.read_json(paths.dataset_json(DATASET))
+    content = {k: v for k, v in meta.items() if k != fsio.INTEGRITY_KEY} | record
+    fsio.seal(paths.dataset_json(DATASET), [paths.split_y(DATASET, "test")], content)
+    model = fsio.read_json(paths.model(MODEL).json)
+    model["inputs"]["dataset"] = _dataset_id(paths)
+    files = [paths.model(MODEL).keras, paths.model(MODEL).metrics]
+    fsio.seal(paths.model(MODEL).json, files, {k: v for k, v in model.items() if k != fsio.INTEGRITY_KEY})
+
+
+def _splits_para(paths: DataPaths) -> str:
+    return next(b.text for b in _sections(paths)["Preparation and splits"].blocks if isinstance(b, Para))
+
+
+def test_a_test_set_of_whole_fields_is_described_as_before(tmp_path):
+    paths = DataPaths(tmp_path / "data")
+    _fake_run(paths)
+    assert collect(paths).front[0].text.startswith("On the test field (81; 60 catalogued objects, 33 % stars), ")
+    assert "assigns whole fields to the splits (training 80 83, validation 82, test 81) and removes" in (
+        _splits_para(paths)
+    )
+    assert (
+        dict(collect(paths).facts)["Fields"] == "rerun 301, run 8162, camcol 6: training 80 83, validation 82, test 81"
+    )
+
+
+def test_the_test_set_a_test_region_shaped_is_described_with_the_region_and_what_it_moved(tmp_path):
+    """`--test-region` moved 65 objects of training field 83 into the test set; the report still said "On the test
+    field (81; 147 catalogued objects ...)" and "assigns whole fields to the splits (... test 81)"."""
+    paths = DataPaths(tmp_path / "data")
+    _regions_run(
+        paths,
+        test_regions=[REGION], exclude_regions=[[331.6, 331.7, 26.9, 27.1]], removed={"exclude_region": 7},
+        moved_to_test_by_region=26, test_origin={"fields": 35, "regions": 25, "regions_by_field": {"83": 25}},
+    )  # fmt: skip
+    lead = collect(paths).front[0].text
+    assert lead.startswith(
+        f"On the test set (60 catalogued objects, 33 % stars: 35 of test field 81 and 25 of training field 83 in "
+        f"{REGION_WORDS}), "
+    )
+    assert (
+        f"assigns fields to the splits (training 80 83, validation 82, test 81), moves every object in {REGION_WORDS} "
+        "to the test set, whatever its field (the 60 test objects: 35 of test field 81 and 25 of training field 83 "
+        "in it), removes the 7 training and validation objects in the region RA 331.6 to 331.7, Dec 26.9 to 27.1 and "
+        "removes objects that would leak" in _splits_para(paths)
+    )
+    fields = (
+        f"rerun 301, run 8162, camcol 6: training 80 83, validation 82, test 81 and {REGION_WORDS}; excluded from "
+        "training and validation: the region RA 331.6 to 331.7, Dec 26.9 to 27.1"
+    )
+    assert dict(collect(paths).facts)["Fields"] == fields
+    text = re.sub(r"\s+", " ", "\n".join(page_texts(build_report(paths, tmp_path / "regions.pdf")["path"])))
+    assert "On the test set (60 catalogued objects, 33 % stars: 35 of test field 81 and 25 of training" in text
+    assert "On the test field" not in text and "whole fields" not in text
+
+
+def test_a_test_set_of_a_region_alone_is_described_as_the_region(tmp_path):
+    paths = DataPaths(tmp_path / "data")
+    _regions_run(
+        paths, fields={"train": [80, 81, 83], "val": [82], "test": []}, test_regions=[REGION],
+        test_origin={"fields": 0, "regions": 60, "regions_by_field": {"81": 10, "82": 5, "83": 45}},
+    )  # fmt: skip
+    assert (
+        collect(paths)
+        .front[0]
+        .text.startswith(
+            f"On the test set (60 catalogued objects, 33 % stars: 55 of training fields 81 83 and 5 of validation field "
+            f"82 in {REGION_WORDS}), "
+        )
+    )
+    assert "(training 80 81 83, validation 82, no test field), moves every object in" in _splits_para(paths)
+    assert dict(collect(paths).facts)["Fields"].endswith(f"validation 82, test from {REGION_WORDS}")

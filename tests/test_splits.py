@@ -227,3 +227,56 @@ def test_a_model_name_that_is_a_path_or_the_latest_pointer_is_refused_before_tra
         )  # fmt: skip
         assert run.returncode == 2 and f"--name {name!r}: use letters, digits" in run.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_test_sets_origin_counts_what_a_test_region_brought_from_other_fields():
+    """With --test-region the test set is no longer "field 81": the record says how many of its objects came from
+    the test fields and how many the region moved in, per field, after the guard and de-duplication."""
+    table, cube_field = strip()
+    region = Region(0.0, 360.0, DEC0 - 1, DEC0 + 50 * SCALE_DEG)  # the lower part of field 80
+    spec = SplitSpec(train_fields=(80,), val_fields=(82,), test_fields=(81,), test_regions=(region,))
+    sel = splits.select(table, cube_field, spec, patch_size=25)
+    origin = splits.origin_of_test_set(sel.split, cube_field, spec)
+    test = sel.split == TEST
+    assert origin["fields"] == np.count_nonzero(test & (cube_field == 81)) > 0
+    assert origin["regions"] == np.count_nonzero(test & (cube_field == 80)) > 0
+    assert origin["regions_by_field"] == {"80": origin["regions"]}
+    assert origin["fields"] + origin["regions"] == np.count_nonzero(test)
+    none = splits.origin_of_test_set(splits.select(table, cube_field, SPEC, patch_size=25).split, cube_field, SPEC)
+    assert none["regions"] == 0 and none["regions_by_field"] == {}
+
+
+def test_the_test_set_and_the_exclusions_are_described_with_their_regions_and_counts():
+    record = {
+        "fields": {"train": [80, 83], "val": [82], "test": [81]},
+        "test_regions": [[331.9, 331.95, 26.95, 27.06]],
+        "test_origin": {"fields": 82, "regions": 65, "regions_by_field": {"83": 65}},
+    }
+    assert splits.names_of_test_set(record) == "field 81 and the region RA 331.9 to 331.95, Dec 26.95 to 27.06"
+    assert splits.composition_of_test_set(record) == (
+        "82 of test field 81 and 65 of training field 83 in the region RA 331.9 to 331.95, Dec 26.95 to 27.06"
+    )
+    assert splits.composition_of_test_set(record, "it") == "82 of test field 81 and 65 of training field 83 in it"
+    # a test set of the region alone, drawing on training and validation fields
+    alone = {**record, "fields": {"train": [80, 81, 83], "val": [82], "test": []},
+             "test_origin": {"fields": 0, "regions": 70, "regions_by_field": {"81": 5, "82": 3, "83": 62}}}  # fmt: skip
+    assert splits.names_of_test_set(alone) == "the region RA 331.9 to 331.95, Dec 26.95 to 27.06"
+    assert splits.composition_of_test_set(alone, "it") == (
+        "67 of training fields 81 83 and 3 of validation field 82 in it"
+    )
+    # two regions; a dataset recorded before the origin was
+    two = {**record, "test_regions": [[1, 2, -3, 4], [5, 6.5, 7, 8]]}
+    assert splits.names_of_test_set(two).endswith("the regions (RA 1 to 2, Dec -3 to 4) and (RA 5 to 6.5, Dec 7 to 8)")
+    old = {k: v for k, v in record.items() if k != "test_origin"} | {"moved_to_test_by_region": 66}
+    assert (
+        splits.composition_of_test_set(old)
+        == "66 moved from other fields by the region RA 331.9 to 331.95, Dec 26.95 to 27.06"
+    )
+    # no region: nothing to add to "field 81"
+    assert splits.composition_of_test_set({"fields": record["fields"]}) is None
+    assert splits.exclusion_text(record) is None
+    excluded = {"exclude_regions": [[10, 11, -80, -79]], "removed": {"exclude_region": 12}}
+    assert (
+        splits.exclusion_text(excluded)
+        == "12 training and validation objects in the region RA 10 to 11, Dec -80 to -79"
+    )

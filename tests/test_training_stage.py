@@ -488,3 +488,15 @@ def test_an_experiment_its_dataset_cannot_feed_is_refused_before_anything_is_wri
     twice = _script("04_augmentation.py", "--data-dir", str(paths.root), "--experiment", "--policies", "none", "none")
     assert twice.returncode == 2 and "--policies: none named twice" in twice.stderr
     assert not paths.reports("augmentation").exists()
+
+
+@pytest.mark.parametrize(
+    "script", ["01_alignment.py", "02_preparation.py", "03_model.py", "04_augmentation.py", "explain.py", "tune.py"]
+)
+def test_a_stage_that_reads_earlier_outputs_refuses_a_missing_data_folder_and_makes_none(tmp_path, script):
+    """A mistyped --data-dir made the folder, its parents, the lock files and reports/pipeline, before failing."""
+    missing = tmp_path / "typo" / "data"
+    done = _script(script, "--data-dir", str(missing))
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert f"--data-dir {missing}: no such folder" in done.stderr
+    assert not (tmp_path / "typo").exists()

@@ -215,11 +215,29 @@ def default_workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
+SPLIT_OPTIONS = ("train_fields", "val_fields", "test_fields")
+
+
+def _region_only_test(args: argparse.Namespace) -> bool:
+    """Whether the test set is the --test-region objects alone: a region given with the user's own --train-fields
+    or --val-fields and no --test-fields. The reference's test field is then not added to it (it would be a field
+    the user never named, and often one of their training fields); with no split field option at all the reference
+    configuration stands whole, and a --test-region adds its objects to the reference's test field."""
+    given = getattr(args, "given_options", ())
+    return (
+        bool(getattr(args, "test_region", None))
+        and "test_fields" not in given
+        and any(dest in given for dest in ("train_fields", "val_fields"))
+    )
+
+
 def field_set(args: argparse.Namespace) -> FieldSet:
-    """The FieldSet the arguments describe; --fields defaults to the union of the split fields."""
+    """The FieldSet the arguments describe; --fields defaults to the union of the split fields. A split option not
+    given takes the reference's list, except --test-fields for a test set of --test-region objects alone
+    (``_region_only_test``); ``check_default_splits`` names a default that does not fit the user's fields."""
     train = tuple(getattr(args, "train_fields", REFERENCE.train_fields))
     val = tuple(getattr(args, "val_fields", REFERENCE.val_fields))
-    test = tuple(getattr(args, "test_fields", REFERENCE.test_fields))
+    test = () if _region_only_test(args) else tuple(getattr(args, "test_fields", REFERENCE.test_fields))
     same_run = (args.rerun, args.run, args.camcol) == (REFERENCE.rerun, REFERENCE.run, REFERENCE.camcol)
     if args.fields is not None:
         fields = tuple(dict.fromkeys(args.fields))
@@ -230,18 +248,39 @@ def field_set(args: argparse.Namespace) -> FieldSet:
     return FieldSet(args.rerun, args.run, args.camcol, fields, train, val, test)
 
 
+def _option(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
 def check_default_splits(args: argparse.Namespace, fs: FieldSet) -> None:
     """A split option left at its default names the reference configuration's fields; on fields of the user's own
-    (``--fields``, another run) say that, rather than that a field the user never gave is not among --fields."""
+    (``--fields``, another run, another split option naming a default field) say that, rather than that a field the
+    user never gave is not among --fields or is listed in two splits."""
     given = getattr(args, "given_options", ())
-    for dest in ("train_fields", "val_fields", "test_fields"):
-        default = getattr(REFERENCE, dest)
-        if dest in given or not hasattr(args, dest) or all(f in fs.fields for f in default):
+    missing = [d for d in SPLIT_OPTIONS if d not in given and hasattr(args, d)]
+    for dest in missing:
+        default = getattr(fs, dest)  # the reference's, or none for a test set of --test-region objects alone
+        if not default:
             continue
+        if not all(f in fs.fields for f in default):
+            problem = f"is not among --fields {' '.join(map(str, fs.fields))}"
+            asked = missing  # fields of the user's own: every split list must come from them
+        else:
+            clash = [o for o in SPLIT_OPTIONS if o in given and set(getattr(fs, o)) & set(default)]
+            if not clash:
+                continue
+            shared = sorted(set(getattr(fs, clash[0])) & set(default))
+            problem = f"is also in {_option(clash[0])} ({' '.join(map(str, shared))})"
+            asked = [dest]
+        what = " and ".join(filter(None, [", ".join(map(_option, asked[:-1])), _option(asked[-1])]))
+        advice = f"give {what}" + (", each a different part of --fields" if len(asked) > 1 else "")
+        if "test_fields" in asked:
+            own = any(d in given for d in ("train_fields", "val_fields"))  # what _region_only_test needs
+            region_only = "--test-region" + ("" if own else " with --train-fields and --val-fields")
+            advice += f" (or, for a test set of a sky region's objects alone, {region_only})"
         raise StargalError(
-            f"--{dest.replace('_', '-')}: not given, and its default (the reference configuration's "
-            f"{' '.join(map(str, default))}) is not among --fields {' '.join(map(str, fs.fields))}: give "
-            "--train-fields, --val-fields and --test-fields, each a different part of --fields"
+            f"{_option(dest)}: not given, and its default (the reference configuration's "
+            f"{' '.join(map(str, default))}) {problem}: {advice}"
         )
 
 
@@ -269,16 +308,22 @@ def data_paths(args: argparse.Namespace) -> DataPaths:
     return paths
 
 
-def open_data_folder(args: argparse.Namespace, *, shared: bool = False) -> DataPaths:
+def open_data_folder(args: argparse.Namespace, *, shared: bool = False, existing: bool = False) -> DataPaths:
     """The data folder of ``--data-dir``, locked for this run: exclusively for a stage that writes it (another
     run on the same folder waits until this one ends), ``shared`` for one that only reads it (predict). A reader
     holds only the publication lock, which a stage takes just while it renames outputs into place: predict runs
     while a stage trains, and reads whole output sets. A stage also removes the temporary files an interrupted
-    run left behind (once no reader is writing its own)."""
+    run left behind (once no reader is writing its own). ``existing``: a stage that reads an earlier stage's outputs
+    refuses a folder that does not exist (a mistyped --data-dir), rather than making it."""
     paths = data_paths(args)
     if not paths.root.exists():
         if shared:
             return paths
+        if existing:
+            raise StargalError(
+                f"--data-dir {paths.root}: no such folder; the stages before this one write it (00_download.py "
+                f"--data-dir {paths.root} starts one), or name the folder they wrote"
+            )
         paths.root.mkdir(parents=True)
     prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "stargal"
     started = dt.datetime.now().astimezone().isoformat(timespec="seconds")
@@ -319,10 +364,11 @@ def setup_logging(quiet: bool = False, verbose: bool = False) -> None:
 
 # what to do about the system errors a user can meet
 _OS_ERROR_ADVICE = {
-    errno.ENOSPC: "the disk is full: free some space (or use another --data-dir) and rerun; the previous outputs are kept",
+    errno.ENOSPC: "the disk is full: free some space (or write to another disk) and rerun; the previous outputs are kept",
     errno.EDQUOT: "the disk quota is exhausted: free some space and rerun; the previous outputs are kept",
     errno.EFBIG: "the file is larger than this file system or the process's file-size limit allows",
-    errno.EROFS: "the folder is read-only: use a writable --data-dir (a run whose outputs are current writes nothing)",
+    errno.EROFS: "the folder is read-only: write to a writable folder (--data-dir, or the output you named); a run whose "
+    "outputs are current writes nothing",
     errno.EACCES: "no permission: check the owner and permissions, or use another --data-dir or --out",
     errno.EPERM: "not permitted: check the owner and permissions, or use another --data-dir or --out",
     errno.EISDIR: "that is a folder: give a file name",

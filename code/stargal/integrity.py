@@ -290,7 +290,8 @@ def _preparation_command(paths: DataPaths, name: str) -> str:
         fields = sorted({f for key in ("train", "val", "test") for f in splits[key]})
         words = [_run_options(d["rerun"], d["run"], d["camcol"]), "--fields", *map(str, fields)]
         for key in ("train", "val", "test"):
-            words += [f"--{key}-fields", *map(str, splits[key])]
+            if splits[key]:  # a test set of a region alone has no test fields, which leaving the option out gives
+                words += [f"--{key}-fields", *map(str, splits[key])]
         words += ["--patch-size", str(d["patch_size"]), "--edge", str(d["edge"])]
         for option, regions in (("--test-region", d.get("test_regions") or []), ("--exclude-region", d.get("exclude_regions") or [])):  # fmt: skip
             for region in regions:

@@ -79,6 +79,95 @@ def parse_region(values: Sequence[float], option: str = "--test-region") -> Regi
     return Region(ra_min, ra_max, dec_min, dec_max)
 
 
+def region_text(region: Region | Sequence[float]) -> str:
+    """A region in words, e.g. ``RA 331.9 to 331.95, Dec 26.95 to 27.06`` (degrees, as the options take them)."""
+    ra_min, ra_max, dec_min, dec_max = region.as_list() if isinstance(region, Region) else region
+    return f"RA {ra_min:.10g} to {ra_max:.10g}, Dec {dec_min:.10g} to {dec_max:.10g}"
+
+
+def regions_text(regions: Sequence[Region | Sequence[float]]) -> str:
+    """``the region RA .. to .., Dec .. to ..`` or ``the regions (RA ..) and (RA ..)``; empty for none."""
+    if not regions:
+        return ""
+    if len(regions) == 1:
+        return "the region " + region_text(regions[0])
+    return "the regions " + " and ".join(f"({region_text(r)})" for r in regions)
+
+
+SPLIT_WORDS = {"train": "training", "val": "validation", "test": "test"}
+
+
+def _and(items: Sequence[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    return " and ".join(filter(None, [", ".join(items[:-1]), items[-1]])) if items else ""
+
+
+def _fields_words(fields: Sequence[int]) -> str:
+    return ("field " if len(fields) == 1 else "fields ") + " ".join(map(str, fields))
+
+
+def names_of_test_set(record: dict) -> str:
+    """What a dataset's test set is drawn from, from its record (dataset.json): ``field 81``, ``field 81 and the
+    region RA .. to .., Dec .. to ..``, or the region alone."""
+    fields = list((record.get("fields") or {}).get("test") or [])
+    names = [_fields_words(fields)] if fields else []
+    regions = record.get("test_regions") or []
+    if regions:
+        names.append(regions_text(regions))
+    return " and ".join(names) or "nothing"
+
+
+def origin_of_test_set(split: np.ndarray, cube_field: np.ndarray, spec: SplitSpec) -> dict:
+    """Where the final test rows come from: ``fields``, the number cut from the test fields' cubes; ``regions``,
+    the number a ``--test-region`` brought in from other fields; ``regions_by_field``, those per field."""
+    test = np.flatnonzero(split == TEST)
+    own = np.isin(cube_field[test], spec.test_fields)
+    moved, counts = np.unique(cube_field[test][~own], return_counts=True)
+    return {
+        "fields": int(np.count_nonzero(own)),
+        "regions": int(np.count_nonzero(~own)),
+        "regions_by_field": {str(int(f)): int(n) for f, n in zip(moved, counts, strict=True)},
+    }
+
+
+def composition_of_test_set(record: dict, where: str | None = None) -> str | None:
+    """How a dataset's test set was put together when a ``--test-region`` shaped it (None otherwise), from its
+    record: e.g. ``82 of test field 81 and 65 of training field 83 in the region RA .. to .., Dec .. to ..``
+    (``where`` in place of ``the region ...``, e.g. "it" where the sentence has named the region already)."""
+    regions = record.get("test_regions") or []
+    if not regions:
+        return None
+    fields = record.get("fields") or {}
+    where = where or regions_text(regions)
+    origin = record.get("test_origin")
+    if not isinstance(origin, dict):  # a dataset prepared before the origin was recorded
+        moved = record.get("moved_to_test_by_region")
+        return f"{moved if moved is not None else 'some'} moved from other fields by {where}"
+    parts = [f"{origin.get('fields', 0)} of test {_fields_words(fields['test'])}"] if fields.get("test") else []
+    by_field = {int(f): int(n) for f, n in (origin.get("regions_by_field") or {}).items()}
+    moved_parts = []
+    for split in ("train", "val"):
+        mine = [f for f in sorted(by_field) if f in (fields.get(split) or [])]
+        if mine:
+            moved_parts.append(f"{sum(by_field[f] for f in mine)} of {SPLIT_WORDS[split]} {_fields_words(mine)}")
+    others = [f for f in sorted(by_field) if not any(f in (fields.get(s) or []) for s in ("train", "val"))]
+    if others:
+        moved_parts.append(f"{sum(by_field[f] for f in others)} of {_fields_words(others)}")
+    if not moved_parts:
+        return _and(parts) + f"; {where} holds no object of another field"
+    return _and(parts + moved_parts) + f" in {where}"
+
+
+def exclusion_text(record: dict) -> str | None:
+    """What a dataset's ``--exclude-region`` boxes removed, from its record (None without one): ``12 training and
+    validation objects in the region RA .. to .., Dec .. to ..``."""
+    regions = record.get("exclude_regions") or []
+    if not regions:
+        return None
+    removed = (record.get("removed") or {}).get("exclude_region")
+    return f"{'the' if removed is None else removed} training and validation objects in {regions_text(regions)}"
+
+
 def in_regions(ra: np.ndarray, dec: np.ndarray, regions: Iterable[Region]) -> np.ndarray:
     """True where (ra, dec) lies in any of ``regions``."""
     inside = np.zeros(np.shape(ra), dtype=bool)

@@ -89,7 +89,7 @@ def prepare(
         log.warning("fields %s are in no split and are ignored", " ".join(map(str, unused)))
     name = (
         splits.check_dataset_name(name)
-        if name
+        if name is not None  # "" is refused, not taken for "derive one"
         else splits.dataset_name(fs.rerun, fs.run, fs.camcol, patch_size, edge, spec)
     )
     fids = [FieldId(fs.rerun, fs.run, fs.camcol, f) for f in spec.fields]
@@ -115,7 +115,7 @@ def prepare(
         return previous
 
     table, cube_field = _read_objects(paths, fids)
-    _warn_empty_regions(table, spec)
+    _check_regions(table, spec)
     rows, cols = patches.pixel_centres(table["x"], table["y"])
     split, removed, moved = _select(table, cube_field, rows, cols, cubes, spec, patch_size, edge)
     require_both_classes(paths, fs, {s: class_counts(table["label"][split == code]) for code, s in enumerate(SPLITS)})
@@ -153,6 +153,7 @@ def prepare(
         "simulated": any(simulated for _, simulated in cubes.values()),
         "removed": removed,
         "moved_to_test_by_region": moved,
+        "test_origin": splits.origin_of_test_set(split, cube_field, spec),
         "candidates": int(len(table)),
         "leakage_guard": {
             "match_radius_arcsec": splits.MATCH_RADIUS_ARCSEC,
@@ -172,7 +173,9 @@ def prepare(
             save_npy(out.path(paths.split_y(name, split_name)), y)
             save_npy(out.path(paths.split_psf(name, split_name)), psf_at[split_name])
             write_table(out.path(paths.split_objects(name, split_name)), objects)
-        report = write_split_report(paths, name, {s: arrays[s][2] for s in SPLITS}, counts, removed)
+        report = write_split_report(
+            paths, name, {s: arrays[s][2] for s in SPLITS}, counts, removed, description=split_description(summary)
+        )
         summary["report"] = str(report)
         summary = out.commit(summary)  # dataset.json last: it lists every file with its checksum
     write_text_if_changed(paths.latest_dataset, name + "\n")
@@ -239,16 +242,23 @@ def _cut_patches(
     return arrays
 
 
-def _warn_empty_regions(table: np.ndarray, spec: splits.SplitSpec) -> None:
+def _check_regions(table: np.ndarray, spec: splits.SplitSpec) -> None:
     """A region box no object lies in does nothing: most likely a mistyped box (RA and Dec swapped, hours for
-    degrees), which the user should hear of before trusting the split."""
+    degrees). A ``--test-region`` is an error then (nothing written): the test set would not be what the command
+    says, yet be made the latest dataset under a name of its own; an ``--exclude-region`` only removes, so an
+    empty one is a warning."""
+    fields = " ".join(map(str, sorted(spec.fields)))
     for option, regions in (("--test-region", spec.test_regions), ("--exclude-region", spec.exclude_regions)):
         for region in regions:
-            if not region.contains(table["ra"], table["dec"]).any():
-                log.warning(
-                    "%s %s: no object of the fields lies in it, so it changes nothing (RA and Dec in degrees)",
-                    option, " ".join(f"{v:g}" for v in region.as_list()),
-                )  # fmt: skip
+            if region.contains(table["ra"], table["dec"]).any():
+                continue
+            box = f"{option} {' '.join(f'{v:g}' for v in region.as_list())}"
+            if option == "--test-region":
+                raise StargalError(
+                    f"{box}: no object of fields {fields} lies in it (RA and Dec in degrees, RA_MIN RA_MAX DEC_MIN "
+                    "DEC_MAX); correct the box or leave it out"
+                )
+            log.warning("%s: no object of the fields lies in it, so it changes nothing (RA and Dec in degrees)", box)
 
 
 def _check_memory(n_patches: int, patch_size: int) -> None:
@@ -497,8 +507,36 @@ def ks_two_sample(a: np.ndarray, b: np.ndarray) -> dict:
     return {"statistic": round(d, 4), "pvalue": float(kolmogorov(d * np.sqrt(n_eff)))}
 
 
+SPLIT_DESCRIPTION_KEYS = ("fields", "test_regions", "exclude_regions", "test_origin", "moved_to_test_by_region")
+
+
+def split_description(record: dict) -> dict:
+    """The keys of a dataset's record (dataset.json) that say how its splits were made (``describe_splits``): the
+    split report keeps them beside its counts."""
+    return {k: record[k] for k in SPLIT_DESCRIPTION_KEYS if k in record}
+
+
+def describe_splits(record: dict) -> list[tuple[str, str]]:
+    """(label, text) pairs on how a dataset's splits were made, from its record (02's summary, splits.md): the
+    fields of each split and, with sky regions, what made up the test set and what left training and validation."""
+    fields = record.get("fields") or {}
+    lists = ", ".join(
+        f"{splits.SPLIT_WORDS[s]} {' '.join(map(str, fields.get(s) or [])) or 'none'}" for s in ("train", "val", "test")
+    )
+    lines = [("fields", lists)]
+    composition = splits.composition_of_test_set(record)
+    if composition:
+        n = ((record.get("counts") or {}).get("test") or {}).get("n")
+        lines.append(("test set", (f"{n} objects, " if n is not None else "") + composition + " (--test-region)"))
+    excluded = splits.exclusion_text(record)
+    if excluded:
+        lines.append(("excluded", f"{excluded} (--exclude-region)"))
+    return lines
+
+
 def split_report_markdown(name: str, report: dict) -> str:
-    """splits.md: counts, class ratio and r-magnitude quantiles per split, KS tests, removals by reason."""
+    """splits.md: how the splits were made (fields, regions), counts, class ratio and r-magnitude quantiles per
+    split, KS tests, removals by reason."""
     quantile_keys = ("p05", "p25", "median", "p75", "p95")
     header = ["split", "n", "stars", "galaxies", "star fraction", "r psfmag p05", "p25", "median", "p75", "p95"]
     header.append("KS vs train (p)")
@@ -511,20 +549,32 @@ def split_report_markdown(name: str, report: dict) -> str:
         quantiles = ["-" if m[k] is None else f"{m[k]:.2f}" for k in quantile_keys]
         rows.append([s, c["n"], c["stars"], c["galaxies"], frac, *quantiles, ks_text])
     numeric = set(header[1:-1])
-    lines = [f"# Splits of dataset {name}", "", markdown_table(header, rows, fmt=str, right=numeric).rstrip("\n")]
+    lines = [f"# Splits of dataset {name}", ""]
+    if report.get("splits"):
+        record = {**report["splits"], "counts": report["counts"], "removed": report["removed"]}
+        lines += [f"- {label}: {text}" for label, text in describe_splits(record)] + [""]
+    lines += [markdown_table(header, rows, fmt=str, right=numeric).rstrip("\n")]
     lines += ["", "Removed rows by reason (see stargal/splits.py):", ""]
     lines += [f"- {reason}: {n}" for reason, n in report["removed"].items()]
     return "\n".join(lines) + "\n"
 
 
 def write_split_report(
-    paths: DataPaths, name: str, objects: dict[str, np.ndarray], counts: dict, removed: dict
+    paths: DataPaths,
+    name: str,
+    objects: dict[str, np.ndarray],
+    counts: dict,
+    removed: dict,
+    description: dict | None = None,
 ) -> Path:
-    """Write splits.json, splits.md and splits.png under ``paths.reports("splits", name)``; return the folder."""
+    """Write splits.json, splits.md and splits.png under ``paths.reports("splits", name)``; return the folder.
+    ``description`` (``split_description``) says how the splits were made: fields, regions, the test set's origin."""
     from ..plots.splits import plot_splits
 
     folder = paths.reports("splits", name)
     report = split_report(objects, counts, removed)
+    if description:
+        report["splits"] = description
     json_file, md_file, png_file = (folder / f for f in REPORT_FILES)
     write_text(md_file, split_report_markdown(name, report))
     plot_splits(png_file, objects, counts, MAG_BINS, title=name)

@@ -363,6 +363,9 @@ class Run:
         return created.tzinfo is not None and finished.tzinfo is not None and created > finished
 
     def fields(self) -> str:
+        """The dataset's fields per split, and the sky regions that moved objects to test or out of train/val."""
+        from .. import splits
+
         d = self.dataset
         if not d:
             return "\u2013"
@@ -371,10 +374,17 @@ class Run:
         def names(key: str) -> str:
             return " ".join(map(str, f.get(key, []))) or "\u2013"
 
-        return (
+        test = names("test")
+        if d.get("test_regions"):
+            region = splits.regions_text(d["test_regions"])
+            test = f"{test} and {region}" if f.get("test") else f"from {region}"
+        text = (
             f"rerun {d.get('rerun')}, run {d.get('run')}, camcol {d.get('camcol')}: training {names('train')}, "
-            f"validation {names('val')}, test {names('test')}"
+            f"validation {names('val')}, test {test}"
         )
+        if d.get("exclude_regions"):
+            text += f"; excluded from training and validation: {splits.regions_text(d['exclude_regions'])}"
+        return text
 
     def models_of_dataset(self) -> list[tuple[str, dict, dict]]:
         """(name, model.json, metrics.json) of every evaluated model trained on the current content of the dataset
@@ -478,10 +488,9 @@ def headline(run: Run) -> list:
     rows += _baseline_rows(metrics)
     test = metrics["test"]
     ours = test
-    fields = " ".join(map(str, (run.dataset or {}).get("fields", {}).get("test", []))) or "?"
     stars = test.get("stars", 0) / test["n"] if test.get("n") else 0
     text = (
-        f"On the test field ({fields}; {test.get('n')} catalogued objects, {100 * stars:.0f} % stars), "
+        f"On the {_test_set_words(run.dataset or {}, test.get('n'), f'{100 * stars:.0f} % stars')}, "
         f"{'our network' if models[0][1].get('architecture') == 'stargal' else 'the ' + _model_label(*models[0][:2], None, False)} "
         f"reaches accuracy **{ours['accuracy']:.3f}** and MCC **{ours['mcc']:.3f}** "
     )
@@ -517,6 +526,47 @@ def headline(run: Run) -> list:
 
 
 # ---------------------------------------------------------------- sections
+
+
+def _test_set_words(d: dict, n, stars: str) -> str:
+    """``test field (81; 60 catalogued objects, 33 % stars)``, or with a --test-region ``test set (147 catalogued
+    objects, 48 % stars: 82 of test field 81 and 65 of training field 83 in the region RA .. to .., Dec .. to ..)``
+    (dataset record ``d``, ``n`` objects)."""
+    from .. import splits
+
+    composition = splits.composition_of_test_set(d)
+    if composition:
+        return f"test set ({n} catalogued objects, {stars}: {composition})"
+    fields = (d.get("fields") or {}).get("test") or []
+    names = " ".join(map(str, fields)) or "?"
+    return f"test field{'s' if len(fields) > 1 else ''} ({names}; {n} catalogued objects, {stars})"
+
+
+def _assignment_words(d: dict) -> str:
+    """How stage 02 made the splits of dataset record ``d``, for the splits section: the fields of each split, what a
+    --test-region moved to the test set and what an --exclude-region removed."""
+    from .. import splits
+
+    f = d.get("fields") or {}
+    lists = (
+        f"training {' '.join(map(str, f.get('train', [])))}, validation {' '.join(map(str, f.get('val', [])))}, "
+        + (f"test {' '.join(map(str, f['test']))}" if f.get("test") else "no test field")
+    )
+    regions = d.get("test_regions") or []
+    composition = splits.composition_of_test_set(d, "it" if len(regions) == 1 else "them")
+    excluded = splits.exclusion_text(d)
+    if not composition and not excluded:
+        return f"assigns whole fields to the splits ({lists})"
+    words = f"assigns fields to the splits ({lists})"
+    if composition:
+        n = ((d.get("counts") or {}).get("test") or {}).get("n")
+        words += (
+            f", moves every object in {splits.regions_text(regions)} to the test set, whatever its field "
+            f"(the {n} test objects: {composition})"
+        )
+    if excluded:
+        words += f", removes the {excluded}"
+    return words
 
 
 def _not_run(title: str, why: str) -> Section:
@@ -629,11 +679,8 @@ def splits_section(run: Run) -> Section:
     blocks: list = [
         Para(
             f"Stage 02 cuts a {d.get('patch_size')} x {d.get('patch_size')} pixel patch of the {d.get('bands')} bands "
-            f"around every object (edge policy `{d.get('edge')}`), assigns whole fields to the splits (training "
-            f"{' '.join(map(str, d.get('fields', {}).get('train', [])))}, validation "
-            f"{' '.join(map(str, d.get('fields', {}).get('val', [])))}, test "
-            f"{' '.join(map(str, d.get('fields', {}).get('test', [])))}) and removes objects that would leak across "
-            f"them. Normalisation ({norm.get('method', '?')}) is fitted on training patches only."
+            f"around every object (edge policy `{d.get('edge')}`), {_assignment_words(d)} and removes objects that "
+            f"would leak across them. Normalisation ({norm.get('method', '?')}) is fitted on training patches only."
         ),
         TableBlock(
             ["split", "patches", "stars", "galaxies", "star fraction", "median r", "r 95th pct", "KS vs train (p)"],
@@ -650,7 +697,7 @@ def splits_section(run: Run) -> Section:
         blocks.append(
             FigureBlock(
                 [png],
-                "r-band magnitude distributions of the splits. They should overlap: a test field brighter or "
+                "r-band magnitude distributions of the splits. They should overlap: a test set brighter or "
                 "fainter than the training fields would make its accuracy unrepresentative.",
             )
         )
@@ -1008,6 +1055,9 @@ def real_sky_section(run: Run) -> Section:
             return _not_run(title, "no real_sky.json")
         if not isinstance(rec, dict):
             raise Unreadable(f"{path}: unreadable (not a JSON object)")
+        check = fsio.check_seal(path)  # real_sky.py seals its set: an edited figure or table must not be shown
+        if not check.ok:
+            return Section(title, ran=False, status=f"not shown: {check.describe(1)}; rerun code/real_sky.py")
         blocks: list = [Para(str(rec.get("summary", "")))] if rec.get("summary") else []
         if rec.get("model"):
             blocks.insert(0, Para(f"Model `{rec['model']}`."))
@@ -1033,10 +1083,10 @@ def runtime_section(run: Run) -> Section:
         return _not_run(title, "no run_scripts.sh record: reports/pipeline/stages.json")
     rows = []
     for r in rec["stages"]:
-        ran = r.get("status") in ("ok", "failed")
+        ran = r.get("status") in ("ok", "failed", "interrupted")
         rows.append([r.get("stage"), r.get("script"), r.get("status"), r.get("seconds") if ran else None,
                      r.get("peak_rss_mb"), r.get("peak_tree_mb")])  # fmt: skip
-    total = sum(r.get("seconds") or 0 for r in rec["stages"] if r.get("status") in ("ok", "failed"))
+    total = sum(r.get("seconds") or 0 for r in rec["stages"] if r.get("status") in ("ok", "failed", "interrupted"))
     peaks = [r.get("peak_rss_mb") for r in rec["stages"] if r.get("peak_rss_mb") is not None]
     trees = [r.get("peak_tree_mb") for r in rec["stages"] if r.get("peak_tree_mb") is not None]
     rows.append(["total", "", "", total, max(peaks) if peaks else None, max(trees) if trees else None])
@@ -1122,9 +1172,15 @@ def build_report(paths: DataPaths, output: Path | None = None, force: bool = Fal
 
 def check_output_path(output: Path, paths: DataPaths) -> None:
     """Refuse an --output inside a data folder (this run's or another's, ``DataPaths.at_stake``) other than a PDF
-    directly in its reports/ folder: the report is written over it atomically, so a model, a dataset or a record there would be gone without a word."""
+    directly in its reports/ folder, or another data folder's own sealed report: the report is written over it
+    atomically, so a model, a dataset or a record there would be gone without a word."""
     out = output.expanduser().resolve()
     stake = paths.at_stake(out)
+    if stake is not None and stake != paths and out == stake.report_pdf.expanduser().resolve():
+        raise StargalError(
+            f"--output {output}: is the report of the data folder {stake.root}, which its own make_report.py run "
+            f"writes and seals; name another .pdf, or run make_report.py --data-dir {stake.root}"
+        )
     root = stake.root.expanduser().resolve() if stake else None
     reports = stake.reports().expanduser().resolve() if stake else None
     if stake is not None and not (out.parent == reports and out.suffix.lower() == ".pdf"):
@@ -1134,6 +1190,7 @@ def check_output_path(output: Path, paths: DataPaths) -> None:
         )
     if out.suffix.lower() != ".pdf":  # a PDF under another name opens in nothing that trusts the name
         raise StargalError(f"--output {output}: the report is a PDF; name a file ending in .pdf")
+    fsio.require_writable_destination(out, "--output")  # before the work: a path under a file, a read-only folder
 
 
 def report_inputs(paths: DataPaths) -> list[list]:
