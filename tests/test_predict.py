@@ -1110,6 +1110,7 @@ def test_text_a_fits_output_cannot_hold_is_refused_before_any_classification(tmp
         check_fits_text(out, {"näme": np.array(["x"])})
 
 
+@pytest.mark.filterwarnings("ignore::astropy.io.fits.verify.VerifyWarning")  # reading "#name" back, below
 @pytest.mark.parametrize("suffix", [".csv", ".ecsv", ".fits"])
 def test_a_carried_value_beginning_with_a_hash_keeps_its_row(tmp_path, field, suffix):
     """A name "#1" in the first column made its output line a comment to astropy's readers: the ECSV output read

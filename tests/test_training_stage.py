@@ -306,6 +306,7 @@ def test_augmentation_script(toy):
 def test_model_script_errors_are_one_line(toy, tmp_path):
     res = _script("03_model.py", "--data-dir", str(toy.root), "--dataset", "nope")
     assert res.returncode == 2 and "nope" in res.stderr and "Traceback" not in res.stderr
+    (tmp_path / "empty").mkdir()  # a data folder no stage has written yet (a missing one: its own test)
     res = _script("03_model.py", "--data-dir", str(tmp_path / "empty"))
     assert res.returncode == 2 and "no dataset prepared" in res.stderr
     for value, words in (("-1", "must be 1 or more: '-1'"), ("0", "must be 1 or more: '0'"), ("x", "not an integer")):
