@@ -712,8 +712,15 @@ def test_a_read_only_data_folder_works_when_current_and_fails_in_one_line_otherw
             ("make_report.py", []),
         ):
             ok(run(script, view, *args))
+        # work to do on a read-only folder: refused before the work (patches cut, a network trained), not after it
         forced = run("02_preparation.py", view, *SPLIT_ARGS, "--force")
-        error_line(forced, "Read-only file system", "the folder is read-only", status=1)
+        error_line(forced, "dataset.json: not current, and its folder cannot be written", status=2)
+        assert "cutting" not in forced.stderr.lower()
+        forced = run("03_model.py", view, "--config", str(cfg), *MODEL_ARGS, "--force")
+        error_line(forced, "model.json: not current, and its folder cannot be written", status=2)
+        assert "epoch" not in (forced.stdout + forced.stderr).lower()
+        forced = run("explain.py", view, "--per-group", "2", "--steps", "4", "--force")
+        error_line(forced, "explain.json: not current, and its folder cannot be written", status=2)
         # predict.py without --out: its default output's folder refused before the work, not after it
         default = view / "predictions"
         proc = run("predict.py", view, "--field", "81", "--all")

@@ -455,6 +455,18 @@ def seal(record: str | os.PathLike, files: Iterable[str | os.PathLike], content:
     return out
 
 
+def require_writable_output(record: str | os.PathLike) -> None:
+    """Before the work of outputs that are not current: a StargalError naming ``record`` when their folder cannot be
+    written (a read-only data folder), rather than an OSError once the work is done."""
+    try:
+        require_writable_destination(record, "output")
+    except StargalError:
+        raise StargalError(
+            f"{record}: not current, and its folder cannot be written (read-only or no permission): run on a "
+            "writable folder (a run whose outputs are all current writes nothing)"
+        ) from None
+
+
 def previous_record(
     record: str | os.PathLike,
     outputs: Iterable[str | os.PathLike],
@@ -464,6 +476,7 @@ def previous_record(
     """The JSON ``record`` of an earlier run made with the same ``settings`` (its "settings" entry, which names
     the inputs' identities) whose sealed ``outputs`` are all intact; None when the work must be done (again)."""
     if force:
+        require_writable_output(record)
         return None
     check = check_seal(record, outputs)
     wanted = json.loads(json.dumps(settings, default=_json_default))
@@ -473,9 +486,12 @@ def previous_record(
             log.info("%s: made with other settings or inputs; redoing it", record)
         elif check.record is not None or Path(record).exists():
             log.info("%s: earlier outputs incomplete or damaged (%s); redoing them", record, check.describe(1))
+        require_writable_output(record)
         return None
-    previous = check.record
-    return previous if previous.get("settings") == wanted else None
+    if check.record.get("settings") != wanted:
+        require_writable_output(record)
+        return None
+    return check.record
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -291,6 +291,7 @@ def process_field(task: FieldTask) -> dict:
         if task.catalog_files:  # a table made before this check existed, of another sky's catalogs
             check_catalog_sky(paths, fid, cube_path, task.catalog_files, task.catalogs_simulated)
         return done
+    fsio.require_writable_output(record_path)
     with OutputSet(record_path) as out:
         sources = None  # the cube's, when aligned here
         if cube_current:

@@ -113,6 +113,7 @@ def prepare(
         write_text_if_changed(paths.latest_dataset, name + "\n")
         previous["skipped"] = True
         return previous
+    fsio.require_writable_output(paths.dataset_json(name))
 
     table, cube_field = _read_objects(paths, fids)
     _check_regions(table, spec)

@@ -112,6 +112,7 @@ def train_one(paths: DataPaths, dataset: str, options: TrainOptions, data: dict 
             redraw_figures(paths, name, previous, metrics, data)
         return {"name": name, "model_dir": out_dir, "metrics": metrics, "model_json": previous, "skipped": True}
 
+    fsio.require_writable_output(files.json)
     data = data or load_dataset(paths, dataset)
     meta = data["meta"]
     for split in ("train", "val"):  # a dataset 02 built before it refused one-class splits
@@ -423,6 +424,7 @@ def combine_models(
         fsio.write_text_if_changed(paths.latest_model, name + "\n")
         return {"name": name, "model_dir": files.folder, "metrics": fsio.read_json(files.metrics),
                 "model_json": check.record, "skipped": True}  # fmt: skip
+    fsio.require_writable_output(files.json)
     _warn_replacing(files, check, config, current)
     data = load_dataset(paths, dataset)
     mdl.configure_threads()
