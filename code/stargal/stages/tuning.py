@@ -40,6 +40,7 @@ log = logging.getLogger("stargal")
 STARTUP_WAIT_S = 300  # a worker not started by then (or dead) no longer holds the others back
 INTERRUPTED = "INTERRUPTED"  # the trials tables' state of a trial the user stopped (optuna's FAIL, marked)
 INTERRUPTED_ATTR = "interrupted"  # user attribute of such a trial: what stopped it (SIGINT, SIGTERM, RUN_ENDED)
+LEAKED_SEMAPHORES_WARNING = "ignore::UserWarning:multiprocessing.resource_tracker"
 RUN_ENDED = "run ended"  # left RUNNING by a run that ended without recording it (killed, or its machine went down)
 
 
@@ -408,6 +409,10 @@ def _run_workers(specs: list[dict]) -> None:
     a worker's) is passed on to every worker, which records its trial interrupted and ends."""
     # spawn, not fork: TensorFlow's thread pools do not survive a fork
     ctx = multiprocessing.get_context("spawn")
+    # the resource tracker the pool starts (it takes this process's -W options) warns at exit of the semaphores a
+    # stopped pool leaves behind: a library line after our one-line "terminated", about nothing the user can act on
+    if LEAKED_SEMAPHORES_WARNING not in sys.warnoptions:
+        sys.warnoptions.append(LEAKED_SEMAPHORES_WARNING)
     with ctx.Manager() as manager, ProcessPoolExecutor(max_workers=len(specs), mp_context=ctx) as pool:
         start_line = manager.Barrier(len(specs))
         futures = [pool.submit(worker_main, {**s, "start_line": start_line}) for s in specs]
