@@ -1121,3 +1121,11 @@ def test_a_sample_field_that_cannot_be_aligned_names_the_sample_folder(two_sampl
         (sample / name).symlink_to(source / name)
     with pytest.raises(StargalError, match=rf"^{re.escape(str(sample))}: field 8162-6-80 of the sample cannot be"):
         run_real_sky(DataPaths(tmp_path / "data"), sample, model=PRETRAINED, out=tmp_path / "real_sky")
+
+
+def test_sweep_mismatch_counts_the_bright_objects_on_sources():
+    r = np.array([15.0, 18.0, 19.9, 20.0, 22.0, np.nan] + [19.0] * 8)
+    on = np.array([True, True, False, False, False, False] + [True] * 8)
+    assert realsky.sweep_mismatch(on, r) is None  # 10 of 11 bright objects on a source
+    assert realsky.sweep_mismatch(~on, r) == (1, 11)  # the frames' sources miss all but one
+    assert realsky.sweep_mismatch(np.zeros(3, bool), np.array([15.0, 16.0, 17.0])) is None  # too few to say

@@ -721,6 +721,8 @@ def test_a_read_only_data_folder_works_when_current_and_fails_in_one_line_otherw
         assert "epoch" not in (forced.stdout + forced.stderr).lower()
         forced = run("explain.py", view, "--per-group", "2", "--steps", "4", "--force")
         error_line(forced, "explain.json: not current, and its folder cannot be written", status=2)
+        forced = run("04_augmentation.py", view, "--materialize")  # its examples current, the set not made
+        error_line(forced, "augmented.json: not current, and its folder cannot be written", status=2)
         # predict.py without --out: its default output's folder refused before the work, not after it
         default = view / "predictions"
         proc = run("predict.py", view, "--field", "81", "--all")

@@ -127,6 +127,7 @@ def materialize(
             return {**meta, "skipped": True, "dir": out_dir}
         if meta_path.exists() and not check.ok:
             log.warning("%s: %s; writing it again", out_dir, check.describe())
+    fsio.require_writable_output(meta_path)
     meta_in = fsio.read_json(paths.dataset_json(dataset))
     x = fsio.load_npy(paths.split_x(dataset, "train"), mmap=True)
     y = fsio.load_npy(paths.split_y(dataset, "train"))
