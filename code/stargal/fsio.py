@@ -291,6 +291,14 @@ class SealCheck:
         return "; ".join(parts)
 
 
+def edited_after_sealing(record: dict) -> bool:
+    """Whether a sealed record's content no longer matches the checksum sealed with it (records of stargal before
+    2026-12-06 have none: never called edited)."""
+    integrity = record.get(INTEGRITY_KEY)
+    recorded = integrity.get("content_sha256") if isinstance(integrity, dict) else None
+    return recorded is not None and recorded != content_digest(record)
+
+
 def check_seal(
     record_path: str | os.PathLike, expected: Iterable[str | os.PathLike] = (), deep: bool = False
 ) -> SealCheck:
@@ -310,8 +318,7 @@ def check_seal(
         why = "no integrity record (written by an older stargal or by hand)"
         return SealCheck(record_path, None, [(record_path, why)])
     check = SealCheck(record_path, record)
-    recorded = record[INTEGRITY_KEY].get("content_sha256")  # absent in records of stargal before 2026-12-06
-    if recorded is not None and recorded != content_digest(record):
+    if edited_after_sealing(record):
         check.problems.append((record_path, "edited after it was sealed (its content no longer matches its checksum)"))
     base = record_path.parent
     listed = {os.path.normpath(base / name) for name in files}
@@ -475,23 +482,18 @@ def previous_record(
 ) -> dict | None:
     """The JSON ``record`` of an earlier run made with the same ``settings`` (its "settings" entry, which names
     the inputs' identities) whose sealed ``outputs`` are all intact; None when the work must be done (again)."""
-    if force:
-        require_writable_output(record)
-        return None
-    check = check_seal(record, outputs)
-    wanted = json.loads(json.dumps(settings, default=_json_default))
-    if not check.ok:
-        sealed = isinstance(check.record, dict) and check.record.get("settings") is not None
-        if sealed and check.record.get("settings") != wanted:  # other settings name other outputs: not damage
-            log.info("%s: made with other settings or inputs; redoing it", record)
-        elif check.record is not None or Path(record).exists():
+    if not force:
+        check = check_seal(record, outputs)
+        wanted = json.loads(json.dumps(settings, default=_json_default))
+        same = isinstance(check.record, dict) and check.record.get("settings") == wanted
+        if check.ok and same:
+            return check.record
+        if not check.ok and isinstance(check.record, dict) and check.record.get("settings") is not None and not same:
+            log.info("%s: made with other settings or inputs; redoing it", record)  # other outputs: not damage
+        elif not check.ok and (check.record is not None or Path(record).exists()):
             log.info("%s: earlier outputs incomplete or damaged (%s); redoing them", record, check.describe(1))
-        require_writable_output(record)
-        return None
-    if check.record.get("settings") != wanted:
-        require_writable_output(record)
-        return None
-    return check.record
+    require_writable_output(record)
+    return None
 
 
 # ---------------------------------------------------------------------------------------------------------

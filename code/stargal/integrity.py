@@ -339,9 +339,7 @@ def _model_record(record_path: Path) -> tuple[dict | None, str]:
         return None, "is unreadable"
     if not isinstance(record, dict):
         return None, "is unreadable"
-    integrity = record.get(fsio.INTEGRITY_KEY)
-    recorded = integrity.get("content_sha256") if isinstance(integrity, dict) else None
-    if recorded is not None and recorded != fsio.content_digest(record):
+    if fsio.edited_after_sealing(record):
         return None, "was edited after it was sealed, so its options cannot be trusted"
     return record, ""
 
