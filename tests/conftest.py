@@ -85,6 +85,21 @@ def tiny_data(tiny_sky, tmp_path) -> DataPaths:
     return paths
 
 
+@pytest.fixture(scope="session")
+def demo_field_80(tmp_path_factory) -> DataPaths:
+    """The demo sky's full-size field 80, as ``00_download.py --source simulated --fields 80`` writes it under the
+    default BLAS kernels (read-only for tests: copy before writing). Its tests share an xdist group."""
+    paths = DataPaths(tmp_path_factory.mktemp("demo_field_80") / "data")
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
+    run = subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "code" / "00_download.py"), "--data-dir", str(paths.root), "--source",
+         "simulated", "--fields", "80", "-q"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    return paths
+
+
 QUICK_START = "./run_scripts.sh --demo --small"
 
 

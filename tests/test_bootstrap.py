@@ -65,7 +65,8 @@ def test_without_an_environment_one_line_says_what_to_do(bare_python, tmp_path):
 @pytest.mark.slow
 def test_tensorflow_starts_quietly_unless_verbose(tmp_path):
     code = "from stargal.model import import_keras; import_keras(); import sys; print('imported', file=sys.stderr)"
-    env = _env(PYTHONPATH=str(ROOT / "code"))
+    # oneDNN forced on: TensorFlow then prints its start-up lines on any x86 processor, not only on Intel's
+    env = _env(PYTHONPATH=str(ROOT / "code"), TF_ENABLE_ONEDNN_OPTS="1")
     quiet = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert quiet.returncode == 0 and quiet.stderr == "imported\n" and quiet.stdout == ""
     loud = subprocess.run(

@@ -470,7 +470,10 @@ def test_duplicate_positions_and_chunks_give_the_same_answers(model_dir, field):
     kwargs = {"patch_size": bundle.patch_size, "edge": bundle.edge, "threshold": 0.5}
     whole = classify(bundle.model, np.asarray(cube.data), cube.wcs, ra, dec, **kwargs)
     chunked = classify(bundle.model, np.asarray(cube.data), cube.wcs, ra, dec, chunk=7, **kwargs)
-    np.testing.assert_array_equal(whole.p_star, chunked.p_star)
+    # a batch's size may change the order of the convolutions' sums (TensorFlow's kernels without oneDNN, as on
+    # AMD processors): the last bits, never the label
+    np.testing.assert_allclose(whole.p_star, chunked.p_star, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(whole.label, chunked.label)
     n = len(xs)
     np.testing.assert_array_equal(whole.p_star[:n], whole.p_star[n : 2 * n])
     # "auto" test-time augmentation: the 8-symmetry mean exactly where one pass is near the threshold

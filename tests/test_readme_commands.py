@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -147,7 +148,8 @@ def test_every_readme_command_runs_as_written_from_a_fresh_clone(quick_start):
 
 
 @pytest.mark.slow
-def test_the_readme_positions_name_a_star_of_the_demo_field(tmp_path):
+@pytest.mark.xdist_group("demo_field_80")
+def test_the_readme_positions_name_a_star_of_the_demo_field(demo_field_80, tmp_path):
     """The README's --ra/--dec examples (degrees, and the two sexagesimal spellings of the same place) classify a
     star of the demo sky's full-size field 80, which simulating field 80 alone reproduces."""
     import sys
@@ -163,8 +165,8 @@ def test_the_readme_positions_name_a_star_of_the_demo_field(tmp_path):
         places.append(SkyCoord(ra, dec, unit=unit))
     assert len(places) == 3 and max(places[0].separation(p).arcsec for p in places) < 0.5  # 1e-4 deg is 0.36"
     data = str(tmp_path / "data")
+    shutil.copytree(demo_field_80.root, data)  # 00_download.py --source simulated --fields 80
     for script, *args in (
-        ("00_download.py", "--source", "simulated", "--fields", "80"),
         ("01_alignment.py", "--fields", "80", "--no-reports"),
         ("predict.py", "--field", "80", "--ra", f"{places[0].ra.deg}", "--dec", f"{places[0].dec.deg}"),
     ):

@@ -33,6 +33,10 @@ from stargal.psf import (
 from stargal.sim_formats import TRUTH_DTYPE
 from stargal.tables import read_table
 
+# one worker for the module: its module-scoped fields (a full-size simulated one, the real 4510-4-30) are then
+# made once, not once per worker
+pytestmark = pytest.mark.xdist_group("realsky")
+
 
 def test_locus_curve_points_are_on_it_and_offsets_are_not():
     gr, ri = locus.locus_curve(50)
