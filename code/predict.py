@@ -99,7 +99,10 @@ def build_parser():
         "validation data: lower for more complete star lists, higher for purer ones (default: the model's)",
     )  # fmt: skip
     group.add_argument(
-        "--out", default=None, metavar="FILE", help="output .csv, .ecsv or .fits (default: CSV under data/predictions/)"
+        "--out",
+        default=None,
+        metavar="FILE",
+        help="output .csv, .ecsv or .fits (default: CSV under data/predictions/, named by the field, model and request)",
     )
     return parser
 

@@ -773,6 +773,35 @@ def test_a_cube_renamed_as_another_field_is_refused(tmp_path, model_dir, field):
     assert out.name.startswith("004510-4-0030_")
 
 
+def test_default_outputs_of_different_requests_never_replace_each_other(tmp_path, model_dir, field):
+    """The default output is named by the request: other positions, another --csv or other settings get their own
+    table, so an earlier one is never silently replaced; the same request again rewrites its own."""
+    from stargal.stages.predict import PredictionRequest, default_output_name
+
+    cube_path, wcs, xs, ys, *_ = field
+    paths = DataPaths(tmp_path / "data")
+    ra, dec = wcs.wcs_pix2world(xs, ys, 0)
+    common = {"model": str(model_dir), "cube_path": str(cube_path)}
+    first, _ = run_predict(paths, ra=ra[:3], dec=dec[:3], **common)
+    first_text = first.read_text()
+    other, _ = run_predict(paths, ra=ra[3:6], dec=dec[3:6], **common)
+    lower, _ = run_predict(paths, ra=ra[:3], dec=dec[:3], threshold=0.2, **common)
+    again, _ = run_predict(paths, ra=ra[:3], dec=dec[:3], **common)
+    assert len({first, other, lower}) == 3 and again == first and first.read_text() == first_text
+    assert first.name.startswith("toy_toy_p15_drop_positions-") and lower.name.endswith("_threshold0.2.csv")
+    assert sorted(p.name for p in paths.predictions_dir.iterdir()) == sorted(p.name for p in (first, other, lower))
+    table = tmp_path / "my targets.fits.gz"
+    run_predict(paths, ra=ra[:3], dec=dec[:3], inputs=(table,), tta="off", **common)
+    request = PredictionRequest(False, False, ra[:3], dec[:3], table.name, None, "off", 3.5)
+    name = default_output_name("toy", "m", request)
+    assert name.startswith("toy_m_my-targets-") and name.endswith("_tta-off") and (paths.predictions_dir / (
+        default_output_name("toy", "toy_p15_drop", request) + ".csv")).is_file()  # fmt: skip
+    for kind in ({"all_objects": True}, {"detect": True}):
+        request = PredictionRequest(kind.get("all_objects", False), kind.get("detect", False), None, None, None,
+                                    None, "auto", 2.0)  # fmt: skip
+        assert default_output_name("f", "m", request) == f"f_m_{'all' if 'all_objects' in kind else 'detected'}"
+
+
 def test_an_unclosed_quote_is_refused_not_folded_over_the_lines_after_it(tmp_path):
     """Python's csv reader folds every line after an unclosed quote into one value: positions lost, exit 0."""
     last = tmp_path / "last.csv"

@@ -3,6 +3,7 @@ object of the field, write a CSV, ECSV or FITS table."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -391,6 +392,39 @@ def sky_metadata(paths: DataPaths, cube: Cube) -> dict:
     return meta
 
 
+@dataclass(frozen=True)
+class PredictionRequest:
+    """What decides a prediction table's content, beyond its field and model (for its default name)."""
+
+    all_objects: bool
+    detect: bool
+    ra: np.ndarray | None
+    dec: np.ndarray | None
+    table_name: str | None  # the --csv file's name
+    threshold: float | None
+    tta: str
+    min_snr: float
+
+
+def default_output_name(field_label: str, model_name: str, request: PredictionRequest) -> str:
+    """FIELD_MODEL_WHAT[_OPTIONS]: one name per request, so that a different request never replaces an earlier
+    table. WHAT is ``all``, ``detected``, or the positions' source (the --csv file's stem, else ``positions``)
+    and a digest of the positions; OPTIONS name the settings that differ from the defaults."""
+    if request.all_objects or request.detect:
+        what = "all" if request.all_objects else "detected"
+    else:
+        digest = hashlib.sha256()
+        for values in (request.ra, request.dec):
+            digest.update(np.ascontiguousarray(values, np.float64).tobytes())
+        stem = re.sub(r"(\.fits)?\.[^.]*$", "", request.table_name) if request.table_name else "positions"
+        what = f"{re.sub(r'[^A-Za-z0-9.+-]+', '-', stem).strip('-') or 'table'}-{digest.hexdigest()[:8]}"
+    options = [f"threshold{request.threshold:g}"] if request.threshold is not None else []
+    options += [f"tta-{request.tta}"] if request.tta != "auto" else []
+    positions = not (request.all_objects or request.detect)
+    options += [f"snr{request.min_snr:g}"] if positions and request.min_snr != MIN_SNR else []
+    return "_".join([field_label, model_name, what, *options])
+
+
 def run_predict(
     paths: DataPaths,
     *,
@@ -452,9 +486,11 @@ def run_predict(
         raise StargalError(f"{path}: no celestial (RA---TAN/DEC--TAN) WCS in its header")
     if bundle is None:
         bundle = load_bundle(model_dir, engine)
-    suffix = "_all" if all_objects else "_detected" if detect else ""
     if out_path is None:  # the default output's folder checked before the work, as --out's is
-        out_path = paths.prediction_csv(f"{field_label}_{bundle.name}{suffix}")
+        request = PredictionRequest(
+            all_objects, detect, ra, dec, Path(inputs[0]).name if inputs else None, threshold, tta, min_snr
+        )
+        out_path = paths.prediction_csv(default_output_name(field_label, bundle.name, request))
         try:
             require_writable_destination(out_path, "--out")
         except StargalError:
