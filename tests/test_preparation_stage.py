@@ -176,7 +176,7 @@ def test_edge_policies(synth):
 
 
 @pytest.mark.slow
-def test_idempotent_and_force(synth):
+def test_idempotent_and_force(synth, caplog):
     first = prepare(synth, FS, patch_size=P)
     outputs = sorted(synth.dataset_dir(first["name"]).iterdir())
     mtimes = [p.stat().st_mtime_ns for p in outputs]
@@ -199,8 +199,10 @@ def test_idempotent_and_force(synth):
     # a changed configuration written under the same --dataset name is rebuilt, not skipped
     a = prepare(synth, FS, patch_size=P, name="mine")
     region = splits.Region(0, 360, -90, DEC0 + 20 * SCALE_DEG)
+    caplog.clear()
     b = prepare(synth, FS, patch_size=P, name="mine", exclude_regions=[region])
     assert a["skipped"] is False and b["skipped"] is False
+    assert "dataset mine: replacing the dataset of that name (splits; --dataset keeps both)" in caplog.text
     assert 0 < b["counts"]["train"]["n"] < a["counts"]["train"]["n"] and b["removed"]["exclude_region"] > 0
     assert read_json(synth.dataset_json("mine"))["exclude_regions"] == [region.as_list()]
 

@@ -52,3 +52,14 @@ REFERENCE = FieldSet()
 
 # The course project's published result on the test field, quoted for comparison only.
 REFERENCE_RESULT = {"accuracy": 0.905, "mcc": 0.746, "majority_class_accuracy": 0.746}
+
+
+def config_changes(old: dict, new: dict) -> list[str]:
+    """What differs between two training configs, as 'augment combination -> d4' (or the key alone)."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        before, after = old.get(key), new.get(key)
+        if before != after:
+            scalar = not isinstance(before, dict | list) and not isinstance(after, dict | list)
+            out.append(f"{key} {before} -> {after}" if scalar else key)
+    return out

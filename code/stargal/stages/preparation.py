@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__, fsio, integrity, normalise, patches, psf, sdss, splits
-from ..config import BANDS, LABEL_STAR, MIN_PATCH_SIZE, PATCH_SIZE, SPLITS, FieldSet
+from ..config import BANDS, LABEL_STAR, MIN_PATCH_SIZE, PATCH_SIZE, SPLITS, FieldSet, config_changes
 from ..cube import read_cube
 from ..errors import StargalError
 from ..fsio import OutputSet, save_npy, write_text, write_text_if_changed
@@ -370,7 +370,12 @@ def _current(paths: DataPaths, name: str, config: dict, inputs: dict) -> dict | 
     reports = fsio.check_seal(
         paths.reports("splits", name) / REPORT_FILES[0], [paths.reports("splits", name) / f for f in REPORT_FILES[1:]]
     ).ok
-    if record.get("config") != config or record.get("inputs") != inputs or not reports:
+    if record.get("config") != config:
+        # a name given twice (--dataset) for other options: the earlier dataset goes, as 03 says of a model
+        changes = ", ".join(config_changes(record.get("config") or {}, config))
+        log.warning("dataset %s: replacing the dataset of that name (%s; --dataset keeps both)", name, changes)
+        return None
+    if record.get("inputs") != inputs or not reports:
         return None
     return record
 

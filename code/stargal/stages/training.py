@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__, fsio, integrity
+from ..config import config_changes
 from ..dataset import dataset_identity, load_dataset, resolve_dataset
 from ..errors import StargalError
 from ..evaluate import SUMMARY_KEYS, evaluate, predict_splits, summarise_runs
@@ -49,24 +50,13 @@ def current_model(paths: DataPaths, name: str, config: dict, dataset_id: str, wa
         return None
     record = check.record
     config = json.loads(json.dumps(config))
-    changes = _config_changes(record.get("config") or {}, config)
+    changes = config_changes(record.get("config") or {}, config)
     if record.get("inputs", {}).get("dataset") != dataset_id:
         changes.append("dataset changed")
     if changes and warn:
         # the default name holds no augmentation: training another policy of one architecture and seed replaces
         log.warning("%s: replacing the model of that name (%s; --name keeps both)", name, ", ".join(changes))
     return None if changes else record
-
-
-def _config_changes(old: dict, new: dict) -> list[str]:
-    """What differs between two training configs, as 'augment combination -> d4' (or the key alone)."""
-    out = []
-    for key in sorted(set(old) | set(new)):
-        before, after = old.get(key), new.get(key)
-        if before != after:
-            scalar = not isinstance(before, dict | list) and not isinstance(after, dict | list)
-            out.append(f"{key} {before} -> {after}" if scalar else key)
-    return out
 
 
 def _run_config(options: TrainOptions, dataset: str, hp: dict) -> dict:
