@@ -75,15 +75,20 @@ def test_tensorflow_starts_quietly_unless_verbose(tmp_path):
     assert loud.returncode == 0 and "oneDNN" in loud.stderr and loud.stderr.endswith("imported\n")
 
 
-def test_ctrl_c_while_a_script_imports_its_libraries_is_one_line_not_a_traceback(tmp_path):
-    """A script spends a second or more importing numpy, astropy and the rest before its work starts; Ctrl-C
-    then must end it as it would later. Here a stand-in numpy sends the interrupt from inside that import."""
+@pytest.mark.parametrize(
+    ("signame", "status", "word"), [("SIGINT", 130, "interrupted"), ("SIGTERM", 143, "terminated")]
+)
+def test_a_stop_while_a_script_imports_its_libraries_is_one_line_not_a_traceback(tmp_path, signame, status, word):
+    """A script spends a second or more importing numpy, astropy and the rest before its work starts; Ctrl-C or
+    SIGTERM then must end it as it would later. Here a stand-in numpy sends the signal from inside that import."""
     shadow = tmp_path / "shadow"
     shadow.mkdir()
-    (shadow / "numpy.py").write_text("import os, signal, time\nos.kill(os.getpid(), signal.SIGINT)\ntime.sleep(30)\n")
+    (shadow / "numpy.py").write_text(
+        f"import os, signal, time\nos.kill(os.getpid(), signal.{signame})\ntime.sleep(30)\n"
+    )
     proc = subprocess.run(
         [sys.executable, str(ROOT / "code" / "predict.py"), "--help"],
         cwd=tmp_path, env=_env(PYTHONPATH=str(shadow)), capture_output=True, text=True, timeout=60,
     )  # fmt: skip
-    assert proc.returncode == 130, proc.stderr
-    assert proc.stderr == "predict.py: interrupted\n" and proc.stdout == ""
+    assert proc.returncode == status, proc.stderr
+    assert proc.stderr == f"predict.py: {word}\n" and proc.stdout == ""

@@ -56,15 +56,17 @@ def ensure_dependencies() -> None:
 
 
 def _interrupted_while_starting(signum, frame) -> None:
+    import signal
+
     prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "stargal"
-    print(f"{prog}: interrupted", file=sys.stderr)
-    raise SystemExit(130)
+    print(f"{prog}: {'terminated' if signum == signal.SIGTERM else 'interrupted'}", file=sys.stderr)
+    raise SystemExit(128 + signum)
 
 
 def quiet_interrupt_while_starting() -> None:
-    """Ctrl-C while a script still imports its libraries (a second or more): one line and exit status 130, as
-    later, instead of a traceback from inside an import; ``cli.run_main`` gives Python's KeyboardInterrupt back
-    before the script's work starts, so that interrupted work unwinds and cleans up as it should."""
+    """Ctrl-C or SIGTERM while a script still imports its libraries (a second or more): one line and exit status
+    130 or 143, as later, instead of a traceback from inside an import or a silent end; ``cli.run_main`` puts its
+    own handlers in before the script's work starts, so that stopped work unwinds and cleans up as it should."""
     import signal
 
     main = sys.modules.get("__main__")
@@ -72,6 +74,8 @@ def quiet_interrupt_while_starting() -> None:
     ours = getattr(main, "__name__", "") == "__main__" and script.startswith(os.path.join(PROJECT_ROOT, ""))
     if ours and signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not in a worker, nor when ignored
         signal.signal(signal.SIGINT, _interrupted_while_starting)
+    if ours and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _interrupted_while_starting)
 
 
 ensure_dependencies()

@@ -424,6 +424,11 @@ def raise_terminated(signum, frame) -> None:
     raise Terminated
 
 
+def _starting_handler(signum: int) -> bool:
+    """Whether ``signum`` still has bootstrap's handler for the imports (a quiet one-line exit)."""
+    return getattr(signal.getsignal(signum), "__name__", "") == "_interrupted_while_starting"
+
+
 def run_main(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> None:
     """Run a script's main; every failure becomes one line naming the file or argument and what to do (exit
     status 2 for StargalError, bad input or data; 1 for system errors and anything unexpected); ``--debug``
@@ -431,9 +436,9 @@ def run_main(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[
     prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "stargal"
     debug = _debug_requested(argv)
     hint = "" if debug else " (rerun with --debug for the traceback)"
-    if getattr(signal.getsignal(signal.SIGINT), "__name__", "") == "_interrupted_while_starting":
+    if _starting_handler(signal.SIGINT):
         signal.signal(signal.SIGINT, signal.default_int_handler)  # bootstrap's quiet exit covers the imports only
-    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+    if _starting_handler(signal.SIGTERM) or signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
         signal.signal(signal.SIGTERM, raise_terminated)  # unwind as for Ctrl-C: worker pools stopped, locks let go
     try:
         try:
