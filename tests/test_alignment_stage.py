@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import bz2
 import dataclasses
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -14,13 +16,13 @@ import pytest
 from astropy.io import fits
 from conftest import TEST_FIELD_DIR, TINY, TINY_SHAPE
 
-from stargal import sdss
+from stargal import fsio, sdss
 from stargal.config import BANDS, LABEL_STAR, FieldSet
 from stargal.cube import read_cube
 from stargal.errors import StargalError
 from stargal.fsio import load_npy, read_json, write_json
 from stargal.paths import DataPaths, FieldId
-from stargal.stages.alignment import ALIGN_METHOD, run_alignment
+from stargal.stages.alignment import ALIGN_METHOD, fingerprints, frame_paths, run_alignment
 from stargal.tables import OBJECT_DTYPE, read_table
 
 SCRIPT = Path(__file__).resolve().parents[1] / "code" / "01_alignment.py"
@@ -111,10 +113,17 @@ def test_idempotent_force_and_parallel(tiny_data: DataPaths):
     again = run_alignment(tiny_data, two, workers=1)
     assert again["aligned"] == [] and again["objects_written"] == [] and again["coordinates"] == "up to date"
     assert all(p.stat().st_mtime_ns == t for p, t in stamp.items())
-    # a newer frame makes only its field stale
+    # a touched frame holds the same content: nothing is aligned again, the record takes the frame's new time;
+    # a frame of other content (here the same image compressed otherwise) makes only its field stale
     frame = tiny_data.frame(fid(82), "u")
     later = time.time() + 10
     os.utime(frame, (later, later))
+    assert run_alignment(tiny_data, two, workers=1)["aligned"] == []
+    assert tiny_data.cube(fid(82)).stat().st_mtime_ns == stamp[tiny_data.cube(fid(82))]
+    assert read_json(tiny_data.field_record(fid(82)))["inputs"]["frames"] == fingerprints(
+        frame_paths(tiny_data, fid(82))
+    )
+    frame.write_bytes(bz2.compress(bz2.decompress(frame.read_bytes()), compresslevel=1))
     assert run_alignment(tiny_data, two, workers=1)["aligned"] == [82]
     forced = run_alignment(tiny_data, two, workers=1, force=True, reports=False)
     assert forced["aligned"] == [81, 82]
@@ -127,6 +136,29 @@ def test_idempotent_force_and_parallel(tiny_data: DataPaths):
     write_json(record_path, record)
     assert run_alignment(tiny_data, two, workers=1, reports=False)["aligned"] == [81]
     assert read_json(record_path)["align_method"] == ALIGN_METHOD
+
+
+def test_a_copy_that_did_not_keep_the_files_times_is_not_aligned_again(tiny_data: DataPaths):
+    """``cp -r`` gives every file a new time: the frames' content, checked against the sha256 the record keeps,
+    says the cubes are current (they used to be aligned again, without a word why)."""
+    two = dataclasses.replace(TINY, fields=(81, 82))
+    run_alignment(tiny_data, two, workers=1, reports=False)
+    copy = DataPaths(tiny_data.root.parent / "copy")
+    shutil.copytree(tiny_data.root, copy.root, copy_function=shutil.copy)  # content only, new times
+    cube = copy.cube(fid(81)).read_bytes()
+    assert run_alignment(copy, two, workers=1, reports=False)["aligned"] == []
+    assert copy.cube(fid(81)).read_bytes() == cube
+    # a record of before the digests were kept takes the times at their word: aligned again, digests kept now
+    path = tiny_data.field_record(fid(81))
+    record = read_json(path)
+    record["inputs"].pop("frames_sha256")
+    sealed = [path.parent / name for name in record.pop(fsio.INTEGRITY_KEY)["files"]]
+    fsio.seal(path, sealed, record)
+    later = time.time() + 10
+    for frame in frame_paths(tiny_data, fid(81)):
+        os.utime(frame, (later, later))
+    assert run_alignment(tiny_data, two, workers=1, reports=False)["aligned"] == [81]
+    assert set(read_json(path)["inputs"]["frames_sha256"]) == {p.name for p in frame_paths(tiny_data, fid(81))}
 
 
 def test_frames_only_field_writes_cube_and_skips_coordinates(tiny_data: DataPaths):

@@ -253,6 +253,22 @@ def fingerprints(files) -> dict[str, str]:
     return out
 
 
+def changed_inputs(files, stamps: dict[str, str], digests: dict[str, str] | None) -> list[str]:
+    """Names of ``files`` whose content is not what a record says it was made from: the size or time differs from
+    ``stamps`` and, where ``digests`` (sha256) are recorded, the content too. A copy made without keeping
+    times (``cp -r``) holds the same frames; only a record of before digests were kept takes its times at their
+    word."""
+    now, changed = fingerprints(files), []
+    for path in map(Path, files):
+        name = path.name
+        if stamps.get(name) == now[name]:
+            continue
+        same_size = stamps.get(name, "").split(":")[0] == now[name].split(":")[0]
+        if not (digests and same_size and digests.get(name) == fsio.sha256_file(path)):
+            changed.append(name)
+    return changed
+
+
 def process_field(task: FieldTask) -> dict:
     """Stage 01 for one field (module-level for map_tasks): the sealed set of cube and objects table; returns
     what was done. A current, intact set is kept; the cube alone is kept when only the catalogs changed."""
@@ -261,7 +277,8 @@ def process_field(task: FieldTask) -> dict:
     cube_path, objects_path, record_path = paths.cube(fid), paths.objects(fid), paths.field_record(fid)
     psf_path = paths.psf_map(fid)
     done = {"field": fid.field, "aligned": False, "objects": False, "align_seconds": None, "cpu_seconds": None}
-    frames_in = fingerprints(frame_paths(paths, fid))
+    frame_files = frame_paths(paths, fid)
+    frames_in = fingerprints(frame_files)
     catalogs_in = fingerprints(task.catalog_files)
     previous, listed, intact, broken = None, [], False, set()
     if not task.force:
@@ -276,13 +293,15 @@ def process_field(task: FieldTask) -> dict:
     inputs = (previous or {}).get("inputs", {})
     cube_current = (
         bool(previous)
-        and inputs.get("frames") == frames_in
+        and set(inputs.get("frames") or {}) == set(frames_in)
+        and not changed_inputs(frame_files, inputs["frames"], inputs.get("frames_sha256"))
         and previous.get("ref_band") == task.ref_band
         and previous.get("align_method") == ALIGN_METHOD
     )
     objects_current = (
         intact
         and cube_current
+        and inputs.get("frames") == frames_in  # else the record is written again, with the frames' new times
         and inputs.get("catalogs") == catalogs_in
         and (objects_path in listed) == bool(task.catalog_files)
     )
@@ -312,7 +331,11 @@ def process_field(task: FieldTask) -> dict:
             "field": str(fid),
             "ref_band": task.ref_band,
             "align_method": ALIGN_METHOD,
-            "inputs": {"frames": frames_in, "catalogs": catalogs_in},
+            "inputs": {
+                "frames": frames_in,
+                "frames_sha256": {p.name: fsio.sha256_file(p) for p in frame_files},
+                "catalogs": catalogs_in,
+            },
             **quality,
             "objects": None,
             "stargal_version": __version__,

@@ -403,16 +403,16 @@ def _check_field(paths: DataPaths, fid: FieldId) -> dict:
 
 
 def _changed_since_alignment(paths: DataPaths, fid: FieldId, record: dict) -> list[str]:
-    """The frames and catalogs, still in the folder, whose size or time differ from those the field's cube and
-    objects table were made from (a frame deleted to save space after aligning is not a change)."""
-    from .alignment import fingerprints
+    """The frames and catalogs, still in the folder, that differ from those the field's cube and objects table
+    were made from (a frame deleted to save space after aligning is not a change; ``alignment.changed_inputs``)."""
+    from .alignment import changed_inputs
 
     inputs = record.get("inputs", {})
     present = [paths.frame(fid, b) for b in BANDS] + [paths.catalog(fid.rerun, fid.run, fid.camcol, k)
                                                       for k in sdss.CATALOG_KINDS]  # fmt: skip
     recorded = {**inputs.get("frames", {}), **inputs.get("catalogs", {})}
-    now = fingerprints([p for p in present if p.name in recorded and p.exists()])
-    return sorted(name for name, stamp in now.items() if recorded[name] != stamp)
+    files = [p for p in present if p.name in recorded and p.exists()]
+    return sorted(changed_inputs(files, recorded, inputs.get("frames_sha256")))
 
 
 def _check_cube(paths: DataPaths, fid: FieldId, patch_size: int) -> tuple[tuple[int, int], bool]:
