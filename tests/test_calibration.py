@@ -21,7 +21,8 @@ from stargal.sky_calibration import (
 from stargal.stages.calibration import run_calibration
 
 # every test here compares with the real SDSS sample
-pytestmark = pytest.mark.real
+# one worker for the module: the real sample's statistics (module fixtures) are then measured once
+pytestmark = [pytest.mark.real, pytest.mark.xdist_group("calibration")]
 
 # keys astropy manages itself when writing float images (it drops BZERO/BSCALE of unscaled data)
 ASTROPY_MANAGED = {"BZERO", "BSCALE"}

@@ -23,7 +23,8 @@ from stargal.download import Manifest
 from stargal.parallel import map_tasks
 from stargal.paths import DataPaths, FieldId
 
-pytestmark = pytest.mark.slow
+# one worker for the module: its cluster and aligned fields (module fixtures) are then started and made once
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("dask")]
 CODE = Path(__file__).resolve().parents[1] / "code"
 FIELDS = [str(f) for f in TINY.fields]
 
