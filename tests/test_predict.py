@@ -222,6 +222,23 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+def test_a_reader_that_stops_reading_ends_predict_silently_as_unix_tools_do(tmp_path, model_dir, field):
+    """`predict.py ... | head -1`: the summary meets a closed pipe. That ended in "predict.py: error: (no file
+    named): Broken pipe" and exit 1 after a complete table; now silently, with SIGPIPE's status, as `yes | head`."""
+    cube, wcs, xs, ys, *_ = field
+    ra, dec = wcs.wcs_pix2world(xs[:1], ys[:1], 0)
+    out = tmp_path / "p.csv"
+    args = ["--data-dir", str(tmp_path / "data"), "--cube", str(cube), "--model", str(model_dir), "--out", str(out)]
+    proc = subprocess.Popen(
+        [sys.executable, str(PROJECT / "code" / "predict.py"), *args, "--ra", repr(float(ra[0])), "--dec", repr(float(dec[0]))],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    proc.stdout.close()  # the summary, written after the table, meets a closed pipe
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141 and "error" not in err, err
+    assert len(read_out(out)) == 1  # the table is whole
+
+
 @pytest.mark.slow
 def test_cli(tmp_path, model_dir, field):
     cube, wcs, xs, ys, kinds, _ = field
@@ -507,6 +524,17 @@ def test_all_classifies_every_catalogued_object_in_table_order(tiny_data, model_
     assert table.meta["FIELD"] == "301/8162/6/82" and table.meta["SKY"] == "simulated"
     assert ("SIMVER" in table.meta) == tiny_data.manifest.is_file()  # the version comes from the download manifest
     assert set(table["label"][table["status"] == "ok"]) <= {"star", "galaxy"}
+    # --cube of another data folder: the version of the cube's own folder, never --data-dir's; none for a loose cube
+    import shutil
+
+    from stargal.stages.predict import sky_metadata
+
+    cube = read_cube(tiny_data.cube(fid))
+    assert sky_metadata(tiny_data.cube(fid), cube).get("SIMVER") == table.meta.get("SIMVER")
+    loose = tiny_data.root.parent / "elsewhere" / tiny_data.cube(fid).name
+    loose.parent.mkdir()
+    shutil.copy(tiny_data.cube(fid), loose)
+    assert "SIMVER" not in sky_metadata(loose, cube) and sky_metadata(loose, cube)["SKY"] == "simulated"
 
     # the agreement with the catalog's classes counts exactly the table's classified rows
     agreement = catalog_agreement(pred)
@@ -774,8 +802,12 @@ def test_a_cube_renamed_as_another_field_is_refused(tmp_path, model_dir, field):
 
 
 def test_default_outputs_of_different_requests_never_replace_each_other(tmp_path, model_dir, field):
-    """The default output is named by the request: other positions, another --csv or other settings get their own
-    table, so an earlier one is never silently replaced; the same request again rewrites its own."""
+    """The default output is named by the request: other positions, another --csv (even of the same positions or
+    name), another cube of the same name or other settings get their own table, so an earlier one is never
+    silently replaced; the same request again rewrites its own."""
+    import re
+    import shutil
+
     from stargal.stages.predict import PredictionRequest, default_output_name
 
     cube_path, wcs, xs, ys, *_ = field
@@ -785,21 +817,33 @@ def test_default_outputs_of_different_requests_never_replace_each_other(tmp_path
     first, _ = run_predict(paths, ra=ra[:3], dec=dec[:3], **common)
     first_text = first.read_text()
     other, _ = run_predict(paths, ra=ra[3:6], dec=dec[3:6], **common)
-    lower, _ = run_predict(paths, ra=ra[:3], dec=dec[:3], threshold=0.2, **common)
+    lower, _ = run_predict(paths, ra=ra[:3], dec=dec[:3], threshold=0.3, **common)
+    nearly, _ = run_predict(paths, ra=ra[:3], dec=dec[:3], threshold=0.3000001, **common)
     again, _ = run_predict(paths, ra=ra[:3], dec=dec[:3], **common)
-    assert len({first, other, lower}) == 3 and again == first and first.read_text() == first_text
-    assert first.name.startswith("toy_toy_p15_drop_positions-") and lower.name.endswith("_threshold0.2.csv")
-    assert sorted(p.name for p in paths.predictions_dir.iterdir()) == sorted(p.name for p in (first, other, lower))
-    table = tmp_path / "my targets.fits.gz"
-    run_predict(paths, ra=ra[:3], dec=dec[:3], inputs=(table,), tta="off", **common)
-    request = PredictionRequest(False, False, ra[:3], dec[:3], table.name, None, "off", 3.5)
-    name = default_output_name("toy", "m", request)
-    assert name.startswith("toy_m_my-targets-") and name.endswith("_tta-off") and (paths.predictions_dir / (
-        default_output_name("toy", "toy_p15_drop", request) + ".csv")).is_file()  # fmt: skip
-    for kind in ({"all_objects": True}, {"detect": True}):
-        request = PredictionRequest(kind.get("all_objects", False), kind.get("detect", False), None, None, None,
-                                    None, "auto", 2.0)  # fmt: skip
-        assert default_output_name("f", "m", request) == f"f_m_{'all' if 'all_objects' in kind else 'detected'}"
+    assert len({first, other, lower, nearly}) == 4 and again == first and first.read_text() == first_text
+    assert first.name.startswith("toy_toy_p15_drop_positions-") and lower.name.endswith("_threshold0.3.csv")
+    assert nearly.name.endswith("_threshold0.3000001.csv")
+    # two tables of one name and the same positions, in two folders; the same cube name in another folder
+    outputs = {first, other, lower, nearly}
+    for folder in ("a", "b"):
+        table = tmp_path / folder / "targets.csv"
+        table.parent.mkdir()
+        rows = [f"{r!r},{d!r},{folder}{i}\n" for i, (r, d) in enumerate(zip(ra, dec, strict=True))]
+        table.write_text("ra,dec,name\n" + "".join(rows))
+        outputs.add(run_predict(paths, ra=ra, dec=dec, inputs=(table,), **common)[0])
+    moved = tmp_path / "c" / cube_path.name
+    moved.parent.mkdir()
+    shutil.copy(cube_path, moved)
+    outputs.add(run_predict(paths, ra=ra[:3], dec=dec[:3], model=str(model_dir), cube_path=str(moved))[0])
+    assert len(outputs) == 7 and sorted(p.name for p in paths.predictions_dir.iterdir()) == sorted(
+        p.name for p in outputs
+    )
+    assert any(p.name.startswith("toy_toy_p15_drop_targets-") for p in outputs)
+    for kind in ("all", "detected"):
+        request = PredictionRequest(cube_path, model_dir, kind == "all", kind == "detected", None, None, None, None,
+                                    "off", 2.0, "onnx")  # fmt: skip
+        name = default_output_name("f", "m", request)
+        assert re.fullmatch(rf"f_m_{kind}-[0-9a-f]{{8}}_tta-off", name), name  # --min-snr: positions only
 
 
 def test_an_unclosed_quote_is_refused_not_folded_over_the_lines_after_it(tmp_path):
@@ -988,6 +1032,40 @@ def test_a_tables_other_columns_are_carried_with_their_types_units_and_masks(tmp
     assert n_obs.dtype.kind == "i" and list(np.ma.getmaskarray(n_obs)) == [False, False, True] and n_obs[1] == 4
     assert table["flag"].dtype == bool and list(table["flag"]) == [True, False, True]
     assert [str(v) for v in table["input_status"]] == ["a", "b", "c"] and list(table["label"]) == list(kinds[:3])
+
+
+def test_a_cut_short_text_table_is_refused_and_carried_nan_and_inf_stay_values(tmp_path, bundle, field):
+    """A CSV or ECSV cut in the middle of its last line (an interrupted copy) gave that row a number cut in part:
+    dec 36.7 for 36.75078448, a place 3' away, classified with exit 0. Carried NaN and inf came out empty; and
+    FITS, whose column names are case-blind, got two columns it cannot tell apart."""
+    from astropy.table import Table
+
+    from stargal.predict_io import check_fits_text, read_coordinate_table
+
+    cube, wcs, xs, ys, kinds, _ = field
+    ra, dec = wcs.wcs_pix2world(xs[:3], ys[:3], 0)
+    whole = write_table(tmp_path / "whole.ecsv", {"ra": ra, "dec": dec, "flux": np.array([np.nan, np.inf, -np.inf])})
+    csv = tmp_path / "whole.csv"
+    csv.write_text("ra,dec\n" + "".join(f"{r!r},{d!r}\n" for r, d in zip(ra, dec, strict=True)))
+    for source in (whole, csv):
+        cut = tmp_path / f"cut{source.suffix}"
+        cut.write_bytes(source.read_bytes()[:-4])
+        with pytest.raises(StargalError, match=rf"^{cut}: line \d+, the last, has no line end: the file looks cut"):
+            read_coordinate_table(cut)
+    ra_in, dec_in, carried = read_coordinate_table(whole)
+    for suffix in (".ecsv", ".fits", ".csv"):
+        out = tmp_path / f"p{suffix}"
+        run_predict(DataPaths(tmp_path / "data"), ra=ra_in, dec=dec_in, cube_path=str(cube), bundle=bundle,
+                    out=str(out), carried=carried)  # fmt: skip
+        if suffix == ".csv":
+            assert [r["flux"] for r in read_out(out)] == ["nan", "inf", "-inf"]
+            continue
+        flux = Table.read(out, **({"mask_invalid": False} if suffix == ".fits" else {}))["flux"]  # FITS: NaN is NaN
+        assert not np.ma.getmaskarray(flux).any(), suffix
+        assert np.isnan(flux[0]) and list(np.asarray(flux)[1:]) == [np.inf, -np.inf], suffix
+    with pytest.raises(StargalError, match=r"columns 'mag' and 'MAG' differ only in case, which FITS does not"):
+        check_fits_text(tmp_path / "o.fits", {"mag": np.zeros(2), "MAG": np.ones(2)})
+    check_fits_text(tmp_path / "o.ecsv", {"mag": np.zeros(2), "MAG": np.ones(2)})  # ECSV tells them apart
 
 
 def test_a_tables_angle_units_are_converted_and_its_text_read_as_a_csvs(tmp_path):

@@ -453,6 +453,12 @@ def run_main(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[
         _exit_now(128 + signal.SIGTERM)
     except StargalError as exc:
         _fail(prog, debug, " ".join(str(exc).split()), 2)
+    except BrokenPipeError:
+        # the reader of our output stopped reading (`| head -1`): end as Unix tools do, silently, with SIGPIPE's
+        # status; outputs are whole or absent as on any stop
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the flush at exit would fail again
+        _exit_now(128 + signal.SIGPIPE)
     except OSError as exc:
         _fail(prog, debug, describe_os_error(exc), 1)
     except MemoryError:

@@ -184,9 +184,32 @@ def read_coordinate_table(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarr
     for the output table to carry: as text from a CSV; from an ECSV or FITS table (``TABLE_FORMATS``) as astropy
     Columns of their own type, unit and mask."""
     fmt = table_format(path)
+    if fmt != "fits":  # FITS readers find a cut file themselves; text readers take its last line as it stands
+        require_line_end(Path(path))
     if fmt is not None:
         return _read_astropy_coordinates(Path(path), fmt)
     return _read_csv_coordinates(Path(path))
+
+
+def require_line_end(path: Path) -> None:
+    """Refuse a text table whose last line has no line end: a file cut short (an interrupted copy or download)
+    would give its last row a number cut in part, a place elsewhere on the sky, read as well as any other."""
+    try:
+        with open(path, "rb") as fh:
+            if fh.seek(0, os.SEEK_END) == 0:
+                return  # empty: the readers name it
+            fh.seek(-1, os.SEEK_END)
+            last = fh.read(1)
+    except FileNotFoundError:
+        raise StargalError(f"{path}: coordinate file not found") from None
+    except OSError as exc:
+        raise StargalError(f"{path}: cannot read coordinate file ({exc})") from None
+    if last not in (b"\n", b"\r"):
+        lines = path.read_bytes().count(b"\n") + 1
+        raise StargalError(
+            f"{path}: line {lines}, the last, has no line end: the file looks cut short, and its last row could "
+            "hold a number cut in part; if the file is complete, end it with a newline"
+        )
 
 
 def _read_csv_coordinates(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
@@ -452,9 +475,18 @@ def output_format(path: str | os.PathLike) -> str:
 
 def check_fits_text(out: str | os.PathLike, carried: dict) -> None:
     """Refuse, before any classification, carried columns a FITS output cannot hold: FITS text (names and values)
-    is ASCII, and astropy's writer would otherwise fail after the work with an encoding error."""
+    is ASCII, and astropy's writer would otherwise fail after the work with an encoding error; its column names
+    are case-blind."""
     if output_format(out) != "fits":
         return
+    folded: dict[str, str] = {}
+    for name in carried:
+        twin = folded.setdefault(name.lower(), name)
+        if twin != name:  # FITS column names are case-blind: readers would take one for the other
+            raise StargalError(
+                f"--out {out}: columns {twin!r} and {name!r} differ only in case, which FITS does not tell apart; "
+                "rename one, or write .ecsv or .csv"
+            )
     for name, values in carried.items():
         if not name.isascii():
             raise StargalError(f"--out {out}: column name {name!r} is not ASCII, which FITS cannot store; write .ecsv")
@@ -474,7 +506,8 @@ def predictions_table(pred: Predictions, meta: dict, before: dict | None = None,
 
     Columns: ``before`` (e.g. objid), ra, dec, x, y, ``after`` (e.g. r_psfmag, catalog_type), p_star, label, status.
     x, y and p_star are masked where undefined (written as empty cells in CSV and ECSV, NaN in FITS). Astropy columns
-    among ``before`` (an ECSV or FITS input's carried columns) keep their mask, unit and description.
+    among ``before`` (an ECSV or FITS input's carried columns) keep their mask, unit and description, and their
+    NaN and inf values as such.
     """
     from astropy.table import MaskedColumn, Table
 
@@ -485,7 +518,8 @@ def predictions_table(pred: Predictions, meta: dict, before: dict | None = None,
         data = np.asarray(values)
         # an input table's carried column keeps its mask, unit and description
         mask = np.ma.getmaskarray(values) if np.ma.isMaskedArray(values) else None
-        if data.dtype.kind == "f" and name not in ("ra", "dec"):
+        if data.dtype.kind == "f" and name not in ("ra", "dec") and name not in (before or {}):
+            # our own undefined values are empty; a carried NaN or inf is the user's value and stays one
             mask = ~np.isfinite(data) if mask is None else mask | ~np.isfinite(data)
         unit = UNITS.get(name) or getattr(values, "unit", None)
         description = DESCRIPTIONS.get(name) or getattr(values, "description", None)

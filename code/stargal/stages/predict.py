@@ -4,6 +4,7 @@ object of the field, write a CSV, ECSV or FITS table."""
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import re
@@ -372,8 +373,9 @@ def detected_sources(
     return np.asarray(ra), np.asarray(dec), before, after, detection.single_band(sources.flux, bands)
 
 
-def sky_metadata(paths: DataPaths, cube: Cube) -> dict:
-    """FIELD, SKY (simulated or real) and, for the simulated sky, SIMVER (from the download manifest)."""
+def sky_metadata(cube_path: Path, cube: Cube) -> dict:
+    """FIELD, SKY (simulated or real) and, for the simulated sky, SIMVER (from the download manifest of the data
+    folder whose stage 01 wrote the cube: not --data-dir's, which may hold another sky; none for a cube elsewhere)."""
     h = cube.header
     meta: dict = {}
     if all(k in h for k in ("RERUN", "RUN", "CAMCOL", "FIELD")):
@@ -381,8 +383,12 @@ def sky_metadata(paths: DataPaths, cube: Cube) -> dict:
     simulated = bool(h.get("SIMULAT", False))
     meta["SKY"] = "simulated" if simulated else "real SDSS"
     if simulated and "FIELD" in meta:
+        fid = FieldId(int(h["RERUN"]), int(h["RUN"]), int(h["CAMCOL"]), int(h["FIELD"]))
+        cube_path = Path(cube_path).resolve()
+        home = DataPaths(cube_path.parents[4]) if len(cube_path.parents) > 4 else None
         try:
-            manifest = read_json(paths.manifest).get("files", {})
+            owned = home is not None and home.cube(fid).resolve() == cube_path
+            manifest = read_json(home.manifest).get("files", {}) if owned else {}
         except (OSError, ValueError):
             manifest = {}
         entry = manifest.get(frame_relpath("r", h["RERUN"], h["RUN"], h["CAMCOL"], h["FIELD"]), {})
@@ -394,35 +400,45 @@ def sky_metadata(paths: DataPaths, cube: Cube) -> dict:
 
 @dataclass(frozen=True)
 class PredictionRequest:
-    """What decides a prediction table's content, beyond its field and model (for its default name)."""
+    """What decides a prediction table's content, beyond its field and model's names (for its default name)."""
 
+    cube: Path
+    model_dir: Path
     all_objects: bool
     detect: bool
     ra: np.ndarray | None
     dec: np.ndarray | None
-    table_name: str | None  # the --csv file's name
+    table: Path | None  # the --csv file
     threshold: float | None
     tta: str
     min_snr: float
+    engine: str
 
 
 def default_output_name(field_label: str, model_name: str, request: PredictionRequest) -> str:
-    """FIELD_MODEL_WHAT[_OPTIONS]: one name per request, so that a different request never replaces an earlier
-    table. WHAT is ``all``, ``detected``, or the positions' source (the --csv file's stem, else ``positions``)
-    and a digest of the positions; OPTIONS name the settings that differ from the defaults."""
+    """FIELD_MODEL_WHAT-DIGEST[_OPTIONS]: one name per request, so that another request never replaces an earlier
+    table. WHAT is ``all``, ``detected``, or the positions' source (the --csv file's stem, else ``positions``);
+    DIGEST (8 hex) is of the cube's and model's folders, the positions, the --csv file (path and content) and the
+    engine; OPTIONS name the settings that differ from the defaults."""
+    digest = hashlib.sha256()
+    table = Path(request.table).expanduser().resolve() if request.table is not None else None
+    named = [Path(request.cube).expanduser().resolve(), Path(request.model_dir).expanduser().resolve(), table]
+    digest.update(json.dumps([str(p) for p in named] + [request.engine]).encode())
+    if table is not None:
+        digest.update(fsio.sha256_file(table).encode())
+    for values in (request.ra, request.dec):
+        if values is not None:
+            digest.update(np.ascontiguousarray(values, np.float64).tobytes())
     if request.all_objects or request.detect:
         what = "all" if request.all_objects else "detected"
     else:
-        digest = hashlib.sha256()
-        for values in (request.ra, request.dec):
-            digest.update(np.ascontiguousarray(values, np.float64).tobytes())
-        stem = re.sub(r"(\.fits)?\.[^.]*$", "", request.table_name) if request.table_name else "positions"
-        what = f"{re.sub(r'[^A-Za-z0-9.+-]+', '-', stem).strip('-') or 'table'}-{digest.hexdigest()[:8]}"
-    options = [f"threshold{request.threshold:g}"] if request.threshold is not None else []
+        stem = re.sub(r"(\.fits)?\.[^.]*$", "", table.name) if table is not None else "positions"
+        what = re.sub(r"[^A-Za-z0-9.+-]+", "-", stem).strip("-") or "table"
+    options = [f"threshold{request.threshold!r}"] if request.threshold is not None else []
     options += [f"tta-{request.tta}"] if request.tta != "auto" else []
     positions = not (request.all_objects or request.detect)
-    options += [f"snr{request.min_snr:g}"] if positions and request.min_snr != MIN_SNR else []
-    return "_".join([field_label, model_name, what, *options])
+    options += [f"snr{request.min_snr!r}"] if positions and request.min_snr != MIN_SNR else []
+    return "_".join([field_label, model_name, f"{what}-{digest.hexdigest()[:8]}", *options])
 
 
 def run_predict(
@@ -488,8 +504,9 @@ def run_predict(
         bundle = load_bundle(model_dir, engine)
     if out_path is None:  # the default output's folder checked before the work, as --out's is
         request = PredictionRequest(
-            all_objects, detect, ra, dec, Path(inputs[0]).name if inputs else None, threshold, tta, min_snr
-        )
+            path, bundle.directory, all_objects, detect, ra, dec, Path(inputs[0]) if inputs else None, threshold, tta,
+            min_snr, bundle.engine,
+        )  # fmt: skip
         out_path = paths.prediction_csv(default_output_name(field_label, bundle.name, request))
         try:
             require_writable_destination(out_path, "--out")
@@ -541,7 +558,7 @@ def run_predict(
         "THRESH": cut,
         **({"MODELTHR": bundle.threshold} if threshold is not None else {}),  # the one the user replaced
         "TTA": TTA_DESCRIPTIONS[mode],
-        **sky_metadata(paths, cube),
+        **sky_metadata(path, cube),
         **({"PSFRANGE": psf_note} if psf_note else {}),
         "STARGAL": __version__,
     }
