@@ -1090,6 +1090,19 @@ def test_a_tables_angle_units_are_converted_and_its_text_read_as_a_csvs(tmp_path
         fits.setval(path, "TUNIT1", value=unit, ext=1)
         fits.setval(path, "TUNIT2", value=unit, ext=1)
         assert read_coordinate_table(path)[0].tolist() == [1.5, 22.5]
+    # arcminutes and arcseconds written as primes; other times than hours are no RA (days read as hours: 360 x)
+    path = write_table(tmp_path / "primes.fits", {"ra": [1.5, 22.5], "dec": [30.0, -60.0]})
+    fits.setval(path, "TUNIT1", value="'", ext=1)
+    fits.setval(path, "TUNIT2", value='"', ext=1)
+    np.testing.assert_allclose(np.concatenate(read_coordinate_table(path)[:2]), [0.025, 0.375, 30 / 3600, -1 / 60])
+    for unit in ("d", "s", "as", "min"):
+        path = write_table(tmp_path / f"time-{unit}.fits", {"ra": [1.5, 22.5], "dec": [0.0, 1.0]})
+        fits.setval(path, "TUNIT1", value=unit, ext=1)
+        with pytest.raises(StargalError, match=rf"column ra: unit '{unit}' is a time, not an angle"):
+            read_coordinate_table(path)
+    with pytest.raises(StargalError, match=r"compass letters \(N, S, E, W\) are not read"):
+        (tmp_path / "w.csv").write_text("ra,dec\n13:21:27.5W,+10:00:00\n")
+        read_coordinates(tmp_path / "w.csv")
     text = write_table(tmp_path / "t.ecsv", {"ra": ["12:34:56.7", "12h34m56.7s", "188.73625"],
                                              "dec": ["+12:34:56", "-12d34m56s", "-3"]})  # fmt: skip
     ra, dec, _ = read_coordinate_table(text)

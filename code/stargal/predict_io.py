@@ -42,6 +42,8 @@ def _angle(text: str, kind: str) -> float:
         raise ValueError(text)
     if kind == "dec" and "h" in text.lower():  # astropy would take "1h" as 15 degrees: no declination is in hours
         raise ValueError(f"{text}: a declination in hours")
+    if re.search(r"^[NSEW]|[NSEW]$", text):  # astropy reads 13:21:27.5W as a negative angle
+        raise ValueError(f"{text}: compass letters (N, S, E, W) are not read; give Dec its sign and RA 0-24 h")
     fields, carried = [f for f in _SEXAGESIMAL_SEPARATORS.split(text) if f], False
     with contextlib.suppress(ValueError):  # a field that is not a number: astropy's parser says what is wrong
         carried = any(float(f) >= 60 for f in fields[1:3])
@@ -380,11 +382,13 @@ def _to_degrees(values: np.ndarray, unit, kind: str, where: str) -> np.ndarray:
     if isinstance(unit, u.UnrecognizedUnit):  # not a FITS unit, such as TUNIT = 'hourangle': astropy's own name?
         unit = _spelled_unit(unit.name)
     text = unit.to_string() or "dimensionless"
-    hours = unit == u.hourangle or unit.is_equivalent(u.hour)
+    hours = unit in (u.hourangle, u.hour)
+    if not hours and unit.is_equivalent(u.hour):  # days ('d') or seconds read as hours would move RA anywhere
+        raise StargalError(f"{where}: unit {text!r} is a time, not an angle ({_ANGLE_UNITS})")
     if hours and kind == "dec":
         raise StargalError(f"{where}: unit {text!r}: a declination is in degrees, not hours")
     if hours:  # 15 degrees an hour, exactly (astropy's hourangle goes through radians)
-        return (values if unit == u.hourangle else u.Quantity(values, unit).to_value(u.hour)) * 15.0
+        return values * 15.0
     if not unit.is_equivalent(u.deg):
         raise StargalError(f"{where}: unit {text!r} is not an angle ({_ANGLE_UNITS})")
     return u.Quantity(values, unit).to_value(u.deg)
@@ -395,6 +399,9 @@ def _spelled_unit(name: str):
     upper-case or plural spellings other software writes ('DEG', 'degrees'); the unrecognised unit otherwise."""
     from astropy import units as u
 
+    primes = {"'": u.arcmin, '"': u.arcsec, "''": u.arcsec}  # arcminutes and arcseconds as often written
+    if name.strip() in primes:
+        return primes[name.strip()]
     for spelling in (name, name.lower(), name.lower().removesuffix("s")):
         unit = u.Unit(spelling, parse_strict="silent")
         if not isinstance(unit, u.UnrecognizedUnit):
