@@ -356,11 +356,16 @@ def test_tiny_sky_alignment_then_preparation(tiny_data):
     for s in SPLITS:
         x, y, objects = parts[s]
         assert x.shape[1:] == (25, 25, 5) and (y == objects["label"]).all()
-    # a frame fetched again after the alignment (another sky, say): the cube is stale, and 02 says so
+    # a touched frame holds the same content: still current; a frame fetched again after the alignment with other
+    # content (another sky, say; here the same image compressed otherwise): the cube is stale, and 02 says so
+    import bz2
     import os
 
     frame = tiny_data.frame(FieldId(301, 8162, 6, 82), "g")
     os.utime(frame, ns=(frame.stat().st_atime_ns, frame.stat().st_mtime_ns + 10**9))
+    touched = run_script("--data-dir", str(tiny_data.root), *fields, "-q")
+    assert touched.returncode == 0, touched.stderr
+    frame.write_bytes(bz2.compress(bz2.decompress(frame.read_bytes()), compresslevel=1))
     again = run_script("--data-dir", str(tiny_data.root), *fields, "-q")
     assert again.returncode == 2, again.stderr
     assert f"field 301/8162/6/82: {frame.name} changed since stage 01 aligned it" in again.stderr
