@@ -255,9 +255,8 @@ def fingerprints(files) -> dict[str, str]:
 
 def changed_inputs(files, stamps: dict[str, str], digests: dict[str, str] | None) -> list[str]:
     """Names of ``files`` whose content is not what a record says it was made from: the size or time differs from
-    ``stamps`` and, where ``digests`` (sha256) are recorded, the content too. A copy made without keeping
-    times (``cp -r``) holds the same frames; only a record of before digests were kept takes its times at their
-    word."""
+    ``stamps`` and, where ``digests`` (sha256) are recorded, the content too: a copy made without keeping times
+    (``cp -r``) holds the same frames. A record written before digests were kept is judged by times alone."""
     now, changed = fingerprints(files), []
     for path in map(Path, files):
         name = path.name
