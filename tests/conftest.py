@@ -30,8 +30,24 @@ TINY = FieldSet(
 TINY_SHAPE = (400, 600)
 
 
+@pytest.hookimpl(trylast=True)  # after pytest-xdist's own, which names each test's group in its node id
 def pytest_collection_modifyitems(config, items):
-    """Every test that needs the real SDSS sample carries the ``real`` marker, so ``-m "not real"`` runs without it."""
+    """Every test that needs the real SDSS sample carries the ``real`` marker, so ``-m "not real"`` runs without it;
+    under ``--dist loadgroup`` the tests that share a costly fixture (``xdist_group``) do go to one worker."""
+    ungrouped = [
+        item.nodeid
+        for item in items
+        if getattr(config.option, "loadgroup", False)
+        and item.get_closest_marker("xdist_group")
+        and "@" not in item.nodeid
+    ]
+    if ungrouped:  # said on the worker's stderr: xdist turns a worker's collection error into an internal one
+        message = (
+            f"pytest {pytest.__version__} with this pytest-xdist does not group tests (xdist_group): each worker would "
+            f"make the shared fixtures again ({ungrouped[0]}); use the versions code/requirements-dev.txt pins"
+        )
+        sys.stderr.write(f"conftest: {message}\n")
+        raise pytest.UsageError(message)
     unmarked = [
         item.nodeid
         for item in items
