@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
+import multiprocessing
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -51,7 +53,7 @@ def trials_csv(paths: DataPaths, name: str) -> list[dict]:
 
 
 def load(paths: DataPaths, name: str = "toy_reference_base") -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=make_storage(paths.study_db(name)))
+    return optuna.load_study(study_name=name, storage=make_storage(paths.study_db(name), paths.study_lock(name)))
 
 
 def start_tune_py(paths: DataPaths, *args: str) -> subprocess.Popen:
@@ -77,6 +79,25 @@ def training_trials(paths: DataPaths, proc: subprocess.Popen, count: int, timeou
         time.sleep(0.05)
 
 
+def _open_study_storage(db: str, lock: str) -> None:
+    make_storage(Path(db), Path(lock))
+
+
+def test_processes_opening_a_new_study_at_once_all_open_it(tmp_path):
+    """Two processes opening a new study.db at once (tune.py and a reader polling it) both wrote its schema
+    version; the second failed with "UNIQUE constraint failed: alembic_version.version_num". The study's lock
+    now serialises the opening."""
+    context = multiprocessing.get_context("fork")
+    for attempt in range(5):
+        db, lock = tmp_path / f"study{attempt}.db", tmp_path / "trials.lock"
+        processes = [context.Process(target=_open_study_storage, args=(str(db), str(lock))) for _ in range(4)]
+        for process in processes:
+            process.start()
+        for process in processes:
+            process.join(60)
+        assert [p.exitcode for p in processes] == [0] * 4
+
+
 @pytest.mark.slow
 def test_parallel_study_resumes(paths):
     first = run_tuning(paths, trials=2, workers=2, **FAST)
@@ -84,7 +105,7 @@ def test_parallel_study_resumes(paths):
     assert name == "toy_reference_base"
     rows = trials_csv(paths, name)
     assert len(rows) == 2 and {r["state"] for r in rows} <= {"COMPLETE", "PRUNED"}
-    study = optuna.load_study(study_name=name, storage=make_storage(paths.study_db(name)))
+    study = load(paths, name)
     # the two trials ran in two different worker processes
     assert len({t.user_attrs["pid"] for t in study.trials}) == 2
     earlier = {t.number: (t.params, t.value) for t in study.trials}
@@ -100,21 +121,21 @@ def test_parallel_study_resumes(paths):
 
     # rerun with more trials: the same study continues, the earlier trials are kept as they were
     second = run_tuning(paths, trials=3, workers=2, **FAST)
-    study = optuna.load_study(study_name=name, storage=make_storage(paths.study_db(name)))
+    study = load(paths, name)
     assert len(study.trials) == 3 and second["counts"]["COMPLETE"] + second["counts"]["PRUNED"] == 3
     assert {t.number: (t.params, t.value) for t in study.trials[:2]} == earlier
     assert len(trials_csv(paths, name)) == 3
 
     # the same target again: nothing to run, nothing added
     run_tuning(paths, trials=3, workers=2, **FAST)
-    assert len(optuna.load_study(study_name=name, storage=make_storage(paths.study_db(name))).trials) == 3
+    assert len(load(paths, name).trials) == 3
 
 
 @pytest.mark.slow
 def test_interrupted_trial_is_retried(paths):
     run_tuning(paths, trials=1, workers=1, **FAST)
     name = "toy_reference_base"
-    storage = make_storage(paths.study_db(name))
+    storage = make_storage(paths.study_db(name), paths.study_lock(name))
     study = optuna.load_study(study_name=name, storage=storage)
     # an interrupted run leaves a RUNNING trial behind
     ghost = study.ask({"learning_rate": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)})
@@ -271,7 +292,7 @@ def test_results_are_sealed_and_a_damaged_study_is_named(paths):
     with pytest.raises(StargalError, match=f"{paths.study_db(name)}: cannot read the study .*--force starts it over"):
         run_tuning(paths, trials=1, workers=1, **FAST)
     run_tuning(paths, trials=1, workers=1, force=True, **FAST)  # what the error advises: a new study
-    assert len(optuna.load_study(study_name=name, storage=make_storage(paths.study_db(name))).trials) == 1
+    assert len(load(paths, name).trials) == 1
     assert verify_data_folder(paths)[0] == []
 
 

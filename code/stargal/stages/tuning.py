@@ -49,12 +49,15 @@ def storage_url(db: Path) -> str:
     return f"sqlite:///{db}"
 
 
-def make_storage(db: Path):
-    """The study storage in ``db`` (shared by the worker processes)."""
+def make_storage(db: Path, lock: Path):
+    """The study storage in ``db`` (shared by the worker processes), opened under the study's ``lock``."""
     import optuna
 
-    # A generous SQLite busy timeout: the workers write trial states concurrently.
-    return optuna.storages.RDBStorage(storage_url(db), engine_kwargs={"connect_args": {"timeout": 60}})
+    # Under the lock: two processes opening a new study.db at once both write its schema version, and the second
+    # fails (UNIQUE constraint failed: alembic_version.version_num). A generous SQLite busy timeout: the workers
+    # write trial states concurrently.
+    with file_lock(lock):
+        return optuna.storages.RDBStorage(storage_url(db), engine_kwargs={"connect_args": {"timeout": 60}})
 
 
 @contextlib.contextmanager
@@ -69,7 +72,7 @@ def _readable_study(db: Path):
         raise StargalError(f"{db}: cannot read the study ({why}); tune.py --force starts it over") from None
 
 
-def create_or_load(db: Path, name: str, seed: int, config: dict):
+def create_or_load(db: Path, lock: Path, name: str, seed: int, config: dict):
     """Open the study in ``db`` (creating it with ``config`` as user attributes) and recover interrupted trials.
 
     Returns (study, recovered) where recovered counts trials an interrupted run left RUNNING.
@@ -79,7 +82,7 @@ def create_or_load(db: Path, name: str, seed: int, config: dict):
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with _readable_study(db):
-        storage = make_storage(db)
+        storage = make_storage(db, lock)
         study = optuna.create_study(
             study_name=name, storage=storage, direction="minimize", load_if_exists=True, sampler=tune.sampler(seed)
         )
@@ -154,7 +157,7 @@ def _run_trials(spec: dict) -> int:
     data = load_data(spec)
     study = optuna.load_study(
         study_name=spec["study"],
-        storage=make_storage(Path(spec["db"])),
+        storage=make_storage(Path(spec["db"]), Path(spec["lock"])),
         sampler=tune.sampler(spec["seed"] + 7919 * (spec["worker"] + 1) + spec["offset"]),
         pruner=_stop_aware(tune.pruner()),
     )
@@ -353,7 +356,7 @@ def run_tuning(
     name = name or f"{dataset}_{architecture}"
     folder = paths.tuning_dir(name)
     folder.mkdir(parents=True, exist_ok=True)
-    db = paths.study_db(name)
+    db, lock = paths.study_db(name), paths.study_lock(name)
     if force:
         db.unlink(missing_ok=True)  # our own study file: start over
     settings = {
@@ -372,7 +375,7 @@ def run_tuning(
     config = json.loads(
         json.dumps({**settings, "objective": tune.OBJECTIVE, "search_space": tune.SEARCH_SPACES[architecture]})
     )
-    study, recovered = create_or_load(db, name, seed, config)
+    study, recovered = create_or_load(db, lock, name, seed, config)
     if recovered:
         log.info("%d trial(s) left running by an earlier run: marked interrupted and queued again", recovered)
     finished, _ = count_trials(study)
@@ -388,7 +391,7 @@ def run_tuning(
             "db": str(db),
             "study": name,
             "target": trials,
-            "lock": str(paths.study_lock(name)),
+            "lock": str(lock),
             "offset": len(study.trials),
             "threads": 1,
             "log_level": logging.getLogger("stargal").getEffectiveLevel(),
@@ -400,7 +403,7 @@ def run_tuning(
             _run_workers(specs)
     else:
         log.info("study %s already holds %d finished trial(s): nothing to run", name, finished)
-    study = create_or_load(db, name, seed, config)[0]
+    study = create_or_load(db, lock, name, seed, config)[0]
     return write_results(paths, name, study, architecture, dataset, time.monotonic() - start, extra)
 
 
