@@ -10,7 +10,10 @@ with 16 < r < 20 on the locus (the real-sky evaluation's ceiling, less the deble
 the locus's blue branch
 (`stargal.locus.ri_residual`) the median and robust scatter of r-i less the locus's r-i at their g-r, overall and
 per quarter of the frame's columns. A scatter several times another field's means the locus test is limited
-there by the frame's colours, not by any classifier. Prints one Markdown table.
+there by the frame's colours, not by any classifier. For the real fields, the same blue-branch sources are also
+measured with RAW_APERTURE_PX apertures twice: on the aligned cube, and on the field's raw g, r, i frames each
+read on its own WCS (background by sep): equal scatters say the colours scatter in the frames themselves, not
+because of the alignment. Prints one Markdown table.
 """
 
 from __future__ import annotations
@@ -23,11 +26,53 @@ import numpy as np
 from stargal import cli
 
 COLUMN_QUARTERS = 4
+RAW_APERTURE_PX = 7.0
 
 
-def field_row(name: str, data: np.ndarray, bands: str) -> list:
-    from stargal import detection, locus, realsky
+def robust_scatter(values: np.ndarray) -> float:
     from stargal.normalise import MAD_TO_SIGMA
+
+    values = values[np.isfinite(values)]
+    return MAD_TO_SIGMA * np.median(np.abs(values - np.median(values))) if len(values) >= 5 else np.nan
+
+
+def aperture_residuals(images: dict, x: dict, y: dict, ebv: float) -> np.ndarray:
+    """``locus.ri_residual`` of aperture colours: images, x, y per band g, r, i (background-subtracted)."""
+    import sep
+
+    from stargal import detection, locus
+
+    mag = {}
+    for b in "gri":
+        flux = sep.sum_circle(images[b], x[b], y[b], RAW_APERTURE_PX)[0]
+        mag[b] = detection.flux_to_mag(flux)
+    return locus.ri_residual(mag["g"] - mag["r"], mag["r"] - mag["i"], ebv)
+
+
+def raw_frame_scatters(raw_frames: dict, cube, data: np.ndarray, x: np.ndarray, y: np.ndarray, ebv: float) -> list:
+    """Robust r-i scatters of the sources at cube pixels (x, y) in RAW_APERTURE_PX apertures: [on the aligned
+    cube, on the raw frames ``raw_frames`` (band -> path), each on its own WCS]."""
+    import sep
+
+    from stargal import detection
+    from stargal.sdss import read_frame
+
+    cube_images = {b: detection.background_subtracted(data[cube.bands.index(b)])[0] for b in "gri"}
+    on_cube = aperture_residuals(cube_images, dict.fromkeys("gri", x), dict.fromkeys("gri", y), ebv)
+    ra, dec = cube.wcs.celestial.wcs_pix2world(x, y, 0)
+    images, fx, fy = {}, {}, {}
+    for b in "gri":
+        frame = read_frame(raw_frames[b])
+        image = np.ascontiguousarray(np.nan_to_num(frame.image), dtype=np.float32)
+        images[b] = image - sep.Background(image).back()
+        fx[b], fy[b] = frame.wcs.wcs_world2pix(ra, dec, 0)
+    on_raw = aperture_residuals(images, fx, fy, ebv)
+    both = np.isfinite(on_cube) & np.isfinite(on_raw)
+    return [robust_scatter(on_cube[both]), robust_scatter(on_raw[both])]
+
+
+def field_row(name: str, data: np.ndarray, bands: str, cube=None, raw_frames: dict | None = None) -> list:
+    from stargal import detection, locus, realsky
     from stargal.stages.realsky import percent_cell
 
     sources = detection.measure_sources(data, bands, faint=True)
@@ -46,10 +91,13 @@ def field_row(name: str, data: np.ndarray, bands: str) -> list:
     def median(select: np.ndarray) -> str:
         return f"{np.median(residual[select]):+.3f}" if select.sum() >= 5 else "-"
 
-    values = residual[blue]
-    scatter = MAD_TO_SIGMA * np.median(np.abs(values - np.median(values))) if len(values) >= 5 else np.nan
+    scatters = [robust_scatter(residual[blue])]
+    if raw_frames is not None:
+        scatters += raw_frame_scatters(raw_frames, cube, data, sources.x[blue], sources.y[blue], ebv)
+    else:
+        scatters += [np.nan, np.nan]
     return [name, f"{ebv:.2f}", percent_cell(realsky.fraction(on, pointlike)), int(blue.sum()), median(blue),
-            "-" if np.isnan(scatter) else f"{scatter:.3f}",
+            *("-" if np.isnan(v) else f"{v:.3f}" for v in scatters),
             *(median(blue & (quarter == q)) for q in range(COLUMN_QUARTERS))]  # fmt: skip
 
 
@@ -74,7 +122,8 @@ def main(argv=None) -> int:
     real = cli.data_paths(args).real_fields
     for field in sample_fields(real, sample):
         cube, data, _ = field_inputs(real, field.fid)
-        rows.append(field_row(field.label, data, cube.bands))
+        raw_frames = {b: real.frame(field.fid, b) for b in "gri"}
+        rows.append(field_row(field.label, data, cube.bands, cube, raw_frames))
     if args.simulated:
         paths = DataPaths(Path(args.simulated))
         for number in range(args.fields[0], args.fields[1] + 1):
@@ -83,7 +132,8 @@ def main(argv=None) -> int:
     if not rows:
         raise SystemExit(f"locus_scatter: no real sample in {sample} and no --simulated fields")
     columns = ["field", "E(B-V)", "isolated point-like, 16 < r < 20, on the locus", "blue branch", "r-i residual median",
-               "robust scatter", *(f"median, columns quarter {q + 1}" for q in range(COLUMN_QUARTERS))]  # fmt: skip
+               "robust scatter", f"robust scatter, {RAW_APERTURE_PX:g} px apertures: cube",
+               "the same on the raw frames", *(f"median, columns quarter {q + 1}" for q in range(COLUMN_QUARTERS))]  # fmt: skip
     print(markdown_table(columns, rows))
     return 0
 
