@@ -10,8 +10,8 @@ with 16 < r < 20 on the locus (the real-sky evaluation's ceiling, less the deble
 the locus's blue branch
 (`stargal.locus.ri_residual`) the median and robust scatter of r-i less the locus's r-i at their g-r, overall and
 per quarter of the frame's columns. A scatter several times another field's means the locus test is limited
-there by the frame's colours, not by any classifier. For the real fields, the same blue-branch sources are also
-measured with RAW_APERTURE_PX apertures twice: on the aligned cube, and on the field's raw g, r, i frames each
+there by the frame's colours, not by any classifier. The same blue-branch sources are also
+measured with RAW_APERTURE_PX apertures twice: on the aligned cube, and on the field's g, r, i frames each
 read on its own WCS (background by sep): equal scatters say the colours scatter in the frames themselves, not
 because of the alignment. Prints one Markdown table.
 """
@@ -71,10 +71,11 @@ def raw_frame_scatters(raw_frames: dict, cube, data: np.ndarray, x: np.ndarray, 
     return [robust_scatter(on_cube[both]), robust_scatter(on_raw[both])]
 
 
-def field_row(name: str, data: np.ndarray, bands: str, cube=None, raw_frames: dict | None = None) -> list:
+def field_row(name: str, data: np.ndarray, cube, raw_frames: dict) -> list:
     from stargal import detection, locus, realsky
     from stargal.stages.realsky import percent_cell
 
+    bands = cube.bands
     sources = detection.measure_sources(data, bands, faint=True)
     mag = sources.magnitude
     g, r, i = (mag[:, bands.index(b)] for b in "gri")
@@ -92,10 +93,7 @@ def field_row(name: str, data: np.ndarray, bands: str, cube=None, raw_frames: di
         return f"{np.median(residual[select]):+.3f}" if select.sum() >= 5 else "-"
 
     scatters = [robust_scatter(residual[blue])]
-    if raw_frames is not None:
-        scatters += raw_frame_scatters(raw_frames, cube, data, sources.x[blue], sources.y[blue], ebv)
-    else:
-        scatters += [np.nan, np.nan]
+    scatters += raw_frame_scatters(raw_frames, cube, data, sources.x[blue], sources.y[blue], ebv)
     return [name, f"{ebv:.2f}", percent_cell(realsky.fraction(on, pointlike)), int(blue.sum()), median(blue),
             *("-" if np.isnan(v) else f"{v:.3f}" for v in scatters),
             *(median(blue & (quarter == q)) for q in range(COLUMN_QUARTERS))]  # fmt: skip
@@ -123,12 +121,14 @@ def main(argv=None) -> int:
     for field in sample_fields(real, sample):
         cube, data, _ = field_inputs(real, field.fid)
         raw_frames = {b: real.frame(field.fid, b) for b in "gri"}
-        rows.append(field_row(field.label, data, cube.bands, cube, raw_frames))
+        rows.append(field_row(field.label, data, cube, raw_frames))
     if args.simulated:
         paths = DataPaths(Path(args.simulated))
         for number in range(args.fields[0], args.fields[1] + 1):
-            cube, data, _ = field_inputs(paths, FieldId(REFERENCE.rerun, REFERENCE.run, REFERENCE.camcol, number))
-            rows.append(field_row(f"simulated {number}", data, cube.bands))
+            fid = FieldId(REFERENCE.rerun, REFERENCE.run, REFERENCE.camcol, number)
+            cube, data, _ = field_inputs(paths, fid)
+            raw_frames = {b: paths.frame(fid, b) for b in "gri"}
+            rows.append(field_row(f"simulated {number}", data, cube, raw_frames))
     if not rows:
         raise SystemExit(f"locus_scatter: no real sample in {sample} and no --simulated fields")
     columns = ["field", "E(B-V)", "isolated point-like, 16 < r < 20, on the locus", "blue branch", "r-i residual median",

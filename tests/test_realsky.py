@@ -418,6 +418,9 @@ def test_locus_scatter_bench_tabulates_a_simulated_field(one_field, tmp_path, ca
     # measured on simulated fields 375-379 (seed 42): the stars' r-i scatter about the locus 0.05-0.07 mag, the
     # median within 0.11 of it (the real high-latitude fields: 0.025-0.039, within 0.04)
     assert int(cells[3]) >= 10 and abs(float(cells[4])) < 0.15 and 0.02 < float(cells[5]) < 0.1
+    # the same stars in apertures on the cube and on the frames it was aligned from: the alignment keeps colours
+    on_cube, on_frames = float(cells[6]), float(cells[7])
+    assert 0.02 < on_cube < 0.1 and abs(on_frames - on_cube) < 0.01
     with pytest.raises(SystemExit):
         bench.main(["--simulated", str(one_field["paths"].root), "-q"])  # --fields missing
 
