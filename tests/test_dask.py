@@ -331,12 +331,17 @@ def test_ctrl_c_stops_a_local_pool_at_once_without_waiting_for_its_tasks(tmp_pat
 TERMINATED_POOL = """
 import argparse, os, sys, time
 from pathlib import Path
-from stargal import cli
+from stargal import cli, fsio
 from stargal.parallel import map_tasks
 
 def task(i):
     Path(sys.argv[1], f"worker-{os.getpid()}").touch()
-    time.sleep(0.5 if i < 2 else 30)
+    if i < 2:
+        time.sleep(0.5)
+        return i
+    with fsio.atomic_path(Path(sys.argv[1], "outputs", f"task-{i}.txt")) as tmp:
+        tmp.write_text("half")
+        time.sleep(30)  # killed here by the stop: its temporary file stays behind
     return i
 
 def main(argv=None):
@@ -359,11 +364,12 @@ def _gone(pid: int) -> bool:
         return True
 
 
-@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGINT", "SIGKILL"])
 def test_a_killed_stage_leaves_no_worker_holding_the_data_folder(tmp_path, how):
     """SIGTERM (a batch system, timeout, docker stop) unwinds like Ctrl-C: "terminated", exit 143, the pool's
     workers stopped; after SIGKILL (or the out-of-memory killer) the workers end with their parent. Orphaned
-    workers used to hold the data folder's lock forever, and every later stage waited for them."""
+    workers used to hold the data folder's lock forever, and every later stage waited for them. After SIGTERM or
+    Ctrl-C no half-written file of the stopped workers stays behind (they were left until the next run)."""
     import fcntl
     import os
     import signal
@@ -382,10 +388,16 @@ def test_a_killed_stage_leaves_no_worker_holding_the_data_folder(tmp_path, how):
     time.sleep(2.0)  # the first two tasks have ended; the next two run for 30 s
     workers = [int(p.name.split("-")[1]) for p in data.glob("worker-*")]
     assert len(workers) == 2
-    proc.send_signal(getattr(signal, how))  # the stage alone, not its process group
+    assert len(list(data.glob("outputs/.task-*.part"))) == 2
+    if how == "SIGINT":
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the whole process group
+    else:
+        proc.send_signal(getattr(signal, how))  # the stage alone, not its process group
     _, err = proc.communicate(timeout=20)
-    if how == "SIGTERM":
-        assert proc.returncode == 143 and err.strip().endswith("terminated"), err
+    if how != "SIGKILL":
+        word, status = ("terminated", 143) if how == "SIGTERM" else ("interrupted", 130)
+        assert proc.returncode == status and err.strip().endswith(word), err
+        assert not list(data.glob("outputs/*")) and not list(data.glob("outputs/.*"))
     deadline = time.monotonic() + 10
     while not all(_gone(pid) for pid in workers) and time.monotonic() < deadline:
         time.sleep(0.1)

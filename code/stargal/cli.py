@@ -443,6 +443,9 @@ def run_main(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[
     try:
         try:
             status = main(argv)
+        except (KeyboardInterrupt, Terminated):
+            fsio.remove_interrupted_writes()  # what the workers it stopped were writing: half-written files
+            raise
         finally:
             fsio.release_folder_locks()  # the data folder is free for the next run as soon as this one ends
     except KeyboardInterrupt:

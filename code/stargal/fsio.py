@@ -572,6 +572,32 @@ def forget_inherited_locks() -> None:
             os.close(fd)
 
 
+def remove_interrupted_writes() -> list[Path]:
+    """After this run was interrupted: the temporary files that its writers stopped mid-write (pool workers
+    killed, download threads cut off at exit) left in the data folders it holds exclusively. Skipped for a folder
+    whose publication lock a reader holds (its own temporaries are not stale): the next run there removes them."""
+    removed: list[Path] = []
+    for key, (_, shared) in list(_HELD_LOCKS.items()):
+        if shared:
+            continue
+        root = Path(key).parent
+        guard = os.environ.get(PUBLISH_LOCK_ENV)
+        try:
+            fd = os.open(guard, os.O_RDWR) if guard else None
+        except OSError:
+            fd = None
+        try:
+            if fd is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            removed += remove_stale_temporaries(root)
+        except BlockingIOError:
+            continue
+        finally:
+            if fd is not None:
+                os.close(fd)
+    return removed
+
+
 def release_folder_locks() -> None:
     """Let go of every lock ``lock_folder`` took, and of the publication guard."""
     while _HELD_LOCKS:
