@@ -210,3 +210,20 @@ def test_a_previous_record_of_other_settings_is_redone_as_such_not_called_damage
     said = [r.getMessage() for r in caplog.records]
     assert said[0] == f"{record}: made with other settings or inputs; redoing it"
     assert said[1].startswith(f"{record}: earlier outputs incomplete or damaged (")
+
+
+def test_a_bad_latest_dataset_pointer_is_named_not_blamed_on_dataset(tmp_path):
+    """A damaged datasets/LATEST was reported as "--dataset '../../../etc': use letters...", an option the user
+    never gave; a LATEST naming a missing dataset did not say where the name came from."""
+    from stargal.dataset import resolve_dataset
+
+    paths = DataPaths(tmp_path / "data")
+    paths.latest_dataset.parent.mkdir(parents=True)
+    for text, words in (("../../../etc\n", "not a dataset's name"), ("gone\n", "names the dataset 'gone'")):
+        paths.latest_dataset.write_text(text)
+        with pytest.raises(StargalError) as caught:
+            resolve_dataset(paths, None)
+        message = str(caught.value)
+        assert message.startswith(f"{paths.latest_dataset}: {words}") and "--dataset '" not in message, message
+    with pytest.raises(StargalError, match=r"^--dataset '\.\./x': use letters"):
+        resolve_dataset(paths, "../x")  # the option's own value is still named as the option

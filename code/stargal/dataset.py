@@ -16,19 +16,31 @@ from .tables import OBJECT_DTYPE, read_table
 
 
 def resolve_dataset(paths: DataPaths, name: str | None) -> str:
-    """The dataset to use: ``name`` or the one stage 02 prepared last."""
+    """The dataset to use: ``name`` or the one stage 02 prepared last (its errors then name the LATEST file)."""
+    if name:
+        # a name, never a path: "augmented/<path>" or "models/<path>" would land in the dataset's own folder
+        check_folder_name(name, "--dataset")
+        if not paths.dataset_json(name).exists():
+            raise StargalError(f"{paths.dataset_json(name)}: dataset {name!r} not found (run 02_preparation.py)")
+        return name
+    pointer = paths.latest_dataset
+    if not pointer.exists():
+        raise StargalError(f"{pointer}: no dataset prepared yet (run 02_preparation.py or pass --dataset)")
+    try:
+        name = pointer.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StargalError(f"{pointer}: unreadable ({exc}); run 02_preparation.py again or pass --dataset") from None
     if not name:
-        if not paths.latest_dataset.exists():
-            raise StargalError(
-                f"{paths.latest_dataset}: no dataset prepared yet (run 02_preparation.py or pass --dataset)"
-            )
-        name = paths.latest_dataset.read_text(encoding="utf-8").strip()
-        if not name:
-            raise StargalError(f"{paths.latest_dataset}: empty (run 02_preparation.py or pass --dataset)")
-    # a name, never a path: "augmented/<path>" or "models/<path>" would land in the dataset's own folder
-    check_folder_name(name, "--dataset")
+        raise StargalError(f"{pointer}: empty (run 02_preparation.py or pass --dataset)")
+    try:
+        check_folder_name(name, "the name")
+    except StargalError as exc:
+        raise StargalError(f"{pointer}: not a dataset's name: {exc}; run 02_preparation.py again") from None
     if not paths.dataset_json(name).exists():
-        raise StargalError(f"{paths.dataset_json(name)}: dataset {name!r} not found (run 02_preparation.py)")
+        raise StargalError(
+            f"{pointer}: names the dataset {name!r}, which is not in {paths.datasets_root} "
+            "(run 02_preparation.py, or pass --dataset)"
+        )
     return name
 
 
