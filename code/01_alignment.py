@@ -25,7 +25,7 @@ from stargal.stages.alignment import run_alignment
 
 
 def build_parser():
-    parser = cli.make_parser(__doc__.split("\n\n")[0], splits=False, workers=True)
+    parser = cli.make_parser(__doc__.split("\n\n")[0], splits=False, workers=True, seed=False)
     group = parser.add_argument_group("alignment")
     group.add_argument("--ref-band", choices=BANDS, default=REFERENCE_BAND, help="band whose pixel grid the cube uses")
     group.add_argument("--no-reports", action="store_true", help="skip the statistics and plots")

@@ -19,7 +19,7 @@ from stargal.stages.preparation import describe_splits, prepare
 
 
 def main(argv=None) -> int:
-    parser = cli.make_parser(__doc__.splitlines()[0], splits=True, workers=True)
+    parser = cli.make_parser(__doc__.splitlines()[0], splits=True, workers=True, seed=False)
     group = parser.add_argument_group("patches and splits")
     group.add_argument("--patch-size", type=int, default=PATCH_SIZE, help="patch side in pixels (odd)")
     group.add_argument(

@@ -19,7 +19,7 @@ from stargal.stages.report import build_report
 
 
 def main(argv=None) -> int:
-    parser = cli.make_parser(__doc__.splitlines()[0])
+    parser = cli.make_parser(__doc__.splitlines()[0], seed=False)
     parser.add_argument(
         "--output", default=None, metavar="PDF", help="where to write (default: data/reports/report.pdf)"
     )

@@ -45,7 +45,7 @@ from stargal.stages.predict import ENGINE_HELP, ENGINES
 
 
 def build_parser():
-    parser = cli.make_parser(__doc__.split("\n\n")[0])
+    parser = cli.make_parser(__doc__.split("\n\n")[0], seed=False)
     # Values such as "-12:34:56" are declinations, not options (argparse only knows "-12.5" by itself).
     parser._negative_number_matcher = re.compile(r"^-\d")
     group = parser.add_argument_group("prediction")

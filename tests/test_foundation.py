@@ -227,3 +227,13 @@ def test_a_bad_latest_dataset_pointer_is_named_not_blamed_on_dataset(tmp_path):
         assert message.startswith(f"{paths.latest_dataset}: {words}") and "--dataset '" not in message, message
     with pytest.raises(StargalError, match=r"^--dataset '\.\./x': use letters"):
         resolve_dataset(paths, "../x")  # the option's own value is still named as the option
+
+
+@pytest.mark.parametrize("script", ["01_alignment.py", "02_preparation.py", "predict.py", "make_report.py"])
+def test_scripts_with_nothing_random_refuse_a_seed(script):
+    """01 and 02 took --seed and ignored it: a user changing it got 'current' and no word that it did nothing."""
+    from stargal.paths import PROJECT_ROOT
+
+    res = subprocess.run([sys.executable, str(PROJECT_ROOT / "code" / script), "--seed", "5"],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert res.returncode == 2 and "unrecognized arguments: --seed 5" in res.stderr, res.stderr

@@ -147,9 +147,11 @@ def make_parser(
     workers_default: int | None = None,
     workers_help: str = WORKERS_HELP,
     scheduler_help: str | None = SCHEDULER_HELP,
+    seed: bool = True,
 ) -> argparse.ArgumentParser:
     """A parser with the options every numbered script shares (``--workers`` with ``workers``, and ``--scheduler``
-    unless ``scheduler_help`` is None; the split field lists with ``splits``). ``stargal.pipeline`` derives its
+    unless ``scheduler_help`` is None; the split field lists with ``splits``; ``--seed`` unless ``seed`` is False,
+    for a script with nothing random, where a seed would be taken and ignored). ``stargal.pipeline`` derives its
     pass-through list from it."""
     parser = argparse.ArgumentParser(description=description, formatter_class=_HelpFormatter)
     ref = REFERENCE
@@ -194,7 +196,8 @@ def make_parser(
         group.add_argument(
             "--test-fields", nargs="+", action=FieldsAction, default=ref.test_fields, metavar="F", help="test fields"
         )
-    parser.add_argument("--seed", type=seed_int, default=SEED, help="random seed (0 to 4294967295)")
+    if seed:
+        parser.add_argument("--seed", type=seed_int, default=SEED, help="random seed (0 to 4294967295)")
     parser.add_argument("--force", action="store_true", help="redo work whose outputs are already current")
     if workers:
         parser.add_argument(
