@@ -22,8 +22,8 @@ saturated: true where the source's r-band core saturated (a star brighter than r
 empty, since its flux is only a lower limit), in input order: ra, dec, x, y, p_star, label, status. status is ok, outside (not in the
 field), edge (too near the border for the model's edge policy), no_data (a band does not cover the
 position), no_source (--ra/--dec, --csv: the frame shows no source there, such as blank sky), off_peak (--ra/--dec,
---csv: light there, but no source centred on it: a bright star's wing, or more than ~1" from a source's centre) or,
-with --detect, artefact (seen in the r band alone: a cosmic ray or hot pixel); p_star and label
+--csv: light there, but no source centred on it: a bright star's wing, or more than ~1" from a source's centre) or
+artefact (--detect, --ra/--dec, --csv: seen in the r band alone, a cosmic ray or hot pixel); p_star and label
 are empty unless status is ok. --out's extension chooses the format: .csv,
 .ecsv (units; model, version, threshold, field and sky as metadata) or .fits (binary table, the same
 metadata as header keywords).
@@ -170,12 +170,13 @@ def main(argv=None) -> int:
     )  # fmt: skip
     counts = pred.counts()
     stars = int(np.count_nonzero(pred.label == "star"))
+    what = "object" if args.all else "source" if args.detect else "coordinate"
     print(
-        f"{len(pred)} {'objects' if args.all else 'coordinates'}: {counts['ok']} classified ({stars} star, "
+        f"{len(pred)} {what}{'' if len(pred) == 1 else 's'}: {counts['ok']} classified ({stars} star, "
         f"{counts['ok'] - stars} galaxy), {counts['outside']} outside, {counts['edge']} edge, "
         f"{counts['no_data']} no data, {counts['no_source']} no source"
         f"{f', {counts[STATUS_OFF_PEAK]} off peak' if counts[STATUS_OFF_PEAK] else ''}"
-        f"{f', {counts[STATUS_ARTEFACT]} artefact' if args.detect else ''} -> {out}"
+        f"{f', {counts[STATUS_ARTEFACT]} artefact' if args.detect or counts[STATUS_ARTEFACT] else ''} -> {out}"
     )
     if pred.saturated is not None and pred.saturated.any():
         print(

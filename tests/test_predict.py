@@ -629,6 +629,13 @@ def test_detect_reports_a_single_band_spike_as_an_artefact(tmp_path, model_dir, 
     row = [r for r in read_out(out) if r["status"] == "artefact"]
     assert len(row) == 1 and row[0]["p_star"] == "" and row[0]["label"] == ""
     assert pred.counts()["artefact"] == 1
+    # given by position (--ra/--dec, --csv) it is an artefact too: it was classified, a "star" with exit 0
+    ra, dec = pred.ra[at_spike], pred.dec[at_spike]
+    ra_all, dec_all = np.r_[ra, pred.ra[~at_spike]], np.r_[dec, pred.dec[~at_spike]]
+    _, by_position = run_predict(DataPaths(tmp_path / "data"), model=str(model_dir), cube_path=str(spiked), ra=ra_all,
+                                 dec=dec_all, out=str(tmp_path / "positions.csv"))  # fmt: skip
+    assert by_position.status[0] == "artefact" and np.isnan(by_position.p_star[0])
+    assert not (by_position.status[1:] == "artefact").any()  # the toy sources, seen in every band, are not
 
 
 def test_a_psf_map_beside_a_cube_is_used_only_when_its_field_record_seals_both(tmp_path, field):

@@ -267,9 +267,13 @@ def stellar_size(r50: np.ndarray, candidates: np.ndarray) -> float:
     return float(np.median(lower[np.abs(lower - centre) < width]))
 
 
-def gaussian_fluxes(image: np.ndarray, x: np.ndarray, y: np.ndarray, sigma: float, half: int = 7) -> np.ndarray:
-    """Linear least-squares flux of a unit circular Gaussian (``sigma`` px) centred on each source."""
+def gaussian_fluxes(
+    image: np.ndarray, x: np.ndarray, y: np.ndarray, sigma: float | np.ndarray, half: int = 7
+) -> np.ndarray:
+    """Linear least-squares flux of a unit circular Gaussian (``sigma`` px: one, or one per source) centred on each
+    source."""
     rows, cols = image.shape
+    sigma = np.broadcast_to(np.asarray(sigma, np.float64), np.shape(x))
     ix, iy = np.floor(x + 0.5).astype(np.int64), np.floor(y + 0.5).astype(np.int64)
     offsets = np.arange(-half, half + 1)
     padded = np.pad(image, half)
@@ -278,7 +282,7 @@ def gaussian_fluxes(image: np.ndarray, x: np.ndarray, y: np.ndarray, sigma: floa
     stamps = padded[np.clip(r, 0, rows + 2 * half - 1), np.clip(c, 0, cols + 2 * half - 1)].astype(np.float64)
     dx = (ix - x)[:, None, None] + offsets[None, None, :]
     dy = (iy - y)[:, None, None] + offsets[None, :, None]
-    weight = np.exp(-0.5 * (dx**2 + dy**2) / sigma**2)  # the template, peak 1 (its flux is 2 pi sigma^2)
+    weight = np.exp(-0.5 * (dx**2 + dy**2) / sigma[:, None, None] ** 2)  # the template, peak 1 (flux 2 pi sigma^2)
     amplitude = (weight * stamps).sum((1, 2)) / (weight * weight).sum((1, 2))
     return amplitude * 2 * np.pi * sigma**2
 

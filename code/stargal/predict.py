@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import patches, presence
+from .detection import GAUSS_R50_TO_SIGMA, gaussian_fluxes, single_band
 from .errors import StargalError
 from .geometry import inside_frame, sky_to_pixel
 from .metrics import mcc_from_counts
@@ -37,7 +38,7 @@ STATUS_EDGE = "edge"
 STATUS_NO_DATA = "no_data"
 STATUS_NO_SOURCE = "no_source"
 STATUS_OFF_PEAK = "off_peak"  # light there, but no source centred on it: a bright star's wing, or > ~1" off a source
-STATUS_ARTEFACT = "artefact"  # --detect: a source seen in one band only (stargal.detection.single_band)
+STATUS_ARTEFACT = "artefact"  # a source seen in one band only (stargal.detection.single_band): a cosmic ray
 STATUSES = (STATUS_OK, STATUS_OUTSIDE, STATUS_EDGE, STATUS_NO_DATA, STATUS_NO_SOURCE, STATUS_OFF_PEAK, STATUS_ARTEFACT)
 STATUS_DTYPE = f"U{max(map(len, STATUSES))}"
 OUTPUT_COLUMNS = ("ra", "dec", "x", "y", "p_star", "label", "status")
@@ -178,6 +179,7 @@ def classify(
     chunk: int = CHUNK,
     psf_map=None,
     min_snr: float = 0.0,
+    bands: str | None = None,
 ) -> Predictions:
     """Classify sky positions in an aligned cube [bands, rows, cols] with a Keras model taking raw patches or an
     ``onnx_engine.OnnxNetwork`` (the same network, patches cut from the cube normalised once).
@@ -190,7 +192,9 @@ def classify(
     ``psf_map`` (a ``stargal.psf.PSFMap`` of the cube): the PSF at each position, for models that take it.
     ``min_snr``: positions where the bands' combined PSF-matched S/N does not reach it are ``no_source``, and
     those where it does but the response does not peak are ``off_peak`` (0, for positions known to hold a source
-    such as catalogued or detected ones: classify them all).
+    such as catalogued or detected ones: classify them all); with the cube's ``bands`` named, a source there seen
+    in r alone (``detection.single_band`` of its PSF-matched fluxes: a cosmic ray) is an ``artefact``, as
+    ``--detect`` marks it.
     """
     if tta not in TTA_MODES:
         raise StargalError(f"--tta {tta!r}: must be one of {', '.join(TTA_MODES)}")
@@ -205,10 +209,11 @@ def classify(
         status[ok[empty]] = STATUS_NO_DATA
         ok = ok[~empty]
     if ok.size and min_snr > 0:
-        faint, off_peak = _no_source(data, x[ok], y[ok], psf_map, min_snr)
+        faint, off_peak, artefact = _no_source(data, x[ok], y[ok], psf_map, min_snr, bands)
         status[ok[faint]] = STATUS_NO_SOURCE
         status[ok[off_peak]] = STATUS_OFF_PEAK
-        ok = ok[~faint & ~off_peak]
+        status[ok[artefact]] = STATUS_ARTEFACT
+        ok = ok[~faint & ~off_peak & ~artefact]
     if ok.size:
         rows, cols = patches.pixel_centres(x[ok], y[ok])
         pixel, inverse = np.unique(rows * data.shape[2] + cols, return_inverse=True)  # row-major: cache friendly
@@ -233,10 +238,11 @@ def classify(
 
 
 def _no_source(
-    data: np.ndarray, x: np.ndarray, y: np.ndarray, psf_map, min_snr: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """(faint, off_peak) bool masks at (x, y): PSF-matched S/N over the bands below ``min_snr``; reached, but the
-    response does not peak there, as on a bright star's wing (``presence.source_refusals``)."""
+    data: np.ndarray, x: np.ndarray, y: np.ndarray, psf_map, min_snr: float, bands: str | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(faint, off_peak, artefact) bool masks at (x, y): PSF-matched S/N over the bands below ``min_snr``;
+    reached, but the response does not peak there, as on a bright star's wing (``presence.source_refusals``);
+    a source that peaks there seen in r alone (with ``bands`` named; all False without)."""
     if psf_map is not None:
         r50_at = psf_map.at
     else:
@@ -244,7 +250,18 @@ def _no_source(
     rows, cols = patches.pixel_centres(x, y)
     data = presence.local_background_subtracted(data)
     noise = presence.filter_noise(data, r50_at)
-    return presence.source_refusals(data, rows, cols, r50_at(cols, rows), noise, min_snr)
+    r50 = r50_at(cols, rows)
+    faint, off_peak = presence.source_refusals(data, rows, cols, r50, noise, min_snr)
+    artefact = np.zeros_like(faint)
+    if bands is not None and set("gri") <= set(bands) and (shown := np.flatnonzero(~faint & ~off_peak)).size:
+        # fluxes as --detect measures them (a Gaussian of the PSF's size at the exact position), over the local sky
+        sigma = np.asarray(r50, np.float64)[shown] * GAUSS_R50_TO_SIGMA
+        flux = np.full((len(shown), len(bands)), np.nan)
+        for band in "gri":
+            b = bands.index(band)
+            flux[:, b] = gaussian_fluxes(np.nan_to_num(data[b]), x[shown], y[shown], sigma[:, b])
+        artefact[shown] = single_band(flux, bands)
+    return faint, off_peak, artefact
 
 
 def _network(model, data: np.ndarray, patch_size: int, batch_size: int):

@@ -543,6 +543,7 @@ def run_predict(
         tta=mode,
         psf_map=psf_map,
         min_snr=0.0 if all_objects or detect else min_snr,  # catalogued and detected positions hold a source
+        bands=bundle.bands,
     )
     if artefact is not None:
         mark_artefacts(pred, artefact)
