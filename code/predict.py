@@ -149,8 +149,12 @@ def main(argv=None) -> int:
     from stargal.stages.predict import run_predict
 
     ra, dec, carried = coordinates(args)
-    if args.cube is not None and args.field is not None:
-        raise StargalError("give the field one way: --cube PATH or --field N (with --rerun/--run/--camcol), not both")
+    if args.cube is not None and (args.field is not None or cli.given_selection(args)):
+        named = [f"--{k}" for k in cli.given_selection(args)] + (["--field"] if args.field is not None else [])
+        raise StargalError(
+            f"give the field one way: --cube PATH or --field N (with --rerun/--run/--camcol), not both "
+            f"(--cube with {', '.join(named)}: the cube's own field is classified)"
+        )
     field = args.field
     if args.fields and (len(args.fields) > 1 or field not in (None, args.fields[0])):
         raise StargalError(

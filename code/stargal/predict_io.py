@@ -146,8 +146,16 @@ _UNCLOSED_QUOTE = "a double quote not closed makes a value swallow the lines aft
 def _csv_rows(fh, path: Path) -> list[list[str]]:
     """Every row of a CSV file, each from one line: a value running over a line break (a quote never closed, as in
     '"Star A,10,5') would fold every later line into one value, their positions lost without a word, so it is
-    refused naming the line where it starts, as is any csv.Error (such as a value over csv's size limit)."""
-    reader = csv.reader(fh)
+    refused naming the line where it starts, as is any csv.Error (such as a value over csv's size limit). A blank
+    line (white space only) is [], as csv gives an empty one: a line of separators or quotes (",", '""') is not."""
+    last = [""]  # the line csv read last: csv gives ["  "] for spaces, [""] for '""'; only the line tells them apart
+
+    def lines():
+        for line in fh:
+            last[0] = line
+            yield line
+
+    reader = csv.reader(lines())
     rows: list[list[str]] = []
     start = 1
     while True:
@@ -159,7 +167,7 @@ def _csv_rows(fh, path: Path) -> list[list[str]]:
             raise StargalError(f"{path}: line {start}: not valid CSV ({exc}); {_UNCLOSED_QUOTE}") from None
         if any("\n" in value or "\r" in value for value in row):
             raise StargalError(f"{path}: line {start}: a value runs on to line {reader.line_num}; {_UNCLOSED_QUOTE}")
-        rows.append(row)
+        rows.append(row if last[0].strip() else [])
         start = reader.line_num + 1
 
 
@@ -175,10 +183,16 @@ def read_coordinates(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
 
 
 def carried_name(name: str, index: int) -> str:
-    """The output column of an input CSV's other column: its own name, unless it is empty or one of the table's
-    own columns (then ``input_`` + name), so a user's names and magnitudes stay beside their positions."""
+    """The output column of an input table's other column, so a user's names and magnitudes stay beside their
+    positions: its own name, ``column_N`` (1-based) if empty, and ``input_`` + name where the name is one of the
+    table's own columns (any case) or such a name already carried, ``input_`` any number of times before it:
+    x -> input_x -> input_input_x. So no two names meet, nor one meet the table's own: predict.py's output, read
+    back, is written again with every column, the earlier runs' one ``input_`` deeper each time."""
     name = name.strip() or f"column_{index + 1}"
-    return f"input_{name}" if name.lower() in _OWN_COLUMNS else name
+    base = name.lower()
+    while base not in _OWN_COLUMNS and base.startswith("input_"):
+        base = base.removeprefix("input_")
+    return f"input_{name}" if base in _OWN_COLUMNS else name
 
 
 def read_coordinate_table(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
@@ -242,8 +256,12 @@ def _read_csv_coordinates(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str,
         raise StargalError(f"{path}: line 1: column(s) {', '.join(repeated)} appear more than once")
     lines, ra_text, dec_text, kept = [], [], [], []
     for line, row in enumerate(rows[1:], start=2):  # one row per line: _csv_rows refuses values over two
-        if not row or all(not c.strip() for c in row):
-            continue  # blank lines carry no coordinate
+        if not row:
+            continue  # a blank line is formatting, no row of the table
+        if all(not c.strip() for c in row):  # skipped, it would put every later row beside the wrong input
+            raise StargalError(
+                f"{path}: line {line}: a row of empty values (no ra, no dec); give its position or delete it"
+            )
         if len(row) <= max(ira, idec):
             raise StargalError(f"{path}: line {line}: too few values ({len(row)} for {len(header)} columns)")
         if len(row) > len(header):  # an unquoted comma, say: which value is ra is no longer certain
@@ -362,16 +380,42 @@ def _column_degrees(column, kind: str, path: Path, where) -> np.ndarray:
         raise StargalError(f"{where(masked[0])}: {kind} is missing (an empty, masked or NaN value)")
     values, unit = np.ma.getdata(column), column.unit
     if values.dtype.kind == "U":
-        if unit is not None and unit.to_string() != "deg":  # text is read in degrees, or sexagesimal RA in hours
+        from astropy import units as u
+
+        if unit is not None and _spelled_unit(unit.to_string()) != u.deg:  # text: degrees, or sexagesimal RA in hours
             raise StargalError(
                 f"{path}: column {name}: text with unit {unit.to_string()!r}; text is read as degrees or "
                 "sexagesimal, so give numbers in that unit or drop it"
             )
-        return angles_or_error(values.tolist(), kind, where)
+        texts = values.tolist()
+        declared = kind == "ra" and unit is not None
+        hours = next((i for i, text in enumerate(texts) if _read_in_hours(text)), None) if declared else None
+        if hours is not None:  # the column says degrees, its text hours: one reading is 15 times the other
+            raise StargalError(
+                f"{where(hours)}: ra {texts[hours]!r} in column {name}, whose unit is {unit.to_string()!r}: "
+                "sexagesimal RA text is read in hours, not in the column's unit; drop the unit to read it in hours, or "
+                "give degrees (numbers, or 200d21m30.6s)"
+            )
+        return angles_or_error(texts, kind, where)
     if values.dtype.kind not in "iuf":
         raise StargalError(f"{path}: column {name}: {values.dtype} values, not numbers or text")
     degrees = np.asarray(values, dtype=np.float64)
     return degrees if unit is None else _to_degrees(degrees, unit, kind, f"{path}: column {name}")
+
+
+def _read_in_hours(text: str) -> bool:
+    """True when ``_angle`` reads an RA text in hours (sexagesimal without "d"), or would but for its 0-24 range."""
+    text = text.strip()
+    with contextlib.suppress(ValueError):
+        float(text)
+        return False
+    if _SEXAGESIMAL_RA_DEGREES.search(text):
+        return False
+    try:
+        _angle(text, "ra")
+    except ValueError as exc:
+        return "RA in hours" in str(exc)
+    return True
 
 
 def _to_degrees(values: np.ndarray, unit, kind: str, where: str) -> np.ndarray:

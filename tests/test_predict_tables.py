@@ -1,0 +1,127 @@
+"""predict_io's tables without a model: --csv inputs (CSV, ECSV, FITS) read, predictions written and read back."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stargal.errors import StargalError
+from stargal.predict import Predictions
+from stargal.predict_io import carried_name, predictions_table, read_coordinate_table, write_predictions
+
+OWN = ["ra", "dec", "x", "y", "p_star", "label", "status"]  # predict.py's columns for --ra/--dec and --csv
+
+
+def write_table(path: Path, columns: dict) -> Path:
+    """``columns`` written by astropy as ECSV or FITS, by ``path``'s extension."""
+    from astropy.table import Table
+
+    Table(columns).write(path, format="ascii.ecsv" if path.suffix == ".ecsv" else "fits")
+    return path
+
+
+def csv_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def classify_without_a_model(path: Path, out: Path, run: int) -> None:
+    """What predict.py --csv PATH --out OUT writes, with made-up results that differ from run to run."""
+    ra, dec, carried = read_coordinate_table(path)
+    n = len(ra)
+    status = np.roll(np.array(["ok", "outside", "edge"] * n)[:n], run)
+    ok = status == "ok"
+    x = np.where(status == "outside", np.nan, 10.0 * run + np.arange(n))
+    p_star = np.where(ok, 0.1 * run, np.nan).astype(np.float32)
+    pred = Predictions(ra, dec, x, x + 1.0, p_star, np.where(ok, "star", ""), status)
+    write_predictions(out, predictions_table(pred, {"MODEL": "m"}, carried))
+
+
+@pytest.mark.parametrize("suffix", [".ecsv", ".fits"])
+def test_sexagesimal_ra_text_under_a_unit_of_degrees_is_refused_naming_the_unit(tmp_path, suffix):
+    """Text RA 13:21:26.0404 in a column of unit deg was read in hours (RA 200.36) with exit 0, the declared
+    unit ignored; 200:21:30.6 there was refused as "RA in hours must be 0-24", without a word of the unit."""
+    from astropy.table import Column
+
+    for i, value in enumerate(["13:21:26.0404", "200:21:30.6", "13h21m26.04s"]):
+        ra = Column(["10.5", value], unit="deg")
+        path = write_table(tmp_path / f"in{i}{suffix}", {"ra": ra, "dec": Column(["1", "2"], unit="deg")})
+        with pytest.raises(StargalError) as info:
+            read_coordinate_table(path)
+        message = str(info.value)
+        assert message.startswith(f"{path}: row 2: ra {value!r} in column ra, whose unit is 'deg': sexagesimal RA text")
+        assert "is read in hours" in message and "\n" not in message
+    # degrees said in the text agree with the unit; Dec text is degrees, never hours; without a unit RA is hours
+    text = write_table(tmp_path / f"deg{suffix}", {
+        "ra": Column(["200d21m30.6s", "200.5"], unit="deg"), "dec": Column(["+10:30:00", "-1d30m"], unit="deg"),
+    })  # fmt: skip
+    ra, dec, _ = read_coordinate_table(text)
+    np.testing.assert_allclose(ra, [200.3585, 200.5])
+    np.testing.assert_allclose(dec, [10.5, -1.5])
+    hours_dec = write_table(tmp_path / f"hdec{suffix}", {"ra": ["1"], "dec": Column(["1h"], unit="deg")})
+    with pytest.raises(StargalError, match=r": row 1: dec '1h': a declination is in degrees .*, not hours$"):
+        read_coordinate_table(hours_dec)
+    plain = write_table(tmp_path / f"plain{suffix}", {"ra": ["13:21:26.0404"], "dec": ["+10:30:00"]})
+    np.testing.assert_allclose(read_coordinate_table(plain)[0], [200.358501667])
+
+
+def test_a_csv_row_of_empty_values_is_refused_naming_its_line(tmp_path):
+    """A line "," or '"",""' between two rows was dropped: three data rows in, two out, every later result beside
+    the wrong input line, exit 0. Blank lines (nothing, or spaces only) are still skipped as formatting."""
+    for i, empty in enumerate([",", '"",""', " , ", '""', ",,"]):
+        path = tmp_path / f"in{i}.csv"
+        path.write_text(f"ra,dec,name\n10,1,a\n{empty}\n11,2,b\n")
+        with pytest.raises(StargalError) as info:
+            read_coordinate_table(path)
+        assert (
+            str(info.value) == f"{path}: line 3: a row of empty values (no ra, no dec); give its position or delete it"
+        )
+    blank = tmp_path / "blank.csv"
+    blank.write_text("ra,dec,name\n10,1,a\n\n   \n11,2,b\n\n")
+    ra, dec, carried = read_coordinate_table(blank)
+    assert ra.tolist() == [10.0, 11.0] and carried["name"].tolist() == ["a", "b"]
+
+
+def test_carried_names_never_meet_each_other_or_the_tables_own():
+    """x became input_x, which an earlier run's carried input_x already was: the output of predict.py --csv could
+    not be read with --csv again ("input_x appear more than once"), nor a table with both status and input_status."""
+    assert [carried_name(n, i) for i, n in enumerate(["name", "x", "input_x", "Input_Input_Status", "input_name"])] == [
+        "name", "input_x", "input_input_x", "input_Input_Input_Status", "input_name"]  # fmt: skip
+    assert carried_name("  ", 4) == "column_5"
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".ecsv", ".fits"])
+def test_an_output_read_back_with_csv_is_written_again_with_every_column(tmp_path, suffix):
+    """predict.py's own output (carrying input_x, input_status, ...) was refused by --csv as "column(s) input_x,
+    ... appear more than once", though the README says --csv reads predict.py's outputs; so was a table with both
+    status and input_status."""
+    path = write_table(tmp_path / "in.ecsv", {
+        "name": ["a", "b", "c"], "ra": [10.0, 11.0, 12.0], "dec": [1.0, 2.0, 3.0],
+        "status": ["new", "old", "new"], "input_status": ["s1", "s2", "s3"],
+    })  # fmt: skip
+    for run in (1, 2, 3):
+        out = tmp_path / f"run{run}{suffix}"
+        classify_without_a_model(path, out, run)
+        path = out
+    runs = [f"input_input_{n}" for n in OWN[2:]] + [f"input_{n}" for n in OWN[2:]]  # runs 1 and 2, this one's last
+    want = ["name", "input_input_input_status", "input_input_input_input_status", *runs, *OWN]  # the user's first
+    if suffix == ".csv":
+        rows = csv_rows(out)
+        assert list(rows[0]) == want
+        values = {name: [r[name] for r in rows] for name in want}
+    else:
+        from astropy.table import Table
+
+        table = Table.read(out)
+        assert table.colnames == want
+        values = {name: [str(v) for v in table[name]] for name in want}
+    assert values["name"] == ["a", "b", "c"] and values["input_input_input_status"] == ["new", "old", "new"]
+    assert values["input_input_input_input_status"] == ["s1", "s2", "s3"]
+    assert values["input_input_status"] == ["edge", "ok", "outside"]  # run 1's
+    assert values["input_status"] == ["outside", "edge", "ok"]  # run 2's
+    assert values["input_input_x"][0].startswith("10") and values["input_x"][1].startswith("21")
+    ra, dec, last = read_coordinate_table(out)  # and once more
+    assert ra.tolist() == [10.0, 11.0, 12.0] and len(last) == len(want) - 2
