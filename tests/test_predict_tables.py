@@ -125,3 +125,25 @@ def test_an_output_read_back_with_csv_is_written_again_with_every_column(tmp_pat
     assert values["input_input_x"][0].startswith("10") and values["input_x"][1].startswith("21")
     ra, dec, last = read_coordinate_table(out)  # and once more
     assert ra.tolist() == [10.0, 11.0, 12.0] and len(last) == len(want) - 2
+
+
+def test_a_true_false_column_with_empty_values_is_refused_for_a_fits_output(tmp_path):
+    """A carried true/false column with an empty value was written to FITS as True (astropy writes logicals
+    without their null): a wrong value with exit 0. Refused before any work; .ecsv keeps it empty."""
+    from astropy.table import MaskedColumn, Table
+
+    from stargal.predict_io import check_fits_text
+
+    flags = MaskedColumn([True, False, True], mask=[False, False, True])
+    path = write_table(tmp_path / "in.ecsv", {"ra": [1.0, 2.0, 3.0], "dec": [0.0, 0.0, 0.0], "seen": flags})
+    ra, dec, carried = read_coordinate_table(path)
+    assert list(np.ma.getmaskarray(carried["seen"])) == [False, False, True]
+    with pytest.raises(StargalError, match=r"column 'seen' is a true/false column with empty values \(row 3\)"):
+        check_fits_text(tmp_path / "out.fits", carried)
+    check_fits_text(tmp_path / "out.ecsv", carried)  # text formats keep the empty value
+    whole = {"seen": np.array([True, False, True])}
+    check_fits_text(tmp_path / "out.fits", whole)  # nothing empty: written as it is
+    pred = Predictions(ra, dec, np.zeros(3), np.zeros(3), np.full(3, 0.5, np.float32), np.full(3, "star"),
+                       np.full(3, "ok"))  # fmt: skip
+    write_predictions(tmp_path / "out.ecsv", predictions_table(pred, {"MODEL": "m"}, carried))
+    assert list(np.ma.getmaskarray(Table.read(tmp_path / "out.ecsv")["seen"])) == [False, False, True]

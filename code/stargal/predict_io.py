@@ -504,7 +504,7 @@ DESCRIPTIONS = {
     "p_star": "model probability that the source is a star",
     "label": "star or galaxy (p_star >= threshold); empty unless status is ok",
     "status": "ok, outside, edge, no_data, no_source (the frame shows no source there), off_peak (light, but no source "
-    "centred there: a bright star's wing, or > ~1 arcsec off a source) or artefact (--detect: seen in r alone)",
+    "centred there: a bright star's wing, or > ~1 arcsec off a source) or artefact (seen in r alone: a cosmic ray)",
 }
 # every column predict.py writes itself: an input column of one of these names is carried as input_NAME
 _OWN_COLUMNS = {*DESCRIPTIONS, "catalog_type"}
@@ -541,6 +541,13 @@ def check_fits_text(out: str | os.PathLike, carried: dict) -> None:
     for name, values in carried.items():
         if not name.isascii():
             raise StargalError(f"--out {out}: column name {name!r} is not ASCII, which FITS cannot store; write .ecsv")
+        if np.asarray(values).dtype.kind == "b" and np.ma.getmaskarray(values).any():
+            # astropy writes a FITS logical without its null: an empty (masked) value would come out True or False
+            row = int(np.flatnonzero(np.ma.getmaskarray(values))[0]) + 1
+            raise StargalError(
+                f"--out {out}: column {name!r} is a true/false column with empty values (row {row}), which a FITS "
+                "output would write as true or false; write .ecsv or .csv"
+            )
         data = np.asarray(values)
         if data.dtype.kind != "U":
             continue
