@@ -41,6 +41,8 @@ does. Compare a real field only with simulated fields injected the same way. The
 from __future__ import annotations
 
 import argparse
+import functools
+import os
 import sys
 import time
 from typing import NamedTuple
@@ -161,6 +163,19 @@ class RealField(NamedTuple):
     ebv: float | None
 
 
+def frame_noise(path: os.PathLike) -> float:
+    """The per-pixel noise of a frame (``psf.pixel_noise``); each file read once per process, however many runs
+    of ``main`` ask (it is identified by its size and times: a rewritten frame is read again)."""
+    stat = os.stat(path)
+    return _frame_noise(os.fspath(path), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _frame_noise(path: str, size: int, mtime_ns: int, ctime_ns: int) -> float:
+    image = read_frame(path).image
+    return float(pixel_noise(image[np.isfinite(image)]))
+
+
 def load_field(paths: DataPaths, name: str, patch_size: int, ebv: float | None) -> RealField:
     """A real field real_sky.py prepared, by name RUN-CAMCOL-FIELD; its objects reddened by ``ebv``."""
     try:
@@ -174,8 +189,7 @@ def load_field(paths: DataPaths, name: str, patch_size: int, ebv: float | None) 
     pmap = PSFMap.from_dict(fsio.read_json(paths.psf_map(fid)), str(paths.psf_map(fid)))
     # photo measures on the frames; resampling onto r's grid smooths the cube's noise (u g i z: 0.6-0.75 of the
     # frames'), so the cube's own scatter would make injected objects too significant and the catalogue too deep
-    frames = [read_frame(paths.frame(fid, band)).image for band in BANDS]
-    sigma = np.array([pixel_noise(image[np.isfinite(image)]) for image in frames])
+    sigma = np.array([frame_noise(paths.frame(fid, band)) for band in BANDS])
     free = ~source_mask(data[2], sigma[2])
     half = patch_size // 2 + 1
     free[:half], free[-half:], free[:, :half], free[:, -half:] = False, False, False, False
