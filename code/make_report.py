@@ -34,14 +34,16 @@ def main(argv=None) -> int:
 
         check_selection(paths, None, cli.given_selection(args))
     result = build_report(paths, output, force=args.force)
-    stale = result.get("stale") or []
-    missing = [title for title, ran in result["sections"].items() if not ran and title not in stale]
+    stale, refused = result.get("stale") or [], result.get("not_shown") or []
+    missing = [title for title, ran in result["sections"].items() if not ran and title not in stale + refused]
     state = ", current, kept" if result.get("skipped") else ""
     print(f"report: {result['path']} ({result['pages']} pages{state})")
     if missing:
         print(f"not run: {', '.join(missing)}")
     if stale:
         print(f"stale (left out; the report says what redoes them): {', '.join(stale)}")
+    if refused:
+        print(f"not shown (the report says why): {', '.join(refused)}")
     return 0
 
 

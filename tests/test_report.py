@@ -208,8 +208,9 @@ def test_real_sky_section_renders_the_contract_and_names_an_unreadable_file(tmp_
     _fake_run(paths)
     folder = paths.reports("real_sky")
     _png(folder / "recognised.png", 7)
+    evaluated = {"model": str(paths.model_dir(MODEL)), "model_id": _model_id(paths)}
     fsio.seal(folder / "real_sky.json", [folder / "recognised.png"], {
-        "model": MODEL, "summary": "The model recognises most real stars.",
+        "settings": evaluated, "model": MODEL, "summary": "The model recognises most real stars.",
         "tables": [{"title": "Real catalog stars recognised", "columns": ["field", "stars", "recognised"],
                     "rows": [["4510-4-30", 161, 0.894]]}],
         "figures": [{"file": "recognised.png", "caption": "Recognised fraction against r magnitude."}],
@@ -219,6 +220,7 @@ def test_real_sky_section_renders_the_contract_and_names_an_unreadable_file(tmp_
     text = "\n".join(page_texts(tmp_path / "real.pdf"))
     assert "The model recognises most real stars." in text and "Real catalog stars recognised" in text
     assert "4510-4-30" in text and "0.894" in text and "Recognised fraction against r magnitude." in text
+    assert "Not this report's model" not in text
 
     # a figure in the report was shown as edited by hand or damaged, exit 0: the seal is checked first
     sealed = (folder / "real_sky.json").read_text()
@@ -786,3 +788,31 @@ def test_a_test_set_of_a_region_alone_is_described_as_the_region(tmp_path):
     )
     assert "(training 80 81 83, validation 82, no test field), moves every object in" in _splits_para(paths)
     assert dict(collect(paths).facts)["Fields"].endswith(f"validation 82, test from {REGION_WORDS}")
+
+
+def test_a_real_sky_evaluation_of_an_earlier_model_of_the_name_is_stale_and_another_models_is_named(tmp_path):
+    """The model retrained under its name after real_sky.py: the report showed the earlier model's real-sky
+    numbers as the current one's, exit 0. An evaluation of another model (the shipped one) says so."""
+    from stargal.paths import PRETRAINED_MODEL_DIR
+
+    paths = DataPaths(tmp_path / "data")
+    _fake_run(paths)
+    folder = paths.reports("real_sky")
+
+    def evaluated(model_dir: Path, name: str) -> None:
+        model_id = fsio.seal_digest(fsio.read_json(model_dir / "model.json"))
+        fsio.seal(folder / "real_sky.json", [], {"settings": {"model": str(model_dir), "model_id": model_id},
+                                                 "model": name, "summary": "Evaluated."})  # fmt: skip
+
+    evaluated(paths.model_dir(MODEL), MODEL)
+    assert _sections(paths)["Real-sky evaluation"].ran
+    _retrain(paths)
+    section = _sections(paths)["Real-sky evaluation"]
+    assert not section.ran
+    assert section.status == f"stale: made from an earlier model named {MODEL} (retrained, changed or removed since); " \
+        "rerun code/real_sky.py"  # fmt: skip
+    evaluated(PRETRAINED_MODEL_DIR, "stargal-pretrained")
+    section = _sections(paths)["Real-sky evaluation"]
+    assert section.ran and f"Not this report's model `{MODEL}`" in section.blocks[0].text
+    fsio.seal(folder / "real_sky.json", [], {"model": MODEL, "summary": "Which model?"})  # no settings: unknown
+    assert _sections(paths)["Real-sky evaluation"].status.startswith("not shown: it does not record the model")

@@ -1058,9 +1058,18 @@ def real_sky_section(run: Run) -> Section:
         check = fsio.check_seal(path)  # real_sky.py seals its set: an edited figure or table must not be shown
         if not check.ok:
             return Section(title, ran=False, status=f"not shown: {check.describe(1)}; rerun code/real_sky.py")
+        settings = rec.get("settings") or {}
+        problem = _evaluated_model_problem(run, settings)
+        if problem:
+            return Section(title, ran=False, status=problem)
         blocks: list = [Para(str(rec.get("summary", "")))] if rec.get("summary") else []
         if rec.get("model"):
-            blocks.insert(0, Para(f"Model `{rec['model']}`."))
+            text = f"Model `{rec['model']}`."
+            if run.model_id is not None and settings.get("model_id") != run.model_id:
+                text += (
+                    f" Not this report's model `{run.model_name}`: code/real_sky.py without --model evaluates that one."
+                )
+            blocks.insert(0, Para(text))
         for t in rec.get("tables") or []:
             blocks.append(TableBlock([str(c) for c in t["columns"]], [list(r) for r in t["rows"]], str(t["title"])))
         for f in rec.get("figures") or []:
@@ -1074,6 +1083,26 @@ def real_sky_section(run: Run) -> Section:
     except (KeyError, TypeError, AttributeError) as exc:
         return Section(title, ran=False, status=f"{path}: unreadable (missing or malformed {exc})")
     return Section(title, blocks)
+
+
+def _evaluated_model_problem(run: Run, settings: dict) -> str | None:
+    """Why a real-sky evaluation must not be shown: the model it names is no longer the one it evaluated (retrained
+    under its name, changed or removed since), or it does not say which; None when it may be."""
+    recorded, folder = settings.get("model_id"), settings.get("model")
+    if not recorded or not folder:
+        return "not shown: it does not record the model it evaluated (an earlier real_sky.py); rerun code/real_sky.py"
+    if recorded == run.model_id:
+        return None
+    try:
+        current = fsio.seal_digest(integrity.require_model(folder))
+    except StargalError:
+        current = None
+    if current != recorded:
+        return (
+            f"stale: made from an earlier model named {Path(folder).name} (retrained, changed or removed since); "
+            "rerun code/real_sky.py"
+        )
+    return None
 
 
 def runtime_section(run: Run) -> Section:
@@ -1164,6 +1193,7 @@ def build_report(paths: DataPaths, output: Path | None = None, force: bool = Fal
         "pages": pages,
         "sections": {s.title: s.ran for s in doc.sections},
         "stale": [s.title for s in doc.sections if s.status.startswith("stale")],
+        "not_shown": [s.title for s in doc.sections if s.status.startswith("not shown")],
     }
     if default:
         fsio.seal(paths.report_record, [output], {"settings": settings, "result": result})
