@@ -118,6 +118,37 @@ def test_explain_runner_writes_grids(tmp_path, model_dir):
     assert not run_explain(paths, model=str(model_dir), dataset="toy", per_group=1, steps=8, force=True)["skipped"]
 
 
+def test_explain_stopped_midway_keeps_the_previous_set_whole(tmp_path, model_dir, monkeypatch):
+    """explain.py --force stopped after its first figure had replaced the old one: the set's seal broke and the
+    report called the explanations stale. Now the figures and table appear with their record, or not at all."""
+    from stargal.fsio import save_npy
+    from stargal.paths import DataPaths
+    from stargal.stages.explain import run_explain
+
+    paths = DataPaths(tmp_path / "data")
+    x, y = toy.toy_patches(40, P, seed=8)
+    y[:4] = 1 - y[:4]
+    save_npy(paths.split_x("toy", "test"), x)
+    save_npy(paths.split_y("toy", "test"), y)
+    fsio.seal(paths.dataset_json("toy"), [paths.split_x("toy", "test"), paths.split_y("toy", "test")], {"name": "toy"})
+    run_explain(paths, model=str(model_dir), dataset="toy", per_group=2, steps=8)
+    folder = paths.reports("explain", "toy_p15_drop")
+    before = {f.name: f.read_bytes() for f in folder.iterdir()}
+    real, calls = explain.integrated_gradients, []
+
+    def stopped_on_the_second_group(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # Ctrl-C once the first group's figure is written
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(explain, "integrated_gradients", stopped_on_the_second_group)
+    with pytest.raises(KeyboardInterrupt):
+        run_explain(paths, model=str(model_dir), dataset="toy", per_group=2, steps=16, force=True)
+    assert {f.name: f.read_bytes() for f in folder.iterdir()} == before  # no temporary file left, nothing replaced
+    assert fsio.check_seal(folder / "explain.json").ok
+
+
 def test_difficulty_markdown_from_numbers():
     from stargal import difficulty
     from stargal.metrics import by_magnitude

@@ -121,31 +121,38 @@ def run_explain(
     groups = explain.select_examples(y, p, bundle.threshold, per_group, seed)
     out_dir = paths.reports("explain", bundle.name)
     written, rows = [], []
-    for group, idx in groups.items():
-        if idx.size == 0:
-            log.info("%s: no examples in the %s split", group, split)
-            continue
-        xs = np.asarray(x[idx], np.float32)
-        psf_idx = None if psf is None else psf[idx]
-        ig = explain.integrated_gradients(bundle.model, xs, psf=psf_idx, steps=steps)
-        cam = explain.grad_cam(bundle.model, xs, psf=psf_idx)
-        captions = [_caption(objects, i) for i in idx]
-        title = f"{bundle.name}: {GROUP_TITLES[group]} ({split} split of {dataset}, threshold {bundle.threshold:.2f})"
-        written.append(
-            plot_explanations(xs, ig, cam, p[idx], y[idx], out_dir / f"{group}.png", title=title, captions=captions)
-        )
-        centre = explain.central_fraction(ig, 3.0)
-        for k, i in enumerate(idx):
-            rows.append([group, int(i), _objid(objects, i), int(y[i]), f"{p[i]:.4f}", f"{centre[k]:.3f}", captions[k]])
-    header = ["group", "index", "objid", "label", "p_star", "ig_central_fraction_r3", "r_psfmag"]
-    write_text(out_dir / "examples.csv", csv_text(header, rows))
-    result = {
-        "model": bundle.name,
-        "dataset": dataset,
-        "figures": [str(f) for f in written],
-        "counts": {g: int(i.size) for g, i in groups.items()},
-    }
-    fsio.seal(out_dir / "explain.json", [out_dir / "examples.csv", *written], {"settings": settings, "result": result})
+    # the figures and table appear with the record that seals them, or (stopped, failed) the previous set stays
+    with fsio.OutputSet(out_dir / "explain.json") as output:
+        for group, idx in groups.items():
+            figure = out_dir / f"{group}.png"
+            if idx.size == 0:
+                log.info("%s: no examples in the %s split", group, split)
+                output.remove(figure)  # an earlier run's figure of the group is not this run's
+                continue
+            xs = np.asarray(x[idx], np.float32)
+            psf_idx = None if psf is None else psf[idx]
+            ig = explain.integrated_gradients(bundle.model, xs, psf=psf_idx, steps=steps)
+            cam = explain.grad_cam(bundle.model, xs, psf=psf_idx)
+            captions = [_caption(objects, i) for i in idx]
+            title = (
+                f"{bundle.name}: {GROUP_TITLES[group]} ({split} split of {dataset}, threshold {bundle.threshold:.2f})"
+            )
+            plot_explanations(xs, ig, cam, p[idx], y[idx], output.path(figure), title=title, captions=captions)
+            written.append(figure)
+            centre = explain.central_fraction(ig, 3.0)
+            for k, i in enumerate(idx):
+                rows.append(
+                    [group, int(i), _objid(objects, i), int(y[i]), f"{p[i]:.4f}", f"{centre[k]:.3f}", captions[k]]
+                )
+        header = ["group", "index", "objid", "label", "p_star", "ig_central_fraction_r3", "r_psfmag"]
+        write_text(output.path(out_dir / "examples.csv"), csv_text(header, rows))
+        result = {
+            "model": bundle.name,
+            "dataset": dataset,
+            "figures": [str(f) for f in written],
+            "counts": {g: int(i.size) for g, i in groups.items()},
+        }
+        output.commit({"settings": settings, "result": result})
     return {**result, "folder": out_dir, "skipped": False}
 
 
@@ -219,9 +226,6 @@ def run_difficulty(
         rows, source = by_magnitude(y, p, mag, bundle.threshold), "measured"
     neighbour = nearest_neighbour_arcsec(objects["ra"], objects["dec"])
     groups = difficulty.select_examples(y, p, mag, neighbour, bundle.threshold, seed=seed)
-    figure = plot_examples(
-        x, groups, p, y, mag, out / "examples.png", title=f"{bundle.name}: test patches of {dataset}"
-    )
     text = difficulty.difficulty_markdown(
         rows,
         y=y,
@@ -232,6 +236,9 @@ def run_difficulty(
         figure="examples.png",
         model=bundle.name,
     )
-    write_text(out / "difficulty.md", text)
-    fsio.seal(out / "difficulty.json", outputs, {"settings": settings, "result": {"by_magnitude_source": source}})
+    figure = out / "examples.png"
+    with fsio.OutputSet(out / "difficulty.json") as output:  # both with their record, or the previous set stays
+        plot_examples(x, groups, p, y, mag, output.path(figure), title=f"{bundle.name}: test patches of {dataset}")
+        write_text(output.path(out / "difficulty.md"), text)
+        output.commit({"settings": settings, "result": {"by_magnitude_source": source}})
     return {"markdown": text, "folder": out, "figure": figure, "by_magnitude_source": source, "skipped": False}
