@@ -52,7 +52,7 @@ def build_parser():
     group.add_argument(
         "--model",
         default=None,
-        help="model name, folder, .keras file or 'pretrained' (default: the latest trained, else pretrained)",
+        help="model name, folder (or its model.keras) or 'pretrained' (default: the latest trained, else pretrained)",
     )
     group.add_argument(
         "--cube", default=None, help="aligned cube FITS of the field (instead of --run/--camcol/--field)"

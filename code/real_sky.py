@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--model",
         default=None,
-        help="model name, folder, .keras file or 'pretrained' (default: the latest trained, else the pretrained one)",
+        help="model name, folder (or its model.keras) or 'pretrained' (default: the latest trained, else the pretrained one)",
     )
     parser.add_argument("--out", default=None, help="folder for the results (default: data/reports/real_sky)")
     parser.add_argument(

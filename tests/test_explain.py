@@ -299,8 +299,12 @@ def test_a_lone_keras_file_is_refused_in_one_line(tmp_path, model_dir):
     lone = tmp_path / "elsewhere" / "mine.keras"
     lone.parent.mkdir()
     shutil.copy(model_dir / "model.keras", lone)
-    with pytest.raises(StargalError, match=r"^--model .*mine\.keras: a \.keras file on its own .*explain\.py takes"):
+    with pytest.raises(StargalError, match=r"^--model .*mine\.keras: a \.keras file on its own .*model's name"):
         run_explain(paths, model=str(lone), dataset="own")
+    folder = shutil.copytree(model_dir, tmp_path / "copy")
+    shutil.copy(folder / "model.keras", folder / "mine.keras")  # beside a model.json, but not the folder's network
+    with pytest.raises(StargalError, match=r"mine\.keras: a \.keras file on its own"):
+        run_explain(paths, model=str(folder / "mine.keras"), dataset="own")
     result = run_explain(paths, model=str(model_dir / "model.keras"), dataset="own", per_group=1, steps=4)
     assert result["skipped"] is False  # the model.keras of a model folder is that model
 

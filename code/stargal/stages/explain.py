@@ -48,14 +48,7 @@ def _model_and_dataset(
     if model is None and not paths.latest_model.exists():
         # predict falls back to the pretrained model; its dataset is not in this folder, so say what is missing
         raise StargalError(f"{paths.root}: no model trained here yet (run 03_model.py, or pass --model and --dataset)")
-    model_dir = resolve_model_dir(paths, model)
-    given = Path(model or "")
-    if given.suffix == ".keras" and (given.name != "model.keras" or not ModelFiles(model_dir).json.is_file()):
-        # the threshold, name and dataset are model.json's: a network on its own cannot be explained
-        raise StargalError(
-            f"--model {model}: a .keras file on its own (not a model.keras beside its model.json); explain.py "
-            "takes a model name or a model folder as 03_model.py writes it (model.keras with model.json)"
-        )
+    model_dir = resolve_model_dir(paths, model)  # a .keras file on its own is refused there
     meta = integrity.require_model(model_dir)
     given_dataset = dataset is not None
     dataset = dataset or meta.get("dataset")

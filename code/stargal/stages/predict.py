@@ -83,7 +83,8 @@ class ModelBundle:
 
 def resolve_model_dir(paths: DataPaths, spec: str | None) -> Path:
     """The model folder named by ``spec``: ``pretrained`` (the model shipped in models/), a model name, a folder
-    or a .keras file; None means the latest model trained in the data folder, or the pretrained one if none."""
+    or a file of a model folder (model.keras beside its model.json); None means the latest model trained in the
+    data folder, or the pretrained one if none."""
     if spec == PRETRAINED:
         if not ModelFiles(PRETRAINED_MODEL_DIR).keras.is_file():
             raise StargalError(f"{PRETRAINED_MODEL_DIR}: the pretrained model is missing from this copy of stargal")
@@ -103,6 +104,13 @@ def resolve_model_dir(paths: DataPaths, spec: str | None) -> Path:
             )
     candidate = Path(spec).expanduser()
     if candidate.suffix in (".keras", ".onnx", ".json") and candidate.is_file():  # a file of a model's folder
+        files = ModelFiles(candidate.parent)
+        if candidate.name not in (files.keras.name, files.onnx.name, files.json.name) or not files.json.is_file():
+            # the normalisation, threshold and seal are model.json's: a network on its own cannot be run as trained
+            raise StargalError(
+                f"--model {spec}: a {candidate.suffix} file on its own (not a file of a model folder, beside its "
+                "model.json); give a model's name, its folder as 03_model.py writes it, or pretrained"
+            )
         return candidate.resolve().parent
     if ModelFiles(candidate).keras.is_file():
         return candidate.resolve()
