@@ -125,3 +125,9 @@ def test_a_sweep_under_another_sweeps_name_is_refused(tmp_path):
     other_run.write_bytes(gal.read_bytes())
     with pytest.raises(sdss.StargalError, match="rows of RUN 4510, but the file name says RUN 8162; wrong file"):
         sdss.read_catalog(other_run)
+    # a sweep of real_sky.py's --sample folder: 00_download.py would not put anything back there
+    from stargal.stages.realsky import _read_sweep
+
+    with pytest.raises(sdss.StargalError, match=r"\(star\).*put the camcol's own sweep .* --sample folder") as info:
+        _read_sweep(star)
+    assert "00_download" not in str(info.value)

@@ -206,13 +206,14 @@ def read_catalog(
     path: str | os.PathLike,
     columns=tuple(CATALOG_COLUMNS),
     redo: str = "the file is damaged: 00_download.py --verify fetches it again",
+    wrong_file: str | None = None,
 ) -> np.ndarray:
     """Read the named columns of a calibObj sweep into a native-endian structured array.
 
     A gzip file is decompressed to its end first, so its CRC and length are checked (FITS readers stop at the
     last row and never reach them: a damaged stream would lose rows silently). Column types and element counts
     are checked against ``CATALOG_COLUMNS``, and RUN/CAMCOL against the file name. ``redo``: what to do about a
-    damaged file, in its error."""
+    damaged file, in its error; ``wrong_file``: about another sweep under this name (default: fetch it again)."""
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -232,7 +233,7 @@ def read_catalog(
         raise StargalError(f"{path}: file not found") from None
     except (OSError, EOFError, ValueError, zlib.error) as exc:
         raise StargalError(f"{path}: not a readable calibObj catalog ({exc}); {redo}") from None
-    _check_catalog_columns(path, arrays)
+    _check_catalog_columns(path, arrays, wrong_file)
     n = len(next(iter(arrays.values()))) if arrays else 0
     dtype = [(c, a.dtype.newbyteorder("=") if a.dtype.kind != "S" else a.dtype, a.shape[1:]) for c, a in arrays.items()]
     out = np.empty(n, dtype=dtype)
@@ -241,8 +242,9 @@ def read_catalog(
     return out
 
 
-def _check_catalog_columns(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Each known column holds the type and element count ``CATALOG_COLUMNS`` gives; RUN/CAMCOL match the name."""
+def _check_catalog_columns(path: Path, arrays: dict[str, np.ndarray], wrong_file: str | None = None) -> None:
+    """Each known column holds the type and element count ``CATALOG_COLUMNS`` gives; RUN/CAMCOL match the name
+    (``wrong_file``: what to do when not)."""
     for name, values in arrays.items():
         if name not in CATALOG_COLUMNS:
             continue
@@ -259,7 +261,7 @@ def _check_catalog_columns(path: Path, arrays: dict[str, np.ndarray]) -> None:
             )
     info = parse_filename(path.name)
     if info and info["kind"] == "catalog":
-        refetch = (
+        refetch = wrong_file or (
             f"wrong file: delete it, and 00_download.py --run {info['run']} --camcol {info['camcol']} fetches it again"
         )
         for key, want in (("RUN", info["run"]), ("CAMCOL", info["camcol"])):

@@ -448,7 +448,11 @@ def _check_sweep(path: Path, sweep: np.ndarray, field: SampleField, cube, detect
 
 def _read_sweep(path: Path) -> np.ndarray:
     """A sweep of the --sample folder (no download to repeat: the user's copy is what is damaged)."""
-    return sdss.read_catalog(path, redo="the file is damaged: copy it into the --sample folder again")
+    return sdss.read_catalog(
+        path,
+        redo="the file is damaged: copy it into the --sample folder again",
+        wrong_file="wrong file: put the camcol's own sweep under this name in the --sample folder, or remove it",
+    )
 
 
 def _previous_tables(record_path: Path, current: set[Path]) -> list[Path]:
