@@ -816,3 +816,31 @@ def test_a_real_sky_evaluation_of_an_earlier_model_of_the_name_is_stale_and_anot
     assert section.ran and f"Not this report's model `{MODEL}`" in section.blocks[0].text
     fsio.seal(folder / "real_sky.json", [], {"model": MODEL, "summary": "Which model?"})  # no settings: unknown
     assert _sections(paths)["Real-sky evaluation"].status.startswith("not shown: it does not record the model")
+
+
+def test_a_kept_report_is_rebuilt_when_the_outside_model_its_real_sky_section_shows_changes(tmp_path):
+    """A model outside the data folder (the shipped one, a copy elsewhere) is no file of the folder: the report
+    was kept, its real-sky section showing that model's earlier numbers, when only that model changed."""
+    import shutil
+
+    paths = DataPaths(tmp_path / "data")
+    _fake_run(paths)
+    outside = Path(shutil.copytree(paths.model_dir(MODEL), tmp_path / "elsewhere" / "theirs"))
+    content = {k: v for k, v in fsio.read_json(outside / "model.json").items() if k != fsio.INTEGRITY_KEY}
+
+    def train(weights: bytes) -> str:
+        fsio.write_bytes(outside / "model.keras", weights)
+        return fsio.seal_digest(fsio.seal(outside / "model.json", [outside / "model.keras", outside / "metrics.json"],
+                                          content))  # fmt: skip
+
+    model_id = train(b"their weights")  # another model than the report's
+    folder = paths.reports("real_sky")
+    fsio.seal(folder / "real_sky.json", [], {"settings": {"model": str(outside), "model_id": model_id},
+                                             "model": "theirs", "summary": "Evaluated."})  # fmt: skip
+    first = build_report(paths)
+    assert not first["skipped"] and first["sections"]["Real-sky evaluation"]
+    assert build_report(paths)["skipped"]  # nothing changed: kept
+    train(b"their weights, trained again")
+    again = build_report(paths)
+    assert not again["skipped"] and not again["sections"]["Real-sky evaluation"]
+    assert again["stale"] == ["Real-sky evaluation"]

@@ -10,6 +10,7 @@ explanations, real-sky evaluation, run time and memory. A step whose outputs are
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import logging
@@ -22,7 +23,7 @@ from .. import __version__, fsio, integrity
 from ..config import REFERENCE_RESULT
 from ..errors import CorruptFileError, StargalError
 from ..fsio import atomic_path, read_json
-from ..paths import DataPaths
+from ..paths import DataPaths, ModelFiles
 from ..typeset import Bullets, Code, Document, FigureBlock, Para, Section, TableBlock, render
 
 log = logging.getLogger("stargal")
@@ -1246,4 +1247,18 @@ def report_inputs(paths: DataPaths) -> list[list]:
         except (FileNotFoundError, NotADirectoryError):
             continue
         out.append([str(p.relative_to(paths.root)), st.st_size, st.st_mtime_ns])
+    evaluated = _real_sky_model_json(paths)  # a model outside the folder (the shipped one) changes its section too
+    if evaluated is not None and not evaluated.resolve().is_relative_to(paths.root.resolve()):
+        with contextlib.suppress(OSError):
+            st = evaluated.stat()
+            out.append([str(evaluated), st.st_size, st.st_mtime_ns])
     return out
+
+
+def _real_sky_model_json(paths: DataPaths) -> Path | None:
+    """The model.json of the model the real-sky evaluation names, if it names one."""
+    try:
+        folder = (fsio.read_json(paths.reports("real_sky", "real_sky.json")).get("settings") or {}).get("model")
+    except (OSError, ValueError, AttributeError, StargalError):
+        return None
+    return ModelFiles(Path(folder)).json if isinstance(folder, str) and folder else None
