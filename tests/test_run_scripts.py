@@ -94,6 +94,23 @@ def test_stages_run_in_the_reference_order_with_each_option_going_where_it_is_ac
     assert "copied to" not in table  # a --small run never replaces the committed report
 
 
+def test_split_options_no_selected_stage_takes_are_refused_not_dropped(tmp_path):
+    """--stages model --train-fields 83 ran 03 without it: "model is current" with the model of the earlier splits
+    (80 and 83), exit 0. The splits are 02's: with no selected stage taking them the run is refused."""
+    data = tmp_path / "data"
+    data.mkdir()
+    stages = _stand_ins(tmp_path / "code", skip=("preparation",))
+    _stand_in(stages, "preparation", options=("--train-fields",))
+    proc = _run(stages, "--stages", "model", "--data-dir", str(data), "--train-fields", "83")
+    assert proc.returncode == 2 and "--train-fields: no selected stage takes it (--stages model)" in proc.stderr
+    assert not (data / "calls.log").exists()  # nothing ran
+    proc = _run(stages, "--stages", "preparation", "model", "--data-dir", str(data), "--train-fields", "83")
+    assert proc.returncode == 0, proc.stderr
+    calls = [" ".join(c) for c in _calls(data)]
+    assert calls[0].startswith("preparation ") and "--train-fields 83" in calls[0]
+    assert calls[1].startswith("model ") and "--train-fields" not in calls[1]  # where it is taken, only there
+
+
 def test_the_first_failing_stage_stops_the_run_and_is_named(tmp_path):
     data = tmp_path / "data"
     data.mkdir()

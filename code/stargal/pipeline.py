@@ -76,6 +76,8 @@ SMALL_OPTIONS: list[tuple[str, list[str]]] = [
     ("--test-fields", ["81"]),
     ("--epochs", ["6"]),
 ]
+# The split lists every numbered script parses but only 02 uses (the others check --fields alone).
+SPLIT_OPTIONS = {"--train-fields", "--val-fields", "--test-fields"}
 # Options that leave the demo at the reference size: only then is report.pdf copied to the top level.
 SIZE_NEUTRAL = {"--workers", "--scheduler", "--seed", "--force", "-q", "--quiet", "--verbose", "--data-dir"}
 OPTION_RE = re.compile(r"(?<![\w-])(--[a-z][a-z0-9-]*|-[a-zA-Z])\b")
@@ -419,6 +421,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"run_scripts: error: {message}", file=sys.stderr)
             return 2
         print(f"run_scripts: warning: {message}; it may belong to a missing stage", file=sys.stderr)
+    # the splits are 02's to make: given with no stage that takes them, a stage after 02 would use (and report) the
+    # dataset of other splits made earlier, the option dropped without a word
+    dropped = sorted(name for name in given & SPLIT_OPTIONS if name not in everyone)
+    if dropped and len(accepted_by) == len(stages):
+        chosen = " ".join(s.name for s in stages)
+        print(
+            f"run_scripts: error: {' '.join(dropped)}: no selected stage takes it (--stages {chosen}); "
+            "02_preparation.py makes the splits: add preparation to --stages, or leave the option out",
+            file=sys.stderr,
+        )
+        return 2
 
     status = 0
     for stage in stages:
