@@ -605,6 +605,17 @@ def test_simulated_source(tmp_path):
     before = paths.frame(FieldId(301, 8162, 6, 80), "r").read_bytes()
     assert _load_script().main(argv) == 0  # rerun: all complete
     assert paths.frame(FieldId(301, 8162, 6, 80), "r").read_bytes() == before
+    # the simulation's own files, which no record seals: damaged, they were kept (a field added later failed on
+    # them, --verify passed them); a rerun draws them again, the same
+    truth, measured = paths.sim_truth(301, 8162, 6), paths.sim_measurements(FieldId(301, 8162, 6, 80))
+    kept = {p: p.read_bytes() for p in (truth, measured)}
+    truth_stamp = truth.stat().st_mtime_ns
+    assert _load_script().main(argv) == 0
+    assert truth.stat().st_mtime_ns == truth_stamp  # intact: not rewritten
+    for path, data in kept.items():
+        path.write_bytes(data[:50])
+    assert _load_script().main(argv) == 0
+    assert {p: p.read_bytes() for p in kept} == kept
 
     # files from another simulation (older simulator version, other seed) are rendered again, not kept
     for entry in manifest.files.values():

@@ -206,6 +206,18 @@ def run_download(paths: DataPaths, fs: FieldSet, options: DownloadOptions = Down
                 summary.skipped += 1
         else:
             todo.append(spec)
+    if sim_url is not None:  # the simulation's own files (no record seals them): a damaged one is drawn again
+        from .simulate import damaged_simulation
+
+        fields, truth = damaged_simulation(paths, fs, options.frames_only)
+        redraw = [s for s in specs if s not in todo and (s.field in fields if s.kind != "catalog" else truth)]
+        if redraw:
+            log.info(
+                "the simulation's own files are damaged (%s): drawing them again",
+                ", ".join(map(str, fields)) or "truth",
+            )
+        todo += redraw
+        summary.skipped -= len(redraw)
     if summary.skipped:
         log.info("%d of %d files already complete (manifest); --force refetches them", summary.skipped, len(specs))
     if replaced:

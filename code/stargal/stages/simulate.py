@@ -21,7 +21,7 @@ from ..errors import StargalError
 from ..fsio import load_npy, save_npy, write_bytes
 from ..parallel import map_tasks
 from ..paths import DataPaths, FieldId
-from ..tables import write_table
+from ..tables import read_table, write_table
 
 log = logging.getLogger("stargal")
 
@@ -116,6 +116,32 @@ def _existing_simulated_fields(paths: DataPaths, fs: FieldSet) -> set[int]:
     return found
 
 
+def _intact(path: Path, read) -> bool:
+    """Whether ``read`` takes ``path``: a damaged simulation file (no record seals it) is drawn again, not used."""
+    try:
+        read(path)
+    except (OSError, ValueError, StargalError):
+        return False
+    return True
+
+
+def damaged_simulation(paths: DataPaths, fs: FieldSet, frames_only: bool) -> tuple[set[int], bool]:
+    """(fields whose measured catalog fluxes are there but unreadable, whether the truth table is) of a simulated
+    sky: files no record seals, which a later field's catalogs are drawn from."""
+    fields = {
+        f
+        for f in fs.fields
+        if (path := paths.sim_measurements(FieldId(fs.rerun, fs.run, fs.camcol, f))).exists()
+        and not _intact(path, _load_measurements)
+    }
+    truth = paths.sim_truth(fs.rerun, fs.run, fs.camcol)
+    return fields, not frames_only and truth.exists() and not _intact(truth, _read_truth)
+
+
+def _read_truth(path: Path) -> np.ndarray:
+    return read_table(path, sim_formats.TRUTH_DTYPE)
+
+
 def _load_measurements(path: Path) -> np.ndarray:
     """A frame's measured catalog fluxes, as ``simulate_field`` saved them."""
     rows = load_npy(path)
@@ -202,7 +228,11 @@ def simulate_sky(
     for f in fields:
         fid = FieldId(fieldset.rerun, fieldset.run, fieldset.camcol, f)
         outputs = [paths.frame(fid, b) for b in BANDS] + [paths.irg_jpeg(fid), paths.sim_measurements(fid)]
-        if force or not all(p.exists() for p in outputs):
+        if (
+            force
+            or not all(p.exists() for p in outputs)
+            or not _intact(paths.sim_measurements(fid), _load_measurements)
+        ):
             todo.append(
                 simulate.FieldTask(
                     str(paths.root), fieldset.rerun, fieldset.run, fieldset.camcol, f, seed, shape, seeing
@@ -229,7 +259,7 @@ def simulate_sky(
     if not frames_only:
         cat_paths = [paths.catalog(fieldset.rerun, fieldset.run, fieldset.camcol, k) for k in sdss.CATALOG_KINDS]
         truth = paths.sim_truth(fieldset.rerun, fieldset.run, fieldset.camcol)
-        if force or catalogs or results or not all(p.exists() for p in [*cat_paths, truth]):
+        if force or catalogs or results or not all(p.exists() for p in cat_paths) or not _intact(truth, _read_truth):
             all_fields = sorted(set(fields) | _existing_simulated_fields(paths, fieldset))
             cat = write_catalogs(paths, fieldset, all_fields, seed=seed, shape=shape, seeing=seeing)
             summary["catalog_rows"] = cat["catalog_rows"]
