@@ -296,9 +296,9 @@ def test_augmentation_script(toy):
         with open(rep / name, "ab") as fh:
             fh.write(b"x")
     redo = {f.path.name: f.redo for f in verify_data_folder(toy)[0] if f.path.parent == rep}
-    assert redo == {
-        "examples_symmetries.png": "04_augmentation.py",
-        "experiment.png": "04_augmentation.py --experiment",
+    assert redo == {  # with the folder: printed without it, the command acted on the project's data/
+        "examples_symmetries.png": f"04_augmentation.py --data-dir {toy.root}",
+        "experiment.png": f"04_augmentation.py --experiment --data-dir {toy.root}",
     }
 
 

@@ -528,9 +528,9 @@ def verify_data_folder(paths: DataPaths, deep: bool = True) -> tuple[list[Findin
     for js in sorted(reports.rglob("*.json")) if reports.is_dir() else []:
         checked += 1
         area = js.relative_to(reports).parts[0]
-        redo = REPORT_WRITERS.get(f"{area}/{js.name}") or REPORT_WRITERS.get(
-            area, f"the run that writes reports/{area}"
-        )
+        writer = REPORT_WRITERS.get(f"{area}/{js.name}") or REPORT_WRITERS.get(area)
+        # run where the folder is: without --data-dir the command would act on the project's data/
+        redo = f"{writer}{_data_dir_option(paths)}" if writer else f"the run that writes reports/{area}"
         try:
             content = fsio.read_json(js)
         except ValueError:
