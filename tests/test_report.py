@@ -395,6 +395,21 @@ def test_make_report_script_runs_from_any_directory(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "stale (left out; the report says what redoes them): Alignment" in proc.stdout
     assert "not run: Augmentation" in proc.stdout and "Alignment" not in proc.stdout.split("not run:")[1].split("\n")[0]
+    # a section refused (its files edited) is not shown, and said so: it was listed as "not run"
+    folder = paths.reports("real_sky")
+    fsio.seal(
+        folder / "real_sky.json",
+        [],
+        {"settings": {"model": str(paths.model_dir(MODEL)), "model_id": _model_id(paths)}, "summary": "Evaluated."},
+    )
+    (folder / "real_sky.json").write_text((folder / "real_sky.json").read_text().replace("Evaluated.", "Edited."))
+    proc = subprocess.run(
+        [sys.executable, str(CODE / "make_report.py"), "--data-dir", str(paths.root), "-q"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "not shown (the report says why): Real-sky evaluation" in proc.stdout
+    assert "Real-sky" not in proc.stdout.split("not run:")[1].split("\n")[0]
     missing = tmp_path / "mistyped"  # an empty report of a folder no stage has run on, exit 0, was the answer
     proc = subprocess.run([sys.executable, str(CODE / "make_report.py"), "--data-dir", str(missing)],
                           capture_output=True, text=True, timeout=120)  # fmt: skip
