@@ -374,24 +374,23 @@ def test_a_wide_table_fits_the_page_without_wrapping_rows(tmp_path):
     assert text.count("1234.568") == 3  # each row on one line: every cell drawn whole
 
 
+def _make_report_script(paths: DataPaths, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(CODE / "make_report.py"), "--data-dir", str(paths.root), "-q"],
+                          cwd=cwd, capture_output=True, text=True, timeout=120)  # fmt: skip
+
+
 @pytest.mark.slow
 def test_make_report_script_runs_from_any_directory(tmp_path):
     paths = DataPaths(tmp_path / "data")
     _fake_run(paths)
-    proc = subprocess.run(
-        [sys.executable, str(CODE / "make_report.py"), "--data-dir", str(paths.root), "-q"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    proc = _make_report_script(paths, tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert re.search(rf"report: {re.escape(str(paths.reports('report.pdf')))} \(\d+ pages\)", proc.stdout)
     assert "not run: Augmentation experiment, Hyper-parameter tuning, Explanations, Real-sky evaluation" in proc.stdout
     assert paths.reports("report.pdf").stat().st_size > 10_000
     summary = fsio.read_json(paths.reports("alignment", "summary.json"))
     fsio.write_json(paths.reports("alignment", "summary.json"), {**summary, "fields": summary["fields"][:1]})
-    proc = subprocess.run(
-        [sys.executable, str(CODE / "make_report.py"), "--data-dir", str(paths.root), "-q"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    proc = _make_report_script(paths, tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "stale (left out; the report says what redoes them): Alignment" in proc.stdout
     assert "not run: Augmentation" in proc.stdout and "Alignment" not in proc.stdout.split("not run:")[1].split("\n")[0]
@@ -403,10 +402,7 @@ def test_make_report_script_runs_from_any_directory(tmp_path):
         {"settings": {"model": str(paths.model_dir(MODEL)), "model_id": _model_id(paths)}, "summary": "Evaluated."},
     )
     (folder / "real_sky.json").write_text((folder / "real_sky.json").read_text().replace("Evaluated.", "Edited."))
-    proc = subprocess.run(
-        [sys.executable, str(CODE / "make_report.py"), "--data-dir", str(paths.root), "-q"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    proc = _make_report_script(paths, tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "not shown (the report says why): Real-sky evaluation" in proc.stdout
     assert "Real-sky" not in proc.stdout.split("not run:")[1].split("\n")[0]

@@ -117,7 +117,7 @@ def _existing_simulated_fields(paths: DataPaths, fs: FieldSet) -> set[int]:
 
 
 def _intact(path: Path, read) -> bool:
-    """Whether ``read`` takes ``path``: a damaged simulation file (no record seals it) is drawn again, not used."""
+    """Whether ``read`` takes ``path`` (``damaged_simulation``: stage 00 draws a damaged one again)."""
     try:
         read(path)
     except (OSError, ValueError, StargalError):
@@ -228,11 +228,7 @@ def simulate_sky(
     for f in fields:
         fid = FieldId(fieldset.rerun, fieldset.run, fieldset.camcol, f)
         outputs = [paths.frame(fid, b) for b in BANDS] + [paths.irg_jpeg(fid), paths.sim_measurements(fid)]
-        if (
-            force
-            or not all(p.exists() for p in outputs)
-            or not _intact(paths.sim_measurements(fid), _load_measurements)
-        ):
+        if force or not all(p.exists() for p in outputs):
             todo.append(
                 simulate.FieldTask(
                     str(paths.root), fieldset.rerun, fieldset.run, fieldset.camcol, f, seed, shape, seeing
@@ -259,7 +255,7 @@ def simulate_sky(
     if not frames_only:
         cat_paths = [paths.catalog(fieldset.rerun, fieldset.run, fieldset.camcol, k) for k in sdss.CATALOG_KINDS]
         truth = paths.sim_truth(fieldset.rerun, fieldset.run, fieldset.camcol)
-        if force or catalogs or results or not all(p.exists() for p in cat_paths) or not _intact(truth, _read_truth):
+        if force or catalogs or results or not all(p.exists() for p in [*cat_paths, truth]):
             all_fields = sorted(set(fields) | _existing_simulated_fields(paths, fieldset))
             cat = write_catalogs(paths, fieldset, all_fields, seed=seed, shape=shape, seeing=seeing)
             summary["catalog_rows"] = cat["catalog_rows"]
