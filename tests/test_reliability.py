@@ -1045,3 +1045,27 @@ def test_the_redo_of_a_file_copied_from_a_local_folder_works_offline(tmp_path):
     assert "--fields 80 81 --source simulated --seed 42 --sim-shape 96 128" in integrity.download_command(
         sdss.catalog_relpath(301, 8162, 6, "gal"), sky
     )
+
+
+def test_verify_names_a_damaged_simulation_file_and_the_download_that_draws_it_again(tmp_path):
+    """The simulation's own files (truth table, measured catalog fluxes) are sealed by no record: --verify called a
+    folder with them cut short intact. It names each, with the 00 command that draws it again, as printed."""
+    data = tmp_path / "data"
+    draw = ["--source", "simulated", "--fields", "80", "81", "--sim-shape", "64", "96", "-q", "--data-dir", str(data)]
+    subprocess.run([sys.executable, CODE / "00_download.py", *draw], check=True, capture_output=True, timeout=300)
+    paths = DataPaths(data)
+    assert integrity.verify_data_folder(paths)[0] == []
+    truth, measured = paths.sim_truth(301, 8162, 6), paths.sim_measurements(FieldId(301, 8162, 6, 81))
+    kept = {p: p.read_bytes() for p in (truth, measured)}
+    for path, content in kept.items():
+        path.write_bytes(content[:50])
+    findings = integrity.verify_data_folder(paths)[0]
+    assert {f.path: f.problem for f in findings} == {truth: "unreadable (damaged)", measured: "unreadable (damaged)"}
+    for finding in findings:
+        words = shlex.split(finding.redo)
+        assert words[0] == "00_download.py" and "--source" in words and str(data) in words
+        proc = subprocess.run([sys.executable, CODE / words[0], *words[1:], "-q"], capture_output=True, text=True,
+                              timeout=300)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+    assert {p: p.read_bytes() for p in kept} == kept  # the simulation is deterministic: the same files again
+    assert integrity.verify_data_folder(paths)[0] == []

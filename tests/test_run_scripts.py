@@ -247,6 +247,37 @@ def test_an_option_no_stage_accepts_is_an_error(tmp_path):
     assert not (data / "calls.log").exists()
 
 
+def test_a_bad_option_value_is_refused_before_any_stage_runs(tmp_path):
+    """--epochs abc was refused only when 03 started, after download, alignment and preparation had run (and exit 1
+    for a stray word): every stage given a value checks it first, and bad input is exit status 2."""
+    data = tmp_path / "data"
+    data.mkdir()
+    stages = _stand_ins(tmp_path / "code")
+    model = stages / SCRIPTS["model"]
+    model.write_text(model.read_text().replace("'--epochs', nargs='*'", "'--epochs', type=int"))
+    proc = _run(stages, "--data-dir", str(data), "--workers", "2", "--epochs", "abc")
+    assert proc.returncode == 2, proc.stderr
+    assert (
+        "run_scripts: error: 03_model.py: argument --epochs: invalid int value: 'abc'; no stage was run" in proc.stderr
+    )
+    assert not (data / "calls.log").exists()
+    proc = _run(stages, "foo", "--data-dir", str(data), "--epochs", "3")
+    assert proc.returncode == 2 and "unexpected argument 'foo'" in proc.stderr
+    assert not (data / "calls.log").exists()
+    proc = _run(stages, "--data-dir", str(data), "--epochs", "3")
+    assert proc.returncode == 0, proc.stderr
+    assert [c for c in _calls(data) if c[0] == "model"] == [["model", "--data-dir", str(data), "--epochs", "3"]]
+
+
+def test_a_data_folder_a_stage_refused_as_missing_stays_missing(tmp_path):
+    """The runner wrote its stage table into the folder 01 had just refused as missing, creating it: a second run
+    then met an empty folder instead of the same clear error."""
+    missing = tmp_path / "none"
+    proc = _run(_stand_ins(tmp_path / "code"), "--no-download", "--data-dir", str(missing))
+    assert proc.returncode == 1 and "stage alignment (01_alignment.py) failed" in proc.stderr
+    assert not missing.exists()
+
+
 def test_small_without_a_simulated_sky_to_download_is_an_error_naming_small(tmp_path):
     """--small without --demo failed in stage 00 on "--sim-shape: only with --source simulated", never typed."""
     data = tmp_path / "data"

@@ -489,7 +489,8 @@ def verify_data_folder(paths: DataPaths, deep: bool = True) -> tuple[list[Findin
     """Every broken or unsealed file of the data folder and what redoes it, and how many files were checked.
 
     Checks the download manifest's files (size and sha256), every sealed output set, the cubes that no record
-    seals, the LATEST pointers, the JSON under reports/, and temporary files interrupted runs left."""
+    seals, the simulation's own files, the LATEST pointers, the JSON under reports/, and temporary files
+    interrupted runs left."""
     findings: list[Finding] = []
     checked = 0
     manifest = paths.manifest
@@ -511,6 +512,9 @@ def verify_data_folder(paths: DataPaths, deep: bool = True) -> tuple[list[Findin
         sealed_cubes.update(str(p) for p in check.files())
         findings += [Finding(p, why, redo) for p, why in check.problems]
     findings += _stale_models(paths)
+    simulated, n = _damaged_simulation(paths)
+    findings += simulated
+    checked += n
     for cube in sorted(paths.aligned_root.glob("*/*/*/cube-*.fits")) if paths.aligned_root.is_dir() else []:
         if str(cube) not in sealed_cubes and not DataPaths.record_beside_cube(cube).exists():
             findings.append(
@@ -562,6 +566,27 @@ def verify_data_folder(paths: DataPaths, deep: bool = True) -> tuple[list[Findin
         findings += [
             f if f.redo.startswith("removed") else Finding(f.path, f.problem, redo) for f in inside if f not in findings
         ]
+    return findings, checked
+
+
+def _damaged_simulation(paths: DataPaths) -> tuple[list[Finding], int]:
+    """The simulation's own files that do not read (no record seals them; a later field's catalogs are drawn from
+    them), each with the download that draws it again, and how many were checked."""
+    from .config import FieldSet
+    from .stages.simulate import damaged_simulation
+
+    findings, checked = [], 0
+    for (rerun, run, camcol), fields in paths.simulated_fields().items():
+        measured, truth = damaged_simulation(paths, FieldSet(rerun, run, camcol, tuple(fields)), frames_only=False)
+        checked += len(fields) + paths.sim_truth(rerun, run, camcol).exists()
+        for f in sorted(measured):
+            redo = download_command(sdss.frame_relpath("r", rerun, run, camcol, f), paths)
+            findings.append(
+                Finding(paths.sim_measurements(FieldId(rerun, run, camcol, f)), "unreadable (damaged)", redo)
+            )
+        if truth:
+            redo = download_command(sdss.catalog_relpath(rerun, run, camcol, "star"), paths)
+            findings.append(Finding(paths.sim_truth(rerun, run, camcol), "unreadable (damaged)", redo))
     return findings, checked
 
 

@@ -173,11 +173,24 @@ class DataPaths:
     def manifest(self) -> Path:
         return self.sas / "manifest.json"
 
+    def _sim_dir(self, rerun: int, run: int, camcol: int) -> Path:
+        return self.root / "simulation" / f"{rerun}-{run}-{camcol}"
+
     def sim_truth(self, rerun: int, run: int, camcol: int) -> Path:
-        return self.root / "simulation" / f"{rerun}-{run}-{camcol}" / "truth.csv"
+        return self._sim_dir(rerun, run, camcol) / "truth.csv"
 
     def sim_measurements(self, fid: FieldId) -> Path:
-        return self.root / "simulation" / f"{fid.rerun}-{fid.run}-{fid.camcol}" / f"measured-{fid.field:04d}.npy"
+        return self._sim_dir(fid.rerun, fid.run, fid.camcol) / f"measured-{fid.field:04d}.npy"
+
+    def simulated_fields(self) -> dict[tuple[int, int, int], list[int]]:
+        """(rerun, run, camcol) of every simulation stage 00 drew -> the fields whose measurements it holds."""
+        found: dict[tuple[int, int, int], list[int]] = {}
+        root = self.root / "simulation"
+        for folder in sorted(root.iterdir()) if root.is_dir() else []:
+            if (match := re.fullmatch(r"(\d+)-(\d+)-(\d+)", folder.name)) and folder.is_dir():
+                measured = (re.fullmatch(r"measured-(\d{4})\.npy", f.name) for f in folder.iterdir())
+                found[tuple(map(int, match.groups()))] = sorted(int(m[1]) for m in measured if m)
+        return found
 
     # stage 01
     def _aligned_dir(self, fid: FieldId) -> Path:

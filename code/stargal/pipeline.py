@@ -174,8 +174,12 @@ def group_options(tokens: list[str]) -> list[tuple[str, list[str]]]:
         elif groups:
             groups[-1][1].append(token)
         else:
-            raise SystemExit(f"run_scripts: error: unexpected argument {token!r} (options start with --)")
+            raise BadOptions(f"unexpected argument {token!r} (options start with --)")
     return groups
+
+
+class BadOptions(ValueError):
+    """The runner's options cannot run: the run stops before any stage, with exit status 2."""
 
 
 def _is_number(token: str) -> bool:
@@ -211,6 +215,37 @@ def stage_command(
         if name in accepted:
             cmd += [name, *values]
     return cmd
+
+
+def refused_values(
+    args: argparse.Namespace,
+    stages: list[Stage],
+    accepted_by: dict[str, set[str]],
+    given: list[tuple[str, list[str]]],
+    env: dict[str, str],
+) -> str | None:
+    """The first stage's own parser error for the user's option values (``--epochs abc``), else None. Each stage
+    given one is run with its command and ``--help`` last: argparse checks every value before it reaches --help,
+    so a typo is refused now, not when its stage starts after an hour of the earlier ones."""
+    commands = []
+    for stage in stages:
+        accepted = accepted_by.get(stage.name, set())
+        if any(name in accepted for name, _ in given):
+            with contextlib.suppress(RuntimeError):  # a stage that cannot run is named when it is reached
+                commands.append((stage, stage_command(args.python, stage, accepted, given, args) + ["--help"]))
+    if not commands:
+        return None
+    with ThreadPoolExecutor(max_workers=len(commands)) as pool:
+        runs = [
+            pool.submit(subprocess.run, cmd, capture_output=True, text=True, env=env, timeout=300)
+            for _, cmd in commands
+        ]
+    for (stage, _), run in zip(commands, runs, strict=True):
+        proc = run.result()
+        if proc.returncode != 0:
+            lines = proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"]
+            return f"{stage.script}: {lines[-1].removeprefix(f'{stage.script}: error: ')}"
+    return None
 
 
 @dataclass
@@ -381,7 +416,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.verify:
         runner = [f"--{k.replace('_', '-')}" for k in RUN_CHOICES if getattr(args, k)]
         return verify(DataPaths.at(args.data_dir), runner + rest)
-    options = group_options(rest)
+    try:
+        options = group_options(rest)
+    except BadOptions as exc:
+        print(f"run_scripts: error: {exc}", file=sys.stderr)
+        return 2
     given = {name for name, _ in options}
     simulated = args.demo or ["simulated"] in [values for name, values in options if name == "--source"]
     downloads = "download" in [stage.name for stage in selected_stages(args)]
@@ -431,6 +470,10 @@ def main(argv: list[str] | None = None) -> int:
             "02_preparation.py makes the splits: add preparation to --stages, or leave the option out",
             file=sys.stderr,
         )
+        return 2
+    refused = refused_values(args, stages, accepted_by, [o for o in options if o[0] in given and o[1]], env)
+    if refused:
+        print(f"run_scripts: error: {refused}; no stage was run", file=sys.stderr)
         return 2
 
     status = 0
@@ -528,7 +571,10 @@ def _finish(results: list[Result], paths: DataPaths, args, options, status: int)
 
 
 def _write_record(paths: DataPaths, args, options, results: list[Result], status: int | None) -> None:
-    """``paths.pipeline_record``: the run's options and each stage's result (status None: still running)."""
+    """``paths.pipeline_record``: the run's options and each stage's result (status None: still running). Not
+    written in a data folder that no stage made: the folder a stage refused as missing stays missing."""
+    if not paths.root.is_dir():
+        return
     record = {
         "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds") if status is not None else None,
         "demo": args.demo,
