@@ -434,3 +434,14 @@ def test_runner_flags_that_contradict_stages_or_name_no_python_are_refused(argv,
     assert exit_info.value.code == 2 and words in capsys.readouterr().err
     args, _ = pipeline.parse_args(["--stages", "model", "tune", "--tune"])
     assert [s.name for s in pipeline.selected_stages(args)] == ["tune", "model"]
+
+
+def test_run_scripts_no_download_sh_names_itself_not_the_flag_it_adds():
+    """The wrapper adds --no-download: "--no-download with --stages download" named a flag the user never typed."""
+    proc = subprocess.run([str(ROOT / "run_scripts_no_download.sh"), "--stages", "download", "alignment"],
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "run_scripts_no_download.sh: error: --stages download alignment: run_scripts_no_download.sh never downloads; "
+        "drop download there, or run ./run_scripts.sh"
+    )

@@ -157,6 +157,9 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         for flag, stage, on in (("--tune", "tune", args.tune), ("--no-download", "download", args.no_download),
                                 ("--no-explain", "explain", args.no_explain), ("--no-report", "report", args.no_report)):  # fmt: skip
             if on and (stage in wanted) == flag.startswith("--no-"):
+                if flag == "--no-download" and parser.prog.startswith("run_scripts_no_download"):  # the wrapper's flag
+                    parser.error(f"--stages {' '.join(args.stages)}: {parser.prog} never downloads; drop download "
+                                 "there, or run ./run_scripts.sh")  # fmt: skip
                 parser.error(f"{flag} with --stages {' '.join(args.stages)}: --stages names the stages to run; "
                              f"{'drop' if flag.startswith('--no-') else 'add'} {stage} there")  # fmt: skip
     return args, rest
