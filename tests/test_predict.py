@@ -567,6 +567,12 @@ def test_agreement_with_one_catalog_class_or_one_called_class():
     assert stars_only["mcc"] is None and stars_only["stars_called_star"] == 5 and stars_only["accuracy"] == 5 / 6
     assert [a["n"] for a in stars_only["by_r"]] == [2, 1, 2, 1]  # r < 21, 21-22, > 22, no r magnitude
     assert "MCC" not in agreement_text(stars_only) and "no r magnitude" in agreement_text(stars_only)
+    # its fraction right is the star recall: "accuracy 0.833" said more than a star sweep alone can show
+    head = agreement_text(stars_only).splitlines()[0]
+    assert (
+        head.endswith("star recall 0.833 (stars called star 5/6; the catalog lists no galaxy)")
+        and "accuracy" not in head
+    )
     pred.catalog_star = np.array([True, False] * 3)
     pred.label = np.full(n, "star")
     pred.status[0] = "edge"  # not classified: not counted

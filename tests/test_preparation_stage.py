@@ -234,6 +234,61 @@ def test_a_split_of_one_class_is_an_error(synth):
     assert written(synth) == []
 
 
+def test_a_galaxy_sweep_added_after_the_alignment_makes_the_field_stale(synth):
+    """A field aligned beside the star sweep alone, then the galaxy sweep fetched and 02 run without 01 again: the
+    field's table (stars only) went into the test split as it was, 75 % stars instead of 53 %, exit 0."""
+    from stargal.stages.alignment import fingerprints
+
+    star, gal = synth.catalog(301, 8162, 6, "star"), synth.catalog(301, 8162, 6, "gal")
+    star.parent.mkdir(parents=True)
+    star.write_bytes(b"star sweep")
+    files = [synth.cube(fid(81)), synth.objects(fid(81)), synth.psf_map(fid(81))]
+    record = {"field": str(fid(81)), "ref_band": "r", "inputs": {"frames": {}, "catalogs": fingerprints([star])}}
+    fsio.seal(synth.field_record(fid(81)), files, record)
+    assert prepare(synth, FS, patch_size=P)["skipped"] is False  # the star sweep alone, as aligned
+    gal.write_bytes(b"galaxy sweep")
+    with pytest.raises(StargalError, match=rf"^field 301/8162/6/81: {gal.name} changed since stage 01 aligned it .*"
+                       r"01_alignment.py --run 8162 --camcol 6 --fields 81 "):  # fmt: skip
+        prepare(synth, FS, patch_size=P)
+
+
+def test_a_field_aligned_without_the_galaxy_sweep_the_others_had_is_refused(synth):
+    """The galaxy sweep deleted, then one more field aligned: that field's table listed its stars only, and as the
+    test field it gave a test split of 70 % stars instead of 52 %, exit 0 (train and val held both classes)."""
+    from stargal.stages.alignment import fingerprints
+
+    star, gal = synth.catalog(301, 8162, 6, "star"), synth.catalog(301, 8162, 6, "gal")
+    star.parent.mkdir(parents=True)
+    star.write_bytes(b"star sweep")
+    gal.write_bytes(b"galaxy sweep")
+    for f in (80, 81, 82):
+        files = [synth.cube(fid(f)), synth.objects(fid(f)), synth.psf_map(fid(f))]
+        catalogs = fingerprints([star] if f == 81 else [star, gal])
+        record = {"field": str(fid(f)), "ref_band": "r", "inputs": {"frames": {}, "catalogs": catalogs}}
+        fsio.seal(synth.field_record(fid(f)), files, record)
+    gal.unlink()
+    with pytest.raises(StargalError, match=rf"^field 301/8162/6/81: its objects table was made without {gal.name}, "
+                       r"which field\(s\) 80 82 were made with, .*fetch it \(00_download.py --run 8162 --camcol 6 "
+                       r"--fields 80 81 82.*\), then 01_alignment.py --run 8162 --camcol 6 --fields 81 "):  # fmt: skip
+        prepare(synth, FS, patch_size=P)
+    assert written(synth) == [star]
+
+
+def test_a_test_split_of_one_class_is_named(synth, caplog):
+    """A test field whose table lists stars only (train and val hold both classes) was prepared without a word, and
+    03 then printed an MCC of 0 and a balanced accuracy for a test set that holds one class."""
+    table = read_table(synth.objects(fid(81)))
+    write_table(synth.objects(fid(81)), table[table["label"] == 1])
+    seal_field(synth, 81)
+    summary = prepare(synth, FS, patch_size=P)
+    n = summary["counts"]["test"]["n"]
+    assert n > 0 and summary["counts"]["test"]["stars"] == n
+    assert f"the test split holds {n} stars and no galaxy: its scores measure one class only" in caplog.text
+    caplog.clear()
+    assert prepare(synth, FS, patch_size=P)["skipped"] is True
+    assert f"the test split holds {n} stars and no galaxy" in caplog.text  # and again when it is current
+
+
 def test_a_one_class_dataset_built_before_is_refused_too(synth, monkeypatch):
     from stargal.stages import preparation
 

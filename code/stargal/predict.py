@@ -108,11 +108,14 @@ def catalog_agreement(pred: Predictions) -> dict | None:
 def agreement_text(agreement: dict) -> str:
     """``catalog_agreement`` as two lines for people: overall, then per r range."""
 
-    def part(a: dict) -> str:
+    def part(a: dict, lacking: str = "") -> str:
         mcc = "" if a["mcc"] is None else f", MCC {a['mcc']:.3f}"
         counts = [f"stars called star {a['stars_called_star']}/{a['stars']}"] if a["stars"] else []
         counts += [f"galaxies called galaxy {a['galaxies_called_galaxy']}/{a['galaxies']}"] if a["galaxies"] else []
-        return f"accuracy {a['accuracy']:.3f}{mcc} ({', '.join(counts)})"
+        if a["stars"] and a["galaxies"]:
+            return f"accuracy {a['accuracy']:.3f}{mcc} ({', '.join(counts)})"
+        # one catalogued class (a star sweep alone): the fraction right is that class's recall, not an accuracy
+        return f"{'star' if a['stars'] else 'galaxy'} recall {a['accuracy']:.3f} ({counts[0]}{lacking})"
 
     def span(a: dict) -> str:
         lo, hi = a["r_min"], a["r_max"]
@@ -122,7 +125,9 @@ def agreement_text(agreement: dict) -> str:
 
     if not agreement["n"]:
         return "agreement with the catalog's classes: no catalogued object classified"
-    head = f"agreement with the catalog's classes (SDSS photometric types, unsure beyond r ~ 21): {part(agreement)}"
+    one_class = not (agreement["stars"] and agreement["galaxies"])
+    lacking = f"; the catalog lists no {'galaxy' if agreement['stars'] else 'star'}" if one_class else ""
+    head = f"agreement with the catalog's classes (SDSS photometric types, unsure beyond r ~ 21): {part(agreement, lacking)}"
     return head + "\n  " + "; ".join(f"{span(a)}: {part(a)}" for a in agreement["by_r"])
 
 

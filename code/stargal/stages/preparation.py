@@ -94,6 +94,7 @@ def prepare(
     )
     fids = [FieldId(fs.rerun, fs.run, fs.camcol, f) for f in spec.fields]
     records = {fid.field: _check_field(paths, fid) for fid in fids}  # cube and objects table intact
+    _check_same_sweeps(paths, fids, records)
     cubes = {fid.field: _check_cube(paths, fid, patch_size) for fid in fids}  # headers only: shape, SIMULAT
     inputs = {str(f): fsio.seal_digest(r) for f, r in records.items()}
     config = {
@@ -109,6 +110,7 @@ def prepare(
     previous = None if force else _current(paths, name, config, inputs)
     if previous is not None:
         require_both_classes(paths, fs, previous.get("counts", {}))  # one built before this check existed
+        warn_one_class_test(previous.get("counts", {}))
         log.info("dataset %s is current (use --force to rebuild)", name)
         write_text_if_changed(paths.latest_dataset, name + "\n")
         previous["skipped"] = True
@@ -119,7 +121,9 @@ def prepare(
     _check_regions(table, spec)
     rows, cols = patches.pixel_centres(table["x"], table["y"])
     split, removed, moved = _select(table, cube_field, rows, cols, cubes, spec, patch_size, edge)
-    require_both_classes(paths, fs, {s: class_counts(table["label"][split == code]) for code, s in enumerate(SPLITS)})
+    selected = {s: class_counts(table["label"][split == code]) for code, s in enumerate(SPLITS)}
+    require_both_classes(paths, fs, selected)
+    warn_one_class_test(selected)
     arrays = _cut_patches(paths, fids, table, cube_field, rows, cols, split, patch_size, edge, workers, scheduler)
 
     psf_at = _psf_features(paths, fids, {s: arrays[s][2] for s in SPLITS})
@@ -396,15 +400,49 @@ def _check_field(paths: DataPaths, fid: FieldId) -> dict:
     changed = _changed_since_alignment(paths, fid, record)
     if changed:
         raise StargalError(
-            f"field {fid}: {', '.join(changed)} changed since stage 01 aligned it (fetched again, or another sky): "
-            f"{integrity.alignment_command(fid, paths)} brings it up to date"
+            f"field {fid}: {', '.join(changed)} changed since stage 01 aligned it (fetched again, another sky, or a "
+            f"sweep added since): {integrity.alignment_command(fid, paths)} brings it up to date"
         )
     return record
 
 
+def _check_same_sweeps(paths: DataPaths, fids: list[FieldId], records: dict[int, dict]) -> None:
+    """Refuse a field whose objects table stage 01 made from fewer sweeps than another field's (one aligned while
+    the galaxy sweep was missing lists its stars only): its splits would lack that class, and nothing would say so."""
+    made_from = {}
+    for fid in fids:
+        inputs = records[fid.field].get("inputs")
+        if isinstance(inputs, dict) and isinstance(inputs.get("catalogs"), dict):
+            made_from[fid] = set(inputs["catalogs"])
+    every = set().union(*made_from.values())
+    short = [fid for fid, names in made_from.items() if names != every]
+    if not short:
+        return
+    fid = short[0]
+    others = " ".join(str(f.field) for f, names in sorted(made_from.items()) if names == every)
+    lacking = [
+        k for k in sdss.CATALOG_KINDS if paths.catalog(fid.rerun, fid.run, fid.camcol, k).name in every - made_from[fid]
+    ]
+    fetch = [
+        integrity.download_command(
+            sdss.catalog_relpath(fid.rerun, fid.run, fid.camcol, k), paths, False, sorted(f.field for f in fids)
+        )
+        for k in lacking
+        if not paths.catalog(fid.rerun, fid.run, fid.camcol, k).exists()
+    ]
+    names = ", ".join(paths.catalog(fid.rerun, fid.run, fid.camcol, k).name for k in lacking)
+    redo = (f"fetch it ({fetch[0]}), then " if fetch else "") + integrity.alignment_command(fid, paths)
+    raise StargalError(
+        f"field {fid}: its objects table was made without {names}, which field(s) {others} were made with, so it "
+        f"lacks that sweep's objects (its splits would miss a class): {redo} lists them"
+    )
+
+
 def _changed_since_alignment(paths: DataPaths, fid: FieldId, record: dict) -> list[str]:
     """The frames and catalogs, still in the folder, that differ from those the field's cube and objects table
-    were made from (a frame deleted to save space after aligning is not a change; ``alignment.changed_inputs``)."""
+    were made from (a frame deleted to save space after aligning is not a change; ``alignment.changed_inputs``),
+    and the sweeps that have appeared since: a table made from the star sweep alone lists no galaxy, and taken
+    as it is it would give the field's splits its stars only (stage 01 lists the new sweep's objects)."""
     from .alignment import changed_inputs
 
     inputs = record.get("inputs", {})
@@ -412,7 +450,11 @@ def _changed_since_alignment(paths: DataPaths, fid: FieldId, record: dict) -> li
                                                       for k in sdss.CATALOG_KINDS]  # fmt: skip
     recorded = {**inputs.get("frames", {}), **inputs.get("catalogs", {})}
     files = [p for p in present if p.name in recorded and p.exists()]
-    return sorted(changed_inputs(files, recorded, inputs.get("frames_sha256")))
+    added = []
+    if "catalogs" in inputs:  # a record that lists the sweeps its table was made from
+        sweeps = [paths.catalog(fid.rerun, fid.run, fid.camcol, k) for k in sdss.CATALOG_KINDS]
+        added = [p.name for p in sweeps if p.name not in recorded and p.exists()]
+    return sorted(changed_inputs(files, recorded, inputs.get("frames_sha256")) + added)
 
 
 def _check_cube(paths: DataPaths, fid: FieldId, patch_size: int) -> tuple[tuple[int, int], bool]:
@@ -469,6 +511,21 @@ def require_both_classes(paths: DataPaths, fs: FieldSet, counts: dict[str, dict]
         raise StargalError(
             f"the {split} split holds {n} {have} and no {lack}: a classifier cannot be trained or checked on one "
             f"class; {why} (predict.py --model pretrained classifies these fields without training)"
+        )
+
+
+def warn_one_class_test(counts: dict[str, dict]) -> None:
+    """Warn when the test split holds one class only: its accuracy is then that class's recall, and its MCC and
+    balanced accuracy say nothing about telling stars from galaxies (03 prints them all the same)."""
+    n, stars = counts.get("test", {}).get("n", 0), counts.get("test", {}).get("stars", 0)
+    if n and stars in (0, n):
+        have, lack = ("stars", "galaxy") if stars else ("galaxies", "star")
+        log.warning(
+            "the test split holds %d %s and no %s: its scores measure one class only (MCC and balanced accuracy "
+            "are not defined); choose test fields or a --test-region that hold both",
+            n,
+            have,
+            lack,
         )
 
 
