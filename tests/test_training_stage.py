@@ -476,6 +476,19 @@ def test_figures_belong_to_the_model_they_show(tmp_path, caplog):
     assert "drawing them again (no retraining)" in caplog.text
     assert training.figures_current(paths, "m", second) and (folder / "learning_curves.png").is_file()
 
+    # a redraw stopped midway leaves the set as it was (it dropped the figures first, then wrote some unsealed)
+    from stargal.plots import training as tplots
+
+    (folder / "roc.png").unlink()
+    kept = {f.name: f.read_bytes() for f in folder.iterdir()}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(tplots, "magnitude_plot", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
+        with pytest.raises(KeyboardInterrupt):
+            training.redraw_figures(paths, "m", second, fsio.read_json(paths.model("m").metrics))
+    assert {f.name: f.read_bytes() for f in folder.iterdir()} == kept
+    training.redraw_figures(paths, "m", second, fsio.read_json(paths.model("m").metrics))
+    assert training.figures_current(paths, "m", second) and (folder / "roc.png").is_file()
+
 
 def test_an_experiment_its_dataset_cannot_feed_is_refused_before_anything_is_written(tmp_path):
     """02 takes 7 and 9 px patches (the stargal network's minimum); the experiment's proxy network needs 11: 04

@@ -3,6 +3,7 @@ with/without augmentation comparison. PNG, written atomically."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -97,15 +98,20 @@ FIGURE_NAMES = ("learning_curves.png", "roc.png", "confusion_test.png", "by_magn
                 "by_magnitude_val.png")  # fmt: skip
 
 
-def training_report(out_dir: Path, history: dict, metrics: dict, data: dict, preds: dict) -> list[Path]:
-    """Every stage-03 figure of one model under ``out_dir``."""
-    out_dir = Path(out_dir)
-    paths = [history_plot(out_dir / "learning_curves.png", history), roc_plot(out_dir / "roc.png", data, preds)]
+def training_report(
+    out_dir: Path, history: dict, metrics: dict, data: dict, preds: dict, where: Callable[[Path], Path] | None = None
+) -> list[Path]:
+    """Every stage-03 figure of one model under ``out_dir``; returns their paths there. ``where`` maps such a path
+    to the file actually written (an output set's temporary file, renamed into place at its commit)."""
+    out_dir, where = Path(out_dir), where or (lambda path: path)
+    drawn = {"learning_curves.png": lambda f: history_plot(f, history), "roc.png": lambda f: roc_plot(f, data, preds)}
     for split in ("test", "val"):
         if split in metrics:
-            paths.append(confusion_plot(out_dir / f"confusion_{split}.png", metrics, split))
-            paths.append(magnitude_plot(out_dir / f"by_magnitude_{split}.png", metrics, split))
-    return paths
+            drawn[f"confusion_{split}.png"] = lambda f, split=split: confusion_plot(f, metrics, split)
+            drawn[f"by_magnitude_{split}.png"] = lambda f, split=split: magnitude_plot(f, metrics, split)
+    for name, draw in drawn.items():
+        draw(where(out_dir / name))
+    return [out_dir / name for name in drawn]
 
 
 def comparison_plot(path: Path, rows: list[dict]) -> Path:

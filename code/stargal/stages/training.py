@@ -243,13 +243,16 @@ def drop_figures(paths: DataPaths, name: str) -> None:
 def draw_figures(
     paths: DataPaths, name: str, model_json: dict, history: dict, metrics: dict, data: dict, preds: dict
 ) -> list[Path]:
-    """Every stage-03 figure of the model, sealed with its identity (``figures_current``)."""
+    """Every stage-03 figure of the model, sealed with its identity (``figures_current``): they appear together
+    with their record, or (stopped, failed) the previous set stays as it was."""
     from ..plots import training as tplots
 
     folder = paths.reports("training", name)
-    written = tplots.training_report(folder, history, metrics, data, preds)
-    content = {"model": name, "settings": {"model_id": fsio.seal_digest(model_json)}}
-    fsio.seal(_figures_record(paths, name), written, content)
+    with fsio.OutputSet(_figures_record(paths, name)) as output:
+        written = tplots.training_report(folder, history, metrics, data, preds, where=output.path)
+        for stale in {folder / f for f in tplots.FIGURE_NAMES} - set(written):  # an earlier model's: not this one's
+            output.remove(stale)
+        output.commit({"model": name, "settings": {"model_id": fsio.seal_digest(model_json)}})
     return written
 
 
@@ -261,7 +264,6 @@ def redraw_figures(paths: DataPaths, name: str, model_json: dict, metrics: dict,
     data = data or load_dataset(paths, str(model_json["dataset"]))
     preds = predict_splits(load_model(files.keras), data, tta=bool(model_json.get("tta")))
     history = _read_history(files.history) | {"best_epoch": model_json.get("best_epoch")}
-    drop_figures(paths, name)
     draw_figures(paths, name, model_json, history, metrics, data, preds)
 
 
