@@ -331,3 +331,63 @@ def test_registration_leaves_small_unmeasured_and_implausible_offsets_alone():
         [(0.05, 0.05, 40), (float("nan"), float("nan"), 3), (4.0, 0.0, 40), (0.1, 0.2, 40)]
     )
     assert shifts == [(0.0, 0.0), (0.0, 0.0), (0.0, 0.0), (0.1, 0.2)]
+
+
+def test_common_offset_finds_a_reference_band_the_other_bands_agree_is_off():
+    nan = float("nan")
+    ref_off = [(2.0, 0.1, 30), (2.1, -0.1, 30), (0.0, 0.0, 30), (1.9, 0.0, 30), (2.0, 0.2, 30)]
+    assert align.common_offset(ref_off, 2, 1.0, 0.5) == pytest.approx((2.0, 0.05))
+    # one band off, or all off but each its own way, or too few measured: no common offset
+    assert align.common_offset([(0.1, 0, 9), (2.0, 0, 9), (0, 0, 9), (0.2, 0, 9), (0, 0.1, 9)], 2, 1.0, 0.5) is None
+    assert align.common_offset([(2.0, 0, 9), (0, 2.0, 9), (0, 0, 9), (-2.0, 0, 9), (0, -2, 9)], 2, 1.0, 0.5) is None
+    assert align.common_offset([(nan, nan, 3), (nan, nan, 2), (0, 0, 9), (2, 0, 9), (2, 0, 9)], 2, 1.0, 0.5) is None
+    # the six real fields' registration shifts (5405-6-99, all bands off by up to 1.06 px) are not a wrong r band
+    real = [(0.325, -0.383), (0.375, -0.496), (0.0, 0.0), (0.881, -0.591), (0.414, -0.234)]
+    assert align.common_offset(real, 2, 1.0, 0.5) is None
+
+
+def _star_field_bands(errors: dict[str, tuple[float, float]]):
+    """Five bands of a 300 x 400 star field whose WCSs differ, each band's stars ``errors[band]`` px from where its
+    WCS puts them."""
+    rng = np.random.default_rng(5)
+    shape = (300, 400)
+    xs, ys, fluxes = jittered_stars(rng, slice(20, 290, 30), slice(20, 390, 30), 3, (40, 300))
+    ref_wcs = make_wcs(shape)
+    wcss = [make_wcs(shape, shift=(1.3 * k, 2.0)) if b != "r" else ref_wcs for k, b in enumerate(BANDS)]
+    images = []
+    for b, w in zip(BANDS, wcss, strict=True):
+        bx, by = align.exact_map(ref_wcs, w, xs, ys)
+        ex, ey = errors.get(b, (0.0, 0.0))
+        images.append(render(shape, bx + ex, by + ey, fluxes) + rng.normal(0, 0.02, shape).astype(np.float32))
+    return images, wcss
+
+
+def test_a_band_about_3_px_off_is_registered_and_one_beyond_it_refused():
+    """A band whose stars sit 2.8 px off matched none of the reference band's (band_offsets follows a star ~3 px at
+    most) and was left misaligned, as was one 3.4 px or (2.5, 2.5) px off, neither registered nor refused: exit 0."""
+    from stargal.stages.alignment import BandMisalignedError, align_on_stars
+
+    images, wcss = _star_field_bands({"i": (2.8, -0.3)})
+    _, _, shifts = align_on_stars(images, wcss)
+    assert shifts[BANDS.index("i")] == pytest.approx((2.8, -0.3), abs=0.05)
+    for error, distance in (((3.4, 0.0), "3.4"), ((2.5, 2.5), "3.5")):
+        images, wcss = _star_field_bands({"g": error})
+        with pytest.raises(BandMisalignedError, match=rf"^its sources sit {distance} px from the r band's") as exc:
+            align_on_stars(images, wcss)
+        assert exc.value.band == "g"
+
+
+def test_a_reference_band_whose_wcs_is_off_is_named():
+    """The other four bands' stars all 2 px from the r band's where the WCSs put them: it is r's WCS that is off,
+    and the cube (r's WCS) would place the catalog's objects 2 px off their sources; it was registered, exit 0."""
+    from stargal.stages.alignment import BandMisalignedError, align_on_stars
+
+    images, wcss = _star_field_bands({b: (2.0, 0.0) for b in BANDS if b != "r"})
+    with pytest.raises(
+        BandMisalignedError, match=r"other bands' sources all sit \(\+2\.0, \+0\.0\) px .* r band's"
+    ) as exc:
+        align_on_stars(images, wcss)
+    assert exc.value.band == "r"
+    images, wcss = _star_field_bands({"u": (1.0, 0.5), "g": (0.5, 0.2), "i": (-0.5, 0.0), "z": (1.2, 0.0)})
+    _, _, shifts = align_on_stars(images, wcss)  # offsets of their own: registered
+    assert shifts[BANDS.index("u")] == pytest.approx((1.0, 0.5), abs=0.05)

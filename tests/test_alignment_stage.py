@@ -171,6 +171,19 @@ def test_frames_only_field_writes_cube_and_skips_coordinates(tiny_data: DataPath
     assert read_json(tiny_data.reports("alignment", "summary.json"))["fields"][0]["objects"] is None
 
 
+def test_catalogs_deleted_after_a_run_update_the_report(tiny_data: DataPaths):
+    """Catalogs deleted after stage 01 ran: the objects table went, but the alignment report kept its counts (nothing
+    was 'aligned' or 'written'), so the summary and the PDF report named objects no table holds."""
+    run_alignment(tiny_data, ONE, workers=1)
+    assert read_json(tiny_data.reports("alignment", "summary.json"))["totals"]["objects"] > 0
+    for kind in ("gal", "star"):
+        tiny_data.catalog(TINY.rerun, TINY.run, TINY.camcol, kind).unlink()
+    result = run_alignment(tiny_data, ONE, workers=1)
+    assert result["aligned"] == [] and not tiny_data.objects(fid(81)).exists()
+    summary = read_json(tiny_data.reports("alignment", "summary.json"))
+    assert summary["totals"]["objects"] == 0 and summary["fields"][0]["objects"] is None
+
+
 def _nothing_written(paths: DataPaths, field: int = 81) -> bool:
     return not paths.cube(fid(field)).exists() and not paths.objects(fid(field)).exists()
 
@@ -193,6 +206,17 @@ def test_missing_band(tiny_data: DataPaths):
     assert _nothing_written(tiny_data)
 
 
+def test_a_missing_band_names_the_download_of_its_field_and_folder(tiny_data: DataPaths):
+    """The error said 'run 00_download.py': bare, that fetches the reference fields into the default data folder."""
+    from stargal.stages.alignment import check_frames
+
+    missing = tiny_data.frame(fid(81), "u")
+    missing.unlink()
+    with pytest.raises(StargalError, match=rf"^{missing}: file not found \(band u of field 301/8162/6/81; "
+                       rf"00_download.py .*--fields 81 .*--data-dir {tiny_data.root} fetches it\)$"):  # fmt: skip
+        check_frames(tiny_data, [fid(80), fid(81)])
+
+
 def test_corrupt_bz2(tiny_data: DataPaths):
     bad = tiny_data.frame(fid(81), "g")
     bad.write_bytes(bad.read_bytes()[:5000])
@@ -208,6 +232,25 @@ def test_corrupt_bz2(tiny_data: DataPaths):
     refetch = rf"damaged: 00_download.py --run 8162 --camcol 6 --data-dir {tiny_data.root} --verify"
     with pytest.raises(StargalError, match=f"{star.name}: not a readable calibObj catalog .*{refetch} fetches it"):
         run_alignment(tiny_data, ONE, workers=1)
+
+
+def test_a_whole_bz2_or_gzip_stream_of_a_cut_short_fits_file_is_named(tiny_data: DataPaths):
+    """A frame (or sweep) whose compressed stream is whole but holds a FITS file cut short (recompressed after a
+    truncation) stopped stage 01 with 'unexpected TypeError: buffer is too small for requested array', no file
+    named."""
+    import gzip
+
+    bad = tiny_data.frame(fid(81), "z")
+    raw = bz2.decompress(bad.read_bytes())
+    bad.write_bytes(bz2.compress(raw[: len(raw) // 2]))
+    with pytest.raises(StargalError, match=f"^{bad}: not a readable SDSS frame .*buffer is too small"):
+        run_alignment(tiny_data, ONE, workers=1)
+    assert _nothing_written(tiny_data)
+    star = tiny_data.catalog(TINY.rerun, TINY.run, TINY.camcol, "star")
+    raw = gzip.decompress(star.read_bytes())
+    star.write_bytes(gzip.compress(raw[: len(raw) - 2880]))
+    with pytest.raises(StargalError, match=f"^{star}: not a readable calibObj catalog .*buffer is too small"):
+        sdss.read_catalog(star)
 
 
 def test_frame_without_wcs(tiny_data: DataPaths):
@@ -227,6 +270,55 @@ def test_a_frame_whose_wcs_is_pixels_off_is_refused(tiny_data: DataPaths, shift:
     frame.header["CRPIX1"] += shift
     sdss.write_frame(bad, frame.image, frame.header)
     with pytest.raises(StargalError, match=rf"^{bad}: its sources sit {shift} px from the r band's .*--force"):
+        run_alignment(tiny_data, ONE, workers=1)
+    assert _nothing_written(tiny_data)
+
+
+@pytest.mark.parametrize("shift", [(3.4, 0.0), (2.5, 2.5)])
+def test_a_frame_whose_wcs_is_just_beyond_registration_is_refused(tiny_data: DataPaths, shift):
+    """A band 3.4 px off (3 whole pixels: not over the coarse limit) or 2.5 px on each axis (3.5 px) was neither
+    refused nor registered (registration_shifts leaves offsets over 3 px alone): its stars matched none in r, and
+    the cube was written with the band misaligned, exit 0."""
+    bad = tiny_data.frame(fid(81), "g")
+    frame = sdss.read_frame(bad)
+    frame.header["CRPIX1"] += shift[0]
+    frame.header["CRPIX2"] += shift[1]
+    sdss.write_frame(bad, frame.image, frame.header)
+    # the tiny sky's few stars measure no band to a fraction of a pixel: the distance is known to a whole pixel
+    with pytest.raises(
+        StargalError, match=rf"^{bad}: its sources sit (about )?[34](\.\d)? px from the r band's .*--force"
+    ):
+        run_alignment(tiny_data, ONE, workers=1)
+    assert _nothing_written(tiny_data)
+
+
+@pytest.mark.parametrize(("ref_band", "shift"), [("r", 2), ("r", 10), ("g", 10)])
+def test_a_reference_frame_whose_wcs_is_off_is_refused_by_its_name(tiny_data: DataPaths, ref_band: str, shift: int):
+    """The r frame's WCS off by 2 px registered the other four bands onto its stars, and the catalog's objects were
+    placed 2 px off their sources (the cube's WCS is r's), exit 0; 10 px off, the error named the u or z frame;
+    with --ref-band g, an r frame 10 px off was measured against r itself and another frame was named."""
+    bad = tiny_data.frame(fid(81), "r")
+    frame = sdss.read_frame(bad)
+    frame.header["CRPIX1"] += shift
+    sdss.write_frame(bad, frame.image, frame.header)
+    if ref_band == "r":
+        message = (
+            rf"the other bands' sources all sit \([+-]{shift}\.0, [+-]0\.0\) px .*the r band's header WCS is wrong"
+        )
+    else:
+        message = rf"its sources sit {shift} px from the g band's"
+    with pytest.raises(StargalError, match=rf"^{bad}: {message}.*--force"):
+        run_alignment(tiny_data, ONE, ref_band=ref_band, workers=1)
+    assert _nothing_written(tiny_data)
+
+
+def test_a_frame_in_counts_is_refused(tiny_data: DataPaths):
+    """A frame whose BUNIT is not nanomaggy (its pixels in counts) was aligned into a cube that says nanomaggy."""
+    bad = tiny_data.frame(fid(81), "z")
+    frame = sdss.read_frame(bad)
+    frame.header["BUNIT"] = "counts"
+    sdss.write_frame(bad, frame.image / frame.header["NMGY"], frame.header)
+    with pytest.raises(StargalError, match=rf"^{bad}: header BUNIT is 'counts', not nanomaggy .*fetches it again"):
         run_alignment(tiny_data, ONE, workers=1)
     assert _nothing_written(tiny_data)
 
@@ -321,6 +413,19 @@ def test_catalogs_of_another_sky_than_the_frames_are_refused(tiny_data: DataPath
         assert run_alignment(tiny_data, ONE, workers=1, reports=False)["objects_written"] == [81]
     with pytest.raises(StargalError, match=refused):
         run_alignment(tiny_data, ONE, workers=1, reports=False)
+
+
+def test_a_sweep_of_another_run_names_the_command_for_this_data_folder(tiny_data: DataPaths):
+    """A sweep of another run under this run's name: the error's command lacked --data-dir (and the fields and
+    source), so following it fetched the reference fields from SDSS into the default data folder."""
+    star = tiny_data.catalog(TINY.rerun, TINY.run, TINY.camcol, "star")
+    rows = sdss.read_catalog(star)
+    rows["RUN"] = 4510
+    sdss.write_catalog(star, {name: rows[name] for name in rows.dtype.names})
+    with pytest.raises(StargalError, match=rf"^{star}: rows of RUN 4510, but the file name says RUN 8162; wrong file: "
+                       rf"delete it, and 00_download.py --run 8162 --camcol 6 .*--data-dir {tiny_data.root} "
+                       "fetches it again$"):  # fmt: skip
+        run_alignment(tiny_data, ONE, workers=1)
 
 
 def test_sweeps_of_two_skies_are_refused(tiny_data: DataPaths):

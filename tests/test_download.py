@@ -518,6 +518,23 @@ def test_a_frame_under_another_frames_name_is_refused_at_download(sas_tree, tmp_
     assert not paths.sas_file(U80).exists() and not partial_path(paths.sas_file(U80)).exists()
 
 
+def test_a_frame_in_counts_is_refused_at_download(sas_tree, tmp_path):
+    """A frame whose header says BUNIT = 'counts' (its pixels not calibrated to nanomaggies) was copied and then
+    aligned into a cube that says nanomaggy, that band some 200 times too bright, exit 0."""
+    tree = tmp_path / "counts"
+    shutil.copytree(sas_tree, tree)
+    with fits.open(io.BytesIO(bz2.decompress((tree / U80).read_bytes()))) as hdul:
+        hdul[0].header["BUNIT"] = "counts"
+        buf = io.BytesIO()
+        hdul.writeto(buf)
+    (tree / U80).write_bytes(bz2.compress(buf.getvalue()))
+    paths = DataPaths(tmp_path / "data")
+    summary = run_download(paths, FS, _options(str(tree), frames_only=True))
+    assert list(summary.failures) == ["frame-u-008162-6-0080.fits.bz2 (band u)"]
+    assert "BUNIT is 'counts', not nanomaggy" in summary.failures["frame-u-008162-6-0080.fits.bz2 (band u)"]
+    assert not paths.sas_file(U80).exists()
+
+
 @pytest.mark.real
 def test_local_real_sdss_sample(sample_dir, tmp_path):
     """The real DR17 files of shared/sdss-sample (any-tree layout): verified, and hashes match SHA256SUMS."""

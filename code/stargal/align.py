@@ -267,6 +267,23 @@ def registration_shifts(offsets: Sequence[tuple[float, float, int]]) -> list[tup
     return out
 
 
+def common_offset(
+    offsets: Sequence[tuple[float, ...]], ref: int, min_px: float, spread_px: float
+) -> tuple[float, float] | None:
+    """The (dx, dy) by which every other band sits alike from band ``ref`` when each is at least ``min_px`` off
+    and all lie within ``spread_px`` of their median: the other bands agree among themselves, so it is the
+    reference band's own WCS that misplaces it. None otherwise, or with fewer than three other bands measured
+    (an unmeasured offset is NaN; ``offsets`` as ``registration_shifts`` takes them, or whole-pixel shifts)."""
+    others = np.array([o[:2] for k, o in enumerate(offsets) if k != ref], dtype=np.float64).reshape(-1, 2)
+    others = others[np.all(np.isfinite(others), axis=1)]
+    if len(others) < 3:
+        return None
+    median = np.median(others, axis=0)
+    if np.min(np.hypot(*others.T)) < min_px or np.max(np.hypot(*(others - median).T)) > spread_px:
+        return None
+    return float(median[0]), float(median[1])
+
+
 def _max_edge_shift(gx: np.ndarray, gy: np.ndarray) -> int:
     """Largest |shift| (pixels, rounded up) on the frame's edges; a smooth near-affine map peaks there."""
     rows, cols = gx.shape

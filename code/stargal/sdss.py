@@ -40,6 +40,7 @@ _COLUMN_KIND = {"I": "int", "B": "int", "J": "int", "K": "int", "D": "float", "E
 # The camera's filter rows are staggered along the scan: a field's band-b frame has header FRAME = field + this
 # (measured on six real fields of five runs and camcols; the simulator writes the same).
 FRAME_STAGGER = {"r": 0, "i": 2, "u": 4, "z": 6, "g": 8}
+FRAME_UNITS = ("nanomaggy", "nanomaggies", "nmgy")  # BUNIT of a calibrated frame (SDSS writes 'nanomaggy')
 _FRAME_RE = re.compile(r"^frame-([ugriz]|irg)-(\d{6})-(\d)-(\d{4})\.(fits\.bz2|jpg)$")
 _CATALOG_RE = re.compile(r"^calibObj-(\d{6})-(\d)-(gal|star)\.fits\.gz$")
 
@@ -143,7 +144,7 @@ def read_frame(path: str | os.PathLike, redo: str = "00_download.py fetches it a
                 data = hdul[0].data
     except FileNotFoundError:
         raise StargalError(f"{path}: file not found") from None
-    except (OSError, EOFError, ValueError) as exc:
+    except (OSError, EOFError, ValueError, TypeError) as exc:  # TypeError: astropy's "buffer is too small" (cut short)
         raise StargalError(f"{path}: not a readable SDSS frame ({exc}); the file is damaged: {redo}") from None
     if data is None or data.ndim != 2 or 0 in data.shape:
         raise StargalError(f"{path}: primary HDU holds no 2-D image")
@@ -173,13 +174,17 @@ def header_identity_problems(header, band: str, run: int, camcol: int, field: in
     """What in a frame's primary header contradicts the band, run, camcol and field its file name claims.
 
     FILTER must be present; RUN, CAMCOL and FRAME are compared when present. FRAME is the field number plus
-    the band's stagger (``FRAME_STAGGER``), not the field number itself (except for r)."""
+    the band's stagger (``FRAME_STAGGER``), not the field number itself (except for r). BUNIT, when present, must
+    be nanomaggy: every stage reads the pixels so (a frame in counts would be a sky ~200 times too bright)."""
     problems = []
     found = str(header.get("FILTER", "")).strip()
     if not found:
         problems.append("no FILTER keyword")
     elif found != band:
         problems.append(f"FILTER is {found!r}, not {band!r}")
+    unit = header.get("BUNIT")
+    if unit is not None and str(unit).strip().lower() not in FRAME_UNITS:
+        problems.append(f"BUNIT is {unit!r}, not nanomaggy (a calibrated frame's unit)")
     for key, want in (("RUN", run), ("CAMCOL", camcol), ("FRAME", field + FRAME_STAGGER.get(band, 0))):
         if key in header:
             try:
@@ -231,7 +236,7 @@ def read_catalog(
                 arrays = {c: np.asarray(table[c]) for c in columns}
     except FileNotFoundError:
         raise StargalError(f"{path}: file not found") from None
-    except (OSError, EOFError, ValueError, zlib.error) as exc:
+    except (OSError, EOFError, ValueError, TypeError, zlib.error) as exc:  # TypeError: a table cut short
         raise StargalError(f"{path}: not a readable calibObj catalog ({exc}); {redo}") from None
     _check_catalog_columns(path, arrays, wrong_file)
     n = len(next(iter(arrays.values()))) if arrays else 0

@@ -68,7 +68,8 @@ def check_frames(paths: DataPaths, fids: list[FieldId]) -> None:
     for fid in fids:
         for band, p in zip(BANDS, frame_paths(paths, fid), strict=True):
             if not p.is_file():
-                raise StargalError(f"{p}: file not found (band {band} of field {fid}; run 00_download.py)")
+                fetch = integrity.download_command(sdss.frame_relpath(band, *fid), paths)
+                raise StargalError(f"{p}: file not found (band {band} of field {fid}; {fetch} fetches it)")
 
 
 def read_field_frames(paths: DataPaths, fid: FieldId, ref_band: str) -> list[sdss.Frame]:
@@ -143,12 +144,40 @@ def cube_meta(fid: FieldId, ref_band: str, ref: sdss.Frame, result: align.Alignm
     return meta
 
 
+# A reference band's WCS is off when every other band sits at least this far from it, alike (within the spread):
+# the registration shifts of the six real fields reach 1.06 px in one band (i of 5405-6-99), 0.62 px in all others.
+REFERENCE_OFF_PX = 1.0
+REFERENCE_SPREAD_PX = 0.5
+COARSE_SPREAD_PX = 1.5  # the same for whole-pixel shifts (coarse_band_shifts), each rounded
+MIN_COARSE_PX = 2.0  # a band whose stars go unmatched this far off (whole pixels) is measured again after the shift
+
+
 class BandMisalignedError(StargalError):
     """A band the registration cannot lay onto the reference band's stars (``band``: which)."""
 
     def __init__(self, band: str, message: str):
         super().__init__(message)
         self.band = band
+
+
+def _misaligned(distance: float, ref_band: str) -> str:
+    shown = f"{distance:.1f}".rstrip("0").rstrip(".")  # whole-pixel shifts as such (4, not 4.0)
+    return (f"its sources sit {shown} px from the {ref_band} band's where the WCSs put them: its header's WCS "
+            "is wrong")  # fmt: skip
+
+
+def _refuse_misplaced_reference(offsets, ref_index: int, min_px: float, spread_px: float) -> None:
+    """Raise BandMisalignedError naming the reference band when every other band sits alike from it: then its own
+    WCS is the one that is wrong, and the cube's WCS (the catalog's pixels, predict.py's positions) would be too."""
+    common = align.common_offset(offsets, ref_index, min_px, spread_px)
+    if common is not None:
+        ref_band = BANDS[ref_index]
+        dx, dy = (round(v, 1) + 0.0 for v in common)  # + 0.0: no "-0.0"
+        raise BandMisalignedError(
+            ref_band,
+            f"the other bands' sources all sit ({dx:+.1f}, {dy:+.1f}) px from its own where the WCSs put "
+            f"them: the {ref_band} band's header WCS is wrong",
+        )
 
 
 def align_on_stars(
@@ -161,14 +190,42 @@ def align_on_stars(
     result = align.align_bands(images, wcss, ref_index)
     subtracted = detection.subtract_backgrounds(result.cube)
     # beyond what registration on the stars corrects, a band's WCS is wrong (an edited or damaged header)
-    off = detection.misaligned_bands(result.cube, "".join(BANDS), subtracted, align.MAX_REGISTRATION_PX)
+    coarse = detection.coarse_band_shifts(result.cube, ref_index, subtracted)
+    off = {b: float(np.hypot(dx, dy)) for b, (dx, dy) in zip(BANDS, coarse, strict=True)
+           if max(abs(dx), abs(dy)) > align.MAX_REGISTRATION_PX}  # fmt: skip
     if off:
+        _refuse_misplaced_reference(coarse, ref_index, align.MAX_REGISTRATION_PX, COARSE_SPREAD_PX)
         band = max(off, key=off.get)
-        raise BandMisalignedError(band, f"its sources sit {off[band]:.0f} px from the {ref_band} band's where the "
-                                  "WCSs put them: its header's WCS is wrong")  # fmt: skip
+        raise BandMisalignedError(band, _misaligned(off[band], ref_band))
     sources = detection.measure_sources(result.cube, "".join(BANDS), subtracted=subtracted)
     offsets = detection.band_offsets(result.cube, "".join(BANDS), ref_band, sources=sources, subtracted=subtracted)
     del subtracted
+    # a band whose stars sit ~3 px off matches none of them (band_offsets follows a star about 3 px at most):
+    # measure it again after the coarse shift, and add the two
+    unmatched = [k for k, (o, c) in enumerate(zip(offsets, coarse, strict=True))
+                 if not np.isfinite(o[0]) and np.hypot(*c) >= MIN_COARSE_PX]  # fmt: skip
+    if unmatched:
+        pre = [coarse[k] if k in unmatched else (0, 0) for k in range(len(BANDS))]
+        again = align.align_bands(images, wcss, ref_index, shifts=pre)
+        measured = detection.band_offsets(again.cube, "".join(BANDS), ref_band)
+        del again
+        for k in unmatched:
+            dx, dy, n = measured[k]
+            offsets[k] = (pre[k][0] + dx, pre[k][1] + dy, n) if np.isfinite(dx) else (*pre[k], 0)
+    spread = COARSE_SPREAD_PX if unmatched else REFERENCE_SPREAD_PX  # an offset known to a whole pixel
+    _refuse_misplaced_reference(offsets, ref_index, REFERENCE_OFF_PX, spread)
+    for k in unmatched:
+        if offsets[k][2] == 0:  # still no star matched: its offset is known to a pixel, too coarse to register on
+            raise BandMisalignedError(
+                BANDS[k],
+                f"its sources sit about {np.hypot(*coarse[k]):.0f} px from the {ref_band} band's where the "
+                "WCSs put them, and its stars cannot be matched to register it: its header's WCS is wrong",
+            )
+    far = {b: float(np.hypot(dx, dy)) for b, (dx, dy, _) in zip(BANDS, offsets, strict=True)
+           if np.hypot(dx, dy) > align.MAX_REGISTRATION_PX}  # fmt: skip
+    if far:  # registration_shifts would leave such a band as it is, misaligned
+        band = max(far, key=far.get)
+        raise BandMisalignedError(band, _misaligned(far[band], ref_band))
     shifts = align.registration_shifts(offsets)
     if any(dx or dy for dx, dy in shifts):
         moved = ", ".join(f"{b} ({dx:+.2f}, {dy:+.2f})" for b, (dx, dy) in zip(BANDS, shifts, strict=True) if dx or dy)
@@ -354,6 +411,7 @@ def process_field(task: FieldTask) -> dict:
             done.update(objects=True, mismatched=mismatched)
         elif objects_path.exists():
             out.remove(objects_path)  # made from catalogs that are gone
+            done["objects_removed"] = True  # the report's counts change too
         out.commit(record)
     return done
 
@@ -392,7 +450,11 @@ def load_catalogs(paths: DataPaths, fs: FieldSet) -> tuple[dict[str, np.ndarray]
         k: integrity.download_command(sdss.catalog_relpath(fs.rerun, fs.run, fs.camcol, k), paths) for k in present
     }
     catalogs = {
-        k: sdss.read_catalog(p, redo=f"the file is damaged: {fetch[k]} --verify fetches it again")
+        k: sdss.read_catalog(
+            p,
+            redo=f"the file is damaged: {fetch[k]} --verify fetches it again",
+            wrong_file=f"wrong file: delete it, and {fetch[k]} fetches it again",
+        )
         for k, p in present.items()
     }
     skies = {k: catalog_simulated(p) for k, p in present.items()}
@@ -635,7 +697,7 @@ def run_alignment(
         for fid in fids
     ]
     done = map_tasks(process_field, tasks, workers=workers, scheduler=scheduler, description="aligning fields")
-    changed = any(d["aligned"] or d["objects"] for d in done)
+    changed = any(d["aligned"] or d["objects"] or d.get("objects_removed") for d in done)
     tensors = write_tensors(paths, fs, fids, force=force or changed) if catalog_files else None
     result = {
         "fields": [f.field for f in fids],
