@@ -992,3 +992,27 @@ def test_redo_commands_name_the_source_the_manifest_records(tmp_path):
     files[U80]["url"] = "https://data.sdss.org/sas/dr17/eboss/" + U80  # SDSS itself: the default source
     fsio.write_json(paths.manifest, {"version": 1, "files": files})
     assert download_command(U80, paths) == f"00_download.py --run 8162 --camcol 6 --fields 80 --frames-only {tail}"
+
+
+def test_files_fetched_before_a_stop_are_recorded_not_fetched_again(sas_tree, tmp_path, monkeypatch):
+    """Ctrl-C while the files in flight had finished (whole, verified, at their final names) but were not yet
+    recorded: the manifest missed them, and the next run fetched them all again."""
+    from concurrent.futures import ALL_COMPLETED
+
+    from stargal.stages import download as stage
+
+    def stopped_wait(futures, return_when):
+        stage_wait(futures, return_when=ALL_COMPLETED)  # every file in flight ends, then the stop comes
+        raise KeyboardInterrupt
+
+    stage_wait = stage.wait
+    monkeypatch.setattr(stage, "wait", stopped_wait)
+    paths = DataPaths(tmp_path / "data")
+    fs = FieldSet(301, 8162, 6, (80,), (80,), (), ())
+    with pytest.raises(KeyboardInterrupt):
+        run_download(paths, fs, _options(str(sas_tree), workers=1))
+    recorded = Manifest.load(paths.manifest).files
+    assert len(recorded) == len(plan_files(fs)) == 8  # the window holds them all: all ended before the stop
+    monkeypatch.undo()
+    again = run_download(paths, fs, _options(str(sas_tree)))
+    assert again.fetched == 0 and again.skipped == 8

@@ -562,9 +562,9 @@ def _fetch_all(paths, source, todo, options, manifest, summary) -> None:
     sessions = _Sessions(options.http)
     window = max(1, options.workers) * 16  # files in flight: memory and each wait() stay small for any --fields
     queue = iter(todo)
+    pending: dict[Future, FileSpec] = {}
     try:
         with ThreadPoolExecutor(max_workers=max(1, options.workers), thread_name_prefix="download") as pool:
-            pending: dict[Future, FileSpec] = {}
             try:
                 while True:
                     for spec in queue:
@@ -586,6 +586,13 @@ def _fetch_all(paths, source, todo, options, manifest, summary) -> None:
                 for future in pending:
                     future.cancel()
                 raise
+    except BaseException:
+        # files whose fetch ended (whole and verified, at their final names) before the stop was seen: recorded,
+        # so that the next run does not fetch them again; only the files still in flight are lost
+        for future, spec in pending.items():
+            if future.done() and not future.cancelled() and future.exception() is None:
+                _collect(spec, future, manifest, summary, display)
+        raise
     finally:
         display.close()
         sessions.close()
