@@ -29,6 +29,7 @@ from bench_pipeline import machine  # bench/ is on the path: it holds the script
 
 from stargal.config import REFERENCE
 from stargal.cube import read_cube
+from stargal.fsio import write_text
 from stargal.paths import PROJECT_ROOT, DataPaths, FieldId
 
 TARGET = {"seconds": 10.0, "peak_gb": 1.0}  # the reliability issue's target for 100,000 positions
@@ -119,7 +120,7 @@ def main() -> int:
     print(f"load average at the end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     print(f"target: under {TARGET['seconds']:.0f} s and {TARGET['peak_gb']:.0f} GB")
     if args.output:
-        Path(args.output).write_text(json.dumps({"machine": m, "n": args.n, "results": results}, indent=2) + "\n")
+        write_text(args.output, json.dumps({"machine": m, "n": args.n, "results": results}, indent=2) + "\n")
     return 0
 
 

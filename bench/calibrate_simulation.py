@@ -3,7 +3,10 @@
 simulated frames the same way (background sigma, star FWHM, band offsets), write
 ``reports/simulation/calibration.json`` and ``real_vs_simulated.png`` of the data folder, print a table.
 
-    bench/calibrate_simulation.py [--data-dir /tmp/simcal] [--fields 80 103] [--sample ../shared/sdss-sample]
+    bench/calibrate_simulation.py [--data-dir DIR] [--fields 80 103] [--sample ../shared/sdss-sample]
+
+Without --fields it simulates fields 80 and 103 (not the reference configuration's ten); the sample must hold
+8162-6-80 and 4510-4-30.
 """
 
 from __future__ import annotations
@@ -14,16 +17,17 @@ from pathlib import Path
 from stargal import cli
 from stargal.errors import StargalError
 from stargal.fsio import read_json, write_json
-from stargal.paths import PROJECT_ROOT
+from stargal.paths import DEFAULT_SAMPLE_DIR
 from stargal.stages.calibration import run_calibration
 from stargal.stages.simulate import simulate_sky
 
 
 def main(argv=None) -> int:
-    parser = cli.make_parser(__doc__.splitlines()[0], workers=True)
-    parser.add_argument(
-        "--sample", default=str(PROJECT_ROOT.parent / "shared" / "sdss-sample"), help="real sample folder"
-    )
+    parser = cli.make_parser(__doc__.split("\n\n")[0], workers=True)
+    parser.add_argument("--sample", default=str(DEFAULT_SAMPLE_DIR), help="real sample folder")
+    for action in parser._actions:  # this bench's own default, not the reference configuration's ten fields
+        if action.dest == "fields":
+            action.help = "fields to simulate and measure (default: 80 103)"
     args = parser.parse_args(argv)
     cli.setup_logging(args.quiet)
     if not (Path(args.sample) / "008162-6-0080").is_dir():
@@ -39,6 +43,7 @@ def main(argv=None) -> int:
     data = read_json(report)
     data["simulation"] = {"seconds_per_field": sim["field_seconds"], "workers": args.workers}
     write_json(report, data)
+    print("pixel noise sigma in nanomaggies, star FWHM in arcsec, band offset from r in pixels")
     print(
         f"{'band':4} {'sigma real':>17} {'sigma sim':>17} {'FWHM real':>11} {'FWHM sim':>11} {'offset real':>11} {'offset sim':>11}"
     )

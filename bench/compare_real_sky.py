@@ -4,8 +4,8 @@ one, their simulated test metrics: mean and sample standard deviation per group,
 
     bench/compare_real_sky.py --group "new sky" M1 M2 M3 --group "old sky" M4 M5 M6 [--data-dir DIR] [--out DIR]
 
-Each model (a model folder) is evaluated by ``real_sky.py`` into OUT/<model name>/ (skipped when current);
-writes OUT/comparison.md and comparison.json.
+Each model (a model folder, a model name of DIR or ``pretrained``) is evaluated by ``real_sky.py`` into
+OUT/<model name>/ (skipped when current); writes OUT/comparison.md and comparison.json.
 """
 
 from __future__ import annotations
@@ -35,12 +35,29 @@ COLUMNS = (
         lambda r, m: _catalog(r, lambda c: c["fainter_non_catalog"]["fraction"]),
     ),
     ("4510 MCC, negatives to r 22.5", lambda r, m: _catalog(r, lambda c: c["two_sided_to_limit"]["mcc"])),
-    ("min locus (called star)", lambda r, m: min(f["locus"]["called_star"]["fraction"] or 0 for f in r["fields"])),
+    ("min locus (called star)", lambda r, m: _min_locus(r)),
     ("r<16 called star, all fields", lambda r, m: _pooled(r, "saturating")),
     ("r<16 called galaxy (count)", lambda r, m: _pooled(r, "saturating", missed=True)),
     ("labelled accuracy (fields with both sweeps)", lambda r, m: _labelled(r, "accuracy")),
     ("labelled MCC", lambda r, m: _labelled(r, "mcc")),
 )
+
+
+def _min_locus(record: dict):
+    """The lowest share of locus sources called star over the fields that have such sources (a field without
+    any has no share: None, not 0); None when no field has one."""
+    shares = [f["locus"]["called_star"]["fraction"] for f in record["fields"] if "locus" in f]
+    shares = [v for v in shares if v is not None]
+    return min(shares) if shares else None
+
+
+def model_metrics(paths, model: str) -> dict:
+    """The simulated test metrics (metrics.json) of ``model`` as real_sky.py resolves it (``pretrained``, a model
+    name of the data folder or a folder); {} when it has none (an ensemble may not)."""
+    from stargal.stages.predict import resolve_model_dir
+
+    metrics = ModelFiles(resolve_model_dir(paths, model)).metrics
+    return read_json(metrics) if metrics.exists() else {}
 
 
 def _labelled(record: dict, metric: str):
@@ -89,7 +106,7 @@ def main(argv=None) -> int:
         values = {c: [] for c, _ in COLUMNS}
         for model in models:
             result = run_real_sky(paths, Path(args.sample), model=model, out=out / Path(model).name)
-            metrics = read_json(ModelFiles(Path(model)).metrics) if ModelFiles(Path(model)).metrics.exists() else {}
+            metrics = model_metrics(paths, model)
             for column, pick in COLUMNS:
                 values[column].append(pick(result, metrics))
         record[name] = {"models": models, **values}

@@ -2,7 +2,7 @@
 """The simulated sky against the real SDSS sample, one figure per property (PSF sizes, profile and variation,
 seeing range, size-magnitude diagram, source density, sky residuals, galaxy colours, band offsets).
 
-    bench/fidelity.py --sim-data-dir /work/d5ref --fields 80 103 111 [--data-dir DIR] [--sample DIR]
+    bench/fidelity.py --sim-data-dir SIMDIR --fields 80 103 111 [--data-dir DIR] [--sample DIR]
 
 The simulated fields must have been through stages 00 and 01; the real fields are prepared in --data-dir.
 Writes DATA_DIR/reports/fidelity/*.png and fidelity.json.

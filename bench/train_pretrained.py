@@ -353,8 +353,9 @@ def install(build_dir: Path) -> Path:
     for previous in (files.keras, files.metrics, files.history, files.onnx):
         if previous.name not in names:  # the previous model's (e.g. history.csv, which an ensemble has not)
             previous.unlink(missing_ok=True)
-    for name in names:
-        shutil.copy2(build_dir / name, PRETRAINED_MODEL_DIR / name)
+    for name in names:  # each file whole or not at all: an interrupted install leaves no torn model.keras
+        with fsio.atomic_path(PRETRAINED_MODEL_DIR / name) as partial:
+            shutil.copy2(build_dir / name, partial)
     meta = {k: v for k, v in record.items() if k != INTEGRITY_KEY}
     fsio.seal(files.json, [PRETRAINED_MODEL_DIR / n for n in names], {**meta, "name": PRETRAINED_MODEL_DIR.name})
     print(f"installed {build_dir} -> {PRETRAINED_MODEL_DIR}")
