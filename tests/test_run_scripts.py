@@ -261,6 +261,8 @@ def test_a_bad_option_value_is_refused_before_any_stage_runs(tmp_path):
         "run_scripts: error: 03_model.py: argument --epochs: invalid int value: 'abc'; no stage was run" in proc.stderr
     )
     assert not (data / "calls.log").exists()
+    proc = _run(stages, "--data-dir", str(data), "--epochs")  # an option its stage needs a value for
+    assert proc.returncode == 2 and "03_model.py: argument --epochs: expected one argument" in proc.stderr
     proc = _run(stages, "foo", "--data-dir", str(data), "--epochs", "3")
     assert proc.returncode == 2 and "unexpected argument 'foo'" in proc.stderr
     assert not (data / "calls.log").exists()

@@ -227,9 +227,10 @@ def refused_values(
     given: list[tuple[str, list[str]]],
     env: dict[str, str],
 ) -> str | None:
-    """The first stage's own parser error for the user's option values (``--epochs abc``), else None. Each stage
-    given one is run with its command and ``--help`` last: argparse checks every value before it reaches --help,
-    so a typo is refused now, not when its stage starts after an hour of the earlier ones."""
+    """The first stage's own parser error for the user's options (``--epochs abc``, ``--fields`` with no field),
+    else None. Each stage given one is run with its command and ``--help`` last: argparse checks every option
+    before it reaches --help, so a typo is refused now, not when its stage starts after an hour of the earlier
+    ones."""
     commands = []
     for stage in stages:
         accepted = accepted_by.get(stage.name, set())
@@ -474,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    refused = refused_values(args, stages, accepted_by, [o for o in options if o[0] in given and o[1]], env)
+    refused = refused_values(args, stages, accepted_by, [o for o in options if o[0] in given], env)
     if refused:
         print(f"run_scripts: error: {refused}; no stage was run", file=sys.stderr)
         return 2
