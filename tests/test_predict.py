@@ -281,6 +281,10 @@ def test_cli(tmp_path, model_dir, field):
 
     done = run_cli("--data-dir", str(tmp_path), "--model", str(model_dir), "--field", "5", "--ra", "1", "--dec", "3")
     assert done.returncode == 2 and "aligned cube not found" in done.stderr
+    # --all named the missing cube's objects table, with advice to fetch the sweeps
+    missing = tmp_path / "nonexist.fits"
+    done = run_cli("--data-dir", str(tmp_path), "--model", str(model_dir), "--cube", str(missing), "--all")
+    assert done.returncode == 2 and f"{missing}: aligned cube not found" in done.stderr, done.stderr
 
     done = run_cli("--data-dir", str(tmp_path), "--cube", str(cube), "--field", "80", "--ra", "1", "--dec", "3")
     assert done.returncode == 2 and "give the field one way: --cube PATH or --field N" in done.stderr

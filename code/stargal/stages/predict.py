@@ -330,6 +330,8 @@ def catalog_objects(cube_path: Path) -> np.ndarray:
     the field record beside both seals them together: --all classifies every object without the presence test,
     so a table merely lying beside the cube (another field's, or a simulated one's of the same name) would be
     classified at positions that hold no source, with agreement statistics against the wrong catalog."""
+    if not cube_path.is_file():  # the cube itself first: its table's absence would send the user the wrong way
+        raise StargalError(f"{cube_path}: aligned cube not found (run 01_alignment.py first)")
     path = objects_for_cube(cube_path)
     if not path.is_file():
         raise StargalError(
