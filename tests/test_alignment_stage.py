@@ -455,9 +455,19 @@ def test_real_frames_beside_simulated_sweeps_get_no_objects(sample_dir, tiny_dat
         tiny_data.frame(real, band).unlink()
         tiny_data.frame(real, band).symlink_to(TEST_FIELD_DIR / tiny_data.frame(real, band).name)
     with pytest.raises(StargalError, match=r"catalog\(s\) of the simulated sky, but the frames of field "
-                       r"301/8162/6/80 are of the real SDSS sky"):  # fmt: skip
+                       r"301/8162/6/80 are of the real SDSS sky") as refusal:  # fmt: skip
         run_alignment(tiny_data, dataclasses.replace(TINY, fields=(80,)), workers=1, reports=False)
     assert not tiny_data.objects(real).exists()
+    assert (
+        f"(00_download.py --force --run 8162 --camcol 6 --fields 80 --data-dir {tiny_data.root} [--source ...])"
+        in str(refusal.value)
+    )  # no source on record: the user names it
+    # with the frames' source on record, the command names it, once (it was followed by "--source ..." too)
+    relpath = sdss.frame_relpath("r", 301, 8162, 6, 80)
+    fsio.write_json(tiny_data.manifest, {"files": {relpath: {"url": f"file://{TEST_FIELD_DIR}/{Path(relpath).name}"}}})
+    with pytest.raises(StargalError, match=r"catalog\(s\) of the simulated sky") as refusal:
+        run_alignment(tiny_data, dataclasses.replace(TINY, fields=(80,)), workers=1, reports=False)
+    assert str(refusal.value).count("--source") == 1 and f"--source {TEST_FIELD_DIR} " in str(refusal.value)
 
 
 @pytest.mark.slow

@@ -426,10 +426,11 @@ def check_catalog_sky(
     frames_simulated = bool(fits.getheader(cube_file).get("SIMULAT", False))
     if frames_simulated != simulated:
         fetch = integrity.download_command(sdss.frame_relpath("r", *fid), paths, force=True, catalogs=True)
+        fetch += "" if "--source" in fetch else " [--source ...]"  # the manifest's source, else the user's to name
         raise StargalError(
             f"{', '.join(catalog_files)}: catalog(s) of {sky_name(simulated)}, but the frames of field {fid} are of "
             f"{sky_name(frames_simulated)}: their objects would be labelled by another sky; fetch the catalogs from "
-            f"the frames' source ({fetch} --source ...), delete them (cubes only, no objects), or use another "
+            f"the frames' source ({fetch}), delete them (cubes only, no objects), or use another "
             "--data-dir"
         )
 
