@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -447,3 +448,86 @@ def test_run_scripts_no_download_sh_names_itself_not_the_flag_it_adds():
         "run_scripts_no_download.sh: error: --stages download alignment: run_scripts_no_download.sh never downloads; "
         "drop download there, or run ./run_scripts.sh"
     )
+
+
+def test_two_runs_on_one_folder_take_turns_for_the_whole_run_not_stage_by_stage(tmp_path):
+    """Two runs on one folder took turns stage by stage: run B's 02 (other splits) got in between run A's 02 and 03,
+    and A's 03 trained on B's dataset, or skipped as current on it (exit 0, reported as A's). A run now holds the
+    folder for all its stages, which take the lock it hands them (each stand-in locks the folder as a stage does:
+    a lock not handed on would wait forever)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    locks = "from stargal import fsio, cli; fsio.lock_folder(a.data_dir[0] + '/.lock'); import time; time.sleep(0.5)"
+    stages = _stand_ins(tmp_path / "code", preparation=locks, model=locks)
+    env = dict(os.environ, STARGAL_STAGE_DIR=str(stages))
+    runs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "stargal.pipeline",
+                "--stages",
+                "preparation",
+                "model",
+                "--no-explain",
+                "--no-report",
+                "--data-dir",
+                str(data),
+                "--seed",
+                seed,
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for seed in ("1", "2")
+    ]
+    outputs = [run.communicate(timeout=120) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outputs
+    order = [(call[0], call[call.index("--seed") + 1]) for call in _calls(data)]
+    first, second = order[0][1], order[2][1]
+    assert order == [("preparation", first), ("model", first), ("preparation", second), ("model", second)]
+    assert any("is in use (pid" in err and "waiting for it to finish" in err for _, err in outputs)
+
+
+def test_a_stage_table_that_cannot_be_recorded_is_said_once(tmp_path):
+    """On a read-only data folder the runner said "could not record the stage table" twice (the table is written
+    before the report stage and again at the end); the README promises one warning."""
+    data = tmp_path / "data"
+    (data / "reports" / "pipeline" / "stages.json").mkdir(parents=True)  # cannot be written, as on a read-only folder
+    proc = _run(_stand_ins(tmp_path / "code"), "--data-dir", str(data))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("could not record the stage table") == 1, proc.stderr
+
+
+def test_verify_waits_for_a_predict_writing_in_the_folder_instead_of_calling_its_file_a_leftover(tmp_path):
+    """--verify took the temporary file of a predict.py writing its default output (predictions/) at that moment for
+    one "left by an interrupted run" and exited 1, on a folder where nothing was wrong."""
+    from stargal import fsio, pipeline
+    from stargal.paths import DataPaths
+
+    paths = DataPaths.at(tmp_path / "data")
+    writing = paths.root / "predictions" / ".field.csv.0123456789ab.part"
+    writing.parent.mkdir(parents=True)
+    writing.write_text("half a table")
+    code = (
+        "import sys; from stargal import fsio; fsio.lock_folder(sys.argv[1], shared=True); "
+        "print('locked', flush=True); sys.stdin.readline(); __import__('os').unlink(sys.argv[2])"
+    )
+    reader = subprocess.Popen([sys.executable, "-c", code, str(paths.publish_lock), str(writing)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert reader.stdout.readline().strip() == "locked"
+        status = []
+        verifying = threading.Thread(target=lambda: status.append(pipeline.verify(paths, [])), daemon=True)
+        verifying.start()
+        verifying.join(1.0)
+        assert not status  # waits for predict to finish writing
+        reader.communicate("\n", timeout=30)  # its file renamed into place (here: gone)
+        verifying.join(30)
+        assert status == [0]
+    finally:
+        fsio.release_folder_locks()
+        reader.kill()
+        reader.wait()

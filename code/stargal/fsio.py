@@ -514,6 +514,8 @@ def lock_folder(lock_file: str | os.PathLike, *, shared: bool = False, on_wait=N
             fcntl.flock(fd, fcntl.LOCK_EX)
             _HELD_LOCKS[key] = (fd, False)
         return True
+    if _adopt_handed_lock(key):
+        return True
     writable = True
     try:
         fd = os.open(key, os.O_RDWR | os.O_CREAT, 0o666)
@@ -541,6 +543,43 @@ def lock_folder(lock_file: str | os.PathLike, *, shared: bool = False, on_wait=N
             os.ftruncate(fd, 0)
             os.pwrite(fd, holder.encode("utf-8"), 0)
     _HELD_LOCKS[key] = (fd, shared)
+    return True
+
+
+# "FD:LOCK FILE": the exclusive folder lock a parent process (run_scripts.sh) holds for its whole run and hands to
+# the stage it starts (the descriptor passed with ``pass_fds``), so that no other run's stage gets in between two of
+# its stages (another run's 02 between its 02 and 03 would have its 03 train on the other run's dataset)
+HANDED_LOCK_ENV = "STARGAL_HANDED_LOCK"
+
+
+def hand_on_lock(lock_file: str | os.PathLike) -> tuple[dict[str, str], tuple[int, ...]]:
+    """The environment entries and descriptors that hand this process's exclusive hold of ``lock_file`` (taken with
+    ``lock_folder``) to a child process (``subprocess.Popen(..., env=..., pass_fds=...)``); nothing when not held."""
+    key = os.path.realpath(lock_file)
+    held = _HELD_LOCKS.get(key)
+    if held is None or held[1]:
+        return {}, ()
+    return {HANDED_LOCK_ENV: f"{held[0]}:{key}"}, (held[0],)
+
+
+def _adopt_handed_lock(key: str) -> bool:
+    """Whether the parent handed this process its hold of the lock file ``key`` (``hand_on_lock``): then it is held
+    here too (the same open file, so taking it again cannot wait), and stays held by the parent after this process
+    lets go of it. The entry is dropped from the environment: no process this one starts has the descriptor."""
+    fd_text, _, path = os.environ.get(HANDED_LOCK_ENV, "").partition(":")
+    if path != key or not fd_text.isdigit():
+        return False
+    os.environ.pop(HANDED_LOCK_ENV, None)
+    fd = int(fd_text)
+    try:
+        st, own = os.fstat(fd), os.stat(key)
+        if (st.st_dev, st.st_ino) != (own.st_dev, own.st_ino):
+            return False
+        # already ours, so at once; never LOCK_SH, which would turn the parent's exclusive lock into a shared one
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # not the parent's open file after all (BlockingIOError: another process holds it)
+        return False
+    _HELD_LOCKS[key] = (fd, False)
     return True
 
 

@@ -312,13 +312,42 @@ class _StopSignals:
                 os.kill(self._pid, signum)
 
 
-def run_stage(cmd: list[str], env: dict[str, str]) -> StageRun:
+def _hold_data_folder(paths: DataPaths, args, stages: list[Stage]) -> dict[str, str]:
+    """Lock the data folder for the whole run, as each stage locks it for its own, and return the environment entry
+    that hands the lock to the stages: another run on the folder (a second run_scripts.sh, a stage started by hand)
+    waits until this one ends instead of running its stages between this run's, whose later stages would then use
+    its outputs (its dataset of other splits trained on by this run's 03, reported as this run's). A folder that
+    does not exist yet is made only when the download stage, which would make it, runs; otherwise the stage that
+    needs it refuses it, unlocked; so does one where the lock cannot be made (no permission, a full disk): each stage
+    then says so in its one line."""
+    if not paths.root.is_dir():
+        if paths.root.exists() or "download" not in [stage.name for stage in stages]:
+            return {}
+        try:
+            paths.root.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            return {}
+    started = dt.datetime.now().astimezone().isoformat(timespec="seconds")
+    prog = os.environ.get("STARGAL_PROG", "run_scripts")
+
+    def waiting(holder: str) -> None:
+        print(f"run_scripts: {paths.root} is in use ({holder or 'another run'}); waiting for it to finish",
+              file=sys.stderr, flush=True)  # fmt: skip
+
+    try:
+        fsio.lock_folder(paths.lock_file, on_wait=waiting, holder=f"pid {os.getpid()}: {prog}, started {started}")
+    except OSError:
+        return {}
+    return fsio.hand_on_lock(paths.lock_file)[0]
+
+
+def run_stage(cmd: list[str], env: dict[str, str], pass_fds: tuple[int, ...] = ()) -> StageRun:
     """Run one stage and measure it. SIGINT or SIGTERM to this runner reaches the stage too (a terminal's SIGINT
     reached it already; SIGTERM from a batch system or docker stop only this runner): no stage runs on holding
-    the data folder, and the run stops once it has ended."""
+    the data folder, and the run stops once it has ended. ``pass_fds``: the data folder's lock, handed on."""
     start = time.monotonic()
     with _StopSignals() as stop:
-        proc = subprocess.Popen(cmd, env=env)
+        proc = subprocess.Popen(cmd, env=env, pass_fds=pass_fds)
         stop.started(proc.pid)
         status, usage, tree_peak = _wait_measuring(proc.pid)
     proc.returncode = os.waitstatus_to_exitcode(status)  # reaped by wait4: Popen must not wait for it again
@@ -480,6 +509,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"run_scripts: error: {refused}; no stage was run", file=sys.stderr)
         return 2
 
+    env.update(_hold_data_folder(paths, args, stages))
     status = 0
     for stage in stages:
         if stage.name not in accepted_by:
@@ -501,7 +531,7 @@ def main(argv: list[str] | None = None) -> int:
             _write_record(paths, args, options, results + pending, None)
         shown = " ".join(["python", f"code/{stage.script}", *cmd[2:]])
         print(f"==> stage {stage.name}: {shown}", file=sys.stderr, flush=True)
-        run = run_stage(cmd, env)
+        run = run_stage(cmd, env, fsio.hand_on_lock(paths.lock_file)[1])
         result = Result(stage.name, stage.script, "ok", seconds=run.seconds, peak_rss_mb=run.peak_rss_mb,
                         peak_tree_mb=run.peak_tree_mb, exit_code=run.exit_code, command=cmd[1:])  # fmt: skip
         results.append(result)
@@ -548,6 +578,13 @@ def verify(paths: DataPaths, rest: list[str]) -> int:
         print(f"run_scripts: {paths.root} is in use ({holder or 'another run'}); waiting for it", file=sys.stderr)
 
     fsio.lock_folder(paths.lock_file, shared=True, on_wait=waiting)  # no stage writes while we look
+    # nor predict.py, which writes beside the stages holding the publication lock shared: its temporary file is no
+    # leftover of an interrupted run (and its output is whole when we look); a stage renaming waits the few seconds
+    fsio.lock_folder(
+        paths.publish_lock,
+        on_wait=lambda _: print(f"run_scripts: waiting for predict.py to finish writing in {paths.root}",
+                                file=sys.stderr, flush=True),
+    )  # fmt: skip
     start = time.monotonic()
     findings, checked = verify_data_folder(paths, deep=True)
     seconds = time.monotonic() - start
@@ -590,7 +627,12 @@ def _write_record(paths: DataPaths, args, options, results: list[Result], status
     try:
         fsio.write_json(paths.pipeline_record, record)
     except OSError as exc:
-        print(f"run_scripts: could not record the stage table: {exc}", file=sys.stderr)
+        if str(paths.pipeline_record) not in _UNRECORDED:  # once a run: it is written before the report and at the end
+            _UNRECORDED.add(str(paths.pipeline_record))
+            print(f"run_scripts: could not record the stage table: {exc}", file=sys.stderr)
+
+
+_UNRECORDED: set[str] = set()  # stage tables this run could not write (a read-only data folder)
 
 
 def _publish_report(paths: DataPaths, args, options) -> None:

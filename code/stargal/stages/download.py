@@ -13,7 +13,9 @@ its fields on the cluster likewise.
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import re
 import sys
 import threading
@@ -580,7 +582,9 @@ def _fetch_all(paths, source, todo, options, manifest, summary) -> None:
                         break
                     done, _ = wait(pending, return_when=FIRST_COMPLETED)
                     for future in done:
-                        _collect(pending.pop(future), future, manifest, summary, display)
+                        spec = pending.pop(future)
+                        _stop_on_full_disk(future, final_path(paths, spec))
+                        _collect(spec, future, manifest, summary, display)
             except BaseException:
                 cancel.set()  # workers stop at the next chunk; partial files stay for the next run
                 for future in pending:
@@ -596,6 +600,25 @@ def _fetch_all(paths, source, todo, options, manifest, summary) -> None:
     finally:
         display.close()
         sessions.close()
+
+
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _stop_on_full_disk(future: Future, final: Path) -> None:
+    """A file that failed because the data folder's disk is full (or the quota spent) ends the run with the full
+    disk's one line naming the file (OSError ENOSPC), not one "FAILED ... cannot copy SOURCE" per remaining file,
+    each fetched or copied for nothing, naming the source as if it were at fault. The files fetched so far are
+    recorded in the manifest as on any stop, and the rerun after freeing space goes on from them."""
+    if future.cancelled() or future.exception() is None:
+        return
+    exc: BaseException | None = future.exception()
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:  # a FetchError hides the disk's OSError as its context
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
+            raise OSError(exc.errno, os.strerror(exc.errno), str(final))
+        exc = exc.__cause__ or exc.__context__
 
 
 def _not_found(source: LocalSource) -> str:

@@ -12,12 +12,14 @@ Each trial is ``stargal.tune.train_trial``; this module owns the storage, the wo
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import logging
 import multiprocessing
 import os
 import signal
+import sqlite3
 import sys
 import threading
 import time
@@ -60,13 +62,40 @@ def make_storage(db: Path, lock: Path):
         return optuna.storages.RDBStorage(storage_url(db), engine_kwargs={"connect_args": {"timeout": 60}})
 
 
+def _disk_full(exc: BaseException | None) -> bool:
+    """Whether SQLite's "database or disk is full" (SQLITE_FULL) caused ``exc``, however optuna (StorageInternalError)
+    and SQLAlchemy (OperationalError) wrapped it."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, sqlite3.Error) and (
+            getattr(exc, "sqlite_errorcode", None) == getattr(sqlite3, "SQLITE_FULL", 13) or "disk is full" in str(exc)
+        ):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+@contextlib.contextmanager
+def _study_space(db: Path):
+    """A full disk met by the study's storage is the full disk's one-line error naming ``db`` (OSError ENOSPC): not
+    "unexpected StorageInternalError", nor a damaged study that --force would start over, losing its trials."""
+    try:
+        yield
+    except Exception as exc:
+        if _disk_full(exc):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(db)) from None
+        raise
+
+
 @contextlib.contextmanager
 def _readable_study(db: Path):
-    """A damaged or foreign study.db stops the run with one line naming it."""
+    """A damaged or foreign study.db stops the run with one line naming it (a full disk: ``_study_space``)."""
     from sqlalchemy.exc import DatabaseError
 
     try:
-        yield
+        with _study_space(db):
+            yield
     except DatabaseError as exc:
         why = str(getattr(exc, "orig", None) or exc).splitlines()[0]
         raise StargalError(f"{db}: cannot read the study ({why}); tune.py --force starts it over") from None
@@ -137,7 +166,8 @@ def worker_main(spec: dict) -> int:
 
     Module-level so that it can be the target of a spawned process. Returns the number of trials run.
     """
-    with _trials_stop_on_signals():  # first: a spawned worker would die of SIGTERM while it imports TensorFlow
+    # the signal handlers first: a spawned worker would die of SIGTERM while it imports TensorFlow
+    with _trials_stop_on_signals(), _study_space(Path(spec["db"])):
         return _run_trials(spec)
 
 

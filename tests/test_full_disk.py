@@ -1,0 +1,110 @@
+"""A full disk met where the atomic writers of stargal.fsio do not write: stage 00's copies and downloads, and the
+tuning study's SQLite file. The disk is filled without mounting (no root needed): the writer's fsync answers
+ENOSPC, as it does on a full disk, and SQLite's page limit makes it answer exactly as on one (SQLITE_FULL)."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+
+import pytest
+from sas_server import SasServer, make_sas_tree
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+from stargal import cli, model, tune
+from stargal.config import FieldSet
+from stargal.download import HttpSettings, Manifest
+from stargal.paths import DataPaths
+from stargal.stages import tuning
+from stargal.stages.download import DownloadOptions, run_download
+
+FS = FieldSet(rerun=301, run=8162, camcol=6, fields=(80, 81), train_fields=(80,), val_fields=(), test_fields=(81,))
+
+
+@pytest.fixture
+def sqlite_pages(monkeypatch):
+    """Limit every SQLite database opened from now on to ``limit["pages"]`` pages: a write past it fails with
+    "database or disk is full" (SQLITE_FULL), as on a full disk."""
+    limit = {"pages": 0}
+
+    def small(connection, record) -> None:
+        if limit["pages"]:
+            connection.execute(f"PRAGMA max_page_count = {limit['pages']}")
+
+    event.listen(Engine, "connect", small)
+    yield limit
+    event.remove(Engine, "connect", small)
+
+
+def _one_line(exc: OSError) -> str:
+    return cli.describe_os_error(exc)
+
+
+def test_a_study_created_on_a_full_disk_is_the_disk_full_line_not_a_damaged_study(tmp_path, sqlite_pages):
+    """It said "study.db: cannot read the study (database or disk is full); tune.py --force starts it over": advice
+    that, on a study with trials, deletes them all, for a disk that only needed space."""
+    db, lock = tmp_path / "study.db", tmp_path / "trials.lock"
+    sqlite_pages["pages"] = 3  # the schema alone needs more
+    with pytest.raises(OSError) as caught:
+        tuning.create_or_load(db, lock, "s", 1, {"a": 1})
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(db)
+    assert "--force" not in _one_line(caught.value) and "the disk is full" in _one_line(caught.value)
+
+
+def test_trials_that_fill_the_disk_end_in_the_disk_full_line_and_the_study_continues(
+    tmp_path, sqlite_pages, monkeypatch
+):
+    """A worker asking for a trial on a full disk ended in "unexpected StorageInternalError: An exception is raised
+    during the commit ... please report it", naming no file. The trials finished before stay, and the study goes
+    on once there is space."""
+    db, lock = tmp_path / "study.db", tmp_path / "trials.lock"
+    tuning.create_or_load(db, lock, "s", 1, {"a": 1})
+    monkeypatch.setattr(model, "configure_threads", lambda threads=None: None)
+    monkeypatch.setattr(tuning, "load_data", lambda spec: None)
+    monkeypatch.setattr(tune, "train_trial", lambda trial, data, spec: 0.5)
+    spec = {"db": str(db), "lock": str(lock), "study": "s", "seed": 1, "worker": 0, "offset": 0, "target": 500,
+            "threads": 1, "log_level": logging.WARNING}  # fmt: skip
+    sqlite_pages["pages"] = db.stat().st_size // 4096 + 2  # room for a few trials, not for 500
+    with pytest.raises(OSError) as caught:
+        tuning.worker_main(spec)
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(db)
+    sqlite_pages["pages"] = 0  # space freed
+    study, _ = tuning.create_or_load(db, lock, "s", 1, {"a": 1})
+    finished, _ = tuning.count_trials(study)
+    assert finished > 0
+    assert tuning.worker_main({**spec, "target": finished + 2}) == 2
+
+
+@pytest.mark.parametrize("over", ["local", "http"])
+def test_a_download_that_fills_the_disk_stops_in_one_line_naming_the_file_and_the_rerun_goes_on(
+    tmp_path, monkeypatch, over
+):
+    """Each file after the disk filled was copied (or fetched) for nothing and failed on its own line, "FAILED
+    frame-...: cannot copy SOURCE (No space left on device)", naming the source folder as if it were at fault, and
+    the run ended without the full disk's line or its advice. It now stops at the first file the disk refuses."""
+    tree = make_sas_tree(tmp_path / "sas", 301, 8162, 6, FS.fields)
+    paths = DataPaths(tmp_path / "data")
+    fsync, synced = os.fsync, []
+
+    def full_after_three(fd: int) -> None:
+        if len(synced) >= 3:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        synced.append(fd)
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", full_after_three)
+    http = HttpSettings(connect_timeout=2.0, read_timeout=2.0, retries=1, backoff=0.01, backoff_max=0.05)
+    with SasServer(tree) as server:
+        source = str(tree) if over == "local" else server.base_url
+        options = DownloadOptions(source=source, workers=1, http=http)
+        with pytest.raises(OSError) as caught:
+            run_download(paths, FS, options)
+        assert caught.value.errno == errno.ENOSPC
+        assert caught.value.filename.startswith(str(paths.sas))  # the data folder's file, not the source's
+        assert "the disk is full: free some space" in cli.describe_os_error(caught.value)
+        assert len(Manifest.load(paths.manifest).files) == 3  # what was written is recorded
+        monkeypatch.setattr(os, "fsync", fsync)  # space freed
+        again = run_download(paths, FS, options)
+    assert again.ok and again.skipped == 3 and again.fetched == again.planned - 3
