@@ -85,7 +85,7 @@ def build_parser():
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     cli.setup_logging(args.quiet, args.verbose)
-    from stargal.stages.download import DownloadOptions, run_download
+    from stargal.stages.download import DownloadOptions, checked_request, run_download
 
     if args.sim_shape is not None and args.source != "simulated":
         raise StargalError("--sim-shape: only with --source simulated")
@@ -101,6 +101,7 @@ def main(argv=None) -> int:
         **({"sim_seeing": args.sim_seeing} if args.sim_seeing else {}),
     )  # fmt: skip
     fs = cli.field_set(args)
+    checked_request(options)  # before the data folder is made: a refused request leaves none behind
     summary = run_download(cli.open_data_folder(args), fs, options)
     for line in summary.lines():
         print(line)

@@ -686,6 +686,8 @@ def test_bad_arguments_are_one_line_errors(tmp_path, argv, message):
         _load_script().main([*base, *argv])
     assert "\n" not in str(info.value)
     assert not (tmp_path / "d" / "sas").exists()
+    # refused before the data folder is made (it was made, and left empty), but for a server found unreachable
+    assert not (tmp_path / "d").exists() or message == "cannot reach the server"
 
 
 def test_script_error_is_one_line_without_traceback(tmp_path):

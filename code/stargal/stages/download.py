@@ -163,8 +163,9 @@ def final_path(paths: DataPaths, spec: FileSpec) -> Path:
     return paths.irg_jpeg(fid) if spec.kind == "irg" else paths.frame(fid, spec.band)
 
 
-def run_download(paths: DataPaths, fs: FieldSet, options: DownloadOptions = DownloadOptions()) -> DownloadSummary:
-    """Fetch every planned file that is not already complete; never raises for a single file's failure."""
+def checked_request(options: DownloadOptions) -> tuple[tuple[str, ...], Source, bool]:
+    """The bands, the source and whether the irg pictures are planned, after every check of ``options`` that needs
+    no data folder: 00 makes these before it makes the folder, so that a refused request leaves none behind."""
     bands = check_bands(options.bands)
     source = resolve_source(options.source)
     pictures = options.pictures
@@ -179,6 +180,12 @@ def run_download(paths: DataPaths, fs: FieldSet, options: DownloadOptions = Down
             from .simulate import check_shape_fits
 
             check_shape_fits(tuple(options.sim_shape))
+    return bands, source, pictures
+
+
+def run_download(paths: DataPaths, fs: FieldSet, options: DownloadOptions = DownloadOptions()) -> DownloadSummary:
+    """Fetch every planned file that is not already complete; never raises for a single file's failure."""
+    bands, source, pictures = checked_request(options)
     specs = plan_files(fs, bands, options.frames_only, pictures)
     start = time.monotonic()
     manifest = Manifest.load(paths.manifest)
