@@ -514,3 +514,16 @@ def test_a_stage_that_reads_earlier_outputs_refuses_a_missing_data_folder_and_ma
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
     assert f"--data-dir {missing}: no such folder" in done.stderr
     assert not (tmp_path / "typo").exists()
+
+
+def test_the_metrics_table_shows_no_mcc_for_a_split_of_one_class():
+    """A test split of stars alone printed "MCC 0.0000, balanced accuracy 0.0000" as if they were scores."""
+    from stargal.metrics import classification_metrics
+    from stargal.stages.training_summary import metrics_table
+
+    both = classification_metrics(np.array([1, 1, 0, 0]), np.array([0.9, 0.2, 0.1, 0.3]))
+    stars = classification_metrics(np.array([1, 1, 1]), np.array([0.9, 0.2, 0.8]))
+    rows = metrics_table({"val": both, "test": stars, "threshold": 0.5}).splitlines()
+    val, test = (row.split() for row in rows[1:3])
+    assert val[:5] == ["val", "4", "0.7500", "0.5774", "0.7500"]
+    assert test[:5] == ["test", "3", "0.6667", "-", "-"]  # accuracy is the star recall; MCC is undefined

@@ -17,6 +17,13 @@ _COLUMNS = (
     "galaxy_completeness",
 )
 _SHORT = ("acc", "mcc", "bal_acc", "auc", "logloss", "star_pur", "star_comp", "gal_pur", "gal_comp")
+# undefined for a split of one class (sklearn gives 0.0, which would read as a score)
+_NEED_BOTH_CLASSES = ("mcc", "balanced_accuracy")
+
+
+def _cell(m: dict, column: str) -> str:
+    one_class = not (m.get("stars") and m.get("galaxies"))
+    return format_cell(None if one_class and column in _NEED_BOTH_CLASSES else m.get(column))
 
 
 def metrics_table(metrics: dict) -> str:
@@ -25,7 +32,7 @@ def metrics_table(metrics: dict) -> str:
     for split in SPLITS:
         if split in metrics:
             m = metrics[split]
-            lines.append(f"{split:<16}{m['n']:>7} " + " ".join(f"{format_cell(m.get(c)):>9}" for c in _COLUMNS))
+            lines.append(f"{split:<16}{m['n']:>7} " + " ".join(f"{_cell(m, c):>9}" for c in _COLUMNS))
     for kind, b in metrics.get("baselines", {}).get("test", {}).items():
         n = metrics.get("test", {}).get("n", 0)
         lines.append(f"{'test ' + kind:<16}{n:>7} " + " ".join(f"{format_cell(b.get(c)):>9}" for c in _COLUMNS))
