@@ -48,7 +48,7 @@ def main(argv=None) -> int:
     print(f"object coordinates: {result['coordinates']}" + (f" ({len(written)} table(s) written)" if written else ""))
     if "totals" in result and result["totals"]["objects"]:
         t = result["totals"]
-        print(f"objects: {t['objects']} ({t['galaxies']} galaxies, {t['stars']} stars)")
+        print(f"objects: {t['objects']} distinct ({t['galaxies']} galaxies, {t['stars']} stars)")
         print(f"report: {result['reports']}")
     if result["tensors"]:
         print(f"tensors: {result['tensors']}")

@@ -575,7 +575,9 @@ def write_reports(paths: DataPaths, fs: FieldSet, fids: list[FieldId], ref_band:
     out = paths.reports("alignment")
     per_field = [field_statistics(paths, f) for f in fids]
     tables = [read_table(paths.objects(f)) for f in fids if paths.objects(f).is_file()]
-    allobj = np.concatenate(tables) if tables else np.empty(0, dtype=OBJECT_DTYPE)
+    listed = np.concatenate(tables) if tables else np.empty(0, dtype=OBJECT_DTYPE)
+    # an object near a field's edge is listed in both overlapping neighbours' tables: counted (and drawn) once
+    allobj = listed[np.sort(np.unique(listed["objid"], return_index=True)[1])]
     n_star = int(np.sum(allobj["label"] == LABEL_STAR))
     aligned = [t for t in timings if t.get("aligned")]
     summary = {
@@ -585,7 +587,8 @@ def write_reports(paths: DataPaths, fs: FieldSet, fids: list[FieldId], ref_band:
         "ref_band": ref_band,
         "fields": per_field,
         "totals": {
-            "objects": int(len(allobj)),
+            "objects": int(len(allobj)),  # distinct
+            "listed": int(len(listed)),  # the fields' tables together
             "galaxies": int(len(allobj) - n_star),
             "stars": n_star,
             "star_fraction": round(n_star / len(allobj), 4) if len(allobj) else None,
@@ -643,7 +646,7 @@ def summary_markdown(summary: dict) -> str:
         markdown_table(header, rows, fmt=str).rstrip("\n"),
     ]
     t = summary["totals"]
-    lines += ["", f"Total: {t['objects']} objects, {t['galaxies']} galaxies, {t['stars']} stars"]
+    lines += ["", f"Total: {t['objects']} distinct objects, {t['galaxies']} galaxies, {t['stars']} stars"]
     if t["star_fraction"] is not None:
         lines[-1] += f" (star fraction {t['star_fraction']:.3f})"
     timing = summary["timing"]
