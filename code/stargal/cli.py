@@ -311,6 +311,12 @@ def data_paths(args: argparse.Namespace) -> DataPaths:
     return paths
 
 
+def holder_text(prog: str) -> str:
+    """How a run names itself in the lock file of the folder it holds (what a run waiting for it prints)."""
+    started = dt.datetime.now().astimezone().isoformat(timespec="seconds")
+    return f"pid {os.getpid()}: {prog}, started {started}"
+
+
 def open_data_folder(args: argparse.Namespace, *, shared: bool = False, existing: bool = False) -> DataPaths:
     """The data folder of ``--data-dir``, locked for this run: exclusively for a stage that writes it (another
     run on the same folder waits until this one ends), ``shared`` for one that only reads it (predict). A reader
@@ -328,9 +334,7 @@ def open_data_folder(args: argparse.Namespace, *, shared: bool = False, existing
                 f"--data-dir {paths.root} starts one), or name the folder they wrote"
             )
         paths.root.mkdir(parents=True)
-    prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "stargal"
-    started = dt.datetime.now().astimezone().isoformat(timespec="seconds")
-    holder = f"pid {os.getpid()}: {prog}, started {started}"
+    holder = holder_text(os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "stargal")
 
     def waiting(text: str) -> None:
         log.warning("%s: in use by another run (%s); waiting for it to finish", paths.root, text or "unknown")

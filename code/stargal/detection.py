@@ -362,7 +362,12 @@ def coarse_band_shifts(cube: np.ndarray, ref: int, subtracted=None) -> list[tupl
 def misaligned_bands(cube: np.ndarray, bands: str, subtracted=None, tolerance_px: float = 1.0) -> dict[str, float]:
     """The bands of a cube whose sources sit more than ``tolerance_px`` (whole pixels, either axis) from the
     reference band's (``coarse_band_shifts``), with that distance in pixels."""
-    shifts = coarse_band_shifts(cube, bands.index(REFERENCE_BAND), subtracted)
+    return shifted_beyond(bands, coarse_band_shifts(cube, bands.index(REFERENCE_BAND), subtracted), tolerance_px)
+
+
+def shifted_beyond(bands: str, shifts: list[tuple[int, int]], tolerance_px: float) -> dict[str, float]:
+    """The bands whose whole-pixel shift (``coarse_band_shifts``) exceeds ``tolerance_px`` on either axis, with
+    its length in pixels."""
     return {
         b: float(np.hypot(dx, dy))
         for b, (dx, dy) in zip(bands, shifts, strict=True)

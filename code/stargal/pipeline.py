@@ -312,33 +312,36 @@ class _StopSignals:
                 os.kill(self._pid, signum)
 
 
-def _hold_data_folder(paths: DataPaths, args, stages: list[Stage]) -> dict[str, str]:
+def _hold_data_folder(paths: DataPaths, stages: list[Stage]) -> tuple[dict[str, str], tuple[int, ...]]:
     """Lock the data folder for the whole run, as each stage locks it for its own, and return the environment entry
-    that hands the lock to the stages: another run on the folder (a second run_scripts.sh, a stage started by hand)
-    waits until this one ends instead of running its stages between this run's, whose later stages would then use
-    its outputs (its dataset of other splits trained on by this run's 03, reported as this run's). A folder that
+    and descriptors that hand the lock to the stages (``fsio.hand_on_lock``): another run on the folder (a second
+    run_scripts.sh, a stage started by hand) waits until this one ends instead of running its stages between this
+    run's, whose later stages would then use its outputs (its dataset of other splits trained on by this run's 03, reported as this run's). A folder that
     does not exist yet is made only when the download stage, which would make it, runs; otherwise the stage that
     needs it refuses it, unlocked; so does one where the lock cannot be made (no permission, a full disk): each stage
     then says so in its one line."""
     if not paths.root.is_dir():
         if paths.root.exists() or "download" not in [stage.name for stage in stages]:
-            return {}
+            return {}, ()
         try:
             paths.root.mkdir(parents=True, exist_ok=True)
         except OSError:
-            return {}
-    started = dt.datetime.now().astimezone().isoformat(timespec="seconds")
-    prog = os.environ.get("STARGAL_PROG", "run_scripts")
-
-    def waiting(holder: str) -> None:
-        print(f"run_scripts: {paths.root} is in use ({holder or 'another run'}); waiting for it to finish",
-              file=sys.stderr, flush=True)  # fmt: skip
-
+            return {}, ()
+    holder = cli.holder_text(os.environ.get("STARGAL_PROG", "run_scripts"))
     try:
-        fsio.lock_folder(paths.lock_file, on_wait=waiting, holder=f"pid {os.getpid()}: {prog}, started {started}")
+        fsio.lock_folder(paths.lock_file, on_wait=_waiting_for(paths), holder=holder)
     except OSError:
-        return {}
-    return fsio.hand_on_lock(paths.lock_file)[0]
+        return {}, ()
+    return fsio.hand_on_lock(paths.lock_file)
+
+
+def _waiting_for(paths: DataPaths):
+    """The line said while another run holds the data folder (``lock_folder``'s on_wait)."""
+    return lambda holder: print(
+        f"run_scripts: {paths.root} is in use ({holder or 'another run'}); waiting for it to finish",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def run_stage(cmd: list[str], env: dict[str, str], pass_fds: tuple[int, ...] = ()) -> StageRun:
@@ -509,7 +512,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"run_scripts: error: {refused}; no stage was run", file=sys.stderr)
         return 2
 
-    env.update(_hold_data_folder(paths, args, stages))
+    handed, lock_fds = _hold_data_folder(paths, stages)
+    env.update(handed)
     status = 0
     for stage in stages:
         if stage.name not in accepted_by:
@@ -531,7 +535,7 @@ def main(argv: list[str] | None = None) -> int:
             _write_record(paths, args, options, results + pending, None)
         shown = " ".join(["python", f"code/{stage.script}", *cmd[2:]])
         print(f"==> stage {stage.name}: {shown}", file=sys.stderr, flush=True)
-        run = run_stage(cmd, env, fsio.hand_on_lock(paths.lock_file)[1])
+        run = run_stage(cmd, env, lock_fds)
         result = Result(stage.name, stage.script, "ok", seconds=run.seconds, peak_rss_mb=run.peak_rss_mb,
                         peak_tree_mb=run.peak_tree_mb, exit_code=run.exit_code, command=cmd[1:])  # fmt: skip
         results.append(result)
@@ -573,11 +577,7 @@ def verify(paths: DataPaths, rest: list[str]) -> int:
     if not paths.root.is_dir():
         print(f"run_scripts: error: --data-dir {paths.root}: no such folder", file=sys.stderr)
         return 2
-
-    def waiting(holder: str) -> None:
-        print(f"run_scripts: {paths.root} is in use ({holder or 'another run'}); waiting for it", file=sys.stderr)
-
-    fsio.lock_folder(paths.lock_file, shared=True, on_wait=waiting)  # no stage writes while we look
+    fsio.lock_folder(paths.lock_file, shared=True, on_wait=_waiting_for(paths))  # no stage writes while we look
     # nor predict.py, which writes beside the stages holding the publication lock shared: its temporary file is no
     # leftover of an interrupted run (and its output is whole when we look); a stage renaming waits the few seconds
     fsio.lock_folder(

@@ -191,8 +191,7 @@ def align_on_stars(
     subtracted = detection.subtract_backgrounds(result.cube)
     # beyond what registration on the stars corrects, a band's WCS is wrong (an edited or damaged header)
     coarse = detection.coarse_band_shifts(result.cube, ref_index, subtracted)
-    off = {b: float(np.hypot(dx, dy)) for b, (dx, dy) in zip(BANDS, coarse, strict=True)
-           if max(abs(dx), abs(dy)) > align.MAX_REGISTRATION_PX}  # fmt: skip
+    off = detection.shifted_beyond("".join(BANDS), coarse, align.MAX_REGISTRATION_PX)
     if off:
         _refuse_misplaced_reference(coarse, ref_index, align.MAX_REGISTRATION_PX, COARSE_SPREAD_PX)
         band = max(off, key=off.get)

@@ -40,7 +40,7 @@ from ..download import (
     make_session,
     partial_path,
 )
-from ..errors import StargalError
+from ..errors import StargalError, exception_chain
 from ..parallel import map_tasks
 from ..paths import DataPaths, FieldId
 from ..progress import interactive
@@ -617,15 +617,11 @@ def _stop_on_full_disk(future: Future, final: Path) -> None:
     disk's one line naming the file (OSError ENOSPC), not one "FAILED ... cannot copy SOURCE" per remaining file,
     each fetched or copied for nothing, naming the source as if it were at fault. The files fetched so far are
     recorded in the manifest as on any stop, and the rerun after freeing space goes on from them."""
-    if future.cancelled() or future.exception() is None:
+    if future.cancelled():
         return
-    exc: BaseException | None = future.exception()
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:  # a FetchError hides the disk's OSError as its context
-        seen.add(id(exc))
+    for exc in exception_chain(future.exception()):  # a FetchError hides the disk's OSError as its context
         if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
             raise OSError(exc.errno, os.strerror(exc.errno), str(final))
-        exc = exc.__cause__ or exc.__context__
 
 
 def _not_found(source: LocalSource) -> str:

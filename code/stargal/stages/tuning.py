@@ -30,7 +30,7 @@ from pathlib import Path
 from .. import cli, tune
 from ..config import SEED
 from ..dataset import dataset_identity, load_dataset, resolve_dataset
-from ..errors import StargalError
+from ..errors import StargalError, exception_chain
 from ..fsio import OutputSet, write_json, write_text
 from ..integrity import require_dataset
 from ..paths import DataPaths, check_folder_name
@@ -65,15 +65,11 @@ def make_storage(db: Path, lock: Path):
 def _disk_full(exc: BaseException | None) -> bool:
     """Whether SQLite's "database or disk is full" (SQLITE_FULL) caused ``exc``, however optuna (StorageInternalError)
     and SQLAlchemy (OperationalError) wrapped it."""
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, sqlite3.Error) and (
-            getattr(exc, "sqlite_errorcode", None) == getattr(sqlite3, "SQLITE_FULL", 13) or "disk is full" in str(exc)
-        ):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
+    full = getattr(sqlite3, "SQLITE_FULL", 13)
+    return any(
+        isinstance(e, sqlite3.Error) and (getattr(e, "sqlite_errorcode", None) == full or "disk is full" in str(e))
+        for e in exception_chain(exc)
+    )
 
 
 @contextlib.contextmanager
