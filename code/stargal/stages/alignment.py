@@ -37,8 +37,10 @@ from ..paths import DataPaths, FieldId
 from ..tables import OBJECT_DTYPE, markdown_table, read_table, write_table
 
 log = logging.getLogger("stargal")
-# 2: bands registered on the field's stars after the WCS mapping; a cube made by an older method is made again
-ALIGN_METHOD = 2
+# 2: bands registered on the field's stars after the WCS mapping; 3: a band 2-3 px off is registered after a
+# whole-pixel shift, and a reference frame whose WCS every other band disagrees with is refused. A cube made by an
+# older method is made again: it may hold a band the old method left misaligned.
+ALIGN_METHOD = 3
 CATALOG_KINDS = ("gal", "star")
 MIN_BAND_OVERLAP = 0.5  # a band's frame must cover at least this much of the reference frame (same field: ~1)
 LOW_COVERAGE = 0.75  # warn when an aligned band has data for less of the frame than this (real frames: > 0.98)
