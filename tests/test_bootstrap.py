@@ -92,3 +92,33 @@ def test_a_stop_while_a_script_imports_its_libraries_is_one_line_not_a_traceback
     )  # fmt: skip
     assert proc.returncode == status, proc.stderr
     assert proc.stderr == f"predict.py: {word}\n" and proc.stdout == ""
+
+
+def test_a_stop_that_arrives_twice_while_a_script_imports_is_still_one_line(tmp_path):
+    """SIGTERM sent to a run's process group reaches a stage from the group and again from the runner. Here the
+    second one arrives while the first one's line is being written (a stand-in stderr sends it): one line, 143."""
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    (shadow / "numpy.py").write_text(
+        "import os, signal, sys, time\n"
+        "class Echo:\n"
+        "    def __init__(self, stream):\n"
+        "        self.stream, self.sent = stream, False\n"
+        "    def write(self, text):\n"
+        "        written = self.stream.write(text)\n"
+        "        if not self.sent:\n"
+        "            self.sent = True\n"
+        "            os.kill(os.getpid(), signal.SIGTERM)\n"
+        "        return written\n"
+        "    def flush(self):\n"
+        "        self.stream.flush()\n"
+        "sys.stderr = Echo(sys.stderr)\n"
+        "os.kill(os.getpid(), signal.SIGTERM)\n"
+        "time.sleep(30)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "code" / "predict.py"), "--help"],
+        cwd=tmp_path, env=_env(PYTHONPATH=str(shadow)), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 143, proc.stderr
+    assert proc.stderr == "predict.py: terminated\n" and proc.stdout == ""

@@ -58,6 +58,9 @@ def ensure_dependencies() -> None:
 def _interrupted_while_starting(signum, frame) -> None:
     import signal
 
+    # a stop sent to the process group and passed on by the runner arrives twice: one line, one exit
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "stargal"
     print(f"{prog}: {'terminated' if signum == signal.SIGTERM else 'interrupted'}", file=sys.stderr)
     raise SystemExit(128 + signum)
