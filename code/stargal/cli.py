@@ -7,8 +7,10 @@ import argparse
 import contextlib
 import datetime as dt
 import errno
+import json
 import logging
 import os
+import re
 import signal
 import sys
 import traceback
@@ -45,6 +47,9 @@ def _field_list(text: str) -> tuple[int, ...]:
     if any(f > MAX_FIELD for f in fields):
         raise argparse.ArgumentTypeError(f"field numbers have at most 4 digits in SDSS (0-{MAX_FIELD}): {text!r}")
     return tuple(fields)
+
+
+field_list = _field_list  # stargal.pipeline reads --small's field lists and the user's with it
 
 
 def run_number(text: str) -> int:
@@ -132,6 +137,55 @@ class _HelpFormatter(argparse.HelpFormatter):
         return f"{text} (default: {default})"
 
 
+# Set by stargal.pipeline for its up-front check of the options it hands a stage: the stage's command ends in --help,
+# and a parser of ``make_parser`` then parses the rest fully (a stray word is "unrecognized arguments", exit status 2)
+# and exits 0 without any work. A script whose parser does not know the mode just prints its help: no work either.
+PARSE_ONLY_ENV = "STARGAL_PARSE_ONLY"
+# Set by stargal.pipeline for each stage: the options the runner added to its command line that the user never typed
+# (--small's presets), as JSON {"--train-fields": ["--small", "80 83"]}, so that an error naming one says so.
+ADDED_OPTIONS_ENV = "STARGAL_ADDED_OPTIONS"
+
+
+def added_options_note(message: str) -> str:
+    """`` (--train-fields 80 83 came from run_scripts.sh --small, not from the command line)`` for each option of
+    ``ADDED_OPTIONS_ENV`` that ``message`` names; "" when it names none (or the variable is not set)."""
+    try:
+        added = json.loads(os.environ.get(ADDED_OPTIONS_ENV) or "{}")
+    except ValueError:
+        return ""
+    if not isinstance(added, dict):
+        return ""
+    runner = os.environ.get("STARGAL_PROG") or "run_scripts.sh"
+    notes = []
+    for option, origin in added.items():
+        if not isinstance(origin, list) or len(origin) != 2:
+            continue
+        if re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", message):
+            flag, values = origin
+            notes.append(f"{option}{' ' + values if values else ''} came from {runner} {flag}")
+    if not notes:
+        return ""
+    return (
+        f" ({'; '.join(notes)}, not from the command line: give {'it' if len(notes) == 1 else 'them'} yourself "
+        "to override)"
+    )
+
+
+class _StageParser(argparse.ArgumentParser):
+    """The numbered scripts' parser: ``PARSE_ONLY_ENV`` (the runner's up-front check) and the note on an error
+    naming an option the runner added (``ADDED_OPTIONS_ENV``)."""
+
+    def parse_args(self, args=None, namespace=None):
+        argv = list(sys.argv[1:] if args is None else args)
+        if os.environ.get(PARSE_ONLY_ENV) == "1" and argv[-1:] == ["--help"]:
+            super().parse_args(argv[:-1], namespace)  # every check, "unrecognized arguments" included
+            raise SystemExit(0)  # no work: the stage runs later, with the same options
+        return super().parse_args(args, namespace)
+
+    def error(self, message: str):
+        super().error(message + added_options_note(message))
+
+
 WORKERS_HELP = "parallel worker processes"
 SCHEDULER_HELP = (
     "run the per-field work on this existing Dask cluster (e.g. tcp://head:8786) instead of local "
@@ -153,7 +207,7 @@ def make_parser(
     unless ``scheduler_help`` is None; the split field lists with ``splits``; ``--seed`` unless ``seed`` is False,
     for a script with nothing random, where a seed would be taken and ignored). ``stargal.pipeline`` derives its
     pass-through list from it."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=_HelpFormatter)
+    parser = _StageParser(description=description, formatter_class=_HelpFormatter)
     ref = REFERENCE
     group = parser.add_argument_group("data selection (defaults: the reference configuration)")
     group.add_argument("--data-dir", default=None, help="data folder (default: the project's data/)")
@@ -426,8 +480,11 @@ def stopped_by(returncode: int | None) -> signal.Signals | None:
 
 
 def raise_terminated(signum, frame) -> None:
-    """SIGTERM handler: raise Terminated where the run is."""
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+    """SIGTERM handler: raise Terminated where the run is. Any further SIGTERM is ignored while the run unwinds (it
+    stops already): a SIGTERM to the whole process group (``timeout``, a batch system) reaches a stage twice, from the
+    group and passed on by run_scripts.sh, and the second, ending it at once, lost its "terminated" line and the
+    removal of its half-written files. SIGKILL (or Ctrl-C) still ends a run whose unwinding hangs."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise Terminated
 
 
@@ -462,7 +519,8 @@ def run_main(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[
         print(f"{prog}: terminated", file=sys.stderr)
         _exit_now(128 + signal.SIGTERM)
     except StargalError as exc:
-        _fail(prog, debug, " ".join(str(exc).split()), 2)
+        message = " ".join(str(exc).split())
+        _fail(prog, debug, message + added_options_note(message), 2)
     except BrokenPipeError:
         # the reader of our output stopped reading (`| head -1`): end as Unix tools do, silently, with SIGPIPE's
         # status; outputs are whole or absent as on any stop

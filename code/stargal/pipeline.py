@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import json
 import os
 import re
 import shutil
@@ -227,10 +228,12 @@ def refused_values(
     given: list[tuple[str, list[str]]],
     env: dict[str, str],
 ) -> str | None:
-    """The first stage's own parser error for the user's options (``--epochs abc``, ``--fields`` with no field),
-    else None. Each stage given one is run with its command and ``--help`` last: argparse checks every option
-    before it reaches --help, so a typo is refused now, not when its stage starts after an hour of the earlier
-    ones."""
+    """The first stage's own parser error for the user's options (``--epochs abc``, ``--fields`` with no field, a
+    stray word after an option's values), else None. Each stage given one is run with its command and ``--help``
+    last, with ``cli.PARSE_ONLY_ENV`` set: its parser (``cli.make_parser``'s) then parses the rest fully, "unrecognized
+    arguments" included, and exits 0 without any work (a parser that does not know the mode stops at --help, having
+    checked every value before it, and does no work either). So a typo is refused now, not when its stage starts
+    after an hour of the earlier ones."""
     commands = []
     for stage in stages:
         accepted = accepted_by.get(stage.name, set())
@@ -239,6 +242,7 @@ def refused_values(
                 commands.append((stage, stage_command(args.python, stage, accepted, given, args) + ["--help"]))
     if not commands:
         return None
+    env = {**env, cli.PARSE_ONLY_ENV: "1"}
     with ThreadPoolExecutor(max_workers=len(commands)) as pool:
         runs = [
             pool.submit(subprocess.run, cmd, capture_output=True, text=True, env=env, timeout=300)
@@ -273,8 +277,11 @@ class _StopSignals:
     """While a stage runs, SIGINT and SIGTERM to this runner are noted and passed on to the stage, not raised:
     an exception could land between starting the stage and knowing its pid (an orphaned stage), or after the
     stage died of the same signal (reaped twice: a traceback instead of the record). So the runner always waits
-    for the stage, measures it and records how it ended. Each repeat is passed on too: a second SIGTERM ends a
-    stage at once (``cli.raise_terminated``), and the runner with it."""
+    for the stage, measures it and records how it ended. Each repeat is passed on too. A SIGTERM to the whole
+    process group reaches the stage twice (from the group, and passed on): the stage ignores SIGTERM once its
+    first has started its unwinding (``cli.raise_terminated``), so it still ends with its own "terminated" line
+    and its clean-up. Once a stop signal came, the runner ignores further ones until it ends: it only records the
+    run, which a repeat of the same stop (a group's, then ``timeout``'s own) would otherwise cut short."""
 
     def __init__(self) -> None:
         self.received: signal.Signals | None = None
@@ -293,7 +300,7 @@ class _StopSignals:
 
     def __exit__(self, *exc_info) -> None:
         for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
+            signal.signal(signum, handler if self.received is None else signal.SIG_IGN)
 
     def started(self, pid: int) -> None:
         """The stage runs as ``pid``: a signal noted while it was being started is passed on now."""
@@ -466,6 +473,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.small:
         options = [o for o in SMALL_OPTIONS if o[0] not in given] + options
+        clash = (
+            small_presets_clash(options, given) if "preparation" in [s.name for s in selected_stages(args)] else None
+        )
+        if clash:
+            print(f"run_scripts: error: {clash}; no stage was run", file=sys.stderr)
+            return 2
     paths = DataPaths.at(args.data_dir)
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
@@ -535,7 +548,7 @@ def main(argv: list[str] | None = None) -> int:
             _write_record(paths, args, options, results + pending, None)
         shown = " ".join(["python", f"code/{stage.script}", *cmd[2:]])
         print(f"==> stage {stage.name}: {shown}", file=sys.stderr, flush=True)
-        run = run_stage(cmd, env, lock_fds)
+        run = run_stage(cmd, _added_options_env(env, args, accepted_by[stage.name], given), lock_fds)
         result = Result(stage.name, stage.script, "ok", seconds=run.seconds, peak_rss_mb=run.peak_rss_mb,
                         peak_tree_mb=run.peak_tree_mb, exit_code=run.exit_code, command=cmd[1:])  # fmt: skip
         results.append(result)
@@ -545,6 +558,56 @@ def main(argv: list[str] | None = None) -> int:
     ran = {r.stage for r in results}
     results += [Result(s.name, s.script, "skipped") for s in stages if s.name not in ran]
     return _finish(results, paths, args, options, status)
+
+
+def small_presets_clash(options: list[tuple[str, list[str]]], given: set[str]) -> str | None:
+    """Where --small's presets and the user's own --fields or split lists do not fit together (a split field not
+    among --fields, a field in two splits), the line saying so, naming which list is whose; else None. 02 would
+    refuse it, after download and alignment, naming an option the user never typed. Lists the user gave alone are
+    left to 02, as without --small."""
+    lists: dict[str, list[int]] = {}
+    shown: dict[str, str] = {}
+    for name, values in options:
+        if name in SPLIT_OPTIONS or name == "--fields":
+            try:
+                lists[name] = [f for value in values for f in cli.field_list(value)]
+            except argparse.ArgumentTypeError:
+                return None  # the stage's parser names it (checked before any stage runs)
+            whose = "yours" if name in given else "--small's preset"
+            shown[name] = f"{name} {' '.join(values)} ({whose})"
+    advice = "give --fields, --train-fields, --val-fields and --test-fields all yourself, or leave them all to --small"
+    seen: dict[int, str] = {}
+    for name in ("--train-fields", "--val-fields", "--test-fields"):
+        for f in lists.get(name, []):
+            if f in seen and seen[f] != name and not {seen[f], name} <= given:
+                return f"--small: {shown[seen[f]]} and {shown[name]} both hold field {f}; {advice}"
+            seen.setdefault(f, name)
+    if "--fields" in lists:
+        for f, name in seen.items():
+            if f not in lists["--fields"] and not {name, "--fields"} <= given:
+                return f"--small: {shown[name]} holds field {f}, which {shown['--fields']} does not; {advice}"
+    return None
+
+
+def added_options(args: argparse.Namespace, accepted: set[str], given: set[str]) -> dict[str, list[str]]:
+    """The options a stage's command holds that the user never typed, each with the runner option that added it
+    and its values: --small's presets, and --demo's --source simulated ({"--train-fields": ["--small", "80 83"]})."""
+    added: dict[str, list[str]] = {}
+    if args.small:
+        added |= {name: ["--small", " ".join(values)] for name, values in SMALL_OPTIONS if name not in given}
+    if args.demo and "--source" not in given:
+        added["--source"] = ["--demo", "simulated"]
+    return {name: origin for name, origin in added.items() if name in accepted}
+
+
+def _added_options_env(env: dict[str, str], args, accepted: set[str], given: set[str]) -> dict[str, str]:
+    """``env`` for a stage, naming the options the runner added to its command (``cli.ADDED_OPTIONS_ENV``): an error
+    of the stage naming one says it came from --small, not from the user."""
+    added = added_options(args, accepted, given)
+    env = {k: v for k, v in env.items() if k not in (cli.ADDED_OPTIONS_ENV, cli.PARSE_ONLY_ENV)}
+    if added:
+        env[cli.ADDED_OPTIONS_ENV] = json.dumps(added)
+    return env
 
 
 def _judge(result: Result, run: StageRun) -> int:
