@@ -108,3 +108,43 @@ def test_a_download_that_fills_the_disk_stops_in_one_line_naming_the_file_and_th
         monkeypatch.setattr(os, "fsync", fsync)  # space freed
         again = run_download(paths, FS, options)
     assert again.ok and again.skipped == 3 and again.fetched == again.planned - 3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("over", ["local", "http"])
+def test_a_download_on_a_dask_cluster_that_fills_the_disk_stops_in_one_line_naming_the_file(
+    tmp_path, monkeypatch, over
+):
+    """With --scheduler the full disk was a "FAILED ... cannot copy SOURCE (No space left on device)" line per
+    remaining file, each fetched on the cluster for nothing, and exit 1 without the full disk's line. It stops as
+    the threaded run does: one line naming the data folder's file, the files fetched so far recorded. The cluster
+    runs in this process (threads), so that its fetches meet the full disk this test makes."""
+    from dask.distributed import LocalCluster
+
+    tree = make_sas_tree(tmp_path / "sas", 301, 8162, 6, FS.fields)
+    paths = DataPaths(tmp_path / "data")
+    fsync, synced = os.fsync, []
+
+    def full_after_three(fd: int) -> None:
+        if len(synced) >= 3:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        synced.append(fd)
+        fsync(fd)
+
+    http = HttpSettings(connect_timeout=2.0, read_timeout=2.0, retries=1, backoff=0.01, backoff_max=0.05)
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster,
+        SasServer(tree) as server,
+    ):
+        source = str(tree) if over == "local" else server.base_url
+        options = DownloadOptions(source=source, http=http, scheduler=cluster.scheduler_address)
+        monkeypatch.setattr(os, "fsync", full_after_three)
+        with pytest.raises(OSError) as caught:
+            run_download(paths, FS, options)
+        assert caught.value.errno == errno.ENOSPC
+        assert caught.value.filename.startswith(str(paths.sas))  # the data folder's file, not the source's
+        assert "the disk is full: free some space" in cli.describe_os_error(caught.value)
+        assert len(Manifest.load(paths.manifest).files) == 3  # what was written is recorded
+        monkeypatch.setattr(os, "fsync", fsync)  # space freed
+        again = run_download(paths, FS, options)
+    assert again.ok and again.skipped == 3 and again.fetched == again.planned - 3

@@ -10,12 +10,14 @@ deterministic name (``<final>.part``) so that a later run, even after the proces
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import random
 import re
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,7 +30,7 @@ import urllib3
 from . import __version__
 from .fsio import check_entry, file_stamp, read_json, write_json
 from .sources import redact_url
-from .verify import VerificationError, verify_file
+from .verify import VerificationError, looks_like_html, verify_file
 
 log = logging.getLogger("stargal")
 
@@ -71,6 +73,41 @@ class FetchError(Exception):
 
 class FetchCancelled(Exception):
     """The run is being stopped; the partial file is kept for the next run to resume."""
+
+
+class WrongFile(VerificationError):
+    """A whole, readable file that is not the one its name claims (another sweep's run/camcol or kind): fetching it
+    again from the same place gives the same file, so it is refused at once, not retried."""
+
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def verify_sdss_file(path: Path, kind: str, expected_size: int | None = None, name: str | None = None):
+    """``verify_file`` (complete, of its kind; a frame's header its name's), and for a sweep named ``name`` its
+    headers' and first rows' RUN, CAMCOL and OBJC_TYPE against that name (``sdss.catalog_head_problems``, reading
+    only the start of the stream): a sweep of another run/camcol under this name raises WrongFile."""
+    verified = verify_file(path, kind, expected_size, name)
+    if kind == "catalog" and name is not None:
+        from . import sdss
+
+        try:
+            problems = sdss.catalog_head_problems(path, name)
+        except FileNotFoundError:
+            raise
+        except (OSError, EOFError, ValueError, KeyError, TypeError, zlib.error) as exc:
+            raise VerificationError(f"sweep table unreadable ({exc})") from None
+        if problems:
+            raise WrongFile(f"not this file name's sweep: {'; '.join(problems)}")
+    return verified
+
+
+class _ReadError(Exception):
+    """Reading a local source file failed (its disk, not the data folder's)."""
+
+    def __init__(self, error: OSError):
+        super().__init__(str(error))
+        self.error = error
 
 
 class _Retry(Exception):
@@ -151,9 +188,14 @@ def fetch_http(
             transferred += got
             resumed |= did_resume
             try:
-                verified = verify_file(part, kind, expected, final.name)
+                verified = verify_sdss_file(part, kind, expected, final.name)
             except VerificationError as exc:
+                html = _starts_like_html(part)
                 part.unlink(missing_ok=True)  # corrupt content: the next attempt starts afresh
+                if isinstance(exc, WrongFile):  # the server's file under this name: another attempt gets it again
+                    raise FetchError(f"{exc} (served by {redact_url(url)})") from None
+                if html:  # an HTML page labelled as data, with status 200: the server's answer, not a glitch
+                    raise FetchError(_html_reason(url, "")) from None
                 raise _Retry(str(exc)) from None
             os.replace(part, final)
             return FetchResult(final, url, verified.size, verified.sha256, attempts, transferred, resumed)
@@ -195,7 +237,9 @@ def _attempt(session, url, part, kind, settings, progress, cancel) -> tuple[int,
         if status not in (200, 206):
             raise FetchError(f"HTTP {status} {resp.reason} for {redact_url(url)}")
         if "html" in resp.headers.get("Content-Type", "").lower():
-            raise _Retry(f"the server sent an HTML page ({resp.headers['Content-Type']}), not the file")
+            # a status 200 (206) page: a login or portal page, a mirror's "not found" page, a wrong base URL; the same
+            # page comes back on every retry, so the file fails at once (a rerun asks again) naming what answered
+            raise FetchError(_html_reason(resp.url or url, resp.headers["Content-Type"]))
         resumed = False
         if status == 206:
             crange = _parse_content_range(resp.headers.get("Content-Range"))
@@ -243,27 +287,59 @@ def _attempt(session, url, part, kind, settings, progress, cancel) -> tuple[int,
     return got, resumed, expected
 
 
+def _starts_like_html(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            return looks_like_html(fh.read(512))
+    except OSError:
+        return False
+
+
+def _html_reason(url: str, content_type: str) -> str:
+    label = f" ({content_type})" if content_type else ""
+    return (
+        f"the server answered {redact_url(url)} with an HTML page{label}, not the file (a login, error or "
+        "missing-file page? check --source)"
+    )
+
+
 def copy_local(src: Path, final: Path, kind: str, *, progress: ProgressFn | None = None) -> FetchResult:
     """Copy a file from a local folder through the same partial name, verification and atomic rename."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     part = partial_path(final)
-    expected = src.stat().st_size
     try:
-        with open(src, "rb") as fin, open(part, "wb") as fout:
-            while chunk := fin.read(1 << 20):
+        fin = open(src, "rb")  # noqa: SIM115 (closed below; its errors are the source's, the writes' the disk's)
+        expected = os.fstat(fin.fileno()).st_size
+    except OSError as exc:
+        raise FetchError(f"cannot read {src} ({exc.strerror or exc})") from None
+    try:
+        with fin, open(part, "wb") as fout:
+            while True:
+                try:
+                    chunk = fin.read(1 << 20)
+                except OSError as exc:
+                    raise _ReadError(exc) from None
+                if not chunk:
+                    break
                 fout.write(chunk)
                 if progress is not None:
                     progress(len(chunk))
             fout.flush()
             os.fsync(fout.fileno())
-        verified = verify_file(part, kind, expected, final.name)
+        verified = verify_sdss_file(part, kind, expected, final.name)
     except VerificationError as exc:
         part.unlink(missing_ok=True)
         raise FetchError(f"{src}: {exc}") from None
-    except OSError as exc:
+    except _ReadError as exc:
         part.unlink(missing_ok=True)
-        raise FetchError(f"cannot copy {src} ({exc.strerror or exc})") from None
+        raise FetchError(f"cannot read {src} ({exc.error.strerror or exc.error})") from None
+    except OSError as exc:  # the data folder's disk: full, read-only, permissions; the source is not at fault
+        with contextlib.suppress(OSError):
+            part.unlink(missing_ok=True)
+        if exc.errno in DISK_FULL:
+            raise FetchError(f"cannot write {final}: the disk is full ({exc.strerror or exc})") from exc
+        raise FetchError(f"cannot write {final} ({exc.strerror or exc})") from exc
     os.replace(part, final)
     return FetchResult(final, src.as_uri(), verified.size, verified.sha256, 1, expected, False)
 

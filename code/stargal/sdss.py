@@ -312,3 +312,101 @@ def magnitude(flux: np.ndarray) -> np.ndarray:
     flux = np.asarray(flux, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(flux > 0, 22.5 - 2.5 * np.log10(flux), np.nan)
+
+
+CATALOG_HEAD_ROWS = 2000  # rows of a sweep read by ``catalog_head_problems`` (its identity, not its content)
+
+
+def catalog_head_problems(path: str | os.PathLike, name: str | None = None, rows: int = CATALOG_HEAD_ROWS) -> list[str]:
+    """What in a calibObj sweep's headers and first ``rows`` rows contradicts the run, camcol and kind (gal/star) its
+    file name (``name``, default the path's) claims (empty: none, or a name that is no sweep's); raises OSError,
+    EOFError, ValueError, KeyError or zlib.error when it cannot be read.
+
+    Only the start of the gzip stream is decompressed (the headers and the first rows), never the whole sweep, so
+    a large real sweep is checked in milliseconds: RUN and CAMCOL keywords of either header when present, the RUN
+    and CAMCOL columns of the rows read, and their OBJC_TYPE (a gal sweep's rows are galaxies, a star sweep's
+    stars: a majority of the other type means the other kind's file). ``read_catalog`` checks every row later."""
+    path = Path(path)
+    info = parse_filename(name or path.name)
+    if info is None or info["kind"] != "catalog":
+        return []
+    block = 2880
+    data = bytearray()
+    with gzip.open(path, "rb") as fh:
+
+        def more() -> bytes:
+            try:
+                return fh.read(1 << 16)
+            except EOFError:  # a stream cut short: what came before it is still read (its verification names it)
+                return b""
+
+        def header_at(pos: int) -> tuple[fits.Header, int]:
+            end = pos
+            while True:
+                while len(data) < end + block:
+                    chunk = more()
+                    if not chunk:
+                        raise EOFError("FITS header cut short")
+                    data.extend(chunk)
+                cards = data[end : end + block]
+                end += block
+                if any(cards[k : k + 80].rstrip() == b"END" for k in range(0, block, 80)):
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        return fits.Header.fromstring(bytes(data[pos:end]).decode("ascii", "replace")), end
+                if end - pos > 100 * block:
+                    raise ValueError("FITS header without END")
+
+        primary, pos = header_at(0)
+        size = 1
+        for k in range(1, int(primary.get("NAXIS", 0)) + 1):
+            size *= int(primary[f"NAXIS{k}"])
+        pos += -(-(size * abs(int(primary.get("BITPIX", 8))) // 8 if primary.get("NAXIS", 0) else 0) // block) * block
+        table, start = header_at(pos)
+        width, total = int(table["NAXIS1"]), int(table["NAXIS2"])
+        n = min(rows, total, (64 << 20) // max(width, 1))  # at most 64 MB of rows, whatever the header claims
+        while len(data) < start + n * width:
+            chunk = more()
+            if not chunk:
+                n = (len(data) - start) // width  # a short file: its verification names that; check what is here
+                break
+            data.extend(chunk)
+    problems = []
+    for header in (primary, table):
+        for key in ("RUN", "CAMCOL"):
+            if key in header:
+                try:
+                    value = int(header[key])
+                except (TypeError, ValueError):
+                    problems.append(f"header {key} is {header[key]!r}, not a number")
+                    continue
+                if value != info[key.lower()]:
+                    problems.append(f"header {key} is {value}, but the file name says {info[key.lower()]}")
+    if n <= 0 or problems:
+        return problems
+    head = table.copy()
+    head["NAXIS2"], head["PCOUNT"] = n, 0
+    body = bytes(data[start : start + n * width])
+    body += b"\0" * (-len(body) % block)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AstropyWarning)
+        hdu = fits.BinTableHDU.fromstring(head.tostring().encode("ascii") + body)
+        names = set(hdu.columns.names)
+        columns = {c: np.asarray(hdu.data[c]) for c in ("RUN", "CAMCOL", "OBJC_TYPE") if c in names}
+    for key in ("RUN", "CAMCOL"):
+        values = columns.get(key)
+        want = info[key.lower()]
+        if values is not None and values.size and not np.all(values == want):
+            other = values[values != want][0]
+            problems.append(f"rows of {key} {int(other) if np.issubdtype(values.dtype, np.number) else other!r}, "
+                            f"but the file name says {key} {want}")  # fmt: skip
+    want_type = {"star": OBJC_TYPE_STAR, "gal": OBJC_TYPE_GALAXY}[info["catalog"]]
+    types = columns.get("OBJC_TYPE")
+    if types is not None and types.size and np.issubdtype(types.dtype, np.number):
+        others = int(np.count_nonzero(types != want_type))
+        if others > types.size // 2:
+            problems.append(
+                f"{others} of its first {types.size} rows are not OBJC_TYPE {want_type}, as a {info['catalog']} "
+                "sweep's are (the other kind's file under this name?)"
+            )
+    return problems

@@ -13,13 +13,13 @@ its fields on the cluster likewise.
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import re
 import sys
 import threading
 import time
+import zlib
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -29,6 +29,7 @@ import requests
 from .. import sdss
 from ..config import BANDS, DEFAULT_SEEING, FRAME_SHAPE, SEED, SIMULATION_VERSION, FieldSet
 from ..download import (
+    DISK_FULL,
     FetchCancelled,
     FetchError,
     FetchResult,
@@ -39,6 +40,7 @@ from ..download import (
     fetch_http,
     make_session,
     partial_path,
+    verify_sdss_file,
 )
 from ..errors import StargalError, exception_chain
 from ..parallel import map_tasks
@@ -192,13 +194,15 @@ def run_download(paths: DataPaths, fs: FieldSet, options: DownloadOptions = Down
     summary = DownloadSummary(source.describe(), planned=len(specs))
     sim_url = simulated_url(options) if isinstance(source, SimulatedSource) else None
     damaged = _FailureLog("further damaged files are fetched again without being named")
-    todo, replaced = [], []
+    todo, replaced, unrecorded = [], [], []
     for spec in specs:
         final = final_path(paths, spec)
         if options.force:
             partial_path(final).unlink(missing_ok=True)
             manifest.forget(spec.relpath)
         problem = manifest.problem(spec.relpath, final)
+        if problem == "not recorded" and not options.force and sim_url is None and final.is_file():
+            unrecorded.append(spec)  # a damaged or lost manifest: the file is verified, and kept when it is whole
         if problem not in (None, "not recorded", "missing"):
             damaged.log("%s: %s; fetching it again", final, problem)
         if (
@@ -215,6 +219,10 @@ def run_download(paths: DataPaths, fs: FieldSet, options: DownloadOptions = Down
                 summary.skipped += 1
         else:
             todo.append(spec)
+    if unrecorded:
+        kept = _keep_unrecorded(paths, source, unrecorded, manifest, options)
+        todo = [spec for spec in todo if spec not in kept]
+        summary.skipped += len(kept)
     if sim_url is not None:  # the simulation's own files (no record seals them): a damaged one is drawn again
         from .simulate import damaged_simulation
 
@@ -256,6 +264,79 @@ def run_download(paths: DataPaths, fs: FieldSet, options: DownloadOptions = Down
                 _fetch_all(paths, source, todo, options, manifest, summary)
     summary.seconds = time.monotonic() - start
     return summary
+
+
+def _keep_unrecorded(
+    paths: DataPaths, source: Source, specs: list[FileSpec], manifest: Manifest, options: DownloadOptions
+) -> set[FileSpec]:
+    """Record the files of ``specs`` (in the data folder, absent from the manifest: it was damaged or deleted) that
+    this run would fetch unchanged, instead of fetching them again: a whole file of its kind whose header is its
+    name's (frame or sweep), and
+    - from an HTTP source (real SDSS), of the real sky (a frame's or sweep's SIMULAT header; an irg jpeg when its
+      field's r frame is real) and of the size the server gives for its URL (a HEAD request: another release's or
+      another mirror's file of this name is fetched again), recorded with that URL;
+    - from a local folder, the very bytes of the folder's file (size and sha256), recorded with its path.
+    A file failing any of this is fetched again, as before. Returns the specs kept."""
+    if not isinstance(source, (HttpSource, LocalSource)):
+        return set()
+    located = {spec: source.locate(spec) for spec in specs} if isinstance(source, LocalSource) else {}
+    sessions = _Sessions(options.http)
+    timeout = (options.http.connect_timeout, options.http.read_timeout)
+
+    def served_size(url: str) -> int | None:
+        try:
+            with sessions.get().head(url, timeout=timeout, allow_redirects=True) as resp:
+                length = resp.headers.get("Content-Length", "")
+                if resp.status_code != 200 or "html" in resp.headers.get("Content-Type", "").lower():
+                    return None
+                return int(length) if length.isdigit() else None
+        except requests.RequestException:
+            return None
+
+    def check(spec: FileSpec) -> tuple[FileSpec, str | None, object]:
+        final = final_path(paths, spec)
+        try:
+            if isinstance(source, LocalSource):
+                src = located[spec]
+                if src is None or src.stat().st_size != final.stat().st_size:
+                    return spec, None, None
+                verified = verify_sdss_file(final, spec.kind, None, final.name)
+                if sha256_file(src) != verified.sha256:
+                    return spec, None, None
+                return spec, src.as_uri(), verified
+            if spec.kind == "irg":
+                r_frame = paths.frame(FieldId(spec.rerun, spec.run, spec.camcol, spec.field), "r")
+                if not r_frame.is_file() or _header_sky(r_frame) != REAL:
+                    return spec, None, None
+            elif _header_sky(final) != REAL:
+                return spec, None, None
+            url = source.url(spec)
+            if served_size(url) != final.stat().st_size:
+                return spec, None, None
+            return spec, url, verify_sdss_file(final, spec.kind, None, final.name)
+        except VerificationError as exc:
+            log.warning("%s: not in the manifest and %s; fetching it again", final, exc)
+        except OSError:
+            pass  # unreadable: fetched again, whose failure names why
+        return spec, None, None
+
+    kept = set()
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, min(options.workers, 8))) as pool:  # hashing, bz2: no GIL
+            for spec, url, verified in pool.map(check, specs):
+                if url is not None:
+                    final = final_path(paths, spec)
+                    manifest.record(spec.relpath, url, verified.size, verified.sha256, final)
+                    kept.add(spec)
+    finally:
+        sessions.close()
+    if kept:
+        manifest.save()
+        log.info(
+            "%d file(s) in the data folder but not in its manifest were verified and kept (%s%s)",
+            len(kept), next(iter(kept)).name, ", ..." if len(kept) > 1 else "",
+        )  # fmt: skip
+    return kept
 
 
 def _without_absent_pictures(source: LocalSource, todo: list[FileSpec], summary: DownloadSummary) -> list[FileSpec]:
@@ -434,9 +515,22 @@ def _not_in_source(source: LocalSource, spec: FileSpec, entry: dict) -> bool:
 
 
 def _hash_differs(manifest: Manifest, spec: FileSpec, final: Path) -> bool:
-    if sha256_file(final) == manifest.files[spec.relpath].get("sha256"):
+    """--verify: whether a recorded file's content differs from its record, or (a sweep) is not its name's sweep
+    (recorded before 00 checked that): then it is forgotten, so that only a good copy is recorded again."""
+    if sha256_file(final) != manifest.files[spec.relpath].get("sha256"):
+        log.warning("%s: content differs from the manifest's sha256; fetching it again", spec.name)
+        return True
+    if spec.kind != "catalog":
         return False
-    log.warning("%s: content differs from the manifest's sha256; fetching it again", spec.name)
+    try:
+        problems = sdss.catalog_head_problems(final)
+    except (OSError, EOFError, ValueError, KeyError, TypeError, zlib.error) as exc:
+        problems = [f"sweep table unreadable ({exc})"]
+    if not problems:
+        return False
+    log.warning("%s: not this file name's sweep: %s; fetching it again", final, "; ".join(problems))
+    manifest.forget(spec.relpath)
+    manifest.save()
     return True
 
 
@@ -562,7 +656,8 @@ def _failure_reason(exc: FetchError | OSError) -> str:
         return str(exc)
     if isinstance(exc, requests.RequestException):  # an OSError too, but the network's, not the disk's
         return f"download failed ({redact_url(str(exc))})"
-    return f"cannot write ({exc.strerror or exc})"  # local disk trouble (full, read-only, permissions)
+    where = f" {exc.filename}" if exc.filename else ""  # the file or folder the data folder's disk refused
+    return f"cannot write{where} ({exc.strerror or exc})"  # local disk trouble (full, read-only, permissions)
 
 
 def _fetch_all(paths, source, todo, options, manifest, summary) -> None:
@@ -609,9 +704,6 @@ def _fetch_all(paths, source, todo, options, manifest, summary) -> None:
         sessions.close()
 
 
-_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
-
-
 def _stop_on_full_disk(future: Future, final: Path) -> None:
     """A file that failed because the data folder's disk is full (or the quota spent) ends the run with the full
     disk's one line naming the file (OSError ENOSPC), not one "FAILED ... cannot copy SOURCE" per remaining file,
@@ -619,9 +711,9 @@ def _stop_on_full_disk(future: Future, final: Path) -> None:
     recorded in the manifest as on any stop, and the rerun after freeing space goes on from them."""
     if future.cancelled():
         return
-    for exc in exception_chain(future.exception()):  # a FetchError hides the disk's OSError as its context
-        if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
-            raise OSError(exc.errno, os.strerror(exc.errno), str(final))
+    full = _disk_full_errno(future.exception())  # a FetchError hides the disk's OSError as its context
+    if full is not None:
+        raise OSError(full, os.strerror(full), str(final))
 
 
 def _not_found(source: LocalSource) -> str:
@@ -668,6 +760,16 @@ class FetchOutcome:
     spec: FileSpec
     result: FetchResult | None  # None when the file failed
     error: str | None = None
+    disk_full: int | None = None  # the errno (ENOSPC, EDQUOT) when the data folder's disk refused the file
+    final: str | None = None  # where the file was to go
+
+
+def _disk_full_errno(exc: BaseException | None) -> int | None:
+    """ENOSPC or EDQUOT when the disk's OSError is in ``exc``'s chain (a FetchError hides it as its cause)."""
+    for link in exception_chain(exc):
+        if isinstance(link, OSError) and link.errno in DISK_FULL:
+            return link.errno
+    return None
 
 
 def fetch_task(task: FetchTask) -> list[FetchOutcome]:
@@ -686,7 +788,10 @@ def fetch_task(task: FetchTask) -> list[FetchOutcome]:
             try:
                 result = _fetch_file(spec, Path(final), task.source, task.http, get_session)
             except (FetchError, OSError) as exc:
-                outcomes.append(FetchOutcome(spec, None, _failure_reason(exc)))
+                full = _disk_full_errno(exc)
+                outcomes.append(FetchOutcome(spec, None, _failure_reason(exc), full, final))
+                if full is not None:
+                    break  # the task's other files would be fetched for nothing: the run stops at this one
             else:
                 outcomes.append(FetchOutcome(spec, result))
     finally:
@@ -710,7 +815,10 @@ def _fetch_on_cluster(paths, source, todo, options, manifest, summary) -> None:
     failed = _FailureLog()
 
     def merge(index: int, outcomes: list[FetchOutcome]) -> None:
+        full = next((out for out in outcomes if out.disk_full is not None), None)
         for out in outcomes:
+            if out.result is None and full is not None:
+                continue  # the run stops on the full disk below, in its one line, not one FAILED line per file
             if out.result is None:
                 summary.failures[out.spec.label] = out.error
                 failed("FAILED %s: %s", out.spec.label, out.error)
@@ -720,6 +828,8 @@ def _fetch_on_cluster(paths, source, todo, options, manifest, summary) -> None:
             summary.resumed += int(out.result.resumed)
             summary.bytes += out.result.transferred
         manifest.save()  # after every task, so a stopped run loses at most the tasks in flight
+        if full is not None:  # as _stop_on_full_disk: stop at the first file the disk refuses, naming it
+            raise OSError(full.disk_full, os.strerror(full.disk_full), full.final)
 
     map_tasks(fetch_task, tasks, scheduler=options.scheduler, description="downloading fields", on_result=merge)
 
