@@ -131,6 +131,11 @@ def main(argv=None) -> int:
     if args.ensemble is not None and (args.seeds or 1) < 2:
         parser.error("--ensemble without models combines the models of --seeds N (N >= 2)")
     seeds = [args.seed + i for i in range(args.seeds)] if args.seeds else None
+    if args.ensemble is not None:  # the ensemble's place too, before its members are trained, not after
+        from stargal.dataset import resolve_dataset
+
+        dataset = resolve_dataset(paths, args.dataset)
+        training.check_output_places(paths, args.name or f"{options.resolved().architecture}-{dataset}-ensemble")
     if args.compare_augmentation:
         result = training.compare_augmentation(paths, args.dataset, options, seeds)
         print(records_markdown(result["rows"], training.COMPARISON_COLUMNS), end="")

@@ -40,9 +40,10 @@ def test_metrics_are_sklearns(preds):
 def test_degenerate_cases():
     y = np.zeros(10, np.uint8)
     got = m.classification_metrics(y, np.full(10, 0.2))
-    assert got["mcc"] == 0.0 and got["roc_auc"] is None and got["star_purity"] is None
+    # one class: MCC, balanced accuracy and AUC undefined (None, JSON null), not sklearn's 0.0 (tests/test_one_class.py)
+    assert got["mcc"] is None and got["roc_auc"] is None and got["star_purity"] is None
     assert got["star_completeness"] is None and got["galaxy_completeness"] == 1.0
-    assert got["accuracy"] == 1.0 and got["balanced_accuracy"] == 1.0
+    assert got["accuracy"] == 1.0 and got["balanced_accuracy"] is None
     assert m.classification_metrics(y, np.full(10, 0.9))["galaxy_purity"] is None  # no galaxy predicted
     assert m.mcc_from_counts(0, 0, 0, 2) == 0.0  # undefined: 0, as scikit-learn
     assert m.classification_metrics([], []) == {"n": 0, "stars": 0, "galaxies": 0}

@@ -602,3 +602,108 @@ def test_script_region_only_test_set_summary_empty_region_and_empty_name(synth):
         f"test set: {n} objects, {n} of training field 80 in the region RA 0 to 360, Dec -90 to "
         f"{DEC0 + 40 * SCALE_DEG:.10g} (--test-region)\n" in ok.stdout
     )
+
+
+def _tree(paths: DataPaths) -> set[Path]:
+    return set(paths.root.rglob("*")) - {paths.root / ".lock", paths.root / ".publish.lock"}
+
+
+@pytest.mark.parametrize(
+    "blocker, kind",
+    [
+        ("reports/splits/mine", "file"),  # the reported defect: "File exists", and an empty datasets/mine left
+        ("datasets/mine", "file"),
+        ("datasets", "file"),
+        ("reports", "file"),
+        ("datasets/LATEST", "folder"),
+        ("datasets/mine/train_x.npy", "folder"),
+        ("reports/splits/mine/splits.json", "folder"),
+    ],
+)
+def test_a_file_where_an_output_folder_goes_is_refused_before_anything_is_written(synth, blocker, kind):
+    """`reports/splits/NAME` a file: 02 cut every patch, then failed with "File exists" (exit 1), leaving an empty
+    datasets/NAME/ behind. Now one line naming the path, before any work, and nothing written."""
+    place = synth.root / blocker
+    place.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "file":
+        place.write_text("in the way\n")
+    else:
+        place.mkdir()
+    before = _tree(synth)
+    what = "a file, not a folder" if kind == "file" else "a folder, not a file"
+    with pytest.raises(StargalError, match=rf"^{place}: {what}: stage 02 writes "):
+        prepare(synth, FS, patch_size=P, name="mine")
+    assert _tree(synth) == before
+
+
+def test_a_failed_write_leaves_no_folder_behind_and_the_previous_dataset_and_report_whole(synth, monkeypatch):
+    """The split report was written file by file beside the dataset's output set: a failure in between left an
+    empty datasets/NAME/ and a splits.md of splits that were never made; a dataset committed after a report of
+    other splits had been written would have been served with it."""
+    from stargal.plots import splits as split_plots
+
+    def full_disk(path, *args, **kwargs):
+        raise OSError(28, "No space left on device", str(path))
+
+    before = _tree(synth)
+    with monkeypatch.context() as m:
+        m.setattr(split_plots, "plot_splits", full_disk)
+        with pytest.raises(OSError, match="No space left"):
+            prepare(synth, FS, patch_size=P, name="mine")
+    assert _tree(synth) == before  # no datasets/mine/, no reports/splits/mine/, no splits.md
+
+    first = prepare(synth, FS, patch_size=P, name="mine")
+    report = synth.reports("splits", "mine")
+    kept = {p: p.read_bytes() for p in _tree(synth) if p.is_file()}
+    region = splits.Region(0, 360, -90, DEC0 + 20 * SCALE_DEG)
+    with monkeypatch.context() as m:
+        m.setattr(split_plots, "plot_splits", full_disk)
+        with pytest.raises(OSError, match="No space left"):
+            prepare(synth, FS, patch_size=P, name="mine", exclude_regions=[region])  # another dataset of that name
+    assert {p: p.read_bytes() for p in _tree(synth) if p.is_file()} == kept
+    assert fsio.check_seal(report / "splits.json", [report / "splits.md", report / "splits.png"]).ok
+    again = prepare(synth, FS, patch_size=P, name="mine")
+    assert again["skipped"] is True and again["counts"] == first["counts"]
+
+
+@pytest.mark.slow
+def test_script_refuses_a_file_named_like_the_split_report_folder_in_one_line(synth):
+    blocker = synth.reports("splits", "mine")
+    blocker.parent.mkdir(parents=True)
+    blocker.write_text("a file\n")
+    before = _tree(synth)
+    done = run_script("--data-dir", str(synth.root), "--fields", "80", "81", "82", "--train-fields", "80",
+                      "--val-fields", "82", "--test-fields", "81", "--patch-size", str(P), "--dataset", "mine", "-q")  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"02_preparation.py: error: {blocker}: a file, not a folder: stage 02 writes the split report of dataset mine "
+        "there; move or delete it, or give another --dataset"
+    ]
+    assert _tree(synth) == before and not (synth.root / "datasets").exists()
+
+
+def test_a_split_report_left_from_another_build_is_not_taken_for_the_datasets(synth, monkeypatch):
+    """A rebuild under the same name stopped after the dataset's commit and before its report's left the earlier
+    splits' report, intact, beside the new dataset: the next run took both as current and showed the old report."""
+    from stargal.stages import preparation
+
+    prepare(synth, FS, patch_size=P, name="mine")
+    region = splits.Region(0, 360, -90, DEC0 + 20 * SCALE_DEG)
+    real = preparation.fsio.seal_digest
+
+    def stop_after_the_dataset(record):
+        if record.get("exclude_regions"):  # the new dataset's record, just committed: stop before the report's
+            raise KeyboardInterrupt
+        return real(record)
+
+    with monkeypatch.context() as m:
+        m.setattr(preparation.fsio, "seal_digest", stop_after_the_dataset)
+        with pytest.raises(KeyboardInterrupt):
+            prepare(synth, FS, patch_size=P, name="mine", exclude_regions=[region])
+    dataset = read_json(synth.dataset_json("mine"))
+    assert dataset["exclude_regions"] == [region.as_list()]  # the new dataset, with the earlier report beside it
+    rerun = prepare(synth, FS, patch_size=P, name="mine", exclude_regions=[region])
+    assert rerun["skipped"] is False
+    report = read_json(synth.reports("splits", "mine", "splits.json"))
+    assert report["counts"] == rerun["counts"] and report["dataset_id"] == fsio.seal_digest(rerun)
+    assert prepare(synth, FS, patch_size=P, name="mine", exclude_regions=[region])["skipped"] is True

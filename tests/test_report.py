@@ -855,3 +855,20 @@ def test_a_kept_report_is_rebuilt_when_the_outside_model_its_real_sky_section_sh
     again = build_report(paths)
     assert not again["skipped"] and not again["sections"]["Real-sky evaluation"]
     assert again["stale"] == ["Real-sky evaluation"]
+
+
+def test_a_split_report_of_another_build_of_the_dataset_is_left_out(tmp_path):
+    """splits.json names the build of the dataset it describes (02 commits it after the dataset): one left from
+    another build of the name must not lend its magnitudes, KS tests and figure to this one."""
+    from stargal.stages.report import Run, splits_section
+
+    paths = DataPaths(tmp_path / "data")
+    _fake_run(paths)
+    folder = paths.reports("splits", DATASET)
+    mags = {s: {"median": 20.5, "p95": 22.5} for s in ("train", "val", "test")}
+    for dataset_id, shown in (("another build", False), (_dataset_id(paths), True)):
+        fsio.seal(folder / "splits.json", [folder / "splits.png"], {"r_psfmag": mags, "dataset_id": dataset_id})
+        section = splits_section(Run(paths))
+        table = next(b for b in section.blocks if isinstance(b, TableBlock))
+        assert [row[5] for row in table.rows] == ([20.5] * 3 if shown else [None] * 3)
+        assert any(isinstance(b, FigureBlock) for b in section.blocks) is shown

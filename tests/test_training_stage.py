@@ -239,6 +239,20 @@ def test_compare_augmentation_and_config(toy, tmp_path):
     assert [r["augment"] for r in result["rows"]] == ["none", "d4"]
     for f in ("comparison.csv", "comparison.md", "comparison.png"):
         assert (result["report"] / f).exists()
+    # one sealed set: a plot that fails left comparison.csv, .md and .json of a comparison that had not finished
+    record = result["report"] / "comparison.json"
+    assert fsio.check_seal(record, [result["report"] / f for f in ("comparison.csv", "comparison.md")]).ok
+    assert fsio.read_json(record)["rows"] == json.loads(fsio.json_text(result["rows"]))
+    import shutil
+
+    from stargal.plots import training as tplots
+
+    shutil.rmtree(result["report"])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(tplots, "comparison_plot", lambda *a: (_ for _ in ()).throw(OSError(28, "No space left on device")))
+        with pytest.raises(OSError):
+            training.compare_augmentation(toy, "toy", opts)  # the models are current: not trained again
+    assert not any(p.is_file() for p in result["report"].rglob("*"))
 
 
 def _script(name: str, *args: str) -> subprocess.CompletedProcess:
@@ -527,3 +541,50 @@ def test_the_metrics_table_shows_no_mcc_for_a_split_of_one_class():
     val, test = (row.split() for row in rows[1:3])
     assert val[:5] == ["val", "4", "0.7500", "0.5774", "0.7500"]
     assert test[:5] == ["test", "3", "0.6667", "-", "-"]  # accuracy is the star recall; MCC is undefined
+
+
+@pytest.mark.parametrize(
+    "blocker, kind",
+    [
+        ("reports/training/m", "file"),  # trained, committed the model, then failed: "Not a directory"
+        ("models/m", "file"),  # "its folder cannot be written (read-only or no permission)": it can
+        ("reports", "file"),
+        ("models/m/metrics.json", "folder"),
+        ("reports/training/m/roc.png", "folder"),
+        ("models/LATEST", "folder"),
+    ],
+)
+def test_a_file_where_a_models_folder_goes_is_refused_before_training(tmp_path, blocker, kind):
+    """`reports/training/NAME` a file: 03 trained the model, sealed it, then failed drawing its figures (exit 1, the
+    model left without figures and not made the latest). Now one line naming the path before any training."""
+    from stargal.errors import StargalError
+    from stargal.stages import training
+
+    paths = DataPaths(tmp_path / "data")
+    write_toy_dataset(paths, "toy", sizes=(40, 20, 20), patch=15)
+    place = paths.root / blocker
+    place.parent.mkdir(parents=True, exist_ok=True)
+    place.write_text("in the way\n") if kind == "file" else place.mkdir()
+    before = set(paths.root.rglob("*"))
+    what = "a file, not a folder" if kind == "file" else "a folder, not a file"
+    opts = TrainOptions(architecture="reference_base", hyperparameters=TINY_HP, epochs=1, verbose=0, name="m")
+    with pytest.raises(StargalError, match=rf"^{place}: {what}: stage 03 writes "):
+        training.run_training(paths, "toy", opts)
+    assert set(paths.root.rglob("*")) == before
+
+
+@pytest.mark.slow
+def test_an_ensemble_whose_place_is_taken_is_refused_before_its_members_are_trained(tmp_path):
+    """`--seeds 2 --ensemble` with a file where the ensemble's folder goes trained both members, then failed."""
+    paths = DataPaths(tmp_path / "data")
+    write_toy_dataset(paths, "toy", sizes=(40, 20, 20), patch=15)
+    blocker = paths.model_dir("stargal-toy-ensemble")
+    blocker.parent.mkdir(parents=True)
+    blocker.write_text("in the way\n")
+    done = _script("03_model.py", "--data-dir", str(paths.root), "--epochs", "1", "--seeds", "2", "--ensemble", "-q")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"03_model.py: error: {blocker}: a file, not a folder: stage 03 writes the model stargal-toy-ensemble there; "
+        "move or delete it, or give another --name"
+    ]
+    assert [p.name for p in paths.models_root.iterdir()] == [blocker.name]

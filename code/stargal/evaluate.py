@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from .config import SPLITS
-from .metrics import baselines, by_magnitude, classification_metrics
+from .metrics import baselines, by_magnitude, classification_metrics, defined
 
 # the metrics summarised over seeds and compared between runs
 SUMMARY_KEYS = ("accuracy", "mcc", "balanced_accuracy", "roc_auc", "log_loss", "star_purity", "star_completeness")
@@ -39,10 +39,11 @@ def evaluate(data: dict, preds: dict, threshold: float, *, tta: bool = False) ->
 
 
 def summarise_runs(runs: list[dict], split: str = "test") -> dict:
-    """Mean and standard deviation over runs of the main metrics of ``split``."""
+    """Mean and standard deviation over runs of the main metrics of ``split``; a metric undefined in every run (MCC
+    of a split of one class) is left out, not averaged as 0."""
     out: dict = {"n_runs": len(runs), "models": [r["name"] for r in runs]}
     for key in SUMMARY_KEYS:
-        vals = [r["metrics"].get(split, {}).get(key) for r in runs]
+        vals = [defined(r["metrics"].get(split) or {}, key) for r in runs]
         vals = [v for v in vals if v is not None]
         if vals:
             out[key] = {"mean": float(np.mean(vals)), "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0}

@@ -31,7 +31,7 @@ import os
 import re
 import secrets
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -714,3 +714,25 @@ def remove_stale_temporaries(root: str | os.PathLike, skip: Iterable[str] = ()) 
                     continue
                 removed.append(path)
     return removed
+
+
+def require_output_places(
+    root: Path, folders: dict[Path, str], files: Sequence[Path], stage: str, option: str | None = None
+) -> None:
+    """StargalError naming the path when a file of the data folder ``root`` sits where ``stage`` writes one of
+    ``folders`` ({folder: what it holds}), or above it, or a folder sits where it writes one of ``files``: said
+    before the work, not found by its last rename. ``option``: the one that gives the output another name."""
+    other = f", or give another {option}" if option else ""
+    for folder, what in folders.items():
+        for place in (folder, *folder.parents):
+            if place == root or place in root.parents:
+                break
+            if place.exists() and not place.is_dir():
+                where = "there" if place == folder else f"under it ({folder})"
+                raise StargalError(
+                    f"{place}: a file, not a folder: {stage} writes the {what} {where}; move or delete it"
+                    + (other if place == folder else "")
+                )
+    for path in files:
+        if path.is_dir():
+            raise StargalError(f"{path}: a folder, not a file: {stage} writes that file; move or delete it{other}")

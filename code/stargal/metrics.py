@@ -6,7 +6,11 @@ candidate thresholds) and the trivial baselines.
 
 Convention: the positive class is "star". Purity of a class is the fraction of objects predicted as
 that class that truly are (precision); completeness is the fraction of true members recovered (recall).
-Undefined ratios (empty denominators) are reported as None, MCC as 0 (scikit-learn's convention).
+Undefined ratios (empty denominators) are reported as None (JSON null). A set of one class (a test split or a
+magnitude bin holding stars only, say) has no MCC, balanced accuracy or ROC AUC: they are None too, not the 0.0 or
+0.5 scikit-learn gives by convention, which would read as scores (``ONE_CLASS_UNDEFINED``; ``defined`` gives the
+same for a record written before). Predictions of one class on a set of both classes keep MCC 0 (scikit-learn's
+convention: no better than chance).
 """
 
 from __future__ import annotations
@@ -19,6 +23,27 @@ import numpy as np
 # r-band PSF magnitude bins of the per-magnitude evaluation (open-ended at both ends).
 MAGNITUDE_EDGES = (16.0, 18.0, 19.0, 20.0, 21.0, 22.0)
 LABELS = [0, 1]  # galaxy, star: fixed, so a split holding one class still gives 2x2 counts
+# undefined for a set of one class (no negatives or no positives to tell apart): None, never a number
+ONE_CLASS_UNDEFINED = ("mcc", "balanced_accuracy", "roc_auc")
+
+
+def one_class(m: dict) -> bool:
+    """Whether a metrics record (``classification_metrics``, a magnitude bin of ``by_magnitude``) is of a set
+    holding one class only (or nothing); False when it does not say (no "stars"/"galaxies" counts)."""
+    stars, galaxies = m.get("stars"), m.get("galaxies")
+    if not isinstance(stars, int) or not isinstance(galaxies, int):
+        return False
+    return stars == 0 or galaxies == 0
+
+
+def defined(m: dict, key: str, counts: dict | None = None):
+    """``m[key]`` (None when absent), or None when the metric is undefined because the set holds one class: for
+    readers of metrics.json, whose records written before stargal said so held 0.0 there. ``counts`` is the record
+    whose "stars"/"galaxies" say what the set held, when ``m`` does not (a baseline of the test split)."""
+    value = m.get(key)
+    if key in ONE_CLASS_UNDEFINED and one_class(m if counts is None else counts):
+        return None
+    return value
 
 
 def _none_if_nan(value: float) -> float | None:
@@ -65,8 +90,8 @@ def classification_metrics(y_true: np.ndarray, p: np.ndarray, threshold: float =
         "stars": int(tp + fn),
         "galaxies": int(tn + fp),
         "accuracy": float(skm.accuracy_score(y_true, y_pred)),
-        "mcc": float(mcc),
-        "balanced_accuracy": float(balanced),
+        "mcc": float(mcc) if both_classes else None,  # sklearn's 0.0 for one class would read as a score
+        "balanced_accuracy": float(balanced) if both_classes else None,  # that class's recall: the accuracy again
         "roc_auc": float(skm.roc_auc_score(y_true, p)) if both_classes else None,
         "log_loss": float(skm.log_loss(y_true, y_proba=p, labels=LABELS)),
         "star_purity": _none_if_nan(precision[1]),
@@ -147,7 +172,8 @@ def baselines(y_train: np.ndarray, y_eval: np.ndarray) -> dict:
     """Expected scores of the reference's trivial classifiers on ``y_eval``.
 
     "random": guess star with the training star fraction q (expected accuracy q*s + (1-q)*(1-s) for a
-    test star fraction s; MCC 0, AUC 0.5). "majority": always the training majority class.
+    test star fraction s; MCC 0, AUC 0.5). "majority": always the training majority class. On a ``y_eval`` of
+    one class MCC, balanced accuracy and AUC are undefined: None.
     """
     y_train = np.asarray(y_train).astype(bool)
     y_eval = np.asarray(y_eval).astype(bool)
@@ -155,19 +181,9 @@ def baselines(y_train: np.ndarray, y_eval: np.ndarray) -> dict:
     s = float(y_eval.mean()) if y_eval.size else 0.0
     majority = 1 if q > 0.5 else 0
     majority_acc = s if majority == 1 else 1 - s
+    both = bool(y_eval.any() and not y_eval.all())
+    chance = {"mcc": 0.0, "balanced_accuracy": 0.5, "roc_auc": 0.5} if both else dict.fromkeys(ONE_CLASS_UNDEFINED)
     return {
-        "random": {
-            "accuracy": q * s + (1 - q) * (1 - s),
-            "mcc": 0.0,
-            "balanced_accuracy": 0.5,
-            "roc_auc": 0.5,
-            "star_fraction": q,
-        },
-        "majority": {
-            "accuracy": majority_acc,
-            "mcc": 0.0,
-            "balanced_accuracy": 0.5,
-            "roc_auc": 0.5,
-            "class": "star" if majority else "galaxy",
-        },
+        "random": {"accuracy": q * s + (1 - q) * (1 - s), **chance, "star_fraction": q},
+        "majority": {"accuracy": majority_acc, **chance, "class": "star" if majority else "galaxy"},
     }

@@ -70,14 +70,17 @@ def roc_plot(path: Path, data: dict, preds: dict) -> Path:
 
 
 def magnitude_plot(path: Path, metrics: dict, split: str = "test") -> Path:
-    """Accuracy, MCC and completeness per r-magnitude bin."""
+    """Accuracy, MCC and completeness per r-magnitude bin; a bin of one class has no MCC or balanced accuracy (a gap
+    in their lines, not a 0)."""
+    from ..metrics import defined
+
     rows = [r for r in metrics["by_magnitude"].get(split, []) if r["bin"] != "unknown"]
     fig, axes = subplots(1, 2, figsize=(11, 3.8))
     if rows:
         labels = [r["bin"] for r in rows]
         x = np.arange(len(rows))
         for key in ("accuracy", "mcc", "balanced_accuracy"):
-            axes[0].plot(x, [np.nan if r.get(key) is None else r[key] for r in rows], "o-", label=key)
+            axes[0].plot(x, [np.nan if defined(r, key) is None else r[key] for r in rows], "o-", label=key)
         for key in ("star_purity", "star_completeness", "galaxy_purity", "galaxy_completeness"):
             axes[1].plot(x, [np.nan if r.get(key) is None else r[key] for r in rows], "o-", label=key.replace("_", " "))
         for ax in axes:

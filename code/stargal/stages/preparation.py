@@ -7,8 +7,10 @@ tables under temporary names, renamed into place together, then ``dataset.json``
 sha256 and the identities of the field records they were cut from. A dataset is current when that record's
 files are intact and its inputs and options unchanged; a broken one is named and rebuilt, and a failed rebuild
 (even with --force) leaves the previous dataset usable. Also the split report under
-``paths.reports("splits", name)`` and the name in ``paths.latest_dataset`` (rewritten only when it changes).
-Every input is validated (field records, cube headers) before anything is written.
+``paths.reports("splits", name)`` (a sealed set of its own, committed after the dataset, whose identity its
+splits.json names) and the name in ``paths.latest_dataset`` (rewritten only when it changes). Every input is
+validated (field records, cube headers), and every output place (no file where a folder goes), before anything is
+written; a failed run leaves no folder it made behind.
 
 With ``workers`` > 1 or a Dask ``scheduler``, each field's patches are cut in a task of its own (``cut_field``:
 cube in, that field's patches out, nothing written) on local processes or the cluster, whose workers must
@@ -19,6 +21,7 @@ leakage guard and normalisation run here, on the object tables only. The outputs
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -92,6 +95,7 @@ def prepare(
         if name is not None  # "" is refused, not taken for "derive one"
         else splits.dataset_name(fs.rerun, fs.run, fs.camcol, patch_size, edge, spec)
     )
+    _check_output_places(paths, name)  # a file where a folder goes: one line now, not "File exists" after the work
     fids = [FieldId(fs.rerun, fs.run, fs.camcol, f) for f in spec.fields]
     records = {fid.field: _check_field(paths, fid) for fid in fids}  # cube and objects table intact
     _check_same_sweeps(paths, fids, records)
@@ -116,6 +120,7 @@ def prepare(
         previous["skipped"] = True
         return previous
     fsio.require_writable_output(paths.dataset_json(name))
+    fsio.require_writable_output(paths.reports("splits", name) / REPORT_FILES[0])  # written with it: both, first
 
     table, cube_field = _read_objects(paths, fids)
     _check_regions(table, spec)
@@ -171,22 +176,74 @@ def prepare(
         "stargal_version": __version__,
     }
 
-    # the new dataset is written beside the current one, which stays usable until the commit renames it away
-    with OutputSet(paths.dataset_json(name)) as out:
+    # the new dataset is written beside the current one, which stays usable until the commit renames it away; its
+    # split report too, committed after it (a report never describes splits that are not the dataset's: a run
+    # stopped in between leaves the dataset with no intact report, which the next run rebuilds). A failed run
+    # leaves no folder it made behind.
+    report_folder = paths.reports("splits", name)
+    with (
+        _remove_made_folders_on_failure(paths, [paths.dataset_dir(name), report_folder]),
+        OutputSet(paths.dataset_json(name)) as out,
+        OutputSet(report_folder / REPORT_FILES[0]) as report_out,
+    ):
         for split_name, (x, y, objects) in arrays.items():
             save_npy(out.path(paths.split_x(name, split_name)), x)
             save_npy(out.path(paths.split_y(name, split_name)), y)
             save_npy(out.path(paths.split_psf(name, split_name)), psf_at[split_name])
             write_table(out.path(paths.split_objects(name, split_name)), objects)
-        report = write_split_report(
-            paths, name, {s: arrays[s][2] for s in SPLITS}, counts, removed, description=split_description(summary)
+        report = _write_split_report_files(
+            report_out,
+            paths,
+            name,
+            {s: arrays[s][2] for s in SPLITS},
+            counts,
+            removed,
+            description=split_description(summary),
         )
-        summary["report"] = str(report)
+        summary["report"] = str(report_folder)
         summary = out.commit(summary)  # dataset.json last: it lists every file with its checksum
+        report_out.commit({**report, "dataset_id": fsio.seal_digest(summary)})  # splits.json last, naming it
     write_text_if_changed(paths.latest_dataset, name + "\n")
     summary["skipped"] = False
     summary["seconds"] = round(time.monotonic() - start, 2)
     return summary
+
+
+def _output_files(paths: DataPaths, name: str) -> list[Path]:
+    """Every file stage 02 writes for dataset ``name``: the dataset's, its split report's, and the LATEST pointer."""
+    files = [f(name, s) for s in SPLITS for f in (paths.split_x, paths.split_y, paths.split_psf, paths.split_objects)]
+    return [*files, paths.dataset_json(name), *(paths.reports("splits", name) / f for f in REPORT_FILES),
+            paths.latest_dataset]  # fmt: skip
+
+
+def _check_output_places(paths: DataPaths, name: str) -> None:
+    """Before anything is read or written: no file where a folder of dataset ``name`` goes (the rename at the end
+    failed with "File exists" after the work, leaving an empty dataset folder behind), no folder where a file goes."""
+    folders = {
+        paths.dataset_dir(name): f"dataset {name}",
+        paths.reports("splits", name): f"split report of dataset {name}",
+    }
+    fsio.require_output_places(paths.root, folders, _output_files(paths, name), "stage 02", "--dataset")
+
+
+@contextlib.contextmanager
+def _remove_made_folders_on_failure(paths: DataPaths, folders: Sequence[Path]):
+    """Remove again, when the block fails (or is interrupted), the folders among ``folders`` and their parents
+    under the data folder that did not exist before it and are still empty: a refused or failed run leaves no
+    empty dataset or report folder behind."""
+    made = set()
+    for folder in folders:
+        for place in (folder, *folder.parents):
+            if place == paths.root or place in paths.root.parents or place.exists():
+                break
+            made.add(place)
+    try:
+        yield
+    except BaseException:
+        for place in sorted(made, key=lambda p: len(p.parts), reverse=True):  # the deepest first
+            with contextlib.suppress(OSError):
+                place.rmdir()  # only when empty
+        raise
 
 
 def _select(table, cube_field, rows, cols, cubes, spec, patch_size: int, edge: str) -> tuple[np.ndarray, dict, int]:
@@ -371,9 +428,13 @@ def _current(paths: DataPaths, name: str, config: dict, inputs: dict) -> dict | 
             log.warning("dataset %s: %s; rebuilding it", name, check.describe())
         return None
     record = check.record
-    reports = fsio.check_seal(
+    report_check = fsio.check_seal(
         paths.reports("splits", name) / REPORT_FILES[0], [paths.reports("splits", name) / f for f in REPORT_FILES[1:]]
-    ).ok
+    )
+    # the report of this build of the dataset (one whose commit failed after the dataset's describes another;
+    # reports written before they named it are taken as they are)
+    made_for = (report_check.record or {}).get("dataset_id", fsio.seal_digest(record))
+    reports = report_check.ok and made_for == fsio.seal_digest(record)
     if record.get("config") != config:
         # a name given twice (--dataset) for other options: the earlier dataset goes, as 03 says of a model
         changes = ", ".join(config_changes(record.get("config") or {}, config))
@@ -622,24 +683,24 @@ def split_report_markdown(name: str, report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_split_report(
+def _write_split_report_files(
+    out: OutputSet,
     paths: DataPaths,
     name: str,
     objects: dict[str, np.ndarray],
     counts: dict,
     removed: dict,
     description: dict | None = None,
-) -> Path:
-    """Write splits.json, splits.md and splits.png under ``paths.reports("splits", name)``; return the folder.
-    ``description`` (``split_description``) says how the splits were made: fields, regions, the test set's origin."""
+) -> dict:
+    """splits.md and splits.png written into the output set ``out`` (of splits.json), not yet committed; returns
+    the content of splits.json for ``out.commit``."""
     from ..plots.splits import plot_splits
 
     folder = paths.reports("splits", name)
     report = split_report(objects, counts, removed)
     if description:
         report["splits"] = description
-    json_file, md_file, png_file = (folder / f for f in REPORT_FILES)
-    write_text(md_file, split_report_markdown(name, report))
-    plot_splits(png_file, objects, counts, MAG_BINS, title=name)
-    fsio.seal(json_file, [md_file, png_file], {"name": name, **report})  # last: with the checksums
-    return folder
+    _, md_file, png_file = (folder / f for f in REPORT_FILES)
+    write_text(out.path(md_file), split_report_markdown(name, report))
+    plot_splits(out.path(png_file), objects, counts, MAG_BINS, title=name)
+    return {"name": name, **report}

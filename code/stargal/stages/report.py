@@ -23,6 +23,7 @@ from .. import __version__, fsio, integrity
 from ..config import REFERENCE_RESULT
 from ..errors import CorruptFileError, StargalError
 from ..fsio import atomic_path, read_json
+from ..metrics import defined
 from ..paths import DataPaths, ModelFiles
 from ..typeset import Bullets, Code, Document, FigureBlock, Para, Section, TableBlock, render
 
@@ -455,13 +456,22 @@ def _baseline_rows(metrics: dict) -> list[list]:
     if "majority" in base:
         m = base["majority"]
         star = m.get("class") == "star"
-        rows.append(["majority class baseline", f"always {m.get('class', '?')}", m.get("accuracy"), m.get("mcc"),
-                     m.get("roc_auc"), star_frac if star else None, 1.0 if star else 0.0])  # fmt: skip
+        rows.append(["majority class baseline", f"always {m.get('class', '?')}", m.get("accuracy"),
+                     defined(m, "mcc", test), defined(m, "roc_auc", test), star_frac if star else None,
+                     1.0 if star else 0.0])  # fmt: skip
     if "random" in base:
         m = base["random"]
-        rows.append(["random baseline", "p(star) = training star fraction", m.get("accuracy"), m.get("mcc"),
-                     m.get("roc_auc"), star_frac, m.get("star_fraction")])  # fmt: skip
+        rows.append(["random baseline", "p(star) = training star fraction", m.get("accuracy"),
+                     defined(m, "mcc", test), defined(m, "roc_auc", test), star_frac, m.get("star_fraction")])  # fmt: skip
     return rows
+
+
+def _mcc_words(test: dict, bold: bool = False) -> str:
+    """The words "MCC 0.812" of a test split's metrics, or what stands in for it when the split holds one class."""
+    mcc = defined(test, "mcc")
+    if mcc is None:
+        return "no MCC (undefined: the test split holds one class)"
+    return f"MCC **{mcc:.3f}**" if bold else f"MCC {mcc:.3f}"
 
 
 def headline(run: Run) -> list:
@@ -481,7 +491,7 @@ def headline(run: Run) -> list:
         for label, base, (name, _, _) in zip(labels, alike, models, strict=True)
     ]
     rows = [
-        [label, _augmentation(meta)] + [metrics["test"].get(k) for k in HEADLINE_METRICS]
+        [label, _augmentation(meta)] + [defined(metrics["test"], k) for k in HEADLINE_METRICS]
         for label, (_, meta, metrics) in zip(labels, models, strict=True)
     ]
     bold = [0]  # ours: the latest stargal model (models are listed ours first)
@@ -493,7 +503,7 @@ def headline(run: Run) -> list:
     text = (
         f"On the {_test_set_words(run.dataset or {}, test.get('n'), f'{100 * stars:.0f} % stars')}, "
         f"{'our network' if models[0][1].get('architecture') == 'stargal' else 'the ' + _model_label(*models[0][:2], None, False)} "
-        f"reaches accuracy **{ours['accuracy']:.3f}** and MCC **{ours['mcc']:.3f}** "
+        f"reaches accuracy **{ours['accuracy']:.3f}** and {_mcc_words(ours, bold=True)} "
     )
     majority = ((metrics.get("baselines") or {}).get("test") or {}).get("majority")
     if majority:
@@ -503,7 +513,7 @@ def headline(run: Run) -> list:
         r = refs[0][2]["test"]
         text += (
             f", and the course project's {refs[0][1]['architecture'].split('_')[1]} network trained by this code on "
-            f"the same patches reaches {r['accuracy']:.3f} and MCC {r['mcc']:.3f}"
+            f"the same patches reaches {r['accuracy']:.3f} and {_mcc_words(r)}"
         )
     else:
         text += " (no reference model was trained in this run: `03_model.py --architecture reference_regularised`)"
@@ -666,6 +676,10 @@ def splits_section(run: Run) -> Section:
         return _not_run(title, "no prepared dataset: 02_preparation.py")
     folder = run.paths.reports("splits", run.dataset_name or "")
     report = _json_or_none(folder / "splits.json") or {}
+    other_build = report.get("dataset_id") not in (None, run.dataset_id)  # a report of another build of the name
+    if other_build:
+        log.warning("report: %s is of another build of dataset %s; left out", folder / "splits.json", run.dataset_name)
+        report = {}
     mags = report.get("r_psfmag", {})
     ks = report.get("ks_vs_train", {})
     rows = []
@@ -693,7 +707,7 @@ def splits_section(run: Run) -> Section:
     removed = {k: v for k, v in (report.get("removed") or {}).items() if v}
     if removed:
         blocks.append(Para("Removed: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in removed.items()) + "."))
-    png = _png(folder, "splits.png")
+    png = None if other_build else _png(folder, "splits.png")
     if png:
         blocks.append(
             FigureBlock(
@@ -893,11 +907,14 @@ def evaluation_section(run: Run) -> Section:
         return _not_run(title, "no metrics.json: 03_model.py")
     if run.model_stale:
         return Section(title, ran=False, status="stale: " + run.stale_model_text())
-    rows = [[split, *[m[split].get(c) for c in METRIC_COLUMNS]] for split in ("train", "val", "test") if split in m]
+    # a metric undefined for a split of one class is None (an en dash), also from a metrics.json that held 0.0
+    rows = [
+        [split, *[defined(m[split], c) for c in METRIC_COLUMNS]] for split in ("train", "val", "test") if split in m
+    ]
     if (m.get("no_tta") or {}).get("test"):
-        rows.append(["test, one pass (no TTA)", *[m["no_tta"]["test"].get(c) for c in METRIC_COLUMNS]])
+        rows.append(["test, one pass (no TTA)", *[defined(m["no_tta"]["test"], c) for c in METRIC_COLUMNS]])
     for name, b in ((m.get("baselines") or {}).get("test") or {}).items():
-        rows.append([f"test, {name} baseline", *[b.get(c) for c in METRIC_COLUMNS]])
+        rows.append([f"test, {name} baseline", *[defined(b, c, m.get("test") or {}) for c in METRIC_COLUMNS]])
     tta = " with test-time augmentation (mean over the 8 symmetries)" if m.get("tta") else ""
     blocks: list = [
         Para(
@@ -938,7 +955,7 @@ def evaluation_section(run: Run) -> Section:
                         b.get("n"),
                         b.get("stars"),
                         b.get("accuracy"),
-                        b.get("mcc"),
+                        defined(b, "mcc"),
                         b.get("star_completeness"),
                         b.get("star_purity"),
                         b.get("galaxy_completeness"),

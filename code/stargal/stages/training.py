@@ -40,6 +40,21 @@ def _outputs(paths: DataPaths, name: str) -> list[Path]:
     return [files.keras, files.metrics, files.history]
 
 
+def check_output_places(paths: DataPaths, name: str) -> None:
+    """Before any training: no file where model ``name``'s folder or its figures' folder goes, no folder where one of
+    their files or the LATEST pointer goes (found only by the renames after the training, the model committed and
+    its figures not drawn, the run failing all the same: "Not a directory"). One line naming the path."""
+    from ..plots.training import FIGURE_NAMES
+
+    files = paths.model(name)
+    figures = paths.reports("training", name)
+    folders = {files.folder: f"model {name}", figures: f"figures of model {name}"}
+    outputs = [*_outputs(paths, name), files.onnx, files.json, figures / "figures.json", paths.latest_model]
+    fsio.require_output_places(
+        paths.root, folders, [*outputs, *(figures / f for f in FIGURE_NAMES)], "stage 03", "--name"
+    )
+
+
 def current_model(paths: DataPaths, name: str, config: dict, dataset_id: str, warn: bool = True) -> dict | None:
     """model.json of an intact model trained with ``config`` on the dataset ``dataset_id``; else None."""
     files = paths.model(name)
@@ -93,6 +108,7 @@ def train_one(paths: DataPaths, dataset: str, options: TrainOptions, data: dict 
     files = paths.model(name)
     config = _run_config(options, dataset, hp)
     dataset_id = dataset_identity(paths, dataset)
+    check_output_places(paths, name)
     previous = None if options.force else current_model(paths, name, config, dataset_id)
     if previous is not None:
         log.info("%s: model is current, skipping (use --force to retrain)", name)
@@ -391,6 +407,7 @@ def combine_models(
     name = name or f"ensemble-{dataset}"
     if name in members:
         raise StargalError(f"--name {name}: that is one of the models combined; give the ensemble its own name")
+    check_output_places(paths, name)
     if tta is None:
         tta = all(meta.get("tta", False) for meta in metas)
     config = {
@@ -481,16 +498,21 @@ def run_training(paths: DataPaths, dataset: str | None, options: TrainOptions, s
     if options.tuned_on is not None and options.tuned_on != dataset:
         log.warning("--config was tuned on dataset %s; training on %s", options.tuned_on, dataset)
     seeds = seeds or [options.seed]
-    data = None
-    runs = []
-    for seed in seeds:
-        opts = replace(
+    each = [
+        replace(
             options, seed=seed, name=(f"{options.name}-s{seed}" if options.name and len(seeds) > 1 else options.name)
         )
+        for seed in seeds
+    ]
+    for opts in each:  # every model's place before the first is trained, not after it
+        check_output_places(paths, model_name(opts.resolved(), dataset))
+    data = None
+    runs = []
+    for opts in each:
         if data is None and not _is_skippable(paths, dataset, opts):
             data = load_dataset(paths, dataset)
         runs.append(train_one(paths, dataset, opts, data))
-    best = max(runs, key=lambda r: r["metrics"]["val"]["mcc"])
+    best = max(runs, key=lambda r: _or_lowest(r["metrics"]["val"].get("mcc")))
     fsio.write_text_if_changed(paths.latest_model, best["name"] + "\n")
     summary = {"dataset": dataset, "runs": runs, "latest": best["name"]}
     if len(runs) > 1:
@@ -498,6 +520,11 @@ def run_training(paths: DataPaths, dataset: str | None, options: TrainOptions, s
         report = paths.reports("training", f"seeds-{options.resolved().architecture}-{dataset}")
         fsio.write_text_if_changed(report / "summary.json", fsio.json_text(summary["test_summary"]))
     return summary
+
+
+def _or_lowest(value: float | None) -> float:
+    """A metric to rank by, an undefined one (None: a split of one class) below every score."""
+    return -np.inf if value is None else value
 
 
 def _is_skippable(paths: DataPaths, dataset: str, options: TrainOptions) -> bool:
@@ -533,12 +560,18 @@ def compare_augmentation(
     opts = options.resolved()
     with_aug = opts.augment if opts.augment not in (None, "none") else "d4"
     seeds = seeds or [opts.seed]
+    base = options.name or f"{opts.architecture}-{dataset}"
+    report = paths.reports("training", f"augmentation-comparison-{opts.architecture}-{dataset}")
+    files = [report / f for f in ("comparison.json", "comparison.csv", "comparison.md", "comparison.png")]
+    fsio.require_output_places(paths.root, {report: "augmentation comparison"}, files, "stage 03")
+    for aug_name in ("none", with_aug):  # every model's place, before the first is trained
+        for seed in seeds:
+            check_output_places(paths, model_name(replace(opts, name=f"{base}-aug_{aug_name}-s{seed}"), dataset))
     data = load_dataset(paths, dataset)
     rows = []
     for aug_name in ("none", with_aug):
         runs = []
         for seed in seeds:
-            base = options.name or f"{opts.architecture}-{dataset}"
             o = replace(opts, augment=aug_name, seed=seed, name=f"{base}-aug_{aug_name}-s{seed}")
             runs.append(train_one(paths, dataset, o, data))
         summ = summarise_runs(runs)
@@ -554,18 +587,19 @@ def compare_augmentation(
                 "models": [r["name"] for r in runs],
             }
         )
-    report = paths.reports("training", f"augmentation-comparison-{opts.architecture}-{dataset}")
     cols = list(COMPARISON_COLUMNS)
     table = np.zeros(len(rows), dtype=[("augment", "U32"), ("runs", "i4")] + [(c, "f8") for c in cols[2:]])
     for i, r in enumerate(rows):
         for c in cols:
             table[c][i] = r.get(c, np.nan)
-    write_table(report / "comparison.csv", table)
-    fsio.write_text(report / "comparison.md", records_markdown(rows, cols))
-    fsio.write_json(report / "comparison.json", rows)
     from ..plots import training as tplots
 
-    tplots.comparison_plot(report / "comparison.png", rows)
+    # one sealed set: the table, its Markdown and its plot appear together with comparison.json, or not at all
+    with fsio.OutputSet(report / "comparison.json") as out:
+        write_table(out.path(report / "comparison.csv"), table)
+        fsio.write_text(out.path(report / "comparison.md"), records_markdown(rows, cols))
+        tplots.comparison_plot(out.path(report / "comparison.png"), rows)
+        out.commit({"dataset": dataset, "rows": rows})
     return {"dataset": dataset, "rows": rows, "report": report}
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..config import SPLITS
+from ..metrics import defined
 from ..tables import format_cell
 
 _COLUMNS = (
@@ -17,13 +18,12 @@ _COLUMNS = (
     "galaxy_completeness",
 )
 _SHORT = ("acc", "mcc", "bal_acc", "auc", "logloss", "star_pur", "star_comp", "gal_pur", "gal_comp")
-# undefined for a split of one class (sklearn gives 0.0, which would read as a score)
-_NEED_BOTH_CLASSES = ("mcc", "balanced_accuracy")
 
 
-def _cell(m: dict, column: str) -> str:
-    one_class = not (m.get("stars") and m.get("galaxies"))
-    return format_cell(None if one_class and column in _NEED_BOTH_CLASSES else m.get(column))
+def _cell(m: dict, column: str, counts: dict | None = None) -> str:
+    """A metric's cell: "-" when it is None or undefined for a split of one class (metrics.json of an earlier
+    stargal held sklearn's 0.0 there, which would read as a score); ``counts``: the split a baseline is of."""
+    return format_cell(defined(m, column, counts))
 
 
 def metrics_table(metrics: dict) -> str:
@@ -34,8 +34,9 @@ def metrics_table(metrics: dict) -> str:
             m = metrics[split]
             lines.append(f"{split:<16}{m['n']:>7} " + " ".join(f"{_cell(m, c):>9}" for c in _COLUMNS))
     for kind, b in metrics.get("baselines", {}).get("test", {}).items():
-        n = metrics.get("test", {}).get("n", 0)
-        lines.append(f"{'test ' + kind:<16}{n:>7} " + " ".join(f"{format_cell(b.get(c)):>9}" for c in _COLUMNS))
+        test = metrics.get("test", {})
+        n = test.get("n", 0)
+        lines.append(f"{'test ' + kind:<16}{n:>7} " + " ".join(f"{_cell(b, c, test):>9}" for c in _COLUMNS))
     lines.append(
         f"threshold (chosen on val): {metrics['threshold']:.4f}"
         + ("  [test-time augmentation]" if metrics.get("tta") else "")
@@ -70,7 +71,8 @@ def run_summary(result: dict) -> str:
 def ensemble_summary(result: dict) -> str:
     """The end-of-run text of ``03_model.py --ensemble``: members' test MCC, then the ensemble's table."""
     mj = result["model_json"]
-    members = ", ".join(f"{m['name']} ({format_cell((m.get('test') or {}).get('mcc'))})" for m in mj["ensemble"])
+    test_counts = (mj.get("dataset_counts") or {}).get("test")  # what the members' test split held
+    members = ", ".join(f"{m['name']} ({_cell(m.get('test') or {}, 'mcc', test_counts)})" for m in mj["ensemble"])
     state = "current, not combined again" if result["skipped"] else f"{len(mj['ensemble'])} models averaged"
     return "\n".join(
         [
