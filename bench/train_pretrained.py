@@ -39,8 +39,9 @@ def stage(script: str, *args: str) -> None:
 
 
 def _metrics_row(name: str, m: dict) -> list:
-    return [name, m["n"], f"{m['accuracy']:.3f}", f"{m['mcc']:.3f}", f"{m['roc_auc']:.3f}",
-            f"{m['star_purity']:.3f}", f"{m['star_completeness']:.3f}"]  # fmt: skip
+    """A card row; "-" for a metric metrics.json leaves null (undefined: a test set of one class)."""
+    keys = ("accuracy", "mcc", "roc_auc", "star_purity", "star_completeness")
+    return [name, m["n"], *("-" if m.get(k) is None else f"{m[k]:.3f}" for k in keys)]
 
 
 def _files_paragraph(meta: dict) -> list[str]:

@@ -126,3 +126,9 @@ def test_pipeline_total_peak_is_never_below_a_single_process_peak(monkeypatch):
     assert bench.total_peak_gb(stages) == 2.0
     assert bench.total_peak_gb(stages[1:]) == 1.0
     assert bench.total_peak_gb([]) == 0
+
+
+def test_train_pretrained_card_row_shows_an_undefined_metric_as_a_dash(monkeypatch):
+    bench = _bench("train_pretrained", monkeypatch)
+    m = {"n": 3, "accuracy": 1.0, "mcc": None, "roc_auc": None, "star_purity": 1.0, "star_completeness": 1.0}
+    assert bench._metrics_row("one class", m) == ["one class", 3, "1.000", "-", "-", "1.000", "1.000"]

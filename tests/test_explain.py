@@ -346,3 +346,16 @@ def test_a_model_whose_dataset_is_not_here_points_to_dataset(tmp_path, model_dir
         run_explain(paths, model=str(model_dir))
     with pytest.raises(StargalError, match=r"'mine' not found \(run 02_preparation.py\)$"):
         run_explain(paths, model=str(model_dir), dataset="mine")
+
+
+def test_difficulty_markdown_leaves_out_an_mcc_of_one_class_from_an_older_metrics_file():
+    """metrics.json written before stargal recorded an undefined MCC as null held 0.0 for a bin of one class."""
+    from stargal import difficulty
+
+    rows = [
+        {"bin": "<18", "n": 40, "stars": 40, "galaxies": 0, "accuracy": 0.975, "mcc": 0.0},
+        {"bin": "18-20", "n": 40, "stars": 20, "galaxies": 20, "accuracy": 0.9, "mcc": 0.8123},
+    ]
+    text = difficulty.difficulty_markdown(rows)
+    bright = next(line for line in text.splitlines() if line.startswith("| <18"))
+    assert "0.000" not in bright and "0.812" in text

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .metrics import defined
 from .tables import markdown_table
 
 BLEND_ARCSEC = 3.0  # a neighbour closer than this shares the object's PSF wings (seeing ~1-1.6")
@@ -95,7 +96,7 @@ def difficulty_markdown(
     header.append("galaxy completeness")
     rows = [
         [r["bin"], r.get("n", ""), r.get("stars", ""), r.get("galaxies", ""), _pct(r.get("accuracy")),
-         _num(r.get("mcc")), _pct(r.get("star_completeness")), _pct(r.get("star_purity")),
+         _num(defined(r, "mcc")), _pct(r.get("star_completeness")), _pct(r.get("star_purity")),
          _pct(r.get("galaxy_completeness"))]
         for r in by_mag
     ]  # fmt: skip
@@ -118,7 +119,7 @@ def difficulty_markdown(
         if faint is not best:
             findings.append(
                 f"In the faintest bin (r {faint['bin']}) star completeness is {_pct(faint.get('star_completeness'))} and "
-                f"star purity {_pct(faint.get('star_purity'))}, MCC {_num(faint.get('mcc'))}."
+                f"star purity {_pct(faint.get('star_purity'))}, MCC {_num(defined(faint, 'mcc'))}."
             )
     if y is not None and p is not None and neighbour is not None:
         blend = np.asarray(neighbour) < BLEND_ARCSEC
