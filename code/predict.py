@@ -20,10 +20,12 @@ table's with their own types and units; with --all: per catalogued object, with 
 catalog's type; with --detect: per source sep finds in the field, with its r magnitude and size, and
 saturated: true where the source's r-band core saturated (a star brighter than r ~ 14), whose r_mag is then left
 empty, since its flux is only a lower limit), in input order: ra, dec, x, y, p_star, label, status. status is ok, outside (not in the
-field), edge (too near the border for the model's edge policy), no_data (a band does not cover the
+field), edge (too near the border for the model's edge policy; with --detect, a source centred within 2 px
+of the border, which cuts it), no_data (a band does not cover the
 position), no_source (--ra/--dec, --csv: the frame shows no source there, such as blank sky), off_peak (--ra/--dec,
 --csv: light there, but no source centred on it: a bright star's wing, or more than ~1" from a source's centre) or
-artefact (--detect, --ra/--dec, --csv: seen in the r band alone, a cosmic ray or hot pixel); p_star and label
+artefact (--detect, --ra/--dec, --csv: seen in the r band alone, a cosmic ray or hot pixel; --detect: also a
+noise peak on a noisy r-band column); p_star and label
 are empty unless status is ok. --out's extension chooses the format: .csv,
 .ecsv (units; model, version, threshold, field and sky as metadata) or .fits (binary table, the same
 metadata as header keywords).

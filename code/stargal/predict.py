@@ -6,7 +6,9 @@ coordinate that cannot be classified honestly gets an explicit status and no pro
 - ``ok``       classified: ``p_star`` and ``label`` are set;
 - ``outside``  the position falls outside the field (or the WCS cannot place it);
 - ``edge``     inside the field but too near its border for the model's edge policy ``drop``
-               (with ``pad`` such patches are padded exactly as in training and classified);
+               (with ``pad`` such patches are padded exactly as in training and classified); and a source
+               ``predict.py --detect`` finds centred within 2 pixels of the border, which the border cuts
+               (``stargal.detection.at_frame_edge``), whatever the policy;
 - ``no_data``  a band does not cover the position (NaN pixel at the patch centre in some band);
 - ``no_source`` the frame shows no source there (PSF-matched S/N over the bands below ``min_snr``:
                ``stargal.presence``), so the network, trained on catalogued objects, has nothing to classify;
@@ -149,12 +151,17 @@ def locate(x: np.ndarray, y: np.ndarray, shape: tuple[int, int], patch_size: int
     return status
 
 
-def mark_artefacts(pred: Predictions, artefact: np.ndarray) -> None:
-    """Set the status of ``artefact`` entries that were classified to artefact, without p_star or label."""
-    hit = np.asarray(artefact, bool) & (pred.status == STATUS_OK)
-    pred.status[hit] = STATUS_ARTEFACT
+def mark_status(pred: Predictions, mask: np.ndarray, status: str) -> None:
+    """Set the status of ``mask`` entries that were classified (``ok``) to ``status``, without p_star or label."""
+    hit = np.asarray(mask, bool) & (pred.status == STATUS_OK)
+    pred.status[hit] = status
     pred.p_star[hit] = np.nan
     pred.label[hit] = ""
+
+
+def mark_artefacts(pred: Predictions, artefact: np.ndarray) -> None:
+    """Set the status of ``artefact`` entries that were classified to artefact, without p_star or label."""
+    mark_status(pred, artefact, STATUS_ARTEFACT)
 
 
 def uncovered(data: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -503,8 +503,10 @@ DESCRIPTIONS = {
     "deblended": "split from a blend with neighbours: shared pixels, a less sure class",
     "p_star": "model probability that the source is a star",
     "label": "star or galaxy (p_star >= threshold); empty unless status is ok",
-    "status": "ok, outside, edge, no_data, no_source (the frame shows no source there), off_peak (light, but no source "
-    "centred there: a bright star's wing, or > ~1 arcsec off a source) or artefact (seen in r alone: a cosmic ray)",
+    "status": "ok, outside, edge (too near the border; a detected source within 2 px of it, cut by it), no_data, "
+    "no_source (the frame shows no source there), off_peak (light, but no source centred there: a bright star's "
+    "wing, or > ~1 arcsec off a source) or artefact (seen in r alone: a cosmic ray; or a noise peak on a noisy r "
+    "column)",
 }
 # every column predict.py writes itself: an input column of one of these names is carried as input_NAME
 _OWN_COLUMNS = {*DESCRIPTIONS, "catalog_type"}

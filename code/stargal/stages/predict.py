@@ -23,7 +23,16 @@ from ..fsio import INTEGRITY_KEY, check_seal, read_json, require_writable_destin
 from ..geometry import has_sky_axes
 from ..model import load_model, patch_shape, takes_psf
 from ..paths import PRETRAINED, PRETRAINED_MODEL_DIR, DataPaths, FieldId, ModelFiles, objects_for_cube, psf_map_beside
-from ..predict import STATUS_OUTSIDE, TTA_MARGIN, TTA_MODES, Predictions, classify, mark_artefacts
+from ..predict import (
+    STATUS_EDGE,
+    STATUS_OUTSIDE,
+    TTA_MARGIN,
+    TTA_MODES,
+    Predictions,
+    classify,
+    mark_artefacts,
+    mark_status,
+)
 from ..predict_io import check_fits_text, output_format, predictions_table, write_predictions
 from ..presence import MIN_SNR
 from ..psf import PSFMap, measure_psf_map, outside_trained_range, psf_map_of
@@ -366,12 +375,13 @@ def r_photometry(sources: Sources, image: np.ndarray, r: int) -> tuple[np.ndarra
 
 def detected_sources(
     cube: Cube, data: np.ndarray, bands: str, subtracted
-) -> tuple[np.ndarray, np.ndarray, dict, dict, np.ndarray]:
-    """(ra, dec, columns before, columns after, artefact) of every source sep finds in the cube, with its r
+) -> tuple[np.ndarray, np.ndarray, dict, dict, np.ndarray, np.ndarray]:
+    """(ra, dec, columns before, columns after, artefact, edge) of every source sep finds in the cube, with its r
     magnitude and r-band half-light radius (``r_photometry``), whether its r-band core saturated (its r_mag then
     empty: the core's flux is only a lower limit), and whether the deblending split it from a blend; artefact
-    marks those seen in r alone (``detection.single_band``). ``subtracted``: the cube's
-    ``detection.subtract_backgrounds``."""
+    marks those seen in r alone (``detection.single_band``) and the noise peaks of noisy r columns
+    (``detection.noise_peaks``), edge those the frame's border cuts
+    (``detection.at_frame_edge``). ``subtracted``: the cube's ``detection.subtract_backgrounds``."""
     from .. import detection
 
     sources = detection.measure_sources(data, bands, faint=True, subtracted=subtracted)
@@ -380,7 +390,11 @@ def detected_sources(
     r_mag = np.where(saturated, np.nan, np.round(detection.flux_to_mag(flux), 3))
     before = {"source": np.arange(1, len(sources) + 1)}
     after = {"r_mag": r_mag, "saturated": saturated, "r50_px": np.round(r50, 3), "deblended": sources.deblended}
-    return np.asarray(ra), np.asarray(dec), before, after, detection.single_band(sources.flux, bands)
+    edge = detection.at_frame_edge(sources.x, sources.y, data.shape[1:])
+    r = bands.index("r")
+    artefact = detection.single_band(sources.flux, bands)
+    artefact |= detection.noise_peaks(subtracted[0][r], sources.x, sources.y, subtracted[1][r])
+    return np.asarray(ra), np.asarray(dec), before, after, artefact, edge
 
 
 def sky_metadata(cube_path: Path, cube: Cube) -> dict:
@@ -526,7 +540,7 @@ def run_predict(
                 "permission); name a file elsewhere with --out"
             ) from None
     data = cube_array(cube, bundle.bands)
-    artefact = None
+    artefact = edge = None
     # a cube without stage 01's record is checked first; it and the detection share the backgrounds
     foreign = not DataPaths.record_beside_cube(path).exists()
     subtracted = None
@@ -536,7 +550,7 @@ def run_predict(
         subtracted = subtract_backgrounds(data)
     sources = check_foreign_cube(path, data, bundle.bands, subtracted) if foreign else None
     if detect:
-        ra, dec, before, after, artefact = detected_sources(cube, data, bundle.bands, subtracted)
+        ra, dec, before, after, artefact, edge = detected_sources(cube, data, bundle.bands, subtracted)
     psf_map = load_psf_map(path, data, bundle.bands, sources) if bundle.takes_psf else None
     psf_note = psf_range_note(bundle, psf_map, field_label) if psf_map is not None else None
     mode = tta if bundle.meta.get("tta", False) else "off"  # a model evaluated without TTA is used without it
@@ -557,6 +571,8 @@ def run_predict(
     )
     if artefact is not None:
         mark_artefacts(pred, artefact)
+    if edge is not None:  # a source the frame's border cuts: a partial profile, its class no measurement
+        mark_status(pred, edge, STATUS_EDGE)
     if not (all_objects or detect):
         warn_hours_as_degrees(pred, cube.wcs, cube.shape, field_label)
     if detect:

@@ -1,0 +1,156 @@
+"""predict.py --detect on sources no astronomer would classify: here, sources the frame's border cuts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import toy_models as toy
+
+from stargal import detection
+from stargal.cube import write_cube
+from stargal.paths import DataPaths
+from stargal.stages.predict import run_predict
+
+P = 15
+
+
+@pytest.fixture(scope="module")
+def pad_model_dir():
+    """A toy model with the ``pad`` edge policy (as the shipped model's): patches crossing the border are classified."""
+    return toy.trained_toy_model_dir(None, P, "pad")
+
+
+def test_at_frame_edge_marks_sources_centred_within_two_pixels_of_the_border():
+    x = np.array([0.4, 1.9, 2.1, 120.0, 238.2, 120.0, 120.0, 120.0])
+    y = np.array([80.0, 80.0, 80.0, 80.0, 80.0, 0.0, 157.5, 150.0])
+    edge = detection.at_frame_edge(x, y, (160, 240))
+    assert edge.tolist() == [True, True, False, False, True, True, True, False]
+
+
+def test_detect_flags_a_source_cut_by_the_frame_border_as_edge(tmp_path, pad_model_dir):
+    """A star centred on the frame's first row and one on its first column are found by sep, but half their light
+    lies beyond the border: status edge, no p_star or label (on the real fields the shipped model called 16 of 18
+    such sources star, against half of those further in); the isolated toy sources inside are classified as
+    before."""
+    data, wcs, xs, ys, kinds = toy.toy_cube()
+    shape = data.shape[1:]
+    rng = np.random.default_rng(5)
+    cut = [(70.0, 0.6), (0.8, 100.0)]  # (x, y): at least 12 px from every toy source (toy_cube's margin)
+    for x, y in cut:
+        data += toy.source_image(shape, x, y, 80.0, "star", rng)
+    path = tmp_path / "cube-edge.fits"
+    write_cube(path, data, wcs, "ugriz", {"REFBAND": "r", "SIMULAT": True})
+    _, pred = run_predict(
+        DataPaths(tmp_path / "data"), model=str(pad_model_dir), cube_path=str(path), detect=True,
+        out=str(tmp_path / "detected.csv"),
+    )  # fmt: skip
+    for x, y in cut:
+        at = np.hypot(pred.x - x, pred.y - y) < 2.5
+        assert at.sum() == 1, (x, y)
+        assert pred.status[at][0] == "edge" and np.isnan(pred.p_star[at][0]) and pred.label[at][0] == ""
+    d = np.hypot(xs[:, None] - pred.x[None], ys[:, None] - pred.y[None])
+    inside = d.argmin(axis=1)
+    assert np.all(d.min(axis=1) < 1.0) and not (pred.status[inside] == "edge").any()
+    assert pred.counts()["edge"] == len(cut)
+
+
+@pytest.mark.real
+def test_real_4510_left_column_sources_are_edge_and_on_no_catalog_star(sample_dir):
+    """On the real 4510-4-30 sep finds sources centred on the frame's first two columns that the shipped model,
+    given them, called star (p_star 0.998 for a streak one pixel wide in the second column); none of them is a
+    catalog star. They are marked edge; every catalog star the detection finds is not."""
+    from astropy.io import fits
+
+    from stargal.geometry import sky_to_pixel
+    from stargal.sdss import read_frame
+
+    folder = sample_dir / "004510-4-0030"
+    r_frame = read_frame(folder / "frame-r-004510-4-0030.fits.bz2")
+    frame, wcs = np.asarray(r_frame.image, np.float32), r_frame.wcs
+    with fits.open(folder / "calibObj-004510-4-star.fits.gz") as hdul:
+        ra, dec = np.asarray(hdul[1].data["RA"]), np.asarray(hdul[1].data["DEC"])
+    sources = detection.measure_sources(frame[None], "r", faint=True)
+    edge = detection.at_frame_edge(sources.x, sources.y, frame.shape)
+    sx, sy = sky_to_pixel(wcs, ra, dec)
+    on_star = np.hypot(sources.x[:, None] - sx[None], sources.y[:, None] - sy[None]).min(axis=1) < 2.5
+    left = edge & (sources.x < 2)
+    assert 2 <= left.sum() <= 5 and not (left & on_star).any()
+    streak = np.flatnonzero(left & (np.abs(sources.y - 711.6) < 2))
+    assert len(streak) == 1  # the second column's one-pixel streak
+    assert 0 < edge.sum() <= 10 and on_star.sum() > 100 and not (edge & on_star).any()
+
+
+def _faint_source(shape, x, y, snr, noise):
+    """A star (Gaussian, sigma 1.3 px) at (x, y) whose matched-filter signal is ``snr`` times its noise on ``noise``."""
+    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]]
+    star = np.exp(-0.5 * ((xx - x) ** 2 + (yy - y) ** 2) / 1.3**2)
+    kernel = detection.detection_kernel()
+    half = kernel.shape[0] // 2
+    signal = np.sum(kernel * star[int(y) - half : int(y) + half + 1, int(x) - half : int(x) + half + 1])
+    return star * snr * noise * np.sqrt(np.sum(kernel**2)) / signal
+
+
+def test_noise_peaks_marks_faint_sources_significant_only_on_the_frames_noise():
+    """Two columns at twice the noise (as the r CCD of camcol 6 has at 1.3-1.4 times): a source of matched-filter
+    S/N 7 on the frame's noise is 4 on theirs, a noise peak's level; the same source on an ordinary column, and a
+    bright one on the noisy columns, are sources."""
+    rng = np.random.default_rng(1)
+    shape = (400, 200)
+    image = rng.normal(0.0, 1.0, shape)
+    image[:, 100:102] *= 2.0
+    x = np.array([100.0, 100.0, 50.0])
+    y = np.array([100.0, 300.0, 200.0])
+    for xk, yk, snr in zip(x, y, (7.0, 30.0, 7.0), strict=True):
+        image += _faint_source(shape, xk, yk, snr, 1.0)
+    sigma = detection.column_noise(image, 1.0)
+    assert 1.8 < sigma[100] / np.median(sigma) < 2.4 and abs(np.median(sigma) - 1) < 0.05
+    assert detection.noise_peaks(image.astype(np.float32), x, y, 1.0).tolist() == [True, False, False]
+
+
+@pytest.mark.real
+def test_real_4510_faint_sources_on_its_noisy_column_are_noise_peaks(sample_dir):
+    """The r frame of 4510-4-30 has two columns (832-833) at 1.4 times the noise; the faint detection finds 7 sources
+    on them (0.7 expected): two real (r 19.9, a catalog star, and 20.6) and five of r 22.8-23.0, on no catalog
+    star, which the shipped model classified (three star). Those five, and no catalog star, are noise peaks."""
+    from astropy.io import fits
+
+    from stargal.geometry import sky_to_pixel
+    from stargal.sdss import read_frame
+
+    folder = sample_dir / "004510-4-0030"
+    r_frame = read_frame(folder / "frame-r-004510-4-0030.fits.bz2")
+    frame, wcs = np.asarray(r_frame.image, np.float32), r_frame.wcs
+    with fits.open(folder / "calibObj-004510-4-star.fits.gz") as hdul:
+        ra, dec = np.asarray(hdul[1].data["RA"]), np.asarray(hdul[1].data["DEC"])
+    sources = detection.measure_sources(frame[None], "r", faint=True)
+    image, rms = detection.background_subtracted(frame)
+    peaks = detection.noise_peaks(image, sources.x, sources.y, rms)
+    sx, sy = sky_to_pixel(wcs, ra, dec)
+    on_star = np.hypot(sources.x[:, None] - sx[None], sources.y[:, None] - sy[None]).min(axis=1) < 2.5
+    column = (sources.x > 831.5) & (sources.x < 833.5)
+    assert column.sum() == 7 and (peaks & column).sum() == 5
+    assert on_star.sum() > 100 and not (peaks & on_star).any() and peaks.sum() <= 10
+
+
+def test_detect_reports_a_noise_peak_on_a_noisy_column_as_an_artefact(tmp_path, pad_model_dir):
+    """A faint source seen in every band, on two r columns at twice the noise, of matched-filter S/N 7 on the
+    frame's noise (4 on theirs): sep finds it, and predict.py --detect, which classified it, calls it an
+    artefact; the toy sources are classified as before."""
+    data, wcs, xs, ys, kinds = toy.toy_cube()
+    shape = data.shape[1:]
+    column = max(range(20, shape[1] - 20), key=lambda c: np.abs(xs - c).min())
+    y0 = max(range(20, shape[0] - 20), key=lambda r: np.hypot(xs - column, ys - r).min())
+    rng = np.random.default_rng(2)
+    data[2, :, column : column + 2] += rng.normal(0.0, np.sqrt(3.0) * toy.NOISE[2], (shape[0], 2))  # 2x the noise
+    for band in range(5):
+        data[band] += _faint_source(shape, column + 0.3, y0, 7.0, toy.NOISE[band]).astype(np.float32)
+    path = tmp_path / "cube-column.fits"
+    write_cube(path, data, wcs, "ugriz", {"REFBAND": "r", "SIMULAT": True})
+    _, pred = run_predict(
+        DataPaths(tmp_path / "data"), model=str(pad_model_dir), cube_path=str(path), detect=True,
+        out=str(tmp_path / "detected.csv"),
+    )  # fmt: skip
+    at = np.hypot(pred.x - column - 0.3, pred.y - y0) < 2
+    assert at.sum() == 1 and pred.status[at][0] == "artefact" and np.isnan(pred.p_star[at][0])
+    inside = np.hypot(xs[:, None] - pred.x[None], ys[:, None] - pred.y[None]).argmin(axis=1)
+    assert not (pred.status[inside] == "artefact").any()
