@@ -59,6 +59,23 @@ def field_outcomes(paths, fid, bundle) -> dict[str, np.ndarray]:
     }
 
 
+def share_at_same_r(right: np.ndarray, r: np.ndarray, refused: np.ndarray, others: np.ndarray) -> float | None:
+    """The share of ``others`` whose class is right, per R_BINS range weighted as the ``refused`` ones' r (the same
+    magnitudes); a range without others has no share and is left out of the weighting; None when none is left."""
+    weights, shares = [], []
+    for lo, hi in R_BINS:
+        in_range = (r >= lo) & (r < hi)
+        alike = others & in_range
+        if alike.any():
+            weights.append(int((in_range & refused).sum()))
+            shares.append(float(right[alike].mean()))
+    return sum(w * a for w, a in zip(weights, shares, strict=True)) / sum(weights) if sum(weights) else None
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f} %"
+
+
 def main(argv=None) -> int:
     from stargal.tables import markdown_table
 
@@ -88,14 +105,12 @@ def main(argv=None) -> int:
     ]
     refused = d["classified"] & d["snr"] & ~d["shown"]
     others = d["classified"] & d["shown"]
-    # the others' share right in each r range, weighted as the refused ones' r: the same magnitudes
-    weights = [((d["r"] >= lo) & (d["r"] < hi) & refused).sum() for lo, hi in R_BINS]
-    shares = [d["right"][others & (d["r"] >= lo) & (d["r"] < hi)].mean() for lo, hi in R_BINS]
-    matched = sum(w * a for w, a in zip(weights, shares, strict=True) if w) / max(sum(weights), 1)
+    matched = share_at_same_r(d["right"], d["r"], refused, others)
     print(f"\nrefused by the curvature alone: {len(only)}; model {bundle.name}, made to classify every object:")
     print(
         f"  the catalog's class for {int(d['right'][refused].sum())} of the {int(refused.sum())} refused "
-        f"({100 * d['right'][refused].mean():.1f} %); for {100 * matched:.1f} % of the others, at the same r"
+        f"({_percent(d['right'][refused].mean() if refused.any() else None)}); for {_percent(matched)} of the "
+        "others, at the same r"
     )
     if listed:
         print(markdown_table(["field", "r", "class", "nearest brighter (px)", "its r"], listed))

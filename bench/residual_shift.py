@@ -19,7 +19,7 @@ from pathlib import Path
 import inject_real
 import numpy as np
 
-from stargal import sky_models
+from stargal import cli, sky_models
 from stargal.config import FieldSet
 from stargal.paths import DataPaths, FieldId
 from stargal.stages.alignment import FieldTask, process_field
@@ -70,4 +70,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run_main(main)
