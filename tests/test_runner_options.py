@@ -245,3 +245,37 @@ def test_a_repeat_of_the_stop_after_the_stage_ended_does_not_cut_the_runners_rec
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout == "recorded\n", proc.stderr
+
+
+def test_a_shared_option_no_selected_stage_takes_is_still_checked_before_any_stage_runs(tmp_path):
+    """``--stages explain --workers abc`` (or ``--workers 2 foo``): explain.py takes no --workers, so no stage parsed
+    it, and the runner dropped the option with its bad value or stray word and ran the stage, exit status 0. Now
+    the shared parser checks it up front (exit status 2, nothing run)."""
+    data = tmp_path / "data"
+    base = ["--stages", "explain", "--no-publish", "--data-dir", str(data)]
+    cases = [
+        (["--workers", "abc"], "argument --workers: not an integer: 'abc' (no selected stage takes --workers)"),
+        (["--workers", "2", "foo"], "argument --workers: unrecognized arguments: foo (no selected stage takes"),
+    ]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        procs = list(pool.map(lambda case: _runner(*base, *case[0]), cases))
+    for (argv, words), proc in zip(cases, procs, strict=True):
+        assert proc.returncode == 2, (argv, proc.stderr)
+        last = proc.stderr.strip().splitlines()[-1]
+        assert last.startswith(f"run_scripts: error: {words}") and last.endswith("; no stage was run"), (argv, last)
+        assert "==> stage" not in proc.stderr
+    assert not data.exists()
+
+
+def test_run_scripts_no_download_verify_checks_the_folder(tmp_path):
+    """``run_scripts_no_download.sh --verify``: the wrapper adds --no-download, which --verify refused as "no other
+    option (--no-download)", an option the user never typed (exit status 2, nothing checked). A run option the
+    user gives is still refused."""
+    data = tmp_path / "data"
+    data.mkdir()
+    done = _runner("--data-dir", str(data), "--verify", wrapper="run_scripts_no_download.sh")
+    assert done.returncode == 0, done.stderr
+    assert "all intact" in done.stdout
+    refused = _runner("--data-dir", str(data), "--verify", "--small", wrapper="run_scripts_no_download.sh")
+    assert refused.returncode == 2
+    assert refused.stderr.strip().endswith("--verify checks the whole folder and takes no other option (--small)")

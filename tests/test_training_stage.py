@@ -573,6 +573,24 @@ def test_a_file_where_a_models_folder_goes_is_refused_before_training(tmp_path, 
     assert set(paths.root.rglob("*")) == before
 
 
+def test_a_file_where_the_seeds_summary_goes_is_refused_before_training(tmp_path):
+    """`--seeds 2` with a file where reports/training/seeds-ARCH-DATASET goes: both seeds were trained (sealed, one
+    made the latest), then the summary failed with "File exists", exit status 1. Now one line naming it first."""
+    from stargal.errors import StargalError
+    from stargal.stages import training
+
+    paths = DataPaths(tmp_path / "data")
+    write_toy_dataset(paths, "toy", sizes=(40, 20, 20), patch=15)
+    blocker = paths.reports("training", "seeds-reference_base-toy")
+    blocker.parent.mkdir(parents=True)
+    blocker.write_text("in the way\n")
+    before = set(paths.root.rglob("*"))
+    opts = TrainOptions(architecture="reference_base", hyperparameters=TINY_HP, epochs=1, verbose=0, name="m")
+    with pytest.raises(StargalError, match=rf"^{blocker}: a file, not a folder: stage 03 writes the summary of the 2 "):
+        training.run_training(paths, "toy", opts, seeds=[1, 2])
+    assert set(paths.root.rglob("*")) == before
+
+
 @pytest.mark.slow
 def test_an_ensemble_whose_place_is_taken_is_refused_before_its_members_are_trained(tmp_path):
     """`--seeds 2 --ensemble` with a file where the ensemble's folder goes trained both members, then failed."""

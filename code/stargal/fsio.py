@@ -717,11 +717,17 @@ def remove_stale_temporaries(root: str | os.PathLike, skip: Iterable[str] = ()) 
 
 
 def require_output_places(
-    root: Path, folders: dict[Path, str], files: Sequence[Path], stage: str, option: str | None = None
+    root: Path,
+    folders: dict[Path, str],
+    files: Sequence[Path],
+    stage: str,
+    option: str | None = None,
+    shared: Sequence[Path] = (),
 ) -> None:
     """StargalError naming the path when a file of the data folder ``root`` sits where ``stage`` writes one of
-    ``folders`` ({folder: what it holds}), or above it, or a folder sits where it writes one of ``files``: said
-    before the work, not found by its last rename. ``option``: the one that gives the output another name."""
+    ``folders`` ({folder: what it holds}), or above it, or a folder sits where it writes one of ``files`` or
+    ``shared``: said before the work, not found by its last rename. ``option``: the one that gives the output
+    another name; ``shared``: files written whatever that name (a LATEST pointer), whose error does not offer it."""
     other = f", or give another {option}" if option else ""
     for folder, what in folders.items():
         for place in (folder, *folder.parents):
@@ -733,6 +739,7 @@ def require_output_places(
                     f"{place}: a file, not a folder: {stage} writes the {what} {where}; move or delete it"
                     + (other if place == folder else "")
                 )
-    for path in files:
+    for path in [*files, *shared]:
         if path.is_dir():
-            raise StargalError(f"{path}: a folder, not a file: {stage} writes that file; move or delete it{other}")
+            advice = "" if path in shared else other
+            raise StargalError(f"{path}: a folder, not a file: {stage} writes that file; move or delete it{advice}")

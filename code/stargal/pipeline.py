@@ -221,6 +221,28 @@ def stage_command(
     return cmd
 
 
+def idle_refusal(idle: list[tuple[str, list[str]]]) -> str | None:
+    """The parser error for a shared option that no selected stage takes (``--workers abc`` or ``--workers 2 foo``
+    with ``--stages explain``), else None: no stage parses it, so without this its values, and a stray word after
+    them, were dropped without a word. Checked with the parser every numbered script shares (``shared_options``)."""
+    parser = cli.make_parser("", splits=True, workers=True)
+    parser.prog = "run_scripts"
+
+    def refuse(message: str):
+        raise BadOptions(message)
+
+    parser.error = refuse  # type: ignore[method-assign]  # the line, not argparse's usage and exit
+    for name, values in idle:
+        try:
+            parser.parse_args([name, *values])
+        except BadOptions as exc:
+            message = str(exc)
+            if message.startswith("unrecognized arguments"):
+                message = f"argument {name}: {message}"
+            return f"{message} (no selected stage takes {name})"
+    return None
+
+
 def refused_values(
     args: argparse.Namespace,
     stages: list[Stage],
@@ -457,7 +479,8 @@ def main(argv: list[str] | None = None) -> int:
     if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
         signal.signal(signal.SIGTERM, cli.raise_terminated)  # the running stage gets it and stops; the record says so
     if args.verify:
-        runner = [f"--{k.replace('_', '-')}" for k in RUN_CHOICES if getattr(args, k)]
+        # --no-download changes nothing --verify checks, and run_scripts_no_download.sh always gives it
+        runner = [f"--{k.replace('_', '-')}" for k in RUN_CHOICES if k != "no_download" and getattr(args, k)]
         return verify(DataPaths.at(args.data_dir), runner + rest)
     try:
         options = group_options(rest)
@@ -520,7 +543,11 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    refused = refused_values(args, stages, accepted_by, [o for o in options if o[0] in given], env)
+    shared = shared_options()  # those no selected stage takes are checked here: no stage parses them
+    idle = [o for o in options if o[0] in given and o[0] in shared and o[0] not in everyone]
+    refused = idle_refusal(idle) or refused_values(
+        args, stages, accepted_by, [o for o in options if o[0] in given], env
+    )
     if refused:
         print(f"run_scripts: error: {refused}; no stage was run", file=sys.stderr)
         return 2

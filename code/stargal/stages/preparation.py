@@ -210,10 +210,10 @@ def prepare(
 
 
 def _output_files(paths: DataPaths, name: str) -> list[Path]:
-    """Every file stage 02 writes for dataset ``name``: the dataset's, its split report's, and the LATEST pointer."""
+    """Every file stage 02 writes for dataset ``name``: the dataset's and its split report's (and the LATEST
+    pointer, whatever the name)."""
     files = [f(name, s) for s in SPLITS for f in (paths.split_x, paths.split_y, paths.split_psf, paths.split_objects)]
-    return [*files, paths.dataset_json(name), *(paths.reports("splits", name) / f for f in REPORT_FILES),
-            paths.latest_dataset]  # fmt: skip
+    return [*files, paths.dataset_json(name), *(paths.reports("splits", name) / f for f in REPORT_FILES)]
 
 
 def _check_output_places(paths: DataPaths, name: str) -> None:
@@ -223,7 +223,9 @@ def _check_output_places(paths: DataPaths, name: str) -> None:
         paths.dataset_dir(name): f"dataset {name}",
         paths.reports("splits", name): f"split report of dataset {name}",
     }
-    fsio.require_output_places(paths.root, folders, _output_files(paths, name), "stage 02", "--dataset")
+    fsio.require_output_places(
+        paths.root, folders, _output_files(paths, name), "stage 02", "--dataset", shared=[paths.latest_dataset]
+    )
 
 
 @contextlib.contextmanager

@@ -49,9 +49,14 @@ def check_output_places(paths: DataPaths, name: str) -> None:
     files = paths.model(name)
     figures = paths.reports("training", name)
     folders = {files.folder: f"model {name}", figures: f"figures of model {name}"}
-    outputs = [*_outputs(paths, name), files.onnx, files.json, figures / "figures.json", paths.latest_model]
+    outputs = [*_outputs(paths, name), files.onnx, files.json, figures / "figures.json"]
     fsio.require_output_places(
-        paths.root, folders, [*outputs, *(figures / f for f in FIGURE_NAMES)], "stage 03", "--name"
+        paths.root,
+        folders,
+        [*outputs, *(figures / f for f in FIGURE_NAMES)],
+        "stage 03",
+        "--name",
+        shared=[paths.latest_model],
     )
 
 
@@ -506,6 +511,11 @@ def run_training(paths: DataPaths, dataset: str | None, options: TrainOptions, s
     ]
     for opts in each:  # every model's place before the first is trained, not after it
         check_output_places(paths, model_name(opts.resolved(), dataset))
+    report = paths.reports("training", f"seeds-{options.resolved().architecture}-{dataset}")
+    if len(each) > 1:  # and the seeds' summary's ("File exists" once every seed was trained)
+        fsio.require_output_places(
+            paths.root, {report: f"summary of the {len(each)} seeds"}, [report / "summary.json"], "stage 03"
+        )
     data = None
     runs = []
     for opts in each:
@@ -517,7 +527,6 @@ def run_training(paths: DataPaths, dataset: str | None, options: TrainOptions, s
     summary = {"dataset": dataset, "runs": runs, "latest": best["name"]}
     if len(runs) > 1:
         summary["test_summary"] = summarise_runs(runs)
-        report = paths.reports("training", f"seeds-{options.resolved().architecture}-{dataset}")
         fsio.write_text_if_changed(report / "summary.json", fsio.json_text(summary["test_summary"]))
     return summary
 
