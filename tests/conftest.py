@@ -57,6 +57,46 @@ def pytest_collection_modifyitems(config, items):
         raise pytest.UsageError(f"these tests use the real SDSS sample but lack @pytest.mark.real: {unmarked}")
 
 
+def run_script_here(
+    script: Path, argv: list[str], capsys, cwd: Path | str | None = None
+) -> subprocess.CompletedProcess:
+    """code/SCRIPT run on ``argv`` as the script runs (``cli.run_main``: its exit status, its stdout and stderr, its
+    logging set up by the script itself on stderr), but in this process, which has paid for Python and the
+    imports already; ``cwd``, if given, is the folder it runs from."""
+    import importlib.util
+    import logging
+    import signal
+    from unittest import mock
+
+    from stargal import cli
+
+    spec = importlib.util.spec_from_file_location(f"script_{script.stem}", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    handlers = {s: signal.getsignal(s) for s in cli.STOP_SIGNALS}  # run_main puts its own in
+    root = logging.getLogger()
+    kept = (root.handlers[:], root.level)  # pytest's: without them, the script's logging.basicConfig takes effect
+    root.handlers.clear()
+    capsys.readouterr()
+    argv0, sys.argv[0] = sys.argv[0], script.name  # the name its messages start with
+    here = Path.cwd()
+    try:
+        os.chdir(cwd or here)
+        # run_main always ends with sys.exit; setup_logging sets or drops STARGAL_VERBOSE for the script's children
+        with mock.patch.dict(os.environ), pytest.raises(SystemExit) as end:
+            cli.run_main(module.main, argv)
+    finally:
+        os.chdir(here)
+        sys.argv[0] = argv0
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+        for handler in root.handlers[:]:
+            root.removeHandler(handler)
+        root.handlers[:], root.level = kept
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess([script.name, *argv], end.value.code or 0, out.out, out.err)
+
+
 @pytest.fixture(scope="session")
 def sample_dir() -> Path:
     """The real SDSS DR17 sample folder; tests using it skip cleanly when it is absent."""

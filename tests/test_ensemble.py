@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_script_here
 from test_training_stage import TINY_HP, toy_patches, write_toy_dataset
 
 from stargal import fsio
@@ -73,40 +73,17 @@ def test_ensemble_refuses_members_that_do_not_belong_together():
         ensemble_model([a, other_size])
 
 
-def _script(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(PROJECT_ROOT / "code" / "03_model.py"), *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd="/",
-    )
+def _run_script(argv: list[str], capsys) -> subprocess.CompletedProcess:
+    """03_model.py run on ``argv`` as the script runs, in this process from ``/`` (a Python and TensorFlow started
+    for each run took ~4-6 s, half this test's time)."""
+    return run_script_here(PROJECT_ROOT / "code" / "03_model.py", argv, capsys, cwd="/")
 
 
 def _refusal(argv: list[str], capsys) -> str:
-    """03_model.py's last stderr line for ``argv``, which it must refuse with exit status 2: run as the script runs
-    (``cli.run_main``), in this process (a Python and TensorFlow started for each refusal took ~4 s)."""
-    import importlib.util
-    import signal
-
-    from stargal import cli
-
-    spec = importlib.util.spec_from_file_location("model_script", PROJECT_ROOT / "code" / "03_model.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    handlers = {s: signal.getsignal(s) for s in cli.STOP_SIGNALS}  # run_main puts its own in
-    capsys.readouterr()
-    argv0, sys.argv[0] = sys.argv[0], "03_model.py"  # the name its messages start with
-    try:
-        with pytest.raises(SystemExit) as end:
-            cli.run_main(script.main, argv)
-    finally:
-        sys.argv[0] = argv0
-        for signum, handler in handlers.items():
-            signal.signal(signum, handler)
-    err = capsys.readouterr().err
-    assert end.value.code == 2, err
-    return err.strip().splitlines()[-1]
+    """03_model.py's last stderr line for ``argv``, which it must refuse with exit status 2."""
+    res = _run_script(argv, capsys)
+    assert res.returncode == 2, res.stderr
+    return res.stderr.strip().splitlines()[-1]
 
 
 @pytest.mark.slow
@@ -121,7 +98,7 @@ def test_seeds_combined_into_a_sealed_ensemble(tmp_path, capsys):
     config.write_text(json.dumps({"architecture": "stargal", "hyperparameters": TINY_HP}))
     common = ["--data-dir", str(paths.root), "--config", str(config), "--epochs", "3", "--batch-size", "64"]
     common += ["--no-plots", "--seed", "3"]
-    res = _script(*common, "--seeds", "2", "--ensemble", "--name", "tiny")
+    res = _run_script([*common, "--seeds", "2", "--ensemble", "--name", "tiny"], capsys)
     assert res.returncode == 0, res.stderr
     assert "ensemble tiny" in res.stdout and paths.latest_model.read_text().strip() == "tiny"
 
@@ -144,15 +121,15 @@ def test_seeds_combined_into_a_sealed_ensemble(tmp_path, capsys):
 
     # rerun: current, not combined again; a member trained again makes it stale
     before = files.json.stat().st_mtime_ns
-    res = _script(*common, "--seeds", "2", "--ensemble", "--name", "tiny")
+    res = _run_script([*common, "--seeds", "2", "--ensemble", "--name", "tiny"], capsys)
     assert res.returncode == 0 and "current" in res.stdout and files.json.stat().st_mtime_ns == before
     tuned = tmp_path / "tuned-elsewhere.json"  # a tuning best.json names the dataset it was tuned on
     tuned.write_text(json.dumps({"architecture": "stargal", "hyperparameters": TINY_HP, "dataset": "elsewhere"}))
     retrain = [*common[:2], "--config", str(tuned), *common[4:]]
-    res = _script(*retrain, "--seed", "4", "--name", "tiny-s4", "--force", "-q")
+    res = _run_script([*retrain, "--seed", "4", "--name", "tiny-s4", "--force", "-q"], capsys)
     assert res.returncode == 0, res.stderr
     assert "tuned on dataset elsewhere; training on toy" in res.stderr
-    res = _script("--data-dir", str(paths.root), "--ensemble", "tiny-s3", "tiny-s4", "--name", "tiny")
+    res = _run_script(["--data-dir", str(paths.root), "--ensemble", "tiny-s3", "tiny-s4", "--name", "tiny"], capsys)
     assert res.returncode == 0 and "2 models averaged" in res.stdout, res.stderr
     # an unrelated model of the name (a copy of a member) is replaced, further down, with training's warning
     import shutil
@@ -184,7 +161,9 @@ def test_seeds_combined_into_a_sealed_ensemble(tmp_path, capsys):
     assert find_model_folder(paths, "tiny-s3", "--export-onnx") == paths.model_dir("tiny-s3")
     # --no-tta: an ensemble without test-time augmentation, its threshold chosen on single-pass scores; it
     # replaces the unrelated model of its name with the warning training gives, not silently
-    res = _script("--data-dir", str(paths.root), "--ensemble", "tiny-s3", "tiny-s4", "--name", "keepme", "--no-tta")
+    res = _run_script(
+        ["--data-dir", str(paths.root), "--ensemble", "tiny-s3", "tiny-s4", "--name", "keepme", "--no-tta"], capsys
+    )
     assert res.returncode == 0, res.stderr
     assert (
         "keepme: replacing the model of that name (a trained stargal network, not an ensemble; --name keeps both)"

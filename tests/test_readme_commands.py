@@ -16,7 +16,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import QUICK_START, SAMPLE_DIR
+from conftest import QUICK_START, SAMPLE_DIR, run_script_here
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = "--sim-shape 600 800 --fields 80 81 82 83"
@@ -149,11 +149,10 @@ def test_every_readme_command_runs_as_written_from_a_fresh_clone(quick_start):
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("demo_field_80")
-def test_the_readme_positions_name_a_star_of_the_demo_field(demo_field_80, tmp_path):
+def test_the_readme_positions_name_a_star_of_the_demo_field(demo_field_80, tmp_path, capsys):
     """The README's --ra/--dec examples (degrees, and the two sexagesimal spellings of the same place) classify a
-    star of the demo sky's full-size field 80, which simulating field 80 alone reproduces."""
-    import sys
-
+    star of the demo sky's full-size field 80, which simulating field 80 alone reproduces. The scripts run in this
+    process (``run_script_here``): the README-commands test runs predict.py's --ra/--dec lines themselves."""
     from astropy.coordinates import SkyCoord
 
     lines = [c for c in readme_commands((ROOT / "README.md").read_text(encoding="utf-8")) if "--ra" in c]
@@ -170,9 +169,6 @@ def test_the_readme_positions_name_a_star_of_the_demo_field(demo_field_80, tmp_p
         ("01_alignment.py", "--fields", "80", "--no-reports"),
         ("predict.py", "--field", "80", "--ra", f"{places[0].ra.deg}", "--dec", f"{places[0].dec.deg}"),
     ):
-        proc = subprocess.run(
-            [sys.executable, str(ROOT / "code" / script), "--data-dir", data, "-q", *args], capture_output=True, text=True,
-            timeout=600,
-        )  # fmt: skip
+        proc = run_script_here(ROOT / "code" / script, ["--data-dir", data, "-q", *args], capsys)
         assert proc.returncode == 0, proc.stderr
     assert "1 classified (1 star, 0 galaxy)" in proc.stdout, proc.stdout
