@@ -13,7 +13,7 @@ Reruns skip complete files (recorded in data/sas/manifest.json; from a local --s
 holds with the same content, so files another folder left are copied again); --force refetches. Partial files are
 resumed. Without a readable manifest, the files already in the data folder are verified and kept when whole (a
 real sky's from an http source; from a local folder, those it holds unchanged). A file that is not its name's
-(a frame's header, a sweep's run/camcol/kind) or an HTML page served in its place fails, naming it. Exit status 0 when every file is complete, 1 when some failed (each is named), 2 on bad arguments.
+(a frame's header, a sweep's run/camcol/rerun/kind) or an HTML page served in its place fails at once, naming it. Exit status 0 when every file is complete, 1 when some failed (each is named), 2 on bad arguments.
 """
 
 from __future__ import annotations
@@ -64,8 +64,8 @@ def build_parser():
     group.add_argument("--frames-only", action="store_true", help="skip the run/camcol's sweep catalogs")
     group.add_argument(
         "--verify", action="store_true",
-        help="re-hash complete files against the manifest (and read each sweep's run/camcol/kind against its name); "
-        "refetch any that differ",
+        help="re-hash complete files against the manifest (and read each sweep's run/camcol/rerun/kind against its "
+        "name and rerun); refetch any that differ",
     )  # fmt: skip
     group.add_argument("--bands", default="".join(BANDS), help="frame bands to fetch")
     group.add_argument("--timeout", type=_seconds, default=60.0, metavar="S", help="read timeout (seconds)")

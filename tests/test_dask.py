@@ -407,3 +407,31 @@ def test_a_killed_stage_leaves_no_worker_holding_the_data_folder(tmp_path, how):
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free: the next stage need not wait
     finally:
         os.close(fd)
+
+
+def _nap(x: int) -> int:
+    time.sleep(0.05)
+    return x
+
+
+def test_a_dask_run_stopped_by_on_result_still_keeps_the_tasks_finished_on_the_cluster():
+    """00 on a cluster stopped at a full disk (its on_result raises) left unrecorded the files of the tasks that had
+    finished on the cluster meanwhile (fetched and written; a rerun had to verify them). With keep_finished they
+    reach on_result before the stop propagates; without it, nothing more is kept (other stages' behaviour)."""
+    from dask.distributed import LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster:
+        for keep_finished in (True, False):
+            kept: list[int] = []
+
+            def stop_at_first(index: int, result: int, kept: list[int] = kept) -> None:
+                kept.append(result)
+                if len(kept) == 1:
+                    time.sleep(1.0)  # meanwhile the other tasks finish on the cluster
+                    raise OSError(28, "No space left on device")
+                raise OSError(28, "No space left on device (again)")  # dropped: the first one is the run's
+
+            with pytest.raises(OSError, match="No space left on device$"):
+                map_tasks(_nap, range(4), scheduler=cluster.scheduler_address, on_result=stop_at_first,
+                          keep_finished=keep_finished)  # fmt: skip
+            assert sorted(kept) == ([0, 1, 2, 3] if keep_finished else kept[:1]), keep_finished

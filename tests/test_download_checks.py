@@ -144,6 +144,8 @@ def test_verify_flags_a_recorded_sweep_of_another_run(sas_tree, other_run, tmp_p
 def test_the_real_star_sweep_passes_and_under_another_runs_name_is_refused(sample_dir, tmp_path):
     real = sample_dir / "004510-4-0030" / "calibObj-004510-4-star.fits.gz"
     assert sdss.catalog_head_problems(real) == []
+    assert sdss.catalog_head_problems(real, rerun=301) == []  # its RERUN column holds the string '301'
+    assert sdss.catalog_head_problems(real, rerun=302) == ["rows of RERUN 301, but rerun 302 was asked for"]
     for name, expect in (
         ("calibObj-004511-4-star.fits.gz", "rows of RUN 4510, but the file name says RUN 4511"),
         ("calibObj-004510-3-star.fits.gz", "rows of CAMCOL 4, but the file name says CAMCOL 3"),
@@ -262,3 +264,103 @@ def test_a_data_folder_that_cannot_take_a_file_names_where(sas_tree, tmp_path):
     summary = _download(paths, str(sas_tree), frames_only=True)
     assert len(summary.failures) == 6
     assert all(reason == f"cannot write {blocker} (File exists)" for reason in summary.failures.values())
+
+
+# ---------------------------------------------------------------------------------------------------------
+# a frame under another's name over HTTP; a sweep's run, camcol and rerun as integers
+
+
+def test_a_frame_whose_header_names_another_fails_at_once_over_http(sas_tree, tmp_path):
+    """The server's g frame under the u frame's name was fetched 1 + retries times with backoff, as if the network
+    had garbled it, though the server sends the same file every time: it fails on the first, naming the URL and
+    what the header says, as a sweep of another run does."""
+    tree = _tree_with(tmp_path, sas_tree, U80, (sas_tree / U80.replace("frame-u-", "frame-g-")).read_bytes())
+    paths = DataPaths(tmp_path / "data")
+    label = "frame-u-008162-6-0080.fits.bz2 (band u)"
+    with SasServer(tree) as server:
+        summary = _download(paths, server.base_url, frames_only=True)
+        assert len(server.gets(U80)) == 1
+    assert list(summary.failures) == [label]
+    reason = summary.failures[label]
+    assert "its header is not this file name's frame: FILTER is 'g', not 'u'" in reason
+    assert server.base_url + U80 in reason and "gave up" not in reason
+    assert not paths.sas_file(U80).exists() and not partial_path(paths.sas_file(U80)).exists()
+
+
+def _sweep(path: Path, sas_tree: Path, header: dict | None = None, **columns) -> Path:
+    """The star sweep of ``sas_tree`` with ``columns`` replaced (any dtype: a string RUN) and ``header`` added."""
+    with fits.open(io.BytesIO(gzip.decompress((sas_tree / STAR).read_bytes()))) as hdul:
+        table = {name: np.asarray(hdul[1].data[name]) for name in hdul[1].columns.names}
+    n = len(table["RUN"])
+    table.update({name: np.full(n, value) for name, value in columns.items()})
+    cols = [fits.Column(name=k, format=f"{v.dtype.itemsize}A" if v.dtype.kind == "U" else sdss._fits_format(v),
+                        array=v) for k, v in table.items()]  # fmt: skip
+    primary = fits.PrimaryHDU(header=fits.Header(list((header or {}).items())))
+    buf = io.BytesIO()
+    fits.HDUList([primary, fits.BinTableHDU.from_columns(cols)]).writeto(buf)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(gzip.compress(buf.getvalue()))
+    return path
+
+
+def test_a_sweep_run_or_camcol_that_is_no_integer_is_refused(sas_tree, tmp_path):
+    """A header RUN of 8162.7 was read as 8162 (passed); a string RUN column gave "rows of RUN '8162', but the file
+    name says RUN 8162". Integer strings are compared as integers; anything else is named as no integer."""
+    name = tmp_path / "calibObj-008162-6-star.fits.gz"
+    cases = [
+        ({"RUN": 8162.7}, {}, ["header RUN is 8162.7, not an integer"]),
+        ({"CAMCOL": "six"}, {}, ["header CAMCOL is 'six', not an integer"]),
+        ({"RUN": 8162.0}, {}, []),
+        ({}, {"RUN": "8162"}, []),
+        ({}, {"RUN": "8163"}, ["rows of RUN 8163, but the file name says RUN 8162"]),
+        ({}, {"RUN": "abc"}, ["rows of RUN 'abc', not an integer"]),
+        ({}, {"RUN": 8162.5}, ["rows of RUN 8162.5, not an integer"]),
+        ({}, {"CAMCOL": np.int16(7)}, ["rows of CAMCOL 7, but the file name says CAMCOL 6"]),
+    ]
+    for header, columns, expect in cases:
+        assert sdss.catalog_head_problems(_sweep(name, sas_tree, header, **columns)) == expect, (header, columns)
+
+
+def test_a_sweep_of_another_rerun_is_refused(sas_tree, tmp_path):
+    """A sweep's name carries no rerun (its folder does): rerun 302's sweep in rerun 301's folder was taken.
+    Its RERUN column (or keyword), when present, is read against the rerun 00 was asked for."""
+    made = tmp_path / "made" / "calibObj-008162-6-star.fits.gz"
+    _sweep(made, sas_tree, RERUN="302")
+    assert sdss.catalog_head_problems(made) == []  # the rerun unknown: nothing to compare with
+    assert sdss.catalog_head_problems(made, rerun=301) == ["rows of RERUN 302, but rerun 301 was asked for"]
+    assert sdss.catalog_head_problems(made, rerun=302) == []
+    tree = _tree_with(tmp_path, sas_tree, STAR, made.read_bytes())
+    paths = DataPaths(tmp_path / "data")
+    with SasServer(tree) as server:
+        summary = _download(paths, server.base_url)
+        assert len(server.gets(STAR)) == 1
+    assert list(summary.failures) == [STAR_LABEL]
+    assert "rows of RERUN 302, but rerun 301 was asked for" in summary.failures[STAR_LABEL]
+    summary = _download(DataPaths(tmp_path / "local"), str(tree))
+    assert "rows of RERUN 302, but rerun 301 was asked for" in summary.failures[STAR_LABEL]
+    _sweep(made, sas_tree, {"RERUN": 302})
+    assert sdss.catalog_head_problems(made, rerun=301) == ["header RERUN is 302, but rerun 301 was asked for"]
+
+
+def test_a_lost_manifests_kept_files_are_counted_as_verified_and_kept(sas_tree, tmp_path, caplog):
+    """After a lost manifest the files that verified were kept, but the run said "N of M files already complete
+    (manifest)", as if the manifest had recorded them."""
+    paths = DataPaths(tmp_path / "data")
+    assert _download(paths, str(sas_tree)).ok
+    manifest = Manifest.load(paths.manifest)
+    manifest.forget(U80)  # one file unrecorded, the rest in the manifest
+    manifest.save()
+    caplog.clear()
+    with caplog.at_level("INFO", logger="stargal"):
+        summary = _download(paths, str(sas_tree))
+    total = len(plan_files(FS))
+    assert summary.ok and summary.fetched == 0 and summary.skipped == total and summary.kept == 1
+    assert (
+        f"{total} of {total} files already complete ({total - 1} recorded in the manifest, 1 not recorded but "
+        "verified and kept)" in caplog.text
+    )
+    assert f"{total} already complete (1 of them verified and kept)" in summary.lines()[0]
+    caplog.clear()
+    with caplog.at_level("INFO", logger="stargal"):
+        again = _download(paths, str(sas_tree))
+    assert again.kept == 0 and f"{total} of {total} files already complete (manifest)" in caplog.text

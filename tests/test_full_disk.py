@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import time
 
 import pytest
 from sas_server import SasServer, make_sas_tree
@@ -148,3 +149,46 @@ def test_a_download_on_a_dask_cluster_that_fills_the_disk_stops_in_one_line_nami
         monkeypatch.setattr(os, "fsync", fsync)  # space freed
         again = run_download(paths, FS, options)
     assert again.ok and again.skipped == 3 and again.fetched == again.planned - 3
+
+
+@pytest.mark.slow
+def test_a_dask_download_stopped_by_a_full_disk_records_the_tasks_finished_on_the_cluster(tmp_path, monkeypatch):
+    """The files of tasks that finished on the cluster but had not reached this process when the disk filled were
+    written but left out of the manifest (a rerun verified and kept them): they are recorded before the stop."""
+    from dask.distributed import LocalCluster
+
+    from stargal.stages import download as stage
+
+    tree = make_sas_tree(tmp_path / "sas", 301, 8162, 6, FS.fields)
+    paths = DataPaths(tmp_path / "data")
+    fsync, save, fetch = os.fsync, Manifest.save, stage._fetch_file
+
+    def full_for_field_80(fd: int) -> None:  # only field 80's u frame meets the full disk
+        if "frame-u-008162-6-0080" in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        fsync(fd)
+
+    def slow_field_81(spec, *args, **kw):  # field 81 finishes on the cluster after field 80 has failed ...
+        if spec.field == 81:
+            time.sleep(0.3)
+        return fetch(spec, *args, **kw)
+
+    def slow_save(manifest) -> None:  # ... and before this process is done with field 80's outcome
+        save(manifest)
+        field_81 = [stage.final_path(paths, s) for s in stage.plan_files(FS) if s.field == 81]
+        deadline = time.monotonic() + 60  # however loaded the machine: until field 81's files are in place
+        while not all(p.exists() for p in field_81) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # and its task has returned them
+
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0") as cluster:
+        options = DownloadOptions(source=str(tree), scheduler=cluster.scheduler_address)
+        monkeypatch.setattr(os, "fsync", full_for_field_80)
+        monkeypatch.setattr(stage, "_fetch_file", slow_field_81)
+        monkeypatch.setattr(Manifest, "save", slow_save)
+        with pytest.raises(OSError) as caught:
+            run_download(paths, FS, options)
+    assert caught.value.errno == errno.ENOSPC and "frame-u-008162-6-0080" in caught.value.filename
+    recorded = set(Manifest.load(paths.manifest).files)
+    field_81 = {s.relpath for s in stage.plan_files(FS) if s.field == 81}
+    assert field_81 <= recorded and not any("-0080." in rel for rel in recorded)

@@ -30,7 +30,7 @@ import urllib3
 from . import __version__
 from .fsio import check_entry, file_stamp, read_json, write_json
 from .sources import redact_url
-from .verify import VerificationError, looks_like_html, verify_file
+from .verify import VerificationError, WrongFile, looks_like_html, verify_file
 
 log = logging.getLogger("stargal")
 
@@ -75,24 +75,22 @@ class FetchCancelled(Exception):
     """The run is being stopped; the partial file is kept for the next run to resume."""
 
 
-class WrongFile(VerificationError):
-    """A whole, readable file that is not the one its name claims (another sweep's run/camcol or kind): fetching it
-    again from the same place gives the same file, so it is refused at once, not retried."""
-
-
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
-def verify_sdss_file(path: Path, kind: str, expected_size: int | None = None, name: str | None = None):
-    """``verify_file`` (complete, of its kind; a frame's header its name's), and for a sweep named ``name`` its
-    headers' and first rows' RUN, CAMCOL and OBJC_TYPE against that name (``sdss.catalog_head_problems``, reading
-    only the start of the stream): a sweep of another run/camcol under this name raises WrongFile."""
+def verify_sdss_file(
+    path: Path, kind: str, expected_size: int | None = None, name: str | None = None, rerun: int | None = None
+):
+    """``verify_file`` (complete, of its kind; a frame's header its name's, else WrongFile), and for a sweep named
+    ``name`` its headers' and first rows' RUN, CAMCOL and OBJC_TYPE against that name, and their RERUN against
+    ``rerun`` when given (``sdss.catalog_head_problems``, reading only the start of the stream): a sweep of another
+    run/camcol/rerun or kind under this name raises WrongFile."""
     verified = verify_file(path, kind, expected_size, name)
     if kind == "catalog" and name is not None:
         from . import sdss
 
         try:
-            problems = sdss.catalog_head_problems(path, name)
+            problems = sdss.catalog_head_problems(path, name, rerun=rerun)
         except FileNotFoundError:
             raise
         except (OSError, EOFError, ValueError, KeyError, TypeError, zlib.error) as exc:
@@ -174,8 +172,12 @@ def fetch_http(
     progress: ProgressFn | None = None,
     cancel: threading.Event | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    rerun: int | None = None,
 ) -> FetchResult:
-    """Fetch ``url`` to ``final`` (verified as ``kind``: frame, irg or catalog); raise FetchError on failure."""
+    """Fetch ``url`` to ``final`` (verified as ``kind``: frame, irg or catalog; a sweep's RERUN against ``rerun``
+    when given); raise FetchError on failure: at once for a file that is not its name's (WrongFile), an HTML page
+    or an HTTP 4xx but 429; after the retries for a transient failure (connection, timeout, 429, 5xx, a cut or
+    corrupt body)."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     part = partial_path(final)
@@ -188,11 +190,12 @@ def fetch_http(
             transferred += got
             resumed |= did_resume
             try:
-                verified = verify_sdss_file(part, kind, expected, final.name)
+                verified = verify_sdss_file(part, kind, expected, final.name, rerun)
             except VerificationError as exc:
                 html = _starts_like_html(part)
                 part.unlink(missing_ok=True)  # corrupt content: the next attempt starts afresh
-                if isinstance(exc, WrongFile):  # the server's file under this name: another attempt gets it again
+                if isinstance(exc, WrongFile):  # the server's file under this name (a frame's header or a sweep's rows
+                    # naming another): another attempt gets the same file, so it fails at once
                     raise FetchError(f"{exc} (served by {redact_url(url)})") from None
                 if html:  # an HTML page labelled as data, with status 200: the server's answer, not a glitch
                     raise FetchError(_html_reason(url, "")) from None
@@ -303,7 +306,9 @@ def _html_reason(url: str, content_type: str) -> str:
     )
 
 
-def copy_local(src: Path, final: Path, kind: str, *, progress: ProgressFn | None = None) -> FetchResult:
+def copy_local(
+    src: Path, final: Path, kind: str, *, progress: ProgressFn | None = None, rerun: int | None = None
+) -> FetchResult:
     """Copy a file from a local folder through the same partial name, verification and atomic rename."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -327,7 +332,7 @@ def copy_local(src: Path, final: Path, kind: str, *, progress: ProgressFn | None
                     progress(len(chunk))
             fout.flush()
             os.fsync(fout.fileno())
-        verified = verify_sdss_file(part, kind, expected, final.name)
+        verified = verify_sdss_file(part, kind, expected, final.name, rerun)
     except VerificationError as exc:
         part.unlink(missing_ok=True)
         raise FetchError(f"{src}: {exc}") from None

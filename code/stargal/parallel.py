@@ -30,17 +30,22 @@ def map_tasks(
     scheduler: str | None = None,
     description: str = "tasks",
     on_result: Callable[[int, Any], Any] | None = None,
+    keep_finished: bool = False,
 ) -> list[Any]:
     """``[fn(item) for item in items]``, possibly in parallel; exceptions propagate; order is kept.
 
     ``fn`` must be a module-level function (it is pickled to the workers). ``on_result(index, result)``, if
     given, runs in this process as each result arrives (in completion order) and its return value is kept
     instead of the result: return None to let a large result go as soon as it has been used.
+
+    ``keep_finished`` (Dask only): when ``on_result`` raises (00's full disk), the results of the other tasks that
+    had already finished on the cluster are still given to it (its further exceptions dropped) before the first
+    exception propagates, so that work done on the cluster is not lost (00 records the files fetched there).
     """
     items = list(items)
     keep = on_result if on_result is not None else _keep
     if scheduler:
-        return _map_dask(fn, items, scheduler, description, keep)
+        return _map_dask(fn, items, scheduler, description, keep, keep_finished)
     if workers <= 1 or len(items) <= 1:
         return [keep(i, fn(item)) for i, item in enumerate(track(items, description, unit="task"))]
     results: list[Any] = [None] * len(items)
@@ -103,7 +108,12 @@ def _keep(index: int, result: Any) -> Any:
 
 
 def _map_dask(
-    fn: Callable[..., Any], items: list[Any], scheduler: str, description: str, keep: Callable[[int, Any], Any] = _keep
+    fn: Callable[..., Any],
+    items: list[Any],
+    scheduler: str,
+    description: str,
+    keep: Callable[[int, Any], Any] = _keep,
+    keep_finished: bool = False,
 ) -> list[Any]:
     from dask.distributed import Client
     from dask.distributed import as_completed as dask_completed
@@ -123,11 +133,28 @@ def _map_dask(
         futures = client.map(fn, items, pure=False)
         index = {f.key: i for i, f in enumerate(futures)}
         results: list[Any] = [None] * len(items)
-        for future in track(dask_completed(futures), description, total=len(items), unit="task"):
-            i = index[future.key]
-            results[i] = keep(i, future.result())
-            future.release()  # the cluster may forget the result once it is here
+        kept: set[int] = set()
+        try:
+            for future in track(dask_completed(futures), description, total=len(items), unit="task"):
+                i = index[future.key]
+                kept.add(i)
+                results[i] = keep(i, future.result())
+                future.release()  # the cluster may forget the result once it is here
+        except Exception:
+            if keep_finished:
+                _keep_finished(futures, kept, keep)
+            raise
     return results
+
+
+def _keep_finished(futures: list, kept: set[int], keep: Callable[[int, Any], Any]) -> None:
+    """Give ``keep`` the results of the tasks that finished on the cluster but had not been kept when the run
+    stopped; its exceptions (the same stop again) are dropped: the first one is the run's."""
+    for i, future in enumerate(futures):
+        if i in kept or future.status != "finished":
+            continue
+        with contextlib.suppress(Exception):
+            keep(i, future.result())
 
 
 def _check_scheduler_file(path: Path) -> None:

@@ -317,15 +317,21 @@ def magnitude(flux: np.ndarray) -> np.ndarray:
 CATALOG_HEAD_ROWS = 2000  # rows of a sweep read by ``catalog_head_problems`` (its identity, not its content)
 
 
-def catalog_head_problems(path: str | os.PathLike, name: str | None = None, rows: int = CATALOG_HEAD_ROWS) -> list[str]:
+def catalog_head_problems(
+    path: str | os.PathLike, name: str | None = None, rows: int = CATALOG_HEAD_ROWS, rerun: int | None = None
+) -> list[str]:
     """What in a calibObj sweep's headers and first ``rows`` rows contradicts the run, camcol and kind (gal/star) its
-    file name (``name``, default the path's) claims (empty: none, or a name that is no sweep's); raises OSError,
-    EOFError, ValueError, KeyError or zlib.error when it cannot be read.
+    file name (``name``, default the path's) claims, and the ``rerun`` it was fetched as when given (a sweep's name
+    does not carry its rerun; its folder does) (empty: none, or a name that is no sweep's); raises OSError,
+    EOFError, ValueError, KeyError or zlib.error when it cannot be read. A RUN, CAMCOL or RERUN that is not an
+    integer (4510.7, a string that is no number) is a problem too; integer strings ('301', as real sweeps' RERUN
+    column holds) are compared as integers.
 
     Only the start of the gzip stream is decompressed (the headers and the first rows), never the whole sweep, so
-    a large real sweep is checked in milliseconds: RUN and CAMCOL keywords of either header when present, the RUN
-    and CAMCOL columns of the rows read, and their OBJC_TYPE (a gal sweep's rows are galaxies, a star sweep's
-    stars: a majority of the other type means the other kind's file). ``read_catalog`` checks every row later."""
+    a large real sweep is checked in milliseconds: RUN and CAMCOL (and with ``rerun`` RERUN) keywords of either
+    header when present, the same columns of the rows read, and their OBJC_TYPE (a gal sweep's rows are galaxies, a
+    star sweep's stars: a majority of the other type means the other kind's file). ``read_catalog`` checks every
+    row later."""
     path = Path(path)
     info = parse_filename(name or path.name)
     if info is None or info["kind"] != "catalog":
@@ -371,17 +377,20 @@ def catalog_head_problems(path: str | os.PathLike, name: str | None = None, rows
                 n = (len(data) - start) // width  # a short file: its verification names that; check what is here
                 break
             data.extend(chunk)
+    # key -> (the value wanted, what wants it: after a header's value, after a row's)
+    wanted = {key: (want, f"the file name says {want}", f"the file name says {key} {want}")
+              for key, want in (("RUN", info["run"]), ("CAMCOL", info["camcol"]))}  # fmt: skip
+    if rerun is not None:  # the name carries no rerun: the one asked for (the sweep's folder)
+        wanted["RERUN"] = (int(rerun), f"rerun {rerun} was asked for", f"rerun {rerun} was asked for")
     problems = []
     for header in (primary, table):
-        for key in ("RUN", "CAMCOL"):
+        for key, (want, says, _) in wanted.items():
             if key in header:
-                try:
-                    value = int(header[key])
-                except (TypeError, ValueError):
-                    problems.append(f"header {key} is {header[key]!r}, not a number")
-                    continue
-                if value != info[key.lower()]:
-                    problems.append(f"header {key} is {value}, but the file name says {info[key.lower()]}")
+                value = _integer_value(header[key])
+                if value is None:
+                    problems.append(f"header {key} is {header[key]!r}, not an integer")
+                elif value != want:
+                    problems.append(f"header {key} is {value}, but {says}")
     if n <= 0 or problems:
         return problems
     head = table.copy()
@@ -392,14 +401,11 @@ def catalog_head_problems(path: str | os.PathLike, name: str | None = None, rows
         warnings.simplefilter("ignore", AstropyWarning)
         hdu = fits.BinTableHDU.fromstring(head.tostring().encode("ascii") + body)
         names = set(hdu.columns.names)
-        columns = {c: np.asarray(hdu.data[c]) for c in ("RUN", "CAMCOL", "OBJC_TYPE") if c in names}
-    for key in ("RUN", "CAMCOL"):
+        columns = {c: np.asarray(hdu.data[c]) for c in ("RUN", "CAMCOL", "RERUN", "OBJC_TYPE") if c in names}
+    for key, (want, _, says) in wanted.items():
         values = columns.get(key)
-        want = info[key.lower()]
-        if values is not None and values.size and not np.all(values == want):
-            other = values[values != want][0]
-            problems.append(f"rows of {key} {int(other) if np.issubdtype(values.dtype, np.number) else other!r}, "
-                            f"but the file name says {key} {want}")  # fmt: skip
+        if values is not None and values.size:
+            problems += _integer_column_problems(key, values.ravel(), want, says)
     want_type = {"star": OBJC_TYPE_STAR, "gal": OBJC_TYPE_GALAXY}[info["catalog"]]
     types = columns.get("OBJC_TYPE")
     if types is not None and types.size and np.issubdtype(types.dtype, np.number):
@@ -410,3 +416,37 @@ def catalog_head_problems(path: str | os.PathLike, name: str | None = None, rows
                 "sweep's are (the other kind's file under this name?)"
             )
     return problems
+
+
+_INTEGER_TEXT = re.compile(r"^\s*[+-]?\d+\s*$")
+
+
+def _integer_value(value) -> int | None:
+    """``value`` (a header keyword's or a table cell's) as an integer; None when it is not one (4510.7, 'abc', a
+    boolean), so that it is named as such instead of being truncated or compared as text."""
+    if isinstance(value, (bool, np.bool_)):
+        return None
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return int(value) if np.isfinite(value) and float(value).is_integer() else None
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace")
+    if isinstance(value, str) and _INTEGER_TEXT.match(value):
+        return int(value)
+    return None
+
+
+def _integer_column_problems(key: str, values: np.ndarray, want: int, expected: str) -> list[str]:
+    """A sweep column's (RUN, CAMCOL, RERUN) first value that is not an integer or not ``want``, named."""
+    if values.dtype.kind in "iu":
+        wrong = values[values != want]
+        return [f"rows of {key} {int(wrong[0])}, but {expected}"] if wrong.size else []
+    for value in dict.fromkeys(values.tolist()):  # distinct values, in order (text and floats: few of them)
+        number = _integer_value(value)
+        if number is None:
+            shown = value.decode("ascii", "replace") if isinstance(value, bytes) else value
+            return [f"rows of {key} {shown!r}, not an integer"]
+        if number != want:
+            return [f"rows of {key} {number}, but {expected}"]
+    return []

@@ -27,6 +27,12 @@ class VerificationError(Exception):
     """The file's content is not a complete file of the expected kind."""
 
 
+class WrongFile(VerificationError):
+    """A whole, readable file that is not the one its name claims (a frame whose header names another band, run,
+    camcol or field, or is not in nanomaggies; another sweep's run/camcol/rerun or kind): fetching it again from
+    the same place gives the same file, so it is refused at once, not retried."""
+
+
 @dataclass(frozen=True)
 class Verified:
     size: int
@@ -54,8 +60,8 @@ def verify_file(
     """Check a whole file of ``kind`` (frame, irg, catalog); return its size and sha256.
 
     Raises VerificationError with a short reason when the file is truncated, corrupt, an HTML page, or not
-    of the expected kind; or, for a frame whose SDSS file ``name`` is given, when its header names another band,
-    run, camcol or field (a renamed file, or a server serving the wrong one).
+    of the expected kind; or, for a frame whose SDSS file ``name`` is given, raises WrongFile when its header names
+    another band, run, camcol or field (a renamed file, or a server serving the wrong one).
     """
     path = Path(path)
     if kind not in _MAGIC:
@@ -90,7 +96,7 @@ def _check_frame_identity(header, name: str) -> None:
         return
     problems = header_identity_problems(header, info["band"], info["run"], info["camcol"], info["field"])
     if problems:
-        raise VerificationError(f"its header is not this file name's frame: {'; '.join(problems)}")
+        raise WrongFile(f"its header is not this file name's frame: {'; '.join(problems)}")
 
 
 def _new_decompressor(kind: str):

@@ -75,6 +75,7 @@ class DownloadSummary:
     planned: int = 0
     fetched: int = 0
     skipped: int = 0
+    kept: int = 0  # of the skipped: not in the manifest, but verified in the data folder and kept
     resumed: int = 0
     bytes: int = 0  # bytes transferred (network or local copy) in this run
     seconds: float = 0.0
@@ -88,7 +89,8 @@ class DownloadSummary:
         rate = self.bytes / self.seconds / 1e6 if self.seconds > 0 else 0.0
         out = [
             f"source {self.source}: {self.planned} files, {self.fetched} fetched ({self.resumed} resumed), "
-            f"{self.skipped} already complete, {len(self.failures)} failed; "
+            f"{self.skipped} already complete{f' ({self.kept} of them verified and kept)' if self.kept else ''}, "
+            f"{len(self.failures)} failed; "
             f"{self.bytes / 1e6:.1f} MB in {self.seconds:.1f} s ({rate:.1f} MB/s)"
         ]
         out += [f"FAILED {label}: {reason}" for label, reason in list(self.failures.items())[:SHOWN_FAILURES]]
@@ -219,10 +221,12 @@ def run_download(paths: DataPaths, fs: FieldSet, options: DownloadOptions = Down
                 summary.skipped += 1
         else:
             todo.append(spec)
+    kept: set[FileSpec] = set()
     if unrecorded:
         kept = _keep_unrecorded(paths, source, unrecorded, manifest, options)
         todo = [spec for spec in todo if spec not in kept]
         summary.skipped += len(kept)
+        summary.kept = len(kept)
     if sim_url is not None:  # the simulation's own files (no record seals them): a damaged one is drawn again
         from .simulate import damaged_simulation
 
@@ -236,7 +240,11 @@ def run_download(paths: DataPaths, fs: FieldSet, options: DownloadOptions = Down
         todo += redraw
         summary.skipped -= len(redraw)
     if summary.skipped:
-        log.info("%d of %d files already complete (manifest); --force refetches them", summary.skipped, len(specs))
+        how = "manifest"
+        if kept:  # verified just now, not found complete in the manifest
+            how = (f"{summary.skipped - len(kept)} recorded in the manifest, {len(kept)} not recorded but verified "
+                   "and kept")  # fmt: skip
+        log.info("%d of %d files already complete (%s); --force refetches them", summary.skipped, len(specs), how)
     if replaced:
         log.info(
             "%d file(s) of the data folder differ from those in --source %s (%s%s): copying them again",
@@ -300,7 +308,7 @@ def _keep_unrecorded(
                 src = located[spec]
                 if src is None or src.stat().st_size != final.stat().st_size:
                     return spec, None, None
-                verified = verify_sdss_file(final, spec.kind, None, final.name)
+                verified = verify_sdss_file(final, spec.kind, None, final.name, spec.rerun)
                 if sha256_file(src) != verified.sha256:
                     return spec, None, None
                 return spec, src.as_uri(), verified
@@ -313,7 +321,7 @@ def _keep_unrecorded(
             url = source.url(spec)
             if served_size(url) != final.stat().st_size:
                 return spec, None, None
-            return spec, url, verify_sdss_file(final, spec.kind, None, final.name)
+            return spec, url, verify_sdss_file(final, spec.kind, None, final.name, spec.rerun)
         except VerificationError as exc:
             log.warning("%s: not in the manifest and %s; fetching it again", final, exc)
         except OSError:
@@ -523,7 +531,7 @@ def _hash_differs(manifest: Manifest, spec: FileSpec, final: Path) -> bool:
     if spec.kind != "catalog":
         return False
     try:
-        problems = sdss.catalog_head_problems(final)
+        problems = sdss.catalog_head_problems(final, rerun=spec.rerun)
     except (OSError, EOFError, ValueError, KeyError, TypeError, zlib.error) as exc:
         problems = [f"sweep table unreadable ({exc})"]
     if not problems:
@@ -645,8 +653,10 @@ def _fetch_file(
         src = source.locate(spec)
         if src is None:
             raise FetchError(_not_found(source))
-        return copy_local(src, final, spec.kind, progress=progress)
-    return fetch_http(session(), source.url(spec), final, spec.kind, settings, progress=progress, cancel=cancel)
+        return copy_local(src, final, spec.kind, progress=progress, rerun=spec.rerun)
+    return fetch_http(
+        session(), source.url(spec), final, spec.kind, settings, progress=progress, cancel=cancel, rerun=spec.rerun
+    )
 
 
 def _failure_reason(exc: FetchError | OSError) -> str:
@@ -831,7 +841,11 @@ def _fetch_on_cluster(paths, source, todo, options, manifest, summary) -> None:
         if full is not None:  # as _stop_on_full_disk: stop at the first file the disk refuses, naming it
             raise OSError(full.disk_full, os.strerror(full.disk_full), full.final)
 
-    map_tasks(fetch_task, tasks, scheduler=options.scheduler, description="downloading fields", on_result=merge)
+    # keep_finished: the tasks done on the cluster when the disk filled are recorded too (their files were written)
+    map_tasks(
+        fetch_task, tasks, scheduler=options.scheduler, description="downloading fields", on_result=merge,
+        keep_finished=True,
+    )  # fmt: skip
 
 
 def _simulate(paths, fs, todo, options, manifest, summary) -> None:
