@@ -364,3 +364,12 @@ def test_a_lost_manifests_kept_files_are_counted_as_verified_and_kept(sas_tree, 
     with caplog.at_level("INFO", logger="stargal"):
         again = _download(paths, str(sas_tree))
     assert again.kept == 0 and f"{total} of {total} files already complete (manifest)" in caplog.text
+
+
+def test_a_frame_header_run_that_is_no_integer_is_named_not_truncated():
+    from astropy.io import fits
+
+    header = fits.Header({"FILTER": "r", "RUN": 8162.7, "CAMCOL": "6", "FRAME": 80, "BUNIT": "nanomaggy"})
+    assert sdss.header_identity_problems(header, "r", 8162, 6, 80) == ["RUN is 8162.7, not an integer"]
+    header["RUN"] = 8162
+    assert sdss.header_identity_problems(header, "r", 8162, 6, 80) == []

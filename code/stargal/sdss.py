@@ -187,10 +187,9 @@ def header_identity_problems(header, band: str, run: int, camcol: int, field: in
         problems.append(f"BUNIT is {unit!r}, not nanomaggy (a calibrated frame's unit)")
     for key, want in (("RUN", run), ("CAMCOL", camcol), ("FRAME", field + FRAME_STAGGER.get(band, 0))):
         if key in header:
-            try:
-                value = int(header[key])
-            except (TypeError, ValueError):
-                problems.append(f"{key} is {header[key]!r}, not a number")
+            value = _integer_value(header[key])
+            if value is None:  # 4510.7 is no run, not run 4510
+                problems.append(f"{key} is {header[key]!r}, not an integer")
                 continue
             if value != want:
                 problems.append(f"{key} is {value}, expected {want}")
