@@ -62,7 +62,8 @@ def build_parser():
         type=cli.positive_int,
         default=None,
         metavar="N",
-        help="train N models with seeds SEED, SEED+1, ... and report mean and spread",
+        help="train N models with seeds SEED, SEED+1, ... and report mean and spread (in reports/training/seeds-NAME, "
+        "without --name seeds-ARCHITECTURE-DATASET)",
     )
     parser.add_argument(
         "--tta",

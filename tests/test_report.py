@@ -3,6 +3,7 @@ in the pipeline's order, a one-line "not run" for a missing stage, at most 10 pa
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import subprocess
@@ -115,7 +116,11 @@ def _fake_run(paths: DataPaths, *, reference: bool = False) -> None:
         {"field": f, "objects": 100, "stars": 30, "galaxies": 70, "listed_under_neighbours": 5, "offsets": offsets,
          "simulated": True} for f in (80, 81, 82, 83)]})  # fmt: skip
     _png(paths.reports("alignment", "band_offsets.png"), 1)
-    _png(paths.reports("splits", DATASET, "splits.png"), 2)
+    splits = paths.reports("splits", DATASET)
+    _png(splits / "splits.png", 2)
+    fsio.write_text(splits / "splits.md", "# splits\n")
+    fsio.seal(splits / "splits.json", [splits / "splits.md", splits / "splits.png"],
+              {"name": DATASET, "dataset_id": _dataset_id(paths), "r_psfmag": {}, "removed": {}})  # fmt: skip
     _model(paths, MODEL, "stargal", 0.91, 0.77, "d4", True)
     if reference:
         _model(paths, "reference_regularised-" + DATASET + "-s42", "reference_regularised", 0.88, 0.71, "none", False)
@@ -855,6 +860,42 @@ def test_a_kept_report_is_rebuilt_when_the_outside_model_its_real_sky_section_sh
     again = build_report(paths)
     assert not again["skipped"] and not again["sections"]["Real-sky evaluation"]
     assert again["stale"] == ["Real-sky evaluation"]
+
+
+def test_a_damaged_split_report_is_left_out_with_a_note(tmp_path, caplog):
+    """make_report.py read splits.json without checking its seal: a split report whose splits.png was replaced, or
+    whose numbers were edited after 02 sealed them, lent its magnitudes and figure to the report. Now it is left
+    out, with a note in the section and a warning naming the file."""
+    from stargal.stages.report import Run, splits_section
+
+    paths = DataPaths(tmp_path / "data")
+    _fake_run(paths)
+    folder = paths.reports("splits", DATASET)
+    mags = {s: {"median": 20.5, "p95": 22.5} for s in ("train", "val", "test")}
+    files = [folder / "splits.md", folder / "splits.png"]
+    fsio.seal(folder / "splits.json", files, {"r_psfmag": mags, "dataset_id": _dataset_id(paths)})
+
+    def shown() -> tuple[list, bool, str]:
+        section = splits_section(Run(paths))
+        table = next(b for b in section.blocks if isinstance(b, TableBlock))
+        notes = " ".join(b.text for b in section.blocks if isinstance(b, Para) and "left out" in b.text)
+        return [row[5] for row in table.rows], any(isinstance(b, FigureBlock) for b in section.blocks), notes
+
+    assert shown() == ([20.5] * 3, True, "")
+    _png(folder / "splits.png", 9)  # another figure where the sealed one was
+    with caplog.at_level(logging.WARNING):
+        medians, figure, note = shown()
+    assert (medians, figure) == ([None] * 3, False)
+    assert "split report is damaged" in note and str(folder / "splits.png") in note and "02_preparation.py" in note
+    assert f"split report is damaged ({folder / 'splits.png'}" in caplog.text
+    fsio.seal(folder / "splits.json", files, {"r_psfmag": mags, "dataset_id": _dataset_id(paths)})
+    record = fsio.read_json(folder / "splits.json")
+    record["r_psfmag"]["test"]["median"] = 18.0  # edited after sealing
+    fsio.write_json(folder / "splits.json", record)
+    assert shown()[:2] == ([None] * 3, False)
+    (folder / "splits.json").unlink()  # the figure alone, without the record that seals it
+    medians, figure, note = shown()
+    assert (medians, figure) == ([None] * 3, False) and "no split report" in note
 
 
 def test_a_split_report_of_another_build_of_the_dataset_is_left_out(tmp_path):

@@ -585,10 +585,69 @@ def test_a_file_where_the_seeds_summary_goes_is_refused_before_training(tmp_path
     blocker.parent.mkdir(parents=True)
     blocker.write_text("in the way\n")
     before = set(paths.root.rglob("*"))
-    opts = TrainOptions(architecture="reference_base", hyperparameters=TINY_HP, epochs=1, verbose=0, name="m")
+    opts = TrainOptions(architecture="reference_base", hyperparameters=TINY_HP, epochs=1, verbose=0)
     with pytest.raises(StargalError, match=rf"^{blocker}: a file, not a folder: stage 03 writes the summary of the 2 "):
         training.run_training(paths, "toy", opts, seeds=[1, 2])
     assert set(paths.root.rglob("*")) == before
+
+
+def test_multi_seed_runs_of_other_names_keep_their_own_summaries(tmp_path, monkeypatch):
+    """`--seeds 2 --name a` then `--seeds 2 --name b` on one dataset: both wrote reports/training/seeds-ARCH-DATASET,
+    so the second run's summary replaced the first's. Now each --name has its own (seeds-NAME, listing NAME-sSEED);
+    without --name the summary stays at seeds-ARCH-DATASET, where it always was."""
+    from stargal.stages import training
+
+    paths = DataPaths(tmp_path / "data")
+    write_toy_dataset(paths, "toy", sizes=(40, 20, 20), patch=15)
+
+    def fake_train(paths, dataset, opts, data):  # training itself is tested elsewhere: only the summary here
+        name = training.model_name(opts.resolved(), dataset)
+        m = {"n": 20, "accuracy": 0.9, "mcc": 0.5 + opts.seed / 100, "roc_auc": 0.95}
+        metrics = {"val": m, "test": m, "threshold": 0.5}
+        model_json = {"architecture": opts.architecture, "best_epoch": 1}
+        return {"name": name, "metrics": metrics, "model_json": model_json, "skipped": True}
+
+    monkeypatch.setattr(training, "train_one", fake_train)
+    monkeypatch.setattr(training, "_is_skippable", lambda *a: True)
+    opts = TrainOptions(architecture="reference_base", hyperparameters=TINY_HP, epochs=1, verbose=0)
+    results = {name: training.run_training(paths, "toy", replace(opts, name=name), seeds=[1, 2]) for name in "ab"}
+    results[None] = training.run_training(paths, "toy", opts, seeds=[1, 2])
+    place = paths.reports("training")
+    summaries = {p.parent.name: fsio.read_json(p)["models"] for p in place.glob("seeds-*/summary.json")}
+    assert summaries == {
+        "seeds-a": ["a-s1", "a-s2"],
+        "seeds-b": ["b-s1", "b-s2"],
+        "seeds-reference_base-toy": ["reference_base-toy-s1", "reference_base-toy-s2"],
+    }
+    for name, folder in (("a", "seeds-a"), ("b", "seeds-b"), (None, "seeds-reference_base-toy")):
+        assert results[name]["report"] == place / folder / "summary.json"  # and 03 says where it is
+        assert f"summary of the seeds: {place / folder / 'summary.json'}" in run_summary(results[name])
+
+
+def test_augmentation_comparisons_of_other_names_keep_their_own_folders(tmp_path, monkeypatch):
+    """`--compare-augmentation --name a`, then `--name b`, on one dataset wrote one augmentation-comparison-ARCH-DATASET
+    folder: the second replaced the first's table. Now --name names the folder (the default stays as it was)."""
+    from stargal.stages import training
+
+    paths = DataPaths(tmp_path / "data")
+    write_toy_dataset(paths, "toy", sizes=(40, 20, 20), patch=15)
+
+    def fake_train(paths, dataset, opts, data):  # training itself is tested elsewhere: only the comparison here
+        m = {"n": 20, "accuracy": 0.9, "mcc": 0.5, "roc_auc": 0.95}
+        metrics = {"train": m, "val": m, "test": m, "threshold": 0.5}
+        return {"name": training.model_name(opts, dataset), "metrics": metrics, "model_json": {"best_epoch": 1}}
+
+    monkeypatch.setattr(training, "train_one", fake_train)
+    opts = TrainOptions(architecture="reference_base", hyperparameters=TINY_HP, epochs=1, verbose=0, plots=False)
+    for name in ("a", "b", None):
+        training.compare_augmentation(paths, "toy", replace(opts, name=name))
+    place = paths.reports("training")
+    made = {p.parent.name: fsio.read_json(p)["rows"][0]["models"] for p in place.glob("*/comparison.json")}
+    assert made == {
+        "augmentation-comparison-a": ["a-aug_none-s42"],
+        "augmentation-comparison-b": ["b-aug_none-s42"],
+        "augmentation-comparison-reference_base-toy": ["reference_base-toy-aug_none-s42"],
+    }
 
 
 @pytest.mark.slow

@@ -362,3 +362,24 @@ def test_study_name_and_max_train_are_checked_in_one_line(tmp_path):
         assert not (tmp_path / "d").exists() and not (tmp_path / "abs").exists()
     with pytest.raises(StargalError, match="--max-train -5: must be 0"):
         run_tuning(DataPaths(tmp_path / "d"), max_train=-5)
+
+
+def test_a_validation_split_of_one_class_is_refused_before_any_trial(paths):
+    """A dataset 02 built before it refused one-class splits: 03 refused its val split of one class, tune.py ran the
+    study on it and recorded sklearn's 0.0 as every trial's validation MCC (metrics.json records null there). Now
+    tune.py refuses it in one line, as 03 does, before the study is made."""
+    x = np.load(paths.split_x("toy", "val"))
+    save_npy(paths.split_y("toy", "val"), np.zeros(len(x), np.uint8))  # galaxies only
+    meta = {k: v for k, v in fsio.read_json(paths.dataset_json("toy")).items() if k != fsio.INTEGRITY_KEY}
+    files = [f("toy", s) for s in ("train", "val") for f in (paths.split_x, paths.split_y, paths.split_psf)]
+    fsio.seal(paths.dataset_json("toy"), files, meta)
+    before = set(paths.root.rglob("*"))
+    proc = start_tune_py(paths, "--trials", "1", "--workers", "1", "--epochs", "1")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0, out
+    assert err.strip().splitlines() == [
+        f"tune.py: error: dataset toy: its val split holds one class only ({len(x)} galaxies): a model trained on it "
+        "calls everything that class; 02_preparation.py says why and what to fetch"
+    ], err
+    made = {p for p in set(paths.root.rglob("*")) - before if p.name not in (".lock", ".publish.lock")}
+    assert not made  # no study, no trials table

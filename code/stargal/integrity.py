@@ -281,7 +281,7 @@ def _tensor_fields(record: Path) -> str:
     return f" --fields {' '.join(map(str, fields))}" if all(isinstance(f, int) for f in fields) and fields else ""
 
 
-def _preparation_command(paths: DataPaths, name: str) -> str:
+def preparation_command(paths: DataPaths, name: str) -> str:
     """The 02 command that rebuilds dataset ``name`` as its record describes it (fields, splits, patch, edge,
     regions); where the record is unreadable, 02 with the dataset's name only."""
     try:
@@ -449,7 +449,7 @@ def _sealed_sets(paths: DataPaths) -> Iterable[tuple[Path, str, list[Path]]]:
         redo = f"01_alignment.py {_run_options(int(rerun), int(run), int(camcol))}{_tensor_fields(tensors)}"
         yield tensors, redo + _data_dir_option(paths), []
     for folder in _subfolders(paths.datasets_root):
-        yield paths.dataset_json(folder.name), _preparation_command(paths, folder.name), []
+        yield paths.dataset_json(folder.name), preparation_command(paths, folder.name), []
     for folder in _subfolders(paths.augmented_root):
         yield paths.augmented_json(folder.name), f"04_augmentation.py --materialize --dataset {folder.name}", []
     for folder in _subfolders(paths.models_root):

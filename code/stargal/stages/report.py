@@ -675,11 +675,10 @@ def splits_section(run: Run) -> Section:
     if not d:
         return _not_run(title, "no prepared dataset: 02_preparation.py")
     folder = run.paths.reports("splits", run.dataset_name or "")
-    report = _json_or_none(folder / "splits.json") or {}
-    other_build = report.get("dataset_id") not in (None, run.dataset_id)  # a report of another build of the name
-    if other_build:
-        log.warning("report: %s is of another build of dataset %s; left out", folder / "splits.json", run.dataset_name)
-        report = {}
+    report, left_out = _split_report(run, folder)
+    if left_out:
+        redo = integrity.preparation_command(run.paths, run.dataset_name or "")
+        log.warning("report: %s; left out (%s writes it again)", left_out, redo)
     mags = report.get("r_psfmag", {})
     ks = report.get("ks_vs_train", {})
     rows = []
@@ -704,10 +703,12 @@ def splits_section(run: Run) -> Section:
             digits={"star fraction": 3, "median r": 2, "r 95th pct": 2},
         ),
     ]
+    if left_out:
+        blocks.append(Para(f"(Magnitudes, KS tests and figure left out: {left_out}; {redo} writes it again.)", "note"))
     removed = {k: v for k, v in (report.get("removed") or {}).items() if v}
     if removed:
         blocks.append(Para("Removed: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in removed.items()) + "."))
-    png = None if other_build else _png(folder, "splits.png")
+    png = None if left_out else _png(folder, "splits.png")
     if png:
         blocks.append(
             FigureBlock(
@@ -717,6 +718,21 @@ def splits_section(run: Run) -> Section:
             )
         )
     return Section(title, blocks)
+
+
+def _split_report(run: Run, folder: Path) -> tuple[dict, str | None]:
+    """(splits.json, None) when the split report of the report's dataset (02's sealed set: splits.json, splits.md,
+    splits.png) is intact and of this build of the dataset (one written before it named the build is taken); else
+    ({}, why it must not be shown)."""
+    record = folder / "splits.json"
+    check = fsio.check_seal(record, [folder / "splits.png"])
+    if not record.exists():
+        return {}, f"no split report ({record} missing)"
+    if not check.ok:
+        return {}, f"the split report is damaged ({check.describe(1)})"
+    if check.record.get("dataset_id") not in (None, run.dataset_id):
+        return {}, f"{record} is of another build of dataset {run.dataset_name}"
+    return check.record, None
 
 
 def augmentation_section(run: Run) -> Section:

@@ -126,14 +126,7 @@ def train_one(paths: DataPaths, dataset: str, options: TrainOptions, data: dict 
     fsio.require_writable_output(files.json)
     data = data or load_dataset(paths, dataset)
     meta = data["meta"]
-    for split in ("train", "val"):  # a dataset 02 built before it refused one-class splits
-        y = data[split]["y"]
-        if y.size and np.all(y == y[0]):
-            raise StargalError(
-                f"dataset {dataset}: its {split} split holds one class only ({y.size} "
-                f"{'stars' if y[0] else 'galaxies'}): a model trained on it calls everything that class; "
-                "02_preparation.py says why and what to fetch"
-            )
+    require_two_classes(dataset, {split: data[split]["y"] for split in ("train", "val")})
     norm = meta["normalisation"]
     shape = data["train"]["x"].shape[1:]
     mdl.configure_threads()
@@ -477,6 +470,19 @@ def combine_models(
     return {"name": name, "model_dir": files.folder, "metrics": metrics, "model_json": model_json, "skipped": False}
 
 
+def require_two_classes(dataset: str, labels: dict[str, np.ndarray]) -> None:
+    """StargalError when a training or validation split (``labels``: split -> 0/1 labels) holds one class only: a
+    dataset 02 built before it refused them. A model trained on it calls everything that class (its validation MCC
+    is undefined, not sklearn's 0.0)."""
+    for split, y in labels.items():
+        if y.size and np.all(y == y[0]):
+            raise StargalError(
+                f"dataset {dataset}: its {split} split holds one class only ({y.size} "
+                f"{'stars' if y[0] else 'galaxies'}): a model trained on it calls everything that class; "
+                "02_preparation.py says why and what to fetch"
+            )
+
+
 def _warn_replacing(files: ModelFiles, check: fsio.SealCheck, config: dict, current: bool) -> None:
     """The warning training gives when a model of the name exists and is replaced by something else."""
     if check.record is None:
@@ -511,7 +517,7 @@ def run_training(paths: DataPaths, dataset: str | None, options: TrainOptions, s
     ]
     for opts in each:  # every model's place before the first is trained, not after it
         check_output_places(paths, model_name(opts.resolved(), dataset))
-    report = paths.reports("training", f"seeds-{options.resolved().architecture}-{dataset}")
+    report = seeds_report(paths, options, dataset)
     if len(each) > 1:  # and the seeds' summary's ("File exists" once every seed was trained)
         fsio.require_output_places(
             paths.root, {report: f"summary of the {len(each)} seeds"}, [report / "summary.json"], "stage 03"
@@ -528,7 +534,14 @@ def run_training(paths: DataPaths, dataset: str | None, options: TrainOptions, s
     if len(runs) > 1:
         summary["test_summary"] = summarise_runs(runs)
         fsio.write_text_if_changed(report / "summary.json", fsio.json_text(summary["test_summary"]))
+        summary["report"] = report / "summary.json"
     return summary
+
+
+def seeds_report(paths: DataPaths, options: TrainOptions, dataset: str) -> Path:
+    """Where ``--seeds N`` writes its summary: reports/training/seeds-NAME for ``--name NAME`` (the models are
+    NAME-sSEED), so runs of other names on one dataset keep their own; without a name, seeds-ARCHITECTURE-DATASET."""
+    return paths.reports("training", f"seeds-{options.name or f'{options.resolved().architecture}-{dataset}'}")
 
 
 def _or_lowest(value: float | None) -> float:
@@ -570,7 +583,8 @@ def compare_augmentation(
     with_aug = opts.augment if opts.augment not in (None, "none") else "d4"
     seeds = seeds or [opts.seed]
     base = options.name or f"{opts.architecture}-{dataset}"
-    report = paths.reports("training", f"augmentation-comparison-{opts.architecture}-{dataset}")
+    # --name's own folder: a comparison of another name on this dataset keeps its own (as --seeds' summary)
+    report = paths.reports("training", f"augmentation-comparison-{options.name or f'{opts.architecture}-{dataset}'}")
     files = [report / f for f in ("comparison.json", "comparison.csv", "comparison.md", "comparison.png")]
     fsio.require_output_places(paths.root, {report: "augmentation comparison"}, files, "stage 03")
     for aug_name in ("none", with_aug):  # every model's place, before the first is trained

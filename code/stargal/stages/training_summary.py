@@ -64,6 +64,8 @@ def run_summary(result: dict) -> str:
                 if k in summ
             )
         )
+    if result.get("report"):
+        parts.append(f"summary of the seeds: {result['report']}")
     parts.append(f"latest model: {result['latest']} ({len(result['runs'])} run(s) on dataset {result['dataset']})")
     return "\n".join(parts)
 

@@ -27,7 +27,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import cli, tune
+from .. import cli, fsio, tune
 from ..config import SEED
 from ..dataset import dataset_identity, load_dataset, resolve_dataset
 from ..errors import StargalError, exception_chain
@@ -348,6 +348,20 @@ def load_data(spec: dict) -> dict:
     }
 
 
+def _require_two_classes(paths: DataPaths, dataset: str) -> None:
+    """StargalError, as 03_model.py gives, when the training or validation split holds one class only (a dataset
+    02 built before it refused them): every trial's validation MCC would be sklearn's 0.0, read as a score."""
+    from .training import require_two_classes
+
+    labels = {}
+    for split in ("train", "val"):
+        path = paths.split_y(dataset, split)
+        if not path.exists():
+            raise StargalError(f"{path}: missing (dataset {dataset!r} is incomplete or older; rerun stage 02)")
+        labels[split] = fsio.load_npy(path)
+    require_two_classes(dataset, labels)
+
+
 def run_tuning(
     paths: DataPaths,
     *,
@@ -374,6 +388,7 @@ def run_tuning(
         check_folder_name(name, "--name")  # a name, never a path: the study stays under tuning/ and reports/tuning/
     dataset = resolve_dataset(paths, dataset)
     require_dataset(paths, dataset, ("train", "val"))  # intact before any worker reads it
+    _require_two_classes(paths, dataset)  # as 03: a study on a split of one class would rank its trials by nothing
     # Train trials the way 03_model.py trains this architecture (augmentation policy, learning-rate schedule).
     defaults = _training_defaults(architecture)
     extra = {"augment": augment} if augment else {}  # best.json carries an explicit choice to 03_model.py
