@@ -154,3 +154,96 @@ def test_detect_reports_a_noise_peak_on_a_noisy_column_as_an_artefact(tmp_path, 
     assert at.sum() == 1 and pred.status[at][0] == "artefact" and np.isnan(pred.p_star[at][0])
     inside = np.hypot(xs[:, None] - pred.x[None], ys[:, None] - pred.y[None]).argmin(axis=1)
     assert not (pred.status[inside] == "artefact").any()
+
+
+def test_column_noise_is_numpys_nanmedian_of_each_column():
+    """The sorted-rows column noise gives exactly what numpy's nanmedian down each column gives, with NaN pixels,
+    sources beyond the clip, a column with too few pixels kept and one with none."""
+    rng = np.random.default_rng(4)
+    image = rng.normal(0.0, 1.0, (301, 40))
+    image[::3, 2] = np.nan
+    image[:290, 3] = np.nan  # 11 pixels left: fewer than 20
+    image[:, 4] = 50.0  # all beyond the clip
+    image[100:140, 5] += 30.0  # a source
+    image[:, 6] = np.round(image[:, 6])  # quantised: ties
+    for rows in (301, 300):
+        data = image[:rows]
+        kept = np.where(np.isfinite(data) & (np.abs(data) < detection.COLUMN_CLIP * 1.0), data, np.nan)
+        with np.errstate(all="ignore"), pytest.warns(RuntimeWarning):
+            centre = np.nanmedian(kept, axis=0)
+            sigma = detection.MAD_TO_SIGMA * np.nanmedian(np.abs(kept - centre), axis=0)
+        enough = np.sum(np.isfinite(kept), axis=0) >= 20
+        expected = np.where(enough & np.isfinite(sigma) & (sigma > 0), sigma, 1.0)
+        assert np.array_equal(detection.column_noise(data, 1.0), expected)
+
+
+def test_near_noisy_columns_finds_every_position_noise_peaks_can_mark():
+    """noise_peaks marks a source only where a column under its filter is 1.1 times the median's noise or more:
+    near_noisy_columns keeps exactly the positions whose filter covers such a column."""
+    sigma = np.ones(100)
+    sigma[50] = 1.2
+    half = detection.detection_kernel().shape[0] // 2
+    x = np.array([50.0, 50.0 - half - 0.4, 50.0 - half - 0.6, 50 + half + 0.49, 50 + half + 0.5, 10.0, np.nan, -30.0])
+    assert detection.near_noisy_columns(x, sigma).tolist() == [True, True, False, True, False, False, False, False]
+    rng = np.random.default_rng(6)
+    image = rng.normal(0.0, 1.0, (300, 100))
+    image[:, 50] *= 2.0
+    xs, ys = rng.uniform(0, 99, 2000), rng.uniform(0, 299, 2000)
+    sig = detection.column_noise(image, 1.0)
+    peaks = detection.noise_peaks(image, xs, ys, 1.0)
+    assert peaks.any() and not (peaks & ~detection.near_noisy_columns(xs, sig)).any()
+    assert np.array_equal(detection.noise_peaks(image, xs, ys, 1.0, sig), peaks)
+
+
+def test_position_on_a_noisy_column_noise_peak_is_an_artefact(tmp_path, pad_model_dir):
+    """The noisy-column rule of --detect, for positions: a peak of matched-filter S/N 7 in r on the frame's noise
+    (3.5 on its two r columns, at twice the noise) with no more than noise in the other bands (S/N 1 in g and i,
+    enough to pass the r-alone test) passes the presence test, yet given by --ra/--dec it is an artefact; the same
+    peak on an ordinary column, a source of S/N 7 in every band on the noisy column, and the toy sources are
+    classified."""
+    data, wcs, xs, ys, kinds = toy.toy_cube()
+    shape = data.shape[1:]
+    column = max(range(20, shape[1] - 20), key=lambda c: np.abs(xs - c).min())
+    y0 = max(range(20, shape[0] - 20), key=lambda r: np.hypot(xs - column, ys - r).min())
+    others = [c for c in range(20, shape[1] - 20) if abs(c - column) > 15]
+    column2 = max(others, key=lambda c: np.hypot(xs - c, ys - y0).min())
+    rows = [r for r in range(20, shape[0] - 20) if abs(r - y0) > 15]
+    y1 = max(rows, key=lambda r: np.hypot(xs - column, ys - r).min())
+    rng = np.random.default_rng(2)
+    data[2, :, column : column + 2] += rng.normal(0.0, np.sqrt(3.0) * toy.NOISE[2], (shape[0], 2))  # 2x the noise
+    peak = {1: 1.0, 2: 7.0, 3: 1.0}  # g, r, i: S/N on the frame's noise
+    for band in range(5):
+        for cx in (column + 0.3, column2 + 0.3):
+            if band in peak:
+                data[band] += _faint_source(shape, cx, y0, peak[band], toy.NOISE[band]).astype(np.float32)
+        data[band] += _faint_source(shape, column + 0.3, y1, 7.0, toy.NOISE[band]).astype(np.float32)
+    path = tmp_path / "cube-column.fits"
+    write_cube(path, data, wcs, "ugriz", {"REFBAND": "r", "SIMULAT": True})
+    px = np.array([column + 0.3, column2 + 0.3, column + 0.3, *xs])
+    py = np.array([y0, y0, y1, *ys])
+    ra, dec = wcs.wcs_pix2world(px, py, 0)
+    _, pred = run_predict(
+        DataPaths(tmp_path / "data"), model=str(pad_model_dir), cube_path=str(path), ra=ra, dec=dec,
+        out=str(tmp_path / "positions.csv"),
+    )  # fmt: skip
+    assert pred.status[0] == "artefact" and np.isnan(pred.p_star[0]) and pred.label[0] == ""
+    assert (pred.status[1:] == "ok").all(), pred.status[:3]
+
+
+@pytest.mark.real
+def test_real_4510_noisy_column_noise_peaks_given_by_position_are_artefacts(real_star_data, tmp_path):
+    """--detect's output fed back by position (as --csv does), on the real 4510-4-30 with the shipped model: the faint
+    sources it calls artefacts on the noisy r columns 832-833 pass the presence test but were classified by position
+    (three called star); now they are artefacts too. No source --detect classifies becomes one by position."""
+    from stargal.paths import FieldId
+
+    fid = FieldId(301, 4510, 4, 30)
+    _, found = run_predict(real_star_data, model="pretrained", fid=fid, detect=True, out=str(tmp_path / "found.csv"))
+    _, given = run_predict(
+        real_star_data, model="pretrained", fid=fid, ra=found.ra, dec=found.dec, out=str(tmp_path / "given.csv")
+    )
+    column = (found.x > 831.5) & (found.x < 833.5) & (found.status == "artefact")
+    # four are artefacts by position too; the fifth, which the other bands show (combined S/N 3.5), is classified
+    assert column.sum() == 5 and (given.status[column] == "artefact").sum() == 4
+    assert not (given.status[found.status == "ok"] == "artefact").any()
+    assert (given.status[found.status == "ok"] == "ok").mean() > 0.99

@@ -43,6 +43,8 @@
   the other two already single-band artefacts; on 4510-4-30 columns 832-833 hold 7 (0.7 expected), the five of r
   22.8-23.0 marked, the two bright ones (a catalog star and a galaxy) not. On the six real fields it marks 13
   sources the shipped model classified, none of them on a catalog star.
+  predict.py gives a position that passes its presence test the same test (``stargal.predict``), on the r band
+  less the presence test's local sky, for positions near a noisy column only (``near_noisy_columns``).
 - Fluxes: PSF-weighted, a linear fit of a circular Gaussian as wide as the field's stars in that band,
   scaled by the field's own stars to their flux within CORRECTION_RADIUS (3.2"). On the real 4510-4-30 that
   reproduces the SDSS catalog's PSF magnitudes of its stars to 0.03 mag in every band; correcting to the
@@ -54,7 +56,6 @@ Pure functions: arrays in, arrays out.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -368,38 +369,64 @@ def at_frame_edge(x: np.ndarray, y: np.ndarray, shape: tuple[int, int], margin: 
 def column_noise(image: np.ndarray, rms: float) -> np.ndarray:
     """float64 [cols]: the robust noise (1.4826 MAD) of each column of a background-subtracted image, its pixels
     beyond COLUMN_CLIP times ``rms`` (sources) left out; ``rms`` where a column has fewer than 20 such pixels."""
-    data = np.asarray(image, np.float64)
-    data = np.where(np.isfinite(data) & (np.abs(data) < COLUMN_CLIP * rms), data, np.nan)
-    enough = np.sum(np.isfinite(data), axis=0) >= 20
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column: set to rms below
-        centre = np.nanmedian(data, axis=0)
-        sigma = MAD_TO_SIGMA * np.nanmedian(np.abs(data - centre), axis=0)
-    return np.where(enough & np.isfinite(sigma) & (sigma > 0), sigma, rms)
+    # numpy's nanmedian down each column, exactly, but 6 times faster (0.06 s for a frame, against 0.35): each
+    # column's kept pixels sorted in a row of their own, the left-out ones (+inf) after them
+    data = np.ascontiguousarray(np.asarray(image, np.float64).T)
+    keep = np.isfinite(data) & (np.abs(data) < COLUMN_CLIP * rms)
+    n = np.sum(keep, axis=1)
+    column, lo, hi = np.arange(len(n)), np.maximum((n - 1) // 2, 0), np.maximum(n // 2, 0)
+    ordered = np.sort(np.where(keep, data, np.inf), axis=1)
+    with np.errstate(invalid="ignore"):  # a column with no pixel kept: inf - inf, set to rms below
+        centre = (ordered[column, lo] + ordered[column, hi]) / 2
+        ordered = np.sort(np.where(keep, np.abs(data - centre[:, None]), np.inf), axis=1)
+        sigma = MAD_TO_SIGMA * ((ordered[column, lo] + ordered[column, hi]) / 2)
+    return np.where((n >= 20) & np.isfinite(sigma) & (sigma > 0), sigma, rms)
 
 
-def noise_peaks(image: np.ndarray, x: np.ndarray, y: np.ndarray, rms: float) -> np.ndarray:
+def noise_peaks(
+    image: np.ndarray, x: np.ndarray, y: np.ndarray, rms: float, sigma: np.ndarray | None = None
+) -> np.ndarray:
     """bool [n]: sources of a background-subtracted r image whose matched-filter signal (``detection_kernel`` at their
     pixel) reaches FAINT_SNR times its noise on the frame's noise ``rms`` but not on the noise of the columns under
-    the filter (``column_noise``), where that is NOISY_COLUMN_RATIO times the frame's or more (module docstring)."""
+    the filter (``column_noise``), where that is NOISY_COLUMN_RATIO times the frame's or more (module docstring).
+    ``sigma``: the image's ``column_noise``, where already measured."""
+    signal, local, usual = _filtered_column_noise(image, x, y, column_noise(image, rms) if sigma is None else sigma)
+    return (local >= NOISY_COLUMN_RATIO * usual) & (signal < FAINT_SNR * local)
+
+
+def _filtered_column_noise(
+    image: np.ndarray, x: np.ndarray, y: np.ndarray, sigma: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(signal, local, usual) float64 [n]: the matched filter's sum at each position, its noise on the noise of the
+    columns under it (``sigma``) and on the frame's (their median); NaN for a position outside the image."""
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
     kernel = detection_kernel()
     half = kernel.shape[0] // 2
     rows, cols = image.shape
-    sigma = column_noise(image, rms)
     frame = float(np.median(sigma))
-    out = np.zeros(len(x), bool)
+    out = np.full((3, len(x)), np.nan)
     for k, (xk, yk) in enumerate(zip(x, y, strict=True)):
         ix, iy = int(np.floor(xk + 0.5)), int(np.floor(yk + 0.5))
         r0, r1, c0, c1 = max(iy - half, 0), min(iy + half + 1, rows), max(ix - half, 0), min(ix + half + 1, cols)
         if r0 >= r1 or c0 >= c1:
             continue
         w = kernel[r0 - iy + half : r1 - iy + half, c0 - ix + half : c1 - ix + half]
-        signal = float(np.sum(w * np.nan_to_num(image[r0:r1, c0:c1])))
-        local = float(np.sqrt(np.sum(w**2 * sigma[None, c0:c1] ** 2)))
-        usual = frame * float(np.sqrt(np.sum(w**2)))
-        out[k] = local >= NOISY_COLUMN_RATIO * usual and signal < FAINT_SNR * local
-    return out
+        out[0, k] = float(np.sum(w * np.nan_to_num(image[r0:r1, c0:c1])))
+        out[1, k] = float(np.sqrt(np.sum(w**2 * sigma[None, c0:c1] ** 2)))
+        out[2, k] = frame * float(np.sqrt(np.sum(w**2)))
+    return out[0], out[1], out[2]
+
+
+def near_noisy_columns(x: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+    """bool [n]: positions (0-based column ``x``) whose ``noise_peaks`` filter covers a column of ``sigma`` (an image's
+    ``column_noise``) NOISY_COLUMN_RATIO times the median column's or more: the only ones ``noise_peaks`` can mark
+    (the noise under its filter, a weighted mean of the columns', reaches that ratio only where one column does)."""
+    half = detection_kernel().shape[0] // 2
+    noisy = np.concatenate([[0], np.cumsum(sigma >= NOISY_COLUMN_RATIO * np.median(sigma))])
+    ix = np.floor(np.asarray(x, np.float64) + 0.5)
+    ix = np.where(np.isfinite(ix), ix, -len(sigma) - half - 1).astype(np.int64)
+    c0, c1 = np.clip(ix - half, 0, len(sigma)), np.clip(ix + half + 1, 0, len(sigma))
+    return noisy[c1] > noisy[c0]
 
 
 def coarse_band_shifts(cube: np.ndarray, ref: int, subtracted=None) -> list[tuple[int, int]]:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import patches, presence
-from .detection import GAUSS_R50_TO_SIGMA, gaussian_fluxes, single_band
+from .detection import GAUSS_R50_TO_SIGMA, column_noise, gaussian_fluxes, near_noisy_columns, noise_peaks, single_band
 from .errors import StargalError
 from .geometry import inside_frame, sky_to_pixel
 from .metrics import mcc_from_counts
@@ -40,7 +40,7 @@ STATUS_EDGE = "edge"
 STATUS_NO_DATA = "no_data"
 STATUS_NO_SOURCE = "no_source"
 STATUS_OFF_PEAK = "off_peak"  # light there, but no source centred on it: a bright star's wing, or > ~1" off a source
-STATUS_ARTEFACT = "artefact"  # a source seen in one band only (stargal.detection.single_band): a cosmic ray
+STATUS_ARTEFACT = "artefact"  # seen in r alone (detection.single_band): a cosmic ray; or a noisy column's noise peak
 STATUSES = (STATUS_OK, STATUS_OUTSIDE, STATUS_EDGE, STATUS_NO_DATA, STATUS_NO_SOURCE, STATUS_OFF_PEAK, STATUS_ARTEFACT)
 STATUS_DTYPE = f"U{max(map(len, STATUSES))}"
 OUTPUT_COLUMNS = ("ra", "dec", "x", "y", "p_star", "label", "status")
@@ -206,7 +206,7 @@ def classify(
     those where it does but the response does not peak are ``off_peak`` (0, for positions known to hold a source
     such as catalogued or detected ones: classify them all); with the cube's ``bands`` named, a source there seen
     in r alone (``detection.single_band`` of its PSF-matched fluxes: a cosmic ray) is an ``artefact``, as
-    ``--detect`` marks it.
+    ``--detect`` marks it, and so is a noise peak of a noisy r column (``detection.noise_peaks``).
     """
     if tta not in TTA_MODES:
         raise StargalError(f"--tta {tta!r}: must be one of {', '.join(TTA_MODES)}")
@@ -254,13 +254,15 @@ def _no_source(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(faint, off_peak, artefact) bool masks at (x, y): PSF-matched S/N over the bands below ``min_snr``;
     reached, but the response does not peak there, as on a bright star's wing (``presence.source_refusals``);
-    a source that peaks there seen in r alone (with ``bands`` named; all False without)."""
+    a source that peaks there seen in r alone, or a noise peak of a noisy r column (``detection.noise_peaks`` on
+    the r band less its local background: its matched filter short of the detection's S/N on the noise of the
+    columns under it, 1.1 times the frame's or more), with ``bands`` named (all False without)."""
     if psf_map is not None:
         r50_at = psf_map.at
     else:
         r50_at = lambda c, r: np.full((len(c), data.shape[0]), presence.DEFAULT_R50_PX)  # noqa: E731
     rows, cols = patches.pixel_centres(x, y)
-    data = presence.local_background_subtracted(data)
+    data, rms = presence.local_backgrounds(data)
     noise = presence.filter_noise(data, r50_at)
     r50 = r50_at(cols, rows)
     faint, off_peak = presence.source_refusals(data, rows, cols, r50, noise, min_snr)
@@ -273,7 +275,27 @@ def _no_source(
             b = bands.index(band)
             flux[:, b] = gaussian_fluxes(np.nan_to_num(data[b]), x[shown], y[shown], sigma[:, b])
         artefact[shown] = single_band(flux, bands)
+    if bands is not None and "r" in bands and (peaked := np.flatnonzero(~faint & ~off_peak & ~artefact)).size:
+        artefact[peaked] = _noisy_column_peaks(data, rms[bands.index("r")], bands.index("r"), x, y, rows, cols, r50,
+                                               noise, min_snr, peaked)  # fmt: skip
     return faint, off_peak, artefact
+
+
+def _noisy_column_peaks(data, rms_r, r, x, y, rows, cols, r50, noise, min_snr, peaked) -> np.ndarray:
+    """bool [len(peaked)]: positions ``peaked`` that ``detection.noise_peaks`` calls a noise peak of a noisy r column
+    (as --detect marks its sources) and that the other bands together do not show (combined S/N under
+    ``min_snr``): a source they show is left to be classified."""
+    out = np.zeros(len(peaked), bool)
+    if not np.isfinite(rms_r):
+        return out
+    sigma = column_noise(data[r], float(rms_r))
+    near = np.flatnonzero(near_noisy_columns(x[peaked], sigma))  # only these can be on such a column
+    if not near.size:
+        return out
+    at = peaked[near]
+    elsewhere = presence.combined_snr(np.delete(presence.band_snr(data, rows[at], cols[at], r50[at], noise), r, axis=1))
+    out[near] = noise_peaks(data[r], x[at], y[at], float(rms_r), sigma) & (elsewhere < min_snr)
+    return out
 
 
 def _network(model, data: np.ndarray, patch_size: int, batch_size: int):

@@ -67,7 +67,14 @@ class FilterNoise:
 def local_background_subtracted(data: np.ndarray) -> np.ndarray:
     """float32 [bands, H, W]: each band less sep's BACKGROUND_CELL mesh background (3 x 3 median filtered);
     non-finite pixels are left out of the mesh and stay non-finite."""
+    return local_backgrounds(data)[0]
+
+
+def local_backgrounds(data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(``local_background_subtracted``'s cube, float64 [bands]: each band's background rms, sep's over the same
+    mesh; NaN for a band without data)."""
     out = np.empty(data.shape, np.float32)
+    rms = np.full(data.shape[0], np.nan)
     for band, image in enumerate(data):
         bad = ~np.isfinite(image)
         filled = np.ascontiguousarray(np.where(bad, 0.0, image), dtype=np.float32)
@@ -76,7 +83,8 @@ def local_background_subtracted(data: np.ndarray) -> np.ndarray:
             continue
         mesh = sep.Background(filled, mask=bad, bw=BACKGROUND_CELL, bh=BACKGROUND_CELL, fw=3, fh=3)
         out[band] = np.where(bad, image, filled - mesh.back())
-    return out
+        rms[band] = mesh.globalrms
+    return out, rms
 
 
 def matched_response(data: np.ndarray, rows: np.ndarray, cols: np.ndarray, r50: np.ndarray) -> np.ndarray:
@@ -118,7 +126,17 @@ def detection_snr(
     """The bands' combined S/N float64 [n] at pixels (rows, cols): sqrt(sum over bands of max(S/N, 0)^2), the
     chi-square detection statistic of Szalay, Connolly & Szokoly (1999), which sees a source faint in several
     bands; a band without a noise measure (blank or constant) counts as no signal."""
-    snr = np.nan_to_num((matched_response(data, rows, cols, r50) - noise.zero) / noise.sigma, nan=0.0)
+    return combined_snr(band_snr(data, rows, cols, r50, noise))
+
+
+def band_snr(data: np.ndarray, rows: np.ndarray, cols: np.ndarray, r50: np.ndarray, noise: FilterNoise) -> np.ndarray:
+    """float64 [n, bands]: each band's S/N of the matched filter at pixels (rows, cols); 0 where it has no noise
+    measure or no data."""
+    return np.nan_to_num((matched_response(data, rows, cols, r50) - noise.zero) / noise.sigma, nan=0.0)
+
+
+def combined_snr(snr: np.ndarray) -> np.ndarray:
+    """float64 [n]: ``detection_snr`` of per-band S/N values [n, bands]."""
     return np.sqrt(np.sum(np.clip(snr, 0.0, None) ** 2, axis=1))
 
 
