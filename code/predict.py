@@ -24,8 +24,8 @@ field), edge (too near the border for the model's edge policy; with --detect, a 
 of the border, which cuts it), no_data (a band does not cover the
 position), no_source (--ra/--dec, --csv: the frame shows no source there, such as blank sky), off_peak (--ra/--dec,
 --csv: light there, but no source centred on it: a bright star's wing, or more than ~1" from a source's centre) or
-artefact (--detect, --ra/--dec, --csv: seen in the r band alone, a cosmic ray or hot pixel; --detect: also a
-noise peak on a noisy r-band column); p_star and label
+artefact (--detect, --ra/--dec, --csv: seen in the r band alone, a cosmic ray or hot pixel, or a noise peak on
+a noisy r-band column that the other bands do not show); p_star and label
 are empty unless status is ok. --out's extension chooses the format: .csv,
 .ecsv (units; model, version, threshold, field and sky as metadata) or .fits (binary table, the same
 metadata as header keywords).
