@@ -63,6 +63,7 @@ def run_script_here(
     """code/SCRIPT run on ``argv`` as the script runs (``cli.run_main``: its exit status, its stdout and stderr, its
     logging set up by the script itself on stderr), but in this process, which has paid for Python and the
     imports already; ``cwd``, if given, is the folder it runs from."""
+    import contextlib
     import importlib.util
     import logging
     import signal
@@ -79,14 +80,11 @@ def run_script_here(
     root.handlers.clear()
     capsys.readouterr()
     argv0, sys.argv[0] = sys.argv[0], script.name  # the name its messages start with
-    here = Path.cwd()
     try:
-        os.chdir(cwd or here)
         # run_main always ends with sys.exit; setup_logging sets or drops STARGAL_VERBOSE for the script's children
-        with mock.patch.dict(os.environ), pytest.raises(SystemExit) as end:
+        with contextlib.chdir(cwd or Path.cwd()), mock.patch.dict(os.environ), pytest.raises(SystemExit) as end:
             cli.run_main(module.main, argv)
     finally:
-        os.chdir(here)
         sys.argv[0] = argv0
         for signum, handler in handlers.items():
             signal.signal(signum, handler)

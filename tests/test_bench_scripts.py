@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -132,3 +133,24 @@ def test_train_pretrained_card_row_shows_an_undefined_metric_as_a_dash(monkeypat
     bench = _bench("train_pretrained", monkeypatch)
     m = {"n": 3, "accuracy": 1.0, "mcc": None, "roc_auc": None, "star_purity": 1.0, "star_completeness": 1.0}
     assert bench._metrics_row("one class", m) == ["one class", 3, "1.000", "-", "-", "1.000", "1.000"]
+
+
+def test_catalog_presence_share_leaves_out_a_magnitude_range_without_others(monkeypatch):
+    bench = _bench("catalog_presence", monkeypatch)
+    r = np.array([19.0, 19.5, 22.5, 22.6, 19.2])
+    right = np.array([True, False, True, True, True])
+    refused = np.array([False, False, True, False, True])  # one at r 22.5 (no others there), one at 19.2
+    others = np.array([True, True, False, False, False])
+    assert bench.share_at_same_r(right, r, refused, others) == pytest.approx(0.5)  # r < 20 only: 1 of 2 right
+    assert bench.share_at_same_r(right, r, refused, np.zeros(5, bool)) is None
+
+
+def test_a_bench_script_ends_a_project_error_in_one_line(tmp_path):
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("x")
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "halo_presence.py"), "--data-dir", str(not_a_folder)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr

@@ -275,10 +275,10 @@ def test_map_tasks_ships_the_package_to_a_cluster_that_lacks_it(tmp_path):
     scheduler, worker, sched_file = _external_cluster(tmp_path)
     try:
         items = ["80 81", "100-103", "7"]
-        expected = map_tasks(cli._field_list, items, workers=2)
-        assert map_tasks(cli._field_list, items, scheduler=str(sched_file)) == expected  # by scheduler file
+        expected = map_tasks(cli.field_list, items, workers=2)
+        assert map_tasks(cli.field_list, items, scheduler=str(sched_file)) == expected  # by scheduler file
         address = json.loads(sched_file.read_text())["address"]
-        assert map_tasks(cli._field_list, items, scheduler=address) == expected  # by address
+        assert map_tasks(cli.field_list, items, scheduler=address) == expected  # by address
     finally:
         for proc in (worker, scheduler):
             proc.terminate()

@@ -20,6 +20,17 @@ def pad_model_dir():
     return toy.trained_toy_model_dir(None, P, "pad")
 
 
+def _predict_on(tmp_path, data, wcs, model_dir, **where):
+    """predict.py's classification of a cube written from ``data`` (ugriz, simulated), at ``where`` (detect=True, or
+    ra= and dec=)."""
+    path = tmp_path / "cube.fits"
+    write_cube(path, data, wcs, "ugriz", {"REFBAND": "r", "SIMULAT": True})
+    _, pred = run_predict(
+        DataPaths(tmp_path / "data"), model=str(model_dir), cube_path=str(path), out=str(tmp_path / "out.csv"), **where
+    )
+    return pred
+
+
 def test_at_frame_edge_marks_sources_centred_within_two_pixels_of_the_border():
     x = np.array([0.4, 1.9, 2.1, 120.0, 238.2, 120.0, 120.0, 120.0])
     y = np.array([80.0, 80.0, 80.0, 80.0, 80.0, 0.0, 157.5, 150.0])
@@ -38,12 +49,7 @@ def test_detect_flags_a_source_cut_by_the_frame_border_as_edge(tmp_path, pad_mod
     cut = [(70.0, 0.6), (0.8, 100.0)]  # (x, y): at least 12 px from every toy source (toy_cube's margin)
     for x, y in cut:
         data += toy.source_image(shape, x, y, 80.0, "star", rng)
-    path = tmp_path / "cube-edge.fits"
-    write_cube(path, data, wcs, "ugriz", {"REFBAND": "r", "SIMULAT": True})
-    _, pred = run_predict(
-        DataPaths(tmp_path / "data"), model=str(pad_model_dir), cube_path=str(path), detect=True,
-        out=str(tmp_path / "detected.csv"),
-    )  # fmt: skip
+    pred = _predict_on(tmp_path, data, wcs, pad_model_dir, detect=True)
     for x, y in cut:
         at = np.hypot(pred.x - x, pred.y - y) < 2.5
         assert at.sum() == 1, (x, y)
@@ -144,12 +150,7 @@ def test_detect_reports_a_noise_peak_on_a_noisy_column_as_an_artefact(tmp_path, 
     data[2, :, column : column + 2] += rng.normal(0.0, np.sqrt(3.0) * toy.NOISE[2], (shape[0], 2))  # 2x the noise
     for band in range(5):
         data[band] += _faint_source(shape, column + 0.3, y0, 7.0, toy.NOISE[band]).astype(np.float32)
-    path = tmp_path / "cube-column.fits"
-    write_cube(path, data, wcs, "ugriz", {"REFBAND": "r", "SIMULAT": True})
-    _, pred = run_predict(
-        DataPaths(tmp_path / "data"), model=str(pad_model_dir), cube_path=str(path), detect=True,
-        out=str(tmp_path / "detected.csv"),
-    )  # fmt: skip
+    pred = _predict_on(tmp_path, data, wcs, pad_model_dir, detect=True)
     at = np.hypot(pred.x - column - 0.3, pred.y - y0) < 2
     assert at.sum() == 1 and pred.status[at][0] == "artefact" and np.isnan(pred.p_star[at][0])
     inside = np.hypot(xs[:, None] - pred.x[None], ys[:, None] - pred.y[None]).argmin(axis=1)
@@ -217,15 +218,10 @@ def test_position_on_a_noisy_column_noise_peak_is_an_artefact(tmp_path, pad_mode
             if band in peak:
                 data[band] += _faint_source(shape, cx, y0, peak[band], toy.NOISE[band]).astype(np.float32)
         data[band] += _faint_source(shape, column + 0.3, y1, 7.0, toy.NOISE[band]).astype(np.float32)
-    path = tmp_path / "cube-column.fits"
-    write_cube(path, data, wcs, "ugriz", {"REFBAND": "r", "SIMULAT": True})
     px = np.array([column + 0.3, column2 + 0.3, column + 0.3, *xs])
     py = np.array([y0, y0, y1, *ys])
     ra, dec = wcs.wcs_pix2world(px, py, 0)
-    _, pred = run_predict(
-        DataPaths(tmp_path / "data"), model=str(pad_model_dir), cube_path=str(path), ra=ra, dec=dec,
-        out=str(tmp_path / "positions.csv"),
-    )  # fmt: skip
+    pred = _predict_on(tmp_path, data, wcs, pad_model_dir, ra=ra, dec=dec)
     assert pred.status[0] == "artefact" and np.isnan(pred.p_star[0]) and pred.label[0] == ""
     assert (pred.status[1:] == "ok").all(), pred.status[:3]
 

@@ -49,6 +49,15 @@ def _tree_with(tmp_path: Path, sas_tree: Path, relpath: str, content: bytes) -> 
     return tree
 
 
+def _another_copy(frame: Path, origin: str) -> bytes:
+    """A valid frame of this name that is not ``frame``'s bytes: one header card more."""
+    with fits.open(io.BytesIO(bz2.decompress(frame.read_bytes()))) as hdul:
+        hdul[0].header["ORIGIN"] = origin
+        buf = io.BytesIO()
+        hdul.writeto(buf)
+    return bz2.compress(buf.getvalue())
+
+
 def _download(paths: DataPaths, source: str, **kw):
     return run_download(paths, FS, DownloadOptions(source=source, http=FAST, **kw))
 
@@ -212,11 +221,7 @@ def test_a_lost_manifest_keeps_only_the_files_a_local_source_holds_unchanged(sas
     assert _download(paths, str(sas_tree)).ok
     paths.manifest.unlink()
     # another copy of this frame (one header card more): a valid frame of this name, not the data folder's
-    with fits.open(io.BytesIO(bz2.decompress((sas_tree / U80).read_bytes()))) as hdul:
-        hdul[0].header["ORIGIN"] = "another copy"
-        buf = io.BytesIO()
-        hdul.writeto(buf)
-    tree = _tree_with(tmp_path, sas_tree, U80, bz2.compress(buf.getvalue()))
+    tree = _tree_with(tmp_path, sas_tree, U80, _another_copy(sas_tree / U80, "another copy"))
     header_fixed = tree / U80
     summary = _download(paths, str(tree))
     assert summary.ok and summary.fetched == 1 and summary.skipped == len(plan_files(FS)) - 1
@@ -243,11 +248,7 @@ def test_a_lost_manifest_does_not_keep_a_file_the_server_serves_otherwise(sas_tr
     paths = DataPaths(tmp_path / "data")
     assert _download(paths, str(sas_tree)).ok
     paths.manifest.unlink()
-    with fits.open(io.BytesIO(bz2.decompress((sas_tree / U80).read_bytes()))) as hdul:
-        hdul[0].header["ORIGIN"] = "a later calibration"
-        buf = io.BytesIO()
-        hdul.writeto(buf)
-    tree = _tree_with(tmp_path, sas_tree, U80, bz2.compress(buf.getvalue()))
+    tree = _tree_with(tmp_path, sas_tree, U80, _another_copy(sas_tree / U80, "a later calibration"))
     with SasServer(tree) as server:
         summary = _download(paths, server.base_url)
         assert [g.relpath for g in server.gets()] == [U80]

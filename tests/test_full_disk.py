@@ -78,15 +78,9 @@ def test_trials_that_fill_the_disk_end_in_the_disk_full_line_and_the_study_conti
     assert tuning.worker_main({**spec, "target": finished + 2}) == 2
 
 
-@pytest.mark.parametrize("over", ["local", "http"])
-def test_a_download_that_fills_the_disk_stops_in_one_line_naming_the_file_and_the_rerun_goes_on(
-    tmp_path, monkeypatch, over
-):
-    """Each file after the disk filled was copied (or fetched) for nothing and failed on its own line, "FAILED
-    frame-...: cannot copy SOURCE (No space left on device)", naming the source folder as if it were at fault, and
-    the run ended without the full disk's line or its advice. It now stops at the first file the disk refuses."""
-    tree = make_sas_tree(tmp_path / "sas", 301, 8162, 6, FS.fields)
-    paths = DataPaths(tmp_path / "data")
+def _stops_on_the_full_disk_and_goes_on(paths: DataPaths, options: DownloadOptions, monkeypatch) -> None:
+    """The disk fills after three files: the download stops at the fourth in one line naming the data folder's
+    file, the three recorded; with the space freed, a rerun fetches only the others."""
     fsync, synced = os.fsync, []
 
     def full_after_three(fd: int) -> None:
@@ -96,19 +90,31 @@ def test_a_download_that_fills_the_disk_stops_in_one_line_naming_the_file_and_th
         fsync(fd)
 
     monkeypatch.setattr(os, "fsync", full_after_three)
+    with pytest.raises(OSError) as caught:
+        run_download(paths, FS, options)
+    assert caught.value.errno == errno.ENOSPC
+    assert caught.value.filename.startswith(str(paths.sas))  # the data folder's file, not the source's
+    assert "the disk is full: free some space" in cli.describe_os_error(caught.value)
+    assert len(Manifest.load(paths.manifest).files) == 3  # what was written is recorded
+    monkeypatch.setattr(os, "fsync", fsync)  # space freed
+    again = run_download(paths, FS, options)
+    assert again.ok and again.skipped == 3 and again.fetched == again.planned - 3
+
+
+@pytest.mark.parametrize("over", ["local", "http"])
+def test_a_download_that_fills_the_disk_stops_in_one_line_naming_the_file_and_the_rerun_goes_on(
+    tmp_path, monkeypatch, over
+):
+    """Each file after the disk filled was copied (or fetched) for nothing and failed on its own line, "FAILED
+    frame-...: cannot copy SOURCE (No space left on device)", naming the source folder as if it were at fault, and
+    the run ended without the full disk's line or its advice. It now stops at the first file the disk refuses."""
+    tree = make_sas_tree(tmp_path / "sas", 301, 8162, 6, FS.fields)
+    paths = DataPaths(tmp_path / "data")
     http = HttpSettings(connect_timeout=2.0, read_timeout=2.0, retries=1, backoff=0.01, backoff_max=0.05)
     with SasServer(tree) as server:
         source = str(tree) if over == "local" else server.base_url
         options = DownloadOptions(source=source, workers=1, http=http)
-        with pytest.raises(OSError) as caught:
-            run_download(paths, FS, options)
-        assert caught.value.errno == errno.ENOSPC
-        assert caught.value.filename.startswith(str(paths.sas))  # the data folder's file, not the source's
-        assert "the disk is full: free some space" in cli.describe_os_error(caught.value)
-        assert len(Manifest.load(paths.manifest).files) == 3  # what was written is recorded
-        monkeypatch.setattr(os, "fsync", fsync)  # space freed
-        again = run_download(paths, FS, options)
-    assert again.ok and again.skipped == 3 and again.fetched == again.planned - 3
+        _stops_on_the_full_disk_and_goes_on(paths, options, monkeypatch)
 
 
 @pytest.mark.slow
@@ -124,14 +130,6 @@ def test_a_download_on_a_dask_cluster_that_fills_the_disk_stops_in_one_line_nami
 
     tree = make_sas_tree(tmp_path / "sas", 301, 8162, 6, FS.fields)
     paths = DataPaths(tmp_path / "data")
-    fsync, synced = os.fsync, []
-
-    def full_after_three(fd: int) -> None:
-        if len(synced) >= 3:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        synced.append(fd)
-        fsync(fd)
-
     http = HttpSettings(connect_timeout=2.0, read_timeout=2.0, retries=1, backoff=0.01, backoff_max=0.05)
     with (
         LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster,
@@ -139,16 +137,7 @@ def test_a_download_on_a_dask_cluster_that_fills_the_disk_stops_in_one_line_nami
     ):
         source = str(tree) if over == "local" else server.base_url
         options = DownloadOptions(source=source, http=http, scheduler=cluster.scheduler_address)
-        monkeypatch.setattr(os, "fsync", full_after_three)
-        with pytest.raises(OSError) as caught:
-            run_download(paths, FS, options)
-        assert caught.value.errno == errno.ENOSPC
-        assert caught.value.filename.startswith(str(paths.sas))  # the data folder's file, not the source's
-        assert "the disk is full: free some space" in cli.describe_os_error(caught.value)
-        assert len(Manifest.load(paths.manifest).files) == 3  # what was written is recorded
-        monkeypatch.setattr(os, "fsync", fsync)  # space freed
-        again = run_download(paths, FS, options)
-    assert again.ok and again.skipped == 3 and again.fetched == again.planned - 3
+        _stops_on_the_full_disk_and_goes_on(paths, options, monkeypatch)
 
 
 @pytest.mark.slow

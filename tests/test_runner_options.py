@@ -24,6 +24,18 @@ SCRIPTS = ["00_download.py", "01_alignment.py", "02_preparation.py", "04_augment
            "explain.py", "make_report.py", "predict.py"]  # fmt: skip
 
 
+def _refused_before_any_stage(base: list[str], cases: list[tuple[list[str], str]]) -> None:
+    """Each case (its options after ``base``, the start of its error) ends the runner with exit status 2, that
+    error as its last line, and no stage run."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        procs = list(pool.map(lambda case: _runner(*base, *case[0]), cases))
+    for (argv, words), proc in zip(cases, procs, strict=True):
+        assert proc.returncode == 2, (argv, proc.stderr)
+        last = proc.stderr.strip().splitlines()[-1]
+        assert last.startswith(f"run_scripts: error: {words}") and last.endswith("; no stage was run"), (argv, last)
+        assert "==> stage" not in proc.stderr
+
+
 def _runner(*args: str, env: dict[str, str] | None = None, wrapper: str = "run_scripts.sh"):
     return subprocess.run([str(ROOT / wrapper), *args], capture_output=True, text=True, timeout=600,
                           env=env)  # fmt: skip
@@ -42,13 +54,7 @@ def test_a_stray_word_after_an_option_is_refused_before_any_stage_runs(tmp_path)
         (["--sim-shape", "60"], "00_download.py: argument --sim-shape: expected 2 arguments"),
         (["--sim-seeing", "sometimes"], "00_download.py: argument --sim-seeing: invalid choice: 'sometimes'"),
     ]
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        procs = list(pool.map(lambda case: _runner(*base, *case[0]), cases))
-    for (argv, words), proc in zip(cases, procs, strict=True):
-        assert proc.returncode == 2, (argv, proc.stderr)
-        last = proc.stderr.strip().splitlines()[-1]
-        assert last.startswith(f"run_scripts: error: {words}") and last.endswith("; no stage was run"), (argv, last)
-        assert "==> stage" not in proc.stderr
+    _refused_before_any_stage(base, cases)
     assert not data.exists()
 
 
@@ -257,13 +263,7 @@ def test_a_shared_option_no_selected_stage_takes_is_still_checked_before_any_sta
         (["--workers", "abc"], "argument --workers: not an integer: 'abc' (no selected stage takes --workers)"),
         (["--workers", "2", "foo"], "argument --workers: unrecognized arguments: foo (no selected stage takes"),
     ]
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        procs = list(pool.map(lambda case: _runner(*base, *case[0]), cases))
-    for (argv, words), proc in zip(cases, procs, strict=True):
-        assert proc.returncode == 2, (argv, proc.stderr)
-        last = proc.stderr.strip().splitlines()[-1]
-        assert last.startswith(f"run_scripts: error: {words}") and last.endswith("; no stage was run"), (argv, last)
-        assert "==> stage" not in proc.stderr
+    _refused_before_any_stage(base, cases)
     assert not data.exists()
 
 

@@ -28,7 +28,7 @@ MAX_FIELD = 9999  # SDSS file names hold the field in 4 digits and the run in 6
 MAX_RUN = 999999
 
 
-def _field_list(text: str) -> tuple[int, ...]:
+def field_list(text: str) -> tuple[int, ...]:
     """Parse "80 103" or "80,103" or "100-105" into field numbers."""
     fields: list[int] = []
     for token in text.replace(",", " ").split():
@@ -47,9 +47,6 @@ def _field_list(text: str) -> tuple[int, ...]:
     if any(f > MAX_FIELD for f in fields):
         raise argparse.ArgumentTypeError(f"field numbers have at most 4 digits in SDSS (0-{MAX_FIELD}): {text!r}")
     return tuple(fields)
-
-
-field_list = _field_list  # stargal.pipeline reads --small's field lists and the user's with it
 
 
 def run_number(text: str) -> int:
@@ -103,7 +100,7 @@ class FieldsAction(argparse.Action):
         fields: list[int] = []
         for value in values:
             try:
-                fields.extend(_field_list(value))
+                fields.extend(field_list(value))
             except argparse.ArgumentTypeError as exc:
                 parser.error(f"argument {option_string}: {exc}")
         setattr(namespace, self.dest, tuple(fields))
