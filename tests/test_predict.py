@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -1149,9 +1150,8 @@ def _bad_tables() -> list:
         (".fits", {**one, "dec": [1.0, 2.0] * u.pix}, r": column dec: unit 'pix' is not an angle"),
         (".ecsv", {**one, "dec": [1.0, 2.0] * u.hourangle}, r": column dec: unit 'hourangle': a declination is in"),
         (".ecsv", {**one, "dec": Column(["1", "2"], unit="hourangle")}, r": column dec: text with unit 'hourangle'"),
-        (".fits", {**one, "flux": np.ones((2, 3))}, r": column flux: 3 values per row; only columns of one value"),
-        (".fits", {**one, "ra": np.ones((2, 2))}, r": column ra: 2 values per row"),
-        (".ecsv", {**one, "seen": Time([59000.0, 59001.0], format="mjd")}, r": column seen: a Time column"),
+        (".fits", {**one, "ra": np.ones((2, 2))}, r": column ra: 2 values per row; a position is one value per row$"),
+        (".ecsv", {"ra": Time([59000.0, 59001.0], format="mjd"), "dec": [1.0, 2.0]}, r": column ra: a Time column"),
         (".fits", {"ra": np.zeros(0), "dec": np.zeros(0)}, r": no coordinates \(a table without rows\)$"),
     ]
 
@@ -1165,6 +1165,41 @@ def test_a_bad_table_is_one_line_naming_the_file_and_row(tmp_path, suffix, colum
     with pytest.raises(StargalError, match=message) as info:
         read_coordinate_table(path)
     assert str(info.value).startswith(f"{path}: ") and "\n" not in str(info.value)
+
+
+def test_columns_the_output_cannot_hold_are_left_out_by_name_and_the_positions_read(tmp_path, caplog):
+    """A catalog as it comes (an SDSS sweep's five-band PSFFLUX, a Time column) is classified, not refused: only
+    those columns are left out of the output, named in one warning."""
+    from astropy.time import Time
+
+    from stargal.predict_io import read_coordinate_table
+
+    columns = {"ra": [1.0, 2.0], "dec": [3.0, 4.0], "PSFFLUX": np.ones((2, 5)), "FIELD": [7, 8]}
+    path = write_table(tmp_path / "sweep.fits", columns)
+    with caplog.at_level(logging.WARNING, logger="stargal"):
+        ra, dec, carried = read_coordinate_table(path)
+    np.testing.assert_array_equal(ra, [1.0, 2.0])
+    assert list(carried) == ["FIELD"] and list(carried["FIELD"]) == [7, 8]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{path}: columns not carried to the output, which holds one number or text a cell: PSFFLUX (5 values per row)"
+    ]
+    caplog.clear()
+    path = write_table(tmp_path / "seen.ecsv", {"ra": [1.0], "dec": [2.0], "seen": Time([59000.0], format="mjd")})
+    with caplog.at_level(logging.WARNING, logger="stargal"):
+        assert read_coordinate_table(path)[2] == {}
+    assert "seen (a Time column)" in caplog.text
+
+
+@pytest.mark.real
+def test_a_real_sweep_is_read_as_a_catalog_of_positions(sample_dir):
+    from stargal.predict_io import read_coordinate_table
+
+    sweep = sample_dir / "004510-4-0030" / "calibObj-004510-4-star.fits.gz"
+    if not sweep.is_file():
+        pytest.skip("the sample lacks 4510-4-30's star sweep")
+    ra, dec, carried = read_coordinate_table(sweep)
+    assert len(ra) > 1000 and np.all((dec > -90) & (dec < 90))
+    assert {"RUN", "CAMCOL", "FIELD", "ID"} <= set(carried) and "PSFFLUX" not in carried
 
 
 def test_a_corrupt_or_truncated_table_is_one_line_naming_the_file(tmp_path):

@@ -147,3 +147,112 @@ def test_a_true_false_column_with_empty_values_is_refused_for_a_fits_output(tmp_
                        np.full(3, "ok"))  # fmt: skip
     write_predictions(tmp_path / "out.ecsv", predictions_table(pred, {"MODEL": "m"}, carried))
     assert list(np.ma.getmaskarray(Table.read(tmp_path / "out.ecsv")["seen"])) == [False, False, True]
+
+
+def test_a_skyserver_csv_export_is_read_with_its_table_line_crlf_and_bom(tmp_path):
+    """SkyServer's CSV export begins with a line "#Table1" above its header: --csv refused it ("missing column(s)
+    ra, dec (header: #Table1)"), as it did any comment line before the header. Comment lines before the header are
+    skipped now; a header written "#ra,dec" is read as one; errors still name the file's own line numbers."""
+    rows = "objid,ra,dec,type\r\n1237,200.5,36.8,6\r\n1238,200.6,36.9,3\r\n"
+    path = tmp_path / "skyserver.csv"
+    path.write_bytes(("\ufeff#Table1\r\n" + rows).encode())
+    ra, dec, carried = read_coordinate_table(path)
+    assert ra.tolist() == [200.5, 200.6] and dec.tolist() == [36.8, 36.9]
+    assert {name: values.tolist() for name, values in carried.items()} == {
+        "input_objid": ["1237", "1238"], "type": ["6", "3"]}  # fmt: skip
+    bad = tmp_path / "bad.csv"
+    bad.write_text("#Table1\n# a note\n\nobjid,ra,dec\n1,10,1\n2,10,abc\n")
+    with pytest.raises(StargalError, match=rf"^{bad}: line 6: dec 'abc' is not an angle"):
+        read_coordinate_table(bad)
+    commented = tmp_path / "das.csv"  # SDSS's DAS coordinate lists: the header commented out
+    commented.write_text("#RA,Dec\n205.547,28.375\n205.6,28.4\n")
+    assert read_coordinate_table(commented)[0].tolist() == [205.547, 205.6]
+    hashed = tmp_path / "hashed.csv"  # a header whose first name begins with "#" is still the header
+    hashed.write_text("#name,ra,dec\n#1,10,1\n")
+    assert read_coordinate_table(hashed)[2]["#name"].tolist() == ["#1"]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".fits", ".ecsv"])
+def test_vizier_and_other_usual_position_columns_are_read(tmp_path, suffix):
+    """A VizieR table's RAJ2000/DEJ2000 (or RA_ICRS/DE_ICRS, ra_deg/dec_deg...) was refused: only ra, dec were
+    read. The one such pair a table holds is read now; ra, dec come first; two pairs are refused, naming both."""
+
+    def table(path, columns):
+        if suffix == ".csv":
+            names = list(columns)
+            lines = [",".join(names)] + [",".join(str(v) for v in row) for row in zip(*columns.values(), strict=True)]
+            path.write_text("\n".join(lines) + "\n")
+            return path
+        return write_table(path, columns)
+
+    vizier = table(tmp_path / f"v{suffix}", {"Name": ["a", "b"], "RAJ2000": [200.5, 200.6], "DEJ2000": [36.8, 36.9]})
+    ra, dec, carried = read_coordinate_table(vizier)
+    assert ra.tolist() == [200.5, 200.6] and dec.tolist() == [36.8, 36.9] and list(carried) == ["Name"]
+    both = table(tmp_path / f"b{suffix}", {"ra": [1.0], "dec": [2.0], "raj2000": [3.0], "dej2000": [4.0]})
+    ra, dec, carried = read_coordinate_table(both)
+    assert (ra.tolist(), dec.tolist(), list(carried)) == ([1.0], [2.0], ["raj2000", "dej2000"])
+    gaia = table(tmp_path / f"g{suffix}", {"RA_ICRS": [1.0], "DE_ICRS": [2.0], "RAJ2000": [1.0], "DEJ2000": [2.0]})
+    with pytest.raises(StargalError, match=r"columns RAJ2000/DEJ2000 and RA_ICRS/DE_ICRS both give positions"):
+        read_coordinate_table(gaia)
+    none = table(tmp_path / f"n{suffix}", {"alpha": [1.0], "delta": [2.0]})
+    with pytest.raises(StargalError) as info:
+        read_coordinate_table(none)
+    assert "missing column(s) ra, dec (columns: alpha,delta); position columns read: ra/dec; raj2000/dej2000" in str(
+        info.value
+    )
+
+
+def test_tab_and_semicolon_separated_files_are_read_and_other_layouts_named(tmp_path):
+    """A tab- or semicolon-separated table was refused as "missing column(s) ra, dec (header: objid<TAB>ra<TAB>dec)",
+    a header that plainly names both; a file without a header, separated by spaces, or an ECSV table named .csv was
+    refused the same way, which did not say what was wrong."""
+    for name, sep in (("t.tsv", "\t"), ("s.csv", ";")):
+        path = tmp_path / name
+        path.write_text(f"objid{sep}ra{sep}dec\n1{sep}10.5{sep}1\n2{sep}11{sep}-2\n")
+        ra, dec, carried = read_coordinate_table(path)
+        assert ra.tolist() == [10.5, 11.0] and dec.tolist() == [1.0, -2.0]
+        assert carried["input_objid"].tolist() == ["1", "2"]
+    cases = {
+        "10.5,1\n11,2\n": r"line 1: values \(10.5,1\), not column names: begin the file with a header line",
+        "objid ra dec\n1 10.5 1\n": r"line 1: columns separated by spaces \(objid ra dec\); --csv reads values",
+        "# %ECSV 1.0\n# ---\nra dec\n1.0 2.0\n": r": an ECSV table; name it .ecsv",
+        "objid;ra;dec\n1;10,5;1\n": r"line 2: ra '10,5' is not an angle \(degrees or sexagesimal; a decimal comma\?",
+    }
+    for i, (text, message) in enumerate(cases.items()):
+        path = tmp_path / f"bad{i}.csv"
+        path.write_text(text)
+        with pytest.raises(StargalError, match=message) as info:
+            read_coordinate_table(path)
+        assert str(info.value).startswith(f"{path}: ") and "\n" not in str(info.value)
+
+
+def test_a_votable_is_read_with_its_text_columns(tmp_path):
+    """A VOTable (VizieR's, TOPCAT's export) was read as a CSV: "missing column(s) ra, dec (header: <?xml ...)".
+    It is read as a table now, its text of varying length carried as text (astropy gives it as objects)."""
+    from astropy.io.votable.tree import Field, Resource, TableElement, VOTableFile
+
+    votable = VOTableFile()
+    resource = Resource()
+    votable.resources.append(resource)
+    table = TableElement(votable)
+    resource.tables.append(table)
+    table.fields.extend([
+        Field(votable, name="Name", datatype="char", arraysize="*"),
+        Field(votable, name="RAJ2000", datatype="double", unit="deg"),
+        Field(votable, name="DEJ2000", datatype="double", unit="deg"),
+    ])  # fmt: skip
+    table.create_arrays(2)
+    table.array[0] = ("star A", 200.5, 36.8)
+    table.array[1] = ("star B", 13.0, -1.5)
+    path = tmp_path / "vizier.vot"
+    votable.to_xml(str(path))
+    ra, dec, carried = read_coordinate_table(path)
+    assert ra.tolist() == [200.5, 13.0] and dec.tolist() == [36.8, -1.5]
+    assert carried["Name"].dtype.kind == "U" and carried["Name"].tolist() == ["star A", "star B"]
+    pred = Predictions(ra, dec, np.zeros(2), np.zeros(2), np.full(2, 0.5, np.float32), np.full(2, "star"),
+                       np.full(2, "ok"))  # fmt: skip
+    write_predictions(tmp_path / "out.fits", predictions_table(pred, {"MODEL": "m"}, carried))
+    cut = tmp_path / "cut.vot"
+    cut.write_bytes(path.read_bytes()[:-40])
+    with pytest.raises(StargalError, match=rf"^{cut}: cannot read a VOTable table \("):
+        read_coordinate_table(cut)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import logging
 import os
 import re
@@ -93,9 +94,9 @@ def angles_or_error(values, kind: str, where) -> np.ndarray:
             raise StargalError(
                 f"{where(bad)}: dec {value!r}: a declination is in degrees (+12:34:56, 12d34m56s), not hours"
             )
-        raise StargalError(
-            f"{where(bad)}: {kind} {value!r} is not an angle (degrees or sexagesimal{_why(value, kind)})"
-        )
+        comma = isinstance(value, str) and "," in value and _is_number(value.replace(",", ".", 1))
+        why = "; a decimal comma? write the decimal mark as a point" if comma else _why(value, kind)
+        raise StargalError(f"{where(bad)}: {kind} {value!r} is not an angle (degrees or sexagesimal{why})")
     return degrees
 
 
@@ -143,11 +144,12 @@ def validate_coordinates(ra: np.ndarray, dec: np.ndarray, source: str = "coordin
 _UNCLOSED_QUOTE = "a double quote not closed makes a value swallow the lines after it (quote it whole or drop it)"
 
 
-def _csv_rows(fh, path: Path) -> list[list[str]]:
-    """Every row of a CSV file, each from one line: a value running over a line break (a quote never closed, as in
-    '"Star A,10,5') would fold every later line into one value, their positions lost without a word, so it is
-    refused naming the line where it starts, as is any csv.Error (such as a value over csv's size limit). A blank
-    line (white space only) is [], as csv gives an empty one: a line of separators or quotes (",", '""') is not."""
+def _csv_rows(fh, path: Path, delimiter: str = ",", first: int = 1) -> list[list[str]]:
+    """Every row of a CSV file (``fh``: its lines from line ``first`` on), each from one line: a value running over a
+    line break (a quote never closed, as in '"Star A,10,5') would fold every later line into one value, their
+    positions lost without a word, so it is refused naming the line where it starts, as is any csv.Error (such as a
+    value over csv's size limit). A blank line (white space only) is [], as csv gives an empty one: a line of
+    separators or quotes (",", '""') is not."""
     last = [""]  # the line csv read last: csv gives ["  "] for spaces, [""] for '""'; only the line tells them apart
 
     def lines():
@@ -155,9 +157,9 @@ def _csv_rows(fh, path: Path) -> list[list[str]]:
             last[0] = line
             yield line
 
-    reader = csv.reader(lines())
+    reader = csv.reader(lines(), delimiter=delimiter)
     rows: list[list[str]] = []
-    start = 1
+    start = first
     while True:
         try:
             row = next(reader)
@@ -166,9 +168,50 @@ def _csv_rows(fh, path: Path) -> list[list[str]]:
         except csv.Error as exc:
             raise StargalError(f"{path}: line {start}: not valid CSV ({exc}); {_UNCLOSED_QUOTE}") from None
         if any("\n" in value or "\r" in value for value in row):
-            raise StargalError(f"{path}: line {start}: a value runs on to line {reader.line_num}; {_UNCLOSED_QUOTE}")
+            end = first - 1 + reader.line_num
+            raise StargalError(f"{path}: line {start}: a value runs on to line {end}; {_UNCLOSED_QUOTE}")
         rows.append(row if last[0].strip() else [])
-        start = reader.line_num + 1
+        start = first + reader.line_num
+
+
+# Column pairs read as (ra, dec) degrees or sexagesimal, any case: ra, dec first; else the one pair of the others a
+# table holds (VizieR's J2000 and ICRS names, SExtractor's, ...), so a catalog exported as it comes is read as it is
+COORDINATE_COLUMNS = (
+    ("ra", "dec"),
+    ("raj2000", "dej2000"),
+    ("_raj2000", "_dej2000"),
+    ("ra_icrs", "de_icrs"),
+    ("ra_j2000", "dec_j2000"),
+    ("ra_deg", "dec_deg"),
+    ("alpha_j2000", "delta_j2000"),
+)
+_ACCEPTED = "; ".join("/".join(pair) for pair in COORDINATE_COLUMNS)
+
+
+def coordinate_columns(names: list[str], where: str) -> tuple[int, int]:
+    """Indices of the (ra, dec) columns among a table's column ``names``: ra and dec (any case) where either is
+    there, else the one pair of ``COORDINATE_COLUMNS`` the table holds. StargalError ("``where``: ...") for a column
+    missing or there twice, or two such pairs (which of the two positions to classify is the user's choice)."""
+    lower = [n.strip().lower() for n in names]
+    listed = ",".join(names)
+    pairs = [pair for pair in COORDINATE_COLUMNS[1:] if all(c in lower for c in pair)]
+    if "ra" in lower or "dec" in lower or not pairs:
+        pair = COORDINATE_COLUMNS[0]
+        missing = [c for c in pair if c not in lower]
+        if missing:
+            hint = "" if "ra" in lower or "dec" in lower else f"; position columns read: {_ACCEPTED} (any case)"
+            raise StargalError(f"{where}missing column(s) {', '.join(missing)} (columns: {listed}){hint}")
+    elif len(pairs) > 1:
+        named = " and ".join("/".join(names[lower.index(c)] for c in p) for p in pairs)
+        raise StargalError(
+            f"{where}columns {named} both give positions; rename the pair to classify to ra, dec (or drop the other)"
+        )
+    else:
+        pair = pairs[0]
+    twice = [names[lower.index(c)] for c in pair if lower.count(c) > 1]
+    if twice:
+        raise StargalError(f"{where}column(s) {', '.join(twice)} appear more than once (columns: {listed})")
+    return lower.index(pair[0]), lower.index(pair[1])
 
 
 def read_coordinates(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
@@ -200,7 +243,7 @@ def read_coordinate_table(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarr
     for the output table to carry: as text from a CSV; from an ECSV or FITS table (``TABLE_FORMATS``) as astropy
     Columns of their own type, unit and mask."""
     fmt = table_format(path)
-    if fmt != "fits":  # FITS readers find a cut file themselves; text readers take its last line as it stands
+    if fmt in (None, "ascii.ecsv"):  # FITS and XML readers find a cut file; text readers take its last line as it is
         require_line_end(Path(path))
     if fmt is not None:
         return _read_astropy_coordinates(Path(path), fmt)
@@ -229,33 +272,57 @@ def require_line_end(path: Path) -> None:
 
 
 def _read_csv_coordinates(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-    """``read_coordinate_table`` of a CSV: every value as text, errors naming the line."""
+    """``read_coordinate_table`` of a CSV: every value as text, errors naming the line. Lines before the header
+    that begin with "#" are comments (SkyServer's CSV export begins "#Table1"), unless they name the ra and dec
+    columns ("#name,ra,dec" is a header; so is "#ra,dec" above the first values); values are separated by commas, or
+    by tabs or semicolons where the header has no comma."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
-            rows = _csv_rows(fh, path)
+            content = fh.read()
     except FileNotFoundError:
         raise StargalError(f"{path}: coordinate file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise StargalError(f"{path}: cannot read coordinate file ({exc})") from None
+    text = list(io.StringIO(content, newline=""))  # lines as a file gives them to csv: ends kept, split as csv does
+    skip = 0  # comment and blank lines before the header: a line naming ra and dec is the header, "#" or not
+    while skip < len(text) and (not text[skip].strip() or text[skip].lstrip().startswith("#")):
+        if _names_coordinates(text[skip]):
+            break
+        skip += 1
+    comments = [line.strip().lstrip("#").strip() for line in text[:skip] if line.strip()]
+    if comments and comments[0].startswith("%ECSV"):
+        raise StargalError(f"{path}: an ECSV table; name it .ecsv to read it as one (with its units and types)")
+    header_line = text[skip] if skip < len(text) else ""
+    if comments and not _names_coordinates(header_line) and _names_coordinates(comments[-1]):
+        skip -= 1  # "#ra,dec" above the values: the header, commented out as some tools write it
+        while not text[skip].strip():
+            skip -= 1
+        text[skip] = comments[-1] + "\n"
+        header_line = text[skip]
+    delimiter = _delimiter(header_line)
+    rows = _csv_rows(text[skip:], path, delimiter, first=skip + 1)
     if not rows:
         raise StargalError(f"{path}: empty file; expected a header row with ra,dec columns")
-    header = [h.strip().lower() for h in rows[0]]
-    missing = [c for c in ("ra", "dec") if c not in header]
-    if missing:
-        raise StargalError(f"{path}: line 1: missing column(s) {', '.join(missing)} (header: {','.join(rows[0])})")
-    twice = [c for c in ("ra", "dec") if header.count(c) > 1]
-    if twice:
+    where = f"{path}: line {skip + 1}: "
+    if all(_is_number(value) for value in rows[0]):
         raise StargalError(
-            f"{path}: line 1: column(s) {', '.join(twice)} appear more than once (header: {','.join(rows[0])})"
+            f"{where}values ({delimiter.join(rows[0])}), not column names: begin the file with a header line naming "
+            "its columns, such as ra,dec"
         )
-    ira, idec = header.index("ra"), header.index("dec")
+    if len(rows[0]) == 1 and _names_coordinates(header_line, r"\s+"):
+        raise StargalError(
+            f"{where}columns separated by spaces ({rows[0][0].strip()}); --csv reads values separated by commas "
+            "(or tabs or semicolons): write it so, or as .ecsv or .fits"
+        )
+    ira, idec = coordinate_columns(rows[0], where)
+    header = rows[0]
     others = [i for i in range(len(header)) if i not in (ira, idec)]
-    names = [carried_name(rows[0][i], i) for i in others]
+    names = [carried_name(header[i], i) for i in others]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
-        raise StargalError(f"{path}: line 1: column(s) {', '.join(repeated)} appear more than once")
+        raise StargalError(f"{where}column(s) {', '.join(repeated)} appear more than once")
     lines, ra_text, dec_text, kept = [], [], [], []
-    for line, row in enumerate(rows[1:], start=2):  # one row per line: _csv_rows refuses values over two
+    for line, row in enumerate(rows[1:], start=skip + 2):  # one row per line: _csv_rows refuses values over two
         if not row:
             continue  # a blank line is formatting, no row of the table
         if all(not c.strip() for c in row):  # skipped, it would put every later row beside the wrong input
@@ -280,11 +347,39 @@ def _read_csv_coordinates(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str,
     return ra, dec, carried
 
 
+def _delimiter(header: str) -> str:
+    """The separator of a CSV's values, by its header line: a comma, or where it has none a tab or a semicolon (a
+    table saved from a spreadsheet in a locale whose decimal mark is a comma)."""
+    return next((d for d in (",", "\t", ";") if d in header), ",")
+
+
+def _names_coordinates(line: str, separators: str = r"[,\t;]") -> bool:
+    """True when a line, split at ``separators``, names the columns of one pair of ``COORDINATE_COLUMNS``."""
+    names = {n.strip().strip('"').lower() for n in re.split(separators, line.strip())}
+    return any(all(c in names for c in pair) for pair in COORDINATE_COLUMNS)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 # ---- ECSV and FITS coordinate tables (astropy) ---------------------------------------------------------------
 
 # --csv files read through astropy, by (lower-case) name ending; any other file is read as CSV
-TABLE_FORMATS = {".ecsv": "ascii.ecsv", ".fits": "fits", ".fit": "fits", ".fits.gz": "fits"}
-_FORMAT_NAMES = {"ascii.ecsv": "an ECSV", "fits": "a FITS"}
+TABLE_FORMATS = {
+    ".ecsv": "ascii.ecsv",
+    ".fits": "fits",
+    ".fit": "fits",
+    ".fits.gz": "fits",
+    ".vot": "votable",  # what VizieR, TOPCAT and the Virtual Observatory's services export
+    ".votable": "votable",
+    ".xml": "votable",
+}
+_FORMAT_NAMES = {"ascii.ecsv": "an ECSV", "fits": "a FITS", "votable": "a VOTable"}
 _ANGLE_UNITS = "deg, arcmin, arcsec, rad, ...; for RA also hourangle or h"
 
 
@@ -340,6 +435,15 @@ def _astropy_table(path: Path, fmt: str):
         damaged = any("corrupt" in m for m in messages)
         what = "a truncated or corrupt FITS file" if damaged else f"cannot read {_FORMAT_NAMES[fmt]} table"
         raise StargalError(f"{path}: {what} ({error})")
+    if fmt == "votable":  # a VOTable's text of varying length comes as objects: as text, like any other table's
+        from astropy.table import MaskedColumn
+
+        for name in table.colnames:
+            column = table[name]
+            values = np.ma.getdata(column)
+            if values.dtype.kind == "O" and all(isinstance(v, str) for v in values.tolist()):
+                attrs = {"unit": column.unit, "description": column.description}
+                table[name] = MaskedColumn(values.astype(str), mask=np.ma.getmaskarray(column), **attrs)
     return table
 
 
@@ -347,25 +451,24 @@ def _read_astropy_coordinates(path: Path, fmt: str) -> tuple[np.ndarray, np.ndar
     """``read_coordinate_table`` of an ECSV or FITS table: errors naming the file and the row (1-based)."""
     table = _astropy_table(path, fmt)
     names = table.colnames
-    lower = [n.strip().lower() for n in names]
-    listed = ",".join(names)
-    missing = [c for c in ("ra", "dec") if c not in lower]
-    if missing:
-        raise StargalError(f"{path}: missing column(s) {', '.join(missing)} (columns: {listed})")
-    twice = [c for c in ("ra", "dec") if lower.count(c) > 1]
-    if twice:
-        raise StargalError(f"{path}: column(s) {', '.join(twice)} appear more than once (columns: {listed})")
+    ira, idec = coordinate_columns(names, f"{path}: ")
     if not len(table):
         raise StargalError(f"{path}: no coordinates (a table without rows)")
     where = lambda i: f"{path}: row {i + 1}"  # noqa: E731
-    ra = _column_degrees(table[names[lower.index("ra")]], "ra", path, where)
-    dec = _column_degrees(table[names[lower.index("dec")]], "dec", path, where)
+    ra = _column_degrees(table[names[ira]], "ra", path, where)
+    dec = _column_degrees(table[names[idec]], "dec", path, where)
     validate_coordinates(ra, dec, where=where)
-    carried = {}
+    carried, left_out = {}, {}
     for index, name in enumerate(names):
-        if lower[index] not in ("ra", "dec"):
-            column = _carried_column(table[name], path)
-            carried.setdefault(carried_name(name, index), []).append(column)
+        if index not in (ira, idec):
+            why = _not_carried(table[name])
+            if why:  # the positions are still classified: only this column is left out (named below)
+                left_out.setdefault(why, []).append(name)
+                continue
+            carried.setdefault(carried_name(name, index), []).append(_carried_column(table[name]))
+    if left_out:  # a catalog as it comes, such as an SDSS sweep with its five-band columns, is read
+        log.warning("%s: columns not carried to the output, which holds one number or text a cell: %s", path,
+                    "; ".join(f"{', '.join(names)} ({why})" for why, names in left_out.items()))  # fmt: skip
     repeated = [n for n, columns in carried.items() if len(columns) > 1]
     if repeated:
         raise StargalError(f"{path}: column(s) {', '.join(repeated)} appear more than once")
@@ -459,26 +562,35 @@ def _one_value_per_row(column, path: Path) -> str:
 
     name = column.info.name
     if not isinstance(column, Column):  # a mixin such as Time or SkyCoord
-        raise StargalError(f"{path}: column {name}: a {type(column).__name__} column, which cannot be read or carried")
+        raise StargalError(
+            f"{path}: column {name}: a {type(column).__name__} column, which cannot be read as a position"
+        )
     if column.ndim != 1:
         raise StargalError(
-            f"{path}: column {name}: {'x'.join(map(str, column.shape[1:]))} values per row; only columns of one "
-            "value per row are read or carried (drop it from the table)"
+            f"{path}: column {name}: {'x'.join(map(str, column.shape[1:]))} values per row; a position is one "
+            "value per row"
         )
     return name
 
 
-def _carried_column(column, path: Path):
-    """An input column to carry as it is (type, unit, mask, description); StargalError for one the output tables
-    cannot hold a cell of: several values per row, arrays of varying length, objects such as times."""
+def _not_carried(column) -> str | None:
+    """Why the output tables cannot hold an input column's cells (several values per row, arrays of varying length,
+    objects such as times), in a few words; None for a column they can."""
+    from astropy.table import Column
+
+    if not isinstance(column, Column):  # a mixin such as Time or SkyCoord
+        return f"a {type(column).__name__} column"
+    if column.ndim != 1:
+        return f"{'x'.join(map(str, column.shape[1:]))} values per row"
+    if column.dtype.kind not in "biufU":
+        return f"{column.dtype} values"
+    return None
+
+
+def _carried_column(column):
+    """An input column (one ``_not_carried`` accepts) to carry as it is: type, unit, mask, description."""
     from astropy.table import Column, MaskedColumn
 
-    name = _one_value_per_row(column, path)
-    if column.dtype.kind not in "biufU":
-        raise StargalError(
-            f"{path}: column {name}: {column.dtype} values (arrays of varying length?); only numbers, booleans "
-            "and text are carried (drop it from the table)"
-        )
     attrs = {"unit": column.unit, "description": column.description}
     if isinstance(column, MaskedColumn):
         return MaskedColumn(np.ma.getdata(column), mask=np.ma.getmaskarray(column), **attrs)
@@ -505,8 +617,9 @@ DESCRIPTIONS = {
     "label": "star or galaxy (p_star >= threshold); empty unless status is ok",
     "status": "ok, outside, edge (too near the border; a detected source within 2 px of it, cut by it), no_data, "
     "no_source (the frame shows no source there), off_peak (light, but no source centred there: a bright star's "
-    "wing, or > ~1 arcsec off a source) or artefact (seen in r alone: a cosmic ray; or a noise peak on a noisy r "
-    "column)",
+    "wing, or > ~1 arcsec off a source) or artefact (no star or galaxy: seen in r alone, g and i under a tenth of "
+    "its flux, such as a cosmic ray; at a given position that also holds for r at the noise level, so a source seen "
+    "in u or z alone is one too; or a noise peak on a noisy r column)",
 }
 # every column predict.py writes itself: an input column of one of these names is carried as input_NAME
 _OWN_COLUMNS = {*DESCRIPTIONS, "catalog_type"}
