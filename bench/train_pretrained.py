@@ -10,8 +10,10 @@ p(star), ``03_model.py --ensemble``), evaluate it and each network alone on the 
 The defaults rebuild the shipped model (fields 300-379: 70 training, 5 validation, 5 test; 30 epochs; seeds 42
 to 46; ``--seeds 42`` builds a single network). Every
 step skips work that is current, so an interrupted build resumes; ``--no-train`` only evaluates (and installs)
-the model these options built before, e.g. after the evaluation code changed. The training sky's fields lie far
-from the reference fields (80-228), so the reference test field is never seen in training.
+the model these options built before, e.g. after the evaluation code changed; ``--refresh-real-sky`` evaluates
+the shipped model itself on the real sample again (in --data-dir, where its networks alone are evaluated too if
+they are there) and writes its card, when the real-sky evaluation changed but the model did not. The training
+sky's fields lie far from the reference fields (80-228), so the reference test field is never seen in training.
 """
 
 from __future__ import annotations
@@ -81,7 +83,17 @@ def _members_real_sky(card: dict) -> list[str]:
             for t in member.get("real_sky_catalog", [])
             for row in t["rows"]
         ]
-        return ["**The same, each network alone**", "", markdown_table(table["columns"], rows), ""]
+        lines = ["**The same, each network alone**", "", markdown_table(table["columns"], rows), ""]
+        current = card["real_sky"].get("format")
+        older = sorted({m.get("real_sky_format") for m in card["members"]} - {current}, key=str)
+        if older:  # the networks alone were not evaluated again when the ensemble was (--refresh-real-sky)
+            lines += [
+                f"These rows come from an earlier version of the evaluation (format {', '.join(map(str, older))}; "
+                f"the ensemble's tables above: {current}); `code/real_sky.py --model` on a network gives its "
+                "current figures.",
+                "",
+            ]
+        return lines
     return []
 
 
@@ -244,6 +256,47 @@ def model_card(card: dict, meta: dict) -> str:
     return "\n".join(lines)
 
 
+def add_real_sky(card: dict, paths: DataPaths, sample: Path, model_dir: Path, members: list[str]) -> None:
+    """The real-sky evaluation of the model (``run_real_sky``, in ``paths``) into its card data, and of each
+    ensemble member alone whose model folder ``paths`` holds; a member not there keeps its earlier figures, marked
+    with the evaluation format they came from."""
+    from stargal.stages.realsky import FORMAT_VERSION, run_real_sky
+
+    earlier = card.get("real_sky", {}).get("format")
+    result = run_real_sky(paths, sample, model=str(model_dir), out=paths.reports("real_sky", model_dir.name))
+    card["real_sky"] = {
+        "format": FORMAT_VERSION,
+        "tables": result["tables"],
+        "summary": result["summary"],
+        "faint_recall": faint_recall(result),
+    }
+    for entry, member in zip(card.get("members", []), members, strict=False):
+        if paths.model_dir(member).is_dir():  # checked whole by run_real_sky: a damaged one is an error
+            alone = run_real_sky(
+                paths, sample, model=str(paths.model_dir(member)), out=paths.reports("real_sky", member)
+            )
+            entry["real_sky_catalog"] = [t for t in alone["tables"] if t["title"].startswith("Catalog")]
+            entry["real_sky_format"] = FORMAT_VERSION
+        else:
+            entry.setdefault("real_sky_format", earlier if earlier is not None else "before 13")
+
+
+def refresh_real_sky(data_dir: str, sample: Path, seeds: list[int], epochs: int) -> int:
+    """--refresh-real-sky: the shipped model's card and models/README.md with a new real-sky evaluation."""
+    if not sample.is_dir():
+        raise StargalError(f"--sample {sample}: no such folder (the real SDSS sample is needed to evaluate on it)")
+    card_path = PRETRAINED_MODEL_DIR / "card.json"
+    card = read_json(card_path)
+    members = [f"stargal-pretrained-e{epochs}-s{seed}" for seed in seeds]
+    add_real_sky(card, DataPaths.at(data_dir), sample, PRETRAINED_MODEL_DIR, members)
+    write_json(card_path, card)
+    write_text(
+        PRETRAINED_MODEL_DIR.parent / "README.md", model_card(card, read_json(ModelFiles(PRETRAINED_MODEL_DIR).json))
+    )
+    print(f"card {card_path} and {PRETRAINED_MODEL_DIR.parent / 'README.md'} written")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", required=True, help="data folder for the training sky")
@@ -273,8 +326,16 @@ def main(argv=None) -> int:
         action="store_true",
         help="take the model these options built earlier: only evaluate (and install)",
     )
+    parser.add_argument(
+        "--refresh-real-sky",
+        action="store_true",
+        help="evaluate the shipped model on the real sample again (working in --data-dir) and rewrite its card; "
+        "no training, no install",
+    )
     args = parser.parse_args(argv)
     cli.setup_logging(False)
+    if args.refresh_real_sky:
+        return refresh_real_sky(args.data_dir, Path(args.sample), args.seeds, args.epochs)
     first = args.first_field
     train = f"{first}-{first + args.train - 1}"
     val = f"{first + args.train}-{first + args.train + 4}"
@@ -324,19 +385,7 @@ def main(argv=None) -> int:
         for entry, member in zip(card.get("members", []), members, strict=False):
             entry["reference_test_metrics"] = evaluate_saved_model(paths.model_dir(member), reference)
     if Path(args.sample).is_dir():
-        from stargal.stages.realsky import run_real_sky
-
-        out = paths.reports("real_sky", model_dir.name)
-        result = run_real_sky(paths, Path(args.sample), model=str(model_dir), out=out)
-        card["real_sky"] = {
-            "tables": result["tables"],
-            "summary": result["summary"],
-            "faint_recall": faint_recall(result),
-        }
-        for entry, member in zip(card.get("members", []), members, strict=False):
-            alone = run_real_sky(paths, Path(args.sample), model=str(paths.model_dir(member)),
-                                 out=paths.reports("real_sky", member))  # fmt: skip
-            entry["real_sky_catalog"] = [t for t in alone["tables"] if t["title"].startswith("Catalog")]
+        add_real_sky(card, paths, Path(args.sample), model_dir, members)
     write_json(model_dir / "card.json", card)
     if args.install:
         write_text(PRETRAINED_MODEL_DIR.parent / "README.md", model_card(card, read_json(ModelFiles(model_dir).json)))

@@ -72,8 +72,10 @@ def build_parser():
     )  # fmt: skip
     group.add_argument(
         "--csv", default=None, metavar="FILE",
-        help="table with ra,dec columns: CSV (degrees or sexagesimal), or by extension ECSV (.ecsv) or FITS (.fits, "
-        ".fit, .fits.gz: first table HDU), numbers in degrees or their column's angle unit; other columns are carried",
+        help="table with ra,dec columns (or RAJ2000/DEJ2000, RA_ICRS/DE_ICRS, ALPHA_J2000/DELTA_J2000, ...): CSV "
+        "(degrees or sexagesimal; commas, tabs or semicolons; '#' lines before the header skipped, as SkyServer "
+        "writes), or by extension ECSV (.ecsv), FITS (.fits, .fit, .fits.gz: first table HDU, an SDSS sweep too) or "
+        "VOTable (.vot, .votable, .xml), numbers in degrees or their column's angle unit; other columns are carried",
     )  # fmt: skip
     group.add_argument(
         "--all", action="store_true", help="every catalogued object of the field (stage 01's objects table)"

@@ -7,7 +7,7 @@ import pytest
 import toy_models as toy
 
 from stargal import detection
-from stargal.cube import write_cube
+from stargal.cube import read_cube, write_cube
 from stargal.paths import DataPaths
 from stargal.stages.predict import run_predict
 
@@ -23,6 +23,7 @@ def pad_model_dir():
 def _predict_on(tmp_path, data, wcs, model_dir, **where):
     """predict.py's classification of a cube written from ``data`` (ugriz, simulated), at ``where`` (detect=True, or
     ra= and dec=)."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "cube.fits"
     write_cube(path, data, wcs, "ugriz", {"REFBAND": "r", "SIMULAT": True})
     _, pred = run_predict(
@@ -138,23 +139,40 @@ def test_real_4510_faint_sources_on_its_noisy_column_are_noise_peaks(sample_dir)
     assert on_star.sum() > 100 and not (peaks & on_star).any() and peaks.sum() <= 10
 
 
-def test_detect_reports_a_noise_peak_on_a_noisy_column_as_an_artefact(tmp_path, pad_model_dir):
-    """A faint source seen in every band, on two r columns at twice the noise, of matched-filter S/N 7 on the
-    frame's noise (4 on theirs): sep finds it, and predict.py --detect, which classified it, calls it an
-    artefact; the toy sources are classified as before."""
+def test_detect_spares_a_noisy_column_source_the_other_bands_show_as_positions_do(tmp_path, pad_model_dir):
+    """Two r columns at twice the noise: a source of matched-filter S/N 7 in every band on the frame's noise (3.5 in r
+    on theirs), which the other bands show, is classified under --detect, as it is given by position (before,
+    --detect called it an artefact and --csv classified it); a peak of S/N 8 in r (4 on the columns) with no more
+    than noise elsewhere (S/N 1.5 in g and i) is an artefact. Fed back by position, both get the status --detect gave
+    them, and the toy sources are classified."""
     data, wcs, xs, ys, kinds = toy.toy_cube()
     shape = data.shape[1:]
     column = max(range(20, shape[1] - 20), key=lambda c: np.abs(xs - c).min())
-    y0 = max(range(20, shape[0] - 20), key=lambda r: np.hypot(xs - column, ys - r).min())
+    y1 = max(range(20, shape[0] - 20), key=lambda r: np.hypot(xs - column, ys - r).min())
+    rows = [r for r in range(20, shape[0] - 20) if abs(r - y1) > 15]
+    y0 = max(rows, key=lambda r: np.hypot(xs - column, ys - r).min())
     rng = np.random.default_rng(2)
     data[2, :, column : column + 2] += rng.normal(0.0, np.sqrt(3.0) * toy.NOISE[2], (shape[0], 2))  # 2x the noise
+    peak = {1: 1.5, 2: 8.0, 3: 1.5}  # g, r, i: S/N on the frame's noise
     for band in range(5):
-        data[band] += _faint_source(shape, column + 0.3, y0, 7.0, toy.NOISE[band]).astype(np.float32)
-    pred = _predict_on(tmp_path, data, wcs, pad_model_dir, detect=True)
-    at = np.hypot(pred.x - column - 0.3, pred.y - y0) < 2
-    assert at.sum() == 1 and pred.status[at][0] == "artefact" and np.isnan(pred.p_star[at][0])
-    inside = np.hypot(xs[:, None] - pred.x[None], ys[:, None] - pred.y[None]).argmin(axis=1)
-    assert not (pred.status[inside] == "artefact").any()
+        data[band] += _faint_source(shape, column + 0.3, y0, peak.get(band, 0.0), toy.NOISE[band]).astype(np.float32)
+        data[band] += _faint_source(shape, column + 0.3, y1, 7.0, toy.NOISE[band]).astype(np.float32)
+    found = _predict_on(tmp_path / "found", data, wcs, pad_model_dir, detect=True)
+
+    def at(y):
+        near = np.flatnonzero(np.hypot(found.x - column - 0.3, found.y - y) < 2)
+        assert len(near) == 1, y
+        return near[0]
+
+    peak_at, shown_at = at(y0), at(y1)
+    assert found.status[peak_at] == "artefact" and np.isnan(found.p_star[peak_at])
+    assert found.status[shown_at] == "ok" and np.isfinite(found.p_star[shown_at])
+    inside = np.hypot(xs[:, None] - found.x[None], ys[:, None] - found.y[None]).argmin(axis=1)
+    assert (found.status[inside] == "ok").all()
+    picked = np.r_[peak_at, shown_at, inside]
+    given = _predict_on(tmp_path / "given", data, wcs, pad_model_dir, ra=found.ra[picked], dec=found.dec[picked])
+    assert given.status.tolist() == found.status[picked].tolist()
+    np.testing.assert_allclose(given.p_star[1:], found.p_star[picked][1:], atol=1e-6)
 
 
 def test_column_noise_is_numpys_nanmedian_of_each_column():
@@ -227,10 +245,12 @@ def test_position_on_a_noisy_column_noise_peak_is_an_artefact(tmp_path, pad_mode
 
 
 @pytest.mark.real
-def test_real_4510_noisy_column_noise_peaks_given_by_position_are_artefacts(real_star_data, tmp_path):
-    """--detect's output fed back by position (as --csv does), on the real 4510-4-30 with the shipped model: the faint
-    sources it calls artefacts on the noisy r columns 832-833 pass the presence test but were classified by position
-    (three called star); now they are artefacts too. No source --detect classifies becomes one by position."""
+def test_real_4510_noise_peaks_get_the_same_status_detected_and_given_by_position(real_star_data, tmp_path):
+    """--detect's output fed back by position (as --csv does), on the real 4510-4-30 with the shipped model: of the
+    eight sources of the frame that detection.noise_peaks marks (five on the noisy r columns 832-833), the six the
+    other bands do not show are artefacts both ways; the two they show (combined S/N 4.3 and 6.8) are classified
+    both ways, with the same p_star (before, --detect called them artefacts). No source --detect classifies becomes
+    an artefact by position."""
     from stargal.paths import FieldId
 
     fid = FieldId(301, 4510, 4, 30)
@@ -238,8 +258,35 @@ def test_real_4510_noisy_column_noise_peaks_given_by_position_are_artefacts(real
     _, given = run_predict(
         real_star_data, model="pretrained", fid=fid, ra=found.ra, dec=found.dec, out=str(tmp_path / "given.csv")
     )
-    column = (found.x > 831.5) & (found.x < 833.5) & (found.status == "artefact")
-    # four are artefacts by position too; the fifth, which the other bands show (combined S/N 3.5), is classified
-    assert column.sum() == 5 and (given.status[column] == "artefact").sum() == 4
+    cube = read_cube(real_star_data.cube(fid))
+    data = np.asarray(cube.data, np.float32)
+    sources = detection.measure_sources(data, cube.bands, faint=True)
+    assert np.allclose(sources.x, found.x, atol=1e-6)  # found.x: from its ra, dec
+    image, rms = detection.background_subtracted(data[cube.bands.index("r")])
+    peaks = detection.noise_peaks(image, found.x, found.y, rms)
+    peaks &= ~detection.single_band(sources.flux, cube.bands) & (found.status != "edge")  # refused anyway
+    column = peaks & (found.x > 831.5) & (found.x < 833.5)
+    assert peaks.sum() == 8 and column.sum() == 5 and (found.status[column] == "artefact").sum() == 4
+    assert (found.status[peaks] == "artefact").sum() == 6 and (found.status[peaks] == "ok").sum() == 2
+    assert given.status[peaks].tolist() == found.status[peaks].tolist()
+    spared = peaks & (found.status == "ok")
+    np.testing.assert_allclose(given.p_star[spared], found.p_star[spared], atol=1e-6)
     assert not (given.status[found.status == "ok"] == "artefact").any()
     assert (given.status[found.status == "ok"] == "ok").mean() > 0.99
+
+
+def test_a_position_seen_in_u_alone_is_classified_and_one_seen_in_r_alone_is_an_artefact(tmp_path, pad_model_dir):
+    """The r-alone test for positions asks r itself to be seen: a source of S/N 8 in u alone (g, r and i at the
+    noise level, r above the sky and g and i below it, as in 2 of 4510-4-30's catalog stars) is classified, as --all classifies them, not an artefact;
+    one of S/N 30 in r alone still is one (g and i, at the noise level, under a twentieth of it)."""
+    data, wcs, xs, ys, kinds = toy.toy_cube()
+    shape = data.shape[1:]
+    places = [(c, r) for r in range(20, shape[0] - 20, 7) for c in range(20, shape[1] - 20, 7)]
+    far = sorted(places, key=lambda p: -np.hypot(xs - p[0], ys - p[1]).min())
+    (ux, uy), (rx, ry) = far[0], next(p for p in far[1:] if np.hypot(p[0] - far[0][0], p[1] - far[0][1]) > 20)
+    for band, snr in enumerate((8.0, -3.0, 1.5, -3.0)):  # u; g and i below the sky, r above it, at noise level
+        data[band] += _faint_source(shape, ux + 0.2, uy, snr, toy.NOISE[band]).astype(np.float32)
+    data[2] += _faint_source(shape, rx + 0.2, ry, 30.0, toy.NOISE[2]).astype(np.float32)
+    ra, dec = wcs.wcs_pix2world([ux + 0.2, rx + 0.2], [uy, ry], 0)
+    pred = _predict_on(tmp_path, data, wcs, pad_model_dir, ra=ra, dec=dec)
+    assert list(pred.status) == ["ok", "artefact"]

@@ -77,6 +77,20 @@ def test_resolves_as_pretrained_and_as_the_default(tmp_path):
     assert resolve_model_dir(paths, None) == PRETRAINED_MODEL_DIR
 
 
+def test_model_card_marks_networks_alone_evaluated_by_an_earlier_real_sky_format():
+    """--refresh-real-sky evaluates the shipped ensemble again; its networks alone, whose folders are not shipped,
+    keep their figures, and the card says those come from an earlier evaluation."""
+    bench = _build_script()
+    table = {"title": "Catalog stars", "columns": ["field", "recall"], "rows": [["4510-4-30", "94.4 %"]]}
+    card = {"real_sky": {"format": 13}, "members": [{"seed": 42, "real_sky_catalog": [table]}]}
+    for member_format, noted in ((13, False), ("before 13", True)):
+        card["members"][0]["real_sky_format"] = member_format
+        text = "\n".join(bench._members_real_sky(card))
+        assert "| seed 42 alone, 4510-4-30 | 94.4 % |" in text
+        assert ("an earlier version of the evaluation" in text) == noted, member_format
+    assert "(format before 13; the ensemble's tables above: 13)" in text
+
+
 @pytest.mark.slow
 def test_pretrained_model_classifies_a_simulated_field(tiny_data):
     from stargal.stages.alignment import run_alignment

@@ -43,8 +43,11 @@
   the other two already single-band artefacts; on 4510-4-30 columns 832-833 hold 7 (0.7 expected), the five of r
   22.8-23.0 marked, the two bright ones (a catalog star and a galaxy) not. On the six real fields it marks 13
   sources the shipped model classified, none of them on a catalog star.
-  predict.py gives a position that passes its presence test the same test (``stargal.predict``), on the r band
-  less the presence test's local sky, for positions near a noisy column only (``near_noisy_columns``).
+  predict.py refuses such a peak as an artefact only where the other bands together do not show it (combined S/N
+  under the presence test's, ``stargal.predict.unshown_noise_peaks``), under --detect and for a position alike,
+  judged on this r image (less the detection's background) both ways, so that a source fed back by position keeps
+  its status: 11 of the 13; the two it spares, on 4510-4-30, show in g and i (combined S/N 4.3 and 6.8). The
+  real-sky evaluation leaves out the same sources.
 - Fluxes: PSF-weighted, a linear fit of a circular Gaussian as wide as the field's stars in that band,
   scaled by the field's own stars to their flux within CORRECTION_RADIUS (3.2"). On the real 4510-4-30 that
   reproduces the SDSS catalog's PSF magnitudes of its stars to 0.03 mag in every band; correcting to the

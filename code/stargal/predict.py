@@ -25,7 +25,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import patches, presence
-from .detection import GAUSS_R50_TO_SIGMA, column_noise, gaussian_fluxes, near_noisy_columns, noise_peaks, single_band
+from .detection import (
+    GAUSS_R50_TO_SIGMA,
+    at_frame_edge,
+    background_subtracted,
+    column_noise,
+    gaussian_fluxes,
+    near_noisy_columns,
+    noise_peaks,
+    single_band,
+)
 from .errors import StargalError
 from .geometry import inside_frame, sky_to_pixel
 from .metrics import mcc_from_counts
@@ -206,7 +215,8 @@ def classify(
     those where it does but the response does not peak are ``off_peak`` (0, for positions known to hold a source
     such as catalogued or detected ones: classify them all); with the cube's ``bands`` named, a source there seen
     in r alone (``detection.single_band`` of its PSF-matched fluxes: a cosmic ray) is an ``artefact``, as
-    ``--detect`` marks it, and so is a noise peak of a noisy r column (``detection.noise_peaks``).
+    ``--detect`` marks it, and so is a noise peak of a noisy r column that the other bands do not show
+    (``unshown_noise_peaks``, the rule --detect applies).
     """
     if tta not in TTA_MODES:
         raise StargalError(f"--tta {tta!r}: must be one of {', '.join(TTA_MODES)}")
@@ -254,18 +264,15 @@ def _no_source(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(faint, off_peak, artefact) bool masks at (x, y): PSF-matched S/N over the bands below ``min_snr``;
     reached, but the response does not peak there, as on a bright star's wing (``presence.source_refusals``);
-    a source that peaks there seen in r alone, or a noise peak of a noisy r column (``detection.noise_peaks`` on
-    the r band less its local background: its matched filter short of the detection's S/N on the noise of the
-    columns under it, 1.1 times the frame's or more), with ``bands`` named (all False without)."""
-    if psf_map is not None:
-        r50_at = psf_map.at
-    else:
-        r50_at = lambda c, r: np.full((len(c), data.shape[0]), presence.DEFAULT_R50_PX)  # noqa: E731
+    a source that peaks there seen in r alone (r at ``min_snr`` or more, g and i not), or a noise peak of a noisy
+    r column that the other bands do not show (``unshown_noise_peaks``, as --detect marks its sources), with
+    ``bands`` named (all False without)."""
+    r50_at = _r50_at(psf_map, data.shape[0])
     rows, cols = patches.pixel_centres(x, y)
-    data, rms = presence.local_backgrounds(data)
-    noise = presence.filter_noise(data, r50_at)
+    local = presence.local_background_subtracted(data)
+    noise = presence.filter_noise(local, r50_at)
     r50 = r50_at(cols, rows)
-    faint, off_peak = presence.source_refusals(data, rows, cols, r50, noise, min_snr)
+    faint, off_peak = presence.source_refusals(local, rows, cols, r50, noise, min_snr)
     artefact = np.zeros_like(faint)
     if bands is not None and set("gri") <= set(bands) and (shown := np.flatnonzero(~faint & ~off_peak)).size:
         # fluxes as --detect measures them (a Gaussian of the PSF's size at the exact position), over the local sky
@@ -273,29 +280,81 @@ def _no_source(
         flux = np.full((len(shown), len(bands)), np.nan)
         for band in "gri":
             b = bands.index(band)
-            flux[:, b] = gaussian_fluxes(np.nan_to_num(data[b]), x[shown], y[shown], sigma[:, b])
-        artefact[shown] = single_band(flux, bands)
+            flux[:, b] = gaussian_fluxes(np.nan_to_num(local[b]), x[shown], y[shown], sigma[:, b])
+        alone = shown[single_band(flux, bands)]
+        # ... and r itself seen: a source of u or z alone has g, i and a noise-level r too, and no r-band cosmic ray
+        seen = presence.band_snr(local, rows[alone], cols[alone], r50[alone], noise)[:, bands.index("r")] >= min_snr
+        artefact[alone[seen]] = True
     if bands is not None and "r" in bands and (peaked := np.flatnonzero(~faint & ~off_peak & ~artefact)).size:
-        artefact[peaked] = _noisy_column_peaks(data, rms[bands.index("r")], bands.index("r"), x, y, rows, cols, r50,
-                                               noise, min_snr, peaked)  # fmt: skip
+        artefact[peaked] = unshown_noise_peaks(data, x[peaked], y[peaked], bands, r50_at, min_snr, local, noise)
     return faint, off_peak, artefact
 
 
-def _noisy_column_peaks(data, rms_r, r, x, y, rows, cols, r50, noise, min_snr, peaked) -> np.ndarray:
-    """bool [len(peaked)]: positions ``peaked`` that ``detection.noise_peaks`` calls a noise peak of a noisy r column
-    (as --detect marks its sources) and that the other bands together do not show (combined S/N under
-    ``min_snr``): a source they show is left to be classified."""
-    out = np.zeros(len(peaked), bool)
-    if not np.isfinite(rms_r):
+def _r50_at(psf_map, n_bands: int):
+    """``r50_at(cols, rows)`` -> [n, bands] PSF half-light radii: the PSF map's, or presence.DEFAULT_R50_PX without."""
+    if psf_map is not None:
+        return psf_map.at
+    return lambda c, r: np.full((len(c), n_bands), presence.DEFAULT_R50_PX)
+
+
+def unshown_noise_peaks(
+    data: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    bands: str,
+    r50_at,
+    min_snr: float,
+    local: np.ndarray | None = None,
+    noise: presence.FilterNoise | None = None,
+) -> np.ndarray:
+    """bool [n]: positions (x, y) of a cube [bands, H, W] that ``detection.noise_peaks`` calls a noise peak of a noisy
+    r column and that the other bands together do not show (``presence.combined_snr`` under ``min_snr``): a source
+    they show is left to be classified. The one noisy-column rule of positions (``classify``) and of detected
+    sources (``detected_refusals``), so that a source gets the same status either way: the peak is judged on the r
+    band less the detection's own background (``detection.background_subtracted``, what --detect found it on), the
+    other bands as the presence test sees them. ``r50_at(cols, rows)``: the PSF's half-light radii [n, bands];
+    ``local``, ``noise``: the cube's ``presence.local_background_subtracted`` and ``presence.filter_noise``,
+    measured here when needed and not given."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    out = np.zeros(len(x), bool)
+    if "r" not in bands or len(bands) < 2 or not len(x):
         return out
-    sigma = column_noise(data[r], float(rms_r))
-    near = np.flatnonzero(near_noisy_columns(x[peaked], sigma))  # only these can be on such a column
+    r = bands.index("r")
+    image, rms = background_subtracted(data[r])
+    if not rms > 0:  # no r data: nothing to call a peak on
+        return out
+    sigma = column_noise(image, rms)
+    near = np.flatnonzero(near_noisy_columns(x, sigma))  # only these can be on such a column
     if not near.size:
         return out
-    at = peaked[near]
-    elsewhere = presence.combined_snr(np.delete(presence.band_snr(data, rows[at], cols[at], r50[at], noise), r, axis=1))
-    out[near] = noise_peaks(data[r], x[at], y[at], float(rms_r), sigma) & (elsewhere < min_snr)
+    peak = noise_peaks(image, x[near], y[near], rms, sigma)
+    if not peak.any():
+        return out
+    cube = presence.local_background_subtracted(data) if local is None else local
+    noise = presence.filter_noise(cube, r50_at) if noise is None else noise
+    rows, cols = patches.pixel_centres(x[near], y[near])
+    elsewhere = presence.combined_snr(np.delete(presence.band_snr(cube, rows, cols, r50_at(cols, rows), noise), r, 1))
+    out[near] = peak & (elsewhere < min_snr)
     return out
+
+
+def detected_refusals(
+    data: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    flux: np.ndarray,
+    bands: str,
+    psf_map=None,
+    min_snr: float = presence.MIN_SNR,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(artefact, edge) bool [n]: the detected sources (x, y; ``detection.Sources.flux``) of a cube [bands, H, W]
+    that predict.py --detect does not classify, and the real-sky evaluation leaves out: artefacts, seen in r alone
+    (``detection.single_band``) or a noisy r column's noise peak the other bands do not show (``unshown_noise_peaks``,
+    as for positions); edge, centred within EDGE_PX of the frame's border (``detection.at_frame_edge``).
+    ``psf_map``: the cube's PSF (``stargal.psf.PSFMap``), None for presence.DEFAULT_R50_PX."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    artefact = single_band(flux, bands) | unshown_noise_peaks(data, x, y, bands, _r50_at(psf_map, len(data)), min_snr)
+    return artefact, at_frame_edge(x, y, data.shape[1:])
 
 
 def _network(model, data: np.ndarray, patch_size: int, batch_size: int):

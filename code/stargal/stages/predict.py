@@ -30,6 +30,7 @@ from ..predict import (
     TTA_MODES,
     Predictions,
     classify,
+    detected_refusals,
     mark_artefacts,
     mark_status,
 )
@@ -375,13 +376,12 @@ def r_photometry(sources: Sources, image: np.ndarray, r: int) -> tuple[np.ndarra
 
 def detected_sources(
     cube: Cube, data: np.ndarray, bands: str, subtracted
-) -> tuple[np.ndarray, np.ndarray, dict, dict, np.ndarray, np.ndarray]:
-    """(ra, dec, columns before, columns after, artefact, edge) of every source sep finds in the cube, with its r
+) -> tuple[np.ndarray, np.ndarray, dict, dict, Sources]:
+    """(ra, dec, columns before, columns after, sources) of every source sep finds in the cube, with its r
     magnitude and r-band half-light radius (``r_photometry``), whether its r-band core saturated (its r_mag then
-    empty: the core's flux is only a lower limit), and whether the deblending split it from a blend; artefact
-    marks those seen in r alone (``detection.single_band``) and the noise peaks of noisy r columns
-    (``detection.noise_peaks``), edge those the frame's border cuts
-    (``detection.at_frame_edge``). ``subtracted``: the cube's ``detection.subtract_backgrounds``."""
+    empty: the core's flux is only a lower limit), and whether the deblending split it from a blend; the sources
+    (``detection.Sources``) give ``stargal.predict.detected_refusals`` the ones not to classify.
+    ``subtracted``: the cube's ``detection.subtract_backgrounds``."""
     from .. import detection
 
     sources = detection.measure_sources(data, bands, faint=True, subtracted=subtracted)
@@ -390,11 +390,7 @@ def detected_sources(
     r_mag = np.where(saturated, np.nan, np.round(detection.flux_to_mag(flux), 3))
     before = {"source": np.arange(1, len(sources) + 1)}
     after = {"r_mag": r_mag, "saturated": saturated, "r50_px": np.round(r50, 3), "deblended": sources.deblended}
-    edge = detection.at_frame_edge(sources.x, sources.y, data.shape[1:])
-    r = bands.index("r")
-    artefact = detection.single_band(sources.flux, bands)
-    artefact |= detection.noise_peaks(subtracted[0][r], sources.x, sources.y, subtracted[1][r])
-    return np.asarray(ra), np.asarray(dec), before, after, artefact, edge
+    return np.asarray(ra), np.asarray(dec), before, after, sources
 
 
 def sky_metadata(cube_path: Path, cube: Cube) -> dict:
@@ -540,7 +536,7 @@ def run_predict(
                 "permission); name a file elsewhere with --out"
             ) from None
     data = cube_array(cube, bundle.bands)
-    artefact = edge = None
+    artefact = edge = found = None
     # a cube without stage 01's record is checked first; it and the detection share the backgrounds
     foreign = not DataPaths.record_beside_cube(path).exists()
     subtracted = None
@@ -550,8 +546,10 @@ def run_predict(
         subtracted = subtract_backgrounds(data)
     sources = check_foreign_cube(path, data, bundle.bands, subtracted) if foreign else None
     if detect:
-        ra, dec, before, after, artefact, edge = detected_sources(cube, data, bundle.bands, subtracted)
+        ra, dec, before, after, found = detected_sources(cube, data, bundle.bands, subtracted)
     psf_map = load_psf_map(path, data, bundle.bands, sources) if bundle.takes_psf else None
+    if found is not None:  # cosmic rays, noisy columns' noise peaks, sources the border cuts: as for positions
+        artefact, edge = detected_refusals(data, found.x, found.y, found.flux, bundle.bands, psf_map, MIN_SNR)
     psf_note = psf_range_note(bundle, psf_map, field_label) if psf_map is not None else None
     mode = tta if bundle.meta.get("tta", False) else "off"  # a model evaluated without TTA is used without it
     cut = bundle.threshold if threshold is None else float(threshold)

@@ -2,7 +2,8 @@
 
 For every field of a folder of real SDSS frames (by default ``../shared/sdss-sample``): stage 00 takes its
 five frames from that folder, stage 01 aligns them and measures the field's PSF, sep finds its sources
-(``stargal.detection``), and the model classifies every source exactly as ``predict.py`` would. A field whose
+(``stargal.detection``), and the model classifies every source exactly as ``predict.py --detect`` would, leaving
+out those it refuses (``stargal.predict.detected_refusals``: artefacts and sources the border cuts). A field whose
 folder also holds its camcol's ``calibObj-*-star`` sweep gets the two-sided check as well, and one that holds
 both its ``-star`` and ``-gal`` sweeps the labelled check (every object they list, scored against them).
 Writes, under ``paths.reports("real_sky")``: ``real_sky.json`` (every number, plus the summary, tables and
@@ -29,7 +30,7 @@ from ..errors import StargalError
 from ..fsio import read_json, write_text
 from ..paths import PRETRAINED_MODEL_DIR, DataPaths, FieldId
 from ..plots.realsky import plot_labelled, plot_locus, plot_recall, plot_star_fractions
-from ..predict import classify, mark_artefacts
+from ..predict import STATUS_EDGE, classify, detected_refusals, mark_artefacts, mark_status
 from ..psf import PSFMap
 from ..tables import csv_text, markdown_table
 from .alignment import FieldTask, catalog_simulated, process_field, sky_name
@@ -42,8 +43,9 @@ RERUN = 301
 # 4: bright sources (r < 16) called star, single-band artefacts left out; 5: sources to SDSS's depth, recall on
 # the stars detected; 6: quadrant p; 7: star fraction r 22-23; 8: deblended sources marked, the bright non-catalog
 # ones counted apart; 9: non-catalog r 21-22 as negatives too; 10: the labelled check where both sweeps are there;
-# 11: non-catalog r 22-22.5 as negatives too, apart; 12: each field marked simulated or not
-FORMAT_VERSION = 12
+# 11: non-catalog r 22-22.5 as negatives too, apart; 12: each field marked simulated or not; 13: the sources
+# predict.py --detect refuses left out (edge, noisy columns' noise peaks), a catalog star only they match a miss
+FORMAT_VERSION = 13
 
 
 @dataclass(frozen=True)
@@ -172,8 +174,16 @@ def evaluate_cube(field: SampleField, bundle: ModelBundle, cube, data: np.ndarra
     sources = detection.measure_sources(data, cube.bands, faint=True)
     ra, dec = cube.wcs.celestial.wcs_pix2world(sources.x, sources.y, 0)
     pred = classify_positions(bundle, data, cube.wcs, ra, dec, pmap)
-    mark_artefacts(pred, detection.single_band(sources.flux, cube.bands))  # cosmic rays are not sources
+    # what predict.py --detect does not classify (cosmic rays, noisy columns' noise peaks, sources the border cuts):
+    # evaluated, their labels would be ones predict.py never serves
+    artefact, edge = detected_refusals(
+        data, sources.x, sources.y, sources.flux, cube.bands, pmap if bundle.takes_psf else None
+    )
+    served_before = pred.status == "ok"  # before these refusals: what a catalog star may be matched to
+    mark_artefacts(pred, artefact)
+    mark_status(pred, edge, STATUS_EDGE)
     ok = pred.status == "ok"
+    refused = served_before & ~ok & ~detection.single_band(sources.flux, cube.bands)
     called_star = ok & (pred.label == "star")
     mag = sources.magnitude
     b = {band: cube.bands.index(band) for band in "gri"}
@@ -208,8 +218,9 @@ def evaluate_cube(field: SampleField, bundle: ModelBundle, cube, data: np.ndarra
         if sweep is not None:
             _check_sweep(path, sweep, field, cube, (ra, dec))
     if star_sweep is not None:
+        detected = (ra, dec, r, quad, ok, sources.deblended, refused)
         result["catalog"], near_star = _catalog_checks(
-            field, star_sweep, bundle, data, cube, pmap, (ra, dec, r, quad, ok, sources.deblended), called_star & ok
+            field, star_sweep, bundle, data, cube, pmap, detected, called_star & ok
         )
         table["catalog_star_within_2arcsec"] = near_star
         # what a perfect classifier would score: the catalog's own stars on the locus (measured as above)
@@ -256,10 +267,12 @@ def _labelled_check(field, sweeps, bundle, data, cube, pmap) -> dict:
 
 def _catalog_checks(field, catalog, bundle, data, cube, pmap, detected, called_star) -> tuple[dict, np.ndarray]:
     """Recall on the field's catalog stars (``catalog``: its camcol's star sweep) and the bright non-catalog
-    sources' star fraction (``detected``: the sources' ra, dec, r, quadrant, whether classified and whether
-    deblended; ``called_star``: classified and called star)."""
+    sources' star fraction (``detected``: the sources' ra, dec, r, quadrant, whether classified, whether deblended
+    and whether refused as predict.py --detect refuses them, edge or a noise peak; ``called_star``: classified and
+    called star). A catalog star the detection finds but only as a refused source counts as found and missed:
+    predict.py serves no label for it, and leaving it out would shrink the recall's denominator unseen."""
     fid = field.fid
-    ra, dec, r, quad, ok, deblended = detected
+    ra, dec, r, quad, ok, deblended, refused = detected
     rows, cols = cube.shape
     cx, cy = geometry.sky_to_pixel(cube.wcs, catalog["RA"], catalog["DEC"])
     in_frame = geometry.inside_frame(cx, cy, (rows, cols))
@@ -281,20 +294,25 @@ def _catalog_checks(field, catalog, bundle, data, cube, pmap, detected, called_s
     fainter_others = non_catalog & realsky.in_bin(r, realsky.SWEEP_COMPLETE_LIMIT, realsky.SWEEP_LIMIT)
     # the stars predict.py --detect would classify: those the detection finds (the rest are mostly too faint in
     # r to be found: below SDSS's own detection limit there, listed for their light in other bands)
-    found = classified & geometry.near_any(stars["RA"], stars["DEC"], ra[ok], dec[ok], realsky.MATCH_RADIUS_ARCSEC)
+    served = classified & geometry.near_any(stars["RA"], stars["DEC"], ra[ok], dec[ok], realsky.MATCH_RADIUS_ARCSEC)
+    found = served | classified & geometry.near_any(
+        stars["RA"], stars["DEC"], ra[refused], dec[refused], realsky.MATCH_RADIUS_ARCSEC
+    )
     called = pred.label == "star"
+    called_found = called & served  # a star matched to refused sources alone: no label served, a miss
     return {
         "catalog": str(field.star_catalog.name),
         "stars_listed": len(stars),
         "stars_classified": int(classified.sum()),
+        "stars_detected_refused": int((found & ~served).sum()),  # found only as sources predict.py refuses
         "recall": recall,
         "recall_detected": realsky.catalog_check(
-            called[found], star_r[found], realsky.quadrant(pred.x[found], pred.y[found], cube.shape)
+            called_found[found], star_r[found], realsky.quadrant(pred.x[found], pred.y[found], cube.shape)
         ),
-        "two_sided_detected": realsky.two_sided(called[found], called_star[others]),
-        "two_sided_detected_to_complete": realsky.two_sided(called[found], called_star[others | faint_others]),
+        "two_sided_detected": realsky.two_sided(called_found[found], called_star[others]),
+        "two_sided_detected_to_complete": realsky.two_sided(called_found[found], called_star[others | faint_others]),
         "two_sided_detected_to_limit": realsky.two_sided(
-            called[found], called_star[others | faint_others | fainter_others]
+            called_found[found], called_star[others | faint_others | fainter_others]
         ),
         "bright_non_catalog": {
             "r_limit": realsky.BRIGHT_LIMIT,
@@ -620,13 +638,18 @@ def report_content(record: dict) -> dict:
         f"Sources brighter than r = {realsky.SATURATING_LIMIT:.0f} are almost all stars, their cores at or past "
         "saturation: the last column is the fraction of them called star. The chance of such quadrants is how often "
         "quadrants differ as much as the field's do by counting noise alone, were the fraction the same all over "
-        "the frame (a Monte Carlo chi-square test): a small value points at a real position-dependent failure."
+        "the frame (a Monte Carlo chi-square test): a small value points at a real position-dependent failure. "
+        "The sources predict.py --detect refuses are left out of every check, as it serves them no class: "
+        "artefacts (seen in r alone, or a noise peak of a noisy r column that the other bands do not show) and "
+        "sources centred within 2 pixels of the frame's border, which it cuts."
     )
     if catalog_rows:
         summary += (
             " In the catalog table, the 'stars detected' row keeps the catalog stars the detection finds (what "
             "predict.py --detect classifies: point sources down to a PSF signal-to-noise of 5 in r, SDSS's own "
-            "limit); most of the others are too faint in r to be seen there, listed for their light in other bands. "
+            "limit); most of the others are too faint in r to be seen there, listed for their light in other bands; "
+            "a catalog star found only as a source predict.py refuses counts as missed (real_sky.json: "
+            "stars_detected_refused). "
             "Deblended sources are those the detection split from a blend with neighbours (predict.py --detect "
             "marks them): their pixels are shared, and the model's errors gather there. The two-sided MCC counts "
             "only bright non-catalog sources as negatives, so it never charges a model for the faint galaxies it "
