@@ -9,6 +9,7 @@ backgrounds with labels of known making.
     bench/inject_real.py --data-dir DATA --evaluate pretrained MODEL_DIR ... [--val-draws 3] [--labels noise] \
         [--background white] [--fields 8162-6-375 ...] [--ebv 8162-6-375=0.15 ...]
     bench/inject_real.py --data-dir DATA --label-shift [--val-draws 3] [--background white] [--fields ...]
+    (any of them: [--max-objects N], a quick run on a random N of each draw's objects)
 
 Reads the aligned cubes and PSF maps of the real fields that ``code/real_sky.py --data-dir DATA`` prepared and
 injects independent skies of simulated objects into each (at the field's own PSF, measured on its stars and
@@ -32,10 +33,11 @@ neighbours, faint sources and sky residuals in them, which photo deblends only w
 an independent draw of white noise at the frames' level (``--labels noise``: a label the patch's own noise did not
 decide, so a faint object's is harder to predict). ``--background white`` injects into white noise of the field's
 pixel scatter instead of the field: with sky labels, injections then score as a simulated field's own catalogue
-does. Compare a real field only with simulated fields injected the same way. The control: run
-``code/real_sky.py --sample SIM --data-dir SIMDATA`` on a folder SIM of simulated frames with their sweeps
-(linked from a simulated data folder's ``sas/``), then ``--evaluate`` with ``--data-dir SIMDATA --fields
-8162-6-375 ... --ebv 8162-6-375=0.15 ...`` (E(B-V) as real_sky.py's table gives it).
+does (``--background field white``: both, one table with a background column, each model loaded once). Compare
+a real field only with simulated fields injected the same way. The control: run ``code/real_sky.py --sample SIM
+--data-dir SIMDATA`` on a folder SIM of simulated frames with their sweeps (linked from a simulated data
+folder's ``sas/``), then ``--evaluate`` with ``--data-dir SIMDATA --fields 8162-6-375 ... --ebv 8162-6-375=0.15
+...`` (E(B-V) as real_sky.py's table gives it).
 """
 
 from __future__ import annotations
@@ -84,6 +86,7 @@ BRIGHTEST_R = 15.0  # brighter injected objects would saturate; real frames have
 SOURCE_MASK_SIGMA = 3.0  # a 3x3 box mean this significant in r marks a real source ...
 SOURCE_MASK_GROW = 4  # ... and this many pixels around it take no injected centre
 VAL_DRAW_START = 1000  # validation draws are numbered from here: never the same objects as a training draw
+BACKGROUNDS = ("field", "white")  # --background's choices; index: injected into white noise (the control)
 
 
 def fwhm_from_r50(r50: np.ndarray, wing: float, band: str) -> np.ndarray:
@@ -214,25 +217,36 @@ def white_background(field: RealField, patch_size: int, seed: int) -> RealField:
     return field._replace(data=data, free=free)
 
 
-def place_objects(field: RealField, rng: np.random.Generator) -> tuple:
-    """(pop, x, y, rows, cols): one draw of simulated objects at random places of the field's free area."""
+def place_objects(field: RealField, rng: np.random.Generator, max_objects: int | None = None) -> tuple:
+    """(pop, x, y, rows, cols): one draw of simulated objects at random places of the field's free area; with
+    ``max_objects``, a random subset of at most that many of them (in their order; the draw is the same, and
+    without the cap the generator draws nothing more)."""
     shape = field.data.shape[1:]
     pop = draw_objects(rng, rng.poisson(field.expected[0]), rng.poisson(field.expected[1]), field.ebv or 0.0)
     x = rng.uniform(0, shape[1] - 1, len(pop))
     y = rng.uniform(0, shape[0] - 1, len(pop))
     rows, cols = pixel_centres(x, y)
     keep = field.free[np.clip(rows, 0, shape[0] - 1), np.clip(cols, 0, shape[1] - 1)]
+    if max_objects is not None and keep.sum() > max_objects:
+        keep[np.flatnonzero(keep)[rng.permutation(int(keep.sum()))[max_objects:]]] = False
     return pop[keep], x[keep], y[keep], rows[keep], cols[keep]
 
 
-def field_patches(field: RealField, draws: range, seed: int, patch_size: int, labels_on_sky: bool = True) -> tuple:
+def field_patches(
+    field: RealField,
+    draws: range,
+    seed: int,
+    patch_size: int,
+    labels_on_sky: bool = True,
+    max_objects: int | None = None,
+) -> tuple:
     """(x [n, P, P, 5], y [n], psf [n, 5], objects) of the injections ``draws`` (their numbers seed them) into
-    one real field (``labels_on_sky``: see inject)."""
+    one real field (``labels_on_sky``: see inject; ``max_objects``: see place_objects)."""
     name, (_, run, camcol, number), data, pmap = field.name, field.fid, field.data, field.pmap
     parts = []
     for draw in draws:
         rng = np.random.default_rng([seed, run, camcol, number, draw])
-        pop, x, y, rows, cols = place_objects(field, rng)
+        pop, x, y, rows, cols = place_objects(field, rng, max_objects)
         injected, psf_meas, model_meas, psf_err = inject(
             data, pmap, field.sky_to_pix, pop, x, y, field.sigma, rng, labels_on_sky
         )
@@ -300,15 +314,16 @@ LABEL_SHIFT_COLUMNS = [
 ]  # label_shift's cells
 
 
-def label_shift(field: RealField, draws: range, seed: int) -> list[str]:
+def label_shift(field: RealField, draws: range, seed: int, max_objects: int | None = None) -> list[str]:
     """Table cells: how the field's own pixels move the labels of faint injected objects (true r > FAINT_R,
     catalogued however measured). The share whose type differs between fluxes measured on the field and on
     independent noise; the same between two independent noise draws (the noise's own share); the share typed
-    galaxy each way; the median excess of the g+r+i model flux measured on the field over that on noise."""
+    galaxy each way; the median excess of the g+r+i model flux measured on the field over that on noise.
+    ``max_objects``: see place_objects."""
     flips, baseline, galaxy_field, galaxy_noise, excess = [], [], [], [], []
     for draw in draws:
         rng = np.random.default_rng([seed, *field.fid, draw])
-        pop, x, y, _, _ = place_objects(field, rng)
+        pop, x, y, _, _ = place_objects(field, rng, max_objects)
         measured = [
             inject(field.data, field.pmap, field.sky_to_pix, pop, x, y, field.sigma, rng, on_sky)[1:]
             for on_sky in (True, False, False)
@@ -349,9 +364,12 @@ def evaluate(
     seed: int,
     ebv: dict[str, float],
     labels_on_sky: bool = True,
-    white: bool = False,
+    white: bool | tuple[bool, ...] = False,
+    max_objects: int | None = None,
 ) -> str:
-    """A Markdown table: each model on fresh injections into each field (never a training draw)."""
+    """A Markdown table: each model on fresh injections into each field (never a training draw); ``white``: on
+    white_background, the control, or a tuple of such choices (then a row for each, in a background column);
+    ``max_objects``: see place_objects."""
     from stargal.model import predict
     from stargal.stages.predict import load_bundle, resolve_model_dir
 
@@ -359,28 +377,47 @@ def evaluate(
     size = {b.patch_size for b in bundles}
     if len(size) != 1:
         raise StargalError(f"the models take different patch sizes ({sorted(size)})")
-    header = ["model", "field", "objects", "MCC"] + [f"stars called star, r {lo:g}-{hi:g}" for lo, hi in R_BINS]
+    whites = white if isinstance(white, tuple) else (white,)
+    column = len(whites) > 1  # a background column only where there is more than one
+    header = ["model", "field", *(["background"] if column else []), "objects", "MCC"]
+    header += [f"stars called star, r {lo:g}-{hi:g}" for lo, hi in R_BINS]
     header += [f"galaxies called star, r {lo:g}-{hi:g}" for lo, hi in R_BINS]
     header = [h.replace("-99", "+").replace("r 0-", "r < ") for h in header]
     rows = []
     for name in fields:
-        field = load_field(real, name, bundles[0].patch_size, ebv.get(name))
-        if white:
-            field = white_background(field, bundles[0].patch_size, seed)
-        x, y, psf, objects = field_patches(field, draws, seed, bundles[0].patch_size, labels_on_sky)
-        for bundle in bundles:
-            called = predict(bundle.model, x, psf, tta=bool(bundle.meta.get("tta", False))) >= bundle.threshold
-            rows.append([bundle.name, name, len(y), *injected_scores(y.astype(bool), called, objects["r_psfmag"])])
+        loaded = load_field(real, name, bundles[0].patch_size, ebv.get(name))
+        for on_white in whites:
+            field = white_background(loaded, bundles[0].patch_size, seed) if on_white else loaded
+            x, y, psf, objects = field_patches(field, draws, seed, bundles[0].patch_size, labels_on_sky, max_objects)
+            for bundle in bundles:
+                called = predict(bundle.model, x, psf, tta=bool(bundle.meta.get("tta", False))) >= bundle.threshold
+                where = [BACKGROUNDS[on_white]] if column else []
+                scores = injected_scores(y.astype(bool), called, objects["r_psfmag"])
+                rows.append([bundle.name, name, *where, len(y), *scores])
     return markdown_table(header, rows)
 
 
-def label_shifts(real: DataPaths, fields: list[str], draws: range, seed: int, ebv: dict, white: bool) -> str:
-    """A Markdown table: label_shift for each field (``white``: on white_background, the control)."""
-    header = ["field", *LABEL_SHIFT_COLUMNS]
+def label_shifts(
+    real: DataPaths,
+    fields: list[str],
+    draws: range,
+    seed: int,
+    ebv: dict,
+    white: bool | tuple[bool, ...],
+    max_objects: int | None = None,
+) -> str:
+    """A Markdown table: label_shift for each field (``white``: on white_background, the control, or a tuple of
+    such choices, then a row for each in a background column; ``max_objects``: see place_objects)."""
+    whites = white if isinstance(white, tuple) else (white,)
+    column = len(whites) > 1
+    header = ["field", *(["background"] if column else []), *LABEL_SHIFT_COLUMNS]
     rows = []
     for name in fields:
-        field = load_field(real, name, PATCH_MARGIN, ebv.get(name))
-        rows.append([name, *label_shift(white_background(field, PATCH_MARGIN, seed) if white else field, draws, seed)])
+        loaded = load_field(real, name, PATCH_MARGIN, ebv.get(name))
+        for on_white in whites:
+            field = white_background(loaded, PATCH_MARGIN, seed) if on_white else loaded
+            where = [BACKGROUNDS[on_white]] if column else []
+            rows.append([name, *where, *label_shift(field, draws, seed, max_objects)])
     return markdown_table(header, rows)
 
 
@@ -414,10 +451,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--background",
-        choices=("field", "white"),
-        default="field",
-        help="with --evaluate: inject into the field (field) or, as a control, into white noise of its pixels' "
-        "scatter (white)",
+        nargs="+",
+        choices=BACKGROUNDS,
+        default=["field"],
+        help="with --evaluate or --label-shift: inject into the field (field) or, as a control, into white noise "
+        "of its pixels' scatter (white); both (field white): a row for each, in a background column",
     )
     parser.add_argument(
         "--ebv",
@@ -425,6 +463,14 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         metavar="FIELD=E(B-V)",
         help="the E(B-V) of fields this bench's table lacks, e.g. 8162-6-375=0.15 (real_sky.py's table gives it)",
+    )
+    parser.add_argument(
+        "--max-objects",
+        type=int,
+        default=None,
+        metavar="N",
+        help="inject at most N objects per draw, a random subset of the draw (a quick run, e.g. the tests'; "
+        "default: all, as many as a simulated field at the field's latitude holds)",
     )
     parser.add_argument(
         "--label-shift",
@@ -443,7 +489,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.draws < 1 or args.val_draws < 1:
         parser.error("--draws and --val-draws must be at least 1")
-    if args.background == "white" and not (args.evaluate or args.label_shift):
+    if args.max_objects is not None and args.max_objects < 1:
+        parser.error("--max-objects must be at least 1")
+    whites = tuple(dict.fromkeys(b == "white" for b in args.background))  # in the order given, each once
+    if any(whites) and not (args.evaluate or args.label_shift):
         parser.error("--background white is a control for --evaluate and --label-shift, not training data")
     if not (args.evaluate or args.label_shift) and not (args.base_data_dir and args.out):
         parser.error("building needs --base-data-dir and --out (or pass --evaluate MODEL ... or --label-shift)")
@@ -454,11 +503,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.evaluate or args.label_shift:
             fields = args.fields or [*EBV, *HELD_OUT_EBV]
             draws = range(VAL_DRAW_START, VAL_DRAW_START + args.val_draws)
-            white = args.background == "white"
+            white = whites if len(whites) > 1 else whites[0]
             if args.label_shift:
-                print(label_shifts(real, fields, draws, args.seed, ebv, white))
+                print(label_shifts(real, fields, draws, args.seed, ebv, white, args.max_objects))
             else:
-                print(evaluate(real, args.evaluate, fields, draws, args.seed, ebv, args.labels == "sky", white))
+                on_sky = args.labels == "sky"
+                print(evaluate(real, args.evaluate, fields, draws, args.seed, ebv, on_sky, white, args.max_objects))
             return 0
         base, out = DataPaths.at(args.base_data_dir), DataPaths.at(args.out)
         base_name = resolve_dataset(base, args.dataset)
@@ -469,12 +519,16 @@ def main(argv: list[str] | None = None) -> int:
         for name in fields:
             field = load_field(real, name, patch_size, ebv.get(name))  # once for both splits
             for split, numbers in draws.items():
-                parts[split].append(field_patches(field, numbers, args.seed, patch_size, args.labels == "sky"))
+                parts[split].append(
+                    field_patches(field, numbers, args.seed, patch_size, args.labels == "sky", args.max_objects)
+                )
         extra = {split: tuple(np.concatenate([p[k] for p in got]) for k in range(4)) for split, got in parts.items()}
         record = {"fields": fields, "draws": args.draws, "val_draws": args.val_draws, "seed": args.seed,
                   "labels": args.labels,
                   "patches": {s: len(e[1]) for s, e in extra.items()},
                   "star_fraction": {s: round(float(e[1].mean()), 4) for s, e in extra.items()}}  # fmt: skip
+        if args.max_objects is not None:  # a capped build says so (an uncapped one's record is as it was)
+            record["max_objects"] = args.max_objects
         name = write_dataset(base, base_name, out, extra, record)
     except StargalError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -121,13 +121,15 @@ def test_readme_commands_are_found_and_every_substitute_is_current():
 @pytest.mark.xdist_group("quick_start")  # one worker, one clone: the fixture is per worker
 def test_every_readme_command_runs_as_written_from_a_fresh_clone(quick_start):
     """The clone of the shared quick start: its first command has run there already; the rest run in README order.
-    A command the same as the one run just before it is a rerun and runs once (the end-to-end test times a rerun)."""
+    A command the same as one run before it (the quick start's, which the README gives again, or a substitute
+    standing in for several lines) is a rerun and runs once: the end-to-end test reruns the quick start in this
+    clone, and run_scripts_no_download.sh here reruns its stages after the real field's commands."""
     clone, env = quick_start.clone, quick_start.env
     commands = readme_commands((clone / "README.md").read_text(encoding="utf-8"))
     ran = []
     for line in commands:
         command, why = SUBSTITUTES.get(line, (line, ""))
-        if command is None or (ran and command == ran[-1]):
+        if command is None or command in ran:
             continue
         if not ran and command == QUICK_START:
             proc = quick_start.first_run

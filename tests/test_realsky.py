@@ -616,8 +616,19 @@ def _tiny_dataset(paths: DataPaths, name: str, n: int = 6, size: int = 25) -> No
     fsio.write_text(paths.latest_dataset, name + "\n")
 
 
+INJECT_CAP = 600  # objects per draw where models are scored: ~200-250 catalogued (uncapped, ~1,800 and ~700)
+
+
+def _table_rows(out: str, start: str) -> list[list[str]]:
+    """The cells of the Markdown table rows of ``out`` that start with ``start``."""
+    return [[c.strip() for c in line.strip("|").split("|")] for line in out.splitlines() if line.startswith(start)]
+
+
 @pytest.mark.slow
 def test_inject_bench_extends_a_dataset_and_scores_a_model_on_fresh_injections(one_field, tmp_path, capsys):
+    """Building and scoring inject --max-objects of each draw (the scores' margins hold for a random third); the
+    label shift, a median of faint objects' fluxes, takes every object of its draw. Each of the two runs with
+    --background field white scores both backgrounds (the model loaded once)."""
     from stargal.dataset import load_dataset
 
     bench = _load_bench("inject_real")
@@ -627,45 +638,49 @@ def test_inject_bench_extends_a_dataset_and_scores_a_model_on_fresh_injections(o
     (tmp_path / "data" / "real").symlink_to(one_field["paths"].root)  # as real_sky.py lays out its fields
     real = str(tmp_path / "data")
     args = ["--data-dir", real, "--base-data-dir", str(base.root), "--out", str(out.root), "--fields", "8162-6-80"]
-    assert bench.main([*args, "--draws", "1", "--val-draws", "1"]) == 0
+    cap = ["--max-objects", str(INJECT_CAP)]
+    capsys.readouterr()
+    assert bench.main([*args, "--draws", "1", "--val-draws", "1", *cap]) == 0
     data = load_dataset(out, "tiny_inj")  # sealed, shapes and labels checked
     added = {s: len(data[s]["y"]) - 6 for s in ("train", "val", "test")}
-    assert added["train"] > 300 and added["val"] > 300 and added["test"] == 0
+    # each draw injected the cap's objects, and every one it catalogued became a patch of its split
+    drawn = re.findall(r"8162-6-80 draw (\d+): (\d+) injected, (\d+) catalogued", capsys.readouterr().err)
+    assert drawn == [("0", str(INJECT_CAP), str(added["train"])), ("1000", str(INJECT_CAP), str(added["val"]))]
+    assert added["train"] > INJECT_CAP // 4 and added["val"] > INJECT_CAP // 4 and added["test"] == 0
     assert data["meta"]["counts"]["train"]["n"] == len(data["train"]["y"])
     assert data["meta"]["injection"]["patches"] == {"train": added["train"], "val": added["val"]}
+    assert data["meta"]["injection"]["max_objects"] == INJECT_CAP
     injected = data["train"]["x"][6:]
     assert np.abs(injected[:, 12, 12, 2]).mean() > 5 * np.abs(injected[:, 0, 0, 2]).mean()  # centred on sources
     np.testing.assert_array_equal(data["test"]["x"], load_dataset(base, "tiny")["test"]["x"])
     capsys.readouterr()
-    # the shipped model on fresh injections into a simulated field: labels and patches line up
     evaluate = ["--data-dir", real, "--fields", "8162-6-80", "--val-draws", "1", "--evaluate"]
     assert bench.main([*evaluate, str(tmp_path / "no-model")]) == 1
     assert "no-model" in capsys.readouterr().err
-    assert bench.main([*evaluate, "pretrained"]) == 0
-    row = next(line for line in capsys.readouterr().out.splitlines() if "| 8162-6-80 |" in line)
-    cells = [c.strip() for c in row.strip("|").split("|")]
-    assert int(cells[2]) > 300 and float(cells[3]) > 0.6  # MCC
-    assert float(cells[4].split("%")[0]) > 95  # bright stars called star
-    # the control: on white noise, with labels on those pixels, injections score as a simulated catalogue does
-    assert bench.main([*evaluate, "pretrained", "--background", "white"]) == 0
-    row = next(line for line in capsys.readouterr().out.splitlines() if "| 8162-6-80 |" in line)
-    assert float(row.strip("|").split("|")[3]) > 0.8
+    # the shipped model on fresh injections into a simulated field: labels and patches line up; and the control:
+    # on white noise, with labels on those pixels, injections score as a simulated catalogue does
+    assert bench.main([*evaluate, "pretrained", "--background", "field", "white", *cap]) == 0
+    rows = {cells[2]: cells for cells in _table_rows(capsys.readouterr().out, "| stargal-pretrained | 8162-6-80 |")}
+    assert list(rows) == ["field", "white"]
+    assert int(rows["field"][3]) > INJECT_CAP // 4 and float(rows["field"][4]) > 0.6  # MCC
+    assert float(rows["field"][5].split("%")[0]) > 95  # bright stars called star
+    assert float(rows["white"][4]) > 0.8
     assert bench.main([*evaluate, "pretrained", "--ebv", "8162-6-80:0.03"]) == 1
     assert "--ebv '8162-6-80:0.03'" in capsys.readouterr().err
     # the field's faint sources add light to faint objects' model fluxes; white noise adds none
     shift = ["--data-dir", real, "--fields", "8162-6-80", "--val-draws", "1", "--label-shift"]
-    excess = {}
-    for background in ("field", "white"):
-        assert bench.main([*shift, "--background", background]) == 0
-        row = next(line for line in capsys.readouterr().out.splitlines() if "| 8162-6-80 |" in line)
-        cells = [c.strip() for c in row.strip("|").split("|")]
-        assert int(cells[1]) > 100
-        excess[background] = float(cells[6])
+    assert bench.main([*shift, "--background", "field", "white"]) == 0
+    rows = {cells[1]: cells for cells in _table_rows(capsys.readouterr().out, "| 8162-6-80 |")}
+    assert list(rows) == ["field", "white"]
+    assert all(int(cells[2]) > 100 for cells in rows.values())
+    excess = {background: float(cells[7]) for background, cells in rows.items()}
     assert abs(excess["white"]) < 0.02 and excess["field"] > excess["white"] + 0.03
     with pytest.raises(SystemExit):
         bench.main(["--data-dir", real])  # neither building nor evaluating
     with pytest.raises(SystemExit):
         bench.main([*args, "--background", "white"])  # a control, not training data
+    with pytest.raises(SystemExit):
+        bench.main([*args, "--max-objects", "0"])
 
 
 @pytest.mark.slow
