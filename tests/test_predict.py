@@ -1267,7 +1267,9 @@ def test_cli_names_the_table_formats_and_refuses_a_corrupt_table_in_one_line(tmp
     done = run_cli("--data-dir", str(tmp_path), "--cube", str(cube), "--csv", str(bad))
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and f"{bad}: " in done.stderr
     done = run_cli("--help")
-    assert "ECSV (.ecsv) or FITS (.fits," in " ".join(done.stdout.split())
+    assert "ECSV (.ecsv), FITS (.fits," in " ".join(done.stdout.split()) and "VOTable (.vot," in " ".join(
+        done.stdout.split()
+    )
 
 
 def test_text_a_fits_output_cannot_hold_is_refused_before_any_classification(tmp_path, field):
