@@ -87,16 +87,6 @@ def test_real_4510_left_column_sources_are_edge_and_on_no_catalog_star(sample_di
     assert 0 < edge.sum() <= 10 and on_star.sum() > 100 and not (edge & on_star).any()
 
 
-def _faint_source(shape, x, y, snr, noise):
-    """A star (Gaussian, sigma 1.3 px) at (x, y) whose matched-filter signal is ``snr`` times its noise on ``noise``."""
-    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]]
-    star = np.exp(-0.5 * ((xx - x) ** 2 + (yy - y) ** 2) / 1.3**2)
-    kernel = detection.detection_kernel()
-    half = kernel.shape[0] // 2
-    signal = np.sum(kernel * star[int(y) - half : int(y) + half + 1, int(x) - half : int(x) + half + 1])
-    return star * snr * noise * np.sqrt(np.sum(kernel**2)) / signal
-
-
 def test_noise_peaks_marks_faint_sources_significant_only_on_the_frames_noise():
     """Two columns at twice the noise (as the r CCD of camcol 6 has at 1.3-1.4 times): a source of matched-filter
     S/N 7 on the frame's noise is 4 on theirs, a noise peak's level; the same source on an ordinary column, and a
@@ -108,7 +98,7 @@ def test_noise_peaks_marks_faint_sources_significant_only_on_the_frames_noise():
     x = np.array([100.0, 100.0, 50.0])
     y = np.array([100.0, 300.0, 200.0])
     for xk, yk, snr in zip(x, y, (7.0, 30.0, 7.0), strict=True):
-        image += _faint_source(shape, xk, yk, snr, 1.0)
+        image += toy.faint_source(shape, xk, yk, snr, 1.0)
     sigma = detection.column_noise(image, 1.0)
     assert 1.8 < sigma[100] / np.median(sigma) < 2.4 and abs(np.median(sigma) - 1) < 0.05
     assert detection.noise_peaks(image.astype(np.float32), x, y, 1.0).tolist() == [True, False, False]
@@ -155,8 +145,8 @@ def test_detect_spares_a_noisy_column_source_the_other_bands_show_as_positions_d
     data[2, :, column : column + 2] += rng.normal(0.0, np.sqrt(3.0) * toy.NOISE[2], (shape[0], 2))  # 2x the noise
     peak = {1: 1.5, 2: 8.0, 3: 1.5}  # g, r, i: S/N on the frame's noise
     for band in range(5):
-        data[band] += _faint_source(shape, column + 0.3, y0, peak.get(band, 0.0), toy.NOISE[band]).astype(np.float32)
-        data[band] += _faint_source(shape, column + 0.3, y1, 7.0, toy.NOISE[band]).astype(np.float32)
+        data[band] += toy.faint_source(shape, column + 0.3, y0, peak.get(band, 0.0), toy.NOISE[band]).astype(np.float32)
+        data[band] += toy.faint_source(shape, column + 0.3, y1, 7.0, toy.NOISE[band]).astype(np.float32)
     found = _predict_on(tmp_path / "found", data, wcs, pad_model_dir, detect=True)
 
     def at(y):
@@ -234,8 +224,8 @@ def test_position_on_a_noisy_column_noise_peak_is_an_artefact(tmp_path, pad_mode
     for band in range(5):
         for cx in (column + 0.3, column2 + 0.3):
             if band in peak:
-                data[band] += _faint_source(shape, cx, y0, peak[band], toy.NOISE[band]).astype(np.float32)
-        data[band] += _faint_source(shape, column + 0.3, y1, 7.0, toy.NOISE[band]).astype(np.float32)
+                data[band] += toy.faint_source(shape, cx, y0, peak[band], toy.NOISE[band]).astype(np.float32)
+        data[band] += toy.faint_source(shape, column + 0.3, y1, 7.0, toy.NOISE[band]).astype(np.float32)
     px = np.array([column + 0.3, column2 + 0.3, column + 0.3, *xs])
     py = np.array([y0, y0, y1, *ys])
     ra, dec = wcs.wcs_pix2world(px, py, 0)
@@ -285,8 +275,8 @@ def test_a_position_seen_in_u_alone_is_classified_and_one_seen_in_r_alone_is_an_
     far = sorted(places, key=lambda p: -np.hypot(xs - p[0], ys - p[1]).min())
     (ux, uy), (rx, ry) = far[0], next(p for p in far[1:] if np.hypot(p[0] - far[0][0], p[1] - far[0][1]) > 20)
     for band, snr in enumerate((8.0, -3.0, 1.5, -3.0)):  # u; g and i below the sky, r above it, at noise level
-        data[band] += _faint_source(shape, ux + 0.2, uy, snr, toy.NOISE[band]).astype(np.float32)
-    data[2] += _faint_source(shape, rx + 0.2, ry, 30.0, toy.NOISE[2]).astype(np.float32)
+        data[band] += toy.faint_source(shape, ux + 0.2, uy, snr, toy.NOISE[band]).astype(np.float32)
+    data[2] += toy.faint_source(shape, rx + 0.2, ry, 30.0, toy.NOISE[2]).astype(np.float32)
     ra, dec = wcs.wcs_pix2world([ux + 0.2, rx + 0.2], [uy, ry], 0)
     pred = _predict_on(tmp_path, data, wcs, pad_model_dir, ra=ra, dec=dec)
     assert list(pred.status) == ["ok", "artefact"]

@@ -19,16 +19,6 @@ from stargal.stages.realsky import SampleField, _catalog_checks, evaluate_cube
 P = 15
 
 
-def _faint_source(shape, x, y, snr, noise):
-    """A star (Gaussian, sigma 1.3 px) at (x, y) whose matched-filter signal is ``snr`` times its noise on ``noise``."""
-    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]]
-    star = np.exp(-0.5 * ((xx - x) ** 2 + (yy - y) ** 2) / 1.3**2)
-    kernel = detection.detection_kernel()
-    half = kernel.shape[0] // 2
-    signal = np.sum(kernel * star[int(y) - half : int(y) + half + 1, int(x) - half : int(x) + half + 1])
-    return star * snr * noise * np.sqrt(np.sum(kernel**2)) / signal
-
-
 def _noisy_column_cube(shape=(200, 160), column=100, seed=1):
     """float32 [5, rows, cols] of unit noise, r's columns ``column`` and the next at three times it (camcol 6's r CCD
     has two at 1.25-1.4 times), with (x, y) of: a peak of matched-filter S/N 7 in r on the frame's noise (2.3 on the
@@ -42,8 +32,8 @@ def _noisy_column_cube(shape=(200, 160), column=100, seed=1):
     peak = {1: 1.0, 2: 7.0, 3: 1.0}  # g, r, i
     for band in range(5):
         for k in (0, 2):
-            data[band] += _faint_source(shape, x[k], y[k], peak.get(band, 0.0), 1.0)
-        data[band] += _faint_source(shape, x[1], y[1], 7.0, 1.0)
+            data[band] += toy.faint_source(shape, x[k], y[k], peak.get(band, 0.0), 1.0)
+        data[band] += toy.faint_source(shape, x[1], y[1], 7.0, 1.0)
         yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]]
         data[band] += 200.0 * np.exp(-0.5 * ((xx - x[3]) ** 2 + (yy - y[3]) ** 2) / 1.3**2)
     return data.astype(np.float32), x, y
@@ -90,8 +80,8 @@ def test_real_sky_evaluation_leaves_out_what_detect_refuses(tmp_path, pad_bundle
     y_edge = max(range(20, shape[0] - 20), key=lambda r: np.hypot(xs, ys - r).min())
     for band in range(5):
         peak = {1: 1.5, 2: 7.0, 3: 1.5}.get(band, 0.0)
-        data[band] += _faint_source(shape, column + 0.3, y0, peak, toy.NOISE[band]).astype(np.float32)
-        data[band] += _faint_source(shape, column + 0.3, y1, 7.0, toy.NOISE[band]).astype(np.float32)
+        data[band] += toy.faint_source(shape, column + 0.3, y0, peak, toy.NOISE[band]).astype(np.float32)
+        data[band] += toy.faint_source(shape, column + 0.3, y1, 7.0, toy.NOISE[band]).astype(np.float32)
     data += toy.source_image(shape, 0.8, y_edge, 80.0, "star", rng)
     path = tmp_path / "cube.fits"
     write_cube(path, data, wcs, "ugriz", {"REFBAND": "r", "SIMULAT": True})

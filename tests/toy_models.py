@@ -151,3 +151,15 @@ def toy_cube(shape=(160, 240), n=24, seed=3, margin=12):
         ys.append(y)
         kinds.append(kind)
     return data, toy_wcs(shape), np.array(xs), np.array(ys), np.array(kinds)
+
+
+def faint_source(shape, x, y, snr, noise):
+    """A star (Gaussian, sigma 1.3 px) at (x, y) whose matched-filter signal is ``snr`` times its noise on ``noise``."""
+    from stargal import detection
+
+    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]]
+    star = np.exp(-0.5 * ((xx - x) ** 2 + (yy - y) ** 2) / 1.3**2)
+    kernel = detection.detection_kernel()
+    half = kernel.shape[0] // 2
+    signal = np.sum(kernel * star[int(y) - half : int(y) + half + 1, int(x) - half : int(x) + half + 1])
+    return star * snr * noise * np.sqrt(np.sum(kernel**2)) / signal
