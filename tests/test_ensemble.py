@@ -93,10 +93,11 @@ def test_seeds_combined_into_a_sealed_ensemble(tmp_path, capsys):
     from stargal.stages.predict import load_bundle
 
     paths = DataPaths(tmp_path / "data")
-    write_toy_dataset(paths, "toy", sizes=(500, 200, 200), patch=15, seed=1, faint=21.0)
+    # one epoch of a small set: what is checked is how the members are combined and recorded, not how well they learn
+    write_toy_dataset(paths, "toy", sizes=(200, 100, 120), patch=15, seed=1, faint=21.0)
     config = tmp_path / "tiny.json"
     config.write_text(json.dumps({"architecture": "stargal", "hyperparameters": TINY_HP}))
-    common = ["--data-dir", str(paths.root), "--config", str(config), "--epochs", "3", "--batch-size", "64"]
+    common = ["--data-dir", str(paths.root), "--config", str(config), "--epochs", "1", "--batch-size", "64"]
     common += ["--no-plots", "--seed", "3"]
     res = _run_script([*common, "--seeds", "2", "--ensemble", "--name", "tiny"], capsys)
     assert res.returncode == 0, res.stderr
@@ -113,7 +114,7 @@ def test_seeds_combined_into_a_sealed_ensemble(tmp_path, capsys):
     p_val = np.mean([predict(m, val["x"], val["psf"], tta=True) for m in members], axis=0)
     assert meta["threshold"] == pytest.approx(choose_threshold(val["y"], p_val), abs=1e-6)
     metrics = fsio.read_json(files.metrics)
-    assert metrics["test"]["n"] == 200 and metrics["tta"] is True
+    assert metrics["test"]["n"] == 120 and metrics["tta"] is True
     # predict.py's two engines serve it alike
     keras_bundle, onnx_bundle = load_bundle(files.folder, "keras"), load_bundle(files.folder, "onnx")
     assert onnx_bundle.engine == "onnx"

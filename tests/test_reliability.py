@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import gc
 import gzip
 import json
 import os
@@ -26,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import STAR_FIELD_DIR, TEST_FIELD_DIR, TINY
+from conftest import STAR_FIELD_DIR, TEST_FIELD_DIR, TINY, run_script_here
 
 from stargal import cli, fsio, integrity, sdss
 from stargal.config import BANDS, SPLITS
@@ -55,6 +56,13 @@ def run(
         cmd += ["--data-dir", str(paths.root if isinstance(paths, DataPaths) else paths)]
     cmd += [*args] if script == "pipeline" else [*args, "-q"]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, preexec_fn=preexec)
+
+
+def run_here(script: str, paths: DataPaths | Path, *args: str, capsys) -> subprocess.CompletedProcess:
+    """``run`` in this process (``conftest.run_script_here``), for a script whose process is not what is tested: a
+    Python and TensorFlow started for each run cost seconds; the exit status, stdout and stderr are the script's."""
+    root = paths.root if isinstance(paths, DataPaths) else paths
+    return run_script_here(CODE / script, ["--data-dir", str(root), *args, "-q"], capsys)
 
 
 def error_line(proc: subprocess.CompletedProcess, *needles: str, status: int | None = None) -> str:
@@ -122,7 +130,11 @@ def mounted(target: Path, *options: str):
     try:
         yield target
     finally:
-        subprocess.run(["umount", str(target)], capture_output=True, check=False)
+        # a script run in this process (run_here) can leave a memory map of a file there in a reference cycle: it
+        # would keep the mount busy, and it would stay behind the test
+        gc.collect()
+        if subprocess.run(["umount", str(target)], capture_output=True, check=False).returncode != 0:
+            subprocess.run(["umount", "--lazy", str(target)], capture_output=True, check=False)
 
 
 @contextlib.contextmanager
@@ -664,7 +676,7 @@ def _assert_intact(paths: DataPaths, name: str, good: dict[str, bytes]) -> None:
 
 
 @pytest.mark.slow
-def test_a_model_folder_from_two_runs_is_never_served(tmp_path, trained):
+def test_a_model_folder_from_two_runs_is_never_served(tmp_path, trained, capsys):
     """The issue's case (a): model.keras of one run beside model.json of another. Before, the rerun said
     "current" and predict served the wrong network."""
     import toy_models
@@ -673,25 +685,31 @@ def test_a_model_folder_from_two_runs_is_never_served(tmp_path, trained):
     model = paths.latest_model.read_text().strip()
     files = paths.model(model)
     shutil.copyfile(toy_models.trained_toy_model_dir(None, 15, "drop") / "model.keras", files.keras)
-    line = error_line(run("predict.py", paths, "--field", "81", "--ra", "1", "--dec", "1"), files.keras, status=2)
+    line = error_line(
+        run_here("predict.py", paths, "--field", "81", "--ra", "1", "--dec", "1", capsys=capsys), files.keras, status=2
+    )
     assert "03_model.py" in line and "incomplete or damaged" in line
-    error_line(run("explain.py", paths), str(files.keras), status=2)
+    error_line(run_here("explain.py", paths, capsys=capsys), str(files.keras), status=2)
     (files.metrics).write_text('{"test": ')  # and a damaged metrics.json: the report says so, not "not run"
-    error_line(run("make_report.py", paths), files.metrics, "incomplete or damaged", status=2)
+    error_line(run_here("make_report.py", paths, capsys=capsys), files.metrics, "incomplete or damaged", status=2)
     verify = run("pipeline", paths, "--verify")
     assert verify.returncode == 1 and "model.keras" in verify.stdout and "metrics.json" in verify.stdout
     cfg = model_config(tmp_path)
-    retrain = ok(run("03_model.py", paths, "--config", str(cfg), *MODEL_ARGS))
+    retrain = ok(run_here("03_model.py", paths, "--config", str(cfg), *MODEL_ARGS, capsys=capsys))
     assert "training it again" in retrain.stderr and fsio.check_seal(files.json, deep=True).ok
     # predict serves the retrained model; a folder named as --out is one line
     out_dir = tmp_path / "predictions"
     out_dir.mkdir()
     args = ["--field", "81", "--ra", "1", "--dec", "1"]
-    error_line(run("predict.py", paths, *args, "--out", str(out_dir)), str(out_dir), "a folder", status=2)
+    error_line(
+        run_here("predict.py", paths, *args, "--out", str(out_dir), capsys=capsys), str(out_dir), "a folder", status=2
+    )
 
 
 @pytest.mark.slow
-def test_a_read_only_data_folder_works_when_current_and_fails_in_one_line_otherwise(tmp_path, trained, tiny_sky):
+def test_a_read_only_data_folder_works_when_current_and_fails_in_one_line_otherwise(
+    tmp_path, trained, tiny_sky, capsys
+):
     from stargal.stages.augmentation import write_examples
     from stargal.stages.explain import run_explain
     from stargal.stages.report import build_report
@@ -711,21 +729,22 @@ def test_a_read_only_data_folder_works_when_current_and_fails_in_one_line_otherw
             ("explain.py", ["--per-group", "2", "--steps", "4"]),
             ("make_report.py", []),
         ):
-            ok(run(script, view, *args))
+            ok(run_here(script, view, *args, capsys=capsys))
         # work to do on a read-only folder: refused before the work (patches cut, a network trained), not after it
-        forced = run("02_preparation.py", view, *SPLIT_ARGS, "--force")
+        forced = run_here("02_preparation.py", view, *SPLIT_ARGS, "--force", capsys=capsys)
         error_line(forced, "dataset.json: not current, and its folder cannot be written", status=2)
         assert "cutting" not in forced.stderr.lower()
-        forced = run("03_model.py", view, "--config", str(cfg), *MODEL_ARGS, "--force")
+        forced = run_here("03_model.py", view, "--config", str(cfg), *MODEL_ARGS, "--force", capsys=capsys)
         error_line(forced, "model.json: not current, and its folder cannot be written", status=2)
         assert "epoch" not in (forced.stdout + forced.stderr).lower()
-        forced = run("explain.py", view, "--per-group", "2", "--steps", "4", "--force")
+        forced = run_here("explain.py", view, "--per-group", "2", "--steps", "4", "--force", capsys=capsys)
         error_line(forced, "explain.json: not current, and its folder cannot be written", status=2)
-        forced = run("04_augmentation.py", view, "--materialize")  # its examples current, the set not made
+        # its examples current, the set not made
+        forced = run_here("04_augmentation.py", view, "--materialize", capsys=capsys)
         error_line(forced, "augmented.json: not current, and its folder cannot be written", status=2)
         # predict.py without --out: its default output's folder refused before the work, not after it
         default = view / "predictions"
-        proc = run("predict.py", view, "--field", "81", "--all")
+        proc = run_here("predict.py", view, "--field", "81", "--all", capsys=capsys)
         error_line(proc, f"{default}", "(the default output, no --out given): its folder cannot be written", status=2)
         assert "classified" not in proc.stdout + proc.stderr
         assert ok(run("pipeline", view, "--verify")).stdout.count("all intact") == 1
@@ -928,7 +947,7 @@ def test_ensembles_stale_and_unreadable_models_name_what_redoes_them(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_printed_redo_trains_a_damaged_model_again_under_its_name(tmp_path):
+def test_the_printed_redo_trains_a_damaged_model_again_under_its_name(tmp_path, capsys):
     """End to end: a model trained with options other than the defaults, its network damaged; the command --verify
     prints, run as printed (its hyper-parameter file written as it says), makes it intact again with the same
     config and name, and --verify finds nothing."""
@@ -952,8 +971,8 @@ def test_the_printed_redo_trains_a_damaged_model_again_under_its_name(tmp_path):
     assert file == "hyperparameters.json"  # TINY_HP: no option of 03 sets them
     (tmp_path / file).write_text(content)
     words = shlex.split(command)
-    proc = subprocess.run([sys.executable, str(CODE / words[0]), *words[1:], "-q"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    # run as printed, from tmp_path where the file is (in this process: what is tested is the command, not a process)
+    proc = run_script_here(CODE / words[0], [*words[1:], "-q"], capsys, cwd=tmp_path)
     assert "training it again" in ok(proc).stderr
     after = fsio.check_seal(paths.model("mine").json, [paths.model("mine").keras], deep=True)
     assert after.ok and after.record["config"] == before["config"] and after.record["name"] == "mine"

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_script_here
 
 from stargal import fsio
 from stargal.config import BANDS
@@ -261,8 +262,14 @@ def _script(name: str, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+def _script_here(name: str, capsys, *args: str) -> subprocess.CompletedProcess:
+    """``_script`` in this process (``conftest.run_script_here``): what 04 does and says is tested, not its process,
+    and a Python and TensorFlow started for each run cost ~5 s."""
+    return run_script_here(PROJECT_ROOT / "code" / name, list(args), capsys, cwd="/")
+
+
 @pytest.mark.slow
-def test_augmentation_script(toy):
+def test_augmentation_script(toy, capsys):
     root = str(toy.root)
     args = [
         "--data-dir",
@@ -276,7 +283,7 @@ def test_augmentation_script(toy):
         "none",
         "combination",
     ]
-    res = _script("04_augmentation.py", *args, "--materialize", "-q")
+    res = _script_here("04_augmentation.py", capsys, *args, "--materialize", "-q")
     assert res.returncode == 0, res.stderr
     rep = toy.reports("augmentation")
     for f in (
@@ -297,10 +304,10 @@ def test_augmentation_script(toy):
     np.testing.assert_array_equal(y, np.tile(src_y, 32))
     # rerun with the same settings: the experiment is current and nothing is retrained
     before = (rep / "experiment.csv").stat().st_mtime_ns
-    again = _script("04_augmentation.py", *args)
+    again = _script_here("04_augmentation.py", capsys, *args)
     assert again.returncode == 0, again.stderr
     assert "current" in again.stderr and (rep / "experiment.csv").stat().st_mtime_ns == before
-    twice = _script("04_augmentation.py", *args[:-1], "none", "-q")  # --policies none combination none
+    twice = _script_here("04_augmentation.py", capsys, *args[:-1], "none", "-q")  # --policies none combination none
     assert twice.returncode == 2 and "--policies: none named twice" in twice.stderr
     assert (rep / "experiment.csv").stat().st_mtime_ns == before
     # --verify names the run that redoes each damaged figure: plain 04 the examples, --experiment its own
