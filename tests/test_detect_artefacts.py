@@ -129,20 +129,29 @@ def test_real_4510_faint_sources_on_its_noisy_column_are_noise_peaks(sample_dir)
     assert on_star.sum() > 100 and not (peaks & on_star).any() and peaks.sum() <= 10
 
 
+def _noisy_column_toy_cube():
+    """(data, wcs, xs, ys, column, rows): the toy cube with its r columns ``column`` and the next at twice the noise,
+    as far from the toy sources as the frame allows, and two rows on them, each far from the toy sources, 15 px or
+    more apart."""
+    data, wcs, xs, ys, _ = toy.toy_cube()
+    shape = data.shape[1:]
+    column = max(range(20, shape[1] - 20), key=lambda c: np.abs(xs - c).min())
+    first = max(range(20, shape[0] - 20), key=lambda r: np.hypot(xs - column, ys - r).min())
+    rows = [r for r in range(20, shape[0] - 20) if abs(r - first) > 15]
+    second = max(rows, key=lambda r: np.hypot(xs - column, ys - r).min())
+    rng = np.random.default_rng(2)
+    data[2, :, column : column + 2] += rng.normal(0.0, np.sqrt(3.0) * toy.NOISE[2], (shape[0], 2))  # 2x the noise
+    return data, wcs, xs, ys, column, (first, second)
+
+
 def test_detect_spares_a_noisy_column_source_the_other_bands_show_as_positions_do(tmp_path, pad_model_dir):
     """Two r columns at twice the noise: a source of matched-filter S/N 7 in every band on the frame's noise (3.5 in r
     on theirs), which the other bands show, is classified under --detect, as it is given by position (before,
     --detect called it an artefact and --csv classified it); a peak of S/N 8 in r (4 on the columns) with no more
     than noise elsewhere (S/N 1.5 in g and i) is an artefact. Fed back by position, both get the status --detect gave
     them, and the toy sources are classified."""
-    data, wcs, xs, ys, kinds = toy.toy_cube()
+    data, wcs, xs, ys, column, (y1, y0) = _noisy_column_toy_cube()
     shape = data.shape[1:]
-    column = max(range(20, shape[1] - 20), key=lambda c: np.abs(xs - c).min())
-    y1 = max(range(20, shape[0] - 20), key=lambda r: np.hypot(xs - column, ys - r).min())
-    rows = [r for r in range(20, shape[0] - 20) if abs(r - y1) > 15]
-    y0 = max(rows, key=lambda r: np.hypot(xs - column, ys - r).min())
-    rng = np.random.default_rng(2)
-    data[2, :, column : column + 2] += rng.normal(0.0, np.sqrt(3.0) * toy.NOISE[2], (shape[0], 2))  # 2x the noise
     peak = {1: 1.5, 2: 8.0, 3: 1.5}  # g, r, i: S/N on the frame's noise
     for band in range(5):
         data[band] += toy.faint_source(shape, column + 0.3, y0, peak.get(band, 0.0), toy.NOISE[band]).astype(np.float32)
@@ -210,16 +219,10 @@ def test_position_on_a_noisy_column_noise_peak_is_an_artefact(tmp_path, pad_mode
     enough to pass the r-alone test) passes the presence test, yet given by --ra/--dec it is an artefact; the same
     peak on an ordinary column, a source of S/N 7 in every band on the noisy column, and the toy sources are
     classified."""
-    data, wcs, xs, ys, kinds = toy.toy_cube()
+    data, wcs, xs, ys, column, (y0, y1) = _noisy_column_toy_cube()
     shape = data.shape[1:]
-    column = max(range(20, shape[1] - 20), key=lambda c: np.abs(xs - c).min())
-    y0 = max(range(20, shape[0] - 20), key=lambda r: np.hypot(xs - column, ys - r).min())
     others = [c for c in range(20, shape[1] - 20) if abs(c - column) > 15]
     column2 = max(others, key=lambda c: np.hypot(xs - c, ys - y0).min())
-    rows = [r for r in range(20, shape[0] - 20) if abs(r - y0) > 15]
-    y1 = max(rows, key=lambda r: np.hypot(xs - column, ys - r).min())
-    rng = np.random.default_rng(2)
-    data[2, :, column : column + 2] += rng.normal(0.0, np.sqrt(3.0) * toy.NOISE[2], (shape[0], 2))  # 2x the noise
     peak = {1: 1.5, 2: 7.0, 3: 1.5}  # g, r, i: S/N on the frame's noise
     for band in range(5):
         for cx in (column + 0.3, column2 + 0.3):

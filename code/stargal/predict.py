@@ -306,6 +306,7 @@ def unshown_noise_peaks(
     min_snr: float,
     local: np.ndarray | None = None,
     noise: presence.FilterNoise | None = None,
+    subtracted: tuple[list[np.ndarray], list[float]] | None = None,
 ) -> np.ndarray:
     """bool [n]: positions (x, y) of a cube [bands, H, W] that ``detection.noise_peaks`` calls a noise peak of a noisy
     r column and that the other bands together do not show (``presence.combined_snr`` under ``min_snr``): a source
@@ -313,14 +314,14 @@ def unshown_noise_peaks(
     sources (``detected_refusals``), so that a source gets the same status either way: the peak is judged on the r
     band less the detection's own background (``detection.background_subtracted``, what --detect found it on), the
     other bands as the presence test sees them. ``r50_at(cols, rows)``: the PSF's half-light radii [n, bands];
-    ``local``, ``noise``: the cube's ``presence.local_background_subtracted`` and ``presence.filter_noise``,
-    measured here when needed and not given."""
+    ``local``, ``noise``, ``subtracted``: the cube's ``presence.local_background_subtracted``,
+    ``presence.filter_noise`` and ``detection.subtract_backgrounds``, measured here when needed and not given."""
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
     out = np.zeros(len(x), bool)
     if "r" not in bands or len(bands) < 2 or not len(x):
         return out
     r = bands.index("r")
-    image, rms = background_subtracted(data[r])
+    image, rms = background_subtracted(data[r]) if subtracted is None else (subtracted[0][r], subtracted[1][r])
     if not rms > 0:  # no r data: nothing to call a peak on
         return out
     sigma = column_noise(image, rms)
@@ -346,14 +347,17 @@ def detected_refusals(
     bands: str,
     psf_map=None,
     min_snr: float = presence.MIN_SNR,
+    subtracted: tuple[list[np.ndarray], list[float]] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(artefact, edge) bool [n]: the detected sources (x, y; ``detection.Sources.flux``) of a cube [bands, H, W]
     that predict.py --detect does not classify, and the real-sky evaluation leaves out: artefacts, seen in r alone
     (``detection.single_band``) or a noisy r column's noise peak the other bands do not show (``unshown_noise_peaks``,
     as for positions); edge, centred within EDGE_PX of the frame's border (``detection.at_frame_edge``).
-    ``psf_map``: the cube's PSF (``stargal.psf.PSFMap``), None for presence.DEFAULT_R50_PX."""
+    ``psf_map``: the cube's PSF (``stargal.psf.PSFMap``), None for presence.DEFAULT_R50_PX; ``subtracted``: the
+    cube's ``detection.subtract_backgrounds`` the sources were found on, when already made."""
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    artefact = single_band(flux, bands) | unshown_noise_peaks(data, x, y, bands, _r50_at(psf_map, len(data)), min_snr)
+    r50_at = _r50_at(psf_map, len(data))
+    artefact = single_band(flux, bands) | unshown_noise_peaks(data, x, y, bands, r50_at, min_snr, subtracted=subtracted)
     return artefact, at_frame_edge(x, y, data.shape[1:])
 
 

@@ -549,7 +549,9 @@ def run_predict(
         ra, dec, before, after, found = detected_sources(cube, data, bundle.bands, subtracted)
     psf_map = load_psf_map(path, data, bundle.bands, sources) if bundle.takes_psf else None
     if found is not None:  # cosmic rays, noisy columns' noise peaks, sources the border cuts: as for positions
-        artefact, edge = detected_refusals(data, found.x, found.y, found.flux, bundle.bands, psf_map, MIN_SNR)
+        artefact, edge = detected_refusals(
+            data, found.x, found.y, found.flux, bundle.bands, psf_map, MIN_SNR, subtracted
+        )
     psf_note = psf_range_note(bundle, psf_map, field_label) if psf_map is not None else None
     mode = tta if bundle.meta.get("tta", False) else "off"  # a model evaluated without TTA is used without it
     cut = bundle.threshold if threshold is None else float(threshold)

@@ -171,13 +171,14 @@ def evaluate_cube(field: SampleField, bundle: ModelBundle, cube, data: np.ndarra
     """evaluate_field on given pixels ``data`` of the field's cube and PSF map (bench/worse_seeing.py gives a
     blurred copy)."""
     fid = field.fid
-    sources = detection.measure_sources(data, cube.bands, faint=True)
+    subtracted = detection.subtract_backgrounds(data)  # the detection's, and the noise-peak rule's r band
+    sources = detection.measure_sources(data, cube.bands, faint=True, subtracted=subtracted)
     ra, dec = cube.wcs.celestial.wcs_pix2world(sources.x, sources.y, 0)
     pred = classify_positions(bundle, data, cube.wcs, ra, dec, pmap)
     # what predict.py --detect does not classify (cosmic rays, noisy columns' noise peaks, sources the border cuts):
     # evaluated, their labels would be ones predict.py never serves
     artefact, edge = detected_refusals(
-        data, sources.x, sources.y, sources.flux, cube.bands, pmap if bundle.takes_psf else None
+        data, sources.x, sources.y, sources.flux, cube.bands, pmap if bundle.takes_psf else None, subtracted=subtracted
     )
     served_before = pred.status == "ok"  # before these refusals: what a catalog star may be matched to
     mark_artefacts(pred, artefact)
