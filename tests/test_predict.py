@@ -1337,3 +1337,17 @@ def test_positions_whose_ra_is_in_hours_get_a_warning_not_only_outside(tmp_path,
         warn_hours_as_degrees(pred, cube.wcs, cube.shape, "toy")
     said = [r.getMessage() for r in caplog.records]
     assert len(said) == 1 and said[0].startswith("all 2 positions lie outside field toy, but 2 would lie in it")
+
+
+def test_cube_array_gives_the_models_band_order_as_native_float32(tmp_path):
+    from stargal.stages.predict import cube_array
+
+    planes = np.arange(5 * 6 * 7, dtype=np.float32).reshape(5, 6, 7)
+    _, wcs, *_ = toy.toy_cube()
+    write_cube(tmp_path / "cube.fits", planes, wcs, "zirgu", {"REFBAND": "r"})
+    cube = read_cube(tmp_path / "cube.fits")  # memory-mapped, big-endian as FITS stores it
+    data = cube_array(cube, "ugriz")
+    assert data.dtype == np.float32 and data.dtype.isnative and data.flags.c_contiguous
+    np.testing.assert_array_equal(data, planes[::-1])
+    with pytest.raises(StargalError, match="lacks band"):
+        cube_array(cube, "ugrizy")

@@ -272,8 +272,10 @@ def cube_array(cube: Cube, bands: str) -> np.ndarray:
     missing = [b for b in bands if b not in cube.bands]
     if missing:
         raise StargalError(f"aligned cube lacks band(s) {''.join(missing)} the model needs")
-    order = [cube.band_index(b) for b in bands]
-    return np.ascontiguousarray(np.asarray(cube.data[order], dtype=np.float32))
+    out = np.empty((len(bands), *cube.data.shape[1:]), np.float32)
+    for plane, band in enumerate(bands):  # a list index of the big-endian memory map: 0.05-1.7 s, plane by plane 0.05 s
+        out[plane] = cube.data[cube.band_index(band)]
+    return out
 
 
 def load_psf_map(cube_path: Path, data: np.ndarray, bands: str, sources: Sources | None = None) -> PSFMap:
