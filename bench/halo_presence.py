@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from stargal import cli
+from stargal.errors import StargalError
 
 HALO_RADII = (45, 60, 80, 100)  # pixels from the bright source
 WING_RADII = {"6-15": (6, 8, 10, 12, 15), "20-40": (20, 25, 30, 35, 40)}
@@ -187,6 +188,11 @@ def main(argv=None) -> int:
     from stargal.tables import markdown_table
 
     sample = Path(args.sample) if args.sample else DEFAULT_SAMPLE_DIR
+    if not sample.is_dir():  # sample_fields yields no field there: two empty tables and exit 0, for a mistyped path
+        raise StargalError(
+            f"--sample {sample}: {'not a folder' if sample.exists() else 'no such folder'} (the real SDSS sample "
+            "this bench measures; --sample or STARGAL_SAMPLE_DIR names it)"
+        )
     real = cli.data_paths(args).real_fields
     blank, found = [], []
     for field in sample_fields(real, sample):

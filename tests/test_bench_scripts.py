@@ -154,3 +154,17 @@ def test_a_bench_script_ends_a_project_error_in_one_line(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+
+
+def test_halo_presence_refuses_a_sample_folder_that_does_not_exist(tmp_path):
+    """A mistyped --sample gave no field to measure: two empty tables, exit 0. Now one line naming it, and no data
+    folder made."""
+    data, sample = tmp_path / "data", tmp_path / "no-such-sample"
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "halo_presence.py"), "--data-dir", str(data), "--sample", str(sample)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.splitlines() == [f"halo_presence.py: error: --sample {sample}: no such folder (the real SDSS "
+                                        "sample this bench measures; --sample or STARGAL_SAMPLE_DIR names it)"]  # fmt: skip
+    assert proc.stdout == "" and not data.exists()

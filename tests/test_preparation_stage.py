@@ -707,3 +707,30 @@ def test_a_split_report_left_from_another_build_is_not_taken_for_the_datasets(sy
     report = read_json(synth.reports("splits", "mine", "splits.json"))
     assert report["counts"] == rerun["counts"] and report["dataset_id"] == fsio.seal_digest(rerun)
     assert prepare(synth, FS, patch_size=P, name="mine", exclude_regions=[region])["skipped"] is True
+
+
+def test_a_broken_link_where_an_output_folder_goes_is_refused_in_one_line(synth):
+    """A link to nothing where 02 makes a folder passed the output-place check (``exists()`` is False for it): 02
+    cut every patch, then failed with "File exists" (exit 1). Now one line naming the link, and nothing written."""
+    for blocker in ("datasets", "datasets/mine"):
+        place = synth.root / blocker
+        place.parent.mkdir(parents=True, exist_ok=True)
+        place.symlink_to(synth.root / "nowhere")
+        before = _tree(synth)
+        with pytest.raises(StargalError, match=rf"^{place}: a broken symbolic link \(to .*nowhere\), not a folder: "):
+            prepare(synth, FS, patch_size=P, name="mine")
+        assert _tree(synth) == before
+        place.unlink()
+    synth.datasets_root.rmdir()
+    blocker = synth.reports("splits", "mine")
+    blocker.parent.mkdir(parents=True)
+    blocker.symlink_to(synth.root / "nowhere")
+    before = _tree(synth)
+    done = run_script("--data-dir", str(synth.root), "--fields", "80", "81", "82", "--train-fields", "80",
+                      "--val-fields", "82", "--test-fields", "81", "--patch-size", str(P), "--dataset", "mine", "-q")  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"02_preparation.py: error: {blocker}: a broken symbolic link (to {synth.root / 'nowhere'}), not a folder: "
+        "stage 02 writes the split report of dataset mine there; move or delete it, or give another --dataset"
+    ]
+    assert _tree(synth) == before and not synth.datasets_root.exists()

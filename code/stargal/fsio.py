@@ -733,10 +733,12 @@ def require_output_places(
         for place in (folder, *folder.parents):
             if place == root or place in root.parents:
                 break
-            if place.exists() and not place.is_dir():
+            # a link to nothing is no folder either: exists() is False for it, and mkdir then said only "File exists"
+            if (place.exists() or place.is_symlink()) and not place.is_dir():
                 where = "there" if place == folder else f"under it ({folder})"
+                kind = "a file" if place.exists() else f"a broken symbolic link (to {os.readlink(place)})"
                 raise StargalError(
-                    f"{place}: a file, not a folder: {stage} writes the {what} {where}; move or delete it"
+                    f"{place}: {kind}, not a folder: {stage} writes the {what} {where}; move or delete it"
                     + (other if place == folder else "")
                 )
     for path in [*files, *shared]:
