@@ -495,7 +495,16 @@ def test_duplicate_positions_and_chunks_give_the_same_answers(model_dir, field):
     ra, dec = wcs.wcs_pix2world(px, py, 0)
     kwargs = {"patch_size": bundle.patch_size, "edge": bundle.edge, "threshold": 0.5}
     whole = classify(bundle.model, np.asarray(cube.data), cube.wcs, ra, dec, **kwargs)
-    chunked = classify(bundle.model, np.asarray(cube.data), cube.wcs, ra, dec, chunk=7, **kwargs)
+    shown = []
+
+    def track(items, description, total, unit):  # as stargal.progress.track is called
+        shown.append((description, total, unit))
+        yield from items
+
+    chunked = classify(bundle.model, np.asarray(cube.data), cube.wcs, ra, dec, chunk=7, track=track, **kwargs)
+    ok = whole.status == "ok"
+    unique = len(set(zip(np.floor(py[ok] + 0.5), np.floor(px[ok] + 0.5), strict=True)))
+    assert shown == [(f"classifying {unique} sources", -(-unique // 7), "chunk")]  # a progress display of chunks
     # a batch's size may change the order of the convolutions' sums (TensorFlow's kernels without oneDNN, as on
     # AMD processors): the last bits, never the label
     np.testing.assert_allclose(whole.p_star, chunked.p_star, rtol=0, atol=1e-6)

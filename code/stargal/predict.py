@@ -201,6 +201,7 @@ def classify(
     psf_map=None,
     min_snr: float = 0.0,
     bands: str | None = None,
+    track=None,
 ) -> Predictions:
     """Classify sky positions in an aligned cube [bands, rows, cols] with a Keras model taking raw patches or an
     ``onnx_engine.OnnxNetwork`` (the same network, patches cut from the cube normalised once).
@@ -216,7 +217,8 @@ def classify(
     such as catalogued or detected ones: classify them all); with the cube's ``bands`` named, a source there seen
     in r alone (``detection.single_band`` of its PSF-matched fluxes: a cosmic ray) is an ``artefact``, as
     ``--detect`` marks it, and so is a noise peak of a noisy r column that the other bands do not show
-    (``unshown_noise_peaks``, the rule --detect applies).
+    (``unshown_noise_peaks``, the rule --detect applies). ``track(iterable, description, total=, unit=)``: a
+    progress display of the chunks when there are several (``stargal.progress.track``); none without.
     """
     if tta not in TTA_MODES:
         raise StargalError(f"--tta {tta!r}: must be one of {', '.join(TTA_MODES)}")
@@ -242,7 +244,10 @@ def classify(
         u_rows, u_cols = np.divmod(pixel, data.shape[2])
         p_unique = np.empty(len(pixel), dtype=np.float32)
         cut, run = _network(model, data, patch_size, batch_size)
-        for start in range(0, len(pixel), chunk):
+        starts = range(0, len(pixel), chunk)
+        if track is not None and len(starts) > 1:  # one chunk's progress says no more than the closing line
+            starts = track(starts, f"classifying {len(pixel)} sources", total=len(starts), unit="chunk")
+        for start in starts:
             stop = min(start + chunk, len(pixel))
             batch = cut(u_rows[start:stop], u_cols[start:stop])
             # the PSF at the pixel centre, as stage 02 gives it in training

@@ -36,6 +36,7 @@ from ..predict import (
 )
 from ..predict_io import check_fits_text, output_format, predictions_table, write_predictions
 from ..presence import MIN_SNR
+from ..progress import track
 from ..psf import PSFMap, measure_psf_map, outside_trained_range, psf_map_of
 from ..sdss import frame_relpath
 from ..tables import read_table
@@ -570,6 +571,7 @@ def run_predict(
         psf_map=psf_map,
         min_snr=0.0 if all_objects or detect else min_snr,  # catalogued and detected positions hold a source
         bands=bundle.bands,
+        track=track,
     )
     if artefact is not None:
         mark_artefacts(pred, artefact)
