@@ -667,16 +667,23 @@ def test_a_failed_write_leaves_no_folder_behind_and_the_previous_dataset_and_rep
 
 
 @pytest.mark.slow
-def test_script_refuses_a_file_named_like_the_split_report_folder_in_one_line(synth):
+@pytest.mark.parametrize("kind", ["file", "broken link"])
+def test_script_refuses_a_file_named_like_the_split_report_folder_in_one_line(synth, kind):
+    """A broken link passed the output-place check (``exists()`` is False for it): 02 cut every patch, then failed
+    with "File exists" (exit 1)."""
     blocker = synth.reports("splits", "mine")
-    blocker.parent.mkdir(parents=True)
-    blocker.write_text("a file\n")
+    blocker.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "file":
+        blocker.write_text("a file\n")
+    else:
+        blocker.symlink_to(synth.root / "nowhere")
+    what = "a file" if kind == "file" else f"a broken symbolic link (to {synth.root / 'nowhere'})"
     before = _tree(synth)
     done = run_script("--data-dir", str(synth.root), "--fields", "80", "81", "82", "--train-fields", "80",
                       "--val-fields", "82", "--test-fields", "81", "--patch-size", str(P), "--dataset", "mine", "-q")  # fmt: skip
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip().splitlines() == [
-        f"02_preparation.py: error: {blocker}: a file, not a folder: stage 02 writes the split report of dataset mine "
+        f"02_preparation.py: error: {blocker}: {what}, not a folder: stage 02 writes the split report of dataset mine "
         "there; move or delete it, or give another --dataset"
     ]
     assert _tree(synth) == before and not (synth.root / "datasets").exists()
@@ -710,8 +717,8 @@ def test_a_split_report_left_from_another_build_is_not_taken_for_the_datasets(sy
 
 
 def test_a_broken_link_where_an_output_folder_goes_is_refused_in_one_line(synth):
-    """A link to nothing where 02 makes a folder passed the output-place check (``exists()`` is False for it): 02
-    cut every patch, then failed with "File exists" (exit 1). Now one line naming the link, and nothing written."""
+    """A link to nothing where 02 makes a folder passed the output-place check (``exists()`` is False for it). Now
+    one line naming the link, and nothing written (the script's own line: the test above)."""
     for blocker in ("datasets", "datasets/mine"):
         place = synth.root / blocker
         place.parent.mkdir(parents=True, exist_ok=True)
@@ -721,16 +728,3 @@ def test_a_broken_link_where_an_output_folder_goes_is_refused_in_one_line(synth)
             prepare(synth, FS, patch_size=P, name="mine")
         assert _tree(synth) == before
         place.unlink()
-    synth.datasets_root.rmdir()
-    blocker = synth.reports("splits", "mine")
-    blocker.parent.mkdir(parents=True)
-    blocker.symlink_to(synth.root / "nowhere")
-    before = _tree(synth)
-    done = run_script("--data-dir", str(synth.root), "--fields", "80", "81", "82", "--train-fields", "80",
-                      "--val-fields", "82", "--test-fields", "81", "--patch-size", str(P), "--dataset", "mine", "-q")  # fmt: skip
-    assert done.returncode == 2, done.stderr
-    assert done.stderr.strip().splitlines() == [
-        f"02_preparation.py: error: {blocker}: a broken symbolic link (to {synth.root / 'nowhere'}), not a folder: "
-        "stage 02 writes the split report of dataset mine there; move or delete it, or give another --dataset"
-    ]
-    assert _tree(synth) == before and not synth.datasets_root.exists()
