@@ -18,6 +18,7 @@ import stargal.bootstrap  # noqa: F401  (first: without our dependencies, re-run
 # isort: split
 
 import argparse
+from pathlib import Path
 
 from stargal import cli
 from stargal.paths import DEFAULT_SAMPLE_DIR
@@ -52,8 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     cli.setup_logging(args.quiet, args.verbose)
-    from stargal.stages.realsky import fields_phrase, run_real_sky
+    from stargal.stages.realsky import fields_phrase, require_sample_folder, run_real_sky
 
+    require_sample_folder(Path(args.sample))  # a mistyped --sample makes no data folder
     paths = cli.open_data_folder(args)
     result = run_real_sky(paths, args.sample, model=args.model, out=args.out, force=args.force)
     for table in result["tables"]:

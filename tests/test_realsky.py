@@ -943,6 +943,11 @@ def test_a_missing_or_wrong_sample_folder_is_named(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(StargalError, match=rf"--sample {tmp_path / 'file'}: not a folder of SDSS frames"):
         discover(tmp_path / "file")
+    data = tmp_path / "data"  # the script refuses it before it makes (and locks) its data folder
+    script = [sys.executable, str(PROJECT_ROOT / "code" / "real_sky.py"), "--data-dir", str(data), "-q"]
+    done = subprocess.run([*script, "--sample", str(tmp_path / "nope")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.startswith(f"real_sky.py: error: --sample {tmp_path / 'nope'}: no such")
+    assert not data.exists()
 
 
 def test_an_out_that_is_a_file_is_refused_before_any_field_is_evaluated(tmp_path):

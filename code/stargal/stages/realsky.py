@@ -70,15 +70,20 @@ class SampleField:
             return None
 
 
-def discover(sample: Path) -> list[SampleField]:
-    """The fields of a folder of real SDSS files: every field whose five frames are there (sub-folders too), with
-    its camcol's sweeps: beside the frames, else anywhere in the folder (one copy per camcol, as in SAS's layout)."""
+def require_sample_folder(sample: Path) -> None:
+    """StargalError unless ``sample`` is a folder (checked before a run makes its data folder)."""
     if not sample.exists():
         raise StargalError(
             f"--sample {sample}: no such folder (a folder of real SDSS frames; --sample or STARGAL_SAMPLE_DIR names it)"
         )
     if not sample.is_dir():
         raise StargalError(f"--sample {sample}: not a folder of SDSS frames")
+
+
+def discover(sample: Path) -> list[SampleField]:
+    """The fields of a folder of real SDSS files: every field whose five frames are there (sub-folders too), with
+    its camcol's sweeps: beside the frames, else anywhere in the folder (one copy per camcol, as in SAS's layout)."""
+    require_sample_folder(sample)
     found: dict[FieldId, Path] = {}
     # os.walk, not rglob: a field folder linked into the sample (a symlink) counts too
     files = [Path(d) / n for d, _, names in os.walk(sample, followlinks=True) for n in names]
