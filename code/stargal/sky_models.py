@@ -493,6 +493,36 @@ def measurement_family(
     return family
 
 
+def _stamp_sums(stamps: np.ndarray, data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per stamp, the sums (stamp x data) and (stamp x stamp) of a linear flux fit (float64)."""
+    return (stamps * data).sum((1, 2), dtype=np.float64), (stamps * stamps).sum((1, 2), dtype=np.float64)
+
+
+def own_profile_is_psf(psf: tuple[np.ndarray, np.ndarray], own: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Objects [n] whose own profile (``measurement_family``'s second member) is their PSF (its first): the same
+    components, then zero-flux ones only (a star's galaxy components in a cell that also holds galaxies).
+
+    Their ``profile_stamps`` are the PSF's to the bit: a stamp adds its components in order, one per object, and
+    a zero-flux component adds exactly 0 when its covariance is symmetric and positive definite with room to
+    spare (the float32 exponent is then finite and negative), which is checked here too.
+    """
+    (amp0, cov0), (amp1, cov1) = psf, own
+    n, k = amp0.shape
+    if amp1 is amp0 and cov1 is cov0:
+        return np.ones(n, bool)
+    if amp1.shape[1] < k:
+        return np.zeros(n, bool)
+    c00, c01, c10, c11 = cov1[:, k:, 0, 0], cov1[:, k:, 0, 1], cov1[:, k:, 1, 0], cov1[:, k:, 1, 1]
+    with np.errstate(over="ignore", invalid="ignore"):
+        definite = (c00 > 1e-6) & (c00 < 1e30) & (c11 > 1e-6) & (c11 < 1e30) & (c01 * c01 < 0.975 * c00 * c11)
+    return (
+        (amp1[:, :k] == amp0).all(1)
+        & (cov1[:, :k] == cov0).all((1, 2, 3))
+        & (amp1[:, k:] == 0).all(1)
+        & (definite & (c01 == c10)).all(1)
+    )
+
+
 def measure_fluxes(
     noise: np.ndarray,
     x: np.ndarray,
@@ -519,6 +549,7 @@ def measure_fluxes(
     pad = int(radius[inside].max())
     noise_p = np.pad(np.asarray(noise, np.float32), pad)
     valid_p = np.pad(np.ones(noise.shape, np.float32), pad)
+    psf_own = own_profile_is_psf(family[0], family[1])
     components = sum(amp.shape[1] for amp, _ in family)
     for rad, sel in _radius_batches(radius, inside, components):
         offsets = np.arange(-rad, rad + 1)
@@ -526,10 +557,25 @@ def measure_fluxes(
         c_idx = (ix[sel] + pad)[:, None, None] + offsets[None, None, :]
         valid = valid_p[r_idx, c_idx]
         dx, dy = x[sel] - ix[sel], y[sel] - iy[sel]
-        stamps = [profile_stamps(dx, dy, amp[sel], cov[sel], rad) * valid for amp, cov in family]
-        data = flux[sel, None, None].astype(np.float32) * stamps[1] + noise_p[r_idx, c_idx] * valid
-        dot = np.stack([(s * data).sum((1, 2), dtype=np.float64) for s in stamps], 1)  # [m, J]
-        norm = np.stack([(s * s).sum((1, 2), dtype=np.float64) for s in stamps], 1)
+        psf_stamps = profile_stamps(dx, dy, family[0][0][sel], family[0][1][sel], rad) * valid
+        # the own profile's stamps and sums are the PSF's where the two profiles are the same (stars,
+        # own_profile_is_psf): computed for the other objects only
+        differ = np.flatnonzero(~psf_own[sel])
+        own_stamps = psf_stamps
+        if differ.size:
+            amp, cov = family[1]
+            own_stamps = psf_stamps.copy()
+            own_stamps[differ] = (
+                profile_stamps(dx[differ], dy[differ], amp[sel[differ]], cov[sel[differ]], rad) * valid[differ]
+            )
+        others = [profile_stamps(dx, dy, amp[sel], cov[sel], rad) * valid for amp, cov in family[2:]]
+        data = flux[sel, None, None].astype(np.float32) * own_stamps + noise_p[r_idx, c_idx] * valid
+        dot, norm = np.empty((len(sel), len(family))), np.empty((len(sel), len(family)))  # [m, J]
+        for j, s in [(0, psf_stamps), *enumerate(others, 2)]:
+            dot[:, j], norm[:, j] = _stamp_sums(s, data)
+        dot[:, 1], norm[:, 1] = dot[:, 0], norm[:, 0]
+        if differ.size:
+            dot[differ, 1], norm[differ, 1] = _stamp_sums(own_stamps[differ], data[differ])
         fits = dot / norm
         best = np.argmax(dot * fits, axis=1)  # the chi-square drop of a linear fit is dot^2 / norm
         psf_flux[sel] = fits[:, 0]
