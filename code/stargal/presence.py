@@ -14,7 +14,8 @@ real SDSS frames; 1.1 in r, the band the others are resampled onto). Instead the
 response there (astropy: the sources among those places clipped away, which matters in crowded fields) are
 its zero point and noise. Both run on the cube less its local background (``local_background_subtracted``:
 sep's mesh of 16-pixel cells), so that the halo of a bright star is not taken for a source (``bench/halo_presence.py``
-measures both on the real sample). Pure noise passes in 0.5 % of places.
+measures both on the real sample). Pure noise passes in 0.7 % of places (white noise in five bands, 2026-12-07;
+0.6 % in theory).
 
 S/N alone is not enough near a bright star: 6-15 pixels out its own PSF wing passes it, and a position there is
 blank sky whose p_star would mean nothing. A source at the position makes the response peak there, so the
@@ -39,7 +40,7 @@ from astropy.stats import sigma_clipped_stats
 
 from . import patches
 
-MIN_SNR = 3.5  # the combined S/N a position needs to be classified (predict.py --min-snr): pure noise passes 0.5 %
+MIN_SNR = 3.5  # the combined S/N a position needs to be classified (predict.py --min-snr): pure noise passes 0.7 %
 WINDOW = 9  # pixels: the filter's support, +-2.2 sigma of the widest SDSS seeing
 CALIBRATION_POSITIONS = 20_000
 GAUSSIAN_R50_TO_SIGMA = 1.0 / np.sqrt(2.0 * np.log(2.0))  # a Gaussian's half-light radius is 1.1774 sigma
