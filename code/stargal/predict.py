@@ -20,6 +20,7 @@ coordinate that cannot be classified honestly gets an explicit status and no pro
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -201,7 +202,7 @@ def classify(
     psf_map=None,
     min_snr: float = 0.0,
     bands: str | None = None,
-    track=None,
+    track: Callable | None = None,
 ) -> Predictions:
     """Classify sky positions in an aligned cube [bands, rows, cols] with a Keras model taking raw patches or an
     ``onnx_engine.OnnxNetwork`` (the same network, patches cut from the cube normalised once).

@@ -99,7 +99,7 @@ def matched_response(data: np.ndarray, rows: np.ndarray, cols: np.ndarray, r50: 
     for start in range(0, len(rows), _CHUNK):  # bounded memory for any number of positions
         stop = start + _CHUNK
         cut = patches.extract_patches(data, rows[start:stop], cols[start:stop], WINDOW).data  # [m, W, W, bands]
-        # the Gaussian is separable, w = g(row) g(column): two 1-D sums cost a third of the 2-D weights' exp
+        # the Gaussian is separable, w = g(row) g(column): 9 exponentials per position and band instead of 81
         g = np.exp(-offsets2 / (2.0 * (r50[start:stop, None, :] * GAUSSIAN_R50_TO_SIGMA) ** 2))  # [m, W, bands]
         summed_over_rows = np.einsum("mib,mijb->mjb", g, cut)
         out[start:stop] = np.einsum("mjb,mjb->mb", g, summed_over_rows) / (g**2).sum(axis=1)  # sqrt(sum w^2)
