@@ -182,6 +182,9 @@ def uncovered(data: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 TTA_MODES = ("auto", "all", "off")
 TTA_MARGIN = 0.15  # "auto": the eight-symmetry mean where the single pass lies this close to the threshold
+# a band whose matched-filter S/N stays under this does not show a source: a real star or galaxy seen at S/N 3.5-6
+# in r shows in g or i (blue ones in g, red ones in i)
+UNSEEN_SNR = 1.0
 CHUNK = 4096  # patches cut and classified at a time (50 MB of 25 x 25 x 5 float32): memory stays flat
 
 
@@ -287,10 +290,10 @@ def _no_source(
         for band in "gri":
             b = bands.index(band)
             flux[:, b] = gaussian_fluxes(np.nan_to_num(local[b]), x[shown], y[shown], sigma[:, b])
-        alone = shown[single_band(flux, bands)]
+        snr = presence.band_snr(local, rows[shown], cols[shown], r50[shown], noise)
         # ... and r itself seen: a source of u or z alone has g, i and a noise-level r too, and no r-band cosmic ray
-        seen = presence.band_snr(local, rows[alone], cols[alone], r50[alone], noise)[:, bands.index("r")] >= min_snr
-        artefact[alone[seen]] = True
+        seen = snr[:, bands.index("r")] >= min_snr
+        artefact[shown[(single_band(flux, bands) & seen) | unseen_beside_r(snr, bands, min_snr)]] = True
     if bands is not None and "r" in bands and (peaked := np.flatnonzero(~faint & ~off_peak & ~artefact)).size:
         artefact[peaked] = unshown_noise_peaks(data, x[peaked], y[peaked], bands, r50_at, min_snr, local, noise)
     return faint, off_peak, artefact
@@ -363,8 +366,24 @@ def detected_refusals(
     cube's ``detection.subtract_backgrounds`` the sources were found on, when already made."""
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
     r50_at = _r50_at(psf_map, len(data))
-    artefact = single_band(flux, bands) | unshown_noise_peaks(data, x, y, bands, r50_at, min_snr, subtracted=subtracted)
+    artefact = single_band(flux, bands)
+    if len(x):  # the presence test's measure, as for positions, so that both modes see the same S/N
+        local = presence.local_background_subtracted(data)
+        noise = presence.filter_noise(local, r50_at)
+        if set("gri") <= set(bands):
+            rows, cols = patches.pixel_centres(x, y)
+            artefact |= unseen_beside_r(presence.band_snr(local, rows, cols, r50_at(cols, rows), noise), bands, min_snr)
+        artefact |= unshown_noise_peaks(data, x, y, bands, r50_at, min_snr, local, noise, subtracted)
     return artefact, at_frame_edge(x, y, data.shape[1:])
+
+
+def unseen_beside_r(snr: np.ndarray, bands: str, min_snr: float) -> np.ndarray:
+    """bool [n]: sources whose per-band matched-filter S/N [n, bands] (``presence.band_snr``) reaches ``min_snr`` in
+    r while neither g nor i reaches UNSEEN_SNR: seen in r alone. ``detection.single_band``'s flux ratio alone is
+    decided by noise for a faint source (at S/N 6 in r, 5 % of its flux is S/N 0.3 in i): 1035-6-17's r-only source
+    on its noisy columns had i at 4 % of r on the detection's background and 12 % on the presence test's."""
+    g, r, i = (snr[:, bands.index(b)] for b in "gri")
+    return (r >= min_snr) & (g < UNSEEN_SNR) & (i < UNSEEN_SNR)
 
 
 def _network(model, data: np.ndarray, patch_size: int, batch_size: int):

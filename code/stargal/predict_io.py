@@ -618,7 +618,7 @@ DESCRIPTIONS = {
     "status": "ok, outside, edge (too near the border; a detected source within 2 px of it, cut by it), no_data, "
     "no_source (the frame shows no source there), off_peak (light, but no source centred there: a bright star's "
     "wing, or > ~1 arcsec off a source) or artefact (no star or galaxy: seen in r alone, g and i under 5 % of its "
-    "flux, such as a cosmic ray; or a noise peak on a noisy r column that the other bands do not show)",
+    "flux or under S/N 1, such as a cosmic ray; or a noise peak on a noisy r column that the other bands do not show)",
 }
 # every column predict.py writes itself: an input column of one of these names is carried as input_NAME
 _OWN_COLUMNS = {*DESCRIPTIONS, "catalog_type"}

@@ -44,8 +44,9 @@ RERUN = 301
 # the stars detected; 6: quadrant p; 7: star fraction r 22-23; 8: deblended sources marked, the bright non-catalog
 # ones counted apart; 9: non-catalog r 21-22 as negatives too; 10: the labelled check where both sweeps are there;
 # 11: non-catalog r 22-22.5 as negatives too, apart; 12: each field marked simulated or not; 13: the sources
-# predict.py --detect refuses left out (edge, noisy columns' noise peaks), a catalog star only they match a miss
-FORMAT_VERSION = 13
+# predict.py --detect refuses left out (edge, noisy columns' noise peaks), a catalog star only they match a miss;
+# 14: r-alone artefacts also by S/N (g and i both under S/N 1, predict.unseen_beside_r)
+FORMAT_VERSION = 14
 
 
 @dataclass(frozen=True)
