@@ -50,7 +50,7 @@ STATUS_EDGE = "edge"
 STATUS_NO_DATA = "no_data"
 STATUS_NO_SOURCE = "no_source"
 STATUS_OFF_PEAK = "off_peak"  # light there, but no source centred on it: a bright star's wing, or > ~1" off a source
-STATUS_ARTEFACT = "artefact"  # seen in r alone (detection.single_band): a cosmic ray; or a noisy column's noise peak
+STATUS_ARTEFACT = "artefact"  # seen in r alone (a cosmic ray: single_band, unseen_beside_r); or a noise peak
 STATUSES = (STATUS_OK, STATUS_OUTSIDE, STATUS_EDGE, STATUS_NO_DATA, STATUS_NO_SOURCE, STATUS_OFF_PEAK, STATUS_ARTEFACT)
 STATUS_DTYPE = f"U{max(map(len, STATUSES))}"
 OUTPUT_COLUMNS = ("ra", "dec", "x", "y", "p_star", "label", "status")
@@ -219,9 +219,9 @@ def classify(
     ``min_snr``: positions where the bands' combined PSF-matched S/N does not reach it are ``no_source``, and
     those where it does but the response does not peak are ``off_peak`` (0, for positions known to hold a source
     such as catalogued or detected ones: classify them all); with the cube's ``bands`` named, a source there seen
-    in r alone (``detection.single_band`` of its PSF-matched fluxes: a cosmic ray) is an ``artefact``, as
-    ``--detect`` marks it, and so is a noise peak of a noisy r column that the other bands do not show
-    (``unshown_noise_peaks``, the rule --detect applies). ``track(iterable, description, total=, unit=)``: a
+    in r alone (``detection.single_band`` of its PSF-matched fluxes, or ``unseen_beside_r``: a cosmic ray) is an
+    ``artefact``, as ``--detect`` marks it, and so is a noise peak of a noisy r column that the other bands do not
+    show (``unshown_noise_peaks``, the rule --detect applies). ``track(iterable, description, total=, unit=)``: a
     progress display of the chunks when there are several (``stargal.progress.track``); none without.
     """
     if tta not in TTA_MODES:
@@ -360,8 +360,9 @@ def detected_refusals(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(artefact, edge) bool [n]: the detected sources (x, y; ``detection.Sources.flux``) of a cube [bands, H, W]
     that predict.py --detect does not classify, and the real-sky evaluation leaves out: artefacts, seen in r alone
-    (``detection.single_band``) or a noisy r column's noise peak the other bands do not show (``unshown_noise_peaks``,
-    as for positions); edge, centred within EDGE_PX of the frame's border (``detection.at_frame_edge``).
+    (``detection.single_band``, ``unseen_beside_r``) or a noisy r column's noise peak the other bands do not show
+    (``unshown_noise_peaks``, as for positions); edge, centred within EDGE_PX of the frame's border
+    (``detection.at_frame_edge``).
     ``psf_map``: the cube's PSF (``stargal.psf.PSFMap``), None for presence.DEFAULT_R50_PX; ``subtracted``: the
     cube's ``detection.subtract_backgrounds`` the sources were found on, when already made."""
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
