@@ -508,6 +508,29 @@ def test_a_folder_without_sdss_files_is_one_error(tmp_path):
     assert not paths.manifest.exists()
 
 
+def test_frames_unpacked_or_gzipped_are_named_with_what_to_do(sas_tree, tmp_path):
+    """A local copy whose frames are uncompressed (.fits) or gzipped (.fits.gz) holds SDSS frames that stage 00 does
+    not take: it says so, naming the file and how to make it one it takes, instead of "no SDSS file in it" or a bare
+    "not found"."""
+    only_fits = tmp_path / "unpacked"
+    only_fits.mkdir()
+    for spec in plan_files(FS, frames_only=True, pictures=False):
+        raw = bz2.decompress((sas_tree / spec.relpath).read_bytes())
+        (only_fits / spec.name.removesuffix(".bz2")).write_bytes(raw)
+    paths = DataPaths(tmp_path / "data")
+    with pytest.raises(StargalError, match=r"it holds .*frame-g-008162-6-0080\.fits and 9 more, .*bzip2 the \.fits"):
+        run_download(paths, FS, _options(str(only_fits), frames_only=True))
+    mixed = tmp_path / "mixed"
+    shutil.copytree(sas_tree, mixed)
+    raw = bz2.decompress((mixed / U80).read_bytes())
+    (mixed / U80).unlink()
+    (mixed / "frame-u-008162-6-0080.fits.gz").write_bytes(gzip.compress(raw))
+    summary = run_download(DataPaths(tmp_path / "data2"), FS, _options(str(mixed)))
+    (reason,) = summary.failures.values()
+    assert f"not found in {mixed}" in reason
+    assert f"it holds {mixed / 'frame-u-008162-6-0080.fits.gz'} instead" in reason and "bzip2" in reason
+
+
 def test_a_frame_under_another_frames_name_is_refused_at_download(sas_tree, tmp_path):
     """A g frame copied under the r frame's name (or another field's frame under this one's) would be aligned as
     the r band: its header says which frame it is, and the download checks that against the name."""
@@ -837,6 +860,61 @@ def test_a_server_that_trickles_is_given_up_on_and_what_arrived_is_kept(sas_tree
     assert 0 < partial_path(final).stat().st_size < (tree / U80).stat().st_size
 
 
+def test_a_server_sending_a_few_bytes_per_connection_then_stalling_is_given_up_on(sas_tree, tmp_path):
+    """Each connection gets a few bytes and then stalls past the read timeout: the partial file grows, but at a few
+    bytes a second, and such attempts use up the retry budget (they once counted as progress, so the fetch asked
+    again forever)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from stargal.download import FetchCancelled, FetchError, fetch_http, make_session
+
+    data = (sas_tree / U80).read_bytes()
+    stop = threading.Event()
+
+    class Stalling(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            start = int(self.headers.get("Range", "bytes=0-")[len("bytes=") : -1])
+            self.send_response(206 if start else 200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(len(data) - start))
+            if start:
+                self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+            self.end_headers()
+            self.wfile.write(data[start : start + 10])
+            self.wfile.flush()
+            stop.wait(10)  # then nothing more: the client's read times out
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Stalling)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}/{U80}"
+    final = tmp_path / "data" / U80
+    settings = HttpSettings(connect_timeout=2.0, read_timeout=0.3, retries=2, backoff=0.01, backoff_max=0.05)
+    cancel = threading.Event()
+    timer = threading.Timer(8.0, cancel.set)  # the old behaviour: still asking when this stops it
+    timer.start()
+    try:
+        with make_session(settings) as session:
+            start = time.monotonic()
+            with pytest.raises(FetchError, match=r"read timed out\) \(gave up after 3 attempts\)"):
+                fetch_http(session, url, final, "frame", settings, cancel=cancel)
+    except FetchCancelled:
+        pytest.fail("the fetch kept asking a server that sends a few bytes per connection")
+    finally:
+        timer.cancel()
+        stop.set()
+        httpd.shutdown()
+        httpd.server_close()
+    assert time.monotonic() - start < 5 and not final.exists()
+    assert partial_path(final).stat().st_size == 30  # what arrived is kept for a later run to resume
+
+
 def test_cancel_stops_a_retrying_fetch_at_once_and_keeps_nothing_under_the_final_name(server, tmp_path):
     """A stopping run (Ctrl-C in the main thread sets the event) ends a worker waiting to retry at once."""
     import threading
@@ -1004,6 +1082,29 @@ def test_redo_commands_name_the_source_the_manifest_records(tmp_path):
     files[U80]["url"] = "https://data.sdss.org/sas/dr17/eboss/" + U80  # SDSS itself: the default source
     fsio.write_json(paths.manifest, {"version": 1, "files": files})
     assert download_command(U80, paths) == f"00_download.py --run 8162 --camcol 6 --fields 80 --frames-only {tail}"
+
+
+def test_the_redo_of_a_frame_never_fetched_names_the_source_of_its_fields_other_frames(tmp_path):
+    """A frame stage 00 failed to copy (unreadable in the local folder) has no manifest entry: stage 01's redo
+    command for it left out --source, so run as printed it asked the SDSS server, not the folder the field's other
+    four frames came from."""
+    from stargal.integrity import download_command
+
+    paths = DataPaths(tmp_path / "data")
+    local = tmp_path / "copy"
+    files = {
+        sdss.frame_relpath(band, 301, 1992, 1, 87): {"url": (local / sdss.frame_filename(band, 1992, 1, 87)).as_uri()}
+        for band in "ugrz"
+    }
+    fsio.write_json(paths.manifest, {"version": 1, "files": files})
+    tail = f"--data-dir {paths.root}"
+    assert download_command(sdss.frame_relpath("i", 301, 1992, 1, 87), paths) == (
+        f"00_download.py --run 1992 --camcol 1 --fields 87 --frames-only --source {local} {tail}"
+    )
+    # another field's frames say nothing about this one's source: SDSS, the default
+    assert download_command(sdss.frame_relpath("i", 301, 1992, 1, 88), paths) == (
+        f"00_download.py --run 1992 --camcol 1 --fields 88 --frames-only {tail}"
+    )
 
 
 def test_files_fetched_before_a_stop_are_recorded_not_fetched_again(sas_tree, tmp_path, monkeypatch):

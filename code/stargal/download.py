@@ -229,6 +229,14 @@ def _attempt(session, url, part, kind, settings, progress, cancel) -> tuple[int,
     offset = part.stat().st_size if part.exists() else 0
     headers = {"Range": f"bytes={offset}-"} if offset else {}
     got = 0
+    started = time.monotonic()
+
+    def moved_forward(size: int) -> bool:
+        # An attempt that grew the partial file at min_rate or more does not use up the retry budget (a flaky but
+        # working link); one that got a few bytes and then stalled for a read timeout does, or a server sending a
+        # handful of bytes per connection would be asked again forever.
+        return size > offset and size - offset >= settings.min_rate * (time.monotonic() - started)
+
     timeout = (settings.connect_timeout, settings.read_timeout)
     with session.get(url, headers=headers, stream=True, timeout=timeout, allow_redirects=True) as resp:
         status = resp.status_code
@@ -278,12 +286,14 @@ def _attempt(session, url, part, kind, settings, progress, cancel) -> tuple[int,
             # keep what arrived: the next attempt resumes from there
             size = part.stat().st_size
             raise _Retry(
-                f"connection dropped mid-body after {size} bytes ({describe_error(exc)})", progressed=size > offset
+                f"connection dropped mid-body after {size} bytes ({describe_error(exc)})",
+                progressed=moved_forward(size),
             ) from None
     size = part.stat().st_size
     if expected is not None and size < expected:
-        # progress = the partial file grew (a server that ignores Range and always breaks off does not progress)
-        raise _Retry(f"body ended after {size} of {expected} bytes", progressed=size > offset)
+        # progress = the partial file grew at min_rate or more (a server that ignores Range and always breaks off, or
+        # sends a few bytes per connection, does not progress)
+        raise _Retry(f"body ended after {size} of {expected} bytes", progressed=moved_forward(size))
     if expected is not None and size > expected:
         part.unlink(missing_ok=True)
         raise _Retry(f"received {size} bytes, more than the announced {expected}")

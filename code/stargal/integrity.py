@@ -19,7 +19,7 @@ from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
 from . import fsio, sdss
-from .config import REFERENCE, SAS_BASE_URL
+from .config import BANDS, REFERENCE, SAS_BASE_URL
 from .errors import StargalError
 from .paths import PRETRAINED_MODEL_DIR, PROJECT_ROOT, DataPaths, FieldId, ModelFiles, check_folder_name
 
@@ -66,6 +66,8 @@ def download_command(
     rerun = int(parts[-2] if info["kind"] == "catalog" else parts[-4])
     files = _manifest_files(paths)
     url = _entry_url(files, relpath)
+    if not url and info["kind"] == "frame":  # never fetched: its field's other frames name the source it comes from
+        url, relpath = _sibling_frame_entry(files, relpath, info)
     if info["kind"] == "frame":
         fields = [info["field"]]
         text = str(info["field"])
@@ -92,6 +94,18 @@ def _manifest_files(paths: DataPaths | None) -> dict:
 def _entry_url(files: dict, relpath: str) -> str:
     entry = files.get(relpath)
     return str(entry.get("url", "")) if isinstance(entry, dict) else ""
+
+
+def _sibling_frame_entry(files: dict, relpath: str, info: dict) -> tuple[str, str]:
+    """(url, relpath) of the first other band's frame of the same field that the manifest records a source for;
+    ("", ``relpath``) when none."""
+    folder = relpath.rpartition("/")[0]
+    for band in BANDS:
+        other = f"{folder}/{sdss.frame_filename(band, info['run'], info['camcol'], info['field'])}".lstrip("/")
+        url = _entry_url(files, other)
+        if url and other != relpath:
+            return url, other
+    return "", relpath
 
 
 def _recorded_fields(files: dict, rerun: int, run: int, camcol: int, url: str) -> list[int]:

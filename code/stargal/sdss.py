@@ -89,6 +89,22 @@ def catalog_relpath(rerun: int, run: int, camcol: int, kind: str) -> str:
     return f"{sweeps_dir_relpath(rerun)}/{catalog_filename(run, camcol, kind)}"
 
 
+# SDSS file names under an encoding SAS does not serve them in (a frame unpacked, gzipped or fpacked; a sweep
+# unpacked or bzipped): stages that take SAS's names say so rather than skip them silently
+_OTHER_ENCODING = re.compile(
+    r"^(?:(frame-[ugriz]-\d{6}-\d-\d{4}\.fits)(?:\.gz|\.fz)?|(calibObj-\d{6}-\d-(?:gal|star)\.fits)(?:\.bz2)?)$"
+)
+
+
+def sas_name_of(name: str) -> str | None:
+    """The name SAS serves a frame (.fits.bz2) or sweep (.fits.gz) under, for a file ``name`` holding one under
+    another encoding; None for any other name, SAS's own included."""
+    match = _OTHER_ENCODING.match(name)
+    if match is None:
+        return None
+    return match.group(1) + ".bz2" if match.group(1) else match.group(2) + ".gz"
+
+
 def parse_filename(name: str) -> dict | None:
     """Identify an SDSS frame, irg jpeg or sweep file by its name; None if it is none of them."""
     if m := _FRAME_RE.match(name):

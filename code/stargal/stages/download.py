@@ -190,6 +190,8 @@ def checked_request(options: DownloadOptions) -> tuple[tuple[str, ...], Source, 
 def run_download(paths: DataPaths, fs: FieldSet, options: DownloadOptions = DownloadOptions()) -> DownloadSummary:
     """Fetch every planned file that is not already complete; never raises for a single file's failure."""
     bands, source, pictures = checked_request(options)
+    with _unaccepted_lock:
+        _unaccepted_cache.clear()  # the folder may have changed since an earlier run in this process
     specs = plan_files(fs, bands, options.frames_only, pictures)
     start = time.monotonic()
     manifest = Manifest.load(paths.manifest)
@@ -259,6 +261,13 @@ def run_download(paths: DataPaths, fs: FieldSet, options: DownloadOptions = Down
             if isinstance(source, HttpSource):
                 _check_reachable(source, options.http)
             elif not any(source.locate(spec) for spec in todo) and not source.holds_sdss_files():
+                other = sorted(_unaccepted_copies(source.root).values())
+                if other:
+                    more = f" and {len(other) - 1} more" if len(other) > 1 else ""
+                    raise StargalError(
+                        f"--source {source.root}: no SDSS file in it under the SAS's names; it holds {other[0]}"
+                        f"{more}, {_ENCODING_HINT}"
+                    )
                 raise StargalError(
                     f"--source {source.root}: no SDSS file in it (frame-*.fits.bz2, calibObj-*.fits.gz; in SAS, "
                     "bundle or any layout)"
@@ -652,7 +661,7 @@ def _fetch_file(
     if isinstance(source, LocalSource):
         src = source.locate(spec)
         if src is None:
-            raise FetchError(_not_found(source))
+            raise FetchError(_not_found(source, spec))
         return copy_local(src, final, spec.kind, progress=progress, rerun=spec.rerun)
     return fetch_http(
         session(), source.url(spec), final, spec.kind, settings, progress=progress, cancel=cancel, rerun=spec.rerun
@@ -726,12 +735,44 @@ def _stop_on_full_disk(future: Future, final: Path) -> None:
         raise OSError(full, os.strerror(full), str(final))
 
 
-def _not_found(source: LocalSource) -> str:
-    return f"not found in {source.root} (in SAS, bundle or any-tree layout)"
+def _not_found(source: LocalSource, spec: FileSpec) -> str:
+    text = f"not found in {source.root} (in SAS, bundle or any-tree layout)"
+    other = _unaccepted_copies(source.root).get(spec.name)
+    if other is not None:
+        text += f"; it holds {other} instead, {_ENCODING_HINT}"
+    return text
+
+
+_ENCODING_HINT = (
+    "which stage 00 does not take: frames only bzip2-compressed as the SAS serves them (.fits.bz2: bzip2 the .fits "
+    "file), sweeps only gzip-compressed (.fits.gz)"
+)
+_unaccepted_cache: dict[Path, dict[str, Path]] = {}
+_unaccepted_lock = threading.Lock()
+
+
+def _unaccepted_copies(root: Path) -> dict[str, Path]:
+    """SAS file name -> path of a file below ``root`` that holds it under another encoding (``frame-...fits``,
+    ``.fits.gz``; ``calibObj-...fits``, ``.fits.bz2``); searched once per run, as the name index is."""
+    from .. import sources
+
+    with _unaccepted_lock:
+        if root in _unaccepted_cache:
+            return _unaccepted_cache[root]
+        found: dict[str, Path] = {}
+        for searched, (dirpath, dirnames, filenames) in enumerate(os.walk(root, followlinks=False)):
+            if searched == sources.MAX_SEARCHED_FOLDERS:
+                break
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for name in sorted(filenames):
+                if accepted := sdss.sas_name_of(name):
+                    found.setdefault(accepted, Path(dirpath) / name)
+        _unaccepted_cache[root] = found
+        return found
 
 
 def _missing(spec: FileSpec, source: LocalSource, summary: DownloadSummary, display: _Display) -> None:
-    summary.failures[spec.label] = _not_found(source)
+    summary.failures[spec.label] = _not_found(source, spec)
     display.file_done(spec, None, summary.failures[spec.label])
 
 
