@@ -97,8 +97,9 @@ def main(argv=None) -> int:
     parser.add_argument("-q", "--quiet", action="store_true")
     args = parser.parse_args(argv)
     cli.setup_logging(args.quiet)
-    from stargal.stages.realsky import run_real_sky
+    from stargal.stages.realsky import check_sample_files, run_real_sky
 
+    check_sample_files(Path(args.sample))
     paths = cli.data_paths(args)
     out = Path(args.out) if args.out else paths.reports("real_sky_comparison")
     rows, record = [], {}

@@ -53,9 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     cli.setup_logging(args.quiet, args.verbose)
-    from stargal.stages.realsky import fields_phrase, require_sample_folder, run_real_sky
+    from stargal.stages.realsky import check_sample_files, fields_phrase, require_sample_folder, run_real_sky
 
     require_sample_folder(Path(args.sample))  # a mistyped --sample makes no data folder
+    check_sample_files(Path(args.sample))  # nor does a galaxy sweep that would be left unused
     paths = cli.open_data_folder(args)
     result = run_real_sky(paths, args.sample, model=args.model, out=args.out, force=args.force)
     for table in result["tables"]:

@@ -277,6 +277,17 @@ def test_real_sky_evaluation_runs_on_a_simulated_field(tiny_sky, tiny_data, tmp_
     fine_stars = sum(e["stars_called_star"]["n"] for e in labelled["by_r_fine"])
     no_r = next((e["stars_called_star"]["n"] for e in labelled["by_r"] if e["bin"] == "no r flux"), 0)
     assert fine_stars + no_r == overall["stars"]
+    # every object listed is in labelled-FIELD.csv, and the check recomputed from it is the record's
+    import csv
+
+    with open(out / "labelled-8162-6-81.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == labelled["objects_listed"] and {r["field"] for r in rows} == {"81"}
+    scored = [r for r in rows if r["status"] == "ok"]
+    assert len(scored) == overall["n"]
+    assert [[sum(1 for r in scored if (r["catalog_type"], r["label"]) == (t, c)) for c in ("galaxy", "star")]
+            for t in ("galaxy", "star")] == overall["confusion_matrix"]  # fmt: skip
+    assert all((float(r["p_star"]) >= result["threshold"]) == (r["label"] == "star") for r in scored)
     again = run_real_sky(paths, sample, model=PRETRAINED, out=out)
     assert again["skipped"]
     # the detection is part of what makes the record current: found with other settings, it is redone

@@ -1154,5 +1154,107 @@ def test_sweep_mismatch_counts_the_bright_objects_on_sources():
     r = np.array([15.0, 18.0, 19.9, 20.0, 22.0, np.nan] + [19.0] * 8)
     on = np.array([True, True, False, False, False, False] + [True] * 8)
     assert realsky.sweep_mismatch(on, r) is None  # 10 of 11 bright objects on a source
-    assert realsky.sweep_mismatch(~on, r) == (1, 11)  # the frames' sources miss all but one
+    assert realsky.sweep_mismatch(~on, r) == (1, 11, 20.0)  # the frames' sources miss all but one
     assert realsky.sweep_mismatch(np.zeros(3, bool), np.array([15.0, 16.0, 17.0])) is None  # too few to say
+
+
+def test_sweep_mismatch_counts_fainter_objects_where_too_few_are_bright():
+    """A galaxy sweep places a few objects brighter than r = 20 in a small frame: another sky's passed unseen,
+    and the labelled check scored the frames against it (accuracy 0.70, MCC -0.06, exit status 0)."""
+    r = np.array([18.5, 19.2, 19.8, 20.3, 20.7, 21.1, 21.4, 21.6, 21.8, 21.9, 22.3, 23.0])
+    assert realsky.sweep_mismatch(np.zeros(12, bool), r) == (0, 10, 22.0)  # another sky's: 0 of 10 to r = 22
+    own = np.array([True] * 8 + [False] * 4)
+    assert realsky.sweep_mismatch(own, r) is None  # 8 of 10 on a source
+    assert realsky.sweep_mismatch(np.zeros(5, bool), r[:5]) is None  # too few to say, even to r = 22
+
+
+def test_a_galaxy_sweep_of_another_simulated_sky_beside_the_right_star_sweep_is_refused(two_samples, tmp_path):
+    """The star sweep the frames' own, the galaxy sweep another sky's under the same name: the bright-object test
+    found too few bright galaxies in the frame to say, and the labelled check was scored, exit status 0."""
+    from stargal.stages.realsky import run_real_sky
+
+    sample = _mixed_sample(tmp_path / "mixed", two_samples[0], two_samples[0])
+    galaxy = sample / sdss.catalog_filename(8162, 6, "gal")
+    galaxy.unlink()
+    galaxy.symlink_to(two_samples[1] / galaxy.name)
+    out = tmp_path / "real_sky"
+    with pytest.raises(StargalError, match=rf"^{re.escape(str(galaxy))}: only \d+ of the \d+ objects brighter than"):
+        run_real_sky(DataPaths(tmp_path / "data"), sample, model=PRETRAINED, out=out)
+    assert not out.exists()
+
+
+def test_a_galaxy_sweep_without_its_star_sweep_is_one_line_and_makes_no_data_folder(tmp_path):
+    """Frames and the galaxy sweep alone: the sweep was not used, the run gave no labelled check and no word of
+    it, exit status 0."""
+    sample = tmp_path / "sample"
+    (sample / "sweeps").mkdir(parents=True)
+    for b in BANDS:
+        (sample / sdss.frame_filename(b, 8162, 6, 80)).write_bytes(b"")
+    galaxy = sample / "sweeps" / sdss.catalog_filename(8162, 6, "gal")
+    galaxy.write_bytes(b"")
+    data = tmp_path / "data"
+    script = [sys.executable, str(PROJECT_ROOT / "code" / "real_sky.py"), "--data-dir", str(data), "-q"]
+    done = subprocess.run([*script, "--sample", str(sample)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith(f"real_sky.py: error: {galaxy}: the galaxy sweep of run 8162 camcol 6 without its ")
+    assert sdss.catalog_filename(8162, 6, "star") in done.stderr
+    assert not data.exists()
+    # with the star sweep anywhere in the folder, or the galaxy sweep of a camcol with no frames, no refusal
+    from stargal.stages.realsky import require_star_sweeps
+
+    (sample / sdss.catalog_filename(8162, 6, "star")).write_bytes(b"")
+    require_star_sweeps(sample)
+    (sample / sdss.catalog_filename(8162, 5, "gal")).write_bytes(b"")
+    require_star_sweeps(sample)
+
+
+def test_frames_and_sweeps_under_another_compression_are_named_not_skipped_silently(tmp_path):
+    """Gunzipped sweeps beside the frames: no catalog or labelled check and not a word about it, exit status 0."""
+    sample = tmp_path / "sample"
+    sample.mkdir()
+    for b in BANDS:
+        (sample / sdss.frame_filename(b, 8162, 6, 80)).write_bytes(b"")
+    (sample / "frame-g-008162-6-0080.fits").write_bytes(b"")  # a look at a frame beside it: misses nothing
+    for kind in ("gal", "star"):  # gunzipped
+        (sample / sdss.catalog_filename(8162, 6, kind).removesuffix(".gz")).write_bytes(b"")
+    data = tmp_path / "data"
+    script = [sys.executable, str(PROJECT_ROOT / "code" / "real_sky.py"), "--data-dir", str(data), "-q"]
+    done = subprocess.run([*script, "--sample", str(sample)], capture_output=True, text=True, timeout=300)
+    assert done.stderr.startswith(
+        f"{sample / 'calibObj-008162-6-gal.fits'} and 1 other SDSS file(s): not used: real_sky.py takes SDSS frames as "
+        "frame-*.fits.bz2 and sweeps as calibObj-*.fits.gz"
+    ), done.stderr
+    assert "frame-g-008162-6-0080.fits:" not in done.stderr
+
+
+def test_a_galaxy_sweep_listing_nothing_under_the_field_is_refused_not_scored(two_samples, tmp_path):
+    """A galaxy sweep with the field's own rows missing (listed under another field): the labelled check scored the
+    star sweep alone and called its recall "accuracy", exit status 0."""
+    import gzip
+
+    from astropy.io import fits
+
+    from stargal.stages.realsky import run_real_sky
+
+    sample = _mixed_sample(tmp_path / "mixed", two_samples[0], two_samples[0])
+    galaxy = sample / sdss.catalog_filename(8162, 6, "gal")
+    with fits.open(gzip.open(galaxy.resolve())) as hdul:
+        hdul[1].data["FIELD"][hdul[1].data["FIELD"] == 80] = 79
+        galaxy.unlink()
+        with gzip.open(galaxy, "wb") as fh:
+            hdul.writeto(fh)
+    out = tmp_path / "real_sky"
+    with pytest.raises(StargalError, match=rf"^{re.escape(str(galaxy))}: lists no object under field 80, so"):
+        run_real_sky(DataPaths(tmp_path / "data"), sample, model=PRETRAINED, out=out)
+    assert not out.exists()
+
+
+def test_the_labelled_table_per_r_counts_the_objects_without_r_flux_too():
+    """The table's r bins held one star fewer than the field's count: the object without r flux was in the
+    record but in no column."""
+    from stargal.stages.realsky import _labelled_rows_by_r
+
+    entry = {"k": 1, "n": 1, "fraction": 1.0, "low": 0.2, "high": 1.0}
+    check = {"by_r": [{"bin": "no r flux", "stars_called_star": entry, "galaxies_called_star": None}]}
+    stars, galaxies = _labelled_rows_by_r("8162-6-375", check)
+    assert stars[:2] == ["8162-6-375", "stars"] and stars[-1] != "-" and stars[2:-1] == ["-", "-", "-"]

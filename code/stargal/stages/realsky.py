@@ -45,8 +45,9 @@ RERUN = 301
 # ones counted apart; 9: non-catalog r 21-22 as negatives too; 10: the labelled check where both sweeps are there;
 # 11: non-catalog r 22-22.5 as negatives too, apart; 12: each field marked simulated or not; 13: the sources
 # predict.py --detect refuses left out (edge, noisy columns' noise peaks), a catalog star only they match a miss;
-# 14: r-alone artefacts also by S/N (g and i both under S/N 1, predict.unseen_beside_r)
-FORMAT_VERSION = 14
+# 14: r-alone artefacts also by S/N (g and i both under S/N 1, predict.unseen_beside_r); 15: labelled-FIELD.csv, a
+# sweep of few bright objects matched down to r = 22, a sweep listing nothing under a field refused
+FORMAT_VERSION = 15
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,54 @@ def require_sample_folder(sample: Path) -> None:
         )
     if not sample.is_dir():
         raise StargalError(f"--sample {sample}: not a folder of SDSS frames")
+
+
+def warn_other_compressions(sample: Path) -> None:
+    """One warning naming the SDSS frames and sweeps of ``sample`` kept under another compression than SAS's, which
+    the evaluation does not take: gunzipped sweeps beside the frames gave no catalog or labelled check and not a
+    word about it, exit status 0; a field of uncompressed frames was left out as silently."""
+    files = [Path(d) / n for d, _, names in os.walk(sample, followlinks=True) for n in names]
+    taken = {p.name for p in files if sdss.parse_filename(p.name)}
+    # a copy beside the file SAS's name is taken from (a frame bunzipped to look at it) misses nothing
+    found = sorted(p for p in files if (sas := sdss.sas_name_of(p.name)) and sas not in taken)
+    if found:
+        others = f" and {len(found) - 1} other SDSS file(s)" if len(found) > 1 else ""
+        log.warning(
+            "%s%s: not used: real_sky.py takes SDSS frames as frame-*.fits.bz2 and sweeps as calibObj-*.fits.gz, "
+            "as SAS serves them (bzip2 a frame, gzip a sweep)",
+            found[0],
+            others,
+        )
+
+
+def require_star_sweeps(sample: Path) -> None:
+    """Refuse a camcol's galaxy sweep without its star sweep in ``sample`` (where the folder holds frames of that
+    camcol): the galaxy sweep alone is not used, so the run gave neither the labelled check the user asked for by
+    putting it there nor a word about it, exit status 0. Sweeps are looked for anywhere in the folder, as
+    ``discover`` finds them."""
+    names = {n for _, _, found in os.walk(sample, followlinks=True) for n in found}
+    camcols = set()
+    for name in names:
+        info = sdss.parse_filename(name)
+        if info and info["kind"] == "frame" and info["band"] != "irg":
+            camcols.add((info["run"], info["camcol"]))
+    for run, camcol in sorted(camcols):
+        galaxy, star = (sdss.catalog_filename(run, camcol, k) for k in ("gal", "star"))
+        if galaxy in names and star not in names:
+            path = next(
+                Path(d) / galaxy for d, _, found in sorted(os.walk(sample, followlinks=True)) if galaxy in found
+            )
+            raise StargalError(
+                f"{path}: the galaxy sweep of run {run} camcol {camcol} without its star sweep {star} in {sample}: "
+                "the labelled check needs both; put the star sweep in the folder, or remove the galaxy sweep"
+            )
+
+
+def check_sample_files(sample: Path) -> None:
+    """``warn_other_compressions`` and ``require_star_sweeps`` on a --sample folder, before a run makes its data
+    folder."""
+    warn_other_compressions(sample)
+    require_star_sweeps(sample)
 
 
 def discover(sample: Path) -> list[SampleField]:
@@ -234,7 +283,8 @@ def evaluate_cube(field: SampleField, bundle: ModelBundle, cube, data: np.ndarra
         bright = ok & realsky.in_bin(r, *realsky.LOCUS_RANGE)
         result["locus"]["catalog_stars"] = realsky.fraction(on_locus, bright & near_star)
     if two_sided:
-        result["labelled"] = _labelled_check(field, (star_sweep, galaxy_sweep), bundle, data, cube, pmap)
+        result["labelled"], labelled = _labelled_check(field, (star_sweep, galaxy_sweep), bundle, data, cube, pmap)
+        return {"result": result, "table": table, "labelled_table": labelled}
     return {"result": result, "table": table}
 
 
@@ -254,22 +304,34 @@ def classify_positions(bundle: ModelBundle, data, wcs, ra, dec, pmap):
     )
 
 
-def _labelled_check(field, sweeps, bundle, data, cube, pmap) -> dict:
+def _labelled_check(field, sweeps, bundle, data, cube, pmap) -> tuple[dict, dict]:
     """Every object the star and galaxy sweeps (``sweeps``, read already) list under the field, classified at its
-    catalog position and scored against its sweep (``realsky.labelled_check``)."""
+    catalog position and scored against its sweep (``realsky.labelled_check``); and the objects' table."""
     stars, galaxies = (c[c["FIELD"] == field.fid.field] for c in sweeps)
+    for listed, path in ((stars, field.star_catalog), (galaxies, field.galaxy_catalog)):
+        if not len(listed):  # scored without it, the "accuracy" would be the other sweep's recall alone
+            raise StargalError(
+                f"{path}: lists no object under field {field.fid.field}, so the labelled check of {field.label} "
+                f"({field.folder}) would score one class alone; put the camcol's whole sweep in the sample folder"
+            )
     ra, dec, flux = (np.concatenate([stars[c], galaxies[c]]) for c in ("RA", "DEC", "PSFFLUX"))
     is_star = np.r_[np.ones(len(stars), bool), np.zeros(len(galaxies), bool)]
     pred = classify_positions(bundle, data, cube.wcs, ra, dec, pmap)
     ok = pred.status == "ok"
     r = sdss.magnitude(flux[:, BANDS.index("r")])
-    quad = realsky.quadrant(pred.x[ok], pred.y[ok], cube.shape)
-    return {
+    quad = realsky.quadrant(pred.x, pred.y, cube.shape)
+    check = {
         "catalogs": [field.star_catalog.name, field.galaxy_catalog.name],
         "objects_listed": len(ra),
         "objects_classified": int(ok.sum()),
-        **realsky.labelled_check(is_star[ok], pred.p_star[ok], r[ok], quad, bundle.threshold),
+        **realsky.labelled_check(is_star[ok], pred.p_star[ok], r[ok], quad[ok], bundle.threshold),
     }
+    # every object listed, scored or not, so that the check can be recomputed from the outputs
+    objects = {"field": np.full(len(ra), field.fid.field), "id": np.concatenate([stars["ID"], galaxies["ID"]]),
+               "ra": ra, "dec": dec, "x": pred.x, "y": pred.y, "r_psfmag": r,
+               "catalog_type": np.where(is_star, "star", "galaxy"), "p_star": pred.p_star, "label": pred.label,
+               "status": pred.status, "quadrant": quad}  # fmt: skip
+    return check, objects
 
 
 def _catalog_checks(field, catalog, bundle, data, cube, pmap, detected, called_star) -> tuple[dict, np.ndarray]:
@@ -370,8 +432,9 @@ def run_real_sky(
     }
     labelled = any(f.star_catalog and f.galaxy_catalog for f in fields)
     tables_csv = [out / f"sources-{f.label}.csv" for f in fields]
+    labelled_csv = {f.label: out / f"labelled-{f.label}.csv" for f in fields if f.star_catalog and f.galaxy_catalog}
     outputs = [out / "real_sky.md", *(out / f for f in FIGURES), *([out / LABELLED_FIGURE] if labelled else [])]
-    outputs += tables_csv
+    outputs += tables_csv + list(labelled_csv.values())
     previous = fsio.previous_record(out / "real_sky.json", outputs, settings, force)
     if previous is not None:
         log.info("real-sky evaluation of %s is current (use --force to redo)", model_dir.name)
@@ -389,6 +452,8 @@ def run_real_sky(
             results.append(evaluated["result"])
             tables.append(evaluated["table"])
             write_text(output.path(csv_path), _sources_csv(evaluated["table"]))
+            if "labelled_table" in evaluated:
+                write_text(output.path(labelled_csv[field.label]), _sources_csv(evaluated["labelled_table"]))
         record = {
             "settings": settings,
             "model": bundle.name,
@@ -407,7 +472,7 @@ def run_real_sky(
         elif (out / LABELLED_FIGURE).exists():
             output.remove(out / LABELLED_FIGURE)  # an earlier run's, of fields with both sweeps: not this run's
         write_text(output.path(out / "real_sky.md"), markdown(record))
-        for stale in _previous_tables(out / "real_sky.json", set(tables_csv)):
+        for stale in _previous_tables(out / "real_sky.json", {*tables_csv, *labelled_csv.values()}):
             output.remove(stale)  # the tables of fields an earlier run evaluated and this one does not
         record = output.commit(record)  # last: it lists every output with its checksum
     return {**record, "folder": out, "skipped": False}
@@ -465,7 +530,7 @@ def _check_sweep(path: Path, sweep: np.ndarray, field: SampleField, cube, detect
     mismatch = realsky.sweep_mismatch(on_source, sdss.magnitude(sweep["PSFFLUX"][inside][:, BANDS.index("r")]))
     if mismatch is not None:
         raise StargalError(
-            f"{path}: only {mismatch[0]} of the {mismatch[1]} objects brighter than r = {realsky.SWEEP_MATCH_LIMIT:g} "
+            f"{path}: only {mismatch[0]} of the {mismatch[1]} objects brighter than r = {mismatch[2]:g} "
             f"it places in field {field.label}'s frames ({field.folder}) sit on a source there: not these frames' "
             "catalog (another sky's, or a damaged copy); put the field's own sweeps in the sample folder"
         )
@@ -487,7 +552,8 @@ def _previous_tables(record_path: Path, current: set[Path]) -> list[Path]:
     except (OSError, ValueError, AttributeError):
         return []
     folder = record_path.parent
-    return [folder / n for n in listed if n.startswith("sources-") and folder / n not in current]
+    tables = ("sources-", "labelled-")
+    return [folder / n for n in listed if n.startswith(tables) and folder / n not in current]
 
 
 def _fingerprints(fields: list[SampleField]) -> dict[str, str]:
@@ -508,7 +574,7 @@ LABELLED_FIGURE = "labelled.png"  # only where a field has both sweeps
 def _sources_csv(table: dict) -> str:
     columns = list(table)
     rows = []
-    for i in range(len(table["x"])):
+    for i in range(len(table[columns[0]])):
         row = []
         for c in columns:
             v = table[c][i]
@@ -625,7 +691,7 @@ def report_content(record: dict) -> dict:
             },
             {
                 "title": "Labelled check per r magnitude: the stars and the galaxies of the sweeps called star",
-                "columns": ["field", "called star", *(f"r {b}" for b in LABELLED_BIN_HEADINGS)],
+                "columns": ["field", "called star", *(f"r {b}" for b in LABELLED_BIN_HEADINGS), "no r flux"],
                 "rows": [row for label, check in labelled for row in _labelled_rows_by_r(label, check)],
             },
         ]
@@ -687,7 +753,9 @@ def report_content(record: dict) -> dict:
     return {"summary": summary, "tables": tables, "figures": figures}
 
 
-LABELLED_BIN_NAMES = ("< 21", "21-22", ">= 22")  # realsky.RECALL_BINS, as realsky.bin_label names them
+# realsky.RECALL_BINS, as realsky.bin_label names them, and the objects without r flux, or the bins' counts would
+# not add up to the field's
+LABELLED_BIN_NAMES = ("< 21", "21-22", ">= 22", "no r flux")
 LABELLED_BIN_HEADINGS = ("< 21", "21-22", "> 22")  # as the catalog table heads them
 
 
