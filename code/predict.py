@@ -103,6 +103,13 @@ def build_parser():
         "validation data: lower for more complete star lists, higher for purer ones (default: the model's)",
     )  # fmt: skip
     group.add_argument(
+        "--prior", default="training", metavar="SHARE",
+        help="the share of stars the threshold assumes: training (the model's training sky's: 64 %% for the shipped "
+        "model), field (estimated from the p_star of the sources detected in the field: a purer star list where "
+        "stars are rarer, as at high Galactic latitude, at the cost of faint stars; README: Threshold, TTA and "
+        "engine) or a number between 0 and 1 (default: training)",
+    )  # fmt: skip
+    group.add_argument(
         "--out",
         default=None,
         metavar="FILE",
@@ -150,8 +157,10 @@ def main(argv=None) -> int:
     import numpy as np
 
     from stargal.predict import STATUS_ARTEFACT, STATUS_OFF_PEAK, agreement_text, catalog_agreement
-    from stargal.stages.predict import run_predict
+    from stargal.stages.predict import check_options, run_predict
 
+    # the options first: a bad --threshold was named only after a --csv table was read (and its warnings shown)
+    check_options(args.threshold, args.tta, MIN_SNR if args.min_snr is None else args.min_snr, args.prior)
     ra, dec, carried = coordinates(args)
     if args.cube is not None and (args.field is not None or cli.given_selection(args)):
         named = [f"--{k}" for k in cli.given_selection(args)] + (["--field"] if args.field is not None else [])
@@ -174,7 +183,8 @@ def main(argv=None) -> int:
     out, pred = run_predict(
         cli.open_data_folder(args, shared=True), ra=ra, dec=dec, model=args.model, cube_path=args.cube, fid=fid,
         out=args.out, all_objects=args.all, detect=args.detect, tta=args.tta, engine=args.engine,
-        min_snr=min_snr, threshold=args.threshold, inputs=(args.csv,) if args.csv else (), carried=carried,
+        min_snr=min_snr, threshold=args.threshold, prior=args.prior, inputs=(args.csv,) if args.csv else (),
+        carried=carried,
     )  # fmt: skip
     counts = pred.counts()
     stars = int(np.count_nonzero(pred.label == "star"))

@@ -519,6 +519,14 @@ def test_duplicate_positions_and_chunks_give_the_same_answers(model_dir, field):
     near = ok & (np.abs(one.p_star - 0.5) < 0.3)
     np.testing.assert_allclose(auto.p_star[near], every.p_star[near], atol=1e-6)
     np.testing.assert_array_equal(auto.p_star[ok & ~near], one.p_star[ok & ~near])
+    # the label compares in float64: a threshold a hair above a p_star, which rounds to it in float32, left the
+    # label star while p_star < THRESH
+    k = int(np.flatnonzero(ok)[0])
+    hair = float(one.p_star[k]) + 1e-9
+    assert np.float32(hair) == one.p_star[k] and hair > float(one.p_star[k])
+    at_hair = classify(bundle.model, np.asarray(cube.data), cube.wcs, ra[k : k + 1], dec[k : k + 1], tta="off",
+                       **{**kwargs, "threshold": hair})  # fmt: skip
+    assert at_hair.p_star[0] == one.p_star[k] and at_hair.label[0] == "galaxy"
 
 
 def test_all_classifies_every_catalogued_object_in_table_order(tiny_data, model_dir):
@@ -1360,3 +1368,16 @@ def test_cube_array_gives_the_models_band_order_as_native_float32(tmp_path):
     np.testing.assert_array_equal(data, planes[::-1])
     with pytest.raises(StargalError, match="lacks band"):
         cube_array(cube, "ugrizy")
+
+
+def test_a_bad_option_is_named_before_the_csv_is_read(tmp_path):
+    """--threshold 1.5 (or --min-snr -1) beside a --csv table was named only after the table was read: a
+    200,000-row table took a minute first, and a table's own error or warnings came instead of the option's."""
+    table = tmp_path / "t.csv"
+    table.write_text("ra,dec\n10,1\n11\n")  # its own error: line 3, too few values
+    for option, message in [
+        (("--threshold", "1.5"), "--threshold 1.5: must be a probability strictly between 0 and 1"),
+        (("--min-snr", "-1"), "--min-snr -1.0: must be a number >= 0 (0 classifies every position)"),
+    ]:
+        proc = run_cli("--cube", str(tmp_path / "cube-000001-1-0001.fits"), "--csv", str(table), *option)
+        assert proc.returncode == 2 and proc.stderr.strip() == f"predict.py: error: {message}"

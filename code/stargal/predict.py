@@ -264,7 +264,8 @@ def classify(
             p_unique[start:stop] = p
         p_star[ok] = p_unique[inverse.ravel()]
     label = np.full(len(ra), "", dtype="U6")
-    label[ok] = np.where(p_star[ok] >= threshold, "star", "galaxy")
+    # in float64: a float32 comparison rounds the threshold first, and a p_star just under it was called star
+    label[ok] = np.where(p_star[ok].astype(np.float64) >= threshold, "star", "galaxy")
     return Predictions(ra, dec, x, y, p_star, label, status)
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .. import __version__, fsio, integrity
+from .. import __version__, fsio, integrity, priors
 from ..config import BANDS
 from ..cube import Cube, read_cube
 from ..errors import StargalError
@@ -25,6 +25,7 @@ from ..model import load_model, patch_shape, takes_psf
 from ..paths import PRETRAINED, PRETRAINED_MODEL_DIR, DataPaths, FieldId, ModelFiles, objects_for_cube, psf_map_beside
 from ..predict import (
     STATUS_EDGE,
+    STATUS_OK,
     STATUS_OUTSIDE,
     TTA_MARGIN,
     TTA_MODES,
@@ -436,6 +437,7 @@ class PredictionRequest:
     tta: str
     min_snr: float
     engine: str
+    prior: str = "training"
 
 
 def default_output_name(field_label: str, model_name: str, request: PredictionRequest) -> str:
@@ -461,7 +463,73 @@ def default_output_name(field_label: str, model_name: str, request: PredictionRe
     options += [f"tta-{request.tta}"] if request.tta != "auto" else []
     positions = not (request.all_objects or request.detect)
     options += [f"snr{request.min_snr!r}"] if positions and request.min_snr != MIN_SNR else []
+    options += [f"prior-{request.prior}"] if request.prior != "training" else []
     return "_".join([field_label, model_name, f"{what}-{digest.hexdigest()[:8]}", *options])
+
+
+def check_options(
+    threshold: float | None, tta: str = "auto", min_snr: float = MIN_SNR, prior: str = "training"
+) -> None:
+    """StargalError for a --threshold, --tta, --min-snr or --prior value run_predict cannot use (predict.py checks
+    them before reading a --csv table, which for 200,000 rows took a minute before a typo's error)."""
+    prior_share(prior)
+    if threshold is not None and not (np.isfinite(threshold) and 0 < threshold < 1):
+        raise StargalError(f"--threshold {threshold}: must be a probability strictly between 0 and 1")
+    if tta not in TTA_MODES:
+        raise StargalError(f"--tta {tta!r}: must be one of {', '.join(TTA_MODES)}")
+    if not (np.isfinite(min_snr) and min_snr >= 0):
+        raise StargalError(f"--min-snr {min_snr}: must be a number >= 0 (0 classifies every position)")
+
+
+PRIOR_CHOICES = ("training", "field")
+
+
+def prior_share(prior: str) -> str | float:
+    """--prior as run_predict takes it: "training", "field" or a share of stars strictly between 0 and 1."""
+    if prior in PRIOR_CHOICES:
+        return prior
+    try:
+        share = float(prior)
+    except (TypeError, ValueError):
+        share = float("nan")
+    if not (np.isfinite(share) and 0 < share < 1):
+        raise StargalError(f"--prior {prior}: must be training, field or a share of stars strictly between 0 and 1")
+    return share
+
+
+def training_share(bundle: ModelBundle) -> float:
+    """The share of stars among the model's training patches (model.json), which its p_star assumes."""
+    share = bundle.meta.get("dataset_counts", {}).get("train", {}).get("star_fraction")
+    if not isinstance(share, int | float) or not 0 < share < 1:
+        raise StargalError(
+            f"--prior: {bundle.directory} records no share of stars of its training set (model.json "
+            "dataset_counts), so its threshold cannot be moved to another share; leave --prior at training"
+        )
+    return float(share)
+
+
+def field_share(
+    bundle: ModelBundle, cube: Cube, data: np.ndarray, psf_map, subtracted, training: float, detected=None
+) -> tuple[float, int]:
+    """(the field's share of stars, over how many sources): ``priors.field_prior`` of the single-pass p_star of
+    the sources --detect classifies in the field. ``detected``: (sources, artefact, edge) where --detect has
+    found and judged them already."""
+    from .. import detection
+
+    if detected is None:
+        sources = detection.measure_sources(data, bundle.bands, faint=True, subtracted=subtracted)
+        refused = detected_refusals(
+            data, sources.x, sources.y, sources.flux, bundle.bands, psf_map, MIN_SNR, subtracted
+        )
+        detected = (sources, *refused)
+    sources, artefact, edge = detected
+    ra, dec = cube.wcs.celestial.wcs_pix2world(sources.x, sources.y, 0)
+    pred = classify(
+        bundle.model, data, cube.wcs, ra, dec, patch_size=bundle.patch_size, edge=bundle.edge,
+        threshold=bundle.threshold, tta="off", psf_map=psf_map, bands=bundle.bands,
+    )  # fmt: skip
+    served = (pred.status == STATUS_OK) & ~artefact & ~edge
+    return priors.field_prior(pred.p_star[served], training), int(served.sum())
 
 
 def run_predict(
@@ -480,6 +548,7 @@ def run_predict(
     engine: str = "auto",
     min_snr: float = MIN_SNR,
     threshold: float | None = None,
+    prior: str = "training",
     inputs: tuple[str | os.PathLike, ...] = (),
     carried: dict[str, np.ndarray] | None = None,
 ) -> tuple[Path, Predictions]:
@@ -488,18 +557,16 @@ def run_predict(
     .ecsv or .fits by ``out``'s extension; CSV under data/predictions/ by default).
 
     ``threshold``: call star where p_star reaches it, instead of the model's own (chosen on its validation data).
+    ``prior``: the share of stars that threshold holds at (``prior_share``): the model's training share, the
+    field's own estimated over its detected sources (``field_share``), or a given one; p_star stays the network's,
+    the threshold moves (``priors.threshold_at``).
     ``inputs``: other files the run has read (the --csv), which ``out`` must not name (``check_out_path``).
     ``carried``: columns of the input (a --csv's names, magnitudes, ...), one value per (ra, dec), written first.
 
     Returns the output path and the predictions (with ``all_objects`` they also hold each object's catalog
     class and r magnitude, for ``catalog_agreement``)."""
     start = time.monotonic()
-    if threshold is not None and not (np.isfinite(threshold) and 0 < threshold < 1):
-        raise StargalError(f"--threshold {threshold}: must be a probability strictly between 0 and 1")
-    if tta not in TTA_MODES:
-        raise StargalError(f"--tta {tta!r}: must be one of {', '.join(TTA_MODES)}")
-    if not (np.isfinite(min_snr) and min_snr >= 0):
-        raise StargalError(f"--min-snr {min_snr}: must be a number >= 0 (0 classifies every position)")
+    check_options(threshold, tta, min_snr, prior)
     if out is not None:
         output_format(out)  # input errors first, before loading TensorFlow
         check_fits_text(out, carried or {})
@@ -528,7 +595,7 @@ def run_predict(
     if out_path is None:  # the default output's folder checked before the work, as --out's is
         request = PredictionRequest(
             path, bundle.directory, all_objects, detect, ra, dec, Path(inputs[0]) if inputs else None, threshold, tta,
-            min_snr, bundle.engine,
+            min_snr, bundle.engine, prior,
         )  # fmt: skip
         out_path = paths.prediction_csv(default_output_name(field_label, bundle.name, request))
         try:
@@ -543,7 +610,7 @@ def run_predict(
     # a cube without stage 01's record is checked first; it and the detection share the backgrounds
     foreign = not DataPaths.record_beside_cube(path).exists()
     subtracted = None
-    if foreign or detect:
+    if foreign or detect or prior == "field":
         from ..detection import subtract_backgrounds
 
         subtracted = subtract_backgrounds(data)
@@ -558,6 +625,23 @@ def run_predict(
     psf_note = psf_range_note(bundle, psf_map, field_label) if psf_map is not None else None
     mode = tta if bundle.meta.get("tta", False) else "off"  # a model evaluated without TTA is used without it
     cut = bundle.threshold if threshold is None else float(threshold)
+    prior_note = None
+    if prior != "training":
+        training = training_share(bundle)
+        share = prior_share(prior)
+        if share == "field":
+            refused = None if found is None else (found, artefact, edge)
+            share, count = field_share(bundle, cube, data, psf_map, subtracted, training, refused)
+            where = f"the field's, over its {count} detected sources"
+        else:
+            where = "given"
+        moved = priors.threshold_at(cut, share, training)
+        prior_note = f"{share:.3f} stars ({where}; training {training:.3f}): THRESH is {cut:.4g} moved there"
+        log.info(
+            "share of stars %.3f (%s; the model's training sky: %.3f): star where p_star >= %.4g, the threshold %.4g "
+            "moved there", share, where, training, moved, cut,
+        )  # fmt: skip
+        cut = moved
     pred = classify(
         bundle.model,
         data,
@@ -587,7 +671,9 @@ def run_predict(
         "MODEL": bundle.name,
         "MODELVER": str(bundle.meta.get("version") or bundle.meta.get("stargal_version") or "unknown"),
         "THRESH": cut,
-        **({"MODELTHR": bundle.threshold} if threshold is not None else {}),  # the one the user replaced
+        # the one the user replaced, or moved to another share of stars
+        **({"MODELTHR": bundle.threshold} if threshold is not None or prior_note else {}),
+        **({"PRIOR": prior_note} if prior_note else {}),
         "TTA": TTA_DESCRIPTIONS[mode],
         **sky_metadata(path, cube),
         **({"PSFRANGE": psf_note} if psf_note else {}),
