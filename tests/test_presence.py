@@ -167,3 +167,24 @@ def test_isolated_faint_stars_pass_as_often_as_by_their_s_n_and_blank_sky_rarely
     assert np.mean(presence.shows_source(data, rows, cols, _r50(cols, rows), noise, presence.MIN_SNR)) < 0.015
     empty = presence.shows_source(data, np.zeros(0, int), np.zeros(0, int), np.zeros((0, 5)), noise, 3.5)
     assert empty.shape == (0,)
+
+
+def test_local_backgrounds_in_place_equal_the_mesh_subtracted_from_a_filled_copy():
+    """The background is subtracted in the output's own plane (no full-frame temporaries); the values are those
+    of subtracting sep's mesh from a copy with the pixels without data filled with 0, to the bit, and those
+    pixels stay as they were."""
+    import sep
+
+    rng = np.random.default_rng(5)
+    data = rng.normal(0.3, 1.0, (3, 120, 160)).astype(">f4")  # big-endian, as a FITS cube is read
+    data[0, 10:20, 30:60] = np.nan
+    data[2] = np.nan  # a band without data
+    out, rms = presence.local_backgrounds(data)
+    for band in range(2):
+        image = data[band].astype(np.float32)
+        bad = ~np.isfinite(image)
+        filled = np.where(bad, 0.0, image).astype(np.float32)
+        mesh = sep.Background(filled, mask=bad, bw=presence.BACKGROUND_CELL, bh=presence.BACKGROUND_CELL, fw=3, fh=3)
+        np.testing.assert_array_equal(out[band], np.where(bad, image, filled - mesh.back()))
+        assert rms[band] == mesh.globalrms
+    assert np.isnan(out[2]).all() and np.isnan(rms[2])

@@ -78,12 +78,17 @@ def local_backgrounds(data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     rms = np.full(data.shape[0], np.nan)
     for band, image in enumerate(data):
         bad = ~np.isfinite(image)
-        filled = np.ascontiguousarray(np.where(bad, 0.0, image), dtype=np.float32)
         if bad.all():
             out[band] = image
             continue
-        mesh = sep.Background(filled, mask=bad, bw=BACKGROUND_CELL, bh=BACKGROUND_CELL, fw=3, fh=3)
-        out[band] = np.where(bad, image, filled - mesh.back())
+        # in place in the output's plane: each full-frame temporary cost up to a second of fresh memory in a new
+        # process (predict.py), for the same values to the bit
+        plane = out[band]
+        np.copyto(plane, image)
+        plane[bad] = 0.0
+        mesh = sep.Background(plane, mask=bad, bw=BACKGROUND_CELL, bh=BACKGROUND_CELL, fw=3, fh=3)
+        mesh.subfrom(plane)
+        np.copyto(plane, image, where=bad)
         rms[band] = mesh.globalrms
     return out, rms
 
