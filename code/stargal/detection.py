@@ -19,6 +19,12 @@
       sources no simulated object within 1.5"; with it, 1 of 624;
     - on the real 4510-4-30 the bright detection finds 106 of the catalog's 130 stars with r-band PSF
       signal-to-noise >= 5, both passes 126.
+    - a faint bright-pass source can have a footprint of a few pixels to one side of its centre, and the matched
+      filter then finds it again centred just outside it: a faint-pass source within DUPLICATE_PX of a bright
+      source's centre is left out. On the six real fields 23 of the 18,577 sources were such duplicates (1035-6-17
+      1, 1992-1-87 1, 5405-6-99 18, 7264-3-111 2, 8162-6-80 1; the high-latitude ones 1.2-1.5 px from the bright
+      source, of the same r_mag within 0.1 mag; the next faint-pass source lies 5.8 px or more from a bright one),
+      served twice, at times with opposite labels.
 - Deblended: a source the deblending split from a blend with neighbours (sep's OBJ_MERGED flag, SDSS's CHILD):
   its pixels are shared, so its measurements and its class are less sure: 1-3 % of the sources of the real
   high-latitude fields, 36 % in the Galactic plane.
@@ -90,9 +96,9 @@ COARSE_SIGNIFICANCE = 3.0  # background sigmas: the pixels coarse_band_shifts la
 MIN_OFFSET_STARS = 10  # stars needed to measure a band's offset from the reference band
 CENTROID_WINDOW_PX = 1.5  # sigma of sep.winpos's Gaussian window: about a star's core
 # g and i both under 5 % of the r flux (g-r and r-i both beyond 3.25 mag); the reddest stars reach g-r ~ 1.6,
-# r-i ~ 2.5, galaxies less; on the six real fields it picks 22 of the 18,577 sources the faint detection finds: two
-# single-pixel spikes in r (1035-6-17, r 15.3 and 15.6), 15 on the frame's top row or side edges, and 5 faint
-# ones (r 22.1-22.8) inside the frame
+# r-i ~ 2.5, galaxies less; on the six real fields it picks 22 of the 18,577 sources the faint detection found
+# (with the duplicates DUPLICATE_PX drops): two single-pixel spikes in r (1035-6-17, r 15.3 and 15.6), 15 on the
+# frame's top row or side edges, and 5 faint ones (r 22.1-22.8) inside the frame
 ARTEFACT_FLUX_RATIO = 0.05
 # pixels: a source centred nearer the frame's border than this is cut by it (module docstring): of a star of FWHM
 # 2.5-4 px (1.0-1.6") centred 2 px from the border, 3-12 % of the light lies beyond it, at 1 px 17-28 %
@@ -101,6 +107,10 @@ EDGE_PX = 2.0
 # on the frame's noise is a noise peak (module docstring): the column-to-column scatter of the noise is 2-4 %
 NOISY_COLUMN_RATIO = 1.1
 COLUMN_CLIP = 5.0  # background rms: pixels beyond are sources, left out of a column's noise
+# pixels (0.8"): a faint-pass source centred this near a bright source's centre is that source again, its centroid
+# just off the bright source's small footprint (module docstring); no detection separates two point sources that close
+# (the seeing's FWHM is 3-4 px, the matched filter's 3.1 px)
+DUPLICATE_PX = 2.0
 APERTURE_CORRECTION_DEFAULT = 1.0  # measured: the five uncrowded real fields' stars give 0.98-1.01
 
 
@@ -151,7 +161,7 @@ def detection_settings() -> dict:
     return {
         "bright": {"sigma": DETECT_SIGMA, "min_area": DETECT_MIN_AREA, "background_cell": BACKGROUND_CELL},
         "faint": {"snr": FAINT_SNR, "min_area": FAINT_MIN_AREA, "kernel_sigma": DETECT_KERNEL_SIGMA,
-                  "background_cell": FAINT_BACKGROUND_CELL},
+                  "background_cell": FAINT_BACKGROUND_CELL, "duplicate_px": DUPLICATE_PX},
         "deblend_contrast": DEBLEND_CONTRAST,
     }  # fmt: skip
 
@@ -194,7 +204,9 @@ def detect(image: np.ndarray, rms: float, faint: bool = False) -> tuple[np.ndarr
         rows, cols = image.shape
         ix = np.clip(np.floor(deep["x"] + 0.5).astype(np.int64), 0, cols - 1)
         iy = np.clip(np.floor(deep["y"] + 0.5).astype(np.int64), 0, rows - 1)
-        objects.append(deep[footprints[iy, ix] == 0])
+        # a faint source centred just off a bright one's footprint but within DUPLICATE_PX of its centre is that
+        # source found again (module docstring), not a second one
+        objects.append(deep[(footprints[iy, ix] == 0) & ~_near(deep["x"], deep["y"], bright["x"], bright["y"])])
     x, y, flag = (np.concatenate([o[k] for o in objects]) for k in ("x", "y", "flag"))
     return x.astype(np.float64), y.astype(np.float64), flag.astype(np.int16)
 
@@ -520,6 +532,18 @@ def aperture_correction(fit: np.ndarray, aperture: np.ndarray) -> float:
         spread = max(MAD_TO_SIGMA * np.median(np.abs(ratio - centre)), 0.01)
         ratio = ratio[np.abs(ratio - centre) <= 3 * spread]
     return float(np.median(ratio)) if len(ratio) >= MIN_CORRECTION_STARS else APERTURE_CORRECTION_DEFAULT
+
+
+def _near(
+    x: np.ndarray, y: np.ndarray, x_ref: np.ndarray, y_ref: np.ndarray, radius: float = DUPLICATE_PX
+) -> np.ndarray:
+    """bool [n]: positions (x, y) within ``radius`` pixels of any reference position."""
+    from scipy.spatial import cKDTree
+
+    if len(x) == 0 or len(x_ref) == 0:
+        return np.zeros(len(x), bool)
+    distance, _ = cKDTree(np.c_[x_ref, y_ref]).query(np.c_[x, y])
+    return distance < radius
 
 
 def _isolated(x: np.ndarray, y: np.ndarray) -> np.ndarray:
