@@ -82,3 +82,25 @@ def test_real_4510_flags_the_catalogs_saturated_stars_and_no_other(sample_dir):
     bright_saturated = catalog_saturated & (detection.flux_to_mag(flux) < 17)  # not a faint child of one
     assert bright_saturated.sum() == 5 and sat[bright_saturated].all()
     assert sat.sum() == 5 and not (sat & star & ~catalog_saturated).any()
+
+
+def test_a_half_light_radius_beyond_the_measured_radius_is_left_empty_not_served_as_its_bound():
+    """sep gives the measuring radius itself where half the light lies beyond it: --detect served r50_px 8.0 for
+    6,006 of the Galactic-plane field's sources (neighbours' light) and for large galaxies, as if measured."""
+    from types import SimpleNamespace
+
+    rows, cols = np.mgrid[0:120, 0:160]
+
+    def star(x, y, flux):
+        return flux / (2 * np.pi * 1.5**2) * np.exp(-((cols - x) ** 2 + (rows - y) ** 2) / (2 * 1.5**2))
+
+    # a faint star 10 px from four brighter ones, as in a crowded field: most light within 12 px is theirs
+    image = star(40.0, 60.0, 400.0) + star(115.0, 60.0, 20.0)
+    for dx, dy in ((10, 0), (-10, 0), (0, 10), (0, -10)):
+        image = image + star(115.0 + dx, 60.0 + dy, 200.0)
+    image = image.astype(np.float32)
+    sources = SimpleNamespace(x=np.array([40.0, 115.0]), y=np.array([60.0, 60.0]), stellar_r50=[1.77], flux_scale=[1.0])
+    _, r50, _ = r_photometry(sources, image, 0)
+    assert 1.5 < r50[0] < 2.2  # a Gaussian's r50 is 1.18 sigma
+    assert np.isnan(r50[1])
+    assert detection.half_light_radii(image, np.array([115.0]), np.array([60.0]))[0] == detection.SIZE_RADIUS

@@ -685,7 +685,8 @@ DESCRIPTIONS = {
     "r_mag": "r-band PSF magnitude over the local sky level, scaled to the field's stars' 3.2 arcsec flux; "
     "empty where saturated",
     "saturated": "the r-band core is saturated (a star brighter than r ~ 14): no r_mag, its flux only a lower limit",
-    "r50_px": "r-band half-light radius over the local sky level (empty: no positive flux over it within 12 px)",
+    "r50_px": "r-band half-light radius over the local sky level (empty: no positive flux over it within 12 px, or "
+    "half of it beyond 8 px: a large galaxy, or neighbours' light in a crowded field)",
     "deblended": "split from a blend with neighbours: shared pixels, a less sure class",
     "p_star": "model probability that the source is a star",
     "label": "star or galaxy (p_star >= threshold); empty unless status is ok",

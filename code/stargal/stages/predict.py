@@ -367,7 +367,10 @@ def r_photometry(sources: Sources, image: np.ndarray, r: int) -> tuple[np.ndarra
     """(flux, half-light radius, saturated) of every source in the r band ``image`` (background-subtracted): the
     PSF-weighted flux, aperture-corrected on the field's stars, and the radius, both over each source's local sky
     level (``detection.local_sky_levels``); saturated marks the sources whose core saturated
-    (``saturation.saturated``), whose flux is then a lower limit."""
+    (``saturation.saturated``), whose flux is then a lower limit. The radius is NaN where half the light lies
+    beyond ``detection.SIZE_RADIUS``: sep returns that radius itself there, a bound served as a measurement (6,006
+    of the Galactic-plane field 5405-6-99's 15,233 sources, neighbours' light in their apertures; 5-31 a field at
+    high latitude)."""
     from .. import detection, saturation
 
     x, y = sources.x, sources.y
@@ -375,6 +378,7 @@ def r_photometry(sources: Sources, image: np.ndarray, r: int) -> tuple[np.ndarra
     sigma = sources.stellar_r50[r] * detection.GAUSS_R50_TO_SIGMA
     flux = detection.local_gaussian_fluxes(image, x, y, sigma, level) / sources.flux_scale[r]
     r50 = detection.half_light_radii_over(image, x, y, level)
+    r50 = np.where(r50 < detection.SIZE_RADIUS, r50, np.nan)
     return flux, r50, saturation.saturated(image, x, y, level, flux, sigma)
 
 
