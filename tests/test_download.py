@@ -1129,3 +1129,19 @@ def test_files_fetched_before_a_stop_are_recorded_not_fetched_again(sas_tree, tm
     monkeypatch.undo()
     again = run_download(paths, fs, _options(str(sas_tree)))
     assert again.fetched == 0 and again.skipped == 8
+
+
+def test_suggested_commands_quote_a_data_folder_with_a_space(tmp_path):
+    """`... --data-dir /tmp/d sp brings it up to date`: pasted as printed, the command named two arguments."""
+    import shlex
+
+    from stargal.integrity import alignment_command, download_command
+    from stargal.paths import FieldId
+
+    paths = DataPaths(tmp_path / "my data")
+    for command in (
+        download_command(sdss.frame_relpath("r", 301, 8162, 6, 80), paths),
+        alignment_command(FieldId(301, 8162, 6, 80), paths),
+    ):
+        words = shlex.split(command)
+        assert words[words.index("--data-dir") + 1] == str(paths.root), command

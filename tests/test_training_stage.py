@@ -672,3 +672,68 @@ def test_an_ensemble_whose_place_is_taken_is_refused_before_its_members_are_trai
         "move or delete it, or give another --name"
     ]
     assert [p.name for p in paths.models_root.iterdir()] == [blocker.name]
+
+
+def test_a_diverging_training_is_one_line_and_writes_no_model(tmp_path):
+    """--learning-rate 1e6 (or inf) made every loss NaN: the metrics then failed on the NaN p(star) with
+    "unexpected ValueError: Input contains NaN ... please report it" (exit status 1). It is a one-line error naming
+    the learning rate, and no model is written."""
+    from stargal.errors import StargalError
+    from stargal.stages import training
+
+    paths = DataPaths(tmp_path / "data")
+    write_toy_dataset(paths, "toy", sizes=(40, 20, 20), patch=15)
+    for architecture, rate in (("stargal", 1e6), ("reference_base", float("inf"))):
+        hp = {**TINY_HP, "learning_rate": rate}
+        opts = TrainOptions(architecture=architecture, hyperparameters=hp, epochs=1, plots=False, verbose=0)
+        with pytest.raises(StargalError, match=r"training diverged .*give a smaller --learning-rate"):
+            training.run_training(paths, "toy", opts)
+    assert not paths.latest_model.exists() and not list(paths.root.glob("models/*"))
+
+
+@pytest.mark.parametrize("part", ["examples", "experiment"])
+def test_a_stopped_augmentation_report_rebuild_leaves_the_last_good_set(tmp_path, monkeypatch, part):
+    """04's examples (augmentation.json) and experiment (experiment.json) were written file by file under their final
+    names and sealed after: a rebuild (--force, another --seed or --epochs) stopped while drawing its figure had
+    already replaced augmentation.md or experiment.csv/.md, so the last good set read as damaged and was lost.
+    Written as an output set, the previous set survives whole and is still current."""
+    from stargal.plots import augmentation as aplots
+    from stargal.stages import augmentation as stage
+
+    paths = DataPaths(tmp_path / "data")
+    write_toy_dataset(paths, "toy", sizes=(40, 20, 20), patch=25)
+    report = paths.reports("augmentation")
+
+    def run(**kwargs):
+        if part == "examples":
+            return stage.write_examples(paths, "toy", **kwargs)
+        return stage.experiment(paths, "toy", epochs=1, batch_size=32, policies=["none"], max_train=40, **kwargs)
+
+    record = report / ("augmentation.json" if part == "examples" else "experiment.json")
+    run()
+    before = {p.name: p.read_bytes() for p in report.iterdir()}
+    assert fsio.check_seal(record).ok
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    if part == "examples":  # after both figures, at the summary
+        monkeypatch.setattr(stage, "summary_text", stop)
+    else:  # after the table and its Markdown, at the figure
+        monkeypatch.setattr(aplots, "experiment_plot", stop)
+    with pytest.raises(KeyboardInterrupt):
+        run(seed=7)  # other settings: a rebuild, whose new files differ from the set in place
+    assert {p.name: p.read_bytes() for p in report.iterdir()} == before  # no file replaced, no temporary left
+    assert fsio.check_seal(record).ok
+    monkeypatch.undo()
+    assert run()["skipped"]  # still current: nothing to redo
+
+
+def test_a_learning_rate_that_is_not_a_finite_positive_number_is_refused_before_training():
+    """--learning-rate inf passed the check (inf > 0) and the run trained on NaN losses to the end."""
+    from stargal.errors import StargalError
+
+    for bad, shown in (("inf", "inf"), ("nan", "nan"), ("0", "0.0"), ("-1e-3", "-0.001")):
+        with pytest.raises(StargalError, match=rf"^--learning-rate: must be a positive number, got {shown}$"):
+            options_from_args(build_args([f"--learning-rate={bad}"]))
+    assert options_from_args(build_args(["--learning-rate", "1e-3"])).hyperparameters["learning_rate"] == 1e-3

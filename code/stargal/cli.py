@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import signal
 import sys
 import traceback
@@ -382,7 +383,7 @@ def open_data_folder(args: argparse.Namespace, *, shared: bool = False, existing
         if existing:
             raise StargalError(
                 f"--data-dir {paths.root}: no such folder; the stages before this one write it (00_download.py "
-                f"--data-dir {paths.root} starts one), or name the folder they wrote"
+                f"--data-dir {shlex.quote(str(paths.root))} starts one), or name the folder they wrote"
             )
         paths.root.mkdir(parents=True)
     holder = holder_text(os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "stargal")

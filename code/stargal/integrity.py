@@ -35,7 +35,7 @@ def _data_dir_option(paths: DataPaths | None) -> str:
     """`` --data-dir ROOT`` for a data folder other than the project's own (a command without it would act there)."""
     if paths is None or paths.root.resolve() == DataPaths.at(None).root.resolve():
         return ""
-    return f" --data-dir {paths.root}"
+    return f" --data-dir {shlex.quote(str(paths.root))}"  # pasted as printed, a path with a space works
 
 
 def alignment_command(fid: FieldId, paths: DataPaths | None = None) -> str:

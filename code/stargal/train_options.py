@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import math
 import numbers
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -180,8 +181,8 @@ def options_from_args(args: argparse.Namespace) -> TrainOptions:
         architecture = getattr(args, "architecture", None) or cfg.get("architecture") or TrainOptions().architecture
         check_hyperparameters(architecture, hp, cfg["source"])
     if args.learning_rate is not None:
-        if not args.learning_rate > 0:
-            raise StargalError(f"--learning-rate: must be positive, got {args.learning_rate}")
+        if not (math.isfinite(args.learning_rate) and args.learning_rate > 0):  # inf made every loss NaN
+            raise StargalError(f"--learning-rate: must be a positive number, got {args.learning_rate}")
         hp["learning_rate"] = args.learning_rate
     defaults = TrainOptions()
 

@@ -8,7 +8,10 @@ same dataset and settings writes nothing (so it works on a read-only data folder
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -96,9 +99,6 @@ def write_examples(paths: DataPaths, dataset: str | None, *, seed: int = SEED, f
     norm = data["meta"]["normalisation"]
     tr = data["train"]
     idx = example_patches(tr["y"], tr["x"], tr["mag"])
-    files = aplots.example_grids(out, tr["x"][idx], tr["y"][idx], norm, seed=seed)
-    fsio.write_text(out / "augmentation.md", summary_text(norm["scale"]))
-    files = [*files, out / "augmentation.md"]
     content = {
         "dataset": dataset,
         "brightness_unit": "normalised (offset d adds d * scale[c] nanomaggies)",
@@ -107,7 +107,16 @@ def write_examples(paths: DataPaths, dataset: str | None, *, seed: int = SEED, f
         "materialized_variants": list(aug.MATERIALIZED_VARIANTS),
         "settings": settings,
     }
-    fsio.seal(record, files, content)  # last: lists the figures and the summary with their checksums
+    # one output set: the figures are drawn aside (example_grids names its own files) and, with the summary, replace
+    # the previous set only at the commit, augmentation.json last; a stopped rebuild leaves that set as it was
+    with fsio.OutputSet(record) as output, tempfile.TemporaryDirectory(prefix="stargal-examples-") as aside:
+        files = []
+        for drawn in aplots.example_grids(Path(aside), tr["x"][idx], tr["y"][idx], norm, seed=seed):
+            shutil.move(drawn, output.path(out / drawn.name))
+            files.append(out / drawn.name)
+        fsio.write_text(output.path(out / "augmentation.md"), summary_text(norm["scale"]))
+        files.append(out / "augmentation.md")
+        output.commit(content)  # lists the figures and the summary with their checksums
     return {"dataset": dataset, "report": out, "files": files, "skipped": False}
 
 
@@ -291,15 +300,17 @@ def experiment(
     for i, r in enumerate(rows):
         for c in EXPERIMENT_COLUMNS:
             table[c][i] = r[c]
-    write_table(out / "experiment.csv", table)
     header = (
         f"# Augmentation experiment\n\nDataset `{dataset}`; proxy model {PROXY_ARCHITECTURE} {PROXY_HP}, "
         f"{epochs} epochs, batch {batch_size}, seed {seed}, {len(tr['x'])} training patches; "
         "validation scores of the best-validation-loss weights (threshold 0.5).\n\n"
     )
-    fsio.write_text(out / "experiment.md", header + records_markdown(rows, EXPERIMENT_COLUMNS))
     from ..plots import augmentation as aplots
 
-    aplots.experiment_plot(out / "experiment.png", rows)
-    fsio.seal(outputs[-1], outputs[:-1], {"settings": settings, "rows": rows})  # last: with the files' checksums
+    # one output set: a stopped rebuild (another --epochs, --force) leaves the previous experiment's files as they were
+    with fsio.OutputSet(outputs[-1]) as output:
+        write_table(output.path(outputs[0]), table)
+        fsio.write_text(output.path(outputs[1]), header + records_markdown(rows, EXPERIMENT_COLUMNS))
+        aplots.experiment_plot(output.path(outputs[2]), rows)
+        output.commit({"settings": settings, "rows": rows})  # experiment.json last, with the files' checksums
     return {"dataset": dataset, "rows": rows, "report": out, "skipped": False}

@@ -15,6 +15,7 @@ import datetime as dt
 import functools
 import logging
 import re
+import shlex
 import textwrap
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -1243,7 +1244,7 @@ def check_output_path(output: Path, paths: DataPaths) -> None:
     if stake is not None and stake != paths and out == stake.report_pdf.expanduser().resolve():
         raise StargalError(
             f"--output {output}: is the report of the data folder {stake.root}, which its own make_report.py run "
-            f"writes and seals; name another .pdf, or run make_report.py --data-dir {stake.root}"
+            f"writes and seals; name another .pdf, or run make_report.py --data-dir {shlex.quote(str(stake.root))}"
         )
     root = stake.root.expanduser().resolve() if stake else None
     reports = stake.reports().expanduser().resolve() if stake else None

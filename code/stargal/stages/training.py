@@ -160,8 +160,10 @@ def train_one(paths: DataPaths, dataset: str, options: TrainOptions, data: dict 
         train_psf=data["train"]["psf"],
         val_psf=data["val"]["psf"],
     )
+    _require_finite(name, hp, history)
     t0 = time.monotonic()
     preds = predict_splits(model, data, tta=options.tta)
+    _require_finite(name, hp, history, preds)
     threshold = choose_threshold(data["val"]["y"], preds["val"])  # validation only, never test
     metrics = evaluate(data, preds, threshold, tta=options.tta)
     if options.tta and "test" in data:  # the plain single-pass scores too, for comparison
@@ -224,6 +226,20 @@ def train_one(paths: DataPaths, dataset: str, options: TrainOptions, data: dict 
     if options.plots:
         draw_figures(paths, name, model_json, history, metrics, data, preds)
     return {"name": name, "model_dir": out_dir, "metrics": metrics, "model_json": model_json, "skipped": False}
+
+
+def _require_finite(name: str, hp: dict, history: dict, preds: dict | None = None) -> None:
+    """StargalError when training diverged (a learning rate far too high, or inf): no epoch's validation loss was
+    finite, or the network's p(star) is NaN somewhere. Such a model scored nothing and is never written; without
+    this check the metrics failed on the NaN with a traceback-worthy "unexpected ValueError" (exit status 1)."""
+    bad = [s for s, p in (preds or {}).items() if not np.all(np.isfinite(p))]
+    if history.get("best_epoch") and not bad:
+        return
+    where = f"its p(star) is NaN on the {' and '.join(bad)} split" if bad else "its validation loss was never finite"
+    raise StargalError(
+        f"{name}: training diverged ({where}; learning rate {hp.get('learning_rate')}): "
+        "give a smaller --learning-rate (no model was written)"
+    )
 
 
 # ---------------------------------------------------------------- a model's figures
