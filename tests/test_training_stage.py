@@ -683,7 +683,8 @@ def test_a_diverging_training_is_one_line_and_writes_no_model(tmp_path):
 
     paths = DataPaths(tmp_path / "data")
     write_toy_dataset(paths, "toy", sizes=(40, 20, 20), patch=15)
-    for architecture, rate in (("stargal", 1e6), ("reference_base", float("inf"))):
+    # one architecture is enough: inf never reaches training (--learning-rate refuses it, test below)
+    for architecture, rate in (("stargal", 1e6),):
         hp = {**TINY_HP, "learning_rate": rate}
         opts = TrainOptions(architecture=architecture, hyperparameters=hp, epochs=1, plots=False, verbose=0)
         with pytest.raises(StargalError, match=r"training diverged .*give a smaller --learning-rate"):
