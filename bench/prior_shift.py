@@ -32,6 +32,7 @@ import numpy as np
 from astropy.table import Table
 
 from stargal import cli
+from stargal.errors import StargalError
 from stargal.fsio import read_json
 from stargal.metrics import mcc_from_counts
 from stargal.paths import PROJECT_ROOT, ModelFiles
@@ -59,7 +60,9 @@ def model_prior_and_threshold(paths, model: str) -> tuple[float, float]:
 def predicted(data_dir: str, field: int, mode: str, model: str, out: Path) -> Table:
     """``predict.py --field FIELD MODE`` as a user runs it: its table, rows with status ok."""
     cmd = [sys.executable, str(PREDICT), "--data-dir", data_dir, "--field", str(field), mode, "--model", model]
-    subprocess.run([*cmd, "--out", str(out), "-q"], check=True, stdout=subprocess.DEVNULL)
+    done = subprocess.run([*cmd, "--out", str(out), "-q"], stdout=subprocess.DEVNULL)
+    if done.returncode != 0:  # predict.py has said why, on stderr
+        raise StargalError(f"predict.py {mode} on field {field} of {data_dir} failed (exit status {done.returncode})")
     table = Table.read(out)
     return table[np.asarray(table["status"]) == "ok"]
 

@@ -147,3 +147,15 @@ def test_prior_field_moves_the_threshold_to_the_share_estimated_over_the_detecte
         tiny_data, ra=objects["ra"][:3], dec=objects["dec"][:3], prior="0.5", out=str(out / "p.ecsv"), **common
     )
     assert Table.read(pos_path).meta["THRESH"] == pytest.approx(threshold_at(model_cut, 0.5, training), abs=1e-12)
+
+
+def test_the_bench_ends_a_failed_predict_run_in_one_line_naming_the_field(tmp_path, monkeypatch):
+    from stargal.errors import StargalError
+
+    monkeypatch.syspath_prepend(str(__import__("pathlib").Path(__file__).parents[1] / "bench"))
+    sys.modules.pop("prior_shift", None)
+    import prior_shift
+
+    missing = str(tmp_path / "no-data")
+    with pytest.raises(StargalError, match=rf"^predict.py --detect on field 375 of {re.escape(missing)} failed"):
+        prior_shift.predicted(missing, 375, "--detect", "pretrained", tmp_path / "out.ecsv")
