@@ -30,11 +30,11 @@ from pathlib import Path
 
 import numpy as np
 from astropy.table import Table
+from sklearn.metrics import matthews_corrcoef
 
 from stargal import cli
 from stargal.errors import StargalError
 from stargal.fsio import read_json
-from stargal.metrics import mcc_from_counts
 from stargal.paths import PROJECT_ROOT, ModelFiles
 from stargal.priors import adjusted, field_prior
 from stargal.tables import markdown_table
@@ -44,9 +44,7 @@ SHARES = (0.15, 0.23, 0.3, 0.4, 0.5, 0.65, 0.8, 0.9)
 
 
 def mcc(called: np.ndarray, star: np.ndarray) -> float:
-    tp, fp = int(np.sum(called & star)), int(np.sum(called & ~star))
-    fn, tn = int(np.sum(~called & star)), int(np.sum(~called & ~star))
-    return float(mcc_from_counts(tn, fp, fn, tp))
+    return float(matthews_corrcoef(star, called))
 
 
 def model_prior_and_threshold(paths, model: str) -> tuple[float, float]:

@@ -79,6 +79,7 @@ class LocalSource:
     root: Path
     _index: dict[str, Path] | None = field(default=None, repr=False)
     _bundle: bool = field(default=False, repr=False)  # a file under a bundle name lies below the root
+    _unaccepted: dict[str, Path] = field(default_factory=dict, repr=False)  # filled with the name index
 
     def describe(self) -> str:
         return str(self.root)
@@ -104,6 +105,12 @@ class LocalSource:
         empty folder holds none)."""
         return bool(self._name_index()) or self._bundle
 
+    def unaccepted_copies(self) -> dict[str, Path]:
+        """SAS file name -> a file below the root that holds it under an encoding stage 00 does not take (a frame
+        unpacked or gzipped, a sweep unpacked or bzipped: ``sdss.sas_name_of``), found with the name index."""
+        self._name_index()
+        return self._unaccepted
+
     def _name_index(self) -> dict[str, Path]:
         """SAS file name -> path for every SDSS file anywhere below the root (built once)."""
         if self._index is None:
@@ -119,6 +126,8 @@ class LocalSource:
                 for name in sorted(filenames):
                     if sdss.parse_filename(name) is not None:
                         index.setdefault(name, Path(dirpath) / name)
+                    elif sas_name := sdss.sas_name_of(name):
+                        self._unaccepted.setdefault(sas_name, Path(dirpath) / name)
                     elif _BUNDLE_NAME.match(name) and Path(dirpath).name.startswith("camcol_"):
                         self._bundle = True
             self._index = index

@@ -190,8 +190,6 @@ def checked_request(options: DownloadOptions) -> tuple[tuple[str, ...], Source, 
 def run_download(paths: DataPaths, fs: FieldSet, options: DownloadOptions = DownloadOptions()) -> DownloadSummary:
     """Fetch every planned file that is not already complete; never raises for a single file's failure."""
     bands, source, pictures = checked_request(options)
-    with _unaccepted_lock:
-        _unaccepted_cache.clear()  # the folder may have changed since an earlier run in this process
     specs = plan_files(fs, bands, options.frames_only, pictures)
     start = time.monotonic()
     manifest = Manifest.load(paths.manifest)
@@ -261,7 +259,7 @@ def run_download(paths: DataPaths, fs: FieldSet, options: DownloadOptions = Down
             if isinstance(source, HttpSource):
                 _check_reachable(source, options.http)
             elif not any(source.locate(spec) for spec in todo) and not source.holds_sdss_files():
-                other = sorted(_unaccepted_copies(source.root).values())
+                other = sorted(source.unaccepted_copies().values())
                 if other:
                     more = f" and {len(other) - 1} more" if len(other) > 1 else ""
                     raise StargalError(
@@ -737,7 +735,7 @@ def _stop_on_full_disk(future: Future, final: Path) -> None:
 
 def _not_found(source: LocalSource, spec: FileSpec) -> str:
     text = f"not found in {source.root} (in SAS, bundle or any-tree layout)"
-    other = _unaccepted_copies(source.root).get(spec.name)
+    other = source.unaccepted_copies().get(spec.name)
     if other is not None:
         text += f"; it holds {other} instead, {_ENCODING_HINT}"
     return text
@@ -747,28 +745,6 @@ _ENCODING_HINT = (
     "which stage 00 does not take: frames only bzip2-compressed as the SAS serves them (.fits.bz2: bzip2 the .fits "
     "file), sweeps only gzip-compressed (.fits.gz)"
 )
-_unaccepted_cache: dict[Path, dict[str, Path]] = {}
-_unaccepted_lock = threading.Lock()
-
-
-def _unaccepted_copies(root: Path) -> dict[str, Path]:
-    """SAS file name -> path of a file below ``root`` that holds it under another encoding (``frame-...fits``,
-    ``.fits.gz``; ``calibObj-...fits``, ``.fits.bz2``); searched once per run, as the name index is."""
-    from .. import sources
-
-    with _unaccepted_lock:
-        if root in _unaccepted_cache:
-            return _unaccepted_cache[root]
-        found: dict[str, Path] = {}
-        for searched, (dirpath, dirnames, filenames) in enumerate(os.walk(root, followlinks=False)):
-            if searched == sources.MAX_SEARCHED_FOLDERS:
-                break
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for name in sorted(filenames):
-                if accepted := sdss.sas_name_of(name):
-                    found.setdefault(accepted, Path(dirpath) / name)
-        _unaccepted_cache[root] = found
-        return found
 
 
 def _missing(spec: FileSpec, source: LocalSource, summary: DownloadSummary, display: _Display) -> None:
