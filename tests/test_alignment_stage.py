@@ -563,3 +563,72 @@ def test_verify_names_how_to_seal_or_drop_a_stray_cube(tmp_path):
         redo
         == f"01_alignment.py --run 8162 --camcol 6 --fields 99 --data-dir {paths.root} (with its frames), or delete it"
     )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# a field aligned once, then an input replaced
+
+
+@pytest.fixture(scope="module")
+def aligned_81(tiny_sky, tmp_path_factory) -> DataPaths:
+    """The tiny sky with field 81 aligned (read-only for tests: ``_copy_of`` it)."""
+    paths = DataPaths(tmp_path_factory.mktemp("aligned_81") / "data")
+    shutil.copytree(tiny_sky.root, paths.root)
+    run_alignment(paths, ONE, workers=1, reports=False)
+    return paths
+
+
+def _copy_of(aligned: DataPaths, tmp_path: Path) -> DataPaths:
+    paths = DataPaths(tmp_path / "data")
+    shutil.copytree(aligned.root, paths.root)  # copy2: the frames keep their times, as in the aligned folder
+    return paths
+
+
+def _same_size_and_time(path: Path, image: np.ndarray) -> None:
+    """Rewrite frame ``path`` with ``image`` as a file of its size and modification time (``cp -p`` or ``touch -r``
+    of another version): the bz2 stream is followed by padding streams (bytes after the FITS file)."""
+    import io
+
+    st = path.stat()
+    buf = io.BytesIO()
+    fits.PrimaryHDU(image.astype(np.float32), header=sdss.read_frame(path).header).writeto(buf)
+    body = bz2.compress(buf.getvalue())
+    gap = st.st_size - len(body)
+    zeros = {len(bz2.compress(bytes(m))): m for m in range(0, 5000, 7)}  # sizes 37-46: the last few bytes
+    noise = np.random.default_rng(0).bytes(gap)
+    k = int((gap - 45) ** 2 / len(bz2.compress(noise)))
+    for _ in range(50):
+        tail = bz2.compress(noise[:k])
+        if gap - len(tail) in zeros:
+            break
+        k += gap - len(tail) - 42
+    path.write_bytes(body + tail + bz2.compress(bytes(zeros[gap - len(tail)])))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert path.stat().st_size == st.st_size
+
+
+def test_a_frame_changed_since_alignment_is_named_and_aligned_again(aligned_81: DataPaths, tmp_path, caplog):
+    """A frame of other content made the field's cube stale and it was aligned again, without a word of which frame
+    had changed: the user could not tell a replaced frame from a damaged cube."""
+    paths = _copy_of(aligned_81, tmp_path)
+    frame = paths.frame(fid(81), "u")
+    frame.write_bytes(bz2.compress(bz2.decompress(frame.read_bytes()), compresslevel=1))
+    with caplog.at_level("WARNING", logger="stargal"):
+        assert run_alignment(paths, ONE, workers=1, reports=False)["aligned"] == [81]
+    said = [r.getMessage() for r in caplog.records if "aligning it again" in r.getMessage()]
+    assert said == [f"field {fid(81)}: {frame}: changed since its cube was made; aligning it again"]
+
+
+def test_a_frame_replaced_by_one_of_its_size_and_time_is_aligned_again(aligned_81: DataPaths, tmp_path):
+    """A frame replaced by another version of the same size and modification time (``cp -p`` from a backup, an
+    archive's times) was taken for the one the cube was made from: the record compared size and time only, and the
+    cube of the old pixels was served as current, exit 0. Its ctime tells it was written: its content is checked."""
+    paths = _copy_of(aligned_81, tmp_path)
+    frame = paths.frame(fid(81), "g")
+    image = sdss.read_frame(frame).image.copy()
+    image[:20] = 0.0  # a band that lost rows: the cube's g plane must show it
+    _same_size_and_time(frame, image)
+    assert run_alignment(paths, ONE, workers=1, reports=False)["aligned"] == [81]
+    k = BANDS.index("g")
+    before, after = (read_cube(p.cube(fid(81)), mmap=False).data[k] for p in (aligned_81, paths))
+    assert np.nanmax(np.abs(before[:5])) > 0 and np.nanmax(np.abs(after[:5])) == 0.0

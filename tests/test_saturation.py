@@ -104,3 +104,15 @@ def test_a_half_light_radius_beyond_the_measured_radius_is_left_empty_not_served
     assert 1.5 < r50[0] < 2.2  # a Gaussian's r50 is 1.18 sigma
     assert np.isnan(r50[1])
     assert detection.half_light_radii(image, np.array([115.0]), np.array([60.0]))[0] == detection.SIZE_RADIUS
+
+
+@pytest.mark.parametrize("how", ["flat", "interpolated", None])
+def test_a_bright_core_without_data_is_flagged_not_served_as_measured(how):
+    """A frame whose saturated (or nearly saturated) pixels are NaN or inf (stage 01 masks both as no data): the
+    cores read 0, under the floor and neither hollow nor bright by their light, and the stars were served as
+    unsaturated, exit 0. A faint star beside a missing pixel is left alone."""
+    image, x, y = star_field([*BRIGHT, 20.0], how)
+    image[image >= 200] = np.nan
+    faint_x, faint_y = int(round(x[-1])) + 2, int(round(y[-1]))
+    image[faint_y, faint_x] = np.nan  # a bad pixel in the faint star's core
+    assert flagged(image, x, y).tolist() == [True, True, True, False]

@@ -15,6 +15,10 @@ pixel, in the r band over the source's local sky level:
 - ``truncated``: its PSF-weighted flux is under TRUNCATED_RATIO of its flux within APERTURE_RADIUS (the field's
   stars, which the PSF-weighted fluxes are scaled to, give 1): the core lacks light its surroundings have.
 
+- ``masked``: a pixel within CORE_RADIUS holds no data (NaN or inf: stage 01 masks a frame's non-finite pixels, as
+  some reductions leave saturated cores) while the core's other pixels reach BRIGHT_FRACTION of SATURATION_FLOOR: a
+  core whose brightest pixels are missing has no measured flux.
+
 ``hollow`` and ``truncated`` count only for a source bright enough to saturate (``bright``): its flux within
 APERTURE_RADIUS, as a star as wide as the field's, would peak at BRIGHT_FRACTION of SATURATION_FLOOR or more (the
 interpolation takes the core's light out of that aperture too, so it is a loose bound), and its PSF-weighted flux
@@ -47,7 +51,7 @@ def saturation_tests(
     sigma: float,
     floor: float = SATURATION_FLOOR,
 ) -> dict[str, np.ndarray]:
-    """The tests of the module docstring, each bool [n]: ``flat``, ``hollow``, ``truncated`` and ``bright``.
+    """The tests of the module docstring, each bool [n]: ``flat``, ``hollow``, ``truncated``, ``masked`` and ``bright``.
 
     ``image``: the r band [rows, cols], nanomaggies over its background (NaN counts as 0); ``x``, ``y``: 0-based
     pixel positions; ``level``: each source's local sky level in ``image``; ``psf_flux``: its PSF-weighted flux,
@@ -59,14 +63,19 @@ def saturation_tests(
     offsets = np.arange(-half, half + 1)
     d2 = offsets[None, :] ** 2 + offsets[:, None] ** 2
     core, aperture = d2 <= CORE_RADIUS**2, d2 <= APERTURE_RADIUS**2
-    padded = np.pad(np.nan_to_num(np.asarray(image, np.float32)), half)
+    image = np.asarray(image, np.float32)
+    missing = np.pad(~np.isfinite(image), half)  # no data: NaN reads as 0 below, so remembered here
+    padded = np.pad(np.nan_to_num(image), half)
     rows, cols = image.shape
     ix = np.clip(np.floor(x + 0.5).astype(np.int64), 0, cols - 1)
     iy = np.clip(np.floor(y + 0.5).astype(np.int64), 0, rows - 1)
     peak, centre, summed = (np.zeros(n, np.float32) for _ in range(3))
+    holed = np.zeros(n, bool)
     for start in range(0, n, _CHUNK):
         part = slice(start, min(start + _CHUNK, n))
-        stamps = padded[iy[part, None, None] + offsets[:, None] + half, ix[part, None, None] + offsets[None, :] + half]
+        index = (iy[part, None, None] + offsets[:, None] + half, ix[part, None, None] + offsets[None, :] + half)
+        holed[part] = (missing[index] & core).any((1, 2))
+        stamps = padded[index]
         stamps -= np.asarray(level[part], np.float32)[:, None, None]
         peak[part] = np.where(core, stamps, -np.inf).max((1, 2))
         centre[part] = stamps[:, half, half]
@@ -78,6 +87,7 @@ def saturation_tests(
             "flat": peak >= floor,
             "hollow": centre < HOLLOW_RATIO * peak,
             "truncated": ~(psf_flux >= TRUNCATED_RATIO * summed),  # NaN flux: no core measured
+            "masked": holed & (peak >= BRIGHT_FRACTION * floor),
             "bright": (summed * peak_of_star >= BRIGHT_FRACTION * floor)
             & (psf_flux * peak_of_star >= CORE_FRACTION * floor),
         }
@@ -92,7 +102,7 @@ def saturated(
     sigma: float,
     floor: float = SATURATION_FLOOR,
 ) -> np.ndarray:
-    """bool [n]: sources whose r-band core is saturated (``saturation_tests``: flat, or bright and hollow or
+    """bool [n]: sources whose r-band core is saturated (``saturation_tests``: flat, masked, or bright and hollow or
     truncated); their PSF-weighted flux is a lower limit, not a measurement."""
     t = saturation_tests(image, x, y, level, psf_flux, sigma, floor)
-    return t["flat"] | (t["bright"] & (t["hollow"] | t["truncated"]))
+    return t["flat"] | t["masked"] | (t["bright"] & (t["hollow"] | t["truncated"]))

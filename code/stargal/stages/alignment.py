@@ -9,9 +9,9 @@ of one sky (real or simulated: ``SIMULAT``), mask non-finite pixels, resample on
 inside the frame (``stargal.catalog``) and write ``paths.objects(fid)``; measure the cube's PSF on its own stars
 (``stargal.psf``) into ``paths.psf_map(fid)``. Cube, PSF map and objects table form one
 sealed output set (``fsio.OutputSet``) whose record ``paths.field_record(fid)`` lists their checksums and the
-inputs they were made from (size and modification time of each frame and catalog); a field is current when
-the record's files are intact and its inputs and alignment method unchanged, and is otherwise redone (naming
-what was broken).
+inputs they were made from (size and modification time of each frame and catalog, and each frame's sha256 and
+file stamp); a field is current when the record's files are intact and its inputs and alignment method unchanged,
+and is otherwise redone (naming what was broken, or which frame changed).
 A failed rebuild leaves the previous cube and table in place; a bad input raises StargalError.
 """
 
@@ -311,19 +311,54 @@ def fingerprints(files) -> dict[str, str]:
     return out
 
 
-def changed_inputs(files, stamps: dict[str, str], digests: dict[str, str] | None) -> list[str]:
+def changed_inputs(
+    files, stamps: dict[str, str], digests: dict[str, str] | None, file_stamps: dict[str, list[int]] | None = None
+) -> list[str]:
     """Names of ``files`` whose content is not what a record says it was made from: the size or time differs from
     ``stamps`` and, where ``digests`` (sha256) are recorded, the content too: a copy made without keeping times
-    (``cp -r``) holds the same frames. A record written before digests were kept is judged by times alone."""
+    (``cp -r``) holds the same frames. With ``file_stamps`` (``fsio.file_stamp``: mtime, ctime, inode) recorded, a
+    digest is trusted without reading the file only while that stamp is unchanged: a file replaced by another of
+    the same size and modification time (``cp -p``, ``touch -r``, an archive's times) has a new ctime. A record
+    written before digests were kept is judged by times alone."""
     now, changed = fingerprints(files), []
     for path in map(Path, files):
         name = path.name
-        if stamps.get(name) == now[name]:
+        if stamps.get(name) == now[name] and (
+            file_stamps is None or not digests or name not in digests or file_stamps.get(name) == fsio.file_stamp(path)
+        ):
             continue
         same_size = stamps.get(name, "").split(":")[0] == now[name].split(":")[0]
         if not (digests and same_size and digests.get(name) == fsio.sha256_file(path)):
             changed.append(name)
     return changed
+
+
+def input_record(frame_files, catalog_files) -> dict:
+    """What a field record keeps of the inputs its outputs were made from (``changed_inputs`` reads it back)."""
+    return {
+        "frames": fingerprints(frame_files),
+        "frames_sha256": {Path(p).name: fsio.sha256_file(p) for p in frame_files},
+        "frames_stamp": {Path(p).name: fsio.file_stamp(p) for p in frame_files},
+        "catalogs": fingerprints(catalog_files),
+    }
+
+
+def stale_cube_reasons(previous: dict | None, frame_files: list[Path], ref_band: str) -> list[str]:
+    """Why a field's recorded cube is not current, one reason per item (empty: current; no record: one reason).
+    A frame that changed is named by its path, so the user sees which input the new cube differs by."""
+    if not previous:
+        return ["no intact cube"]
+    inputs = previous.get("inputs") or {}
+    frames = inputs.get("frames") or {}
+    reasons = [f"{p}: not among the frames its cube was made from" for p in frame_files if p.name not in frames]
+    known = [p for p in frame_files if p.name in frames]
+    changed = set(changed_inputs(known, frames, inputs.get("frames_sha256"), inputs.get("frames_stamp")))
+    reasons += [f"{p}: changed since its cube was made" for p in known if p.name in changed]
+    if previous.get("ref_band") != ref_band:
+        reasons.append(f"cube made on the {previous.get('ref_band')} band's grid, now the {ref_band} band's")
+    if previous.get("align_method") != ALIGN_METHOD:
+        reasons.append(f"cube made by alignment method {previous.get('align_method')}, now {ALIGN_METHOD}")
+    return reasons
 
 
 def process_field(task: FieldTask) -> dict:
@@ -348,13 +383,10 @@ def process_field(task: FieldTask) -> dict:
         if os.path.normpath(cube_path) in broken:
             previous = None  # the cube itself is broken: align again
     inputs = (previous or {}).get("inputs", {})
-    cube_current = (
-        bool(previous)
-        and set(inputs.get("frames") or {}) == set(frames_in)
-        and not changed_inputs(frame_files, inputs["frames"], inputs.get("frames_sha256"))
-        and previous.get("ref_band") == task.ref_band
-        and previous.get("align_method") == ALIGN_METHOD
-    )
+    stale = stale_cube_reasons(previous, frame_files, task.ref_band)
+    cube_current = not stale
+    if previous and stale:  # say which input made the cube stale: the user may not know a frame was replaced
+        log.warning("field %s: %s; aligning it again", fid, "; ".join(stale))
     objects_current = (
         intact
         and cube_current
@@ -388,11 +420,7 @@ def process_field(task: FieldTask) -> dict:
             "field": str(fid),
             "ref_band": task.ref_band,
             "align_method": ALIGN_METHOD,
-            "inputs": {
-                "frames": frames_in,
-                "frames_sha256": {p.name: fsio.sha256_file(p) for p in frame_files},
-                "catalogs": catalogs_in,
-            },
+            "inputs": input_record(frame_files, task.catalog_files),
             **quality,
             "objects": None,
             "stargal_version": __version__,
@@ -402,7 +430,11 @@ def process_field(task: FieldTask) -> dict:
             wcs, shape = cube_wcs_shape(cube_file)
             table, mismatched = catalog.field_objects(task.catalogs, wcs, shape, fid.rerun)
             if mismatched:
-                log.warning("field %s: dropped %d objects whose OBJC_TYPE contradicts their catalog", fid, mismatched)
+                log.warning(
+                    "field %s: dropped %d objects whose OBJC_TYPE contradicts their catalog or that both sweeps list",
+                    fid,
+                    mismatched,
+                )
             if len(table) == 0:
                 raise StargalError(
                     f"{', '.join(task.catalog_files)}: no catalog object falls inside the frame of field {fid}"
