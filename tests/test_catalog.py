@@ -66,6 +66,7 @@ def test_objc_type_cross_check_and_labels():
     w = make_wcs()
     gal = make_catalog(w, [10.0, 20.0, 30.0], [10.0, 20.0, 30.0], 30, [3, 3, 6])
     star = make_catalog(w, [40.0, 50.0], [40.0, 50.0], 30, [6, 6])
+    star["ID"] = [11, 12]  # other objects than the galaxies (an objid in both sweeps is dropped)
     table, mismatched = catalog.field_objects({"gal": gal, "star": star}, w, SHAPE, 301)
     assert mismatched == 1  # a "galaxy" whose OBJC_TYPE says star is dropped
     assert table["label"].tolist() == [LABEL_GALAXY, LABEL_GALAXY, LABEL_STAR, LABEL_STAR]
@@ -131,3 +132,39 @@ def test_a_sweep_under_another_sweeps_name_is_refused(tmp_path):
     with pytest.raises(sdss.StargalError, match=r"\(star\).*put the camcol's own sweep .* --sample folder") as info:
         _read_sweep(star)
     assert "00_download" not in str(info.value)
+
+
+def test_an_object_in_both_sweeps_is_dropped_not_labelled_by_row_order(tmp_path):
+    """One objid in the galaxy sweep (OBJC_TYPE 3) and in the star sweep (6): both rows went into the objects
+    table, and stage 02's de-duplication kept the galaxy row (the first), a label chosen by row order, exit 0."""
+    w = make_wcs()
+    gal = make_catalog(w, [10.0, 20.0], [10.0, 20.0], 30, 3)
+    star = make_catalog(w, [20.0, 60.0], [20.0, 60.0], 30, 6)
+    star["ID"] = [1, 5]  # star 1 of field 30 is galaxy 1 of field 30 too
+    sweeps = {}
+    for kind, cat in (("gal", gal), ("star", star)):
+        path = tmp_path / f"calibObj-004510-4-{kind}.fits.gz"
+        sdss.write_catalog(path, {name: cat[name] for name in cat.dtype.names})
+        sweeps[kind] = sdss.read_catalog(path)
+    table, dropped = catalog.field_objects(sweeps, w, SHAPE, 301)
+    assert dropped == 2  # both rows of the contradicted object
+    assert table["objid"].tolist() == ["301-4510-4-30-2", "301-4510-4-30-5"]
+    assert table["label"].tolist() == [LABEL_GALAXY, LABEL_STAR]
+    alone, dropped = catalog.field_objects({"star": sweeps["star"]}, w, SHAPE, 301)  # one sweep: nothing to clash
+    assert dropped == 0 and len(alone) == 2
+
+
+def test_an_out_of_range_integer_in_an_objects_table_is_one_line_naming_the_file(tmp_path):
+    """A label of 257 overflows the int8 column: numpy raised a bare OverflowError that named no file."""
+    from stargal.errors import StargalError
+    from stargal.tables import read_table, write_table
+
+    path = tmp_path / "objects.csv"
+    write_table(path, np.zeros(2, dtype=OBJECT_DTYPE))
+    header, first, second = path.read_text().splitlines()
+    label = header.split(",").index("label")
+    cells = first.split(",")
+    cells[label] = "257"
+    path.write_text("\n".join([header, ",".join(cells), second]) + "\n")
+    with pytest.raises(StargalError, match=r"objects\.csv: bad value in column 'label'"):
+        read_table(path)

@@ -728,3 +728,67 @@ def test_a_broken_link_where_an_output_folder_goes_is_refused_in_one_line(synth)
             prepare(synth, FS, patch_size=P, name="mine")
         assert _tree(synth) == before
         place.unlink()
+
+
+def test_an_object_listed_as_star_and_galaxy_is_refused_even_when_a_dataset_was_cut_before(synth, monkeypatch):
+    """An objects table listing one objid as a galaxy and as a star (a table made before stage 01 dropped objects
+    in both sweeps): the de-duplication kept the galaxy row, a label chosen by row order, exit 0; and a dataset cut
+    from such a table before the check existed was taken as current."""
+    from stargal.stages import preparation
+
+    table = read_table(synth.objects(fid(80)))
+    twin = table[:1].copy()
+    twin["label"] = 1 - twin["label"]
+    write_table(synth.objects(fid(80)), np.concatenate([table, twin]))
+    seal_field(synth, 80)
+    with monkeypatch.context() as m:  # the dataset an earlier version cut from this table
+        m.setattr(preparation, "_check_one_label_per_object", lambda *args: None, raising=False)
+        name = prepare(synth, FS, patch_size=P)["name"]
+    before = {p: p.read_bytes() for p in written(synth)}
+    with pytest.raises(StargalError, match=rf"^{synth.objects(fid(80))}: object {twin['objid'][0]} is listed both as "
+                       r"a star and as a galaxy .*1 such object\(s\) in all; 01_alignment.py --run 8162 --camcol 6 "
+                       r"--fields 80 .*--force"):  # fmt: skip
+        prepare(synth, FS, patch_size=P)
+    assert {p: p.read_bytes() for p in written(synth)} == before  # nothing rewritten
+    assert synth.dataset_dir(name).exists()
+
+
+def test_a_sweep_replaced_after_the_alignment_names_every_stale_field_in_one_command(synth):
+    """The star sweep fetched again after stage 01: every field of the camcol is stale, but the error's command
+    realigned the first field only, so following it met the same refusal for the next field, one at a time."""
+    from stargal.stages.alignment import fingerprints
+
+    star = synth.catalog(301, 8162, 6, "star")
+    star.parent.mkdir(parents=True)
+    star.write_bytes(b"star sweep")
+    for f in (80, 81, 82):
+        files = [synth.cube(fid(f)), synth.objects(fid(f)), synth.psf_map(fid(f))]
+        record = {"field": str(fid(f)), "ref_band": "r", "inputs": {"frames": {}, "catalogs": fingerprints([star])}}
+        fsio.seal(synth.field_record(fid(f)), files, record)
+    star.write_bytes(b"the star sweep, fetched again")
+    with pytest.raises(StargalError, match=rf"^field 301/8162/6/80 \(and fields 81 82\): {star.name} changed since "
+                       r"stage 01 aligned it .*: 01_alignment.py --run 8162 --camcol 6 --fields 80 81 82 "):  # fmt: skip
+        prepare(synth, FS, patch_size=P)
+    assert written(synth) == [star]  # the sweep alone: nothing of stage 02
+
+
+def test_a_frame_replaced_by_one_of_its_size_and_time_after_the_alignment_is_refused(synth):
+    """A frame replaced by another version of the same size and modification time (``cp -p``): stage 02 judged it
+    by size and time and cut patches from the cube of the old pixels, exit 0. Its file stamp (ctime) changed, so its
+    content is read and found changed, as stage 01 does."""
+    import os
+
+    from stargal.stages.alignment import input_record
+
+    frame = synth.frame(fid(80), "g")
+    frame.parent.mkdir(parents=True, exist_ok=True)
+    frame.write_bytes(b"the g frame stage 01 aligned")
+    files = [synth.cube(fid(80)), synth.objects(fid(80)), synth.psf_map(fid(80))]
+    record = {"field": str(fid(80)), "ref_band": "r", "inputs": input_record([frame], [])}
+    fsio.seal(synth.field_record(fid(80)), files, record)
+    st = frame.stat()
+    frame.write_bytes(b"the g frame from elsewhere!!")
+    os.utime(frame, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert frame.stat().st_size == st.st_size
+    with pytest.raises(StargalError, match=rf"^field 301/8162/6/80: {frame.name} changed since stage 01 aligned it"):
+        prepare(synth, FS, patch_size=P)

@@ -8,7 +8,7 @@ import pytest
 from stargal import splits
 from stargal.config import PIXEL_SCALE_ARCSEC, REFERENCE, FieldSet
 from stargal.errors import StargalError
-from stargal.geometry import near_any
+from stargal.geometry import near_any, nearest_neighbour_arcsec
 from stargal.splits import TEST, TRAIN, VAL, Region, SplitSpec
 from stargal.tables import OBJECT_DTYPE
 
@@ -100,6 +100,33 @@ def test_duplicates_within_a_split_are_kept_once_preferring_the_interior_copy():
         copies = np.flatnonzero(table["objid"] == objid)
         kept = copies[np.isin(copies, train)]
         assert kept.size == 1 and pref[kept[0]] == pref[copies].max()
+
+
+def test_a_source_catalogued_under_two_fields_is_kept_once_in_the_cube_that_holds_both():
+    """A sweep listing one source twice, under two overlapping fields (two objids 0.2" apart): both rows lie in the
+    same cube, and the de-duplication paired close rows of different cubes only, so the source went into the
+    training and the test set twice, the same patch counted twice, exit 0."""
+    table, cube_field = strip()
+    alone = nearest_neighbour_arcsec(table["ra"], table["dec"]) > 3
+    twins = []
+    for f in (80, 81):  # train and test
+        own = np.flatnonzero(alone & (cube_field == f) & (table["field"] == f) & (table["y"] > 45) & (table["y"] < 75))
+        twin = table[own[:1]].copy()
+        twin["objid"], twin["field"] = f"301-8162-6-{f + 1}-9999", f + 1
+        twin["ra"] += 0.2 / 3600 / np.cos(np.radians(DEC0))
+        twins.append(twin)
+    table = np.concatenate([table, *twins])
+    cube_field = np.concatenate([cube_field, [80, 81]])
+    sel = splits.select(table, cube_field, SPEC, patch_size=25, preference=edge_preference(table))
+    for twin, code in zip(twins, (TRAIN, TEST), strict=True):
+        copies = near_any(table["ra"], table["dec"], twin["ra"], twin["dec"], 1.0)
+        assert np.count_nonzero(copies) == 2 and np.count_nonzero(copies & (sel.split == code)) == 1
+    # two entries of one field that close (deblended neighbours, as SDSS lists them) are both kept
+    deblended = table[-1:].copy()
+    deblended["objid"], deblended["field"] = "301-8162-6-81-9998", 81
+    pair = np.concatenate([table[-1:], deblended])
+    pair["field"] = 81
+    assert splits.duplicate_pairs(pair, np.arange(2), np.array([81, 81])).size == 0
 
 
 def test_train_val_duplicates_stay_in_train():

@@ -70,15 +70,33 @@ def objects_in_frame(
 def field_objects(
     catalogs: dict[str, np.ndarray], wcs: WCS, shape: tuple[int, int], rerun: int
 ) -> tuple[np.ndarray, int]:
-    """Objects of every given catalog kind inside the frame, galaxies first, each sorted by (field, id)."""
+    """Objects of every given catalog kind inside the frame, galaxies first, each sorted by (field, id), and how
+    many rows were dropped because their type is contradicted (``objects_in_frame``, ``drop_conflicting``)."""
     tables, mismatched = [], 0
     for kind in CATALOG_KINDS:
         if kind in catalogs:
             table, bad = objects_in_frame(catalogs[kind], kind, wcs, shape, rerun)
             tables.append(np.sort(table, order=["field", "id"]))
             mismatched += bad
+    tables, conflicting = drop_conflicting(tables)
     out = np.concatenate(tables) if tables else np.empty(0, dtype=OBJECT_DTYPE)
-    return out, mismatched
+    return out, mismatched + conflicting
+
+
+def drop_conflicting(tables: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
+    """The tables without the objects (objids) that more than one of them lists, and how many rows that drops.
+
+    An object in both the star and the galaxy sweep has no label one could trust: kept, the de-duplication of
+    stage 02 would silently keep its galaxy row (the first), a coin toss presented as a label."""
+    seen = [np.unique(t["objid"]) for t in tables]
+    if len(seen) < 2:
+        return tables, 0
+    ids, counts = np.unique(np.concatenate(seen), return_counts=True)
+    both = ids[counts > 1]
+    if both.size == 0:
+        return tables, 0
+    keep = [~np.isin(t["objid"], both) for t in tables]
+    return [t[k] for t, k in zip(tables, keep, strict=True)], int(sum(np.count_nonzero(~k) for k in keep))
 
 
 def padded_coords(tables: list[np.ndarray], label: int) -> np.ndarray:

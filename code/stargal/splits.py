@@ -16,7 +16,8 @@ selection (``select``) runs in this order, counting every removed row by reason:
    where the label is read).
 3. ``drop`` edge policy: rows whose patch crosses the frame edge are removed (``edge``).
 4. ``deduplicate``, within each split: of several rows of the same source (same objid, or within 1" in
-   different cubes), the one farthest from its frame edge is kept (``duplicate``).
+   different cubes or under different catalog fields), the one farthest from its frame edge is kept
+   (``duplicate``).
 5. Between train and validation: a source present in both keeps its training row and loses its
    validation row (``duplicate_train_val``): training data are the scarcer resource, and the
    validation set stays a set of distinct sources the model has not seen.
@@ -309,12 +310,15 @@ def leakage_guard(
 
 def duplicate_pairs(objects: np.ndarray, rows: np.ndarray, cube_field: np.ndarray) -> np.ndarray:
     """Pairs [k, 2] of indices into ``rows`` that are the same source: equal objid, or within 1" in
-    different cubes (two distinct catalog entries of one cube are kept however close)."""
+    different cubes or listed under different catalog fields (one source catalogued by two overlapping fields
+    lies twice in each cube that holds it). Two entries of one field in one cube (deblended neighbours) are kept
+    however close."""
     if rows.size < 2:
         return np.empty((0, 2), dtype=np.int64)
     pairs = close_pairs(objects["ra"][rows], objects["dec"][rows], MATCH_RADIUS_ARCSEC)
-    fields = cube_field[rows]
-    pairs = pairs[fields[pairs[:, 0]] != fields[pairs[:, 1]]]
+    cubes, listed = cube_field[rows], objects["field"][rows]
+    other = (cubes[pairs[:, 0]] != cubes[pairs[:, 1]]) | (listed[pairs[:, 0]] != listed[pairs[:, 1]])
+    pairs = pairs[other]
     ids = objects["objid"][rows]
     order = np.argsort(ids, kind="stable")
     same_next = ids[order][1:] == ids[order][:-1]

@@ -111,6 +111,6 @@ def read_table(path: str | os.PathLike, dtype: np.dtype = OBJECT_DTYPE) -> np.nd
     for name, col in zip(dtype.names, index, strict=True):
         try:
             out[name] = [row[col] for row in body]
-        except (ValueError, IndexError) as exc:
+        except (ValueError, IndexError, OverflowError) as exc:
             raise StargalError(f"{path}: bad value in column {name!r} ({exc})") from None
     return out

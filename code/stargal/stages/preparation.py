@@ -98,6 +98,7 @@ def prepare(
     _check_output_places(paths, name)  # a file where a folder goes: one line now, not "File exists" after the work
     fids = [FieldId(fs.rerun, fs.run, fs.camcol, f) for f in spec.fields]
     records = {fid.field: _check_field(paths, fid) for fid in fids}  # cube and objects table intact
+    _check_up_to_date(paths, fids, records)
     _check_same_sweeps(paths, fids, records)
     cubes = {fid.field: _check_cube(paths, fid, patch_size) for fid in fids}  # headers only: shape, SIMULAT
     inputs = {str(f): fsio.seal_digest(r) for f, r in records.items()}
@@ -111,6 +112,8 @@ def prepare(
         "patch_size": patch_size,
         "edge": edge,
     }
+    # read and checked before a current dataset is taken: one cut from a table this check refuses is not current
+    table, cube_field = _read_objects(paths, fids)
     previous = None if force else _current(paths, name, config, inputs)
     if previous is not None:
         require_both_classes(paths, fs, previous.get("counts", {}))  # one built before this check existed
@@ -122,7 +125,6 @@ def prepare(
     fsio.require_writable_output(paths.dataset_json(name))
     fsio.require_writable_output(paths.reports("splits", name) / REPORT_FILES[0])  # written with it: both, first
 
-    table, cube_field = _read_objects(paths, fids)
     _check_regions(table, spec)
     rows, cols = patches.pixel_centres(table["x"], table["y"])
     split, removed, moved = _select(table, cube_field, rows, cols, cubes, spec, patch_size, edge)
@@ -459,14 +461,26 @@ def _check_field(paths: DataPaths, fid: FieldId) -> dict:
             f"{objects_path}: objects table not found (field {fid} has no catalog objects? "
             f"{integrity.alignment_command(fid, paths)} lists them once the calibObj catalogs are downloaded)"
         )
-    record = integrity.require_field(paths, fid, objects=True)
-    changed = _changed_since_alignment(paths, fid, record)
-    if changed:
-        raise StargalError(
-            f"field {fid}: {', '.join(changed)} changed since stage 01 aligned it (fetched again, another sky, or a "
-            f"sweep added since): {integrity.alignment_command(fid, paths)} brings it up to date"
-        )
-    return record
+    return integrity.require_field(paths, fid, objects=True)
+
+
+def _check_up_to_date(paths: DataPaths, fids: list[FieldId], records: dict[int, dict]) -> None:
+    """Refuse fields whose frames or sweeps changed since stage 01 made their cubes and tables, naming the first
+    and, in its command, every one: a sweep replaced makes every field of the camcol stale, and a command for the
+    first alone left the next run to refuse the next field, one field at a time."""
+    changed = {fid: _changed_since_alignment(paths, fid, records[fid.field]) for fid in fids}
+    stale = sorted((fid for fid in fids if changed[fid]), key=lambda f: f.field)
+    if not stale:
+        return
+    fid = stale[0]
+    command = integrity.alignment_command(fid, paths)
+    if len(stale) > 1:  # one command for them all (the command names the field as "--fields N")
+        command = command.replace(f"--fields {fid.field}", "--fields " + " ".join(str(f.field) for f in stale), 1)
+    also = f" (and fields {' '.join(str(f.field) for f in stale[1:])})" if len(stale) > 1 else ""
+    raise StargalError(
+        f"field {fid}{also}: {', '.join(changed[fid])} changed since stage 01 aligned it (fetched again, another sky, "
+        f"or a sweep added since): {command} brings it up to date"
+    )
 
 
 def _check_same_sweeps(paths: DataPaths, fids: list[FieldId], records: dict[int, dict]) -> None:
@@ -517,7 +531,9 @@ def _changed_since_alignment(paths: DataPaths, fid: FieldId, record: dict) -> li
     if "catalogs" in inputs:  # a record that lists the sweeps its table was made from
         sweeps = [paths.catalog(fid.rerun, fid.run, fid.camcol, k) for k in sdss.CATALOG_KINDS]
         added = [p.name for p in sweeps if p.name not in recorded and p.exists()]
-    return sorted(changed_inputs(files, recorded, inputs.get("frames_sha256")) + added)
+    # with the frames' file stamps, a frame replaced by one of its size and time (``cp -p``) is read, not trusted
+    changed = changed_inputs(files, recorded, inputs.get("frames_sha256"), inputs.get("frames_stamp"))
+    return sorted(changed + added)
 
 
 def _check_cube(paths: DataPaths, fid: FieldId, patch_size: int) -> tuple[tuple[int, int], bool]:
@@ -549,7 +565,28 @@ def _read_objects(paths: DataPaths, fids: list[FieldId]) -> tuple[np.ndarray, np
         tables.append(t)
     table = np.concatenate(tables) if tables else np.empty(0, dtype=OBJECT_DTYPE)
     cube_field = np.repeat(np.array([f.field for f in fids], dtype=np.int32), [len(t) for t in tables])
+    _check_one_label_per_object(paths, fids, table, cube_field)
     return table, cube_field
+
+
+def _check_one_label_per_object(
+    paths: DataPaths, fids: list[FieldId], table: np.ndarray, cube_field: np.ndarray
+) -> None:
+    """Refuse an object listed both as a star and as a galaxy (in both sweeps, in one table or in two): the
+    de-duplication would keep one of its rows and with it a label chosen by row order, not by the sky."""
+    order = np.lexsort((table["label"], table["objid"]))
+    ids, labels = table["objid"][order], table["label"][order]
+    clash = np.flatnonzero((ids[1:] == ids[:-1]) & (labels[1:] != labels[:-1]))
+    if clash.size == 0:
+        return
+    rows = order[[clash[0], clash[0] + 1]]
+    by_field = {fid.field: fid for fid in fids}
+    where = " and ".join(dict.fromkeys(str(paths.objects(by_field[int(cube_field[r])])) for r in rows))
+    fid = by_field[int(cube_field[rows[0]])]
+    raise StargalError(
+        f"{where}: object {ids[clash[0]]} is listed both as a star and as a galaxy (its sweeps disagree), "
+        f"{np.unique(ids[clash]).size} such object(s) in all; {integrity.alignment_command(fid, paths)} --force lists them no more"
+    )
 
 
 def require_both_classes(paths: DataPaths, fs: FieldSet, counts: dict[str, dict]) -> None:
