@@ -120,3 +120,12 @@ def test_errors(tmp_path):
         mdl.build_model("stargal", (25, 25, 5), {"method": "asinh", "center": [0] * 5, "scale": [0] * 5})
     with pytest.raises(StargalError):
         mdl.load_model(tmp_path / "missing")
+
+
+@pytest.mark.parametrize("shape", [(13, 13, 5), (15, 15, 4)], ids=["patch-size", "bands"])
+def test_patches_the_model_does_not_take_are_refused_in_one_line(shape):
+    """A model.json whose patch_size or bands misdescribe the network (or another dataset's patches): TensorFlow's
+    many-line ValueError, "unexpected" to predict.py and explain.py, before; one line naming both shapes now."""
+    model = mdl.build_model("reference_base", (15, 15, 5), NORM, {"filters": 4, "dense_units": 8})
+    with pytest.raises(StargalError, match=rf"patches of shape \({', '.join(map(str, shape))}\).*takes \(15, 15, 5\)"):
+        mdl.predict(model, np.zeros((2, *shape), np.float32))

@@ -166,3 +166,15 @@ def test_ctrl_c_during_the_export_stops_the_run_instead_of_sealing_a_model_witho
         onnx_engine.export_checked(object(), tmp_path / "model.onnx")
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     assert not (tmp_path / "model.onnx").exists()
+
+
+def test_a_cube_or_patches_of_other_bands_than_the_network_are_refused_in_one_line():
+    """model.json's bands name the cube planes predict.py passes: with fewer than the network takes, numpy's
+    broadcasting error (an "unexpected ValueError") came out before; one line naming model.onnx now."""
+    meta = fsio.read_json(ModelFiles(PRETRAINED_MODEL_DIR).json)
+    network = onnx_engine.OnnxNetwork(ModelFiles(PRETRAINED_MODEL_DIR).onnx, meta["onnx"]["normalisation"], threads=1)
+    with pytest.raises(StargalError, match=r"model.onnx: the network takes 5 bands, the cube given has 4 planes"):
+        network.prepare(np.zeros((4, 40, 40), np.float32))
+    psf = np.full((2, 5), 2.0, np.float32)
+    with pytest.raises(StargalError, match=r"model.onnx: patches of shape \(5, 21, 21\) given, the network takes"):
+        network.predict(np.zeros((2, 5, 21, 21), np.float32), psf)

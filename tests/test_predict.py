@@ -1381,3 +1381,29 @@ def test_a_bad_option_is_named_before_the_csv_is_read(tmp_path):
     ]:
         proc = run_cli("--cube", str(tmp_path / "cube-000001-1-0001.fits"), "--csv", str(table), *option)
         assert proc.returncode == 2 and proc.stderr.strip() == f"predict.py: error: {message}"
+
+
+@pytest.mark.parametrize(
+    ("change", "refusal"),
+    [
+        ({"threshold": 1.5}, r"threshold 1\.5: not a probability"),
+        ({"threshold": None}, r"threshold None: not a probability"),
+        ({"threshold": float("nan")}, r"threshold nan: not a probability"),
+        ({"bands": "ugrr"}, r"bands 'ugrr': not distinct letters"),
+        ({"bands": "gri"}, r"model\.keras: takes 5 bands, model\.json names 3 \(gri\)"),
+    ],
+)
+def test_a_sealed_model_json_whose_threshold_or_bands_cannot_be_the_networks_is_refused(
+    tmp_path, model_dir, change, refusal
+):
+    """Resealed by hand, a model.json with a threshold of 1.5 had every source called galaxy with exit 0, and a
+    missing threshold fell back to 0.5; its bands must be the network's."""
+    from stargal import fsio
+
+    copy = tmp_path / "model"
+    shutil.copytree(model_dir, copy)
+    meta = {k: v for k, v in json.loads((copy / "model.json").read_text()).items() if k != fsio.INTEGRITY_KEY}
+    meta = {k: v for k, v in (meta | change).items() if v is not None}
+    fsio.seal(copy / "model.json", [copy / "model.keras"], meta)
+    with pytest.raises(StargalError, match=refusal):
+        load_bundle(copy)

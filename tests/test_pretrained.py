@@ -77,6 +77,19 @@ def test_resolves_as_pretrained_and_as_the_default(tmp_path):
     assert resolve_model_dir(paths, None) == PRETRAINED_MODEL_DIR
 
 
+def test_a_data_folder_with_models_but_no_latest_is_refused_not_served_by_the_pretrained_model(tmp_path):
+    """A training stopped before it named its model latest left models/NAME but no LATEST: predict.py said "no model
+    trained" and served the shipped model's classes, exit 0. Temporary folders (dot names) are no model."""
+    paths = DataPaths(tmp_path / "data")
+    (paths.models_root / ".half.part").mkdir(parents=True)
+    assert resolve_model_dir(paths, None) == PRETRAINED_MODEL_DIR
+    paths.model_dir("mine").mkdir()
+    paths.model("mine").keras.write_bytes(b"a network")
+    with pytest.raises(StargalError, match=r"LATEST: missing, yet .*models holds mine .*--model pretrained"):
+        resolve_model_dir(paths, None)
+    assert resolve_model_dir(paths, PRETRAINED) == PRETRAINED_MODEL_DIR
+
+
 def test_model_card_marks_networks_alone_evaluated_by_an_earlier_real_sky_format():
     """--refresh-real-sky evaluates the shipped ensemble again; its networks alone, whose folders are not shipped,
     keep their figures, and the card says those come from an earlier evaluation."""

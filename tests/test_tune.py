@@ -397,3 +397,18 @@ def test_a_validation_split_of_one_class_is_refused_before_any_trial(paths):
     ], err
     made = {p for p in set(paths.root.rglob("*")) - before if p.name not in (".lock", ".publish.lock")}
     assert not made  # no study, no trials table
+
+
+def test_an_empty_validation_split_is_refused_before_the_study_is_made(paths):
+    """An empty val split passed the checks: the study (study.db) was made, and the run failed only once a worker
+    loaded the data. Now it is refused in one line naming the split's file, and nothing is written."""
+    empty = np.zeros(0, np.uint8)
+    save_npy(paths.split_y("toy", "val"), empty)
+    save_npy(paths.split_x("toy", "val"), np.zeros((0, P, P, 5), np.float32))
+    save_npy(paths.split_psf("toy", "val"), np.zeros((0, 5), np.float32))
+    meta = {k: v for k, v in fsio.read_json(paths.dataset_json("toy")).items() if k != fsio.INTEGRITY_KEY}
+    files = [f("toy", s) for s in ("train", "val") for f in (paths.split_x, paths.split_y, paths.split_psf)]
+    fsio.seal(paths.dataset_json("toy"), files, meta)
+    with pytest.raises(StargalError, match=rf"{paths.split_y('toy', 'val')}: the val split of dataset toy is empty"):
+        run_tuning(paths, trials=1, workers=1, **FAST)
+    assert not paths.study_db("toy_reference_base").exists()

@@ -208,6 +208,20 @@ def patch_shape(model) -> tuple | None:
     return None
 
 
+def check_patch_shape(model, x: np.ndarray) -> None:
+    """Raise StargalError unless patches ``x`` [n, P, P, bands] are the size and bands the model takes: a model
+    folder whose model.json misdescribes its network, or a dataset of other patches, fails in one line here,
+    not in a multi-line TensorFlow error."""
+    shape = patch_shape(model)
+    got = tuple(np.shape(x)[1:])
+    if shape is None or (len(got) == len(shape) and all(s is None or s == g for s, g in zip(shape, got, strict=True))):
+        return
+    raise StargalError(
+        f"patches of shape {got} (pixels, pixels, bands), but the model {model.name!r} takes {shape}: its "
+        "model.json's patch_size or bands do not describe its network, or the patches are another dataset's"
+    )
+
+
 def check_psf(model, n: int, psf: np.ndarray | None) -> None:
     """Raise StargalError unless ``psf`` gives the PSF of all ``n`` patches to a model that takes it."""
     if takes_psf(model) and (psf is None or len(psf) != n):
@@ -395,6 +409,7 @@ def predict(
     check_psf(model, len(x), psf)  # fail early, before any work
     if len(x) == 0:
         return np.zeros(0, np.float32)
+    check_patch_shape(model, x)
     if not tta:
         return _predict(model, x, psf, batch_size)
     from .augment import D4_SIZE, apply_d4

@@ -134,6 +134,12 @@ class OnnxNetwork:
 
     def prepare(self, data: np.ndarray) -> np.ndarray:
         """The cube [bands, H, W] (raw nanomaggies, in the model's band order) normalised and padded once."""
+        if np.ndim(data) != 3 or np.shape(data)[0] != self.bands:
+            # a model.json naming other bands than the network's: one line, not a numpy broadcasting error
+            raise StargalError(
+                f"{self.path}: the network takes {self.bands} bands, the cube given has "
+                f"{np.shape(data)[0] if np.ndim(data) == 3 else 'no 3-D'} planes (model.json's bands do not match it)"
+            )
         return normalised_cube(data, self.center, self.scale, self.patch_size)
 
     def cut(self, prepared: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -147,6 +153,7 @@ class OnnxNetwork:
         p_star where already known, which the mean then reuses instead of running that pass again."""
         if self.takes_psf and (psf is None or len(psf) != len(x)):
             raise StargalError("this model needs the PSF at every patch (stargal.psf); none or the wrong number given")
+        self._check_patches(x)
         if not tta:
             return self._run(x, psf)
         from .augment import D4_SIZE
@@ -155,6 +162,15 @@ class OnnxNetwork:
         for k in range(D4_SIZE):
             total += identity if k == 0 and identity is not None else self._run(d4_channels_first(x, k), psf)
         return (total / D4_SIZE).astype(np.float32)
+
+    def _check_patches(self, x: np.ndarray) -> None:
+        """StargalError unless ``x`` holds [n, bands, P, P] patches of this network's size and bands."""
+        expected = (self.bands, self.patch_size, self.patch_size)
+        if len(x) and tuple(np.shape(x)[1:]) != expected:
+            raise StargalError(
+                f"{self.path}: patches of shape {tuple(np.shape(x)[1:])} given, the network takes {expected} "
+                "(bands, pixels, pixels)"
+            )
 
     def _run(self, x: np.ndarray, psf: np.ndarray | None) -> np.ndarray:
         out = np.empty(len(x), np.float32)

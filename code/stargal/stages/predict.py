@@ -105,6 +105,12 @@ def resolve_model_dir(paths: DataPaths, spec: str | None) -> Path:
         try:
             spec = paths.latest_model.read_text(encoding="utf-8").strip()
         except FileNotFoundError:
+            trained = trained_model_names(paths)
+            if trained:  # models there but none named latest: a training stopped before it finished, or LATEST gone
+                raise StargalError(
+                    f"{paths.latest_model}: missing, yet {paths.models_root} holds {', '.join(trained)} (a training "
+                    "stopped before it finished?): pass --model NAME, or --model pretrained for the shipped model"
+                ) from None
             log.info("no model trained in %s: using the pretrained model %s", paths.root, PRETRAINED_MODEL_DIR.name)
             return resolve_model_dir(paths, PRETRAINED)
         if not spec:
@@ -136,6 +142,14 @@ def resolve_model_dir(paths: DataPaths, spec: str | None) -> Path:
     raise StargalError(f"--model {spec}: no model.keras there{where} (a model folder, its name, or pretrained)")
 
 
+def trained_model_names(paths: DataPaths) -> list[str]:
+    """The names of the data folder's model folders that hold a model.keras, sorted."""
+    if not paths.models_root.is_dir():
+        return []
+    names = (p.name for p in paths.models_root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return sorted(name for name in names if paths.model(name).keras.is_file())
+
+
 def load_bundle(model_dir: Path, engine: str = "keras") -> ModelBundle:
     """Load a model folder's network and model.json, after checking model.json's seal of the folder. ``engine``
     (ENGINES): "keras" loads model.keras (what training, evaluation and explanations need); "onnx" the sealed
@@ -149,19 +163,44 @@ def load_bundle(model_dir: Path, engine: str = "keras") -> ModelBundle:
     meta = integrity.require_model(model_dir)
     if "patch_size" not in meta:
         raise StargalError(f"{meta_path}: no patch_size")
+    _check_description(meta, meta_path)
     network = _onnx_network(files, meta, required=engine == "onnx") if engine != "keras" else None
     if network is not None:
         if network.patch_size != int(meta["patch_size"]):
             raise StargalError(
                 f"{files.onnx}: takes {network.patch_size}-pixel patches, model.json says {meta['patch_size']}"
             )
-        return ModelBundle(network, meta, model_dir, "onnx")
+        bundle = ModelBundle(network, meta, model_dir, "onnx")
+        _check_bands(bundle, network.bands, files.onnx)
+        return bundle
     model = load_model(files.keras)
     bundle = ModelBundle(model, meta, model_dir)
     shape = patch_shape(model)
     if shape and shape[0] is not None and shape[0] != bundle.patch_size:
         raise StargalError(f"{meta_path}: patch_size {bundle.patch_size} but the model takes {shape[0]} pixels")
+    if shape and shape[-1] is not None:
+        _check_bands(bundle, int(shape[-1]), files.keras)
     return bundle
+
+
+def _check_description(meta: dict, meta_path: Path) -> None:
+    """Refuse a model.json whose threshold or bands cannot be what training wrote (sealed, yet hand-made or
+    resealed): a threshold of 1.5 called every source galaxy with exit 0, a missing one fell back to 0.5."""
+    threshold = meta.get("threshold")
+    if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0 < threshold < 1:
+        raise StargalError(f"{meta_path}: threshold {threshold!r}: not a probability strictly between 0 and 1")
+    bands = meta.get("bands", "".join(BANDS))
+    if not isinstance(bands, str) or not bands or len(set(bands)) != len(bands) or not set(bands) <= set(BANDS):
+        raise StargalError(f"{meta_path}: bands {bands!r}: not distinct letters of {''.join(BANDS)}")
+
+
+def _check_bands(bundle: ModelBundle, network_bands: int, network_path: Path) -> None:
+    """Refuse a model.json naming other bands than its network takes: patches would be cut in the wrong order."""
+    if network_bands != len(bundle.bands):
+        raise StargalError(
+            f"{network_path}: takes {network_bands} bands, {ModelFiles(bundle.directory).json.name} names "
+            f"{len(bundle.bands)} ({bundle.bands})"
+        )
 
 
 def _onnx_network(files: ModelFiles, meta: dict, required: bool):

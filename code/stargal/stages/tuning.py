@@ -349,8 +349,9 @@ def load_data(spec: dict) -> dict:
 
 
 def _require_two_classes(paths: DataPaths, dataset: str) -> None:
-    """StargalError, as 03_model.py gives, when the training or validation split holds one class only (a dataset
-    02 built before it refused them): every trial's validation MCC would be sklearn's 0.0, read as a score."""
+    """StargalError, as 03_model.py gives, when the training or validation split is empty or holds one class only
+    (a dataset 02 built before it refused them): every trial's validation MCC would be sklearn's 0.0, read as a
+    score."""
     from .training import require_two_classes
 
     labels = {}
@@ -359,6 +360,8 @@ def _require_two_classes(paths: DataPaths, dataset: str) -> None:
         if not path.exists():
             raise StargalError(f"{path}: missing (dataset {dataset!r} is incomplete or older; rerun stage 02)")
         labels[split] = fsio.load_npy(path)
+        if labels[split].size == 0:  # found only once a worker loaded it: after the study was made, in a traceback
+            raise StargalError(f"{path}: the {split} split of dataset {dataset} is empty; rerun 02_preparation.py")
     require_two_classes(dataset, labels)
 
 
