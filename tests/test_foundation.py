@@ -237,3 +237,48 @@ def test_scripts_with_nothing_random_refuse_a_seed(script):
     res = subprocess.run([sys.executable, str(PROJECT_ROOT / "code" / script), "--seed", "5"],
                          capture_output=True, text=True, timeout=120)  # fmt: skip
     assert res.returncode == 2 and "unrecognized arguments: --seed 5" in res.stderr, res.stderr
+
+
+@pytest.mark.parametrize("lock_name", [".lock", ".publish.lock"])
+def test_a_run_on_a_data_folder_inside_another_keeps_the_in_use_ones_temporaries(tmp_path, lock_name):
+    """A stage started on data/ deleted the temporary files a run on data/exp (its own --data-dir) was writing at that
+    moment, whose commit then failed (or a predict there, holding its publication lock shared); --verify of data/
+    called them left by an interrupted run. A nested folder nobody holds is cleaned as before."""
+    import fcntl
+
+    from stargal.integrity import verify_data_folder
+
+    outer = DataPaths(tmp_path / "data")
+    stale = outer.root / "aligned" / ".cube.fits.0123456789ab.part"
+    writing = outer.root / "exp" / "datasets" / ".train_x.npy.0123456789ab.part"
+    idle = outer.root / "old" / ".x.npy.0123456789ab.part"
+    for path in (stale, writing, idle):
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"half")
+    for folder in ("exp", "old"):
+        (outer.root / folder / lock_name).touch()
+    fd = os.open(outer.root / "exp" / lock_name, os.O_RDONLY)  # another open file: as another process holds it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH if lock_name == ".publish.lock" else fcntl.LOCK_EX)
+        assert {f.path for f in verify_data_folder(outer)[0]} == {stale, idle}
+        assert set(fsio.remove_stale_temporaries(outer.root)) == {stale, idle}
+        assert writing.exists()
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("entry", [[], "sealed", 3])
+def test_a_record_whose_integrity_entry_is_not_an_object_is_damaged_not_a_crash(tmp_path, entry):
+    """A record damaged into valid JSON whose integrity entry is no object (a list, a string) ended every reader and
+    the stage that writes it in "unexpected AttributeError ... please report it", exit 1; it is a damaged output,
+    named, that a rerun redoes."""
+    import json
+
+    from stargal import integrity
+
+    paths = DataPaths(tmp_path)
+    paths.dataset_json("d").parent.mkdir(parents=True)
+    paths.dataset_json("d").write_text(json.dumps({"name": "d", "integrity": entry}))
+    assert not fsio.check_seal(paths.dataset_json("d")).ok
+    with pytest.raises(StargalError, match="dataset 'd' is incomplete or damaged: .*no integrity record"):
+        integrity.require_dataset(paths, "d")

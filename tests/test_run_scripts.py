@@ -531,3 +531,24 @@ def test_verify_waits_for_a_predict_writing_in_the_folder_instead_of_calling_its
         fsio.release_folder_locks()
         reader.kill()
         reader.wait()
+
+
+def test_a_data_folder_given_after_the_double_dash_is_the_runners_too(tmp_path, monkeypatch):
+    """``run_scripts.sh --demo -- --data-dir X`` (the documented "-- options for every stage") gave X to the stages
+    only: the runner locked, recorded the stage table in and copied report.pdf from the project's data/, exit 0."""
+    from stargal import fsio, pipeline
+
+    data = tmp_path / "data"
+    data.mkdir()
+    body = "import os; open(a.data_dir[0] + '/handed.txt', 'w').write(os.environ.get('STARGAL_HANDED_LOCK', ''))"
+    monkeypatch.setattr(pipeline, "STAGE_DIR", _stand_ins(tmp_path / "code", alignment=body))
+    try:
+        assert pipeline.main(["--stages", "alignment", "--", "--data-dir", str(data)]) == 0
+        assert _record(data)["stages"][0]["status"] == "ok"  # the stage table is where the stages wrote
+        assert (data / "handed.txt").read_text().endswith(":" + str(data / ".lock"))  # the folder the runner holds
+        assert _calls(data)[0].count("--data-dir") == 1
+        other = f"--data-dir={tmp_path / 'other'}"
+        assert pipeline.main(["--stages", "alignment", "--data-dir", str(data), "--", other]) == 2
+        assert pipeline.main(["--verify", "--", "--data-dir", str(data)]) == 0
+    finally:
+        fsio.release_folder_locks()

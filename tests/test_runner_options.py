@@ -279,3 +279,22 @@ def test_run_scripts_no_download_verify_checks_the_folder(tmp_path):
     refused = _runner("--data-dir", str(data), "--verify", "--small", wrapper="run_scripts_no_download.sh")
     assert refused.returncode == 2
     assert refused.stderr.strip().endswith("--verify checks the whole folder and takes no other option (--small)")
+
+
+def test_an_empty_data_dir_is_refused_not_taken_for_the_projects_data(tmp_path, monkeypatch, capsys):
+    """``--data-dir "$UNSET"`` ran every stage, and the runner, on the project's data/ (an empty path was taken for
+    "not given"), exit 0: a download of the reference sky there, or a model served from it. Now one line naming the
+    option, exit status 2, before anything runs."""
+    import argparse
+
+    from stargal import pipeline
+    from stargal.errors import StargalError
+
+    with pytest.raises(StargalError, match=r"^--data-dir '': an empty path"):
+        cli.data_paths(argparse.Namespace(data_dir=""))
+    monkeypatch.setattr(pipeline, "STAGE_DIR", tmp_path)  # no stage script: none could run
+    with pytest.raises(SystemExit) as stopped:
+        pipeline.main(["--stages", "report", "--data-dir", " "])
+    assert stopped.value.code == 2 and "--data-dir '': an empty path" in capsys.readouterr().err
+    assert pipeline.main(["--stages", "report", "--", "--data-dir", ""]) == 2
+    assert "--data-dir '': an empty path" in capsys.readouterr().err

@@ -355,8 +355,13 @@ def add_real_and_simulated_arguments(parser: argparse.ArgumentParser, *, simulat
     parser.add_argument("--fields", nargs="+", action=FieldsAction, **fields, help="simulated fields")
 
 
+EMPTY_DATA_DIR = "--data-dir '': an empty path; name the data folder (or leave the option out for the project's data/)"
+
+
 def data_paths(args: argparse.Namespace) -> DataPaths:
     """The data folder of ``--data-dir`` (the project's data/ by default)."""
+    if args.data_dir is not None and not str(args.data_dir).strip():  # "$UNSET": not the project's data/ unasked
+        raise StargalError(EMPTY_DATA_DIR)
     paths = DataPaths.at(args.data_dir)
     if paths.root.exists() and not paths.root.is_dir():
         raise StargalError(f"--data-dir {paths.root}: is a file, not a folder")

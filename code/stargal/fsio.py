@@ -313,7 +313,8 @@ def check_seal(
         return SealCheck(record_path, None, [(record_path, "not valid JSON (damaged)")])
     except OSError as exc:
         return SealCheck(record_path, None, [(record_path, f"unreadable ({exc.strerror})")])
-    files = record.get(INTEGRITY_KEY, {}).get("files") if isinstance(record, dict) else None
+    integrity = record.get(INTEGRITY_KEY) if isinstance(record, dict) else None
+    files = integrity.get("files") if isinstance(integrity, dict) else None  # a damaged entry: any JSON value
     if not isinstance(files, dict):
         why = "no integrity record (written by an older stargal or by hand)"
         return SealCheck(record_path, None, [(record_path, why)])
@@ -695,13 +696,40 @@ def publishing() -> Iterator[None]:
             os.close(fd)  # releases the flock
 
 
+# the lock files of a data folder (``DataPaths.lock_file``, ``DataPaths.publish_lock``)
+FOLDER_LOCKS = (".lock", ".publish.lock")
+
+
+def in_use_by_another_run(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` is a data folder of its own (``--data-dir`` inside another one) that another process holds
+    now, a stage exclusively or predict shared: its temporary files are being written, not left by a killed run."""
+    for name in FOLDER_LOCKS:
+        lock = os.path.join(folder, name)
+        if os.path.realpath(lock) in _HELD_LOCKS or not os.path.isfile(lock):
+            continue
+        try:
+            fd = os.open(lock, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # refused while anyone holds it, even shared
+        except BlockingIOError:
+            return True
+        except OSError:
+            continue
+        finally:
+            os.close(fd)  # also lets go of the lock just taken
+    return False
+
+
 def remove_stale_temporaries(root: str | os.PathLike, skip: Iterable[str] = ()) -> list[Path]:
     """Delete the temporary files (``TEMPORARY_RE``) that runs killed mid-write left under ``root``; call only
-    while holding the folder's exclusive lock. Folders named in ``skip`` are not entered. Returns what went."""
+    while holding the folder's exclusive lock. Folders named in ``skip`` are not entered, nor a data folder inside
+    ``root`` that another run holds (``in_use_by_another_run``). Returns what went."""
     removed = []
     skip = set(skip)
     for folder, dirs, names in os.walk(root):
-        dirs[:] = [d for d in dirs if d not in skip]
+        dirs[:] = [d for d in dirs if d not in skip and not in_use_by_another_run(os.path.join(folder, d))]
         for name in names:
             if TEMPORARY_RE.match(name):
                 path = Path(folder, name)

@@ -558,7 +558,9 @@ def verify_data_folder(paths: DataPaths, deep: bool = True) -> tuple[list[Findin
             check = fsio.check_seal(js, deep=deep)
             checked += len(check.files())
             findings += [Finding(p, why, redo) for p, why in check.problems]
-    for folder, _, names in os.walk(paths.root):
+    for folder, dirs, names in os.walk(paths.root):
+        # a data folder inside this one that another run holds: its temporary files are being written
+        dirs[:] = [d for d in dirs if not fsio.in_use_by_another_run(os.path.join(folder, d))]
         for name in names:
             if fsio.TEMPORARY_RE.match(name):
                 findings.append(

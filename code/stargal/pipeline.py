@@ -151,6 +151,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     )
     parser.add_argument("--python", default=sys.executable, help="Python that runs the stages")
     args, rest = parser.parse_known_args(argv)
+    if args.data_dir is not None and not args.data_dir.strip():
+        parser.error(cli.EMPTY_DATA_DIR)
     if not shutil.which(args.python):  # which() finds only an executable file
         parser.error(f"--python {args.python}: no such program (the Python that runs the stages)")
     if args.stages:  # --stages names the stages itself: a flag that would add or drop one contradicts it
@@ -184,6 +186,29 @@ def group_options(tokens: list[str]) -> list[tuple[str, list[str]]]:
 
 class BadOptions(ValueError):
     """The runner's options cannot run: the run stops before any stage, with exit status 2."""
+
+
+def take_data_dir(args: argparse.Namespace, rest: list[str]) -> list[str]:
+    """``rest`` without a ``--data-dir`` given after ``--``, which becomes ``args.data_dir``: the runner locks the data
+    folder and records the run there, and the demo's report is copied from it, so it must be the folder the stages
+    write (given only to them, the runner held, recorded in and published from the project's data/)."""
+    kept: list[str] = []
+    tokens = iter(rest)
+    for token in tokens:
+        name, eq, value = token.partition("=")
+        if name != "--data-dir":
+            kept.append(token)
+            continue
+        if not eq:
+            value = next(tokens, None)
+            if value is None or value.startswith("-"):
+                raise BadOptions("argument --data-dir: expected one folder")
+        if not value.strip():
+            raise BadOptions(cli.EMPTY_DATA_DIR)
+        if args.data_dir is not None and DataPaths.at(args.data_dir).root != DataPaths.at(value).root:
+            raise BadOptions(f"--data-dir given twice, {args.data_dir} and {value}: give one data folder")
+        args.data_dir = value
+    return kept
 
 
 def _is_number(token: str) -> bool:
@@ -478,10 +503,15 @@ def main(argv: list[str] | None = None) -> int:
     args, rest = parse_args(sys.argv[1:] if argv is None else argv)
     if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
         signal.signal(signal.SIGTERM, cli.raise_terminated)  # the running stage gets it and stops; the record says so
+    try:
+        rest = take_data_dir(args, rest)
+    except BadOptions as exc:
+        print(f"run_scripts: error: {exc}", file=sys.stderr)
+        return 2
     if args.verify:
         # --no-download changes nothing --verify checks, and run_scripts_no_download.sh always gives it
         runner = [f"--{k.replace('_', '-')}" for k in RUN_CHOICES if k != "no_download" and getattr(args, k)]
-        return verify(DataPaths.at(args.data_dir), runner + rest)
+        return verify(DataPaths.at(args.data_dir), runner + [token for token in rest if token != "--"])
     try:
         options = group_options(rest)
     except BadOptions as exc:
