@@ -15,7 +15,7 @@ from pathlib import Path
 
 from stargal import cli
 from stargal.errors import StargalError
-from stargal.stages.report import build_report
+from stargal.stages.report import build_report, report_dataset
 
 
 def main(argv=None) -> int:
@@ -29,10 +29,11 @@ def main(argv=None) -> int:
     if not cli.data_paths(args).root.is_dir():  # a mistyped --data-dir gave an empty report, exit 0
         raise StargalError(f"--data-dir {cli.data_paths(args).root}: no such folder (no stage has run there)")
     paths = cli.open_data_folder(args)
-    if paths.latest_dataset.exists():  # the report's dataset: the latest
+    shown = report_dataset(paths)
+    if shown:  # the options confirm the dataset the report shows (the latest model's), not just the latest one
         from stargal.dataset import check_selection
 
-        check_selection(paths, None, cli.given_selection(args))
+        check_selection(paths, shown, cli.given_selection(args))
     result = build_report(paths, output, force=args.force)
     stale, refused = result.get("stale") or [], result.get("not_shown") or []
     missing = [title for title, ran in result["sections"].items() if not ran and title not in stale + refused]

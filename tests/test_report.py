@@ -95,6 +95,12 @@ def _retrain(paths: DataPaths, name: str = MODEL) -> None:
     fsio.seal(paths.model(name).json, files, {k: v for k, v in meta.items() if k != fsio.INTEGRITY_KEY})
 
 
+def _seal_alignment(paths: DataPaths, summary: dict) -> None:
+    """Stage 01's summary, sealed with its figure as stage 01 writes it."""
+    content = {k: v for k, v in summary.items() if k != fsio.INTEGRITY_KEY}
+    fsio.seal(paths.reports("alignment", "summary.json"), [paths.reports("alignment", "band_offsets.png")], content)
+
+
 def _fake_run(paths: DataPaths, *, reference: bool = False) -> None:
     """A small stand-in for a pipeline run's outputs, in the layout the stages use."""
     fsio.write_text(paths.latest_dataset, DATASET + "\n")
@@ -112,10 +118,10 @@ def _fake_run(paths: DataPaths, *, reference: bool = False) -> None:
         "photoObj/frames/301/8162/6/frame-r-008162-6-0080.fits.bz2": {"url": "simulated:v4:seed=42", "size": 2_000_000},
         "sweeps/dr13_final/301/calibObj-008162-6-star.fits.gz": {"url": "simulated:v4:seed=42", "size": 100_000}}})  # fmt: skip
     offsets = {b: {"dx": 1.5, "dy": -2.25} for b in "ugriz"}
-    fsio.write_json(paths.reports("alignment", "summary.json"), {"ref_band": "r", "rerun": 301, "run": 8162, "camcol": 6, "fields": [
+    _png(paths.reports("alignment", "band_offsets.png"), 1)
+    _seal_alignment(paths, {"ref_band": "r", "rerun": 301, "run": 8162, "camcol": 6, "fields": [
         {"field": f, "objects": 100, "stars": 30, "galaxies": 70, "listed_under_neighbours": 5, "offsets": offsets,
          "simulated": True} for f in (80, 81, 82, 83)]})  # fmt: skip
-    _png(paths.reports("alignment", "band_offsets.png"), 1)
     splits = paths.reports("splits", DATASET)
     _png(splits / "splits.png", 2)
     fsio.write_text(splits / "splits.md", "# splits\n")
@@ -394,7 +400,7 @@ def test_make_report_script_runs_from_any_directory(tmp_path):
     assert "not run: Augmentation experiment, Hyper-parameter tuning, Explanations, Real-sky evaluation" in proc.stdout
     assert paths.reports("report.pdf").stat().st_size > 10_000
     summary = fsio.read_json(paths.reports("alignment", "summary.json"))
-    fsio.write_json(paths.reports("alignment", "summary.json"), {**summary, "fields": summary["fields"][:1]})
+    _seal_alignment(paths, {**summary, "fields": summary["fields"][:1]})
     proc = _make_report_script(paths, tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "stale (left out; the report says what redoes them): Alignment" in proc.stdout
@@ -431,6 +437,37 @@ def test_data_section_counts_a_field_aligned_without_a_catalog():
     assert "120 objects in the 2 fields (50 stars, 70 galaxies" in text
 
 
+def test_data_section_counts_an_object_listed_in_two_fields_once():
+    """A field's count includes the objects listed under its neighbour: their sum said 393 objects where stage 01's
+    summary counts 369 distinct ones."""
+    from types import SimpleNamespace
+
+    from stargal.stages.report import data_section
+
+    fields = [{"field": 80, "objects": 96, "stars": 60, "listed_under_neighbours": 5},
+              {"field": 81, "objects": 82, "stars": 40, "listed_under_neighbours": 8}]  # fmt: skip
+    totals = {"objects": 170, "listed": 178, "stars": 97, "galaxies": 73, "star_fraction": 0.5706}
+    summary = {"fields": fields, "totals": totals}
+    section = data_section(SimpleNamespace(manifest=None, alignment=summary, alignment_stale=None, dataset=None))
+    text = " ".join(str(getattr(b, "text", "")) for b in section.blocks)
+    assert "170 objects in the 2 fields (97 stars, 73 galaxies; star fraction 0.571)" in text
+
+
+def test_a_damaged_alignment_set_is_stale_and_a_figure_outside_it_is_not_shown(tmp_path):
+    """summary.json seals stage 01's figures: a figure redrawn by a stopped rerun beside the old summary, or a
+    summary edited after sealing, must not be shown as that summary's."""
+    paths = DataPaths(tmp_path / "data")
+    _fake_run(paths)
+    _png(paths.reports("alignment", "object_counts.png"), 9)  # another run's figure: not in the sealed set
+    figures = [b for b in _sections(paths)["Alignment"].blocks if isinstance(b, FigureBlock)]
+    assert [p.name for f in figures for p in f.images] == ["band_offsets.png"]
+    _png(paths.reports("alignment", "band_offsets.png"), 10)  # redrawn, the summary not rewritten
+    sections = _sections(paths)
+    assert sections["Alignment"].status.startswith("stale: the summary is damaged or incomplete (")
+    assert "01_alignment.py --run 8162 --camcol 6 --fields 80 81 82 83 writes it again" in sections["Alignment"].status
+    assert "objects in the" not in " ".join(str(getattr(b, "text", "")) for b in sections["Data"].blocks)
+
+
 def test_the_report_pairs_the_latest_model_with_its_own_dataset(tmp_path, caplog):
     """A dataset prepared after the latest model was trained (datasets/LATEST moved on) must not lend its splits
     to that model's figures: the report shows the model's own dataset and says so."""
@@ -447,6 +484,35 @@ def test_the_report_pairs_the_latest_model_with_its_own_dataset(tmp_path, caplog
         run = Run(paths)
     assert run.dataset_name == DATASET and run.dataset["fields"]["train"] == [80, 83]
     assert f"the latest dataset {newer} is not the one the latest model {MODEL} was trained on" in caplog.text
+
+
+def _make_report_main(argv: list[str]) -> int:
+    """make_report.py's main, in this process."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_report_under_test", CODE / "make_report.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main(argv)
+
+
+def test_field_options_confirm_the_dataset_the_report_shows_not_the_latest_one(tmp_path):
+    """make_report.py checked --run/--fields against the latest dataset, then reported the latest model's own
+    dataset: options naming run 9999 gave, with exit 0, a report of run 8162."""
+    from stargal.errors import StargalError
+
+    paths = DataPaths(tmp_path / "data")
+    _fake_run(paths)
+    newer = "301-9999-6_p25_pad_def456"
+    fsio.seal(paths.dataset_json(newer), [], {"name": newer, "rerun": 301, "run": 9999, "camcol": 6,
+                                               "fields": {"train": [10], "val": [11], "test": [12]}})  # fmt: skip
+    fsio.write_text(paths.latest_dataset, newer + "\n")
+    options = ["--data-dir", str(paths.root), "-q", "--run", "9999", "--fields", "10", "11", "12"]
+    with pytest.raises(StargalError, match=rf"--run 9999: dataset {DATASET} holds rerun 301 run 8162 camcol 6"):
+        _make_report_main(options)
+    assert not paths.report_pdf.exists()
+    assert _make_report_main(["--data-dir", str(paths.root), "-q", "--run", "8162", "--fields", "80", "81", "82",
+                              "83"]) == 0  # fmt: skip
 
 
 def test_a_model_whose_metrics_were_edited_is_refused_not_reported(tmp_path):
@@ -522,6 +588,40 @@ def test_analyses_and_figures_of_an_earlier_model_of_the_name_are_stale_not_show
     assert status == f"stale: made from an earlier model named {MODEL}; rerun explain.py --difficulty --model {MODEL}"
 
 
+def test_training_figures_left_out_are_said_to_be_in_the_report_not_only_on_the_console(tmp_path):
+    """Figures of an earlier model of the name were left out with a console warning only: the PDF's model and
+    evaluation sections read as if stage 03 had drawn none."""
+    paths = DataPaths(tmp_path / "data")
+    _fake_run(paths)
+
+    def notes(title: str) -> str:
+        return " ".join(b.text for b in _sections(paths)[title].blocks if isinstance(b, Para) and b.style == "note")
+
+    assert "left out" not in notes("Model and training") + notes("Evaluation")
+    _retrain(paths)
+    text = notes("Model and training")
+    assert "(Figures left out: the figures in " in text and "are not the latest model's" in text
+    assert "03_model.py" in text and "draws them again" in text
+    assert "Figures left out" in notes("Evaluation")
+
+
+def test_open_magnitude_bins_are_not_printed_as_negative_magnitudes(tmp_path):
+    """metrics.json labels the open bins "-16" and "22-": the per-magnitude table printed r PSF mag "-16"."""
+    paths = DataPaths(tmp_path / "data")
+    _fake_run(paths)
+    metrics = fsio.read_json(paths.model(MODEL).metrics)
+    metrics["by_magnitude"]["test"] = [
+        {"bin": "-16", "lo": None, "hi": 16.0, "n": 5, "stars": 5, "accuracy": 1.0},
+        {"bin": "16-18", "lo": 16.0, "hi": 18.0, "n": 4, "stars": 3, "accuracy": 0.75},
+        {"bin": "22-", "lo": 22.0, "hi": None, "n": 31, "stars": 12, "accuracy": 0.613},
+        {"bin": "unknown", "lo": None, "hi": None, "n": 2, "stars": 2, "accuracy": 0.0},
+    ]
+    fsio.write_json(paths.model(MODEL).metrics, metrics)
+    _retrain(paths)  # sealed again with these metrics
+    table = [b for b in _sections(paths)["Evaluation"].blocks if isinstance(b, TableBlock)][-1]
+    assert [row[0] for row in table.rows] == ["< 16", "16-18", ">= 22", "unknown"]
+
+
 def test_experiment_and_study_of_another_dataset_are_not_shown_as_this_ones(tmp_path):
     paths = DataPaths(tmp_path / "data")
     _fake_run(paths)
@@ -543,6 +643,81 @@ def test_experiment_and_study_of_another_dataset_are_not_shown_as_this_ones(tmp_
     fsio.seal(folder / "experiment.json", [folder / "experiment.md"],
               {"settings": {**settings, "dataset": DATASET, "dataset_id": _dataset_id(paths)}, "rows": []})  # fmt: skip
     assert _sections(paths)["Augmentation experiment"].ran
+
+
+def test_augmentation_examples_of_another_build_of_the_dataset_are_not_shown_beside_its_experiment(tmp_path):
+    """The examples (augmentation.json's set) and the experiment (experiment.json's) are two outputs of stage 04:
+    examples drawn from an earlier build of the dataset were shown beside an experiment of this one."""
+    paths = DataPaths(tmp_path / "data")
+    _fake_run(paths)
+    folder = paths.reports("augmentation")
+    _png(folder / "experiment.png", 11)
+    settings = {"dataset": DATASET, "dataset_id": _dataset_id(paths), "seed": 42, "epochs": 3, "max_train": 100}
+    fsio.seal(folder / "experiment.json", [folder / "experiment.png"], {"settings": settings, "rows": []})
+    examples = [folder / "examples_symmetries.png", folder / "examples_photometric.png"]
+    for k, png in enumerate(examples):
+        _png(png, 12 + k)
+    fsio.seal(folder / "augmentation.json", examples,
+              {"dataset": DATASET, "settings": {"dataset": DATASET, "dataset_id": "0" * 64, "seed": 42}})  # fmt: skip
+
+    def shown() -> list[str]:
+        blocks = _sections(paths)["Augmentation experiment"].blocks
+        return [p.name for b in blocks if isinstance(b, FigureBlock) for p in b.images]
+
+    assert shown() == ["experiment.png"]
+    fsio.seal(folder / "augmentation.json", examples, {"dataset": DATASET, "settings": settings})
+    assert shown() == ["experiment.png", *(p.name for p in examples)]
+    _png(examples[0], 20)  # redrawn outside its set
+    assert shown() == ["experiment.png"]
+
+
+def test_a_tuning_figure_of_fewer_trials_than_the_study_shown_is_left_out(tmp_path):
+    """tune.py seals the study's results, then draws its figure in a second set: a resumed study stopped in between
+    showed the table of every trial beside the figure of the earlier, fewer ones."""
+    paths = DataPaths(tmp_path / "data")
+    _fake_run(paths)
+    study, folder = "s", paths.reports("tuning", "s")
+    before = "| trial | val_loss |\n|---|---|\n| 0 | 0.3 |\n"
+    _study(paths, study, before)
+    _png(folder / "tuning.png", 14)
+    fsio.write_text(folder / "trials.md", before)
+    fsio.seal(folder / "tuning.json", [folder / "trials.md", folder / "tuning.png"], {"study": study})
+
+    def shown() -> bool:
+        return any(isinstance(b, FigureBlock) for b in _sections(paths)["Hyper-parameter tuning"].blocks)
+
+    assert shown()
+    _study(paths, study, before + "| 1 | 0.2 |\n")  # resumed: more trials, the figure not drawn again
+    assert not shown()
+
+
+def test_a_kept_report_is_rebuilt_when_the_download_manifest_changes(tmp_path):
+    """The data section counts the files of sas/manifest.json: stage 00 run again for more files kept the report
+    with the earlier count."""
+    paths = DataPaths(tmp_path / "data")
+    _fake_run(paths)
+    assert build_report(paths)["skipped"] is False
+    assert build_report(paths)["skipped"] is True
+    manifest = fsio.read_json(paths.manifest)
+    manifest["files"]["photoObj/frames/301/8162/6/frame-g-008162-6-0080.fits.bz2"] = {"url": "simulated:v4:seed=42",
+                                                                                      "size": 2_000_000}  # fmt: skip
+    fsio.write_json(paths.manifest, manifest)
+    assert build_report(paths)["skipped"] is False
+    assert "Stage 00 wrote 3 files" in " ".join(page_texts(paths.report_pdf)).replace("\n", " ")
+
+
+def test_a_report_made_by_an_earlier_report_format_is_rebuilt_not_kept(tmp_path, monkeypatch):
+    """A report kept as current from the same inputs kept the words of the code that wrote it (the doubled catalog
+    count): a corrected report format rebuilds it once."""
+    from stargal.stages import report
+
+    paths = DataPaths(tmp_path / "data")
+    _fake_run(paths)
+    monkeypatch.setattr(report, "REPORT_FORMAT", report.REPORT_FORMAT - 1)
+    assert build_report(paths)["skipped"] is False
+    monkeypatch.undo()
+    assert build_report(paths)["skipped"] is False
+    assert build_report(paths)["skipped"] is True
 
 
 def test_the_report_is_rebuilt_when_a_model_it_lists_is_removed(tmp_path):
@@ -634,7 +809,7 @@ def test_an_alignment_summary_of_other_fields_is_stale_not_counted_as_the_datase
     _fake_run(paths)
     summary = fsio.read_json(paths.reports("alignment", "summary.json"))
     assert _sections(paths)["Alignment"].ran
-    fsio.write_json(paths.reports("alignment", "summary.json"), {**summary, "fields": summary["fields"][:1]})
+    _seal_alignment(paths, {**summary, "fields": summary["fields"][:1]})
     sections = _sections(paths)
     status = sections["Alignment"].status
     assert status.startswith(

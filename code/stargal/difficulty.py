@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .metrics import defined
+from .metrics import defined, magnitude_bin_label
 from .tables import markdown_table
 
 BLEND_ARCSEC = 3.0  # a neighbour closer than this shares the object's PSF wings (seeing ~1-1.6")
@@ -95,7 +95,7 @@ def difficulty_markdown(
     header = ["r PSF mag", "objects", "stars", "galaxies", "accuracy", "MCC", "star completeness", "star purity"]
     header.append("galaxy completeness")
     rows = [
-        [r["bin"], r.get("n", ""), r.get("stars", ""), r.get("galaxies", ""), _pct(r.get("accuracy")),
+        [magnitude_bin_label(r), r.get("n", ""), r.get("stars", ""), r.get("galaxies", ""), _pct(r.get("accuracy")),
          _num(defined(r, "mcc")), _pct(r.get("star_completeness")), _pct(r.get("star_purity")),
          _pct(r.get("galaxy_completeness"))]
         for r in by_mag

@@ -109,6 +109,23 @@ def magnitude_bins(edges=MAGNITUDE_EDGES) -> list[tuple[float, float]]:
     return [(float(lo), float(hi)) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
+def bin_label(lo: float | None, hi: float | None) -> str:
+    """A magnitude bin in words a reader cannot misread: "< 16" and ">= 22" for its open ends, "16-18" between."""
+    if lo is None:
+        return f"< {hi:g}"
+    return f">= {lo:g}" if hi is None else f"{lo:g}-{hi:g}"
+
+
+def magnitude_bin_label(row: dict) -> str:
+    """``bin_label`` of a ``by_magnitude`` row (its own "bin", "-16" or "22-", reads as a magnitude of minus 16);
+    the row's "bin" where it has no bounds ("unknown")."""
+    lo, hi = row.get("lo"), row.get("hi")
+    number = (int, float)
+    if (lo is None or isinstance(lo, number)) and (hi is None or isinstance(hi, number)) and (lo, hi) != (None, None):
+        return bin_label(lo, hi)
+    return str(row.get("bin"))
+
+
 def by_magnitude(
     y_true: np.ndarray, p: np.ndarray, magnitude: np.ndarray, threshold: float = 0.5, edges=MAGNITUDE_EDGES
 ) -> list[dict]:

@@ -29,7 +29,7 @@ import numpy as np
 from sklearn.metrics import matthews_corrcoef
 
 from . import locus
-from .metrics import classification_metrics
+from .metrics import bin_label, classification_metrics
 
 RECALL_BINS = ((None, 21.0), (21.0, 22.0), (22.0, None))  # the three bins the recall targets are set on
 FINE_BINS = ((None, 16.0), (16.0, 18.0), (18.0, 20.0), (20.0, 21.0), (21.0, 22.0), (22.0, 23.0), (23.0, None))
@@ -109,12 +109,6 @@ def in_bin(mag: np.ndarray, lo: float | None, hi: float | None) -> np.ndarray:
     if hi is not None:
         ok &= mag < hi
     return ok
-
-
-def bin_label(lo: float | None, hi: float | None) -> str:
-    if lo is None:
-        return f"< {hi:g}"
-    return f">= {lo:g}" if hi is None else f"{lo:g}-{hi:g}"
 
 
 def by_bins(flags: np.ndarray, mag: np.ndarray, bins, select: np.ndarray | None = None) -> list[dict]:

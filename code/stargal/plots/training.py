@@ -72,12 +72,12 @@ def roc_plot(path: Path, data: dict, preds: dict) -> Path:
 def magnitude_plot(path: Path, metrics: dict, split: str = "test") -> Path:
     """Accuracy, MCC and completeness per r-magnitude bin; a bin of one class has no MCC or balanced accuracy (a gap
     in their lines, not a 0)."""
-    from ..metrics import defined
+    from ..metrics import defined, magnitude_bin_label
 
     rows = [r for r in metrics["by_magnitude"].get(split, []) if r["bin"] != "unknown"]
     fig, axes = subplots(1, 2, figsize=(11, 3.8))
     if rows:
-        labels = [r["bin"] for r in rows]
+        labels = [magnitude_bin_label(r) for r in rows]
         x = np.arange(len(rows))
         for key in ("accuracy", "mcc", "balanced_accuracy"):
             axes[0].plot(x, [np.nan if defined(r, key) is None else r[key] for r in rows], "o-", label=key)

@@ -31,6 +31,9 @@ from ..typeset import Bullets, Code, Document, FigureBlock, Para, Section, Table
 log = logging.getLogger("stargal")
 
 MAX_PAGES = 10
+# raised when the report says something differently for the same inputs (a corrected count, a label): a report kept
+# as current from the same inputs would keep the earlier, wrong words; 2: distinct catalog objects, sealed figures
+REPORT_FORMAT = 2
 ARCHITECTURE_NAMES = {
     "stargal": "stargal CNN (ours)",
     "reference_regularised": "reference regularised CNN",
@@ -204,6 +207,19 @@ def markdown_blocks(text: str, caption: str = "") -> list:
 # ---------------------------------------------------------------- the run's identity
 
 
+def report_dataset(paths: DataPaths) -> str | None:
+    """The name of the dataset the report shows (``Run``'s choice, without its checks): the latest model's own when
+    it names one that is there, else the latest one; what the field options of make_report.py must confirm."""
+    model = _latest(paths.latest_model)
+    try:
+        trained_on = (_json(paths.model(model).json) or {}).get("dataset") if model else None
+    except (Unreadable, AttributeError):
+        trained_on = None  # Run refuses it in one line
+    if isinstance(trained_on, str) and trained_on:
+        return trained_on if paths.dataset_json(trained_on).exists() else None
+    return _latest(paths.latest_dataset)
+
+
 class Run:
     """What the report is about: the latest dataset and model, the run record, the sky."""
 
@@ -234,9 +250,30 @@ class Run:
         self.record = _pipeline_record(paths.pipeline_record)
         self.manifest = _json_or_none(paths.manifest)
         self.alignment = _json_or_none(paths.reports("alignment", "summary.json"))
-        self.alignment_stale = self._alignment_mismatch()
+        self.alignment_stale = self._alignment_damage() or self._alignment_mismatch()
         if self.alignment_stale:
             log.warning("report: the alignment summary %s", self.alignment_stale)
+
+    def _alignment_damage(self) -> str | None:
+        """Why the alignment summary is not stage 01's intact set (summary.json sealing summary.md and its figures:
+        a stopped rerun leaves new figures beside the old summary, an edit changes its counts), else None."""
+        if not isinstance(self.alignment, dict):
+            return None
+        check = fsio.check_seal(self.paths.reports("alignment", "summary.json"))
+        if check.ok:
+            return None
+        a = self.alignment
+        fields = " ".join(str(f.get("field")) for f in a.get("fields", []) if isinstance(f, dict))
+        return (
+            f"is damaged or incomplete ({check.describe(1)}); 01_alignment.py --run {a.get('run')} --camcol "
+            f"{a.get('camcol')} --fields {fields} writes it again"
+        )
+
+    def alignment_figure(self, name: str) -> Path | None:
+        """A figure of the alignment summary's sealed set (one outside it is another run's), else None."""
+        folder = self.paths.reports("alignment")
+        sealed = ((self.alignment or {}).get(fsio.INTEGRITY_KEY) or {}).get("files") or {}
+        return _png(folder, name) if name in sealed else None
 
     def _alignment_mismatch(self) -> str | None:
         """Why the alignment summary does not describe the dataset's fields (stage 01 last run on others, e.g. one
@@ -314,10 +351,28 @@ class Run:
         folder = self.paths.reports("training", self.model_name)
         if figures_current(self.paths, self.model_name, self.model):
             return folder
-        if any(folder.glob("*.png")):
-            log.warning("report: the figures in %s are not the latest model's (missing, broken or an earlier "
-                        "model's): left out; 03_model.py draws them again", folder)  # fmt: skip
+        if self.figures_left_out:
+            log.warning("report: %s", self.figures_left_out)
         return None
+
+    @functools.cached_property
+    def figures_left_out(self) -> str | None:
+        """Why the latest model's figures are left out when some are there but are not its intact set (the report
+        says so in their place, not only on the console), else None."""
+        from .training import figures_current
+
+        if not self.model_name or self.model_stale:
+            return None
+        folder = self.paths.reports("training", self.model_name)
+        if not any(folder.glob("*.png")):
+            return None  # drawn by no run (03_model.py --no-plots): nothing left out
+        if figures_current(self.paths, self.model_name, self.model):
+            return None
+        redo = integrity.model_command(self.paths, self.model_name)
+        return (
+            f"the figures in {folder} are not the latest model's (missing, broken or an earlier model's): left out; "
+            f"{redo} draws them again"
+        )
 
     @property
     def simulated(self) -> bool | None:
@@ -605,8 +660,7 @@ def data_section(run: Run) -> Section:
         )
     if run.alignment and not run.alignment_stale:
         f = run.alignment.get("fields", [])
-        n = sum(x.get("objects") or 0 for x in f)  # None: a field aligned without a catalog
-        s = sum(x.get("stars") or 0 for x in f)
+        n, s = _catalog_totals(run.alignment)
         blocks.append(
             Para(
                 f"The catalogs list {n:,} objects in the {len(f)} fields ({s:,} stars, {n - s:,} galaxies; star "
@@ -619,10 +673,21 @@ def data_section(run: Run) -> Section:
     return Section(title, blocks)
 
 
+def _catalog_totals(summary: dict) -> tuple[int, int]:
+    """(objects, stars) of the alignment summary's fields, each object once: stage 01's distinct totals, since a
+    field's count includes the objects listed under a neighbour too (their sum counts those twice); the sum only
+    for a summary without totals."""
+    totals = summary.get("totals") or {}
+    if isinstance(totals.get("objects"), int) and isinstance(totals.get("stars"), int):
+        return totals["objects"], totals["stars"]
+    fields = summary.get("fields", [])
+    # None: a field aligned without a catalog
+    return sum(x.get("objects") or 0 for x in fields), sum(x.get("stars") or 0 for x in fields)
+
+
 def alignment_section(run: Run) -> Section:
     title = "Alignment"
     s = run.alignment
-    folder = run.paths.reports("alignment")
     if not s:
         return _not_run(title, "no alignment summary: 01_alignment.py")
     if run.alignment_stale:
@@ -648,7 +713,7 @@ def alignment_section(run: Run) -> Section:
             "centre).",
         ),
     ]
-    pair = [p for p in (_png(folder, "band_offsets.png"), _png(folder, "before_after.png")) if p]
+    pair = [p for p in (run.alignment_figure("band_offsets.png"), run.alignment_figure("before_after.png")) if p]
     if pair:
         blocks.append(
             FigureBlock(
@@ -658,7 +723,7 @@ def alignment_section(run: Run) -> Section:
                 "colour fringes that vanish after alignment.",
             )
         )
-    pair = [p for p in (_png(folder, "object_counts.png"), _png(folder, "magnitudes.png")) if p]
+    pair = [p for p in (run.alignment_figure("object_counts.png"), run.alignment_figure("magnitudes.png")) if p]
     if pair:
         blocks.append(
             FigureBlock(
@@ -773,7 +838,7 @@ def augmentation_section(run: Run) -> Section:
             bold_rows=[best] if best is not None else [],
         ),
     ]
-    png = _png(folder, "experiment.png")
+    png = _png(folder, "experiment.png") if "experiment.png" in _sealed_names(check.record) else None
     if png:
         blocks.append(
             FigureBlock(
@@ -782,7 +847,7 @@ def augmentation_section(run: Run) -> Section:
                 "the class (rotations, reflections) should help, those that change the profile (blur) may not.",
             )
         )
-    pair = [p for p in (_png(folder, "examples_symmetries.png"), _png(folder, "examples_photometric.png")) if p]
+    pair = _augmentation_examples(folder, s.get("dataset_id"))
     if pair:
         blocks.append(
             FigureBlock(
@@ -792,6 +857,29 @@ def augmentation_section(run: Run) -> Section:
             )
         )
     return Section(title, blocks)
+
+
+def _sealed_names(record: dict | None) -> set[str]:
+    """The names of the files a sealed record lists (relative to its folder)."""
+    return set(((record or {}).get(fsio.INTEGRITY_KEY) or {}).get("files") or {})
+
+
+EXAMPLE_FIGURES = ("examples_symmetries.png", "examples_photometric.png")
+
+
+def _augmentation_examples(folder: Path, dataset_id: str | None) -> list[Path]:
+    """Stage 04's example figures when their own set (augmentation.json seals them) is intact and was drawn from the
+    dataset build the experiment shown ran on; else none: patches of another dataset are not this one's."""
+    check = fsio.check_seal(folder / "augmentation.json")
+    made_from = ((check.record or {}).get("settings") or {}).get("dataset_id")
+    if not check.ok or dataset_id is None or made_from != dataset_id:
+        if any(_png(folder, name) for name in EXAMPLE_FIGURES):
+            why = check.describe(1) if not check.ok else "drawn from another dataset or an earlier build of it"
+            log.warning("report: the augmentation examples in %s are left out (%s); 04_augmentation.py draws them "
+                        "again", folder, why)  # fmt: skip
+        return []
+    sealed = _sealed_names(check.record)
+    return [p for name in EXAMPLE_FIGURES if name in sealed and (p := _png(folder, name))]
 
 
 def model_section(run: Run) -> Section:
@@ -819,6 +907,8 @@ def model_section(run: Run) -> Section:
         ),
         TableBlock(["setting", "value"], rows, f"The latest model, `{run.model_name}`."),
     ]
+    if run.figures_left_out:
+        blocks.append(Para(f"(Figures left out: {run.figures_left_out}.)", "note"))
     png = _png(run.training_figures, "learning_curves.png")
     if png:
         blocks.append(
@@ -875,6 +965,22 @@ def _spaced(names: list[str]) -> list[str]:
     return [name.replace("_", " ") for name in names]
 
 
+def _study_figure(paths: DataPaths, study: str, trials: str) -> Path | None:
+    """The study's tuning.png when its set (reports/tuning/NAME/tuning.json, written after the study's results) is
+    intact and drawn from the trials shown (its copy of trials.md is theirs); else None: a study resumed and stopped
+    before its figure was drawn again keeps the figure of fewer trials."""
+    folder = paths.reports("tuning", study)
+    png = _png(folder, "tuning.png")
+    if png is None:
+        return None
+    check = fsio.check_seal(folder / "tuning.json", [png, folder / "trials.md"])
+    if check.ok and _text(folder / "trials.md") == trials:
+        return png
+    log.warning("report: %s is not of study %s's current trials (%s); left out (tune.py --name %s draws it again)",
+                png, study, check.describe(1) or "drawn from other trials", study)  # fmt: skip
+    return None
+
+
 def tuning_section(run: Run) -> Section:
     title = "Hyper-parameter tuning"
     root = run.paths.tuning_root
@@ -905,7 +1011,7 @@ def tuning_section(run: Run) -> Section:
             block.columns = _spaced(block.columns)
         if not isinstance(block, FigureBlock):
             blocks.append(block)
-    png = _png(run.paths.reports("tuning", study), "tuning.png")
+    png = _study_figure(run.paths, study, text)
     if png:
         blocks.append(FigureBlock([png], "Validation loss of every trial. Look at how fast the best value levels off."))
     return Section(title, blocks)
@@ -942,6 +1048,9 @@ def evaluation_section(run: Run) -> Section:
         TableBlock(["split", *METRIC_HEADS], rows, "Metrics of the latest model on every split.", digits=3),
     ]
     folder = run.training_figures
+    if run.figures_left_out:
+        blocks.append(Para("(Figures left out: the latest model's figures are not its own; see section "
+                           "Model and training.)", "note"))  # fmt: skip
     pair = [p for p in (_png(folder, "confusion_test.png"), _png(folder, "roc.png")) if p]
     if pair:
         blocks.append(
@@ -954,6 +1063,8 @@ def evaluation_section(run: Run) -> Section:
         )
     bins = (m.get("by_magnitude") or {}).get("test") or []
     if bins:
+        from ..metrics import magnitude_bin_label
+
         blocks.append(
             TableBlock(
                 [
@@ -968,7 +1079,7 @@ def evaluation_section(run: Run) -> Section:
                 ],  # fmt: skip
                 [
                     [
-                        b.get("bin"),
+                        magnitude_bin_label(b),
                         b.get("n"),
                         b.get("stars"),
                         b.get("accuracy"),
@@ -1213,7 +1324,7 @@ def build_report(paths: DataPaths, output: Path | None = None, force: bool = Fal
     if not default:
         check_output_path(Path(output), paths)
     output = Path(output) if output else paths.report_pdf
-    settings = {"inputs": report_inputs(paths), "stargal_version": __version__}
+    settings = {"inputs": report_inputs(paths), "stargal_version": __version__, "report_format": REPORT_FORMAT}
     previous = fsio.previous_record(paths.report_record, [output], settings, force) if default else None
     if previous is not None:
         Run(paths)  # its latest model and dataset still intact (their seals): a damaged one is refused, not kept
@@ -1264,7 +1375,7 @@ def report_inputs(paths: DataPaths) -> list[list]:
     would rebuild the report the next time (and fail on a read-only data folder); the report shows the table of
     the run that last changed what it reports."""
     skip = {paths.report_pdf, paths.report_record, paths.pipeline_record}
-    found: list[Path] = [paths.latest_dataset, paths.latest_model]
+    found: list[Path] = [paths.latest_dataset, paths.latest_model, paths.manifest]  # the manifest: the data section
     # every model and dataset: Table 1 lists every model of the dataset, matched by the datasets' content
     for root in (paths.datasets_root, paths.models_root):
         for folder in sorted(root.iterdir()) if root.is_dir() else []:
