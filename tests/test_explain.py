@@ -172,6 +172,9 @@ def test_difficulty_markdown_from_numbers():
     assert faint["accuracy"] < bright["accuracy"]
     assert f"{100 * faint['accuracy']:.1f} %" in text and "![Example patches" in text
     assert 'neighbour within 3" (60)' in text
+    # open bins in words that cannot read as negative magnitudes ("r -16", "r 22-"): table and findings alike
+    assert "(r >= 22, " in text and "In the faintest bin (r >= 22)" in text and "| >= 22 |" in text
+    assert "r 22-" not in text and "| -16 |" not in text
     small = [{**rows[1], "n": 5, "accuracy": 1.0}, *rows[1:]]  # a 5-object bin at 100 %: not quoted as the best
     text = difficulty.difficulty_markdown(small, y=y, p=p, mag=mag, neighbour=neighbour, model="m")
     assert "over the bins of 20 objects or more (a smaller bin's accuracy is mostly chance)." in text

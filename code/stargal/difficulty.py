@@ -110,15 +110,15 @@ def difficulty_markdown(
         worst = min(rated, key=lambda r: r["accuracy"])
         fewer = len(rated) < sum(r["bin"] != "unknown" and r.get("accuracy") is not None for r in by_mag)
         findings.append(
-            f"Accuracy ranges from {_pct(worst['accuracy'])} (r {worst['bin']}, {worst['n']} objects) to "
-            f"{_pct(best['accuracy'])} (r {best['bin']}, {best['n']} objects)"
+            f"Accuracy ranges from {_pct(worst['accuracy'])} (r {magnitude_bin_label(worst)}, {worst['n']} objects) to "
+            f"{_pct(best['accuracy'])} (r {magnitude_bin_label(best)}, {best['n']} objects)"
             + (f" over the bins of {RATED_BIN} objects or more (a smaller bin's accuracy is mostly chance)." if fewer
                else ".")
         )  # fmt: skip
         faint = rated[-1]
         if faint is not best:
             findings.append(
-                f"In the faintest bin (r {faint['bin']}) star completeness is {_pct(faint.get('star_completeness'))} and "
+                f"In the faintest bin (r {magnitude_bin_label(faint)}) star completeness is {_pct(faint.get('star_completeness'))} and "
                 f"star purity {_pct(faint.get('star_purity'))}, MCC {_num(defined(faint, 'mcc'))}."
             )
     if y is not None and p is not None and neighbour is not None:
