@@ -349,7 +349,7 @@ def test_download_killed_with_sigkill_then_rerun(sas_tree, tmp_path):
         assert done.returncode == 0, done.stderr
         fetched = [g.relpath.rsplit("/", 1)[-1] for g in server.gets()]
         assert not set(fetched) & before  # no recorded file refetched
-        assert all(fetched.count(name) == 1 for name in unrecorded)
+        assert all(fetched.count(name) == 1 for name in unrecorded), (sorted(unrecorded), fetched, killed_part.name)
         killed_rel = killed_part.relative_to(paths.sas).as_posix().removesuffix(".part")
         gets = server.gets(killed_rel)
         if partial_size:  # the usual case: the partial file is resumed where it stopped
