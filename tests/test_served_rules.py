@@ -162,3 +162,25 @@ def test_real_1035_noise_peak_is_judged_on_the_detections_r_image_by_position_to
     faint, off_peak, by_position = positions._no_source(data, x, y, pmap, 3.5, cube.bands)
     assert artefact.tolist() == [True] and not edge.any()
     assert not (faint | off_peak).any() and by_position.tolist() == [True]
+
+
+def test_a_position_the_border_cuts_is_edge_as_detect_marks_it(pad_bundle):
+    """A --ra/--dec or --csv position centred within detection.EDGE_PX of the border is ``edge``, the status --detect
+    gives the same source: given by position, 4510-4-30's sources 1.3-1.8 px from its left border were served (one a
+    star at p_star 0.998) with half their patch beyond the frame. Catalogued and detected positions (min_snr 0) are
+    left to the edge policy."""
+    from stargal.predict import classify
+
+    data, wcs, xs, ys, _ = toy.toy_cube(shape=(200, 300), n=24, seed=3)
+    shape = data.shape[1:]
+    y_edge = max(range(20, shape[0] - 20), key=lambda r: np.hypot(xs, ys - r).min())
+    data += toy.source_image(shape, 0.8, y_edge, 80.0, "star", np.random.default_rng(4))
+    inside = int(np.argmin(np.abs(xs - shape[1] / 2)))
+    px, py = np.array([0.8, xs[inside]]), np.array([y_edge, ys[inside]])
+    ra, dec = wcs.wcs_pix2world(px, py, 0)
+    kwargs = {"patch_size": P, "edge": pad_bundle.edge, "threshold": pad_bundle.threshold, "bands": "ugriz"}
+    given = classify(pad_bundle.model, data, wcs, ra, dec, min_snr=3.5, **kwargs)
+    assert given.status.tolist() == ["edge", "ok"] and np.isnan(given.p_star[0]) and given.label[0] == ""
+    _, edge = detected_refusals(data, px, py, np.ones((2, 5)), "ugriz")
+    assert edge.tolist() == [True, False]  # what --detect says of the same two
+    assert set(classify(pad_bundle.model, data, wcs, ra, dec, min_snr=0.0, **kwargs).status) == {"ok"}

@@ -8,7 +8,8 @@ coordinate that cannot be classified honestly gets an explicit status and no pro
 - ``edge``     inside the field but too near its border for the model's edge policy ``drop``
                (with ``pad`` such patches are padded exactly as in training and classified); and a source
                ``predict.py --detect`` finds centred within 2 pixels of the border, which the border cuts
-               (``stargal.detection.at_frame_edge``), whatever the policy;
+               (``stargal.detection.at_frame_edge``), whatever the policy, and so is a position given for the
+               presence test (``min_snr`` > 0: ``--ra/--dec``, ``--csv``) centred that near it;
 - ``no_data``  a band does not cover the position (NaN pixel at the patch centre in some band);
 - ``no_source`` the frame shows no source there (PSF-matched S/N over the bands below ``min_snr``:
                ``stargal.presence``), so the network, trained on catalogued objects, has nothing to classify;
@@ -216,7 +217,8 @@ def classify(
     model.json says ``tta``); "auto" one pass, then the eight-symmetry mean for the patches whose single-pass
     p_star lies within ``tta_margin`` of the threshold, the only ones whose label it can change.
     ``psf_map`` (a ``stargal.psf.PSFMap`` of the cube): the PSF at each position, for models that take it.
-    ``min_snr``: positions where the bands' combined PSF-matched S/N does not reach it are ``no_source``, and
+    ``min_snr``: positions centred within ``detection.EDGE_PX`` of the border are ``edge`` (as --detect marks
+    them), positions where the bands' combined PSF-matched S/N does not reach it are ``no_source``, and
     those where it does but the response does not peak are ``off_peak`` (0, for positions known to hold a source
     such as catalogued or detected ones: classify them all); with the cube's ``bands`` named, a source there seen
     in r alone (``detection.single_band`` of its PSF-matched fluxes, or ``unseen_beside_r``: a cosmic ray) is an
@@ -242,6 +244,13 @@ def classify(
         status[ok[off_peak]] = STATUS_OFF_PEAK
         status[ok[artefact]] = STATUS_ARTEFACT
         ok = ok[~faint & ~off_peak & ~artefact]
+    if ok.size and min_snr > 0:  # after the refusals above, as --detect marks edge only what it would classify
+        # a position centred within detection.EDGE_PX of the border is cut by it as a detected source is (--detect
+        # calls that edge): half its patch or more beyond the frame. Classified, 4510-4-30's three sources on its
+        # first two columns came out ok (one star at p_star 0.998) where --detect refuses them
+        border = at_frame_edge(x[ok], y[ok], data.shape[1:])
+        status[ok[border]] = STATUS_EDGE
+        ok = ok[~border]
     if ok.size:
         rows, cols = patches.pixel_centres(x[ok], y[ok])
         pixel, inverse = np.unique(rows * data.shape[2] + cols, return_inverse=True)  # row-major: cache friendly
