@@ -1145,3 +1145,24 @@ def test_suggested_commands_quote_a_data_folder_with_a_space(tmp_path):
     ):
         words = shlex.split(command)
         assert words[words.index("--data-dir") + 1] == str(paths.root), command
+
+
+def test_a_frame_of_another_rerun_is_refused_not_filed_under_the_one_asked_for(sas_tree, tmp_path):
+    """A frame's name carries no rerun: rerun 301's frames fetched as rerun 40 were stored under frames/40/ (exit 0
+    with --frames-only), and stage 01 made a cube labelled rerun 40 of them. Its header's RERUN tells."""
+    tree = tmp_path / "tree"
+    shutil.copytree(sas_tree, tree)
+    frame = tree / sdss.frame_relpath("r", 301, 8162, 6, 80)
+    with fits.open(bz2.open(frame)) as hdus:
+        header, image = hdus[0].header.copy(), hdus[0].data.copy()
+    header["RERUN"] = "301"  # as real frames write it: text
+    sdss.write_frame(frame, image, header)
+    paths = DataPaths(tmp_path / "data")
+    other = FieldSet(rerun=40, run=8162, camcol=6, fields=(80,), train_fields=(80,), val_fields=(), test_fields=())
+    summary = run_download(paths, other, _options(str(tree)))
+    failure = summary.failures["frame-r-008162-6-0080.fits.bz2 (band r)"]
+    assert "RERUN is 301, expected 40" in failure
+    assert not paths.sas_file(sdss.frame_relpath("r", 40, 8162, 6, 80)).exists()
+    assert run_download(
+        DataPaths(tmp_path / "same"), FieldSet(301, 8162, 6, (80,), (80,), (), ()), _options(str(tree))
+    ).ok

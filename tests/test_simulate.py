@@ -606,3 +606,74 @@ def test_the_same_sky_to_the_bit_whichever_kernels_openblas_picks(demo_field_80,
     default = contents(demo_field_80.root)
     assert len(default) >= 8  # five frames, the irg picture, two sweeps and the simulation's truth
     assert contents(data) == default
+
+
+def test_a_frame_filed_under_another_rerun_is_refused(tiny_sky, tmp_path):
+    """A frame's name carries no rerun, its folder does: rerun 301's frames filed (by a copy, or a local source
+    asked for --rerun 40) under rerun 40 were aligned as rerun 40's, every id made of them naming another rerun.
+    Their header RERUN ('301', text as in real frames) is read against the folder's rerun, as a sweep's RERUN is."""
+    from stargal.stages.alignment import read_field_frames
+
+    other = DataPaths(tmp_path / "data")
+    moved = FieldId(40, TINY.run, TINY.camcol, 81)
+    for b in BANDS:
+        other.frame(moved, b).parent.mkdir(parents=True, exist_ok=True)
+        other.frame(moved, b).write_bytes(tiny_sky.frame(fid(81), b).read_bytes())
+    frame = sdss.read_frame(other.frame(moved, "g"))
+    assert frame.header["RERUN"] == "301"
+    assert sdss.frame_identity_problems(frame, "g", TINY.run, TINY.camcol, 81) == ["RERUN is 301, expected 40"]
+    assert sdss.frame_identity_problems(frame, "g", TINY.run, TINY.camcol, 81, rerun=301) == []
+    assert sdss.header_identity_problems(frame.header, "g", TINY.run, TINY.camcol, 81, rerun=40) == [
+        "RERUN is 301, expected 40"
+    ]
+    assert sdss.frame_identity_problems(sdss.read_frame(tiny_sky.frame(fid(81), "g")), "g", 8162, 6, 81) == []
+    with pytest.raises(StargalError, match="RERUN is 301, expected 40"):
+        read_field_frames(other, moved, "r")
+    read_field_frames(tiny_sky, fid(81), "r")  # in its own rerun's folder: accepted
+
+
+@pytest.mark.real
+def test_a_real_frame_filed_under_another_rerun_is_refused(sample_dir, tmp_path):
+    """Real frames write RERUN as text ('301'): read as the integer 301, against the rerun folder they are in."""
+    name = "frame-r-004510-4-0030.fits.bz2"
+    source = sample_dir / "004510-4-0030" / name
+    if not source.exists():
+        pytest.skip(f"{name} not in the sample")
+    path = tmp_path / "sas" / sdss.frame_relpath("r", 40, 4510, 4, 30)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(source.read_bytes())
+    frame = sdss.read_frame(path)
+    assert sdss.frame_identity_problems(frame, "r", 4510, 4, 30) == ["RERUN is 301, expected 40"]
+    assert sdss.frame_identity_problems(frame, "r", 4510, 4, 30, rerun=301) == []
+    assert sdss.header_identity_problems(frame.header, "r", 4510, 4, 30, rerun=301) == []
+
+
+def test_a_sweep_filed_under_another_rerun_is_refused(tiny_sky, tmp_path):
+    """As frames: a sweep of rerun 301 copied into rerun 40's sweep folder was read as rerun 40's, its objects given
+    rerun 40's ids; its RERUN column ('301', text as in real sweeps) is read against the folder's rerun."""
+    name = sdss.catalog_filename(TINY.run, TINY.camcol, "star")
+    moved = tmp_path / "sas" / sdss.catalog_relpath(40, TINY.run, TINY.camcol, "star")
+    moved.parent.mkdir(parents=True)
+    moved.write_bytes(tiny_sky.catalog(301, TINY.run, TINY.camcol, "star").read_bytes())
+    with pytest.raises(StargalError, match="rows of RERUN 301, but the file is in rerun 40's folder"):
+        sdss.read_catalog(moved)
+    assert len(sdss.read_catalog(tiny_sky.catalog(301, TINY.run, TINY.camcol, "star"))) > 0
+    elsewhere = tmp_path / "any" / name  # outside the SAS layout: no rerun to compare with
+    elsewhere.parent.mkdir()
+    elsewhere.write_bytes(moved.read_bytes())
+    assert len(sdss.read_catalog(elsewhere)) > 0
+
+
+@pytest.mark.real
+def test_a_real_sweep_filed_under_another_rerun_is_refused(sample_dir, tmp_path):
+    name = "calibObj-004510-4-star.fits.gz"
+    source = sample_dir / "004510-4-0030" / name
+    if not source.exists():
+        pytest.skip(f"{name} not in the sample")
+    for rerun in (301, 40):
+        path = tmp_path / "sas" / sdss.catalog_relpath(rerun, 4510, 4, "star")
+        path.parent.mkdir(parents=True)
+        path.write_bytes(source.read_bytes())
+    assert len(sdss.read_catalog(tmp_path / "sas" / sdss.catalog_relpath(301, 4510, 4, "star"))) == 5232
+    with pytest.raises(StargalError, match="rows of RERUN 301, but the file is in rerun 40's folder"):
+        sdss.read_catalog(path)

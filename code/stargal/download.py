@@ -85,7 +85,7 @@ def verify_sdss_file(
     ``name`` its headers' and first rows' RUN, CAMCOL and OBJC_TYPE against that name, and their RERUN against
     ``rerun`` when given (``sdss.catalog_head_problems``, reading only the start of the stream): a sweep of another
     run/camcol/rerun or kind under this name raises WrongFile."""
-    verified = verify_file(path, kind, expected_size, name)
+    verified = verify_file(path, kind, expected_size, name, rerun)
     if kind == "catalog" and name is not None:
         from . import sdss
 

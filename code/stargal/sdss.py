@@ -181,15 +181,34 @@ def read_frame(path: str | os.PathLike, redo: str = "00_download.py fetches it a
     return Frame(image, header, wcs, path, nonfinite)
 
 
-def frame_identity_problems(frame: Frame, band: str, run: int, camcol: int, field: int) -> list[str]:
-    """What in a frame's header contradicts the band, run, camcol and field its file name claims (empty: none)."""
-    return header_identity_problems(frame.header, band, run, camcol, field)
+def frame_identity_problems(
+    frame: Frame, band: str, run: int, camcol: int, field: int, rerun: int | None = None
+) -> list[str]:
+    """What in a frame's header contradicts the band, run, camcol and field its file name claims, and the rerun it
+    is filed under (empty: none). A frame's name carries no rerun, its folder does: ``rerun`` defaults to the rerun
+    folder of the SAS layout (``.../frames/RERUN/RUN/CAMCOL/``) the frame was read from, when it was."""
+    if rerun is None and frame.path is not None:
+        rerun = sas_rerun_of(frame.path, run, camcol)
+    return header_identity_problems(frame.header, band, run, camcol, field, rerun)
 
 
-def header_identity_problems(header, band: str, run: int, camcol: int, field: int) -> list[str]:
-    """What in a frame's primary header contradicts the band, run, camcol and field its file name claims.
+def sas_rerun_of(path: str | os.PathLike, run: int, camcol: int) -> int | None:
+    """The rerun of a frame's path in the SAS layout (``.../frames/RERUN/RUN/CAMCOL/NAME``, as ``frame_relpath``
+    gives it), for that run and camcol; None for a path in any other layout."""
+    folders = Path(path).parent.parts
+    if len(folders) < 4 or folders[-4] != "frames" or folders[-2:] != (str(run), str(camcol)):
+        return None
+    return int(folders[-3]) if folders[-3].isdigit() else None
 
-    FILTER must be present; RUN, CAMCOL and FRAME are compared when present. FRAME is the field number plus
+
+def header_identity_problems(
+    header, band: str, run: int, camcol: int, field: int, rerun: int | None = None
+) -> list[str]:
+    """What in a frame's primary header contradicts the band, run, camcol and field its file name claims, and the
+    ``rerun`` it was fetched as (or is filed under) when given.
+
+    FILTER must be present; RUN, CAMCOL and FRAME are compared when present, and with ``rerun`` RERUN too (real
+    frames write it as text, '301'; compared as an integer, as a sweep's RERUN is). FRAME is the field number plus
     the band's stagger (``FRAME_STAGGER``), not the field number itself (except for r). BUNIT, when present, must
     be nanomaggy: every stage reads the pixels so (a frame in counts would be a sky ~200 times too bright)."""
     problems = []
@@ -201,7 +220,10 @@ def header_identity_problems(header, band: str, run: int, camcol: int, field: in
     unit = header.get("BUNIT")
     if unit is not None and str(unit).strip().lower() not in FRAME_UNITS:
         problems.append(f"BUNIT is {unit!r}, not nanomaggy (a calibrated frame's unit)")
-    for key, want in (("RUN", run), ("CAMCOL", camcol), ("FRAME", field + FRAME_STAGGER.get(band, 0))):
+    wanted = [("RUN", run), ("CAMCOL", camcol), ("FRAME", field + FRAME_STAGGER.get(band, 0))]
+    if rerun is not None:  # a frame of rerun 301 filed as rerun 40 would carry that rerun into every id made of it
+        wanted.append(("RERUN", int(rerun)))
+    for key, want in wanted:
         if key in header:
             value = _integer_value(header[key])
             if value is None:  # 4510.7 is no run, not run 4510
@@ -288,6 +310,15 @@ def _check_catalog_columns(path: Path, arrays: dict[str, np.ndarray], wrong_file
             if key in arrays and arrays[key].size and not np.all(arrays[key] == want):
                 other = int(arrays[key][arrays[key] != want][0])
                 raise StargalError(f"{path}: rows of {key} {other}, but the file name says {key} {want}; {refetch}")
+        rerun = sas_sweep_rerun_of(path)  # the name carries no rerun; a data folder's sweeps/VERSION/RERUN/ does
+        values = arrays.get("RERUN")
+        if rerun is not None and values is not None and values.size:
+            for value in np.unique(values).tolist():
+                number = _integer_value(value)
+                if number is not None and number != rerun:
+                    raise StargalError(
+                        f"{path}: rows of RERUN {number}, but the file is in rerun {rerun}'s folder; {refetch}"
+                    )
         want_type = {"star": OBJC_TYPE_STAR, "gal": OBJC_TYPE_GALAXY}.get(info["catalog"])
         types = arrays.get("OBJC_TYPE")
         if want_type is not None and types is not None and types.size:
@@ -297,6 +328,15 @@ def _check_catalog_columns(path: Path, arrays: dict[str, np.ndarray], wrong_file
                     f"{path}: {others} of {types.size} rows are not OBJC_TYPE {want_type} ({info['catalog']}), as a "
                     f"{info['catalog']} sweep's are: the other kind's file under this name? {refetch}"
                 )
+
+
+def sas_sweep_rerun_of(path: str | os.PathLike) -> int | None:
+    """The rerun of a sweep's path in the SAS layout (``.../sweeps/VERSION/RERUN/NAME``, as ``catalog_relpath``
+    gives it); None for a path in any other layout."""
+    folders = Path(path).parent.parts
+    if len(folders) < 3 or folders[-3] != "sweeps" or not folders[-1].isdigit():
+        return None
+    return int(folders[-1])
 
 
 def write_catalog(path: str | os.PathLike, columns: dict[str, np.ndarray], header: fits.Header | None = None) -> None:

@@ -55,13 +55,18 @@ def sha256_file(path: str | os.PathLike) -> str:
 
 
 def verify_file(
-    path: str | os.PathLike, kind: str, expected_size: int | None = None, name: str | None = None
+    path: str | os.PathLike,
+    kind: str,
+    expected_size: int | None = None,
+    name: str | None = None,
+    rerun: int | None = None,
 ) -> Verified:
     """Check a whole file of ``kind`` (frame, irg, catalog); return its size and sha256.
 
     Raises VerificationError with a short reason when the file is truncated, corrupt, an HTML page, or not
     of the expected kind; or, for a frame whose SDSS file ``name`` is given, raises WrongFile when its header names
-    another band, run, camcol or field (a renamed file, or a server serving the wrong one).
+    another band, run, camcol or field (a renamed file, or a server serving the wrong one), or another rerun than
+    ``rerun`` when given (the name carries none: a frame fetched as rerun 40 must not be rerun 301's).
     """
     path = Path(path)
     if kind not in _MAGIC:
@@ -84,17 +89,17 @@ def verify_file(
     sha, raw_size, prefix = _check_stream(path, kind)
     header = _check_fits(prefix, kind, raw_size)
     if kind == "frame" and name is not None:
-        _check_frame_identity(header, name)
+        _check_frame_identity(header, name, rerun)
     return Verified(size, sha)
 
 
-def _check_frame_identity(header, name: str) -> None:
+def _check_frame_identity(header, name: str, rerun: int | None = None) -> None:
     from .sdss import header_identity_problems, parse_filename
 
     info = parse_filename(name)
     if info is None or info["kind"] != "frame":
         return
-    problems = header_identity_problems(header, info["band"], info["run"], info["camcol"], info["field"])
+    problems = header_identity_problems(header, info["band"], info["run"], info["camcol"], info["field"], rerun)
     if problems:
         raise WrongFile(f"its header is not this file name's frame: {'; '.join(problems)}")
 
