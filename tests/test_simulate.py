@@ -632,17 +632,21 @@ def test_a_frame_filed_under_another_rerun_is_refused(tiny_sky, tmp_path):
     read_field_frames(tiny_sky, fid(81), "r")  # in its own rerun's folder: accepted
 
 
-@pytest.mark.real
-def test_a_real_frame_filed_under_another_rerun_is_refused(sample_dir, tmp_path):
-    """Real frames write RERUN as text ('301'): read as the integer 301, against the rerun folder they are in."""
-    name = "frame-r-004510-4-0030.fits.bz2"
+def _sample_file_filed_as(sample_dir: Path, name: str, path: Path) -> Path:
+    """A copy of 4510-4-30's sample file ``name`` at ``path`` (a SAS layout place); skips when the sample lacks it."""
     source = sample_dir / "004510-4-0030" / name
     if not source.exists():
         pytest.skip(f"{name} not in the sample")
-    path = tmp_path / "sas" / sdss.frame_relpath("r", 40, 4510, 4, 30)
     path.parent.mkdir(parents=True)
     path.write_bytes(source.read_bytes())
-    frame = sdss.read_frame(path)
+    return path
+
+
+@pytest.mark.real
+def test_a_real_frame_filed_under_another_rerun_is_refused(sample_dir, tmp_path):
+    """Real frames write RERUN as text ('301'): read as the integer 301, against the rerun folder they are in."""
+    relpath = sdss.frame_relpath("r", 40, 4510, 4, 30)
+    frame = sdss.read_frame(_sample_file_filed_as(sample_dir, "frame-r-004510-4-0030.fits.bz2", tmp_path / relpath))
     assert sdss.frame_identity_problems(frame, "r", 4510, 4, 30) == ["RERUN is 301, expected 40"]
     assert sdss.frame_identity_problems(frame, "r", 4510, 4, 30, rerun=301) == []
     assert sdss.header_identity_problems(frame.header, "r", 4510, 4, 30, rerun=301) == []
@@ -666,14 +670,12 @@ def test_a_sweep_filed_under_another_rerun_is_refused(tiny_sky, tmp_path):
 
 @pytest.mark.real
 def test_a_real_sweep_filed_under_another_rerun_is_refused(sample_dir, tmp_path):
-    name = "calibObj-004510-4-star.fits.gz"
-    source = sample_dir / "004510-4-0030" / name
-    if not source.exists():
-        pytest.skip(f"{name} not in the sample")
-    for rerun in (301, 40):
-        path = tmp_path / "sas" / sdss.catalog_relpath(rerun, 4510, 4, "star")
-        path.parent.mkdir(parents=True)
-        path.write_bytes(source.read_bytes())
-    assert len(sdss.read_catalog(tmp_path / "sas" / sdss.catalog_relpath(301, 4510, 4, "star"))) == 5232
+    own, other = (
+        _sample_file_filed_as(
+            sample_dir, "calibObj-004510-4-star.fits.gz", tmp_path / sdss.catalog_relpath(rerun, 4510, 4, "star")
+        )
+        for rerun in (301, 40)
+    )
+    assert len(sdss.read_catalog(own)) == 5232
     with pytest.raises(StargalError, match="rows of RERUN 301, but the file is in rerun 40's folder"):
-        sdss.read_catalog(path)
+        sdss.read_catalog(other)
