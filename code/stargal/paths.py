@@ -301,6 +301,12 @@ class DataPaths:
     def model_dir(self, name: str) -> Path:
         return self.models_root / name
 
+    def model_names(self) -> list[str]:
+        """The names of the model folders under models/, sorted (temporary, dot-named folders left out)."""
+        if not self.models_root.is_dir():
+            return []
+        return sorted(p.name for p in self.models_root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
     def model(self, name: str) -> ModelFiles:
         return ModelFiles(self.model_dir(name))
 

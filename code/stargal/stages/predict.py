@@ -144,10 +144,7 @@ def resolve_model_dir(paths: DataPaths, spec: str | None) -> Path:
 
 def trained_model_names(paths: DataPaths) -> list[str]:
     """The names of the data folder's model folders that hold a model.keras, sorted."""
-    if not paths.models_root.is_dir():
-        return []
-    names = (p.name for p in paths.models_root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    return sorted(name for name in names if paths.model(name).keras.is_file())
+    return [name for name in paths.model_names() if paths.model(name).keras.is_file()]
 
 
 def load_bundle(model_dir: Path, engine: str = "keras") -> ModelBundle:

@@ -272,8 +272,7 @@ class Run:
     def alignment_figure(self, name: str) -> Path | None:
         """A figure of the alignment summary's sealed set (one outside it is another run's), else None."""
         folder = self.paths.reports("alignment")
-        sealed = ((self.alignment or {}).get(fsio.INTEGRITY_KEY) or {}).get("files") or {}
-        return _png(folder, name) if name in sealed else None
+        return _png(folder, name) if name in _sealed_names(self.alignment) else None
 
     def _alignment_mismatch(self) -> str | None:
         """Why the alignment summary does not describe the dataset's fields (stage 01 last run on others, e.g. one
@@ -1172,7 +1171,7 @@ def explanations_section(run: Run) -> Section:
             "object's profile puts its attribution on the central pixels, not on neighbours or the background."
         )
     ]
-    sealed = set((record.get(fsio.INTEGRITY_KEY) or {}).get("files") or {})
+    sealed = _sealed_names(record)
     for key, text in EXPLAIN_GROUPS:
         png = _png(folder, f"{key}.png")
         if not png or png.name not in sealed:  # a group without examples this time: an older run's figure

@@ -384,8 +384,7 @@ MEMBER_KEYS = ("name", "seed", "best_epoch", "epochs_run", "train_seconds", "thr
 
 
 def _model_names(paths: DataPaths) -> str:
-    root = paths.models_root
-    names = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []
+    names = paths.model_names()
     return f"models there: {', '.join(names)}" if names else "no model trained there yet"
 
 
