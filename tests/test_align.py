@@ -7,7 +7,7 @@ import pytest
 from astropy.wcs import WCS
 from scipy import ndimage
 
-from stargal import align, sdss
+from stargal import align, detection, sdss
 from stargal.config import BANDS, PIXEL_SCALE_ARCSEC
 
 DEG = PIXEL_SCALE_ARCSEC / 3600
@@ -391,3 +391,42 @@ def test_a_reference_band_whose_wcs_is_off_is_named():
     images, wcss = _star_field_bands({"u": (1.0, 0.5), "g": (0.5, 0.2), "i": (-0.5, 0.0), "z": (1.2, 0.0)})
     _, _, shifts = align_on_stars(images, wcss)  # offsets of their own: registered
     assert shifts[BANDS.index("u")] == pytest.approx((1.0, 0.5), abs=0.05)
+
+
+def test_an_offset_field_is_fitted_through_a_few_bad_stars_and_not_from_too_few():
+    """The affine fit of a band's star offsets recovers a rotation's offsets at the frame's corners although a few
+    stars (blends, cosmic rays) sit far off; with fewer than MIN_AFFINE_STARS stars there is no fit to judge by."""
+    rng = np.random.default_rng(3)
+    shape = (300, 400)
+    x, y = rng.uniform(10, 390, 80), rng.uniform(10, 290, 80)
+    angle = np.radians(0.25)  # offsets of a rotation about the frame's centre: 0 there, 1.09 px at the corners
+    dx = -angle * (y - 149.5) + rng.normal(0, 0.03, 80)
+    dy = angle * (x - 199.5) + rng.normal(0, 0.03, 80)
+    dx[:5] += 1.5  # bad stars
+    fit = align.fit_offset_field(detection.StarOffsets(x, y, dx, dy), shape)
+    assert fit is not None and fit.used <= 75
+    corner, distance, sigma = align.worst_corner(fit, shape)
+    assert distance == pytest.approx(angle * np.hypot(199.5, 149.5), abs=0.03) and sigma < 0.02
+    assert align.worst_corner(fit, shape, shift=(0.5, 0.0))[1] > distance  # the registration shift is taken off
+    few = detection.StarOffsets(x[: align.MIN_AFFINE_STARS - 1], y[: align.MIN_AFFINE_STARS - 1], dx[:11], dy[:11])
+    assert align.fit_offset_field(few, shape) is None
+
+
+@pytest.mark.parametrize(("rotation", "scale"), [(0.25, 1.0), (0.0, 1.005)])
+def test_a_band_whose_wcs_is_rotated_or_scaled_is_refused_at_its_corners(rotation: float, scale: float):
+    """A band's WCS rotated by 0.25 degrees or scaled by 0.5 %: its stars sit on the reference band's at the frame's
+    centre (median offset ~0, so it passed) and ~1.1-1.25 px off at its corners: the cube was written misaligned."""
+    from stargal.stages.alignment import BandDistortedError, align_on_stars
+
+    images, wcss = _star_field_bands({})
+    k = BANDS.index("g")
+    wrong = make_wcs((300, 400), shift=(1.3 * k, 2.0), rotation=np.radians(rotation), scale=scale)
+    with pytest.raises(
+        BandDistortedError, match=r"^its sources sit 1\.[0-3] px from the r band's at the frame's corner"
+    ):
+        align_on_stars(images, [wrong if i == k else w for i, w in enumerate(wcss)])
+    k = BANDS.index("r")  # every other band drifts alike: the reference band's WCS is named
+    wrong = make_wcs((300, 400), rotation=np.radians(rotation), scale=scale)
+    with pytest.raises(BandDistortedError, match=r"^the other bands' sources all drift .* r band's header WCS") as exc:
+        align_on_stars(images, [wrong if i == k else w for i, w in enumerate(wcss)])
+    assert exc.value.band == "r"

@@ -632,3 +632,63 @@ def test_a_frame_replaced_by_one_of_its_size_and_time_is_aligned_again(aligned_8
     k = BANDS.index("g")
     before, after = (read_cube(p.cube(fid(81)), mmap=False).data[k] for p in (aligned_81, paths))
     assert np.nanmax(np.abs(before[:5])) > 0 and np.nanmax(np.abs(after[:5])) == 0.0
+
+
+def _half_sweep_of_same_size_and_time(path: Path) -> None:
+    """Replace sweep ``path`` by one listing every other object of it, as a file of its size and modification time
+    (``cp -p`` or ``touch -r`` of another version): the gzip stream is followed by zero padding, which gzip skips."""
+    import gzip
+    import io
+
+    st = path.stat()
+    with fits.open(path) as hdus:
+        table = fits.BinTableHDU(np.ascontiguousarray(hdus[1].data[::2]), header=hdus[1].header)
+        buf = io.BytesIO()
+        fits.HDUList([hdus[0].copy(), table]).writeto(buf)
+    body = gzip.compress(buf.getvalue(), compresslevel=9, mtime=0)
+    path.write_bytes(body + bytes(st.st_size - len(body)))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert path.stat().st_size == st.st_size and path.stat().st_mtime_ns == st.st_mtime_ns
+
+
+def test_a_sweep_replaced_by_one_of_its_size_and_time_lists_the_objects_again(
+    aligned_81, tmp_path, caplog, monkeypatch
+):
+    """A sweep replaced by another of the same size and modification time (``cp -p``, ``touch -r``) was judged by
+    size and time alone: the objects table of the old sweep (its labels) was kept as current, exit 0. Its ctime tells
+    it was written: its content is read, found changed, named, and the table made again; each sweep is read once."""
+    paths = _copy_of(aligned_81, tmp_path)
+    star = paths.catalog(TINY.rerun, TINY.run, TINY.camcol, "star")
+    before = read_table(paths.objects(fid(81)))
+    _half_sweep_of_same_size_and_time(star)
+    reads = []
+    monkeypatch.setattr(fsio, "sha256_file", lambda p, real=fsio.sha256_file: reads.append(Path(p).name) or real(p))
+    with caplog.at_level("WARNING", logger="stargal"):
+        result = run_alignment(paths, ONE, workers=1, reports=False)
+    assert result["aligned"] == [] and result["objects_written"] == [81]
+    after = read_table(paths.objects(fid(81)))
+    assert 0 < np.sum(after["label"] == LABEL_STAR) < np.sum(before["label"] == LABEL_STAR)
+    said = [r.getMessage() for r in caplog.records if "objects table" in r.getMessage()]
+    assert said == [f"field {fid(81)}: {star}: changed since its objects table was made; listing its objects again"]
+    # judged and recorded from one reading each (the copy gave every file a new stamp: the galaxy sweep is read too)
+    gal = paths.catalog(TINY.rerun, TINY.run, TINY.camcol, "gal")
+    assert reads.count(star.name) == 1 and reads.count(gal.name) == 1
+    record = read_json(paths.field_record(fid(81)))["inputs"]
+    assert record["catalogs_sha256"][star.name] == fsio.sha256_file(star)
+    assert run_alignment(paths, ONE, workers=1, reports=False)["objects_written"] == []  # now current
+
+
+def test_a_record_of_before_the_sweeps_digests_is_trusted_on_times(aligned_81, tmp_path):
+    """A field record written before sweeps had digests (no catalogs_sha256) is judged by size and time, as it was:
+    an existing data folder is not redone because stage 01 now keeps them."""
+    paths = _copy_of(aligned_81, tmp_path)
+    path = paths.field_record(fid(81))
+    record = read_json(path)
+    for key in ("catalogs_sha256", "catalogs_stamp"):
+        record["inputs"].pop(key)
+    sealed = [path.parent / name for name in record.pop(fsio.INTEGRITY_KEY)["files"]]
+    fsio.seal(path, sealed, record)
+    star = paths.catalog(TINY.rerun, TINY.run, TINY.camcol, "star")
+    os.utime(star, ns=(star.stat().st_atime_ns, star.stat().st_mtime_ns))  # a new ctime, the same size and time
+    result = run_alignment(paths, ONE, workers=1, reports=False)
+    assert result["aligned"] == [] and result["objects_written"] == []

@@ -792,3 +792,26 @@ def test_a_frame_replaced_by_one_of_its_size_and_time_after_the_alignment_is_ref
     assert frame.stat().st_size == st.st_size
     with pytest.raises(StargalError, match=rf"^field 301/8162/6/80: {frame.name} changed since stage 01 aligned it"):
         prepare(synth, FS, patch_size=P)
+
+
+def test_a_sweep_replaced_by_one_of_its_size_and_time_after_the_alignment_is_refused(synth):
+    """A sweep replaced by another of the same size and modification time (``cp -p``, ``touch -r``): stage 02 judged
+    it by size and time and cut patches labelled by the old sweep's objects, exit 0. Its stamp (ctime) changed, so its
+    content is read and found changed, as for a frame; a record of before sweeps had digests is trusted on times."""
+    from stargal.stages.alignment import input_record
+    from stargal.stages.preparation import _changed_since_alignment
+
+    star = synth.catalog(301, 8162, 6, "star")
+    star.parent.mkdir(parents=True)
+    star.write_bytes(b"the star sweep stage 01 listed")
+    files = [synth.cube(fid(80)), synth.objects(fid(80)), synth.psf_map(fid(80))]
+    inputs = input_record([], [star])
+    old = {k: v for k, v in inputs.items() if not k.startswith("catalogs_")}
+    st = star.stat()
+    star.write_bytes(b"a star sweep from elsewhere!!!")
+    os.utime(star, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert star.stat().st_size == st.st_size
+    assert _changed_since_alignment(synth, fid(80), {"inputs": old}) == []  # as before: size and time
+    fsio.seal(synth.field_record(fid(80)), files, {"field": str(fid(80)), "ref_band": "r", "inputs": inputs})
+    with pytest.raises(StargalError, match=rf"^field 301/8162/6/80: {star.name} changed since stage 01 aligned it"):
+        prepare(synth, FS, patch_size=P)

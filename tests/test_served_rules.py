@@ -184,3 +184,48 @@ def test_a_position_the_border_cuts_is_edge_as_detect_marks_it(pad_bundle):
     _, edge = detected_refusals(data, px, py, np.ones((2, 5)), "ugriz")
     assert edge.tolist() == [True, False]  # what --detect says of the same two
     assert set(classify(pad_bundle.model, data, wcs, ra, dec, min_snr=0.0, **kwargs).status) == {"ok"}
+
+
+def _saturated_star_cube(seed: int = 3):
+    """(data, wcs, star, faint): toy noise, a star of r 12.5 saturated in r as the simulator saturates one (clipped at
+    260 nanomaggies, bled along its column, interpolated over along the rows) with a power-law halo in every band,
+    and a faint star (matched-filter S/N 12 per band) on its halo 30 px out."""
+    from stargal import sky_models
+
+    shape = (200, 240)
+    rng = np.random.default_rng(seed)
+    data = (rng.normal(size=(5, *shape)) * toy.NOISE[:, None, None]).astype(np.float32)
+    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]]
+    star, faint = (120.3, 100.2), (141.7, 120.8)
+    r2 = (xx - star[0]) ** 2 + (yy - star[1]) ** 2
+    light = 10_000.0 * np.exp(-0.5 * r2 / 1.4**2) / (2 * np.pi * 1.4**2) + 30.0 * (1 + r2 / 9.0) ** -1.5
+    for band in range(5):
+        data[band] += (toy.SED[band] * light).astype(np.float32)
+        data[band] += toy.faint_source(shape, *faint, 12.0, toy.NOISE[band]).astype(np.float32)
+    sky_models.saturate(data[2], 260.0)
+    sky_models.interpolate_rows(data[2], sky_models.saturation_mask(data[2], 260.0))
+    return data, toy.toy_wcs(shape), star, faint
+
+
+def test_blank_places_in_a_saturated_stars_light_are_off_peak_a_source_there_is_classified(pad_bundle):
+    """Places 8-60 px from a saturated star along rows, columns and diagonals, no source there: its halo lifts the
+    presence test's S/N, and noise curves it down, so 12 of them were classified (of 4510-4-30's 360 such places, 14,
+    10 with no source within 8 px). Now none is: they are off_peak, without p_star or label. A faint star on the halo
+    stands above it and is classified; the saturated star itself is left to the other tests, as --detect classifies
+    it."""
+    from stargal.predict import classify
+
+    data, wcs, star, faint = _saturated_star_cube()
+    radii = np.arange(8.0, 61.0, 2.0)
+    ways = [(1, 0), (-1, 0), (0, 1), (0, -1), *((a / np.sqrt(2), b / np.sqrt(2)) for a in (1, -1) for b in (1, -1))]
+    x = np.concatenate([star[0] + dx * radii for dx, _ in ways])
+    y = np.concatenate([star[1] + dy * radii for _, dy in ways])
+    blank = (np.hypot(x - faint[0], y - faint[1]) > 4) & (x > 3) & (y > 3) & (x < 236) & (y < 196)
+    x, y = np.r_[x[blank], faint[0], star[0]], np.r_[y[blank], faint[1], star[1]]
+    ra, dec = wcs.wcs_pix2world(x, y, 0)
+    kwargs = {"patch_size": P, "edge": pad_bundle.edge, "threshold": pad_bundle.threshold, "bands": "ugriz"}
+    pred = classify(pad_bundle.model, data, wcs, ra, dec, min_snr=3.5, **kwargs)
+    status = pred.status[:-2]
+    assert not (status == "ok").any() and set(status) <= {"no_source", "off_peak", "artefact"}
+    assert (status == "off_peak").sum() >= 10 and np.isnan(pred.p_star[:-2]).all() and not pred.label[:-2].any()
+    assert pred.status[-2:].tolist() == ["ok", "ok"] and np.isfinite(pred.p_star[-2:]).all()

@@ -29,7 +29,9 @@ import numpy as np
 from astropy.wcs import WCS
 from scipy import ndimage
 
+from .detection import StarOffsets
 from .lstsq import evaluate, least_squares
+from .normalise import MAD_TO_SIGMA
 
 # A polynomial mapping is trusted only if it reproduces the exact WCS mapping this well (pixels);
 # otherwise every pixel is mapped through the WCSs (slow but exact).
@@ -309,3 +311,103 @@ def shift_image(image: np.ndarray, dx: float, dy: float) -> np.ndarray:
     rows, cols = np.shape(image)
     yy, xx = np.mgrid[0:rows, 0:cols].astype(np.float64)
     return resample(image, xx - dx, yy - dy)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# a band's WCS wrong by a rotation or scale: its stars' offsets from the reference band's grow with position
+
+
+# An affine offset field needs stars over the frame: with fewer, or when the corners' offsets are known to worse than
+# this fraction of the tolerance they are judged against, only the median offset is checked (as before).
+MIN_AFFINE_STARS = 12
+CLIP_SIGMA = 3.0
+MIN_CLIP_SCATTER_PX = 0.02  # sep.winpos centroids of bright stars agree to ~0.01 px: clip no tighter than this
+
+
+@dataclass(frozen=True)
+class OffsetField:
+    """A band's offset from the reference band as an affine function of reference position (x, y):
+    ``(dx, dy) = c[0] + c[1] * u + c[2] * v`` with ``u = (x - x0) / s``, ``v = (y - y0) / s`` (``coef`` [3, 2]);
+    ``used``: the stars kept after clipping; ``scatter``: their robust residual sigma per axis (pixels)."""
+
+    coef: np.ndarray
+    x0: float
+    y0: float
+    scale: float
+    used: int
+    scatter: float
+    inverse_gram: np.ndarray  # [3, 3] (D^T D)^-1 of the kept stars: the prediction's uncertainty
+
+    def at(self, x, y) -> np.ndarray:
+        """Predicted (dx, dy) at positions x, y: [n, 2]."""
+        design = self._design(np.atleast_1d(x), np.atleast_1d(y))
+        return evaluate(design, self.coef)
+
+    def uncertainty(self, x, y) -> np.ndarray:
+        """1-sigma uncertainty (pixels, per axis) of ``at(x, y)``: [n]."""
+        design = self._design(np.atleast_1d(x), np.atleast_1d(y))
+        return self.scatter * np.sqrt(np.einsum("ni,ij,nj->n", design, self.inverse_gram, design))
+
+    def _design(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        u = (np.asarray(x, np.float64) - self.x0) / self.scale
+        v = (np.asarray(y, np.float64) - self.y0) / self.scale
+        return np.c_[np.ones_like(u), u, v]
+
+
+def fit_offset_field(
+    stars: StarOffsets, shape: tuple[int, int], *, clip: float = CLIP_SIGMA, iterations: int = 10
+) -> OffsetField | None:
+    """Affine fit of a band's star offsets over a frame of ``shape`` (rows, columns), resistant to a few bad stars
+    (a blend, a cosmic ray, a variable star): iterative clipping at ``clip`` robust sigma (MAD) of the residuals,
+    started from the median offset so that the first fit is not pulled by them. None with fewer than
+    MIN_AFFINE_STARS stars (before or after clipping), or stars that do not determine the three terms."""
+    if len(stars.x) < MIN_AFFINE_STARS:
+        return None
+    rows, cols = shape
+    x0, y0, scale = (cols - 1) / 2, (rows - 1) / 2, max(rows, cols) / 2
+    u, v = (stars.x - x0) / scale, (stars.y - y0) / scale
+    design = np.c_[np.ones_like(u), u, v]
+    target = np.c_[stars.dx, stars.dy]
+    model = np.broadcast_to(np.median(target, axis=0), target.shape)
+    keep = np.ones(len(u), bool)
+    coef = None
+    for _ in range(iterations):
+        residual = target - model
+        sigma = np.maximum(MAD_TO_SIGMA * np.median(np.abs(residual[keep]), axis=0), MIN_CLIP_SCATTER_PX)
+        new = np.all(np.abs(residual) <= clip * sigma, axis=1)
+        if coef is not None and np.array_equal(new, keep):
+            break
+        keep = new
+        if keep.sum() < MIN_AFFINE_STARS:
+            return None
+        try:
+            coef = least_squares(design[keep], target[keep])
+        except ValueError:  # the stars lie on a line: the slope across it is not determined
+            return None
+        model = evaluate(design, coef)
+    used = design[keep]
+    gram = used.T @ used
+    if np.linalg.cond(gram) > 1e8:
+        return None
+    scatter = float(MAD_TO_SIGMA * np.median(np.abs(target[keep] - model[keep])))
+    return OffsetField(coef, x0, y0, scale, int(keep.sum()), max(scatter, 1e-3), np.linalg.inv(gram))
+
+
+def frame_corners(shape: tuple[int, int]) -> np.ndarray:
+    """(x, y) of a frame's four corner pixel centres: [4, 2]."""
+    rows, cols = shape
+    return np.array([(0, 0), (cols - 1, 0), (0, rows - 1), (cols - 1, rows - 1)], np.float64)
+
+
+def worst_corner(
+    fit: OffsetField, shape: tuple[int, int], shift: tuple[float, float] = (0.0, 0.0)
+) -> tuple[tuple[float, float], float, float]:
+    """The corner (x, y) where a band's stars would sit farthest from the reference band's once ``shift`` (the
+    registration shift applied to the band) is taken off the fitted offsets; that distance (pixels) and its
+    1-sigma uncertainty."""
+    corners = frame_corners(shape)
+    offset = fit.at(corners[:, 0], corners[:, 1]) - np.asarray(shift, np.float64)
+    distance = np.hypot(offset[:, 0], offset[:, 1])
+    k = int(np.argmax(distance))
+    sigma = float(fit.uncertainty(corners[k : k + 1, 0], corners[k : k + 1, 1])[0])
+    return (float(corners[k, 0]), float(corners[k, 1])), float(distance[k]), sigma

@@ -485,41 +485,73 @@ def shifted_beyond(bands: str, shifts: list[tuple[int, int]], tolerance_px: floa
     }
 
 
-def band_offsets(
+@dataclass(frozen=True)
+class StarOffsets:
+    """One band's bright isolated stars: their reference-band centroids (x, y) and band-minus-reference offsets."""
+
+    x: np.ndarray
+    y: np.ndarray
+    dx: np.ndarray
+    dy: np.ndarray
+
+
+def star_offsets(
+    images: list[np.ndarray], ref: int, x: np.ndarray, y: np.ndarray, window: float = CENTROID_WINDOW_PX
+) -> list[StarOffsets]:
+    """Per image: the stars at (x, y) whose Gaussian-windowed centroids (``sep.winpos``, sigma ``window``) are
+    clean in it and in ``images[ref]``, with their offsets from the reference centroids, star by star (so that a
+    position-dependent offset shows: ``align.fit_offset_field``)."""
+    import sep
+
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    if len(x) == 0:
+        empty = np.zeros(0)
+        return [StarOffsets(empty, empty, empty, empty) for _ in images]
+    sigma = np.full(len(x), window)
+    x_ref, y_ref, flag_ref = sep.winpos(images[ref], x, y, sigma)
+    out = []
+    for image in images:
+        bx, by, flag = sep.winpos(image, x, y, sigma)
+        good = (flag == 0) & (flag_ref == 0) & np.isfinite(bx) & np.isfinite(by)
+        good &= np.hypot(bx - x_ref, by - y_ref) < 2 * window  # a centroid that ran off: not this star
+        out.append(StarOffsets(x_ref[good], y_ref[good], bx[good] - x_ref[good], by[good] - y_ref[good]))
+    return out
+
+
+def bright_star_offsets(
     cube: np.ndarray,
     bands: str = "".join(BANDS),
     ref_band: str = REFERENCE_BAND,
     sources: Sources | None = None,
     subtracted: tuple[list[np.ndarray], list[float]] | None = None,
-) -> list[tuple[float, float, int]]:
-    """Per band of an aligned cube: the median (dx, dy) of its bright isolated stars' centroids from their
-    centroids in ``ref_band`` (pixels; Gaussian-windowed centroids, ``sep.winpos``), and the stars used
-    ((nan, nan, n) with fewer than MIN_OFFSET_STARS). ``sources``, ``subtracted``: the cube's, when already
-    measured (``measure_sources``, ``subtract_backgrounds``)."""
-    import sep
-
+) -> tuple[list[StarOffsets], int]:
+    """``star_offsets`` per band of an aligned cube for its bright isolated stars, and how many stars were tried.
+    ``sources``, ``subtracted``: the cube's, when already measured (``measure_sources``, ``subtract_backgrounds``)."""
     subtracted = subtract_backgrounds(cube) if subtracted is None else subtracted
     sources = measure_sources(cube, bands, subtracted=subtracted) if sources is None else sources
     stars = np.flatnonzero(sources.star)
-    window = np.full(len(stars), CENTROID_WINDOW_PX)
-    images = subtracted[0]
-    ref = bands.index(ref_band)
-    x_ref, y_ref, flag_ref = (sep.winpos(images[ref], sources.x[stars], sources.y[stars], window) if len(stars)
-                              else (np.zeros(0), np.zeros(0), np.zeros(0, int)))  # fmt: skip
+    per_star = star_offsets(subtracted[0], bands.index(ref_band), sources.x[stars], sources.y[stars])
+    return per_star, len(stars)
+
+
+def median_offsets(per_star: list[StarOffsets], tried: int) -> list[tuple[float, float, int]]:
+    """Per band: the median (dx, dy) of its matched stars' offsets and their number ((nan, nan, n) with fewer
+    than MIN_OFFSET_STARS; every band (nan, nan, ``tried``) when fewer stars were tried)."""
+    if tried < MIN_OFFSET_STARS:
+        return [(float("nan"), float("nan"), int(tried)) for _ in per_star]
     out = []
-    for image in images:
-        if len(stars) < MIN_OFFSET_STARS:
-            out.append((float("nan"), float("nan"), int(len(stars))))
-            continue
-        x, y, flag = sep.winpos(image, sources.x[stars], sources.y[stars], window)
-        good = (flag == 0) & (flag_ref == 0) & np.isfinite(x) & np.isfinite(y)
-        good &= np.hypot(x - x_ref, y - y_ref) < 2 * CENTROID_WINDOW_PX  # a centroid that ran off: not this star
-        n = int(good.sum())
-        if n < MIN_OFFSET_STARS:
-            out.append((float("nan"), float("nan"), n))
-        else:
-            out.append((float(np.median(x[good] - x_ref[good])), float(np.median(y[good] - y_ref[good])), n))
+    for s in per_star:
+        n = len(s.dx)
+        out.append((float(np.median(s.dx)), float(np.median(s.dy)), n) if n >= MIN_OFFSET_STARS
+                   else (float("nan"), float("nan"), n))  # fmt: skip
     return out
+
+
+def band_offsets(cube: np.ndarray, bands: str = "".join(BANDS), ref_band: str = REFERENCE_BAND) -> list[tuple]:
+    """Per band of an aligned cube: the median (dx, dy) of its bright isolated stars' centroids from their
+    centroids in ``ref_band`` (pixels; Gaussian-windowed centroids, ``sep.winpos``), and the stars used
+    ((nan, nan, n) with fewer than MIN_OFFSET_STARS): ``median_offsets`` of ``bright_star_offsets``."""
+    return median_offsets(*bright_star_offsets(cube, bands, ref_band))
 
 
 def aperture_correction(fit: np.ndarray, aperture: np.ndarray) -> float:

@@ -30,6 +30,7 @@ import logging
 import os
 import re
 import secrets
+import signal
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -42,7 +43,8 @@ from .errors import CorruptFileError, StargalError
 log = logging.getLogger("stargal")
 
 INTEGRITY_KEY = "integrity"
-INTEGRITY_VERSION = 1
+# 2: the file list is sealed too ("files_sha256"); 1 (stargal before 2026-12-08): the record's own content only
+INTEGRITY_VERSION = 2
 # the temporary names of atomic writes: ".NAME.<12 hex>.part" (and Keras's ".NAME.<12 hex>.keras")
 TEMPORARY_RE = re.compile(r"^\..+\.[0-9a-f]{12}\.(part|keras)$")
 _CHUNK = 1 << 20
@@ -292,11 +294,25 @@ class SealCheck:
 
 
 def edited_after_sealing(record: dict) -> bool:
-    """Whether a sealed record's content no longer matches the checksum sealed with it (records of stargal before
-    2026-12-06 have none: never called edited)."""
+    """Whether a sealed record's content or file list no longer matches the checksums sealed with it. Records of
+    stargal before 2026-12-06 have neither (never called edited), those before 2026-12-08 (integrity version 1)
+    the content's only: their file list is checked against the files, as it always was."""
     integrity = record.get(INTEGRITY_KEY)
-    recorded = integrity.get("content_sha256") if isinstance(integrity, dict) else None
-    return recorded is not None and recorded != content_digest(record)
+    if not isinstance(integrity, dict):
+        return False
+    recorded = integrity.get("content_sha256")
+    if recorded is not None and recorded != content_digest(record):
+        return True
+    return _file_list_edited(integrity)
+
+
+def _file_list_edited(integrity: dict) -> bool:
+    # a file dropped from the list would otherwise go unnoticed: its consumer falls back to another (model.onnx
+    # gone, predict serves model.keras). From version 2 on, a list without its checksum was edited too.
+    version = integrity.get("version")
+    if not isinstance(version, int) or version < 2:
+        return False
+    return integrity.get("files_sha256") != files_digest(integrity.get("files"))
 
 
 def check_seal(
@@ -343,8 +359,26 @@ def content_digest(record: dict) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
+def files_digest(files) -> str:
+    """sha256 of a record's file list: each file's name, size and sha256, as canonical JSON. Not the stamps: they
+    are added after the record is sealed (``OutputSet.commit``) and are a cache, checked against the file itself.
+    ``files`` may be anything a damaged record holds."""
+    if isinstance(files, dict):
+        files = {
+            name: {"size": entry.get("size"), "sha256": entry.get("sha256")} if isinstance(entry, dict) else entry
+            for name, entry in files.items()
+        }
+    canonical = json.dumps(files, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
 def _integrity(content: dict, files: dict) -> dict:
-    return {"version": INTEGRITY_VERSION, "content_sha256": content_digest(content), "files": files}
+    return {
+        "version": INTEGRITY_VERSION,
+        "content_sha256": content_digest(content),
+        "files_sha256": files_digest(files),
+        "files": files,
+    }
 
 
 def seal_digest(record: dict) -> str:
@@ -382,8 +416,12 @@ class OutputSet:
         self.committed = False
 
     def path(self, final: str | os.PathLike) -> Path:
-        """A new temporary file beside ``final`` that ``commit`` renames to ``final``."""
+        """A new temporary file beside ``final`` that ``commit`` renames to ``final``. Once per file (``forget``
+        it to write it anew): a second temporary would leave the first behind until the next run's clean-up."""
         final = Path(final)
+        if final in self._temps:
+            raise ValueError(f"{final}: already written to in this output set ({self._temps[final]}); ask once")
+        self._refuse_removed(final, "written")
         _check_not_folder(final)
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = _create_temporary(final)
@@ -392,6 +430,7 @@ class OutputSet:
 
     def keep(self, final: str | os.PathLike, entry: dict) -> None:
         """Seal the existing, unchanged ``final`` again with its previous record ``entry``."""
+        self._refuse_removed(Path(final), "kept")
         self._kept[Path(final)] = {"size": entry["size"], "sha256": entry["sha256"]}
 
     def forget(self, final: str | os.PathLike) -> None:
@@ -402,7 +441,15 @@ class OutputSet:
 
     def remove(self, final: str | os.PathLike) -> None:
         """Delete ``final`` at commit (it no longer belongs to the set)."""
-        self._removed.append(Path(final))
+        final = Path(final)
+        if final in self._temps or final in self._kept:
+            # the commit would delete the file it has just renamed into place, or seal one it deleted
+            raise ValueError(f"{final}: written to this output set (or kept), so it cannot also be removed")
+        self._removed.append(final)
+
+    def _refuse_removed(self, final: Path, how: str) -> None:
+        if final in self._removed:
+            raise ValueError(f"{final}: removed by this output set, so it cannot also be {how}")
 
     def commit(self, content: dict) -> dict:
         """Rename every file into place and write the record (``content`` + integrity) last; return the record."""
@@ -411,16 +458,18 @@ class OutputSet:
         for final, tmp in self._temps.items():
             files[_relname(final, base)] = {"size": tmp.stat().st_size, "sha256": sha256_file(tmp)}
         record = {**content, INTEGRITY_KEY: _integrity(content, files)}
-        # a reader holding the publication lock sees the files and their record change together
-        with publishing(), atomic_path(self.record) as record_tmp:
-            record_tmp.write_text(json_text(record), encoding="utf-8")
-            # From here on nothing needs disk space: renames only. A run killed in between leaves files that
-            # do not match the previous record, which readers then see as broken (and reruns redo).
-            for final, tmp in self._temps.items():
-                os.replace(tmp, final)
-            for final in self._removed:
-                final.unlink(missing_ok=True)
-        self.committed = True
+        # a reader holding the publication lock sees the files and their record change together; a stop signal
+        # (Ctrl-C, a kill) is taken once the lock is held, and then only after the record is in place
+        with publishing(), stop_signals_deferred():
+            with atomic_path(self.record) as record_tmp:
+                record_tmp.write_text(json_text(record), encoding="utf-8")
+                # From here on nothing needs disk space: renames only. A run killed (SIGKILL, a crash) in between
+                # leaves files that do not match the previous record, which readers then see as broken (reruns redo).
+                for final, tmp in self._temps.items():
+                    os.replace(tmp, final)
+                for final in self._removed:
+                    final.unlink(missing_ok=True)
+            self.committed = True  # before a deferred stop unwinds through __exit__, which would discard the set
         try:  # the stamps make later checks quick; without them (disk full just now) checks hash the files
             for name, entry in files.items():
                 entry["stamp"] = _stamp(os.stat(base / name))
@@ -495,6 +544,46 @@ def previous_record(
             log.info("%s: earlier outputs incomplete or damaged (%s); redoing them", record, check.describe(1))
     require_writable_output(record)
     return None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# stop signals held back while an output set is renamed into place
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # the user's ways of stopping a run (as cli.STOP_SIGNALS)
+
+
+@contextlib.contextmanager
+def stop_signals_deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM back for the block (an output set's renames and record: a few milliseconds), then
+    deliver them to the handlers they would have reached: a stop lands before or after the block, never inside.
+
+    The handlers are swapped for one that notes the signal, rather than the signals blocked with
+    ``pthread_sigmask``: that mask is the calling thread's only, so the kernel hands a process's signal to another
+    thread (TensorFlow's, the downloads'), and Python runs the handler in the main thread all the same, inside the
+    block. A signal the process ignores stays ignored; one with the default action (SIGTERM outside run_main)
+    is noted too and then kills the process, after the block. Only the main thread can set handlers (Python runs
+    them there); from another one the block runs unguarded."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+
+    def note(signum: int, frame) -> None:
+        received.append(signum)
+
+    previous: dict[int, object] = {}
+    try:
+        for signum in STOP_SIGNALS:
+            handler = signal.getsignal(signum)
+            if handler not in (signal.SIG_IGN, None):  # None: set outside Python, left alone
+                previous[signum] = handler
+                signal.signal(signum, note)
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum in dict.fromkeys(received):  # each once, in order; the first stop raises or ends the process
+            signal.raise_signal(signum)
 
 
 # ---------------------------------------------------------------------------------------------------------

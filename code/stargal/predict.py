@@ -15,7 +15,9 @@ coordinate that cannot be classified honestly gets an explicit status and no pro
                ``stargal.presence``), so the network, trained on catalogued objects, has nothing to classify;
 - ``off_peak``  the S/N is reached but the filter's response does not peak at the position: a bright star's
                wing, or a place more than about 1" from a source's centre, where a patch centred on it is no
-               object's patch.
+               object's patch; and a place in a saturated star's light (its halo, spikes and bleed trail, within
+               HALO_RADIUS) that does not stand above that light by ``min_snr`` and where the detection finds no
+               source (``on_saturated_light``).
 """
 
 from __future__ import annotations
@@ -26,12 +28,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import patches, presence
+from . import patches, presence, saturation
 from .detection import (
+    BACKGROUND_CELL,
+    DUPLICATE_PX,
     GAUSS_R50_TO_SIGMA,
     at_frame_edge,
     background_subtracted,
     column_noise,
+    detect,
     gaussian_fluxes,
     near_noisy_columns,
     noise_peaks,
@@ -219,7 +224,8 @@ def classify(
     ``psf_map`` (a ``stargal.psf.PSFMap`` of the cube): the PSF at each position, for models that take it.
     ``min_snr``: positions centred within ``detection.EDGE_PX`` of the border are ``edge`` (as --detect marks
     them), positions where the bands' combined PSF-matched S/N does not reach it are ``no_source``, and
-    those where it does but the response does not peak are ``off_peak`` (0, for positions known to hold a source
+    those where it does but the response does not peak, or that lie in a saturated star's light without standing
+    above it or being detected (``on_saturated_light``), are ``off_peak`` (0, for positions known to hold a source
     such as catalogued or detected ones: classify them all); with the cube's ``bands`` named, a source there seen
     in r alone (``detection.single_band`` of its PSF-matched fluxes, or ``unseen_beside_r``: a cosmic ray) is an
     ``artefact``, as ``--detect`` marks it, and so is a noise peak of a noisy r column that the other bands do not
@@ -282,7 +288,8 @@ def _no_source(
     data: np.ndarray, x: np.ndarray, y: np.ndarray, psf_map, min_snr: float, bands: str | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(faint, off_peak, artefact) bool masks at (x, y): PSF-matched S/N over the bands below ``min_snr``;
-    reached, but the response does not peak there, as on a bright star's wing (``presence.source_refusals``);
+    reached, but the response does not peak there, as on a bright star's wing (``presence.source_refusals``), or in
+    a saturated star's light with no source of its own (``on_saturated_light``, with ``bands`` naming r);
     a source that peaks there seen in r alone (r at ``min_snr`` or more, g and i not), or a noise peak of a noisy
     r column that the other bands do not show (``unshown_noise_peaks``, as --detect marks its sources), with
     ``bands`` named (all False without)."""
@@ -306,7 +313,101 @@ def _no_source(
         artefact[shown[(single_band(flux, bands) & seen) | unseen_beside_r(snr, bands, min_snr)]] = True
     if bands is not None and "r" in bands and (peaked := np.flatnonzero(~faint & ~off_peak & ~artefact)).size:
         artefact[peaked] = unshown_noise_peaks(data, x[peaked], y[peaked], bands, r50_at, min_snr, local, noise)
+    if bands is not None and "r" in bands and (left := np.flatnonzero(~faint & ~off_peak & ~artefact)).size:
+        off_peak[left] = on_saturated_light(data, local, x[left], y[left], r50[left], noise, bands, min_snr, r50_at)
     return faint, off_peak, artefact
+
+
+# pixels: how far out a saturated star's light lifts the presence test's S/N. Along rows, columns and diagonals that
+# of the six real fields' saturated stars stays at 3.5 or more up to 114 px out, mostly 20-50; of 360 places 8-59 px
+# from 4510-4-30's five, 14 were classified, 12 with no detected source within 3 px (docs/predict.md)
+HALO_RADIUS = 64.0
+# pixels: the star's light at a position is the mean of the response this far nearer the star and as far beyond it,
+# along the line from the star's centre: a halo's linear fall cancels, and a spike or bleed trail, which lies along
+# that line, is read on itself. At 4 px a point source's own response has fallen to a fifth (seeing of 1-1.6")
+HALO_STEP = 4
+WINDOW_MARGIN = 64  # pixels about a star's doubtful positions that the detection runs on (its footprints whole)
+
+
+def on_saturated_light(
+    data: np.ndarray,
+    local: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    r50: np.ndarray,
+    noise: presence.FilterNoise,
+    bands: str,
+    min_snr: float,
+    r50_at,
+) -> np.ndarray:
+    """bool [n]: positions (x, y) of a cube [bands, H, W] that lie in a saturated star's light and show no source of
+    their own: more than saturation.CORE_RADIUS and at most HALO_RADIUS px from a saturated r core
+    (``saturation.saturated_stars`` of ``local``'s r band), whose ``presence.detection_snr`` does not reach
+    ``min_snr`` over the star's light there (the mean of the S/N HALO_STEP px nearer the star and beyond it), and
+    where ``detection.detect`` (its faint pass too, as --detect) finds no source within DUPLICATE_PX on the r band
+    less the detection's background, in a window WINDOW_MARGIN px about them.
+
+    Why: a saturated star's halo, spikes and bleed trail add S/N to every place around it, so the presence test's
+    noise passes there, and its light curves too little for the peak test to tell. A source on that light stands
+    above it, or the detection (which deblends it from the star, as --detect does) finds it. The star's own core
+    is left to the other tests, as --detect classifies the source it finds there. ``local``, ``noise``: the cube's
+    ``presence.local_background_subtracted`` and ``presence.filter_noise``; ``r50``: the PSF's half-light radii at
+    the positions [n, bands]; ``r50_at(cols, rows)``: the PSF anywhere."""
+    from scipy.spatial import cKDTree
+
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    out = np.zeros(len(x), bool)
+    r = bands.index("r")
+    rows, cols = data.shape[1:]
+    sigma = float(r50_at(np.array([cols / 2]), np.array([rows / 2]))[0, r]) * GAUSS_R50_TO_SIGMA
+    sx, sy = saturation.saturated_stars(local[r], sigma)
+    if not len(sx) or not len(x):
+        return out
+    distance, star = cKDTree(np.c_[sx, sy]).query(np.c_[x, y])
+    near = np.flatnonzero((distance > saturation.CORE_RADIUS) & (distance <= HALO_RADIUS))
+    if not near.size:
+        return out
+    ux, uy = (x[near] - sx[star[near]]) / distance[near], (y[near] - sy[star[near]]) / distance[near]
+    pr, pc = patches.pixel_centres(x[near], y[near])
+    snr = presence.detection_snr(local, pr, pc, r50[near], noise)
+    for sign in (1, -1):  # nearer the star and beyond it, along its radius
+        sr = np.clip(pr + np.rint(sign * HALO_STEP * uy).astype(np.int64), 0, rows - 1)
+        sc = np.clip(pc + np.rint(sign * HALO_STEP * ux).astype(np.int64), 0, cols - 1)
+        snr -= presence.detection_snr(local, sr, sc, r50[near], noise) / 2
+    doubtful = near[snr < min_snr]
+    if doubtful.size:
+        out[doubtful] = ~_detected_near(data[r], x[doubtful], y[doubtful], star[doubtful])
+    return out
+
+
+def _detected_near(image: np.ndarray, x: np.ndarray, y: np.ndarray, group: np.ndarray) -> np.ndarray:
+    """bool [n]: ``detection.detect`` (faint) finds a source within DUPLICATE_PX of (x, y) on the r ``image`` less the
+    detection's background (``detection.background_subtracted``, the whole frame's, as --detect sees it), run once
+    per ``group`` (a star) on the window WINDOW_MARGIN px or more about its positions, its edges on the frame's
+    BACKGROUND_CELL grid."""
+    subtracted, rms = background_subtracted(image)
+    rows, cols = subtracted.shape
+    found = np.zeros(len(x), bool)
+    for g in np.unique(group):
+        mine = np.flatnonzero(group == g)
+        # edges on the frame's 64-pixel grid: the faint pass's 32-pixel background cells are then the frame's own.
+        # Cut anywhere, the window lost 6 of 5405-6-99's detected sources fed back by position, on it 2 (both faint
+        # deblended pieces of r 21.1 and 22.0 in the crowded Galactic plane, whose deblending shifts with the window)
+        x0, x1 = _on_grid(x[mine], cols)
+        y0, y1 = _on_grid(y[mine], rows)
+        sx, sy, _ = detect(np.ascontiguousarray(subtracted[y0:y1, x0:x1]), rms, faint=True)
+        if len(sx):
+            d = np.hypot(x[mine, None] - (sx[None] + x0), y[mine, None] - (sy[None] + y0))
+            found[mine] = d.min(axis=1) <= DUPLICATE_PX
+    return found
+
+
+def _on_grid(v: np.ndarray, size: int) -> tuple[int, int]:
+    """(start, stop): the span WINDOW_MARGIN px beyond positions ``v`` along an axis of ``size`` pixels, widened to
+    multiples of detection.BACKGROUND_CELL and clipped to the frame."""
+    start = max(int(np.floor(v.min())) - WINDOW_MARGIN, 0) // BACKGROUND_CELL * BACKGROUND_CELL
+    stop = -(-(int(np.ceil(v.max())) + WINDOW_MARGIN + 1) // BACKGROUND_CELL) * BACKGROUND_CELL
+    return start, min(stop, size)
 
 
 def _r50_at(psf_map, n_bands: int):

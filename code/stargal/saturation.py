@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .detection import gaussian_fluxes
+
 SATURATION_FLOOR = 230.0  # nanomaggies over the sky, r band (module docstring)
 CORE_RADIUS = 4.0  # pixels: the saturated cores and the rims their interpolation leaves
 APERTURE_RADIUS = 8.0  # pixels: the aperture the PSF-weighted fluxes are scaled to (detection.CORRECTION_RADIUS)
@@ -106,3 +108,35 @@ def saturated(
     truncated); their PSF-weighted flux is a lower limit, not a measurement."""
     t = saturation_tests(image, x, y, level, psf_flux, sigma, floor)
     return t["flat"] | t["masked"] | (t["bright"] & (t["hollow"] | t["truncated"]))
+
+
+def saturated_stars(image: np.ndarray, sigma: float, floor: float = SATURATION_FLOOR) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) float64 [n]: the saturated cores of a background-subtracted r image, without a source list (the
+    presence test of positions, ``stargal.predict.on_saturated_light``, runs no detection).
+
+    Candidates are the groups (8-connected) of pixels at CORE_FRACTION of ``floor`` or more, or without data: an
+    interpolated core can peak at a tenth of the level (4510-4-30's five, of r_psfmag 11.8-14.7, peak at 29-156 nanomaggies).
+    Each group's light-weighted centre, which for a hollow core lies in its trough, is then judged by ``saturated``
+    over a sky level of 0, the group's PSF-weighted flux as its flux, ``sigma`` the stars' Gaussian width (pixels). A
+    bright star can leave several such groups (its core and its bleed trail): each that passes is listed."""
+    from scipy import ndimage
+
+    image = np.asarray(image, np.float32)
+    candidate = ~(image < CORE_FRACTION * floor)  # NaN compares False: pixels without data kept
+    labels, n = ndimage.label(candidate, structure=np.ones((3, 3), bool))
+    if not n:
+        return np.zeros(0), np.zeros(0)
+    group = labels[candidate] - 1
+    py, px = np.nonzero(candidate)
+    value = np.nan_to_num(image[candidate], nan=0.0, posinf=0.0, neginf=0.0).astype(np.float64)
+    weight = np.maximum(value, 0.0)
+    total = np.bincount(group, weight, minlength=n)
+    count = np.bincount(group, minlength=n)
+    # a group of pixels without data only (weight 0): its plain mean
+    safe = np.where(total > 0, total, 1.0)
+    x = np.where(total > 0, np.bincount(group, weight * px, n) / safe, np.bincount(group, px, n) / count)
+    y = np.where(total > 0, np.bincount(group, weight * py, n) / safe, np.bincount(group, py, n) / count)
+    clean = np.nan_to_num(image, nan=0.0, posinf=0.0, neginf=0.0)
+    flux = gaussian_fluxes(clean, x, y, sigma)
+    flagged = saturated(image, x, y, np.zeros(len(x)), flux, sigma, floor)
+    return x[flagged], y[flagged]

@@ -9,9 +9,10 @@ of one sky (real or simulated: ``SIMULAT``), mask non-finite pixels, resample on
 inside the frame (``stargal.catalog``) and write ``paths.objects(fid)``; measure the cube's PSF on its own stars
 (``stargal.psf``) into ``paths.psf_map(fid)``. Cube, PSF map and objects table form one
 sealed output set (``fsio.OutputSet``) whose record ``paths.field_record(fid)`` lists their checksums and the
-inputs they were made from (size and modification time of each frame and catalog, and each frame's sha256 and
-file stamp); a field is current when the record's files are intact and its inputs and alignment method unchanged,
-and is otherwise redone (naming what was broken, or which frame changed).
+inputs they were made from (size, modification time, sha256 and file stamp of each frame and catalog); a field is
+current when the record's files are intact and its inputs and alignment method unchanged, and is otherwise redone
+(naming what was broken, or which frame or sweep changed). A band whose WCS is rotated or scaled wrong (its stars
+drift off the reference band's towards the frame's corners) is refused (``align.fit_offset_field``).
 A failed rebuild leaves the previous cube and table in place; a bad input raises StargalError.
 """
 
@@ -182,6 +183,54 @@ def _refuse_misplaced_reference(offsets, ref_index: int, min_px: float, spread_p
         )
 
 
+# A band's stars may sit this far from the reference band's at the frame's corners once registered (the fitted
+# affine offset field, by more than twice its uncertainty). The six real fields reach 0.28 +- 0.10 px (u of
+# 1992-1-87; u bands scatter most, g/i/z stay under 0.2 px), simulated full-size fields 0.10 px: 0.75 px leaves a
+# factor 2.7 for fields worse than these. A band's WCS rotated by 0.25 degrees or scaled by 0.5 % puts its stars
+# 1.1-1.3 px off at the corners of a 300 x 400 frame, 1.3-1.8 px of a 400 x 600 one, 5.7-6.5 px of a full 1489 x
+# 2048 one, with nothing off at the centre; the smallest refused there is ~0.035 degrees or ~0.06 %.
+MAX_CORNER_PX = 0.75
+
+
+class BandDistortedError(BandMisalignedError):
+    """A band whose stars agree with the reference band's at the centre but drift off towards the corners."""
+
+
+def _refuse_distorted_bands(
+    per_star: list[detection.StarOffsets], shifts: list[tuple[float, float]], ref_index: int, shape: tuple[int, int]
+) -> None:
+    """Raise BandDistortedError naming the band whose registered stars sit farthest from the reference band's at a
+    corner of the frame, beyond MAX_CORNER_PX (a rotation or scale error of its WCS, which the median offset, ~0 at
+    the centre, does not show); the reference band when every other band fitted is so (its own WCS is wrong).
+    A band with too few stars to fit is left to the median checks."""
+    over, fitted = {}, 0
+    for k, stars in enumerate(per_star):
+        fit = None if k == ref_index else align.fit_offset_field(stars, shape)
+        if fit is None:
+            continue
+        fitted += 1
+        corner, distance, sigma = align.worst_corner(fit, shape, shifts[k])
+        if distance - 2 * sigma > MAX_CORNER_PX:  # beyond the tolerance by more than the fit's own uncertainty
+            over[BANDS[k]] = (corner, distance)
+    if not over:
+        return
+    ref_band = BANDS[ref_index]
+    band = max(over, key=lambda b: over[b][1])
+    (x, y), distance = over[band]
+    if fitted >= 3 and len(over) == fitted:
+        raise BandDistortedError(
+            ref_band,
+            f"the other bands' sources all drift from its own towards the frame's corners ({distance:.1f} px at "
+            f"x, y = {x:.0f}, {y:.0f}) where the WCSs put them: the {ref_band} band's header WCS is wrong (rotated "
+            "or scaled)",
+        )
+    raise BandDistortedError(
+        band,
+        f"its sources sit {distance:.1f} px from the {ref_band} band's at the frame's corner x, y = {x:.0f}, {y:.0f} "
+        f"where the WCSs put them (over {MAX_CORNER_PX} px): its header's WCS is wrong (rotated or scaled)",
+    )
+
+
 def align_on_stars(
     images: list[np.ndarray], wcss: list, ref_band: str = REFERENCE_BAND, fid: FieldId | str = "?"
 ) -> tuple[align.Alignment, detection.Sources, list[tuple[float, float]]]:
@@ -199,7 +248,8 @@ def align_on_stars(
         band = max(off, key=off.get)
         raise BandMisalignedError(band, _misaligned(off[band], ref_band))
     sources = detection.measure_sources(result.cube, "".join(BANDS), subtracted=subtracted)
-    offsets = detection.band_offsets(result.cube, "".join(BANDS), ref_band, sources=sources, subtracted=subtracted)
+    per_star, tried = detection.bright_star_offsets(result.cube, "".join(BANDS), ref_band, sources, subtracted)
+    offsets = detection.median_offsets(per_star, tried)
     del subtracted
     # a band whose stars sit ~3 px off matches none of them (band_offsets follows a star about 3 px at most):
     # measure it again after the coarse shift, and add the two
@@ -208,11 +258,16 @@ def align_on_stars(
     if unmatched:
         pre = [coarse[k] if k in unmatched else (0, 0) for k in range(len(BANDS))]
         again = align.align_bands(images, wcss, ref_index, shifts=pre)
-        measured = detection.band_offsets(again.cube, "".join(BANDS), ref_band)
-        del again
+        subtracted = detection.subtract_backgrounds(again.cube)
+        found = detection.measure_sources(again.cube, "".join(BANDS), subtracted=subtracted)
+        per_star_again, tried = detection.bright_star_offsets(again.cube, "".join(BANDS), ref_band, found, subtracted)
+        measured = detection.median_offsets(per_star_again, tried)
+        del again, subtracted
         for k in unmatched:
             dx, dy, n = measured[k]
             offsets[k] = (pre[k][0] + dx, pre[k][1] + dy, n) if np.isfinite(dx) else (*pre[k], 0)
+            s = per_star_again[k]
+            per_star[k] = detection.StarOffsets(s.x, s.y, s.dx + pre[k][0], s.dy + pre[k][1])
     spread = COARSE_SPREAD_PX if unmatched else REFERENCE_SPREAD_PX  # an offset known to a whole pixel
     _refuse_misplaced_reference(offsets, ref_index, REFERENCE_OFF_PX, spread)
     for k in unmatched:
@@ -228,6 +283,7 @@ def align_on_stars(
         band = max(far, key=far.get)
         raise BandMisalignedError(band, _misaligned(far[band], ref_band))
     shifts = align.registration_shifts(offsets)
+    _refuse_distorted_bands(per_star, shifts, ref_index, np.shape(images[ref_index]))
     if any(dx or dy for dx, dy in shifts):
         moved = ", ".join(f"{b} ({dx:+.2f}, {dy:+.2f})" for b, (dx, dy) in zip(BANDS, shifts, strict=True) if dx or dy)
         log.info("field %s: bands registered on the field's stars, shifted by %s px", fid, moved)
@@ -249,7 +305,8 @@ def align_field(
         result, sources, shifts = align_on_stars([f.image for f in frames], [f.wcs for f in frames], ref_band, fid)
     except BandMisalignedError as exc:
         rows, cols = ref.image.shape
-        if ref.simulated and rows * cols < SMALL_FRAME_PIXELS:  # too few stars to match, not a wrong header
+        small = rows * cols < SMALL_FRAME_PIXELS and not isinstance(exc, BandDistortedError)  # enough stars fitted
+        if ref.simulated and small:  # too few stars to match, not a wrong header
             raise StargalError(
                 f"{paths.frame(fid, exc.band)}: field {fid}: its {rows} x {cols}-pixel simulated frames hold too few "
                 "stars to register the bands on; simulate larger ones (00_download.py --source simulated --sim-shape "
@@ -328,19 +385,60 @@ def changed_inputs(
         ):
             continue
         same_size = stamps.get(name, "").split(":")[0] == now[name].split(":")[0]
-        if not (digests and same_size and digests.get(name) == fsio.sha256_file(path)):
+        if not (digests and same_size and digests.get(name) == file_sha256(path)):
             changed.append(name)
     return changed
 
 
-def input_record(frame_files, catalog_files) -> dict:
-    """What a field record keeps of the inputs its outputs were made from (``changed_inputs`` reads it back)."""
+# sha256 of the files read in this process, by (path, size, stamp): a sweep is shared by every field of its
+# run/camcol and real ones are hundreds of MB, so each worker reads one once, not once per field. Any write gives
+# the file a new ctime (``fsio.file_stamp``), hence a new key: a stale digest is never returned.
+_DIGESTS: dict[tuple, str] = {}
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """``fsio.sha256_file``, remembered for this process while the file's size and stamp stay the same."""
+    st = os.stat(path)
+    key = (os.path.abspath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = fsio.sha256_file(path)
+    return _DIGESTS[key]
+
+
+def _digests(files, previous: dict, kind: str) -> dict[str, str]:
+    """{name: sha256} of ``files`` for a new record: a digest the previous record (``inputs``) holds is taken as it
+    is while the file's size, time and stamp are those recorded with it (``changed_inputs`` trusts it the same)."""
+    sizes, digests, stamps = (previous.get(f"{kind}{k}") or {} for k in ("", "_sha256", "_stamp"))
+    now = fingerprints(files)
+    out = {}
+    for p in map(Path, files):
+        recorded = digests.get(p.name)
+        current = recorded and sizes.get(p.name) == now[p.name] and stamps.get(p.name) == fsio.file_stamp(p)
+        out[p.name] = recorded if current else file_sha256(p)
+    return out
+
+
+def input_record(frame_files, catalog_files, previous: dict | None = None) -> dict:
+    """What a field record keeps of the inputs its outputs were made from (``changed_inputs`` reads it back): size
+    and time, sha256 and file stamp of each frame and sweep. ``previous``: the inputs of the record this one
+    replaces, whose digests of unchanged files are kept rather than read again."""
+    previous = previous or {}
     return {
         "frames": fingerprints(frame_files),
-        "frames_sha256": {Path(p).name: fsio.sha256_file(p) for p in frame_files},
+        "frames_sha256": _digests(frame_files, previous, "frames"),
         "frames_stamp": {Path(p).name: fsio.file_stamp(p) for p in frame_files},
         "catalogs": fingerprints(catalog_files),
+        "catalogs_sha256": _digests(catalog_files, previous, "catalogs"),
+        "catalogs_stamp": {Path(p).name: fsio.file_stamp(p) for p in catalog_files},
     }
+
+
+def changed_catalogs(inputs: dict, catalog_files) -> list[str]:
+    """The sweeps of ``catalog_files`` whose content differs from those a record's ``inputs`` were made from
+    (judged as frames are: ``changed_inputs``; a record of before the sweeps' digests were kept, by size and time)."""
+    recorded = inputs.get("catalogs") or {}
+    files = [p for p in catalog_files if Path(p).name in recorded]
+    return changed_inputs(files, recorded, inputs.get("catalogs_sha256"), inputs.get("catalogs_stamp"))
 
 
 def stale_cube_reasons(previous: dict | None, frame_files: list[Path], ref_band: str) -> list[str]:
@@ -387,11 +485,17 @@ def process_field(task: FieldTask) -> dict:
     cube_current = not stale
     if previous and stale:  # say which input made the cube stale: the user may not know a frame was replaced
         log.warning("field %s: %s; aligning it again", fid, "; ".join(stale))
+    # a sweep replaced by another of its size and time (``cp -p``) is read, not trusted on its times
+    sweeps_changed = changed_catalogs(inputs, task.catalog_files) if previous else []
+    if sweeps_changed:
+        changed = ", ".join(p for p in task.catalog_files if Path(p).name in sweeps_changed)
+        log.warning("field %s: %s: changed since its objects table was made; listing its objects again", fid, changed)
     objects_current = (
         intact
         and cube_current
         and inputs.get("frames") == frames_in  # else the record is written again, with the frames' new times
         and inputs.get("catalogs") == catalogs_in
+        and not sweeps_changed
         and (objects_path in listed) == bool(task.catalog_files)
     )
     psf_current = cube_current and psf_path in listed and os.path.normpath(psf_path) not in broken
@@ -420,7 +524,7 @@ def process_field(task: FieldTask) -> dict:
             "field": str(fid),
             "ref_band": task.ref_band,
             "align_method": ALIGN_METHOD,
-            "inputs": input_record(frame_files, task.catalog_files),
+            "inputs": input_record(frame_files, task.catalog_files, inputs),
             **quality,
             "objects": None,
             "stargal_version": __version__,

@@ -531,9 +531,18 @@ def _changed_since_alignment(paths: DataPaths, fid: FieldId, record: dict) -> li
     if "catalogs" in inputs:  # a record that lists the sweeps its table was made from
         sweeps = [paths.catalog(fid.rerun, fid.run, fid.camcol, k) for k in sdss.CATALOG_KINDS]
         added = [p.name for p in sweeps if p.name not in recorded and p.exists()]
-    # with the frames' file stamps, a frame replaced by one of its size and time (``cp -p``) is read, not trusted
-    changed = changed_inputs(files, recorded, inputs.get("frames_sha256"), inputs.get("frames_stamp"))
+    # with the file stamps, a frame or sweep replaced by one of its size and time (``cp -p``) is read, not trusted
+    # (a record of before the sweeps' digests were kept judges them by size and time, as it did)
+    digests = {**(inputs.get("frames_sha256") or {}), **(inputs.get("catalogs_sha256") or {})}
+    stamps = _merged(inputs, "frames_stamp", "catalogs_stamp")
+    changed = changed_inputs(files, recorded, digests or None, stamps)
     return sorted(changed + added)
+
+
+def _merged(inputs: dict, *keys: str) -> dict | None:
+    """The union of a record's ``inputs[key]`` dicts; None when it has none of them (then not recorded at all)."""
+    present = [inputs[k] for k in keys if isinstance(inputs.get(k), dict)]
+    return {k: v for d in present for k, v in d.items()} if present else None
 
 
 def _check_cube(paths: DataPaths, fid: FieldId, patch_size: int) -> tuple[tuple[int, int], bool]:
