@@ -120,12 +120,17 @@ def test_a_bright_core_without_data_is_flagged_not_served_as_measured(how):
 
 @pytest.mark.parametrize("how", ["flat", "interpolated"])
 def test_saturated_stars_are_found_without_a_source_list(how):
-    """``saturated_stars`` (the presence test of positions runs no detection) finds each saturated core, however the
+    """``bright_cores`` (the presence test of positions runs no detection) finds and flags each saturated core, however the
     frames left it, within CORE_RADIUS (an interpolated core can leave two groups, each listed), and no
     unsaturated star of any brightness."""
     image, x, y = star_field(BRIGHT, how)
-    sx, sy = saturation.saturated_stars(image, SIGMA)
+    sx, sy = saturated_cores(image)
     d = np.hypot(sx[:, None] - x[None], sy[:, None] - y[None])
     assert (d.min(axis=0) < saturation.CORE_RADIUS).all() and (d.min(axis=1) < saturation.CORE_RADIUS).all()
     unsaturated = [0.9 * LEVEL * 2 * np.pi * SIGMA**2, 1_000.0, 300.0, 50.0, 5.0]
-    assert len(saturation.saturated_stars(star_field(unsaturated, None)[0], SIGMA)[0]) == 0
+    assert len(saturated_cores(star_field(unsaturated, None)[0])[0]) == 0
+
+
+def saturated_cores(image):
+    x, y, _, flagged = saturation.bright_cores(image, SIGMA)
+    return x[flagged], y[flagged]

@@ -186,10 +186,11 @@ def test_a_position_the_border_cuts_is_edge_as_detect_marks_it(pad_bundle):
     assert set(classify(pad_bundle.model, data, wcs, ra, dec, min_snr=0.0, **kwargs).status) == {"ok"}
 
 
-def _saturated_star_cube(seed: int = 3):
-    """(data, wcs, star, faint): toy noise, a star of r 12.5 saturated in r as the simulator saturates one (clipped at
-    260 nanomaggies, bled along its column, interpolated over along the rows) with a power-law halo in every band,
-    and a faint star (matched-filter S/N 12 per band) on its halo 30 px out."""
+def _saturated_star_cube(seed: int = 3, flux: float = 10_000.0, halo: float = 30.0, saturate: bool = True):
+    """(data, wcs, star, faint): toy noise, a star of ``flux`` (r 12.5) saturated in r as the simulator saturates one
+    (clipped at 260 nanomaggies, bled along its column, interpolated over along the rows; not with ``saturate``
+    False) with a power-law halo (``halo`` at its centre) in every band, and a faint star (matched-filter S/N 12 per
+    band) on its halo 30 px out."""
     from stargal import sky_models
 
     shape = (200, 240)
@@ -198,12 +199,13 @@ def _saturated_star_cube(seed: int = 3):
     yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]]
     star, faint = (120.3, 100.2), (141.7, 120.8)
     r2 = (xx - star[0]) ** 2 + (yy - star[1]) ** 2
-    light = 10_000.0 * np.exp(-0.5 * r2 / 1.4**2) / (2 * np.pi * 1.4**2) + 30.0 * (1 + r2 / 9.0) ** -1.5
+    light = flux * np.exp(-0.5 * r2 / 1.4**2) / (2 * np.pi * 1.4**2) + halo * (1 + r2 / 9.0) ** -1.5
     for band in range(5):
         data[band] += (toy.SED[band] * light).astype(np.float32)
         data[band] += toy.faint_source(shape, *faint, 12.0, toy.NOISE[band]).astype(np.float32)
-    sky_models.saturate(data[2], 260.0)
-    sky_models.interpolate_rows(data[2], sky_models.saturation_mask(data[2], 260.0))
+    if saturate:
+        sky_models.saturate(data[2], 260.0)
+        sky_models.interpolate_rows(data[2], sky_models.saturation_mask(data[2], 260.0))
     return data, toy.toy_wcs(shape), star, faint
 
 
@@ -228,4 +230,25 @@ def test_blank_places_in_a_saturated_stars_light_are_off_peak_a_source_there_is_
     status = pred.status[:-2]
     assert not (status == "ok").any() and set(status) <= {"no_source", "off_peak", "artefact"}
     assert (status == "off_peak").sum() >= 10 and np.isnan(pred.p_star[:-2]).all() and not pred.label[:-2].any()
+    assert pred.status[-2:].tolist() == ["ok", "ok"] and np.isfinite(pred.p_star[-2:]).all()
+
+
+def test_blank_places_in_a_bright_unsaturated_stars_light_are_off_peak(pad_bundle):
+    """Places 8-40 px from an unsaturated star of r 15 (r peak 84 nanomaggies) along rows, columns and diagonals, no
+    source there: its halo lifts the presence test's S/N as a saturated star's does, and 8 were classified (of the
+    real fields' blank places 20-40 px from stars brighter than r 16, 2.8-5.2 %). Now none is; the faint star on
+    its halo and the bright star itself are still classified."""
+    from stargal.predict import classify
+
+    data, wcs, star, faint = _saturated_star_cube(flux=1_000.0, halo=6.0, saturate=False)
+    radii = np.arange(8.0, 41.0, 2.0)
+    ways = [(1, 0), (-1, 0), (0, 1), (0, -1), *((a / np.sqrt(2), b / np.sqrt(2)) for a in (1, -1) for b in (1, -1))]
+    x = np.concatenate([star[0] + dx * radii for dx, _ in ways])
+    y = np.concatenate([star[1] + dy * radii for _, dy in ways])
+    blank = np.hypot(x - faint[0], y - faint[1]) > 4
+    x, y = np.r_[x[blank], faint[0], star[0]], np.r_[y[blank], faint[1], star[1]]
+    ra, dec = wcs.wcs_pix2world(x, y, 0)
+    kwargs = {"patch_size": P, "edge": pad_bundle.edge, "threshold": pad_bundle.threshold, "bands": "ugriz"}
+    pred = classify(pad_bundle.model, data, wcs, ra, dec, min_snr=3.5, **kwargs)
+    assert not (pred.status[:-2] == "ok").any() and np.isnan(pred.p_star[:-2]).all()
     assert pred.status[-2:].tolist() == ["ok", "ok"] and np.isfinite(pred.p_star[-2:]).all()

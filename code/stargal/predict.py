@@ -15,9 +15,9 @@ coordinate that cannot be classified honestly gets an explicit status and no pro
                ``stargal.presence``), so the network, trained on catalogued objects, has nothing to classify;
 - ``off_peak``  the S/N is reached but the filter's response does not peak at the position: a bright star's
                wing, or a place more than about 1" from a source's centre, where a patch centred on it is no
-               object's patch; and a place in a saturated star's light (its halo, spikes and bleed trail, within
-               HALO_RADIUS) that does not stand above that light by ``min_snr`` and where the detection finds no
-               source (``on_saturated_light``).
+               object's patch; and a place in a saturated or bright star's light (its halo, spikes and bleed
+               trail, within HALO_RADIUS) that does not stand above that light by ``min_snr`` and where the
+               detection finds no source (``in_bright_star_light``).
 """
 
 from __future__ import annotations
@@ -225,7 +225,7 @@ def classify(
     ``min_snr``: positions centred within ``detection.EDGE_PX`` of the border are ``edge`` (as --detect marks
     them), positions where the bands' combined PSF-matched S/N does not reach it are ``no_source``, and
     those where it does but the response does not peak, or that lie in a saturated star's light without standing
-    above it or being detected (``on_saturated_light``), are ``off_peak`` (0, for positions known to hold a source
+    above it or being detected (``in_bright_star_light``), are ``off_peak`` (0, for positions known to hold a source
     such as catalogued or detected ones: classify them all); with the cube's ``bands`` named, a source there seen
     in r alone (``detection.single_band`` of its PSF-matched fluxes, or ``unseen_beside_r``: a cosmic ray) is an
     ``artefact``, as ``--detect`` marks it, and so is a noise peak of a noisy r column that the other bands do not
@@ -289,7 +289,7 @@ def _no_source(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(faint, off_peak, artefact) bool masks at (x, y): PSF-matched S/N over the bands below ``min_snr``;
     reached, but the response does not peak there, as on a bright star's wing (``presence.source_refusals``), or in
-    a saturated star's light with no source of its own (``on_saturated_light``, with ``bands`` naming r);
+    a saturated star's light with no source of its own (``in_bright_star_light``, with ``bands`` naming r);
     a source that peaks there seen in r alone (r at ``min_snr`` or more, g and i not), or a noise peak of a noisy
     r column that the other bands do not show (``unshown_noise_peaks``, as --detect marks its sources), with
     ``bands`` named (all False without)."""
@@ -314,7 +314,7 @@ def _no_source(
     if bands is not None and "r" in bands and (peaked := np.flatnonzero(~faint & ~off_peak & ~artefact)).size:
         artefact[peaked] = unshown_noise_peaks(data, x[peaked], y[peaked], bands, r50_at, min_snr, local, noise)
     if bands is not None and "r" in bands and (left := np.flatnonzero(~faint & ~off_peak & ~artefact)).size:
-        off_peak[left] = on_saturated_light(data, local, x[left], y[left], r50[left], noise, bands, min_snr, r50_at)
+        off_peak[left] = in_bright_star_light(data, local, x[left], y[left], r50[left], noise, bands, min_snr, r50_at)
     return faint, off_peak, artefact
 
 
@@ -329,7 +329,7 @@ HALO_STEP = 4
 WINDOW_MARGIN = 64  # pixels about a star's doubtful positions that the detection runs on (its footprints whole)
 
 
-def on_saturated_light(
+def in_bright_star_light(
     data: np.ndarray,
     local: np.ndarray,
     x: np.ndarray,
@@ -340,10 +340,10 @@ def on_saturated_light(
     min_snr: float,
     r50_at,
 ) -> np.ndarray:
-    """bool [n]: positions (x, y) of a cube [bands, H, W] that lie in a saturated star's light and show no source of
-    their own: more than saturation.CORE_RADIUS and at most HALO_RADIUS px from a saturated r core
-    (``saturation.saturated_stars`` of ``local``'s r band), whose ``presence.detection_snr`` does not reach
-    ``min_snr`` over the star's light there (the mean of the S/N HALO_STEP px nearer the star and beyond it), and
+    """bool [n]: positions (x, y) of a cube [bands, H, W] that lie in a bright star's light and show no source of
+    their own: more than saturation.CORE_RADIUS and at most HALO_RADIUS px from a saturated r core, or from
+    UNSATURATED_INNER px out to its flux's reach from an unsaturated one of r < ~16.5 (``halo_stars`` of ``local``'s
+    r band), whose ``presence.detection_snr`` does not reach ``min_snr`` over the star's light there (the mean of the S/N HALO_STEP px nearer the star and beyond it), and
     where ``detection.detect`` (its faint pass too, as --detect) finds no source within DUPLICATE_PX on the r band
     less the detection's background, in a window WINDOW_MARGIN px about them.
 
@@ -353,18 +353,16 @@ def on_saturated_light(
     is left to the other tests, as --detect classifies the source it finds there. ``local``, ``noise``: the cube's
     ``presence.local_background_subtracted`` and ``presence.filter_noise``; ``r50``: the PSF's half-light radii at
     the positions [n, bands]; ``r50_at(cols, rows)``: the PSF anywhere."""
-    from scipy.spatial import cKDTree
-
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
     out = np.zeros(len(x), bool)
     r = bands.index("r")
     rows, cols = data.shape[1:]
     sigma = float(r50_at(np.array([cols / 2]), np.array([rows / 2]))[0, r]) * GAUSS_R50_TO_SIGMA
-    sx, sy = saturation.saturated_stars(local[r], sigma)
+    sx, sy, inner, radius = halo_stars(local[r], sigma)
     if not len(sx) or not len(x):
         return out
-    distance, star = cKDTree(np.c_[sx, sy]).query(np.c_[x, y])
-    near = np.flatnonzero((distance > saturation.CORE_RADIUS) & (distance <= HALO_RADIUS))
+    distance, star = _covering_star(np.c_[sx, sy], inner, radius, x, y)
+    near = np.flatnonzero(np.isfinite(distance))
     if not near.size:
         return out
     ux, uy = (x[near] - sx[star[near]]) / distance[near], (y[near] - sy[star[near]]) / distance[near]
@@ -380,21 +378,74 @@ def on_saturated_light(
     return out
 
 
+# nanomaggies: an unsaturated bright star's light reaches HALO_RADIUS * sqrt(flux / HALO_REFERENCE_FLUX) px, at most
+# HALO_RADIUS: a halo falling as the distance squared lifts the S/N by a given amount at a distance growing as the
+# square root of the flux. r = 14, about where stars saturate: 25 px at r = 16, where blank places 20-40 px out
+# passed 2.8-5.2 % of the time in the high-latitude fields (far from bright stars 0.8-1.8 %; docs/predict.md)
+HALO_REFERENCE_FLUX = 2512.0
+# pixels: an unsaturated star's light is judged from this far out. Nearer, the peak test judges its wing, and its
+# PSF's steep fall does not cancel over HALO_STEP: the rule refused simulated objects of r 19.4-21.1 7-11 px from
+# such stars, which the detection does not separate from them
+UNSATURATED_INNER = 16.0
+COVER_NEIGHBOURS = 8  # stars that may reach a position: a smaller star nearer it does not hide a saturated one's halo
+
+
+def halo_stars(image: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(x, y, inner, radius) float64 [n]: the bright r cores of a background-subtracted r ``image``
+    (``saturation.bright_cores``; ``sigma`` the stars' Gaussian width, pixels) and the span of distances over which
+    their light can pass for a source: a saturated core's from saturation.CORE_RADIUS to HALO_RADIUS, an unsaturated
+    one's from UNSATURATED_INNER to its flux's reach (HALO_REFERENCE_FLUX); cores whose reach ends within their
+    inner distance are left out."""
+    x, y, flux, flagged = saturation.bright_cores(image, sigma)
+    scaled = HALO_RADIUS * np.sqrt(np.maximum(flux, 0.0) / HALO_REFERENCE_FLUX)
+    radius = np.where(flagged, HALO_RADIUS, np.minimum(scaled, HALO_RADIUS))
+    inner = np.where(flagged, saturation.CORE_RADIUS, UNSATURATED_INNER)
+    keep = radius > inner
+    return x[keep], y[keep], inner[keep], radius[keep]
+
+
+def _covering_star(
+    xy: np.ndarray, inner: np.ndarray, radius: np.ndarray, x: np.ndarray, y: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(distance, star) [n]: the nearest of the stars at ``xy`` [m, 2] whose span (``inner``, ``radius``] holds
+    (x, y), among the COVER_NEIGHBOURS nearest (inf and 0 where none does, or where the nearest star lies within
+    saturation.CORE_RADIUS: a star's own core is left to the other tests)."""
+    from scipy.spatial import cKDTree
+
+    k = min(COVER_NEIGHBOURS, len(xy))
+    distance, star = cKDTree(xy).query(np.c_[x, y], k=k)
+    distance, star = distance.reshape(len(x), k), star.reshape(len(x), k)
+    covered = (distance <= radius[star]) & (distance > inner[star]) & (distance[:, :1] > saturation.CORE_RADIUS)
+    first = np.argmax(covered, axis=1)
+    pick = np.arange(len(x))
+    hit = covered[pick, first]
+    return np.where(hit, distance[pick, first], np.inf), np.where(hit, star[pick, first], 0)
+
+
 def _detected_near(image: np.ndarray, x: np.ndarray, y: np.ndarray, group: np.ndarray) -> np.ndarray:
     """bool [n]: ``detection.detect`` (faint) finds a source within DUPLICATE_PX of (x, y) on the r ``image`` less the
     detection's background (``detection.background_subtracted``, the whole frame's, as --detect sees it), run once
     per ``group`` (a star) on the window WINDOW_MARGIN px or more about its positions, its edges on the frame's
-    BACKGROUND_CELL grid."""
+    BACKGROUND_CELL grid; once on the whole frame where those windows would cover more pixels than it has."""
+    from scipy.spatial import cKDTree
+
     subtracted, rms = background_subtracted(image)
     rows, cols = subtracted.shape
     found = np.zeros(len(x), bool)
-    for g in np.unique(group):
+    groups = np.unique(group)
+    # edges on the frame's 64-pixel grid: the faint pass's 32-pixel background cells are then the frame's own.
+    # Cut anywhere, the window lost 6 of 5405-6-99's detected sources fed back by position, on it 2 (both faint
+    # deblended pieces of r 21.1 and 22.0 in the crowded Galactic plane, whose deblending shifts with the window)
+    windows = [(*_on_grid(x[group == g], cols), *_on_grid(y[group == g], rows)) for g in groups]
+    if sum((x1 - x0) * (y1 - y0) for x0, x1, y0, y1 in windows) > rows * cols:
+        # the crowded 5405-6-99's hundreds of bright stars: their overlapping windows took 10 s for 100,000
+        # uniformly drawn positions, the whole frame 2.5 s, and it is --detect's own view
+        sx, sy, _ = detect(subtracted, rms, faint=True)
+        if len(sx):
+            found[:] = cKDTree(np.c_[sx, sy]).query(np.c_[x, y])[0] <= DUPLICATE_PX
+        return found
+    for g, (x0, x1, y0, y1) in zip(groups, windows, strict=True):
         mine = np.flatnonzero(group == g)
-        # edges on the frame's 64-pixel grid: the faint pass's 32-pixel background cells are then the frame's own.
-        # Cut anywhere, the window lost 6 of 5405-6-99's detected sources fed back by position, on it 2 (both faint
-        # deblended pieces of r 21.1 and 22.0 in the crowded Galactic plane, whose deblending shifts with the window)
-        x0, x1 = _on_grid(x[mine], cols)
-        y0, y1 = _on_grid(y[mine], rows)
         sx, sy, _ = detect(np.ascontiguousarray(subtracted[y0:y1, x0:x1]), rms, faint=True)
         if len(sx):
             d = np.hypot(x[mine, None] - (sx[None] + x0), y[mine, None] - (sy[None] + y0))

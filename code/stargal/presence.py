@@ -29,7 +29,7 @@ detected sources of r 20-21, the Laplacian 0.9 %). What it lets through: places 
 diffraction spikes and at the rim of its flat core, and places 15-40 pixels out where the wing curves less than
 the noise does (``bench/halo_presence.py`` measures it all on the real sample); predict.py refuses those within
 64 pixels of a saturated core that neither stand above the star's light nor are detected
-(``stargal.predict.on_saturated_light``).
+(``stargal.predict.in_bright_star_light``).
 """
 
 from __future__ import annotations

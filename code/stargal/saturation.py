@@ -110,22 +110,24 @@ def saturated(
     return t["flat"] | t["masked"] | (t["bright"] & (t["hollow"] | t["truncated"]))
 
 
-def saturated_stars(image: np.ndarray, sigma: float, floor: float = SATURATION_FLOOR) -> tuple[np.ndarray, np.ndarray]:
-    """(x, y) float64 [n]: the saturated cores of a background-subtracted r image, without a source list (the
-    presence test of positions, ``stargal.predict.on_saturated_light``, runs no detection).
+def bright_cores(
+    image: np.ndarray, sigma: float, floor: float = SATURATION_FLOOR
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(x, y, flux, saturated) [n]: the bright cores of a background-subtracted r image, without a source list.
 
     Candidates are the groups (8-connected) of pixels at CORE_FRACTION of ``floor`` or more, or without data: an
-    interpolated core can peak at a tenth of the level (4510-4-30's five, of r_psfmag 11.8-14.7, peak at 29-156 nanomaggies).
-    Each group's light-weighted centre, which for a hollow core lies in its trough, is then judged by ``saturated``
-    over a sky level of 0, the group's PSF-weighted flux as its flux, ``sigma`` the stars' Gaussian width (pixels). A
-    bright star can leave several such groups (its core and its bleed trail): each that passes is listed."""
+    interpolated core can peak at a tenth of the level (4510-4-30's five, of r_psfmag 11.8-14.7, peak at 29-156
+    nanomaggies), and an unsaturated star peaks there from r of about 16.5. Each group's light-weighted centre, which
+    for a hollow core lies in its trough, gets its PSF-weighted flux (``gaussian_fluxes``, ``sigma`` the stars'
+    Gaussian width in pixels) and is judged by ``saturated`` over a sky level of 0. A bright star can leave several
+    such groups (its core and its bleed trail): each is listed."""
     from scipy import ndimage
 
     image = np.asarray(image, np.float32)
     candidate = ~(image < CORE_FRACTION * floor)  # NaN compares False: pixels without data kept
     labels, n = ndimage.label(candidate, structure=np.ones((3, 3), bool))
     if not n:
-        return np.zeros(0), np.zeros(0)
+        return np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(0, bool)
     group = labels[candidate] - 1
     py, px = np.nonzero(candidate)
     value = np.nan_to_num(image[candidate], nan=0.0, posinf=0.0, neginf=0.0).astype(np.float64)
@@ -139,4 +141,4 @@ def saturated_stars(image: np.ndarray, sigma: float, floor: float = SATURATION_F
     clean = np.nan_to_num(image, nan=0.0, posinf=0.0, neginf=0.0)
     flux = gaussian_fluxes(clean, x, y, sigma)
     flagged = saturated(image, x, y, np.zeros(len(x)), flux, sigma, floor)
-    return x[flagged], y[flagged]
+    return x, y, flux, flagged
