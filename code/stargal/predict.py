@@ -343,14 +343,15 @@ def in_bright_star_light(
     """bool [n]: positions (x, y) of a cube [bands, H, W] that lie in a bright star's light and show no source of
     their own: more than saturation.CORE_RADIUS and at most HALO_RADIUS px from a saturated r core, or from
     UNSATURATED_INNER px out to its flux's reach from an unsaturated one of r < ~16.5 (``halo_stars`` of ``local``'s
-    r band), whose ``presence.detection_snr`` does not reach ``min_snr`` over the star's light there (the mean of the S/N HALO_STEP px nearer the star and beyond it), and
-    where ``detection.detect`` (its faint pass too, as --detect) finds no source within DUPLICATE_PX on the r band
-    less the detection's background, in a window WINDOW_MARGIN px about them.
+    r band), whose ``presence.detection_snr`` does not reach ``min_snr`` over the star's light there (the mean of
+    the S/N HALO_STEP px nearer the star and beyond it), and where ``detection.detect`` (its faint pass too, as
+    --detect) finds no source within DUPLICATE_PX on the r band less the detection's background, in a window
+    WINDOW_MARGIN px about them.
 
-    Why: a saturated star's halo, spikes and bleed trail add S/N to every place around it, so the presence test's
-    noise passes there, and its light curves too little for the peak test to tell. A source on that light stands
-    above it, or the detection (which deblends it from the star, as --detect does) finds it. The star's own core
-    is left to the other tests, as --detect classifies the source it finds there. ``local``, ``noise``: the cube's
+    Why: a bright star's halo (and a saturated one's spikes and bleed trail) add S/N to every place around it, so
+    the presence test's noise passes there, and its light curves too little for the peak test to tell. A source on
+    that light stands above it, or the detection (which deblends it from the star, as --detect does) finds it. The
+    star's own core is left to the other tests, as --detect classifies the source it finds there. ``local``, ``noise``: the cube's
     ``presence.local_background_subtracted`` and ``presence.filter_noise``; ``r50``: the PSF's half-light radii at
     the positions [n, bands]; ``r50_at(cols, rows)``: the PSF anywhere."""
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
