@@ -464,7 +464,7 @@ class Terminated(BaseException):
 
 # The user's ways of stopping a run (Ctrl-C; a batch system's kill, docker stop), and what a run says and ends
 # with for each: "interrupted" 130, "terminated" 143, as run_main does.
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+STOP_SIGNALS = fsio.STOP_SIGNALS
 STOP_WORDS = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
 
 

@@ -549,7 +549,7 @@ def previous_record(
 # ---------------------------------------------------------------------------------------------------------
 # stop signals held back while an output set is renamed into place
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # the user's ways of stopping a run (as cli.STOP_SIGNALS)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # the user's ways of stopping a run (cli, parallel use these)
 
 
 @contextlib.contextmanager

@@ -18,7 +18,7 @@ from typing import Any
 from . import fsio
 from .progress import track
 
-STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+STOP_SIGNALS = set(fsio.STOP_SIGNALS)
 PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h): the signal a process gets when its parent dies
 
 

@@ -533,9 +533,8 @@ def _changed_since_alignment(paths: DataPaths, fid: FieldId, record: dict) -> li
         added = [p.name for p in sweeps if p.name not in recorded and p.exists()]
     # with the file stamps, a frame or sweep replaced by one of its size and time (``cp -p``) is read, not trusted
     # (a record of before the sweeps' digests were kept judges them by size and time, as it did)
-    digests = {**(inputs.get("frames_sha256") or {}), **(inputs.get("catalogs_sha256") or {})}
-    stamps = _merged(inputs, "frames_stamp", "catalogs_stamp")
-    changed = changed_inputs(files, recorded, digests or None, stamps)
+    digests = _merged(inputs, "frames_sha256", "catalogs_sha256")
+    changed = changed_inputs(files, recorded, digests, _merged(inputs, "frames_stamp", "catalogs_stamp"))
     return sorted(changed + added)
 
 
